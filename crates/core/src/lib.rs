@@ -1,0 +1,20 @@
+//! veer's pure decision core: who serves a client, with how much load, and when a host is ejected.
+//!
+//! Nothing here does I/O, reads a clock or draws random numbers on its own: time and randomness
+//! are arguments, so every decision is reproducible in a unit test.
+//!
+//! Layout:
+//! - [`topology`]: endpoints, localities and the labels that describe where they run.
+//! - [`priority`]: Istio's failoverPriority, locality failover and `distribute` rules that
+//!   turn a client's position into a priority for each endpoint.
+//! - [`load`]: Envoy's priority-load maths (overprovisioning, spill-over, panic).
+//! - [`table`]: the per-client priority table and each endpoint's expected share of requests.
+//! - [`outlier`]: outlier detection as a state machine over injected time.
+//! - [`policy`]: the resilience settings every dialect translates into.
+
+pub mod load;
+pub mod outlier;
+pub mod policy;
+pub mod priority;
+pub mod table;
+pub mod topology;

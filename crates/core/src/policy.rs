@@ -1,0 +1,87 @@
+//! The resilience settings every dialect translates into: outlier detection, active health
+//! checks, retries and load settings for one destination.
+
+use std::time::Duration;
+
+use crate::load::LoadSettings;
+use crate::outlier::OutlierConfig;
+
+/// Everything the data plane needs to know about how a destination handles failure.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Resilience {
+    /// Passive health checking; `None` means nothing marks an endpoint unhealthy from traffic.
+    pub outlier: Option<OutlierConfig>,
+    pub active_health_check: Option<ActiveHealthCheck>,
+    /// `None`: no retry policy (Envoy then does not retry); veer's data plane applies its own
+    /// safe defaults on top.
+    pub retry: Option<RetryPolicy>,
+    pub load: LoadSettings,
+}
+
+/// An active HTTP health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveHealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expected_statuses: Vec<(u16, u16)>,
+}
+
+impl Default for ActiveHealthCheck {
+    fn default() -> Self {
+        // Envoy Gateway's CRD defaults.
+        ActiveHealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(3),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            expected_statuses: vec![(200, 200)],
+        }
+    }
+}
+
+/// Conditions a retry fires on (Envoy `retry_on` names).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    pub five_xx: bool,
+    pub gateway_error: bool,
+    pub reset: bool,
+    pub connect_failure: bool,
+    pub retriable_4xx: bool,
+    pub refused_stream: bool,
+    pub retriable_status_codes: Vec<u16>,
+}
+
+/// A retry policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub retry_on: RetryOn,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Move retries away from priorities already tried (Envoy previous_priorities).
+    pub other_priorities: bool,
+}
+
+impl RetryPolicy {
+    /// Istio's default route retry policy (reference §4.7).
+    pub fn istio_default() -> Self {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            retry_on: RetryOn {
+                connect_failure: true,
+                refused_stream: true,
+                retriable_status_codes: vec![503],
+                ..RetryOn::default()
+            },
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            other_priorities: false,
+        }
+    }
+}

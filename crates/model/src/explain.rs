@@ -1,0 +1,230 @@
+//! `veer explain`: a client's priority table for one destination, with the reasons behind it.
+
+use serde::Serialize;
+
+use veer_core::priority::{LocalityRank, Why};
+use veer_core::table::{self, Table};
+use veer_core::topology::{Address, Client, Health, Labels};
+
+use crate::resolve::{Destination, SourceRef};
+
+/// What a `--down` flag takes down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Down {
+    Cluster(String),
+    Address(String),
+}
+
+/// The stable JSON contract of `veer explain -o json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub host: String,
+    pub port: u16,
+    pub client: ClientView,
+    pub sources: Vec<SourceView>,
+    pub panic: bool,
+    /// No endpoint can be picked: requests fail with 503.
+    pub no_healthy_upstream: bool,
+    pub priorities: Vec<PriorityView>,
+    /// Endpoints the policy gives no traffic at all.
+    pub excluded: Vec<EndpointView>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClientView {
+    pub cluster: String,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SourceView {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: String,
+    pub line: usize,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PriorityView {
+    pub priority: usize,
+    pub load_percent: u32,
+    pub panic: bool,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EndpointView {
+    pub cluster: String,
+    pub address: String,
+    pub weight: u32,
+    pub healthy: bool,
+    pub share_percent: f64,
+    pub labels: Labels,
+    pub why: String,
+    pub origin: String,
+}
+
+/// Marks endpoints taken down by `--down`; errors name a flag that matched nothing.
+pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), String> {
+    for d in downs {
+        let mut hit = false;
+        for e in &mut dest.endpoints {
+            let matches = match d {
+                Down::Cluster(c) => e.cluster == *c,
+                Down::Address(a) => {
+                    let full = e.address.to_string();
+                    full == *a || matches!(&e.address, Address::Socket(s) if s.ip().to_string() == *a)
+                }
+            };
+            if matches {
+                e.health = Health::Unhealthy;
+                hit = true;
+            }
+        }
+        if !hit {
+            return Err(match d {
+                Down::Cluster(c) => format!("--down cluster={c}: no endpoint of {} is in cluster {c}", dest.host),
+                Down::Address(a) => format!("--down {a}: no endpoint of {} has that address", dest.host),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Builds the report for `client` calling `dest`.
+pub fn explain(dest: &Destination, client: &Client) -> Report {
+    let t: Table = table::build(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
+    let view = |i: usize, why: String, share: f64| {
+        let e = &dest.endpoints[i];
+        EndpointView {
+            cluster: e.cluster.clone(),
+            address: e.address.to_string(),
+            weight: e.weight,
+            healthy: e.health != Health::Unhealthy,
+            share_percent: (share * 100.0).round() / 100.0,
+            labels: e.labels.clone(),
+            why,
+            origin: e.origin.clone(),
+        }
+    };
+    let mut priorities: Vec<PriorityView> = (0..t.levels)
+        .map(|p| PriorityView {
+            priority: p,
+            load_percent: t.load.healthy.get(p).copied().unwrap_or(0) + t.load.degraded.get(p).copied().unwrap_or(0),
+            panic: t.load.total_panic || t.load.panic.get(p).copied().unwrap_or(false),
+            endpoints: Vec::new(),
+        })
+        .collect();
+    for pl in &t.placements {
+        priorities[pl.priority].endpoints.push(view(pl.endpoint, describe(&pl.why, pl.group_weight), pl.share_percent));
+    }
+    let excluded = t.excluded.iter().map(|&i| view(i, "no distribute target covers its locality".into(), 0.0)).collect();
+    let mut notes = dest.notes.clone();
+    let panic = t.load.total_panic || t.load.panic.iter().any(|p| *p);
+    if t.load.no_healthy {
+        notes.push(format!(
+            "no healthy endpoint{}: requests fail with 503 (panic threshold {}%)",
+            if dest.endpoints.is_empty() { " (the destination has no endpoints)" } else { "" },
+            dest.resilience.load.panic_threshold
+        ));
+    } else if panic {
+        notes.push(format!("PANIC: healthy share below the panic threshold ({}%); the priority in panic spreads requests over all its endpoints, unhealthy ones included", dest.resilience.load.panic_threshold));
+    }
+    if dest.resilience.outlier.is_none() && dest.resilience.active_health_check.is_none() && t.levels > 1 {
+        notes.push("nothing detects failures here (no outlier detection or health check), so the lower priorities get traffic only if endpoints are removed".into());
+    }
+    Report {
+        host: dest.host.clone(),
+        port: dest.port,
+        client: ClientView { cluster: client.cluster.clone(), labels: client.labels.clone() },
+        sources: dest.sources.iter().map(source_view).collect(),
+        panic,
+        no_healthy_upstream: t.load.no_healthy,
+        priorities,
+        excluded,
+        notes,
+    }
+}
+
+fn source_view(s: &SourceRef) -> SourceView {
+    SourceView { kind: s.kind.clone(), namespace: s.namespace.clone(), name: s.name.clone(), file: s.file.clone(), line: s.line, role: s.role.clone() }
+}
+
+/// One line saying why an endpoint sits where it does.
+pub fn describe(why: &Why, group_weight: Option<u32>) -> String {
+    match why {
+        Why::Flat => "no priority rule: all endpoints share priority 0".into(),
+        Why::Tier(t) => format!("fixed tier {t} from the resource order"),
+        Why::Distribute { pattern, weight } => format!("distribute: locality matches {pattern:?}, weight {weight}"),
+        Why::Istio { checks, label_rank, locality_rank } => {
+            let mut parts: Vec<String> = checks
+                .iter()
+                .map(|c| {
+                    let wanted = if c.from_override { format!("={:?}", c.wanted) } else { format!("client {:?}", c.wanted) };
+                    format!("{} {:?} {} {wanted}", c.key, c.actual, if c.matched { "matches" } else { "differs from" })
+                })
+                .collect();
+            if !checks.is_empty() {
+                parts.push(format!("label rank {label_rank}"));
+            }
+            if let Some(l) = locality_rank {
+                parts.push(
+                    match l {
+                        LocalityRank::SameSubzone => "same region/zone/subzone",
+                        LocalityRank::SameZone => "same region and zone, other subzone",
+                        LocalityRank::SameRegion => "same region, other zone",
+                        LocalityRank::OtherRegion => "other region",
+                        LocalityRank::NotFailoverTarget => "other region, not the failover target",
+                    }
+                    .to_string(),
+                );
+            }
+            if let Some(w) = group_weight {
+                parts.push(format!("group weight {w}"));
+            }
+            parts.join("; ")
+        }
+    }
+}
+
+/// Renders the report as a table for people.
+pub fn render_table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}:{} as seen from cluster {}", r.host, r.port, r.client.cluster);
+    let interesting: Vec<String> = r.client.labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "client labels: {}", interesting.join(", "));
+    let _ = writeln!(out, "decided by:");
+    for s in &r.sources {
+        let _ = writeln!(out, "  {}/{}/{} ({}:{}): {}", s.kind, s.namespace, s.name, s.file, s.line, s.role);
+    }
+    for p in &r.priorities {
+        let _ = writeln!(out, "\nP{}  load {}%{}", p.priority, p.load_percent, if p.panic { "  PANIC" } else { "" });
+        let _ = writeln!(out, "  {:<16} {:<24} {:>6} {:<9} {:>8}  why", "cluster", "address", "weight", "health", "share");
+        for e in &p.endpoints {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<24} {:>6} {:<9} {:>7.2}%  {}",
+                e.cluster,
+                e.address,
+                e.weight,
+                if e.healthy { "healthy" } else { "DOWN" },
+                e.share_percent,
+                e.why
+            );
+        }
+    }
+    if !r.excluded.is_empty() {
+        let _ = writeln!(out, "\nno traffic:");
+        for e in &r.excluded {
+            let _ = writeln!(out, "  {:<16} {:<24} {}", e.cluster, e.address, e.why);
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "\nnote: {n}");
+    }
+    out
+}

@@ -1,0 +1,251 @@
+//! Istio `networking.istio.io`: `DestinationRule` (locality LB, outlier detection) and the east-west `Gateway`.
+
+use std::time::Duration;
+
+use veer_core::outlier::OutlierConfig;
+use veer_core::priority::{DistributeEntry, FailoverEntry, LabelMatch};
+
+use crate::decode::Obj;
+use crate::diag::Pos;
+use crate::gloo::check_outlier_timing;
+use crate::meta::Meta;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationRule {
+    pub meta: Meta,
+    pub host: String,
+    pub host_pos: Pos,
+    pub locality: Option<LocalityLbSetting>,
+    pub outlier: Option<IstioOutlier>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalityLbSetting {
+    pub enabled: bool,
+    pub failover: Vec<FailoverEntry>,
+    pub failover_priority: Vec<LabelMatch>,
+    pub distribute: Vec<DistributeEntry>,
+    pub pos: Pos,
+}
+
+/// Istio outlierDetection translated to Envoy, plus the panic threshold it implies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IstioOutlier {
+    pub config: OutlierConfig,
+    /// `minHealthPercent`, default 0: Istio turns Envoy's panic mode off unless asked.
+    pub min_health_percent: u32,
+    pub pos: Pos,
+}
+
+/// An Istio `Gateway`; veer reads the `AUTO_PASSTHROUGH` servers that expose hosts across networks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IstioGateway {
+    pub meta: Meta,
+    pub selector: std::collections::BTreeMap<String, String>,
+    pub servers: Vec<IstioServer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IstioServer {
+    pub port: u16,
+    pub protocol: String,
+    pub tls_mode: Option<String>,
+    pub hosts: Vec<String>,
+}
+
+pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<DestinationRule> {
+    let (host, host_pos) = spec.required_string("host")?;
+    let mut locality = None;
+    let mut outlier = None;
+    if let Some(tp) = spec.obj("trafficPolicy") {
+        if let Some(lb) = tp.obj("loadBalancer") {
+            lb.one_of("simple", &["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]);
+            lb.tolerate("consistentHash", "consistent hashing is not modelled; endpoints are picked by weight");
+            lb.tolerate("warmupDurationSecs", "slow start is the data plane's own");
+            lb.tolerate("warmup", "slow start is the data plane's own");
+            if let Some(l) = lb.obj("localityLbSetting") {
+                locality = Some(read_locality_lb(&l));
+                l.finish();
+            }
+            lb.finish();
+        }
+        if let Some(o) = tp.obj("outlierDetection") {
+            outlier = Some(read_outlier(&o));
+            o.finish();
+        }
+        for t in ["connectionPool", "tls", "portLevelSettings", "tunnel", "proxyProtocol", "retryBudget"] {
+            tp.tolerate(t, "not part of veer's failover model yet");
+        }
+        tp.finish();
+    }
+    spec.tolerate("subsets", "subsets are not modelled");
+    spec.tolerate("exportTo", "every destination is visible to every cluster");
+    spec.tolerate("workloadSelector", "DestinationRules apply to every client");
+    Some(DestinationRule { meta, host, host_pos, locality, outlier })
+}
+
+fn read_locality_lb(l: &Obj<'_>) -> LocalityLbSetting {
+    let enabled = l.bool("enabled").unwrap_or(true);
+    let failover: Vec<FailoverEntry> = l
+        .objs("failover")
+        .into_iter()
+        .filter_map(|f| {
+            let from = f.required_string("from");
+            let to = f.required_string("to");
+            if let (Some((a, _)), Some((b, pos))) = (&from, &to) {
+                if a == b {
+                    f.ctx().error(*pos, &f.field_path("to"), format!("failover from {a:?} to itself does nothing"));
+                }
+                if a.contains('/') || b.contains('/') {
+                    f.ctx().error(f.pos(), f.path(), "failover from/to are regions, without '/'");
+                }
+            }
+            f.finish();
+            Some(FailoverEntry { from: from?.0, to: to?.0 })
+        })
+        .collect();
+    let failover_priority: Vec<LabelMatch> = l
+        .strings("failoverPriority")
+        .into_iter()
+        .filter_map(|(s, pos)| match s.split('=').collect::<Vec<_>>().as_slice() {
+            [k, v] if !k.is_empty() => Some(LabelMatch { key: (*k).into(), value: Some((*v).into()) }),
+            [k] if !k.is_empty() => Some(LabelMatch { key: (*k).into(), value: None }),
+            _ => {
+                l.ctx().error(pos, &l.field_path("failoverPriority"), format!("{s:?} is not a label key or key=value"));
+                None
+            }
+        })
+        .collect();
+    let distribute: Vec<DistributeEntry> = l
+        .objs("distribute")
+        .into_iter()
+        .filter_map(|d| {
+            let from = d.required_string("from");
+            let to: Vec<(String, u32)> = d
+                .int_map("to", 0, 100)
+                .into_iter()
+                .map(|(k, v, _)| (k, u32::try_from(v).unwrap_or(0)))
+                .collect();
+            let sum: u32 = to.iter().map(|t| t.1).sum();
+            if sum != 100 {
+                d.ctx().error(d.pos(), &d.field_path("to"), format!("weights sum to {sum}; they must sum to 100"));
+            }
+            d.finish();
+            Some(DistributeEntry { from: from?.0, to })
+        })
+        .collect();
+    if !distribute.is_empty() && !failover.is_empty() {
+        l.ctx().error(
+            l.pos(),
+            l.path(),
+            "distribute and failover cannot both be set (Istio rejects it); use failoverPriority with distribute weights in separate rules, or veer's own policy",
+        );
+    }
+    if !enabled && (!failover.is_empty() || !distribute.is_empty() || !failover_priority.is_empty()) {
+        l.ctx().warn(l.pos(), l.path(), "enabled: false turns locality load balancing off; the failover, failoverPriority and distribute settings here are not used");
+    }
+    LocalityLbSetting { enabled, failover, failover_priority, distribute, pos: l.pos() }
+}
+
+fn read_outlier(o: &Obj<'_>) -> IstioOutlier {
+    // Istio starts from Envoy's defaults and copies what is set (reference §4.6).
+    let mut c = OutlierConfig { enforcing_consecutive_gateway_failure: 0, ..OutlierConfig::default() };
+    let legacy = o.u32("consecutiveErrors", 0, u32::MAX);
+    if let Some(v) = legacy {
+        c.consecutive_gateway_failure = v;
+        c.enforcing_consecutive_gateway_failure = if v > 0 { 100 } else { 0 };
+        c.enforcing_consecutive_5xx = 0;
+    }
+    if let Some(v) = o.u32("consecutive5xxErrors", 0, u32::MAX) {
+        c.consecutive_5xx = v;
+        c.enforcing_consecutive_5xx = if v > 0 { 100 } else { 0 };
+    }
+    if let Some(v) = o.u32("consecutiveGatewayErrors", 0, u32::MAX) {
+        c.consecutive_gateway_failure = v;
+        c.enforcing_consecutive_gateway_failure = if v > 0 { 100 } else { 0 };
+    }
+    if let Some(v) = o.duration("interval") {
+        c.interval = v;
+    }
+    if let Some(v) = o.duration("baseEjectionTime") {
+        c.base_ejection_time = v;
+        c.max_ejection_time = c.max_ejection_time.max(v);
+    }
+    if let Some(v) = o.u32("maxEjectionPercent", 0, 100) {
+        if v > 0 {
+            c.max_ejection_percent = v;
+        }
+    }
+    if let Some(split) = o.bool("splitExternalLocalOriginErrors") {
+        c.split_external_local_origin_errors = split;
+    }
+    if let Some(v) = o.u32("consecutiveLocalOriginFailures", 0, u32::MAX) {
+        if v > 0 {
+            c.consecutive_local_origin_failure = v;
+        }
+    }
+    let min_health_percent = o.u32("minHealthPercent", 0, 100).unwrap_or(0);
+    check_outlier_timing(o, &c);
+    if c.max_ejection_percent < 100 && !o.has("maxEjectionPercent") {
+        o.ctx().warn(
+            o.pos(),
+            &o.field_path("maxEjectionPercent"),
+            format!("not set, so Envoy's default of {}% applies: in a cluster of fewer than 10 endpoints nothing is ever ejected and failover never happens; set maxEjectionPercent: 100", c.max_ejection_percent),
+        );
+    }
+    let _ = Duration::ZERO;
+    IstioOutlier { config: c, min_health_percent, pos: o.pos() }
+}
+
+pub(crate) fn read_istio_gateway(spec: &Obj<'_>, meta: Meta) -> Option<IstioGateway> {
+    let selector = spec.string_map("selector");
+    let mut servers = Vec::new();
+    for s in spec.objs("servers") {
+        let (port, protocol) = match s.obj("port") {
+            Some(p) => {
+                let n = p.port("number");
+                p.string("name");
+                let proto = p.one_of("protocol", &["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS"]).map(|(s, _)| s.to_string());
+                p.port("targetPort");
+                p.finish();
+                (n, proto.unwrap_or_else(|| "HTTP".into()))
+            }
+            None => {
+                s.ctx().error(s.pos(), &s.field_path("port"), "required field is missing");
+                (None, String::new())
+            }
+        };
+        let tls_mode = s.obj("tls").and_then(|t| {
+            let m = t.one_of("mode", &["PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"]).map(|(m, _)| m.to_string());
+            for k in ["credentialName", "httpsRedirect", "serverCertificate", "privateKey", "caCertificates", "subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites", "credentialNames"] {
+                t.skip(k);
+            }
+            t.finish();
+            m
+        });
+        let hosts: Vec<String> = s.strings("hosts").into_iter().map(|(h, _)| h).collect();
+        if hosts.is_empty() {
+            s.ctx().error(s.pos(), &s.field_path("hosts"), "a server needs at least one host");
+        }
+        s.skip("name");
+        s.tolerate("bind", "veer binds where the Cluster says");
+        s.tolerate("defaultEndpoint", "not used");
+        s.finish();
+        if let Some(port) = port {
+            servers.push(IstioServer { port, protocol, tls_mode, hosts });
+        }
+    }
+    Some(IstioGateway { meta, selector, servers })
+}
+
+/// Whether an Istio host pattern (`*`, `*.example.com`, `ns/host`) matches `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.rsplit_once('/').map_or(pattern, |(_, h)| h);
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}

@@ -1,0 +1,304 @@
+//! From text to typed resources: documents are dispatched by apiVersion and kind, read strictly,
+//! and every problem is collected with its location.
+
+use std::sync::Arc;
+
+use crate::decode::{Ctx, Obj};
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
+use crate::meta::Meta;
+use crate::yaml::{self, Node};
+use crate::{gateway, gloo, istio, router, smh, topology};
+
+/// A resource veer acts on, read and checked on its own (references are checked by [`crate::set`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    Cluster(topology::Cluster),
+    Service(topology::Service),
+    WorkloadEntry(topology::WorkloadEntry),
+    VirtualDestination(gloo::VirtualDestination),
+    FailoverPolicy(gloo::FailoverPolicy),
+    OutlierDetectionPolicy(gloo::OutlierDetectionPolicy),
+    FailoverService(smh::FailoverService),
+    TrafficPolicy(smh::TrafficPolicy),
+    VirtualMesh(smh::VirtualMesh),
+    DestinationRule(istio::DestinationRule),
+    IstioGateway(istio::IstioGateway),
+    Backend(gateway::Backend),
+    BackendTrafficPolicy(gateway::BackendTrafficPolicy),
+    Gateway(gateway::Gateway),
+    HttpRoute(gateway::HttpRoute),
+    ClusterIdentity(router::ClusterIdentity),
+    DnsConfiguration(router::DnsConfiguration),
+    DnsPolicy(router::DnsPolicy),
+    ServiceRoute(router::ServiceRoute),
+    RouterGateway(router::RouterGateway),
+}
+
+type Reader = fn(&Obj<'_>, Meta) -> Option<Resource>;
+
+/// A group veer handles: its versions, the kinds it reads, and kinds it knows but does not act on.
+struct Group {
+    name: &'static str,
+    versions: &'static [&'static str],
+    kinds: &'static [(&'static str, Reader)],
+    known_ignored: &'static [&'static str],
+}
+
+const GROUPS: &[Group] = &[
+    Group {
+        name: "",
+        versions: &["v1"],
+        kinds: &[("Service", |s, m| topology::read_service(s, m).map(Resource::Service))],
+        known_ignored: &[
+            "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Pod", "Endpoints", "PersistentVolumeClaim",
+            "PersistentVolume", "Node", "LimitRange", "ResourceQuota", "ReplicationController", "Event",
+        ],
+    },
+    Group {
+        name: "veer.io",
+        versions: &["v1alpha1"],
+        kinds: &[("Cluster", |s, m| topology::read_cluster(s, m).map(Resource::Cluster))],
+        known_ignored: &[],
+    },
+    Group {
+        name: "networking.gloo.solo.io",
+        versions: &["v2"],
+        kinds: &[("VirtualDestination", |s, m| gloo::read_virtual_destination(s, m).map(Resource::VirtualDestination))],
+        known_ignored: &["VirtualGateway", "RouteTable", "ExternalService", "ExternalEndpoint"],
+    },
+    Group {
+        name: "resilience.policy.gloo.solo.io",
+        versions: &["v2"],
+        kinds: &[
+            ("FailoverPolicy", |s, m| gloo::read_failover_policy(s, m).map(Resource::FailoverPolicy)),
+            ("OutlierDetectionPolicy", |s, m| gloo::read_outlier_detection_policy(s, m).map(Resource::OutlierDetectionPolicy)),
+        ],
+        known_ignored: &["RetryTimeoutPolicy", "ConnectionPolicy", "FaultInjectionPolicy", "ListenerConnectionPolicy", "ActiveHealthCheckPolicy"],
+    },
+    Group {
+        name: "networking.smh.solo.io",
+        versions: &["v1alpha2"],
+        kinds: &[
+            ("FailoverService", |s, m| smh::read_failover_service(s, m).map(Resource::FailoverService)),
+            ("TrafficPolicy", |s, m| smh::read_traffic_policy(s, m).map(Resource::TrafficPolicy)),
+            ("VirtualMesh", |s, m| smh::read_virtual_mesh(s, m).map(Resource::VirtualMesh)),
+        ],
+        known_ignored: &["AccessPolicy"],
+    },
+    Group {
+        name: "networking.istio.io",
+        versions: &["v1", "v1beta1", "v1alpha3"],
+        kinds: &[
+            ("DestinationRule", |s, m| istio::read_destination_rule(s, m).map(Resource::DestinationRule)),
+            ("Gateway", |s, m| istio::read_istio_gateway(s, m).map(Resource::IstioGateway)),
+            ("WorkloadEntry", |s, m| topology::read_workload_entry(s, m).map(Resource::WorkloadEntry)),
+        ],
+        known_ignored: &["VirtualService", "ServiceEntry", "Sidecar", "EnvoyFilter", "WorkloadGroup", "ProxyConfig"],
+    },
+    Group {
+        name: "gateway.envoyproxy.io",
+        versions: &["v1alpha1"],
+        kinds: &[
+            ("Backend", |s, m| gateway::read_backend(s, m).map(Resource::Backend)),
+            ("BackendTrafficPolicy", |s, m| gateway::read_backend_traffic_policy(s, m).map(Resource::BackendTrafficPolicy)),
+        ],
+        known_ignored: &["EnvoyProxy", "ClientTrafficPolicy", "SecurityPolicy", "EnvoyPatchPolicy", "EnvoyExtensionPolicy", "HTTPRouteFilter"],
+    },
+    Group {
+        name: "gateway.networking.k8s.io",
+        versions: &["v1", "v1beta1"],
+        kinds: &[
+            ("Gateway", |s, m| gateway::read_gateway(s, m).map(Resource::Gateway)),
+            ("HTTPRoute", |s, m| gateway::read_http_route(s, m).map(Resource::HttpRoute)),
+        ],
+        known_ignored: &["GatewayClass", "GRPCRoute", "ReferenceGrant", "TCPRoute", "TLSRoute", "UDPRoute", "BackendTLSPolicy"],
+    },
+    Group {
+        name: "cluster.router.io",
+        versions: &["v1alpha1"],
+        kinds: &[
+            ("ClusterIdentity", |s, m| router::read_cluster_identity(s, m).map(Resource::ClusterIdentity)),
+            ("DNSConfiguration", |s, m| router::read_dns_configuration(s, m).map(Resource::DnsConfiguration)),
+        ],
+        known_ignored: &[],
+    },
+    Group {
+        name: "routing.router.io",
+        versions: &["v1alpha1"],
+        kinds: &[
+            ("DNSPolicy", |s, m| router::read_dns_policy(s, m).map(Resource::DnsPolicy)),
+            ("ServiceRoute", |s, m| router::read_service_route(s, m).map(Resource::ServiceRoute)),
+            ("Gateway", |s, m| router::read_router_gateway(s, m).map(Resource::RouterGateway)),
+        ],
+        known_ignored: &[],
+    },
+];
+
+/// Every apiVersion veer reads, for messages and `--help`.
+pub fn supported_api_versions() -> Vec<String> {
+    GROUPS
+        .iter()
+        .flat_map(|g| g.versions.iter().map(move |v| if g.name.is_empty() { v.to_string() } else { format!("{}/{v}", g.name) }))
+        .collect()
+}
+
+/// Every kind veer acts on, as `apiVersion kind` lines.
+pub fn supported_kinds() -> Vec<String> {
+    GROUPS
+        .iter()
+        .flat_map(|g| {
+            g.kinds.iter().map(move |(k, _)| {
+                let group = if g.name.is_empty() { "v1".to_string() } else { format!("{}/{}", g.name, g.versions.join("|")) };
+                format!("{group} {k}")
+            })
+        })
+        .collect()
+}
+
+/// Reads every document of one source text.
+pub fn parse_source(file: &Arc<str>, text: &str) -> (Vec<Resource>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let mut out = Vec::new();
+    let (docs, err) = yaml::load(text);
+    for doc in &docs {
+        read_document(file, &doc.root, &mut out, &mut diags, 0);
+    }
+    if let Some(e) = err {
+        diags.push(Diagnostic { severity: Severity::Error, file: file.clone(), pos: e.pos, resource: None, field: String::new(), message: e.message });
+    }
+    (out, diags)
+}
+
+fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &mut Diagnostics, depth: usize) {
+    if root.is_null() {
+        return; // an empty document between `---` separators
+    }
+    let head = Ctx::new(file.clone(), None);
+    let Some(doc) = head.obj(root, "") else {
+        diags.extend(head.into_diagnostics());
+        return;
+    };
+    let api_version = doc.required_string("apiVersion");
+    let kind = doc.required_string("kind");
+    let (Some((api_version, av_pos)), Some((kind, kind_pos))) = (api_version, kind) else {
+        diags.extend(head.into_diagnostics());
+        return;
+    };
+    let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::scalar).unwrap_or("?");
+    let namespace = root.get("metadata").and_then(|m| m.get("namespace")).and_then(Node::scalar).unwrap_or("default");
+    let label = format!("{kind}/{namespace}/{name}");
+    let (group, version) = match api_version.rsplit_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version.as_str()),
+    };
+
+    if kind == "List" && group.is_empty() && depth == 0 {
+        if let Some(items) = root.get("items") {
+            if let crate::yaml::Value::Seq(items) = &items.value {
+                for item in items {
+                    read_document(file, item, out, diags, depth + 1);
+                }
+            }
+        }
+        return;
+    }
+
+    let ignored = |diags: &mut Diagnostics, why: String| {
+        diags.push(Diagnostic { severity: Severity::Ignored, file: file.clone(), pos: root.pos, resource: Some(label.clone()), field: String::new(), message: why });
+    };
+    let Some(g) = GROUPS.iter().find(|g| g.name == group) else {
+        if let Some(close) = did_you_mean(group, GROUPS.iter().map(|g| g.name).filter(|n| !n.is_empty())) {
+            head.error(av_pos, "apiVersion", format!("unknown API group {group:?}; did you mean {close:?}? veer reads: {}", supported_api_versions().join(", ")));
+            diags.extend(head.into_diagnostics());
+            return;
+        }
+        ignored(diags, format!("{api_version} is not an API group veer acts on"));
+        return;
+    };
+    if !g.versions.contains(&version) {
+        head.error(av_pos, "apiVersion", format!("unsupported version {api_version:?}; {} is read as: {}", if g.name.is_empty() { "core" } else { g.name }, g.versions.join(", ")));
+        diags.extend(head.into_diagnostics());
+        return;
+    }
+    let Some((canonical, reader)) = g.kinds.iter().find(|(k, _)| *k == kind) else {
+        if g.known_ignored.contains(&kind.as_str()) {
+            ignored(diags, format!("veer does not act on {kind}"));
+            return;
+        }
+        let candidates = g.kinds.iter().map(|(k, _)| *k).chain(g.known_ignored.iter().copied());
+        let handled: Vec<&str> = g.kinds.iter().map(|(k, _)| *k).collect();
+        match did_you_mean(&kind, candidates) {
+            Some(s) => head.error(kind_pos, "kind", format!("unknown kind {kind:?} in {api_version}; did you mean {s:?}?")),
+            None if g.name.is_empty() => {
+                ignored(diags, format!("veer does not act on v1 {kind}"));
+                return;
+            }
+            None => head.error(kind_pos, "kind", format!("unknown kind {kind:?} in {api_version}; veer reads: {}", handled.join(", "))),
+        }
+        diags.extend(head.into_diagnostics());
+        return;
+    };
+
+    let ctx = Ctx::new(file.clone(), Some(label));
+    let Some(doc) = ctx.obj(root, "") else { return };
+    doc.skip("apiVersion");
+    doc.skip("kind");
+    doc.skip("status");
+    let meta = Meta::read(&doc, canonical, &api_version);
+    let resource = match (meta, doc.obj("spec")) {
+        (Some(meta), Some(spec)) => {
+            let r = reader(&spec, meta);
+            spec.finish();
+            r
+        }
+        (Some(_), None) => {
+            ctx.error(root.pos, "spec", "required field is missing");
+            None
+        }
+        (None, spec) => {
+            if let Some(s) = spec {
+                s.finish();
+            }
+            None
+        }
+    };
+    doc.finish();
+    let found = ctx.into_diagnostics();
+    let failed = found.has_errors();
+    diags.extend(head.into_diagnostics());
+    diags.extend(found);
+    if let (Some(r), false) = (resource, failed) {
+        out.push(r);
+    }
+}
+
+/// Position of a resource's metadata, for diagnostics raised about a whole resource.
+pub fn meta_of(r: &Resource) -> &Meta {
+    match r {
+        Resource::Cluster(x) => &x.meta,
+        Resource::Service(x) => &x.meta,
+        Resource::WorkloadEntry(x) => &x.meta,
+        Resource::VirtualDestination(x) => &x.meta,
+        Resource::FailoverPolicy(x) => &x.meta,
+        Resource::OutlierDetectionPolicy(x) => &x.meta,
+        Resource::FailoverService(x) => &x.meta,
+        Resource::TrafficPolicy(x) => &x.meta,
+        Resource::VirtualMesh(x) => &x.meta,
+        Resource::DestinationRule(x) => &x.meta,
+        Resource::IstioGateway(x) => &x.meta,
+        Resource::Backend(x) => &x.meta,
+        Resource::BackendTrafficPolicy(x) => &x.meta,
+        Resource::Gateway(x) => &x.meta,
+        Resource::HttpRoute(x) => &x.meta,
+        Resource::ClusterIdentity(x) => &x.meta,
+        Resource::DnsConfiguration(x) => &x.meta,
+        Resource::DnsPolicy(x) => &x.meta,
+        Resource::ServiceRoute(x) => &x.meta,
+        Resource::RouterGateway(x) => &x.meta,
+    }
+}
+
+/// Diagnostic about a resource as a whole or one of its fields.
+pub fn about(meta: &Meta, pos: Pos, severity: Severity, field: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic { severity, file: meta.file.clone(), pos, resource: Some(meta.to_string()), field: field.to_string(), message: message.into() }
+}

@@ -1,0 +1,71 @@
+//! Object metadata and the identity every resource carries back to its file and line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::decode::Obj;
+use crate::diag::Pos;
+
+/// Label naming the cluster a namespaced object belongs to.
+pub const CLUSTER_LABEL: &str = "topology.istio.io/cluster";
+
+/// Name, namespace, labels and origin of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: &'static str,
+    pub api_version: String,
+    pub name: String,
+    /// `default` when the manifest leaves it out, as `kubectl apply` without `-n` does.
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub file: Arc<str>,
+    pub pos: Pos,
+}
+
+// === impl Meta ===
+
+impl Meta {
+    /// Reads `metadata`; `kind` and `api_version` were read by the caller.
+    pub fn read(doc: &Obj<'_>, kind: &'static str, api_version: &str) -> Option<Meta> {
+        let Some(m) = doc.obj("metadata") else {
+            doc.ctx().error(doc.pos(), "metadata", "required field is missing");
+            return None;
+        };
+        let name = m.required_string("name").map(|(n, _)| n);
+        let namespace = m.string("namespace").map(|(n, _)| n).unwrap_or_else(|| "default".into());
+        let labels = m.string_map("labels");
+        m.string_map("annotations");
+        for quiet in ["generation", "uid", "resourceVersion", "creationTimestamp", "managedFields", "ownerReferences", "finalizers", "generateName", "deletionTimestamp", "selfLink"] {
+            m.skip(quiet);
+        }
+        // Point at the document's start (its apiVersion line), where a reader looks first.
+        let pos = doc.pos();
+        m.finish();
+        Some(Meta {
+            kind,
+            api_version: api_version.to_string(),
+            name: name?,
+            namespace,
+            labels,
+            file: doc.ctx().file.clone(),
+            pos,
+        })
+    }
+
+    /// The cluster this object belongs to, from its `topology.istio.io/cluster` label.
+    pub fn cluster_label(&self) -> Option<&str> {
+        self.labels.get(CLUSTER_LABEL).map(String::as_str)
+    }
+
+    /// `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.pos.line)
+    }
+}
+
+impl fmt::Display for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}

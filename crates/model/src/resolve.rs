@@ -1,0 +1,501 @@
+//! From a host a client calls to a destination: its endpoints, its priority rule and its
+//! resilience settings, whichever dialect defined it. This is where the dialects meet.
+
+use std::net::SocketAddr;
+
+use veer_core::load::LoadSettings;
+use veer_core::outlier::OutlierConfig;
+use veer_core::policy::Resilience;
+use veer_core::priority::{DistributeEntry, FailoverEntry, PriorityRule};
+use veer_core::table::GroupWeighting;
+use veer_core::topology::{with_topology_labels, Address, Client, Endpoint, Health, Labels, Locality};
+
+use crate::gateway::{BackendEndpoint, PathMatch};
+use crate::istio::host_matches;
+use crate::meta::Meta;
+use crate::set::{cluster_local_service, ManifestSet, IMPLICIT_CLUSTER};
+use crate::topology::{entry_port, PortRef, Service, ServicePort};
+
+/// A resource that shaped a destination, and what it decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: String,
+    pub line: usize,
+    pub role: String,
+}
+
+/// Everything needed to route to one host:port, independent of the client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+    pub endpoints: Vec<Endpoint>,
+    pub rule: PriorityRule,
+    pub weighting: GroupWeighting,
+    pub resilience: Resilience,
+    pub sources: Vec<SourceRef>,
+    /// Plain-language remarks: inert settings, defaults applied, unreachable endpoints.
+    pub notes: Vec<String>,
+}
+
+/// Why a host could not be resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveError(pub String);
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+fn source(meta: &Meta, role: impl Into<String>) -> SourceRef {
+    SourceRef {
+        kind: meta.kind.to_string(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        file: meta.file.to_string(),
+        line: meta.pos.line,
+        role: role.into(),
+    }
+}
+
+/// The client as veer sees it: a proxy in `cluster` with extra labels.
+pub fn client(set: &ManifestSet, cluster: &str, extra: &Labels) -> Result<Client, ResolveError> {
+    let (locality, network, mut labels) = match set.cluster(cluster) {
+        Some(c) => (c.locality.clone(), c.network.clone(), c.labels.clone()),
+        None if set.clusters.is_empty() && cluster == IMPLICIT_CLUSTER => (Locality::default(), String::new(), Labels::new()),
+        None => {
+            let known: Vec<&str> = set.clusters.iter().map(|c| c.meta.name.as_str()).collect();
+            return Err(ResolveError(format!(
+                "cluster {cluster:?} is not defined; known clusters: {}",
+                if known.is_empty() { IMPLICIT_CLUSTER.to_string() } else { known.join(", ") }
+            )));
+        }
+    };
+    labels.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let labels = with_topology_labels(labels, cluster, &locality, &network);
+    Ok(Client { cluster: cluster.to_string(), locality, network, labels })
+}
+
+/// Resolves `host[:port]` for a client in `client_cluster`; `path` picks an HTTPRoute rule.
+pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Destination, ResolveError> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(d) = resolve_virtual_destination(set, &host, port)? {
+        return Ok(d);
+    }
+    if let Some(fs) = set.failover_services.iter().find(|f| f.hostname.eq_ignore_ascii_case(&host)) {
+        return resolve_failover_service(set, fs, port, Vec::new());
+    }
+    if let Some(d) = resolve_route(set, &host, port, path)? {
+        return Ok(d);
+    }
+    if let Some((name, ns)) = cluster_local_service(&host) {
+        if set.service_anywhere(ns, name) {
+            return resolve_kube_service(set, &host, name, ns, port, client_cluster);
+        }
+    }
+    let mut known: Vec<String> = set.virtual_destinations.iter().flat_map(|v| v.hosts.clone()).collect();
+    known.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
+    known.extend(set.routes.iter().flat_map(|r| r.hostnames.clone()));
+    known.extend(set.services.iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
+    known.sort();
+    known.dedup();
+    Err(ResolveError(format!("no destination serves host {host:?}; known hosts: {}", if known.is_empty() { "none".into() } else { known.join(", ") })))
+}
+
+/// Endpoints of `service` in `cluster` at the Service port `service_port`.
+fn service_endpoints(set: &ManifestSet, cluster: &str, service: &Service, service_port: &ServicePort, origin: &str) -> Vec<Endpoint> {
+    let cluster_def = set.cluster(cluster);
+    set.endpoints_of(cluster, service)
+        .filter_map(|e| {
+            let port = entry_port(e, service_port)?;
+            let locality = e.locality.clone().or_else(|| cluster_def.map(|c| c.locality.clone())).unwrap_or_default();
+            let network = e.network.clone().or_else(|| cluster_def.map(|c| c.network.clone())).unwrap_or_default();
+            Some(Endpoint {
+                cluster: cluster.to_string(),
+                address: Address::Socket(SocketAddr::new(e.address, port)),
+                labels: with_topology_labels(e.labels.clone(), cluster, &locality, &network),
+                group: locality.to_string(),
+                locality,
+                network,
+                weight: e.weight,
+                health: Health::Healthy,
+                tier: None,
+                group_weight: None,
+                origin: format!("{origin}; WorkloadEntry {}/{}", e.meta.namespace, e.meta.name),
+            })
+        })
+        .collect()
+}
+
+fn port_by_ref<'a>(service: &'a Service, r: Option<&PortRef>, fallback: u16) -> Option<&'a ServicePort> {
+    match r {
+        Some(PortRef::Name(n)) => service.ports.iter().find(|p| p.name == *n),
+        Some(PortRef::Number(n)) => service.ports.iter().find(|p| p.port == *n),
+        None => service.ports.iter().find(|p| p.port == fallback).or_else(|| service.ports.first()),
+    }
+}
+
+fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>) -> Result<Option<Destination>, ResolveError> {
+    let Some(vd) = set.virtual_destinations.iter().find(|v| v.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) else {
+        return Ok(None);
+    };
+    let vd_port = match port {
+        Some(p) => vd.ports.iter().find(|x| x.number == p).ok_or_else(|| {
+            ResolveError(format!("VirtualDestination {} serves {host} on port(s) {}, not {p}", vd.meta, vd.ports.iter().map(|x| x.number.to_string()).collect::<Vec<_>>().join(", ")))
+        })?,
+        None => vd.ports.first().ok_or_else(|| ResolveError(format!("VirtualDestination {} has no ports", vd.meta)))?,
+    };
+    let mut sources = vec![source(&vd.meta, "defines the host and selects the backing Services")];
+    let mut endpoints = Vec::new();
+    let mut seen = Vec::new();
+    for sel in &vd.services {
+        for (cluster, svc) in set.select_services(sel) {
+            if seen.contains(&(cluster, &svc.meta.name, &svc.meta.namespace)) {
+                continue;
+            }
+            seen.push((cluster, &svc.meta.name, &svc.meta.namespace));
+            if let Some(sp) = port_by_ref(svc, vd_port.target_port.as_ref(), vd_port.number) {
+                endpoints.extend(service_endpoints(set, cluster, svc, sp, &format!("Service {}/{} in {cluster}", svc.meta.namespace, svc.meta.name)));
+            }
+            sources.push(source(&svc.meta, format!("backing Service in cluster {cluster}")));
+        }
+    }
+    let mut notes = Vec::new();
+    let fps: Vec<_> = set.failover_policies.iter().filter(|fp| set.policy_targets(&fp.apply_to).any(|t| std::ptr::eq(t, vd))).collect();
+    let odps: Vec<_> = set.outlier_policies.iter().filter(|p| set.policy_targets(&p.apply_to).any(|t| std::ptr::eq(t, vd))).collect();
+    let outlier: Option<OutlierConfig> = match (odps.first(), fps.first()) {
+        (Some(o), _) => {
+            sources.push(source(&o.meta, "outlier detection (marks endpoints unhealthy)"));
+            Some(o.config)
+        }
+        (None, Some(_)) => {
+            notes.push("no OutlierDetectionPolicy selects this destination; Gloo 2.4+ applies its default (5 consecutive errors, 10s interval, 30s ejection, 100%)".into());
+            Some(crate::gloo::gloo_default_outlier())
+        }
+        (None, None) => None,
+    };
+    let rule = match fps.first() {
+        None => {
+            notes.push("no FailoverPolicy selects this destination: every endpoint is at priority 0 and requests spread over all of them".into());
+            PriorityRule::Flat
+        }
+        Some(fp) => {
+            if fps.len() > 1 {
+                notes.push(format!("{} FailoverPolicies select this destination; {} applies (first by name)", fps.len(), fp.meta));
+            }
+            if !fp.locality_mappings.is_empty() {
+                let weighted = fp.locality_mappings.iter().any(|m| m.to.iter().any(|t| t.3.is_some()));
+                sources.push(source(&fp.meta, if weighted { "localityMappings with weights: distribute" } else { "localityMappings: locality failover" }));
+                if weighted {
+                    PriorityRule::Distribute(
+                        fp.locality_mappings
+                            .iter()
+                            .map(|m| DistributeEntry {
+                                from: pattern(&m.from.0, &m.from.1, &m.from.2),
+                                to: m.to.iter().map(|t| (pattern(&t.0, &t.1, &t.2), t.3.unwrap_or(0))).collect(),
+                            })
+                            .collect(),
+                    )
+                } else {
+                    PriorityRule::Istio {
+                        labels: Vec::new(),
+                        locality: Some(
+                            fp.locality_mappings
+                                .iter()
+                                .flat_map(|m| m.to.iter().map(|t| FailoverEntry { from: m.from.0.clone(), to: t.0.clone() }))
+                                .collect(),
+                        ),
+                    }
+                }
+            } else if !fp.priority_labels.is_empty() {
+                sources.push(source(&fp.meta, "priorityLabels: priority by label match (N − j)"));
+                PriorityRule::Istio { labels: fp.priority_labels.clone(), locality: None }
+            } else {
+                sources.push(source(&fp.meta, "empty config: locality failover (zone, region, elsewhere)"));
+                PriorityRule::Istio { labels: Vec::new(), locality: Some(Vec::new()) }
+            }
+        }
+    };
+    Ok(Some(Destination {
+        host: host.to_string(),
+        port: vd_port.number,
+        endpoints,
+        weighting: if matches!(rule, PriorityRule::Flat) { GroupWeighting::Off } else { GroupWeighting::On },
+        rule,
+        resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        sources,
+        notes,
+    }))
+}
+
+fn pattern(r: &str, z: &str, s: &str) -> String {
+    [r, z, s].iter().take_while(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/")
+}
+
+fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService, port: Option<u16>, mut sources: Vec<SourceRef>) -> Result<Destination, ResolveError> {
+    if let Some(p) = port {
+        if p != fs.port {
+            return Err(ResolveError(format!("FailoverService {} serves {} on port {}, not {p}", fs.meta, fs.hostname, fs.port)));
+        }
+    }
+    sources.push(source(&fs.meta, "backing services in priority order (tier i = backing service i)"));
+    let mut endpoints = Vec::new();
+    let mut outlier = None;
+    let mut notes = Vec::new();
+    for (tier, b) in fs.backing.iter().enumerate() {
+        let Some(svc) = set.service(&b.cluster, &b.namespace, &b.name) else { continue };
+        if let Some(sp) = port_by_ref(svc, None, fs.port) {
+            let origin = format!("backing service #{} Service {}/{} in {}", tier + 1, b.namespace, b.name, b.cluster);
+            for mut e in service_endpoints(set, &b.cluster, svc, sp, &origin) {
+                e.tier = Some(tier as u32);
+                endpoints.push(e);
+            }
+        }
+        if let Some(tp) = set.smh_outlier_for(&b.cluster, &b.namespace, &b.name) {
+            if outlier.is_none() {
+                outlier = tp.outlier.as_ref().map(|(c, _)| *c);
+                sources.push(source(&tp.meta, "outlier detection for the backing services"));
+            }
+        }
+    }
+    if outlier.is_none() {
+        notes.push("no TrafficPolicy gives the backing services outlier detection: nothing marks them unhealthy, so traffic never moves to the next tier".into());
+    }
+    Ok(Destination {
+        host: fs.hostname.clone(),
+        port: fs.port,
+        endpoints,
+        rule: PriorityRule::Tiers,
+        weighting: GroupWeighting::Off,
+        resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        sources,
+        notes,
+    })
+}
+
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    match m {
+        PathMatch::Exact(p) => p == path,
+        PathMatch::Prefix(p) => {
+            let p = p.trim_end_matches('/');
+            path == p || path.starts_with(&format!("{p}/")) || p.is_empty()
+        }
+        PathMatch::Regex(_) => false,
+    }
+}
+
+fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -> Result<Option<Destination>, ResolveError> {
+    let Some(route) = set.routes.iter().find(|r| r.hostnames.iter().any(|h| host_matches(h, host))) else {
+        return Ok(None);
+    };
+    // With no explicit path, explain the first rule: that is the one users usually ask about.
+    let rule = if path.is_empty() {
+        route.rules.first()
+    } else {
+        route.rules.iter().find(|r| r.matches.iter().any(|m| path_matches(m, path)))
+    }
+    .ok_or_else(|| ResolveError(format!("HTTPRoute {} has no rule matching path {path:?}", route.meta)))?;
+    let mut sources = vec![source(&route.meta, format!("routes {host} (rule at line {})", rule.pos.line))];
+    let listener_port = route
+        .parents
+        .iter()
+        .filter_map(|p| set.gateways.iter().find(|g| g.meta.name == p.name && g.meta.namespace == p.namespace))
+        .flat_map(|g| g.listeners.iter().map(|l| l.port))
+        .next();
+    for p in &route.parents {
+        if let Some(g) = set.gateways.iter().find(|g| g.meta.name == p.name && g.meta.namespace == p.namespace) {
+            sources.push(source(&g.meta, "listens for the route"));
+        }
+    }
+    let mut endpoints = Vec::new();
+    for b in &rule.backends {
+        if b.kind == "Backend" {
+            let Some(backend) = set.backends.iter().find(|x| x.meta.name == b.name && x.meta.namespace == b.namespace) else { continue };
+            let tier = u32::from(backend.fallback);
+            sources.push(source(&backend.meta, if backend.fallback { "fallback: true, so priority 1" } else { "active backend, priority 0" }));
+            for e in &backend.endpoints {
+                match e {
+                    BackendEndpoint::Ip { address, port } => endpoints.push(Endpoint {
+                        cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
+                        address: Address::Socket(SocketAddr::new(*address, *port)),
+                        labels: Labels::new(),
+                        locality: Locality::default(),
+                        network: String::new(),
+                        weight: 1,
+                        health: Health::Healthy,
+                        tier: Some(tier),
+                        group: backend.meta.name.clone(),
+                        group_weight: Some(b.weight),
+                        origin: format!("Backend {}/{} ip endpoint", backend.meta.namespace, backend.meta.name),
+                    }),
+                    BackendEndpoint::Fqdn { hostname, port } => match cluster_local_service(hostname) {
+                        Some((name, ns)) => {
+                            for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == name && s.meta.namespace == ns) {
+                                if let Some(sp) = port_by_ref(svc, Some(&PortRef::Number(*port)), *port) {
+                                    let origin = format!("Backend {}/{} fqdn {hostname}", backend.meta.namespace, backend.meta.name);
+                                    for mut ep in service_endpoints(set, cluster, svc, sp, &origin) {
+                                        ep.tier = Some(tier);
+                                        ep.group = backend.meta.name.clone();
+                                        ep.group_weight = Some(b.weight);
+                                        endpoints.push(ep);
+                                    }
+                                }
+                            }
+                        }
+                        None => endpoints.push(Endpoint {
+                            cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
+                            address: Address::Dns { host: hostname.clone(), port: *port },
+                            labels: Labels::new(),
+                            locality: Locality::default(),
+                            network: String::new(),
+                            weight: 1,
+                            health: Health::Healthy,
+                            tier: Some(tier),
+                            group: backend.meta.name.clone(),
+                            group_weight: Some(b.weight),
+                            origin: format!("Backend {}/{} fqdn, resolved through DNS when traffic runs", backend.meta.namespace, backend.meta.name),
+                        }),
+                    },
+                }
+            }
+        } else {
+            for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == b.name && s.meta.namespace == b.namespace) {
+                if let Some(sp) = b.port.and_then(|p| svc.ports.iter().find(|x| x.port == p)) {
+                    for mut ep in service_endpoints(set, cluster, svc, sp, &format!("Service {}/{} in {cluster}", b.namespace, b.name)) {
+                        ep.tier = Some(0);
+                        ep.group = b.name.clone();
+                        ep.group_weight = Some(b.weight);
+                        endpoints.push(ep);
+                    }
+                }
+            }
+        }
+    }
+    let policy = set.backend_policies.iter().find(|p| p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == route.meta.name && p.meta.namespace == route.meta.namespace));
+    let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
+    let mut notes = Vec::new();
+    if let Some(p) = policy {
+        sources.push(source(&p.meta, "health checks and retries for the route's backends"));
+        resilience.outlier = p.passive;
+        resilience.active_health_check = p.active.clone();
+        resilience.retry = p.retry.clone();
+    } else {
+        notes.push("no BackendTrafficPolicy targets this route: no health check marks backends unhealthy".into());
+    }
+    if let Some(r) = &rule.retry {
+        resilience.retry = Some(r.clone());
+        notes.push("the HTTPRoute rule's retry overrides the BackendTrafficPolicy retry".into());
+    }
+    Ok(Some(Destination {
+        host: host.to_string(),
+        port: port.or(listener_port).unwrap_or(80),
+        endpoints,
+        rule: PriorityRule::Tiers,
+        weighting: GroupWeighting::On,
+        resilience,
+        sources,
+        notes,
+    }))
+}
+
+fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, port: Option<u16>, client_cluster: &str) -> Result<Destination, ResolveError> {
+    // SMH: a TrafficPolicy may shift this service's traffic (as seen from its cluster) to a FailoverService.
+    for tp in &set.traffic_policies {
+        if tp.destinations.iter().any(|d| d.name == name && d.namespace == ns && d.cluster == client_cluster) {
+            if let Some((fs_name, fs_ns, _)) = tp.shift_to_failover.first() {
+                if let Some(fs) = set.failover_services.iter().find(|f| f.meta.name == *fs_name && f.meta.namespace == *fs_ns) {
+                    let mut d = resolve_failover_service(set, fs, None, vec![source(&tp.meta, format!("trafficShift: {host} from {client_cluster} goes to FailoverService {fs_ns}/{fs_name}"))])?;
+                    d.host = host.to_string();
+                    return Ok(d);
+                }
+            }
+        }
+    }
+    let client_network = set.cluster(client_cluster).map(|c| c.network.clone()).unwrap_or_default();
+    let mut endpoints = Vec::new();
+    let mut sources = Vec::new();
+    let mut notes = Vec::new();
+    let mut chosen_port = None;
+    for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == name && s.meta.namespace == ns) {
+        let Some(sp) = (match port {
+            Some(p) => svc.ports.iter().find(|x| x.port == p),
+            None => svc.ports.first(),
+        }) else {
+            continue;
+        };
+        chosen_port.get_or_insert(sp.port);
+        let cluster_network = set.cluster(cluster).map(|c| c.network.clone()).unwrap_or_default();
+        if cluster_network != client_network && !exposed(set, cluster, host) {
+            notes.push(format!(
+                "cluster {cluster} is on network {cluster_network:?}, not the client's {client_network:?}, and no AUTO_PASSTHROUGH east-west Gateway there exposes {host}: its endpoints are not reachable"
+            ));
+            continue;
+        }
+        endpoints.extend(service_endpoints(set, cluster, svc, sp, &format!("Service {ns}/{name} in {cluster}")));
+        sources.push(source(&svc.meta, format!("Service in cluster {cluster}")));
+    }
+    let port = port.or(chosen_port).ok_or_else(|| ResolveError(format!("Service {ns}/{name} has no such port")))?;
+    let dr = set
+        .destination_rules
+        .iter()
+        .find(|d| d.host.eq_ignore_ascii_case(host))
+        .or_else(|| set.destination_rules.iter().find(|d| host_matches(&d.host, host)));
+    let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
+    let rule = match dr {
+        None => {
+            notes.push("no DestinationRule: every endpoint is at priority 0".into());
+            PriorityRule::Flat
+        }
+        Some(dr) => {
+            sources.push(source(&dr.meta, "locality load balancing and outlier detection"));
+            if let Some(o) = &dr.outlier {
+                resilience.outlier = Some(o.config);
+                resilience.load.panic_threshold = o.min_health_percent;
+            }
+            let fail_over = dr.outlier.is_some();
+            match &dr.locality {
+                Some(l) if !l.enabled => {
+                    notes.push("localityLbSetting.enabled is false: locality load balancing is off".into());
+                    PriorityRule::Flat
+                }
+                Some(l) if !l.distribute.is_empty() => PriorityRule::Distribute(l.distribute.clone()),
+                Some(l) if fail_over && !l.failover_priority.is_empty() => PriorityRule::Istio {
+                    labels: l.failover_priority.clone(),
+                    locality: (!l.failover.is_empty()).then(|| l.failover.clone()),
+                },
+                Some(l) if fail_over => PriorityRule::Istio { labels: Vec::new(), locality: Some(l.failover.clone()) },
+                None if fail_over => {
+                    notes.push("outlierDetection turns on Istio's default locality failover (zone, region, elsewhere)".into());
+                    PriorityRule::Istio { labels: Vec::new(), locality: Some(Vec::new()) }
+                }
+                _ => {
+                    notes.push("FAILOVER IS INERT: no outlierDetection, so Istio keeps every endpoint at priority 0".into());
+                    PriorityRule::Flat
+                }
+            }
+        }
+    };
+    Ok(Destination {
+        host: host.to_string(),
+        port,
+        endpoints,
+        weighting: if matches!(rule, PriorityRule::Flat) { GroupWeighting::Off } else { GroupWeighting::On },
+        rule,
+        resilience,
+        sources,
+        notes,
+    })
+}
+
+/// Whether `cluster` exposes `host` to other networks through an AUTO_PASSTHROUGH Istio Gateway.
+fn exposed(set: &ManifestSet, cluster: &str, host: &str) -> bool {
+    set.istio_gateways.iter().any(|(c, g)| {
+        c == cluster && g.servers.iter().any(|s| s.tls_mode.as_deref() == Some("AUTO_PASSTHROUGH") && s.hosts.iter().any(|h| host_matches(h, host)))
+    })
+}

@@ -1,0 +1,401 @@
+//! The manifest set: every resource read, checked against each other (references, duplicates,
+//! ownership, inert settings), ready to be resolved into destinations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diag::{Diagnostics, Severity};
+use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, Gateway, HttpRoute};
+use crate::gloo::{FailoverPolicy, ObjectSelector, OutlierDetectionPolicy, VirtualDestination};
+use crate::istio::{host_matches, DestinationRule, IstioGateway};
+use crate::load::{about, meta_of, Resource};
+use crate::meta::Meta;
+use crate::router::{ClusterIdentity, DnsConfiguration, DnsPolicy, RouterGateway, ServiceRoute};
+use crate::smh::{mesh_name_of_cluster, FailoverService, TrafficPolicy, VirtualMesh};
+use crate::topology::{Cluster, Service, WorkloadEntry};
+
+/// Name of the cluster that holds objects when a set defines no `Cluster` at all.
+pub const IMPLICIT_CLUSTER: &str = "default";
+
+/// Every resource of a validated set, grouped by kind.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestSet {
+    pub clusters: Vec<Cluster>,
+    /// Services with the cluster they belong to.
+    pub services: Vec<(String, Service)>,
+    pub entries: Vec<(String, WorkloadEntry)>,
+    pub virtual_destinations: Vec<VirtualDestination>,
+    pub failover_policies: Vec<FailoverPolicy>,
+    pub outlier_policies: Vec<OutlierDetectionPolicy>,
+    pub failover_services: Vec<FailoverService>,
+    pub traffic_policies: Vec<TrafficPolicy>,
+    pub virtual_meshes: Vec<VirtualMesh>,
+    pub destination_rules: Vec<DestinationRule>,
+    pub istio_gateways: Vec<(String, IstioGateway)>,
+    pub backends: Vec<Backend>,
+    pub backend_policies: Vec<BackendTrafficPolicy>,
+    pub gateways: Vec<Gateway>,
+    pub routes: Vec<HttpRoute>,
+    pub cluster_identities: Vec<(String, ClusterIdentity)>,
+    pub dns_configurations: Vec<(String, DnsConfiguration)>,
+    pub dns_policies: Vec<(String, DnsPolicy)>,
+    pub service_routes: Vec<(String, ServiceRoute)>,
+    pub router_gateways: Vec<(String, RouterGateway)>,
+}
+
+// === impl ManifestSet ===
+
+impl ManifestSet {
+    /// Groups `resources` and checks them against each other, adding findings to `diags`.
+    pub fn build(resources: Vec<Resource>, diags: &mut Diagnostics) -> ManifestSet {
+        let mut set = ManifestSet::default();
+        check_duplicates(&resources, diags);
+        for r in &resources {
+            if let Resource::Cluster(c) = r {
+                set.clusters.push(c.clone());
+            }
+        }
+        let cluster_names: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
+        for r in resources {
+            let owner = owner_cluster(meta_of(&r), &cluster_names, diags);
+            match r {
+                Resource::Cluster(_) => {}
+                Resource::Service(x) => set.services.push((owner, x)),
+                Resource::WorkloadEntry(x) => set.entries.push((owner, x)),
+                Resource::VirtualDestination(x) => set.virtual_destinations.push(x),
+                Resource::FailoverPolicy(x) => set.failover_policies.push(x),
+                Resource::OutlierDetectionPolicy(x) => set.outlier_policies.push(x),
+                Resource::FailoverService(x) => set.failover_services.push(x),
+                Resource::TrafficPolicy(x) => set.traffic_policies.push(x),
+                Resource::VirtualMesh(x) => set.virtual_meshes.push(x),
+                Resource::DestinationRule(x) => set.destination_rules.push(x),
+                Resource::IstioGateway(x) => set.istio_gateways.push((owner, x)),
+                Resource::Backend(x) => set.backends.push(x),
+                Resource::BackendTrafficPolicy(x) => set.backend_policies.push(x),
+                Resource::Gateway(x) => set.gateways.push(x),
+                Resource::HttpRoute(x) => set.routes.push(x),
+                Resource::ClusterIdentity(x) => set.cluster_identities.push((owner, x)),
+                Resource::DnsConfiguration(x) => set.dns_configurations.push((owner, x)),
+                Resource::DnsPolicy(x) => set.dns_policies.push((owner, x)),
+                Resource::ServiceRoute(x) => set.service_routes.push((owner, x)),
+                Resource::RouterGateway(x) => set.router_gateways.push((owner, x)),
+            }
+        }
+        set.check_gloo(diags);
+        set.check_smh(diags);
+        set.check_istio(diags);
+        set.check_gateway(diags);
+        set.check_router(diags);
+        set
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.meta.name == name)
+    }
+
+    /// Services a Gloo selector picks, with their clusters.
+    pub fn select_services<'a>(&'a self, sel: &'a ObjectSelector) -> impl Iterator<Item = &'a (String, Service)> + 'a {
+        self.services.iter().filter(move |(cluster, s)| {
+            sel.name.as_ref().is_none_or(|n| *n == s.meta.name)
+                && sel.namespace.as_ref().is_none_or(|n| *n == s.meta.namespace)
+                && sel.cluster.as_ref().is_none_or(|c| c == cluster)
+                && sel.labels.iter().all(|(k, v)| s.meta.labels.get(k) == Some(v))
+        })
+    }
+
+    /// The Service `name.namespace` in `cluster`.
+    pub fn service(&self, cluster: &str, namespace: &str, name: &str) -> Option<&Service> {
+        self.services.iter().find(|(c, s)| c == cluster && s.meta.namespace == namespace && s.meta.name == name).map(|(_, s)| s)
+    }
+
+    /// Whether any cluster has a Service `name.namespace`.
+    pub fn service_anywhere(&self, namespace: &str, name: &str) -> bool {
+        self.services.iter().any(|(_, s)| s.meta.namespace == namespace && s.meta.name == name)
+    }
+
+    /// WorkloadEntries a Service's selector matches: same cluster and namespace, labels ⊇ selector.
+    pub fn endpoints_of<'a>(&'a self, cluster: &'a str, service: &'a Service) -> impl Iterator<Item = &'a WorkloadEntry> + 'a {
+        self.entries.iter().filter_map(move |(c, e)| {
+            let selector = service.selector.as_ref()?;
+            let selects = c == cluster
+                && e.meta.namespace == service.meta.namespace
+                && !selector.is_empty()
+                && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v));
+            selects.then_some(e)
+        })
+    }
+
+    /// VirtualDestinations a policy's `applyToDestinations` picks (all when empty).
+    pub fn policy_targets<'a>(&'a self, apply_to: &'a [crate::gloo::DestinationRef]) -> impl Iterator<Item = &'a VirtualDestination> + 'a {
+        self.virtual_destinations.iter().filter(move |vd| {
+            apply_to.is_empty()
+                || apply_to.iter().any(|d| {
+                    let s = &d.selector;
+                    s.name.as_ref().is_none_or(|n| *n == vd.meta.name)
+                        && s.namespace.as_ref().is_none_or(|n| *n == vd.meta.namespace)
+                        && s.labels.iter().all(|(k, v)| vd.meta.labels.get(k) == Some(v))
+                        && d.port.is_none_or(|p| vd.ports.iter().any(|vp| vp.number == p))
+                })
+        })
+    }
+
+    fn check_gloo(&self, diags: &mut Diagnostics) {
+        for vd in &self.virtual_destinations {
+            let mut per_cluster: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
+            for sel in &vd.services {
+                for (c, s) in self.select_services(sel) {
+                    per_cluster.entry(c.as_str()).or_default().push(s);
+                }
+            }
+            for (cluster, services) in &per_cluster {
+                let mut names: Vec<String> = services.iter().map(|s| format!("{}/{}", s.meta.namespace, s.meta.name)).collect();
+                names.sort();
+                names.dedup();
+                if names.len() > 1 {
+                    diags.push(about(&vd.meta, vd.meta.pos, Severity::Error, "spec.services", format!(
+                        "selects {} Services in cluster {cluster} ({}); a VirtualDestination may have at most one Service per cluster (Gloo marks it INVALID)",
+                        names.len(), names.join(", "))));
+                }
+            }
+            if per_cluster.is_empty() && !vd.services.is_empty() {
+                diags.push(about(&vd.meta, vd.services[0].pos, Severity::Warning, "spec.services", "selects no Service yet, so the destination has no endpoints"));
+            }
+            for p in &vd.ports {
+                if let Some(crate::topology::PortRef::Name(n)) = &p.target_port {
+                    for services in per_cluster.values() {
+                        for s in services {
+                            if !s.ports.iter().any(|sp| sp.name == *n) {
+                                diags.push(about(&vd.meta, p.pos, Severity::Error, "spec.ports.targetPort", format!("Service {}/{} has no port named {n:?}; every backing Service needs the target port", s.meta.namespace, s.meta.name)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for fp in &self.failover_policies {
+            if self.policy_targets(&fp.apply_to).next().is_none() {
+                let pos = fp.apply_to.first().map_or(fp.meta.pos, |d| d.pos);
+                diags.push(about(&fp.meta, pos, Severity::Error, "spec.applyToDestinations", format!("selects no VirtualDestination; known: {}", self.vd_names())));
+            }
+        }
+        for odp in &self.outlier_policies {
+            if !odp.apply_to.is_empty() && self.policy_targets(&odp.apply_to).next().is_none() {
+                diags.push(about(&odp.meta, odp.apply_to[0].pos, Severity::Error, "spec.applyToDestinations", format!("selects no VirtualDestination; known: {}", self.vd_names())));
+            }
+        }
+    }
+
+    fn vd_names(&self) -> String {
+        let names: Vec<String> = self.virtual_destinations.iter().map(|v| format!("{}/{}", v.meta.namespace, v.meta.name)).collect();
+        if names.is_empty() { "none".into() } else { names.join(", ") }
+    }
+
+    /// TrafficPolicies with outlier detection that select `name.namespace` in `cluster`.
+    pub fn smh_outlier_for(&self, cluster: &str, namespace: &str, name: &str) -> Option<&TrafficPolicy> {
+        self.traffic_policies.iter().find(|tp| {
+            tp.outlier.is_some()
+                && (tp.destinations.iter().any(|d| d.cluster == cluster && d.namespace == namespace && d.name == name)
+                    || tp.destination_matchers.iter().any(|m| {
+                        (m.clusters.is_empty() || m.clusters.iter().any(|c| c == cluster))
+                            && (m.namespaces.is_empty() || m.namespaces.iter().any(|n| n == namespace))
+                            && self.service(cluster, namespace, name).is_some_and(|s| m.labels.iter().all(|(k, v)| s.meta.labels.get(k) == Some(v)))
+                    }))
+        })
+    }
+
+    fn known_meshes(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.clusters.iter().map(|c| mesh_name_of_cluster(&c.meta.name)).collect();
+        for vm in &self.virtual_meshes {
+            out.extend(vm.meshes.iter().map(|(n, _)| n.clone()));
+        }
+        out
+    }
+
+    fn check_smh(&self, diags: &mut Diagnostics) {
+        let meshes = self.known_meshes();
+        for fs in &self.failover_services {
+            for (mesh, _, pos) in &fs.meshes {
+                if !meshes.contains(mesh) {
+                    diags.push(about(&fs.meta, *pos, Severity::Error, "spec.meshes", format!("mesh {mesh:?} does not exist; known meshes: {}", meshes.iter().cloned().collect::<Vec<_>>().join(", "))));
+                }
+            }
+            let mut backing_meshes = BTreeSet::new();
+            for b in &fs.backing {
+                if self.service(&b.cluster, &b.namespace, &b.name).is_none() {
+                    diags.push(about(&fs.meta, b.pos, Severity::Error, "spec.backingServices", format!("Service {}/{} does not exist in cluster {}", b.namespace, b.name, b.cluster)));
+                } else if self.smh_outlier_for(&b.cluster, &b.namespace, &b.name).is_none() {
+                    diags.push(about(&fs.meta, b.pos, Severity::Error, "spec.backingServices", format!(
+                        "Service {}/{} in cluster {} has no outlier detection; every backing service needs a TrafficPolicy with outlierDetection, or failover can never happen",
+                        b.namespace, b.name, b.cluster)));
+                }
+                backing_meshes.insert(mesh_name_of_cluster(&b.cluster));
+            }
+            if backing_meshes.len() > 1 {
+                let grouped = self.virtual_meshes.iter().any(|vm| backing_meshes.iter().all(|m| vm.meshes.iter().any(|(n, _)| n == m)));
+                if !grouped {
+                    diags.push(about(&fs.meta, fs.meta.pos, Severity::Error, "spec.backingServices", format!(
+                        "backing services are in unrelated meshes ({}); group them in a VirtualMesh",
+                        backing_meshes.iter().cloned().collect::<Vec<_>>().join(", "))));
+                }
+            }
+        }
+        for tp in &self.traffic_policies {
+            for d in &tp.destinations {
+                if self.service(&d.cluster, &d.namespace, &d.name).is_none() {
+                    diags.push(about(&tp.meta, d.pos, Severity::Error, "spec.destinationSelector", format!("Service {}/{} does not exist in cluster {}", d.namespace, d.name, d.cluster)));
+                }
+            }
+            for (name, ns, pos) in &tp.shift_to_failover {
+                if !self.failover_services.iter().any(|f| f.meta.name == *name && f.meta.namespace == *ns) {
+                    diags.push(about(&tp.meta, *pos, Severity::Error, "spec.trafficShift.destinations.failoverService", format!("FailoverService {ns}/{name} does not exist")));
+                }
+            }
+        }
+    }
+
+    fn check_istio(&self, diags: &mut Diagnostics) {
+        let regions: BTreeSet<&str> = self.clusters.iter().map(|c| c.locality.region.as_str()).collect();
+        for dr in &self.destination_rules {
+            let known = self.services.iter().any(|(_, s)| host_matches(&dr.host, &format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)))
+                || self.virtual_destinations.iter().any(|v| v.hosts.iter().any(|h| host_matches(&dr.host, h)));
+            if !known {
+                diags.push(about(&dr.meta, dr.host_pos, Severity::Warning, "spec.host", format!("{:?} matches no Service or VirtualDestination host; the rule applies to nothing yet", dr.host)));
+            }
+            if let Some(l) = &dr.locality {
+                let fails_over = l.enabled && l.distribute.is_empty();
+                if fails_over && dr.outlier.is_none() {
+                    diags.push(about(&dr.meta, l.pos, Severity::Warning, "spec.trafficPolicy.loadBalancer.localityLbSetting",
+                        "FAILOVER IS INERT: without trafficPolicy.outlierDetection nothing marks an endpoint unhealthy, so Istio keeps every endpoint at priority 0 and never fails over. Add outlierDetection (for example consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100)"));
+                }
+                if !regions.is_empty() {
+                    for f in &l.failover {
+                        for r in [&f.from, &f.to] {
+                            if !regions.contains(r.as_str()) {
+                                let hint = if r.contains('$') { " (was a shell variable left unexpanded?)" } else { "" };
+                                diags.push(about(&dr.meta, l.pos, Severity::Warning, "spec.trafficPolicy.loadBalancer.localityLbSetting.failover", format!(
+                                    "region {r:?} is not the region of any Cluster{hint}; known regions: {}", regions.iter().copied().collect::<Vec<_>>().join(", "))));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_gateway(&self, diags: &mut Diagnostics) {
+        for b in &self.backends {
+            for e in &b.endpoints {
+                if let BackendEndpoint::Fqdn { hostname, .. } = e {
+                    if let Some((name, ns)) = cluster_local_service(hostname) {
+                        if !self.service_anywhere(ns, name) {
+                            diags.push(about(&b.meta, b.meta.pos, Severity::Error, "spec.endpoints.fqdn.hostname", format!("{hostname} names Service {ns}/{name}, which no cluster has")));
+                        }
+                    }
+                }
+            }
+        }
+        for p in &self.backend_policies {
+            for t in &p.targets {
+                let exists = match t.kind.as_str() {
+                    "HTTPRoute" => self.routes.iter().any(|r| r.meta.name == t.name && r.meta.namespace == p.meta.namespace),
+                    "Gateway" => self.gateways.iter().any(|g| g.meta.name == t.name && g.meta.namespace == p.meta.namespace),
+                    _ => true,
+                };
+                if !exists {
+                    diags.push(about(&p.meta, t.pos, Severity::Error, "spec.targetRefs", format!("{} {}/{} does not exist", t.kind, p.meta.namespace, t.name)));
+                }
+            }
+        }
+        for r in &self.routes {
+            for parent in &r.parents {
+                if !self.gateways.iter().any(|g| g.meta.name == parent.name && g.meta.namespace == parent.namespace) {
+                    diags.push(about(&r.meta, parent.pos, Severity::Error, "spec.parentRefs", format!("Gateway {}/{} does not exist", parent.namespace, parent.name)));
+                }
+            }
+            for rule in &r.rules {
+                for b in &rule.backends {
+                    let exists = if b.kind == "Backend" {
+                        self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace)
+                    } else {
+                        self.service_anywhere(&b.namespace, &b.name)
+                    };
+                    if !exists {
+                        diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs", format!("{} {}/{} does not exist", b.kind, b.namespace, b.name)));
+                    }
+                    if b.kind == "Service" && b.port.is_none() {
+                        diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs.port", "a Service backendRef needs a port"));
+                    }
+                }
+                let has_fallback = rule.backends.iter().any(|b| self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace && x.fallback));
+                let checked = self.backend_policies.iter().any(|p| {
+                    (p.passive.is_some() || p.active.is_some()) && p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == r.meta.name)
+                });
+                if has_fallback && !checked {
+                    diags.push(about(&r.meta, rule.pos, Severity::Warning, "spec.rules",
+                        "FALLBACK IS INERT: this rule has a fallback Backend but no BackendTrafficPolicy health check (passive or active) targets the route, so nothing marks the active backends unhealthy"));
+                }
+            }
+        }
+    }
+
+    fn check_router(&self, diags: &mut Diagnostics) {
+        for (cluster, sr) in &self.service_routes {
+            if !self.router_gateways.iter().any(|(c, g)| c == cluster && g.meta.name == sr.gateway_name && g.meta.namespace == sr.gateway_namespace) {
+                diags.push(about(&sr.meta, sr.pos, Severity::Error, "spec.gatewayName", format!("routing.router.io Gateway {}/{} does not exist in cluster {cluster}", sr.gateway_namespace, sr.gateway_name)));
+            }
+        }
+        for (cluster, ci) in &self.cluster_identities {
+            let controllers: Vec<&(String, String)> = self.dns_configurations.iter().filter(|(c, _)| c == cluster).flat_map(|(_, d)| &d.controllers).collect();
+            if self.dns_configurations.iter().any(|(c, _)| c == cluster) {
+                for (r, pos) in &ci.adopts_regions {
+                    if !controllers.iter().any(|(_, region)| region == r) {
+                        diags.push(about(&ci.meta, *pos, Severity::Warning, "spec.adoptsRegions", format!("no ExternalDNS controller in this cluster's DNSConfiguration writes region {r:?}, so the adoption has no effect (AdoptedRegionNotFound)")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `name.namespace.svc.cluster.local` → (name, namespace).
+pub fn cluster_local_service(host: &str) -> Option<(&str, &str)> {
+    let rest = host.strip_suffix(".svc.cluster.local")?;
+    let (name, ns) = rest.split_once('.')?;
+    (!name.is_empty() && !ns.is_empty() && !ns.contains('.')).then_some((name, ns))
+}
+
+/// The cluster an object belongs to (only meaningful for per-cluster kinds).
+fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> String {
+    let per_cluster = matches!(meta.kind, "Service" | "WorkloadEntry" | "Gateway" | "ClusterIdentity" | "DNSConfiguration" | "DNSPolicy" | "ServiceRoute");
+    match meta.cluster_label() {
+        Some(c) => {
+            if !clusters.is_empty() && !clusters.iter().any(|k| k == c) {
+                diags.push(about(meta, meta.pos, Severity::Error, "metadata.labels[\"topology.istio.io/cluster\"]", format!("cluster {c:?} is not defined; known clusters: {}", clusters.join(", "))));
+            }
+            c.to_string()
+        }
+        None if clusters.len() == 1 => clusters[0].clone(),
+        None if clusters.is_empty() => IMPLICIT_CLUSTER.to_string(),
+        None => {
+            if per_cluster {
+                diags.push(about(meta, meta.pos, Severity::Error, "metadata.labels", format!(
+                    "several clusters are defined, so say which one holds this {}: add the label topology.istio.io/cluster with one of: {}",
+                    meta.kind, clusters.join(", "))));
+            }
+            String::new()
+        }
+    }
+}
+
+fn check_duplicates(resources: &[Resource], diags: &mut Diagnostics) {
+    let mut seen: BTreeMap<(String, String, String, String), &Meta> = BTreeMap::new();
+    for r in resources {
+        let m = meta_of(r);
+        let cluster = m.cluster_label().unwrap_or("").to_string();
+        let key = (format!("{}/{}", m.api_version.rsplit_once('/').map_or("", |(g, _)| g), m.kind), cluster, m.namespace.clone(), m.name.clone());
+        if let Some(first) = seen.get(&key) {
+            diags.push(about(m, m.pos, Severity::Error, "metadata.name", format!("duplicate {} {}/{}; first defined at {}", m.kind, m.namespace, m.name, first.location())));
+        } else {
+            seen.insert(key, m);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! veer's topology kinds for running without Kubernetes: `Cluster`, `v1 Service`, Istio `WorkloadEntry`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use veer_core::topology::Locality;
+
+use crate::decode::Obj;
+use crate::diag::Pos;
+use crate::meta::Meta;
+
+/// `veer.io/v1alpha1 Cluster`: one cluster, its place and the address of its gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    pub meta: Meta,
+    pub network: String,
+    pub locality: Locality,
+    pub labels: BTreeMap<String, String>,
+    /// Where this cluster's veer gateway listens (east-west and ingress).
+    pub gateway: Option<SocketAddr>,
+    /// Where this cluster's admin listener listens.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A `v1 Service`: the ports and the selector that picks its endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub meta: Meta,
+    pub ports: Vec<ServicePort>,
+    /// `None`: no selector (endpoints managed elsewhere), so none are found here.
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: Option<PortRef>,
+}
+
+/// A port given by number or by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+/// An Istio `WorkloadEntry`: one instance (a pod, a VM, a local backend server).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadEntry {
+    pub meta: Meta,
+    pub address: IpAddr,
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub locality: Option<Locality>,
+    pub network: Option<String>,
+    pub weight: u32,
+}
+
+pub(crate) fn read_cluster(spec: &Obj<'_>, meta: Meta) -> Option<Cluster> {
+    let network = spec.string("network").map(|(n, _)| n).unwrap_or_default();
+    let locality = match spec.obj("locality") {
+        Some(l) => {
+            let loc = Locality {
+                region: l.string("region").map(|(s, _)| s).unwrap_or_default(),
+                zone: l.string("zone").map(|(s, _)| s).unwrap_or_default(),
+                subzone: l.string("subzone").map(|(s, _)| s).unwrap_or_default(),
+            };
+            if loc.region.is_empty() && !(loc.zone.is_empty() && loc.subzone.is_empty()) {
+                spec.ctx().error(l.pos(), "spec.locality.region", "a zone or subzone needs a region");
+            }
+            l.finish();
+            loc
+        }
+        None => Locality::default(),
+    };
+    let labels = spec.string_map("labels");
+    let gateway = spec.obj("gateway").and_then(|g| {
+        let a = socket(&g, "address");
+        g.finish();
+        a
+    });
+    let admin = spec.obj("admin").and_then(|g| {
+        let a = socket(&g, "address");
+        g.finish();
+        a
+    });
+    spec.skip("dns");
+    Some(Cluster { meta, network, locality, labels, gateway, admin })
+}
+
+fn socket(o: &Obj<'_>, key: &'static str) -> Option<SocketAddr> {
+    let (s, pos) = o.string(key)?;
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            o.ctx().error(pos, &o.field_path(key), format!("{s:?} is not an address; expected IP:PORT such as 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+pub(crate) fn read_service(spec: &Obj<'_>, meta: Meta) -> Option<Service> {
+    let mut ports = Vec::new();
+    for p in spec.objs("ports") {
+        let name = p.string("name").map(|(s, _)| s).unwrap_or_default();
+        let port = p.port("port");
+        if port.is_none() && !p.has("port") {
+            p.ctx().error(p.pos(), &p.field_path("port"), "required field is missing");
+        }
+        let target_port = read_port_ref(&p, "targetPort");
+        p.one_of("protocol", &["TCP", "UDP", "SCTP"]);
+        p.skip("appProtocol");
+        p.skip("nodePort");
+        p.finish();
+        if let Some(port) = port {
+            ports.push(ServicePort { name, port, target_port });
+        }
+    }
+    let selector = spec.has("selector").then(|| spec.string_map("selector"));
+    for quiet in ["type", "clusterIP", "clusterIPs", "sessionAffinity", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy", "publishNotReadyAddresses"] {
+        spec.skip(quiet);
+    }
+    spec.tolerate("trafficDistribution", "PreferClose is not modelled; use a DestinationRule");
+    Some(Service { meta, ports, selector })
+}
+
+/// Reads a port given as a number or a name (Kubernetes IntOrString).
+pub(crate) fn read_port_ref(o: &Obj<'_>, key: &'static str) -> Option<PortRef> {
+    let n = o.raw(key)?;
+    if n.kind_name() == "number" {
+        return o.port(key).map(PortRef::Number);
+    }
+    if let Some(text) = n.scalar() {
+        return Some(PortRef::Name(text.to_string()));
+    }
+    // A mapping: Gloo's `targetPort: {name: http}` / `{number: 8080}`.
+    let m = o.obj(key)?;
+    let r = if m.has("number") { m.port("number").map(PortRef::Number) } else { m.string("name").map(|(s, _)| PortRef::Name(s)) };
+    m.finish();
+    r
+}
+
+pub(crate) fn read_workload_entry(spec: &Obj<'_>, meta: Meta) -> Option<WorkloadEntry> {
+    let address = match spec.required_string("address") {
+        Some((a, pos)) => match a.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                spec.ctx().error(pos, "spec.address", format!("{a:?} is not an IP address; veer's topology needs the instance's IP (hostnames go in a Backend fqdn)"));
+                None
+            }
+        },
+        None => None,
+    };
+    let ports = spec
+        .int_map("ports", 1, 65535)
+        .into_iter()
+        .map(|(k, v, _)| (k, u16::try_from(v).unwrap_or(0)))
+        .collect();
+    let labels = spec.string_map("labels");
+    let locality = spec.string("locality").map(|(s, _)| Locality::parse(&s));
+    let network = spec.string("network").map(|(s, _)| s);
+    let weight = spec.u32("weight", 0, 1_000_000).unwrap_or(1);
+    spec.skip("serviceAccount");
+    address.map(|address| WorkloadEntry { meta, address, ports, labels, locality, network, weight: weight.max(1) })
+}
+
+/// Resolves a target port of a Service port to a WorkloadEntry's port.
+pub fn entry_port(entry: &WorkloadEntry, service_port: &ServicePort) -> Option<u16> {
+    match &service_port.target_port {
+        Some(PortRef::Number(n)) => Some(*n),
+        Some(PortRef::Name(name)) => entry.ports.get(name).copied(),
+        None => {
+            if !service_port.name.is_empty() {
+                if let Some(p) = entry.ports.get(&service_port.name) {
+                    return Some(*p);
+                }
+            }
+            Some(service_port.port)
+        }
+    }
+}
+
+/// Position of a resource, for messages about it.
+pub fn pos_of(meta: &Meta) -> Pos {
+    meta.pos
+}

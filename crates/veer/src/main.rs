@@ -1,0 +1,157 @@
+//! The `veer` command: check manifests (`validate`) and answer "where does this client's
+//! traffic go, and why" (`explain`). Thin: the work lives in veer-model and veer-core.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use veer_core::topology::Labels;
+use veer_model::diag::Severity;
+use veer_model::explain::{apply_down, explain, render_table, Down};
+
+#[derive(Parser)]
+#[command(name = "veer", version, about = "Multi-cluster service failover that explains itself")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests and report every problem, located as FILE:LINE:COL.
+    Validate {
+        /// Files or directories of manifests; `-` reads stdin.
+        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Also list resources veer does not act on.
+        #[arg(long)]
+        show_ignored: bool,
+    },
+    /// Print a client's priority table for a destination host, and why.
+    Explain {
+        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// HOST or HOST:PORT the client calls.
+        #[arg(long)]
+        host: String,
+        /// The client's cluster.
+        #[arg(long = "from")]
+        from: String,
+        /// Extra client labels, k=v (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// What if: `cluster=NAME` or an endpoint ADDRESS (IP or IP:PORT) is down (repeatable).
+        #[arg(long = "down", value_parser = parse_down)]
+        down: Vec<Down>,
+        /// Request path, to pick an HTTPRoute rule.
+        #[arg(long, default_value = "")]
+        path: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List the apiVersions and kinds veer reads.
+    Kinds,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not k=v")),
+    }
+}
+
+fn parse_down(s: &str) -> Result<Down, String> {
+    match s.split_once('=') {
+        Some(("cluster", name)) if !name.is_empty() => Ok(Down::Cluster(name.to_string())),
+        Some(_) => Err(format!("{s:?}: expected cluster=NAME or an endpoint address")),
+        None if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() || s.contains(':') => Ok(Down::Address(s.to_string())),
+        None => Err(format!("{s:?}: expected cluster=NAME or an endpoint address (IP or IP:PORT)")),
+    }
+}
+
+fn split_host(s: &str) -> Result<(String, Option<u16>), String> {
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => p.parse().map(|p| (h.to_string(), Some(p))).map_err(|_| format!("{s:?}: bad port {p:?}")),
+        _ => Ok((s.to_string(), None)),
+    }
+}
+
+fn load(files: &[PathBuf]) -> Result<veer_model::Loaded, String> {
+    let sources = veer_model::files::read_paths(files)?;
+    Ok(veer_model::from_sources(&sources))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("veer: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Kinds => {
+            for k in veer_model::load::supported_kinds() {
+                println!("{k}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { files, show_ignored } => {
+            let loaded = load(&files)?;
+            let diags = loaded.diagnostics.into_sorted();
+            let (mut errors, mut warnings, mut ignored) = (0, 0, 0);
+            for d in &diags {
+                match d.severity {
+                    Severity::Error => errors += 1,
+                    Severity::Warning => warnings += 1,
+                    Severity::Ignored => ignored += 1,
+                }
+                if d.severity != Severity::Ignored || show_ignored {
+                    println!("{d}");
+                }
+            }
+            let set = &loaded.set;
+            let acted = set.clusters.len() + set.services.len() + set.entries.len() + set.virtual_destinations.len()
+                + set.failover_policies.len() + set.outlier_policies.len() + set.failover_services.len()
+                + set.traffic_policies.len() + set.virtual_meshes.len() + set.destination_rules.len()
+                + set.istio_gateways.len() + set.backends.len() + set.backend_policies.len() + set.gateways.len()
+                + set.routes.len() + set.cluster_identities.len() + set.dns_configurations.len()
+                + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len();
+            println!(
+                "{acted} resources read, {ignored} ignored{}; {errors} error(s), {warnings} warning(s)",
+                if ignored > 0 && !show_ignored { " (--show-ignored lists them)" } else { "" }
+            );
+            Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Explain { files, host, from, labels, down, path, output } => {
+            let loaded = load(&files)?;
+            if loaded.diagnostics.has_errors() {
+                for d in loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == Severity::Error) {
+                    eprintln!("{d}");
+                }
+                return Err("the manifests have errors (see above); fix them or run `veer validate`".into());
+            }
+            let (host, port) = split_host(&host)?;
+            let extra: Labels = labels.into_iter().collect();
+            let client = veer_model::resolve::client(&loaded.set, &from, &extra).map_err(|e| e.to_string())?;
+            let mut dest = veer_model::resolve::resolve(&loaded.set, &host, port, &from, &path).map_err(|e| e.to_string())?;
+            apply_down(&mut dest, &down)?;
+            let report = explain(&dest, &client);
+            match output {
+                Output::Table => print!("{}", render_table(&report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
