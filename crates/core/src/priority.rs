@@ -1,8 +1,8 @@
 //! Priority rules: how a client's position and labels rank each endpoint (Istio semantics).
 //!
 //! Every dialect ends up here: Gloo `priorityLabels` and Istio `failoverPriority` are
-//! [`LabelPriority`]; Gloo `localityMappings` and Istio `failover` are [`LocalityFailover`];
-//! SMH backing-service order and Envoy Gateway `fallback` are fixed tiers on the endpoints.
+//! [`LabelMatch`] lists; Gloo `localityMappings` and Istio `failover` are [`FailoverEntry`]
+//! lists; SMH backing-service order and Envoy Gateway `fallback` are fixed tiers on the endpoints.
 
 use crate::topology::{Client, Endpoint, Locality};
 

@@ -119,7 +119,11 @@ pub fn explain(dest: &Destination, client: &Client) -> Report {
         })
         .collect();
     for pl in &t.placements {
-        priorities[pl.priority].endpoints.push(view(pl.endpoint, describe(&pl.why, pl.group_weight), pl.share_percent));
+        let why = match pl.why {
+            Why::Tier(t) => format!("tier {t}: {}", dest.endpoints[pl.endpoint].origin),
+            ref other => describe(other, pl.group_weight),
+        };
+        priorities[pl.priority].endpoints.push(view(pl.endpoint, why, pl.share_percent));
     }
     let excluded = t.excluded.iter().map(|&i| view(i, "no distribute target covers its locality".into(), 0.0)).collect();
     let mut notes = dest.notes.clone();

@@ -1,0 +1,315 @@
+//! End-to-end tests of the `veer` command as a user runs it: the seed walkthroughs under
+//! `examples/`, checked through `veer explain -o json` and `veer validate`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn veer(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_veer")).current_dir(root()).args(args).output().expect("run veer");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs `veer explain -o json` over `files` and returns the report.
+fn explain(files: &[&str], host: &str, from: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["explain"];
+    for f in files {
+        args.push("-f");
+        args.push(f);
+    }
+    args.extend(["--host", host, "--from", from, "-o", "json"]);
+    args.extend(extra);
+    let (code, out, err) = veer(&args);
+    assert_eq!(code, 0, "veer {args:?} failed: {err}");
+    serde_json::from_str(&out).expect("explain prints JSON")
+}
+
+/// Per priority: (load percent, [(cluster, address, share)]).
+fn table(report: &Value) -> Vec<(u64, Vec<(String, String, f64)>)> {
+    report["priorities"]
+        .as_array()
+        .expect("priorities")
+        .iter()
+        .map(|p| {
+            let eps = p["endpoints"]
+                .as_array()
+                .expect("endpoints")
+                .iter()
+                .map(|e| (e["cluster"].as_str().unwrap_or("").to_string(), e["address"].as_str().unwrap_or("").to_string(), e["share_percent"].as_f64().unwrap_or(-1.0)))
+                .collect();
+            (p["load_percent"].as_u64().unwrap_or(999), eps)
+        })
+        .collect()
+}
+
+fn share_by_cluster(report: &Value, cluster: &str) -> f64 {
+    table(report).iter().flat_map(|(_, eps)| eps.iter()).filter(|(c, _, _)| c == cluster).map(|(_, _, s)| s).sum()
+}
+
+fn assert_close(actual: f64, expected: f64) {
+    assert!((actual - expected).abs() < 0.05, "expected {expected}, got {actual}");
+}
+
+// === seed 000: Gloo VirtualDestination + FailoverPolicy priorityLabels ===
+
+const E000: &str = "examples/000-gloo-priority-labels";
+const VD_CENTRAL: &str = "go-vuderani-algebra.infra.svc.central-pp-rs";
+const VD_TEST: &str = "go-vuderani-algebra.infra.svc.test-pp-rs";
+const SERVES_CENTRAL: &str = "mesh.opentable.com/serves-central-pp-rs=true";
+const SERVES_TEST: &str = "mesh.opentable.com/serves-test-pp-rs=true";
+
+fn files_000(servers: &[&str], policy: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["seed.yaml", "clusters.yaml", "vd-for-central.yaml", policy].iter().map(|f| format!("{E000}/{f}")).collect();
+    v.extend(servers.iter().map(|f| format!("{E000}/{f}")));
+    v
+}
+
+fn explain_000(files: &[String], host: &str, from: &str, label: &str) -> Value {
+    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    explain(&refs, host, from, &["--label", label])
+}
+
+#[test]
+fn seed000_step3_each_cluster_is_served_locally() {
+    let files = files_000(&["server-central.yaml", "server-test.yaml"], "policy-for-central.yaml");
+    let central = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+    let t = table(&central);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].0, 100);
+    assert_eq!(t[0].1.len(), 9);
+    assert!(t[0].1.iter().all(|(c, _, _)| c == "central-pp-rs"));
+    let test = explain_000(&files, VD_TEST, "test-pp-rs", SERVES_TEST);
+    assert_close(share_by_cluster(&test, "test-pp-rs"), 100.0);
+}
+
+#[test]
+fn seed000_step5_labelled_remote_server_is_a_lower_priority() {
+    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+    let t = table(&r);
+    assert_eq!(t.len(), 2, "{r}");
+    assert_eq!((t[0].0, t[1].0), (100, 0));
+    assert!(t[0].1.iter().all(|(c, _, _)| c == "central-pp-rs"));
+    assert_eq!(t[1].1, vec![("test-pp-rs".to_string(), "127.0.2.1:8080".to_string(), 0.0)]);
+    // The reason names the label that decided it.
+    let why = r["priorities"][1]["endpoints"][0]["why"].as_str().unwrap_or("");
+    assert!(why.contains("topology.istio.io/subzone \"avg\" differs from client \"central\""), "{why}");
+}
+
+#[test]
+fn seed000_step6_central_scaled_to_zero_fails_over_to_test() {
+    let files = files_000(&["steps/server-central-scaled-0.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+    assert_close(share_by_cluster(&r, "test-pp-rs"), 100.0);
+    // The test cluster's own clients are unaffected.
+    let t = explain_000(&files, VD_TEST, "test-pp-rs", SERVES_TEST);
+    assert_close(share_by_cluster(&t, "test-pp-rs"), 100.0);
+    // The same answer as a what-if on the unscaled set.
+    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+    let what_if = explain(&refs, VD_CENTRAL, "central-pp-rs", &["--label", SERVES_CENTRAL, "--down", "cluster=central-pp-rs"]);
+    assert_close(share_by_cluster(&what_if, "test-pp-rs"), 100.0);
+    assert_eq!(what_if["priorities"][0]["load_percent"], 0);
+}
+
+#[test]
+fn seed000_step6_remote_replicas_share_evenly() {
+    for (file, n) in [("steps/server-test-labeled-3.yaml", 3.0), ("steps/server-test-labeled-9.yaml", 9.0)] {
+        let files = files_000(&["steps/server-central-scaled-0.yaml", file], "policy-for-central.yaml");
+        let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+        let t = table(&r);
+        assert_eq!(t[0].1.len() as f64, n);
+        for (_, _, share) in &t[0].1 {
+            assert_close(*share, 100.0 / n);
+        }
+    }
+}
+
+#[test]
+fn seed000_step7_restore_brings_traffic_back() {
+    let files = files_000(&["server-central.yaml", "steps/server-test-labeled-9.yaml"], "policy-for-central.yaml");
+    let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+    assert_close(share_by_cluster(&r, "central-pp-rs"), 100.0);
+    assert_close(share_by_cluster(&r, "test-pp-rs"), 0.0);
+}
+
+#[test]
+fn seed000_step8_inverted_labels_prefer_avg_servers_that_serve_central() {
+    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "steps/policy-for-central-inverted-with-avg.yaml");
+    let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
+    let t = table(&r);
+    assert_eq!(t.len(), 2);
+    assert!(t[0].1.iter().all(|(c, _, _)| c == "test-pp-rs"));
+    assert!(t[1].1.iter().all(|(c, _, _)| c == "central-pp-rs"));
+    assert_close(share_by_cluster(&r, "test-pp-rs"), 100.0);
+}
+
+// === seed 001: SMH FailoverService ===
+
+const E001: &str = "examples/001-smh-failover-service";
+
+#[test]
+fn seed001_backing_services_are_tiers_in_order() {
+    let r = explain(&[E001], "reviews-failover.bookinfo.global:9080", "mgmt-cluster", &[]);
+    let t = table(&r);
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].0, t[1].0), (100, 0));
+    assert_eq!(t[0].1.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec!["mgmt-cluster", "mgmt-cluster"]);
+    assert_close(t[0].1[0].2, 50.0);
+    assert_eq!(t[1].1[0].0, "remote-cluster");
+}
+
+#[test]
+fn seed001_traffic_shift_and_failover_to_remote_when_v1_v2_stop() {
+    // The trafficShift sends reviews (seen from mgmt-cluster) to the FailoverService.
+    let r = explain(&[E001], "reviews.bookinfo.svc.cluster.local", "mgmt-cluster", &["--down", "127.0.3.1", "--down", "127.0.3.2"]);
+    let roles: Vec<&str> = r["sources"].as_array().into_iter().flatten().filter_map(|s| s["kind"].as_str()).collect();
+    assert!(roles.contains(&"TrafficPolicy") && roles.contains(&"FailoverService"), "{roles:?}");
+    assert_close(share_by_cluster(&r, "remote-cluster"), 100.0);
+    // Restored: back on the first backing service.
+    let r = explain(&[E001], "reviews.bookinfo.svc.cluster.local", "mgmt-cluster", &[]);
+    assert_close(share_by_cluster(&r, "mgmt-cluster"), 100.0);
+}
+
+// === seed 003: Istio multi-network locality failover ===
+
+const E003: &str = "examples/003-istio-locality-failover";
+const HELLO: &str = "helloworld.sample.svc.cluster.local:5000";
+
+#[test]
+fn seed003_before_the_east_west_gateway_only_local_endpoints_are_seen() {
+    let r = explain(&[&format!("{E003}/topology.yaml")], HELLO, "cluster1", &[]);
+    let t = table(&r);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].1.len(), 1);
+    assert_eq!(t[0].1[0].0, "cluster1");
+}
+
+#[test]
+fn seed003_exposed_remote_endpoints_join_and_share_without_a_rule() {
+    let r = explain(&[&format!("{E003}/topology.yaml"), &format!("{E003}/seed-expose-helloworld.yaml")], HELLO, "cluster1", &[]);
+    assert_close(share_by_cluster(&r, "cluster1"), 50.0);
+    assert_close(share_by_cluster(&r, "cluster2"), 50.0);
+}
+
+#[test]
+fn seed003_destination_rule_fails_over_region1_to_region2_and_back() {
+    let r = explain(&[E003], HELLO, "cluster1", &[]);
+    let t = table(&r);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].1[0].0, "cluster1");
+    assert_eq!(t[1].1[0].0, "cluster2");
+    assert_close(share_by_cluster(&r, "cluster1"), 100.0);
+    // helloworld-v1 scaled to 0.
+    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1"]);
+    assert_close(share_by_cluster(&r, "cluster2"), 100.0);
+    // Istio turns panic off (minHealthPercent 0): with everything down nothing is picked.
+    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
+    assert_eq!(r["no_healthy_upstream"], true);
+    assert_eq!(r["panic"], false);
+}
+
+#[test]
+fn seed003_verbatim_blocks_get_precise_advice() {
+    // Alone (no topology) the raw blocks are accepted as they stand.
+    let (code, out, _) = veer(&["validate", "-f", "crates/veer/tests/fixtures/seed-003-verbatim.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    // Next to a two-cluster topology veer asks which cluster holds the east-west Gateway (what
+    // `kubectl --context` said in the seed) and spots the unexpanded shell variables.
+    let (code, out, _) = veer(&["validate", "-f", "crates/veer/tests/fixtures/seed-003-verbatim.yaml", &format!("{E003}/topology.yaml")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("shell variable left unexpanded"), "{out}");
+    assert!(out.contains("Gateway/default/cross-network-gateway: metadata.labels: several clusters are defined"), "{out}");
+}
+
+// === seed 004: Envoy Gateway fallback ===
+
+const E004: &str = "examples/004-envoy-gateway-fallback";
+
+#[test]
+fn seed004_active_backend_first_then_passive() {
+    let r = explain(&[E004], "www.example.com", "local", &["--path", "/test"]);
+    let t = table(&r);
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].0, t[1].0), (100, 0));
+    assert_eq!(t[0].1[0].1, "127.0.0.11:3000");
+    assert_eq!(t[1].1[0].1, "127.0.0.12:3000");
+    assert_eq!(r["port"], 80);
+    let r = explain(&[E004], "www.example.com", "local", &["--down", "127.0.0.11"]);
+    let t = table(&r);
+    assert_eq!((t[0].0, t[1].0), (0, 100));
+    assert_close(t[1].1[0].2, 100.0);
+}
+
+// === seed 002: Service Router Operator resources ===
+
+#[test]
+fn seed002_every_cluster_view_validates() {
+    let e = "examples/002-dns-regional-takeover";
+    for files in [
+        vec![format!("{e}/weu")],
+        vec![format!("{e}/neu")],
+        vec![format!("{e}/weu/cluster.yaml"), format!("{e}/steps/weu-regionbound-policy.yaml")],
+        vec![format!("{e}/neu/cluster.yaml"), format!("{e}/steps/neu-adoption-removed.yaml")],
+    ] {
+        let mut args = vec!["validate"];
+        for f in &files {
+            args.extend(["-f", f.as_str()]);
+        }
+        let (code, out, err) = veer(&args);
+        assert_eq!(code, 0, "{files:?}: {out}{err}");
+        assert!(out.contains("0 error(s)"), "{out}");
+    }
+}
+
+// === the command itself ===
+
+#[test]
+fn validate_reports_located_errors_and_exits_1() {
+    let bad = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestinaton\nmetadata:\n  name: x\nspec: {}\n";
+    let path = std::env::temp_dir().join(format!("veer-bad-{}.yaml", std::process::id()));
+    std::fs::write(&path, bad).expect("write temp file");
+    let (code, out, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 1);
+    assert!(out.contains(":2:7: error:") && out.contains("did you mean \"VirtualDestination\""), "{out}");
+}
+
+#[test]
+fn explain_names_unknown_hosts_and_clusters() {
+    let (code, _, err) = veer(&["explain", "-f", E004, "--host", "nope.example", "--from", "local"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no destination serves host") && err.contains("www.example.com"), "{err}");
+    let (code, _, err) = veer(&["explain", "-f", E004, "--host", "www.example.com", "--from", "mars"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cluster \"mars\" is not defined"), "{err}");
+    let (code, _, err) = veer(&["explain", "-f", E004, "--host", "www.example.com", "--from", "local", "--down", "cluster=mars"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no endpoint"), "{err}");
+}
+
+#[test]
+fn validate_reads_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["validate", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn veer");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  ports:\n  - port: 70000\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("<stdin>:7:11: error: Service/default/a: spec.ports[0].port: 70000 is out of range"), "{text}");
+}
