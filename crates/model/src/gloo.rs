@@ -119,9 +119,8 @@ pub(crate) fn read_virtual_destination(spec: &Obj<'_>, meta: Meta) -> Option<Vir
             ports.push(VdPort { number, protocol, target_port, pos });
         }
     }
-    if !spec.has("ports") {
-        spec.ctx().error(spec.pos(), "spec.ports", "a VirtualDestination needs at least one port (Gloo marks it INVALID)");
-    } else if ports.is_empty() && !spec.ctx().diags.borrow().has_errors() {
+    let ports_given_but_none_valid = ports.is_empty() && spec.ctx().diags.borrow().errors().next().is_none();
+    if !spec.has("ports") || ports_given_but_none_valid {
         spec.ctx().error(spec.pos(), "spec.ports", "a VirtualDestination needs at least one port (Gloo marks it INVALID)");
     }
     if !spec.has("services") && !spec.has("externalServices") {

@@ -29,8 +29,11 @@ fn explain(files: &[&str], host: &str, from: &str, extra: &[&str]) -> Value {
     serde_json::from_str(&out).expect("explain prints JSON")
 }
 
-/// Per priority: (load percent, [(cluster, address, share)]).
-fn table(report: &Value) -> Vec<(u64, Vec<(String, String, f64)>)> {
+/// (cluster, address, share percent) of one endpoint.
+type Row = (String, String, f64);
+
+/// Per priority: (load percent, endpoints).
+fn table(report: &Value) -> Vec<(u64, Vec<Row>)> {
     report["priorities"]
         .as_array()
         .expect("priorities")
