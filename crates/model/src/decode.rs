@@ -57,7 +57,8 @@ impl Ctx {
             Value::Map(ref entries) => {
                 let mut seen: Vec<&str> = Vec::new();
                 for (k, _) in entries {
-                    let key = k.scalar().unwrap_or("");
+                    // Complex keys (`? [a, b]`) are never field names; the field check reports them.
+                    let Some(key) = k.scalar() else { continue };
                     if seen.contains(&key) {
                         self.error(k.pos, &join(path, key), "duplicate key");
                     }
@@ -119,6 +120,11 @@ impl<'a> Obj<'a> {
     /// Accepts `key` silently: fields that carry no behaviour (status, annotations, descriptions).
     pub fn skip(&self, key: &'static str) {
         self.known.borrow_mut().push(key);
+    }
+
+    /// Position of `key`'s value, or of this mapping when the key is absent.
+    pub fn pos_of(&self, key: &str) -> Pos {
+        self.node.get(key).map_or(self.node.pos, |n| n.pos)
     }
 
     pub fn has(&self, key: &'static str) -> bool {
@@ -306,7 +312,10 @@ impl<'a> Obj<'a> {
         let known = self.known.borrow();
         let tolerated = self.tolerated.borrow();
         for (k, _) in entries {
-            let key = k.scalar().unwrap_or("");
+            let Some(key) = k.scalar() else {
+                self.ctx.error(k.pos, &self.path, format!("keys must be plain strings, found a {}", k.kind_name()));
+                continue;
+            };
             if known.contains(&key) {
                 continue;
             }

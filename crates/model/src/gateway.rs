@@ -115,9 +115,9 @@ pub fn eg_default_passive() -> OutlierConfig {
 pub(crate) fn read_backend(spec: &Obj<'_>, meta: Meta) -> Option<Backend> {
     let mut endpoints = Vec::new();
     for e in spec.objs("endpoints") {
-        let mut kinds = 0;
+        // Count what is set, not what parsed: a malformed fqdn is still the one kind given.
+        let kinds = ["fqdn", "ip", "unix"].iter().filter(|k| e.has(k)).count();
         if let Some(f) = e.obj("fqdn") {
-            kinds += 1;
             let host = f.required_string("hostname");
             let port = f.port("port");
             if !f.has("port") {
@@ -134,7 +134,6 @@ pub(crate) fn read_backend(spec: &Obj<'_>, meta: Meta) -> Option<Backend> {
             }
         }
         if let Some(i) = e.obj("ip") {
-            kinds += 1;
             let address = i.required_string("address").and_then(|(a, pos)| match a.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
@@ -152,9 +151,6 @@ pub(crate) fn read_backend(spec: &Obj<'_>, meta: Meta) -> Option<Backend> {
             }
         }
         e.tolerate("unix", "unix socket endpoints are not supported");
-        if e.has("unix") {
-            kinds += 1;
-        }
         if kinds != 1 {
             e.ctx().error(e.pos(), e.path(), "set exactly one of fqdn, ip or unix");
         }

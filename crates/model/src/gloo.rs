@@ -255,6 +255,6 @@ pub(crate) fn read_outlier_detection_policy(spec: &Obj<'_>, meta: Meta) -> Optio
 /// Rejects outlier timings that cannot work: a zero sweep interval never un-ejects.
 pub(crate) fn check_outlier_timing(o: &Obj<'_>, c: &OutlierConfig) {
     if c.interval.is_zero() {
-        o.ctx().error(o.pos(), &o.field_path("interval"), "must be greater than 0: ejected hosts return only at a sweep");
+        o.ctx().error(o.pos_of("interval"), &o.field_path("interval"), "must be greater than 0: ejected hosts return only at a sweep");
     }
 }

@@ -255,17 +255,15 @@ fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &
             ctx.error(root.pos, "spec", "required field is missing");
             None
         }
-        (None, spec) => {
-            if let Some(s) = spec {
-                s.finish();
-            }
-            None
-        }
+        // Without metadata the spec is not read, so its fields are not reported as unknown.
+        (None, _) => None,
     };
     doc.finish();
     let found = ctx.into_diagnostics();
     let failed = found.has_errors();
-    diags.extend(head.into_diagnostics());
+    // `head` saw the same root mapping; `ctx` has already reported its problems with the
+    // resource named, so `head`'s copies are dropped.
+    drop(head);
     diags.extend(found);
     if let (Some(r), false) = (resource, failed) {
         out.push(r);

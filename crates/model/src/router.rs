@@ -44,6 +44,7 @@ pub struct ServiceRoute {
     pub gateway_namespace: String,
     pub environment: String,
     pub application: String,
+    /// Where `gatewayName` is, for reference errors.
     pub pos: Pos,
 }
 
@@ -136,6 +137,7 @@ pub(crate) fn read_dns_policy(spec: &Obj<'_>, meta: Meta) -> Option<DnsPolicy> {
 pub(crate) fn read_service_route(spec: &Obj<'_>, meta: Meta) -> Option<ServiceRoute> {
     let service_name = spec.required_string("serviceName");
     let gateway_name = spec.required_string("gatewayName");
+    let gateway_pos = spec.pos_of("gatewayName");
     let gateway_namespace = spec.string("gatewayNamespace").map(|(s, _)| s).unwrap_or_else(|| meta.namespace.clone());
     let environment = spec.required_string("environment");
     let application = spec.required_string("application");
@@ -147,7 +149,7 @@ pub(crate) fn read_service_route(spec: &Obj<'_>, meta: Meta) -> Option<ServiceRo
         }
     }
     Some(ServiceRoute {
-        pos: spec.pos(),
+        pos: gateway_pos,
         meta,
         service_name: service_name?.0,
         gateway_name: gateway_name?.0,

@@ -151,7 +151,8 @@ impl ManifestSet {
                 names.sort();
                 names.dedup();
                 if names.len() > 1 {
-                    diags.push(about(&vd.meta, vd.meta.pos, Severity::Error, "spec.services", format!(
+                    let at = vd.services.first().map_or(vd.meta.pos, |s| s.pos);
+                    diags.push(about(&vd.meta, at, Severity::Error, "spec.services", format!(
                         "selects {} Services in cluster {cluster} ({}); a VirtualDestination may have at most one Service per cluster (Gloo marks it INVALID)",
                         names.len(), names.join(", "))));
                 }

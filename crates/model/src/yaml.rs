@@ -60,15 +60,44 @@ pub fn load(text: &str) -> (Vec<Document>, Option<LoadError>) {
     }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    let result = parser.load(&mut builder, true);
-    let mut error = builder.error.take();
-    if error.is_none() {
-        if let Err(e) = result {
-            let m = e.marker();
-            error = Some(LoadError { pos: pos(m), message: format!("YAML syntax: {}", e.info()) });
+    // Pull events one at a time: `Parser::load` recurses once per nesting level and a deeply
+    // nested input would overflow the stack before any depth limit could stop it.
+    let mut error = None;
+    loop {
+        match parser.next_token() {
+            Ok((ev, mark)) => {
+                let end = ev == Event::StreamEnd;
+                builder.on_event(ev, mark);
+                if end || builder.error.is_some() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let message = format!("YAML syntax: {}", e.info());
+                let mut at = pos(e.marker());
+                // yaml-rust2 marks a tab after the offending character.
+                if e.info().contains("tab") && at.col > 1 {
+                    at.col -= 1;
+                }
+                error = Some(LoadError { pos: clamp(text, at), message });
+                break;
+            }
         }
     }
+    if let Some(e) = builder.error.take() {
+        error = Some(LoadError { pos: clamp(text, e.pos), message: e.message });
+    }
     (builder.docs, error)
+}
+
+/// Keeps a position inside the text: the end of input is reported on the last line.
+fn clamp(text: &str, at: Pos) -> Pos {
+    let lines: Vec<&str> = text.lines().collect();
+    if at.line > lines.len() && !lines.is_empty() {
+        let last = lines[lines.len() - 1];
+        return Pos { line: lines.len(), col: last.chars().count() + 1 };
+    }
+    at
 }
 
 fn pos(m: &Marker) -> Pos {

@@ -1,0 +1,517 @@
+//! Integration tests of `veer-model`, driven from the outside through `from_sources`:
+//!
+//! - the broken-manifest corpus (`tests/corpus/NN-name.yaml`): every file yields the errors its
+//!   `# expect…` header lines promise, at the exact `# expect-at: LINE:COL`;
+//! - every example folder with a `seed.yaml` validates without errors;
+//! - an unknown key injected into any mapping of a handled kind's `spec` is reported, on its line;
+//! - random and mutated input never panics;
+//! - oversize and deeply nested input is refused with a clear message.
+//!
+//! Fixtures whose header starts `# Regression` pinned a bug the corpus found (a stack overflow on
+//! deep nesting among them); they stay as regression tests.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use veer_model::diag::{Diagnostic, Severity};
+use veer_model::from_sources;
+use veer_model::yaml::MAX_DEPTH;
+
+// === helpers ===
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples_dir() -> PathBuf {
+    crate_dir().join("../../examples")
+}
+
+fn load(sources: &[(String, String)]) -> Vec<Diagnostic> {
+    from_sources(sources).diagnostics.into_sorted()
+}
+
+fn load_one(name: &str, text: &str) -> Vec<Diagnostic> {
+    load(&[(name.to_string(), text.to_string())])
+}
+
+fn errors(diags: &[Diagnostic]) -> Vec<String> {
+    diags.iter().filter(|d| d.severity == Severity::Error).map(ToString::to_string).collect()
+}
+
+/// `.yaml`/`.yml` files of `dir` (sorted), recursively, skipping folders named in `skip`.
+fn yaml_files(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            if !p.file_name().is_some_and(|n| skip.iter().any(|s| n == *s)) {
+                yaml_files(&p, skip, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// === corpus ===
+
+/// What a fixture's header promises.
+#[derive(Debug, Default)]
+struct Expectations {
+    /// `# expect-at: LINE:COL`: an error at exactly this position that contains the first `expect`.
+    at: Option<(usize, usize)>,
+    /// `# expect: TEXT`: each appears in some error line.
+    expect: Vec<String>,
+    /// `# expect-not: TEXT`: appears in no diagnostic line at all.
+    expect_not: Vec<String>,
+    /// `# expect-errors: N`: exactly N errors.
+    error_count: Option<usize>,
+}
+
+fn parse_header(text: &str) -> Result<Expectations, String> {
+    let mut e = Expectations::default();
+    for line in text.lines().take_while(|l| l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix("# expect") else { continue };
+        if let Some(s) = rest.strip_prefix(": ") {
+            e.expect.push(s.trim_end().to_string());
+        } else if let Some(s) = rest.strip_prefix("-not: ") {
+            e.expect_not.push(s.trim_end().to_string());
+        } else if let Some(s) = rest.strip_prefix("-errors: ") {
+            e.error_count = Some(s.trim().parse().map_err(|_| format!("bad expect-errors line: {line}"))?);
+        } else if let Some(s) = rest.strip_prefix("-at: ") {
+            let (l, c) = s.trim().split_once(':').ok_or_else(|| format!("bad expect-at line: {line}"))?;
+            let l = l.parse().map_err(|_| format!("bad expect-at line: {line}"))?;
+            let c = c.parse().map_err(|_| format!("bad expect-at line: {line}"))?;
+            e.at = Some((l, c));
+        } else {
+            return Err(format!("unknown header directive: {line}"));
+        }
+    }
+    if e.at.is_none() {
+        return Err("no `# expect-at: LINE:COL` header line".into());
+    }
+    if e.expect.is_empty() {
+        return Err("no `# expect: TEXT` header line".into());
+    }
+    Ok(e)
+}
+
+/// Loads one fixture and checks its header's promises; `Err` says what went wrong.
+fn check_fixture(path: &Path) -> Result<(), String> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or("file name is not UTF-8")?.to_string();
+    let text = read(path);
+    let want = parse_header(&text)?;
+    let sources = [(name.clone(), text)];
+    let diags = panic::catch_unwind(AssertUnwindSafe(|| load(&sources))).map_err(|_| "from_sources panicked".to_string())?;
+    let all: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    let errs = errors(&diags);
+    let mut problems = Vec::new();
+    if errs.is_empty() {
+        problems.push("no error at all".to_string());
+    }
+    for e in &want.expect {
+        if !errs.iter().any(|l| l.contains(e.as_str())) {
+            problems.push(format!("no error contains {e:?}"));
+        }
+    }
+    if let Some((line, col)) = want.at {
+        let prefix = format!("{name}:{line}:{col}: error: ");
+        if !errs.iter().any(|l| l.starts_with(&prefix) && l.contains(want.expect[0].as_str())) {
+            problems.push(format!("no error at {line}:{col} contains {:?}", want.expect[0]));
+        }
+    }
+    for e in &want.expect_not {
+        if let Some(l) = all.iter().find(|l| l.contains(e.as_str())) {
+            problems.push(format!("unexpected {e:?} in: {l}"));
+        }
+    }
+    if let Some(n) = want.error_count {
+        if errs.len() != n {
+            problems.push(format!("expected {n} error(s), found {}", errs.len()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}\n    diagnostics:\n      {}", problems.join("\n    "), all.join("\n      ")))
+    }
+}
+
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    yaml_files(&crate_dir().join("tests").join(dir), &[], &mut out);
+    out
+}
+
+#[test]
+fn corpus_files_report_their_expected_errors() {
+    let files = fixtures("corpus");
+    assert!(files.len() >= 40, "expected at least 40 corpus files, found {}", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let numbered = name.len() > 3 && name.as_bytes()[..2].iter().all(u8::is_ascii_digit) && name.as_bytes()[2] == b'-';
+        if !numbered || !name.ends_with(".yaml") {
+            failures.push(format!("{name}: name is not NN-short-name.yaml"));
+        }
+        if let Err(e) = check_fixture(f) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} corpus files failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+}
+
+// === examples ===
+
+/// Folders under `dir` (itself included) that hold a `seed.yaml`; a folder without one is searched
+/// further, so per-cluster layouts (`002-…/neu/seed.yaml`, `…/weu/seed.yaml`) are found too.
+fn example_folders(dir: &Path, out: &mut Vec<PathBuf>) {
+    if dir.join("seed.yaml").is_file() {
+        out.push(dir.to_path_buf());
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut subdirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && !p.ends_with("steps")).collect();
+    subdirs.sort();
+    for d in subdirs {
+        example_folders(&d, out);
+    }
+}
+
+#[test]
+fn examples_validate_without_errors() {
+    let root = examples_dir();
+    let mut dirs = Vec::new();
+    example_folders(&root, &mut dirs);
+    assert!(!dirs.is_empty() || !root.join("004-envoy-gateway-fallback/seed.yaml").is_file(), "no example folder found");
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let mut files = Vec::new();
+        yaml_files(dir, &["steps"], &mut files);
+        let sources: Vec<(String, String)> = files
+            .iter()
+            .map(|f| (f.strip_prefix(&root).unwrap_or(f).display().to_string(), read(f)))
+            .collect();
+        let errs = errors(&load(&sources));
+        if !errs.is_empty() {
+            failures.push(format!("{}:\n  {}", dir.display(), errs.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "examples with errors:\n{}", failures.join("\n"));
+}
+
+// === injected unknown keys ===
+
+/// `(group, kind)` of every kind veer reads, with the versions it reads.
+fn handled_kinds() -> Vec<(String, Vec<String>, String)> {
+    veer_model::load::supported_kinds()
+        .iter()
+        .filter_map(|line| {
+            let (api, kind) = line.split_once(' ')?;
+            let (group, versions) = api.rsplit_once('/').unwrap_or(("", api));
+            Some((group.to_string(), versions.split('|').map(str::to_string).collect(), kind.to_string()))
+        })
+        .collect()
+}
+
+fn is_handled(kinds: &[(String, Vec<String>, String)], api_version: &str, kind: &str) -> bool {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    kinds.iter().any(|(g, vs, k)| g == group && k == kind && vs.iter().any(|v| v == version))
+}
+
+/// A `key:` line: (leading spaces, whether a `- ` precedes the key, the key's 0-based column).
+fn key_line(line: &str) -> Option<(usize, bool, usize)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let rest = &line[indent..];
+    let (dash, rest) = match rest.strip_prefix("- ") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let key_len = rest.find(':')?;
+    let key = &rest[..key_len];
+    let after = &rest[key_len + 1..];
+    let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric()) && (after.is_empty() || after.starts_with(' '));
+    is_key.then_some((indent, dash, indent + if dash { 2 } else { 0 }))
+}
+
+/// Every variant of `text` with `veerBogusField: 1` added beside one key inside the `spec` of a
+/// handled kind (and beside `spec` itself), with the 1-based line the bogus key lands on.
+fn bogus_key_variants(text: &str) -> Vec<(String, usize)> {
+    const BOGUS: &str = "veerBogusField: 1";
+    let kinds = handled_kinds();
+    let lines: Vec<&str> = text.lines().collect();
+    // The document each line belongs to, and whether that document is of a handled kind.
+    let mut handled = vec![false; lines.len()];
+    let mut start = 0;
+    for end in (0..=lines.len()).filter(|&i| i == lines.len() || lines[i] == "---") {
+        let doc = &lines[start..end];
+        let field = |k: &str| doc.iter().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("");
+        let yes = is_handled(&kinds, field("apiVersion:"), field("kind:"));
+        handled[start..end].iter_mut().for_each(|h| *h = yes);
+        start = end + 1;
+    }
+    let mut out = Vec::new();
+    let mut in_spec = false;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && !line.starts_with('#') && !line.trim().is_empty() {
+            in_spec = line.starts_with("spec:");
+        }
+        if !in_spec || !handled[i] {
+            continue;
+        }
+        let Some((indent, dash, col)) = key_line(line) else { continue };
+        let mut variant: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        if dash {
+            // `- key: v` becomes `- veerBogusField: 1` and `  key: v`: a sibling in the same item.
+            variant[i] = format!("{}- {BOGUS}", " ".repeat(indent));
+            variant.insert(i + 1, format!("{}{}", " ".repeat(col), &line[col..]));
+        } else {
+            variant.insert(i, format!("{}{BOGUS}", " ".repeat(col)));
+        }
+        out.push((variant.join("\n") + "\n", i + 1));
+    }
+    out
+}
+
+#[test]
+fn injected_unknown_keys_are_reported_where_they_are() {
+    let dir = examples_dir().join("004-envoy-gateway-fallback");
+    let seed = read(&dir.join("seed.yaml"));
+    let mut others = Vec::new();
+    yaml_files(&dir, &["steps"], &mut others);
+    let others: Vec<(String, String)> = others
+        .iter()
+        .filter(|p| !p.ends_with("seed.yaml"))
+        .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(p)))
+        .collect();
+
+    let variants = bogus_key_variants(&seed);
+    assert!(variants.len() >= 10, "only {} insertion points found", variants.len());
+    let mut failures = Vec::new();
+    for (text, line) in &variants {
+        let mut sources = vec![("seed.yaml".to_string(), text.clone())];
+        sources.extend(others.iter().cloned());
+        let diags = load(&sources);
+        let hit = diags
+            .iter()
+            .any(|d| d.severity == Severity::Error && &*d.file == "seed.yaml" && d.pos.line == *line && d.to_string().contains("veerBogusField"));
+        if !hit {
+            let context: Vec<&str> = text.lines().skip(line.saturating_sub(3)).take(5).collect();
+            failures.push(format!("bogus key at line {line} not reported there:\n    {}\n  errors: {:?}", context.join("\n    "), errors(&diags)));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} injections missed:\n{}", failures.len(), variants.len(), failures.join("\n"));
+}
+
+// === robustness ===
+
+/// Positions must point into the text: line and column at least 1, line at most the one after
+/// the last line break (counting `\r` too, which YAML also treats as one), plus one more for the
+/// end-of-input position.
+fn check_positions(sources: &[(String, String)], diags: &[Diagnostic]) -> Result<(), String> {
+    for d in diags {
+        let text = sources.iter().find(|(n, _)| *n == *d.file).map(|(_, t)| t.as_str()).unwrap_or("");
+        let max_line = text.bytes().filter(|b| *b == b'\n' || *b == b'\r').count() + 2;
+        if d.pos.line == 0 || d.pos.col == 0 || d.pos.line > max_line {
+            return Err(format!("position outside the text (last possible line {max_line}): {d}"));
+        }
+    }
+    Ok(())
+}
+
+fn must_not_panic(sources: Vec<(String, String)>) -> Result<(), TestCaseError> {
+    let diags = load(&sources);
+    for d in &diags {
+        let _ = d.to_string();
+    }
+    check_positions(&sources, &diags).map_err(TestCaseError::fail)
+}
+
+/// Every example folder's sources (as `examples_validate_without_errors` loads them), read once;
+/// a small Service when there are no examples.
+fn example_sets() -> &'static [Vec<(String, String)>] {
+    static SETS: std::sync::OnceLock<Vec<Vec<(String, String)>>> = std::sync::OnceLock::new();
+    SETS.get_or_init(|| {
+        let mut dirs = Vec::new();
+        example_folders(&examples_dir(), &mut dirs);
+        let mut sets: Vec<Vec<(String, String)>> = dirs
+            .iter()
+            .map(|d| {
+                let mut files = Vec::new();
+                yaml_files(d, &["steps"], &mut files);
+                files.iter().map(|f| (f.display().to_string(), read(f))).collect::<Vec<_>>()
+            })
+            .filter(|set| !set.is_empty())
+            .collect();
+        if sets.is_empty() {
+            let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  ports:\n    - port: 80\n";
+            sets.push(vec![("service.yaml".to_string(), service.to_string())]);
+        }
+        sets
+    })
+}
+
+/// Pieces of YAML and manifest syntax to build plausible garbage from.
+const TOKENS: &[&str] = &[
+    "\n", "\n", "  ", "    ", "- ", ": ", ":", "{", "}", "[", "]", ",", "---\n", "...\n", "&a ", "*a", "&b ", "*b", "!!str ",
+    "? ", "|\n", ">-\n", "\"", "'", "#", "\t", "~", "null", "true", "1", "-1", "70000", "1.5", "0x1F", "1s", "10", "5x",
+    "apiVersion: v1\n", "kind: Service\n", "kind: List\nitems:\n", "metadata:\n", "  name: a\n", "  namespace: b\n", "spec:\n",
+    "apiVersion: networking.gloo.solo.io/v2\n", "kind: VirtualDestination\n", "apiVersion: networking.istio.io/v1\n",
+    "kind: DestinationRule\n", "kind: WorkloadEntry\n", "apiVersion: gateway.envoyproxy.io/v1alpha1\n", "kind: Backend\n",
+    "apiVersion: veer.io/v1alpha1\n", "kind: Cluster\n", "apiVersion: networking.smh.solo.io/v1alpha2\n", "kind: FailoverService\n",
+    "apiVersion: cluster.router.io/v1alpha1\n", "kind: ClusterIdentity\n", "ports", "port", "number", "hosts", "services",
+    "labels", "selector", "endpoints", "fqdn", "ip", "address", "hostname", "outlierDetection", "interval", "localityLbSetting",
+    "distribute", "failover", "to", "from", "backingServices", "kubeService", "topology.istio.io/cluster", "gateway", "127.0.0.1",
+];
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip(usize, u8),
+    Insert(usize, u8),
+    Truncate(usize),
+    DuplicateLine(usize),
+    DeleteLine(usize),
+    SwapLines(usize, usize),
+    IndentLine(usize),
+    Token(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 1..=255u8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+        (any::<usize>(), any::<u8>()).prop_map(|(p, b)| Mutation::Insert(p, b)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        any::<usize>().prop_map(Mutation::DuplicateLine),
+        any::<usize>().prop_map(Mutation::DeleteLine),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
+        any::<usize>().prop_map(Mutation::IndentLine),
+        (any::<usize>(), any::<usize>()).prop_map(|(p, t)| Mutation::Token(p, t)),
+    ]
+}
+
+fn mutate(text: &str, mutations: &[Mutation]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for m in mutations {
+        let len = bytes.len().max(1);
+        match *m {
+            Mutation::Flip(p, b) => {
+                if let Some(x) = bytes.get_mut(p % len) {
+                    *x ^= b;
+                }
+            }
+            Mutation::Insert(p, b) => bytes.insert(p % (bytes.len() + 1), b),
+            Mutation::Truncate(p) => bytes.truncate(p % len),
+            Mutation::Token(p, t) => {
+                let at = p % (bytes.len() + 1);
+                bytes.splice(at..at, TOKENS[t % TOKENS.len()].bytes());
+            }
+            Mutation::DuplicateLine(i) | Mutation::DeleteLine(i) | Mutation::SwapLines(i, _) | Mutation::IndentLine(i) => {
+                let mut lines: Vec<Vec<u8>> = bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+                let n = lines.len();
+                let i = i % n;
+                match *m {
+                    Mutation::DuplicateLine(_) => lines.insert(i, lines[i].clone()),
+                    Mutation::DeleteLine(_) if n > 1 => {
+                        lines.remove(i);
+                    }
+                    Mutation::SwapLines(_, j) => lines.swap(i, j % n),
+                    Mutation::IndentLine(_) => {
+                        lines[i].splice(0..0, *b"  ");
+                    }
+                    _ => {}
+                }
+                bytes = lines.join(&b'\n');
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// 256 cases per property (PROPTEST_CASES overrides it for a longer hunt); failures are printed,
+/// not persisted to files.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        must_not_panic(vec![("bytes.yaml".into(), String::from_utf8_lossy(&bytes).into_owned())])?;
+    }
+
+    #[test]
+    fn arbitrary_strings_never_panic(a in any::<String>(), b in any::<String>()) {
+        must_not_panic(vec![("a.yaml".into(), a), ("b.yaml".into(), b)])?;
+    }
+
+    #[test]
+    fn token_soup_never_panics(tokens in proptest::collection::vec(0..TOKENS.len(), 0..200)) {
+        let text: String = tokens.iter().map(|&t| TOKENS[t]).collect();
+        must_not_panic(vec![("soup.yaml".into(), text)])?;
+    }
+
+    /// One file of one example folder mutated, loaded with the folder's other files.
+    #[test]
+    fn mutated_examples_never_panic(
+        set in any::<prop::sample::Index>(),
+        file in any::<prop::sample::Index>(),
+        mutations in proptest::collection::vec(mutation(), 1..8),
+    ) {
+        let sets = example_sets();
+        let mut sources = sets[set.index(sets.len())].clone();
+        let i = file.index(sources.len());
+        sources[i].1 = mutate(&sources[i].1, &mutations);
+        must_not_panic(sources)?;
+    }
+}
+
+// === limits ===
+
+#[test]
+fn oversize_input_is_refused_with_its_size() {
+    let mut text = String::from("apiVersion: v1\nkind: Service\nmetadata:\n  name: big\n");
+    text.push_str(&"#".repeat(16 * 1024 * 1024 + 1 - text.len()));
+    text.push('\n');
+    assert!(text.len() > 16 * 1024 * 1024);
+    let loaded = from_sources(&[("big.yaml".to_string(), text.clone())]);
+    let errs = errors(&loaded.diagnostics.into_sorted());
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let size = text.len().to_string();
+    assert!(errs[0].starts_with("big.yaml:1:1: error: "), "{}", errs[0]);
+    assert!(errs[0].contains("bytes") && errs[0].contains(&size), "message should give the size in bytes: {}", errs[0]);
+    assert!(loaded.set.services.is_empty(), "nothing of an oversize file is read");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let depth = MAX_DEPTH + 44;
+    // Block mappings, one level per line.
+    let block: String = (0..depth).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+    // Flow sequences (yaml-rust2 limits these itself).
+    let flow = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    for (name, text) in [("block.yaml", block), ("flow.yaml", flow)] {
+        let errs = errors(&load_one(name, &text));
+        assert!(errs.iter().any(|e| e.contains("nesting deeper") || e.contains("recursion limit")), "{name}: {errs:?}");
+    }
+}
+
+#[test]
+fn alias_bombs_are_refused() {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = format!("*a{}", i - 1);
+        text.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 10].join(", ")));
+    }
+    let errs = errors(&load_one("bomb.yaml", &text));
+    assert!(errs.iter().any(|e| e.contains("alias bomb")), "{errs:?}");
+}
