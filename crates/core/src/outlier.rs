@@ -81,6 +81,10 @@ pub enum EjectionReason {
     Consecutive5xx,
     ConsecutiveGatewayFailure,
     ConsecutiveLocalOriginFailure,
+    /// veer's own rule: a refused connect or a reset is decisive on its first occurrence.
+    ConnectFailure,
+    /// veer's own rule: a host whose ejection ended failed its re-admission probe.
+    ReadmissionProbeFailed,
 }
 
 /// An enforced ejection.
@@ -204,6 +208,7 @@ impl OutlierConfig {
             EjectionReason::ConsecutiveLocalOriginFailure => {
                 self.enforcing_consecutive_local_origin_failure
             }
+            EjectionReason::ConnectFailure | EjectionReason::ReadmissionProbeFailed => 100,
         }
     }
 
@@ -335,6 +340,7 @@ impl HostStatus {
             EjectionReason::ConsecutiveLocalOriginFailure => {
                 self.consecutive_local_origin_failure = 0
             }
+            EjectionReason::ConnectFailure | EjectionReason::ReadmissionProbeFailed => {}
         }
     }
 
@@ -520,6 +526,13 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         let status = self.hosts.get(host).filter(|status| status.ejected)?;
         let duration = self.config.ejection_duration(status.backoff, status.jitter);
         Some(status.last_ejection?.saturating_add(duration))
+    }
+
+    /// Ejects `host` at once for a decisive failure (veer's rules: a refused connect or reset, a
+    /// failed re-admission probe). The cluster-wide cap still applies; enforcement is always
+    /// on; backoff grows as for any ejection. Unknown or already ejected hosts give `None`.
+    pub fn eject_now(&mut self, host: &K, reason: EjectionReason, now: Duration, rng: &mut impl Random) -> Verdict<K> {
+        self.request_ejection(host, reason, now, rng).unwrap_or(Verdict::None)
     }
 
     /// Runs the cap, the enforcement roll and the ejection for one request (Envoy's

@@ -40,6 +40,8 @@ pub struct Table {
     pub levels: usize,
     pub load: PriorityLoad,
     pub settings: LoadSettings,
+    /// The group weighting in effect (`distribute` always weights groups).
+    pub weighting: GroupWeighting,
 }
 
 /// Builds the table for `client` over `endpoints`.
@@ -88,7 +90,28 @@ pub fn build(
     let load = priority_load(&health, settings);
     let weighting = if matches!(rule, PriorityRule::Distribute(_)) { GroupWeighting::On } else { weighting };
     assign_shares(&mut placements, endpoints, &load, settings, weighting);
-    Table { placements, excluded, levels, load, settings }
+    Table { placements, excluded, levels, load, settings, weighting }
+}
+
+/// Each endpoint's share (percent) of one priority's traffic once that priority is picked: what
+/// a retry that moves to this priority uses, whatever load the priority has in the table.
+pub fn level_shares(table: &Table, endpoints: &[Endpoint], level: usize) -> Vec<(usize, f64)> {
+    let mut members: Vec<Placement> = table.placements.iter().filter(|p| p.priority == level).cloned().collect();
+    for m in &mut members {
+        m.share_percent = 0.0;
+        // Reindex into `members` so assign_shares sees a single level 0.
+        m.priority = 0;
+    }
+    let has_healthy = members.iter().any(|m| endpoints[m.endpoint].health == Health::Healthy);
+    let load = PriorityLoad {
+        healthy: vec![if has_healthy { 100 } else { 0 }],
+        degraded: vec![if has_healthy { 0 } else { 100 }],
+        panic: vec![table.load.total_panic || table.load.panic.get(level).copied().unwrap_or(false)],
+        total_panic: false,
+        no_healthy: false,
+    };
+    assign_shares(&mut members, endpoints, &load, table.settings, table.weighting);
+    members.into_iter().map(|m| (m.endpoint, m.share_percent)).collect()
 }
 
 fn assign_shares(

@@ -36,6 +36,8 @@ pub struct Destination {
     pub rule: PriorityRule,
     pub weighting: GroupWeighting,
     pub resilience: Resilience,
+    /// Upstreams speak HTTP/2 (a GRPC or HTTP2 port protocol).
+    pub http2: bool,
     pub sources: Vec<SourceRef>,
     /// Plain-language remarks: inert settings, defaults applied, unreachable endpoints.
     pub notes: Vec<String>,
@@ -229,6 +231,7 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
         weighting: if matches!(rule, PriorityRule::Flat) { GroupWeighting::Off } else { GroupWeighting::On },
         rule,
         resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        http2: matches!(vd_port.protocol.as_str(), "GRPC" | "HTTP2"),
         sources,
         notes,
     }))
@@ -274,6 +277,7 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
         rule: PriorityRule::Tiers,
         weighting: GroupWeighting::Off,
         resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        http2: matches!(fs.protocol.as_str(), "GRPC" | "HTTP2"),
         sources,
         notes,
     })
@@ -399,6 +403,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
         rule: PriorityRule::Tiers,
         weighting: GroupWeighting::On,
         resilience,
+        http2: false,
         sources,
         notes,
     }))
@@ -488,6 +493,7 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
         weighting: if matches!(rule, PriorityRule::Flat) { GroupWeighting::Off } else { GroupWeighting::On },
         rule,
         resilience,
+        http2: false,
         sources,
         notes,
     })

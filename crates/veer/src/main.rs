@@ -49,6 +49,26 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Run this cluster's veer node: the gateway that routes, fails over and fails back.
+    Run {
+        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// The cluster this node serves (a `Cluster` of the manifests).
+        #[arg(long)]
+        cluster: String,
+        /// This node's labels, k=v (repeatable): they count as the client's labels.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Gateway listen address (default: the Cluster's spec.gateway.address).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin listen address (default: the Cluster's spec.admin.address, else an ephemeral loopback port).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// List the apiVersions and kinds veer reads.
     Kinds,
 }
@@ -98,8 +118,50 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+async fn run_node(cfg: veer_proxy::node::NodeConfig) -> Result<ExitCode, String> {
+    let node = veer_proxy::node::Node::start(cfg).await?;
+    tracing::info!(gateway = %node.listen, admin = %node.admin, "veer node running; Ctrl-C to stop");
+    wait_for_stop().await;
+    node.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
+        Command::Run { files, cluster, labels, listen, admin, log_json } => {
+            init_logs(log_json);
+            let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
+            cfg.labels = labels.into_iter().collect();
+            cfg.listen = listen;
+            cfg.admin = admin;
+            runtime()?.block_on(run_node(cfg))
+        }
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
                 println!("{k}");

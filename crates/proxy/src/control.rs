@@ -1,0 +1,440 @@
+//! The control loop: it alone owns mutable routing state (manifests, outlier detectors, health
+//! checks, re-admission probes) and publishes a new snapshot whenever any of it changes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Random, Verdict};
+use veer_core::policy::ActiveHealthCheck;
+use veer_core::topology::Labels;
+use veer_model::set::ManifestSet;
+
+use crate::events::{EventKind, Events};
+use crate::forward::{OutcomeReport, RetryBudget, Shared};
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, Unhealthy};
+
+/// Where the node's manifests come from and who it is.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub files: Vec<PathBuf>,
+    pub cluster: String,
+    pub labels: Labels,
+    /// How often manifest files are checked for changes.
+    pub reload_every: Duration,
+}
+
+/// Results of probes and health checks, sent back to the loop by the tasks that run them.
+#[derive(Debug)]
+enum Msg {
+    Readmission { dest: String, endpoint: String, ok: bool, detail: String },
+    Health { dest: String, endpoint: String, ok: bool, detail: String },
+}
+
+#[derive(Debug)]
+struct HealthState {
+    healthy: bool,
+    ok_run: u32,
+    fail_run: u32,
+    task: JoinHandle<()>,
+}
+
+/// Randomness for jitter and enforcement rolls.
+struct Rng(fastrand::Rng);
+
+impl Random for Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.u32(..)
+    }
+}
+
+/// The control loop's state.
+pub struct Control {
+    cfg: ControlConfig,
+    shared: Arc<Shared>,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    set: ManifestSet,
+    sources: Vec<(String, String)>,
+    detectors: HashMap<String, OutlierDetector<String>>,
+    next_sweep: HashMap<String, Duration>,
+    /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
+    pending: HashSet<(String, String)>,
+    health: HashMap<(String, String), HealthState>,
+    active: HashMap<String, i64>,
+    generation: u64,
+    start: Instant,
+    rng: Rng,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+}
+
+/// The outlier detection veer applies when a destination configures none: only decisive
+/// failures (refused connects, resets) eject, for 30 s, at most half the endpoints.
+fn fallback_outlier() -> OutlierConfig {
+    OutlierConfig {
+        enforcing_consecutive_5xx: 0,
+        enforcing_consecutive_gateway_failure: 0,
+        enforcing_consecutive_local_origin_failure: 0,
+        max_ejection_percent: 50,
+        interval: Duration::from_secs(1),
+        ..OutlierConfig::default()
+    }
+}
+
+impl Control {
+    pub fn new(cfg: ControlConfig, shared: Arc<Shared>, events: Arc<Events>, metrics: Arc<Metrics>, set: ManifestSet, sources: Vec<(String, String)>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = Control {
+            cfg,
+            shared,
+            events,
+            metrics,
+            set,
+            sources,
+            detectors: HashMap::new(),
+            next_sweep: HashMap::new(),
+            pending: HashSet::new(),
+            health: HashMap::new(),
+            active: HashMap::new(),
+            generation: 0,
+            start: Instant::now(),
+            rng: Rng(fastrand::Rng::new()),
+            tx,
+            rx,
+        };
+        c.rebuild();
+        c
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut outcomes: mpsc::UnboundedReceiver<OutcomeReport>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut reload = tokio::time::interval(self.cfg.reload_every);
+        let mut refill = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                Some(o) = outcomes.recv() => {
+                    let mut changed = self.on_outcome(o);
+                    // Drain what is already queued so a burst costs one rebuild.
+                    while let Ok(o) = outcomes.try_recv() {
+                        changed |= self.on_outcome(o);
+                    }
+                    if changed { self.rebuild(); }
+                }
+                Some(m) = self.rx.recv() => {
+                    if self.on_msg(m) { self.rebuild(); }
+                }
+                _ = tick.tick() => {
+                    if self.sweep() { self.rebuild(); }
+                }
+                _ = reload.tick() => self.reload(),
+                _ = refill.tick() => {
+                    for b in self.shared.budgets.load().values() { b.refill(); }
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break; }
+                }
+            }
+        }
+        for (_, h) in self.health.drain() {
+            h.task.abort();
+        }
+    }
+
+    fn on_outcome(&mut self, o: OutcomeReport) -> bool {
+        let now = self.now();
+        let Some(det) = self.detectors.get_mut(&*o.destination) else { return false };
+        let endpoint = o.endpoint.to_string();
+        let verdict = if o.decisive { det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng) } else { det.record(&endpoint, o.outcome, now, &mut self.rng) };
+        match verdict {
+            Verdict::Ejected(e) => {
+                let reason = format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
+                self.metrics.ejection(&o.destination, &endpoint, &format!("{:?}", e.reason));
+                self.events.record(EventKind::Ejection, Some(&o.destination), Some(&endpoint), None, None, None, reason);
+                true
+            }
+            Verdict::Overflow { reason, .. } => {
+                let why = format!("{reason:?}: not ejected, max_ejection_percent {}% reached", det.config().max_ejection_percent);
+                self.events.record(EventKind::EjectionRefused, Some(&o.destination), Some(&endpoint), None, None, None, why);
+                false
+            }
+            Verdict::NotEnforced { .. } | Verdict::None => false,
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) -> bool {
+        let now = self.now();
+        match m {
+            Msg::Readmission { dest, endpoint, ok, detail } => {
+                if !self.pending.remove(&(dest.clone(), endpoint.clone())) {
+                    return false;
+                }
+                if ok {
+                    self.metrics.unejection(&dest, &endpoint);
+                    self.events.record(EventKind::Unejection, Some(&dest), Some(&endpoint), None, None, None, format!("ejection time over and re-admission probe passed ({detail})"));
+                } else if let Some(det) = self.detectors.get_mut(&dest) {
+                    let v = det.eject_now(&endpoint, EjectionReason::ReadmissionProbeFailed, now, &mut self.rng);
+                    let reason = match &v {
+                        Verdict::Ejected(e) => format!("re-admission probe failed ({detail}); ejected again for {:?}", e.duration),
+                        _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
+                    };
+                    self.metrics.ejection(&dest, &endpoint, "ReadmissionProbeFailed");
+                    self.events.record(EventKind::ReEjection, Some(&dest), Some(&endpoint), None, None, None, reason);
+                }
+                true
+            }
+            Msg::Health { dest, endpoint, ok, detail } => {
+                let Some(check) = self.dest_health_check(&dest) else { return false };
+                let key = (dest.clone(), endpoint.clone());
+                let Some(h) = self.health.get_mut(&key) else { return false };
+                if ok {
+                    h.ok_run += 1;
+                    h.fail_run = 0;
+                    if !h.healthy && h.ok_run >= check.healthy_threshold {
+                        h.healthy = true;
+                        self.events.record(EventKind::HealthCheckPassed, Some(&dest), Some(&endpoint), None, None, None, format!("{} passing checks", h.ok_run));
+                        if let Some(det) = self.detectors.get_mut(&dest) {
+                            if det.uneject_by_health_check(&endpoint, now) {
+                                self.metrics.unejection(&dest, &endpoint);
+                                self.events.record(EventKind::Unejection, Some(&dest), Some(&endpoint), None, None, None, "active health check passed");
+                            }
+                        }
+                        return true;
+                    }
+                } else {
+                    h.fail_run += 1;
+                    h.ok_run = 0;
+                    if h.healthy && h.fail_run >= check.unhealthy_threshold {
+                        h.healthy = false;
+                        self.events.record(EventKind::HealthCheckFailed, Some(&dest), Some(&endpoint), None, None, None, format!("{} failed checks: {detail}", h.fail_run));
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn dest_health_check(&self, dest: &str) -> Option<ActiveHealthCheck> {
+        self.shared.snapshot.load().destinations.iter().find(|d| &*d.key == dest).and_then(|d| d.resilience.active_health_check.clone())
+    }
+
+    /// Runs due sweeps; hosts whose ejection ended get a re-admission probe before they return.
+    fn sweep(&mut self) -> bool {
+        let now = self.now();
+        let mut changed = false;
+        let mut probes = Vec::new();
+        for (dest, det) in self.detectors.iter_mut() {
+            let due = self.next_sweep.entry(dest.clone()).or_insert(now + det.config().interval);
+            if now < *due {
+                continue;
+            }
+            *due = now + det.config().interval.max(Duration::from_millis(10));
+            for endpoint in det.sweep(now) {
+                self.pending.insert((dest.clone(), endpoint.clone()));
+                probes.push((dest.clone(), endpoint));
+                changed = true;
+            }
+        }
+        for (dest, endpoint) in probes {
+            self.spawn_probe(dest, endpoint);
+        }
+        changed
+    }
+
+    fn spawn_probe(&self, dest: String, endpoint: String) {
+        let snap = self.shared.snapshot.load();
+        let d = snap.destinations.iter().find(|d| *d.key == *dest);
+        let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
+        let h2 = d.is_some_and(|d| d.http2);
+        let host = d.and_then(|d| d.report.host.clone().into());
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let (ok, detail) = probe(&shared, &endpoint, &path, host.as_deref(), h2, Duration::from_secs(1)).await;
+            let _ = tx.send(Msg::Readmission { dest, endpoint, ok, detail });
+        });
+    }
+
+    fn reload(&mut self) {
+        let sources = match veer_model::files::read_paths(&self.cfg.files) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.sources_error_changed(&e) {
+                    self.events.record(EventKind::ConfigRejected, None, None, None, None, None, e);
+                    self.metrics.config_reload(false);
+                }
+                return;
+            }
+        };
+        if sources == self.sources {
+            return;
+        }
+        self.sources = sources;
+        let loaded = veer_model::from_sources(&self.sources);
+        if loaded.diagnostics.has_errors() {
+            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
+            for e in &errors {
+                tracing::error!(target: "veer::reload", "{e}");
+            }
+            self.metrics.config_reload(false);
+            self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{} error(s); still serving generation {}: {}", errors.len(), self.generation, errors.join(" | ")));
+            return;
+        }
+        if let Err(e) = veer_model::resolve::client(&loaded.set, &self.cfg.cluster, &self.cfg.labels) {
+            self.metrics.config_reload(false);
+            self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{e}; still serving generation {}", self.generation));
+            return;
+        }
+        self.set = loaded.set;
+        self.rebuild();
+        self.metrics.config_reload(true);
+        self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
+    }
+
+    fn sources_error_changed(&mut self, e: &str) -> bool {
+        let marker = vec![("<error>".to_string(), e.to_string())];
+        if self.sources == marker {
+            return false;
+        }
+        self.sources = marker;
+        true
+    }
+
+    /// Builds and publishes a new snapshot from the current manifests and health.
+    fn rebuild(&mut self) {
+        let mut unhealthy: Unhealthy = HashMap::new();
+        for (dest, det) in &self.detectors {
+            unhealthy.entry(dest.clone()).or_default().extend(det.ejected_hosts().cloned());
+        }
+        for (dest, ep) in &self.pending {
+            unhealthy.entry(dest.clone()).or_default().push(ep.clone());
+        }
+        for ((dest, ep), h) in &self.health {
+            if !h.healthy {
+                unhealthy.entry(dest.clone()).or_default().push(ep.clone());
+            }
+        }
+        self.generation += 1;
+        let snap = match Snapshot::build(&self.set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.generation) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
+                return;
+            }
+        };
+        // Keep detectors, budgets and health checks in step with the destinations.
+        let mut budgets = HashMap::new();
+        let old_budgets = self.shared.budgets.load();
+        let mut live_checks = HashSet::new();
+        let mut keys = HashSet::new();
+        for d in &snap.destinations {
+            let key = d.key.to_string();
+            keys.insert(key.clone());
+            let config = d.resilience.outlier.unwrap_or_else(fallback_outlier);
+            let hosts: Vec<String> = d.upstreams.iter().map(|u| u.key.to_string()).collect();
+            match self.detectors.get_mut(&key) {
+                Some(det) if *det.config() == config => det.set_hosts(hosts),
+                _ => {
+                    self.detectors.insert(key.clone(), OutlierDetector::new(config, hosts));
+                }
+            }
+            budgets.insert(d.key.clone(), old_budgets.get(&d.key).cloned().unwrap_or_else(|| Arc::new(RetryBudget::new())));
+            if let Some(check) = &d.resilience.active_health_check {
+                for u in &d.upstreams {
+                    let id = (key.clone(), u.key.to_string());
+                    live_checks.insert(id.clone());
+                    if !self.health.contains_key(&id) {
+                        let task = self.spawn_health_check(id.0.clone(), id.1.clone(), check.clone(), d.http2, d.report.host.clone());
+                        self.health.insert(id, HealthState { healthy: true, ok_run: 0, fail_run: 0, task });
+                    }
+                }
+            }
+            let active = d.active_priority();
+            let before = self.active.insert(key.clone(), active);
+            self.metrics.set_active_priority(&key, active);
+            for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+                self.metrics.set_endpoint_health(&key, &u.key, &u.cluster, u.priority as u32, e.health != veer_core::topology::Health::Unhealthy);
+            }
+            if let Some(before) = before {
+                if before != active {
+                    let reason = if active < 0 { "no healthy endpoint left".to_string() } else if active > before { format!("priority {before} lost its healthy endpoints") } else { format!("priority {active} is healthy again") };
+                    self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
+                    if before >= 0 && active >= 0 {
+                        self.metrics.failover_event(&key, before as u32, active as u32);
+                    }
+                }
+            }
+        }
+        self.detectors.retain(|k, _| keys.contains(k));
+        self.next_sweep.retain(|k, _| keys.contains(k));
+        self.active.retain(|k, _| keys.contains(k));
+        self.pending.retain(|(d, _)| keys.contains(d));
+        self.health.retain(|id, h| {
+            let keep = live_checks.contains(id);
+            if !keep {
+                h.task.abort();
+            }
+            keep
+        });
+        self.shared.budgets.store(Arc::new(budgets));
+        self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    fn spawn_health_check(&self, dest: String, endpoint: String, check: ActiveHealthCheck, h2: bool, host: String) -> JoinHandle<()> {
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(check.interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let (ok, detail) = probe_with(&shared, &endpoint, &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await;
+                if tx.send(Msg::Health { dest: dest.clone(), endpoint: endpoint.clone(), ok, detail }).is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// One HTTP probe: healthy when the endpoint answers below 500 in time.
+async fn probe(shared: &Shared, endpoint: &str, path: &str, host: Option<&str>, h2: bool, timeout: Duration) -> (bool, String) {
+    probe_with(shared, endpoint, path, host, h2, timeout, &[]).await
+}
+
+async fn probe_with(shared: &Shared, endpoint: &str, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> (bool, String) {
+    use http_body_util::{BodyExt, Empty};
+    let uri = format!("http://{endpoint}{path}");
+    let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
+        Ok(r) => r,
+        Err(e) => return (false, format!("bad probe request: {e}")),
+    };
+    if let Some(h) = host {
+        if let Ok(v) = http::HeaderValue::from_str(h) {
+            if !h2 {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
+    }
+    req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("veer-health-check"));
+    let client = if h2 { &shared.http2 } else { &shared.http1 };
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let code = resp.status().as_u16();
+            let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };
+            (ok, format!("GET {path} answered {code}"))
+        }
+        Ok(Err(e)) => (false, format!("GET {path} failed: {e}")),
+        Err(_) => (false, format!("GET {path} timed out after {timeout:?}")),
+    }
+}

@@ -1,0 +1,214 @@
+//! The failover event log: a bounded in-memory ring of ejections, priority changes and reloads, mirrored to tracing.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One recorded failover-relevant event, as served by the admin `/events` endpoint.
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct Event {
+    /// Position in the log, increasing from 1; never reused, so clients can poll with `since`.
+    pub seq: u64,
+    /// Wall clock when recorded, in milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    pub kind: EventKind,
+    /// The destination as `host:port`.
+    pub destination: Option<String>,
+    /// The endpoint as `ip:port`.
+    pub endpoint: Option<String>,
+    pub cluster: Option<String>,
+    pub from_priority: Option<u32>,
+    pub to_priority: Option<u32>,
+    pub reason: String,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Ejection,
+    Unejection,
+    ReEjection,
+    EjectionRefused,
+    PriorityChange,
+    HealthCheckFailed,
+    HealthCheckPassed,
+    ConfigReloaded,
+    ConfigRejected,
+    Started,
+    Stopping,
+}
+
+impl EventKind {
+    /// The snake_case name, identical to the serialized form (used as the tracing field value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Ejection => "ejection",
+            EventKind::Unejection => "unejection",
+            EventKind::ReEjection => "re_ejection",
+            EventKind::EjectionRefused => "ejection_refused",
+            EventKind::PriorityChange => "priority_change",
+            EventKind::HealthCheckFailed => "health_check_failed",
+            EventKind::HealthCheckPassed => "health_check_passed",
+            EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConfigRejected => "config_rejected",
+            EventKind::Started => "started",
+            EventKind::Stopping => "stopping",
+        }
+    }
+
+    /// Whether the event signals trouble an operator should notice, so it is logged at warn.
+    fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventKind::Ejection
+                | EventKind::ReEjection
+                | EventKind::ConfigRejected
+                | EventKind::HealthCheckFailed
+        )
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A bounded ring of [`Event`]s; the oldest are dropped once `capacity` is reached.
+#[derive(Debug)]
+pub struct Events {
+    capacity: usize,
+    inner: Mutex<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// The last seq handed out; kept apart from the ring so seqs stay monotonic after drops.
+    last_seq: u64,
+    events: VecDeque<Event>,
+}
+
+impl Events {
+    /// An empty log keeping at most `capacity` events (0 keeps none but still numbers and logs them).
+    pub fn new(capacity: usize) -> Self {
+        Events {
+            capacity,
+            inner: Mutex::new(Ring {
+                last_seq: 0,
+                // Cap the up-front allocation: a huge configured capacity should cost memory only when used.
+                events: VecDeque::with_capacity(capacity.min(1024)),
+            }),
+        }
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        // A panic elsewhere while holding the lock cannot leave the ring inconsistent
+        // (every mutation is a single push/pop), so keep serving after poisoning.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an event (assigning seq and time) and logs it as one structured tracing line
+    /// (info level; warn for Ejection/ReEjection/ConfigRejected/HealthCheckFailed) with every field as a tracing field.
+    #[allow(clippy::too_many_arguments)] // the exact signature is the contract callers were written against
+    pub fn record(
+        &self,
+        kind: EventKind,
+        destination: Option<&str>,
+        endpoint: Option<&str>,
+        cluster: Option<&str>,
+        from_priority: Option<u32>,
+        to_priority: Option<u32>,
+        reason: impl Into<String>,
+    ) -> Event {
+        let time_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            // A clock before 1970 is a broken host, not a reason to lose the event.
+            .unwrap_or(0);
+        let mut event = Event {
+            seq: 0,
+            time_unix_ms,
+            kind,
+            destination: destination.map(str::to_owned),
+            endpoint: endpoint.map(str::to_owned),
+            cluster: cluster.map(str::to_owned),
+            from_priority,
+            to_priority,
+            reason: reason.into(),
+        };
+        {
+            let mut ring = self.ring();
+            ring.last_seq += 1;
+            event.seq = ring.last_seq;
+            if self.capacity > 0 {
+                while ring.events.len() >= self.capacity {
+                    ring.events.pop_front();
+                }
+                ring.events.push_back(event.clone());
+            }
+        }
+        // Logged after releasing the lock so a slow subscriber never stalls readers of the ring.
+        log(&event);
+        event
+    }
+
+    /// Events with `seq` greater than the given one, oldest first.
+    pub fn since(&self, seq: u64) -> Vec<Event> {
+        let ring = self.ring();
+        // Seqs are contiguous within the ring, so the start index is computable without a scan.
+        let first = ring.events.front().map_or(0, |e| e.seq);
+        let skip = seq.saturating_add(1).saturating_sub(first);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        ring.events.iter().skip(skip).cloned().collect()
+    }
+
+    /// Every retained event, oldest first.
+    pub fn all(&self) -> Vec<Event> {
+        self.ring().events.iter().cloned().collect()
+    }
+
+    /// The seq of the most recently recorded event, 0 if none yet (even if it was dropped from the ring).
+    pub fn last_seq(&self) -> u64 {
+        self.ring().last_seq
+    }
+
+    /// The maximum number of events retained.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn log(e: &Event) {
+    // tracing levels are static per callsite, hence the two near-identical macro calls.
+    if e.kind.is_warning() {
+        tracing::warn!(
+            seq = e.seq,
+            time_unix_ms = e.time_unix_ms,
+            kind = e.kind.as_str(),
+            destination = e.destination.as_deref(),
+            endpoint = e.endpoint.as_deref(),
+            cluster = e.cluster.as_deref(),
+            from_priority = e.from_priority,
+            to_priority = e.to_priority,
+            reason = e.reason.as_str(),
+            "failover event"
+        );
+    } else {
+        tracing::info!(
+            seq = e.seq,
+            time_unix_ms = e.time_unix_ms,
+            kind = e.kind.as_str(),
+            destination = e.destination.as_deref(),
+            endpoint = e.endpoint.as_deref(),
+            cluster = e.cluster.as_deref(),
+            from_priority = e.from_priority,
+            to_priority = e.to_priority,
+            reason = e.reason.as_str(),
+            "failover event"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

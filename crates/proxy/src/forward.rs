@@ -1,0 +1,329 @@
+//! The request path: route by host and path, pick an endpoint from the snapshot, forward,
+//! retry what is safe to retry on another endpoint and priority, and report outcomes.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use veer_core::outlier::Outcome;
+
+use crate::metrics::Metrics;
+use crate::snapshot::{DestState, Snapshot, Tried};
+
+/// Body type on both sides of the proxy.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Largest request body buffered so the request can be retried.
+pub const MAX_RETRY_BODY: u64 = 64 * 1024;
+
+const X_VEER_CLUSTER: HeaderName = HeaderName::from_static("x-veer-cluster");
+const X_VEER_ATTEMPTS: HeaderName = HeaderName::from_static("x-veer-attempts");
+
+/// An outcome the control loop must see: every failure, and a success that ends a run of them.
+#[derive(Clone, Debug)]
+pub struct OutcomeReport {
+    pub destination: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub outcome: Outcome,
+    /// A refused connect or a reset: veer ejects on the first one.
+    pub decisive: bool,
+}
+
+/// Retry budget of one destination: retries may add at most ~20% to the request rate (plus a
+/// small reserve topped up by the control loop), so a dying cluster cannot multiply load.
+#[derive(Debug)]
+pub struct RetryBudget {
+    milli_tokens: AtomicI64,
+}
+
+impl RetryBudget {
+    const PER_REQUEST: i64 = 200;
+    const PER_RETRY: i64 = 1000;
+    const CAP: i64 = 100_000;
+    /// What the control loop tops the budget up to every second (10 retries).
+    pub const RESERVE: i64 = 10_000;
+
+    pub fn new() -> Self {
+        RetryBudget { milli_tokens: AtomicI64::new(Self::RESERVE) }
+    }
+
+    fn deposit(&self) {
+        if self.milli_tokens.load(Ordering::Relaxed) < Self::CAP {
+            self.milli_tokens.fetch_add(Self::PER_REQUEST, Ordering::Relaxed);
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        if self.milli_tokens.fetch_sub(Self::PER_RETRY, Ordering::Relaxed) >= Self::PER_RETRY {
+            true
+        } else {
+            self.milli_tokens.fetch_add(Self::PER_RETRY, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Tops the budget up to the reserve.
+    pub fn refill(&self) {
+        let _ = self.milli_tokens.fetch_max(Self::RESERVE, Ordering::Relaxed);
+    }
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// State shared by every connection of a node.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub http1: Client<HttpConnector, Body>,
+    pub http2: Client<HttpConnector, Body>,
+    pub outcomes: mpsc::UnboundedSender<OutcomeReport>,
+    pub metrics: Arc<Metrics>,
+    /// Retry budgets by destination key; replaced with the snapshot.
+    pub budgets: ArcSwap<std::collections::HashMap<Arc<str>, Arc<RetryBudget>>>,
+}
+
+/// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
+pub fn clients(connect_timeout: Duration) -> (Client<HttpConnector, Body>, Client<HttpConnector, Body>) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    let h1 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector.clone());
+    let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
+    (h1, h2)
+}
+
+/// A response veer writes itself.
+pub fn local_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("veer: {text}\n"))).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+enum Failure {
+    /// Never reached the upstream: safe to retry for any method.
+    Connect,
+    Reset,
+    Timeout,
+    Status(Response<Incoming>),
+}
+
+/// Handles one downstream request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let dest = {
+        let snap = shared.snapshot.load();
+        match snap.route(host, req.uri().path()) {
+            Some(d) => d.clone(),
+            None => {
+                let host = host.to_string();
+                return local_response(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
+            }
+        }
+    };
+    let budget = shared.budgets.load().get(&dest.key).cloned();
+    if let Some(b) = &budget {
+        b.deposit();
+    }
+    let timeout = dest.timeouts.request;
+    let result = tokio::time::timeout(timeout, forward(&shared, &dest, budget.as_deref(), req)).await;
+    let (response, priority, cluster) = match result {
+        Ok(r) => r,
+        Err(_) => (local_response(StatusCode::GATEWAY_TIMEOUT, "request timed out"), 0, None),
+    };
+    shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>) -> (Response<Body>, usize, Option<Arc<str>>) {
+    let (parts, body) = req.into_parts();
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
+    let use_h2 = dest.http2 || (grpc && parts.version == Version::HTTP_2);
+
+    // Buffer small bodies so a retry can resend them; stream the rest with a single try.
+    let size = body.size_hint();
+    let buffered: Option<Bytes>;
+    let mut streaming: Option<Incoming> = None;
+    if body.is_end_stream() {
+        buffered = Some(Bytes::new());
+    } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
+        match body.collect().await {
+            Ok(c) => buffered = Some(c.to_bytes()),
+            Err(_) => return (local_response(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
+        }
+    } else {
+        buffered = None;
+        streaming = Some(body);
+    }
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+
+    let max_attempts = 1 + dest.retry.attempts as usize;
+    let mut tried = Tried::default();
+    let mut last: Option<(Failure, usize)> = None;
+    loop {
+        let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) else { break };
+        let upstream = &dest.upstreams[ep];
+        let uri = match Uri::builder().scheme("http").authority(upstream.authority.clone()).path_and_query(path_and_query.as_str()).build() {
+            Ok(u) => u,
+            Err(_) => return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None),
+        };
+        let body: Body = match (&buffered, streaming.take()) {
+            (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
+            (None, Some(s)) => s.boxed(),
+            (None, None) => break,
+        };
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers.clone();
+        *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        if use_h2 {
+            up.headers_mut().remove(header::HOST);
+        }
+        let client = if use_h2 { &shared.http2 } else { &shared.http1 };
+        tried.record(ep, upstream.priority);
+        let attempt = tokio::time::timeout(dest.timeouts.per_try, client.request(up)).await;
+        let failure = match attempt {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                if status.is_server_error() && retriable_status(dest, status.as_u16()) {
+                    Failure::Status(resp)
+                } else {
+                    report(shared, dest, ep, Outcome::Http(status.as_u16()), false);
+                    return (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()));
+                }
+            }
+            Ok(Err(e)) if e.is_connect() => Failure::Connect,
+            Ok(Err(_)) => Failure::Reset,
+            Err(_) => Failure::Timeout,
+        };
+        let (outcome, decisive, reason) = match &failure {
+            Failure::Connect => (Outcome::ConnectFailed, true, "connect_failure"),
+            Failure::Reset => (Outcome::ExternalFailure, true, "reset"),
+            Failure::Timeout => (Outcome::Timeout, false, "timeout"),
+            Failure::Status(r) => (Outcome::Http(r.status().as_u16()), false, "5xx"),
+        };
+        report(shared, dest, ep, outcome, decisive);
+        let safe = matches!(failure, Failure::Connect) || idempotent;
+        let wanted = match &failure {
+            Failure::Connect => dest.retry.retry_on.connect_failure || dest.retry.retry_on.five_xx,
+            Failure::Reset => dest.retry.retry_on.reset || dest.retry.retry_on.five_xx,
+            Failure::Timeout => true,
+            Failure::Status(_) => true,
+        };
+        let replayable = buffered.is_some();
+        last = Some((failure, ep));
+        if tried.attempts() >= max_attempts || !safe || !wanted || !replayable {
+            break;
+        }
+        if !budget.is_none_or(RetryBudget::withdraw) {
+            shared.metrics.retry_budget_exhausted(&dest.key);
+            break;
+        }
+        shared.metrics.retry(&dest.key, reason);
+        // A retry to a host not tried yet goes at once: it is a different failure domain.
+        // Only a retry that must reuse a tried host waits a jittered back-off.
+        if dest.upstreams.len() <= tried.attempts() {
+            let n = tried.attempts() as u32;
+            let cap = dest.retry.backoff_base.saturating_mul((1u32 << n.min(10)) - 1).min(dest.retry.backoff_max);
+            tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+        }
+    }
+    match last {
+        Some((Failure::Status(resp), ep)) => {
+            let upstream = &dest.upstreams[ep];
+            (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()))
+        }
+        Some((Failure::Connect, ep)) => (local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        Some((Failure::Reset, ep)) => (local_response(StatusCode::BAD_GATEWAY, "upstream reset the connection"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        Some((Failure::Timeout, ep)) => (local_response(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        None => (local_response(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
+    }
+}
+
+fn retriable_status(dest: &DestState, status: u16) -> bool {
+    let on = &dest.retry.retry_on;
+    on.five_xx || (on.gateway_error && matches!(status, 502..=504)) || on.retriable_status_codes.contains(&status)
+}
+
+/// Reports an outcome; successes only when they end a run of failures.
+fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisive: bool) {
+    let upstream = &dest.upstreams[ep];
+    let failed = match outcome {
+        Outcome::Http(code) => code >= 500,
+        Outcome::ConnectSucceeded => false,
+        _ => true,
+    };
+    if failed {
+        upstream.recent_failures.fetch_add(1, Ordering::Relaxed);
+    } else if upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
+        return;
+    }
+    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive });
+}
+
+fn respond(resp: Response<Incoming>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&upstream.cluster) {
+        parts.headers.insert(X_VEER_CLUSTER, v);
+    }
+    parts.headers.insert(X_VEER_ATTEMPTS, HeaderValue::from(attempts));
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        headers.remove(header::TE);
+    }
+}

@@ -1,0 +1,20 @@
+//! veer's data plane: the gateway that applies the priority tables to real requests, detects
+//! failures on its own and fails over and back without client-visible errors.
+//!
+//! Layout:
+//! - [`snapshot`]: the immutable routing state the request path reads (one per update).
+//! - [`forward`]: the request path: route, pick, forward, retry, report outcomes.
+//! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
+//!   re-admission probes; it publishes snapshots.
+//! - [`server`]: listeners and connection handling, graceful drain.
+//! - [`node`]: wires one veer node together (`veer run`).
+//! - [`admin`], [`metrics`], [`events`]: what an operator sees.
+
+pub mod admin;
+pub mod control;
+pub mod events;
+pub mod forward;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod snapshot;

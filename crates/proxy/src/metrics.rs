@@ -1,0 +1,392 @@
+//! Prometheus metrics for the gateway (prometheus-client), exposed as OpenMetrics text on the admin listener.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Smallest request-duration bucket: half a millisecond, below which a proxied request is not plausible.
+const DURATION_START: f64 = 0.0005;
+/// Doubling buckets; 18 of them reach ~65 s, enough to see requests that ran into a 60 s timeout.
+const DURATION_FACTOR: f64 = 2.0;
+const DURATION_BUCKETS: u16 = 18;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    destination: String,
+    cluster: String,
+    priority: u32,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    destination: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EjectionLabels {
+    destination: String,
+    endpoint: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    destination: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    destination: String,
+    from: u32,
+    to: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    destination: String,
+    endpoint: String,
+    cluster: String,
+    priority: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type HistogramFamily = Family<DestinationLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        DURATION_START,
+        DURATION_FACTOR,
+        DURATION_BUCKETS,
+    ))
+}
+
+/// Handles to one destination's request metrics, shared (same atomics) with the registered families.
+///
+/// `Family` lookups need an owned label set, i.e. two `String` allocations per request;
+/// this cache is keyed so it can be probed with the borrowed `&str`s instead.
+#[derive(Debug)]
+struct DestinationCache {
+    duration: Histogram,
+    /// cluster → (priority, status) → counter.
+    requests: HashMap<Box<str>, HashMap<(u32, u16), Counter>>,
+}
+
+/// Every metric veer exports, registered under the `veer_` prefix.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily,
+    retries: Family<RetryLabels, Counter>,
+    retry_budget_exhausted: Family<DestinationLabels, Counter>,
+    ejections: Family<EjectionLabels, Counter>,
+    unejections: Family<EndpointLabels, Counter>,
+    active_priority: Family<DestinationLabels, Gauge>,
+    failover_events: Family<FailoverLabels, Counter>,
+    endpoint_healthy: Family<HealthLabels, Gauge>,
+    config_reloads: Family<ReloadLabels, Counter>,
+    hot: RwLock<HashMap<Box<str>, DestinationCache>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every family registered (and empty apart from the reload counters).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("veer");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let retries = Family::<RetryLabels, Counter>::default();
+        let retry_budget_exhausted = Family::<DestinationLabels, Counter>::default();
+        let ejections = Family::<EjectionLabels, Counter>::default();
+        let unejections = Family::<EndpointLabels, Counter>::default();
+        let active_priority = Family::<DestinationLabels, Gauge>::default();
+        let failover_events = Family::<FailoverLabels, Counter>::default();
+        let endpoint_healthy = Family::<HealthLabels, Gauge>::default();
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+
+        registry.register(
+            "requests",
+            "Requests finished, by the cluster and priority that served them and the status sent to the client (0: no status was sent)",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request to finishing its response, retries included",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        registry.register(
+            "retries",
+            "Attempts retried, by the failure that caused the retry",
+            retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries skipped because the destination's retry budget was spent",
+            retry_budget_exhausted.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Endpoints ejected by outlier detection",
+            ejections.clone(),
+        );
+        registry.register(
+            "unejections",
+            "Endpoints returned to service after an ejection",
+            unejections.clone(),
+        );
+        registry.register(
+            "active_priority",
+            "The lowest priority level currently receiving load (-1: none)",
+            active_priority.clone(),
+        );
+        registry.register(
+            "failover_events",
+            "Changes of the active priority level",
+            failover_events.clone(),
+        );
+        registry.register(
+            "endpoint_healthy",
+            "Whether an endpoint is currently eligible for load (1) or not (0)",
+            endpoint_healthy.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reload attempts, by outcome",
+            config_reloads.clone(),
+        );
+
+        // Pre-create both outcomes so `rate()` and alerts see a 0 before the first reload.
+        for result in ["ok", "rejected"] {
+            drop(config_reloads.get_or_create(&ReloadLabels { result }));
+        }
+
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            retries,
+            retry_budget_exhausted,
+            ejections,
+            unejections,
+            active_priority,
+            failover_events,
+            endpoint_healthy,
+            config_reloads,
+            hot: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).
+    pub fn request(
+        &self,
+        destination: &str,
+        cluster: &str,
+        priority: u32,
+        status: u16,
+        seconds: f64,
+    ) {
+        // Negative or non-finite durations (clock oddities) would poison the histogram sum.
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        {
+            // Poisoning cannot leave the cache half-updated in a harmful way: worst case an
+            // entry is missing and is recreated from the family below.
+            let hot = self.hot.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(dest) = hot.get(destination) {
+                if let Some(counter) = dest
+                    .requests
+                    .get(cluster)
+                    .and_then(|by_key| by_key.get(&(priority, status)))
+                {
+                    counter.inc();
+                    dest.duration.observe(seconds);
+                    return;
+                }
+            }
+        }
+        self.request_slow(destination, cluster, priority, status, seconds);
+    }
+
+    /// First request for this label combination: populate the cache from the families.
+    #[cold]
+    fn request_slow(
+        &self,
+        destination: &str,
+        cluster: &str,
+        priority: u32,
+        status: u16,
+        seconds: f64,
+    ) {
+        let mut hot = self.hot.write().unwrap_or_else(|e| e.into_inner());
+        let dest = hot
+            .entry(Box::from(destination))
+            .or_insert_with(|| DestinationCache {
+                duration: self
+                    .request_duration
+                    .get_or_create_owned(&DestinationLabels {
+                        destination: destination.to_owned(),
+                    }),
+                requests: HashMap::new(),
+            });
+        let counter = dest
+            .requests
+            .entry(Box::from(cluster))
+            .or_default()
+            .entry((priority, status))
+            .or_insert_with(|| {
+                self.requests.get_or_create_owned(&RequestLabels {
+                    destination: destination.to_owned(),
+                    cluster: cluster.to_owned(),
+                    priority,
+                    status,
+                })
+            });
+        counter.inc();
+        dest.duration.observe(seconds);
+    }
+
+    /// An attempt is being retried; `reason` is one of "connect_failure", "5xx", "reset", "timeout", "refused_stream".
+    pub fn retry(&self, destination: &str, reason: &str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                destination: destination.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A retry was skipped because the destination's retry budget was spent.
+    pub fn retry_budget_exhausted(&self, destination: &str) {
+        self.retry_budget_exhausted
+            .get_or_create(&DestinationLabels {
+                destination: destination.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An endpoint was ejected.
+    pub fn ejection(&self, destination: &str, endpoint: &str, reason: &str) {
+        self.ejections
+            .get_or_create(&EjectionLabels {
+                destination: destination.to_owned(),
+                endpoint: endpoint.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An endpoint returned to service after an ejection.
+    pub fn unejection(&self, destination: &str, endpoint: &str) {
+        self.unejections
+            .get_or_create(&EndpointLabels {
+                destination: destination.to_owned(),
+                endpoint: endpoint.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The lowest priority with load, -1 when none.
+    pub fn set_active_priority(&self, destination: &str, priority: i64) {
+        self.active_priority
+            .get_or_create(&DestinationLabels {
+                destination: destination.to_owned(),
+            })
+            .set(priority);
+    }
+
+    /// The active priority moved from `from` to `to`.
+    pub fn failover_event(&self, destination: &str, from: u32, to: u32) {
+        self.failover_events
+            .get_or_create(&FailoverLabels {
+                destination: destination.to_owned(),
+                from,
+                to,
+            })
+            .inc();
+    }
+
+    /// Whether an endpoint is eligible for load.
+    pub fn set_endpoint_health(
+        &self,
+        destination: &str,
+        endpoint: &str,
+        cluster: &str,
+        priority: u32,
+        healthy: bool,
+    ) {
+        self.endpoint_healthy
+            .get_or_create(&HealthLabels {
+                destination: destination.to_owned(),
+                endpoint: endpoint.to_owned(),
+                cluster: cluster.to_owned(),
+                priority,
+            })
+            .set(i64::from(healthy));
+    }
+
+    /// Drops an endpoint's health series, for endpoints that left the configuration or DNS,
+    /// so a stale "1" does not linger. Returns whether the series existed.
+    pub fn remove_endpoint_health(
+        &self,
+        destination: &str,
+        endpoint: &str,
+        cluster: &str,
+        priority: u32,
+    ) -> bool {
+        self.endpoint_healthy.remove(&HealthLabels {
+            destination: destination.to_owned(),
+            endpoint: endpoint.to_owned(),
+            cluster: cluster.to_owned(),
+            priority,
+        })
+    }
+
+    /// A configuration reload was applied (`ok`) or rejected.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Every metric as OpenMetrics text, `# EOF` terminated.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error could only come from an encoder bug,
+        // and a partial scrape is more useful than none.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

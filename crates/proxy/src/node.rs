@@ -1,0 +1,133 @@
+//! One veer node (`veer run`): loads the manifests, binds the gateway and admin listeners, and
+//! runs the control loop until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use veer_core::topology::Labels;
+
+use crate::admin::{self, AdminState};
+use crate::control::{Control, ControlConfig};
+use crate::events::{EventKind, Events};
+use crate::forward::{clients, Shared};
+use crate::metrics::Metrics;
+use crate::server::{self, Limits};
+use crate::snapshot::Snapshot;
+
+/// How to run a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub files: Vec<PathBuf>,
+    pub cluster: String,
+    pub labels: Labels,
+    /// Gateway listener; default: the Cluster's `spec.gateway.address`.
+    pub listen: Option<SocketAddr>,
+    /// Admin listener; default: the Cluster's `spec.admin.address`, else an ephemeral loopback port.
+    pub admin: Option<SocketAddr>,
+    pub reload_every: Duration,
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default() }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub events: Arc<Events>,
+    pub metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Loads and checks the manifests, then starts serving. Manifest errors are returned with
+    /// their locations, one per line.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, String> {
+        let sources = veer_model::files::read_paths(&cfg.files)?;
+        let loaded = veer_model::from_sources(&sources);
+        if loaded.diagnostics.has_errors() {
+            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
+            return Err(format!("the manifests have errors:\n{}", errors.join("\n")));
+        }
+        let set = loaded.set;
+        let cluster = set.cluster(&cfg.cluster).cloned();
+        veer_model::resolve::client(&set, &cfg.cluster, &cfg.labels).map_err(|e| e.to_string())?;
+        let listen = cfg
+            .listen
+            .or_else(|| cluster.as_ref().and_then(|c| c.gateway))
+            .ok_or_else(|| format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster))?;
+        let admin_addr = cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
+        let listen = listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+        let (http1, http2) = clients(Duration::from_secs(1));
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(Events::new(1024));
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            http1,
+            http2,
+            outcomes: outcome_tx,
+            metrics: metrics.clone(),
+            budgets: ArcSwap::from_pointee(Default::default()),
+        });
+        let control_cfg = ControlConfig { files: cfg.files.clone(), cluster: cfg.cluster.clone(), labels: cfg.labels.clone(), reload_every: cfg.reload_every };
+        let control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(control.run(outcome_rx, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(listener, shared.clone(), cfg.limits, shutdown_rx.clone())));
+        let routes_shared = shared.clone();
+        let state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            events: events.clone(),
+            routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
+            ready: AtomicBool::new(true),
+        });
+        let mut admin_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                while !*admin_shutdown.borrow() {
+                    if admin_shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = admin::serve(admin_listener, state, stop).await {
+                tracing::error!(target: "veer::admin", "admin listener failed: {e}");
+            }
+        }));
+        events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
+        Ok(Node { listen, admin: admin_addr, events, metrics, shared, shutdown, tasks })
+    }
+
+    /// The routing snapshot in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Stops accepting, drains in-flight requests, and stops every task.
+    pub async fn stop(self) {
+        self.events.record(EventKind::Stopping, None, None, None, None, None, "shutting down");
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

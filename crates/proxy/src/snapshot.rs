@@ -1,0 +1,364 @@
+//! The routing snapshot: one immutable value per update holding every route, destination,
+//! priority table and pick weights. The request path only reads it.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use veer_core::load::{choose_priority, priority_load, LevelHealth, PriorityLoad};
+use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
+use veer_core::table::{self, Table};
+use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
+use veer_model::explain::{self, Report};
+use veer_model::gateway::PathMatch;
+use veer_model::resolve::{self, Destination};
+use veer_model::set::ManifestSet;
+
+/// Timeouts applied to a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub per_try: Duration,
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(1), per_try: Duration::from_secs(3), request: Duration::from_secs(15) }
+    }
+}
+
+/// One upstream endpoint as the request path needs it.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `ip:port` or `host:port`: the key outlier detection and health use.
+    pub key: Arc<str>,
+    pub authority: http::uri::Authority,
+    pub cluster: Arc<str>,
+    pub priority: usize,
+    /// Failures reported since the last success: lets the request path report a success only
+    /// when it resets something, so healthy traffic sends nothing to the control loop.
+    pub recent_failures: AtomicU32,
+}
+
+/// A destination with its table for this node's client.
+#[derive(Debug)]
+pub struct DestState {
+    /// `host:port` (plus the path for route rules).
+    pub key: Arc<str>,
+    pub upstreams: Vec<Upstream>,
+    pub endpoints: Vec<Endpoint>,
+    pub table: Table,
+    level_health: Vec<LevelHealth>,
+    /// Cumulative pick weights over all endpoints for a first attempt.
+    first_pick: Vec<(usize, f64)>,
+    /// Per priority: (endpoint, share of that priority) for retries moving there.
+    level_picks: Vec<Vec<(usize, f64)>>,
+    pub resilience: Resilience,
+    pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
+    pub http2: bool,
+    pub report: Report,
+}
+
+#[derive(Debug)]
+struct Route {
+    port: Option<u16>,
+    path: Option<PathMatch>,
+    dest: usize,
+}
+
+/// Everything the request path reads, swapped atomically on every change.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    routes: HashMap<String, Vec<Route>>,
+    pub destinations: Vec<Arc<DestState>>,
+}
+
+/// What to pick an endpoint from on a retry: priorities and hosts already tried.
+#[derive(Clone, Debug, Default)]
+pub struct Tried {
+    priorities: u64,
+    hosts: Vec<usize>,
+}
+
+/// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
+pub type Unhealthy = HashMap<String, Vec<String>>;
+
+/// veer's retry policy when none is configured: retry what is safe on another endpoint,
+/// moving to the next priority once one has failed.
+pub fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        per_try_timeout: None,
+        retry_on: RetryOn { connect_failure: true, refused_stream: true, reset: true, gateway_error: true, retriable_status_codes: vec![503], ..RetryOn::default() },
+        backoff_base: Duration::from_millis(25),
+        backoff_max: Duration::from_millis(250),
+        other_priorities: true,
+    }
+}
+
+// === impl Tried ===
+
+impl Tried {
+    pub fn record(&mut self, endpoint: usize, priority: usize) {
+        if priority < 64 {
+            self.priorities |= 1 << priority;
+        }
+        self.hosts.push(endpoint);
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn contains(&self, endpoint: usize) -> bool {
+        self.hosts.contains(&endpoint)
+    }
+}
+
+// === impl DestState ===
+
+impl DestState {
+    /// Picks an endpoint: by the table on a first attempt; on a retry, away from priorities and
+    /// hosts already tried (Envoy's previous_priorities and previous_hosts). `None`: nothing to pick.
+    pub fn pick(&self, tried: &Tried, rand: u64, rand_f: f64) -> Option<usize> {
+        if tried.attempts() == 0 {
+            return pick_weighted(&self.first_pick, rand_f, |_| true);
+        }
+        let load = if self.retry.other_priorities { self.load_without(tried.priorities) } else { self.table.load.clone() };
+        if load.no_healthy && tried.attempts() > 0 {
+            return self.level_picks.iter().flatten().find(|(e, _)| !tried.contains(*e)).map(|(e, _)| *e);
+        }
+        let (level, _) = choose_priority(&load, rand);
+        let picks = self.level_picks.get(level)?;
+        pick_weighted_plain(picks, rand_f, |e| !tried.contains(e)).or_else(|| pick_weighted_plain(picks, rand_f, |_| true))
+    }
+
+    /// Envoy previous_priorities: tried priorities count as having no healthy host, and load
+    /// is spread again over the rest; if nothing is left, the original loads apply.
+    fn load_without(&self, tried_priorities: u64) -> PriorityLoad {
+        let levels: Vec<LevelHealth> = self
+            .level_health
+            .iter()
+            .enumerate()
+            .map(|(i, h)| if i < 64 && tried_priorities & (1 << i) != 0 { LevelHealth { hosts: h.hosts, healthy: 0, degraded: 0 } } else { *h })
+            .collect();
+        let load = priority_load(&levels, self.table.settings);
+        if load.no_healthy || levels.iter().all(|l| l.healthy == 0 && l.degraded == 0) {
+            self.table.load.clone()
+        } else {
+            load
+        }
+    }
+
+    /// The lowest priority that gets load, -1 when none does.
+    pub fn active_priority(&self) -> i64 {
+        if self.table.load.no_healthy {
+            return -1;
+        }
+        self.table.load.healthy.iter().zip(&self.table.load.degraded).position(|(h, d)| h + d > 0).map_or(-1, |p| p as i64)
+    }
+}
+
+fn pick_weighted(cumulative: &[(usize, f64)], r: f64, _ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let total = cumulative.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let x = r * total;
+    let i = cumulative.partition_point(|(_, c)| *c <= x);
+    cumulative.get(i.min(cumulative.len() - 1)).map(|(e, _)| *e)
+}
+
+fn pick_weighted_plain(weights: &[(usize, f64)], r: f64, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let total: f64 = weights.iter().filter(|(e, _)| ok(*e)).map(|(_, w)| *w).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut x = r * total;
+    let mut last = None;
+    for (e, w) in weights.iter().filter(|(e, _)| ok(*e)) {
+        if *w <= 0.0 {
+            continue;
+        }
+        last = Some(*e);
+        if x < *w {
+            return Some(*e);
+        }
+        x -= w;
+    }
+    last
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The destination for a request's host (Host header or :authority, port optional) and path.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<DestState>> {
+        let (name, port) = split_host_port(host);
+        let name = name.trim_end_matches('.');
+        let routes = match self.routes.get(name) {
+            Some(r) => r,
+            None => self.routes.get(&name.to_ascii_lowercase())?,
+        };
+        let fits = |r: &&Route| r.path.as_ref().is_none_or(|m| path_matches(m, path));
+        let chosen = match port {
+            Some(p) => routes.iter().filter(fits).find(|r| r.port.is_none_or(|rp| rp == p)),
+            None => routes.iter().find(fits),
+        }?;
+        self.destinations.get(chosen.dest)
+    }
+
+    /// Builds the snapshot for a node in `cluster` from a validated manifest set.
+    pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+        let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
+        let mut snap = Snapshot { generation, ..Snapshot::default() };
+        let add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
+            let idx = snap.destinations.len();
+            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy)));
+            for h in hosts {
+                snap.routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
+            }
+        };
+        for vd in &set.virtual_destinations {
+            for p in &vd.ports {
+                let Some(host) = vd.hosts.first() else { continue };
+                if let Ok(d) = resolve::resolve(set, host, Some(p.number), cluster, "") {
+                    add(&mut snap, &vd.hosts, Some(p.number), None, format!("{host}:{}", p.number), d);
+                }
+            }
+        }
+        for fs in &set.failover_services {
+            if let Ok(d) = resolve::resolve(set, &fs.hostname, Some(fs.port), cluster, "") {
+                add(&mut snap, std::slice::from_ref(&fs.hostname), Some(fs.port), None, format!("{}:{}", fs.hostname, fs.port), d);
+            }
+        }
+        for route in &set.routes {
+            let Some(host) = route.hostnames.iter().find(|h| !h.starts_with('*')) else { continue };
+            for rule in &route.rules {
+                for m in &rule.matches {
+                    let path = match m {
+                        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.clone(),
+                        PathMatch::Regex(_) => continue,
+                    };
+                    if let Ok(d) = resolve::resolve(set, host, None, cluster, &path) {
+                        let hosts: Vec<String> = route.hostnames.iter().filter(|h| !h.starts_with('*')).cloned().collect();
+                        add(&mut snap, &hosts, None, Some(m.clone()), format!("{host}{path}"), d);
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, svc) in &set.services {
+            if !seen.insert((svc.meta.namespace.clone(), svc.meta.name.clone())) {
+                continue;
+            }
+            let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
+            let hosts = vec![fqdn.clone(), format!("{}.{}", svc.meta.name, svc.meta.namespace), format!("{}.{}.svc", svc.meta.name, svc.meta.namespace)];
+            for p in &svc.ports {
+                if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
+                    add(&mut snap, &hosts, Some(p.port), None, format!("{fqdn}:{}", p.port), d);
+                }
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Every destination's report, for `/routes`.
+    pub fn reports(&self) -> Vec<&Report> {
+        self.destinations.iter().map(|d| &d.report).collect()
+    }
+}
+
+fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &Unhealthy) -> DestState {
+    let down = unhealthy.get(&key);
+    for e in &mut dest.endpoints {
+        if down.is_some_and(|d| d.iter().any(|k| *k == e.address.to_string())) {
+            e.health = Health::Unhealthy;
+        }
+    }
+    let table = table::build(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
+    let mut priority_of = vec![usize::MAX; dest.endpoints.len()];
+    for p in &table.placements {
+        priority_of[p.endpoint] = p.priority;
+    }
+    let upstreams = dest
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key: Arc<str> = Arc::from(e.address.to_string());
+            let authority = match &e.address {
+                Address::Socket(s) => http::uri::Authority::try_from(s.to_string().as_str()),
+                Address::Dns { host, port } => http::uri::Authority::try_from(format!("{host}:{port}").as_str()),
+            }
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
+            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), priority: priority_of[i], recent_failures: AtomicU32::new(0) }
+        })
+        .collect();
+    let mut first_pick = Vec::new();
+    let mut acc = 0.0;
+    for p in &table.placements {
+        if p.share_percent > 0.0 {
+            acc += p.share_percent;
+            first_pick.push((p.endpoint, acc));
+        }
+    }
+    let level_health = (0..table.levels)
+        .map(|lvl| {
+            let mut h = LevelHealth::default();
+            for p in table.placements.iter().filter(|p| p.priority == lvl) {
+                h.hosts += 1;
+                match dest.endpoints[p.endpoint].health {
+                    Health::Healthy => h.healthy += 1,
+                    Health::Degraded => h.degraded += 1,
+                    Health::Unhealthy => {}
+                }
+            }
+            h
+        })
+        .collect();
+    let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
+    let report = explain::explain(&dest, client);
+    let retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = retry.per_try_timeout {
+        timeouts.per_try = t;
+    }
+    DestState {
+        key: Arc::from(key.as_str()),
+        upstreams,
+        endpoints: dest.endpoints.clone(),
+        table,
+        level_health,
+        first_pick,
+        level_picks,
+        resilience: dest.resilience.clone(),
+        retry,
+        timeouts,
+        http2: dest.http2,
+        report,
+    }
+}
+
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    match m {
+        PathMatch::Exact(p) => p == path,
+        PathMatch::Prefix(p) => {
+            let p = p.trim_end_matches('/');
+            p.is_empty() || path == p || path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/')
+        }
+        PathMatch::Regex(_) => false,
+    }
+}
