@@ -194,8 +194,7 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
     let max_attempts = 1 + dest.retry.attempts as usize;
     let mut tried = Tried::default();
     let mut last: Option<(Failure, usize)> = None;
-    loop {
-        let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) else { break };
+    while let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) {
         let upstream = &dest.upstreams[ep];
         let uri = match Uri::builder().scheme("http").authority(upstream.authority.clone()).path_and_query(path_and_query.as_str()).build() {
             Ok(u) => u,

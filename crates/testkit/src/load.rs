@@ -28,7 +28,9 @@ pub struct LoadSpec {
     pub method: http::Method,
     pub rate_per_sec: u32,
     pub duration: Duration,
-    /// Keep-alive connections the requests are spread over round-robin (0 is taken as 1).
+    /// Keep-alive connections the requests are spread over round-robin (0 is taken as 1). An HTTP/1
+    /// connection carries one request at a time, so a request queues behind slow answers on its
+    /// connection (the wait counts in its latency and timeout): give at least rate × latency connections.
     pub connections: usize,
     /// Per request, counted from its scheduled send time.
     pub timeout: Duration,
@@ -62,12 +64,18 @@ pub struct LoadReport {
 impl LoadReport {
     /// Requests without a status (transport error, timeout) or with a status >= 500.
     pub fn errors(&self) -> usize {
-        self.samples.iter().filter(|s| s.status.is_none_or(|code| code >= 500)).count()
+        self.samples
+            .iter()
+            .filter(|s| s.status.is_none_or(|code| code >= 500))
+            .count()
     }
 
     /// Requests answered with a 2xx or 3xx status.
     pub fn ok(&self) -> usize {
-        self.samples.iter().filter(|s| s.status.is_some_and(|code| (200..400).contains(&code))).count()
+        self.samples
+            .iter()
+            .filter(|s| s.status.is_some_and(|code| (200..400).contains(&code)))
+            .count()
     }
 
     /// Answers per `x-backend` name, whatever their status; samples without the header are left out.
@@ -82,7 +90,10 @@ impl LoadReport {
 
     /// The largest latency (errors and timeouts included) of requests scheduled in `[from, to)`; zero if none.
     pub fn max_latency_between(&self, from: Duration, to: Duration) -> Duration {
-        self.between(from, to).map(|s| s.latency).max().unwrap_or(Duration::ZERO)
+        self.between(from, to)
+            .map(|s| s.latency)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Nearest-rank percentile of all latencies (errors and timeouts included); zero if there are no samples.
@@ -105,7 +116,9 @@ impl LoadReport {
     }
 
     fn between(&self, from: Duration, to: Duration) -> impl Iterator<Item = &Sample> {
-        self.samples.iter().filter(move |s| s.sent_at >= from && s.sent_at < to)
+        self.samples
+            .iter()
+            .filter(move |s| s.sent_at >= from && s.sent_at < to)
     }
 }
 
@@ -154,10 +167,19 @@ struct Job {
 async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadReport {
     let total = request_count(spec.rate_per_sec, spec.duration);
     let rate = u128::from(spec.rate_per_sec.max(1));
-    let offset = move |index: usize| Duration::from_nanos((index as u128 * 1_000_000_000 / rate) as u64);
+    let offset =
+        move |index: usize| Duration::from_nanos((index as u128 * 1_000_000_000 / rate) as u64);
     let connections = spec.connections.max(1);
-    let authority = if spec.host.is_empty() { spec.target.to_string() } else { spec.host.clone() };
-    let path = if spec.path.starts_with('/') { spec.path.clone() } else { format!("/{}", spec.path) };
+    let authority = if spec.host.is_empty() {
+        spec.target.to_string()
+    } else {
+        spec.host.clone()
+    };
+    let path = if spec.path.starts_with('/') {
+        spec.path.clone()
+    } else {
+        format!("/{}", spec.path)
+    };
 
     let start = Instant::now();
     let (results_tx, mut results) = mpsc::unbounded_channel();
@@ -231,7 +253,10 @@ async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadRe
             })
         })
         .collect();
-    LoadReport { samples, elapsed: start.elapsed() }
+    LoadReport {
+        samples,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// rate × duration, in integers so 200/s for 1 s is exactly 200.
@@ -282,7 +307,11 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let deadline = job.at + ctx.timeout;
         if Instant::now() >= deadline {
             // It waited its whole timeout behind earlier requests on this connection.
-            record(&ctx, &job, Err("timed out waiting for a free connection".to_string()));
+            record(
+                &ctx,
+                &job,
+                Err("timed out waiting for a free connection".to_string()),
+            );
             continue;
         }
         if conn.as_ref().is_some_and(|c| !c.usable()) {
@@ -310,10 +339,11 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         };
         match &mut conn {
             Some(Conn::H1(sender, _)) => {
-                let outcome = match tokio::time::timeout_at(deadline, exchange_h1(sender, request)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err("timed out".to_string()),
-                };
+                let outcome =
+                    match tokio::time::timeout_at(deadline, exchange_h1(sender, request)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err("timed out".to_string()),
+                    };
                 if outcome.is_err() {
                     // The connection is in an unknown state (maybe a response still on its way): use a fresh one.
                     conn = None;
@@ -325,10 +355,12 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 let broken = Arc::clone(broken);
                 let ctx = Arc::clone(&ctx);
                 in_flight.spawn(async move {
-                    let outcome = match tokio::time::timeout_at(deadline, exchange_h2(sender, request)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err("timed out".to_string()),
-                    };
+                    let outcome =
+                        match tokio::time::timeout_at(deadline, exchange_h2(sender, request)).await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(_) => Err("timed out".to_string()),
+                        };
                     if outcome.is_err() {
                         broken.store(true, Ordering::Relaxed);
                     }
@@ -359,7 +391,9 @@ fn record(ctx: &Ctx, job: &Job, outcome: Outcome) {
 }
 
 async fn connect(ctx: &Ctx, drivers: &mut JoinSet<()>) -> Result<Conn, String> {
-    let stream = TcpStream::connect(ctx.target).await.map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(ctx.target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     // Connecting to a free port in the ephemeral range can connect the socket to itself (TCP simultaneous open).
     if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
         if local == peer {
@@ -370,15 +404,18 @@ async fn connect(ctx: &Ctx, drivers: &mut JoinSet<()>) -> Result<Conn, String> {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     if ctx.http2 {
-        let (sender, connection) =
-            http2::handshake(TokioExecutor::new(), io).await.map_err(|e| format!("http2 handshake: {e}"))?;
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("http2 handshake: {e}"))?;
         drivers.spawn(async move {
             // The connection's end is seen by its requests and by `is_closed`.
             let _ = connection.await;
         });
         Ok(Conn::H2(sender, Arc::new(AtomicBool::new(false))))
     } else {
-        let (sender, connection) = http1::handshake(io).await.map_err(|e| format!("http1 handshake: {e}"))?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|e| format!("http1 handshake: {e}"))?;
         let driver = drivers.spawn(async move {
             let _ = connection.await;
         });
@@ -390,31 +427,54 @@ fn build_request(ctx: &Ctx) -> Result<Request<Empty<Bytes>>, String> {
     let mut builder = Request::builder().method(ctx.method.clone());
     if ctx.http2 {
         // HTTP/2 takes the authority from the URI (`:authority`), and needs a scheme.
-        let uri: Uri = format!("http://{}{}", ctx.authority, ctx.path).parse().map_err(|e| format!("bad uri: {e}"))?;
+        let uri: Uri = format!("http://{}{}", ctx.authority, ctx.path)
+            .parse()
+            .map_err(|e| format!("bad uri: {e}"))?;
         builder = builder.uri(uri);
     } else {
         let uri: Uri = ctx.path.parse().map_err(|e| format!("bad path: {e}"))?;
         let host = HeaderValue::from_str(&ctx.authority).map_err(|e| format!("bad host: {e}"))?;
         builder = builder.uri(uri).header(HOST, host);
     }
-    builder.body(Empty::new()).map_err(|e| format!("bad request: {e}"))
+    builder
+        .body(Empty::new())
+        .map_err(|e| format!("bad request: {e}"))
 }
 
-async fn exchange_h1(sender: &mut http1::SendRequest<Empty<Bytes>>, request: Request<Empty<Bytes>>) -> Outcome {
-    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+async fn exchange_h1(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Outcome {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     drain(response).await
 }
 
-async fn exchange_h2(mut sender: http2::SendRequest<Empty<Bytes>>, request: Request<Empty<Bytes>>) -> Outcome {
-    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+async fn exchange_h2(
+    mut sender: http2::SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Outcome {
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     drain(response).await
 }
 
 /// Reads the whole body (discarding it) so the answer is complete and the HTTP/1 connection reusable.
 async fn drain(response: http::Response<Incoming>) -> Outcome {
     let status = response.status().as_u16();
-    let backend = response.headers().get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         frame.map_err(|e| format!("reading body after status {status}: {e}"))?;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod demo;
 use veer_core::topology::Labels;
 use veer_model::diag::Severity;
 use veer_model::explain::{apply_down, explain, render_table, Down};
@@ -68,6 +70,18 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+    },
+    /// A two-cluster world on loopback: watch traffic fail over and back with zero errors.
+    Demo {
+        /// Seconds for each phase (steady, outage, recovery).
+        #[arg(long, default_value_t = 8)]
+        phase_seconds: u64,
+        /// Requests per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Plain output (no live bars), for logs and tests.
+        #[arg(long)]
+        plain: bool,
     },
     /// List the apiVersions and kinds veer reads.
     Kinds,
@@ -162,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             runtime()?.block_on(run_node(cfg))
         }
+        Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
                 println!("{k}");

@@ -1,0 +1,370 @@
+//! End-to-end tests of a running veer node: real backend servers on loopback, real sockets,
+//! real manifests on disk, real failures (refused connects, 503s, blackholes, reloads).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use veer_proxy::events::EventKind;
+use veer_proxy::node::{Node, NodeConfig};
+use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
+
+static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
+
+/// A test world: its own loopback subnet, its manifest folder, its backends.
+struct World {
+    net: u8,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let n = NEXT_WORLD.fetch_add(1, Ordering::Relaxed);
+        let net = 100 + u8::try_from(n).expect("fewer than 150 worlds");
+        let dir = std::env::temp_dir().join(format!("veer-proxy-test-{}-{net}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        World { net, dir }
+    }
+
+    /// Starts `n` backends named `{prefix}-{i}` on 127.{net}.{group}.{i}.
+    async fn backends(&self, prefix: &str, group: u8, n: usize) -> Vec<Backend> {
+        let mut out = Vec::new();
+        for i in 1..=n {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, self.net, group, u8::try_from(i).expect("small")));
+            out.push(Backend::start(&format!("{prefix}-{i}"), SocketAddr::new(ip, 0)).await.expect("backend starts"));
+        }
+        out
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // Write then rename, as editors and kubectl-style tools do, so a reload never sees half a file.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write manifest");
+        std::fs::rename(&tmp, self.dir.join(name)).expect("rename manifest");
+    }
+
+    async fn node(&self, cluster: &str) -> Node {
+        let mut cfg = NodeConfig::new(vec![self.dir.clone()], cluster);
+        cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        cfg.reload_every = Duration::from_millis(100);
+        Node::start(cfg).await.expect("node starts")
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cluster(name: &str, region: &str, zone: &str, subzone: &str) -> String {
+    format!("apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  locality:\n    region: {region}\n    zone: {zone}\n    subzone: {subzone}\n---\n")
+}
+
+/// A Service named `name` in `cluster` with labels, and one WorkloadEntry per backend.
+fn service(cluster: &str, ns: &str, name: &str, labels: &[(&str, &str)], backends: &[Backend]) -> String {
+    let mut labels_yaml = String::new();
+    for (k, v) in labels {
+        labels_yaml.push_str(&format!("    {k}: \"{v}\"\n"));
+    }
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    topology.istio.io/cluster: {cluster}\n{labels_yaml}spec:\n  selector:\n    app: {name}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n---\n"
+    );
+    for b in backends {
+        out.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {}\n  namespace: {ns}\n  labels:\n    topology.istio.io/cluster: {cluster}\nspec:\n  address: {}\n  ports:\n    http: {}\n  labels:\n    app: {name}\n{}---\n",
+            b.name(),
+            b.addr().ip(),
+            b.addr().port(),
+            labels_yaml
+        ));
+    }
+    out
+}
+
+async fn load(node: &Node, host: &str, path: &str, rate: u32, secs: f64) -> LoadReport {
+    veer_testkit::run(spec(node, host, path, rate, secs)).await
+}
+
+fn spec(node: &Node, host: &str, path: &str, rate: u32, secs: f64) -> LoadSpec {
+    LoadSpec {
+        target: node.listen,
+        host: host.to_string(),
+        path: path.to_string(),
+        method: http::Method::GET,
+        rate_per_sec: rate,
+        duration: Duration::from_secs_f64(secs),
+        connections: 16,
+        timeout: Duration::from_secs(5),
+        http2: false,
+    }
+}
+
+fn share(report: &LoadReport, prefix: &str) -> f64 {
+    let total = report.samples.len().max(1) as f64;
+    report.samples.iter().filter(|s| s.backend.as_deref().is_some_and(|b| b.starts_with(prefix))).count() as f64 / total
+}
+
+fn count(node: &Node, kind: EventKind) -> usize {
+    node.events.all().iter().filter(|e| e.kind == kind).count()
+}
+
+fn failures(report: &LoadReport) -> Vec<String> {
+    report.samples.iter().filter(|s| s.status.is_none_or(|c| c >= 500)).map(|s| format!("{:?} {:?} {:?} {:?}", s.sent_at, s.status, s.backend, s.error)).collect()
+}
+
+const VD: &str = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n    targetPort:\n      name: http\n  services:\n  - labels:\n      app: server\n    namespace: infra\n---\n";
+
+fn failover_policy(labels: &[&str]) -> String {
+    let mut out = String::from("apiVersion: resilience.policy.gloo.solo.io/v2\nkind: FailoverPolicy\nmetadata:\n  name: fp\n  namespace: infra\nspec:\n  applyToDestinations:\n  - kind: VIRTUAL_DESTINATION\n    selector:\n      name: vd\n  config:\n    priorityLabels:\n      labels:\n");
+    for l in labels {
+        out.push_str(&format!("      - {l}\n"));
+    }
+    out
+}
+
+const ODP: &str = "apiVersion: resilience.policy.gloo.solo.io/v2\nkind: OutlierDetectionPolicy\nmetadata:\n  name: od\n  namespace: infra\nspec:\n  config:\n    consecutiveErrors: 1\n    interval: 200ms\n    baseEjectionTime: 1s\n    maxEjectionPercent: 100\n";
+
+/// Seed 000's shape: central (subzone central) and test (subzone avg), one VirtualDestination
+/// over both, priority by subzone.
+async fn seed000_world(w: &World, central_n: usize, test_n: usize) -> (Vec<Backend>, Vec<Backend>) {
+    let central = w.backends("central", 1, central_n).await;
+    let test = w.backends("test", 2, test_n).await;
+    let mut topo = cluster("central", "pp", "rs", "central");
+    topo.push_str(&cluster("test", "pp", "rs", "avg"));
+    topo.push_str(&service("central", "infra", "server", &[("app", "server")], &central));
+    topo.push_str(&service("test", "infra", "server", &[("app", "server")], &test));
+    w.write("topology.yaml", &topo);
+    w.write("vd.yaml", VD);
+    w.write("fp.yaml", &failover_policy(&["topology.istio.io/subzone"]));
+    w.write("odp.yaml", ODP);
+    (central, test)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_first_with_seed000_labels_and_replicas_share_by_count() {
+    let w = World::new();
+    let (_central, _test) = seed000_world(&w, 3, 9).await;
+    let node = w.node("central").await;
+    let r = load(&node, "go.infra.global", "/", 400, 1.5).await;
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    assert_eq!(share(&r, "central-"), 1.0, "{:?}", r.by_backend());
+
+    // Without a FailoverPolicy all twelve share priority 0: 3 and 9 replicas get 1/4 and 3/4.
+    std::fs::remove_file(w.dir.join("fp.yaml")).expect("remove policy");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = load(&node, "go.infra.global", "/", 1000, 2.4).await;
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    let central = share(&r, "central-");
+    assert!((central - 0.25).abs() < 0.04, "central share {central}, {:?}", r.by_backend());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_central_backends_stopped_fails_over_with_zero_errors_and_returns() {
+    let w = World::new();
+    let (central, _test) = seed000_world(&w, 3, 2).await;
+    let node = w.node("central").await;
+    let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 6.0)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for b in &central {
+        b.set_mode(Mode::Refuse).await.expect("refuse");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for b in &central {
+        b.set_mode(Mode::Ok).await.expect("restore");
+    }
+    let r = traffic.await.expect("load task");
+    assert!(failures(&r).is_empty(), "client-visible errors: {:?}", failures(&r));
+    let during = r.by_backend_between(Duration::from_millis(1700), Duration::from_millis(2900));
+    assert!(!during.is_empty() && during.keys().all(|b| b.starts_with("test-")), "during the outage: {during:?}");
+    let after = r.by_backend_between(Duration::from_millis(5000), Duration::from_millis(6000));
+    assert!(!after.is_empty() && after.keys().all(|b| b.starts_with("central-")), "after recovery: {after:?}");
+    let changes: Vec<(Option<u32>, Option<u32>)> = node.events.all().iter().filter(|e| e.kind == EventKind::PriorityChange).map(|e| (e.from_priority, e.to_priority)).collect();
+    assert!(changes.contains(&(Some(0), Some(1))) && changes.contains(&(Some(1), Some(0))), "{changes:?}");
+    node.stop().await;
+}
+
+/// Seed 004's shape with real backends: an active and a fallback Backend behind one HTTPRoute.
+async fn seed004_world(w: &World, btp_extra: &str) -> (Vec<Backend>, Vec<Backend>) {
+    let active = w.backends("active", 1, 1).await;
+    let passive = w.backends("passive", 2, 1).await;
+    let mut m = cluster("local", "r", "z", "");
+    m.push_str(&service("local", "default", "active", &[], &active));
+    m.push_str(&service("local", "default", "passive", &[], &passive));
+    m.push_str(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata:\n  name: passive\nspec:\n  fallback: true\n  endpoints:\n  - fqdn:\n      hostname: passive.default.svc.cluster.local\n      port: 80\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata:\n  name: active\nspec:\n  endpoints:\n  - fqdn:\n      hostname: active.default.svc.cluster.local\n      port: 80\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  gatewayClassName: veer\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 80\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: ha-failover\n  namespace: default\nspec:\n  hostnames:\n  - www.example.com\n  parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - group: gateway.envoyproxy.io\n      kind: Backend\n      name: active\n      port: 80\n    - group: gateway.envoyproxy.io\n      kind: Backend\n      name: passive\n      port: 80\n    matches:\n    - path:\n        type: PathPrefix\n        value: /test\n---\n",
+    );
+    m.push_str(&format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata:\n  name: passive-health-check\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    name: ha-failover\n  healthCheck:\n    passive:\n      baseEjectionTime: 10s\n      interval: 2s\n      maxEjectionPercent: 100\n      consecutive5XxErrors: 1\n      consecutiveGatewayErrors: 0\n      consecutiveLocalOriginFailures: 1\n      splitExternalLocalOriginErrors: false\n{btp_extra}"
+    ));
+    w.write("world.yaml", &m);
+    (active, passive)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed004_active_backend_moved_away_goes_to_passive_without_errors() {
+    let w = World::new();
+    let (active, _passive) = seed004_world(&w, "").await;
+    let node = w.node("local").await;
+    let r = load(&node, "www.example.com", "/test", 200, 0.5).await;
+    assert_eq!(share(&r, "active-"), 1.0, "{:?}", r.by_backend());
+    // The seed moves the active server to another port: connects to the old one are refused.
+    active[0].set_mode(Mode::Refuse).await.expect("refuse");
+    let r = load(&node, "www.example.com", "/test", 200, 1.0).await;
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    assert_eq!(share(&r, "passive-"), 1.0, "{:?}", r.by_backend());
+    assert_eq!(count(&node, EventKind::Ejection), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_503_ejects_after_consecutive_errors_within_max_ejection_percent() {
+    let w = World::new();
+    let bs = w.backends("b", 1, 4).await;
+    let mut m = cluster("one", "r", "z", "");
+    m.push_str(&service("one", "shop", "cart", &[], &bs));
+    m.push_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: cart\nspec:\n  host: cart.shop.svc.cluster.local\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 3\n      interval: 1s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 25\n");
+    w.write("world.yaml", &m);
+    let node = w.node("one").await;
+    bs[0].set_mode(Mode::Status(503)).await.expect("503");
+    bs[1].set_mode(Mode::Status(503)).await.expect("503");
+    let r = load(&node, "cart.shop.svc.cluster.local", "/", 200, 1.5).await;
+    // One of four is 25%: exactly one ejection; the second is refused by the cap.
+    assert_eq!(count(&node, EventKind::Ejection), 1, "{:?}", node.events.all());
+    assert!(count(&node, EventKind::EjectionRefused) >= 1, "{:?}", node.events.all());
+    let ejected = node.events.all().into_iter().find(|e| e.kind == EventKind::Ejection).and_then(|e| e.endpoint).unwrap_or_default();
+    let (gone, kept) = if ejected == bs[0].addr().to_string() { (&bs[0], &bs[1]) } else { (&bs[1], &bs[0]) };
+    assert_eq!(ejected, gone.addr().to_string());
+    // The ejected backend saw only the failures that ejected it (and requests already in flight);
+    // the one the cap kept keeps getting its share.
+    assert!(gone.served() < 10, "ejected backend served {}", gone.served());
+    assert!(kept.served() > 50, "kept backend served {}", kept.served());
+    // Client-visible failures, if any, come only from the backend the cap kept in rotation
+    // (retries to it are bounded by the retry budget).
+    assert!(r.samples.iter().filter(|s| s.status == Some(503)).all(|s| s.backend.as_deref() == Some(kept.name())), "{:?}", failures(&r));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_longer_than_the_ejection_is_re_ejected_without_client_errors() {
+    let w = World::new();
+    let (central, _test) = seed000_world(&w, 1, 1).await;
+    let node = w.node("central").await;
+    let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 5.0)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    central[0].set_mode(Mode::Refuse).await.expect("refuse");
+    // Ejections last 1 s: the backend stays dead across several of them.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    central[0].set_mode(Mode::Ok).await.expect("restore");
+    let r = traffic.await.expect("load");
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    assert!(count(&node, EventKind::ReEjection) >= 1, "{:?}", node.events.all());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_backend_is_left_by_the_per_try_timeout() {
+    let w = World::new();
+    let retry = "  retry:\n    numRetries: 2\n    perRetry:\n      timeout: 300ms\n";
+    let (active, _passive) = seed004_world(&w, retry).await;
+    let node = w.node("local").await;
+    active[0].set_mode(Mode::Blackhole).await.expect("blackhole");
+    let r = load(&node, "www.example.com", "/test", 50, 1.0).await;
+    assert!(failures(&r).is_empty(), "{:?} {:?}", failures(&r), node.events.all());
+    assert_eq!(share(&r, "passive-"), 1.0, "{:?}", r.by_backend());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_changes_apply_live_and_broken_ones_are_refused() {
+    let w = World::new();
+    let (_central, _test) = seed000_world(&w, 2, 2).await;
+    let node = w.node("central").await;
+    let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 4.0)));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Inverted: prefer the AVG data centre.
+    w.write("fp.yaml", &failover_policy(&["topology.istio.io/subzone=avg"]));
+    let r = traffic.await.expect("load");
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    let before = r.by_backend_between(Duration::ZERO, Duration::from_millis(900));
+    let after = r.by_backend_between(Duration::from_millis(2000), Duration::from_millis(4000));
+    assert!(before.keys().all(|b| b.starts_with("central-")), "{before:?}");
+    assert!(!after.is_empty() && after.keys().all(|b| b.starts_with("test-")), "{after:?}");
+    assert!(count(&node, EventKind::ConfigReloaded) >= 1);
+
+    // A broken manifest: refused with its location, the last good config keeps serving.
+    w.write("fp.yaml", "apiVersion: resilience.policy.gloo.solo.io/v2\nkind: FailoverPolicy\nmetadata:\n  name: fp\n  namespace: infra\nspec:\n  config:\n    priorityLabelz: {}\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rejected = node.events.all().into_iter().find(|e| e.kind == EventKind::ConfigRejected).map(|e| e.reason).unwrap_or_default();
+    assert!(rejected.contains("fp.yaml:8:5") && rejected.contains("did you mean \"priorityLabels\""), "{rejected}");
+    let r = load(&node, "go.infra.global", "/", 200, 1.0).await;
+    assert!(failures(&r).is_empty(), "{:?}", failures(&r));
+    assert_eq!(share(&r, "test-"), 1.0, "{:?}", r.by_backend());
+    node.stop().await;
+}
+
+async fn send(node: &Node, method: http::Method, host: &str, body: &'static str) -> (u16, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}/", node.listen))
+        .header(http::header::HOST, host)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_reached_a_failing_backend_is_not_retried() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let node = w.node("central").await;
+    central[0].set_mode(Mode::Status(503)).await.expect("503");
+    let (status, _) = send(&node, http::Method::POST, "go.infra.global", "order=1").await;
+    assert_eq!(status, 503);
+    assert_eq!(central[0].received_by_method("POST"), 1);
+    assert_eq!(test[0].received_by_method("POST"), 0, "the POST must not be replayed elsewhere");
+    // The same failure on a GET is retried on the other priority.
+    let (status, body) = send(&node, http::Method::GET, "go.infra.global", "").await;
+    assert_eq!((status, body.trim()), (200, "test-1"));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_grpc_pass_with_trailers() {
+    let w = World::new();
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
+    let node = w.node("central").await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let mut req = http::Request::get(format!("http://{}/", node.listen)).body(Full::new(Bytes::new())).expect("request");
+    req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("go.infra.global"));
+    let resp = client.request(req).await.expect("h2 response");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+
+    let mut grpc = http::Request::post(format!("http://{}/echo.Echo/Say", node.listen)).body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi"))).expect("request");
+    grpc.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    grpc.headers_mut().insert("te", http::HeaderValue::from_static("trailers"));
+    grpc.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("go.infra.global"));
+    let resp = client.request(grpc).await.expect("grpc response");
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.expect("grpc body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-status").and_then(|v| v.to_str().ok()), Some("0"), "{trailers:?}");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+    node.stop().await;
+}
