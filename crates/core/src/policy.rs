@@ -15,6 +15,8 @@ pub struct Resilience {
     /// `None`: no retry policy (Envoy then does not retry); veer's data plane applies its own
     /// safe defaults on top.
     pub retry: Option<RetryPolicy>,
+    /// Whole-request timeout covering every try; `None`: the data plane's default.
+    pub request_timeout: Option<Duration>,
     pub load: LoadSettings,
 }
 

@@ -267,6 +267,25 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
             }
         }
     }
+    // Retries and timeouts: a TrafficPolicy that shifts traffic to this FailoverService, else
+    // one that selects its first backing service.
+    let mut retry = None;
+    let mut request_timeout = None;
+    let shifting = set.traffic_policies.iter().filter(|tp| tp.shift_to_failover.iter().any(|(n, ns, _)| *n == fs.meta.name && *ns == fs.meta.namespace));
+    let selecting = fs.backing.first().into_iter().flat_map(|b| {
+        set.traffic_policies.iter().filter(move |tp| tp.destinations.iter().any(|d| d.cluster == b.cluster && d.namespace == b.namespace && d.name == b.name))
+    });
+    for tp in shifting.chain(selecting) {
+        if retry.is_none() {
+            if let Some((attempts, per_try)) = tp.retries {
+                retry = Some(veer_core::policy::RetryPolicy { attempts, per_try_timeout: per_try, ..veer_core::policy::RetryPolicy::istio_default() });
+                sources.push(source(&tp.meta, "retries"));
+            }
+        }
+        if request_timeout.is_none() {
+            request_timeout = tp.request_timeout;
+        }
+    }
     if outlier.is_none() {
         notes.push("no TrafficPolicy gives the backing services outlier detection: nothing marks them unhealthy, so traffic never moves to the next tier".into());
     }
@@ -276,7 +295,7 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
         endpoints,
         rule: PriorityRule::Tiers,
         weighting: GroupWeighting::Off,
-        resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        resilience: Resilience { outlier, retry, request_timeout, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
         http2: matches!(fs.protocol.as_str(), "GRPC" | "HTTP2"),
         sources,
         notes,
@@ -396,6 +415,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
         resilience.retry = Some(r.clone());
         notes.push("the HTTPRoute rule's retry overrides the BackendTrafficPolicy retry".into());
     }
+    resilience.request_timeout = rule.timeout;
     Ok(Some(Destination {
         host: host.to_string(),
         port: port.or(listener_port).unwrap_or(80),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -36,7 +36,8 @@ impl Default for Limits {
 /// Serves `listener` until `shutdown` turns true, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).max_buf_size(limits.max_header_bytes.max(8192));
+    // A client gets 30 s to send a request head: a slow-loris cannot hold connections forever.
+    builder.http1().keep_alive(true).max_buf_size(limits.max_header_bytes.max(8192)).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
     let graceful = GracefulShutdown::new();
     let in_flight = Arc::new(Semaphore::new(limits.max_concurrent_requests));

@@ -329,8 +329,11 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
     // previous_priorities): retrying into the same failure domain is what leaks errors.
     retry.other_priorities = true;
     let mut timeouts = Timeouts::default();
+    if let Some(t) = dest.resilience.request_timeout {
+        timeouts.request = t;
+    }
     if let Some(t) = retry.per_try_timeout {
-        timeouts.per_try = t;
+        timeouts.per_try = t.min(timeouts.request);
     }
     DestState {
         key: Arc::from(key.as_str()),
@@ -366,3 +369,6 @@ fn path_matches(m: &PathMatch, path: &str) -> bool {
         PathMatch::Regex(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,6 +70,9 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// A two-cluster world on loopback: watch traffic fail over and back with zero errors.
     Demo {
@@ -163,18 +166,26 @@ async fn wait_for_stop() {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    runtime_with(None)
+}
+
+fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers } => {
             init_logs(log_json);
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
             cfg.labels = labels.into_iter().collect();
             cfg.listen = listen;
             cfg.admin = admin;
-            runtime()?.block_on(run_node(cfg))
+            runtime_with(workers)?.block_on(run_node(cfg))
         }
         Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
         Command::Kinds => {

@@ -793,3 +793,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn eject_now_ejects_at_once_but_respects_the_cap() {
+    let mut d = OutlierDetector::new(config(50), ["a", "b", "c", "d"]);
+    // Rolls of 99 would refuse a 99%-or-less enforcement; decisive ejections are always enforced.
+    let mut rng = || 99;
+    assert!(d.eject_now(&"a", EjectionReason::ConnectFailure, secs(1), &mut rng).is_ejected());
+    assert!(d.eject_now(&"b", EjectionReason::ConnectFailure, secs(1), &mut rng).is_ejected());
+    assert!(matches!(d.eject_now(&"c", EjectionReason::ConnectFailure, secs(1), &mut rng), Verdict::Overflow { .. }));
+    // Already ejected or unknown hosts are ignored.
+    assert_eq!(d.eject_now(&"a", EjectionReason::ConnectFailure, secs(1), &mut rng), Verdict::None);
+    assert_eq!(d.eject_now(&"zz", EjectionReason::ConnectFailure, secs(1), &mut rng), Verdict::None);
+}
+
+#[test]
+fn failed_readmission_ejects_again_for_longer() {
+    let mut d = OutlierDetector::new(config(100), ["a", "b"]);
+    let mut rng = zero();
+    let first = ejected(&d.eject_now(&"a", EjectionReason::ConnectFailure, secs(0), &mut rng));
+    assert_eq!(first.duration, secs(30));
+    assert_eq!(d.sweep(secs(30)), vec!["a"]);
+    // The probe failed: ejected again at once, with backoff grown.
+    let again = ejected(&d.eject_now(&"a", EjectionReason::ReadmissionProbeFailed, secs(30), &mut rng));
+    assert_eq!(again.duration, secs(60));
+    assert!(d.is_ejected(&"a"));
+}

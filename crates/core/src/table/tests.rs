@@ -132,3 +132,22 @@ mod props {
         }
     }
 }
+
+#[test]
+fn level_shares_give_a_spilled_to_priority_its_own_split_even_at_zero_load() {
+    let mut eps = vec![ep("a", "r/z", "a", Health::Healthy)];
+    eps.extend((0..3).map(|_| ep("b", "r/z", "b1", Health::Healthy)));
+    eps.push(ep("b", "r/z", "b2", Health::Healthy));
+    eps[0].tier = Some(0);
+    for e in &mut eps[1..] {
+        e.tier = Some(1);
+    }
+    let t = build(&client("a", "r/z"), &eps, &PriorityRule::Tiers, LoadSettings::default(), GroupWeighting::On);
+    assert_eq!(t.load.healthy, vec![100, 0]);
+    let shares = level_shares(&t, &eps, 1);
+    let total: f64 = shares.iter().map(|(_, s)| s).sum();
+    assert!((total - 100.0).abs() < 1e-9, "{shares:?}");
+    // A group weighs the sum of its endpoint weights (3 and 1), so b1's three endpoints get 75%.
+    let b1: f64 = shares.iter().filter(|(i, _)| eps[*i].group == "b1").map(|(_, s)| s).sum();
+    assert!((b1 - 75.0).abs() < 1e-9, "{shares:?}");
+}

@@ -1,0 +1,100 @@
+use super::*;
+
+const WORLD: &str = "
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec: {locality: {region: us-west, zone: a}}
+---
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: east}
+spec: {locality: {region: us-east, zone: a}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: east}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: w1, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec: {address: 127.0.0.1, labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: e1, namespace: demo, labels: {topology.istio.io/cluster: east}}
+spec: {address: 127.0.0.2, labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: e2, namespace: demo, labels: {topology.istio.io/cluster: east}}
+spec: {address: 127.0.0.3, labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo.demo.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
+";
+
+fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), WORLD.into())]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    Snapshot::build(&loaded.set, "west", &Labels::new(), unhealthy, 1).expect("snapshot")
+}
+
+#[test]
+fn routes_by_host_port_and_short_names() {
+    let s = snapshot(&Unhealthy::new());
+    for host in ["echo.demo.svc.cluster.local", "echo.demo.svc.cluster.local:80", "echo.demo", "ECHO.demo.svc"] {
+        assert_eq!(s.route(host, "/").map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
+    }
+    assert!(s.route("echo.demo.svc.cluster.local:81", "/").is_none());
+    assert!(s.route("example.com", "/").is_none());
+}
+
+#[test]
+fn first_attempt_follows_the_table_and_retries_leave_the_tried_priority() {
+    let s = snapshot(&Unhealthy::new());
+    let d = s.route("echo.demo", "/").expect("route");
+    assert_eq!(d.table.load.healthy, vec![100, 0]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..200 {
+        let ep = d.pick(&Tried::default(), rng.u64(..), rng.f64()).expect("pick");
+        assert_eq!(&*d.upstreams[ep].cluster, "west");
+    }
+    // After the west endpoint failed, every retry goes to east, spread over both endpoints.
+    let west = d.upstreams.iter().position(|u| &*u.cluster == "west").expect("west endpoint");
+    let mut tried = Tried::default();
+    tried.record(west, d.upstreams[west].priority);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let ep = d.pick(&tried, rng.u64(..), rng.f64()).expect("retry pick");
+        assert_eq!(&*d.upstreams[ep].cluster, "east");
+        seen.insert(ep);
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn unhealthy_endpoints_get_no_first_attempts() {
+    let mut down = Unhealthy::new();
+    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
+    let s = snapshot(&down);
+    let d = s.route("echo.demo", "/").expect("route");
+    assert_eq!(d.table.load.healthy, vec![0, 100]);
+    assert_eq!(d.active_priority(), 1);
+    let mut rng = fastrand::Rng::with_seed(1);
+    for _ in 0..100 {
+        let ep = d.pick(&Tried::default(), rng.u64(..), rng.f64()).expect("pick");
+        assert_eq!(&*d.upstreams[ep].cluster, "east");
+    }
+}
