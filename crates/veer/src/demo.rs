@@ -144,9 +144,10 @@ async fn start_backend(name: &str, ip: Ipv4Addr) -> Result<Backend, String> {
 /// re-admission probes come at about P + b and P + 3b: with b = (P + 1 s) / 3 the first lands
 /// inside the outage (it fails, and the event log shows veer keeping a dead cluster out) and the
 /// second about a second after west is back. A fixed b would re-admit west only near the end of
-/// the recovery phase for some phase lengths, or not at all.
+/// the recovery phase for some phase lengths, or not at all. Rounded down to 100 ms so the events
+/// read well; 3b stays above P, so the second probe still comes after the restore.
 fn base_ejection(phase: Duration) -> Duration {
-    let ms = (phase.as_millis() + 1000) / 3;
+    let ms = (phase.as_millis() + 1000) / 3 / 100 * 100;
     Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX).max(1000))
 }
 
@@ -235,7 +236,7 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
                     let phase = *phase_rx.borrow_and_update();
                     view.phase = phase;
                     if !live {
-                        println!("t={:.1}s  phase {}/3: {}", t0.elapsed().as_secs_f64(), phase.number(), phase.text());
+                        println!("t={:>3.0}s  phase {}/3: {}", t0.elapsed().as_secs_f64(), phase.number(), phase.text());
                     }
                 }
                 Err(_) => phases_done = true,
@@ -244,14 +245,12 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
             _ = &mut interrupt => {
                 load.abort();
                 outage.abort();
-                view.finish();
                 println!("interrupted; stopping the demo");
                 return Ok(ExitCode::from(130));
             }
         }
     }
     view.render(t0.elapsed(), &west.events);
-    view.finish();
     let report = load.await.map_err(|e| format!("the load generator stopped: {e}"))?;
     let (stop_at, restore_at) = outage.await.map_err(|e| format!("the outage task stopped: {e}"))??;
     Ok(summary(world, &report, stop_at, restore_at, &west.events.all(), t0_unix_ms))
@@ -404,12 +403,6 @@ impl View {
         }
         let _ = out.flush();
         self.drawn = lines.len();
-    }
-
-    fn finish(&mut self) {
-        if self.live && self.drawn > 0 {
-            println!();
-        }
     }
 }
 

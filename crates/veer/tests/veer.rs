@@ -316,3 +316,14 @@ fn validate_reads_stdin() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("<stdin>:7:11: error: Service/default/a: spec.ports[0].port: 70000 is out of range"), "{text}");
 }
+
+#[test]
+fn demo_fails_over_and_back_without_errors() {
+    let (code, out, err) = veer(&["demo", "--plain", "--phase-seconds", "7", "--rate", "100"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\n  errors: 0\n"), "{out}");
+    assert!(out.contains("time to fail over: ") && out.contains("after west went down"), "{out}");
+    assert!(out.contains("time to fail back: ") && out.contains("after west came back"), "{out}");
+    assert!(out.contains("zero errors"), "{out}");
+    assert!(!out.contains('\x1b'), "plain output must not carry escape sequences: {out}");
+}
