@@ -16,7 +16,7 @@ now() { date +%s.%N; }
 render() {
     local tmpl=$1 out=$2 kv k v
     shift 2
-    local args=()
+    local args=(-e '')
     for kv in "$@"; do
         k=${kv%%=*}
         v=${kv#*=}

@@ -8,7 +8,8 @@ run      Fixed-rate HTTP/1.1 keep-alive GETs to 127.0.0.1:PORT with a Host heade
          status, 0 on transport error), b (body when it names a backend: b1/b2), e (transport error name). Latency
          runs from when the request task started (as the peer study measured it), so the
          probe's own scheduling lag is not charged to the proxy.
-failover Joins a run with an events file ("<wall-clock s> <name>" per line: down, up) and
+failover Joins a run with an events file ("<wall-clock s> <name>" per line: down,
+         down_done, up) and
          prints one JSON summary.
 reload   Joins a run with an events file with "reload" lines and prints one JSON summary.
 
@@ -172,7 +173,11 @@ def failover(args):
     after = [r for r in recs if r["t"] >= up]
     # A request counts toward the window in which it was sent. Failover convergence: from the
     # fault to the last request sent during the outage that b2 did not answer.
-    not_b2 = [r for r in during if r["o"] != "b2"]
+    # "down" is written just before the fault is applied and "down_done" once it is in force
+    # (b1's process has exited, or the flag file exists): b1 answers sent in between are not a
+    # failure to move.
+    done = ev.get("down_done", down)
+    not_b2 = [r for r in during if r["o"] != "b2" and not (r["o"] == "b1" and r["t"] < done)]
     conv = (max(r["t"] for r in not_b2) - down) if not_b2 else 0.0
     # Failback: the first request sent after recovery that b1 answered, and from when on every
     # request was b1's (only if the run ends on b1).
@@ -189,6 +194,7 @@ def failover(args):
         "requests": len(recs),
         "rate_rps": round((len(recs) - 1) / (end - t0), 1) if end > t0 else None,
         "outage_s": round(up - down, 3),
+        "fault_apply_ms": ms(done - down),
         "run_after_recovery_s": round(end - up, 3),
         "client_errors": len(errs),
         "error_kinds": kinds,

@@ -180,7 +180,8 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         streaming = Some(body);
     }
 
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    // PathAndQuery is reference-counted: cloning it per attempt copies nothing.
+    let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     if !headers.contains_key(header::HOST) {
@@ -196,9 +197,12 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
     let mut last: Option<(Failure, usize)> = None;
     while let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) {
         let upstream = &dest.upstreams[ep];
-        let uri = match Uri::builder().scheme("http").authority(upstream.authority.clone()).path_and_query(path_and_query.as_str()).build() {
-            Ok(u) => u,
-            Err(_) => return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None),
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+        uri_parts.authority = Some(upstream.authority.clone());
+        uri_parts.path_and_query = Some(path_and_query.clone());
+        let Ok(uri) = Uri::from_parts(uri_parts) else {
+            return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
         };
         let body: Body = match (&buffered, streaming.take()) {
             (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
@@ -298,15 +302,36 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
 fn respond(resp: Response<Incoming>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&upstream.cluster) {
-        parts.headers.insert(X_VEER_CLUSTER, v);
-    }
-    parts.headers.insert(X_VEER_ATTEMPTS, HeaderValue::from(attempts));
+    parts.headers.insert(X_VEER_CLUSTER, upstream.cluster_header.clone());
+    parts.headers.insert(X_VEER_ATTEMPTS, attempts_header(attempts));
     Response::from_parts(parts, body.boxed())
+}
+
+fn attempts_header(n: usize) -> HeaderValue {
+    match n {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    }
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_connection_named(headers);
+    }
+    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -316,13 +341,5 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for n in named {
         headers.remove(n);
-    }
-    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
-        headers.remove(h);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        headers.remove(header::TE);
     }
 }

@@ -36,6 +36,8 @@ pub struct Upstream {
     pub key: Arc<str>,
     pub authority: http::uri::Authority,
     pub cluster: Arc<str>,
+    /// `cluster` as a response header value, built once.
+    pub cluster_header: http::HeaderValue,
     pub priority: usize,
     /// Failures reported since the last success: lets the request path report a success only
     /// when it resets something, so healthy traffic sends nothing to the control loop.
@@ -296,7 +298,8 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
                 Address::Dns { host, port } => http::uri::Authority::try_from(format!("{host}:{port}").as_str()),
             }
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
-            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), priority: priority_of[i], recent_failures: AtomicU32::new(0) }
+            let cluster_header = http::HeaderValue::from_str(&e.cluster).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], recent_failures: AtomicU32::new(0) }
         })
         .collect();
     let mut first_pick = Vec::new();
