@@ -327,3 +327,86 @@ fn demo_fails_over_and_back_without_errors() {
     assert!(out.contains("zero errors"), "{out}");
     assert!(!out.contains('\x1b'), "plain output must not carry escape sequences: {out}");
 }
+
+// === veer run, as a process ===
+
+/// Reads the node's stderr until it logs its addresses.
+fn wait_for_addresses(stderr: &mut impl std::io::BufRead) -> (String, String) {
+    let mut line = String::new();
+    for _ in 0..50 {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if line.contains("veer node running") {
+            let field = |name: &str| line.split(&format!("{name}=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string();
+            return (field("gateway"), field("admin"));
+        }
+    }
+    panic!("veer run did not report its addresses; last line: {line}");
+}
+
+#[test]
+fn veer_run_serves_fails_over_and_stops_cleanly() {
+    use std::io::BufReader;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let active = rt.block_on(veer_testkit::Backend::start("active-1", "127.0.0.41:0".parse().expect("addr"))).expect("backend");
+    let passive = rt.block_on(veer_testkit::Backend::start("passive-1", "127.0.0.42:0".parse().expect("addr"))).expect("backend");
+    let dir = std::env::temp_dir().join(format!("veer-run-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let manifest = format!(
+        "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{locality: {{region: r}}}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: active}}\nspec: {{endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: passive}}\nspec: {{fallback: true, endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec: {{gatewayClassName: veer, listeners: [{{name: http, protocol: HTTP, port: 80}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  hostnames: [www.example.com]\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs:\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: active}}\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: passive}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: hc}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]\n  healthCheck: {{passive: {{consecutive5XxErrors: 1, maxEjectionPercent: 100, interval: 1s, baseEjectionTime: 10s}}}}\n",
+        active.addr().ip(), active.addr().port(), passive.addr().ip(), passive.addr().port()
+    );
+    std::fs::write(dir.join("world.yaml"), manifest).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn veer run");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (gateway, admin) = wait_for_addresses(&mut stderr);
+    let spec = |rate: u32, secs: f64| veer_testkit::LoadSpec {
+        target: gateway.parse().expect("gateway address"),
+        host: "www.example.com".into(),
+        path: "/".into(),
+        method: Default::default(),
+        rate_per_sec: rate,
+        duration: std::time::Duration::from_secs_f64(secs),
+        connections: 8,
+        timeout: std::time::Duration::from_secs(5),
+        http2: false,
+    };
+    let before = rt.block_on(veer_testkit::run(spec(200, 0.5)));
+    assert_eq!(before.errors(), 0);
+    assert!(before.by_backend().keys().all(|b| b == "active-1"), "{:?}", before.by_backend());
+    rt.block_on(active.set_mode(veer_testkit::Mode::Refuse)).expect("refuse");
+    let after = rt.block_on(veer_testkit::run(spec(200, 1.0)));
+    assert_eq!(after.errors(), 0, "{:?}", after.samples.iter().filter(|s| s.status != Some(200)).take(3).collect::<Vec<_>>());
+    assert!(after.by_backend().keys().all(|b| b == "passive-1"), "{:?}", after.by_backend());
+    // The admin listener tells what happened.
+    let events = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(admin.as_str()).await.expect("admin connect");
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get("/events").header("host", "admin").body(http_body_util::Empty::new()).expect("request");
+        let resp = send.send_request(req).await.expect("events");
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    });
+    assert!(events.contains("\"kind\": \"ejection\"") && events.contains("\"kind\": \"priority_change\""), "{events}");
+    // SIGTERM: graceful stop, exit 0.
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(async {
+        active.stop().await;
+        passive.stop().await;
+    });
+}
