@@ -1,1 +1,21 @@
-//! x
+//! veer's DNS: the Service Router Operator's record plan (seed 002), zone ownership with
+//! epochs so a regional takeover never leaves two writers, and an authoritative server that
+//! answers destination hosts with the local gateway and serves the regional zones a node writes.
+//!
+//! Layout:
+//! - [`plan`]: what each cluster's operator writes (DNSEndpoints), pure.
+//! - [`ownership`]: who writes each regional zone, epochs, fencing, ExternalDNS TXT registry
+//!   names and values, pure.
+//! - [`zone`]: the answers one node serves and the lookup rules, pure.
+//! - [`server`]: UDP and TCP listeners (hickory-server), rate limiting, the reconcile loop.
+//! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
+
+#![forbid(unsafe_code)]
+
+pub mod ownership;
+pub mod plan;
+pub mod server;
+pub mod yaml;
+pub mod zone;
+
+pub use server::{DnsConfig, DnsServer, DnsStats, Notify, RrlConfig};

@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod diag;
 pub mod explain;
+pub mod externaldns;
 pub mod files;
 pub mod gateway;
 pub mod gloo;

@@ -7,7 +7,7 @@ use crate::decode::{Ctx, Obj};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
 use crate::meta::Meta;
 use crate::yaml::{self, Node};
-use crate::{gateway, gloo, istio, router, smh, topology};
+use crate::{externaldns, gateway, gloo, istio, router, smh, topology};
 
 /// A resource veer acts on, read and checked on its own (references are checked by [`crate::set`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +32,7 @@ pub enum Resource {
     DnsPolicy(router::DnsPolicy),
     ServiceRoute(router::ServiceRoute),
     RouterGateway(router::RouterGateway),
+    DnsEndpoint(externaldns::DnsEndpoint),
 }
 
 type Reader = fn(&Obj<'_>, Meta) -> Option<Resource>;
@@ -130,6 +131,12 @@ const GROUPS: &[Group] = &[
             ("ServiceRoute", |s, m| router::read_service_route(s, m).map(Resource::ServiceRoute)),
             ("Gateway", |s, m| router::read_router_gateway(s, m).map(Resource::RouterGateway)),
         ],
+        known_ignored: &[],
+    },
+    Group {
+        name: "externaldns.k8s.io",
+        versions: &["v1alpha1"],
+        kinds: &[("DNSEndpoint", |s, m| externaldns::read_dns_endpoint(s, m).map(Resource::DnsEndpoint))],
         known_ignored: &[],
     },
 ];
@@ -293,6 +300,7 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::DnsPolicy(x) => &x.meta,
         Resource::ServiceRoute(x) => &x.meta,
         Resource::RouterGateway(x) => &x.meta,
+        Resource::DnsEndpoint(x) => &x.meta,
     }
 }
 

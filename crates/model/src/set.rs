@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diag::{Diagnostics, Severity};
+use crate::externaldns::DnsEndpoint;
 use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, Gateway, HttpRoute};
 use crate::gloo::{FailoverPolicy, ObjectSelector, OutlierDetectionPolicy, VirtualDestination};
 use crate::istio::{host_matches, DestinationRule, IstioGateway};
@@ -40,6 +41,8 @@ pub struct ManifestSet {
     pub dns_policies: Vec<(String, DnsPolicy)>,
     pub service_routes: Vec<(String, ServiceRoute)>,
     pub router_gateways: Vec<(String, RouterGateway)>,
+    /// ExternalDNS `DNSEndpoint`s (as `veer dns endpoints` writes them) with their clusters.
+    pub dns_endpoints: Vec<(String, DnsEndpoint)>,
 }
 
 // === impl ManifestSet ===
@@ -78,6 +81,7 @@ impl ManifestSet {
                 Resource::DnsPolicy(x) => set.dns_policies.push((owner, x)),
                 Resource::ServiceRoute(x) => set.service_routes.push((owner, x)),
                 Resource::RouterGateway(x) => set.router_gateways.push((owner, x)),
+                Resource::DnsEndpoint(x) => set.dns_endpoints.push((owner, x)),
             }
         }
         set.check_gloo(diags);

@@ -71,6 +71,8 @@ pub struct Control {
     rng: Rng,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
+    /// Receives every accepted manifest set (the DNS server's records follow it).
+    manifests: Option<watch::Sender<Arc<ManifestSet>>>,
 }
 
 /// The outlier detection veer applies when a destination configures none: only decisive
@@ -106,9 +108,15 @@ impl Control {
             rng: Rng(fastrand::Rng::new()),
             tx,
             rx,
+            manifests: None,
         };
         c.rebuild();
         c
+    }
+
+    /// Publishes every manifest set accepted by a reload to `tx`.
+    pub fn watch_manifests(&mut self, tx: watch::Sender<Arc<ManifestSet>>) {
+        self.manifests = Some(tx);
     }
 
     fn now(&self) -> Duration {
@@ -296,6 +304,9 @@ impl Control {
             return;
         }
         self.set = loaded.set;
+        if let Some(tx) = &self.manifests {
+            tx.send_replace(Arc::new(self.set.clone()));
+        }
         self.rebuild();
         self.metrics.config_reload(true);
         self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));

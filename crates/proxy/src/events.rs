@@ -35,6 +35,8 @@ pub enum EventKind {
     HealthCheckPassed,
     ConfigReloaded,
     ConfigRejected,
+    /// A regional DNS zone changed writer (takeover or hand-back), with its new epoch.
+    DnsOwnership,
     Started,
     Stopping,
 }
@@ -52,6 +54,7 @@ impl EventKind {
             EventKind::HealthCheckPassed => "health_check_passed",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::DnsOwnership => "dns_ownership",
             EventKind::Started => "started",
             EventKind::Stopping => "stopping",
         }

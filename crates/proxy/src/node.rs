@@ -33,11 +33,13 @@ pub struct NodeConfig {
     pub admin: Option<SocketAddr>,
     pub reload_every: Duration,
     pub limits: Limits,
+    /// DNS listener (UDP and TCP): destination hosts and this cluster's regional zones.
+    pub dns: Option<SocketAddr>,
 }
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default() }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None }
     }
 }
 
@@ -45,11 +47,14 @@ impl NodeConfig {
 pub struct Node {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The DNS server's address, when one runs.
+    pub dns: Option<SocketAddr>,
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    dns_server: Option<veer_dns::DnsServer>,
 }
 
 impl Node {
@@ -88,7 +93,23 @@ impl Node {
             budgets: ArcSwap::from_pointee(Default::default()),
         });
         let control_cfg = ControlConfig { files: cfg.files.clone(), cluster: cfg.cluster.clone(), labels: cfg.labels.clone(), reload_every: cfg.reload_every };
-        let control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
+        let dns_set = cfg.dns.map(|_| Arc::new(set.clone()));
+        let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
+        let dns_server = match (cfg.dns, dns_set) {
+            (Some(dns_addr), Some(first)) => {
+                // The DNS records follow every manifest set the control loop accepts.
+                let (set_tx, set_rx) = watch::channel(first);
+                control.watch_manifests(set_tx);
+                let gateway = if listen.ip().is_unspecified() { cluster.as_ref().and_then(|c| c.gateway).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip()) } else { listen.ip() };
+                let (ev, me) = (events.clone(), cfg.cluster.clone());
+                let notify: veer_dns::Notify = Arc::new(move |t| {
+                    ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
+                });
+                Some(veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?)
+            }
+            _ => None,
+        };
+        let dns = dns_server.as_ref().map(|d| d.addr);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(control.run(outcome_rx, shutdown_rx.clone())));
@@ -114,7 +135,7 @@ impl Node {
             }
         }));
         events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
-        Ok(Node { listen, admin: admin_addr, events, metrics, shared, shutdown, tasks })
+        Ok(Node { listen, admin: admin_addr, dns, events, metrics, shared, shutdown, tasks, dns_server })
     }
 
     /// The routing snapshot in force.
@@ -129,5 +150,13 @@ impl Node {
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(d) = self.dns_server {
+            d.stop().await;
+        }
+    }
+
+    /// The DNS server, when one runs (its zones, writers and epochs, counters).
+    pub fn dns_server(&self) -> Option<&veer_dns::DnsServer> {
+        self.dns_server.as_ref()
     }
 }

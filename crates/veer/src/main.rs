@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod dns_cmd;
 use veer_core::topology::Labels;
 use veer_model::diag::Severity;
 use veer_model::explain::{apply_down, explain, render_table, Down};
@@ -73,6 +74,9 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
     },
     /// A two-cluster world on loopback: watch traffic fail over and back with zero errors.
     Demo {
@@ -85,6 +89,11 @@ enum Command {
         /// Plain output (no live bars), for logs and tests.
         #[arg(long)]
         plain: bool,
+    },
+    /// DNS: the DNSEndpoints for ExternalDNS, and who writes which regional zone.
+    Dns {
+        #[command(subcommand)]
+        command: dns_cmd::DnsCommand,
     },
     /// List the apiVersions and kinds veer reads.
     Kinds,
@@ -136,7 +145,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
@@ -179,15 +188,17 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers, dns } => {
             init_logs(log_json);
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
             cfg.labels = labels.into_iter().collect();
             cfg.listen = listen;
             cfg.admin = admin;
+            cfg.dns = dns;
             runtime_with(workers)?.block_on(run_node(cfg))
         }
         Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
+        Command::Dns { command } => dns_cmd::run(command),
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
                 println!("{k}");
@@ -214,7 +225,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 + set.traffic_policies.len() + set.virtual_meshes.len() + set.destination_rules.len()
                 + set.istio_gateways.len() + set.backends.len() + set.backend_policies.len() + set.gateways.len()
                 + set.routes.len() + set.cluster_identities.len() + set.dns_configurations.len()
-                + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len();
+                + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len()
+                + set.dns_endpoints.len();
             println!(
                 "{acted} resources read, {ignored} ignored{}; {errors} error(s), {warnings} warning(s)",
                 if ignored > 0 && !show_ignored { " (--show-ignored lists them)" } else { "" }

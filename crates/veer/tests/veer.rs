@@ -410,3 +410,131 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
         passive.stop().await;
     });
 }
+
+// === seed 002: `veer dns endpoints` and `veer dns plan` ===
+
+const E002: &str = "examples/002-dns-regional-takeover";
+
+/// A scratch folder for files the seed leaves implicit.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("veer-dns-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// `veer dns endpoints` for `files`; checks the YAML passes `veer validate` and returns
+/// (DNSEndpoint name, dnsName, type, target) of each document, and the whole output.
+fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, String, String)>, String) {
+    let mut args = vec!["dns", "endpoints"];
+    for f in files {
+        args.extend(["-f", f.as_str()]);
+    }
+    args.extend(["--cluster", cluster, "-o", "yaml"]);
+    let (code, out, err) = veer(&args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let dir = scratch(&format!("out-{cluster}-{}", files.len()));
+    let path = dir.join("endpoints.yaml");
+    std::fs::write(&path, &out).expect("write");
+    let (code, v, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
+    assert_eq!(code, 0, "veer validate rejects what veer dns endpoints wrote:\n{v}\n{out}");
+    assert!(v.contains("0 error(s), 0 warning(s)"), "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut rows = Vec::new();
+    for doc in out.split("\n---\n").filter(|d| d.contains("kind: DNSEndpoint")) {
+        let field = |key: &str| doc.lines().find_map(|l| l.trim().trim_start_matches("- ").strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default();
+        let target = doc.lines().skip_while(|l| !l.contains("targets:")).nth(1).map(|l| l.trim().trim_start_matches("- ").to_string()).unwrap_or_default();
+        rows.push((field("name:"), field("dnsName:"), field("recordType:"), target));
+    }
+    (rows, out)
+}
+
+fn route_rows(rows: &[(String, String, String, String)]) -> Vec<(String, String)> {
+    rows.iter().filter(|r| r.2 == "CNAME").map(|r| (r.0.clone(), r.3.clone())).collect()
+}
+
+const ACTIVE_POLICY_ANY_REGION: &str = "apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n  mode: Active\n";
+const WEU_IDENTITY: &str = "apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\nspec:\n  region: weu\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n";
+
+#[test]
+fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_validate() {
+    let cname = "web-ns-p-prod-myapp.example.com";
+    let to = |n: &str, t: &str| (n.to_string(), t.to_string());
+
+    // Normal operation, Active mode in weu: one route endpoint, gateway A records in every zone.
+    let (rows, _) = dns_endpoints(&[format!("{E002}/weu")], "aks-weu-01");
+    assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com")]);
+    assert!(rows.iter().all(|r| r.2 != "CNAME" || r.1 == cname), "{rows:?}");
+    let gateways: Vec<&str> = rows.iter().filter(|r| r.2 == "A").map(|r| r.0.as_str()).collect();
+    assert_eq!(gateways, ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu"]);
+    assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.0.1"), "{rows:?}");
+
+    // RegionBound from weu: every controller's zone points at weu.
+    let dir = scratch("rb");
+    std::fs::write(dir.join("identity.yaml"), WEU_IDENTITY).expect("write");
+    let (rows, _) = dns_endpoints(&[format!("{E002}/weu/cluster.yaml"), format!("{E002}/steps/weu-regionbound-policy.yaml"), dir.display().to_string()], "aks-weu-01");
+    assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com")]);
+
+    // Failover: neu adopts weu (the seed shows neu's identity; its Active DNSPolicy is implied).
+    std::fs::write(dir.join("policy.yaml"), ACTIVE_POLICY_ANY_REGION).expect("write");
+    std::fs::remove_file(dir.join("identity.yaml")).expect("remove");
+    let (rows, out) = dns_endpoints(&[format!("{E002}/neu"), dir.display().to_string()], "aks-neu-01");
+    assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
+    assert!(out.contains("external-dns.alpha.kubernetes.io/controller: external-dns-weu"), "{out}");
+    assert!(out.contains("router.io/serviceroute: web") && out.contains("router.io/source-namespace: myapp") && out.contains("app.kubernetes.io/managed-by: service-router-operator"), "{out}");
+
+    // Recovery: the adoption removed, neu writes its own region only.
+    let (rows, _) = dns_endpoints(&[format!("{E002}/neu/cluster.yaml"), format!("{E002}/steps/neu-adoption-removed.yaml"), dir.display().to_string()], "aks-neu-01");
+    assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com")]);
+
+    // The neu view as the seed gives it has no DNSPolicy: the operator waits, and so does veer.
+    let (rows, out) = dns_endpoints(&[format!("{E002}/neu")], "aks-neu-01");
+    assert!(route_rows(&rows).is_empty(), "{rows:?}");
+    assert!(out.contains("DNSPolicyNotFound"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Both clusters of seed 002 in one labelled set, as every node reads it.
+fn shared_002(dir: &std::path::Path, neu_adopts: &str) {
+    for (cluster, region, adopts) in [("aks-weu-01", "weu", "[]"), ("aks-neu-01", "neu", neu_adopts)] {
+        let label = format!("  labels:\n    topology.istio.io/cluster: {cluster}\n");
+        let text = format!(
+            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: {cluster}\nspec:\n  locality:\n    region: {region}\n---\n\
+apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\n{label}spec:\n  region: {region}\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n  adoptsRegions: {adopts}\n---\n\
+apiVersion: cluster.router.io/v1alpha1\nkind: DNSConfiguration\nmetadata:\n  name: dns-config\n{label}spec:\n  externalDNSControllers:\n  - name: external-dns-weu\n    region: weu\n  - name: external-dns-neu\n    region: neu\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: Gateway\nmetadata:\n  name: default-gateway\n  namespace: istio-ingress\n{label}spec:\n  controller: aks-istio-ingressgateway-internal\n  targetPostfix: internal\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: ServiceRoute\nmetadata:\n  name: web\n  namespace: myapp\n{label}spec:\n  serviceName: web\n  gatewayName: default-gateway\n  gatewayNamespace: istio-ingress\n  environment: prod\n  application: myapp\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\n{label}spec:\n  mode: Active\n  sourceRegion: {region}\n"
+        );
+        std::fs::write(dir.join(format!("{region}.yaml")), text).expect("write");
+    }
+}
+
+#[test]
+fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
+    let dir = scratch("plan");
+    shared_002(&dir, "[]");
+    let d = dir.display().to_string();
+    let (code, out, err) = veer(&["dns", "plan", "-f", &d, "--down", "cluster=aks-weu-01", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let weu = v["zones"].as_array().and_then(|z| z.iter().find(|z| z["zone"]["region"] == "weu")).cloned().expect("weu zone");
+    assert_eq!(weu["writer"], "aks-weu-01");
+    assert_eq!(weu["writer_down"], true);
+    let t = &v["takeovers"][0];
+    assert_eq!(t["adopter"], "aks-neu-01");
+    assert_eq!(t["epoch"], 2);
+    assert!(t["records"].as_array().is_some_and(|r| r.iter().any(|r| r["type"] == "CNAME" && r["target"] == "aks01-neu-internal.example.com")), "{t}");
+    let (_, table, _) = veer(&["dns", "plan", "-f", &d, "--down", "cluster=aks-weu-01"]);
+    assert!(table.contains("WRITER DOWN") && table.contains("with adoptsRegions: [weu] on aks-neu-01"), "{table}");
+
+    // With the adoption in place, neu writes the weu zone; weu's own claim is outranked, and
+    // `dns endpoints` for weu withholds its route record for that zone.
+    shared_002(&dir, "[weu]");
+    let (_, table, _) = veer(&["dns", "plan", "-f", &d]);
+    assert!(table.contains("zone weu/example.com (controller external-dns-weu): written by aks-neu-01 (adoption, epoch 2)"), "{table}");
+    let (code, out, err) = veer(&["dns", "endpoints", "-f", &d, "--cluster", "aks-weu-01"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("# withheld: web-external-dns-weu") && !out.contains("name: web-external-dns-weu"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

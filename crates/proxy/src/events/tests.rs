@@ -105,6 +105,7 @@ fn serializes_with_snake_case_kinds() {
         (EventKind::HealthCheckFailed, "health_check_failed"),
         (EventKind::HealthCheckPassed, "health_check_passed"),
         (EventKind::ConfigReloaded, "config_reloaded"),
+        (EventKind::DnsOwnership, "dns_ownership"),
         (EventKind::ConfigRejected, "config_rejected"),
         (EventKind::Started, "started"),
         (EventKind::Stopping, "stopping"),

@@ -1,0 +1,593 @@
+//! The authoritative DNS server of a node (hickory-server): UDP and TCP on one address, answers
+//! from the current [`Zones`], reconciled from the manifest set on every change; malformed
+//! packets are dropped, UDP answers fit 512 bytes or the EDNS size (TC set otherwise), and a
+//! per-source response rate limit keeps the server from being an amplifier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+use serde::Serialize;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use veer_model::set::ManifestSet;
+
+use crate::ownership::{self, Publication, Registry, Transition, ZoneStore};
+use crate::plan::{self, Endpoint, PlanOptions};
+use crate::zone::{destination_hosts, Outcome, RegionalZone, ZoneInput, Zones};
+
+/// How a node's DNS server runs.
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// UDP and TCP address (port 0 picks a free port, the same for both).
+    pub listen: SocketAddr,
+    /// The veer `Cluster` this node serves.
+    pub cluster: String,
+    /// The local gateway address destination hosts and this cluster's gateway records resolve to.
+    pub gateway: IpAddr,
+    /// TTL of every record (the operator sets none on CNAMEs).
+    pub ttl: u32,
+    /// ExternalDNS `--txt-prefix` of the ownership records (seed 002: `_external-dns-owner.`).
+    pub txt_prefix: String,
+    /// Largest UDP answer veer sends even when a client offers more (DNS Flag Day 2020: 1232).
+    pub max_udp_payload: u16,
+    pub rrl: RrlConfig,
+    /// Idle TCP connections are closed after this long.
+    pub tcp_timeout: Duration,
+    /// Where zone epochs are kept across restarts (none: they restart from the baseline).
+    pub state_file: Option<PathBuf>,
+}
+
+impl DnsConfig {
+    pub fn new(listen: SocketAddr, cluster: &str, gateway: IpAddr) -> Self {
+        DnsConfig {
+            listen,
+            cluster: cluster.to_string(),
+            gateway,
+            ttl: PlanOptions::default().ttl,
+            txt_prefix: "_external-dns-owner.".into(),
+            max_udp_payload: 1232,
+            rrl: RrlConfig::default(),
+            tcp_timeout: Duration::from_secs(10),
+            state_file: None,
+        }
+    }
+}
+
+/// Response rate limiting per source network, as BIND's RRL: a token bucket per /24 (IPv4) or
+/// /56 (IPv6); past the limit answers are dropped, except every `slip`-th one, which goes out
+/// empty with TC set so a real client retries over TCP (where no spoofing is possible).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Sustained answers per second per source network (0 disables the limit).
+    pub responses_per_second: u32,
+    /// Answers a source may send in a burst above the sustained rate.
+    pub burst: u32,
+    /// Every n-th limited answer is sent truncated (0: drop all).
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        RrlConfig { responses_per_second: 50, burst: 100, slip: 2, ipv4_prefix: 24, ipv6_prefix: 56 }
+    }
+}
+
+/// What to do with one answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RrlVerdict {
+    Send,
+    /// Send an empty truncated answer instead.
+    Slip,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    limited: u32,
+}
+
+/// Per-source token buckets; time is passed in.
+#[derive(Debug)]
+pub struct Rrl {
+    cfg: RrlConfig,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+/// Buckets kept at most; idle ones are swept when the table is full.
+const RRL_TABLE: usize = 65_536;
+
+// === impl Rrl ===
+
+impl Rrl {
+    pub fn new(cfg: RrlConfig) -> Self {
+        Rrl { cfg, buckets: HashMap::new() }
+    }
+
+    fn network(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let keep = u32::from(self.cfg.ipv4_prefix.min(32));
+                let mask = if keep == 0 { 0 } else { u32::MAX << (32 - keep) };
+                IpAddr::V4((bits & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let keep = u32::from(self.cfg.ipv6_prefix.min(128));
+                let mask = if keep == 0 { 0 } else { u128::MAX << (128 - keep) };
+                IpAddr::V6((bits & mask).into())
+            }
+        }
+    }
+
+    /// Accounts one answer to `ip` at `now`.
+    pub fn check(&mut self, ip: IpAddr, now: Instant) -> RrlVerdict {
+        if self.cfg.responses_per_second == 0 {
+            return RrlVerdict::Send;
+        }
+        let key = self.network(ip);
+        let rate = f64::from(self.cfg.responses_per_second);
+        let cap = f64::from(self.cfg.burst.max(1));
+        if self.buckets.len() >= RRL_TABLE && !self.buckets.contains_key(&key) {
+            // A full bucket is as good as none; forget those, and the oldest half if need be.
+            self.buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < cap);
+            if self.buckets.len() >= RRL_TABLE {
+                self.buckets.clear();
+            }
+        }
+        let b = self.buckets.entry(key).or_insert(Bucket { tokens: cap, last: now, limited: 0 });
+        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(cap);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return RrlVerdict::Send;
+        }
+        b.limited = b.limited.wrapping_add(1);
+        if self.cfg.slip > 0 && b.limited.is_multiple_of(self.cfg.slip) {
+            RrlVerdict::Slip
+        } else {
+            RrlVerdict::Drop
+        }
+    }
+}
+
+/// Counters of the request path.
+#[derive(Debug, Default)]
+struct Counters {
+    udp_queries: AtomicU64,
+    tcp_queries: AtomicU64,
+    malformed_dropped: AtomicU64,
+    rrl_dropped: AtomicU64,
+    rrl_slipped: AtomicU64,
+    truncated: AtomicU64,
+    refused: AtomicU64,
+    nxdomain: AtomicU64,
+}
+
+/// A snapshot of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DnsStats {
+    pub udp_queries: u64,
+    pub tcp_queries: u64,
+    pub malformed_dropped: u64,
+    pub rrl_dropped: u64,
+    pub rrl_slipped: u64,
+    pub truncated: u64,
+    pub refused: u64,
+    pub nxdomain: u64,
+}
+
+/// An answer before encoding.
+#[derive(Debug)]
+pub struct Reply {
+    pub metadata: Metadata,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub edns: Option<Edns>,
+}
+
+/// The request path: answers from the current zones.
+#[derive(Debug)]
+pub struct Handler {
+    zones: ArcSwap<Zones>,
+    max_udp_payload: u16,
+    counters: Counters,
+}
+
+// === impl Handler ===
+
+impl Handler {
+    pub fn new(zones: Zones, max_udp_payload: u16) -> Self {
+        Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Counters::default() }
+    }
+
+    pub fn zones(&self) -> Arc<Zones> {
+        self.zones.load_full()
+    }
+
+    pub fn set_zones(&self, zones: Zones) {
+        self.zones.store(Arc::new(zones));
+    }
+
+    /// The answer to a decoded request.
+    pub fn reply(&self, request: &Request) -> Reply {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        // Never recursive: veer only answers for its own zones.
+        metadata.recursion_available = false;
+        metadata.authoritative = false;
+        let edns = request.edns.as_ref().map(|_| {
+            let mut e = Edns::new();
+            e.set_max_payload(self.max_udp_payload);
+            e.set_version(0);
+            e
+        });
+        let mut reply = Reply { metadata, answers: Vec::new(), authority: Vec::new(), edns };
+        let fail = |mut reply: Reply, code: ResponseCode| {
+            reply.metadata.response_code = code;
+            reply
+        };
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return fail(reply, ResponseCode::BADVERS);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return fail(reply, ResponseCode::NotImp);
+        }
+        let queries = request.queries.queries();
+        let [query] = queries else {
+            return fail(reply, ResponseCode::FormErr);
+        };
+        if query.query_class() != DNSClass::IN {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return fail(reply, ResponseCode::Refused);
+        }
+        match self.zones.load().lookup(query.name(), query.query_type()) {
+            Outcome::Refused => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                fail(reply, ResponseCode::Refused)
+            }
+            Outcome::Authoritative { rcode, answers, authority } => {
+                if rcode == ResponseCode::NXDomain {
+                    self.counters.nxdomain.fetch_add(1, Ordering::Relaxed);
+                }
+                reply.metadata.authoritative = true;
+                reply.metadata.response_code = rcode;
+                reply.answers = answers;
+                reply.authority = authority;
+                reply
+            }
+        }
+    }
+
+    /// Encodes a reply for UDP: at most 512 bytes, or the client's EDNS size capped at ours;
+    /// what does not fit is cut and TC set (hickory's encoder does both).
+    pub fn encode_udp(&self, request: &Request, reply: &Reply) -> Option<Vec<u8>> {
+        let limit = match &request.edns {
+            Some(e) => e.max_payload().clamp(512, self.max_udp_payload),
+            None => 512,
+        };
+        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(reply.metadata, reply.answers.iter(), reply.authority.iter(), std::iter::empty(), std::iter::empty());
+        let mut buf = Vec::with_capacity(512);
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(limit);
+        match response.destructive_emit(&mut enc) {
+            Ok(info) => {
+                if info.truncation {
+                    self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(buf)
+            }
+            Err(e) => {
+                tracing::debug!(target: "veer::dns", "cannot encode an answer: {e}");
+                None
+            }
+        }
+    }
+
+    /// An empty answer with TC set: RRL's "slip", which sends a real client to TCP.
+    fn encode_slip(&self, request: &Request) -> Option<Vec<u8>> {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.truncation = true;
+        metadata.recursion_available = false;
+        let response = MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+        let mut buf = Vec::with_capacity(64);
+        let mut enc = BinEncoder::new(&mut buf);
+        enc.set_max_size(512);
+        response.destructive_emit(&mut enc).ok().map(|_| buf)
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DnsStats {
+            udp_queries: l(&c.udp_queries),
+            tcp_queries: l(&c.tcp_queries),
+            malformed_dropped: l(&c.malformed_dropped),
+            rrl_dropped: l(&c.rrl_dropped),
+            rrl_slipped: l(&c.rrl_slipped),
+            truncated: l(&c.truncated),
+            refused: l(&c.refused),
+            nxdomain: l(&c.nxdomain),
+        }
+    }
+}
+
+/// Decodes and answers one UDP datagram: `None` when nothing is to be sent (malformed, a
+/// response rather than a query, or rate limited). Used by the server and the fuzz target.
+pub fn answer_datagram(handler: &Handler, rrl: Option<&mut Rrl>, packet: &[u8], src: SocketAddr, now: Instant) -> Option<Vec<u8>> {
+    let Ok(request) = Request::from_bytes(packet.to_vec(), src, Protocol::Udp) else {
+        handler.counters.malformed_dropped.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    // Answering a response would make us a reflector; a query must ask exactly one question.
+    if request.metadata.message_type == MessageType::Response || request.queries.len() != 1 {
+        handler.counters.malformed_dropped.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    handler.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
+    match rrl.map_or(RrlVerdict::Send, |r| r.check(src.ip(), now)) {
+        RrlVerdict::Send => {
+            let reply = handler.reply(&request);
+            handler.encode_udp(&request, &reply)
+        }
+        RrlVerdict::Slip => {
+            handler.counters.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+            handler.encode_slip(&request)
+        }
+        RrlVerdict::Drop => {
+            handler.counters.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// hickory's server owns the TCP side; this hands it the same handler.
+struct TcpSide(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for TcpSide {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+        self.0.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        let reply = self.0.reply(request);
+        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(reply.metadata, reply.answers.iter(), reply.authority.iter(), std::iter::empty(), std::iter::empty());
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(target: "veer::dns", "cannot send a TCP answer: {e}");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            }
+        }
+    }
+}
+
+/// Called with every change of zone writer (for logs and the node's event log).
+pub type Notify = Arc<dyn Fn(&Transition) + Send + Sync>;
+
+/// State the reconcile loop owns.
+struct Reconciler {
+    cfg: DnsConfig,
+    registry: Registry,
+    store: ZoneStore<Vec<Endpoint>>,
+    serial: u32,
+    notify: Option<Notify>,
+}
+
+// === impl Reconciler ===
+
+impl Reconciler {
+    fn new(cfg: DnsConfig, notify: Option<Notify>) -> Self {
+        let mut registry = Registry::default();
+        if let Some(path) = &cfg.state_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match serde_json::from_str::<Registry>(&text) {
+                    Ok(persisted) => registry.merge_floor(&persisted),
+                    Err(e) => tracing::warn!(target: "veer::dns", "ignoring DNS state file {}: {e}", path.display()),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(target: "veer::dns", "cannot read DNS state file {}: {e}", path.display()),
+            }
+        }
+        Reconciler { cfg, registry, store: ZoneStore::default(), serial: 0, notify }
+    }
+
+    /// One reconcile: plans of every cluster, claims, writers and epochs, then this node's
+    /// publications and the answers it serves.
+    fn run(&mut self, set: &ManifestSet) -> Zones {
+        let opts = PlanOptions { ttl: self.cfg.ttl, gateways: BTreeMap::from([(self.cfg.cluster.clone(), self.cfg.gateway)]) };
+        let plans = plan::all(set, &opts);
+        let claims = ownership::claims(&plans);
+        let transitions = self.registry.reconcile(&claims);
+        let mine: Vec<Endpoint> = plans.iter().find(|p| p.cluster == self.cfg.cluster).map(|p| p.endpoints.clone()).unwrap_or_default();
+        let zones: Vec<_> = self.registry.zones.iter().map(|(z, s)| (z.clone(), s.clone())).collect();
+        for (zone, state) in zones {
+            let result = if state.writer.as_deref() == Some(self.cfg.cluster.as_str()) {
+                let records: Vec<Endpoint> = mine.iter().filter(|e| e.zone == zone).cloned().collect();
+                self.store.publish(&zone, Publication { writer: self.cfg.cluster.clone(), epoch: state.epoch, records })
+            } else {
+                self.store.withdraw(&zone, state.epoch)
+            };
+            if let Err(refusal) = result {
+                tracing::error!(target: "veer::dns", zone = %zone, "{refusal}");
+            }
+        }
+        for t in &transitions {
+            let me = Some(self.cfg.cluster.as_str());
+            let role = if t.to.as_deref() == me { "this node now writes the zone" } else if t.from.as_deref() == me { "this node stops writing the zone" } else { "another cluster writes the zone" };
+            if t.conflicts.is_empty() {
+                tracing::info!(target: "veer::dns", zone = %t.zone, epoch = t.epoch, "{t}; {role}");
+            } else {
+                tracing::warn!(target: "veer::dns", zone = %t.zone, epoch = t.epoch, "{t}; {role}");
+            }
+            if let Some(n) = &self.notify {
+                n(t);
+            }
+        }
+        if !transitions.is_empty() {
+            self.persist();
+        }
+        self.serial = self.serial.wrapping_add(1);
+        let regional = self.store.iter().map(|(z, p)| RegionalZone { zone: z.clone(), writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() }).collect();
+        let input = ZoneInput { hosts: destination_hosts(set), gateway: self.cfg.gateway, ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
+        let zones = Zones::build(&input);
+        for s in &zones.skipped {
+            tracing::warn!(target: "veer::dns", "not served: {s}");
+        }
+        zones
+    }
+
+    fn persist(&self) {
+        let Some(path) = &self.cfg.state_file else { return };
+        let text = match serde_json::to_string_pretty(&self.registry) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(target: "veer::dns", "cannot encode the DNS state: {e}");
+                return;
+            }
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
+            tracing::error!(target: "veer::dns", "cannot write DNS state file {}: {e}", path.display());
+        }
+    }
+}
+
+/// A running DNS server.
+pub struct DnsServer {
+    /// The bound address (UDP and TCP).
+    pub addr: SocketAddr,
+    handler: Arc<Handler>,
+    registry: Arc<ArcSwap<Registry>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds UDP and TCP on the same port (a free one when `addr`'s port is 0).
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), String> {
+    let mut last = String::new();
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on {addr}/udp (dns): {e}"))?;
+        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // With port 0 the TCP port of the same number may be taken: try another.
+            Err(e) if addr.port() == 0 => last = e.to_string(),
+            Err(e) => return Err(format!("cannot listen on {bound}/tcp (dns): {e}")),
+        }
+    }
+    Err(format!("cannot find one free port for UDP and TCP on {}: {last}", addr.ip()))
+}
+
+// === impl DnsServer ===
+
+impl DnsServer {
+    /// Reconciles from the current manifest set, binds, and serves until [`DnsServer::stop`];
+    /// every later value of `manifests` is reconciled at once (the takeover path).
+    pub async fn start(cfg: DnsConfig, mut manifests: watch::Receiver<Arc<ManifestSet>>, notify: Option<Notify>) -> Result<DnsServer, String> {
+        let (udp, tcp) = bind(cfg.listen).await?;
+        let addr = udp.local_addr().map_err(|e| e.to_string())?;
+        let mut reconciler = Reconciler::new(cfg.clone(), notify);
+        let first = manifests.borrow_and_update().clone();
+        let handler = Arc::new(Handler::new(reconciler.run(&first), cfg.max_udp_payload));
+        let registry = Arc::new(ArcSwap::from_pointee(reconciler.registry.clone()));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let (h, reg, mut stop) = (handler.clone(), registry.clone(), shutdown_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = manifests.changed() => {
+                        if changed.is_err() { break; }
+                        let set = manifests.borrow_and_update().clone();
+                        h.set_zones(reconciler.run(&set));
+                        reg.store(Arc::new(reconciler.registry.clone()));
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }));
+
+        let (h, mut stop, rrl_cfg) = (handler.clone(), shutdown_rx.clone(), cfg.rrl);
+        tasks.push(tokio::spawn(async move {
+            let mut rrl = Rrl::new(rrl_cfg);
+            // Larger than any query a client may send over UDP; a longer datagram is cut by the
+            // kernel, fails to decode and is dropped.
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let received = tokio::select! {
+                    r = udp.recv_from(&mut buf) => r,
+                    _ = stop.changed() => break,
+                };
+                let (len, src) = match received {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here on some systems; keep serving.
+                        tracing::debug!(target: "veer::dns", "udp receive: {e}");
+                        continue;
+                    }
+                };
+                if let Some(bytes) = answer_datagram(&h, Some(&mut rrl), &buf[..len], src, Instant::now()) {
+                    if let Err(e) = udp.send_to(&bytes, src).await {
+                        tracing::debug!(target: "veer::dns", "udp send to {src}: {e}");
+                    }
+                }
+            }
+        }));
+
+        let (h, mut stop, timeout) = (handler.clone(), shutdown_rx, cfg.tcp_timeout);
+        tasks.push(tokio::spawn(async move {
+            let mut server = Server::new(TcpSide(h));
+            server.register_listener(tcp, timeout, 64);
+            let _ = stop.changed().await;
+            if let Err(e) = server.shutdown_gracefully().await {
+                tracing::debug!(target: "veer::dns", "tcp server stopped: {e}");
+            }
+        }));
+        tracing::info!(target: "veer::dns", "DNS on {addr} (udp, tcp) for cluster {}", cfg.cluster);
+        Ok(DnsServer { addr, handler, registry, shutdown, tasks })
+    }
+
+    /// The answers served now.
+    pub fn zones(&self) -> Arc<Zones> {
+        self.handler.zones()
+    }
+
+    /// Zone writers and epochs as this node knows them.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        self.handler.stats()
+    }
+
+    /// Stops serving and waits for every task.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The answers one node serves, built once per reconcile and read lock-free by the request
+//! path: destination hosts pointing at the local gateway, the regional zones this node writes
+//! with their ExternalDNS ownership TXT records, and the lookup rules (REFUSED outside any zone,
+//! NXDOMAIN or NODATA inside one, CNAME chains followed). Pure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use veer_model::set::ManifestSet;
+
+use crate::ownership::{txt_name, txt_value};
+use crate::plan::{Endpoint, RecordKind, ZoneId};
+
+/// What a node writes into one regional zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionalZone {
+    pub zone: ZoneId,
+    pub writer: String,
+    pub epoch: u64,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Everything the answers are built from.
+#[derive(Clone, Debug)]
+pub struct ZoneInput {
+    /// Hosts of VirtualDestinations, FailoverServices and HTTPRoutes (`*.` wildcards allowed).
+    pub hosts: Vec<String>,
+    /// The local gateway address the hosts resolve to.
+    pub gateway: IpAddr,
+    pub ttl: u32,
+    pub regional: Vec<RegionalZone>,
+    /// ExternalDNS `--txt-prefix`.
+    pub txt_prefix: String,
+    /// SOA serial: changes whenever the answers do.
+    pub serial: u32,
+}
+
+/// The destination hosts a manifest set defines.
+pub fn destination_hosts(set: &ManifestSet) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    hosts.extend(set.virtual_destinations.iter().flat_map(|v| v.hosts.iter().cloned()));
+    hosts.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
+    hosts.extend(set.routes.iter().flat_map(|r| r.hostnames.iter().cloned()));
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+#[derive(Clone, Debug)]
+struct Zone {
+    origin: LowerName,
+    soa: Record,
+}
+
+/// The outcome of one lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The name is in no zone this node serves: not ours to answer (never recursive).
+    Refused,
+    /// An authoritative answer: NOERROR with records or NODATA, or NXDOMAIN.
+    Authoritative { rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record> },
+}
+
+/// The served answers.
+#[derive(Clone, Debug, Default)]
+pub struct Zones {
+    zones: Vec<Zone>,
+    names: HashMap<LowerName, Vec<Record>>,
+    /// `*.suffix` hosts: any name below the suffix answers with the gateway.
+    wildcards: Vec<LowerName>,
+    gateway: Option<IpAddr>,
+    ttl: u32,
+    /// Zones this node writes: (zone, writer, epoch), for `/` introspection and tests.
+    pub regional: Vec<(ZoneId, String, u64)>,
+    /// Names that could not be served (invalid), with why.
+    pub skipped: Vec<String>,
+}
+
+fn name(s: &str) -> Result<Name, String> {
+    let mut n = Name::from_ascii(s).map_err(|e| format!("{s:?} is not a DNS name: {e}"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn address_record(owner: Name, ttl: u32, ip: IpAddr) -> Record {
+    match ip {
+        IpAddr::V4(v4) => Record::from_rdata(owner, ttl, RData::A(A(v4))),
+        IpAddr::V6(v6) => Record::from_rdata(owner, ttl, RData::AAAA(AAAA(v6))),
+    }
+}
+
+// === impl Zones ===
+
+impl Zones {
+    pub fn build(input: &ZoneInput) -> Zones {
+        let mut z = Zones { gateway: Some(input.gateway), ttl: input.ttl, ..Zones::default() };
+        let mut origins: BTreeMap<String, ()> = BTreeMap::new();
+        for host in &input.hosts {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(suffix) = host.strip_prefix("*.") {
+                match name(suffix) {
+                    Ok(n) => {
+                        z.wildcards.push(LowerName::new(&n));
+                        origins.insert(suffix.to_string(), ());
+                    }
+                    Err(e) => z.skipped.push(e),
+                }
+                continue;
+            }
+            match name(&host) {
+                Ok(n) => {
+                    z.add(address_record(n, input.ttl, input.gateway));
+                    origins.insert(host, ());
+                }
+                Err(e) => z.skipped.push(e),
+            }
+        }
+        for rz in &input.regional {
+            origins.insert(rz.zone.domain.to_ascii_lowercase(), ());
+            z.regional.push((rz.zone.clone(), rz.writer.clone(), rz.epoch));
+            for e in &rz.endpoints {
+                let owner = match name(&e.dns_name) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        z.skipped.push(err);
+                        continue;
+                    }
+                };
+                let record = match e.record_type {
+                    RecordKind::CNAME => match name(&e.target) {
+                        Ok(t) => Record::from_rdata(owner, e.ttl, RData::CNAME(CNAME(t))),
+                        Err(err) => {
+                            z.skipped.push(err);
+                            continue;
+                        }
+                    },
+                    RecordKind::A | RecordKind::AAAA => match e.target.parse::<IpAddr>() {
+                        Ok(ip) => address_record(owner, e.ttl, ip),
+                        Err(_) => {
+                            z.skipped.push(format!("{:?} is not an IP address", e.target));
+                            continue;
+                        }
+                    },
+                };
+                z.add(record);
+                let txt_owner = txt_name(&input.txt_prefix, &e.dns_name, e.record_type.as_str());
+                let value = txt_value(&format!("external-dns-{}", rz.zone.region), &format!("crd/{}/{}", e.namespace, e.name), &rz.writer, rz.epoch);
+                match name(&txt_owner) {
+                    Ok(n) => z.add(Record::from_rdata(n, e.ttl, RData::TXT(TXT::new(vec![value])))),
+                    Err(err) => z.skipped.push(err),
+                }
+            }
+        }
+        for origin in origins.keys() {
+            let Ok(o) = name(origin) else { continue };
+            let mname = Name::from_ascii("ns").and_then(|n| n.append_domain(&o)).unwrap_or_else(|_| o.clone());
+            let rname = Name::from_ascii("hostmaster").and_then(|n| n.append_domain(&o)).unwrap_or_else(|_| o.clone());
+            // Negative answers are cached for the record TTL, so a takeover is not hidden
+            // behind a longer negative cache.
+            let ttl = i32::try_from(input.ttl).unwrap_or(i32::MAX);
+            let soa = Record::from_rdata(o.clone(), input.ttl, RData::SOA(SOA::new(mname, rname, input.serial, ttl, ttl, ttl.saturating_mul(10), input.ttl)));
+            z.zones.push(Zone { origin: LowerName::new(&o), soa });
+        }
+        // Longest origin first, so the most specific zone answers.
+        z.zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
+        z
+    }
+
+    fn add(&mut self, r: Record) {
+        let set = self.names.entry(LowerName::new(&r.name)).or_default();
+        if !set.contains(&r) {
+            set.push(r);
+        }
+    }
+
+    /// Every record served, for introspection and tests.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.names.values().flatten()
+    }
+
+    /// Whether `qname` falls in a zone this node serves.
+    pub fn serves(&self, qname: &LowerName) -> bool {
+        self.zone_of(qname).is_some()
+    }
+
+    fn zone_of(&self, qname: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.origin.zone_of(qname))
+    }
+
+    /// Answers `qtype` for `qname`.
+    pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Outcome {
+        let Some(zone) = self.zone_of(qname) else { return Outcome::Refused };
+        let soa = || vec![zone.soa.clone()];
+        let mut answers = Vec::new();
+        let mut current = qname.clone();
+        // Follow CNAMEs inside our data, as an authoritative server adds the chain it knows.
+        for _ in 0..8 {
+            let records = self.records_at(&current);
+            if records.is_empty() {
+                break;
+            }
+            let cname = records.iter().find(|r| r.record_type() == RecordType::CNAME);
+            match cname {
+                Some(c) if qtype != RecordType::CNAME => {
+                    answers.push(c.clone());
+                    let RData::CNAME(CNAME(target)) = &c.data else { break };
+                    current = LowerName::new(target);
+                    if !self.serves(&current) {
+                        break;
+                    }
+                }
+                _ => {
+                    answers.extend(records.into_iter().filter(|r| qtype == RecordType::ANY || r.record_type() == qtype));
+                    break;
+                }
+            }
+        }
+        if current == *qname && zone.origin == *qname && qtype == RecordType::SOA {
+            return Outcome::Authoritative { rcode: ResponseCode::NoError, answers: soa(), authority: Vec::new() };
+        }
+        if !answers.is_empty() {
+            return Outcome::Authoritative { rcode: ResponseCode::NoError, answers, authority: Vec::new() };
+        }
+        let exists = !self.records_at(qname).is_empty() || zone.origin == *qname || self.is_empty_non_terminal(qname);
+        let rcode = if exists { ResponseCode::NoError } else { ResponseCode::NXDomain };
+        Outcome::Authoritative { rcode, answers, authority: soa() }
+    }
+
+    /// Records at `name`, including those a wildcard host synthesises.
+    fn records_at(&self, qname: &LowerName) -> Vec<Record> {
+        if let Some(r) = self.names.get(qname) {
+            return r.clone();
+        }
+        match (self.gateway, self.wildcards.iter().any(|w| w.zone_of(qname) && w != qname)) {
+            (Some(gw), true) => vec![address_record(Name::from(qname), self.ttl, gw)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A name with no records but with names below it exists (RFC 8020): NODATA, not NXDOMAIN.
+    fn is_empty_non_terminal(&self, qname: &LowerName) -> bool {
+        self.names.keys().any(|n| n != qname && qname.zone_of(n))
+    }
+}
+
+#[cfg(test)]
+mod tests;

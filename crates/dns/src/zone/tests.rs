@@ -1,0 +1,89 @@
+//! Unit tests of the lookup rules: hosts, wildcards, CNAME chains, REFUSED, NXDOMAIN, NODATA.
+
+use std::str::FromStr;
+
+use super::*;
+use crate::plan::Source;
+
+fn lower(s: &str) -> LowerName {
+    LowerName::new(&Name::from_str(s).unwrap_or_else(|_| Name::root()))
+}
+
+fn endpoint(dns_name: &str, kind: RecordKind, target: &str) -> Endpoint {
+    Endpoint {
+        name: "web-external-dns-weu".into(),
+        namespace: "myapp".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        controller: "external-dns-weu".into(),
+        zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
+        dns_name: dns_name.into(),
+        record_type: kind,
+        target: target.into(),
+        ttl: 60,
+    }
+}
+
+fn zones() -> Zones {
+    Zones::build(&ZoneInput {
+        hosts: vec!["reviews.bookinfo.global".into(), "*.wild.example".into()],
+        gateway: IpAddr::from([127, 0, 0, 9]),
+        ttl: 30,
+        regional: vec![RegionalZone {
+            zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+            writer: "aks-weu-01".into(),
+            epoch: 4,
+            endpoints: vec![endpoint("web.example.com", RecordKind::CNAME, "gw.example.com"), endpoint("gw.example.com", RecordKind::A, "10.0.0.1")],
+        }],
+        txt_prefix: "_external-dns-owner.".into(),
+        serial: 1,
+    })
+}
+
+fn answer(o: Outcome) -> (ResponseCode, Vec<Record>, Vec<Record>) {
+    match o {
+        Outcome::Authoritative { rcode, answers, authority } => (rcode, answers, authority),
+        Outcome::Refused => (ResponseCode::Refused, Vec::new(), Vec::new()),
+    }
+}
+
+#[test]
+fn hosts_answer_with_the_gateway_and_wildcards_match_below_their_suffix() {
+    let z = zones();
+    let (rc, a, _) = answer(z.lookup(&lower("reviews.bookinfo.global."), RecordType::A));
+    assert_eq!(rc, ResponseCode::NoError);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].ttl, 30);
+    let (rc, a, _) = answer(z.lookup(&lower("api.wild.example."), RecordType::A));
+    assert_eq!((rc, a.len()), (ResponseCode::NoError, 1));
+    assert_eq!(z.lookup(&lower("wild.example.org."), RecordType::A), Outcome::Refused);
+}
+
+#[test]
+fn cname_chains_are_followed_and_ownership_txt_is_served() {
+    let z = zones();
+    let (_, a, _) = answer(z.lookup(&lower("WEB.example.com."), RecordType::A));
+    let types: Vec<RecordType> = a.iter().map(Record::record_type).collect();
+    assert_eq!(types, [RecordType::CNAME, RecordType::A]);
+    let (_, a, _) = answer(z.lookup(&lower("_external-dns-owner.cname-web.example.com."), RecordType::TXT));
+    let RData::TXT(t) = &a[0].data else { panic!("TXT expected: {a:?}") };
+    let text: String = t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect();
+    assert!(text.contains("external-dns/veer-epoch=4") && text.contains("external-dns/veer-writer=aks-weu-01"), "{text}");
+}
+
+#[test]
+fn zone_rules_refused_nxdomain_nodata() {
+    let z = zones();
+    assert_eq!(z.lookup(&lower("example.org."), RecordType::A), Outcome::Refused);
+    let (rc, a, auth) = answer(z.lookup(&lower("nope.example.com."), RecordType::A));
+    assert_eq!((rc, a.len()), (ResponseCode::NXDomain, 0));
+    assert_eq!(auth[0].record_type(), RecordType::SOA);
+    let (rc, a, _) = answer(z.lookup(&lower("gw.example.com."), RecordType::AAAA));
+    assert_eq!((rc, a.len()), (ResponseCode::NoError, 0), "NODATA");
+    // An empty non-terminal exists (RFC 8020).
+    let (rc, _, _) = answer(z.lookup(&lower("cname-web.example.com."), RecordType::A));
+    assert_eq!(rc, ResponseCode::NoError);
+    let (rc, a, _) = answer(z.lookup(&lower("example.com."), RecordType::SOA));
+    assert_eq!((rc, a.len()), (ResponseCode::NoError, 1));
+}

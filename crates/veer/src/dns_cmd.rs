@@ -1,0 +1,328 @@
+//! `veer dns`: the DNSEndpoint objects a cluster's operator would write (for ExternalDNS), and
+//! the plan of who writes which records in which regional zone, and why.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+use veer_dns::ownership::{self, Claim, Registry, ZoneState};
+use veer_dns::plan::{self, ClusterPlan, Endpoint, PlanOptions, Source, ZoneId};
+use veer_model::set::ManifestSet;
+
+#[derive(Subcommand)]
+pub enum DnsCommand {
+    /// Print the externaldns.k8s.io DNSEndpoint objects a cluster writes, for ExternalDNS.
+    Endpoints {
+        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// The cluster (a `Cluster` of the manifests, or the implicit one).
+        #[arg(long)]
+        cluster: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = EndpointsOutput::Yaml)]
+        output: EndpointsOutput,
+        /// TTL of every record, in seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: u32,
+    },
+    /// Show which cluster writes which records in which regional zone, and why.
+    Plan {
+        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Show only this cluster and the zones it writes or claims.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// What if `cluster=NAME` is down: which zones go stale and who could adopt them.
+        #[arg(long = "down", value_parser = parse_down)]
+        down: Vec<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanOutput::Table)]
+        output: PlanOutput,
+        #[arg(long, default_value_t = 60)]
+        ttl: u32,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EndpointsOutput {
+    Yaml,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlanOutput {
+    Table,
+    Json,
+}
+
+fn parse_down(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some(("cluster", name)) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(format!("{s:?}: expected cluster=NAME")),
+    }
+}
+
+fn load(files: &[PathBuf]) -> Result<ManifestSet, String> {
+    let sources = veer_model::files::read_paths(files)?;
+    let loaded = veer_model::from_sources(&sources);
+    if loaded.diagnostics.has_errors() {
+        for d in loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error) {
+            eprintln!("{d}");
+        }
+        return Err("the manifests have errors (see above); fix them or run `veer validate`".into());
+    }
+    Ok(loaded.set)
+}
+
+/// Plans of every cluster, and zone writers elected from their claims.
+fn elect(set: &ManifestSet, opts: &PlanOptions) -> (Vec<ClusterPlan>, BTreeMap<ZoneId, Vec<Claim>>, Registry) {
+    let plans = plan::all(set, opts);
+    let claims = ownership::claims(&plans);
+    let mut registry = Registry::default();
+    registry.reconcile(&claims);
+    (plans, claims, registry)
+}
+
+fn known_cluster(set: &ManifestSet, name: &str) -> Result<(), String> {
+    let known: Vec<String> = plan::identified_clusters(set);
+    if known.iter().any(|c| c == name) {
+        return Ok(());
+    }
+    Err(format!("cluster {name:?} has no ClusterIdentity; clusters with one: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }))
+}
+
+pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
+    match cmd {
+        DnsCommand::Endpoints { files, cluster, output: EndpointsOutput::Yaml, ttl } => {
+            let set = load(&files)?;
+            known_cluster(&set, &cluster)?;
+            let opts = PlanOptions { ttl, ..PlanOptions::default() };
+            let (plans, _, registry) = elect(&set, &opts);
+            let Some(mine) = plans.iter().find(|p| p.cluster == cluster) else { return Err(format!("no plan for cluster {cluster:?}")) };
+            let mut out = String::new();
+            let mut kept: Vec<Endpoint> = Vec::new();
+            let mut withheld: BTreeMap<ZoneId, (Vec<String>, ZoneState)> = BTreeMap::new();
+            for e in &mine.endpoints {
+                let writer = registry.get(&e.zone);
+                let ours = writer.is_some_and(|s| s.writer.as_deref() == Some(cluster.as_str()));
+                if matches!(e.source, Source::Route { .. }) && !ours {
+                    if let Some(s) = writer {
+                        withheld.entry(e.zone.clone()).or_insert_with(|| (Vec::new(), s.clone())).0.push(e.name.clone());
+                    }
+                    continue;
+                }
+                kept.push(e.clone());
+            }
+            let _ = writeln!(out, "# DNSEndpoints of cluster {cluster} (TTL {ttl}s), as the Service Router Operator names them.");
+            for r in &mine.routes {
+                let _ = writeln!(out, "# ServiceRoute {}/{}: {:?}, {}", r.namespace, r.name, r.phase, r.reason);
+            }
+            for (zone, (names, st)) in &withheld {
+                let _ = writeln!(
+                    out,
+                    "# withheld: {} — zone {zone} is written by {} ({}, epoch {}); stop this cluster's ExternalDNS for that zone or run it with --policy=upsert-only, or with the shared owner ID and --policy=sync it deletes the writer's records",
+                    names.join(", "),
+                    st.writer.as_deref().unwrap_or("nobody"),
+                    st.kind.map_or("no claim", |k| k.as_str()),
+                    st.epoch
+                );
+            }
+            for n in &mine.notes {
+                let _ = writeln!(out, "# note: {n}");
+            }
+            if !kept.is_empty() {
+                out.push_str("---\n");
+                out.push_str(&veer_dns::yaml::endpoints(&kept));
+            }
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        DnsCommand::Plan { files, cluster, down, output, ttl } => {
+            let set = load(&files)?;
+            if let Some(c) = &cluster {
+                known_cluster(&set, c)?;
+            }
+            for d in &down {
+                known_cluster(&set, d)?;
+            }
+            let report = plan_report(&set, cluster.as_deref(), &down, &PlanOptions { ttl, ..PlanOptions::default() });
+            match output {
+                PlanOutput::Table => print!("{}", render(&report)),
+                PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `veer dns plan -o json`.
+#[derive(Serialize)]
+pub struct PlanReport {
+    pub zones: Vec<ZoneReport>,
+    pub clusters: Vec<ClusterPlan>,
+    pub down: Vec<String>,
+    pub takeovers: Vec<Takeover>,
+}
+
+#[derive(Serialize)]
+pub struct ZoneReport {
+    pub zone: ZoneId,
+    pub writer: Option<String>,
+    pub claim: Option<&'static str>,
+    pub epoch: u64,
+    pub claims: Vec<Claim>,
+    pub conflicts: Vec<String>,
+    pub writer_down: bool,
+    pub records: Vec<RecordRow>,
+}
+
+#[derive(Serialize)]
+pub struct RecordRow {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub target: String,
+    pub ttl: u32,
+    pub endpoint: String,
+    pub cluster: String,
+}
+
+/// What adopting a stale zone would change.
+#[derive(Serialize)]
+pub struct Takeover {
+    pub zone: ZoneId,
+    pub adopter: String,
+    pub epoch: u64,
+    pub records: Vec<RecordRow>,
+}
+
+fn rows(plans: &[ClusterPlan], zone: &ZoneId, writer: Option<&str>) -> Vec<RecordRow> {
+    // The writer's records, plus every cluster's gateway A record in the zone.
+    let mut out = Vec::new();
+    for p in plans {
+        for e in p.endpoints.iter().filter(|e| e.zone == *zone) {
+            let route = matches!(e.source, Source::Route { .. });
+            if route && writer != Some(p.cluster.as_str()) {
+                continue;
+            }
+            out.push(RecordRow { name: e.dns_name.clone(), record_type: e.record_type.as_str(), target: e.target.clone(), ttl: e.ttl, endpoint: format!("{}/{}", e.namespace, e.name), cluster: p.cluster.clone() });
+        }
+    }
+    out
+}
+
+fn plan_report(set: &ManifestSet, only: Option<&str>, down: &[String], opts: &PlanOptions) -> PlanReport {
+    let (plans, claims, registry) = elect(set, opts);
+    let mut zones = Vec::new();
+    let mut takeovers = Vec::new();
+    for (zone, st) in &registry.zones {
+        let zone_claims = claims.get(zone).cloned().unwrap_or_default();
+        if let Some(c) = only {
+            if st.writer.as_deref() != Some(c) && !zone_claims.iter().any(|cl| cl.cluster == c) {
+                continue;
+            }
+        }
+        let writer_down = st.writer.as_ref().is_some_and(|w| down.contains(w));
+        zones.push(ZoneReport {
+            zone: zone.clone(),
+            writer: st.writer.clone(),
+            claim: st.kind.map(|k| k.as_str()),
+            epoch: st.epoch,
+            claims: zone_claims,
+            conflicts: st.conflicts.clone(),
+            writer_down,
+            records: rows(&plans, zone, st.writer.as_deref()),
+        });
+        if writer_down {
+            takeovers.extend(adoption_candidates(set, zone, down, opts));
+        }
+    }
+    let clusters = plans.into_iter().filter(|p| only.is_none_or(|c| p.cluster == c)).collect();
+    PlanReport { zones, clusters, down: down.to_vec(), takeovers }
+}
+
+/// For a zone whose writer is down: each live cluster that runs a controller for the zone's
+/// region, and what it would write with `adoptsRegions: [region]`.
+fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: &PlanOptions) -> Vec<Takeover> {
+    let mut out = Vec::new();
+    for (cluster, ci) in &set.cluster_identities {
+        if down.contains(cluster) || ci.region == zone.region || ci.domain != zone.domain {
+            continue;
+        }
+        let has_controller = set.dns_configurations.iter().any(|(c, d)| c == cluster && d.controllers.iter().any(|(_, r)| *r == zone.region));
+        if !has_controller {
+            continue;
+        }
+        let mut what_if = set.clone();
+        for (c, identity) in what_if.cluster_identities.iter_mut() {
+            if c == cluster && !identity.adopts_regions.iter().any(|(r, _)| *r == zone.region) {
+                identity.adopts_regions.push((zone.region.clone(), veer_model::diag::Pos::default()));
+            }
+        }
+        // Apply the adoption on top of today's registry, so the epoch is the next one.
+        let (_, _, mut registry) = elect(set, opts);
+        let after = plan::all(&what_if, opts);
+        registry.reconcile(&ownership::claims(&after));
+        if let Some(st) = registry.get(zone) {
+            if st.writer.as_deref() == Some(cluster.as_str()) {
+                out.push(Takeover { zone: zone.clone(), adopter: cluster.clone(), epoch: st.epoch, records: rows(&after, zone, Some(cluster)) });
+            }
+        }
+    }
+    out
+}
+
+fn render(r: &PlanReport) -> String {
+    let mut out = String::new();
+    if r.zones.is_empty() {
+        out.push_str("no regional zone is written: no ServiceRoute has an active DNSPolicy\n");
+    }
+    for z in &r.zones {
+        let writer = z.writer.as_deref().unwrap_or("nobody");
+        let _ = writeln!(out, "zone {} (controller external-dns-{}): written by {writer} ({}, epoch {}){}", z.zone, z.zone.region, z.claim.unwrap_or("no claim"), z.epoch, if z.writer_down { "  ** WRITER DOWN **" } else { "" });
+        let claims: Vec<String> = z.claims.iter().map(|c| format!("{} ({})", c.cluster, c.kind.as_str())).collect();
+        let _ = writeln!(out, "  claims: {}", if claims.is_empty() { "none".into() } else { claims.join(", ") });
+        if !z.conflicts.is_empty() {
+            let _ = writeln!(out, "  CONFLICT: {} claim(s) at the same precedence as the writer: {}; only {writer} writes", z.conflicts.len(), z.conflicts.join(", "));
+        }
+        for row in &z.records {
+            let _ = writeln!(out, "  {:<48} {:<5} {:<40} ttl {:<5} {} [{}]", row.name, row.record_type, row.target, row.ttl, row.endpoint, row.cluster);
+        }
+        if z.writer_down {
+            let candidates: Vec<&Takeover> = r.takeovers.iter().filter(|t| t.zone == z.zone).collect();
+            if candidates.is_empty() {
+                let _ = writeln!(out, "  {writer} is down: its records stay as they are (stale) and no live cluster runs a controller for region {}", z.zone.region);
+            } else {
+                let _ = writeln!(out, "  {writer} is down: its records go stale until a cluster adopts region {}:", z.zone.region);
+            }
+            for t in candidates {
+                let _ = writeln!(out, "    with adoptsRegions: [{}] on {}: written by {} (adoption, epoch {})", z.zone.region, t.adopter, t.adopter, t.epoch);
+                for row in &t.records {
+                    let _ = writeln!(out, "      {:<46} {:<5} {}", row.name, row.record_type, row.target);
+                }
+            }
+        }
+    }
+    for p in &r.clusters {
+        let adopts = if p.adopts_regions.is_empty() { "-".to_string() } else { p.adopts_regions.join(", ") };
+        let _ = writeln!(
+            out,
+            "cluster {}: region {}, identity {}, domain {}, adopts {adopts}{}",
+            p.cluster,
+            p.region.as_deref().unwrap_or("?"),
+            p.identity_cluster.as_deref().unwrap_or("?"),
+            p.domain.as_deref().unwrap_or("?"),
+            if r.down.contains(&p.cluster) { "  (down)" } else { "" }
+        );
+        for pol in &p.policies {
+            let _ = writeln!(out, "  DNSPolicy {}/{} mode {}: {:?}; controllers [{}]; {}", pol.namespace, pol.name, pol.mode, pol.phase, pol.active_controllers.join(", "), pol.reason);
+        }
+        for route in &p.routes {
+            let _ = writeln!(out, "  ServiceRoute {}/{}: {:?}; {}", route.namespace, route.name, route.phase, route.reason);
+        }
+        for n in &p.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+    }
+    out
+}
