@@ -74,7 +74,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 [ "$SKIP_INSTALL" = 1 ] || install
 if [ "$SKIP_BUILD" != 1 ]; then
     log "building veer (cargo build --release -p veer)"
-    (cd "$ROOT" && cargo build --release -p veer -q)
+    if ! (cd "$ROOT" && cargo build --release -p veer -q); then
+        echo "cargo build --release -p veer failed" >&2
+        exit 1
+    fi
 fi
 [ -x "$VEER" ] || { echo "no veer binary at $VEER" >&2; exit 1; }
 "$ENVOY" --version >/dev/null
@@ -82,7 +85,9 @@ fi
 # --- run directory, limits, clean-up --------------------------------------------------
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 STAMP=$(date +%Y%m%dT%H%M%S)
-OUT="$BENCH/results/$STAMP$([ "$QUICK" = 1 ] && echo -quick)"
+SUFFIX=""
+[ "$QUICK" = 1 ] && SUFFIX=-quick
+OUT="$BENCH/results/$STAMP$SUFFIX"
 RUN="$OUT/run"
 RESULTS="$OUT/results.jsonl"
 mkdir -p "$RUN"
@@ -95,7 +100,8 @@ HZ=$(getconf CLK_TCK)
 # Worker threads: every proxy gets the same number. veer takes --workers when it has it;
 # otherwise every proxy (not only veer) is pinned to that many CPUs with taskset.
 if [ "$THREAD_LIMIT" = auto ]; then
-    if "$VEER" run --help 2>/dev/null | grep -q -- '--workers'; then THREAD_LIMIT=flags; else THREAD_LIMIT=taskset; fi
+    VEER_RUN_HELP=$("$VEER" run --help 2>&1 || true)
+    if grep -q -- '--workers' <<<"$VEER_RUN_HELP"; then THREAD_LIMIT=flags; else THREAD_LIMIT=taskset; fi
 fi
 cpus_for() { [ "$1" = 1 ] && echo 0 || echo "0-$(($1 - 1))"; }
 veer_workers_args() { [ "$THREAD_LIMIT" = flags ] && echo "--workers $1" || true; }
@@ -444,7 +450,7 @@ has_case memory && run_memory
 T_END=$(date +%s)
 
 {
-    echo "Run: \`bench/run.sh$([ "$QUICK" = 1 ] && echo ' --quick')\`, $(grep '^date:' "$OUT/env.txt" | cut -d' ' -f2), $((T_END - T_START)) s;" \
+    echo "Run: \`bench/run.sh${SUFFIX/-quick/ --quick}\`, $(grep '^date:' "$OUT/env.txt" | cut -d' ' -f2), $((T_END - T_START)) s;" \
         "$REPS interleaved repetition(s), medians (min–max across reps where they differ)."
     echo "Machine: $(grep '^cpus:' "$OUT/env.txt" | cut -d' ' -f2-), $(grep '^memory:' "$OUT/env.txt" | cut -d' ' -f2-)," \
         "$(grep '^virtualisation:' "$OUT/env.txt" | cut -d' ' -f2-), kernel $(grep '^kernel:' "$OUT/env.txt" | cut -d' ' -f2-);" \
@@ -464,7 +470,7 @@ T_END=$(date +%s)
         echo "Failover/reload: open-loop probe at $RATE req/s, every request recorded, 1 proxy worker; failover runs ${FO_DURATION} s," \
             "the fault at ${FO_DOWN_AT} s and recovery at ${FO_UP_AT} s; outlier settings and retries per proxy in bench/conf (README)."
     fi
-    [ "$QUICK" = 1 ] && echo "Quick mode: a smoke test of the harness, not a measurement."
+    if [ "$QUICK" = 1 ]; then echo "Quick mode: a smoke test of the harness, not a measurement."; fi
     echo "Raw data: bench/results/$(basename "$OUT")/."
 } >"$OUT/notes.txt"
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark harness, so it cannot rot silently: runs `bench/run.sh --quick`
+# (installs what it needs, builds veer, a few seconds per case) and checks that the table it
+# prints has a veer row with a nonzero req/s and a failover row for veer. Exit 0 = harness OK.
+# It checks that the harness works, not how fast veer is.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG="$(mktemp "${TMPDIR:-/tmp}/veer-bench-smoke.XXXXXX")"
+trap 'rm -f "$LOG"' EXIT
+start=$(date +%s)
+if ! "$HERE/run.sh" --quick >"$LOG" 2>&1; then
+    tail -40 "$LOG" >&2
+    echo "smoke: bench/run.sh --quick failed" >&2
+    exit 1
+fi
+python3 - "$HERE/results/latest.md" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+header = next((l for l in lines if l.startswith("| case |")), None)
+if header is None:
+    sys.exit("smoke: no table in " + sys.argv[1])
+cols = [c.strip() for c in header.strip("|").split("|")]
+if "veer" not in cols:
+    sys.exit(f"smoke: no veer column in {cols}")
+v = cols.index("veer")
+def cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+rows = [cells(l) for l in lines if l.startswith("| ") and not l.startswith("| case")]
+rps = [r for r in rows if r[0].startswith("HTTP/1.1") and r[1].startswith("req/s")]
+if not rps:
+    sys.exit("smoke: no HTTP/1.1 req/s row")
+m = re.match(r"([\d,.]+)", rps[0][v])
+if not m or float(m.group(1).replace(",", "")) <= 0:
+    sys.exit(f"smoke: veer req/s is not a positive number: {rps[0][v]!r}")
+fo = [r for r in rows if r[0].startswith("failover") and r[1] == "client-visible errors"]
+if not fo or not re.match(r"\d", fo[0][v]):
+    sys.exit("smoke: no failover result for veer")
+print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]})")
+PY
+echo "smoke: $(($(date +%s) - start)) s"
