@@ -148,17 +148,15 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     if let Some(b) = &budget {
         b.deposit();
     }
-    let timeout = dest.timeouts.request;
-    let result = tokio::time::timeout(timeout, forward(&shared, &dest, budget.as_deref(), req)).await;
-    let (response, priority, cluster) = match result {
-        Ok(r) => r,
-        Err(_) => (local_response(StatusCode::GATEWAY_TIMEOUT, "request timed out"), 0, None),
-    };
+    // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
+    // request costs one timer, not two.
+    let deadline = tokio::time::Instant::now() + dest.timeouts.request;
+    let (response, priority, cluster) = forward(&shared, &dest, budget.as_deref(), req, deadline).await;
     shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
-async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>) -> (Response<Body>, usize, Option<Arc<str>>) {
+async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<Body>, usize, Option<Arc<str>>) {
     let (parts, body) = req.into_parts();
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
@@ -171,9 +169,10 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
     if body.is_end_stream() {
         buffered = Some(Bytes::new());
     } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
-        match body.collect().await {
-            Ok(c) => buffered = Some(c.to_bytes()),
-            Err(_) => return (local_response(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
+        match tokio::time::timeout_at(deadline, body.collect()).await {
+            Ok(Ok(c)) => buffered = Some(c.to_bytes()),
+            Ok(Err(_)) => return (local_response(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
+            Err(_) => return (local_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), 0, None),
         }
     } else {
         buffered = None;
@@ -212,14 +211,16 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
-        *up.headers_mut() = headers.clone();
+        // The last possible try takes the headers instead of copying them.
+        *up.headers_mut() = if tried.attempts() + 1 >= max_attempts || buffered.is_none() { std::mem::take(&mut headers) } else { headers.clone() };
         *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         if use_h2 {
             up.headers_mut().remove(header::HOST);
         }
         let client = if use_h2 { &shared.http2 } else { &shared.http1 };
         tried.record(ep, upstream.priority);
-        let attempt = tokio::time::timeout(dest.timeouts.per_try, client.request(up)).await;
+        let try_deadline = (tokio::time::Instant::now() + dest.timeouts.per_try).min(deadline);
+        let attempt = tokio::time::timeout_at(try_deadline, client.request(up)).await;
         let failure = match attempt {
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -250,7 +251,7 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         };
         let replayable = buffered.is_some();
         last = Some((failure, ep));
-        if tried.attempts() >= max_attempts || !safe || !wanted || !replayable {
+        if tried.attempts() >= max_attempts || !safe || !wanted || !replayable || tokio::time::Instant::now() >= deadline {
             break;
         }
         if !budget.is_none_or(RetryBudget::withdraw) {
@@ -263,7 +264,7 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         if dest.upstreams.len() <= tried.attempts() {
             let n = tried.attempts() as u32;
             let cap = dest.retry.backoff_base.saturating_mul((1u32 << n.min(10)) - 1).min(dest.retry.backoff_max);
-            tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+            tokio::time::sleep_until((tokio::time::Instant::now() + cap.mul_f64(fastrand::f64())).min(deadline)).await;
         }
     }
     match last {
