@@ -40,8 +40,9 @@ pub struct OutcomeReport {
     pub decisive: bool,
 }
 
-/// Retry budget of one destination: retries may add at most ~20% to the request rate (plus a
-/// small reserve topped up by the control loop), so a dying cluster cannot multiply load.
+/// Retry budget of one destination: retries within a priority may add at most ~20% to the
+/// request rate (plus a small reserve topped up by the control loop), so a dying cluster cannot
+/// multiply load. Retries that fail over to a priority not tried yet are not charged.
 #[derive(Debug)]
 pub struct RetryBudget {
     milli_tokens: AtomicI64,
@@ -196,6 +197,13 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
     let mut last: Option<(Failure, usize)> = None;
     while let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) {
         let upstream = &dest.upstreams[ep];
+        // The budget guards a failing priority against retry storms: a retry that stays in a
+        // priority already tried spends it; one that fails over to a priority not yet tried is
+        // what failover is for, and adds at most one try per request to a healthy tier.
+        if tried.attempts() > 0 && tried.has_priority(upstream.priority) && !budget.is_none_or(RetryBudget::withdraw) {
+            shared.metrics.retry_budget_exhausted(&dest.key);
+            break;
+        }
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(http::uri::Scheme::HTTP);
         uri_parts.authority = Some(upstream.authority.clone());
@@ -252,10 +260,6 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         let replayable = buffered.is_some();
         last = Some((failure, ep));
         if tried.attempts() >= max_attempts || !safe || !wanted || !replayable || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        if !budget.is_none_or(RetryBudget::withdraw) {
-            shared.metrics.retry_budget_exhausted(&dest.key);
             break;
         }
         shared.metrics.retry(&dest.key, reason);

@@ -116,6 +116,11 @@ impl Tried {
         self.hosts.len()
     }
 
+    /// Whether a try already went to `priority`.
+    pub fn has_priority(&self, priority: usize) -> bool {
+        priority < 64 && self.priorities & (1 << priority) != 0
+    }
+
     pub fn contains(&self, endpoint: usize) -> bool {
         self.hosts.contains(&endpoint)
     }

@@ -368,3 +368,23 @@ async fn http2_and_grpc_pass_with_trailers() {
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_blackholed_under_load_costs_latency_but_no_errors() {
+    let w = World::new();
+    let retry = "  retry:\n    numRetries: 2\n    perRetry:\n      timeout: 500ms\n";
+    let (active, _passive) = seed004_world(&w, retry).await;
+    let node = w.node("local").await;
+    // Enough connections that the ~500 requests sent while the first try times out are all in
+    // flight: more than the retry budget could ever pay for.
+    let traffic = tokio::spawn(veer_testkit::run(LoadSpec { connections: 700, ..spec(&node, "www.example.com", "/test", 1000, 3.0) }));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Every request in flight or sent in the next 500 ms is stuck; each must fail over once its
+    // try times out, however many there are (failover retries are not charged to the budget).
+    active[0].set_mode(Mode::Blackhole).await.expect("blackhole");
+    let r = traffic.await.expect("load");
+    assert!(failures(&r).is_empty(), "{} failures: {:?}", failures(&r).len(), failures(&r).iter().take(5).collect::<Vec<_>>());
+    let late = r.by_backend_between(Duration::from_millis(1500), Duration::from_millis(3000));
+    assert!(!late.is_empty() && late.keys().all(|b| b.starts_with("passive-")), "{late:?}");
+    node.stop().await;
+}
