@@ -3,7 +3,7 @@
 # same run. Installs what it needs, builds veer, runs every case with interleaved repetitions
 # and prints one markdown table (also written to bench/results/latest.md).
 #
-#   bench/run.sh            full run (3 reps; ~35 min on 2 cores)
+#   bench/run.sh            full run (3 reps; ~33 min on 2 cores)
 #   bench/run.sh --quick    smoke run (1 rep, a few seconds per case, < 2 min once installed)
 #
 # Everything talks to 127.0.0.1 only; every load is bounded in time; every process started
@@ -83,6 +83,13 @@ fi
 "$ENVOY" --version >/dev/null
 
 # --- run directory, limits, clean-up --------------------------------------------------
+# One run at a time: two runs would fight over the same ports and CPUs.
+mkdir -p "$BENCH/results"
+exec 9>"$BENCH/results/.lock"
+if ! flock -n 9; then
+    echo "another bench/run.sh is running (bench/results/.lock); wait for it to finish" >&2
+    exit 1
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 STAMP=$(date +%Y%m%dT%H%M%S)
 SUFFIX=""
@@ -328,7 +335,10 @@ run_failover() {
                 echo "$(now) up" >>"$dir/events.txt"
                 wait "$client" || true
                 forget_pid "$client"
-                [ "$proxy" = veer ] && curl -fsS "http://127.0.0.1:$ADMIN_PORT/events" >"$dir/veer-events.json" 2>/dev/null || true
+                if [ "$proxy" = veer ]; then
+                    curl -fsS "http://127.0.0.1:$ADMIN_PORT/events" >"$dir/veer-events.json" 2>/dev/null || true
+                    curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/veer-metrics.txt" 2>/dev/null || true
+                fi
                 stop_proxy
                 python3 "$PY/probe.py" failover --results "$dir/requests.jsonl" --events "$dir/events.txt" >"$dir/summary.json"
                 python3 "$PY/report.py" record json "$dir/summary.json" case=failover mode="$mode" proxy="$proxy" rep="$rep" rate="$RATE" --out "$RESULTS"

@@ -2,11 +2,20 @@
 # Smoke test of the benchmark harness, so it cannot rot silently: runs `bench/run.sh --quick`
 # (installs what it needs, builds veer, a few seconds per case) and checks that the table it
 # prints has a veer row with a nonzero req/s and a failover row for veer. Exit 0 = harness OK.
+# bench/results/latest.md is left as it was (the quick table stays in results/<stamp>-quick/).
 # It checks that the harness works, not how fast veer is.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LOG="$(mktemp "${TMPDIR:-/tmp}/veer-bench-smoke.XXXXXX")"
-trap 'rm -f "$LOG"' EXIT
+# A quick run must not replace the table of the last full run: keep latest.md as it was.
+KEEP="$(mktemp "${TMPDIR:-/tmp}/veer-bench-latest.XXXXXX")"
+HAD_LATEST=0
+if [ -f "$HERE/results/latest.md" ]; then cp "$HERE/results/latest.md" "$KEEP"; HAD_LATEST=1; fi
+restore() {
+    if [ "$HAD_LATEST" = 1 ]; then cp "$KEEP" "$HERE/results/latest.md"; fi
+    rm -f "$LOG" "$KEEP"
+}
+trap restore EXIT
 start=$(date +%s)
 if ! "$HERE/run.sh" --quick >"$LOG" 2>&1; then
     tail -40 "$LOG" >&2

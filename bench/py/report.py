@@ -61,6 +61,9 @@ def record(args):
                 rec.update(json.loads(line))
     for kv in args.tags:
         k, v = kv.split("=", 1)
+        if k in ("case", "proxy", "mode"):
+            rec[k] = v
+            continue
         try:
             v = int(v)
         except ValueError:
@@ -134,7 +137,7 @@ def ratio_verdict(veer, peers, higher_better):
     if best == 0 or veer == 0:
         if veer == best:
             return f"= best ({TITLES[best_name]})"
-        return f"{fmt_num(veer)} vs {fmt_num(best)} ({TITLES[best_name]})"
+        return f"{fmt_num(veer, 0)} vs {fmt_num(best, 0)} ({TITLES[best_name]})"
     return f"{veer / best:.2f}× {TITLES[best_name]}"
 
 
@@ -144,10 +147,10 @@ def count_verdict(veer, peers):
         return "–"
     best_name, best = min(peers.items(), key=lambda kv: kv[1])
     if veer < best:
-        return f"better (best peer {fmt_num(best)}, {TITLES[best_name]})"
+        return f"better (best peer {fmt_num(best, 0)}, {TITLES[best_name]})"
     if veer == best:
         return f"= best ({TITLES[best_name]})"
-    return f"worse (best peer {fmt_num(best)}, {TITLES[best_name]})"
+    return f"worse (best peer {fmt_num(best, 0)}, {TITLES[best_name]})"
 
 
 def build_rows(recs):
@@ -202,11 +205,14 @@ def build_rows(recs):
               "mean " + ratio_verdict(mean.get("veer"), {p: mean.get(p) for p in PEERS}, False))
     # Failover.
     names = {"stop": "primary stopped (refused)", "503": "primary answers 503", "blackhole": "primary blackholed"}
+    for r in recs:
+        if "mode" in r:
+            r["mode"] = str(r["mode"])
     modes = [m for m in ("stop", "503", "blackhole") if any(r.get("case") == "failover" and r.get("mode") == m for r in recs)]
     for mode in modes:
         tags = {"case": "failover", "mode": mode}
         any_rec = t.sel(**tags)[0]
-        case = f"failover at {any_rec.get('rate', '?')} req/s: {names[mode]} {fmt_num(any_rec.get('outage_s'), 0)} s"
+        case = f"failover at {any_rec.get('rate', '?')} req/s: {names[mode]} for {fmt_num(any_rec.get('outage_s'), 0)} s"
         errs = t.per_proxy(tags, lambda rs: med([r["client_errors"] for r in rs]))
         t.add(case, "client-visible errors", t.per_proxy(tags, lambda rs: fmt_range([r["client_errors"] for r in rs], 0)),
               count_verdict(errs.get("veer"), {p: errs.get(p) for p in PEERS}))
