@@ -97,6 +97,12 @@ pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), String> 
 /// Builds the report for `client` calling `dest`.
 pub fn explain(dest: &Destination, client: &Client) -> Report {
     let t: Table = table::build(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
+    report(dest, client, &t)
+}
+
+/// The report for a table already built for `client` over `dest`'s endpoints (the data plane
+/// builds it once and shares it between routing and `/routes`).
+pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
     let view = |i: usize, why: String, share: f64| {
         let e = &dest.endpoints[i];
         EndpointView {

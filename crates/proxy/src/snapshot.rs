@@ -330,7 +330,7 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
         })
         .collect();
     let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
-    let report = explain::explain(&dest, client);
+    let report = explain::report(&dest, client, &table);
     let mut retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
     // Whatever the dialect's policy says about counts and conditions, veer's retries always
     // leave the hosts and priorities that already failed (Envoy previous_hosts +
