@@ -189,6 +189,16 @@ fn cluster_down_snapshot_one_node(b: Bencher) {
     b.bench(|| snapshot(p, NODE, &p.down));
 }
 
+/// What the control loop does now when a cluster fails: `Snapshot::with_health` rebuilds only
+/// the destinations whose health changed and shares the rest with the previous snapshot.
+#[divan::bench(sample_count = 50)]
+fn cluster_down_incremental_one_node(b: Bencher) {
+    let p = issue();
+    let base = snapshot(p, NODE, &Unhealthy::new());
+    let changed: std::collections::HashSet<String> = p.down.keys().cloned().collect();
+    b.bench(|| base.with_health(&p.down, &changed, 2));
+}
+
 #[divan::bench(sample_count = 50)]
 fn cluster_down_tables_one_client(b: Bencher) {
     let p = issue();

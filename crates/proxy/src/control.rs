@@ -66,6 +66,9 @@ pub struct Control {
     pending: HashSet<(String, String)>,
     health: HashMap<(String, String), HealthState>,
     active: HashMap<String, i64>,
+    /// Destinations whose health changed since the last snapshot; `None`: rebuild everything
+    /// (start, reload).
+    dirty: Option<HashSet<String>>,
     generation: u64,
     start: Instant,
     rng: Rng,
@@ -103,6 +106,7 @@ impl Control {
             pending: HashSet::new(),
             health: HashMap::new(),
             active: HashMap::new(),
+            dirty: None,
             generation: 0,
             start: Instant::now(),
             rng: Rng(fastrand::Rng::new()),
@@ -121,6 +125,13 @@ impl Control {
 
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// Notes that `dest`'s health changed (a full rebuild pending covers it anyway).
+    fn touch(&mut self, dest: &str) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(dest.to_string());
+        }
     }
 
     /// Runs until `shutdown` turns true.
@@ -168,6 +179,7 @@ impl Control {
                 let reason = format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
                 self.metrics.ejection(&o.destination, &endpoint, &format!("{:?}", e.reason));
                 self.events.record(EventKind::Ejection, Some(&o.destination), Some(&endpoint), None, None, None, reason);
+                self.touch(&o.destination);
                 true
             }
             Verdict::Overflow { reason, .. } => {
@@ -186,6 +198,7 @@ impl Control {
                 if !self.pending.remove(&(dest.clone(), endpoint.clone())) {
                     return false;
                 }
+                self.touch(&dest);
                 if ok {
                     self.metrics.unejection(&dest, &endpoint);
                     self.events.record(EventKind::Unejection, Some(&dest), Some(&endpoint), None, None, None, format!("ejection time over and re-admission probe passed ({detail})"));
@@ -202,6 +215,8 @@ impl Control {
             }
             Msg::Health { dest, endpoint, ok, detail } => {
                 let Some(check) = self.dest_health_check(&dest) else { return false };
+                // A health transition below returns true; touching on every result is harmless.
+                self.touch(&dest);
                 let key = (dest.clone(), endpoint.clone());
                 let Some(h) = self.health.get_mut(&key) else { return false };
                 if ok {
@@ -254,6 +269,7 @@ impl Control {
             }
         }
         for (dest, endpoint) in probes {
+            self.touch(&dest);
             self.spawn_probe(dest, endpoint);
         }
         changed
@@ -307,6 +323,8 @@ impl Control {
         if let Some(tx) = &self.manifests {
             tx.send_replace(Arc::new(self.set.clone()));
         }
+        // New manifests: resolve everything again.
+        self.dirty = None;
         self.rebuild();
         self.metrics.config_reload(true);
         self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
@@ -336,6 +354,10 @@ impl Control {
             }
         }
         self.generation += 1;
+        if let Some(changed) = self.dirty.replace(HashSet::new()) {
+            self.rebuild_health(&unhealthy, &changed);
+            return;
+        }
         let snap = match Snapshot::build(&self.set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.generation) {
             Ok(s) => s,
             Err(e) => {
@@ -370,21 +392,7 @@ impl Control {
                     }
                 }
             }
-            let active = d.active_priority();
-            let before = self.active.insert(key.clone(), active);
-            self.metrics.set_active_priority(&key, active);
-            for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
-                self.metrics.set_endpoint_health(&key, &u.key, &u.cluster, u.priority as u32, e.health != veer_core::topology::Health::Unhealthy);
-            }
-            if let Some(before) = before {
-                if before != active {
-                    let reason = if active < 0 { "no healthy endpoint left".to_string() } else if active > before { format!("priority {before} lost its healthy endpoints") } else { format!("priority {active} is healthy again") };
-                    self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
-                    if before >= 0 && active >= 0 {
-                        self.metrics.failover_event(&key, before as u32, active as u32);
-                    }
-                }
-            }
+            self.observe(d);
         }
         self.detectors.retain(|k, _| keys.contains(k));
         self.next_sweep.retain(|k, _| keys.contains(k));
@@ -399,6 +407,36 @@ impl Control {
         });
         self.shared.budgets.store(Arc::new(budgets));
         self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// A health-only update: only the destinations in `changed` get new tables; routes,
+    /// detectors, budgets and health checks stay as they are.
+    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>) {
+        let snap = self.shared.snapshot.load().with_health(unhealthy, changed, self.generation);
+        for d in snap.destinations.iter().filter(|d| changed.contains(&*d.key)) {
+            self.observe(d);
+        }
+        self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Publishes a destination's health and records a move to another priority.
+    fn observe(&mut self, d: &crate::snapshot::DestState) {
+        let key = d.key.to_string();
+        let active = d.active_priority();
+        let before = self.active.insert(key.clone(), active);
+        self.metrics.set_active_priority(&key, active);
+        for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+            self.metrics.set_endpoint_health(&key, &u.key, &u.cluster, u.priority as u32, e.health != veer_core::topology::Health::Unhealthy);
+        }
+        if let Some(before) = before {
+            if before != active {
+                let reason = if active < 0 { "no healthy endpoint left".to_string() } else if active > before { format!("priority {before} lost its healthy endpoints") } else { format!("priority {active} is healthy again") };
+                self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
+                if before >= 0 && active >= 0 {
+                    self.metrics.failover_event(&key, before as u32, active as u32);
+                }
+            }
+        }
     }
 
     fn spawn_health_check(&self, dest: String, endpoint: String, check: ActiveHealthCheck, h2: bool, host: String) -> JoinHandle<()> {

@@ -62,6 +62,9 @@ pub struct DestState {
     pub timeouts: Timeouts,
     pub http2: bool,
     pub report: Report,
+    /// The destination as resolved from the manifests, before health: what a health-only
+    /// update rebuilds this state from without resolving the manifests again.
+    resolved: Destination,
 }
 
 #[derive(Debug)]
@@ -75,8 +78,10 @@ struct Route {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub generation: u64,
-    routes: HashMap<String, Vec<Route>>,
+    /// Shared between snapshots that differ only in health.
+    routes: Arc<HashMap<String, Vec<Route>>>,
     pub destinations: Vec<Arc<DestState>>,
+    client: Client,
 }
 
 /// What to pick an endpoint from on a retry: priorities and hosts already tried.
@@ -223,11 +228,12 @@ impl Snapshot {
     pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let mut snap = Snapshot { generation, ..Snapshot::default() };
-        let add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
+        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
             snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy)));
             for h in hosts {
-                snap.routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
+                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
             }
         };
         for vd in &set.virtual_destinations {
@@ -271,7 +277,21 @@ impl Snapshot {
                 }
             }
         }
+        snap.routes = Arc::new(routes);
+        snap.client = client;
         Ok(snap)
+    }
+
+    /// The same routes and destinations with new health for the destinations in `changed`; the
+    /// others are shared with `self`. This is the update a failure or recovery causes: it
+    /// resolves no manifest and rebuilds only the tables that moved.
+    pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<String>, generation: u64) -> Snapshot {
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|d| if changed.contains(&*d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy)) } else { d.clone() })
+            .collect();
+        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone() }
     }
 
     /// Every destination's report, for `/routes`.
@@ -331,6 +351,7 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
         .collect();
     let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
     let report = explain::report(&dest, client, &table);
+    let resolved = Destination { endpoints: dest.endpoints.iter().cloned().map(|mut e| { e.health = Health::Healthy; e }).collect(), ..dest.clone() };
     let mut retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
     // Whatever the dialect's policy says about counts and conditions, veer's retries always
     // leave the hosts and priorities that already failed (Envoy previous_hosts +
@@ -356,6 +377,7 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
         timeouts,
         http2: dest.http2,
         report,
+        resolved,
     }
 }
 
