@@ -39,6 +39,8 @@ pub struct Table {
     pub excluded: Vec<usize>,
     pub levels: usize,
     pub load: PriorityLoad,
+    /// Host counts per priority that `load` was computed from.
+    pub level_health: Vec<LevelHealth>,
     pub settings: LoadSettings,
     /// The group weighting in effect (`distribute` always weights groups).
     pub weighting: GroupWeighting,
@@ -90,7 +92,7 @@ pub fn build(
     let load = priority_load(&health, settings);
     let weighting = if matches!(rule, PriorityRule::Distribute(_)) { GroupWeighting::On } else { weighting };
     assign_shares(&mut placements, endpoints, &load, settings, weighting);
-    Table { placements, excluded, levels, load, settings, weighting }
+    Table { placements, excluded, levels, load, level_health: health, settings, weighting }
 }
 
 /// Each endpoint's share (percent) of one priority's traffic once that priority is picked: what

@@ -342,21 +342,27 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
             let Some(backend) = set.backends.iter().find(|x| x.meta.name == b.name && x.meta.namespace == b.namespace) else { continue };
             let tier = u32::from(backend.fallback);
             sources.push(source(&backend.meta, if backend.fallback { "fallback: true, so priority 1" } else { "active backend, priority 0" }));
+            // An endpoint named directly by the Backend (an IP, or a name outside the cluster):
+            // no topology of its own, so it sits in this node's cluster.
+            let direct = |address: Address, origin: String| Endpoint {
+                cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
+                address,
+                labels: Labels::new(),
+                locality: Locality::default(),
+                network: String::new(),
+                weight: 1,
+                health: Health::Healthy,
+                tier: Some(tier),
+                group: backend.meta.name.clone(),
+                group_weight: Some(b.weight),
+                origin,
+            };
             for e in &backend.endpoints {
                 match e {
-                    BackendEndpoint::Ip { address, port } => endpoints.push(Endpoint {
-                        cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
-                        address: Address::Socket(SocketAddr::new(*address, *port)),
-                        labels: Labels::new(),
-                        locality: Locality::default(),
-                        network: String::new(),
-                        weight: 1,
-                        health: Health::Healthy,
-                        tier: Some(tier),
-                        group: backend.meta.name.clone(),
-                        group_weight: Some(b.weight),
-                        origin: format!("Backend {}/{} ip endpoint", backend.meta.namespace, backend.meta.name),
-                    }),
+                    BackendEndpoint::Ip { address, port } => endpoints.push(direct(
+                        Address::Socket(SocketAddr::new(*address, *port)),
+                        format!("Backend {}/{} ip endpoint", backend.meta.namespace, backend.meta.name),
+                    )),
                     BackendEndpoint::Fqdn { hostname, port } => match cluster_local_service(hostname) {
                         Some((name, ns)) => {
                             for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == name && s.meta.namespace == ns) {
@@ -371,19 +377,10 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
                                 }
                             }
                         }
-                        None => endpoints.push(Endpoint {
-                            cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
-                            address: Address::Dns { host: hostname.clone(), port: *port },
-                            labels: Labels::new(),
-                            locality: Locality::default(),
-                            network: String::new(),
-                            weight: 1,
-                            health: Health::Healthy,
-                            tier: Some(tier),
-                            group: backend.meta.name.clone(),
-                            group_weight: Some(b.weight),
-                            origin: format!("Backend {}/{} fqdn, resolved through DNS when traffic runs", backend.meta.namespace, backend.meta.name),
-                        }),
+                        None => endpoints.push(direct(
+                            Address::Dns { host: hostname.clone(), port: *port },
+                            format!("Backend {}/{} fqdn, resolved through DNS when traffic runs", backend.meta.namespace, backend.meta.name),
+                        )),
                     },
                 }
             }

@@ -52,7 +52,6 @@ pub struct DestState {
     pub upstreams: Vec<Upstream>,
     pub endpoints: Vec<Endpoint>,
     pub table: Table,
-    level_health: Vec<LevelHealth>,
     /// Cumulative pick weights over all endpoints for a first attempt.
     first_pick: Vec<(usize, f64)>,
     /// Per priority: (endpoint, share of that priority) for retries moving there.
@@ -138,7 +137,7 @@ impl DestState {
     /// hosts already tried (Envoy's previous_priorities and previous_hosts). `None`: nothing to pick.
     pub fn pick(&self, tried: &Tried, rand: u64, rand_f: f64) -> Option<usize> {
         if tried.attempts() == 0 {
-            return pick_weighted(&self.first_pick, rand_f, |_| true);
+            return pick_weighted(&self.first_pick, rand_f);
         }
         let load = if self.retry.other_priorities { self.load_without(tried.priorities) } else { self.table.load.clone() };
         if load.no_healthy && tried.attempts() > 0 {
@@ -153,6 +152,7 @@ impl DestState {
     /// is spread again over the rest; if nothing is left, the original loads apply.
     fn load_without(&self, tried_priorities: u64) -> PriorityLoad {
         let levels: Vec<LevelHealth> = self
+            .table
             .level_health
             .iter()
             .enumerate()
@@ -175,7 +175,7 @@ impl DestState {
     }
 }
 
-fn pick_weighted(cumulative: &[(usize, f64)], r: f64, _ok: impl Fn(usize) -> bool) -> Option<usize> {
+fn pick_weighted(cumulative: &[(usize, f64)], r: f64) -> Option<usize> {
     let total = cumulative.last()?.1;
     if total <= 0.0 {
         return None;
@@ -300,7 +300,8 @@ impl Snapshot {
     }
 }
 
-fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &Unhealthy) -> DestState {
+fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy) -> DestState {
+    let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
     for e in &mut dest.endpoints {
         if down.is_some_and(|d| d.iter().any(|k| *k == e.address.to_string())) {
@@ -335,23 +336,8 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
             first_pick.push((p.endpoint, acc));
         }
     }
-    let level_health = (0..table.levels)
-        .map(|lvl| {
-            let mut h = LevelHealth::default();
-            for p in table.placements.iter().filter(|p| p.priority == lvl) {
-                h.hosts += 1;
-                match dest.endpoints[p.endpoint].health {
-                    Health::Healthy => h.healthy += 1,
-                    Health::Degraded => h.degraded += 1,
-                    Health::Unhealthy => {}
-                }
-            }
-            h
-        })
-        .collect();
     let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
     let report = explain::report(&dest, client, &table);
-    let resolved = Destination { endpoints: dest.endpoints.iter().cloned().map(|mut e| { e.health = Health::Healthy; e }).collect(), ..dest.clone() };
     let mut retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
     // Whatever the dialect's policy says about counts and conditions, veer's retries always
     // leave the hosts and priorities that already failed (Envoy previous_hosts +
@@ -369,7 +355,6 @@ fn dest_state(key: String, mut dest: Destination, client: &Client, unhealthy: &U
         upstreams,
         endpoints: dest.endpoints.clone(),
         table,
-        level_health,
         first_pick,
         level_picks,
         resilience: dest.resilience.clone(),
