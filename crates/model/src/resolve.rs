@@ -517,7 +517,7 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
 }
 
 /// Whether `cluster` exposes `host` to other networks through an AUTO_PASSTHROUGH Istio Gateway.
-fn exposed(set: &ManifestSet, cluster: &str, host: &str) -> bool {
+pub fn exposed(set: &ManifestSet, cluster: &str, host: &str) -> bool {
     set.istio_gateways.iter().any(|(c, g)| {
         c == cluster && g.servers.iter().any(|s| s.tls_mode.as_deref() == Some("AUTO_PASSTHROUGH") && s.hosts.iter().any(|h| host_matches(h, host)))
     })

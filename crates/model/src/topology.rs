@@ -16,8 +16,11 @@ pub struct Cluster {
     pub network: String,
     pub locality: Locality,
     pub labels: BTreeMap<String, String>,
-    /// Where this cluster's veer gateway listens (east-west and ingress).
+    /// Where this cluster's veer gateway listens for its clients (ingress).
     pub gateway: Option<SocketAddr>,
+    /// Where this cluster's east-west listener (mTLS, for peer nodes) listens: the catalog
+    /// stream and the hop to its local endpoints.
+    pub east_west: Option<SocketAddr>,
     /// Where this cluster's admin listener listens.
     pub admin: Option<SocketAddr>,
 }
@@ -80,13 +83,18 @@ pub(crate) fn read_cluster(spec: &Obj<'_>, meta: Meta) -> Option<Cluster> {
         g.finish();
         a
     });
+    let east_west = spec.obj("eastWest").and_then(|g| {
+        let a = socket(&g, "address");
+        g.finish();
+        a
+    });
     let admin = spec.obj("admin").and_then(|g| {
         let a = socket(&g, "address");
         g.finish();
         a
     });
     spec.skip("dns");
-    Some(Cluster { meta, network, locality, labels, gateway, admin })
+    Some(Cluster { meta, network, locality, labels, gateway, east_west, admin })
 }
 
 fn socket(o: &Obj<'_>, key: &'static str) -> Option<SocketAddr> {
