@@ -26,7 +26,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
 /// Shown on 404 so someone poking at the port with curl learns what is there.
-const INDEX: &str = "veer admin endpoints:\n  GET /healthz\n  GET /ready\n  GET /metrics\n  GET /routes\n  GET /events[?since=N]\n";
+const INDEX: &str = "veer admin endpoints:\n  GET /healthz\n  GET /ready\n  GET /metrics\n  GET /routes\n  GET /events[?since=N]\n  GET /status\n";
 
 /// A client that never finishes its request headers must not pin a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,9 @@ pub struct AdminState {
     pub events: Arc<Events>,
     /// The live priority tables as JSON (same shape as `veer explain -o json`, one per destination).
     pub routes: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
-    /// Extra status for /ready and `veer status` later.
+    /// The node at a glance for `veer status`: its cluster, its peers and the age of their
+    /// data, the active priority of each destination.
+    pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     pub ready: AtomicBool,
 }
 
@@ -56,6 +58,7 @@ impl AdminState {
             metrics,
             events,
             routes: Box::new(routes),
+            status: Box::new(|| serde_json::Value::Null),
             ready: AtomicBool::new(false),
         }
     }
@@ -121,7 +124,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/healthz" | "/ready" | "/metrics" | "/routes" | "/events"
+        "/healthz" | "/ready" | "/metrics" | "/routes" | "/events" | "/status"
     );
     if !known {
         return respond(StatusCode::NOT_FOUND, TEXT, INDEX);
@@ -152,6 +155,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             state.metrics.encode(),
         ),
         "/routes" => json(&(state.routes)()),
+        "/status" => json(&(state.status)()),
         "/events" => match since(req.uri().query()) {
             Ok(Some(seq)) => json(&state.events.since(seq)),
             Ok(None) => json(&state.events.all()),

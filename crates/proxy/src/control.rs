@@ -15,6 +15,11 @@ use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, RetryBudget, Shared};
+use crate::mesh::catalog::{self, Catalog};
+use crate::mesh::eastwest::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
+use crate::mesh::link::PeerLink;
+use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
+use crate::mesh::Remote;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Unhealthy};
 
@@ -26,6 +31,23 @@ pub struct ControlConfig {
     pub labels: Labels,
     /// How often manifest files are checked for changes.
     pub reload_every: Duration,
+    /// Set when the node is meshed with peer nodes.
+    pub mesh: Option<MeshSetup>,
+}
+
+/// What a meshed node's control loop needs: how to age peers, how to reach them, and where to
+/// publish its own catalog.
+#[derive(Clone)]
+pub struct MeshSetup {
+    pub aging: Aging,
+    pub client: Arc<rustls::ClientConfig>,
+    pub catalog: watch::Sender<Arc<Catalog>>,
+}
+
+impl std::fmt::Debug for MeshSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshSetup").field("aging", &self.aging).finish_non_exhaustive()
+    }
 }
 
 /// Results of probes and health checks, sent back to the loop by the tasks that run them.
@@ -74,8 +96,14 @@ pub struct Control {
     rng: Rng,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
-    /// Receives every accepted manifest set (the DNS server's records follow it).
-    manifests: Option<watch::Sender<Arc<ManifestSet>>>,
+    /// Receive every accepted manifest set (the DNS server's records and the east-west
+    /// listener follow it).
+    manifests: Vec<watch::Sender<Arc<ManifestSet>>>,
+    /// Peer clusters, when meshed.
+    peers: Option<Peers>,
+    peer_rx: Option<mpsc::UnboundedReceiver<PeerMsg>>,
+    /// Remote health changed since the last snapshot: every table is rebuilt.
+    remote_dirty: bool,
 }
 
 /// The outlier detection veer applies when a destination configures none: only decisive
@@ -112,15 +140,25 @@ impl Control {
             rng: Rng(fastrand::Rng::new()),
             tx,
             rx,
-            manifests: None,
+            manifests: Vec::new(),
+            peers: None,
+            peer_rx: None,
+            remote_dirty: false,
         };
+        if let Some(mesh) = &c.cfg.mesh {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut peers = Peers::new(&c.cfg.cluster, mesh.aging, mesh.client.clone(), tx, c.events.clone(), c.metrics.clone());
+            peers.sync(&c.set);
+            c.peers = Some(peers);
+            c.peer_rx = Some(rx);
+        }
         c.rebuild();
         c
     }
 
     /// Publishes every manifest set accepted by a reload to `tx`.
     pub fn watch_manifests(&mut self, tx: watch::Sender<Arc<ManifestSet>>) {
-        self.manifests = Some(tx);
+        self.manifests.push(tx);
     }
 
     fn now(&self) -> Duration {
@@ -139,8 +177,22 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut reload = tokio::time::interval(self.cfg.reload_every);
         let mut refill = tokio::time::interval(Duration::from_secs(1));
+        let mut peer_rx = self.peer_rx.take();
         loop {
             tokio::select! {
+                Some(m) = async { match &mut peer_rx { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    let now = self.now();
+                    let mut change = Change::default();
+                    if let Some(p) = &mut self.peers {
+                        change = p.on_msg(m, now);
+                        while let Some(Ok(m)) = peer_rx.as_mut().map(|rx| rx.try_recv()) {
+                            let c = p.on_msg(m, now);
+                            change.endpoints |= c.endpoints;
+                            change.health |= c.health;
+                        }
+                    }
+                    if self.apply(change) { self.rebuild(); }
+                }
                 Some(o) = outcomes.recv() => {
                     let mut changed = self.on_outcome(o);
                     // Drain what is already queued so a burst costs one rebuild.
@@ -153,7 +205,11 @@ impl Control {
                     if self.on_msg(m) { self.rebuild(); }
                 }
                 _ = tick.tick() => {
-                    if self.sweep() { self.rebuild(); }
+                    let now = self.now();
+                    let aged = self.peers.as_mut().map(|p| p.tick(now)).unwrap_or_default();
+                    let peers_changed = self.apply(aged);
+                    if self.sweep() || peers_changed { self.rebuild(); }
+                    self.publish_status();
                 }
                 _ = reload.tick() => self.reload(),
                 _ = refill.tick() => {
@@ -167,10 +223,36 @@ impl Control {
         for (_, h) in self.health.drain() {
             h.task.abort();
         }
+        if let Some(p) = &mut self.peers {
+            p.stop();
+        }
+    }
+
+    /// Notes what a peer change requires; returns whether a rebuild is due.
+    fn apply(&mut self, change: Change) -> bool {
+        if change.endpoints {
+            self.dirty = None;
+        } else if change.health {
+            self.remote_dirty = true;
+        }
+        change.endpoints || change.health
+    }
+
+    /// Peers and active priorities for `veer status`.
+    fn publish_status(&self) {
+        let Some(p) = &self.peers else { return };
+        self.shared.peer_status.store(Arc::new(p.status()));
     }
 
     fn on_outcome(&mut self, o: OutcomeReport) -> bool {
         let now = self.now();
+        if let Some((cluster, why)) = &o.gateway {
+            let change = match &mut self.peers {
+                Some(p) => p.gateway_failed(cluster, why, now),
+                None => Change::default(),
+            };
+            return self.apply(change);
+        }
         let Some(det) = self.detectors.get_mut(&*o.destination) else { return false };
         let endpoint = o.endpoint.to_string();
         let verdict = if o.decisive { det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng) } else { det.record(&endpoint, o.outcome, now, &mut self.rng) };
@@ -281,10 +363,11 @@ impl Control {
         let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
         let h2 = d.is_some_and(|d| d.http2);
         let host = d.and_then(|d| d.report.host.clone().into());
+        let via = d.and_then(|d| d.upstreams.iter().find(|u| *u.key == *endpoint)).and_then(|u| u.via.clone());
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let (ok, detail) = probe(&shared, &endpoint, &path, host.as_deref(), h2, Duration::from_secs(1)).await;
+            let (ok, detail) = probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, Duration::from_secs(1), &[]).await;
             let _ = tx.send(Msg::Readmission { dest, endpoint, ok, detail });
         });
     }
@@ -320,8 +403,11 @@ impl Control {
             return;
         }
         self.set = loaded.set;
-        if let Some(tx) = &self.manifests {
+        for tx in &self.manifests {
             tx.send_replace(Arc::new(self.set.clone()));
+        }
+        if let Some(p) = &mut self.peers {
+            p.sync(&self.set);
         }
         // New manifests: resolve everything again.
         self.dirty = None;
@@ -354,11 +440,29 @@ impl Control {
             }
         }
         self.generation += 1;
+        self.publish_catalog(&unhealthy);
+        let remote_dirty = std::mem::take(&mut self.remote_dirty);
         if let Some(changed) = self.dirty.replace(HashSet::new()) {
-            self.rebuild_health(&unhealthy, &changed);
+            if remote_dirty {
+                let snap = self.shared.snapshot.load().with_remote(&unhealthy, self.remote(), self.generation);
+                for d in &snap.destinations {
+                    self.observe(d);
+                }
+                self.shared.snapshot.store(Arc::new(snap));
+            } else {
+                self.rebuild_health(&unhealthy, &changed);
+            }
             return;
         }
-        let snap = match Snapshot::build(&self.set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.generation) {
+        let merged;
+        let set = match &self.peers {
+            Some(p) => {
+                merged = catalog::merge(&self.set, &self.cfg.cluster, &p.catalogs());
+                &merged
+            }
+            None => &self.set,
+        };
+        let snap = match Snapshot::build_meshed(set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
@@ -387,7 +491,7 @@ impl Control {
                     let id = (key.clone(), u.key.to_string());
                     live_checks.insert(id.clone());
                     if !self.health.contains_key(&id) {
-                        let task = self.spawn_health_check(id.0.clone(), id.1.clone(), check.clone(), d.http2, d.report.host.clone());
+                        let task = self.spawn_health_check(id.0.clone(), id.1.clone(), u.via.clone(), check.clone(), d.http2, d.report.host.clone());
                         self.health.insert(id, HealthState { healthy: true, ok_run: 0, fail_run: 0, task });
                     }
                 }
@@ -407,6 +511,27 @@ impl Control {
         });
         self.shared.budgets.store(Arc::new(budgets));
         self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Links and remote health as the snapshot needs them (empty when not meshed).
+    fn remote(&self) -> Arc<Remote> {
+        match &self.peers {
+            Some(p) => Arc::new(Remote { own: self.cfg.cluster.clone(), links: p.links(), health: p.health() }),
+            None => Arc::default(),
+        }
+    }
+
+    /// Announces this cluster's endpoints and their health (as this node's own checks see
+    /// them) to the peers, when either changed.
+    fn publish_catalog(&self, unhealthy: &Unhealthy) {
+        let Some(mesh) = &self.cfg.mesh else { return };
+        let current = mesh.catalog.borrow().clone();
+        let mut next = Catalog::local(&self.set, &self.cfg.cluster, current.generation, Default::default());
+        next.unhealthy = unhealthy.values().flatten().filter(|k| k.parse::<std::net::SocketAddr>().is_ok_and(|a| next.has_address(a.ip()))).cloned().collect();
+        if next != *current {
+            next.generation += 1;
+            mesh.catalog.send_replace(Arc::new(next));
+        }
     }
 
     /// A health-only update: only the destinations in `changed` get new tables; routes,
@@ -439,7 +564,7 @@ impl Control {
         }
     }
 
-    fn spawn_health_check(&self, dest: String, endpoint: String, check: ActiveHealthCheck, h2: bool, host: String) -> JoinHandle<()> {
+    fn spawn_health_check(&self, dest: String, endpoint: String, via: Option<Arc<PeerLink>>, check: ActiveHealthCheck, h2: bool, host: String) -> JoinHandle<()> {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -447,7 +572,7 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (ok, detail) = probe_with(&shared, &endpoint, &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await;
+                let (ok, detail) = probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await;
                 if tx.send(Msg::Health { dest: dest.clone(), endpoint: endpoint.clone(), ok, detail }).is_err() {
                     break;
                 }
@@ -456,12 +581,10 @@ impl Control {
     }
 }
 
-/// One HTTP probe: healthy when the endpoint answers below 500 in time.
-async fn probe(shared: &Shared, endpoint: &str, path: &str, host: Option<&str>, h2: bool, timeout: Duration) -> (bool, String) {
-    probe_with(shared, endpoint, path, host, h2, timeout, &[]).await
-}
-
-async fn probe_with(shared: &Shared, endpoint: &str, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> (bool, String) {
+/// One HTTP probe: healthy when the endpoint answers below 500 (or in `expected`) in time.
+/// An endpoint of a peer cluster is probed through that cluster's east-west listener.
+#[allow(clippy::too_many_arguments)]
+async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> (bool, String) {
     use http_body_util::{BodyExt, Empty};
     let uri = format!("http://{endpoint}{path}");
     let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
@@ -476,8 +599,32 @@ async fn probe_with(shared: &Shared, endpoint: &str, path: &str, host: Option<&s
         }
     }
     req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("veer-health-check"));
-    let client = if h2 { &shared.http2 } else { &shared.http1 };
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    let sent = async {
+        match via {
+            Some(link) => {
+                let authority = host.unwrap_or(endpoint);
+                *req.uri_mut() = match http::Uri::builder().scheme("https").authority(authority).path_and_query(path).build() {
+                    Ok(u) => u,
+                    Err(e) => return Err(format!("bad probe request: {e}")),
+                };
+                *req.version_mut() = http::Version::HTTP_2;
+                req.headers_mut().remove(http::header::HOST);
+                if let Ok(v) = http::HeaderValue::from_str(endpoint) {
+                    req.headers_mut().insert(X_VEER_ENDPOINT, v);
+                }
+                if h2 {
+                    req.headers_mut().insert(X_VEER_UPSTREAM_H2, http::HeaderValue::from_static("1"));
+                }
+                link.send(req).await.map_err(|e| e.to_string())
+            }
+            None => {
+                let client = if h2 { &shared.http2 } else { &shared.http1 };
+                client.request(req).await.map_err(|e| e.to_string())
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => (false, format!("GET {path} failed behind the east-west gateway: {}", resp.status())),
         Ok(Ok(resp)) => {
             let code = resp.status().as_u16();
             let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };

@@ -37,6 +37,18 @@ pub enum EventKind {
     ConfigRejected,
     /// A regional DNS zone changed writer (takeover or hand-back), with its new epoch.
     DnsOwnership,
+    /// A peer cluster's data is older than the stale threshold (still routed, flagged).
+    PeerStale,
+    /// A peer cluster is unreachable or silent past the unhealthy threshold: all its endpoints
+    /// are unhealthy at once.
+    PeerUnhealthy,
+    /// A peer cluster speaks again: its endpoints return with the health it reports.
+    PeerRecovered,
+    /// A peer cluster was silent past the forget threshold: its endpoints are dropped.
+    PeerForgotten,
+    /// A connection to the east-west listener was refused (bad certificate, wrong cluster,
+    /// forbidden target).
+    PeerRefused,
     Started,
     Stopping,
 }
@@ -55,6 +67,11 @@ impl EventKind {
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
             EventKind::DnsOwnership => "dns_ownership",
+            EventKind::PeerStale => "peer_stale",
+            EventKind::PeerUnhealthy => "peer_unhealthy",
+            EventKind::PeerRecovered => "peer_recovered",
+            EventKind::PeerForgotten => "peer_forgotten",
+            EventKind::PeerRefused => "peer_refused",
             EventKind::Started => "started",
             EventKind::Stopping => "stopping",
         }
@@ -68,6 +85,10 @@ impl EventKind {
                 | EventKind::ReEjection
                 | EventKind::ConfigRejected
                 | EventKind::HealthCheckFailed
+                | EventKind::PeerStale
+                | EventKind::PeerUnhealthy
+                | EventKind::PeerForgotten
+                | EventKind::PeerRefused
         )
     }
 }

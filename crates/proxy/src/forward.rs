@@ -18,6 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use veer_core::outlier::Outcome;
 
+use crate::mesh::eastwest::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
+use crate::mesh::link::{LinkError, PeerLink};
 use crate::metrics::Metrics;
 use crate::snapshot::{DestState, Snapshot, Tried};
 
@@ -38,6 +40,9 @@ pub struct OutcomeReport {
     pub outcome: Outcome,
     /// A refused connect or a reset: veer ejects on the first one.
     pub decisive: bool,
+    /// Set when a peer cluster's gateway could not be reached: (cluster, why). The whole
+    /// cluster is down, not this endpoint.
+    pub gateway: Option<(Arc<str>, Arc<str>)>,
 }
 
 /// Retry budget of one destination: retries within a priority may add at most ~20% to the
@@ -95,6 +100,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Retry budgets by destination key; replaced with the snapshot.
     pub budgets: ArcSwap<std::collections::HashMap<Arc<str>, Arc<RetryBudget>>>,
+    /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
+    pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
@@ -225,12 +232,41 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         if use_h2 {
             up.headers_mut().remove(header::HOST);
         }
-        let client = if use_h2 { &shared.http2 } else { &shared.http1 };
         tried.record(ep, upstream.priority);
+        let mut gateway_failed = false;
         let try_deadline = (tokio::time::Instant::now() + dest.timeouts.per_try).min(deadline);
-        let attempt = tokio::time::timeout_at(try_deadline, client.request(up)).await;
+        let attempt = match &upstream.via {
+            None => {
+                let client = if use_h2 { &shared.http2 } else { &shared.http1 };
+                match tokio::time::timeout_at(try_deadline, client.request(up)).await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
+                    Ok(Err(_)) => Err(Failure::Reset),
+                    Err(_) => Err(Failure::Timeout),
+                }
+            }
+            Some(link) => match tokio::time::timeout_at(try_deadline, east_west(link, up, upstream, use_h2)).await {
+                Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
+                    // The remote gateway answered for one endpoint behind it: blame that one.
+                    Some(b"connect" | b"refused") => Err(Failure::Connect),
+                    Some(b"reset") => Err(Failure::Reset),
+                    _ => Ok(resp),
+                },
+                Ok(Err(e)) => {
+                    // The gateway itself is gone: the whole cluster is one failure domain, and
+                    // no endpoint behind it is to blame.
+                    report_gateway(shared, dest, upstream, &e.to_string());
+                    gateway_failed = true;
+                    Err(match e {
+                        LinkError::Connect(_) => Failure::Connect,
+                        LinkError::Broken(_) => Failure::Reset,
+                    })
+                }
+                Err(_) => Err(Failure::Timeout),
+            },
+        };
         let failure = match attempt {
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 let status = resp.status();
                 if status.is_server_error() && retriable_status(dest, status.as_u16()) {
                     Failure::Status(resp)
@@ -239,9 +275,7 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
                     return (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()));
                 }
             }
-            Ok(Err(e)) if e.is_connect() => Failure::Connect,
-            Ok(Err(_)) => Failure::Reset,
-            Err(_) => Failure::Timeout,
+            Err(f) => f,
         };
         let (outcome, decisive, reason) = match &failure {
             Failure::Connect => (Outcome::ConnectFailed, true, "connect_failure"),
@@ -249,7 +283,9 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
             Failure::Timeout => (Outcome::Timeout, false, "timeout"),
             Failure::Status(r) => (Outcome::Http(r.status().as_u16()), false, "5xx"),
         };
-        report(shared, dest, ep, outcome, decisive);
+        if !gateway_failed {
+            report(shared, dest, ep, outcome, decisive);
+        }
         let safe = matches!(failure, Failure::Connect) || idempotent;
         let wanted = match &failure {
             Failure::Connect => dest.retry.retry_on.connect_failure || dest.retry.retry_on.five_xx,
@@ -288,6 +324,32 @@ fn retriable_status(dest: &DestState, status: u16) -> bool {
     on.five_xx || (on.gateway_error && matches!(status, 502..=504)) || on.retriable_status_codes.contains(&status)
 }
 
+/// Sends a request to an endpoint of a peer cluster through that cluster's east-west listener,
+/// naming the endpoint this node picked so priorities and weights stay exact across the hop.
+async fn east_west(link: &PeerLink, mut up: Request<Body>, upstream: &crate::snapshot::Upstream, h2: bool) -> Result<Response<Incoming>, LinkError> {
+    let host = up.headers_mut().remove(header::HOST).or_else(|| up.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let authority = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| http::uri::Authority::try_from(h).ok()).unwrap_or_else(|| upstream.authority.clone());
+    let mut parts = up.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    parts.authority = Some(authority);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *up.uri_mut() = uri;
+    }
+    *up.version_mut() = Version::HTTP_2;
+    if let Ok(v) = HeaderValue::from_str(&upstream.key) {
+        up.headers_mut().insert(X_VEER_ENDPOINT, v);
+    }
+    if h2 {
+        up.headers_mut().insert(X_VEER_UPSTREAM_H2, HeaderValue::from_static("1"));
+    }
+    link.send(up).await
+}
+
+/// Reports that a peer cluster's gateway could not be reached.
+fn report_gateway(shared: &Shared, dest: &DestState, upstream: &crate::snapshot::Upstream, why: &str) {
+    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: Outcome::ConnectFailed, decisive: true, gateway: Some((upstream.cluster.clone(), Arc::from(why))) });
+}
+
 /// Reports an outcome; successes only when they end a run of failures.
 fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisive: bool) {
     let upstream = &dest.upstreams[ep];
@@ -301,7 +363,7 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
     } else if upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
         return;
     }
-    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive });
+    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });
 }
 
 fn respond(resp: Response<Incoming>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {

@@ -7,6 +7,7 @@
 //! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
 //!   re-admission probes; it publishes snapshots.
 //! - [`server`]: listeners and connection handling, graceful drain.
+//! - [`mesh`]: peer nodes, their catalogs, east-west mTLS links and listener.
 //! - [`node`]: wires one veer node together (`veer run`).
 //! - [`admin`], [`metrics`], [`events`]: what an operator sees.
 
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod control;
 pub mod events;
 pub mod forward;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -68,6 +68,22 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EastWestLabels {
+    peer: String,
+    status: u16,
+}
+
 type HistogramFamily = Family<DestinationLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -103,6 +119,10 @@ pub struct Metrics {
     failover_events: Family<FailoverLabels, Counter>,
     endpoint_healthy: Family<HealthLabels, Gauge>,
     config_reloads: Family<ReloadLabels, Counter>,
+    peer_up: Family<PeerLabels, Gauge>,
+    peer_age_ms: Family<PeerLabels, Gauge>,
+    eastwest_refused: Family<RefusalLabels, Counter>,
+    eastwest_requests: Family<EastWestLabels, Counter>,
     hot: RwLock<HashMap<Box<str>, DestinationCache>>,
 }
 
@@ -126,6 +146,10 @@ impl Metrics {
         let failover_events = Family::<FailoverLabels, Counter>::default();
         let endpoint_healthy = Family::<HealthLabels, Gauge>::default();
         let config_reloads = Family::<ReloadLabels, Counter>::default();
+        let peer_up = Family::<PeerLabels, Gauge>::default();
+        let peer_age_ms = Family::<PeerLabels, Gauge>::default();
+        let eastwest_refused = Family::<RefusalLabels, Counter>::default();
+        let eastwest_requests = Family::<EastWestLabels, Counter>::default();
 
         registry.register(
             "requests",
@@ -179,6 +203,14 @@ impl Metrics {
             config_reloads.clone(),
         );
 
+        registry.register("peer_up", "Whether a peer cluster is usable (1: fresh or stale data and a reachable gateway; 0: unhealthy, forgotten or never heard)", peer_up.clone());
+        registry.register("peer_data_age_milliseconds", "Age of the last word from a peer cluster's node", peer_age_ms.clone());
+        registry.register("eastwest_refused", "Connections and requests refused by the east-west listener, by reason", eastwest_refused.clone());
+        registry.register("eastwest_requests", "Requests the east-west listener forwarded to local endpoints for peer clusters, by peer and status", eastwest_requests.clone());
+        for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
+            drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
+        }
+
         // Pre-create both outcomes so `rate()` and alerts see a 0 before the first reload.
         for result in ["ok", "rejected"] {
             drop(config_reloads.get_or_create(&ReloadLabels { result }));
@@ -196,6 +228,10 @@ impl Metrics {
             failover_events,
             endpoint_healthy,
             config_reloads,
+            peer_up,
+            peer_age_ms,
+            eastwest_refused,
+            eastwest_requests,
             hot: RwLock::new(HashMap::new()),
         }
     }
@@ -374,6 +410,21 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();
+    }
+
+    pub fn peer(&self, peer: &str, up: bool, age_ms: Option<u64>) {
+        let labels = PeerLabels { peer: peer.to_string() };
+        self.peer_up.get_or_create(&labels).set(i64::from(up));
+        self.peer_age_ms.get_or_create(&labels).set(age_ms.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX)));
+    }
+
+    /// `reason`: handshake, unknown_cluster, claim_mismatch, not_local or not_exposed.
+    pub fn eastwest_refused(&self, reason: &'static str) {
+        self.eastwest_refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    pub fn eastwest_request(&self, peer: &str, status: u16) {
+        self.eastwest_requests.get_or_create(&EastWestLabels { peer: peer.to_string(), status }).inc();
     }
 
     /// Every metric as OpenMetrics text, `# EOF` terminated.

@@ -14,9 +14,12 @@ use tokio::task::JoinHandle;
 use veer_core::topology::Labels;
 
 use crate::admin::{self, AdminState};
-use crate::control::{Control, ControlConfig};
+use crate::control::{Control, ControlConfig, MeshSetup};
 use crate::events::{EventKind, Events};
 use crate::forward::{clients, Shared};
+use crate::mesh::catalog::Catalog;
+use crate::mesh::eastwest::{self, EastWest};
+use crate::mesh::peers::Aging;
 use crate::metrics::Metrics;
 use crate::server::{self, Limits};
 use crate::snapshot::Snapshot;
@@ -35,11 +38,24 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// DNS listener (UDP and TCP): destination hosts and this cluster's regional zones.
     pub dns: Option<SocketAddr>,
+    /// Mesh with the peer clusters' nodes (east-west mTLS); `None`: a standalone node that
+    /// reaches every endpoint directly.
+    pub mesh: Option<MeshConfig>,
+}
+
+/// How a node joins the mesh.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// The cluster's directory as `veer pki` writes it: root-cert.pem, node-cert.pem, node-key.pem.
+    pub certs: PathBuf,
+    pub aging: Aging,
+    /// East-west listener; default: the Cluster's `spec.eastWest.address`.
+    pub east_west: Option<SocketAddr>,
 }
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None, mesh: None }
     }
 }
 
@@ -49,6 +65,8 @@ pub struct Node {
     pub admin: SocketAddr,
     /// The DNS server's address, when one runs.
     pub dns: Option<SocketAddr>,
+    /// The east-west listener's address, when meshed.
+    pub east_west: Option<SocketAddr>,
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,
     shared: Arc<Shared>,
@@ -91,9 +109,31 @@ impl Node {
             outcomes: outcome_tx,
             metrics: metrics.clone(),
             budgets: ArcSwap::from_pointee(Default::default()),
+            peer_status: ArcSwap::from_pointee(Vec::new()),
         });
-        let control_cfg = ControlConfig { files: cfg.files.clone(), cluster: cfg.cluster.clone(), labels: cfg.labels.clone(), reload_every: cfg.reload_every };
+        // A meshed node proves who it is before it serves anything.
+        let mesh = match &cfg.mesh {
+            Some(m) => {
+                let identity = veer_pki::MeshIdentity::load(&m.certs, &cfg.cluster).map_err(|e| e.to_string())?;
+                let ew_addr = m
+                    .east_west
+                    .or_else(|| cluster.as_ref().and_then(|c| c.east_west))
+                    .ok_or_else(|| format!("no east-west address for cluster {:?}: set spec.eastWest.address on its Cluster or pass --east-west", cfg.cluster))?;
+                let ew_listener = TcpListener::bind(ew_addr).await.map_err(|e| format!("cannot listen on {ew_addr} (east-west): {e}"))?;
+                let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Catalog::default()));
+                Some((identity, ew_listener, catalog_tx, catalog_rx, m.aging))
+            }
+            None => None,
+        };
+        let control_cfg = ControlConfig {
+            files: cfg.files.clone(),
+            cluster: cfg.cluster.clone(),
+            labels: cfg.labels.clone(),
+            reload_every: cfg.reload_every,
+            mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup { aging: *aging, client: identity.client_config(), catalog: catalog_tx.clone() }),
+        };
         let dns_set = cfg.dns.map(|_| Arc::new(set.clone()));
+        let ew_set = mesh.as_ref().map(|_| Arc::new(set.clone()));
         let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
         let dns_server = match (cfg.dns, dns_set) {
             (Some(dns_addr), Some(first)) => {
@@ -112,6 +152,14 @@ impl Node {
         let dns = dns_server.as_ref().map(|d| d.addr);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut east_west = None;
+        if let (Some((identity, listener, _tx, catalog, aging)), Some(first)) = (mesh, ew_set) {
+            let (set_tx, set_rx) = watch::channel(first);
+            control.watch_manifests(set_tx);
+            east_west = listener.local_addr().ok();
+            let ew = Arc::new(EastWest { cluster: cfg.cluster.clone(), set: set_rx, catalog, shared: shared.clone(), events: events.clone(), heartbeat: aging.heartbeat });
+            tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
+        }
         tasks.push(tokio::spawn(control.run(outcome_rx, shutdown_rx.clone())));
         tasks.push(tokio::spawn(server::serve(listener, shared.clone(), cfg.limits, shutdown_rx.clone())));
         let routes_shared = shared.clone();
@@ -119,6 +167,7 @@ impl Node {
             metrics: metrics.clone(),
             events: events.clone(),
             routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
+            status: Box::new(status(cfg.cluster.clone(), shared.clone())),
             ready: AtomicBool::new(true),
         });
         let mut admin_shutdown = shutdown_rx.clone();
@@ -135,7 +184,7 @@ impl Node {
             }
         }));
         events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
-        Ok(Node { listen, admin: admin_addr, dns, events, metrics, shared, shutdown, tasks, dns_server })
+        Ok(Node { listen, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, dns_server })
     }
 
     /// The routing snapshot in force.
@@ -158,5 +207,42 @@ impl Node {
     /// The DNS server, when one runs (its zones, writers and epochs, counters).
     pub fn dns_server(&self) -> Option<&veer_dns::DnsServer> {
         self.dns_server.as_ref()
+    }
+}
+
+/// What `/status` answers: the node, its peers with the age of their data, and the active
+/// priority of every destination.
+fn status(cluster: String, shared: Arc<Shared>) -> impl Fn() -> serde_json::Value + Send + Sync {
+    move || {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let snap = shared.snapshot.load();
+        let peers: Vec<serde_json::Value> = shared
+            .peer_status
+            .load()
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                v["age_ms"] = p.heard_unix_ms.map(|h| now_ms.saturating_sub(h)).into();
+                v
+            })
+            .collect();
+        let destinations: Vec<serde_json::Value> = snap
+            .destinations
+            .iter()
+            .map(|d| {
+                let mut by_cluster: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+                for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+                    let c = by_cluster.entry(&u.cluster).or_default();
+                    c.0 += 1;
+                    c.1 += usize::from(e.health != veer_core::topology::Health::Unhealthy);
+                }
+                serde_json::json!({
+                    "destination": &*d.key,
+                    "active_priority": d.active_priority(),
+                    "clusters": by_cluster.iter().map(|(c, (n, ok))| serde_json::json!({"cluster": c, "endpoints": n, "healthy": ok})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "cluster": cluster, "generation": snap.generation, "peers": peers, "destinations": destinations })
     }
 }

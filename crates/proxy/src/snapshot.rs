@@ -15,6 +15,9 @@ use veer_model::gateway::PathMatch;
 use veer_model::resolve::{self, Destination};
 use veer_model::set::ManifestSet;
 
+use crate::mesh::link::PeerLink;
+use crate::mesh::Remote;
+
 /// Timeouts applied to a destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
@@ -39,6 +42,8 @@ pub struct Upstream {
     /// `cluster` as a response header value, built once.
     pub cluster_header: http::HeaderValue,
     pub priority: usize,
+    /// The peer cluster's east-west link this endpoint is reached through; `None`: direct.
+    pub via: Option<Arc<PeerLink>>,
     /// Failures reported since the last success: lets the request path report a success only
     /// when it resets something, so healthy traffic sends nothing to the control loop.
     pub recent_failures: AtomicU32,
@@ -81,6 +86,8 @@ pub struct Snapshot {
     routes: Arc<HashMap<String, Vec<Route>>>,
     pub destinations: Vec<Arc<DestState>>,
     client: Client,
+    /// Peer links and remote health (empty when the node is not meshed).
+    remote: Arc<Remote>,
 }
 
 /// What to pick an endpoint from on a retry: priorities and hosts already tried.
@@ -226,12 +233,18 @@ impl Snapshot {
 
     /// Builds the snapshot for a node in `cluster` from a validated manifest set.
     pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+        Self::build_meshed(set, cluster, labels, unhealthy, Arc::default(), generation)
+    }
+
+    /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
+    /// their links and are unhealthy when their cluster is down or their node says so.
+    pub fn build_meshed(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let mut snap = Snapshot { generation, ..Snapshot::default() };
         let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
         let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
-            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy)));
+            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy, &remote)));
             for h in hosts {
                 routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
             }
@@ -279,6 +292,7 @@ impl Snapshot {
         }
         snap.routes = Arc::new(routes);
         snap.client = client;
+        snap.remote = remote;
         Ok(snap)
     }
 
@@ -289,9 +303,20 @@ impl Snapshot {
         let destinations = self
             .destinations
             .iter()
-            .map(|d| if changed.contains(&*d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy)) } else { d.clone() })
+            .map(|d| if changed.contains(&*d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &self.remote)) } else { d.clone() })
             .collect();
-        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone() }
+        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote: self.remote.clone() }
+    }
+
+    /// The same routes with new remote health: every destination's table is rebuilt.
+    pub fn with_remote(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Snapshot {
+        let destinations = self.destinations.iter().map(|d| Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote))).collect();
+        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
+    }
+
+    /// The active priority of every destination, for `veer status`.
+    pub fn active_priorities(&self) -> Vec<(Arc<str>, i64)> {
+        self.destinations.iter().map(|d| (d.key.clone(), d.active_priority())).collect()
     }
 
     /// Every destination's report, for `/routes`.
@@ -300,11 +325,14 @@ impl Snapshot {
     }
 }
 
-fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy) -> DestState {
+fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy, remote: &Remote) -> DestState {
     let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
     for e in &mut dest.endpoints {
-        if down.is_some_and(|d| d.iter().any(|k| *k == e.address.to_string())) {
+        let address = e.address.to_string();
+        let remote_down = e.cluster != remote.own
+            && (remote.health.down.contains(&e.cluster) || remote.health.unhealthy.get(&e.cluster).is_some_and(|u| u.contains(&address)));
+        if remote_down || down.is_some_and(|d| d.contains(&address)) {
             e.health = Health::Unhealthy;
         }
     }
@@ -325,7 +353,8 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
             }
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
             let cluster_header = http::HeaderValue::from_str(&e.cluster).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
-            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], recent_failures: AtomicU32::new(0) }
+            let via = if e.cluster == remote.own { None } else { remote.links.get(&e.cluster).cloned() };
+            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], via, recent_failures: AtomicU32::new(0) }
         })
         .collect();
     let mut first_pick = Vec::new();

@@ -1,5 +1,10 @@
 //! End-to-end checks of the test backend's modes and of the load generator, all on 127.0.0.1.
 
+/// The network-namespace lab (one test binary per crate).
+#[cfg(target_os = "linux")]
+#[path = "lab/netns.rs"]
+mod netns;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -13,6 +13,8 @@ mod demo;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod dns_cmd;
+mod pki_cmd;
+mod status_cmd;
 use veer_core::topology::Labels;
 use veer_model::diag::Severity;
 use veer_model::explain::{apply_down, explain, render_table, Down};
@@ -82,6 +84,31 @@ enum Command {
         /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
+        /// Join the mesh: this cluster's certificate directory as `veer pki` writes it
+        /// (root-cert.pem, node-cert.pem, node-key.pem). Peers are the other Clusters with a
+        /// spec.eastWest.address; their endpoints are reached only through it, over mTLS.
+        #[arg(long)]
+        certs: Option<PathBuf>,
+        /// East-west listen address (default: the Cluster's spec.eastWest.address).
+        #[arg(long = "east-west", requires = "certs")]
+        east_west: Option<std::net::SocketAddr>,
+        /// A peer silent this long is flagged stale (still routed).
+        #[arg(long, value_parser = parse_duration, default_value = "3s", requires = "certs")]
+        peer_stale_after: std::time::Duration,
+        /// A peer silent this long, or whose gateway is unreachable, has all its endpoints unhealthy.
+        #[arg(long, value_parser = parse_duration, default_value = "6s", requires = "certs")]
+        peer_unhealthy_after: std::time::Duration,
+        /// A peer silent this long has its endpoints dropped.
+        #[arg(long, value_parser = parse_duration, default_value = "10m", requires = "certs")]
+        peer_forget_after: std::time::Duration,
+    },
+    /// Ask a running node how it sees its peer clusters and which priority each destination uses.
+    Status {
+        /// The node's admin address.
+        #[arg(long)]
+        admin: std::net::SocketAddr,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// A two-cluster world on loopback: watch traffic fail over and back with zero errors.
     Demo {
@@ -100,6 +127,11 @@ enum Command {
         #[command(subcommand)]
         command: dns_cmd::DnsCommand,
     },
+    /// Mesh identity for east-west mTLS: a shared root, an intermediate per cluster, node certificates.
+    Pki {
+        #[command(subcommand)]
+        command: pki_cmd::PkiCommand,
+    },
     /// List the apiVersions and kinds veer reads.
     Kinds,
 }
@@ -115,6 +147,21 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not k=v")),
     }
+}
+
+/// `500ms`, `3s`, `10m`, `1h`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(|| format!("{s:?}: add a unit: ms, s, m or h (e.g. 3s)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("{s:?}: expected a number then ms, s, m or h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_down(s: &str) -> Result<Down, String> {
@@ -193,17 +240,27 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers, dns } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } => {
             init_logs(log_json);
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
             cfg.labels = labels.into_iter().collect();
             cfg.listen = listen;
             cfg.admin = admin;
             cfg.dns = dns;
+            if !(peer_stale_after < peer_unhealthy_after && peer_unhealthy_after < peer_forget_after) {
+                return Err(format!("expected --peer-stale-after < --peer-unhealthy-after < --peer-forget-after, got {peer_stale_after:?}, {peer_unhealthy_after:?}, {peer_forget_after:?}"));
+            }
+            cfg.mesh = certs.map(|certs| veer_proxy::node::MeshConfig {
+                certs,
+                east_west,
+                aging: veer_proxy::mesh::peers::Aging { stale_after: peer_stale_after, unhealthy_after: peer_unhealthy_after, forget_after: peer_forget_after, ..Default::default() },
+            });
             runtime_with(workers)?.block_on(run_node(cfg))
         }
         Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
         Command::Dns { command } => dns_cmd::run(command),
+        Command::Pki { command } => pki_cmd::run(command),
+        Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
                 println!("{k}");

@@ -6,6 +6,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Multi-cluster in network namespaces (`veer run` × 3, east-west mTLS).
+#[path = "mesh/e2e.rs"]
+mod mesh;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -1,5 +1,4 @@
 //! The network-namespace lab against real namespaces, sockets and traffic: isolation, reachability, cut and restore, clean-up, errors.
-#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::io::{self, Read};

@@ -1,0 +1,126 @@
+//! The link to one peer cluster's east-west listener: a single mutually authenticated TLS 1.3
+//! connection carrying HTTP/2, shared by the catalog watch and every request sent there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::forward::Body;
+
+/// Why a request through a link failed.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The gateway could not be reached or did not complete the handshake: nothing was sent.
+    Connect(String),
+    /// The connection broke while the request was in flight.
+    Broken(String),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Connect(e) => write!(f, "cannot reach the east-west gateway: {e}"),
+            LinkError::Broken(e) => write!(f, "east-west connection broke: {e}"),
+        }
+    }
+}
+
+/// A peer cluster's east-west gateway as this node reaches it.
+pub struct PeerLink {
+    pub cluster: Arc<str>,
+    pub addr: SocketAddr,
+    tls: TlsConnector,
+    current: ArcSwapOption<SendRequest<Body>>,
+    /// Serialises reconnects so a burst of requests after a failure opens one connection.
+    connecting: tokio::sync::Mutex<()>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink").field("cluster", &self.cluster).field("addr", &self.addr).finish()
+    }
+}
+
+impl PeerLink {
+    pub fn new(cluster: &str, addr: SocketAddr, client: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+        PeerLink { cluster: Arc::from(cluster), addr, tls: TlsConnector::from(client), current: ArcSwapOption::empty(), connecting: tokio::sync::Mutex::new(()), connect_timeout }
+    }
+
+    /// Sends a request over the link, connecting first when there is no live connection.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
+        let mut sender = self.sender().await?;
+        if sender.ready().await.is_err() {
+            self.forget(&sender);
+            sender = self.sender().await?;
+        }
+        match sender.send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if sender.is_closed() {
+                    self.forget(&sender);
+                }
+                Err(LinkError::Broken(e.to_string()))
+            }
+        }
+    }
+
+    /// Drops the connection (a test cutting links, or a peer that changed address).
+    pub fn reset(&self) {
+        self.current.store(None);
+    }
+
+    fn forget(&self, dead: &SendRequest<Body>) {
+        let cur = self.current.load();
+        if cur.as_ref().is_some_and(|c| std::ptr::eq(&**c, dead) || c.is_closed()) {
+            self.current.store(None);
+        }
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Body>, LinkError> {
+        if let Some(s) = self.current.load_full() {
+            if !s.is_closed() {
+                return Ok((*s).clone());
+            }
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(s) = self.current.load_full() {
+            if !s.is_closed() {
+                return Ok((*s).clone());
+            }
+        }
+        let sender = tokio::time::timeout(self.connect_timeout, self.connect()).await.map_err(|_| LinkError::Connect(format!("{} did not answer within {:?}", self.addr, self.connect_timeout)))??;
+        self.current.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, LinkError> {
+        let tcp = TcpStream::connect(self.addr).await.map_err(|e| LinkError::Connect(format!("{}: {e}", self.addr)))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self.tls.connect(veer_pki::server_name(&self.cluster), tcp).await.map_err(|e| LinkError::Connect(format!("TLS with {} ({}): {e}", self.addr, self.cluster)))?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Pings find a link that went silent (a cut cable sends no reset) within ~2 s.
+            .keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| LinkError::Connect(format!("HTTP/2 with {}: {e}", self.addr)))?;
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target: "veer::mesh", "east-west connection to {cluster} ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}

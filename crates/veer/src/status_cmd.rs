@@ -1,0 +1,72 @@
+//! `veer status`: asks a running node's admin listener how its cluster sees the others (their
+//! reachability and the age of their data) and which priority each destination is using.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+/// Fetches `/status` from the node's admin listener.
+pub async fn fetch(admin: SocketAddr) -> Result<serde_json::Value, String> {
+    let get = async {
+        let tcp = tokio::net::TcpStream::connect(admin).await.map_err(|e| format!("cannot reach the admin listener at {admin}: {e} (is `veer run` up, and is --admin its admin address?)"))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::get("/status").header(http::header::HOST, admin.to_string()).body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| format!("{admin}: {e}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("{admin}/status answered {status}: {}", String::from_utf8_lossy(&body).trim()));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{admin}/status is not the JSON veer writes: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), get).await.map_err(|_| format!("{admin} did not answer within 5s"))?
+}
+
+/// The status as a table.
+pub fn render(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "cluster {}  (routing generation {})", v["cluster"].as_str().unwrap_or("?"), v["generation"]);
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        let _ = writeln!(out, "\npeers: none (a standalone node: it reaches every endpoint directly)");
+    } else {
+        let _ = writeln!(out, "\n{:<16} {:<22} {:<10} {:<10} {:>10} {:>10}  LAST ERROR", "PEER", "EAST-WEST", "STATE", "REACHABLE", "DATA AGE", "ENDPOINTS");
+        for p in &peers {
+            let age = p["age_ms"].as_u64().map_or("never".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let endpoints = format!("{}/{}", p["endpoints"].as_u64().unwrap_or(0) - p["unhealthy_endpoints"].as_u64().unwrap_or(0).min(p["endpoints"].as_u64().unwrap_or(0)), p["endpoints"]);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:<10} {:<10} {:>10} {:>10}  {}",
+                p["cluster"].as_str().unwrap_or("?"),
+                p["east_west"].as_str().unwrap_or("?"),
+                p["phase"].as_str().unwrap_or("?"),
+                if p["reachable"].as_bool() == Some(true) { "yes" } else { "no" },
+                age,
+                endpoints,
+                p["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{:<48} {:>8}  HEALTHY ENDPOINTS BY CLUSTER", "DESTINATION", "ACTIVE");
+    for d in v["destinations"].as_array().into_iter().flatten() {
+        let active = d["active_priority"].as_i64().map_or("?".into(), |p| if p < 0 { "none".to_string() } else { format!("P{p}") });
+        let clusters: Vec<String> = d["clusters"].as_array().into_iter().flatten().map(|c| format!("{} {}/{}", c["cluster"].as_str().unwrap_or("?"), c["healthy"], c["endpoints"])).collect();
+        let _ = writeln!(out, "{:<48} {:>8}  {}", d["destination"].as_str().unwrap_or("?"), active, clusters.join(", "));
+    }
+    out
+}
+
+pub async fn run(admin: SocketAddr, json: bool) -> Result<ExitCode, String> {
+    let v = fetch(admin).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", render(&v));
+    }
+    Ok(ExitCode::SUCCESS)
+}
