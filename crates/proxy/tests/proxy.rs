@@ -388,3 +388,90 @@ async fn a_backend_blackholed_under_load_costs_latency_but_no_errors() {
     assert!(!late.is_empty() && late.keys().all(|b| b.starts_with("passive-")), "{late:?}");
     node.stop().await;
 }
+
+// === mesh: two meshed nodes on loopback ===
+
+/// Two clusters on separate networks, each with its own veer node meshed over east-west mTLS;
+/// `pay` runs only in c2 (two backends), so c1's clients reach it only through c2's gateway.
+async fn mesh_world(w: &World) -> (Vec<Backend>, PathBuf) {
+    let pay = w.backends("pay", 2, 2).await;
+    let certs = w.dir.join("certs");
+    veer_pki::create_mesh(&certs, &["c1", "c2"]).expect("pki");
+    let mut topo = String::new();
+    for (i, c) in ["c1", "c2"].iter().enumerate() {
+        topo.push_str(&format!(
+            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: {c}}}\nspec:\n  network: n{i}\n  locality: {{region: r{i}}}\n  eastWest: {{address: \"127.{}.9.{}:15443\"}}\n---\n",
+            w.net,
+            i + 1
+        ));
+    }
+    topo.push_str(&service("c2", "demo", "pay", &[], &pay));
+    topo.push_str("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: pay, namespace: demo}\nspec:\n  host: pay.demo.svc.cluster.local\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n---\n");
+    topo.push_str("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: eastwest, namespace: istio-system, labels: {topology.istio.io/cluster: c2}}\nspec:\n  servers:\n  - port: {number: 15443, name: tls, protocol: TLS}\n    tls: {mode: AUTO_PASSTHROUGH}\n    hosts: [\"*.demo.svc.cluster.local\"]\n");
+    w.write("topology.yaml", &topo);
+    (pay, certs)
+}
+
+async fn meshed_node(w: &World, cluster: &str, certs: &std::path::Path) -> Node {
+    let mut cfg = NodeConfig::new(vec![w.dir.join("topology.yaml")], cluster);
+    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.reload_every = Duration::from_millis(100);
+    let aging = veer_proxy::mesh::peers::Aging { stale_after: Duration::from_millis(500), unhealthy_after: Duration::from_secs(1), ..Default::default() };
+    cfg.mesh = Some(veer_proxy::node::MeshConfig { certs: certs.join(cluster), aging, east_west: None });
+    Node::start(cfg).await.expect("meshed node starts")
+}
+
+fn pay_endpoints(node: &Node) -> Vec<(String, bool)> {
+    let snap = node.snapshot();
+    let d = snap.destinations.iter().find(|d| d.key.starts_with("pay.demo.svc.cluster.local:80")).expect("pay destination");
+    d.upstreams.iter().zip(&d.endpoints).map(|(u, e)| (u.key.to_string(), e.health != veer_core::topology::Health::Unhealthy)).collect()
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_its_gateway() {
+    let w = World::new();
+    let (pay, certs) = mesh_world(&w).await;
+    // c1 alone: c2 has never spoken, so c1 routes to none of c2's endpoints (no stale routes),
+    // although its manifests list them.
+    let c1 = meshed_node(&w, "c1", &certs).await;
+    assert!(pay_endpoints(&c1).is_empty(), "{:?}", pay_endpoints(&c1));
+    let (status, _) = send(&c1, http::Method::GET, "pay.demo.svc.cluster.local", "").await;
+    assert_eq!(status, 503, "nothing vouched for: no healthy upstream");
+    // c2 comes up: its catalog arrives and both endpoints join c1's table.
+    let c2 = meshed_node(&w, "c2", &certs).await;
+    until("c1 learns c2's endpoints", || pay_endpoints(&c1).len() == 2).await;
+    let before = load(&c1, "pay.demo.svc.cluster.local", "/", 100, 0.5).await;
+    assert_eq!(before.errors(), 0, "{:?}", failures(&before));
+    assert!(share(&before, "pay-1") > 0.2 && share(&before, "pay-2") > 0.2, "both c2 backends serve c1: {:?}", before.by_backend());
+
+    // One backend behind c2's healthy gateway refuses: c1 ejects that endpoint only; c2 stays a
+    // healthy peer and its other backend takes the traffic, with zero client errors.
+    pay[0].set_mode(Mode::Refuse).await.expect("refuse");
+    let after = load(&c1, "pay.demo.svc.cluster.local", "/", 200, 1.0).await;
+    assert_eq!(after.errors(), 0, "{:?}", failures(&after));
+    let late = after.by_backend_between(Duration::from_millis(200), Duration::from_secs(2));
+    assert_eq!(late.keys().cloned().collect::<Vec<_>>(), vec!["pay-2".to_string()], "{late:?}");
+    let ejected: Vec<String> = c1.events.all().iter().filter(|e| e.kind == EventKind::Ejection).filter_map(|e| e.endpoint.clone()).collect();
+    assert_eq!(ejected, vec![pay[0].addr().to_string()], "only the refusing backend is ejected");
+    assert_eq!(count(&c1, EventKind::PeerUnhealthy), 0, "c2's gateway is not blamed");
+    let health = pay_endpoints(&c1);
+    assert_eq!(health.iter().filter(|(_, up)| *up).count(), 1, "{health:?}");
+
+    // c2's node stops: its gateway is gone, so all of c2's endpoints go unhealthy at once.
+    c2.stop().await;
+    until("c2 unhealthy as a whole", || pay_endpoints(&c1).iter().all(|(_, up)| !up)).await;
+    assert!(count(&c1, EventKind::PeerUnhealthy) >= 1);
+    c1.stop().await;
+    for b in pay {
+        b.stop().await;
+    }
+}

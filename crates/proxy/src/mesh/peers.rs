@@ -146,13 +146,19 @@ impl Peers {
             if self.links.contains_key(&cluster) {
                 continue;
             }
-            let link = Arc::new(PeerLink::new(&cluster, addr, self.client.clone(), Duration::from_secs(1)));
-            self.links.insert(cluster.clone(), link.clone());
-            self.states.insert(cluster.clone(), PeerState { catalog: None, heard: None, heard_unix_ms: None, reachable: false, phase: Phase::Unknown, last_error: None });
+            let link = self.add(&cluster, addr);
             self.watchers.insert(cluster.clone(), tokio::spawn(watch(link, self.own.clone(), self.aging.retry, self.tx.clone())));
             changed = true;
         }
         changed
+    }
+
+    /// A peer this node has not heard from yet.
+    fn add(&mut self, cluster: &str, addr: SocketAddr) -> Arc<PeerLink> {
+        let link = Arc::new(PeerLink::new(cluster, addr, self.client.clone(), Duration::from_secs(1)));
+        self.links.insert(cluster.to_string(), link.clone());
+        self.states.insert(cluster.to_string(), PeerState { catalog: None, heard: None, heard_unix_ms: None, reachable: false, phase: Phase::Unknown, last_error: None });
+        link
     }
 
     pub fn links(&self) -> HashMap<String, Arc<PeerLink>> {
@@ -378,4 +384,99 @@ async fn watch_once(link: &PeerLink, own: &str, cluster: &str, tx: &mpsc::Unboun
 
 fn veer_pki_authority(cluster: &str) -> String {
     format!("{cluster}.cluster.veer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::catalog::CatalogEntry;
+
+    fn peers() -> Peers {
+        let client = rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let aging = Aging { stale_after: Duration::from_secs(1), unhealthy_after: Duration::from_secs(3), forget_after: Duration::from_secs(10), ..Aging::default() };
+        let mut p = Peers::new("c1", aging, Arc::new(client), tx, Arc::new(Events::new(64)), Arc::new(Metrics::new()));
+        p.add("c2", "127.0.0.1:1".parse().unwrap());
+        p
+    }
+
+    fn catalog(cluster: &str, down: &[&str]) -> WatchLine {
+        let entry = CatalogEntry { namespace: "ns".into(), name: "a".into(), address: "127.0.2.1".parse().unwrap(), ports: BTreeMap::new(), labels: BTreeMap::new(), locality: None, network: None, weight: 1 };
+        WatchLine::Catalog(Catalog { cluster: cluster.into(), generation: 1, entries: vec![entry], unhealthy: down.iter().map(|d| d.to_string()).collect() })
+    }
+
+    fn heartbeat() -> WatchLine {
+        WatchLine::Heartbeat { cluster: "c2".into(), generation: 1 }
+    }
+
+    fn phase(p: &Peers) -> Phase {
+        p.states["c2"].phase
+    }
+
+    fn kinds(p: &Peers) -> Vec<EventKind> {
+        p.events.all().iter().map(|e| e.kind).collect()
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn data_ages_from_fresh_to_stale_to_unhealthy_to_forgotten() {
+        let mut p = peers();
+        assert_eq!(phase(&p), Phase::Unknown);
+        assert!(p.catalogs().is_empty(), "nothing routed before the peer speaks");
+        let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(0));
+        assert_eq!((phase(&p), c.endpoints), (Phase::Fresh, true));
+        assert_eq!(p.catalogs().len(), 1);
+        // Heartbeats keep it fresh without touching the tables.
+        assert_eq!(p.on_msg(PeerMsg::Line("c2".into(), heartbeat()), S(900)), Change::default());
+        assert_eq!(p.tick(S(1800)), Change::default());
+        assert_eq!(phase(&p), Phase::Fresh);
+        // Silence: stale (still routed, health unchanged), then unhealthy (all endpoints down).
+        let c = p.tick(S(1900));
+        assert_eq!((phase(&p), c.endpoints), (Phase::Stale, false));
+        assert!(p.health().down.is_empty());
+        p.tick(S(3899));
+        assert_eq!(phase(&p), Phase::Stale);
+        let c = p.tick(S(3900));
+        assert_eq!((phase(&p), c.health, c.endpoints), (Phase::Unhealthy, true, false));
+        assert!(p.health().down.contains("c2"));
+        // Never kept forever: forgotten, and its endpoints leave the tables.
+        let c = p.tick(S(10_900));
+        assert_eq!((phase(&p), c.endpoints), (Phase::Forgotten, true));
+        assert!(p.catalogs().is_empty());
+        assert_eq!(kinds(&p), vec![EventKind::PeerRecovered, EventKind::PeerStale, EventKind::PeerUnhealthy, EventKind::PeerForgotten]);
+        // It speaks again: a fresh catalog brings it back.
+        let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(20_000));
+        assert_eq!((phase(&p), c.endpoints), (Phase::Fresh, true));
+    }
+
+    #[test]
+    fn an_unreachable_gateway_takes_the_whole_cluster_down_at_once() {
+        let mut p = peers();
+        p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(0));
+        let c = p.gateway_failed("c2", "connection refused", S(100));
+        assert_eq!((phase(&p), c.health), (Phase::Unhealthy, true));
+        assert!(p.health().down.contains("c2"));
+        // Repeated failures change nothing more.
+        assert_eq!(p.gateway_failed("c2", "connection refused", S(150)), Change::default());
+        assert_eq!(p.on_msg(PeerMsg::Lost("c2".into(), "refused".into()), S(200)), Change::default());
+        // Only a word from the peer itself (a new watch stream) brings it back.
+        let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(700));
+        assert_eq!((phase(&p), c.health), (Phase::Fresh, true));
+        assert!(p.health().down.is_empty());
+    }
+
+    #[test]
+    fn the_peers_own_health_verdicts_reach_the_tables_and_foreign_catalogs_are_ignored() {
+        let mut p = peers();
+        p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(0));
+        let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &["127.0.2.1:80"])), S(100));
+        assert_eq!(c, Change { endpoints: false, health: true });
+        assert!(p.health().unhealthy["c2"].contains("127.0.2.1:80"));
+        // A catalog naming another cluster than the link's is not believed.
+        let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c3", &[])), S(200));
+        assert_eq!(c, Change::default());
+        assert_eq!(p.catalogs()["c2"].cluster, "c2");
+        assert!(p.states["c2"].last_error.as_deref().is_some_and(|e| e.contains("c3")));
+    }
 }
