@@ -123,6 +123,8 @@ pub struct Metrics {
     peer_age_ms: Family<PeerLabels, Gauge>,
     eastwest_refused: Family<RefusalLabels, Counter>,
     eastwest_requests: Family<EastWestLabels, Counter>,
+    parked: Counter,
+    unparked: Counter,
     hot: RwLock<HashMap<Box<str>, DestinationCache>>,
 }
 
@@ -150,6 +152,8 @@ impl Metrics {
         let peer_age_ms = Family::<PeerLabels, Gauge>::default();
         let eastwest_refused = Family::<RefusalLabels, Counter>::default();
         let eastwest_requests = Family::<EastWestLabels, Counter>::default();
+        let parked = Counter::default();
+        let unparked = Counter::default();
 
         registry.register(
             "requests",
@@ -207,6 +211,8 @@ impl Metrics {
         registry.register("peer_data_age_milliseconds", "Age of the last word from a peer cluster's node", peer_age_ms.clone());
         registry.register("eastwest_refused", "Connections and requests refused by the east-west listener, by reason", eastwest_refused.clone());
         registry.register("eastwest_requests", "Requests the east-west listener forwarded to local endpoints for peer clusters, by peer and status", eastwest_requests.clone());
+        registry.register("connections_parked", "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)", parked.clone());
+        registry.register("connections_unparked", "Parked connections that sent another request", unparked.clone());
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
             drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
         }
@@ -232,6 +238,8 @@ impl Metrics {
             peer_age_ms,
             eastwest_refused,
             eastwest_requests,
+            parked,
+            unparked,
             hot: RwLock::new(HashMap::new()),
         }
     }
@@ -425,6 +433,14 @@ impl Metrics {
 
     pub fn eastwest_request(&self, peer: &str, status: u16) {
         self.eastwest_requests.get_or_create(&EastWestLabels { peer: peer.to_string(), status }).inc();
+    }
+
+    pub fn connection_parked(&self) {
+        self.parked.inc();
+    }
+
+    pub fn connection_unparked(&self) {
+        self.unparked.inc();
     }
 
     /// Every metric as OpenMetrics text, `# EOF` terminated.

@@ -1,20 +1,27 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c prior knowledge) on each,
-//! cap concurrent requests, and drain gracefully on shutdown.
+//! cap concurrent requests, park idle HTTP/1.1 connections without buffers, and drain
+//! gracefully on shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use http::StatusCode;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Sleep;
 
-use crate::forward::{handle, local_response, Shared};
+use crate::forward::{handle, local_response, Body, Shared};
 
 /// Limits applied to downstream traffic.
 #[derive(Clone, Copy, Debug)]
@@ -33,36 +40,40 @@ impl Default for Limits {
     }
 }
 
+/// A keep-alive connection silent this long between requests is parked: hyper's state and its
+/// two 8 KiB buffers are dropped and only the socket is watched, so idle clients cost a few
+/// hundred bytes instead of ~20 KiB. Short enough that idle fleets shrink fast, long enough
+/// that a busy connection (next request within microseconds) never pays for a new one.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+/// A client gets this long to send a request head, and a parked connection stays this long
+/// without one: a slow-loris or an abandoned client cannot hold a connection forever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every connection of a listener shares.
+struct Listener {
+    shared: Arc<Shared>,
+    in_flight: Arc<Semaphore>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
 /// Serves `listener` until `shutdown` turns true, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client gets 30 s to send a request head: a slow-loris cannot hold connections forever.
-    builder.http1().keep_alive(true).max_buf_size(limits.max_header_bytes.max(8192)).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
-    let graceful = GracefulShutdown::new();
-    let in_flight = Arc::new(Semaphore::new(limits.max_concurrent_requests));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.keep_alive(true).max_buf_size(limits.max_header_bytes.max(8192)).timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
+    let ctx = Arc::new(Listener { shared, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2 });
+    // Every connection task holds a sender; when all are gone, the drain is over.
+    let (live, mut drained) = mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let in_flight = in_flight.clone();
-                let service = service_fn(move |req: hyper::Request<Incoming>| {
-                    let shared = shared.clone();
-                    let permit = in_flight.clone().try_acquire_owned();
-                    async move {
-                        let Ok(_permit) = permit else {
-                            return Ok::<_, Infallible>(local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"));
-                        };
-                        Ok(handle(shared, req).await)
-                    }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let task = connection(stream, ctx.clone(), shutdown.clone(), live.clone());
+                tokio::spawn(task);
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
@@ -70,5 +81,266 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits, m
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
+    drop(live);
+    let _ = tokio::time::timeout(limits.drain, drained.recv()).await;
+}
+
+/// One downstream connection, from accept to close.
+async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _live: mpsc::Sender<()>) {
+    let state = Arc::new(ConnState::default());
+    let service = {
+        let (ctx, state) = (ctx.clone(), state.clone());
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let (shared, state) = (ctx.shared.clone(), state.clone());
+            let permit = ctx.in_flight.clone().try_acquire_owned();
+            state.begin(&req);
+            async move {
+                let resp = match permit {
+                    Ok(_permit) => handle(shared, req).await,
+                    Err(_) => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
+                };
+                Ok::<_, Infallible>(resp.map(|body| Tracked { body, state }))
+            }
+        })
+    };
+    match is_h2(&stream, &mut stop).await {
+        None => {}
+        Some(true) => {
+            // Boxed: the HTTP/2 state is large and would otherwise size every connection's task.
+            let mut conn = Box::pin(ctx.http2.serve_connection(TokioIo::new(stream), service));
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopped(&mut stop) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        Some(false) => {
+            let mut parked = (stream, Bytes::new());
+            loop {
+                // Nothing of hyper's survives this call: a parked task holds the socket only.
+                let Some((stream, leftover)) = serve_http1(parked, &ctx, &state, &service, &mut stop).await else { return };
+                ctx.shared.metrics.connection_parked();
+                tokio::select! {
+                    r = tokio::time::timeout(IDLE_TIMEOUT, stream.readable()) => if !matches!(r, Ok(Ok(()))) { return },
+                    _ = stopped(&mut stop) => return,
+                }
+                ctx.shared.metrics.connection_unparked();
+                parked = (stream, leftover);
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 requests on a connection until it closes (`None`) or goes idle long enough
+/// to be parked: then returns the socket and any bytes hyper read but did not use.
+async fn serve_http1<S>(parked: (TcpStream, Bytes), ctx: &Listener, state: &Arc<ConnState>, service: &S, stop: &mut watch::Receiver<bool>) -> Option<(TcpStream, Bytes)>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Clone + Unpin + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let io = ParkableIo::new(parked.0, parked.1, state.clone());
+    // Boxed so that the future of a parked connection's task holds no hyper state.
+    let mut conn = Box::pin(ctx.http1.serve_connection(TokioIo::new(io), service.clone()).without_shutdown());
+    let parts = tokio::select! {
+        r = conn.as_mut() => r.ok()?,
+        _ = stopped(stop) => {
+            // Drain: an idle connection closes now; one with a request in flight closes once
+            // its response is sent (the I/O then reads end-of-stream).
+            state.closing.store(true, Ordering::Relaxed);
+            if state.in_flight.load(Ordering::Relaxed) > 0 {
+                let _ = conn.await;
+            }
+            return None;
+        }
+    };
+    let io = parts.io.into_inner();
+    if !io.parked {
+        return None;
+    }
+    // `read_buf` shares hyper's 8 KiB buffer even when empty: keep a copy of what is left so
+    // the buffer is freed.
+    let leftover = if parts.read_buf.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&parts.read_buf) };
+    Some((io.stream, leftover))
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Whether the client opens with the HTTP/2 preface (h2c prior knowledge), peeking without
+/// consuming; `None` if it leaves first.
+async fn is_h2(stream: &TcpStream, stop: &mut watch::Receiver<bool>) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    let wait = async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far: wait for more bytes.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(IDLE_TIMEOUT, wait) => r.ok().flatten(),
+        _ = stopped(stop) => None,
+    }
+}
+
+/// What the service and the I/O wrapper of one connection share to tell a truly idle
+/// connection from one between the bytes of a request or a response.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Requests whose response body has not been dropped yet.
+    in_flight: AtomicU32,
+    /// The latest request carried a body: the connection is not parked until a request without
+    /// one comes, since the bytes read last do not show where a message with a body ended.
+    had_body: AtomicBool,
+    /// The node is draining: close at the next idle moment.
+    closing: AtomicBool,
+}
+
+impl ConnState {
+    fn begin(&self, req: &hyper::Request<Incoming>) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Requests arrive in order, so a request without a body means any earlier body was read.
+        self.had_body.store(!hyper::body::Body::is_end_stream(req.body()), Ordering::Relaxed);
+    }
+}
+
+/// A response body that tells its connection when it is done.
+struct Tracked {
+    body: Body,
+    state: Arc<ConnState>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket of an HTTP/1.1 connection as hyper sees it. When the connection has been idle
+/// between requests for [`PARK_AFTER`], a read answers end-of-stream: hyper closes its side
+/// cleanly (without touching the socket, through `without_shutdown`) and the connection is
+/// parked until the client writes again.
+struct ParkableIo {
+    stream: TcpStream,
+    /// Bytes hyper had read but not used when the connection was last parked.
+    leftover: Bytes,
+    state: Arc<ConnState>,
+    /// The last four bytes read: a request head without a body ends with an empty line.
+    tail: [u8; 4],
+    reads: u64,
+    timer: Option<(Pin<Box<Sleep>>, u64)>,
+    parked: bool,
+}
+
+impl ParkableIo {
+    fn new(stream: TcpStream, leftover: Bytes, state: Arc<ConnState>) -> Self {
+        ParkableIo { stream, leftover, state, tail: *b"\r\n\r\n", reads: 0, timer: None, parked: false }
+    }
+
+    fn idle(&self) -> bool {
+        self.leftover.is_empty() && self.tail == *b"\r\n\r\n" && self.state.in_flight.load(Ordering::Relaxed) == 0 && !self.state.had_body.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection has been idle for [`PARK_AFTER`]; arms or re-arms the timer
+    /// that will wake hyper to ask again.
+    fn poll_park(&mut self, cx: &mut Context<'_>) -> bool {
+        let reads = self.reads;
+        let (timer, armed_at) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(PARK_AFTER)), reads));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if *armed_at == reads {
+            return true;
+        }
+        // There was traffic since the timer was armed: count the idle time from now.
+        *armed_at = reads;
+        timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+        let _ = timer.as_mut().poll(cx);
+        false
+    }
+}
+
+impl AsyncRead for ParkableIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.leftover.is_empty() {
+            let n = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover[..n]);
+            this.leftover.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = &buf.filled()[before..];
+                if !filled.is_empty() {
+                    this.reads += 1;
+                    let k = filled.len().min(4);
+                    this.tail.copy_within(k.., 0);
+                    this.tail[4 - k..].copy_from_slice(&filled[filled.len() - k..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.state.closing.load(Ordering::Relaxed) && this.state.in_flight.load(Ordering::Relaxed) == 0 => Poll::Ready(Ok(())),
+            Poll::Pending if this.idle() && this.poll_park(cx) => {
+                this.parked = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for ParkableIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

@@ -475,3 +475,75 @@ async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_
         b.stop().await;
     }
 }
+
+// === idle connections ===
+
+/// Reads one HTTP/1.1 response (head and Content-Length body) from `s`: (status, head).
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                buf.drain(..end + 4 + len);
+                let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return (status, head);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("response in time").expect("read");
+        assert!(n > 0, "connection closed before a full response; got {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn counter(node: &Node, name: &str) -> u64 {
+    node.metrics.encode().lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_park_and_serve_again() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let node = w.node("central").await;
+    let get = b"GET /a HTTP/1.1\r\nHost: go.infra.global\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(get).await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    // Busy connections are not parked; idle ones are, after a quarter of a second.
+    assert_eq!(counter(&node, "veer_connections_parked_total"), 0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counter(&node, "veer_connections_parked_total"), 1, "the idle connection was parked");
+    // The same connection serves again, pipelined requests included, in order.
+    s.write_all(get).await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    assert_eq!(counter(&node, "veer_connections_unparked_total"), 1);
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: go.infra.global\r\n\r\nGET /2 HTTP/1.1\r\nHost: go.infra.global\r\n\r\nGET /3 HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+    for _ in 0..3 {
+        assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counter(&node, "veer_connections_parked_total"), 2);
+    // After a request with a body the connection is not parked (the bytes read last do not
+    // show where a message with a body ended) until a request without one; it keeps serving.
+    s.write_all(b"POST /p HTTP/1.1\r\nHost: go.infra.global\r\nContent-Length: 4\r\n\r\nbody").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counter(&node, "veer_connections_parked_total"), 2, "not parked after the POST");
+    s.write_all(get).await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(counter(&node, "veer_connections_parked_total"), 3, "parked again after a GET");
+    // A request split across writes with a pause longer than the parking delay is not cut.
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: go.in").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(b"fra.global\r\n\r\n").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
