@@ -91,9 +91,18 @@ impl Default for RetryBudget {
     }
 }
 
+/// Upstream HTTP clients with their keep-alive pools. Each worker thread has its own, so a
+/// request and the upstream connection it uses live on the same thread.
+#[derive(Clone)]
+pub struct Upstreams {
+    pub http1: Client<HttpConnector, Body>,
+    pub http2: Client<HttpConnector, Body>,
+}
+
 /// State shared by every connection of a node.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    /// The control loop's clients (probes, health checks) and the east-west listener's.
     pub http1: Client<HttpConnector, Body>,
     pub http2: Client<HttpConnector, Body>,
     pub outcomes: mpsc::UnboundedSender<OutcomeReport>,
@@ -105,7 +114,7 @@ pub struct Shared {
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
-pub fn clients(connect_timeout: Duration) -> (Client<HttpConnector, Body>, Client<HttpConnector, Body>) {
+pub fn clients(connect_timeout: Duration) -> Upstreams {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
@@ -114,7 +123,7 @@ pub fn clients(connect_timeout: Duration) -> (Client<HttpConnector, Body>, Clien
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
     let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    (h1, h2)
+    Upstreams { http1: h1, http2: h2 }
 }
 
 /// A response veer writes itself.
@@ -134,7 +143,7 @@ enum Failure {
 }
 
 /// Handles one downstream request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let host = req
         .headers()
@@ -159,12 +168,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
     // request costs one timer, not two.
     let deadline = tokio::time::Instant::now() + dest.timeouts.request;
-    let (response, priority, cluster) = forward(&shared, &dest, budget.as_deref(), req, deadline).await;
+    let (response, priority, cluster) = forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline).await;
     shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
-async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<Body>, usize, Option<Arc<str>>) {
+async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<Body>, usize, Option<Arc<str>>) {
     let (parts, body) = req.into_parts();
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
@@ -237,7 +246,7 @@ async fn forward(shared: &Shared, dest: &DestState, budget: Option<&RetryBudget>
         let try_deadline = (tokio::time::Instant::now() + dest.timeouts.per_try).min(deadline);
         let attempt = match &upstream.via {
             None => {
-                let client = if use_h2 { &shared.http2 } else { &shared.http1 };
+                let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
                 match tokio::time::timeout_at(try_deadline, client.request(up)).await {
                     Ok(Ok(resp)) => Ok(resp),
                     Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),

@@ -41,6 +41,11 @@ pub struct NodeConfig {
     /// Mesh with the peer clusters' nodes (east-west mTLS); `None`: a standalone node that
     /// reaches every endpoint directly.
     pub mesh: Option<MeshConfig>,
+    /// Threads serving the gateway listener. The first is the runtime `start` runs on; each
+    /// other one runs its own single-threaded runtime with its own listener socket on the same
+    /// address (SO_REUSEPORT, the kernel spreads connections) and its own upstream pools, so a
+    /// request never crosses threads (thread per core, as nginx and pingora do).
+    pub workers: usize,
 }
 
 /// How a node joins the mesh.
@@ -55,7 +60,7 @@ pub struct MeshConfig {
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None, mesh: None }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None, mesh: None, workers: 1 }
     }
 }
 
@@ -72,6 +77,8 @@ pub struct Node {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Extra worker threads (each serves its own listener socket until shutdown).
+    threads: Vec<std::thread::JoinHandle<()>>,
     dns_server: Option<veer_dns::DnsServer>,
 }
 
@@ -93,19 +100,22 @@ impl Node {
             .or_else(|| cluster.as_ref().and_then(|c| c.gateway))
             .ok_or_else(|| format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster))?;
         let admin_addr = cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let listener = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let workers = cfg.workers.max(1);
+        let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
         let listen = listener.local_addr().map_err(|e| e.to_string())?;
+        // The other workers' sockets on the very port the first one got (it may have been 0).
+        let extra_listeners = (1..workers).map(|_| bind_shared(listen, true).map_err(|e| format!("cannot listen on {listen} (worker): {e}"))).collect::<Result<Vec<_>, _>>()?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
-        let (http1, http2) = clients(Duration::from_secs(1));
+        let control_clients = clients(Duration::from_secs(1));
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(1024));
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            http1,
-            http2,
+            http1: control_clients.http1,
+            http2: control_clients.http2,
             outcomes: outcome_tx,
             metrics: metrics.clone(),
             budgets: ArcSwap::from_pointee(Default::default()),
@@ -161,7 +171,30 @@ impl Node {
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
         }
         tasks.push(tokio::spawn(control.run(outcome_rx, shutdown_rx.clone())));
-        tasks.push(tokio::spawn(server::serve(listener, shared.clone(), cfg.limits, shutdown_rx.clone())));
+        let mut limits = cfg.limits;
+        limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
+        let listener = TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        tasks.push(tokio::spawn(server::serve(listener, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
+        let mut threads = Vec::new();
+        for (i, std_listener) in extra_listeners.into_iter().enumerate() {
+            let (shared, stop) = (shared.clone(), shutdown_rx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("veer-worker-{}", i + 1))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => return tracing::error!(target: "veer::node", "worker {} cannot start: {e}", i + 1),
+                    };
+                    rt.block_on(async move {
+                        match TcpListener::from_std(std_listener) {
+                            Ok(listener) => server::serve(listener, shared, clients(Duration::from_secs(1)), limits, stop).await,
+                            Err(e) => tracing::error!(target: "veer::node", "worker {} cannot listen: {e}", i + 1),
+                        }
+                    });
+                })
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            threads.push(thread);
+        }
         let routes_shared = shared.clone();
         let state = Arc::new(AdminState {
             metrics: metrics.clone(),
@@ -184,7 +217,7 @@ impl Node {
             }
         }));
         events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
-        Ok(Node { listen, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, dns_server })
+        Ok(Node { listen, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, threads, dns_server })
     }
 
     /// The routing snapshot in force.
@@ -199,6 +232,13 @@ impl Node {
         for t in self.tasks {
             let _ = t.await;
         }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         if let Some(d) = self.dns_server {
             d.stop().await;
         }
@@ -245,4 +285,18 @@ fn status(cluster: String, shared: Arc<Shared>) -> impl Fn() -> serde_json::Valu
             .collect();
         serde_json::json!({ "cluster": cluster, "generation": snap.generation, "peers": peers, "destinations": destinations })
     }
+}
+
+/// A listening socket on `addr`; with `shared`, other sockets may listen on the same address
+/// (SO_REUSEPORT) and the kernel spreads new connections over them. Returned as a std listener
+/// (non-blocking) so it can move to the worker thread whose runtime will own it.
+fn bind_shared(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    listener.into_std()
 }

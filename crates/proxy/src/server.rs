@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Sleep;
 
-use crate::forward::{handle, local_response, Body, Shared};
+use crate::forward::{handle, local_response, Body, Shared, Upstreams};
 
 /// Limits applied to downstream traffic.
 #[derive(Clone, Copy, Debug)]
@@ -53,18 +53,19 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What every connection of a listener shares.
 struct Listener {
     shared: Arc<Shared>,
+    upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 /// Serves `listener` until `shutdown` turns true, then drains.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.keep_alive(true).max_buf_size(limits.max_header_bytes.max(8192)).timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
-    let ctx = Arc::new(Listener { shared, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2 });
+    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2 });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (live, mut drained) = mpsc::channel::<()>(1);
     loop {
@@ -91,12 +92,12 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
     let service = {
         let (ctx, state) = (ctx.clone(), state.clone());
         service_fn(move |req: hyper::Request<Incoming>| {
-            let (shared, state) = (ctx.shared.clone(), state.clone());
+            let (ctx, state) = (ctx.clone(), state.clone());
             let permit = ctx.in_flight.clone().try_acquire_owned();
             state.begin(&req);
             async move {
                 let resp = match permit {
-                    Ok(_permit) => handle(shared, req).await,
+                    Ok(_permit) => handle(ctx.shared.clone(), &ctx.upstreams, req).await,
                     Err(_) => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Tracked { body, state }))

@@ -547,3 +547,26 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
         b.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_share_the_listener_and_stop_together() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 2, 1).await;
+    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
+    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.workers = 3;
+    let node = Node::start(cfg).await.expect("node with three workers");
+    let mut s = spec(&node, "go.infra.global", "/", 300, 1.0);
+    s.connections = 48;
+    let r = veer_testkit::run(s).await;
+    assert_eq!(r.errors(), 0, "{:?}", failures(&r));
+    assert!(share(&r, "central") > 0.99, "{:?}", r.by_backend());
+    // Every worker drains and exits: stop returns and the port is free again.
+    let addr = node.listen;
+    tokio::time::timeout(Duration::from_secs(15), node.stop()).await.expect("workers stop");
+    tokio::net::TcpListener::bind(addr).await.expect("the port is released by every worker");
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}

@@ -78,7 +78,8 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
-        /// Worker threads (default: one per core).
+        /// Threads serving requests (default: one per core). Each has its own listener socket
+        /// (SO_REUSEPORT) and upstream pools; the first also runs the control loop, admin and DNS.
         #[arg(long)]
         workers: Option<usize>,
         /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
@@ -255,7 +256,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 east_west,
                 aging: veer_proxy::mesh::peers::Aging { stale_after: peer_stale_after, unhealthy_after: peer_unhealthy_after, forget_after: peer_forget_after, ..Default::default() },
             });
-            runtime_with(workers)?.block_on(run_node(cfg))
+            cfg.workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            // Thread per core: this thread's runtime is the first worker; the node starts the others.
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?.block_on(run_node(cfg))
         }
         Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
         Command::Dns { command } => dns_cmd::run(command),
