@@ -59,15 +59,13 @@ impl PeerLink {
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
         let mut sender = self.sender().await?;
         if sender.ready().await.is_err() {
-            self.forget(&sender);
+            self.forget_if_closed();
             sender = self.sender().await?;
         }
         match sender.send_request(req).await {
             Ok(r) => Ok(r),
             Err(e) => {
-                if sender.is_closed() {
-                    self.forget(&sender);
-                }
+                self.forget_if_closed();
                 Err(LinkError::Broken(e.to_string()))
             }
         }
@@ -78,9 +76,9 @@ impl PeerLink {
         self.current.store(None);
     }
 
-    fn forget(&self, dead: &SendRequest<Body>) {
-        let cur = self.current.load();
-        if cur.as_ref().is_some_and(|c| std::ptr::eq(&**c, dead) || c.is_closed()) {
+    /// Drops the shared connection once it is closed, so the next request reconnects.
+    fn forget_if_closed(&self) {
+        if self.current.load().as_ref().is_some_and(|c| c.is_closed()) {
             self.current.store(None);
         }
     }
