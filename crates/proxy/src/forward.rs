@@ -119,6 +119,7 @@ pub fn clients(connect_timeout: Duration) -> Upstreams {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     let h1 = Client::builder(TokioExecutor::new())
+        .http1_writev(false)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
