@@ -168,7 +168,8 @@ pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Inc
     }
     // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
     // request costs one timer, not two.
-    let deadline = tokio::time::Instant::now() + dest.timeouts.request;
+    // Reading the clock costs a vDSO call each time; the request's start serves for both.
+    let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
     let (response, priority, cluster) = forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline).await;
     shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
@@ -244,7 +245,8 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         }
         tried.record(ep, upstream.priority);
         let mut gateway_failed = false;
-        let try_deadline = (tokio::time::Instant::now() + dest.timeouts.per_try).min(deadline);
+        let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { tokio::time::Instant::now() };
+        let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
         let attempt = match &upstream.via {
             None => {
                 let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
@@ -394,9 +396,24 @@ fn attempts_header(n: usize) -> HeaderValue {
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
+/// Runs twice per request, so it first looks without changing anything: most messages carry
+/// none, or only `Connection: keep-alive`, and standard header names compare as small enums.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        strip_connection_named(headers);
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
     for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
         headers.remove(h);
@@ -408,15 +425,45 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn strip_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::TE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "keep-alive, X-Trace, close"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["host", "x-kept"]);
+        // `TE: trailers` is end-to-end for gRPC and stays; a message without hop-by-hop headers is untouched.
+        let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 }
