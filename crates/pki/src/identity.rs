@@ -57,9 +57,19 @@ impl MeshIdentity {
     /// Reads `root-cert.pem`, `node-cert.pem` and `node-key.pem` from `cluster_dir`, and checks
     /// them as a peer would: the key belongs to the node certificate, the certificate names
     /// `cluster`, and the chain verifies against the root for both server and client use.
+    ///
+    /// A directory holding a cert-manager Secret instead (`tls.crt` with the chain, `tls.key`,
+    /// `ca.crt`) is read the same way; `ca.crt` must then be the shared root (a trust-manager
+    /// bundle, or an Issuer whose CA is the root), since it is what peers are checked against.
     pub fn load(cluster_dir: &Path, cluster: &str) -> Result<MeshIdentity, PkiError> {
         validate_cluster_name(cluster)?;
-        let (root_path, cert_path, key_path) = (cluster_dir.join(ROOT_CERT), cluster_dir.join(NODE_CERT), cluster_dir.join(NODE_KEY));
+        let cert_manager = !cluster_dir.join(NODE_CERT).exists() && cluster_dir.join("tls.crt").exists();
+        let (root_path, cert_path, key_path) = if cert_manager {
+            let root = if cluster_dir.join(ROOT_CERT).exists() { cluster_dir.join(ROOT_CERT) } else { cluster_dir.join("ca.crt") };
+            (root, cluster_dir.join("tls.crt"), cluster_dir.join("tls.key"))
+        } else {
+            (cluster_dir.join(ROOT_CERT), cluster_dir.join(NODE_CERT), cluster_dir.join(NODE_KEY))
+        };
         let roots = files::read_certs(&root_path)?;
         let chain = files::read_certs(&cert_path)?;
         let key = files::read_key(&key_path)?;

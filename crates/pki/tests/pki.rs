@@ -492,3 +492,24 @@ async fn reads_and_signs_with_seed_003_openssl_rsa_cas() {
     assert_eq!(e.kind(), ErrorKind::BadKey);
     assert!(e.to_string().contains("openssl pkcs8 -topk8 -nocrypt"), "{e}");
 }
+
+#[tokio::test]
+async fn loads_a_cert_manager_secret_layout() {
+    // What a cert-manager Certificate's Secret looks like mounted as files: tls.crt (leaf and
+    // chain), tls.key, ca.crt (here the shared root, as a trust-manager bundle provides it).
+    let tmp = TempDir::new("cert-manager");
+    let ids = mesh(tmp.path(), &["cluster1", "cluster2"]);
+    let secret = tmp.path().join("secret-cluster1");
+    std::fs::create_dir_all(&secret).expect("dir");
+    let from = tmp.path().join("cluster1");
+    std::fs::copy(from.join("node-cert.pem"), secret.join("tls.crt")).expect("copy");
+    std::fs::copy(from.join("node-key.pem"), secret.join("tls.key")).expect("copy");
+    std::fs::copy(tmp.path().join("root-cert.pem"), secret.join("ca.crt")).expect("copy");
+    let c1 = MeshIdentity::load(&secret, "cluster1").expect("cert-manager layout loads");
+    let (server, client) = exchange(ids[1].server_config(), c1.client_config(), server_name("cluster2")).await;
+    assert_eq!(server.expect("server side").peer_cluster.as_deref(), Some("cluster1"));
+    client.expect("client side");
+    // The same files naming another cluster are refused at load time.
+    let err = MeshIdentity::load(&secret, "cluster2").err().expect("wrong cluster refused");
+    assert!(err.to_string().contains("tls.crt"), "{err}");
+}
