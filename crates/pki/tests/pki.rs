@@ -510,6 +510,6 @@ async fn loads_a_cert_manager_secret_layout() {
     assert_eq!(server.expect("server side").peer_cluster.as_deref(), Some("cluster1"));
     client.expect("client side");
     // The same files naming another cluster are refused at load time.
-    let err = MeshIdentity::load(&secret, "cluster2").err().expect("wrong cluster refused");
+    let Err(err) = MeshIdentity::load(&secret, "cluster2") else { panic!("the wrong cluster is refused") };
     assert!(err.to_string().contains("tls.crt"), "{err}");
 }
