@@ -21,6 +21,7 @@ use veer_core::outlier::Outcome;
 use crate::mesh::eastwest::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
 use crate::mesh::link::{LinkError, PeerLink};
 use crate::metrics::Metrics;
+use crate::upstream::{H1Pool, PoolError};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
@@ -95,6 +96,9 @@ impl Default for RetryBudget {
 /// request and the upstream connection it uses live on the same thread.
 #[derive(Clone)]
 pub struct Upstreams {
+    /// HTTP/1.1 to endpoint addresses (the common case).
+    pub pool: Arc<H1Pool>,
+    /// HTTP/1.1 to endpoints named by DNS.
     pub http1: Client<HttpConnector, Body>,
     pub http2: Client<HttpConnector, Body>,
 }
@@ -124,7 +128,7 @@ pub fn clients(connect_timeout: Duration) -> Upstreams {
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
     let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    Upstreams { http1: h1, http2: h2 }
+    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2 }
 }
 
 /// A response veer writes itself.
@@ -140,7 +144,7 @@ enum Failure {
     Connect,
     Reset,
     Timeout,
-    Status(Response<Incoming>),
+    Status(Response<Body>),
 }
 
 /// Handles one downstream request.
@@ -247,22 +251,32 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         let mut gateway_failed = false;
         let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { tokio::time::Instant::now() };
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
-        let attempt = match &upstream.via {
-            None => {
+        let attempt = match (&upstream.via, upstream.socket) {
+            // HTTP/1.1 to an address: this worker's own pool, no lock shared with other threads.
+            (None, Some(addr)) if !use_h2 => {
+                *up.uri_mut() = Uri::from(path_and_query.clone());
+                match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, up)).await {
+                    Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
+                    Ok(Err(PoolError::Connect(_))) => Err(Failure::Connect),
+                    Ok(Err(PoolError::Request(_))) => Err(Failure::Reset),
+                    Err(_) => Err(Failure::Timeout),
+                }
+            }
+            (None, _) => {
                 let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
                 match tokio::time::timeout_at(try_deadline, client.request(up)).await {
-                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
                     Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
                     Ok(Err(_)) => Err(Failure::Reset),
                     Err(_) => Err(Failure::Timeout),
                 }
             }
-            Some(link) => match tokio::time::timeout_at(try_deadline, east_west(link, up, upstream, use_h2)).await {
+            (Some(link), _) => match tokio::time::timeout_at(try_deadline, east_west(link, up, upstream, use_h2)).await {
                 Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
                     // The remote gateway answered for one endpoint behind it: blame that one.
                     Some(b"connect" | b"refused") => Err(Failure::Connect),
                     Some(b"reset") => Err(Failure::Reset),
-                    _ => Ok(resp),
+                    _ => Ok(resp.map(|b| b.boxed())),
                 },
                 Ok(Err(e)) => {
                     // The gateway itself is gone: the whole cluster is one failure domain, and
@@ -378,12 +392,12 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
     let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });
 }
 
-fn respond(resp: Response<Incoming>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {
+fn respond(resp: Response<Body>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(X_VEER_CLUSTER, upstream.cluster_header.clone());
     parts.headers.insert(X_VEER_ATTEMPTS, attempts_header(attempts));
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, body)
 }
 
 fn attempts_header(n: usize) -> HeaderValue {

@@ -6,6 +6,7 @@
 //! - [`forward`]: the request path: route, pick, forward, retry, report outcomes.
 //! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
 //!   re-admission probes; it publishes snapshots.
+//! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool.
 //! - [`server`]: listeners and connection handling, graceful drain.
 //! - [`mesh`]: peer nodes, their catalogs, east-west mTLS links and listener.
 //! - [`node`]: wires one veer node together (`veer run`).
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod snapshot;
+pub mod upstream;

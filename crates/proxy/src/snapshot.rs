@@ -38,6 +38,8 @@ pub struct Upstream {
     /// `ip:port` or `host:port`: the key outlier detection and health use.
     pub key: Arc<str>,
     pub authority: http::uri::Authority,
+    /// The endpoint's socket address, when it has one (not a DNS name).
+    pub socket: Option<std::net::SocketAddr>,
     pub cluster: Arc<str>,
     /// `cluster` as a response header value, built once.
     pub cluster_header: http::HeaderValue,
@@ -354,7 +356,11 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
             let cluster_header = http::HeaderValue::from_str(&e.cluster).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
             let via = if e.cluster == remote.own { None } else { remote.links.get(&e.cluster).cloned() };
-            Upstream { key, authority, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], via, recent_failures: AtomicU32::new(0) }
+            let socket = match &e.address {
+                Address::Socket(s) => Some(*s),
+                Address::Dns { .. } => None,
+            };
+            Upstream { key, authority, socket, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], via, recent_failures: AtomicU32::new(0) }
         })
         .collect();
     let mut first_pick = Vec::new();
