@@ -16,7 +16,7 @@ use veer_model::set::ManifestSet;
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, RetryBudget, Shared};
 use crate::mesh::catalog::{self, Catalog};
-use crate::mesh::eastwest::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
+use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::PeerLink;
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
 use crate::mesh::Remote;
@@ -96,9 +96,9 @@ pub struct Control {
     rng: Rng,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
-    /// Receive every accepted manifest set (the DNS server's records and the east-west
-    /// listener follow it).
-    manifests: Vec<watch::Sender<Arc<ManifestSet>>>,
+    /// Every accepted manifest set, for those that follow it (the DNS server's records, the
+    /// east-west listener); created when the first subscribes.
+    manifests: Option<watch::Sender<Arc<ManifestSet>>>,
     /// Peer clusters, when meshed.
     peers: Option<Peers>,
     peer_rx: Option<mpsc::UnboundedReceiver<PeerMsg>>,
@@ -140,7 +140,7 @@ impl Control {
             rng: Rng(fastrand::Rng::new()),
             tx,
             rx,
-            manifests: Vec::new(),
+            manifests: None,
             peers: None,
             peer_rx: None,
             remote_dirty: false,
@@ -156,9 +156,10 @@ impl Control {
         c
     }
 
-    /// Publishes every manifest set accepted by a reload to `tx`.
-    pub fn watch_manifests(&mut self, tx: watch::Sender<Arc<ManifestSet>>) {
-        self.manifests.push(tx);
+    /// The manifest set in force now and every one a reload accepts later.
+    pub fn watch_manifests(&mut self) -> watch::Receiver<Arc<ManifestSet>> {
+        let set = &self.set;
+        self.manifests.get_or_insert_with(|| watch::channel(Arc::new(set.clone())).0).subscribe()
     }
 
     fn now(&self) -> Duration {
@@ -186,9 +187,7 @@ impl Control {
                     if let Some(p) = &mut self.peers {
                         change = p.on_msg(m, now);
                         while let Some(Ok(m)) = peer_rx.as_mut().map(|rx| rx.try_recv()) {
-                            let c = p.on_msg(m, now);
-                            change.endpoints |= c.endpoints;
-                            change.health |= c.health;
+                            change = change.or(p.on_msg(m, now));
                         }
                     }
                     if self.apply(change) { self.rebuild(); }
@@ -403,7 +402,7 @@ impl Control {
             return;
         }
         self.set = loaded.set;
-        for tx in &self.manifests {
+        if let Some(tx) = &self.manifests {
             tx.send_replace(Arc::new(self.set.clone()));
         }
         if let Some(p) = &mut self.peers {
@@ -443,15 +442,7 @@ impl Control {
         self.publish_catalog(&unhealthy);
         let remote_dirty = std::mem::take(&mut self.remote_dirty);
         if let Some(changed) = self.dirty.replace(HashSet::new()) {
-            if remote_dirty {
-                let snap = self.shared.snapshot.load().with_remote(&unhealthy, self.remote(), self.generation);
-                for d in &snap.destinations {
-                    self.observe(d);
-                }
-                self.shared.snapshot.store(Arc::new(snap));
-            } else {
-                self.rebuild_health(&unhealthy, &changed);
-            }
+            self.rebuild_health(&unhealthy, &changed, remote_dirty);
             return;
         }
         let merged;
@@ -534,11 +525,13 @@ impl Control {
         }
     }
 
-    /// A health-only update: only the destinations in `changed` get new tables; routes,
-    /// detectors, budgets and health checks stay as they are.
-    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>) {
-        let snap = self.shared.snapshot.load().with_health(unhealthy, changed, self.generation);
-        for d in snap.destinations.iter().filter(|d| changed.contains(&*d.key)) {
+    /// A health-only update: only the destinations in `changed` get new tables (all of them
+    /// when a peer cluster's health changed); routes, detectors, budgets and health checks stay
+    /// as they are.
+    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>, remote_changed: bool) {
+        let old = self.shared.snapshot.load();
+        let snap = if remote_changed { old.with_remote(unhealthy, self.remote(), self.generation) } else { old.with_health(unhealthy, changed, self.generation) };
+        for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&*d.key)) {
             self.observe(d);
         }
         self.shared.snapshot.store(Arc::new(snap));
@@ -602,20 +595,11 @@ async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, pat
     let sent = async {
         match via {
             Some(link) => {
-                let authority = host.unwrap_or(endpoint);
-                *req.uri_mut() = match http::Uri::builder().scheme("https").authority(authority).path_and_query(path).build() {
-                    Ok(u) => u,
-                    Err(e) => return Err(format!("bad probe request: {e}")),
-                };
-                *req.version_mut() = http::Version::HTTP_2;
-                req.headers_mut().remove(http::header::HOST);
-                if let Ok(v) = http::HeaderValue::from_str(endpoint) {
-                    req.headers_mut().insert(X_VEER_ENDPOINT, v);
+                // Across the hop the host travels as the authority, HTTP/2 or not.
+                if let Some(v) = host.and_then(|h| http::HeaderValue::from_str(h).ok()) {
+                    req.headers_mut().insert(http::header::HOST, v);
                 }
-                if h2 {
-                    req.headers_mut().insert(X_VEER_UPSTREAM_H2, http::HeaderValue::from_static("1"));
-                }
-                link.send(req).await.map_err(|e| e.to_string())
+                link.send_to(endpoint, h2, req).await.map_err(|e| e.to_string())
             }
             None => {
                 let client = if h2 { &shared.http2 } else { &shared.http1 };

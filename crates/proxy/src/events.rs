@@ -145,14 +145,9 @@ impl Events {
         to_priority: Option<u32>,
         reason: impl Into<String>,
     ) -> Event {
-        let time_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            // A clock before 1970 is a broken host, not a reason to lose the event.
-            .unwrap_or(0);
         let mut event = Event {
             seq: 0,
-            time_unix_ms,
+            time_unix_ms: unix_ms(),
             kind,
             destination: destination.map(str::to_owned),
             endpoint: endpoint.map(str::to_owned),
@@ -232,6 +227,15 @@ fn log(e: &Event) {
             "failover event"
         );
     }
+}
+
+/// Wall-clock time in Unix milliseconds, as events and peer ages report it.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        // A clock before 1970 is a broken host, not a reason to lose the event.
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use veer_core::outlier::Outcome;
 
-use crate::mesh::eastwest::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
-use crate::mesh::link::{LinkError, PeerLink};
+use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
+use crate::mesh::link::LinkError;
 use crate::metrics::Metrics;
 use crate::upstream::{H1Pool, PoolError};
 use crate::snapshot::{DestState, Snapshot, Tried};
@@ -137,6 +137,35 @@ pub fn local_response(status: StatusCode, text: &str) -> Response<Body> {
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+/// A body that holds `guard` until hyper is done with it: the guard's `Drop` says what then
+/// happens (a downstream connection's count of responses in flight goes down, an upstream
+/// connection goes back to its pool).
+pub struct Guarded<B, G> {
+    pub body: B,
+    pub guard: G,
+}
+
+impl<B, G> hyper::body::Body for Guarded<B, G>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    G: Unpin,
+{
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 enum Failure {
@@ -271,7 +300,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     Err(_) => Err(Failure::Timeout),
                 }
             }
-            (Some(link), _) => match tokio::time::timeout_at(try_deadline, east_west(link, up, upstream, use_h2)).await {
+            (Some(link), _) => match tokio::time::timeout_at(try_deadline, link.send_to(&upstream.key, use_h2, up)).await {
                 Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
                     // The remote gateway answered for one endpoint behind it: blame that one.
                     Some(b"connect" | b"refused") => Err(Failure::Connect),
@@ -348,27 +377,6 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
 fn retriable_status(dest: &DestState, status: u16) -> bool {
     let on = &dest.retry.retry_on;
     on.five_xx || (on.gateway_error && matches!(status, 502..=504)) || on.retriable_status_codes.contains(&status)
-}
-
-/// Sends a request to an endpoint of a peer cluster through that cluster's east-west listener,
-/// naming the endpoint this node picked so priorities and weights stay exact across the hop.
-async fn east_west(link: &PeerLink, mut up: Request<Body>, upstream: &crate::snapshot::Upstream, h2: bool) -> Result<Response<Incoming>, LinkError> {
-    let host = up.headers_mut().remove(header::HOST).or_else(|| up.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    let authority = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| http::uri::Authority::try_from(h).ok()).unwrap_or_else(|| upstream.authority.clone());
-    let mut parts = up.uri().clone().into_parts();
-    parts.scheme = Some(http::uri::Scheme::HTTPS);
-    parts.authority = Some(authority);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *up.uri_mut() = uri;
-    }
-    *up.version_mut() = Version::HTTP_2;
-    if let Ok(v) = HeaderValue::from_str(&upstream.key) {
-        up.headers_mut().insert(X_VEER_ENDPOINT, v);
-    }
-    if h2 {
-        up.headers_mut().insert(X_VEER_UPSTREAM_H2, HeaderValue::from_static("1"));
-    }
-    link.send(up).await
 }
 
 /// Reports that a peer cluster's gateway could not be reached.

@@ -142,14 +142,11 @@ impl Node {
             reload_every: cfg.reload_every,
             mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup { aging: *aging, client: identity.client_config(), catalog: catalog_tx.clone() }),
         };
-        let dns_set = cfg.dns.map(|_| Arc::new(set.clone()));
-        let ew_set = mesh.as_ref().map(|_| Arc::new(set.clone()));
         let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
-        let dns_server = match (cfg.dns, dns_set) {
-            (Some(dns_addr), Some(first)) => {
+        let dns_server = match cfg.dns {
+            Some(dns_addr) => {
                 // The DNS records follow every manifest set the control loop accepts.
-                let (set_tx, set_rx) = watch::channel(first);
-                control.watch_manifests(set_tx);
+                let set_rx = control.watch_manifests();
                 let gateway = if listen.ip().is_unspecified() { cluster.as_ref().and_then(|c| c.gateway).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip()) } else { listen.ip() };
                 let (ev, me) = (events.clone(), cfg.cluster.clone());
                 let notify: veer_dns::Notify = Arc::new(move |t| {
@@ -157,15 +154,14 @@ impl Node {
                 });
                 Some(veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?)
             }
-            _ => None,
+            None => None,
         };
         let dns = dns_server.as_ref().map(|d| d.addr);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut east_west = None;
-        if let (Some((identity, listener, _tx, catalog, aging)), Some(first)) = (mesh, ew_set) {
-            let (set_tx, set_rx) = watch::channel(first);
-            control.watch_manifests(set_tx);
+        if let Some((identity, listener, _tx, catalog, aging)) = mesh {
+            let set_rx = control.watch_manifests();
             east_west = listener.local_addr().ok();
             let ew = Arc::new(EastWest { cluster: cfg.cluster.clone(), set: set_rx, catalog, shared: shared.clone(), events: events.clone(), heartbeat: aging.heartbeat });
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
@@ -254,7 +250,7 @@ impl Node {
 /// priority of every destination.
 fn status(cluster: String, shared: Arc<Shared>) -> impl Fn() -> serde_json::Value + Send + Sync {
     move || {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::events::unix_ms();
         let snap = shared.snapshot.load();
         let peers: Vec<serde_json::Value> = shared
             .peer_status

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::StatusCode;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Sleep;
 
-use crate::forward::{handle, local_response, Body, Shared, Upstreams};
+use crate::forward::{handle, local_response, Body, Guarded, Shared, Upstreams};
 
 /// Limits applied to downstream traffic.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +101,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
                     Ok(_permit) => handle(ctx.shared.clone(), &ctx.upstreams, req).await,
                     Err(_) => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
                 };
-                Ok::<_, Infallible>(resp.map(|body| Tracked { body, state }))
+                Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard: InFlight(state) }))
             }
         })
     };
@@ -222,31 +222,14 @@ impl ConnState {
 }
 
 /// A response body that tells its connection when it is done.
-struct Tracked {
-    body: Body,
-    state: Arc<ConnState>,
-}
+type Tracked = Guarded<Body, InFlight>;
 
-impl Drop for Tracked {
+/// Counts one response in flight on a connection, until dropped with its body.
+struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

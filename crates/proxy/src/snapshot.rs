@@ -302,23 +302,21 @@ impl Snapshot {
     /// others are shared with `self`. This is the update a failure or recovery causes: it
     /// resolves no manifest and rebuilds only the tables that moved.
     pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<String>, generation: u64) -> Snapshot {
-        let destinations = self
-            .destinations
-            .iter()
-            .map(|d| if changed.contains(&*d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &self.remote)) } else { d.clone() })
-            .collect();
-        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote: self.remote.clone() }
+        self.rebuilt(unhealthy, self.remote.clone(), |key| changed.contains(key), generation)
     }
 
     /// The same routes with new remote health: every destination's table is rebuilt.
     pub fn with_remote(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Snapshot {
-        let destinations = self.destinations.iter().map(|d| Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote))).collect();
-        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
+        self.rebuilt(unhealthy, remote, |_| true, generation)
     }
 
-    /// The active priority of every destination, for `veer status`.
-    pub fn active_priorities(&self) -> Vec<(Arc<str>, i64)> {
-        self.destinations.iter().map(|d| (d.key.clone(), d.active_priority())).collect()
+    fn rebuilt(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, rebuild: impl Fn(&str) -> bool, generation: u64) -> Snapshot {
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|d| if rebuild(&d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote)) } else { d.clone() })
+            .collect();
+        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
     }
 
     /// Every destination's report, for `/routes`.

@@ -3,20 +3,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::forward::Body;
+use crate::forward::{Body, Guarded};
 
 /// Idle connections kept per address at most; more are closed when returned.
 const MAX_IDLE_PER_ADDR: usize = 1024;
@@ -113,39 +110,26 @@ impl H1Pool {
     }
 
     fn pooled(self: &Arc<Self>, resp: Response<Incoming>, sender: SendRequest<Body>, addr: SocketAddr) -> Response<Pooled> {
-        resp.map(|body| Pooled { body, home: Some((sender, self.clone(), addr)) })
+        resp.map(|body| Guarded { body, guard: Checkin { sender: Some(sender), pool: self.clone(), addr } })
     }
 }
 
 /// A response body that returns its connection to the pool when it is done with.
-pub struct Pooled {
-    body: Incoming,
-    home: Option<(SendRequest<Body>, Arc<H1Pool>, SocketAddr)>,
+pub type Pooled = Guarded<Incoming, Checkin>;
+
+/// An upstream connection on its way back to its pool.
+pub struct Checkin {
+    sender: Option<SendRequest<Body>>,
+    pool: Arc<H1Pool>,
+    addr: SocketAddr,
 }
 
-impl Drop for Pooled {
+impl Drop for Checkin {
     fn drop(&mut self) {
         // A body dropped before its end leaves the connection mid-message: hyper closes it,
         // and the next checkout skips it (`ready` fails).
-        if let Some((sender, pool, addr)) = self.home.take() {
-            pool.checkin(addr, sender);
+        if let Some(sender) = self.sender.take() {
+            self.pool.checkin(self.addr, sender);
         }
-    }
-}
-
-impl hyper::body::Body for Pooled {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

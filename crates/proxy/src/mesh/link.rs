@@ -13,7 +13,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::eastwest::{X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
 use crate::forward::Body;
+use http::header::{self, HeaderValue};
 
 /// Why a request through a link failed.
 #[derive(Debug)]
@@ -69,6 +71,29 @@ impl PeerLink {
                 Err(LinkError::Broken(e.to_string()))
             }
         }
+    }
+
+    /// Sends `req` to `endpoint` behind this peer's east-west listener. The request keeps its
+    /// authority (Host header, else URI) and names the endpoint this node picked, so priorities
+    /// and weights stay exact across the hop; `h2` says the endpoint speaks HTTP/2.
+    pub async fn send_to(&self, endpoint: &str, h2: bool, mut req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
+        let host = req.headers_mut().remove(header::HOST).or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        if let Some(authority) = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| http::uri::Authority::try_from(h).ok()) {
+            parts.authority = Some(authority);
+        }
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+        if let Ok(v) = HeaderValue::from_str(endpoint) {
+            req.headers_mut().insert(X_VEER_ENDPOINT, v);
+        }
+        if h2 {
+            req.headers_mut().insert(X_VEER_UPSTREAM_H2, HeaderValue::from_static("1"));
+        }
+        self.send(req).await
     }
 
     /// Drops the connection (a test cutting links, or a peer that changed address).

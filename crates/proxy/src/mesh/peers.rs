@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http_body_util::{BodyExt, Empty};
@@ -17,7 +17,7 @@ use veer_model::set::ManifestSet;
 use super::catalog::{Catalog, WatchLine};
 use super::eastwest::{CATALOG_PATH, X_VEER_PEER};
 use super::link::PeerLink;
-use crate::events::{EventKind, Events};
+use crate::events::{unix_ms, EventKind, Events};
 use crate::metrics::Metrics;
 
 /// How a node ages what its peers told it.
@@ -81,7 +81,7 @@ pub struct Change {
 }
 
 impl Change {
-    fn or(self, o: Change) -> Change {
+    pub fn or(self, o: Change) -> Change {
         Change { endpoints: self.endpoints || o.endpoints, health: self.health || o.health }
     }
 }
@@ -318,10 +318,6 @@ impl Drop for Peers {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Keeps a watch on one peer's catalog for as long as the node runs.
 async fn watch(link: Arc<PeerLink>, own: String, retry: Duration, tx: mpsc::UnboundedSender<PeerMsg>) {
     let cluster = link.cluster.to_string();
@@ -336,7 +332,7 @@ async fn watch(link: Arc<PeerLink>, own: String, retry: Duration, tx: mpsc::Unbo
 
 /// One watch stream, until it breaks; returns why it ended.
 async fn watch_once(link: &PeerLink, own: &str, cluster: &str, tx: &mpsc::UnboundedSender<PeerMsg>) -> String {
-    let Ok(uri) = http::Uri::builder().scheme("https").authority(veer_pki_authority(cluster)).path_and_query(CATALOG_PATH).build() else {
+    let Ok(uri) = http::Uri::builder().scheme("https").authority(veer_pki::dns_name(cluster)).path_and_query(CATALOG_PATH).build() else {
         return "bad peer name".into();
     };
     let mut req = http::Request::new(Empty::new().map_err(|never| match never {}).boxed());
@@ -380,10 +376,6 @@ async fn watch_once(link: &PeerLink, own: &str, cluster: &str, tx: &mpsc::Unboun
             None => return "catalog watch ended".into(),
         }
     }
-}
-
-fn veer_pki_authority(cluster: &str) -> String {
-    format!("{cluster}.cluster.veer")
 }
 
 #[cfg(test)]
