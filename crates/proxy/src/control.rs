@@ -461,7 +461,7 @@ impl Control {
             }
         };
         // Keep detectors, budgets and health checks in step with the destinations.
-        let mut budgets = HashMap::new();
+        let mut budgets = crate::FastMap::default();
         let old_budgets = self.shared.budgets.load();
         let mut live_checks = HashSet::new();
         let mut keys = HashSet::new();

@@ -112,7 +112,7 @@ pub struct Shared {
     pub outcomes: mpsc::UnboundedSender<OutcomeReport>,
     pub metrics: Arc<Metrics>,
     /// Retry budgets by destination key; replaced with the snapshot.
-    pub budgets: ArcSwap<std::collections::HashMap<Arc<str>, Arc<RetryBudget>>>,
+    pub budgets: ArcSwap<crate::FastMap<Arc<str>, Arc<RetryBudget>>>,
     /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
     pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
 }
@@ -203,7 +203,7 @@ pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Inc
     // request costs one timer, not two.
     // Reading the clock costs a vDSO call each time; the request's start serves for both.
     let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
-    let (response, priority, cluster) = forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline).await;
+    let (response, priority, cluster) = Box::pin(forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline)).await;
     shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
@@ -221,7 +221,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     if body.is_end_stream() {
         buffered = Some(Bytes::new());
     } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
-        match tokio::time::timeout_at(deadline, body.collect()).await {
+        match tokio::time::timeout_at(deadline, Box::pin(body.collect())).await {
             Ok(Ok(c)) => buffered = Some(c.to_bytes()),
             Ok(Err(_)) => return (local_response(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
             Err(_) => return (local_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), 0, None),
@@ -293,14 +293,14 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             }
             (None, _) => {
                 let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
-                match tokio::time::timeout_at(try_deadline, client.request(up)).await {
+                match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
                     Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
                     Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
                     Ok(Err(_)) => Err(Failure::Reset),
                     Err(_) => Err(Failure::Timeout),
                 }
             }
-            (Some(link), _) => match tokio::time::timeout_at(try_deadline, link.send_to(&upstream.key, use_h2, up)).await {
+            (Some(link), _) => match tokio::time::timeout_at(try_deadline, Box::pin(link.send_to(&upstream.key, use_h2, up))).await {
                 Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
                     // The remote gateway answered for one endpoint behind it: blame that one.
                     Some(b"connect" | b"refused") => Err(Failure::Connect),
@@ -418,10 +418,19 @@ fn attempts_header(n: usize) -> HeaderValue {
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
-/// Runs twice per request, so it first looks without changing anything: most messages carry
-/// none, or only `Connection: keep-alive`, and standard header names compare as small enums.
+/// Runs twice per request, so it removes only what is there: most messages carry none, or only
+/// `Connection: keep-alive`, and each `remove` hashes its name.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    // At most the eight hop-by-hop names, each counted once.
+    let mut present: [Option<HeaderName>; 8] = Default::default();
+    let mut found = 0;
+    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
+        if found < present.len() && !present[..found].iter().any(|p| p.as_ref() == Some(name)) {
+            present[found] = Some(name.clone());
+            found += 1;
+        }
+    }
+    if found == 0 {
         return;
     }
     if let Some(connection) = headers.get(header::CONNECTION) {
@@ -437,13 +446,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
-        headers.remove(h);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        headers.remove(header::TE);
+    for name in present.into_iter().flatten() {
+        // `TE: trailers` is end-to-end for gRPC.
+        if name == header::TE && headers.get(header::TE).is_some_and(|v| v.as_bytes() == b"trailers") {
+            continue;
+        }
+        headers.remove(name);
     }
 }
 

@@ -1,6 +1,5 @@
 //! Prometheus metrics for the gateway (prometheus-client), exposed as OpenMetrics text on the admin listener.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::FastMap;
 
 /// Smallest request-duration bucket: half a millisecond, below which a proxied request is not plausible.
 const DURATION_START: f64 = 0.0005;
@@ -102,7 +103,7 @@ fn duration_histogram() -> Histogram {
 struct DestinationCache {
     duration: Histogram,
     /// cluster → (priority, status) → counter.
-    requests: HashMap<Box<str>, HashMap<(u32, u16), Counter>>,
+    requests: FastMap<Box<str>, FastMap<(u32, u16), Counter>>,
 }
 
 /// Every metric veer exports, registered under the `veer_` prefix.
@@ -125,7 +126,7 @@ pub struct Metrics {
     eastwest_requests: Family<EastWestLabels, Counter>,
     parked: Counter,
     unparked: Counter,
-    hot: RwLock<HashMap<Box<str>, DestinationCache>>,
+    hot: RwLock<FastMap<Box<str>, DestinationCache>>,
 }
 
 impl Default for Metrics {
@@ -240,7 +241,7 @@ impl Metrics {
             eastwest_requests,
             parked,
             unparked,
-            hot: RwLock::new(HashMap::new()),
+            hot: RwLock::new(FastMap::default()),
         }
     }
 
@@ -297,7 +298,7 @@ impl Metrics {
                     .get_or_create_owned(&DestinationLabels {
                         destination: destination.to_owned(),
                     }),
-                requests: HashMap::new(),
+                requests: FastMap::default(),
             });
         let counter = dest
             .requests

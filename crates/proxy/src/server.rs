@@ -32,11 +32,14 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
+    /// A client gets this long to send a request head, and an idle connection stays open this
+    /// long without one: a slow-loris or an abandoned client cannot hold a connection forever.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024, max_concurrent_requests: 10_000, drain: Duration::from_secs(10) }
+        Limits { max_header_bytes: 64 * 1024, max_concurrent_requests: 10_000, drain: Duration::from_secs(10), idle_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -45,9 +48,6 @@ impl Default for Limits {
 /// hundred bytes instead of ~20 KiB. Short enough that idle fleets shrink fast, long enough
 /// that a busy connection (next request within microseconds) never pays for a new one.
 const PARK_AFTER: Duration = Duration::from_millis(250);
-/// A client gets this long to send a request head, and a parked connection stays this long
-/// without one: a slow-loris or an abandoned client cannot hold a connection forever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What every connection of a listener shares.
@@ -57,16 +57,19 @@ struct Listener {
     in_flight: Arc<Semaphore>,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    idle_timeout: Duration,
 }
 
 /// Serves `listener` until `shutdown` turns true, then drains.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Small responses: one flat buffer and one write() cost less than a writev of head and body.
-    http1.keep_alive(true).writev(false).max_buf_size(limits.max_header_bytes.max(8192)).timer(TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    // No hyper header-read timeout: it would arm a timer for every request. `ParkableIo`
+    // enforces the same limit with the one timer a connection already has.
+    http1.keep_alive(true).writev(false).max_buf_size(limits.max_header_bytes.max(8192)).header_read_timeout(None);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
-    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2 });
+    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2, idle_timeout: limits.idle_timeout });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (live, mut drained) = mpsc::channel::<()>(1);
     loop {
@@ -105,7 +108,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             }
         })
     };
-    match is_h2(&stream, &mut stop).await {
+    match is_h2(&stream, ctx.idle_timeout, &mut stop).await {
         None => {}
         Some(true) => {
             // Boxed: the HTTP/2 state is large and would otherwise size every connection's task.
@@ -124,7 +127,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
                 let Some((stream, leftover)) = serve_http1(parked, &ctx, &state, &service, &mut stop).await else { return };
                 ctx.shared.metrics.connection_parked();
                 tokio::select! {
-                    r = tokio::time::timeout(IDLE_TIMEOUT, stream.readable()) => if !matches!(r, Ok(Ok(()))) { return },
+                    r = tokio::time::timeout(ctx.idle_timeout, stream.readable()) => if !matches!(r, Ok(Ok(()))) { return },
                     _ = stopped(&mut stop) => return,
                 }
                 ctx.shared.metrics.connection_unparked();
@@ -141,7 +144,7 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
 {
-    let io = ParkableIo::new(parked.0, parked.1, state.clone());
+    let io = ParkableIo::new(parked.0, parked.1, state.clone(), ctx.idle_timeout);
     // Boxed so that the future of a parked connection's task holds no hyper state.
     let mut conn = Box::pin(ctx.http1.serve_connection(TokioIo::new(io), service.clone()).without_shutdown());
     let parts = tokio::select! {
@@ -176,7 +179,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Whether the client opens with the HTTP/2 preface (h2c prior knowledge), peeking without
 /// consuming; `None` if it leaves first.
-async fn is_h2(stream: &TcpStream, stop: &mut watch::Receiver<bool>) -> Option<bool> {
+async fn is_h2(stream: &TcpStream, idle_timeout: Duration, stop: &mut watch::Receiver<bool>) -> Option<bool> {
     let mut buf = [0u8; 24];
     let wait = async {
         loop {
@@ -195,7 +198,7 @@ async fn is_h2(stream: &TcpStream, stop: &mut watch::Receiver<bool>) -> Option<b
         }
     };
     tokio::select! {
-        r = tokio::time::timeout(IDLE_TIMEOUT, wait) => r.ok().flatten(),
+        r = tokio::time::timeout(idle_timeout, wait) => r.ok().flatten(),
         _ = stopped(stop) => None,
     }
 }
@@ -236,7 +239,9 @@ impl Drop for InFlight {
 /// The socket of an HTTP/1.1 connection as hyper sees it. When the connection has been idle
 /// between requests for [`PARK_AFTER`], a read answers end-of-stream: hyper closes its side
 /// cleanly (without touching the socket, through `without_shutdown`) and the connection is
-/// parked until the client writes again.
+/// parked until the client writes again. A connection that waits for the rest of a request
+/// head (or sits idle after a request with a body) longer than the idle timeout gets a
+/// timed-out read, and hyper closes it.
 struct ParkableIo {
     stream: TcpStream,
     /// Bytes hyper had read but not used when the connection was last parked.
@@ -245,13 +250,24 @@ struct ParkableIo {
     /// The last four bytes read: a request head without a body ends with an empty line.
     tail: [u8; 4],
     reads: u64,
-    timer: Option<(Pin<Box<Sleep>>, u64)>,
+    /// The connection's one timer, and what it is set for.
+    timer: Option<(Pin<Box<Sleep>>, Armed)>,
+    idle_timeout: Duration,
     parked: bool,
 }
 
+/// What [`ParkableIo`]'s timer is set for.
+#[derive(Clone, Copy, PartialEq)]
+enum Armed {
+    /// Parking, counted from when the read count was this.
+    Park(u64),
+    /// The end of the wait for a request head.
+    HeadDeadline,
+}
+
 impl ParkableIo {
-    fn new(stream: TcpStream, leftover: Bytes, state: Arc<ConnState>) -> Self {
-        ParkableIo { stream, leftover, state, tail: *b"\r\n\r\n", reads: 0, timer: None, parked: false }
+    fn new(stream: TcpStream, leftover: Bytes, state: Arc<ConnState>, idle_timeout: Duration) -> Self {
+        ParkableIo { stream, leftover, state, tail: *b"\r\n\r\n", reads: 0, timer: None, idle_timeout, parked: false }
     }
 
     fn idle(&self) -> bool {
@@ -262,18 +278,34 @@ impl ParkableIo {
     /// that will wake hyper to ask again.
     fn poll_park(&mut self, cx: &mut Context<'_>) -> bool {
         let reads = self.reads;
-        let (timer, armed_at) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(PARK_AFTER)), reads));
+        let (timer, armed) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(PARK_AFTER)), Armed::Park(reads)));
+        if *armed == Armed::HeadDeadline {
+            *armed = Armed::Park(reads);
+            timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+        }
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
-        if *armed_at == reads {
+        if *armed == Armed::Park(reads) {
             return true;
         }
         // There was traffic since the timer was armed: count the idle time from now.
-        *armed_at = reads;
+        *armed = Armed::Park(reads);
         timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
         let _ = timer.as_mut().poll(cx);
         false
+    }
+
+    /// Whether the wait for a request head has outlasted the idle timeout; arms the deadline
+    /// when the wait begins. Requests whose head arrives in one read never get here.
+    fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.idle_timeout;
+        let (timer, armed) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), Armed::HeadDeadline));
+        if *armed != Armed::HeadDeadline {
+            *armed = Armed::HeadDeadline;
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -299,9 +331,17 @@ impl AsyncRead for ParkableIo {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.state.closing.load(Ordering::Relaxed) && this.state.in_flight.load(Ordering::Relaxed) == 0 => Poll::Ready(Ok(())),
-            Poll::Pending if this.idle() && this.poll_park(cx) => {
-                this.parked = true;
-                Poll::Ready(Ok(()))
+            Poll::Pending if this.idle() => {
+                if this.poll_park(cx) {
+                    this.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+            // No response in flight, yet not idle: part of a request head has come, or the
+            // last request had a body and nothing has come since.
+            Poll::Pending if this.state.in_flight.load(Ordering::Relaxed) == 0 && this.poll_head_deadline(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no complete request head within the idle timeout")))
             }
             other => other,
         }

@@ -15,6 +15,8 @@ use veer_model::gateway::PathMatch;
 use veer_model::resolve::{self, Destination};
 use veer_model::set::ManifestSet;
 
+use crate::FastMap;
+
 use crate::mesh::link::PeerLink;
 use crate::mesh::Remote;
 
@@ -85,7 +87,7 @@ struct Route {
 pub struct Snapshot {
     pub generation: u64,
     /// Shared between snapshots that differ only in health.
-    routes: Arc<HashMap<String, Vec<Route>>>,
+    routes: Arc<FastMap<String, Vec<Route>>>,
     pub destinations: Vec<Arc<DestState>>,
     client: Client,
     /// Peer links and remote health (empty when the node is not meshed).
@@ -243,7 +245,7 @@ impl Snapshot {
     pub fn build_meshed(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let mut snap = Snapshot { generation, ..Snapshot::default() };
-        let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
         let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
             snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy, &remote)));

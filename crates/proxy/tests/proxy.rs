@@ -549,6 +549,42 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
+    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.limits.idle_timeout = Duration::from_millis(700);
+    let node = Node::start(cfg).await.expect("node starts");
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        // Closed means end-of-stream (or a reset), not a response.
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("the connection is closed, not held open");
+        assert!(r.is_err() || !String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "no response to an unfinished head: {:?}", String::from_utf8_lossy(&rest));
+    };
+    // A slow-loris: part of a head, then nothing.
+    let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\nX-Slow: ").await.expect("write");
+    closed(s).await;
+    // A head split by a pause shorter than the timeout is served.
+    let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: go.in").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"fra.global\r\n\r\n").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    // After a request with a body, a silent connection is closed once the timeout has passed.
+    s.write_all(b"POST /p HTTP/1.1\r\nHost: go.infra.global\r\nContent-Length: 4\r\n\r\nbody").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    closed(s).await;
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_share_the_listener_and_stop_together() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 2, 1).await;
