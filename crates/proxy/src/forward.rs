@@ -20,7 +20,7 @@ use veer_core::outlier::Outcome;
 
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCache};
 use crate::upstream::{H1Pool, PoolError};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
@@ -101,6 +101,8 @@ pub struct Upstreams {
     /// HTTP/1.1 to endpoints named by DNS.
     pub http1: Client<HttpConnector, Body>,
     pub http2: Client<HttpConnector, Body>,
+    /// This worker's handles to the request metrics.
+    pub request_metrics: Arc<RequestCache>,
 }
 
 /// State shared by every connection of a node.
@@ -128,7 +130,7 @@ pub fn clients(connect_timeout: Duration) -> Upstreams {
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
     let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2 }
+    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2, request_metrics: Arc::default() }
 }
 
 /// A response veer writes itself.
@@ -204,7 +206,7 @@ pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Inc
     // Reading the clock costs a vDSO call each time; the request's start serves for both.
     let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
     let (response, priority, cluster) = Box::pin(forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline)).await;
-    shared.metrics.request(&dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
+    shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
@@ -433,7 +435,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if found == 0 {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
+    // `Connection: keep-alive` (what most backends send) or `close` names no other header.
+    let names_others = |v: &HeaderValue| !(v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if let Some(connection) = headers.get(header::CONNECTION).filter(|v| names_others(v)) {
         let named: Vec<HeaderName> = connection
             .to_str()
             .unwrap_or("")

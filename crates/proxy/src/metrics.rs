@@ -1,12 +1,14 @@
 //! Prometheus metrics for the gateway (prometheus-client), exposed as OpenMetrics text on the admin listener.
 
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::FastMap;
@@ -85,14 +87,60 @@ struct EastWestLabels {
     status: u16,
 }
 
-type HistogramFamily = Family<DestinationLabels, Histogram, fn() -> Histogram>;
+type HistogramFamily = Family<DestinationLabels, DurationHistogram, fn() -> DurationHistogram>;
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(
-        DURATION_START,
-        DURATION_FACTOR,
-        DURATION_BUCKETS,
-    ))
+fn duration_histogram() -> DurationHistogram {
+    DurationHistogram::new(exponential_buckets(DURATION_START, DURATION_FACTOR, DURATION_BUCKETS))
+}
+
+/// A histogram that every worker updates with atomic adds alone. prometheus-client's own
+/// takes a mutex on each observation, and every worker observes every request.
+#[derive(Clone, Debug)]
+pub struct DurationHistogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    /// Upper bounds, ascending; the last bucket (+Inf) has none.
+    bounds: Box<[f64]>,
+    /// Observations per bucket (not cumulative), one more than `bounds`.
+    counts: Box<[AtomicU64]>,
+    /// Sum of the observations in nanoseconds: an integer, so one `fetch_add` adds it.
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let bounds: Box<[f64]> = bounds.filter(|b| b.is_finite()).collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        DurationHistogram(Arc::new(HistogramCells { bounds, counts, sum_nanos: AtomicU64::new(0) }))
+    }
+
+    /// Records one observation of `seconds` (finite and not negative).
+    pub fn observe(&self, seconds: f64) {
+        let cells = &*self.0;
+        let bucket = cells.bounds.partition_point(|b| *b < seconds);
+        cells.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // `as` saturates: a duration beyond u64 nanoseconds (584 years) cannot wrap the sum.
+        cells.sum_nanos.fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let cells = &*self.0;
+        let buckets: Vec<(f64, u64)> = cells.bounds.iter().copied().chain(std::iter::once(f64::INFINITY)).zip(cells.counts.iter().map(|c| c.load(Ordering::Relaxed))).collect();
+        // The count is the buckets' total, so a scrape never shows them disagree.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<NoLabelSet>(cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// Handles to one destination's request metrics, shared (same atomics) with the registered families.
@@ -101,7 +149,7 @@ fn duration_histogram() -> Histogram {
 /// this cache is keyed so it can be probed with the borrowed `&str`s instead.
 #[derive(Debug)]
 struct DestinationCache {
-    duration: Histogram,
+    duration: DurationHistogram,
     /// cluster → (priority, status) → counter.
     requests: FastMap<Box<str>, FastMap<(u32, u16), Counter>>,
 }
@@ -126,8 +174,13 @@ pub struct Metrics {
     eastwest_requests: Family<EastWestLabels, Counter>,
     parked: Counter,
     unparked: Counter,
-    hot: RwLock<FastMap<Box<str>, DestinationCache>>,
 }
+
+/// Handles to the request metrics of the destinations one worker has served, looked up with
+/// the borrowed names of the request path. Each worker has its own, so recording a request
+/// takes no lock another worker holds; the handles share their atomics with the families.
+#[derive(Debug, Default)]
+pub struct RequestCache(Mutex<FastMap<Box<str>, DestinationCache>>);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -241,13 +294,13 @@ impl Metrics {
             eastwest_requests,
             parked,
             unparked,
-            hot: RwLock::new(FastMap::default()),
         }
     }
 
     /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).
     pub fn request(
         &self,
+        cache: &RequestCache,
         destination: &str,
         cluster: &str,
         priority: u32,
@@ -260,36 +313,30 @@ impl Metrics {
         } else {
             0.0
         };
-        {
-            // Poisoning cannot leave the cache half-updated in a harmful way: worst case an
-            // entry is missing and is recreated from the family below.
-            let hot = self.hot.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(dest) = hot.get(destination) {
-                if let Some(counter) = dest
-                    .requests
-                    .get(cluster)
-                    .and_then(|by_key| by_key.get(&(priority, status)))
-                {
-                    counter.inc();
-                    dest.duration.observe(seconds);
-                    return;
-                }
+        // Poisoning cannot leave the cache half-updated in a harmful way: worst case an
+        // entry is missing and is recreated from the family.
+        let mut hot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dest) = hot.get(destination) {
+            if let Some(counter) = dest.requests.get(cluster).and_then(|by_key| by_key.get(&(priority, status))) {
+                counter.inc();
+                dest.duration.observe(seconds);
+                return;
             }
         }
-        self.request_slow(destination, cluster, priority, status, seconds);
+        self.request_slow(&mut hot, destination, cluster, priority, status, seconds);
     }
 
     /// First request for this label combination: populate the cache from the families.
     #[cold]
     fn request_slow(
         &self,
+        hot: &mut FastMap<Box<str>, DestinationCache>,
         destination: &str,
         cluster: &str,
         priority: u32,
         status: u16,
         seconds: f64,
     ) {
-        let mut hot = self.hot.write().unwrap_or_else(|e| e.into_inner());
         let dest = hot
             .entry(Box::from(destination))
             .or_insert_with(|| DestinationCache {

@@ -94,7 +94,7 @@ async fn metrics_are_openmetrics_text() {
     admin
         .state
         .metrics
-        .request("api.example:443", "east", 0, 200, 0.01);
+        .request(&crate::metrics::RequestCache::default(), "api.example:443", "east", 0, 200, 0.01);
     admin.state.metrics.failover_event("api.example:443", 0, 1);
     let a = get(admin.addr, "/metrics").await;
     assert_eq!(a.status, StatusCode::OK);

@@ -31,10 +31,11 @@ fn empty_registry_shows_only_the_reload_zeroes() {
 #[test]
 fn every_family_appears_after_recording() {
     let m = Metrics::default();
-    m.request("api.example:443", "east", 0, 200, 0.002);
-    m.request("api.example:443", "east", 0, 200, 0.004);
-    m.request("api.example:443", "west", 1, 503, 0.5);
-    m.request("api.example:443", "west", 1, 0, 1.0);
+    let cache = RequestCache::default();
+    m.request(&cache, "api.example:443", "east", 0, 200, 0.002);
+    m.request(&cache, "api.example:443", "east", 0, 200, 0.004);
+    m.request(&cache, "api.example:443", "west", 1, 503, 0.5);
+    m.request(&cache, "api.example:443", "west", 1, 0, 1.0);
     m.retry("api.example:443", "connect_failure");
     m.retry("api.example:443", "5xx");
     m.retry("api.example:443", "5xx");
@@ -163,9 +164,10 @@ fn health_series_can_be_removed() {
 #[test]
 fn odd_durations_do_not_poison_the_sum() {
     let m = Metrics::new();
-    m.request("d:80", "c", 0, 200, f64::NAN);
-    m.request("d:80", "c", 0, 200, -1.0);
-    m.request("d:80", "c", 0, 200, f64::INFINITY);
+    let cache = RequestCache::default();
+    m.request(&cache, "d:80", "c", 0, 200, f64::NAN);
+    m.request(&cache, "d:80", "c", 0, 200, -1.0);
+    m.request(&cache, "d:80", "c", 0, 200, f64::INFINITY);
     let t = m.encode();
     assert_eq!(
         sample(
@@ -189,9 +191,12 @@ fn concurrent_requests_are_all_counted() {
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let m = m.clone();
+            // One cache per thread, as each worker has its own: the counts meet in the families.
             std::thread::spawn(move || {
+                let cache = RequestCache::default();
                 for n in 0..500u16 {
                     m.request(
+                        &cache,
                         "d:80",
                         if i % 2 == 0 { "a" } else { "b" },
                         0,
