@@ -420,42 +420,42 @@ fn attempts_header(n: usize) -> HeaderValue {
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
-/// Runs twice per request, so it removes only what is there: most messages carry none, or only
-/// `Connection: keep-alive`, and each `remove` hashes its name.
+/// Runs twice per request, so the common cases cost one pass over the names: none at all, or
+/// only `Connection: keep-alive` (what most backends send), which names no other header.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // At most the eight hop-by-hop names, each counted once.
-    let mut present: [Option<HeaderName>; 8] = Default::default();
-    let mut found = 0;
+    let mut only_connection = true;
+    let mut any = false;
     for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
-        if found < present.len() && !present[..found].iter().any(|p| p.as_ref() == Some(name)) {
-            present[found] = Some(name.clone());
-            found += 1;
-        }
+        any = true;
+        only_connection &= *name == header::CONNECTION;
     }
-    if found == 0 {
+    if !any {
         return;
     }
-    // `Connection: keep-alive` (what most backends send) or `close` names no other header.
     let names_others = |v: &HeaderValue| !(v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"));
-    if let Some(connection) = headers.get(header::CONNECTION).filter(|v| names_others(v)) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
+    if only_connection && !headers.get_all(header::CONNECTION).iter().any(names_others) {
+        headers.remove(header::CONNECTION);
+        return;
     }
-    for name in present.into_iter().flatten() {
-        // `TE: trailers` is end-to-end for gRPC.
-        if name == header::TE && headers.get(header::TE).is_some_and(|v| v.as_bytes() == b"trailers") {
-            continue;
-        }
-        headers.remove(name);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // `TE: trailers` is end-to-end for gRPC.
+    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
+        headers.remove(header::TE);
     }
 }
 
@@ -466,8 +466,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || *name == header::PROXY_AUTHORIZATION
         || *name == header::PROXY_AUTHENTICATE
         || *name == header::TE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+        // Not standard names: compare the length first, which rules out almost every header.
+        || matches!(name.as_str().len(), 10 | 16) && (name.as_str() == "keep-alive" || name.as_str() == "proxy-connection")
 }
 
 #[cfg(test)]
@@ -499,5 +499,17 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2);
+        // The common case: only `Connection: keep-alive`, which goes alone.
+        let mut h = map(&[("connection", "Keep-Alive"), ("date", "x"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("connection") && h.len() == 2);
+        // Only a Connection header, but one naming another header (in its second value).
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-trace"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
     }
 }

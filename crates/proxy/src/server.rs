@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
 
 use crate::forward::{handle, local_response, Body, Guarded, Shared, Upstreams};
@@ -54,7 +54,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct Listener {
     shared: Arc<Shared>,
     upstreams: Upstreams,
-    in_flight: Arc<Semaphore>,
+    /// Requests being handled on this listener, against `limit`.
+    in_flight: Arc<AdmissionLimit>,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     idle_timeout: Duration,
@@ -69,7 +70,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstre
     http1.keep_alive(true).writev(false).max_buf_size(limits.max_header_bytes.max(8192)).header_read_timeout(None);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
-    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)), http1, http2, idle_timeout: limits.idle_timeout });
+    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(AdmissionLimit { active: AtomicUsize::new(0), limit: limits.max_concurrent_requests }), http1, http2, idle_timeout: limits.idle_timeout });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (live, mut drained) = mpsc::channel::<()>(1);
     loop {
@@ -97,12 +98,12 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
         let (ctx, state) = (ctx.clone(), state.clone());
         service_fn(move |req: hyper::Request<Incoming>| {
             let (ctx, state) = (ctx.clone(), state.clone());
-            let permit = ctx.in_flight.clone().try_acquire_owned();
+            let permit = AdmissionLimit::try_admit(&ctx.in_flight);
             state.begin(&req);
             async move {
                 let resp = match permit {
-                    Ok(_permit) => handle(ctx.shared.clone(), &ctx.upstreams, req).await,
-                    Err(_) => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
+                    Some(_permit) => handle(ctx.shared.clone(), &ctx.upstreams, req).await,
+                    None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard: InFlight(state) }))
             }
@@ -221,6 +222,33 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         // Requests arrive in order, so a request without a body means any earlier body was read.
         self.had_body.store(!hyper::body::Body::is_end_stream(req.body()), Ordering::Relaxed);
+    }
+}
+
+/// A cap on the requests a listener handles at once: a counter, not a semaphore, since nothing
+/// waits for a slot (a request over the cap gets 503 at once) and a semaphore's release takes a lock.
+struct AdmissionLimit {
+    active: AtomicUsize,
+    limit: usize,
+}
+
+impl AdmissionLimit {
+    fn try_admit(this: &Arc<AdmissionLimit>) -> Option<Admitted> {
+        if this.active.fetch_add(1, Ordering::Relaxed) < this.limit {
+            Some(Admitted(this.clone()))
+        } else {
+            this.active.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// One admitted request; its slot is given back when dropped.
+struct Admitted(Arc<AdmissionLimit>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -585,6 +585,45 @@ async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_cap_get_503_at_once_and_slots_come_back() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    central[0].set_mode(Mode::Delay(Duration::from_millis(800))).await.expect("slow backend");
+    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
+    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.limits.max_concurrent_requests = 1;
+    let node = Node::start(cfg).await.expect("node starts");
+    let slow = tokio::spawn({
+        let listen = node.listen;
+        async move { plain_get(listen, "go.infra.global").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = plain_get(node.listen, "go.infra.global").await;
+    assert_eq!(status, 503, "the cap is one request: {body}");
+    assert!(body.contains("too many requests in flight"), "{body}");
+    assert_eq!(slow.await.expect("slow request").0, 200, "the admitted request is served");
+    central[0].set_mode(Mode::Ok).await.expect("backend answers at once");
+    // Its slot came back with it.
+    assert_eq!(plain_get(node.listen, "go.infra.global").await.0, 200);
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+/// One GET on a fresh connection: status and body.
+async fn plain_get(listen: SocketAddr, host: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(listen).await.expect("connect");
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("answer in time").expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_share_the_listener_and_stop_together() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 2, 1).await;
