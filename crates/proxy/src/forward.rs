@@ -179,7 +179,7 @@ enum Failure {
 }
 
 /// Handles one downstream request.
-pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let host = req
         .headers()
@@ -205,7 +205,7 @@ pub async fn handle(shared: Arc<Shared>, upstreams: &Upstreams, req: Request<Inc
     // request costs one timer, not two.
     // Reading the clock costs a vDSO call each time; the request's start serves for both.
     let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
-    let (response, priority, cluster) = Box::pin(forward(&shared, upstreams, &dest, budget.as_deref(), req, deadline)).await;
+    let (response, priority, cluster) = Box::pin(forward(shared, upstreams, &dest, budget.as_deref(), req, deadline)).await;
     shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
@@ -396,7 +396,9 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
     };
     if failed {
         upstream.recent_failures.fetch_add(1, Ordering::Relaxed);
-    } else if upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
+    } else if upstream.recent_failures.load(Ordering::Relaxed) == 0 || upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
+        // Looked at before it is written: every worker reads this on every success, and a
+        // write would pull the line away from the other workers' cores each time.
         return;
     }
     let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });

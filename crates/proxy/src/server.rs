@@ -102,7 +102,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             state.begin(&req);
             async move {
                 let resp = match permit {
-                    Some(_permit) => handle(ctx.shared.clone(), &ctx.upstreams, req).await,
+                    Some(_permit) => handle(&ctx.shared, &ctx.upstreams, req).await,
                     None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard: InFlight(state) }))
