@@ -82,6 +82,11 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EastWestLabels {
     peer: String,
     status: u16,
@@ -174,6 +179,7 @@ pub struct Metrics {
     eastwest_requests: Family<EastWestLabels, Counter>,
     parked: Counter,
     unparked: Counter,
+    worker_connections: Family<WorkerLabels, Gauge>,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -207,6 +213,7 @@ impl Metrics {
         let eastwest_refused = Family::<RefusalLabels, Counter>::default();
         let eastwest_requests = Family::<EastWestLabels, Counter>::default();
         let parked = Counter::default();
+        let worker_connections = Family::<WorkerLabels, Gauge>::default();
         let unparked = Counter::default();
 
         registry.register(
@@ -265,6 +272,7 @@ impl Metrics {
         registry.register("peer_data_age_milliseconds", "Age of the last word from a peer cluster's node", peer_age_ms.clone());
         registry.register("eastwest_refused", "Connections and requests refused by the east-west listener, by reason", eastwest_refused.clone());
         registry.register("eastwest_requests", "Requests the east-west listener forwarded to local endpoints for peer clusters, by peer and status", eastwest_requests.clone());
+        registry.register("worker_connections", "Client connections open on each worker thread (connections are balanced across workers when accepted)", worker_connections.clone());
         registry.register("connections_parked", "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)", parked.clone());
         registry.register("connections_unparked", "Parked connections that sent another request", unparked.clone());
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
@@ -294,6 +302,7 @@ impl Metrics {
             eastwest_requests,
             parked,
             unparked,
+            worker_connections,
         }
     }
 
@@ -481,6 +490,11 @@ impl Metrics {
 
     pub fn eastwest_request(&self, peer: &str, status: u16) {
         self.eastwest_requests.get_or_create(&EastWestLabels { peer: peer.to_string(), status }).inc();
+    }
+
+    /// The handle to worker `worker`'s count of open client connections.
+    pub fn worker_connections(&self, worker: usize) -> Gauge {
+        self.worker_connections.get_or_create_owned(&WorkerLabels { worker: u32::try_from(worker).unwrap_or(u32::MAX) })
     }
 
     pub fn connection_parked(&self) {

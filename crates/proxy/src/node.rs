@@ -170,9 +170,11 @@ impl Node {
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
         let listener = TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        tasks.push(tokio::spawn(server::serve(listener, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
+        let mut seats = server::Workers::seats(workers, &metrics).into_iter();
+        let first_seat = seats.next().ok_or("no worker seat")?;
+        tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
         let mut threads = Vec::new();
-        for (i, std_listener) in extra_listeners.into_iter().enumerate() {
+        for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("veer-worker-{}", i + 1))
@@ -183,7 +185,7 @@ impl Node {
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(std_listener) {
-                            Ok(listener) => server::serve(listener, shared, clients(Duration::from_secs(1)), limits, stop).await,
+                            Ok(listener) => server::serve(listener, seat, shared, clients(Duration::from_secs(1)), limits, stop).await,
                             Err(e) => tracing::error!(target: "veer::node", "worker {} cannot listen: {e}", i + 1),
                         }
                     });

@@ -16,6 +16,7 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -61,8 +62,86 @@ struct Listener {
     idle_timeout: Duration,
 }
 
-/// Serves `listener` until `shutdown` turns true, then drains.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+/// The worker threads serving one gateway address, and how many client connections each holds.
+///
+/// The kernel spreads connections over the workers' SO_REUSEPORT listeners by a hash, which
+/// for a handful of long-lived connections (HTTP/2 clients, a few keep-alive pools) can leave
+/// one worker with most of them while another idles. So a worker that accepts a connection
+/// while another holds fewer hands it over: the counts never differ by more than one.
+pub struct Workers {
+    slots: Box<[WorkerSlot]>,
+}
+
+struct WorkerSlot {
+    open: AtomicUsize,
+    gauge: Gauge,
+    handoff: mpsc::UnboundedSender<(std::net::TcpStream, Open)>,
+}
+
+/// One worker's place among [`Workers`]: its index and the connections handed to it.
+pub struct WorkerSeat {
+    index: usize,
+    workers: Arc<Workers>,
+    handed: mpsc::UnboundedReceiver<(std::net::TcpStream, Open)>,
+}
+
+impl Workers {
+    /// Seats for `n` workers, in worker order.
+    pub fn seats(n: usize, metrics: &crate::metrics::Metrics) -> Vec<WorkerSeat> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
+        let slots = senders.into_iter().enumerate().map(|(i, handoff)| WorkerSlot { open: AtomicUsize::new(0), gauge: metrics.worker_connections(i), handoff }).collect();
+        let workers = Arc::new(Workers { slots });
+        receivers.into_iter().enumerate().map(|(index, handed)| WorkerSeat { index, workers: workers.clone(), handed }).collect()
+    }
+}
+
+impl WorkerSeat {
+    /// Keeps a connection this worker accepted, or hands it to the worker holding the fewest.
+    fn place(&self, stream: TcpStream) -> Option<(TcpStream, Open)> {
+        let slots = &self.workers.slots;
+        let mine = slots[self.index].open.load(Ordering::Relaxed);
+        let least = (0..slots.len()).min_by_key(|&i| slots[i].open.load(Ordering::Relaxed)).unwrap_or(self.index);
+        if slots[least].open.load(Ordering::Relaxed) < mine {
+            // A connection that cannot leave this runtime (rare: deregistering failed) is lost
+            // with its error, as a failed accept would be.
+            let std = stream.into_std().ok()?;
+            let open = Open::new(&self.workers, least);
+            match slots[least].handoff.send((std, open)) {
+                Ok(()) => return None,
+                // That worker has stopped (shutdown): serve it here.
+                Err(back) => return TcpStream::from_std(back.0 .0).ok().map(|s| (s, Open::new(&self.workers, self.index))),
+            }
+        }
+        Some((stream, Open::new(&self.workers, self.index)))
+    }
+}
+
+/// One client connection counted on a worker, until dropped.
+pub struct Open {
+    workers: Arc<Workers>,
+    index: usize,
+}
+
+impl Open {
+    fn new(workers: &Arc<Workers>, index: usize) -> Open {
+        let slot = &workers.slots[index];
+        slot.open.fetch_add(1, Ordering::Relaxed);
+        slot.gauge.inc();
+        Open { workers: workers.clone(), index }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let slot = &self.workers.slots[self.index];
+        slot.open.fetch_sub(1, Ordering::Relaxed);
+        slot.gauge.dec();
+    }
+}
+
+/// Serves `listener` (and connections other workers hand over) until `shutdown` turns true,
+/// then drains.
+pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Small responses: one flat buffer and one write() cost less than a writev of head and body.
     // No hyper header-read timeout: it would arm a timer for every request. `ParkableIo`
@@ -78,8 +157,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstre
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let task = connection(stream, ctx.clone(), shutdown.clone(), live.clone());
-                tokio::spawn(task);
+                if let Some((stream, open)) = seat.place(stream) {
+                    tokio::spawn(connection(stream, ctx.clone(), shutdown.clone(), (live.clone(), open)));
+                }
+            }
+            Some((std, open)) = seat.handed.recv() => {
+                // Registered with this worker's runtime from here on.
+                if let Ok(stream) = TcpStream::from_std(std) {
+                    tokio::spawn(connection(stream, ctx.clone(), shutdown.clone(), (live.clone(), open)));
+                }
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
@@ -92,7 +178,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, upstreams: Upstre
 }
 
 /// One downstream connection, from accept to close.
-async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _live: mpsc::Sender<()>) {
+async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _held: (mpsc::Sender<()>, Open)) {
     let state = Arc::new(ConnState::default());
     let service = {
         let (ctx, state) = (ctx.clone(), state.clone());

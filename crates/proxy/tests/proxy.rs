@@ -611,6 +611,38 @@ async fn requests_over_the_in_flight_cap_get_503_at_once_and_slots_come_back() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_are_balanced_across_workers() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
+    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.workers = 2;
+    let node = Node::start(cfg).await.expect("node with two workers");
+    let gauge = |worker: u32| {
+        let series = format!(r#"veer_worker_connections{{worker="{worker}"}} "#);
+        node.metrics.encode().lines().find_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.parse::<i64>().ok())).unwrap_or(-1)
+    };
+    // However the kernel hashes them to the two listeners (an even split of 24 by chance alone
+    // is a one-in-six event), the connections end up twelve and twelve.
+    let mut conns = Vec::new();
+    for _ in 0..24 {
+        let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
+        let mut buf = Vec::new();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+        assert_eq!(read_response(&mut s, &mut buf).await.0, 200, "a handed-over connection is served");
+        conns.push(s);
+    }
+    assert_eq!((gauge(0), gauge(1)), (12, 12));
+    drop(conns);
+    until("both workers to count their connections closed", || gauge(0) == 0 && gauge(1) == 0).await;
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
 /// One GET on a fresh connection: status and body.
 async fn plain_get(listen: SocketAddr, host: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
