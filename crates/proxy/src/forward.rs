@@ -142,8 +142,7 @@ pub fn local_response(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 /// A body that holds `guard` until hyper is done with it: the guard's `Drop` says what then
-/// happens (a downstream connection's count of responses in flight goes down, an upstream
-/// connection goes back to its pool).
+/// happens (a downstream connection's count of responses in flight goes down).
 pub struct Guarded<B, G> {
     pub body: B,
     pub guard: G,
@@ -434,8 +433,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !any {
         return;
     }
-    let names_others = |v: &HeaderValue| !(v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"));
-    if only_connection && !headers.get_all(header::CONNECTION).iter().any(names_others) {
+    if only_connection && headers.get_all(header::CONNECTION).iter().all(|v| !names_a_header(v.as_bytes())) {
         headers.remove(header::CONNECTION);
         return;
     }
@@ -444,7 +442,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter(|t| names_a_header(t.as_bytes()))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in named {
@@ -459,6 +457,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
         headers.remove(header::TE);
     }
+}
+
+/// Whether a Connection option names a header to remove: anything but `keep-alive` and `close`.
+fn names_a_header(option: &[u8]) -> bool {
+    !option.is_empty() && !option.eq_ignore_ascii_case(b"keep-alive") && !option.eq_ignore_ascii_case(b"close")
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -99,9 +99,9 @@ impl WorkerSeat {
     /// Keeps a connection this worker accepted, or hands it to the worker holding the fewest.
     fn place(&self, stream: TcpStream) -> Option<(TcpStream, Open)> {
         let slots = &self.workers.slots;
-        let mine = slots[self.index].open.load(Ordering::Relaxed);
-        let least = (0..slots.len()).min_by_key(|&i| slots[i].open.load(Ordering::Relaxed)).unwrap_or(self.index);
-        if slots[least].open.load(Ordering::Relaxed) < mine {
+        let count = |i: usize| slots[i].open.load(Ordering::Relaxed);
+        let least = (0..slots.len()).min_by_key(|&i| count(i)).unwrap_or(self.index);
+        if count(least) < count(self.index) {
             // A connection that cannot leave this runtime (rare: deregistering failed) is lost
             // with its error, as a failed accept would be.
             let std = stream.into_std().ok()?;
@@ -388,15 +388,22 @@ impl ParkableIo {
         self.leftover.is_empty() && self.tail == *b"\r\n\r\n" && self.state.in_flight.load(Ordering::Relaxed) == 0 && !self.state.had_body.load(Ordering::Relaxed)
     }
 
+    /// The connection's timer, set for `armed` (`after` from now) unless it already is set for
+    /// that kind of wait.
+    fn timer_for(&mut self, armed: Armed, after: Duration) -> (&mut Pin<Box<Sleep>>, &mut Armed) {
+        let (timer, current) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(after)), armed));
+        if std::mem::discriminant(current) != std::mem::discriminant(&armed) {
+            *current = armed;
+            timer.as_mut().reset(tokio::time::Instant::now() + after);
+        }
+        (timer, current)
+    }
+
     /// Whether the connection has been idle for [`PARK_AFTER`]; arms or re-arms the timer
     /// that will wake hyper to ask again.
     fn poll_park(&mut self, cx: &mut Context<'_>) -> bool {
         let reads = self.reads;
-        let (timer, armed) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(PARK_AFTER)), Armed::Park(reads)));
-        if *armed == Armed::HeadDeadline {
-            *armed = Armed::Park(reads);
-            timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
-        }
+        let (timer, armed) = self.timer_for(Armed::Park(reads), PARK_AFTER);
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
@@ -413,12 +420,7 @@ impl ParkableIo {
     /// Whether the wait for a request head has outlasted the idle timeout; arms the deadline
     /// when the wait begins. Requests whose head arrives in one read never get here.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.idle_timeout;
-        let (timer, armed) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), Armed::HeadDeadline));
-        if *armed != Armed::HeadDeadline {
-            *armed = Armed::HeadDeadline;
-            timer.as_mut().reset(tokio::time::Instant::now() + limit);
-        }
+        let (timer, _) = self.timer_for(Armed::HeadDeadline, self.idle_timeout);
         timer.as_mut().poll(cx).is_ready()
     }
 }

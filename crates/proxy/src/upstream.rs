@@ -45,9 +45,6 @@ pub enum PoolError {
 /// response head, the response body while it streams. The hand-over channels are then polled
 /// with a no-op waker, because the connection is polled right before them in the same task and
 /// is what completes them; the task is woken by the socket only.
-/// hyper's state machine for one HTTP/1.1 connection.
-type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Body>>>;
-
 struct UpstreamConn {
     sender: SendRequest<Body>,
     /// `None` once the connection has finished (the socket is closed). Dropping it at once
@@ -73,6 +70,9 @@ impl UpstreamConn {
         self.driver.is_some() && matches!(self.sender.poll_ready(&mut idle), Poll::Ready(Ok(())))
     }
 }
+
+/// hyper's state machine for one HTTP/1.1 connection.
+type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Body>>>;
 
 /// An idle connection and when it became idle.
 type Idle = (UpstreamConn, Instant);

@@ -50,10 +50,16 @@ impl World {
     }
 
     async fn node(&self, cluster: &str) -> Node {
+        self.node_with(cluster, |_| {}).await
+    }
+
+    /// A node on loopback ports, with `tune` applied to its configuration.
+    async fn node_with(&self, cluster: &str, tune: impl FnOnce(&mut NodeConfig)) -> Node {
         let mut cfg = NodeConfig::new(vec![self.dir.clone()], cluster);
         cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.reload_every = Duration::from_millis(100);
+        tune(&mut cfg);
         Node::start(cfg).await.expect("node starts")
     }
 }
@@ -553,10 +559,7 @@ async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = World::new();
     let (central, test) = seed000_world(&w, 1, 1).await;
-    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
-    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.limits.idle_timeout = Duration::from_millis(700);
-    let node = Node::start(cfg).await.expect("node starts");
+    let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(700)).await;
     let closed = |mut s: tokio::net::TcpStream| async move {
         let mut rest = Vec::new();
         // Closed means end-of-stream (or a reset), not a response.
@@ -589,22 +592,18 @@ async fn requests_over_the_in_flight_cap_get_503_at_once_and_slots_come_back() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 1, 1).await;
     central[0].set_mode(Mode::Delay(Duration::from_millis(800))).await.expect("slow backend");
-    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
-    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.limits.max_concurrent_requests = 1;
-    let node = Node::start(cfg).await.expect("node starts");
-    let slow = tokio::spawn({
-        let listen = node.listen;
-        async move { plain_get(listen, "go.infra.global").await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, body) = plain_get(node.listen, "go.infra.global").await;
+    let node = w.node_with("central", |cfg| cfg.limits.max_concurrent_requests = 1).await;
+    let over_the_cap = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(&node, http::Method::GET, "go.infra.global", "").await
+    };
+    let (slow, (status, body)) = tokio::join!(send(&node, http::Method::GET, "go.infra.global", ""), over_the_cap);
     assert_eq!(status, 503, "the cap is one request: {body}");
     assert!(body.contains("too many requests in flight"), "{body}");
-    assert_eq!(slow.await.expect("slow request").0, 200, "the admitted request is served");
+    assert_eq!(slow.0, 200, "the admitted request is served");
     central[0].set_mode(Mode::Ok).await.expect("backend answers at once");
     // Its slot came back with it.
-    assert_eq!(plain_get(node.listen, "go.infra.global").await.0, 200);
+    assert_eq!(send(&node, http::Method::GET, "go.infra.global", "").await.0, 200);
     node.stop().await;
     for b in central.into_iter().chain(test) {
         b.stop().await;
@@ -616,10 +615,7 @@ async fn client_connections_are_balanced_across_workers() {
     use tokio::io::AsyncWriteExt;
     let w = World::new();
     let (central, test) = seed000_world(&w, 1, 1).await;
-    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
-    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.workers = 2;
-    let node = Node::start(cfg).await.expect("node with two workers");
+    let node = w.node_with("central", |cfg| cfg.workers = 2).await;
     let gauge = |worker: u32| {
         let series = format!(r#"veer_worker_connections{{worker="{worker}"}} "#);
         node.metrics.encode().lines().find_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.parse::<i64>().ok())).unwrap_or(-1)
@@ -643,27 +639,11 @@ async fn client_connections_are_balanced_across_workers() {
     }
 }
 
-/// One GET on a fresh connection: status and body.
-async fn plain_get(listen: SocketAddr, host: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(listen).await.expect("connect");
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("answer in time").expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_share_the_listener_and_stop_together() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 2, 1).await;
-    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "central");
-    cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    cfg.workers = 3;
-    let node = Node::start(cfg).await.expect("node with three workers");
+    let node = w.node_with("central", |cfg| cfg.workers = 3).await;
     let mut s = spec(&node, "go.infra.global", "/", 300, 1.0);
     s.connections = 48;
     let r = veer_testkit::run(s).await;
