@@ -214,8 +214,9 @@ impl Control {
                 _ = refill.tick() => {
                     for b in self.shared.budgets.load().values() { b.refill(); }
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
+                // A node dropped without stop() drops the sender: that ends the loop too.
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() { break; }
                 }
             }
         }

@@ -166,14 +166,23 @@ impl Node {
             let ew = Arc::new(EastWest { cluster: cfg.cluster.clone(), set: set_rx, catalog, shared: shared.clone(), events: events.clone(), heartbeat: aging.heartbeat });
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
         }
-        tasks.push(tokio::spawn(control.run(outcome_rx, shutdown_rx.clone())));
+        // The control loop has a thread of its own: a manifest reload or a full rebuild takes
+        // tens of milliseconds at scale, and on a worker's thread every connection of that
+        // worker would wait for it.
+        let mut threads = Vec::new();
+        let stop = shutdown_rx.clone();
+        let control_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the control loop's runtime: {e}"))?;
+        let control_thread = std::thread::Builder::new()
+            .name("veer-control".into())
+            .spawn(move || control_rt.block_on(control.run(outcome_rx, stop)))
+            .map_err(|e| format!("cannot start the control thread: {e}"))?;
+        threads.push(control_thread);
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
         let listener = TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let mut seats = server::Workers::seats(workers, &metrics).into_iter();
         let first_seat = seats.next().ok_or("no worker seat")?;
         tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
-        let mut threads = Vec::new();
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
             let thread = std::thread::Builder::new()

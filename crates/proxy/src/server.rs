@@ -167,8 +167,9 @@ pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shar
                     tokio::spawn(connection(stream, ctx.clone(), shutdown.clone(), (live.clone(), open)));
                 }
             }
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
+            // A node dropped without stop() drops the sender: that ends the worker too.
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() { break; }
             }
         }
     }
