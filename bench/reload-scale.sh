@@ -19,6 +19,10 @@ HOST=bench.default.svc.cluster.local
 for b in nginx wrk curl; do command -v $b >/dev/null || { echo "needs $b (bench/run.sh installs it)" >&2; exit 1; }; done
 [ -x "$VEER" ] || (cd "$ROOT" && cargo build --release -p veer -q)
 
+# The same ports and CPUs as bench/run.sh: one at a time.
+mkdir -p "$BENCH/results"
+exec 9>"$BENCH/results/.lock"
+flock -n 9 || { echo "a bench run is in progress (bench/results/.lock); wait for it to finish" >&2; exit 1; }
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/veer-reload-scale.XXXXXX")
 trap 'stop_all; rm -rf "$RUN"' EXIT
 trap 'exit 130' INT TERM

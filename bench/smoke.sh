@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark harness, so it cannot rot silently: runs `bench/run.sh --quick`
 # (installs what it needs, builds veer, a few seconds per case) and checks that the table it
-# prints has a veer row with a nonzero req/s and a failover row for veer. Exit 0 = harness OK.
+# prints has a veer row with a nonzero req/s and a failover row for veer; then runs a small
+# bench/reload-scale.sh and checks it measured both phases. Exit 0 = harness OK.
 # bench/results/latest.md is left as it was (the quick table stays in results/<stamp>-quick/).
 # It checks that the harness works, not how fast veer is.
 set -euo pipefail
@@ -46,4 +47,13 @@ if not fo or not re.match(r"\d", fo[0][v]):
     sys.exit("smoke: no failover result for veer")
 print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]})")
 PY
+# The reload-at-scale script, small: both phases measured and the reloads applied.
+if ! SERVICES=200 REPS=1 DURATION=3 "$HERE/reload-scale.sh" >"$LOG" 2>&1; then
+    tail -20 "$LOG" >&2
+    echo "smoke: bench/reload-scale.sh failed" >&2
+    exit 1
+fi
+awk '$1 == "quiet" && $3 > 0 {q = 1} $1 == "reloads" && $3 > 0 && $8 > 0 {r = 1} END {exit !(q && r)}' "$LOG" \
+    || { cat "$LOG" >&2; echo "smoke: reload-scale.sh printed no quiet and reload phases with requests and reloads" >&2; exit 1; }
+echo "smoke: reload-scale ok ($(awk '$1 == "reloads" {print $8}' "$LOG") reloads applied)"
 echo "smoke: $(($(date +%s) - start)) s"
