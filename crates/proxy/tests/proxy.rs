@@ -555,6 +555,26 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_dropped_without_stop_ends_its_threads_and_tasks() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let node = w.node_with("central", |cfg| cfg.workers = 2).await;
+    assert_eq!(send(&node, http::Method::GET, "go.infra.global", "").await.0, 200);
+    // Every worker, the control loop and the admin task hold the metrics: when the last of
+    // them has ended, nothing does.
+    let metrics = std::sync::Arc::downgrade(&node.metrics);
+    drop(node);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metrics.strong_count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} holders of the node's state still running 20 s after it was dropped", metrics.strong_count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = World::new();
