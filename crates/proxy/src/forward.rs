@@ -25,7 +25,45 @@ use crate::upstream::{H1Pool, PoolError};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// Why a body failed part-way: it came from hyper (the client side, hyper's clients) or from
+/// veer's own upstream pool.
+#[derive(Debug)]
+pub enum BodyError {
+    Hyper(hyper::Error),
+    Upstream(crate::upstream::UpstreamError),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Hyper(e) => e.fmt(f),
+            BodyError::Upstream(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Hyper(e) => Some(e),
+            BodyError::Upstream(e) => Some(e),
+        }
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    fn from(e: hyper::Error) -> Self {
+        BodyError::Hyper(e)
+    }
+}
+
+impl From<crate::upstream::UpstreamError> for BodyError {
+    fn from(e: crate::upstream::UpstreamError) -> Self {
+        BodyError::Upstream(e)
+    }
+}
 
 /// Largest request body buffered so the request can be retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
@@ -150,13 +188,13 @@ pub struct Guarded<B, G> {
 
 impl<B, G> hyper::body::Body for Guarded<B, G>
 where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: hyper::body::Body<Data = Bytes, Error = BodyError> + Unpin,
     G: Unpin,
 {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -172,7 +210,8 @@ where
 enum Failure {
     /// Never reached the upstream: safe to retry for any method.
     Connect,
-    Reset,
+    /// The connection broke, or the upstream's answer made no sense; why, for the client.
+    Reset(String),
     Timeout,
     Status(Response<Body>),
 }
@@ -265,7 +304,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         };
         let body: Body = match (&buffered, streaming.take()) {
             (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
-            (None, Some(s)) => s.boxed(),
+            (None, Some(s)) => s.map_err(BodyError::from).boxed(),
             (None, None) => break,
         };
         let mut up = Request::new(body);
@@ -288,16 +327,16 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                 match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, up)).await {
                     Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
                     Ok(Err(PoolError::Connect(_))) => Err(Failure::Connect),
-                    Ok(Err(PoolError::Request(_))) => Err(Failure::Reset),
+                    Ok(Err(PoolError::Request(e))) => Err(Failure::Reset(e.to_string())),
                     Err(_) => Err(Failure::Timeout),
                 }
             }
             (None, _) => {
                 let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
                 match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
-                    Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
                     Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
-                    Ok(Err(_)) => Err(Failure::Reset),
+                    Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
                     Err(_) => Err(Failure::Timeout),
                 }
             }
@@ -305,8 +344,8 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                 Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
                     // The remote gateway answered for one endpoint behind it: blame that one.
                     Some(b"connect" | b"refused") => Err(Failure::Connect),
-                    Some(b"reset") => Err(Failure::Reset),
-                    _ => Ok(resp.map(|b| b.boxed())),
+                    Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
+                    _ => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
                 },
                 Ok(Err(e)) => {
                     // The gateway itself is gone: the whole cluster is one failure domain, and
@@ -315,7 +354,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     gateway_failed = true;
                     Err(match e {
                         LinkError::Connect(_) => Failure::Connect,
-                        LinkError::Broken(_) => Failure::Reset,
+                        LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
                     })
                 }
                 Err(_) => Err(Failure::Timeout),
@@ -335,7 +374,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         };
         let (outcome, decisive, reason) = match &failure {
             Failure::Connect => (Outcome::ConnectFailed, true, "connect_failure"),
-            Failure::Reset => (Outcome::ExternalFailure, true, "reset"),
+            Failure::Reset(_) => (Outcome::ExternalFailure, true, "reset"),
             Failure::Timeout => (Outcome::Timeout, false, "timeout"),
             Failure::Status(r) => (Outcome::Http(r.status().as_u16()), false, "5xx"),
         };
@@ -345,7 +384,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         let safe = matches!(failure, Failure::Connect) || idempotent;
         let wanted = match &failure {
             Failure::Connect => dest.retry.retry_on.connect_failure || dest.retry.retry_on.five_xx,
-            Failure::Reset => dest.retry.retry_on.reset || dest.retry.retry_on.five_xx,
+            Failure::Reset(_) => dest.retry.retry_on.reset || dest.retry.retry_on.five_xx,
             Failure::Timeout => true,
             Failure::Status(_) => true,
         };
@@ -369,7 +408,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()))
         }
         Some((Failure::Connect, ep)) => (local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        Some((Failure::Reset, ep)) => (local_response(StatusCode::BAD_GATEWAY, "upstream reset the connection"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        Some((Failure::Reset(why), ep)) => (local_response(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         Some((Failure::Timeout, ep)) => (local_response(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         None => (local_response(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
     }

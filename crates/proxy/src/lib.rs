@@ -6,7 +6,8 @@
 //! - [`forward`]: the request path: route, pick, forward, retry, report outcomes.
 //! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
 //!   re-admission probes; it publishes snapshots.
-//! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool.
+//! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool and client (framing in
+//!   [`upstream::codec`], parsing by httparse).
 //! - [`server`]: listeners and connection handling, graceful drain.
 //! - [`mesh`]: peer nodes, their catalogs, east-west mTLS links and listener.
 //! - [`node`]: wires one veer node together (`veer run`).

@@ -418,6 +418,17 @@ impl ParkableIo {
         false
     }
 
+    /// Keeps the park timer running while a response is in flight; it only wakes the task.
+    fn poll_park_timer(&mut self, cx: &mut Context<'_>) {
+        let reads = self.reads;
+        let (timer, armed) = self.timer_for(Armed::Park(reads), PARK_AFTER);
+        if timer.as_mut().poll(cx).is_ready() {
+            *armed = Armed::Park(reads);
+            timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+            let _ = timer.as_mut().poll(cx);
+        }
+    }
+
     /// Whether the wait for a request head has outlasted the idle timeout; arms the deadline
     /// when the wait begins. Requests whose head arrives in one read never get here.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
@@ -455,9 +466,15 @@ impl AsyncRead for ParkableIo {
                 }
                 Poll::Pending
             }
+            // A response in flight: hyper may finish writing it without reading again, so the
+            // park timer keeps running to bring hyper back to a read that can see the idle time.
+            Poll::Pending if this.state.in_flight.load(Ordering::Relaxed) > 0 => {
+                this.poll_park_timer(cx);
+                Poll::Pending
+            }
             // No response in flight, yet not idle: part of a request head has come, or the
             // last request had a body and nothing has come since.
-            Poll::Pending if this.state.in_flight.load(Ordering::Relaxed) == 0 && this.poll_head_deadline(cx) => {
+            Poll::Pending if this.poll_head_deadline(cx) => {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no complete request head within the idle timeout")))
             }
             other => other,

@@ -14,6 +14,9 @@ use veer_proxy::events::EventKind;
 use veer_proxy::node::{Node, NodeConfig};
 use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
 
+#[path = "proxy/upstream_http1.rs"]
+mod upstream_http1;
+
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
 /// A test world: its own loopback subnet, its manifest folder, its backends.

@@ -21,7 +21,7 @@ use veer_model::set::ManifestSet;
 
 use super::catalog::{Catalog, WatchLine};
 use crate::events::{EventKind, Events};
-use crate::forward::{local_response, Body, Shared};
+use crate::forward::{local_response, Body, BodyError, Shared};
 
 /// The endpoint (`ip:port`) a peer's node picked; the listener forwards only to its own ones.
 pub const X_VEER_ENDPOINT: HeaderName = HeaderName::from_static("x-veer-endpoint");
@@ -149,10 +149,10 @@ impl EastWest {
                 parts.headers.insert(header::HOST, v);
             }
         }
-        let up = Request::from_parts(parts, body.boxed());
+        let up = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
         let client = if h2 { &self.shared.http2 } else { &self.shared.http1 };
         match client.request(up).await {
-            Ok(r) => r.map(|b| b.boxed()),
+            Ok(r) => r.map(|b| b.map_err(BodyError::from).boxed()),
             Err(e) if e.is_connect() => failed(StatusCode::SERVICE_UNAVAILABLE, "connect", &format!("{target} refused or did not accept the connection")),
             Err(e) => failed(StatusCode::BAD_GATEWAY, "reset", &format!("{target}: {e}")),
         }
@@ -218,9 +218,9 @@ struct ChannelBody(mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
     }
 }

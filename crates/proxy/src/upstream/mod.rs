@@ -1,0 +1,355 @@
+//! One worker's HTTP/1.1 keep-alive connections to its upstream endpoints: a stack of idle
+//! connections per address, checked out and returned without crossing threads. The request
+//! using a connection drives it directly (write the request, read the response), and a
+//! response whose body came in with its head gives the connection back before it is even
+//! sent on to the client.
+
+pub mod codec;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::forward::{Body, BodyError};
+use crate::FastMap;
+pub use codec::UpstreamError;
+use codec::{ChunkState, Decoded, RequestFraming, ResponseFraming, ResponseHead};
+
+/// Idle connections kept per address at most; more are closed when returned.
+const MAX_IDLE_PER_ADDR: usize = 1024;
+/// An idle connection older than this is closed rather than reused (backends commonly drop
+/// idle keep-alive connections after 60–120 s, and reusing one they just dropped costs a retry).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Free space made in the read buffer before reading a response head; a body streams in
+/// larger reads.
+const HEAD_READ: usize = 8 * 1024;
+const BODY_READ: usize = 32 * 1024;
+/// A request body is written in pieces of about this size.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Why a request through the pool failed.
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made: nothing was sent.
+    Connect(std::io::Error),
+    /// The connection failed once the request was (or may have been) sent.
+    Request(UpstreamError),
+}
+
+/// One upstream HTTP/1.1 connection and its buffers, kept across requests.
+struct UpstreamConn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed. Response heads and bodies are split off it and
+    /// shared, not copied.
+    buf: BytesMut,
+    /// The request being written.
+    out: Vec<u8>,
+}
+
+impl UpstreamConn {
+    /// An idle connection can carry a request unless the upstream has closed it or sent
+    /// something unasked. The reactor's readiness says so without a syscall in the usual
+    /// case (nothing arrived since the last response).
+    fn is_reusable(&self) -> bool {
+        match self.io.poll_read_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        self.buf.reserve(HEAD_READ);
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.buf.reserve(BODY_READ);
+        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
+    }
+}
+
+/// An idle connection and when it became idle.
+type Idle = (UpstreamConn, Instant);
+
+/// A worker's HTTP/1.1 connections.
+pub struct H1Pool {
+    idle: Mutex<FastMap<SocketAddr, VecDeque<Idle>>>,
+    connect_timeout: Duration,
+}
+
+impl H1Pool {
+    pub fn new(connect_timeout: Duration) -> Arc<H1Pool> {
+        Arc::new(H1Pool { idle: Mutex::new(FastMap::default()), connect_timeout })
+    }
+
+    /// Sends `req` (origin-form URI, Host header set) to `addr` on an idle connection, or a
+    /// new one, and returns once the response head is in.
+    pub async fn send(self: &Arc<Self>, addr: SocketAddr, req: Request<Body>) -> Result<Response<UpstreamBody>, PoolError> {
+        let mut conn = match self.checkout(addr) {
+            Some(conn) => conn,
+            None => Box::pin(self.connect(addr)).await?,
+        };
+        match exchange(&mut conn, req).await {
+            Ok(head) => Ok(self.response(head, conn, addr)),
+            Err(e) => Err(PoolError::Request(e)),
+        }
+    }
+
+    fn checkout(&self, addr: SocketAddr) -> Option<UpstreamConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let stack = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some((conn, since)) = stack.pop_back() {
+            if now.duration_since(since) < IDLE_TIMEOUT && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response has been read to its end.
+    fn checkin(&self, addr: SocketAddr, conn: UpstreamConn) {
+        if !conn.buf.is_empty() {
+            // Bytes beyond the response: the upstream is not speaking HTTP/1.1 as agreed.
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let stack = idle.entry(addr).or_default();
+        let now = Instant::now();
+        // Connections no one has needed for a while sit at the front: close the expired ones
+        // here, since nothing else visits them.
+        while stack.front().is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT) {
+            stack.pop_front();
+        }
+        if stack.len() < MAX_IDLE_PER_ADDR {
+            stack.push_back((conn, now));
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<UpstreamConn, PoolError> {
+        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(PoolError::Connect(e)),
+            Err(_) => return Err(PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))),
+        };
+        let _ = io.set_nodelay(true);
+        Ok(UpstreamConn { io, buf: BytesMut::new(), out: Vec::new() })
+    }
+
+    fn response(self: &Arc<Self>, head: ResponseHead, mut conn: UpstreamConn, addr: SocketAddr) -> Response<UpstreamBody> {
+        let ResponseHead { status, version, headers, framing, keep_alive } = head;
+        let body = match framing {
+            ResponseFraming::Empty => {
+                if keep_alive {
+                    self.checkin(addr, conn);
+                }
+                UpstreamBody::Whole(None)
+            }
+            ResponseFraming::Length(n) if conn.buf.len() as u64 >= n => {
+                let data = conn.buf.split_to(n as usize).freeze();
+                if keep_alive {
+                    self.checkin(addr, conn);
+                }
+                UpstreamBody::Whole((n > 0).then_some(data))
+            }
+            framing => {
+                let state = match framing {
+                    ResponseFraming::Length(n) => BodyState::Length(n),
+                    ResponseFraming::Chunked => BodyState::Chunked(ChunkState::Size),
+                    _ => BodyState::UntilClose,
+                };
+                UpstreamBody::Streaming(Streaming { conn: Some(conn), state, keep_alive, pool: self.clone(), addr })
+            }
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
+
+/// Writes `req` on `conn` and reads until the response head is in.
+async fn exchange(conn: &mut UpstreamConn, req: Request<Body>) -> Result<ResponseHead, UpstreamError> {
+    let (parts, mut body) = req.into_parts();
+    let framing = if body.is_end_stream() {
+        // A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
+        if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            RequestFraming::Length(0)
+        } else {
+            RequestFraming::None
+        }
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        }
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    conn.out.clear();
+    codec::encode_request_head(&mut conn.out, &parts.method, path, &parts.headers, framing);
+    if framing != RequestFraming::None {
+        let mut sent = 0u64;
+        while let Some(frame) = body.frame().await {
+            // Trailers have no place in an HTTP/1.1 request veer writes: only data goes on.
+            let Ok(data) = frame.map_err(|e| UpstreamError::RequestBody(e.to_string()))?.into_data() else { continue };
+            sent += data.len() as u64;
+            match framing {
+                RequestFraming::Length(n) if sent > n => return Err(UpstreamError::RequestBody("longer than its Content-Length".into())),
+                RequestFraming::Chunked => codec::encode_chunk(&mut conn.out, &data),
+                _ => conn.out.extend_from_slice(&data),
+            }
+            if conn.out.len() >= WRITE_BATCH {
+                conn.io.write_all(&conn.out).await?;
+                conn.out.clear();
+            }
+        }
+        match framing {
+            RequestFraming::Length(n) if sent != n => return Err(UpstreamError::RequestBody("shorter than its Content-Length".into())),
+            RequestFraming::Chunked => conn.out.extend_from_slice(codec::LAST_CHUNK),
+            _ => {}
+        }
+    }
+    conn.io.write_all(&conn.out).await?;
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(head) = codec::parse_response_head(&mut conn.buf, &parts.method)? {
+                return Ok(head);
+            }
+        }
+        if conn.fill().await? == 0 {
+            return Err(UpstreamError::Closed);
+        }
+    }
+}
+
+/// A response body from the pool: already in memory, or still streaming in from its
+/// connection, which goes back to the pool once the body has been read to its end.
+pub enum UpstreamBody {
+    Whole(Option<Bytes>),
+    Streaming(Streaming),
+}
+
+/// A body still arriving on its connection.
+pub struct Streaming {
+    /// `None` once the body has ended or failed.
+    conn: Option<UpstreamConn>,
+    state: BodyState,
+    keep_alive: bool,
+    pool: Arc<H1Pool>,
+    addr: SocketAddr,
+}
+
+enum BodyState {
+    /// Bytes left to read.
+    Length(u64),
+    Chunked(ChunkState),
+    UntilClose,
+    Done,
+}
+
+impl Streaming {
+    fn ended(&self) -> bool {
+        matches!(self.state, BodyState::Length(0) | BodyState::Done | BodyState::Chunked(ChunkState::Done))
+    }
+
+    /// The body has been read to its end: the connection goes back, if it may.
+    fn finish(&mut self) {
+        self.state = BodyState::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive {
+                self.pool.checkin(self.addr, conn);
+            }
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, UpstreamError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            let step = match &mut self.state {
+                BodyState::Length(0) | BodyState::Done => Ok(Decoded::End),
+                BodyState::Length(_) | BodyState::UntilClose if conn.buf.is_empty() => Ok(Decoded::NeedMore),
+                BodyState::Length(left) => {
+                    let n = (*left).min(conn.buf.len() as u64);
+                    *left -= n;
+                    Ok(Decoded::Data(conn.buf.split_to(n as usize).freeze()))
+                }
+                BodyState::UntilClose => Ok(Decoded::Data(conn.buf.split().freeze())),
+                BodyState::Chunked(chunk) => codec::decode_chunked(chunk, &mut conn.buf),
+            };
+            let read: Result<(), UpstreamError> = match step {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(Decoded::End) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Err(e) => Err(e),
+                Ok(Decoded::NeedMore) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) if matches!(self.state, BodyState::UntilClose) => {
+                        self.keep_alive = false;
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => Err(UpstreamError::Closed),
+                    Ok(_) => continue,
+                    Err(e) => Err(UpstreamError::Io(e)),
+                },
+            };
+            // A failed body leaves the connection mid-message: it is closed.
+            self.conn = None;
+            self.state = BodyState::Done;
+            return Poll::Ready(read.err().map(Err));
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // Dropped once its last byte was taken: the connection is clean and goes back.
+        // Dropped before that, it is closed with the body.
+        if self.conn.is_some() && self.ended() {
+            self.finish();
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            UpstreamBody::Streaming(s) => s.poll_data(cx).map(|r| r.map(|d| d.map(Frame::data).map_err(BodyError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Whole(data) => data.is_none(),
+            UpstreamBody::Streaming(s) => s.ended(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            UpstreamBody::Streaming(Streaming { state: BodyState::Length(n), .. }) => SizeHint::with_exact(*n),
+            UpstreamBody::Streaming(s) if s.ended() => SizeHint::with_exact(0),
+            UpstreamBody::Streaming(_) => SizeHint::default(),
+        }
+    }
+}
