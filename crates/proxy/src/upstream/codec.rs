@@ -10,8 +10,8 @@ use http::{Method, StatusCode, Version};
 
 /// Most response header fields accepted (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
-/// Largest response head accepted.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest response head accepted (offsets into it fit in a `u16`).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024 - 1;
 /// Largest chunk-size line, and largest trailer section, accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
@@ -163,24 +163,23 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
     }
 }
 
-/// Where a field's name and value lie in the head's bytes.
-#[derive(Clone, Copy)]
-struct FieldAt {
-    name: (usize, usize),
-    value: (usize, usize),
-}
+/// Where a field's name and value lie in the head's bytes: name start and end, value start
+/// and end. Small, because the array of them is zeroed for every response.
+type FieldAt = [u16; 4];
 
 fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, UpstreamError> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut at = [FieldAt { name: (0, 0), value: (0, 0) }; MAX_HEADERS];
+    let mut at: [FieldAt; MAX_HEADERS] = [[0; 4]; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
     let (len, code, minor, count) = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => return Err(UpstreamError::Malformed("response head larger than 64 KiB")),
         Ok(httparse::Status::Complete(len)) => {
             for (slot, field) in at.iter_mut().zip(response.headers.iter()) {
-                let name = field.name.as_ptr() as usize - base;
-                let value = field.value.as_ptr() as usize - base;
-                *slot = FieldAt { name: (name, name + field.name.len()), value: (value, value + field.value.len()) };
+                // Within the head, so below MAX_HEAD_BYTES: the casts cannot truncate.
+                let name = (field.name.as_ptr() as usize - base) as u16;
+                let value = (field.value.as_ptr() as usize - base) as u16;
+                *slot = [name, name + field.name.len() as u16, value, value + field.value.len() as u16];
             }
             (len, response.code.unwrap_or(0), response.version.unwrap_or(1), response.headers.len())
         }
@@ -199,9 +198,10 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
     let mut chunked = false;
     let mut transfer_encoded = false;
     for field in &at[..count] {
-        let name = HeaderName::from_bytes(&raw[field.name.0..field.name.1]).map_err(|_| UpstreamError::Malformed("invalid header name"))?;
+        let [name_start, name_end, value_start, value_end] = field.map(usize::from);
+        let name = HeaderName::from_bytes(&raw[name_start..name_end]).map_err(|_| UpstreamError::Malformed("invalid header name"))?;
         // httparse has checked the value's bytes already.
-        let value = HeaderValue::from_maybe_shared(raw.slice(field.value.0..field.value.1)).map_err(|_| UpstreamError::Malformed("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(value_start..value_end)).map_err(|_| UpstreamError::Malformed("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
             let n = parse_content_length(value.as_bytes())?;
             if length.is_some_and(|m| m != n) {
@@ -434,6 +434,9 @@ mod tests {
         assert_eq!(err(&many), "more than 100 header fields");
         let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
         huge.resize(MAX_HEAD_BYTES + 1, b'a');
+        assert_eq!(err(&huge), "response head larger than 64 KiB");
+        // Complete, but too large, in a single read.
+        huge.extend_from_slice(b"\r\n\r\n");
         assert_eq!(err(&huge), "response head larger than 64 KiB");
     }
 

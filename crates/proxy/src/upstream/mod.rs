@@ -171,7 +171,7 @@ impl H1Pool {
                     ResponseFraming::Chunked => BodyState::Chunked(ChunkState::Size),
                     _ => BodyState::UntilClose,
                 };
-                UpstreamBody::Streaming(Streaming { conn: Some(conn), state, keep_alive, pool: self.clone(), addr })
+                UpstreamBody::Streaming(Box::new(Streaming { conn: Some(conn), state, keep_alive, pool: self.clone(), addr }))
             }
         };
         let mut resp = Response::new(body);
@@ -240,7 +240,8 @@ async fn exchange(conn: &mut UpstreamConn, req: Request<Body>) -> Result<Respons
 /// connection, which goes back to the pool once the body has been read to its end.
 pub enum UpstreamBody {
     Whole(Option<Bytes>),
-    Streaming(Streaming),
+    /// Boxed: a response is moved several times on its way out, and most are whole.
+    Streaming(Box<Streaming>),
 }
 
 /// A body still arriving on its connection.
@@ -347,9 +348,11 @@ impl hyper::body::Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            UpstreamBody::Streaming(Streaming { state: BodyState::Length(n), .. }) => SizeHint::with_exact(*n),
-            UpstreamBody::Streaming(s) if s.ended() => SizeHint::with_exact(0),
-            UpstreamBody::Streaming(_) => SizeHint::default(),
+            UpstreamBody::Streaming(s) => match s.state {
+                BodyState::Length(n) => SizeHint::with_exact(n),
+                _ if s.ended() => SizeHint::with_exact(0),
+                _ => SizeHint::default(),
+            },
         }
     }
 }
