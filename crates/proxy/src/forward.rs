@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -21,6 +21,7 @@ use veer_core::outlier::Outcome;
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::upstream::{H1Pool, PoolError};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
@@ -318,6 +319,8 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         }
         tried.record(ep, upstream.priority);
         let mut gateway_failed = false;
+        // veer's own pool drops hop-by-hop fields as it parses; hyper's clients do not.
+        let mut hop_by_hop_removed = false;
         let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { tokio::time::Instant::now() };
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
         let attempt = match (&upstream.via, upstream.socket) {
@@ -325,7 +328,10 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             (None, Some(addr)) if !use_h2 => {
                 *up.uri_mut() = Uri::from(path_and_query.clone());
                 match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, up)).await {
-                    Ok(Ok(resp)) => Ok(resp.map(|b| b.boxed())),
+                    Ok(Ok(resp)) => {
+                        hop_by_hop_removed = true;
+                        Ok(resp.map(|b| b.boxed()))
+                    }
                     Ok(Err(PoolError::Connect(_))) => Err(Failure::Connect),
                     Ok(Err(PoolError::Request(e))) => Err(Failure::Reset(e.to_string())),
                     Err(_) => Err(Failure::Timeout),
@@ -367,7 +373,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     Failure::Status(resp)
                 } else {
                     report(shared, dest, ep, Outcome::Http(status.as_u16()), false);
-                    return (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()));
+                    return (respond(resp, upstream, tried.attempts(), !hop_by_hop_removed), upstream.priority, Some(upstream.cluster.clone()));
                 }
             }
             Err(f) => f,
@@ -405,7 +411,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     match last {
         Some((Failure::Status(resp), ep)) => {
             let upstream = &dest.upstreams[ep];
-            (respond(resp, upstream, tried.attempts()), upstream.priority, Some(upstream.cluster.clone()))
+            (respond(resp, upstream, tried.attempts(), true), upstream.priority, Some(upstream.cluster.clone()))
         }
         Some((Failure::Connect, ep)) => (local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         Some((Failure::Reset(why), ep)) => (local_response(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
@@ -442,9 +448,11 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
     let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });
 }
 
-fn respond(resp: Response<Body>, upstream: &crate::snapshot::Upstream, attempts: usize) -> Response<Body> {
+fn respond(resp: Response<Body>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    if strip {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     parts.headers.insert(X_VEER_CLUSTER, upstream.cluster_header.clone());
     parts.headers.insert(X_VEER_ATTEMPTS, attempts_header(attempts));
     Response::from_parts(parts, body)
@@ -456,104 +464,5 @@ fn attempts_header(n: usize) -> HeaderValue {
         2 => HeaderValue::from_static("2"),
         3 => HeaderValue::from_static("3"),
         n => HeaderValue::from(n),
-    }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the Connection header names.
-/// Runs twice per request, so the common cases cost one pass over the names: none at all, or
-/// only `Connection: keep-alive` (what most backends send), which names no other header.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut only_connection = true;
-    let mut any = false;
-    for name in headers.keys().filter(|n| is_hop_by_hop(n)) {
-        any = true;
-        only_connection &= *name == header::CONNECTION;
-    }
-    if !any {
-        return;
-    }
-    if only_connection && headers.get_all(header::CONNECTION).iter().all(|v| !names_a_header(v.as_bytes())) {
-        headers.remove(header::CONNECTION);
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .map(str::trim)
-        .filter(|t| names_a_header(t.as_bytes()))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for h in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHORIZATION, header::PROXY_AUTHENTICATE] {
-        headers.remove(h);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    // `TE: trailers` is end-to-end for gRPC.
-    if headers.get(header::TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        headers.remove(header::TE);
-    }
-}
-
-/// Whether a Connection option names a header to remove: anything but `keep-alive` and `close`.
-fn names_a_header(option: &[u8]) -> bool {
-    !option.is_empty() && !option.eq_ignore_ascii_case(b"keep-alive") && !option.eq_ignore_ascii_case(b"close")
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::CONNECTION
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::TE
-        // Not standard names: compare the length first, which rules out almost every header.
-        || matches!(name.as_str().len(), 10 | 16) && (name.as_str() == "keep-alive" || name.as_str() == "proxy-connection")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect()
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
-        let mut h = map(&[
-            ("host", "a"),
-            ("connection", "keep-alive, X-Trace, close"),
-            ("x-trace", "1"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("te", "gzip"),
-            ("x-kept", "yes"),
-        ]);
-        strip_hop_by_hop(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        left.sort();
-        assert_eq!(left, vec!["host", "x-kept"]);
-        // `TE: trailers` is end-to-end for gRPC and stays; a message without hop-by-hop headers is untouched.
-        let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2);
-        // The common case: only `Connection: keep-alive`, which goes alone.
-        let mut h = map(&[("connection", "Keep-Alive"), ("date", "x"), ("x-kept", "yes")]);
-        strip_hop_by_hop(&mut h);
-        assert!(!h.contains_key("connection") && h.len() == 2);
-        // Only a Connection header, but one naming another header (in its second value).
-        let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        h.append(header::CONNECTION, HeaderValue::from_static("x-trace"));
-        h.insert("x-trace", HeaderValue::from_static("1"));
-        h.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
     }
 }

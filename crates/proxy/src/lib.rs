@@ -6,6 +6,7 @@
 //! - [`forward`]: the request path: route, pick, forward, retry, report outcomes.
 //! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
 //!   re-admission probes; it publishes snapshots.
+//! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool and client (framing in
 //!   [`upstream::codec`], parsing by httparse).
 //! - [`server`]: listeners and connection handling, graceful drain.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod control;
 pub mod events;
 pub mod forward;
+pub mod hop_by_hop;
 pub mod mesh;
 pub mod metrics;
 pub mod node;

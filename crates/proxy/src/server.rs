@@ -366,9 +366,36 @@ struct ParkableIo {
     tail: [u8; 4],
     reads: u64,
     /// The connection's one timer, and what it is set for.
-    timer: Option<(Pin<Box<Sleep>>, Armed)>,
+    timer: Option<ConnTimer>,
     idle_timeout: Duration,
     parked: bool,
+}
+
+/// [`ParkableIo`]'s timer. Polled on every read that finds nothing, so it is polled only when
+/// it could have changed: once after each reset (to register the task) and once it is due.
+struct ConnTimer {
+    sleep: Pin<Box<Sleep>>,
+    armed: Armed,
+    /// Polled since the last reset: the task's waker is registered.
+    registered: bool,
+}
+
+impl ConnTimer {
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> bool {
+        // The connection's task is always the same, so a registered waker is still the right one.
+        if self.registered && !self.sleep.is_elapsed() {
+            return false;
+        }
+        let due = self.sleep.as_mut().poll(cx).is_ready();
+        self.registered = !due;
+        due
+    }
+
+    fn reset(&mut self, armed: Armed, after: Duration) {
+        self.armed = armed;
+        self.sleep.as_mut().reset(tokio::time::Instant::now() + after);
+        self.registered = false;
+    }
 }
 
 /// What [`ParkableIo`]'s timer is set for.
@@ -391,49 +418,46 @@ impl ParkableIo {
 
     /// The connection's timer, set for `armed` (`after` from now) unless it already is set for
     /// that kind of wait.
-    fn timer_for(&mut self, armed: Armed, after: Duration) -> (&mut Pin<Box<Sleep>>, &mut Armed) {
-        let (timer, current) = self.timer.get_or_insert_with(|| (Box::pin(tokio::time::sleep(after)), armed));
-        if std::mem::discriminant(current) != std::mem::discriminant(&armed) {
-            *current = armed;
-            timer.as_mut().reset(tokio::time::Instant::now() + after);
+    fn timer_for(&mut self, armed: Armed, after: Duration) -> &mut ConnTimer {
+        let timer = self.timer.get_or_insert_with(|| ConnTimer { sleep: Box::pin(tokio::time::sleep(after)), armed, registered: false });
+        if std::mem::discriminant(&timer.armed) != std::mem::discriminant(&armed) {
+            timer.reset(armed, after);
         }
-        (timer, current)
+        timer
     }
 
     /// Whether the connection has been idle for [`PARK_AFTER`]; arms or re-arms the timer
     /// that will wake hyper to ask again.
     fn poll_park(&mut self, cx: &mut Context<'_>) -> bool {
         let reads = self.reads;
-        let (timer, armed) = self.timer_for(Armed::Park(reads), PARK_AFTER);
-        if timer.as_mut().poll(cx).is_pending() {
+        let timer = self.timer_for(Armed::Park(reads), PARK_AFTER);
+        if !timer.poll_due(cx) {
             return false;
         }
-        if *armed == Armed::Park(reads) {
+        if timer.armed == Armed::Park(reads) {
             return true;
         }
         // There was traffic since the timer was armed: count the idle time from now.
-        *armed = Armed::Park(reads);
-        timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
-        let _ = timer.as_mut().poll(cx);
+        timer.reset(Armed::Park(reads), PARK_AFTER);
+        let _ = timer.poll_due(cx);
         false
     }
 
     /// Keeps the park timer running while a response is in flight; it only wakes the task.
     fn poll_park_timer(&mut self, cx: &mut Context<'_>) {
         let reads = self.reads;
-        let (timer, armed) = self.timer_for(Armed::Park(reads), PARK_AFTER);
-        if timer.as_mut().poll(cx).is_ready() {
-            *armed = Armed::Park(reads);
-            timer.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
-            let _ = timer.as_mut().poll(cx);
+        let timer = self.timer_for(Armed::Park(reads), PARK_AFTER);
+        if timer.poll_due(cx) {
+            timer.reset(Armed::Park(reads), PARK_AFTER);
+            let _ = timer.poll_due(cx);
         }
     }
 
     /// Whether the wait for a request head has outlasted the idle timeout; arms the deadline
     /// when the wait begins. Requests whose head arrives in one read never get here.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
-        let (timer, _) = self.timer_for(Armed::HeadDeadline, self.idle_timeout);
-        timer.as_mut().poll(cx).is_ready()
+        let timeout = self.idle_timeout;
+        self.timer_for(Armed::HeadDeadline, timeout).poll_due(cx)
     }
 }
 

@@ -8,6 +8,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::hop_by_hop::is_hop_by_hop;
+
 /// Most response header fields accepted (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted (offsets into it fit in a `u16`).
@@ -136,7 +138,8 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields are end-to-end only: the hop-by-hop ones, and those
+/// its Connection field names, are read for framing and dropped.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
@@ -192,7 +195,9 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     // The head's bytes are shared, not copied, by the header values.
     let raw = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the two fields veer adds (x-veer-cluster, x-veer-attempts) without a regrow.
+    let mut headers = HeaderMap::with_capacity(count + 2);
+    let mut named_by_connection: Vec<HeaderName> = Vec::new();
     let mut keep_alive = version == Version::HTTP_11;
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -212,17 +217,28 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
             transfer_encoded = true;
             // Only the last coding decides whether the body is chunked.
             chunked = last_token(value.as_bytes()).eq_ignore_ascii_case(b"chunked");
+            continue;
         } else if name == header::CONNECTION {
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                } else if let Ok(named) = HeaderName::from_bytes(token) {
+                    named_by_connection.push(named);
                 }
             }
+            continue;
+        }
+        // Hop-by-hop fields end here, so the response needs no second pass to drop them.
+        if is_hop_by_hop(&name) && !(name == header::TE && value.as_bytes() == b"trailers") {
+            continue;
         }
         headers.append(name, value);
+    }
+    for named in named_by_connection {
+        headers.remove(named);
     }
     let framing = if *request_method == Method::HEAD || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         ResponseFraming::Empty
@@ -409,6 +425,15 @@ mod tests {
         assert_eq!(f(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", Method::GET), (ResponseFraming::Length(2), false));
         assert_eq!(f(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\n", Method::GET), (ResponseFraming::Length(2), true));
         assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", Method::GET), (ResponseFraming::Length(7), true));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_dropped() {
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Trace\r\nKeep-Alive: timeout=5\r\nX-Trace: 1\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTE: gzip\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\nTE: trailers\r\n\r\n", Method::GET).unwrap().unwrap();
+        let mut left: Vec<String> = h.headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
+        left.sort();
+        assert_eq!(left, vec!["te: trailers", "x-kept: yes"]);
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::Chunked, true));
     }
 
     #[test]
