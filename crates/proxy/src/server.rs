@@ -203,7 +203,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             let mut conn = Box::pin(ctx.http2.serve_connection(TokioIo::new(stream), service));
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = stopped(&mut stop) => {}
+                _ = stopping(&stop) => {}
             }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
@@ -237,7 +237,7 @@ where
     let mut conn = Box::pin(ctx.http1.serve_connection(TokioIo::new(io), service.clone()).without_shutdown());
     let parts = tokio::select! {
         r = conn.as_mut() => r.ok()?,
-        _ = stopped(stop) => {
+        _ = stopping(stop) => {
             // Drain: an idle connection closes now; one with a request in flight closes once
             // its response is sent (the I/O then reads end-of-stream).
             state.closing.store(true, Ordering::Relaxed);
@@ -255,6 +255,26 @@ where
     // the buffer is freed.
     let leftover = if parts.read_buf.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&parts.read_buf) };
     Some((io.stream, leftover))
+}
+
+/// Resolves once the node is stopping. A connection polls it at every wake-up, so after
+/// registering with the watch once it only compares the watch's version (the watch's own
+/// future takes a lock on each poll).
+async fn stopping(stop: &watch::Receiver<bool>) {
+    let mut probe = stop.clone();
+    let mut waiter = stop.clone();
+    let mut wait = std::pin::pin!(async move { stopped(&mut waiter).await });
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        // A closed watch reads as changed: `stopped` then decides.
+        if registered && !probe.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        registered = true;
+        probe.mark_unchanged();
+        wait.as_mut().poll(cx)
+    })
+    .await
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

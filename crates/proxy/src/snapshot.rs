@@ -98,7 +98,9 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default)]
 pub struct Tried {
     priorities: u64,
-    hosts: Vec<usize>,
+    /// The first try's endpoint, apart, so a request that needs no retry allocates nothing.
+    first: Option<usize>,
+    retries: Vec<usize>,
 }
 
 /// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
@@ -124,11 +126,15 @@ impl Tried {
         if priority < 64 {
             self.priorities |= 1 << priority;
         }
-        self.hosts.push(endpoint);
+        if self.first.is_none() {
+            self.first = Some(endpoint);
+        } else {
+            self.retries.push(endpoint);
+        }
     }
 
     pub fn attempts(&self) -> usize {
-        self.hosts.len()
+        usize::from(self.first.is_some()) + self.retries.len()
     }
 
     /// Whether a try already went to `priority`.
@@ -137,7 +143,7 @@ impl Tried {
     }
 
     pub fn contains(&self, endpoint: usize) -> bool {
-        self.hosts.contains(&endpoint)
+        self.first == Some(endpoint) || self.retries.contains(&endpoint)
     }
 }
 
