@@ -79,7 +79,7 @@ pub fn encode_request_head(out: &mut Vec<u8>, method: &Method, path_and_query: &
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            push_decimal(out, n);
+            push_number(out, n, 10);
             out.extend_from_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -93,18 +93,7 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
         // A zero-size chunk would end the body.
         return;
     }
-    let mut digits = [0u8; 16];
-    let mut n = data.len();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    push_number(out, data.len() as u64, 16);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -113,13 +102,14 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// The end of a chunked body (no trailers).
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in base `radix` (10 or 16), lower-case digits.
+fn push_number(out: &mut Vec<u8>, mut n: u64, radix: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+        digits[i] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
         if n == 0 {
             break;
         }
@@ -412,9 +402,10 @@ mod tests {
         assert_eq!(&out[..4], b"1a\r\n");
         assert_eq!(out.len(), 4 + 26 + 2);
         let mut n = Vec::new();
-        push_decimal(&mut n, 0);
-        push_decimal(&mut n, 18_446_744_073_709_551_615);
-        assert_eq!(n, b"018446744073709551615");
+        push_number(&mut n, 0, 10);
+        push_number(&mut n, 18_446_744_073_709_551_615, 10);
+        push_number(&mut n, u64::MAX, 16);
+        assert_eq!(n, b"018446744073709551615ffffffffffffffff");
     }
 
     #[test]
