@@ -106,10 +106,15 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-async fn client_request(node_addr: SocketAddr, method: http::Method, path: &str, body: Bytes) -> (http::StatusCode, http::HeaderMap, Bytes) {
+/// Sends one request to the node for `go.infra.global`; the response as the client sees it.
+async fn start_request(node_addr: SocketAddr, method: http::Method, path: &str, body: Bytes) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let req = http::Request::builder().method(method).uri(format!("http://{node_addr}{path}")).header(http::header::HOST, "go.infra.global").body(Full::new(body)).expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.expect("answer in time").expect("response");
+    client.request(req).await
+}
+
+async fn client_request(node_addr: SocketAddr, method: http::Method, path: &str, body: Bytes) -> (http::StatusCode, http::HeaderMap, Bytes) {
+    let resp = tokio::time::timeout(Duration::from_secs(10), start_request(node_addr, method, path, body)).await.expect("answer in time").expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("whole body").to_bytes();
     (parts.status, parts.headers, body)
@@ -314,9 +319,7 @@ async fn a_malformed_or_cut_response_is_a_502_and_the_client_is_told_why() {
     }
     // A body cut short once the head is in cannot become a 502: the client's response ends
     // early (before or after its head), never passing a truncated body off as whole.
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = http::Request::post(format!("http://{}/", node.listen)).header(http::header::HOST, "go.infra.global").body(Full::new(Bytes::new())).expect("request");
-    match client.request(req).await {
+    match start_request(node.listen, http::Method::POST, "/", Bytes::new()).await {
         Ok(resp) => {
             assert_eq!(resp.status(), 200);
             assert!(resp.into_body().collect().await.is_err(), "a cut body must end in an error");
