@@ -22,7 +22,7 @@ use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
-use crate::upstream::{H1Pool, PoolError};
+use crate::upstream::{H1Pool, PoolError, RequestHead};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
@@ -296,27 +296,13 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             shared.metrics.retry_budget_exhausted(&dest.key);
             break;
         }
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
-        uri_parts.authority = Some(upstream.authority.clone());
-        uri_parts.path_and_query = Some(path_and_query.clone());
-        let Ok(uri) = Uri::from_parts(uri_parts) else {
-            return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
-        };
         let body: Body = match (&buffered, streaming.take()) {
             (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             (None, Some(s)) => s.map_err(BodyError::from).boxed(),
             (None, None) => break,
         };
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        // The last possible try takes the headers instead of copying them.
-        *up.headers_mut() = if tried.attempts() + 1 >= max_attempts || buffered.is_none() { std::mem::take(&mut headers) } else { headers.clone() };
-        *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-        if use_h2 {
-            up.headers_mut().remove(header::HOST);
-        }
+        // The last possible try may take the headers; an earlier one must leave them for the next.
+        let last_try = tried.attempts() + 1 >= max_attempts || buffered.is_none();
         tried.record(ep, upstream.priority);
         let mut gateway_failed = false;
         // veer's own pool drops hop-by-hop fields as it parses; hyper's clients do not.
@@ -325,9 +311,10 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
         let attempt = match (&upstream.via, upstream.socket) {
             // HTTP/1.1 to an address: this worker's own pool, no lock shared with other threads.
+            // It borrows the head, so no try copies the headers.
             (None, Some(addr)) if !use_h2 => {
-                *up.uri_mut() = Uri::from(path_and_query.clone());
-                match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, up)).await {
+                let head = RequestHead { method: &parts.method, path_and_query: path_and_query.as_str(), headers: &headers };
+                match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, head, body, try_start)).await {
                     Ok(Ok(resp)) => {
                         hop_by_hop_removed = true;
                         Ok(resp.map(|b| b.boxed()))
@@ -337,34 +324,53 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     Err(_) => Err(Failure::Timeout),
                 }
             }
-            (None, _) => {
-                let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
-                match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
-                    Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
-                    Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
-                    Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
-                    Err(_) => Err(Failure::Timeout),
+            (via, _) => {
+                let mut uri_parts = http::uri::Parts::default();
+                uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+                uri_parts.authority = Some(upstream.authority.clone());
+                uri_parts.path_and_query = Some(path_and_query.clone());
+                let Ok(uri) = Uri::from_parts(uri_parts) else {
+                    return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
+                };
+                let mut up = Request::new(body);
+                *up.method_mut() = parts.method.clone();
+                *up.uri_mut() = uri;
+                *up.headers_mut() = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
+                *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+                if use_h2 {
+                    up.headers_mut().remove(header::HOST);
+                }
+                match via {
+                    None => {
+                        let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
+                        match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
+                            Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
+                            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
+                            Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
+                            Err(_) => Err(Failure::Timeout),
+                        }
+                    }
+                    Some(link) => match tokio::time::timeout_at(try_deadline, Box::pin(link.send_to(&upstream.key, use_h2, up))).await {
+                        Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
+                            // The remote gateway answered for one endpoint behind it: blame that one.
+                            Some(b"connect" | b"refused") => Err(Failure::Connect),
+                            Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
+                            _ => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
+                        },
+                        Ok(Err(e)) => {
+                            // The gateway itself is gone: the whole cluster is one failure domain, and
+                            // no endpoint behind it is to blame.
+                            report_gateway(shared, dest, upstream, &e.to_string());
+                            gateway_failed = true;
+                            Err(match e {
+                                LinkError::Connect(_) => Failure::Connect,
+                                LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
+                            })
+                        }
+                        Err(_) => Err(Failure::Timeout),
+                    },
                 }
             }
-            (Some(link), _) => match tokio::time::timeout_at(try_deadline, Box::pin(link.send_to(&upstream.key, use_h2, up))).await {
-                Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
-                    // The remote gateway answered for one endpoint behind it: blame that one.
-                    Some(b"connect" | b"refused") => Err(Failure::Connect),
-                    Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
-                    _ => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
-                },
-                Ok(Err(e)) => {
-                    // The gateway itself is gone: the whole cluster is one failure domain, and
-                    // no endpoint behind it is to blame.
-                    report_gateway(shared, dest, upstream, &e.to_string());
-                    gateway_failed = true;
-                    Err(match e {
-                        LinkError::Connect(_) => Failure::Connect,
-                        LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
-                    })
-                }
-                Err(_) => Err(Failure::Timeout),
-            },
         };
         let failure = match attempt {
             Ok(resp) => {

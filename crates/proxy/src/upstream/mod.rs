@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Method, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -46,6 +46,16 @@ pub enum PoolError {
     Connect(std::io::Error),
     /// The connection failed once the request was (or may have been) sent.
     Request(UpstreamError),
+}
+
+/// The parts of a request the pool writes. Borrowed: a request that may be retried keeps its
+/// head for the next try instead of copying it for each one.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Origin form: the path and query only.
+    pub path_and_query: &'a str,
+    /// With Host set; Content-Length and Transfer-Encoding are ignored (the body frames itself).
+    pub headers: &'a HeaderMap,
 }
 
 /// One upstream HTTP/1.1 connection and its buffers, kept across requests.
@@ -95,23 +105,23 @@ impl H1Pool {
         Arc::new(H1Pool { idle: Mutex::new(FastMap::default()), connect_timeout })
     }
 
-    /// Sends `req` (origin-form URI, Host header set) to `addr` on an idle connection, or a
-    /// new one, and returns once the response head is in.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, req: Request<Body>) -> Result<Response<UpstreamBody>, PoolError> {
-        let mut conn = match self.checkout(addr) {
+    /// Sends a request to `addr` on an idle connection, or a new one, and returns once the
+    /// response head is in. `now` is the caller's recent reading of the clock: idle ages are
+    /// measured against it, which spares a clock read per request.
+    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: Body, now: Instant) -> Result<Response<UpstreamBody>, PoolError> {
+        let mut conn = match self.checkout(addr, now) {
             Some(conn) => conn,
             None => Box::pin(self.connect(addr)).await?,
         };
-        match exchange(&mut conn, req).await {
-            Ok(head) => Ok(self.response(head, conn, addr)),
+        match exchange(&mut conn, head, body).await {
+            Ok(head) => Ok(self.response(head, conn, addr, now)),
             Err(e) => Err(PoolError::Request(e)),
         }
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<UpstreamConn> {
+    fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let stack = idle.get_mut(&addr)?;
-        let now = Instant::now();
         while let Some((conn, since)) = stack.pop_back() {
             if now.duration_since(since) < IDLE_TIMEOUT && conn.is_reusable() {
                 return Some(conn);
@@ -120,15 +130,15 @@ impl H1Pool {
         None
     }
 
-    /// Returns a connection whose response has been read to its end.
-    fn checkin(&self, addr: SocketAddr, conn: UpstreamConn) {
+    /// Returns a connection whose response has been read to its end. An earlier `now` only
+    /// makes the connection look older, so it is closed sooner, never reused too late.
+    fn checkin(&self, addr: SocketAddr, conn: UpstreamConn, now: Instant) {
         if !conn.buf.is_empty() {
             // Bytes beyond the response: the upstream is not speaking HTTP/1.1 as agreed.
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let stack = idle.entry(addr).or_default();
-        let now = Instant::now();
         // Connections no one has needed for a while sit at the front: close the expired ones
         // here, since nothing else visits them.
         while stack.front().is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT) {
@@ -149,19 +159,19 @@ impl H1Pool {
         Ok(UpstreamConn { io, buf: BytesMut::new(), out: Vec::new() })
     }
 
-    fn response(self: &Arc<Self>, head: ResponseHead, mut conn: UpstreamConn, addr: SocketAddr) -> Response<UpstreamBody> {
+    fn response(self: &Arc<Self>, head: ResponseHead, mut conn: UpstreamConn, addr: SocketAddr, now: Instant) -> Response<UpstreamBody> {
         let ResponseHead { status, version, headers, framing, keep_alive } = head;
         let body = match framing {
             ResponseFraming::Empty => {
                 if keep_alive {
-                    self.checkin(addr, conn);
+                    self.checkin(addr, conn, now);
                 }
                 UpstreamBody::Whole(None)
             }
             ResponseFraming::Length(n) if conn.buf.len() as u64 >= n => {
                 let data = conn.buf.split_to(n as usize).freeze();
                 if keep_alive {
-                    self.checkin(addr, conn);
+                    self.checkin(addr, conn, now);
                 }
                 UpstreamBody::Whole((n > 0).then_some(data))
             }
@@ -182,12 +192,11 @@ impl H1Pool {
     }
 }
 
-/// Writes `req` on `conn` and reads until the response head is in.
-async fn exchange(conn: &mut UpstreamConn, req: Request<Body>) -> Result<ResponseHead, UpstreamError> {
-    let (parts, mut body) = req.into_parts();
+/// Writes the request on `conn` and reads until the response head is in.
+async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, mut body: Body) -> Result<ResponseHead, UpstreamError> {
     let framing = if body.is_end_stream() {
         // A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
-        if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        if head.headers.contains_key(http::header::CONTENT_LENGTH) {
             RequestFraming::Length(0)
         } else {
             RequestFraming::None
@@ -198,9 +207,8 @@ async fn exchange(conn: &mut UpstreamConn, req: Request<Body>) -> Result<Respons
             None => RequestFraming::Chunked,
         }
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     conn.out.clear();
-    codec::encode_request_head(&mut conn.out, &parts.method, path, &parts.headers, framing);
+    codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, framing);
     if framing != RequestFraming::None {
         let mut sent = 0u64;
         while let Some(frame) = body.frame().await {
@@ -226,7 +234,7 @@ async fn exchange(conn: &mut UpstreamConn, req: Request<Body>) -> Result<Respons
     conn.io.write_all(&conn.out).await?;
     loop {
         if !conn.buf.is_empty() {
-            if let Some(head) = codec::parse_response_head(&mut conn.buf, &parts.method)? {
+            if let Some(head) = codec::parse_response_head(&mut conn.buf, head.method)? {
                 return Ok(head);
             }
         }
@@ -272,7 +280,7 @@ impl Streaming {
         self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
             if self.keep_alive {
-                self.pool.checkin(self.addr, conn);
+                self.pool.checkin(self.addr, conn, Instant::now());
             }
         }
     }
