@@ -22,7 +22,7 @@ use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
-use crate::upstream::{H1Pool, PoolError, RequestHead};
+use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
@@ -208,17 +208,55 @@ where
     }
 }
 
+/// What a client receives: a body from this worker's own pool, passed on as it is (no box
+/// per response), or any other.
+pub enum ResponseBody {
+    Pool(UpstreamBody),
+    Other(Body),
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Pool(b) => std::pin::Pin::new(b).poll_frame(cx),
+            ResponseBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Pool(b) => b.is_end_stream(),
+            ResponseBody::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ResponseBody::Pool(b) => b.size_hint(),
+            ResponseBody::Other(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A response veer writes itself, as a client receives it.
+fn local(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    local_response(status, text).map(ResponseBody::Other)
+}
+
 enum Failure {
     /// Never reached the upstream: safe to retry for any method.
     Connect,
     /// The connection broke, or the upstream's answer made no sense; why, for the client.
     Reset(String),
     Timeout,
-    Status(Response<Body>),
+    Status(Response<ResponseBody>),
 }
 
 /// Handles one downstream request.
-pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incoming>) -> Response<ResponseBody> {
     let start = Instant::now();
     let host = req
         .headers()
@@ -232,7 +270,7 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
             Some(d) => d.clone(),
             None => {
                 let host = host.to_string();
-                return local_response(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
+                return local(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
             }
         }
     };
@@ -249,7 +287,7 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
     response
 }
 
-async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<Body>, usize, Option<Arc<str>>) {
+async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<ResponseBody>, usize, Option<Arc<str>>) {
     let (parts, body) = req.into_parts();
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
@@ -264,8 +302,8 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
         match tokio::time::timeout_at(deadline, Box::pin(body.collect())).await {
             Ok(Ok(c)) => buffered = Some(c.to_bytes()),
-            Ok(Err(_)) => return (local_response(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
-            Err(_) => return (local_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), 0, None),
+            Ok(Err(_)) => return (local(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
+            Err(_) => return (local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), 0, None),
         }
     } else {
         buffered = None;
@@ -296,9 +334,9 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             shared.metrics.retry_budget_exhausted(&dest.key);
             break;
         }
-        let body: Body = match (&buffered, streaming.take()) {
-            (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
-            (None, Some(s)) => s.map_err(BodyError::from).boxed(),
+        let body = match (&buffered, streaming.take()) {
+            (Some(b), _) => RequestBody::Buffered(b.clone()),
+            (None, Some(s)) => RequestBody::Streaming(s.map_err(BodyError::from).boxed()),
             (None, None) => break,
         };
         // The last possible try may take the headers; an earlier one must leave them for the next.
@@ -317,7 +355,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                 match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, head, body, try_start)).await {
                     Ok(Ok(resp)) => {
                         hop_by_hop_removed = true;
-                        Ok(resp.map(|b| b.boxed()))
+                        Ok(resp.map(ResponseBody::Pool))
                     }
                     Ok(Err(PoolError::Connect(_))) => Err(Failure::Connect),
                     Ok(Err(PoolError::Request(e))) => Err(Failure::Reset(e.to_string())),
@@ -330,9 +368,9 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                 uri_parts.authority = Some(upstream.authority.clone());
                 uri_parts.path_and_query = Some(path_and_query.clone());
                 let Ok(uri) = Uri::from_parts(uri_parts) else {
-                    return (local_response(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
+                    return (local(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
                 };
-                let mut up = Request::new(body);
+                let mut up = Request::new(body.boxed());
                 *up.method_mut() = parts.method.clone();
                 *up.uri_mut() = uri;
                 *up.headers_mut() = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
@@ -344,7 +382,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     None => {
                         let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
                         match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
-                            Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
+                            Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
                             Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
                             Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
                             Err(_) => Err(Failure::Timeout),
@@ -355,7 +393,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                             // The remote gateway answered for one endpoint behind it: blame that one.
                             Some(b"connect" | b"refused") => Err(Failure::Connect),
                             Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
-                            _ => Ok(resp.map(|b| b.map_err(BodyError::from).boxed())),
+                            _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
                         },
                         Ok(Err(e)) => {
                             // The gateway itself is gone: the whole cluster is one failure domain, and
@@ -419,10 +457,10 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             let upstream = &dest.upstreams[ep];
             (respond(resp, upstream, tried.attempts(), true), upstream.priority, Some(upstream.cluster.clone()))
         }
-        Some((Failure::Connect, ep)) => (local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        Some((Failure::Reset(why), ep)) => (local_response(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        Some((Failure::Timeout, ep)) => (local_response(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        None => (local_response(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
+        Some((Failure::Connect, ep)) => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        Some((Failure::Reset(why), ep)) => (local(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        Some((Failure::Timeout, ep)) => (local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
+        None => (local(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
     }
 }
 
@@ -454,7 +492,7 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisi
     let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });
 }
 
-fn respond(resp: Response<Body>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<Body> {
+fn respond(resp: Response<ResponseBody>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     if strip {
         strip_hop_by_hop(&mut parts.headers);

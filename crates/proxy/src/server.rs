@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
 
-use crate::forward::{handle, local_response, Body, Guarded, Shared, Upstreams};
+use crate::forward::{handle, local_response, Guarded, ResponseBody, Shared, Upstreams};
 
 /// Limits applied to downstream traffic.
 #[derive(Clone, Copy, Debug)]
@@ -144,9 +144,12 @@ impl Drop for Open {
 pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Small responses: one flat buffer and one write() cost less than a writev of head and body.
+    // Half-close: a client that shuts its sending side after the request still gets the answer
+    // (RFC 9112 §9.6 lets it). It also spares hyper's probe for an early end of input while a
+    // request is in flight, which reallocated the 8 KiB read buffer on every request.
     // No hyper header-read timeout: it would arm a timer for every request. `ParkableIo`
     // enforces the same limit with the one timer a connection already has.
-    http1.keep_alive(true).writev(false).max_buf_size(limits.max_header_bytes.max(8192)).header_read_timeout(None);
+    http1.keep_alive(true).half_close(true).writev(false).max_buf_size(limits.max_header_bytes.max(8192)).header_read_timeout(None);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)).max_concurrent_streams(1024);
     let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(AdmissionLimit { active: AtomicUsize::new(0), limit: limits.max_concurrent_requests }), http1, http2, idle_timeout: limits.idle_timeout });
@@ -190,7 +193,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             async move {
                 let resp = match permit {
                     Some(_permit) => handle(&ctx.shared, &ctx.upstreams, req).await,
-                    None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight"),
+                    None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight").map(ResponseBody::Other),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard: InFlight(state) }))
             }
@@ -360,7 +363,7 @@ impl Drop for Admitted {
 }
 
 /// A response body that tells its connection when it is done.
-type Tracked = Guarded<Body, InFlight>;
+type Tracked = Guarded<ResponseBody, InFlight>;
 
 /// Counts one response in flight on a connection, until dropped with its body.
 struct InFlight(Arc<ConnState>);

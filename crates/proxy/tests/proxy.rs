@@ -558,6 +558,28 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::AsyncWriteExt;
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    // The answer takes a while, so the client's end of input arrives while it is being made.
+    for b in central.iter().chain(&test) {
+        b.set_mode(Mode::Delay(Duration::from_millis(300))).await.expect("mode");
+    }
+    let node = w.node("central").await;
+    let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+    // Done sending (as `nc -N` and some RPC clients say it): the request still stands.
+    s.shutdown().await.expect("half-close");
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200, "the half-closed client lost its answer");
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_dropped_without_stop_ends_its_threads_and_tasks() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 1, 1).await;

@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::{HeaderMap, Method, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,6 +56,23 @@ pub struct RequestHead<'a> {
     pub path_and_query: &'a str,
     /// With Host set; Content-Length and Transfer-Encoding are ignored (the body frames itself).
     pub headers: &'a HeaderMap,
+}
+
+/// A request body for the pool: in memory (written with the head, no body polled), or
+/// streaming in from the client.
+pub enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+impl RequestBody {
+    /// The same body as any hyper client takes it.
+    pub fn boxed(self) -> Body {
+        match self {
+            RequestBody::Buffered(b) => Full::new(b).map_err(|never| match never {}).boxed(),
+            RequestBody::Streaming(body) => body,
+        }
+    }
 }
 
 /// One upstream HTTP/1.1 connection and its buffers, kept across requests.
@@ -108,7 +125,7 @@ impl H1Pool {
     /// Sends a request to `addr` on an idle connection, or a new one, and returns once the
     /// response head is in. `now` is the caller's recent reading of the clock: idle ages are
     /// measured against it, which spares a clock read per request.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: Body, now: Instant) -> Result<Response<UpstreamBody>, PoolError> {
+    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: RequestBody, now: Instant) -> Result<Response<UpstreamBody>, PoolError> {
         let mut conn = match self.checkout(addr, now) {
             Some(conn) => conn,
             None => Box::pin(self.connect(addr)).await?,
@@ -193,43 +210,16 @@ impl H1Pool {
 }
 
 /// Writes the request on `conn` and reads until the response head is in.
-async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, mut body: Body) -> Result<ResponseHead, UpstreamError> {
-    let framing = if body.is_end_stream() {
-        // A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
-        if head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            RequestFraming::Length(0)
-        } else {
-            RequestFraming::None
-        }
-    } else {
-        match body.size_hint().exact() {
-            Some(n) => RequestFraming::Length(n),
-            None => RequestFraming::Chunked,
-        }
-    };
+async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, body: RequestBody) -> Result<ResponseHead, UpstreamError> {
     conn.out.clear();
-    codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, framing);
-    if framing != RequestFraming::None {
-        let mut sent = 0u64;
-        while let Some(frame) = body.frame().await {
-            // Trailers have no place in an HTTP/1.1 request veer writes: only data goes on.
-            let Ok(data) = frame.map_err(|e| UpstreamError::RequestBody(e.to_string()))?.into_data() else { continue };
-            sent += data.len() as u64;
-            match framing {
-                RequestFraming::Length(n) if sent > n => return Err(UpstreamError::RequestBody("longer than its Content-Length".into())),
-                RequestFraming::Chunked => codec::encode_chunk(&mut conn.out, &data),
-                _ => conn.out.extend_from_slice(&data),
-            }
-            if conn.out.len() >= WRITE_BATCH {
-                conn.io.write_all(&conn.out).await?;
-                conn.out.clear();
-            }
+    match body {
+        RequestBody::Buffered(data) => {
+            // A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
+            let framing = if !data.is_empty() || head.headers.contains_key(http::header::CONTENT_LENGTH) { RequestFraming::Length(data.len() as u64) } else { RequestFraming::None };
+            codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, framing);
+            conn.out.extend_from_slice(&data);
         }
-        match framing {
-            RequestFraming::Length(n) if sent != n => return Err(UpstreamError::RequestBody("shorter than its Content-Length".into())),
-            RequestFraming::Chunked => conn.out.extend_from_slice(codec::LAST_CHUNK),
-            _ => {}
-        }
+        RequestBody::Streaming(body) => write_streaming(conn, &head, body).await?,
     }
     conn.io.write_all(&conn.out).await?;
     loop {
@@ -241,6 +231,49 @@ async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, mut body: Body
         if conn.fill().await? == 0 {
             return Err(UpstreamError::Closed);
         }
+    }
+}
+
+/// Writes the head and a streaming body, leaving its last piece in `conn.out`.
+async fn write_streaming(conn: &mut UpstreamConn, head: &RequestHead<'_>, mut body: Body) -> Result<(), UpstreamError> {
+    let framing = if body.is_end_stream() {
+        if head.headers.contains_key(http::header::CONTENT_LENGTH) {
+            RequestFraming::Length(0)
+        } else {
+            RequestFraming::None
+        }
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        }
+    };
+    codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, framing);
+    if framing == RequestFraming::None {
+        return Ok(());
+    }
+    let mut sent = 0u64;
+    while let Some(frame) = body.frame().await {
+        // Trailers have no place in an HTTP/1.1 request veer writes: only data goes on.
+        let Ok(data) = frame.map_err(|e| UpstreamError::RequestBody(e.to_string()))?.into_data() else { continue };
+        sent += data.len() as u64;
+        match framing {
+            RequestFraming::Length(n) if sent > n => return Err(UpstreamError::RequestBody("longer than its Content-Length".into())),
+            RequestFraming::Chunked => codec::encode_chunk(&mut conn.out, &data),
+            _ => conn.out.extend_from_slice(&data),
+        }
+        if conn.out.len() >= WRITE_BATCH {
+            conn.io.write_all(&conn.out).await?;
+            conn.out.clear();
+        }
+    }
+    match framing {
+        RequestFraming::Length(n) if sent != n => Err(UpstreamError::RequestBody("shorter than its Content-Length".into())),
+        RequestFraming::Chunked => {
+            conn.out.extend_from_slice(codec::LAST_CHUNK);
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
