@@ -225,8 +225,10 @@ def reload(args):
     # Did each change take effect, and how fast: from a change to the first request sent after
     # it that the other backend answered (the one that was not serving just before).
     delays = []
+    applied_after = []  # per change: seconds until clients saw it, None if they did not
     ok = [r for r in recs if r["o"] in ("b1", "b2")]
     for t in reloads:
+        applied_after.append(None)
         before = [r["o"] for r in ok if t - 0.3 <= r["t"] < t]
         if not before:
             continue
@@ -234,6 +236,15 @@ def reload(args):
         nxt = next((r for r in ok if r["t"] >= t and r["o"] != serving), None)
         if nxt is not None and nxt["t"] - t < 2.0:
             delays.append(nxt["t"] - t)
+            applied_after[-1] = nxt["t"] - t
+    # The reload's own cost, apart from whatever else the machine does meanwhile: latency from
+    # each change until 100 ms after clients saw it, against the rest of the same phase.
+    spans = []
+    for t, d in zip(reloads, applied_after):
+        spans.append((t, t + (d if d is not None else 2.0) + 0.1))
+    in_span = lambda r: any(a <= r["t"] < b for a, b in spans)
+    lat_changing = [r["lat"] for r in window if in_span(r)]
+    lat_between = [r["lat"] for r in window if not in_span(r)]
     summ = {
         "requests": len(recs),
         "reloads": len(reloads),
@@ -246,6 +257,8 @@ def reload(args):
         "lat_p50_reload_ms": ms(pct(lat_w, 0.50)),
         "lat_p99_reload_ms": ms(pct(lat_w, 0.99)),
         "lat_max_reload_ms": ms(max(lat_w)) if lat_w else None,
+        "lat_p99_changing_ms": ms(pct(lat_changing, 0.99)),
+        "lat_p99_between_ms": ms(pct(lat_between, 0.99)),
     }
     print(json.dumps(summ))
 

@@ -244,6 +244,11 @@ def build_rows(recs):
         t.add(case, "p99 before → during reloads, ms",
               t.per_proxy(tags, lambda rs: f"{fmt_num(med([r['lat_p99_base_ms'] for r in rs]))} → {fmt_num(med([r['lat_p99_reload_ms'] for r in rs]))}"),
               "during " + ratio_verdict(p99.get("veer"), {p: p99.get(p) for p in PEERS}, False))
+        if all("lat_p99_changing_ms" in r for r in t.sel(**tags)):
+            ch = t.per_proxy(tags, lambda rs: med([r["lat_p99_changing_ms"] for r in rs]))
+            t.add(case, "p99 from each change to 100 ms after clients saw it → between changes, ms",
+                  t.per_proxy(tags, lambda rs: f"{fmt_num(med([r['lat_p99_changing_ms'] for r in rs]))} → {fmt_num(med([r['lat_p99_between_ms'] for r in rs]))}"),
+                  "changing " + ratio_verdict(ch.get("veer"), {p: ch.get(p) for p in PEERS}, False))
         mx = t.per_proxy(tags, lambda rs: med([r["lat_max_reload_ms"] for r in rs]))
         t.add(case, "max latency during reloads, ms", t.per_proxy(tags, lambda rs: fmt_range([r["lat_max_reload_ms"] for r in rs])),
               ratio_verdict(mx.get("veer"), {p: mx.get(p) for p in PEERS}, False))

@@ -23,19 +23,61 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// What the manifest files under `paths` look like from their metadata alone (name, size,
+/// modification time, inode), in the order `read_paths` reads them: checking this costs a few
+/// `stat` calls, so a reloader can look often and read only when something changed. Stdin
+/// has no metadata and is left out.
+pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() != "-" {
+            stamp(p, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// One file as [`fingerprint`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path, out: &mut Vec<FileStamp>) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_dir() {
+        for e in manifest_entries(path)? {
+            stamp(&e, out)?;
+        }
+        return Ok(());
+    }
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    out.push(FileStamp { path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok(), inode });
+    Ok(())
+}
+
+/// A directory's manifest files and subdirectories, sorted.
+fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|e| e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
 fn collect(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for e in entries {
-            let is_manifest = e.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json");
-            if e.is_dir() || is_manifest {
-                collect(&e, out)?;
-            }
+        for e in manifest_entries(path)? {
+            collect(&e, out)?;
         }
         return Ok(());
     }
@@ -46,4 +88,31 @@ fn collect(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), String> {
     let text = String::from_utf8(bytes).map_err(|e| format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
     out.push((path.display().to_string(), text));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_when_a_manifest_is_replaced_and_ignores_other_files() {
+        let dir = std::env::temp_dir().join(format!("veer-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("dir");
+        std::fs::write(dir.join("a.yaml"), "a: 1\n").expect("write");
+        std::fs::write(dir.join("sub/b.yml"), "b: 1\n").expect("write");
+        let paths = [dir.clone()];
+        let first = fingerprint(&paths).expect("stamps");
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert_eq!(fingerprint(&paths).expect("stamps"), first, "nothing changed");
+        // Not a manifest: not looked at.
+        std::fs::write(dir.join("notes.txt"), "x").expect("write");
+        assert_eq!(fingerprint(&paths).expect("stamps"), first);
+        // Replaced the way editors and config tools do it: a new file renamed over the old one,
+        // same size.
+        std::fs::write(dir.join(".a.new"), "a: 2\n").expect("write");
+        std::fs::rename(dir.join(".a.new"), dir.join("a.yaml")).expect("rename");
+        assert_ne!(fingerprint(&paths).expect("stamps"), first, "the replaced file went unnoticed");
+        assert!(fingerprint(&[dir.join("missing.yaml")]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -23,13 +23,17 @@ use crate::mesh::Remote;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Unhealthy};
 
+/// Looks at the manifest files' metadata between two full reads of their contents.
+const READ_ANYWAY_EVERY: u32 = 20;
+
 /// Where the node's manifests come from and who it is.
 #[derive(Clone, Debug)]
 pub struct ControlConfig {
     pub files: Vec<PathBuf>,
     pub cluster: String,
     pub labels: Labels,
-    /// How often manifest files are checked for changes.
+    /// How often manifest files are checked for changes (by their metadata; their contents
+    /// are read when it changed, and every 20 checks regardless).
     pub reload_every: Duration,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,
@@ -82,6 +86,9 @@ pub struct Control {
     metrics: Arc<Metrics>,
     set: ManifestSet,
     sources: Vec<(String, String)>,
+    /// The manifest files' metadata at the last look, and looks since they were last read.
+    stamps: Option<Vec<veer_model::files::FileStamp>>,
+    looks_since_read: u32,
     detectors: HashMap<String, OutlierDetector<String>>,
     next_sweep: HashMap<String, Duration>,
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
@@ -129,6 +136,8 @@ impl Control {
             metrics,
             set,
             sources,
+            stamps: None,
+            looks_since_read: 0,
             detectors: HashMap::new(),
             next_sweep: HashMap::new(),
             pending: HashSet::new(),
@@ -373,6 +382,15 @@ impl Control {
     }
 
     fn reload(&mut self) {
+        // Metadata first: most looks find nothing changed and read nothing. Every so often the
+        // files are read anyway, for a change that kept a file's size, time and inode.
+        let stamps = veer_model::files::fingerprint(&self.cfg.files).ok();
+        self.looks_since_read += 1;
+        if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY {
+            return;
+        }
+        self.stamps = stamps;
+        self.looks_since_read = 0;
         let sources = match veer_model::files::read_paths(&self.cfg.files) {
             Ok(s) => s,
             Err(e) => {

@@ -60,7 +60,7 @@ pub struct MeshConfig {
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(500), limits: Limits::default(), dns: None, mesh: None, workers: 1 }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1 }
     }
 }
 
