@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod control;
+pub mod cpus;
 pub mod events;
 pub mod forward;
 pub mod hop_by_hop;

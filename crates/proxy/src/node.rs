@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// address (SO_REUSEPORT, the kernel spreads connections) and its own upstream pools, so a
     /// request never crosses threads (thread per core, as nginx and pingora do).
     pub workers: usize,
+    /// The CPU each worker is kept on, in worker order (see [`crate::cpus::plan`]); `None`
+    /// leaves them to the scheduler. The first worker is the thread `start` runs on: it is
+    /// pinned once the node's other threads (control loop included, which stays free) exist.
+    pub worker_cpus: Option<Vec<usize>>,
 }
 
 /// How a node joins the mesh.
@@ -60,7 +64,7 @@ pub struct MeshConfig {
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1 }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1, worker_cpus: None }
     }
 }
 
@@ -185,9 +189,13 @@ impl Node {
         tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
+            let cpu = cfg.worker_cpus.as_ref().and_then(|c| c.get(i + 1).copied());
             let thread = std::thread::Builder::new()
                 .name(format!("veer-worker-{}", i + 1))
                 .spawn(move || {
+                    if let Some(Err(e)) = cpu.map(crate::cpus::pin_current_thread) {
+                        tracing::warn!(target: "veer::node", "worker {} left to the scheduler: {e}", i + 1);
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => return tracing::error!(target: "veer::node", "worker {} cannot start: {e}", i + 1),
@@ -201,6 +209,13 @@ impl Node {
                 })
                 .map_err(|e| format!("cannot start worker thread: {e}"))?;
             threads.push(thread);
+        }
+        if let Some(cpus) = &cfg.worker_cpus {
+            match cpus.first().map(|&cpu| crate::cpus::pin_current_thread(cpu)) {
+                Some(Ok(())) => tracing::info!(target: "veer::node", "workers pinned to CPUs {cpus:?}"),
+                Some(Err(e)) => tracing::warn!(target: "veer::node", "the first worker is left to the scheduler: {e}"),
+                None => {}
+            }
         }
         let routes_shared = shared.clone();
         let state = Arc::new(AdminState {

@@ -82,6 +82,11 @@ enum Command {
         /// (SO_REUSEPORT) and upstream pools; the first also runs the control loop, admin and DNS.
         #[arg(long)]
         workers: Option<usize>,
+        /// Leave the workers to the scheduler. By default two or more workers are each kept on
+        /// a CPU of their own (of those this process may use, when there are enough), so two
+        /// never queue behind each other on one CPU.
+        #[arg(long)]
+        no_pin_workers: bool,
         /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
@@ -241,7 +246,7 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } => {
             init_logs(log_json);
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
             cfg.labels = labels.into_iter().collect();
@@ -257,6 +262,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 aging: veer_proxy::mesh::peers::Aging { stale_after: peer_stale_after, unhealthy_after: peer_unhealthy_after, forget_after: peer_forget_after, ..Default::default() },
             });
             cfg.workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            if !no_pin_workers {
+                cfg.worker_cpus = veer_proxy::cpus::plan(cfg.workers);
+            }
             // Thread per core: this thread's runtime is the first worker; the node starts the others.
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?.block_on(run_node(cfg))
         }
