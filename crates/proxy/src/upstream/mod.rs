@@ -214,8 +214,7 @@ async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, body: RequestB
     conn.out.clear();
     match body {
         RequestBody::Buffered(data) => {
-            // A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
-            let framing = if !data.is_empty() || head.headers.contains_key(http::header::CONTENT_LENGTH) { RequestFraming::Length(data.len() as u64) } else { RequestFraming::None };
+            let framing = if data.is_empty() { empty_body_framing(head.headers) } else { RequestFraming::Length(data.len() as u64) };
             codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, framing);
             conn.out.extend_from_slice(&data);
         }
@@ -234,14 +233,19 @@ async fn exchange(conn: &mut UpstreamConn, head: RequestHead<'_>, body: RequestB
     }
 }
 
+/// A client that said `Content-Length: 0` hears it said again; otherwise no body needs no header.
+fn empty_body_framing(headers: &HeaderMap) -> RequestFraming {
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        RequestFraming::Length(0)
+    } else {
+        RequestFraming::None
+    }
+}
+
 /// Writes the head and a streaming body, leaving its last piece in `conn.out`.
 async fn write_streaming(conn: &mut UpstreamConn, head: &RequestHead<'_>, mut body: Body) -> Result<(), UpstreamError> {
     let framing = if body.is_end_stream() {
-        if head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            RequestFraming::Length(0)
-        } else {
-            RequestFraming::None
-        }
+        empty_body_framing(head.headers)
     } else {
         match body.size_hint().exact() {
             Some(n) => RequestFraming::Length(n),
