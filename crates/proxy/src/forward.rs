@@ -252,7 +252,8 @@ enum Failure {
     /// The connection broke, or the upstream's answer made no sense; why, for the client.
     Reset(String),
     Timeout,
-    Status(Response<ResponseBody>),
+    /// Boxed: kept across the retry loop, and rare, it would otherwise enlarge every request.
+    Status(Box<Response<ResponseBody>>),
 }
 
 /// Handles one downstream request.
@@ -282,13 +283,13 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
     // request costs one timer, not two.
     // Reading the clock costs a vDSO call each time; the request's start serves for both.
     let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
-    let (response, priority, cluster) = Box::pin(forward(shared, upstreams, &dest, budget.as_deref(), req, deadline)).await;
+    let (parts, body) = req.into_parts();
+    let (response, priority, cluster) = forward(shared, upstreams, &dest, budget.as_deref(), parts, body, deadline).await;
     shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
-async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, req: Request<Incoming>, deadline: tokio::time::Instant) -> (Response<ResponseBody>, usize, Option<Arc<str>>) {
-    let (parts, body) = req.into_parts();
+async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, parts: http::request::Parts, body: Incoming, deadline: tokio::time::Instant) -> (Response<ResponseBody>, usize, Option<Arc<str>>) {
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
     let use_h2 = dest.http2 || (grpc && parts.version == Version::HTTP_2);
@@ -362,51 +363,17 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     Err(_) => Err(Failure::Timeout),
                 }
             }
+            // Every other way (HTTP/2, a name, a peer's gateway) has its own function, boxed, so its
+            // state does not enlarge every request's future.
             (via, _) => {
-                let mut uri_parts = http::uri::Parts::default();
-                uri_parts.scheme = Some(http::uri::Scheme::HTTP);
-                uri_parts.authority = Some(upstream.authority.clone());
-                uri_parts.path_and_query = Some(path_and_query.clone());
-                let Ok(uri) = Uri::from_parts(uri_parts) else {
-                    return (local(StatusCode::BAD_REQUEST, "bad request path"), 0, None);
-                };
-                let mut up = Request::new(body.boxed());
-                *up.method_mut() = parts.method.clone();
-                *up.uri_mut() = uri;
-                *up.headers_mut() = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
-                *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-                if use_h2 {
-                    up.headers_mut().remove(header::HOST);
-                }
-                match via {
-                    None => {
-                        let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
-                        match tokio::time::timeout_at(try_deadline, Box::pin(client.request(up))).await {
-                            Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
-                            Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
-                            Err(_) => Err(Failure::Timeout),
-                        }
+                let head = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
+                match Box::pin(send_by_client(shared, upstreams, dest, upstream, via.as_ref(), use_h2, &parts.method, &path_and_query, head, body, try_deadline)).await {
+                    ClientAttempt::Done(result) => result,
+                    ClientAttempt::GatewayFailed(failure) => {
+                        gateway_failed = true;
+                        Err(failure)
                     }
-                    Some(link) => match tokio::time::timeout_at(try_deadline, Box::pin(link.send_to(&upstream.key, use_h2, up))).await {
-                        Ok(Ok(resp)) => match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
-                            // The remote gateway answered for one endpoint behind it: blame that one.
-                            Some(b"connect" | b"refused") => Err(Failure::Connect),
-                            Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
-                            _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                        },
-                        Ok(Err(e)) => {
-                            // The gateway itself is gone: the whole cluster is one failure domain, and
-                            // no endpoint behind it is to blame.
-                            report_gateway(shared, dest, upstream, &e.to_string());
-                            gateway_failed = true;
-                            Err(match e {
-                                LinkError::Connect(_) => Failure::Connect,
-                                LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
-                            })
-                        }
-                        Err(_) => Err(Failure::Timeout),
-                    },
+                    ClientAttempt::BadPath => return (local(StatusCode::BAD_REQUEST, "bad request path"), 0, None),
                 }
             }
         };
@@ -414,7 +381,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_server_error() && retriable_status(dest, status.as_u16()) {
-                    Failure::Status(resp)
+                    Failure::Status(Box::new(resp))
                 } else {
                     report(shared, dest, ep, Outcome::Http(status.as_u16()), false);
                     return (respond(resp, upstream, tried.attempts(), !hop_by_hop_removed), upstream.priority, Some(upstream.cluster.clone()));
@@ -455,12 +422,71 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     match last {
         Some((Failure::Status(resp), ep)) => {
             let upstream = &dest.upstreams[ep];
-            (respond(resp, upstream, tried.attempts(), true), upstream.priority, Some(upstream.cluster.clone()))
+            (respond(*resp, upstream, tried.attempts(), true), upstream.priority, Some(upstream.cluster.clone()))
         }
         Some((Failure::Connect, ep)) => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         Some((Failure::Reset(why), ep)) => (local(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         Some((Failure::Timeout, ep)) => (local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
         None => (local(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
+    }
+}
+
+/// How a try through one of hyper's clients (or a peer link) went.
+enum ClientAttempt {
+    Done(Result<Response<ResponseBody>, Failure>),
+    /// The peer cluster's gateway could not be reached (already reported for the cluster).
+    GatewayFailed(Failure),
+    /// The request's path makes no URI with the upstream's authority.
+    BadPath,
+}
+
+/// One try through hyper's HTTP/1.1 or HTTP/2 client, or through the link to a peer cluster's
+/// gateway.
+#[allow(clippy::too_many_arguments)]
+async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState, upstream: &crate::snapshot::Upstream, via: Option<&Arc<crate::mesh::link::PeerLink>>, use_h2: bool, method: &Method, path_and_query: &http::uri::PathAndQuery, headers: http::HeaderMap, body: RequestBody, try_deadline: tokio::time::Instant) -> ClientAttempt {
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+    uri_parts.authority = Some(upstream.authority.clone());
+    uri_parts.path_and_query = Some(path_and_query.clone());
+    let Ok(uri) = Uri::from_parts(uri_parts) else {
+        return ClientAttempt::BadPath;
+    };
+    let mut up = Request::new(body.boxed());
+    *up.method_mut() = method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    *up.version_mut() = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    if use_h2 {
+        up.headers_mut().remove(header::HOST);
+    }
+    match via {
+        None => {
+            let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
+            ClientAttempt::Done(match tokio::time::timeout_at(try_deadline, client.request(up)).await {
+                Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
+                Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
+                Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
+                Err(_) => Err(Failure::Timeout),
+            })
+        }
+        Some(link) => match tokio::time::timeout_at(try_deadline, link.send_to(&upstream.key, use_h2, up)).await {
+            Ok(Ok(resp)) => ClientAttempt::Done(match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
+                // The remote gateway answered for one endpoint behind it: blame that one.
+                Some(b"connect" | b"refused") => Err(Failure::Connect),
+                Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
+                _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
+            }),
+            Ok(Err(e)) => {
+                // The gateway itself is gone: the whole cluster is one failure domain, and
+                // no endpoint behind it is to blame.
+                report_gateway(shared, dest, upstream, &e.to_string());
+                ClientAttempt::GatewayFailed(match e {
+                    LinkError::Connect(_) => Failure::Connect,
+                    LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
+                })
+            }
+            Err(_) => ClientAttempt::Done(Err(Failure::Timeout)),
+        },
     }
 }
 

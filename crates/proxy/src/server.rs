@@ -190,13 +190,16 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             let (ctx, state) = (ctx.clone(), state.clone());
             let permit = AdmissionLimit::try_admit(&ctx.in_flight);
             state.begin(&req);
-            async move {
+            // Boxed here, once: hyper moves a request's future several times before it first
+            // polls it (more for HTTP/2 streams), and a pointer moves cheaper than its ~1 KiB.
+            let response: ServiceFuture = Box::pin(async move {
                 let resp = match permit {
                     Some(_permit) => handle(&ctx.shared, &ctx.upstreams, req).await,
                     None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight").map(ResponseBody::Other),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard: InFlight(state) }))
-            }
+            });
+            response
         })
     };
     match is_h2(&stream, ctx.idle_timeout, &mut stop).await {
@@ -364,6 +367,9 @@ impl Drop for Admitted {
 
 /// A response body that tells its connection when it is done.
 type Tracked = Guarded<ResponseBody, InFlight>;
+
+/// A downstream request's whole handling, as hyper holds it.
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<hyper::Response<Tracked>, Infallible>> + Send>>;
 
 /// Counts one response in flight on a connection, until dropped with its body.
 struct InFlight(Arc<ConnState>);
