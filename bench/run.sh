@@ -43,6 +43,7 @@ fi
 : "${BACKEND_WORKERS:=1}"
 : "${THREAD_LIMIT:=auto}"          # auto | flags | taskset
 : "${BENCH_PORT_BASE:=28000}"
+: "${PEER_PIN:=1}"                 # 1: HAProxy and nginx pin 2+ workers as veer does; 0: nobody pins
 : "${SKIP_INSTALL:=0}" "${SKIP_BUILD:=0}"
 
 P=$BENCH_PORT_BASE
@@ -111,8 +112,18 @@ if [ "$THREAD_LIMIT" = auto ]; then
     if grep -q -- '--workers' <<<"$VEER_RUN_HELP"; then THREAD_LIMIT=flags; else THREAD_LIMIT=taskset; fi
 fi
 cpus_for() { [ "$1" = 1 ] && echo 0 || echo "0-$(($1 - 1))"; }
-veer_workers_args() { [ "$THREAD_LIMIT" = flags ] && echo "--workers $1" || true; }
+veer_workers_args() {
+    [ "$THREAD_LIMIT" = flags ] || return 0
+    echo "--workers $1"
+    [ "$PEER_PIN" = 1 ] || echo "--no-pin-workers"
+}
 pin_for() { [ "$THREAD_LIMIT" = taskset ] && cpus_for "$1" || true; }
+# Pinning: veer keeps each of 2+ workers on a CPU of its own by default; HAProxy and nginx get
+# their own setting for the same (Envoy has none). PEER_PIN=0 leaves them unpinned and runs veer
+# with --no-pin-workers. One worker is never pinned, for any proxy.
+peer_pin() { [ "$PEER_PIN" = 1 ] && [ "$THREAD_LIMIT" = flags ] && [ "$1" -ge 2 ]; }
+nginx_cpu_affinity() { peer_pin "$1" && echo "worker_cpu_affinity auto;" || true; }
+haproxy_cpu_map() { peer_pin "$1" && echo "cpu-map auto:1/1-$1 0-$(($1 - 1))" || true; }
 log "results in ${OUT#"$ROOT"/}; thread limit: $THREAD_LIMIT; quick=$QUICK reps=$REPS cases: $CASES"
 
 has_case() { [[ " $CASES " == *" $1 "* ]]; }
@@ -146,11 +157,11 @@ start_tput_proxy() {
         render "$BENCH/conf/proxy.envoy.yaml" "$dir/envoy.yaml" LISTEN_PORT=$PROXY_PORT ADMIN_PORT=$ADMIN_PORT B1_PORT=$B1_PORT B2_PORT=$B2_PORT
         start_bg "$dir/envoy.log" "$ENVOY" -c "$dir/envoy.yaml" --concurrency "$workers" --disable-hot-restart --log-level warn ;;
     haproxy)
-        render "$BENCH/conf/proxy.haproxy.cfg" "$dir/haproxy.cfg" THREADS="$workers" MAXCONN="$maxconn" LISTEN_PORT=$PROXY_PORT B1_PORT=$B1_PORT B2_PORT=$B2_PORT
+        render "$BENCH/conf/proxy.haproxy.cfg" "$dir/haproxy.cfg" THREADS="$workers" MAXCONN="$maxconn" CPU_MAP="$(haproxy_cpu_map "$workers")" LISTEN_PORT=$PROXY_PORT B1_PORT=$B1_PORT B2_PORT=$B2_PORT
         start_bg "$dir/haproxy.log" haproxy -db -f "$dir/haproxy.cfg" ;;
     nginx)
         H2PORT=$PROXY_H2_PORT
-        render "$BENCH/conf/proxy.nginx.conf" "$dir/nginx.conf" THREADS="$workers" WORKER_CONNECTIONS=16384 \
+        render "$BENCH/conf/proxy.nginx.conf" "$dir/nginx.conf" THREADS="$workers" WORKER_CONNECTIONS=16384 CPU_AFFINITY="$(nginx_cpu_affinity "$workers")" \
             LISTEN_PORT=$PROXY_PORT H2_PORT=$PROXY_H2_PORT B1_PORT=$B1_PORT B2_PORT=$B2_PORT
         start_nginx "proxy-tput" "$dir/nginx.conf" ;;
     esac
@@ -468,7 +479,12 @@ T_END=$(date +%s)
     echo "Versions: veer $(grep '^veer:' "$OUT/env.txt" | cut -d' ' -f3-); Envoy $(grep '^envoy:' "$OUT/env.txt" | cut -d' ' -f2-);" \
         "$(grep '^haproxy:' "$OUT/env.txt" | cut -d' ' -f2- | cut -d' ' -f1-3); nginx $(grep '^nginx:' "$OUT/env.txt" | cut -d' ' -f2-)."
     if [ "$THREAD_LIMIT" = flags ]; then
-        echo "Workers: veer --workers N, Envoy --concurrency N, HAProxy nbthread N, nginx worker_processes N; nothing pinned."
+        if [ "$PEER_PIN" = 1 ]; then
+            PINNING="with 2 workers each is kept on a CPU of its own (veer by default, HAProxy cpu-map, nginx worker_cpu_affinity auto; Envoy has no such setting); 1 worker is never pinned"
+        else
+            PINNING="nothing pinned (PEER_PIN=0, veer --no-pin-workers)"
+        fi
+        echo "Workers: veer --workers N, Envoy --concurrency N, HAProxy nbthread N, nginx worker_processes N; $PINNING."
     else
         echo "Workers: veer has no worker-thread flag, so EVERY proxy runs under taskset on N CPUs (taskset -c 0 or 0-1)," \
             "besides Envoy --concurrency N, HAProxy nbthread N, nginx worker_processes N."
