@@ -14,7 +14,7 @@ use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
-use crate::forward::{OutcomeReport, RetryBudget, Shared};
+use crate::forward::{OutcomeReport, Shared};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::PeerLink;
@@ -221,7 +221,7 @@ impl Control {
                 }
                 _ = reload.tick() => self.reload(),
                 _ = refill.tick() => {
-                    for b in self.shared.budgets.load().values() { b.refill(); }
+                    for d in &self.shared.snapshot.load().destinations { d.budget.refill(); }
                 }
                 // A node dropped without stop() drops the sender: that ends the loop too.
                 changed = shutdown.changed() => {
@@ -472,16 +472,15 @@ impl Control {
             }
             None => &self.set,
         };
-        let snap = match Snapshot::build_meshed(set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
+        let mut snap = match Snapshot::build_meshed(set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
                 return;
             }
         };
-        // Keep detectors, budgets and health checks in step with the destinations.
-        let mut budgets = crate::FastMap::default();
-        let old_budgets = self.shared.budgets.load();
+        snap.keep_budgets(&self.shared.snapshot.load());
+        // Keep detectors and health checks in step with the destinations.
         let mut live_checks = HashSet::new();
         let mut keys = HashSet::new();
         for d in &snap.destinations {
@@ -495,7 +494,6 @@ impl Control {
                     self.detectors.insert(key.clone(), OutlierDetector::new(config, hosts));
                 }
             }
-            budgets.insert(d.key.clone(), old_budgets.get(&d.key).cloned().unwrap_or_else(|| Arc::new(RetryBudget::new())));
             if let Some(check) = &d.resilience.active_health_check {
                 for u in &d.upstreams {
                     let id = (key.clone(), u.key.to_string());
@@ -519,7 +517,6 @@ impl Control {
             }
             keep
         });
-        self.shared.budgets.store(Arc::new(budgets));
         self.shared.snapshot.store(Arc::new(snap));
     }
 

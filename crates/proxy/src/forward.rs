@@ -96,6 +96,7 @@ pub struct RetryBudget {
 impl RetryBudget {
     const PER_REQUEST: i64 = 200;
     const PER_RETRY: i64 = 1000;
+    const DEPOSIT_EVERY: u32 = 16;
     const CAP: i64 = 100_000;
     /// What the control loop tops the budget up to every second (10 retries).
     pub const RESERVE: i64 = 10_000;
@@ -104,9 +105,12 @@ impl RetryBudget {
         RetryBudget { milli_tokens: AtomicI64::new(Self::RESERVE) }
     }
 
-    fn deposit(&self) {
-        if self.milli_tokens.load(Ordering::Relaxed) < Self::CAP {
-            self.milli_tokens.fetch_add(Self::PER_REQUEST, Ordering::Relaxed);
+    /// Credits one request. Every worker writes here, and a write pulls the line away from the
+    /// other workers' cores, so one request in [`Self::DEPOSIT_EVERY`] (drawn by `roll`, uniform)
+    /// deposits for that many: the same credit on average, a sixteenth of the writes.
+    fn deposit(&self, roll: u32) {
+        if roll.is_multiple_of(Self::DEPOSIT_EVERY) && self.milli_tokens.load(Ordering::Relaxed) < Self::CAP {
+            self.milli_tokens.fetch_add(Self::PER_REQUEST * i64::from(Self::DEPOSIT_EVERY), Ordering::Relaxed);
         }
     }
 
@@ -152,8 +156,6 @@ pub struct Shared {
     pub http2: Client<HttpConnector, Body>,
     pub outcomes: mpsc::UnboundedSender<OutcomeReport>,
     pub metrics: Arc<Metrics>,
-    /// Retry budgets by destination key; replaced with the snapshot.
-    pub budgets: ArcSwap<crate::FastMap<Arc<str>, Arc<RetryBudget>>>,
     /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
     pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
 }
@@ -275,21 +277,20 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
             }
         }
     };
-    let budget = shared.budgets.load().get(&dest.key).cloned();
-    if let Some(b) = &budget {
-        b.deposit();
-    }
+    dest.budget.deposit(fastrand::u32(..));
     // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
     // request costs one timer, not two.
     // Reading the clock costs a vDSO call each time; the request's start serves for both.
     let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
     let (parts, body) = req.into_parts();
-    let (response, priority, cluster) = forward(shared, upstreams, &dest, budget.as_deref(), parts, body, deadline).await;
-    shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster.as_deref().unwrap_or(""), priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
+    let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, deadline).await;
+    let (priority, cluster) = answered_by.map_or((0, ""), |ep| (dest.upstreams[ep].priority, &*dest.upstreams[ep].cluster));
+    shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster, priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
-async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budget: Option<&RetryBudget>, parts: http::request::Parts, body: Incoming, deadline: tokio::time::Instant) -> (Response<ResponseBody>, usize, Option<Arc<str>>) {
+/// Returns the response and the endpoint whose answer (or failure) it carries, if one was tried.
+async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts: http::request::Parts, body: Incoming, deadline: tokio::time::Instant) -> (Response<ResponseBody>, Option<usize>) {
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
     let use_h2 = dest.http2 || (grpc && parts.version == Version::HTTP_2);
@@ -303,8 +304,8 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
         match tokio::time::timeout_at(deadline, Box::pin(body.collect())).await {
             Ok(Ok(c)) => buffered = Some(c.to_bytes()),
-            Ok(Err(_)) => return (local(StatusCode::BAD_REQUEST, "request body could not be read"), 0, None),
-            Err(_) => return (local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), 0, None),
+            Ok(Err(_)) => return (local(StatusCode::BAD_REQUEST, "request body could not be read"), None),
+            Err(_) => return (local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), None),
         }
     } else {
         buffered = None;
@@ -331,7 +332,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
         // The budget guards a failing priority against retry storms: a retry that stays in a
         // priority already tried spends it; one that fails over to a priority not yet tried is
         // what failover is for, and adds at most one try per request to a healthy tier.
-        if tried.attempts() > 0 && tried.has_priority(upstream.priority) && !budget.is_none_or(RetryBudget::withdraw) {
+        if tried.attempts() > 0 && tried.has_priority(upstream.priority) && !dest.budget.withdraw() {
             shared.metrics.retry_budget_exhausted(&dest.key);
             break;
         }
@@ -373,7 +374,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                         gateway_failed = true;
                         Err(failure)
                     }
-                    ClientAttempt::BadPath => return (local(StatusCode::BAD_REQUEST, "bad request path"), 0, None),
+                    ClientAttempt::BadPath => return (local(StatusCode::BAD_REQUEST, "bad request path"), None),
                 }
             }
         };
@@ -384,7 +385,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
                     Failure::Status(Box::new(resp))
                 } else {
                     report(shared, dest, ep, Outcome::Http(status.as_u16()), false);
-                    return (respond(resp, upstream, tried.attempts(), !hop_by_hop_removed), upstream.priority, Some(upstream.cluster.clone()));
+                    return (respond(resp, upstream, tried.attempts(), !hop_by_hop_removed), Some(ep));
                 }
             }
             Err(f) => f,
@@ -422,12 +423,12 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, budge
     match last {
         Some((Failure::Status(resp), ep)) => {
             let upstream = &dest.upstreams[ep];
-            (respond(*resp, upstream, tried.attempts(), true), upstream.priority, Some(upstream.cluster.clone()))
+            (respond(*resp, upstream, tried.attempts(), true), Some(ep))
         }
-        Some((Failure::Connect, ep)) => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        Some((Failure::Reset(why), ep)) => (local(StatusCode::BAD_GATEWAY, &why), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        Some((Failure::Timeout, ep)) => (local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), dest.upstreams[ep].priority, Some(dest.upstreams[ep].cluster.clone())),
-        None => (local(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), 0, None),
+        Some((Failure::Connect, ep)) => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), Some(ep)),
+        Some((Failure::Reset(why), ep)) => (local(StatusCode::BAD_GATEWAY, &why), Some(ep)),
+        Some((Failure::Timeout, ep)) => (local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), Some(ep)),
+        None => (local(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), None),
     }
 }
 
@@ -536,3 +537,47 @@ fn attempts_header(n: usize) -> HeaderValue {
         n => HeaderValue::from(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RetryBudget;
+
+    fn retries_available(b: &RetryBudget) -> usize {
+        std::iter::from_fn(|| b.withdraw().then_some(())).count()
+    }
+
+    #[test]
+    fn one_roll_in_sixteen_deposits_for_sixteen_requests() {
+        let b = RetryBudget::new();
+        assert_eq!(retries_available(&b), 10, "the reserve pays for 10 retries");
+        for roll in 1..16 {
+            b.deposit(roll);
+        }
+        assert_eq!(retries_available(&b), 0, "rolls that are not a multiple of 16 deposit nothing");
+        b.deposit(32);
+        // 16 requests x 20% = 3.2 retries.
+        assert_eq!(retries_available(&b), 3);
+    }
+
+    #[test]
+    fn over_every_roll_each_request_adds_a_fifth_of_a_retry() {
+        let b = RetryBudget::new();
+        let _ = retries_available(&b);
+        // 400 consecutive rolls hold each residue mod 16 equally often, as uniform rolls do on
+        // average: 400 requests x 20% = 80 retries, exactly.
+        for roll in 1000..1400 {
+            b.deposit(roll);
+        }
+        assert_eq!(retries_available(&b), 80);
+    }
+
+    #[test]
+    fn the_budget_never_exceeds_its_cap() {
+        let b = RetryBudget::new();
+        for _ in 0..10_000 {
+            b.deposit(0);
+        }
+        assert!(retries_available(&b) <= (RetryBudget::CAP / RetryBudget::PER_RETRY) as usize + 3);
+    }
+}
+

@@ -98,28 +98,50 @@ fn duration_histogram() -> DurationHistogram {
     DurationHistogram::new(exponential_buckets(DURATION_START, DURATION_FACTOR, DURATION_BUCKETS))
 }
 
-/// A histogram that every worker updates with atomic adds alone. prometheus-client's own
-/// takes a mutex on each observation, and every worker observes every request.
+/// A histogram that every worker updates with plain atomic adds on cells of its own.
+/// prometheus-client's own takes a mutex on each observation; and cells two workers both add
+/// to would move between their cores on every request. A scrape sums the workers' cells.
 #[derive(Clone, Debug)]
-pub struct DurationHistogram(Arc<HistogramCells>);
+pub struct DurationHistogram(Arc<HistogramShards>);
+
+#[derive(Debug)]
+struct HistogramShards {
+    /// Upper bounds, ascending; the last bucket (+Inf) has none.
+    bounds: Arc<[f64]>,
+    /// One set of cells per worker that has observed into this histogram.
+    shards: Mutex<Vec<Arc<HistogramCells>>>,
+}
 
 #[derive(Debug)]
 struct HistogramCells {
-    /// Upper bounds, ascending; the last bucket (+Inf) has none.
-    bounds: Box<[f64]>,
+    bounds: Arc<[f64]>,
     /// Observations per bucket (not cumulative), one more than `bounds`.
     counts: Box<[AtomicU64]>,
     /// Sum of the observations in nanoseconds: an integer, so one `fetch_add` adds it.
     sum_nanos: AtomicU64,
 }
 
+/// One worker's cells of a [`DurationHistogram`].
+#[derive(Debug)]
+pub struct HistogramShard(Arc<HistogramCells>);
+
 impl DurationHistogram {
     fn new(bounds: impl Iterator<Item = f64>) -> Self {
-        let bounds: Box<[f64]> = bounds.filter(|b| b.is_finite()).collect();
-        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        DurationHistogram(Arc::new(HistogramCells { bounds, counts, sum_nanos: AtomicU64::new(0) }))
+        let bounds: Arc<[f64]> = bounds.filter(|b| b.is_finite()).collect();
+        DurationHistogram(Arc::new(HistogramShards { bounds, shards: Mutex::new(Vec::new()) }))
     }
 
+    /// New cells for one worker, counted in every scrape from now on.
+    pub fn shard(&self) -> HistogramShard {
+        let bounds = self.0.bounds.clone();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        let cells = Arc::new(HistogramCells { bounds, counts, sum_nanos: AtomicU64::new(0) });
+        self.0.shards.lock().unwrap_or_else(|e| e.into_inner()).push(cells.clone());
+        HistogramShard(cells)
+    }
+}
+
+impl HistogramShard {
     /// Records one observation of `seconds` (finite and not negative).
     pub fn observe(&self, seconds: f64) {
         let cells = &*self.0;
@@ -136,11 +158,53 @@ impl TypedMetric for DurationHistogram {
 
 impl EncodeMetric for DurationHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let cells = &*self.0;
-        let buckets: Vec<(f64, u64)> = cells.bounds.iter().copied().chain(std::iter::once(f64::INFINITY)).zip(cells.counts.iter().map(|c| c.load(Ordering::Relaxed))).collect();
+        let mut counts = vec![0u64; self.0.bounds.len() + 1];
+        let mut sum_nanos = 0u64;
+        for cells in self.0.shards.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (total, c) in counts.iter_mut().zip(cells.counts.iter()) {
+                *total += c.load(Ordering::Relaxed);
+            }
+            sum_nanos = sum_nanos.saturating_add(cells.sum_nanos.load(Ordering::Relaxed));
+        }
+        let buckets: Vec<(f64, u64)> = self.0.bounds.iter().copied().chain(std::iter::once(f64::INFINITY)).zip(counts).collect();
         // The count is the buckets' total, so a scrape never shows them disagree.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        encoder.encode_histogram::<NoLabelSet>(cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9, count, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum_nanos as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// One worker's cell of a [`ShardedCounter`].
+type CounterCell = Arc<AtomicU64>;
+
+/// A counter that every worker increments in a cell of its own, for the reason given at
+/// [`DurationHistogram`]; a scrape sums the cells.
+#[derive(Clone, Debug, Default)]
+pub struct ShardedCounter(Arc<Mutex<Vec<CounterCell>>>);
+
+impl ShardedCounter {
+    /// A new cell for one worker, counted in every scrape from now on.
+    pub fn shard(&self) -> CounterCell {
+        let cell = Arc::new(AtomicU64::new(0));
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(cell.clone());
+        cell
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for ShardedCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for ShardedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -154,16 +218,16 @@ impl EncodeMetric for DurationHistogram {
 /// this cache is keyed so it can be probed with the borrowed `&str`s instead.
 #[derive(Debug)]
 struct DestinationCache {
-    duration: DurationHistogram,
-    /// cluster → (priority, status) → counter.
-    requests: FastMap<Box<str>, FastMap<(u32, u16), Counter>>,
+    duration: HistogramShard,
+    /// cluster → (priority, status) → this worker's cell of the counter.
+    requests: FastMap<Box<str>, FastMap<(u32, u16), CounterCell>>,
 }
 
 /// Every metric veer exports, registered under the `veer_` prefix.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, ShardedCounter>,
     request_duration: HistogramFamily,
     retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<DestinationLabels, Counter>,
@@ -198,7 +262,7 @@ impl Metrics {
     /// A fresh registry with every family registered (and empty apart from the reload counters).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("veer");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, ShardedCounter>::default();
         let request_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let retries = Family::<RetryLabels, Counter>::default();
         let retry_budget_exhausted = Family::<DestinationLabels, Counter>::default();
@@ -327,7 +391,7 @@ impl Metrics {
         let mut hot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(dest) = hot.get(destination) {
             if let Some(counter) = dest.requests.get(cluster).and_then(|by_key| by_key.get(&(priority, status))) {
-                counter.inc();
+                counter.fetch_add(1, Ordering::Relaxed);
                 dest.duration.observe(seconds);
                 return;
             }
@@ -351,9 +415,10 @@ impl Metrics {
             .or_insert_with(|| DestinationCache {
                 duration: self
                     .request_duration
-                    .get_or_create_owned(&DestinationLabels {
+                    .get_or_create(&DestinationLabels {
                         destination: destination.to_owned(),
-                    }),
+                    })
+                    .shard(),
                 requests: FastMap::default(),
             });
         let counter = dest
@@ -362,14 +427,16 @@ impl Metrics {
             .or_default()
             .entry((priority, status))
             .or_insert_with(|| {
-                self.requests.get_or_create_owned(&RequestLabels {
-                    destination: destination.to_owned(),
-                    cluster: cluster.to_owned(),
-                    priority,
-                    status,
-                })
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        destination: destination.to_owned(),
+                        cluster: cluster.to_owned(),
+                        priority,
+                        status,
+                    })
+                    .shard()
             });
-        counter.inc();
+        counter.fetch_add(1, Ordering::Relaxed);
         dest.duration.observe(seconds);
     }
 

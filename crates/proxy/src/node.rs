@@ -122,7 +122,6 @@ impl Node {
             http2: control_clients.http2,
             outcomes: outcome_tx,
             metrics: metrics.clone(),
-            budgets: ArcSwap::from_pointee(Default::default()),
             peer_status: ArcSwap::from_pointee(Vec::new()),
         });
         // A meshed node proves who it is before it serves anything.

@@ -15,6 +15,7 @@ use veer_model::gateway::PathMatch;
 use veer_model::resolve::{self, Destination};
 use veer_model::set::ManifestSet;
 
+use crate::forward::RetryBudget;
 use crate::FastMap;
 
 use crate::mesh::link::PeerLink;
@@ -70,6 +71,10 @@ pub struct DestState {
     pub timeouts: Timeouts,
     pub http2: bool,
     pub report: Report,
+    /// This destination's retry budget. It lives as long as the destination does, across
+    /// health updates and reloads (see [`Snapshot::keep_budgets`]), and requests reach it
+    /// through the destination without a reference count of their own.
+    pub budget: Arc<RetryBudget>,
     /// The destination as resolved from the manifests, before health: what a health-only
     /// update rebuilds this state from without resolving the manifests again.
     resolved: Destination,
@@ -254,7 +259,7 @@ impl Snapshot {
         let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
         let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
-            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy, &remote)));
+            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy, &remote, Arc::default())));
             for h in hosts {
                 routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
             }
@@ -322,9 +327,23 @@ impl Snapshot {
         let destinations = self
             .destinations
             .iter()
-            .map(|d| if rebuild(&d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote)) } else { d.clone() })
+            .map(|d| if rebuild(&d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone())) } else { d.clone() })
             .collect();
         Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
+    }
+
+    /// Gives each destination of a freshly built snapshot the retry budget its key had in
+    /// `previous`, so a reload neither refills nor empties a budget.
+    pub fn keep_budgets(&mut self, previous: &Snapshot) {
+        let before: FastMap<&str, &Arc<RetryBudget>> = previous.destinations.iter().map(|d| (&*d.key, &d.budget)).collect();
+        for d in &mut self.destinations {
+            // Only a fresh build's destinations can be changed, and they are not shared yet.
+            if let Some(d) = Arc::get_mut(d) {
+                if let Some(b) = before.get(&*d.key) {
+                    d.budget = Arc::clone(b);
+                }
+            }
+        }
     }
 
     /// Every destination's report, for `/routes`.
@@ -333,7 +352,29 @@ impl Snapshot {
     }
 }
 
-fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy, remote: &Remote) -> DestState {
+/// The `x-veer-cluster` value for a cluster name. Every response carries one; a value made from
+/// a static string is copied without touching a reference count, which two workers would
+/// otherwise both write on every response. Names are interned, so memory is bounded by the
+/// distinct names ever seen, not by reloads.
+fn static_header_value(cluster: &str) -> http::HeaderValue {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    if http::HeaderValue::from_str(cluster).is_err() {
+        return http::HeaderValue::from_static("invalid");
+    }
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let name: &'static str = match names.get(cluster) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(cluster.to_owned().into_boxed_str());
+            names.insert(n);
+            n
+        }
+    };
+    // Checked above: `from_static` only panics on bytes a header value cannot hold.
+    http::HeaderValue::from_static(name)
+}
+
+fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy, remote: &Remote, budget: Arc<RetryBudget>) -> DestState {
     let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
     for e in &mut dest.endpoints {
@@ -360,7 +401,7 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
                 Address::Dns { host, port } => http::uri::Authority::try_from(format!("{host}:{port}").as_str()),
             }
             .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
-            let cluster_header = http::HeaderValue::from_str(&e.cluster).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+            let cluster_header = static_header_value(&e.cluster);
             let via = if e.cluster == remote.own { None } else { remote.links.get(&e.cluster).cloned() };
             let socket = match &e.address {
                 Address::Socket(s) => Some(*s),
@@ -392,6 +433,7 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
         timeouts.per_try = t.min(timeouts.request);
     }
     DestState {
+        budget,
         key: Arc::from(key.as_str()),
         upstreams,
         endpoints: dest.endpoints.clone(),

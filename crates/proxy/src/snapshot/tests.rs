@@ -98,3 +98,31 @@ fn unhealthy_endpoints_get_no_first_attempts() {
         assert_eq!(&*d.upstreams[ep].cluster, "east");
     }
 }
+
+#[test]
+fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
+    let first = snapshot(&Unhealthy::new());
+    let budget = &first.route("echo.demo", "/").expect("route").budget;
+
+    let mut down = Unhealthy::new();
+    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
+    let changed = std::collections::HashSet::from(["echo.demo.svc.cluster.local:80".to_string()]);
+    let health_update = first.with_health(&down, &changed, 2);
+    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", "/").expect("route").budget), "a health update keeps the budget");
+
+    let mut reload = snapshot(&Unhealthy::new());
+    assert!(!Arc::ptr_eq(budget, &reload.route("echo.demo", "/").expect("route").budget), "a fresh build starts with fresh budgets");
+    reload.keep_budgets(&health_update);
+    assert!(Arc::ptr_eq(budget, &reload.route("echo.demo", "/").expect("route").budget), "a reload keeps the budget of the same destination");
+}
+
+#[test]
+fn the_cluster_header_is_the_cluster_name_and_interned() {
+    let a = snapshot(&Unhealthy::new());
+    let b = snapshot(&Unhealthy::new());
+    let west = |s: &Snapshot| s.route("echo.demo", "/").expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
+    assert_eq!(west(&a), "west");
+    // Both builds point at one interned copy of the name: reloads do not grow memory.
+    assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());
+    assert_eq!(static_header_value("bad\nname"), "invalid");
+}
