@@ -358,19 +358,19 @@ impl Snapshot {
 /// distinct names ever seen, not by reloads.
 fn static_header_value(cluster: &str) -> http::HeaderValue {
     static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    if http::HeaderValue::from_str(cluster).is_err() {
-        return http::HeaderValue::from_static("invalid");
-    }
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
     let name: &'static str = match names.get(cluster) {
         Some(n) => n,
         None => {
+            if http::HeaderValue::from_str(cluster).is_err() {
+                return http::HeaderValue::from_static("invalid");
+            }
             let n: &'static str = Box::leak(cluster.to_owned().into_boxed_str());
             names.insert(n);
             n
         }
     };
-    // Checked above: `from_static` only panics on bytes a header value cannot hold.
+    // Only names a header value can hold are interned, so `from_static` cannot panic here.
     http::HeaderValue::from_static(name)
 }
 
