@@ -3,7 +3,7 @@
 # same run. Installs what it needs, builds veer, runs every case with interleaved repetitions
 # and prints one markdown table (also written to bench/results/latest.md).
 #
-#   bench/run.sh            full run (3 reps; ~33 min on 2 cores)
+#   bench/run.sh            full run (5 reps of throughput, 3 of the rest; ~40 min on 2 cores)
 #   bench/run.sh --quick    smoke run (1 rep, a few seconds per case, < 2 min once installed)
 #
 # Everything talks to 127.0.0.1 only; every load is bounded in time; every process started
@@ -26,13 +26,16 @@ PY="$BENCH/py"
 
 # --- knobs (environment overrides) ----------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-    : "${REPS:=1}" "${CASES:=h1 h2 failover}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
+    : "${REPS:=1}" "${TPUT_REPS:=$REPS}" "${CASES:=h1 h2 failover}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
     : "${DURATION:=3}" "${WARMUP:=1}" "${MODES:=stop}"
     : "${FO_DURATION:=6}" "${FO_DOWN_AT:=1.5}" "${FO_UP_AT:=4}"
     : "${RL_DURATION:=6}" "${RL_CHANGES:=3}" "${MEM_CONNS:=2000}" "${MEM_HOLD:=2}"
 else
-    : "${REPS:=3}" "${CASES:=h1 h2 failover reload memory}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
-    : "${DURATION:=8}" "${WARMUP:=2}" "${MODES:=stop 503 blackhole}"
+    # Throughput repetitions are cheap and this VM drifts by ±15% over minutes, so they get more
+    # of them than the probe cases, whose figures are counts and worst cases, not rates. REPS set
+    # alone sets both.
+    : "${TPUT_REPS:=${REPS:-5}}" "${REPS:=3}" "${CASES:=h1 h2 failover reload memory}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
+    : "${DURATION:=6}" "${WARMUP:=2}" "${MODES:=stop 503 blackhole}"
     : "${FO_DURATION:=18}" "${FO_DOWN_AT:=3}" "${FO_UP_AT:=8}"
     : "${RL_DURATION:=14}" "${RL_CHANGES:=10}" "${MEM_CONNS:=10000}" "${MEM_HOLD:=5}"
 fi
@@ -132,14 +135,18 @@ pin_for() { [ "$THREAD_LIMIT" = taskset ] && cpus_for "$1" || true; }
 peer_pin() { [ "$PEER_PIN" = 1 ] && [ "$THREAD_LIMIT" = flags ] && [ "$1" -ge 2 ]; }
 nginx_cpu_affinity() { peer_pin "$1" && echo "worker_cpu_affinity auto;" || true; }
 haproxy_cpu_map() { peer_pin "$1" && echo "cpu-map auto:1/1-$1 0-$(($1 - 1))" || true; }
-log "results in ${OUT#"$ROOT"/}; thread limit: $THREAD_LIMIT; quick=$QUICK reps=$REPS cases: $CASES"
+log "results in ${OUT#"$ROOT"/}; thread limit: $THREAD_LIMIT; quick=$QUICK reps=$REPS (throughput $TPUT_REPS) cases: $CASES"
 
 has_case() { [[ " $CASES " == *" $1 "* ]]; }
-rotate() { # N WORD... : the words rotated left by N
-    local n=$1
-    shift
-    local a=("$@") k=${#a[@]} i
-    for ((i = 0; i < k; i++)); do printf '%s ' "${a[$(((i + n) % k))]}"; done
+ROTATION=0
+# The words rotated left by ROTATION, which then moves on by one, so that no proxy always runs
+# at the same point of a repetition. Sets ORDER: called as $(...), a subshell would lose the
+# count and every repetition would run in the same order.
+next_order() { # WORD...
+    local a=("$@") k=$# j
+    ORDER=""
+    for ((j = 0; j < k; j++)); do ORDER+="${a[$(((j + ROTATION) % k))]} "; done
+    ROTATION=$((ROTATION + 1))
 }
 
 # --- proxies for the throughput and memory cases --------------------------------------
@@ -199,16 +206,17 @@ check_balancing() { # PROXY
 
 # --- throughput: HTTP/1.1 (wrk) and HTTP/2 (h2load) ----------------------------------
 run_throughput() {
-    local rep workers proxy conns f t0 t1 i=0
+    local rep workers proxy conns f t0 t1
     render "$BENCH/conf/backends.nginx.conf" "$RUN/backends.nginx.conf" \
         BACKEND_WORKERS="$BACKEND_WORKERS" B1_PORT=$B1_PORT B2_PORT=$B2_PORT B1_H2_PORT=$B1_H2_PORT
     start_nginx backends "$RUN/backends.nginx.conf"
     local backends_pid=$LAST_PID
     wait_http "http://127.0.0.1:$B1_PORT/" '^b1$'
     wait_http "http://127.0.0.1:$B2_PORT/" '^b2$'
-    for rep in $(seq "$REPS"); do
+    for rep in $(seq "$TPUT_REPS"); do
         for workers in $WORKERS_LIST; do
-            for proxy in $(rotate $((i++)) direct $PROXIES); do
+            next_order direct $PROXIES
+            for proxy in $ORDER; do
                 start_tput_proxy "$proxy" "$workers"
                 [ "$proxy" = direct ] || [ "$rep" -gt 1 ] || check_balancing "$proxy"
                 if has_case h1; then
@@ -323,11 +331,12 @@ start_fo_proxy() {
 }
 
 run_failover() {
-    local rep mode proxy dir client i=0
+    local rep mode proxy dir client
     start_fo_backends
     for rep in $(seq "$REPS"); do
         for mode in $MODES; do
-            for proxy in $(rotate $((i++)) $PROXIES); do
+            next_order $PROXIES
+            for proxy in $ORDER; do
                 dir="$RUN/failover-$mode-$proxy-r$rep"
                 rm -f "$RUN/b1.503" "$RUN/b1.hang"
                 if [ -z "$B1_PID" ]; then start_backend b1 $F1_PORT; B1_PID=$LAST_PID; fi
@@ -391,10 +400,11 @@ apply_reload() {
 }
 
 run_reload() {
-    local rep proxy dir client n i=0
+    local rep proxy dir client n
     start_fo_backends
     for rep in $(seq "$REPS"); do
-        for proxy in $(rotate $((i++)) $PROXIES); do
+        next_order $PROXIES
+        for proxy in $ORDER; do
             dir="$RUN/reload-$proxy-r$rep"
             start_fo_proxy "$proxy" "$dir" reload
             sleep 1
@@ -422,14 +432,15 @@ run_reload() {
 
 # --- memory: resident size with many idle client connections --------------------------
 run_memory() {
-    local rep proxy dir base loaded idle_pid i=0 k
+    local rep proxy dir base loaded idle_pid k
     render "$BENCH/conf/backends.nginx.conf" "$RUN/backends.nginx.conf" \
         BACKEND_WORKERS="$BACKEND_WORKERS" B1_PORT=$B1_PORT B2_PORT=$B2_PORT B1_H2_PORT=$B1_H2_PORT
     start_nginx backends "$RUN/backends.nginx.conf"
     local backends_pid=$LAST_PID
     wait_http "http://127.0.0.1:$B1_PORT/" '^b1$'
     for rep in $(seq "$REPS"); do
-        for proxy in $(rotate $((i++)) $PROXIES); do
+        next_order $PROXIES
+        for proxy in $ORDER; do
             dir="$RUN/memory-$proxy-r$rep"
             mkdir -p "$dir"
             start_tput_proxy "$proxy" 1 $((MEM_CONNS + 2000))
@@ -480,7 +491,7 @@ T_END=$(date +%s)
 
 {
     echo "Run: \`bench/run.sh${SUFFIX/-quick/ --quick}\`, $(grep '^date:' "$OUT/env.txt" | cut -d' ' -f2), $((T_END - T_START)) s;" \
-        "$REPS interleaved repetition(s), medians (min–max across reps where they differ)."
+        "$TPUT_REPS interleaved repetition(s) of HTTP/1.1 and HTTP/2 throughput, $REPS of the other cases; medians (min–max across reps where they differ)."
     echo "Machine: $(grep '^cpus:' "$OUT/env.txt" | cut -d' ' -f2-), $(grep '^memory:' "$OUT/env.txt" | cut -d' ' -f2-)," \
         "$(grep '^virtualisation:' "$OUT/env.txt" | cut -d' ' -f2-), kernel $(grep '^kernel:' "$OUT/env.txt" | cut -d' ' -f2-);" \
         "load average before: $(grep '^loadavg_before:' "$OUT/env.txt" | cut -d' ' -f2-), after: $(cut -d' ' -f1-3 /proc/loadavg)."
