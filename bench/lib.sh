@@ -5,7 +5,10 @@
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 ENVOY="${ENVOY:-$BENCH/.venv/bin/envoy}"
-VEER="${VEER:-$ROOT/target/release/veer}"
+# Where `cargo build --release` (run from $ROOT) puts veer, CARGO_TARGET_DIR included.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+VEER="${VEER:-$TARGET_DIR/release/veer}"
 
 STARTED_PIDS=()
 
