@@ -98,6 +98,30 @@ fn duration_histogram() -> DurationHistogram {
     DurationHistogram::new(exponential_buckets(DURATION_START, DURATION_FACTOR, DURATION_BUCKETS))
 }
 
+/// The cells of one metric, one per worker, so that no two workers add to the same cache line
+/// (such a line moves between their cores on every add); a scrape reads them all.
+#[derive(Debug)]
+struct WorkerCells<T>(Mutex<Vec<Arc<T>>>);
+
+impl<T> Default for WorkerCells<T> {
+    fn default() -> Self {
+        WorkerCells(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> WorkerCells<T> {
+    /// Hands `cell` to one worker; it is read by every scrape from now on.
+    fn hand_out(&self, cell: T) -> Arc<T> {
+        let cell = Arc::new(cell);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&cell));
+        cell
+    }
+
+    fn for_each(&self, f: impl FnMut(&Arc<T>)) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().for_each(f);
+    }
+}
+
 /// A histogram that every worker updates with plain atomic adds on cells of its own.
 /// prometheus-client's own takes a mutex on each observation; and cells two workers both add
 /// to would move between their cores on every request. A scrape sums the workers' cells.
@@ -109,7 +133,7 @@ struct HistogramShards {
     /// Upper bounds, ascending; the last bucket (+Inf) has none.
     bounds: Arc<[f64]>,
     /// One set of cells per worker that has observed into this histogram.
-    shards: Mutex<Vec<Arc<HistogramCells>>>,
+    shards: WorkerCells<HistogramCells>,
 }
 
 #[derive(Debug)]
@@ -128,16 +152,14 @@ pub struct HistogramShard(Arc<HistogramCells>);
 impl DurationHistogram {
     fn new(bounds: impl Iterator<Item = f64>) -> Self {
         let bounds: Arc<[f64]> = bounds.filter(|b| b.is_finite()).collect();
-        DurationHistogram(Arc::new(HistogramShards { bounds, shards: Mutex::new(Vec::new()) }))
+        DurationHistogram(Arc::new(HistogramShards { bounds, shards: WorkerCells::default() }))
     }
 
     /// New cells for one worker, counted in every scrape from now on.
     pub fn shard(&self) -> HistogramShard {
         let bounds = self.0.bounds.clone();
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        let cells = Arc::new(HistogramCells { bounds, counts, sum_nanos: AtomicU64::new(0) });
-        self.0.shards.lock().unwrap_or_else(|e| e.into_inner()).push(cells.clone());
-        HistogramShard(cells)
+        HistogramShard(self.0.shards.hand_out(HistogramCells { bounds, counts, sum_nanos: AtomicU64::new(0) }))
     }
 }
 
@@ -160,12 +182,12 @@ impl EncodeMetric for DurationHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let mut counts = vec![0u64; self.0.bounds.len() + 1];
         let mut sum_nanos = 0u64;
-        for cells in self.0.shards.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        self.0.shards.for_each(|cells| {
             for (total, c) in counts.iter_mut().zip(cells.counts.iter()) {
                 *total += c.load(Ordering::Relaxed);
             }
             sum_nanos = sum_nanos.saturating_add(cells.sum_nanos.load(Ordering::Relaxed));
-        }
+        });
         let buckets: Vec<(f64, u64)> = self.0.bounds.iter().copied().chain(std::iter::once(f64::INFINITY)).zip(counts).collect();
         // The count is the buckets' total, so a scrape never shows them disagree.
         let count = buckets.iter().map(|(_, n)| n).sum();
@@ -180,21 +202,20 @@ impl EncodeMetric for DurationHistogram {
 /// One worker's cell of a [`ShardedCounter`].
 type CounterCell = Arc<AtomicU64>;
 
-/// A counter that every worker increments in a cell of its own, for the reason given at
-/// [`DurationHistogram`]; a scrape sums the cells.
+/// A counter that every worker increments in a cell of its own; a scrape sums the cells.
 #[derive(Clone, Debug, Default)]
-pub struct ShardedCounter(Arc<Mutex<Vec<CounterCell>>>);
+pub struct ShardedCounter(Arc<WorkerCells<AtomicU64>>);
 
 impl ShardedCounter {
     /// A new cell for one worker, counted in every scrape from now on.
     pub fn shard(&self) -> CounterCell {
-        let cell = Arc::new(AtomicU64::new(0));
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(cell.clone());
-        cell
+        self.0.hand_out(AtomicU64::new(0))
     }
 
     pub fn get(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        let mut total = 0;
+        self.0.for_each(|c| total += c.load(Ordering::Relaxed));
+        total
     }
 }
 
