@@ -104,7 +104,7 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     let mut known: Vec<String> = set.virtual_destinations.iter().flat_map(|v| v.hosts.clone()).collect();
     known.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
     known.extend(set.routes.iter().flat_map(|r| r.hostnames.clone()));
-    known.extend(set.services.iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
+    known.extend(set.services().iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
     known.sort();
     known.dedup();
     Err(ResolveError(format!("no destination serves host {host:?}; known hosts: {}", if known.is_empty() { "none".into() } else { known.join(", ") })))
@@ -365,7 +365,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
                     )),
                     BackendEndpoint::Fqdn { hostname, port } => match cluster_local_service(hostname) {
                         Some((name, ns)) => {
-                            for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == name && s.meta.namespace == ns) {
+                            for (cluster, svc) in set.services_named(ns, name) {
                                 if let Some(sp) = port_by_ref(svc, Some(&PortRef::Number(*port)), *port) {
                                     let origin = format!("Backend {}/{} fqdn {hostname}", backend.meta.namespace, backend.meta.name);
                                     for mut ep in service_endpoints(set, cluster, svc, sp, &origin) {
@@ -385,7 +385,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
                 }
             }
         } else {
-            for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == b.name && s.meta.namespace == b.namespace) {
+            for (cluster, svc) in set.services_named(&b.namespace, &b.name) {
                 if let Some(sp) = b.port.and_then(|p| svc.ports.iter().find(|x| x.port == p)) {
                     for mut ep in service_endpoints(set, cluster, svc, sp, &format!("Service {}/{} in {cluster}", b.namespace, b.name)) {
                         ep.tier = Some(0);
@@ -444,7 +444,7 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
     let mut sources = Vec::new();
     let mut notes = Vec::new();
     let mut chosen_port = None;
-    for (cluster, svc) in set.services.iter().filter(|(_, s)| s.meta.name == name && s.meta.namespace == ns) {
+    for (cluster, svc) in set.services_named(ns, name) {
         let Some(sp) = (match port {
             Some(p) => svc.ports.iter().find(|x| x.port == p),
             None => svc.ports.first(),

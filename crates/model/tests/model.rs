@@ -489,7 +489,7 @@ fn oversize_input_is_refused_with_its_size() {
     let size = text.len().to_string();
     assert!(errs[0].starts_with("big.yaml:1:1: error: "), "{}", errs[0]);
     assert!(errs[0].contains("bytes") && errs[0].contains(&size), "message should give the size in bytes: {}", errs[0]);
-    assert!(loaded.set.services.is_empty(), "nothing of an oversize file is read");
+    assert!(loaded.set.services().is_empty(), "nothing of an oversize file is read");
 }
 
 #[test]

@@ -293,7 +293,7 @@ impl Snapshot {
             }
         }
         let mut seen = std::collections::BTreeSet::new();
-        for (_, svc) in &set.services {
+        for (_, svc) in set.services() {
             if !seen.insert((svc.meta.namespace.clone(), svc.meta.name.clone())) {
                 continue;
             }

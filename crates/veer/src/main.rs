@@ -293,7 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             let set = &loaded.set;
-            let acted = set.clusters.len() + set.services.len() + set.entries.len() + set.virtual_destinations.len()
+            let acted = set.clusters.len() + set.services().len() + set.entries().len() + set.virtual_destinations.len()
                 + set.failover_policies.len() + set.outlier_policies.len() + set.failover_services.len()
                 + set.traffic_policies.len() + set.virtual_meshes.len() + set.destination_rules.len()
                 + set.istio_gateways.len() + set.backends.len() + set.backend_policies.len() + set.gateways.len()

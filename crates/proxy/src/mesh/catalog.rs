@@ -69,7 +69,7 @@ impl Catalog {
     /// The catalog of `cluster` from its manifests, with the endpoint keys its checks hold down.
     pub fn local(set: &ManifestSet, cluster: &str, generation: u64, unhealthy: BTreeSet<String>) -> Catalog {
         let entries = set
-            .entries
+            .entries()
             .iter()
             .filter(|(c, _)| c == cluster)
             .map(|(_, e)| CatalogEntry {
@@ -126,12 +126,12 @@ impl CatalogEntry {
 /// once its data is forgotten), so a node never routes to endpoints nobody vouches for.
 pub fn merge(local: &ManifestSet, own_cluster: &str, peers: &BTreeMap<String, Arc<Catalog>>) -> ManifestSet {
     let mut set = local.clone();
-    set.entries.retain(|(c, _)| c == own_cluster);
+    set.entries_mut().retain(|(c, _)| c == own_cluster);
     for (cluster, catalog) in peers {
         if cluster == own_cluster || local.cluster(cluster).is_none() {
             continue;
         }
-        set.entries.extend(catalog.entries.iter().map(|e| (cluster.clone(), e.to_workload_entry(cluster))));
+        set.entries_mut().extend(catalog.entries.iter().map(|e| (cluster.clone(), e.to_workload_entry(cluster))));
     }
     set
 }
@@ -182,18 +182,18 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
         let s = set();
         // No peer has spoken: only the own cluster's endpoints remain.
         let none = merge(&s, "c1", &BTreeMap::new());
-        assert_eq!(none.entries.iter().map(|(c, e)| (c.as_str(), e.meta.name.as_str())).collect::<Vec<_>>(), vec![("c1", "a")]);
+        assert_eq!(none.entries().iter().map(|(c, e)| (c.as_str(), e.meta.name.as_str())).collect::<Vec<_>>(), vec![("c1", "a")]);
         // c2 announces its endpoint (through the wire format).
         let announced = Catalog::local(&s, "c2", 1, BTreeSet::new());
         let line = serde_json::to_string(&WatchLine::Catalog(announced.clone())).unwrap();
         let WatchLine::Catalog(back) = serde_json::from_str(&line).unwrap() else { panic!("not a catalog") };
         assert_eq!(back, announced);
         let merged = merge(&s, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(back))]));
-        let b = merged.entries.iter().find(|(c, _)| c == "c2").map(|(_, e)| e).expect("c2's entry");
+        let b = merged.entries().iter().find(|(c, _)| c == "c2").map(|(_, e)| e).expect("c2's entry");
         assert_eq!((b.address.to_string().as_str(), b.weight, &*b.meta.file), ("127.0.2.1", 3, "peer:c2"));
         // An announcement from a cluster the manifests do not define is not routed to.
         let rogue = Catalog { cluster: "c9".into(), ..announced };
         let merged = merge(&s, "c1", &BTreeMap::from([("c9".to_string(), Arc::new(rogue))]));
-        assert!(merged.entries.iter().all(|(c, _)| c == "c1"));
+        assert!(merged.entries().iter().all(|(c, _)| c == "c1"));
     }
 }
