@@ -15,6 +15,7 @@ use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, Shared};
+use crate::manifests::{Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::PeerLink;
@@ -23,9 +24,6 @@ use crate::mesh::Remote;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Unhealthy};
 
-/// Looks at the manifest files' metadata between two full reads of their contents.
-const READ_ANYWAY_EVERY: u32 = 20;
-
 /// Where the node's manifests come from and who it is.
 #[derive(Clone, Debug)]
 pub struct ControlConfig {
@@ -33,7 +31,7 @@ pub struct ControlConfig {
     pub cluster: String,
     pub labels: Labels,
     /// How often manifest files are checked for changes (by their metadata; their contents
-    /// are read when it changed, and every 20 checks regardless).
+    /// are read when it changed, and every 20 checks regardless), by [`crate::manifests`].
     pub reload_every: Duration,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,
@@ -85,10 +83,8 @@ pub struct Control {
     events: Arc<Events>,
     metrics: Arc<Metrics>,
     set: ManifestSet,
+    /// The files' contents as `set` was read from, until `run` hands them to the watcher.
     sources: Vec<(String, String)>,
-    /// The manifest files' metadata at the last look, and looks since they were last read.
-    stamps: Option<Vec<veer_model::files::FileStamp>>,
-    looks_since_read: u32,
     detectors: HashMap<String, OutlierDetector<String>>,
     next_sweep: HashMap<String, Duration>,
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
@@ -136,8 +132,6 @@ impl Control {
             metrics,
             set,
             sources,
-            stamps: None,
-            looks_since_read: 0,
             detectors: HashMap::new(),
             next_sweep: HashMap::new(),
             pending: HashSet::new(),
@@ -185,7 +179,13 @@ impl Control {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut outcomes: mpsc::UnboundedReceiver<OutcomeReport>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let mut reload = tokio::time::interval(self.cfg.reload_every);
+        // The watcher's thread ends when `_stop_watcher` is dropped with this loop.
+        let (found, mut reloads) = mpsc::channel(1);
+        let (_stop_watcher, stop) = std::sync::mpsc::channel::<()>();
+        let watcher = Watcher::new(self.cfg.files.clone(), self.cfg.cluster.clone(), self.cfg.labels.clone(), self.cfg.reload_every, std::mem::take(&mut self.sources));
+        if let Err(e) = watcher.spawn(found, stop) {
+            tracing::error!(target: "veer::reload", "cannot start the manifest watcher, so manifest changes are not applied: {e}");
+        }
         let mut refill = tokio::time::interval(Duration::from_secs(1));
         let mut peer_rx = self.peer_rx.take();
         loop {
@@ -219,7 +219,7 @@ impl Control {
                     if self.sweep() || peers_changed { self.rebuild(); }
                     self.publish_status();
                 }
-                _ = reload.tick() => self.reload(),
+                Some(r) = reloads.recv() => self.reload(r),
                 _ = refill.tick() => {
                     for d in &self.shared.snapshot.load().destinations { d.budget.refill(); }
                 }
@@ -381,46 +381,17 @@ impl Control {
         });
     }
 
-    fn reload(&mut self) {
-        // Metadata first: most looks find nothing changed and read nothing. Every so often the
-        // files are read anyway, for a change that kept a file's size, time and inode.
-        let stamps = veer_model::files::fingerprint(&self.cfg.files).ok();
-        self.looks_since_read += 1;
-        if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY {
-            return;
-        }
-        self.stamps = stamps;
-        self.looks_since_read = 0;
-        let sources = match veer_model::files::read_paths(&self.cfg.files) {
-            Ok(s) => s,
-            Err(e) => {
-                if self.sources_error_changed(&e) {
-                    self.events.record(EventKind::ConfigRejected, None, None, None, None, None, e);
-                    self.metrics.config_reload(false);
-                }
+    /// Puts a set the watcher accepted in force, or says why the files were not taken.
+    fn reload(&mut self, found: Reload) {
+        let set = match found {
+            Reload::Accepted(set) => *set,
+            Reload::Rejected(why) => {
+                self.metrics.config_reload(false);
+                self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{why}; still serving generation {}", self.generation));
                 return;
             }
         };
-        if sources == self.sources {
-            return;
-        }
-        self.sources = sources;
-        let loaded = veer_model::from_sources(&self.sources);
-        if loaded.diagnostics.has_errors() {
-            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
-            for e in &errors {
-                tracing::error!(target: "veer::reload", "{e}");
-            }
-            self.metrics.config_reload(false);
-            self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{} error(s); still serving generation {}: {}", errors.len(), self.generation, errors.join(" | ")));
-            return;
-        }
-        if let Err(e) = veer_model::resolve::client(&loaded.set, &self.cfg.cluster, &self.cfg.labels) {
-            self.metrics.config_reload(false);
-            self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{e}; still serving generation {}", self.generation));
-            return;
-        }
-        self.set = loaded.set;
+        self.set = set;
         if let Some(tx) = &self.manifests {
             tx.send_replace(Arc::new(self.set.clone()));
         }
@@ -432,15 +403,6 @@ impl Control {
         self.rebuild();
         self.metrics.config_reload(true);
         self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
-    }
-
-    fn sources_error_changed(&mut self, e: &str) -> bool {
-        let marker = vec![("<error>".to_string(), e.to_string())];
-        if self.sources == marker {
-            return false;
-        }
-        self.sources = marker;
-        true
     }
 
     /// Builds and publishes a new snapshot from the current manifests and health.

@@ -4,8 +4,9 @@
 //! Layout:
 //! - [`snapshot`]: the immutable routing state the request path reads (one per update).
 //! - [`forward`]: the request path: route, pick, forward, retry, report outcomes.
-//! - [`control`]: the control loop: manifests and reloads, outlier detection, health checks,
-//!   re-admission probes; it publishes snapshots.
+//! - [`control`]: the control loop: reloads, outlier detection, health checks, re-admission
+//!   probes; it publishes snapshots.
+//! - [`manifests`]: the manifest watcher, which reads and checks changed files off the loop.
 //! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool and client (framing in
 //!   [`upstream::codec`], parsing by httparse).
@@ -20,6 +21,7 @@ pub mod cpus;
 pub mod events;
 pub mod forward;
 pub mod hop_by_hop;
+pub mod manifests;
 pub mod mesh;
 pub mod metrics;
 pub mod node;

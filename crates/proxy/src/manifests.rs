@@ -1,0 +1,187 @@
+//! The manifest watcher: on a thread of its own, below the workers' priority, it notices changed
+//! manifest files, reads and checks them, and hands the control loop each set that passes (or
+//! why one did not), so that reading 10,000 resources neither stalls the control loop's failure
+//! handling nor takes CPU time the workers need.
+
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use veer_core::topology::Labels;
+use veer_model::files::FileStamp;
+use veer_model::set::ManifestSet;
+
+/// Looks at the manifest files' metadata between two full reads of their contents.
+const READ_ANYWAY_EVERY: u32 = 20;
+
+/// How much lower than the workers the watcher runs (a nice value). At 10 it gets about a tenth
+/// of a CPU that a worker also wants, so a reload at scale still lands within seconds while
+/// the workers keep almost all of their time.
+const NICENESS: i32 = 10;
+
+/// What the watcher found in changed files.
+#[derive(Debug)]
+pub enum Reload {
+    /// A set that passed every check: the control loop puts it in force. Boxed: it is large,
+    /// and it only passes through the channel.
+    Accepted(Box<ManifestSet>),
+    /// Files that could not be read or did not pass; the set in force stays. One line per
+    /// error, as an operator reads them in an event.
+    Rejected(String),
+}
+
+/// The watcher's state: what it last looked at and last read.
+pub struct Watcher {
+    files: Vec<PathBuf>,
+    cluster: String,
+    labels: Labels,
+    every: Duration,
+    /// The contents read last (or a marker for the last read error), compared with the next
+    /// read so that an unchanged file set costs no parse.
+    sources: Vec<(String, String)>,
+    stamps: Option<Vec<FileStamp>>,
+    looks_since_read: u32,
+}
+
+impl Watcher {
+    /// A watcher of `files` whose contents were `sources` when the node started.
+    pub fn new(files: Vec<PathBuf>, cluster: String, labels: Labels, every: Duration, sources: Vec<(String, String)>) -> Watcher {
+        Watcher { files, cluster, labels, every, sources, stamps: None, looks_since_read: 0 }
+    }
+
+    /// Starts the watcher's thread. It sends what it finds to `found` and ends when `stop`'s
+    /// sender is dropped (or no one receives any more).
+    pub fn spawn(self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) -> std::io::Result<()> {
+        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(found, stop)).map(drop)
+    }
+
+    fn run(mut self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
+        lower_priority();
+        while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(self.every) {
+            if let Some(reload) = self.look() {
+                if found.blocking_send(reload).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One look at the files: `None` when nothing changed (or an error repeats).
+    pub fn look(&mut self) -> Option<Reload> {
+        // Metadata first: most looks find nothing changed and read nothing. Every so often the
+        // files are read anyway, for a change that kept a file's size, time and inode.
+        let stamps = veer_model::files::fingerprint(&self.files).ok();
+        self.looks_since_read += 1;
+        if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY {
+            return None;
+        }
+        self.stamps = stamps;
+        self.looks_since_read = 0;
+        let sources = match veer_model::files::read_paths(&self.files) {
+            Ok(s) => s,
+            Err(e) => {
+                // Said once per distinct error, not at every look.
+                let marker = vec![("<error>".to_string(), e.clone())];
+                if self.sources == marker {
+                    return None;
+                }
+                self.sources = marker;
+                return Some(Reload::Rejected(e));
+            }
+        };
+        if sources == self.sources {
+            return None;
+        }
+        self.sources = sources;
+        let loaded = veer_model::from_sources(&self.sources);
+        if loaded.diagnostics.has_errors() {
+            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
+            for e in &errors {
+                tracing::error!(target: "veer::reload", "{e}");
+            }
+            return Some(Reload::Rejected(format!("{} error(s): {}", errors.len(), errors.join(" | "))));
+        }
+        if let Err(e) = veer_model::resolve::client(&loaded.set, &self.cluster, &self.labels) {
+            return Some(Reload::Rejected(e.to_string()));
+        }
+        Some(Reload::Accepted(Box::new(loaded.set)))
+    }
+}
+
+/// Lowers the calling thread's priority (on Linux a nice value is a thread's own). A failure
+/// only leaves the watcher at the workers' priority, so it is logged and otherwise ignored.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICENESS) {
+        tracing::debug!(target: "veer::reload", "manifest watcher keeps the workers' priority: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own for one test, removed when the test ends.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!("veer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("test directory");
+            Dir(path)
+        }
+
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn watcher(dir: &std::path::Path) -> Watcher {
+        Watcher::new(vec![dir.to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(10), Vec::new())
+    }
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{port: 80}]\n";
+
+    #[test]
+    fn a_changed_file_is_read_once_and_an_unchanged_one_not_again() {
+        let dir = Dir::new("watcher-change");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
+        let mut w = watcher(dir.path());
+        assert!(matches!(w.look(), Some(Reload::Accepted(set)) if set.service("default", "shop", "web").is_some()));
+        assert!(w.look().is_none(), "nothing changed since the last read");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE.replace("web", "shop-web")).expect("rewrite");
+        assert!(matches!(w.look(), Some(Reload::Accepted(set)) if set.service("default", "shop", "shop-web").is_some()));
+    }
+
+    #[test]
+    fn a_bad_file_is_rejected_with_its_location_and_the_same_error_is_said_once() {
+        let dir = Dir::new("watcher-bad");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE.replace("port: 80", "port: eighty")).expect("write");
+        let mut w = watcher(dir.path());
+        match w.look() {
+            Some(Reload::Rejected(why)) => assert!(why.contains("a.yaml") && why.contains("port"), "names the file and field: {why}"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert!(w.look().is_none(), "an unchanged bad file is not rejected again");
+    }
+
+    #[test]
+    fn the_thread_ends_when_the_control_loop_stops_it() {
+        let dir = Dir::new("watcher-stop");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
+        let (found, mut rx) = mpsc::channel(1);
+        let (stop, stopped) = std_mpsc::channel();
+        watcher(dir.path()).spawn(found, stopped).expect("spawn");
+        assert!(matches!(rx.blocking_recv(), Some(Reload::Accepted(_))), "the first look reads the files");
+        drop(stop);
+        assert!(rx.blocking_recv().is_none(), "the thread ended and dropped its sender");
+    }
+}
