@@ -434,14 +434,13 @@ impl Control {
             }
             None => &self.set,
         };
-        let mut snap = match Snapshot::build_meshed(set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
+        let snap = match Snapshot::build_after(&self.shared.snapshot.load(), set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
                 return;
             }
         };
-        snap.keep_budgets(&self.shared.snapshot.load());
         // Keep detectors and health checks in step with the destinations.
         let mut live_checks = HashSet::new();
         let mut keys = HashSet::new();

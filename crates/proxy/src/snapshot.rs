@@ -72,9 +72,12 @@ pub struct DestState {
     pub http2: bool,
     pub report: Report,
     /// This destination's retry budget. It lives as long as the destination does, across
-    /// health updates and reloads (see [`Snapshot::keep_budgets`]), and requests reach it
+    /// health updates and reloads (see [`Snapshot::build_after`]), and requests reach it
     /// through the destination without a reference count of their own.
     pub budget: Arc<RetryBudget>,
+    /// The endpoint keys held down when this state was built, sorted: a reload that resolves
+    /// the destination as before, with the same ones down, keeps this state as it is.
+    down: Vec<String>,
     /// The destination as resolved from the manifests, before health: what a health-only
     /// update rebuilds this state from without resolving the manifests again.
     resolved: Destination,
@@ -254,12 +257,35 @@ impl Snapshot {
     /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
     /// their links and are unhealthy when their cluster is down or their node says so.
     pub fn build_meshed(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
+        Self::build_with(set, cluster, labels, unhealthy, remote, generation, None)
+    }
+
+    /// [`Snapshot::build_meshed`] for new manifests, after `previous`. A destination that
+    /// resolves exactly as before, for the same client, remote health and endpoints down, keeps
+    /// its state (table, retry budget, failure counts), so a reload that changes a few
+    /// destinations rebuilds only those; any other keeps the retry budget of its key, so a
+    /// reload neither refills nor empties a budget.
+    pub fn build_after(previous: &Snapshot, set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
+        Self::build_with(set, cluster, labels, unhealthy, remote, generation, Some(previous))
+    }
+
+    fn build_with(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let mut snap = Snapshot { generation, ..Snapshot::default() };
         let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
+        let before: FastMap<&str, &Arc<DestState>> = previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
+        // A state built for another client or other remote health has other tables.
+        let reusable = previous.is_some_and(|p| p.client == client && same_remote(&p.remote, &remote));
+        let state_for = |key: String, dest: Destination| -> Arc<DestState> {
+            let prev = before.get(key.as_str());
+            match prev {
+                Some(p) if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) => Arc::clone(p),
+                _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| p.budget.clone()).unwrap_or_default())),
+            }
+        };
         let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
-            snap.destinations.push(Arc::new(dest_state(key, dest, &client, unhealthy, &remote, Arc::default())));
+            snap.destinations.push(state_for(key, dest));
             for h in hosts {
                 routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
             }
@@ -332,20 +358,6 @@ impl Snapshot {
         Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
     }
 
-    /// Gives each destination of a freshly built snapshot the retry budget its key had in
-    /// `previous`, so a reload neither refills nor empties a budget.
-    pub fn keep_budgets(&mut self, previous: &Snapshot) {
-        let before: FastMap<&str, &Arc<RetryBudget>> = previous.destinations.iter().map(|d| (&*d.key, &d.budget)).collect();
-        for d in &mut self.destinations {
-            // Only a fresh build's destinations can be changed, and they are not shared yet.
-            if let Some(d) = Arc::get_mut(d) {
-                if let Some(b) = before.get(&*d.key) {
-                    d.budget = Arc::clone(b);
-                }
-            }
-        }
-    }
-
     /// Every destination's report, for `/routes`.
     pub fn reports(&self) -> Vec<&Report> {
         self.destinations.iter().map(|d| &d.report).collect()
@@ -372,6 +384,24 @@ fn static_header_value(cluster: &str) -> http::HeaderValue {
     };
     // Only names a header value can hold are interned, so `from_static` cannot panic here.
     http::HeaderValue::from_static(name)
+}
+
+/// The endpoint keys `unhealthy` holds down for `key`, sorted (the control loop gathers them
+/// from hash maps, in no fixed order).
+fn sorted_down(unhealthy: &Unhealthy, key: &str) -> Vec<String> {
+    let mut down = unhealthy.get(key).cloned().unwrap_or_default();
+    down.sort_unstable();
+    down
+}
+
+/// Whether two snapshots' remote parts give the same tables: the same peer links (the same
+/// connections, not only the same names) and the same remote health.
+fn same_remote(a: &Remote, b: &Remote) -> bool {
+    a.own == b.own
+        && a.health.down == b.health.down
+        && a.health.unhealthy == b.health.unhealthy
+        && a.links.len() == b.links.len()
+        && a.links.iter().all(|(cluster, link)| b.links.get(cluster).is_some_and(|other| Arc::ptr_eq(link, other)))
 }
 
 fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy, remote: &Remote, budget: Arc<RetryBudget>) -> DestState {
@@ -434,6 +464,7 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
     }
     DestState {
         budget,
+        down: sorted_down(unhealthy, &key),
         key: Arc::from(key.as_str()),
         upstreams,
         endpoints: dest.endpoints.clone(),

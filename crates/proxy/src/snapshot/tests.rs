@@ -99,21 +99,64 @@ fn unhealthy_endpoints_get_no_first_attempts() {
     }
 }
 
+fn set_of(text: &str) -> ManifestSet {
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), text.into())]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    loaded.set
+}
+
+fn reload(previous: &Snapshot, text: &str, unhealthy: &Unhealthy) -> Snapshot {
+    Snapshot::build_after(previous, &set_of(text), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1).expect("snapshot")
+}
+
+const ECHO: &str = "echo.demo.svc.cluster.local:80";
+
 #[test]
 fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let first = snapshot(&Unhealthy::new());
     let budget = &first.route("echo.demo", "/").expect("route").budget;
 
     let mut down = Unhealthy::new();
-    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
-    let changed = std::collections::HashSet::from(["echo.demo.svc.cluster.local:80".to_string()]);
+    down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
+    let changed = std::collections::HashSet::from([ECHO.to_string()]);
     let health_update = first.with_health(&down, &changed, 2);
     assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", "/").expect("route").budget), "a health update keeps the budget");
 
-    let mut reload = snapshot(&Unhealthy::new());
-    assert!(!Arc::ptr_eq(budget, &reload.route("echo.demo", "/").expect("route").budget), "a fresh build starts with fresh budgets");
-    reload.keep_budgets(&health_update);
-    assert!(Arc::ptr_eq(budget, &reload.route("echo.demo", "/").expect("route").budget), "a reload keeps the budget of the same destination");
+    let fresh = snapshot(&Unhealthy::new());
+    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", "/").expect("route").budget), "a fresh build starts with fresh budgets");
+    // The reload moves the destination (an endpoint leaves), so its state is built anew.
+    let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
+    let echo = reloaded.route("echo.demo", "/").expect("route");
+    assert!(echo.upstreams.iter().any(|u| &*u.key == "127.0.0.4:80"), "the reload is in force");
+    assert!(Arc::ptr_eq(budget, &echo.budget), "a reload keeps the budget of the same destination");
+}
+
+#[test]
+fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_same_health() {
+    let mut down = Unhealthy::new();
+    down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
+    let first = snapshot(&down);
+    let state = |s: &Snapshot| Arc::clone(&s.destinations[s.destinations.iter().position(|d| &*d.key == ECHO).expect("echo")]);
+
+    // Another Service added after it: the destination resolves as before. (An edit that moves
+    // its resources' lines does not: the line numbers `veer explain` shows are part of it.)
+    let added = "---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: demo, labels: {topology.istio.io/cluster: west}}\nspec: {selector: {app: other}, ports: [{port: 80}]}\n";
+    let same = reload(&first, &format!("{WORLD}{added}"), &down);
+    assert!(same.route("other.demo", "/").is_some(), "the reload is in force");
+    assert!(Arc::ptr_eq(&state(&first), &state(&same)), "same destination, same health: the state is kept");
+    assert_eq!(same.generation, first.generation + 1);
+
+    let recovered = reload(&first, WORLD, &Unhealthy::new());
+    assert!(!Arc::ptr_eq(&state(&first), &state(&recovered)), "other endpoints down: rebuilt");
+    assert_eq!(state(&recovered).active_priority(), 0, "the local endpoint is back in the table");
+
+    let moved = reload(&first, &WORLD.replace("consecutive5xxErrors: 1", "consecutive5xxErrors: 2"), &down);
+    assert!(!Arc::ptr_eq(&state(&first), &state(&moved)), "other outlier settings: rebuilt");
+    assert_eq!(state(&moved).resilience.outlier.map(|o| o.consecutive_5xx), Some(2));
+
+    // Another client (the node's own cluster moved region) has other tables.
+    let elsewhere = reload(&first, &WORLD.replace("region: us-west", "region: us-central"), &down);
+    assert!(!Arc::ptr_eq(&state(&first), &state(&elsewhere)), "another client: rebuilt");
 }
 
 #[test]
