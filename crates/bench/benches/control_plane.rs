@@ -6,8 +6,11 @@
 //!
 //! - `tables_*`: `veer_core::table::build` alone, over destinations resolved beforehand (all
 //!   clusters share one network, so a service resolves to the same endpoints for every client).
-//! - `snapshot_*`: `veer_proxy::snapshot::Snapshot::build`, what a node does on every change:
-//!   resolve every host, build its table, pick weights and explain report.
+//! - `snapshot_*`: `veer_proxy::snapshot::Snapshot::build`, what a node does at start and for
+//!   every destination a reload changes: resolve every host, build its table, pick weights and
+//!   explain report.
+//! - `reload_unchanged_one_node`: a reload that changes no destination
+//!   (`Snapshot::build_after`): every host is resolved again and every state kept.
 //! - `cluster_down_*`: one cluster's endpoints all fail (c01, in the node's region): the
 //!   snapshot veer rebuilds (it has no partial update), and the least work possible (only the
 //!   tables of the destinations with endpoints there, for one client).
@@ -19,7 +22,10 @@ use divan::Bencher;
 
 mod common;
 use common::{cluster_down_tables, issue, snapshot, snapshot_all_nodes, tables_all_clients, tables_for, NODE};
-use veer_proxy::snapshot::Unhealthy;
+use std::sync::Arc;
+
+use veer_core::topology::Labels;
+use veer_proxy::snapshot::{Snapshot, Unhealthy};
 
 // glibc's allocator hands the tables' tens of MiB back to the kernel after every run and faults
 // them in again on the next, which is a fifth of these timings and nothing veer does.
@@ -66,6 +72,16 @@ fn snapshot_every_node(b: Bencher) {
 fn cluster_down_snapshot_one_node(b: Bencher) {
     let p = issue();
     b.bench(|| snapshot(p, NODE, &p.down));
+}
+
+/// A reload whose manifests resolve as before: the destinations are resolved and compared with
+/// the previous snapshot's, whose states are kept.
+#[divan::bench(sample_count = 20, sample_size = 1)]
+fn reload_unchanged_one_node(b: Bencher) {
+    let p = issue();
+    let base = snapshot(p, NODE, &Unhealthy::new());
+    let cluster = veer_bench::cluster_name(NODE);
+    b.bench(|| Snapshot::build_after(&base, &p.set, &cluster, &Labels::new(), &Unhealthy::new(), Arc::default(), 2).expect("snapshot"));
 }
 
 /// What the control loop does now when a cluster fails: `Snapshot::with_health` rebuilds only
