@@ -36,8 +36,6 @@ fn main() {
     divan::main();
 }
 
-// --- timings -------------------------------------------------------------------------------
-
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn parse_and_check_manifests(b: Bencher) {
     let p = issue();

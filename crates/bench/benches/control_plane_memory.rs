@@ -14,8 +14,6 @@ use common::{cluster_down_tables, full_mesh, issue, snapshot, snapshot_all_nodes
 #[global_allocator]
 static PEAK: PeakAlloc = PeakAlloc;
 
-// --- memory ------------------------------------------------------------------------------
-
 fn measure<T>(name: &str, op: impl FnOnce() -> T) {
     PEAK.reset_peak_usage();
     let before = PEAK.current_usage();
