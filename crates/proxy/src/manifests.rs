@@ -1,7 +1,9 @@
 //! The manifest watcher: on a thread of its own, below the workers' priority, it notices changed
 //! manifest files, reads and checks them, and hands the control loop each set that passes (or
 //! why one did not), so that reading 10,000 resources neither stalls the control loop's failure
-//! handling nor takes CPU time the workers need.
+//! handling nor takes CPU time the workers need. On Linux, inotify wakes it as soon as a file
+//! is written, renamed into place or removed; it also looks every `reload_every`, for file
+//! systems inotify does not see.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -52,13 +54,28 @@ impl Watcher {
 
     /// Starts the watcher's thread. It sends what it finds to `found` and ends when `stop`'s
     /// sender is dropped (or no one receives any more).
+    /// Changes made once this returns wake the watcher.
     pub fn spawn(self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) -> std::io::Result<()> {
-        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(found, stop)).map(drop)
+        let notifier = Notifier::new(&self.files)
+            .inspect_err(|e| tracing::warn!(target: "veer::reload", "manifest changes are noticed by looking every {:?} only: {e}", self.every))
+            .ok();
+        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(notifier, found, stop)).map(drop)
     }
 
-    fn run(mut self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
+    fn run(mut self, mut notifier: Option<Notifier>, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
         lower_priority();
-        while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(self.every) {
+        loop {
+            // Woken early or not, the files' metadata says whether a manifest changed: a wake-up
+            // may be for another file of a watched directory.
+            match &mut notifier {
+                Some(n) => {
+                    n.wait(self.every, &self.files);
+                }
+                None => std::thread::sleep(self.every),
+            }
+            if !matches!(stop.try_recv(), Err(std_mpsc::TryRecvError::Empty)) {
+                return;
+            }
             if let Some(reload) = self.look() {
                 if found.blocking_send(reload).is_err() {
                     return;
@@ -106,6 +123,100 @@ impl Watcher {
             return Some(Reload::Rejected(e.to_string()));
         }
         Some(Reload::Accepted(Box::new(loaded.set)))
+    }
+}
+
+/// What inotify reports for the manifests: a file closed after writing, moved in or out,
+/// created or deleted (Kubernetes swaps a ConfigMap's files by renaming a link in their
+/// directory), in every directory given and each given file's directory. Written-to files are
+/// noticed when their writer closes them, not at each write, so a half-written file is not read.
+#[cfg(target_os = "linux")]
+struct Notifier {
+    fd: rustix::fd::OwnedFd,
+    buf: Vec<u8>,
+}
+
+#[cfg(target_os = "linux")]
+impl Notifier {
+    /// After a first event, how long the files must be quiet before they are read: a burst
+    /// (a `git checkout`, several files copied) is read once, complete.
+    const SETTLE: Duration = Duration::from_millis(5);
+    /// A burst that never ends is read after this.
+    const SETTLE_AT_MOST: Duration = Duration::from_millis(100);
+
+    fn new(files: &[PathBuf]) -> std::io::Result<Notifier> {
+        use rustix::fs::inotify::{init, CreateFlags};
+        let fd = init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
+        let notifier = Notifier { fd, buf: vec![0; 16 * 1024] };
+        notifier.watch(files);
+        Ok(notifier)
+    }
+
+    /// Watches every directory that holds manifests. Called again after each change, so a new
+    /// subdirectory is watched too (watching a directory twice keeps one watch).
+    fn watch(&self, files: &[PathBuf]) {
+        use rustix::fs::inotify::{add_watch, WatchFlags};
+        let flags = WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::DELETE_SELF | WatchFlags::MOVE_SELF;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for f in files.iter().filter(|f| f.as_os_str() != "-") {
+            if f.is_dir() {
+                dirs.push(f.clone());
+            } else if let Some(parent) = f.parent() {
+                dirs.push(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() });
+            }
+        }
+        while let Some(dir) = dirs.pop() {
+            // A directory that cannot be watched (gone, no permission) is still looked at.
+            let _ = add_watch(&self.fd, &dir, flags);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && files.iter().any(|f| p.starts_with(f))));
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a change; true when one came (and the burst it began is over).
+    fn wait(&mut self, timeout: Duration, files: &[PathBuf]) -> bool {
+        if !self.ready(timeout) {
+            return false;
+        }
+        let burst = std::time::Instant::now();
+        while self.drain() && burst.elapsed() < Self::SETTLE_AT_MOST && self.ready(Self::SETTLE) {}
+        self.watch(files);
+        true
+    }
+
+    fn ready(&self, timeout: Duration) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let timeout = Timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
+        matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+    }
+
+    /// Reads every queued event (which ones does not matter: any means "look"); false if none.
+    fn drain(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(n) = rustix::io::read(&self.fd, &mut self.buf[..]) {
+            if n == 0 {
+                break;
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+/// Elsewhere there is no inotify: the watcher looks every `reload_every`.
+#[cfg(not(target_os = "linux"))]
+struct Notifier;
+
+#[cfg(not(target_os = "linux"))]
+impl Notifier {
+    fn new(_: &[PathBuf]) -> std::io::Result<Notifier> {
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no inotify on this system"))
+    }
+
+    fn wait(&mut self, _: Duration, _: &[PathBuf]) -> bool {
+        false
     }
 }
 
@@ -171,6 +282,34 @@ mod tests {
             other => panic!("expected a rejection, got {other:?}"),
         }
         assert!(w.look().is_none(), "an unchanged bad file is not rejected again");
+    }
+
+    /// With a look every 60 s, only inotify can explain a change read within seconds.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn inotify_wakes_the_watcher_for_a_rename_into_place_and_for_a_rewrite() {
+        let dir = Dir::new("watcher-inotify");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
+        let mut w = watcher(dir.path());
+        w.every = Duration::from_secs(60);
+        let (found, mut rx) = mpsc::channel(1);
+        let (_stop, stopped) = std_mpsc::channel();
+        w.spawn(found, stopped).expect("spawn");
+        let next = |rx: &mut mpsc::Receiver<Reload>| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.ok().flatten() })
+        };
+        // As an editor or a GitOps agent does: write aside, rename into place.
+        std::fs::write(dir.path().join("a.yaml.tmp"), SERVICE.replace("web", "renamed")).expect("write aside");
+        std::fs::rename(dir.path().join("a.yaml.tmp"), dir.path().join("a.yaml")).expect("rename");
+        assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "renamed").is_some()));
+        // Rewritten in place: read once the writer has closed it.
+        std::fs::write(dir.path().join("a.yaml"), SERVICE.replace("web", "rewritten")).expect("rewrite");
+        assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "rewritten").is_some()));
+        // A new file in a new subdirectory of a watched directory.
+        std::fs::create_dir(dir.path().join("more")).expect("mkdir");
+        std::fs::write(dir.path().join("more/b.yaml"), SERVICE.replace("web", "added")).expect("write");
+        assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "added").is_some()));
     }
 
     #[test]
