@@ -30,8 +30,8 @@ pub struct ControlConfig {
     pub files: Vec<PathBuf>,
     pub cluster: String,
     pub labels: Labels,
-    /// How often manifest files are checked for changes (by their metadata; their contents
-    /// are read when it changed, and every 20 checks regardless), by [`crate::manifests`].
+    /// How often [`crate::manifests`] looks at the manifest files besides inotify's wake-ups
+    /// (their metadata; their contents are read when it changed, and every 20 looks regardless).
     pub reload_every: Duration,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,

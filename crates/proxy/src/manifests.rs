@@ -28,8 +28,8 @@ pub enum Reload {
     /// A set that passed every check: the control loop puts it in force. Boxed: it is large,
     /// and it only passes through the channel.
     Accepted(Box<ManifestSet>),
-    /// Files that could not be read or did not pass; the set in force stays. One line per
-    /// error, as an operator reads them in an event.
+    /// Files that could not be read or did not pass; the set in force stays. Every error, each
+    /// with its location, joined with ` | ` for the event an operator reads.
     Rejected(String),
 }
 
@@ -53,8 +53,8 @@ impl Watcher {
     }
 
     /// Starts the watcher's thread. It sends what it finds to `found` and ends when `stop`'s
-    /// sender is dropped (or no one receives any more).
-    /// Changes made once this returns wake the watcher.
+    /// sender is dropped (or no one receives any more). Its inotify watches are in place when
+    /// this returns, so any change made after wakes it.
     pub fn spawn(self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) -> std::io::Result<()> {
         let notifier = Notifier::new(&self.files)
             .inspect_err(|e| tracing::warn!(target: "veer::reload", "manifest changes are noticed by looking every {:?} only: {e}", self.every))

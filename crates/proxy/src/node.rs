@@ -34,6 +34,7 @@ pub struct NodeConfig {
     pub listen: Option<SocketAddr>,
     /// Admin listener; default: the Cluster's `spec.admin.address`, else an ephemeral loopback port.
     pub admin: Option<SocketAddr>,
+    /// How often the manifest files are looked at besides inotify's wake-ups.
     pub reload_every: Duration,
     pub limits: Limits,
     /// DNS listener (UDP and TCP): destination hosts and this cluster's regional zones.
@@ -169,9 +170,9 @@ impl Node {
             let ew = Arc::new(EastWest { cluster: cfg.cluster.clone(), set: set_rx, catalog, shared: shared.clone(), events: events.clone(), heartbeat: aging.heartbeat });
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
         }
-        // The control loop has a thread of its own: a manifest reload or a full rebuild takes
-        // tens of milliseconds at scale, and on a worker's thread every connection of that
-        // worker would wait for it.
+        // The control loop has a thread of its own: a full rebuild takes tens of milliseconds at
+        // scale, and on a worker's thread every connection of that worker would wait for it.
+        // (Manifests are read on the watcher's thread, which the loop starts.)
         let mut threads = Vec::new();
         let stop = shutdown_rx.clone();
         let control_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the control loop's runtime: {e}"))?;
