@@ -76,12 +76,17 @@ impl Watcher {
             if !matches!(stop.try_recv(), Err(std_mpsc::TryRecvError::Empty)) {
                 return;
             }
-            if let Some(reload) = self.look() {
+            if let Some(reload) = self.look_guarded() {
                 if found.blocking_send(reload).is_err() {
                     return;
                 }
             }
         }
+    }
+
+    /// [`Self::look`], with a panic turned into a rejection (see [`rejecting_panics`]).
+    fn look_guarded(&mut self) -> Option<Reload> {
+        rejecting_panics(|| self.look())
     }
 
     /// One look at the files: `None` when nothing changed (or an error repeats).
@@ -124,6 +129,16 @@ impl Watcher {
         }
         Some(Reload::Accepted(Box::new(loaded.set)))
     }
+}
+
+/// Runs one look with a panic in reading or checking turned into a rejection: the last good
+/// set keeps serving and the operator hears of it, where a dead watcher would stop every later
+/// reload without a word. The same files are not read again until they change.
+fn rejecting_panics(look: impl FnOnce() -> Option<Reload>) -> Option<Reload> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(look)).unwrap_or_else(|panic| {
+        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Some(Reload::Rejected(format!("veer failed while reading the manifests ({what}); this is a bug in veer, please report it with the files")))
+    })
 }
 
 /// What inotify reports for the manifests: a file closed after writing, moved in or out,
@@ -310,6 +325,15 @@ mod tests {
         std::fs::create_dir(dir.path().join("more")).expect("mkdir");
         std::fs::write(dir.path().join("more/b.yaml"), SERVICE.replace("web", "added")).expect("write");
         assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "added").is_some()));
+    }
+
+    #[test]
+    fn a_panic_while_reading_is_a_rejection_not_a_dead_watcher() {
+        match rejecting_panics(|| panic!("boom in a reader")) {
+            Some(Reload::Rejected(why)) => assert!(why.contains("boom in a reader") && why.contains("bug in veer"), "{why}"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert!(rejecting_panics(|| None).is_none(), "a look that finds nothing passes through");
     }
 
     #[test]
