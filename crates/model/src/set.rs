@@ -47,8 +47,8 @@ pub struct ManifestSet {
     pub router_gateways: Vec<(String, RouterGateway)>,
     /// ExternalDNS `DNSEndpoint`s (as `veer dns endpoints` writes them) with their clusters.
     pub dns_endpoints: Vec<(String, DnsEndpoint)>,
-    /// Built on first use: a snapshot resolves every Service, and a scan of all Services and
-    /// WorkloadEntries for each made a reload of 2,000 Services x 5 endpoints take a second.
+    /// Built on first use: a snapshot resolves every Service, and scanning every WorkloadEntry
+    /// for each was most of a reload of 2,000 Services x 5 endpoints (~0.7 s).
     lookup: LookupCell,
 }
 
@@ -89,7 +89,11 @@ impl Lookup {
         }
         for (i, (cluster, e)) in entries.iter().enumerate() {
             for (k, v) in &e.labels {
-                lookup.entries.entry(key_of(&[cluster, &e.meta.namespace, k, v])).or_default().push(i as u32);
+                let list = lookup.entries.entry(key_of(&[cluster, &e.meta.namespace, k, v])).or_default();
+                // Two of one entry's labels whose keys collide share a list: list it once.
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
             }
         }
         lookup
