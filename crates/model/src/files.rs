@@ -37,6 +37,29 @@ pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, String> {
     Ok(out)
 }
 
+/// The directories `read_paths` reads manifests from: each directory given with every
+/// subdirectory, and the directory of each file given (a change there, such as a link renamed
+/// over the file, replaces it). For a watcher to be told of changes; what cannot be listed is
+/// left out, since `read_paths` reports it.
+pub fn directories(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| p.as_os_str() != "-") {
+        if p.is_dir() {
+            subdirectories(p, &mut out);
+        } else if let Some(parent) = p.parent() {
+            out.push(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() });
+        }
+    }
+    out
+}
+
+fn subdirectories(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    for e in manifest_entries(dir).unwrap_or_default().iter().filter(|e| e.is_dir()) {
+        subdirectories(e, out);
+    }
+}
+
 /// One file as [`fingerprint`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileStamp {
@@ -113,6 +136,20 @@ mod tests {
         std::fs::rename(dir.join(".a.new"), dir.join("a.yaml")).expect("rename");
         assert_ne!(fingerprint(&paths).expect("stamps"), first, "the replaced file went unnoticed");
         assert!(fingerprint(&[dir.join("missing.yaml")]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn directories_are_those_read_from_and_those_holding_a_given_file() {
+        let dir = std::env::temp_dir().join(format!("veer-directories-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub/deeper")).expect("dir");
+        std::fs::create_dir_all(dir.join("other")).expect("dir");
+        std::fs::write(dir.join("other/c.yaml"), "c: 1\n").expect("write");
+        let mut dirs = directories(&[dir.join("sub"), dir.join("other/c.yaml"), PathBuf::from("-"), PathBuf::from("top.yaml")]);
+        dirs.sort();
+        let mut want = vec![dir.join("sub"), dir.join("sub/deeper"), dir.join("other"), PathBuf::from(".")];
+        want.sort();
+        assert_eq!(dirs, want);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

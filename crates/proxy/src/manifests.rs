@@ -168,24 +168,13 @@ impl Notifier {
     }
 
     /// Watches every directory that holds manifests. Called again after each change, so a new
-    /// subdirectory is watched too (watching a directory twice keeps one watch).
+    /// subdirectory is watched too (watching a directory twice keeps one watch); a directory
+    /// that cannot be watched (gone, no permission) is still looked at.
     fn watch(&self, files: &[PathBuf]) {
         use rustix::fs::inotify::{add_watch, WatchFlags};
         let flags = WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::DELETE_SELF | WatchFlags::MOVE_SELF;
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for f in files.iter().filter(|f| f.as_os_str() != "-") {
-            if f.is_dir() {
-                dirs.push(f.clone());
-            } else if let Some(parent) = f.parent() {
-                dirs.push(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() });
-            }
-        }
-        while let Some(dir) = dirs.pop() {
-            // A directory that cannot be watched (gone, no permission) is still looked at.
+        for dir in veer_model::files::directories(files) {
             let _ = add_watch(&self.fd, &dir, flags);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && files.iter().any(|f| p.starts_with(f))));
-            }
         }
     }
 
