@@ -10,9 +10,12 @@
 //! - [`load`]: Envoy's priority-load maths (overprovisioning, spill-over, panic).
 //! - [`table`]: the per-client priority table and each endpoint's expected share of requests.
 //! - [`outlier`]: outlier detection as a state machine over injected time.
+//! - [`outcome`]: who is to blame for how a try ended (upstream, client, or this node), and
+//!   what the detector and retries make of it.
 //! - [`policy`]: the resilience settings every dialect translates into.
 
 pub mod load;
+pub mod outcome;
 pub mod outlier;
 pub mod policy;
 pub mod priority;

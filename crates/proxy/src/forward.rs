@@ -16,12 +16,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
-use veer_core::outlier::Outcome;
+use veer_core::outcome::{retry_wanted, Blame, TryEnd};
 
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
+use crate::upload::{after_upload, ClientBody, Upload};
 use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
 use crate::snapshot::{DestState, Snapshot, Tried};
 
@@ -34,6 +35,8 @@ pub type Body = BoxBody<Bytes, BodyError>;
 pub enum BodyError {
     Hyper(hyper::Error),
     Upstream(crate::upstream::UpstreamError),
+    /// The client sent no part of its body for this long.
+    UploadStalled(Duration),
 }
 
 impl std::fmt::Display for BodyError {
@@ -41,6 +44,7 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::Hyper(e) => e.fmt(f),
             BodyError::Upstream(e) => e.fmt(f),
+            BodyError::UploadStalled(idle) => write!(f, "the client sent nothing of its request body for {idle:?}"),
         }
     }
 }
@@ -50,6 +54,7 @@ impl std::error::Error for BodyError {
         match self {
             BodyError::Hyper(e) => Some(e),
             BodyError::Upstream(e) => Some(e),
+            BodyError::UploadStalled(_) => None,
         }
     }
 }
@@ -77,7 +82,7 @@ const X_VEER_ATTEMPTS: HeaderName = HeaderName::from_static("x-veer-attempts");
 pub struct OutcomeReport {
     pub destination: Arc<str>,
     pub endpoint: Arc<str>,
-    pub outcome: Outcome,
+    pub outcome: veer_core::outlier::Outcome,
     /// A refused connect or a reset: veer ejects on the first one.
     pub decisive: bool,
     /// Set when a peer cluster's gateway could not be reached: (cluster, why). The whole
@@ -158,6 +163,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
     pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
+    /// Longest a client may go without sending any of its request body: past it the request is
+    /// answered 408 and no upstream is blamed.
+    pub upload_idle_timeout: Duration,
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
@@ -248,28 +256,43 @@ fn local(status: StatusCode, text: &str) -> Response<ResponseBody> {
     local_response(status, text).map(ResponseBody::Other)
 }
 
+/// How a try failed: what it ended as, and either the upstream's own answer (a retriable 5xx,
+/// boxed: kept across the retry loop and rare, it would otherwise enlarge every request) or
+/// why, for the client.
 enum Failure {
-    /// Never reached the upstream: safe to retry for any method.
-    Connect,
-    /// The connection broke, or the upstream's answer made no sense; why, for the client.
-    Reset(String),
-    Timeout,
-    /// Boxed: kept across the retry loop, and rare, it would otherwise enlarge every request.
-    Status(Box<Response<ResponseBody>>),
+    Answer(TryEnd, Box<Response<ResponseBody>>),
+    Other(TryEnd, String),
+}
+
+impl Failure {
+    fn end(&self) -> TryEnd {
+        match self {
+            Failure::Answer(end, _) | Failure::Other(end, _) => *end,
+        }
+    }
+
+    fn other(end: TryEnd, why: impl Into<String>) -> Failure {
+        Failure::Other(end, why.into())
+    }
 }
 
 /// Handles one downstream request.
-pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(shared: &Shared, upstreams: &Upstreams, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let start = Instant::now();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    if crate::request::remove_internal(req.headers_mut()) {
+        shared.metrics.internal_headers_removed();
+    }
+    let host = match crate::request::check_head(req.version(), req.uri().authority().map(|a| a.as_str()), req.headers()) {
+        Ok(host) => host,
+        Err(refusal) => return refuse(shared, &refusal),
+    };
+    let path = match crate::request::normalize_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(refusal) => return refuse(shared, &refusal),
+    };
     let dest = {
         let snap = shared.snapshot.load();
-        match snap.route(host, req.uri().path()) {
+        match snap.route(host, &path) {
             Some(d) => d.clone(),
             None => {
                 let host = host.to_string();
@@ -277,40 +300,83 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
             }
         }
     };
+    // The request as the upstream receives it: under the authority it was routed by, with the
+    // path it was routed by.
+    let routed_host = match req.uri().authority() {
+        Some(a) if req.headers().get(header::HOST).is_none_or(|h| h.as_bytes() != a.as_str().as_bytes()) => HeaderValue::from_str(a.as_str()).ok(),
+        _ => None,
+    };
+    if let std::borrow::Cow::Owned(normal) = path {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        match http::uri::PathAndQuery::try_from(pq) {
+            Ok(pq) => {
+                let mut parts = std::mem::take(req.uri_mut()).into_parts();
+                parts.path_and_query = Some(pq);
+                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+            }
+            Err(_) => return local(StatusCode::BAD_REQUEST, "bad request path"),
+        }
+    }
+    if let Some(h) = routed_host {
+        req.headers_mut().insert(header::HOST, h);
+    }
     dest.budget.deposit(fastrand::u32(..));
-    // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
-    // request costs one timer, not two.
-    // Reading the clock costs a vDSO call each time; the request's start serves for both.
-    let deadline = tokio::time::Instant::from_std(start) + dest.timeouts.request;
     let (parts, body) = req.into_parts();
-    let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, deadline).await;
+    let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, start).await;
     let (priority, cluster) = answered_by.map_or((0, ""), |ep| (dest.upstreams[ep].priority, &*dest.upstreams[ep].cluster));
     shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster, priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
 }
 
+fn refuse(shared: &Shared, refusal: &crate::request::Refusal) -> Response<ResponseBody> {
+    shared.metrics.request_refused(refusal.reason);
+    let mut resp = local(refusal.status, refusal.text);
+    // The connection may carry more of what the refused request was framed by; start afresh.
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Returns the response and the endpoint whose answer (or failure) it carries, if one was tried.
-async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts: http::request::Parts, body: Incoming, deadline: tokio::time::Instant) -> (Response<ResponseBody>, Option<usize>) {
+async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts: http::request::Parts, body: Incoming, start: Instant) -> (Response<ResponseBody>, Option<usize>) {
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
     let use_h2 = dest.http2 || (grpc && parts.version == Version::HTTP_2);
 
     // Buffer small bodies so a retry can resend them; stream the rest with a single try.
+    // Either way each piece of the body must come within the upload idle timeout, and the
+    // request's own timeouts start once it has come in full (Envoy's rule): a slow client is
+    // never an upstream that did not answer in time.
     let size = body.size_hint();
     let buffered: Option<Bytes>;
-    let mut streaming: Option<Incoming> = None;
+    let mut streaming: Option<ClientBody> = None;
+    let mut upload: Option<Arc<Upload>> = None;
+    let mut received = start;
     if body.is_end_stream() {
         buffered = Some(Bytes::new());
-    } else if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
-        match tokio::time::timeout_at(deadline, Box::pin(body.collect())).await {
-            Ok(Ok(c)) => buffered = Some(c.to_bytes()),
-            Ok(Err(_)) => return (local(StatusCode::BAD_REQUEST, "request body could not be read"), None),
-            Err(_) => return (local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"), None),
-        }
     } else {
-        buffered = None;
-        streaming = Some(body);
+        let (body, state) = ClientBody::new(body, shared.upload_idle_timeout);
+        if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
+            match Box::pin(body.collect()).await {
+                Ok(c) => buffered = Some(c.to_bytes()),
+                Err(_) => {
+                    let end = state.client_fault().unwrap_or(TryEnd::ClientAborted);
+                    shared.metrics.try_failure(&dest.key, Blame::Client.name(), end.name());
+                    return (client_fault_response(end), None);
+                }
+            }
+            received = Instant::now();
+        } else {
+            buffered = None;
+            streaming = Some(body);
+            upload = Some(state);
+        }
     }
+    // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
+    // request costs one timer, not two.
+    let deadline = tokio::time::Instant::from_std(received) + dest.timeouts.request;
 
     // PathAndQuery is reference-counted: cloning it per attempt copies nothing.
     let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
@@ -338,7 +404,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
         }
         let body = match (&buffered, streaming.take()) {
             (Some(b), _) => RequestBody::Buffered(b.clone()),
-            (None, Some(s)) => RequestBody::Streaming(s.map_err(BodyError::from).boxed()),
+            (None, Some(s)) => RequestBody::Streaming(s.boxed()),
             (None, None) => break,
         };
         // The last possible try may take the headers; an earlier one must leave them for the next.
@@ -354,21 +420,27 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
             // It borrows the head, so no try copies the headers.
             (None, Some(addr)) if !use_h2 => {
                 let head = RequestHead { method: &parts.method, path_and_query: path_and_query.as_str(), headers: &headers };
-                match tokio::time::timeout_at(try_deadline, upstreams.pool.send(addr, head, body, try_start)).await {
-                    Ok(Ok(resp)) => {
+                let sent = upstreams.pool.send(addr, head, body, try_start);
+                let result = match &upload {
+                    None => tokio::time::timeout_at(try_deadline, sent).await.ok(),
+                    Some(up) => Box::pin(after_upload(sent, up, dest.timeouts.per_try.min(dest.timeouts.request))).await,
+                };
+                match result {
+                    Some(Ok(resp)) => {
                         hop_by_hop_removed = true;
                         Ok(resp.map(ResponseBody::Pool))
                     }
-                    Ok(Err(PoolError::Connect(_))) => Err(Failure::Connect),
-                    Ok(Err(PoolError::Request(e))) => Err(Failure::Reset(e.to_string())),
-                    Err(_) => Err(Failure::Timeout),
+                    Some(Err(PoolError::Connect(e))) => Err(Failure::other(connect_failure(&e), "upstream connect failed")),
+                    Some(Err(PoolError::Request(e))) => Err(Failure::other(request_failure(&e), e.to_string())),
+                    None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
                 }
             }
             // Every other way (HTTP/2, a name, a peer's gateway) has its own function, boxed, so its
             // state does not enlarge every request's future.
             (via, _) => {
                 let head = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
-                match Box::pin(send_by_client(shared, upstreams, dest, upstream, via.as_ref(), use_h2, &parts.method, &path_and_query, head, body, try_deadline)).await {
+                let send = SendArgs { method: &parts.method, path_and_query: &path_and_query, headers: head, body, use_h2, try_deadline, upload: upload.as_deref() };
+                match Box::pin(send_by_client(shared, upstreams, dest, upstream, via.as_ref(), send)).await {
                     ClientAttempt::Done(result) => result,
                     ClientAttempt::GatewayFailed(failure) => {
                         gateway_failed = true;
@@ -382,36 +454,33 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_server_error() && retriable_status(dest, status.as_u16()) {
-                    Failure::Status(Box::new(resp))
+                    Failure::Answer(TryEnd::Response(status.as_u16()), Box::new(resp))
                 } else {
-                    report(shared, dest, ep, Outcome::Http(status.as_u16()), false);
+                    report(shared, dest, ep, TryEnd::Response(status.as_u16()));
                     return (respond(resp, upstream, tried.attempts(), !hop_by_hop_removed), Some(ep));
                 }
             }
             Err(f) => f,
         };
-        let (outcome, decisive, reason) = match &failure {
-            Failure::Connect => (Outcome::ConnectFailed, true, "connect_failure"),
-            Failure::Reset(_) => (Outcome::ExternalFailure, true, "reset"),
-            Failure::Timeout => (Outcome::Timeout, false, "timeout"),
-            Failure::Status(r) => (Outcome::Http(r.status().as_u16()), false, "5xx"),
+        // Whatever the upstream side said, a client whose upload broke or stalled caused it.
+        let failure = match upload.as_ref().and_then(|u| u.client_fault()) {
+            Some(fault) => Failure::other(fault, ""),
+            None => failure,
         };
-        if !gateway_failed {
-            report(shared, dest, ep, outcome, decisive);
+        let end = failure.end();
+        shared.metrics.try_failure(&dest.key, end.blame().name(), end.name());
+        match end.blame() {
+            Blame::Client => return (client_fault_response(end), Some(ep)),
+            Blame::Upstream if !gateway_failed => report(shared, dest, ep, end),
+            Blame::Upstream | Blame::Local => {}
         }
-        let safe = matches!(failure, Failure::Connect) || idempotent;
-        let wanted = match &failure {
-            Failure::Connect => dest.retry.retry_on.connect_failure || dest.retry.retry_on.five_xx,
-            Failure::Reset(_) => dest.retry.retry_on.reset || dest.retry.retry_on.five_xx,
-            Failure::Timeout => true,
-            Failure::Status(_) => true,
-        };
+        let wanted = end.retry_cause().is_some_and(|cause| retry_wanted(cause, &dest.retry.retry_on, idempotent));
         let replayable = buffered.is_some();
         last = Some((failure, ep));
-        if tried.attempts() >= max_attempts || !safe || !wanted || !replayable || tokio::time::Instant::now() >= deadline {
+        if tried.attempts() >= max_attempts || !wanted || !replayable || tokio::time::Instant::now() >= deadline {
             break;
         }
-        shared.metrics.retry(&dest.key, reason);
+        shared.metrics.retry(&dest.key, end.name());
         // A retry to a host not tried yet goes at once: it is a different failure domain.
         // Only a retry that must reuse a tried host waits a jittered back-off.
         if dest.upstreams.len() <= tried.attempts() {
@@ -421,15 +490,69 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
         }
     }
     match last {
-        Some((Failure::Status(resp), ep)) => {
-            let upstream = &dest.upstreams[ep];
-            (respond(*resp, upstream, tried.attempts(), true), Some(ep))
-        }
-        Some((Failure::Connect, ep)) => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"), Some(ep)),
-        Some((Failure::Reset(why), ep)) => (local(StatusCode::BAD_GATEWAY, &why), Some(ep)),
-        Some((Failure::Timeout, ep)) => (local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"), Some(ep)),
+        Some((Failure::Answer(_, resp), ep)) => (respond(*resp, &dest.upstreams[ep], tried.attempts(), true), Some(ep)),
+        Some((Failure::Other(end, why), ep)) => (failure_response(end, &why), Some(ep)),
         None => (local(StatusCode::SERVICE_UNAVAILABLE, &format!("no healthy upstream for {}", dest.key)), None),
     }
+}
+
+/// What the client receives when the last try failed without an answer of the upstream's.
+fn failure_response(end: TryEnd, why: &str) -> Response<ResponseBody> {
+    match end {
+        TryEnd::ConnectRefused | TryEnd::ConnectTimeout => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"),
+        TryEnd::UpstreamTimeout => local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"),
+        TryEnd::LocalResources => local(StatusCode::SERVICE_UNAVAILABLE, "veer could not open an upstream connection (out of file descriptors or memory)"),
+        TryEnd::LocalOverflow => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connection limit reached"),
+        TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout => client_fault_response(end),
+        TryEnd::UpstreamReset | TryEnd::UpstreamMalformed | TryEnd::Response(_) => local(StatusCode::BAD_GATEWAY, why),
+    }
+}
+
+/// What the client receives when it is to blame for how its request ended.
+fn client_fault_response(end: TryEnd) -> Response<ResponseBody> {
+    let mut resp = match end {
+        TryEnd::ClientUploadTimeout => local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
+        TryEnd::ClientBodyMalformed => local(StatusCode::BAD_REQUEST, "request body is malformed (chunk framing or declared length)"),
+        _ => local(StatusCode::BAD_REQUEST, "request body could not be read"),
+    };
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// A connect that failed because this node ran out of something is the node's fault, not the
+/// endpoint's: file descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM).
+fn connect_failure(e: &std::io::Error) -> TryEnd {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOMEM: i32 = 12;
+    const ENOBUFS: i32 = 105;
+    match e.raw_os_error() {
+        Some(EMFILE | ENFILE | ENOMEM | ENOBUFS) => TryEnd::LocalResources,
+        _ if e.kind() == std::io::ErrorKind::TimedOut => TryEnd::ConnectTimeout,
+        _ => TryEnd::ConnectRefused,
+    }
+}
+
+fn request_failure(e: &crate::upstream::UpstreamError) -> TryEnd {
+    use crate::upstream::UpstreamError;
+    match e {
+        UpstreamError::Malformed(_) => TryEnd::UpstreamMalformed,
+        // The pool found the client's body broken before the upload state said so.
+        UpstreamError::RequestBody(_) => TryEnd::ClientBodyMalformed,
+        UpstreamError::Io(_) | UpstreamError::Closed => TryEnd::UpstreamReset,
+    }
+}
+
+/// The io error under a hyper (or hyper-util) client error, if any.
+fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// How a try through one of hyper's clients (or a peer link) went.
@@ -441,10 +564,22 @@ enum ClientAttempt {
     BadPath,
 }
 
+/// What one try through a client sends.
+struct SendArgs<'a> {
+    method: &'a Method,
+    path_and_query: &'a http::uri::PathAndQuery,
+    headers: http::HeaderMap,
+    body: RequestBody,
+    use_h2: bool,
+    try_deadline: tokio::time::Instant,
+    /// The client's streaming upload, if the body is not buffered.
+    upload: Option<&'a Upload>,
+}
+
 /// One try through hyper's HTTP/1.1 or HTTP/2 client, or through the link to a peer cluster's
 /// gateway.
-#[allow(clippy::too_many_arguments)]
-async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState, upstream: &crate::snapshot::Upstream, via: Option<&Arc<crate::mesh::link::PeerLink>>, use_h2: bool, method: &Method, path_and_query: &http::uri::PathAndQuery, headers: http::HeaderMap, body: RequestBody, try_deadline: tokio::time::Instant) -> ClientAttempt {
+async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState, upstream: &crate::snapshot::Upstream, via: Option<&Arc<crate::mesh::link::PeerLink>>, send: SendArgs<'_>) -> ClientAttempt {
+    let SendArgs { method, path_and_query, headers, body, use_h2, try_deadline, upload } = send;
     let mut uri_parts = http::uri::Parts::default();
     uri_parts.scheme = Some(http::uri::Scheme::HTTP);
     uri_parts.authority = Some(upstream.authority.clone());
@@ -460,34 +595,49 @@ async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState
     if use_h2 {
         up.headers_mut().remove(header::HOST);
     }
+    let per_try = try_deadline.saturating_duration_since(tokio::time::Instant::now());
     match via {
         None => {
             let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
-            ClientAttempt::Done(match tokio::time::timeout_at(try_deadline, client.request(up)).await {
-                Ok(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                Ok(Err(e)) if e.is_connect() => Err(Failure::Connect),
-                Ok(Err(e)) => Err(Failure::Reset(format!("upstream connection failed: {e}"))),
-                Err(_) => Err(Failure::Timeout),
+            let sent = client.request(up);
+            let result = match upload {
+                None => tokio::time::timeout_at(try_deadline, sent).await.ok(),
+                Some(up) => after_upload(sent, up, per_try).await,
+            };
+            ClientAttempt::Done(match result {
+                Some(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
+                Some(Err(e)) if e.is_connect() => Err(Failure::other(io_source(&e).map_or(TryEnd::ConnectRefused, connect_failure), "upstream connect failed")),
+                Some(Err(e)) => Err(Failure::other(TryEnd::UpstreamReset, format!("upstream connection failed: {e}"))),
+                None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
             })
         }
-        Some(link) => match tokio::time::timeout_at(try_deadline, link.send_to(&upstream.key, use_h2, up)).await {
-            Ok(Ok(resp)) => ClientAttempt::Done(match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
-                // The remote gateway answered for one endpoint behind it: blame that one.
-                Some(b"connect" | b"refused") => Err(Failure::Connect),
-                Some(b"reset") => Err(Failure::Reset("the remote gateway's upstream connection failed".into())),
-                _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-            }),
-            Ok(Err(e)) => {
-                // The gateway itself is gone: the whole cluster is one failure domain, and
-                // no endpoint behind it is to blame.
-                report_gateway(shared, dest, upstream, &e.to_string());
-                ClientAttempt::GatewayFailed(match e {
-                    LinkError::Connect(_) => Failure::Connect,
-                    LinkError::Broken(why) => Failure::Reset(format!("the link to the remote gateway broke: {why}")),
-                })
+        Some(link) => {
+            let sent = link.send_to(&upstream.key, use_h2, up);
+            let result = match upload {
+                None => tokio::time::timeout_at(try_deadline, sent).await.ok(),
+                Some(up) => after_upload(sent, up, per_try).await,
+            };
+            match result {
+                Some(Ok(resp)) => ClientAttempt::Done(match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
+                    // The remote gateway answered for one endpoint behind it: blame that one.
+                    Some(b"connect" | b"refused") => Err(Failure::other(TryEnd::ConnectRefused, "upstream connect failed")),
+                    Some(b"reset") => Err(Failure::other(TryEnd::UpstreamReset, "the remote gateway's upstream connection failed")),
+                    _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
+                }),
+                // A stream the client's own upload broke is no sign of the gateway.
+                Some(Err(_)) if upload.and_then(Upload::client_fault).is_some() => ClientAttempt::Done(Err(Failure::other(TryEnd::ClientAborted, ""))),
+                Some(Err(e)) => {
+                    // The gateway itself is gone: the whole cluster is one failure domain, and
+                    // no endpoint behind it is to blame.
+                    report_gateway(shared, dest, upstream, &e.to_string());
+                    ClientAttempt::GatewayFailed(match e {
+                        LinkError::Connect(_) => Failure::other(TryEnd::ConnectRefused, "upstream connect failed"),
+                        LinkError::Broken(why) => Failure::other(TryEnd::UpstreamReset, format!("the link to the remote gateway broke: {why}")),
+                    })
+                }
+                None => ClientAttempt::Done(Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time"))),
             }
-            Err(_) => ClientAttempt::Done(Err(Failure::Timeout)),
-        },
+        }
     }
 }
 
@@ -498,25 +648,22 @@ fn retriable_status(dest: &DestState, status: u16) -> bool {
 
 /// Reports that a peer cluster's gateway could not be reached.
 fn report_gateway(shared: &Shared, dest: &DestState, upstream: &crate::snapshot::Upstream, why: &str) {
-    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: Outcome::ConnectFailed, decisive: true, gateway: Some((upstream.cluster.clone(), Arc::from(why))) });
+    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: veer_core::outlier::Outcome::ConnectFailed, decisive: true, gateway: Some((upstream.cluster.clone(), Arc::from(why))) });
 }
 
-/// Reports an outcome; successes only when they end a run of failures.
-fn report(shared: &Shared, dest: &DestState, ep: usize, outcome: Outcome, decisive: bool) {
+/// Reports what the upstream did; successes only when they end a run of failures. Anything
+/// the upstream is not to blame for is never reported.
+fn report(shared: &Shared, dest: &DestState, ep: usize, end: TryEnd) {
+    let Some(input) = end.detector_input() else { return };
     let upstream = &dest.upstreams[ep];
-    let failed = match outcome {
-        Outcome::Http(code) => code >= 500,
-        Outcome::ConnectSucceeded => false,
-        _ => true,
-    };
-    if failed {
+    if end.is_failure() {
         upstream.recent_failures.fetch_add(1, Ordering::Relaxed);
     } else if upstream.recent_failures.load(Ordering::Relaxed) == 0 || upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
         // Looked at before it is written: every worker reads this on every success, and a
         // write would pull the line away from the other workers' cores each time.
         return;
     }
-    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome, decisive, gateway: None });
+    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: input.outcome, decisive: input.decisive, gateway: None });
 }
 
 fn respond(resp: Response<ResponseBody>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<ResponseBody> {
@@ -524,6 +671,9 @@ fn respond(resp: Response<ResponseBody>, upstream: &crate::snapshot::Upstream, a
     if strip {
         strip_hop_by_hop(&mut parts.headers);
     }
+    // Only this node says which cluster answered, and nothing of the mesh's own protocol
+    // reaches a client, whatever an upstream put there.
+    crate::request::remove_internal(&mut parts.headers);
     parts.headers.insert(X_VEER_CLUSTER, upstream.cluster_header.clone());
     parts.headers.insert(X_VEER_ATTEMPTS, attempts_header(attempts));
     Response::from_parts(parts, body)

@@ -27,6 +27,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|t| names_a_header(t.as_bytes()))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        // The request was routed by its Host: a Connection option cannot take it away from
+        // the upstream (RFC 9110 §7.6.1 lets a proxy keep what it needs).
+        .filter(|n| *n != header::HOST)
         .collect();
     for n in named {
         headers.remove(n);
@@ -84,6 +87,10 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["host", "x-kept"]);
+        // Connection cannot take Host away: the request was routed by it.
+        let mut h = map(&[("host", "a"), ("connection", "host, x-trace"), ("x-trace", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["host"]);
         // `TE: trailers` is end-to-end for gRPC and stays; a message without hop-by-hop headers is untouched.
         let mut h = map(&[("te", "trailers"), ("content-type", "application/grpc")]);
         strip_hop_by_hop(&mut h);

@@ -7,6 +7,10 @@
 //! - [`control`]: the control loop: reloads, outlier detection, health checks, re-admission
 //!   probes; it publishes snapshots.
 //! - [`manifests`]: the manifest watcher, which reads and checks changed files off the loop.
+//! - [`request`]: what a request must be before it is routed (one authority, chunked or no
+//!   transfer coding, a normalized path, no `x-veer-*` fields).
+//! - [`upload`]: a client's request body on its way upstream, bounded by an idle timeout,
+//!   and whether the client broke it.
 //! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool and client (framing in
 //!   [`upstream::codec`], parsing by httparse).
@@ -25,8 +29,10 @@ pub mod manifests;
 pub mod mesh;
 pub mod metrics;
 pub mod node;
+pub mod request;
 pub mod server;
 pub mod snapshot;
+pub mod upload;
 pub mod upstream;
 
 /// A hash map for the request path: its keys come from manifests (hosts, destinations,

@@ -39,6 +39,18 @@ struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TryFailureLabels {
+    destination: String,
+    blame: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestRefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EjectionLabels {
     destination: String,
     endpoint: String,
@@ -252,6 +264,9 @@ pub struct Metrics {
     request_duration: HistogramFamily,
     retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<DestinationLabels, Counter>,
+    try_failures: Family<TryFailureLabels, Counter>,
+    requests_refused: Family<RequestRefusalLabels, Counter>,
+    internal_headers_removed: Counter,
     ejections: Family<EjectionLabels, Counter>,
     unejections: Family<EndpointLabels, Counter>,
     active_priority: Family<DestinationLabels, Gauge>,
@@ -288,6 +303,9 @@ impl Metrics {
         let retries = Family::<RetryLabels, Counter>::default();
         let retry_budget_exhausted = Family::<DestinationLabels, Counter>::default();
         let ejections = Family::<EjectionLabels, Counter>::default();
+        let try_failures = Family::<TryFailureLabels, Counter>::default();
+        let requests_refused = Family::<RequestRefusalLabels, Counter>::default();
+        let internal_headers_removed = Counter::default();
         let unejections = Family::<EndpointLabels, Counter>::default();
         let active_priority = Family::<DestinationLabels, Gauge>::default();
         let failover_events = Family::<FailoverLabels, Counter>::default();
@@ -326,6 +344,21 @@ impl Metrics {
             "ejections",
             "Endpoints ejected by outlier detection",
             ejections.clone(),
+        );
+        registry.register(
+            "try_failures",
+            "Tries that failed, by who is to blame (upstream, client, local) and how; only upstream failures count towards ejection",
+            try_failures.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests refused before routing because they break HTTP's rules (RFC 9110/9112), by reason",
+            requests_refused.clone(),
+        );
+        registry.register(
+            "internal_headers_removed",
+            "Requests that arrived carrying x-veer-* header fields, which the gateway removed",
+            internal_headers_removed.clone(),
         );
         registry.register(
             "unejections",
@@ -375,6 +408,9 @@ impl Metrics {
             request_duration,
             retries,
             retry_budget_exhausted,
+            try_failures,
+            requests_refused,
+            internal_headers_removed,
             ejections,
             unejections,
             active_priority,
@@ -469,6 +505,27 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// A try failed; `blame` and `reason` come from `veer_core::outcome`.
+    pub fn try_failure(&self, destination: &str, blame: &'static str, reason: &'static str) {
+        self.try_failures
+            .get_or_create(&TryFailureLabels {
+                destination: destination.to_owned(),
+                blame,
+                reason,
+            })
+            .inc();
+    }
+
+    /// A request was refused before routing; `reason` names the rule it broke.
+    pub fn request_refused(&self, reason: &'static str) {
+        self.requests_refused.get_or_create(&RequestRefusalLabels { reason }).inc();
+    }
+
+    /// A request arrived with x-veer-* fields, which were removed.
+    pub fn internal_headers_removed(&self) {
+        self.internal_headers_removed.inc();
     }
 
     /// A retry was skipped because the destination's retry budget was spent.

@@ -124,6 +124,7 @@ impl Node {
             outcomes: outcome_tx,
             metrics: metrics.clone(),
             peer_status: ArcSwap::from_pointee(Vec::new()),
+            upload_idle_timeout: cfg.limits.idle_timeout,
         });
         // A meshed node proves who it is before it serves anything.
         let mesh = match &cfg.mesh {
