@@ -15,6 +15,7 @@ use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, Shared};
+use veer_core::outcome::{Blame, TryEnd};
 use crate::manifests::{Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
@@ -376,7 +377,17 @@ impl Control {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let (ok, detail) = probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, Duration::from_secs(1), &[]).await;
+            // A probe this node could not even send (out of file descriptors) says nothing of
+            // the endpoint: it stays ejected and is probed again, never ejected harder.
+            let (ok, detail) = loop {
+                match probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, Duration::from_secs(1), &[]).await {
+                    Probe::Done(ok, detail) => break (ok, detail),
+                    Probe::Local(why) => {
+                        tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {why}; trying again in 1s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
             let _ = tx.send(Msg::Readmission { dest, endpoint, ok, detail });
         });
     }
@@ -542,7 +553,14 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (ok, detail) = probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await;
+                let (ok, detail) = match probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await {
+                    Probe::Done(ok, detail) => (ok, detail),
+                    // Not the endpoint's doing: no verdict this round.
+                    Probe::Local(why) => {
+                        tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {why}");
+                        continue;
+                    }
+                };
                 if tx.send(Msg::Health { dest: dest.clone(), endpoint: endpoint.clone(), ok, detail }).is_err() {
                     break;
                 }
@@ -551,15 +569,22 @@ impl Control {
     }
 }
 
+/// What a probe found: a verdict on the endpoint (healthy or not, and why), or that this node
+/// could not send it, which is no verdict at all.
+enum Probe {
+    Done(bool, String),
+    Local(String),
+}
+
 /// One HTTP probe: healthy when the endpoint answers below 500 (or in `expected`) in time.
 /// An endpoint of a peer cluster is probed through that cluster's east-west listener.
 #[allow(clippy::too_many_arguments)]
-async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> (bool, String) {
+async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> Probe {
     use http_body_util::{BodyExt, Empty};
     let uri = format!("http://{endpoint}{path}");
     let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
         Ok(r) => r,
-        Err(e) => return (false, format!("bad probe request: {e}")),
+        Err(e) => return Probe::Done(false, format!("bad probe request: {e}")),
     };
     if let Some(h) = host {
         if let Ok(v) = http::HeaderValue::from_str(h) {
@@ -576,22 +601,27 @@ async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, pat
                 if let Some(v) = host.and_then(|h| http::HeaderValue::from_str(h).ok()) {
                     req.headers_mut().insert(http::header::HOST, v);
                 }
-                link.send_to(endpoint, h2, req).await.map_err(|e| e.to_string())
+                link.send_to(endpoint, h2, req).await.map_err(|e| (TryEnd::UpstreamReset, e.to_string()))
             }
             None => {
                 let client = if h2 { &shared.http2 } else { &shared.http1 };
-                client.request(req).await.map_err(|e| e.to_string())
+                client.request(req).await.map_err(|e| {
+                    let end = if e.is_connect() { crate::forward::io_source(&e).map_or(TryEnd::ConnectRefused, crate::forward::connect_failure) } else { TryEnd::UpstreamReset };
+                    (end, e.to_string())
+                })
             }
         }
     };
     match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => (false, format!("GET {path} failed behind the east-west gateway: {}", resp.status())),
+        Ok(Ok(resp)) if resp.headers().get(&X_VEER_EASTWEST_ERROR).is_some_and(|v| v.as_bytes() == b"local") => Probe::Local(format!("the east-west gateway could not reach it: {}", resp.status())),
+        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => Probe::Done(false, format!("GET {path} failed behind the east-west gateway: {}", resp.status())),
         Ok(Ok(resp)) => {
             let code = resp.status().as_u16();
             let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };
-            (ok, format!("GET {path} answered {code}"))
+            Probe::Done(ok, format!("GET {path} answered {code}"))
         }
-        Ok(Err(e)) => (false, format!("GET {path} failed: {e}")),
-        Err(_) => (false, format!("GET {path} timed out after {timeout:?}")),
+        Ok(Err((end, e))) if end.blame() != Blame::Upstream => Probe::Local(e),
+        Ok(Err((_, e))) => Probe::Done(false, format!("GET {path} failed: {e}")),
+        Err(_) => Probe::Done(false, format!("GET {path} timed out after {timeout:?}")),
     }
 }

@@ -521,7 +521,7 @@ fn client_fault_response(end: TryEnd) -> Response<ResponseBody> {
 
 /// A connect that failed because this node ran out of something is the node's fault, not the
 /// endpoint's: file descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM).
-fn connect_failure(e: &std::io::Error) -> TryEnd {
+pub(crate) fn connect_failure(e: &std::io::Error) -> TryEnd {
     const EMFILE: i32 = 24;
     const ENFILE: i32 = 23;
     const ENOMEM: i32 = 12;
@@ -544,7 +544,7 @@ fn request_failure(e: &crate::upstream::UpstreamError) -> TryEnd {
 }
 
 /// The io error under a hyper (or hyper-util) client error, if any.
-fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+pub(crate) fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -622,6 +622,8 @@ async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState
                     // The remote gateway answered for one endpoint behind it: blame that one.
                     Some(b"connect" | b"refused") => Err(Failure::other(TryEnd::ConnectRefused, "upstream connect failed")),
                     Some(b"reset") => Err(Failure::other(TryEnd::UpstreamReset, "the remote gateway's upstream connection failed")),
+                    // The remote node ran out of descriptors or memory: nobody's endpoint failed.
+                    Some(b"local") => Err(Failure::other(TryEnd::LocalResources, "the remote gateway could not open a connection (out of file descriptors or memory)")),
                     _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
                 }),
                 // A stream the client's own upload broke is no sign of the gateway.

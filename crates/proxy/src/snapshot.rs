@@ -249,6 +249,13 @@ impl Snapshot {
         self.destinations.get(chosen.dest)
     }
 
+    /// Whether `addr` (address *and* port) is an endpoint of `cluster` in some destination: the
+    /// east-west listener forwards a peer's request only there. A scan, not an index: it runs
+    /// on the east-west path only, once per forwarded request.
+    pub fn has_endpoint(&self, cluster: &str, addr: std::net::SocketAddr) -> bool {
+        self.destinations.iter().any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
+    }
+
     /// Builds the snapshot for a node in `cluster` from a validated manifest set.
     pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
         Self::build_meshed(set, cluster, labels, unhealthy, Arc::default(), generation)

@@ -28,7 +28,8 @@ pub const X_VEER_ENDPOINT: HeaderName = HeaderName::from_static("x-veer-endpoint
 /// Set by the client node when the destination speaks HTTP/2 to its endpoints.
 pub const X_VEER_UPSTREAM_H2: HeaderName = HeaderName::from_static("x-veer-upstream-h2");
 /// On an answer the listener wrote itself: what failed behind it (`connect`, `reset`,
-/// `refused`), so the client node blames that one endpoint and not the whole cluster.
+/// `refused`), so the client node blames that one endpoint and not the whole cluster; or
+/// `local`: this node could not open a connection (out of descriptors), which blames no one.
 pub const X_VEER_EASTWEST_ERROR: HeaderName = HeaderName::from_static("x-veer-eastwest-error");
 /// The cluster a watching node claims to be; must match its certificate.
 pub const X_VEER_PEER: HeaderName = HeaderName::from_static("x-veer-peer");
@@ -104,7 +105,9 @@ impl EastWest {
         let Some(target) = req.headers().get(&X_VEER_ENDPOINT).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<SocketAddr>().ok()) else {
             return refused(StatusCode::BAD_REQUEST, "an east-west request names its endpoint in x-veer-endpoint (IP:PORT)");
         };
-        if !self.catalog.borrow().has_address(target.ip()) {
+        // Address and port: an announced address is no licence to reach its other ports
+        // (an admin port, a database beside the service).
+        if !self.catalog.borrow().has_address(target.ip()) || !self.shared.snapshot.load().has_endpoint(&self.cluster, target) {
             self.refuse(remote, "not_local", &format!("{peer} asked for {target}, which is not an endpoint of cluster {}", self.cluster));
             return refused(StatusCode::FORBIDDEN, &format!("{target} is not an endpoint of cluster {}; east-west traffic only reaches local endpoints", self.cluster));
         }
@@ -152,7 +155,16 @@ impl EastWest {
         let up = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
         let client = if h2 { &self.shared.http2 } else { &self.shared.http1 };
         match client.request(up).await {
-            Ok(r) => r.map(|b| b.map_err(BodyError::from).boxed()),
+            Ok(r) => {
+                // Only this listener's own verdict may say what failed behind it: an endpoint
+                // that sent x-veer-* fields of its own must not steer the client node.
+                let (mut parts, body) = r.into_parts();
+                crate::request::remove_internal(&mut parts.headers);
+                Response::from_parts(parts, body.map_err(BodyError::from).boxed())
+            }
+            Err(e) if e.is_connect() && crate::forward::io_source(&e).is_some_and(|io| crate::forward::connect_failure(io).blame() == veer_core::outcome::Blame::Local) => {
+                failed(StatusCode::SERVICE_UNAVAILABLE, "local", &format!("this node could not open a connection to {target}: {e}"))
+            }
             Err(e) if e.is_connect() => failed(StatusCode::SERVICE_UNAVAILABLE, "connect", &format!("{target} refused or did not accept the connection")),
             Err(e) => failed(StatusCode::BAD_GATEWAY, "reset", &format!("{target}: {e}")),
         }

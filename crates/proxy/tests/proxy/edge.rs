@@ -1,0 +1,245 @@
+//! The edge as an attacker tries it: clients that send broken, abandoned or slow bodies must not
+//! eject a healthy backend; veer's own x-veer-* fields stay internal; requests that break
+//! HTTP's rules are refused before routing; paths are routed and forwarded normalized.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{cluster, counter, failures, read_response, service, share, spec, World};
+use veer_proxy::events::EventKind;
+use veer_proxy::node::Node;
+
+const HOST: &str = "cart.shop.svc.cluster.local";
+
+/// `near` (the node's cluster) and `far` each run one cart backend; the DestinationRule ejects
+/// on the first 5xx and the first local-origin failure, so any blame at all would show.
+async fn strict_world(w: &World) -> (Vec<veer_testkit::Backend>, Vec<veer_testkit::Backend>) {
+    let near = w.backends("near", 1, 1).await;
+    let far = w.backends("far", 2, 1).await;
+    let mut m = cluster("near", "r1", "z1", "");
+    m.push_str(&cluster("far", "r2", "z2", ""));
+    m.push_str(&service("near", "shop", "cart", &[], &near));
+    m.push_str(&service("far", "shop", "cart", &[], &far));
+    m.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: cart, namespace: shop}\nspec:\n  host: cart.shop.svc.cluster.local\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 1, consecutiveLocalOriginFailures: 1, splitExternalLocalOriginErrors: true, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n---\n",
+    );
+    w.write("topology.yaml", &m);
+    (near, far)
+}
+
+/// Sends `head` then `body` on a fresh connection and returns the status veer answered (0 if
+/// the connection closed without one).
+async fn raw(node: &Node, head: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(node.listen).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(body).await.expect("write body");
+    status_of(&mut s).await
+}
+
+async fn status_of(s: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return String::from_utf8_lossy(&buf[..end]).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return 0,
+        }
+    }
+}
+
+/// One abusive request of kind `i % 5`.
+async fn abuse(listen: SocketAddr, i: u32) {
+    let Ok(mut s) = TcpStream::connect(listen).await else { return };
+    let post = |extra: &str| format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n");
+    let _ = match i % 5 {
+        // A chunk size that is not hex.
+        0 => s.write_all(format!("{}zz\r\nhello\r\n0\r\n\r\n", post("Transfer-Encoding: chunked\r\n")).as_bytes()).await,
+        // A chunk longer than its size line says.
+        1 => s.write_all(format!("{}3\r\nhello world\r\n0\r\n\r\n", post("Transfer-Encoding: chunked\r\n")).as_bytes()).await,
+        // Half a chunked body, then the client goes away.
+        2 => {
+            let _ = s.write_all(format!("{}400\r\nabc", post("Transfer-Encoding: chunked\r\n")).as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        // Declares 100 KiB (streamed, not buffered), sends 10 and closes.
+        3 => {
+            let _ = s.write_all(format!("{}0123456789", post("Content-Length: 102400\r\n")).as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        // A slow upload: longer than the per-try timeout, yet within the upload idle timeout.
+        _ => {
+            let _ = s.write_all(post("Transfer-Encoding: chunked\r\n").as_bytes()).await;
+            for _ in 0..8 {
+                let _ = s.write_all(b"1\r\nx\r\n").await;
+                tokio::time::sleep(Duration::from_millis(450)).await;
+            }
+            s.write_all(b"0\r\n\r\n").await
+        }
+    };
+    let _ = status_of(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_aborted_and_slow_uploads_never_eject_and_a_normal_client_sees_nothing() {
+    let w = World::new();
+    let (_near, _far) = strict_world(&w).await;
+    // The slow uploads outlast the per-try timeout (3 s), which starts once the request is in.
+    let node = w.node_with("near", |c| c.limits.idle_timeout = Duration::from_secs(5)).await;
+    let normal = tokio::spawn(veer_testkit::run(spec(&node, HOST, "/", 50, 20.0)));
+    let listen = node.listen;
+    // Twenty abusive requests a second for twenty seconds.
+    let attacker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut tasks = Vec::new();
+        for i in 0..400u32 {
+            tick.tick().await;
+            tasks.push(tokio::spawn(abuse(listen, i)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let r = normal.await.expect("normal client");
+    attacker.await.expect("attacker");
+    assert!(failures(&r).is_empty(), "the normal client saw errors: {:?}", failures(&r));
+    assert_eq!(share(&r, "far-"), 0.0, "traffic moved to the fallback: {:?}", r.by_backend());
+    let ejections: Vec<_> = node.events.all().into_iter().filter(|e| e.kind == EventKind::Ejection).map(|e| e.reason).collect();
+    assert!(ejections.is_empty(), "a client ejected a healthy backend: {ejections:?}");
+    let metrics = node.metrics.encode();
+    assert!(metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"client\"")), "client failures are counted as the client's:\n{metrics}");
+    assert!(!metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"upstream\"")), "nothing is the upstream's:\n{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_body_is_400_and_a_stalled_upload_408_and_neither_blames_the_backend() {
+    let w = World::new();
+    let (near, _far) = strict_world(&w).await;
+    let node = w.node_with("near", |c| c.limits.idle_timeout = Duration::from_millis(600)).await;
+    let head = format!("POST /u HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(raw(&node, &head, b"zz\r\nhello\r\n0\r\n\r\n").await, 400, "a chunk size that is not hex");
+    assert_eq!(raw(&node, &head, b"3\r\nhello world\r\n0\r\n\r\n").await, 400, "a chunk longer than its size");
+    // A small declared body that stalls is buffered and times out before any try.
+    let small = format!("POST /u HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\n");
+    assert_eq!(raw(&node, &small, b"01234").await, 408, "a stalled small upload");
+    // A streamed body that stalls once the request has gone upstream.
+    assert_eq!(raw(&node, &head, b"1\r\nx\r\n").await, 408, "a stalled streamed upload");
+    let events: Vec<_> = node.events.all().into_iter().filter(|e| e.kind == EventKind::Ejection).collect();
+    assert!(events.is_empty(), "{events:?}");
+    // The backend still serves, from priority 0.
+    let r = veer_testkit::run(spec(&node, HOST, "/", 50, 0.4)).await;
+    assert!(failures(&r).is_empty() && share(&r, "near-") == 1.0, "{:?} {:?}", failures(&r), r.by_backend());
+    assert!(near[0].served() > 0);
+    node.stop().await;
+}
+
+/// A backend that records every request head it reads and answers 200 with the fields veer
+/// must never let reach a client.
+struct Recorder {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    async fn start(ip: std::net::IpAddr) -> Recorder {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind recorder");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.lock().unwrap().push(String::from_utf8_lossy(&buf[..end]).into_owned());
+                            buf.drain(..end + 4);
+                            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-veer-eastwest-error: reset\r\nx-veer-endpoint: 10.0.0.1:1\r\nx-app: kept\r\n\r\nok";
+                            if s.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+        Recorder { addr, heads }
+    }
+
+    fn last(&self) -> String {
+        self.heads.lock().unwrap().last().cloned().unwrap_or_default()
+    }
+}
+
+/// A world whose `near` cart endpoint is a [`Recorder`].
+async fn recorder_world(w: &World) -> Recorder {
+    let rec = Recorder::start(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, w.net, 1, 1))).await;
+    let mut m = cluster("near", "r1", "z1", "");
+    m.push_str(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop, labels: {{topology.istio.io/cluster: near}}}}\nspec:\n  selector: {{app: cart}}\n  ports:\n  - {{name: http, port: 80, targetPort: http}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: rec, namespace: shop, labels: {{topology.istio.io/cluster: near}}}}\nspec:\n  address: {}\n  ports: {{http: {}}}\n  labels: {{app: cart}}\n",
+        rec.addr.ip(),
+        rec.addr.port()
+    ));
+    w.write("topology.yaml", &m);
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_veer_fields_stay_internal_both_ways() {
+    let w = World::new();
+    let rec = recorder_world(&w).await;
+    let node = w.node("near").await;
+    let mut s = TcpStream::connect(node.listen).await.expect("connect");
+    let req = format!("GET /a HTTP/1.1\r\nHost: {HOST}\r\nx-veer-endpoint: 127.0.0.1:9\r\nX-Veer-Upstream-H2: 1\r\nx-veer-anything: 1\r\nx-app: mine\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let (status, head) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 200, "{head}");
+    let sent = rec.last().to_ascii_lowercase();
+    assert!(!sent.contains("x-veer-"), "the backend received a client's x-veer-* field:\n{sent}");
+    assert!(sent.contains("x-app: mine"), "{sent}");
+    let got = head.to_ascii_lowercase();
+    assert!(!got.contains("x-veer-eastwest-error") && !got.contains("x-veer-endpoint"), "internal fields reached the client:\n{head}");
+    assert!(got.contains("x-app: kept") && got.contains("x-veer-cluster: near"), "{head}");
+    assert_eq!(counter(&node, "veer_internal_headers_removed_total"), 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_break_http_rules_are_refused_before_routing() {
+    let w = World::new();
+    let rec = recorder_world(&w).await;
+    let node = w.node("near").await;
+    let cases = [
+        (format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nHost: other.example\r\n\r\n"), 400, "two Host fields"),
+        ("GET / HTTP/1.1\r\n\r\n".to_string(), 400, "no Host on HTTP/1.1"),
+        (format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), 501, "a coding before chunked"),
+        (format!("GET /a/../../etc/passwd HTTP/1.1\r\nHost: {HOST}\r\n\r\n"), 400, "a path above the root"),
+        (format!("GET /a%zz HTTP/1.1\r\nHost: {HOST}\r\n\r\n"), 400, "a broken escape"),
+    ];
+    for (req, want, what) in &cases {
+        assert_eq!(raw(&node, req, b"").await, *want, "{what}");
+    }
+    assert!(rec.heads.lock().unwrap().is_empty(), "a refused request reached the backend: {:?}", rec.heads.lock().unwrap());
+    // Connection cannot take Host away; the path arrives normalized.
+    assert_eq!(raw(&node, &format!("GET /x/./y/../%7Ez//w HTTP/1.1\r\nHost: {HOST}\r\nConnection: host\r\n\r\n"), b"").await, 200);
+    let sent = rec.last();
+    assert!(sent.starts_with("GET /x/~z/w HTTP/1.1"), "{sent}");
+    assert!(sent.to_ascii_lowercase().contains(&format!("host: {HOST}")), "{sent}");
+    node.stop().await;
+}
