@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod upstream;
 
 /// A hash map for the request path: its keys come from manifests (hosts, destinations,
