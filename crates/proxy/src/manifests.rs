@@ -605,6 +605,66 @@ mod tests {
         assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "added").is_some()));
     }
 
+    /// The next thing the watcher sends, within 10 s.
+    fn next(rx: &mut mpsc::Receiver<Reload>) -> Option<Reload> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.ok().flatten() })
+    }
+
+    fn services(reload: Option<Reload>) -> Vec<String> {
+        match reload {
+            Some(Reload::Accepted(set)) => set.services().iter().map(|(_, s)| s.meta.name.clone()).collect(),
+            other => panic!("expected an accepted set, got {other:?}"),
+        }
+    }
+
+    /// A writer writes the first half of a file (a complete document, so the half alone would
+    /// pass), pauses for `pause` while the watcher looks every 20 ms, then writes the rest and
+    /// closes it. Nothing may be sent before the close; then the whole file is.
+    fn a_paused_writer_is_waited_for(name: &str, tune: impl FnOnce(Watcher) -> Watcher, pause: Duration) {
+        use std::io::Write;
+        let dir = Dir::new(name);
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, SERVICE).expect("write");
+        let w = Watcher::new(vec![dir.path().to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(20), Baseline::default());
+        let (found, mut rx) = mpsc::channel(1);
+        let (_stop, stopped) = std_mpsc::channel();
+        tune(w).spawn(found, stopped).expect("spawn");
+        assert_eq!(services(next(&mut rx)), vec!["web"], "the first look reads the files");
+
+        let half = SERVICE.replace("web", "one") + "---\n";
+        let rest = SERVICE.replace("web", "two");
+        let mut writer = std::fs::File::create(&file).expect("open for writing");
+        writer.write_all(half.as_bytes()).expect("write half");
+        writer.flush().expect("flush");
+        std::thread::sleep(pause);
+        match rx.try_recv() {
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Ok(r) => panic!("read while its writer was still at it: {r:?}"),
+            Err(e) => panic!("the watcher ended: {e}"),
+        }
+        writer.write_all(rest.as_bytes()).expect("write the rest");
+        drop(writer);
+        let mut got = services(next(&mut rx));
+        got.sort();
+        assert_eq!(got, vec!["one", "two"], "the whole file, once closed");
+    }
+
+    /// With inotify, the writer's pause is longer than the settle period and dozens of looks.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn with_inotify_a_half_written_file_is_not_read_however_long_its_writer_pauses() {
+        a_paused_writer_is_waited_for("watcher-pause-inotify", |w| w, Duration::from_millis(1500));
+    }
+
+    /// Without inotify a writer that pauses longer than the settle period cannot be told from
+    /// one that is done; so here the settle period is 2 s and the writer pauses 1.5 s: 75 looks
+    /// that each see the file changed, none of which may read it.
+    #[test]
+    fn without_inotify_a_half_written_file_is_read_only_once_it_held_still() {
+        a_paused_writer_is_waited_for("watcher-pause-poll", |w| w.without_inotify().with_settle(Duration::from_secs(2)), Duration::from_millis(1500));
+    }
+
     #[test]
     fn a_panic_while_reading_is_a_rejection_not_a_dead_watcher() {
         match rejecting_panics(|| panic!("boom in a reader")) {
