@@ -16,6 +16,8 @@ use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
 
 #[path = "proxy/upstream_http1.rs"]
 mod upstream_http1;
+#[path = "proxy/watcher.rs"]
+mod watcher;
 
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
