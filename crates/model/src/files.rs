@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(err.kind, ReadErrorKind::TooLarge(MAX_INPUT_BYTES as u64 + 1));
         assert!(err.to_string().contains("big.yaml") && err.to_string().contains(&(MAX_INPUT_BYTES + 1).to_string()), "{err}");
         std::fs::remove_file(dir.join("big.yaml")).expect("rm");
-        assert_eq!(read_paths(&[dir.clone()]).expect("only a.yaml left").len(), 1);
+        assert_eq!(read_paths(std::slice::from_ref(&dir)).expect("only a.yaml left").len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

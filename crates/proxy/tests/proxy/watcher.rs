@@ -85,7 +85,11 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
 
     // A good start saves its set.
     let node = w.node_with("one", with_state).await;
-    assert!(state.join(veer_proxy::state::STATE_FILE).is_file(), "the accepted set is saved");
+    let saved = state.join(veer_proxy::state::STATE_FILE);
+    assert!(saved.is_file(), "the accepted set is saved");
+    // And so is each set a reload accepts.
+    w.write("world.yaml", &format!("# reloaded\n{good}"));
+    until("the reloaded set is saved", || std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("# reloaded"))).await;
     node.stop().await;
 
     // The files break while the node is down.
