@@ -5,8 +5,62 @@ use std::path::{Path, PathBuf};
 
 use crate::yaml::MAX_INPUT_BYTES;
 
-/// Reads every manifest under `paths`; `-` is stdin. Names are the paths as given.
-pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
+/// How deep a directory walk goes. A link to a directory above it (`sub/up -> ..`) would
+/// otherwise make the walk endless and overflow the stack, which no error can report.
+const MAX_DEPTH: usize = 32;
+
+/// Why a manifest source could not be read; it always names the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadError {
+    /// The file as given or found in a directory (`<stdin>` for `-`).
+    pub path: String,
+    pub kind: ReadErrorKind,
+}
+
+/// What was wrong with the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadErrorKind {
+    /// The file system's own answer (no such file, permission denied…).
+    Io(String),
+    /// A FIFO, socket or device: not a manifest, and never opened (opening a FIFO waits for
+    /// a writer, which would stall `veer validate` or a node's reloads for good).
+    NotAFile(&'static str),
+    /// Over the cap: its size in bytes (what it had grown to, if it grew while being read).
+    TooLarge(u64),
+    /// The first byte that is not UTF-8.
+    NotUtf8(usize),
+    /// Directories nested deeper than veer walks (a link loop, most likely).
+    TooDeep,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = &self.path;
+        match &self.kind {
+            ReadErrorKind::Io(e) => write!(f, "{path}: {e}"),
+            ReadErrorKind::NotAFile(what) => write!(f, "{path}: is {what}, not a regular file; veer reads manifests only from regular files"),
+            ReadErrorKind::TooLarge(len) => write!(f, "{path}: file is {len} bytes; veer reads at most {MAX_INPUT_BYTES} bytes per file"),
+            ReadErrorKind::NotUtf8(at) => write!(f, "{path}: not UTF-8 text (byte {at})"),
+            ReadErrorKind::TooDeep => write!(f, "{path}: directories nested more than {MAX_DEPTH} deep (a link to a directory above it?)"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for String {
+    fn from(e: ReadError) -> String {
+        e.to_string()
+    }
+}
+
+fn error(path: &Path, kind: ReadErrorKind) -> ReadError {
+    ReadError { path: path.display().to_string(), kind }
+}
+
+/// Reads every manifest under `paths`; `-` is stdin. Names are the paths as given. FIFOs,
+/// sockets and devices are refused from their metadata, without being opened.
+pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
@@ -14,10 +68,10 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String> {
             std::io::stdin()
                 .take(MAX_INPUT_BYTES as u64 + 1)
                 .read_to_string(&mut text)
-                .map_err(|e| format!("<stdin>: {e}"))?;
+                .map_err(|e| ReadError { path: "<stdin>".into(), kind: ReadErrorKind::Io(e.to_string()) })?;
             out.push(("<stdin>".to_string(), text));
         } else {
-            collect(p, &mut out)?;
+            collect(p, 0, &mut out)?;
         }
     }
     Ok(out)
@@ -31,7 +85,7 @@ pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, String> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() != "-" {
-            stamp(p, &mut out)?;
+            stamp(p, 0, &mut out)?;
         }
     }
     Ok(out)
@@ -45,7 +99,7 @@ pub fn directories(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in paths.iter().filter(|p| p.as_os_str() != "-") {
         if p.is_dir() {
-            subdirectories(p, &mut out);
+            subdirectories(p, 0, &mut out);
         } else if let Some(parent) = p.parent() {
             out.push(if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() });
         }
@@ -53,10 +107,18 @@ pub fn directories(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn subdirectories(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Whether a directory walk reads a file of this name (`.yaml`, `.yml`, `.json`).
+pub fn is_manifest_name(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+}
+
+fn subdirectories(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     out.push(dir.to_path_buf());
+    if depth >= MAX_DEPTH {
+        return;
+    }
     for e in manifest_entries(dir).unwrap_or_default().iter().filter(|e| e.is_dir()) {
-        subdirectories(e, out);
+        subdirectories(e, depth + 1, out);
     }
 }
 
@@ -69,19 +131,38 @@ pub struct FileStamp {
     inode: u64,
 }
 
-fn stamp(path: &Path, out: &mut Vec<FileStamp>) -> Result<(), String> {
+impl FileStamp {
+    /// The file as given or found in a directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `path`'s stamp now, if it can be read (following links, as `read_paths` does).
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        std::fs::metadata(path).ok().map(|meta| FileStamp::from_meta(path, &meta))
+    }
+
+    fn from_meta(path: &Path, meta: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        FileStamp { path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok(), inode }
+    }
+}
+
+fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.is_dir() {
+        if depth >= MAX_DEPTH {
+            return Err(error(path, ReadErrorKind::TooDeep).to_string());
+        }
         for e in manifest_entries(path)? {
-            stamp(&e, out)?;
+            stamp(&e, depth + 1, out)?;
         }
         return Ok(());
     }
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    out.push(FileStamp { path: path.to_path_buf(), len: meta.len(), modified: meta.modified().ok(), inode });
+    out.push(FileStamp::from_meta(path, &meta));
     Ok(())
 }
 
@@ -90,27 +171,80 @@ fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|e| e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .filter(|e| e.is_dir() || is_manifest_name(e))
         .collect();
     entries.sort();
     Ok(entries)
 }
 
-fn collect(path: &Path, out: &mut Vec<(String, String)>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// What a file that is neither a regular file nor a directory is, for the error that refuses it.
+fn special_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_dir() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return Some("a FIFO (named pipe)");
+        }
+        if ft.is_socket() {
+            return Some("a socket");
+        }
+        if ft.is_block_device() {
+            return Some("a block device");
+        }
+        if ft.is_char_device() {
+            return Some("a character device");
+        }
+    }
+    Some("neither a file nor a directory")
+}
+
+fn collect(path: &Path, depth: usize, out: &mut Vec<(String, String)>) -> Result<(), ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))?;
     if meta.is_dir() {
-        for e in manifest_entries(path)? {
-            collect(&e, out)?;
+        if depth >= MAX_DEPTH {
+            return Err(error(path, ReadErrorKind::TooDeep));
+        }
+        for e in manifest_entries(path).map_err(|e| ReadError { path: path.display().to_string(), kind: ReadErrorKind::Io(e) })? {
+            collect(&e, depth + 1, out)?;
         }
         return Ok(());
     }
-    if meta.len() > MAX_INPUT_BYTES as u64 {
-        return Err(format!("{}: file is {} bytes; veer reads at most {MAX_INPUT_BYTES} bytes per file", path.display(), meta.len()));
+    // From the metadata, before any open: opening a FIFO waits for a writer.
+    if let Some(what) = special_kind(&meta) {
+        return Err(error(path, ReadErrorKind::NotAFile(what)));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+    if meta.len() > MAX_INPUT_BYTES as u64 {
+        return Err(error(path, ReadErrorKind::TooLarge(meta.len())));
+    }
+    let text = read_regular(path)?;
     out.push((path.display().to_string(), text));
     Ok(())
+}
+
+/// Reads a file that was a regular file of an acceptable size when looked at. It may have been
+/// swapped since: it is opened without blocking (a FIFO put in its place does not stall the
+/// open), checked again through the open handle, and read no further than the cap.
+fn read_regular(path: &Path) -> Result<String, ReadError> {
+    let io = |e: std::io::Error| error(path, ReadErrorKind::Io(e.to_string()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if let Some(what) = special_kind(&meta) {
+        return Err(error(path, ReadErrorKind::NotAFile(what)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(MAX_INPUT_BYTES));
+    file.take(MAX_INPUT_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(error(path, ReadErrorKind::TooLarge(bytes.len() as u64)));
+    }
+    String::from_utf8(bytes).map_err(|e| error(path, ReadErrorKind::NotUtf8(e.utf8_error().valid_up_to())))
 }
 
 #[cfg(test)]
@@ -150,6 +284,59 @@ mod tests {
         let mut want = vec![dir.join("sub"), dir.join("sub/deeper"), dir.join("other"), PathBuf::from(".")];
         want.sort();
         assert_eq!(dirs, want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    /// A FIFO, a socket and an oversized file in a manifest folder: each refused, named, and
+    /// the FIFO never opened (opening it would wait for a writer, and this test would hang).
+    #[cfg(unix)]
+    #[test]
+    fn special_files_and_oversized_files_are_refused_by_name_without_being_opened() {
+        let dir = std::env::temp_dir().join(format!("veer-special-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.yaml"), "a: 1\n").expect("write");
+        let fifo = dir.join("pipe.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = vec![dir.clone()];
+        // On a thread: if the FIFO were opened, the read would block and the receive time out.
+        std::thread::spawn(move || tx.send(read_paths(&paths)));
+        let err = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("read_paths did not block").expect_err("a FIFO is refused");
+        assert_eq!(err.kind, ReadErrorKind::NotAFile("a FIFO (named pipe)"));
+        assert!(err.to_string().contains("pipe.yaml") && err.to_string().contains("FIFO"), "{err}");
+        // Given directly, too.
+        assert!(matches!(read_paths(std::slice::from_ref(&fifo)), Err(ReadError { kind: ReadErrorKind::NotAFile(_), .. })));
+        std::fs::remove_file(&fifo).expect("rm fifo");
+
+        let socket = dir.join("sock.yaml");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
+        let err = read_paths(std::slice::from_ref(&dir)).expect_err("a socket is refused");
+        assert_eq!(err.kind, ReadErrorKind::NotAFile("a socket"), "{err}");
+        std::fs::remove_file(&socket).expect("rm socket");
+
+        // Sparse: over the cap without writing 16 MiB.
+        let big = std::fs::File::create(dir.join("big.yaml")).expect("create");
+        big.set_len(MAX_INPUT_BYTES as u64 + 1).expect("grow");
+        let err = read_paths(std::slice::from_ref(&dir)).expect_err("too large");
+        assert_eq!(err.kind, ReadErrorKind::TooLarge(MAX_INPUT_BYTES as u64 + 1));
+        assert!(err.to_string().contains("big.yaml") && err.to_string().contains(&(MAX_INPUT_BYTES + 1).to_string()), "{err}");
+        std::fs::remove_file(dir.join("big.yaml")).expect("rm");
+        assert_eq!(read_paths(std::slice::from_ref(&dir)).expect("only a.yaml left").len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_loop_is_an_error_not_a_stack_overflow() {
+        let dir = std::env::temp_dir().join(format!("veer-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::os::unix::fs::symlink(&dir, dir.join("again")).expect("link");
+        let err = read_paths(std::slice::from_ref(&dir)).expect_err("too deep");
+        assert_eq!(err.kind, ReadErrorKind::TooDeep);
+        assert!(fingerprint(std::slice::from_ref(&dir)).is_err());
+        assert_eq!(directories(std::slice::from_ref(&dir)).len(), MAX_DEPTH + 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -45,6 +45,9 @@ pub struct AdminState {
     /// data, the active priority of each destination.
     pub status: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
     pub ready: AtomicBool,
+    /// Asked at each `/ready` once `ready` is set: `Err` says why the node is not ready after
+    /// all (its manifest watcher died or stalled, so changes would not be applied).
+    pub ready_check: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
 }
 
 impl AdminState {
@@ -60,11 +63,13 @@ impl AdminState {
             routes: Box::new(routes),
             status: Box::new(|| serde_json::Value::Null),
             ready: AtomicBool::new(false),
+            ready_check: None,
         }
     }
 }
 
-/// Serves until `shutdown` resolves. Routes: GET /healthz → 200 "ok"; GET /ready → 200 "ready" or 503 "not ready";
+/// Serves until `shutdown` resolves. Routes: GET /healthz → 200 "ok"; GET /ready → 200 "ready" or 503 "not ready"
+/// (with the reason when `ready_check` gave one);
 /// GET /metrics → OpenMetrics text; GET /routes → JSON from `routes`; GET /events (optional `?since=N`) → JSON array
 /// of events; anything else → 404 listing the endpoints; a known path with a method other than GET → 405.
 ///
@@ -143,10 +148,12 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     match path {
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
         "/ready" => {
-            if state.ready.load(Ordering::Acquire) {
-                respond(StatusCode::OK, TEXT, "ready\n")
-            } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n")
+            if !state.ready.load(Ordering::Acquire) {
+                return respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n");
+            }
+            match state.ready_check.as_ref().map_or(Ok(()), |check| check()) {
+                Ok(()) => respond(StatusCode::OK, TEXT, "ready\n"),
+                Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n")),
             }
         }
         "/metrics" => respond(

@@ -16,7 +16,7 @@ use veer_model::set::ManifestSet;
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, Shared};
 use veer_core::outcome::{Blame, TryEnd};
-use crate::manifests::{Reload, Watcher};
+use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::PeerLink;
@@ -34,6 +34,8 @@ pub struct ControlConfig {
     /// How often [`crate::manifests`] looks at the manifest files besides inotify's wake-ups
     /// (their metadata; their contents are read when it changed, and every 20 looks regardless).
     pub reload_every: Duration,
+    /// Where every accepted set is saved, for a restart whose files do not validate.
+    pub state_dir: Option<PathBuf>,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,
 }
@@ -84,8 +86,8 @@ pub struct Control {
     events: Arc<Events>,
     metrics: Arc<Metrics>,
     set: ManifestSet,
-    /// The files' contents as `set` was read from, until `run` hands them to the watcher.
-    sources: Vec<(String, String)>,
+    /// What `set` was read from, until `run` hands it to the watcher.
+    baseline: Baseline,
     detectors: HashMap<String, OutlierDetector<String>>,
     next_sweep: HashMap<String, Duration>,
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
@@ -124,7 +126,7 @@ fn fallback_outlier() -> OutlierConfig {
 }
 
 impl Control {
-    pub fn new(cfg: ControlConfig, shared: Arc<Shared>, events: Arc<Events>, metrics: Arc<Metrics>, set: ManifestSet, sources: Vec<(String, String)>) -> Self {
+    pub fn new(cfg: ControlConfig, shared: Arc<Shared>, events: Arc<Events>, metrics: Arc<Metrics>, set: ManifestSet, baseline: Baseline) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut c = Control {
             cfg,
@@ -132,7 +134,7 @@ impl Control {
             events,
             metrics,
             set,
-            sources,
+            baseline,
             detectors: HashMap::new(),
             next_sweep: HashMap::new(),
             pending: HashSet::new(),
@@ -183,7 +185,9 @@ impl Control {
         // The watcher's thread ends when `_stop_watcher` is dropped with this loop.
         let (found, mut reloads) = mpsc::channel(1);
         let (_stop_watcher, stop) = std::sync::mpsc::channel::<()>();
-        let watcher = Watcher::new(self.cfg.files.clone(), self.cfg.cluster.clone(), self.cfg.labels.clone(), self.cfg.reload_every, std::mem::take(&mut self.sources));
+        let watcher = Watcher::new(self.cfg.files.clone(), self.cfg.cluster.clone(), self.cfg.labels.clone(), self.cfg.reload_every, std::mem::take(&mut self.baseline))
+            .with_health(self.metrics.manifest_watcher())
+            .with_state_dir(self.cfg.state_dir.clone());
         if let Err(e) = watcher.spawn(found, stop) {
             tracing::error!(target: "veer::reload", "cannot start the manifest watcher, so manifest changes are not applied: {e}");
         }

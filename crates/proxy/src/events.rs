@@ -50,6 +50,9 @@ pub enum EventKind {
     /// forbidden target).
     PeerRefused,
     Started,
+    /// The manifest files did not validate at start, so the node serves the set it last
+    /// accepted (`--state-dir`) until a fixed file takes over.
+    StartedFromState,
     Stopping,
 }
 
@@ -73,6 +76,7 @@ impl EventKind {
             EventKind::PeerForgotten => "peer_forgotten",
             EventKind::PeerRefused => "peer_refused",
             EventKind::Started => "started",
+            EventKind::StartedFromState => "started_from_state",
             EventKind::Stopping => "stopping",
         }
     }
@@ -89,6 +93,7 @@ impl EventKind {
                 | EventKind::PeerUnhealthy
                 | EventKind::PeerForgotten
                 | EventKind::PeerRefused
+                | EventKind::StartedFromState
         )
     }
 }

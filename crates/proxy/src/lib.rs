@@ -32,6 +32,7 @@ pub mod node;
 pub mod request;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod upload;
 pub mod upstream;
 

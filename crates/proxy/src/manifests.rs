@@ -1,18 +1,26 @@
 //! The manifest watcher: on a thread of its own, below the workers' priority, it notices changed
-//! manifest files, reads and checks them, and hands the control loop each set that passes (or
-//! why one did not), so that reading 10,000 resources neither stalls the control loop's failure
-//! handling nor takes CPU time the workers need. On Linux, inotify wakes it as soon as a file
-//! is written, renamed into place or removed; it also looks every `reload_every`, for file
-//! systems inotify does not see.
+//! manifest files, reads and checks them once they are complete, and hands the control loop
+//! each set that passes (or why one did not), so that reading 10,000 resources neither stalls
+//! the control loop's failure handling nor takes CPU time the workers need. On Linux, inotify
+//! wakes it as soon as a file is closed after writing, renamed into place or removed, and tells
+//! it which files a writer still has open: the set is not read while one is. It also looks
+//! every `reload_every`, for file systems inotify does not see; there a changed file is read
+//! once its metadata has held still for [`ready::SETTLE`].
+
+pub mod ready;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use veer_core::topology::Labels;
 use veer_model::files::FileStamp;
 use veer_model::set::ManifestSet;
+
+use ready::{Change, Gate, Phase, Wait};
 
 /// Looks at the manifest files' metadata between two full reads of their contents.
 const READ_ANYWAY_EVERY: u32 = 20;
@@ -33,6 +41,102 @@ pub enum Reload {
     Rejected(String),
 }
 
+/// What the node started with: the sources of the set in force and the files' metadata taken
+/// before they were read (`None`: unknown, so every file settles before its first read).
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    pub sources: Vec<(String, String)>,
+    pub stamps: Option<Vec<FileStamp>>,
+}
+
+/// Checks `sources` exactly as `veer validate` does, and that `cluster` can be served from
+/// them: the set, or every error with its location.
+pub fn check(sources: &[(String, String)], cluster: &str, labels: &Labels) -> Result<ManifestSet, Vec<String>> {
+    let loaded = veer_model::from_sources(sources);
+    if loaded.diagnostics.has_errors() {
+        return Err(loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect());
+    }
+    veer_model::resolve::client(&loaded.set, cluster, labels).map_err(|e| vec![e.to_string()])?;
+    Ok(loaded.set)
+}
+
+/// The watcher's pulse, shared with `/ready` and the metrics: whether its thread runs and when
+/// it last looked at the files.
+#[derive(Debug)]
+pub struct WatcherHealth {
+    base: Instant,
+    phase: AtomicU8,
+    /// Milliseconds from `base` to the last look.
+    last_look_ms: AtomicU64,
+    every_ms: AtomicU64,
+    /// Files the next read waits for (open for writing).
+    waiting: AtomicU64,
+}
+
+impl Default for WatcherHealth {
+    fn default() -> Self {
+        WatcherHealth::new()
+    }
+}
+
+impl WatcherHealth {
+    pub fn new() -> WatcherHealth {
+        WatcherHealth { base: Instant::now(), phase: AtomicU8::new(0), last_look_ms: AtomicU64::new(0), every_ms: AtomicU64::new(100), waiting: AtomicU64::new(0) }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn start(&self, every: Duration) {
+        self.every_ms.store(u64::try_from(every.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.beat();
+        self.phase.store(1, Ordering::Release);
+    }
+
+    fn beat(&self) {
+        self.last_look_ms.store(self.elapsed_ms(), Ordering::Release);
+    }
+
+    /// The watcher's thread ended (or never started): manifest changes are no longer applied.
+    pub fn end(&self) {
+        self.phase.store(2, Ordering::Release);
+    }
+
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            _ => Phase::Ended,
+        }
+    }
+
+    /// `Ok` while the watcher runs and looks; why not otherwise (see [`ready::liveness`]).
+    pub fn check(&self) -> Result<(), String> {
+        let ms = Duration::from_millis;
+        ready::liveness(self.phase(), ms(self.last_look_ms.load(Ordering::Acquire)), ms(self.elapsed_ms()), ms(self.every_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Time since the last look.
+    pub fn last_look_age(&self) -> Duration {
+        Duration::from_millis(self.elapsed_ms().saturating_sub(self.last_look_ms.load(Ordering::Acquire)))
+    }
+
+    /// Manifest files open for writing that the next read waits for.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks the watcher ended when its thread ends, however it ends.
+struct EndOnDrop(Arc<WatcherHealth>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// The watcher's state: what it last looked at and last read.
 pub struct Watcher {
     files: Vec<PathBuf>,
@@ -44,66 +148,187 @@ pub struct Watcher {
     sources: Vec<(String, String)>,
     stamps: Option<Vec<FileStamp>>,
     looks_since_read: u32,
+    gate: Gate,
+    /// Whether `spawn` asks inotify (off: the polling look alone, as on file systems inotify
+    /// does not see).
+    inotify: bool,
+    notifier: Option<Notifier>,
+    health: Arc<WatcherHealth>,
+    /// Where each accepted set is saved (`veer run --state-dir`).
+    state_dir: Option<PathBuf>,
+    clock: Instant,
+    /// The files the set waits for, as last logged, so a wait is logged once.
+    logged_wait: Vec<PathBuf>,
+    warned_writer: bool,
 }
 
 impl Watcher {
-    /// A watcher of `files` whose contents were `sources` when the node started.
-    pub fn new(files: Vec<PathBuf>, cluster: String, labels: Labels, every: Duration, sources: Vec<(String, String)>) -> Watcher {
-        Watcher { files, cluster, labels, every, sources, stamps: None, looks_since_read: 0 }
+    /// A watcher of `files`, which the node started from as `baseline` says.
+    pub fn new(files: Vec<PathBuf>, cluster: String, labels: Labels, every: Duration, baseline: Baseline) -> Watcher {
+        let gate = match &baseline.stamps {
+            Some(stamps) => Gate::with_baseline(ready::SETTLE, stamps),
+            None => Gate::new(ready::SETTLE),
+        };
+        Watcher {
+            files,
+            cluster,
+            labels,
+            every,
+            sources: baseline.sources,
+            stamps: baseline.stamps,
+            looks_since_read: 0,
+            gate,
+            inotify: true,
+            notifier: None,
+            health: Arc::new(WatcherHealth::new()),
+            state_dir: None,
+            clock: Instant::now(),
+            logged_wait: Vec::new(),
+            warned_writer: false,
+        }
+    }
+
+    /// Reports the watcher's pulse to `health` (shared with `/ready` and the metrics).
+    pub fn with_health(mut self, health: Arc<WatcherHealth>) -> Watcher {
+        self.health = health;
+        self
+    }
+
+    /// Saves every set it accepts in `dir` (see [`crate::state`]).
+    pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> Watcher {
+        self.state_dir = dir;
+        self
+    }
+
+    /// Looks only, without inotify: what a node on a file system inotify does not see does.
+    pub fn without_inotify(mut self) -> Watcher {
+        self.inotify = false;
+        self
+    }
+
+    /// How long a change inotify did not explain must hold still before it is read.
+    pub fn with_settle(mut self, settle: Duration) -> Watcher {
+        let stamps = self.stamps.clone().unwrap_or_default();
+        self.gate = if self.stamps.is_some() { Gate::with_baseline(settle, &stamps) } else { Gate::new(settle) };
+        self
     }
 
     /// Starts the watcher's thread. It sends what it finds to `found` and ends when `stop`'s
     /// sender is dropped (or no one receives any more). Its inotify watches are in place when
     /// this returns, so any change made after wakes it.
-    pub fn spawn(self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) -> std::io::Result<()> {
-        let notifier = Notifier::new(&self.files)
-            .inspect_err(|e| tracing::warn!(target: "veer::reload", "manifest changes are noticed by looking every {:?} only: {e}", self.every))
-            .ok();
-        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(notifier, found, stop)).map(drop)
+    pub fn spawn(mut self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) -> std::io::Result<()> {
+        if self.inotify {
+            self.notifier = Notifier::new(&self.files)
+                .inspect_err(|e| tracing::warn!(target: "veer::reload", "manifest changes are noticed by looking every {:?} only, and a changed file is read once it held still for {:?}: {e}", self.every, ready::SETTLE))
+                .ok();
+        }
+        let health = self.health.clone();
+        health.start(self.every);
+        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(found, stop)).map(drop).inspect_err(|_| health.end())
     }
 
-    fn run(mut self, mut notifier: Option<Notifier>, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
+    fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    fn run(mut self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
+        let _end = EndOnDrop(self.health.clone());
         lower_priority();
         loop {
             // Woken early or not, the files' metadata says whether a manifest changed: a wake-up
             // may be for another file of a watched directory.
-            match &mut notifier {
-                Some(n) => {
-                    n.wait(self.every, &self.files);
+            let changes = match &mut self.notifier {
+                Some(n) => n.wait(self.every, &self.files),
+                None => {
+                    std::thread::sleep(self.every);
+                    Vec::new()
                 }
-                None => std::thread::sleep(self.every),
+            };
+            let now = self.now();
+            for c in changes {
+                self.gate.note(c, now);
             }
             if !matches!(stop.try_recv(), Err(std_mpsc::TryRecvError::Empty)) {
                 return;
             }
-            if let Some(reload) = self.look_guarded() {
+            self.health.beat();
+            if let Some(reload) = self.look_guarded(now) {
+                let accepted = matches!(reload, Reload::Accepted(_));
                 if found.blocking_send(reload).is_err() {
                     return;
                 }
+                if accepted {
+                    self.save_state();
+                }
+            }
+            self.health.beat();
+        }
+    }
+
+    /// Keeps the set just accepted in the state directory, off the control loop's thread.
+    fn save_state(&self) {
+        if let Some(dir) = &self.state_dir {
+            if let Err(e) = crate::state::save(dir, &self.sources) {
+                tracing::warn!(target: "veer::reload", "the accepted manifests could not be saved for a restart: {e}");
             }
         }
     }
 
-    /// [`Self::look`], with a panic turned into a rejection (see [`rejecting_panics`]).
-    fn look_guarded(&mut self) -> Option<Reload> {
-        rejecting_panics(|| self.look())
+    /// Takes in what inotify has queued since, without waiting.
+    fn pump(&mut self, now: Duration) {
+        if let Some(n) = &mut self.notifier {
+            for c in n.pending() {
+                self.gate.note(c, now);
+            }
+        }
     }
 
-    /// One look at the files: `None` when nothing changed (or an error repeats).
+    /// [`Self::look_at`], with a panic turned into a rejection (see [`rejecting_panics`]).
+    fn look_guarded(&mut self, now: Duration) -> Option<Reload> {
+        rejecting_panics(|| self.look_at(now))
+    }
+
+    /// One look at the files now: `None` when nothing changed, a file is not ready yet, or an
+    /// error repeats.
     pub fn look(&mut self) -> Option<Reload> {
+        let now = self.now();
+        self.look_at(now)
+    }
+
+    /// One look at the files at `now` (time since the watcher was made).
+    pub fn look_at(&mut self, now: Duration) -> Option<Reload> {
+        self.pump(now);
         // Metadata first: most looks find nothing changed and read nothing. Every so often the
         // files are read anyway, for a change that kept a file's size, time and inode.
         let stamps = veer_model::files::fingerprint(&self.files).ok();
         self.looks_since_read += 1;
+        if let Some(stamps) = &stamps {
+            // A file still being written, or changed too recently with no word that its writer
+            // is done, holds the whole set back (see `Gate`).
+            let waits = self.gate.judge(stamps, now);
+            self.report_waits(&waits, now);
+            if !waits.is_empty() {
+                return None;
+            }
+        }
         if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY {
+            return None;
+        }
+        let read = veer_model::files::read_paths(&self.files);
+        // Nothing may have changed while the files were read: a write that began meanwhile
+        // (inotify says so, or the metadata moved) is read once it is done.
+        self.pump(now);
+        let after = veer_model::files::fingerprint(&self.files).ok();
+        if after != stamps || stamps.as_ref().is_some_and(|s| self.gate.writing(s)) {
             return None;
         }
         self.stamps = stamps;
         self.looks_since_read = 0;
-        let sources = match veer_model::files::read_paths(&self.files) {
+        let sources = match read {
             Ok(s) => s,
             Err(e) => {
                 // Said once per distinct error, not at every look.
+                let e = e.to_string();
                 let marker = vec![("<error>".to_string(), e.clone())];
                 if self.sources == marker {
                     return None;
@@ -116,19 +341,40 @@ impl Watcher {
             return None;
         }
         self.sources = sources;
-        let loaded = veer_model::from_sources(&self.sources);
-        if loaded.diagnostics.has_errors() {
-            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
-            for e in &errors {
-                tracing::error!(target: "veer::reload", "{e}");
+        match check(&self.sources, &self.cluster, &self.labels) {
+            Ok(set) => Some(Reload::Accepted(Box::new(set))),
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(target: "veer::reload", "{e}");
+                }
+                Some(Reload::Rejected(format!("{} error(s): {}", errors.len(), errors.join(" | "))))
             }
-            return Some(Reload::Rejected(format!("{} error(s): {}", errors.len(), errors.join(" | "))));
         }
-        if let Err(e) = veer_model::resolve::client(&loaded.set, &self.cluster, &self.labels) {
-            return Some(Reload::Rejected(e.to_string()));
-        }
-        Some(Reload::Accepted(Box::new(loaded.set)))
     }
+
+    /// Says once which files the set waits for, warns of a writer that keeps one open, and
+    /// shows the count in the metrics.
+    fn report_waits(&mut self, waits: &[Wait], now: Duration) {
+        let writing: Vec<(PathBuf, Duration)> = waits.iter().filter_map(|w| if let Wait::Writing(p, since) = w { Some((p.clone(), *since)) } else { None }).collect();
+        self.health.waiting.store(writing.len() as u64, Ordering::Relaxed);
+        let names: Vec<PathBuf> = writing.iter().map(|(p, _)| p.clone()).collect();
+        if names != self.logged_wait {
+            if !names.is_empty() {
+                tracing::info!(target: "veer::reload", "manifests are read once their writers close them: {} still open for writing", list(&names));
+            }
+            self.logged_wait = names;
+            self.warned_writer = false;
+        }
+        let longest = writing.iter().map(|(_, since)| now.saturating_sub(*since)).max().unwrap_or_default();
+        if !self.warned_writer && longest >= ready::WRITER_WARN_AFTER {
+            self.warned_writer = true;
+            tracing::warn!(target: "veer::reload", "{} open for writing for {:.0} s: no manifest change is applied until its writer closes it", list(&self.logged_wait), longest.as_secs_f64());
+        }
+    }
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Runs one look with a panic in reading or checking turned into a rejection: the last good
@@ -141,14 +387,16 @@ fn rejecting_panics(look: impl FnOnce() -> Option<Reload>) -> Option<Reload> {
     })
 }
 
-/// What inotify reports for the manifests: a file closed after writing, moved in or out,
-/// created or deleted (Kubernetes swaps a ConfigMap's files by renaming a link in their
-/// directory), in every directory given and each given file's directory. Written-to files are
-/// noticed when their writer closes them, not at each write, so a half-written file is not read.
+/// What inotify reports for the manifests, in every directory given and each given file's
+/// directory: a file written to, closed after writing, moved in or out, created or deleted
+/// (Kubernetes swaps a ConfigMap's files by renaming a link in their directory). A file written
+/// to and not yet closed is one its writer is not done with.
 #[cfg(target_os = "linux")]
 struct Notifier {
     fd: rustix::fd::OwnedFd,
-    buf: Vec<u8>,
+    buf: Vec<std::mem::MaybeUninit<u8>>,
+    /// Each watch's directory, to name the files its events are about.
+    dirs: std::collections::HashMap<i32, PathBuf>,
 }
 
 #[cfg(target_os = "linux")]
@@ -162,7 +410,7 @@ impl Notifier {
     fn new(files: &[PathBuf]) -> std::io::Result<Notifier> {
         use rustix::fs::inotify::{init, CreateFlags};
         let fd = init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
-        let notifier = Notifier { fd, buf: vec![0; 16 * 1024] };
+        let mut notifier = Notifier { fd, buf: vec![std::mem::MaybeUninit::uninit(); 16 * 1024], dirs: Default::default() };
         notifier.watch(files);
         Ok(notifier)
     }
@@ -170,23 +418,34 @@ impl Notifier {
     /// Watches every directory that holds manifests. Called again after each change, so a new
     /// subdirectory is watched too (watching a directory twice keeps one watch); a directory
     /// that cannot be watched (gone, no permission) is still looked at.
-    fn watch(&self, files: &[PathBuf]) {
+    fn watch(&mut self, files: &[PathBuf]) {
         use rustix::fs::inotify::{add_watch, WatchFlags};
-        let flags = WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::DELETE_SELF | WatchFlags::MOVE_SELF;
+        let flags = WatchFlags::MODIFY | WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::DELETE_SELF | WatchFlags::MOVE_SELF;
         for dir in veer_model::files::directories(files) {
-            let _ = add_watch(&self.fd, &dir, flags);
+            if let Ok(wd) = add_watch(&self.fd, &dir, flags) {
+                self.dirs.insert(wd, dir);
+            }
         }
     }
 
-    /// Waits up to `timeout` for a change; true when one came (and the burst it began is over).
-    fn wait(&mut self, timeout: Duration, files: &[PathBuf]) -> bool {
+    /// Waits up to `timeout` for events; what they said about manifest files (nothing if none
+    /// came), once the burst they began is over.
+    fn wait(&mut self, timeout: Duration, files: &[PathBuf]) -> Vec<Change> {
+        let mut changes = Vec::new();
         if !self.ready(timeout) {
-            return false;
+            return changes;
         }
-        let burst = std::time::Instant::now();
-        while self.drain() && burst.elapsed() < Self::SETTLE_AT_MOST && self.ready(Self::SETTLE) {}
+        let burst = Instant::now();
+        while self.drain(&mut changes) && burst.elapsed() < Self::SETTLE_AT_MOST && self.ready(Self::SETTLE) {}
         self.watch(files);
-        true
+        changes
+    }
+
+    /// What is queued now, without waiting.
+    fn pending(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        self.drain(&mut changes);
+        changes
     }
 
     fn ready(&self, timeout: Duration) -> bool {
@@ -196,14 +455,39 @@ impl Notifier {
         matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
     }
 
-    /// Reads every queued event (which ones does not matter: any means "look"); false if none.
-    fn drain(&mut self) -> bool {
+    /// Reads every queued event into `out` (those about manifest files); false if none came.
+    fn drain(&mut self, out: &mut Vec<Change>) -> bool {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        use std::os::unix::ffi::OsStrExt;
+        let Notifier { fd, buf, dirs } = self;
+        let mut reader = Reader::new(&*fd, &mut buf[..]);
         let mut any = false;
-        while let Ok(n) = rustix::io::read(&self.fd, &mut self.buf[..]) {
-            if n == 0 {
-                break;
-            }
+        // Ends with EAGAIN once the queue is empty (the descriptor does not block).
+        while let Ok(event) = reader.next() {
             any = true;
+            let flags = event.events();
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                out.push(Change::Lost);
+                continue;
+            }
+            if flags.contains(ReadFlags::IGNORED) {
+                dirs.remove(&event.wd());
+                continue;
+            }
+            let (Some(name), Some(dir)) = (event.file_name(), dirs.get(&event.wd())) else { continue };
+            let path = dir.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+            if flags.contains(ReadFlags::ISDIR) || !veer_model::files::is_manifest_name(&path) {
+                continue;
+            }
+            if flags.contains(ReadFlags::MODIFY) {
+                out.push(Change::Written(path));
+            } else if flags.intersects(ReadFlags::CLOSE_WRITE | ReadFlags::MOVED_TO) {
+                // As the file is now: a later write gives it another stamp, and must be closed too.
+                let stamp = FileStamp::of(&path);
+                out.push(Change::Closed(path, stamp));
+            } else if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
+                out.push(Change::Gone(path));
+            }
         }
         any
     }
@@ -219,8 +503,12 @@ impl Notifier {
         Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no inotify on this system"))
     }
 
-    fn wait(&mut self, _: Duration, _: &[PathBuf]) -> bool {
-        false
+    fn wait(&mut self, _: Duration, _: &[PathBuf]) -> Vec<Change> {
+        Vec::new()
+    }
+
+    fn pending(&mut self) -> Vec<Change> {
+        Vec::new()
     }
 }
 
@@ -260,7 +548,8 @@ mod tests {
     }
 
     fn watcher(dir: &std::path::Path) -> Watcher {
-        Watcher::new(vec![dir.to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(10), Vec::new())
+        // Settling is tested on its own below; here a change is read at the next look.
+        Watcher::new(vec![dir.to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(10), Baseline::default()).with_settle(Duration::ZERO)
     }
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{port: 80}]\n";
@@ -314,6 +603,66 @@ mod tests {
         std::fs::create_dir(dir.path().join("more")).expect("mkdir");
         std::fs::write(dir.path().join("more/b.yaml"), SERVICE.replace("web", "added")).expect("write");
         assert!(matches!(next(&mut rx), Some(Reload::Accepted(set)) if set.service("default", "shop", "added").is_some()));
+    }
+
+    /// The next thing the watcher sends, within 10 s.
+    fn next(rx: &mut mpsc::Receiver<Reload>) -> Option<Reload> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.ok().flatten() })
+    }
+
+    fn services(reload: Option<Reload>) -> Vec<String> {
+        match reload {
+            Some(Reload::Accepted(set)) => set.services().iter().map(|(_, s)| s.meta.name.clone()).collect(),
+            other => panic!("expected an accepted set, got {other:?}"),
+        }
+    }
+
+    /// A writer writes the first half of a file (a complete document, so the half alone would
+    /// pass), pauses for `pause` while the watcher looks every 20 ms, then writes the rest and
+    /// closes it. Nothing may be sent before the close; then the whole file is.
+    fn a_paused_writer_is_waited_for(name: &str, tune: impl FnOnce(Watcher) -> Watcher, pause: Duration) {
+        use std::io::Write;
+        let dir = Dir::new(name);
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, SERVICE).expect("write");
+        let w = Watcher::new(vec![dir.path().to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(20), Baseline::default());
+        let (found, mut rx) = mpsc::channel(1);
+        let (_stop, stopped) = std_mpsc::channel();
+        tune(w).spawn(found, stopped).expect("spawn");
+        assert_eq!(services(next(&mut rx)), vec!["web"], "the first look reads the files");
+
+        let half = SERVICE.replace("web", "one") + "---\n";
+        let rest = SERVICE.replace("web", "two");
+        let mut writer = std::fs::File::create(&file).expect("open for writing");
+        writer.write_all(half.as_bytes()).expect("write half");
+        writer.flush().expect("flush");
+        std::thread::sleep(pause);
+        match rx.try_recv() {
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Ok(r) => panic!("read while its writer was still at it: {r:?}"),
+            Err(e) => panic!("the watcher ended: {e}"),
+        }
+        writer.write_all(rest.as_bytes()).expect("write the rest");
+        drop(writer);
+        let mut got = services(next(&mut rx));
+        got.sort();
+        assert_eq!(got, vec!["one", "two"], "the whole file, once closed");
+    }
+
+    /// With inotify, the writer's pause is longer than the settle period and dozens of looks.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn with_inotify_a_half_written_file_is_not_read_however_long_its_writer_pauses() {
+        a_paused_writer_is_waited_for("watcher-pause-inotify", |w| w, Duration::from_millis(1500));
+    }
+
+    /// Without inotify a writer that pauses longer than the settle period cannot be told from
+    /// one that is done; so here the settle period is 2 s and the writer pauses 1.5 s: 75 looks
+    /// that each see the file changed, none of which may read it.
+    #[test]
+    fn without_inotify_a_half_written_file_is_read_only_once_it_held_still() {
+        a_paused_writer_is_waited_for("watcher-pause-poll", |w| w.without_inotify().with_settle(Duration::from_secs(2)), Duration::from_millis(1500));
     }
 
     #[test]

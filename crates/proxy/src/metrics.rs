@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::manifests::WatcherHealth;
 use crate::FastMap;
 
 /// Smallest request-duration bucket: half a millisecond, below which a proxied request is not plausible.
@@ -102,6 +103,39 @@ struct WorkerLabels {
 struct EastWestLabels {
     peer: String,
     status: u16,
+}
+
+/// A gauge of the manifest watcher, read from its pulse at each scrape (the watcher's thread
+/// does not touch the registry).
+#[derive(Debug)]
+struct WatcherGauge {
+    health: Arc<WatcherHealth>,
+    what: WatcherValue,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum WatcherValue {
+    Up,
+    LastLookAge,
+    Waiting,
+}
+
+impl TypedMetric for WatcherGauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for WatcherGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.what {
+            WatcherValue::Up => encoder.encode_gauge(&i64::from(self.health.check().is_ok())),
+            WatcherValue::LastLookAge => encoder.encode_gauge(&self.health.last_look_age().as_secs_f64()),
+            WatcherValue::Waiting => encoder.encode_gauge(&i64::try_from(self.health.waiting()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 type HistogramFamily = Family<DestinationLabels, DurationHistogram, fn() -> DurationHistogram>;
@@ -280,6 +314,7 @@ pub struct Metrics {
     parked: Counter,
     unparked: Counter,
     worker_connections: Family<WorkerLabels, Gauge>,
+    manifest_watcher: Arc<WatcherHealth>,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -393,6 +428,11 @@ impl Metrics {
         registry.register("worker_connections", "Client connections open on each worker thread (connections are balanced across workers when accepted)", worker_connections.clone());
         registry.register("connections_parked", "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)", parked.clone());
         registry.register("connections_unparked", "Parked connections that sent another request", unparked.clone());
+        let manifest_watcher = Arc::new(WatcherHealth::new());
+        let watcher_gauge = |what| WatcherGauge { health: manifest_watcher.clone(), what };
+        registry.register("manifest_watcher_up", "Whether the manifest watcher runs and has looked at the files recently (0: its thread ended or stalled, so manifest changes are not applied)", watcher_gauge(WatcherValue::Up));
+        registry.register_with_unit("manifest_watcher_last_look_age", "Time since the manifest watcher last looked at the files", Unit::Seconds, watcher_gauge(WatcherValue::LastLookAge));
+        registry.register("manifest_files_open_for_writing", "Manifest files a writer has not closed yet; no change is applied until they are", watcher_gauge(WatcherValue::Waiting));
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
             drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
         }
@@ -424,7 +464,13 @@ impl Metrics {
             parked,
             unparked,
             worker_connections,
+            manifest_watcher,
         }
+    }
+
+    /// The manifest watcher's pulse, which its gauges report (the watcher beats it).
+    pub fn manifest_watcher(&self) -> Arc<WatcherHealth> {
+        self.manifest_watcher.clone()
     }
 
     /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).

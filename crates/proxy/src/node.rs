@@ -12,17 +12,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use veer_core::topology::Labels;
+use veer_model::set::ManifestSet;
 
 use crate::admin::{self, AdminState};
 use crate::control::{Control, ControlConfig, MeshSetup};
 use crate::events::{EventKind, Events};
 use crate::forward::{clients, Shared};
+use crate::manifests::{self, Baseline};
 use crate::mesh::catalog::Catalog;
 use crate::mesh::eastwest::{self, EastWest};
 use crate::mesh::peers::Aging;
 use crate::metrics::Metrics;
 use crate::server::{self, Limits};
 use crate::snapshot::Snapshot;
+use crate::state;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -51,6 +54,9 @@ pub struct NodeConfig {
     /// leaves them to the scheduler. The first worker is the thread `start` runs on: it is
     /// pinned once the node's other threads (control loop included, which stays free) exist.
     pub worker_cpus: Option<Vec<usize>>,
+    /// Where the last accepted manifest set is kept (`--state-dir`): saved at start and after
+    /// every accepted reload, and served when the files do not validate at start.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How a node joins the mesh.
@@ -65,7 +71,7 @@ pub struct MeshConfig {
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1, worker_cpus: None }
+        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1, worker_cpus: None, state_dir: None }
     }
 }
 
@@ -89,17 +95,11 @@ pub struct Node {
 
 impl Node {
     /// Loads and checks the manifests, then starts serving. Manifest errors are returned with
-    /// their locations, one per line.
+    /// their locations, one per line; with a state directory holding a set that passes, the
+    /// node serves that instead (see [`start_from`]).
     pub async fn start(cfg: NodeConfig) -> Result<Node, String> {
-        let sources = veer_model::files::read_paths(&cfg.files)?;
-        let loaded = veer_model::from_sources(&sources);
-        if loaded.diagnostics.has_errors() {
-            let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect();
-            return Err(format!("the manifests have errors:\n{}", errors.join("\n")));
-        }
-        let set = loaded.set;
+        let (set, baseline, from_state) = start_from(&cfg)?;
         let cluster = set.cluster(&cfg.cluster).cloned();
-        veer_model::resolve::client(&set, &cfg.cluster, &cfg.labels).map_err(|e| e.to_string())?;
         let listen = cfg
             .listen
             .or_else(|| cluster.as_ref().and_then(|c| c.gateway))
@@ -145,9 +145,10 @@ impl Node {
             cluster: cfg.cluster.clone(),
             labels: cfg.labels.clone(),
             reload_every: cfg.reload_every,
+            state_dir: cfg.state_dir.clone(),
             mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup { aging: *aging, client: identity.client_config(), catalog: catalog_tx.clone() }),
         };
-        let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, sources);
+        let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, baseline);
         let dns_server = match cfg.dns {
             Some(dns_addr) => {
                 // The DNS records follow every manifest set the control loop accepts.
@@ -225,6 +226,10 @@ impl Node {
             routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
             status: Box::new(status(cfg.cluster.clone(), shared.clone())),
             ready: AtomicBool::new(true),
+            ready_check: Some(Box::new({
+                let watcher = metrics.manifest_watcher();
+                move || watcher.check()
+            })),
         });
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -240,6 +245,9 @@ impl Node {
             }
         }));
         events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
+        if let Some(why) = from_state {
+            events.record(EventKind::StartedFromState, None, None, Some(&cfg.cluster), None, None, why);
+        }
         Ok(Node { listen, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, threads, dns_server })
     }
 
@@ -271,6 +279,46 @@ impl Node {
     pub fn dns_server(&self) -> Option<&veer_dns::DnsServer> {
         self.dns_server.as_ref()
     }
+}
+
+/// The set a node starts with: the files' when they pass; otherwise, with a state directory,
+/// the set saved there when it passes the same checks (with why, for the event); otherwise the
+/// files' errors. Each accepted start is saved to the state directory.
+fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), String> {
+    // Taken before reading: a file changed after is seen as changed by the watcher.
+    let stamps = veer_model::files::fingerprint(&cfg.files).ok();
+    let from_files = veer_model::files::read_paths(&cfg.files)
+        .map_err(|e| e.to_string())
+        .and_then(|sources| manifests::check(&sources, &cfg.cluster, &cfg.labels).map(|set| (set, sources)).map_err(|errors| format!("the manifests have errors:\n{}", errors.join("\n"))));
+    let files_error = match from_files {
+        Ok((set, sources)) => {
+            if let Some(dir) = &cfg.state_dir {
+                if let Err(e) = state::save(dir, &sources) {
+                    tracing::warn!(target: "veer::node", "the manifests could not be saved for a restart whose files do not validate: {e}");
+                }
+            }
+            return Ok((set, Baseline { sources, stamps }, None));
+        }
+        Err(e) => e,
+    };
+    let Some(dir) = &cfg.state_dir else { return Err(files_error) };
+    // The saved state is untrusted input too: checked exactly as the files are.
+    let saved = state::load(dir).map_err(|e| e.to_string()).and_then(|saved| match manifests::check(&saved.sources, &cfg.cluster, &cfg.labels) {
+        Ok(set) => Ok((set, saved)),
+        Err(errors) => Err(format!("{}: the saved set does not pass: {}", saved.path.display(), errors.join(" | "))),
+    });
+    let (set, saved) = saved.map_err(|e| format!("{files_error}\n(no saved set to serve instead: {e})"))?;
+    let age_s = crate::events::unix_ms().saturating_sub(saved.saved_unix_ms) / 1000;
+    let why = format!(
+        "the manifest files do not pass ({}); serving instead the set last accepted, saved {age_s} s ago in {}, until the files are fixed",
+        files_error.replace('\n', " | "),
+        saved.path.display()
+    );
+    tracing::error!(target: "veer::node", "{why}");
+    // The watcher starts from nothing it read, so the first set the files give that passes
+    // takes over from the saved one.
+    let baseline = Baseline { sources: vec![("<saved state>".into(), String::new())], stamps: None };
+    Ok((set, baseline, Some(why)))
 }
 
 /// What `/status` answers: the node, its peers with the age of their data, and the active

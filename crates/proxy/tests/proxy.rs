@@ -16,6 +16,8 @@ use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
 
 #[path = "proxy/upstream_http1.rs"]
 mod upstream_http1;
+#[path = "proxy/watcher.rs"]
+mod watcher;
 
 #[path = "proxy/edge.rs"]
 mod edge;

@@ -107,6 +107,12 @@ enum Command {
         /// A peer silent this long has its endpoints dropped.
         #[arg(long, value_parser = parse_duration, default_value = "10m", requires = "certs")]
         peer_forget_after: std::time::Duration,
+        /// Keep the last accepted manifest set in this directory (saved at start and after each
+        /// accepted reload). When the files do not pass at start, serve that set instead of
+        /// refusing to start, with an error log and a `started_from_state` event, until the
+        /// files are fixed.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Ask a running node how it sees its peer clusters and which priority each destination uses.
     Status {
@@ -246,13 +252,14 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after, state_dir } => {
             init_logs(log_json);
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
             cfg.labels = labels.into_iter().collect();
             cfg.listen = listen;
             cfg.admin = admin;
             cfg.dns = dns;
+            cfg.state_dir = state_dir;
             if !(peer_stale_after < peer_unhealthy_after && peer_unhealthy_after < peer_forget_after) {
                 return Err(format!("expected --peer-stale-after < --peer-unhealthy-after < --peer-forget-after, got {peer_stale_after:?}, {peer_unhealthy_after:?}, {peer_forget_after:?}"));
             }

@@ -88,6 +88,35 @@ async fn healthz_and_ready() {
     assert_eq!((a.status, a.body.trim()), (StatusCode::OK, "ready"));
 }
 
+/// A node whose manifest watcher ended is not ready: its manifests no longer follow the files.
+#[tokio::test]
+async fn ready_is_503_with_the_reason_once_the_manifest_watcher_has_died() {
+    let metrics = Arc::new(Metrics::new());
+    let health = metrics.manifest_watcher();
+    let mut state = AdminState::new(metrics.clone(), Arc::new(Events::new(3)), || serde_json::Value::Null);
+    state.ready = AtomicBool::new(true);
+    let h = health.clone();
+    state.ready_check = Some(Box::new(move || h.check()));
+    let state = Arc::new(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let a = get(addr, "/ready").await;
+    assert_eq!((a.status, a.body.trim()), (StatusCode::OK, "ready"), "a watcher starting now is given time");
+    assert!(get(addr, "/metrics").await.body.contains("veer_manifest_watcher_up 1\n"));
+    health.end();
+    let a = get(addr, "/ready").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(a.body.starts_with("not ready: the manifest watcher has stopped"), "{}", a.body);
+    let m = get(addr, "/metrics").await.body;
+    assert!(m.contains("veer_manifest_watcher_up 0\n") && m.contains("veer_manifest_watcher_last_look_age_seconds "), "{m}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn metrics_are_openmetrics_text() {
     let admin = start().await;
