@@ -23,7 +23,7 @@ use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
-use crate::snapshot::{DestState, Snapshot, Tried};
+use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
 pub type Body = BoxBody<Bytes, BodyError>;
@@ -269,11 +269,15 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, req: Request<Incomin
         .unwrap_or("");
     let dest = {
         let snap = shared.snapshot.load();
-        match snap.route(host, req.uri().path()) {
-            Some(d) => d.clone(),
-            None => {
+        match snap.route(host, &req) {
+            Ok(d) => d.clone(),
+            Err(Miss::NoHost) => {
                 let host = host.to_string();
                 return local(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
+            }
+            Err(Miss::NoRule) => {
+                let text = format!("host {host:?} has no route for {} {}; no HTTPRoute rule on it matches the request's method, path, headers and query", req.method(), req.uri().path());
+                return local(StatusCode::NOT_FOUND, &text);
             }
         }
     };

@@ -45,6 +45,11 @@ spec:
     outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
 ";
 
+/// A request as a client sends it: `GET path`, nothing else.
+fn get(path: &str) -> http::Request<()> {
+    http::Request::get(path).body(()).expect("request")
+}
+
 fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
     let loaded = veer_model::from_sources(&[("world.yaml".into(), WORLD.into())]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
@@ -55,16 +60,16 @@ fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
 fn routes_by_host_port_and_short_names() {
     let s = snapshot(&Unhealthy::new());
     for host in ["echo.demo.svc.cluster.local", "echo.demo.svc.cluster.local:80", "echo.demo", "ECHO.demo.svc"] {
-        assert_eq!(s.route(host, "/").map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
+        assert_eq!(s.route(host, &get("/")).ok().map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
     }
-    assert!(s.route("echo.demo.svc.cluster.local:81", "/").is_none());
-    assert!(s.route("example.com", "/").is_none());
+    assert!(s.route("echo.demo.svc.cluster.local:81", &get("/")).is_err());
+    assert!(s.route("example.com", &get("/")).is_err());
 }
 
 #[test]
 fn first_attempt_follows_the_table_and_retries_leave_the_tried_priority() {
     let s = snapshot(&Unhealthy::new());
-    let d = s.route("echo.demo", "/").expect("route");
+    let d = s.route("echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![100, 0]);
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..200 {
@@ -89,7 +94,7 @@ fn unhealthy_endpoints_get_no_first_attempts() {
     let mut down = Unhealthy::new();
     down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
     let s = snapshot(&down);
-    let d = s.route("echo.demo", "/").expect("route");
+    let d = s.route("echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![0, 100]);
     assert_eq!(d.active_priority(), 1);
     let mut rng = fastrand::Rng::with_seed(1);
@@ -114,19 +119,19 @@ const ECHO: &str = "echo.demo.svc.cluster.local:80";
 #[test]
 fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let first = snapshot(&Unhealthy::new());
-    let budget = &first.route("echo.demo", "/").expect("route").budget;
+    let budget = &first.route("echo.demo", &get("/")).expect("route").budget;
 
     let mut down = Unhealthy::new();
     down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
     let changed = std::collections::HashSet::from([ECHO.to_string()]);
     let health_update = first.with_health(&down, &changed, 2);
-    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", "/").expect("route").budget), "a health update keeps the budget");
+    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", &get("/")).expect("route").budget), "a health update keeps the budget");
 
     let fresh = snapshot(&Unhealthy::new());
-    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", "/").expect("route").budget), "a fresh build starts with fresh budgets");
+    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", &get("/")).expect("route").budget), "a fresh build starts with fresh budgets");
     // The reload moves the destination (an endpoint leaves), so its state is built anew.
     let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
-    let echo = reloaded.route("echo.demo", "/").expect("route");
+    let echo = reloaded.route("echo.demo", &get("/")).expect("route");
     assert!(echo.upstreams.iter().any(|u| &*u.key == "127.0.0.4:80"), "the reload is in force");
     assert!(Arc::ptr_eq(budget, &echo.budget), "a reload keeps the budget of the same destination");
 }
@@ -142,7 +147,7 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
     // its resources' lines does not: the line numbers `veer explain` shows are part of it.)
     let added = "---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: demo, labels: {topology.istio.io/cluster: west}}\nspec: {selector: {app: other}, ports: [{port: 80}]}\n";
     let same = reload(&first, &format!("{WORLD}{added}"), &down);
-    assert!(same.route("other.demo", "/").is_some(), "the reload is in force");
+    assert!(same.route("other.demo", &get("/")).is_ok(), "the reload is in force");
     assert!(Arc::ptr_eq(&state(&first), &state(&same)), "same destination, same health: the state is kept");
     assert_eq!(same.generation, first.generation + 1);
 
@@ -163,7 +168,7 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
 fn the_cluster_header_is_the_cluster_name_and_interned() {
     let a = snapshot(&Unhealthy::new());
     let b = snapshot(&Unhealthy::new());
-    let west = |s: &Snapshot| s.route("echo.demo", "/").expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
+    let west = |s: &Snapshot| s.route("echo.demo", &get("/")).expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
     assert_eq!(west(&a), "west");
     // Both builds point at one interned copy of the name: reloads do not grow memory.
     assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());
