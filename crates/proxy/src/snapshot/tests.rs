@@ -174,3 +174,55 @@ fn the_cluster_header_is_the_cluster_name_and_interned() {
     assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());
     assert_eq!(static_header_value("bad\nname"), "invalid");
 }
+
+const ROUTES: &str = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: newer, namespace: demo, creationTimestamp: 2024-01-01T00:00:00Z}
+spec:
+  hostnames: [shop.demo, '*.wild.demo']
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+  - matches: [{headers: [{name: x-v, value: '2'}]}]
+    backendRefs: [{name: echo, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: older, namespace: demo, creationTimestamp: 2020-01-01T00:00:00Z}
+spec:
+  hostnames: [shop.demo]
+  rules:
+  - matches: [{path: {type: Exact, value: /only}}]
+    backendRefs: [{name: echo, port: 80}]
+  - backendRefs: [{name: echo, port: 80}]
+";
+
+#[test]
+fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{ROUTES}"))]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let key = |host: &str, req: &http::Request<()>| s.route(host, req).map(|d| d.key.to_string());
+    let with_v2 = http::Request::get("/x").header("X-V", "2").body(()).expect("request");
+    // Two rules of two routes share the key `shop.demo/`: the later one is told apart.
+    assert_eq!(key("shop.demo", &with_v2).as_deref(), Ok("shop.demo/ (demo/newer rule 1)"));
+    assert_eq!(key("shop.demo", &get("/only")).as_deref(), Ok("shop.demo/only"), "an exact path beats every prefix");
+    // Equal matches: the older route wins, though the newer is read first.
+    assert_eq!(key("shop.demo", &get("/x")).as_deref(), Ok("shop.demo/ (demo/older rule 1)"));
+    assert_eq!(key("shop.demo:8080", &get("/x")).as_deref(), Ok("shop.demo/ (demo/older rule 1)"), "HTTPRoutes serve every port");
+    assert_eq!(key("nope.demo", &get("/")), Err(Miss::NoHost));
+    assert_eq!(key("echo.demo:81", &get("/")), Err(Miss::NoHost), "a host served on another port only");
+    assert_eq!(key("x.wild.demo", &get("/")), Err(Miss::NoHost), "wildcard hostnames are not served");
+    assert!(s.destinations.iter().filter(|d| d.key.starts_with("shop.demo")).count() == 4, "one destination per rule");
+}
+
+#[test]
+fn a_host_whose_rules_all_miss_is_a_rule_miss() {
+    let only = ROUTES.replace("  - backendRefs: [{name: echo, port: 80}]\n", "");
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{only}"))]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    assert_eq!(s.route("shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoRule));
+    assert!(s.route("shop.demo", &get("/only")).is_ok());
+}
