@@ -548,10 +548,8 @@ fn path_value_error(v: &str) -> Option<String> {
         Some("a path must not contain '//', '/./' or '/../', nor end with '/.' or '/..'".into())
     } else if v.to_ascii_lowercase().contains("%2f") {
         Some("a path must not contain an encoded '/' (%2F)".into())
-    } else if let Some(c) = v.chars().find(|c| !valid_char(*c)) {
-        Some(format!("{c:?} is not allowed in a path; percent-encode it"))
     } else {
-        None
+        v.chars().find(|c| !valid_char(*c)).map(|c| format!("{c:?} is not allowed in a path; percent-encode it"))
     }
 }
 

@@ -759,7 +759,8 @@ async fn httproute_header_method_and_query_matches_pick_their_rule_and_404s_say_
     w.write("world.yaml", &m);
     let node = w.node("local").await;
     use http::Method;
-    let cases: &[(Method, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         (Method::GET, "/", &[("x-canary", "yes")], "canary-1"),
         (Method::GET, "/", &[], "main-1"),
         (Method::GET, "/", &[("x-canary", "YES")], "main-1"),
