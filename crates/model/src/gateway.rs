@@ -8,7 +8,10 @@ use veer_core::policy::{ActiveHealthCheck, RetryOn, RetryPolicy};
 
 use crate::decode::Obj;
 use crate::diag::Pos;
+use crate::httpmatch::{HeaderMatch, Method, Pattern, QueryMatch, RouteMatch, ValueMatch};
 use crate::meta::Meta;
+
+pub use crate::httpmatch::PathMatch;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
@@ -72,18 +75,12 @@ pub struct ParentRef {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouteRule {
-    pub matches: Vec<PathMatch>,
+    /// Never empty: a rule without `matches` has [`RouteMatch::any`].
+    pub matches: Vec<RouteMatch>,
     pub backends: Vec<BackendRef>,
     pub retry: Option<RetryPolicy>,
     pub timeout: Option<Duration>,
     pub pos: Pos,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-    Regex(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -378,30 +375,10 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
     let hostnames = spec.strings("hostnames").into_iter().map(|(h, _)| h.to_ascii_lowercase()).collect();
     let mut rules = Vec::new();
     for r in spec.objs("rules") {
-        let mut matches = Vec::new();
-        for m in r.objs("matches") {
-            if let Some(p) = m.obj("path") {
-                let t = p.one_of("type", &["Exact", "PathPrefix", "RegularExpression"]).map(|(t, _)| t).unwrap_or("PathPrefix");
-                let v = p.string("value").map(|(v, _)| v).unwrap_or_else(|| "/".into());
-                if !v.starts_with('/') && t != "RegularExpression" {
-                    p.ctx().error(p.pos(), &p.field_path("value"), "a path must start with '/'");
-                }
-                p.finish();
-                matches.push(match t {
-                    "Exact" => PathMatch::Exact(v),
-                    "RegularExpression" => PathMatch::Regex(v),
-                    _ => PathMatch::Prefix(v),
-                });
-            } else {
-                matches.push(PathMatch::Prefix("/".into()));
-            }
-            m.tolerate("headers", "header matches are not supported yet");
-            m.tolerate("queryParams", "query matches are not supported yet");
-            m.tolerate("method", "method matches are not supported yet");
-            m.finish();
-        }
-        if matches.is_empty() {
-            matches.push(PathMatch::Prefix("/".into()));
+        let entries = r.objs("matches");
+        let mut matches: Vec<RouteMatch> = entries.iter().filter_map(read_route_match).collect();
+        if entries.is_empty() {
+            matches.push(RouteMatch::any());
         }
         let mut backends = Vec::new();
         for b in r.objs("backendRefs") {
@@ -415,7 +392,7 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
             let namespace = b.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
             let port = b.port("port");
             let weight = b.u32("weight", 0, 1_000_000).unwrap_or(1);
-            b.tolerate("filters", "per-backend filters are not supported");
+            refuse_filters(&b);
             let pos = b.pos();
             b.finish();
             if let Some((name, _)) = name {
@@ -443,12 +420,149 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
             t.finish();
             v
         });
-        r.tolerate("filters", "route filters are not supported yet");
+        refuse_filters(&r);
         r.tolerate("sessionPersistence", "not supported");
         r.skip("name");
         let pos = r.pos();
         r.finish();
-        rules.push(RouteRule { matches, backends, retry, timeout, pos });
+        // A rule whose every match was refused is dropped with the resource (errors were
+        // reported); it must never become a catch-all.
+        if !matches.is_empty() {
+            rules.push(RouteRule { matches, backends, retry, timeout, pos });
+        }
     }
     Some(HttpRoute { meta, parents, hostnames, rules })
+}
+
+/// One `HTTPRouteMatch`, or `None` (with errors reported) when veer cannot apply all of it: a
+/// match read without one of its conditions would catch traffic the rule must not see.
+fn read_route_match(m: &Obj<'_>) -> Option<RouteMatch> {
+    let mut ok = true;
+    let path = match m.obj("path") {
+        Some(p) => {
+            let t = p.one_of("type", &["Exact", "PathPrefix", "RegularExpression"]).map(|(t, _)| t);
+            if t.is_none() && p.has("type") {
+                ok = false;
+            }
+            let t = t.unwrap_or("PathPrefix");
+            let (v, pos) = p.string("value").unwrap_or_else(|| ("/".into(), p.pos()));
+            let path = match t {
+                "RegularExpression" => Pattern::new(&v).map(PathMatch::Regex).map_err(|e| format!("not a regular expression veer can run: {e}")),
+                _ => path_value_error(&v).map_or_else(|| Ok(if t == "Exact" { PathMatch::Exact(v.clone()) } else { PathMatch::Prefix(v.clone()) }), Err),
+            };
+            p.finish();
+            match path {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    p.ctx().error(pos, &p.field_path("value"), e);
+                    None
+                }
+            }
+        }
+        None => Some(PathMatch::Prefix("/".into())),
+    };
+    let method = m.string("method").and_then(|(v, pos)| {
+        let method = Method::parse(&v);
+        if method.is_none() {
+            m.ctx().error(pos, &m.field_path("method"), format!("{v:?} is not an HTTP method Gateway API names; expected one of: {}", Method::NAMES.join(", ")));
+            ok = false;
+        }
+        method
+    });
+    let mut headers: Vec<HeaderMatch> = Vec::new();
+    for h in m.objs("headers") {
+        let Some((name, value)) = read_value_match(&h, 4096, true) else {
+            ok = false;
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        if headers.iter().any(|x| x.name == name) {
+            h.ctx().warn(h.pos(), h.path(), format!("ignored: an earlier entry already matches header {name:?} (names compare case-insensitively), and Gateway API considers only the first"));
+            continue;
+        }
+        headers.push(HeaderMatch { name, value });
+    }
+    let mut query: Vec<QueryMatch> = Vec::new();
+    for q in m.objs("queryParams") {
+        let Some((name, value)) = read_value_match(&q, 1024, false) else {
+            ok = false;
+            continue;
+        };
+        if query.iter().any(|x| x.name == name) {
+            q.ctx().warn(q.pos(), q.path(), format!("ignored: an earlier entry already matches query parameter {name:?}, and Gateway API considers only the first"));
+            continue;
+        }
+        query.push(QueryMatch { name, value });
+    }
+    m.finish();
+    Some(RouteMatch { path: path?, method, headers, query }).filter(|_| ok)
+}
+
+/// The `name`, `type` and `value` of an `HTTPHeaderMatch` or `HTTPQueryParamMatch`.
+fn read_value_match(o: &Obj<'_>, max_len: usize, header: bool) -> Option<(String, ValueMatch)> {
+    let t = o.one_of("type", &["Exact", "RegularExpression"]);
+    let bad_type = t.is_none() && o.has("type");
+    let name = o.required_string("name");
+    let value = o.required_string("value");
+    o.finish();
+    let (name, name_pos) = name?;
+    let (value, value_pos) = value?;
+    // Header names are tokens (RFC 9110 §5.1): no `:` (HTTP/2 pseudo-headers are not headers),
+    // no space. Query names are any non-empty string, as the spec's type allows.
+    if name.is_empty() || header && !name.bytes().all(is_token_byte) {
+        o.ctx().error(name_pos, &o.field_path("name"), format!("{name:?} is not a valid {} name", if header { "header" } else { "query parameter" }));
+        return None;
+    }
+    if value.is_empty() || value.len() > max_len {
+        o.ctx().error(value_pos, &o.field_path("value"), format!("a value must be 1 to {max_len} characters long"));
+        return None;
+    }
+    if bad_type {
+        return None;
+    }
+    let value = match t.map_or("Exact", |(t, _)| t) {
+        "RegularExpression" => match Pattern::new(&value) {
+            Ok(p) => ValueMatch::Regex(p),
+            Err(e) => {
+                o.ctx().error(value_pos, &o.field_path("value"), format!("not a regular expression veer can run: {e}"));
+                return None;
+            }
+        },
+        _ => ValueMatch::Exact(value),
+    };
+    Some((name, value))
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Why an `Exact` or `PathPrefix` value is not a path Gateway API accepts, if it is not.
+fn path_value_error(v: &str) -> Option<String> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || "-/._~!$&'()*+,;=:@%".contains(c);
+    if !v.starts_with('/') {
+        Some("a path must start with '/'".into())
+    } else if v.len() > 1024 {
+        Some("a path is at most 1024 characters long".into())
+    } else if v.contains("//") || v.contains("/./") || v.contains("/../") || v.ends_with("/.") || v.ends_with("/..") {
+        Some("a path must not contain '//', '/./' or '/../', nor end with '/.' or '/..'".into())
+    } else if v.to_ascii_lowercase().contains("%2f") {
+        Some("a path must not contain an encoded '/' (%2F)".into())
+    } else {
+        v.chars().find(|c| !valid_char(*c)).map(|c| format!("{c:?} is not allowed in a path; percent-encode it"))
+    }
+}
+
+/// `filters` of a rule or a backendRef: each is an error naming its type. veer applies no
+/// filter yet, and forwarding without one (no redirect, no rewrite, no header change, no
+/// mirror) would do something other than what the rule says.
+fn refuse_filters(o: &Obj<'_>) {
+    for (node, path) in o.seq("filters") {
+        let kind = o.ctx().obj(node, &path).and_then(|f| {
+            // The filter's own fields are not read: the filter is refused as a whole.
+            f.string("type").map(|(t, _)| t)
+        });
+        let what = kind.map_or_else(|| "a filter".to_string(), |t| format!("filter {t}"));
+        o.ctx().error(node.pos, &path, format!("{what} is not supported: veer applies no HTTPRoute filters, and routing without it would change what the rule does; remove it or route elsewhere"));
+    }
 }

@@ -13,6 +13,7 @@ pub mod externaldns;
 pub mod files;
 pub mod gateway;
 pub mod gloo;
+pub mod httpmatch;
 pub mod istio;
 pub mod load;
 pub mod meta;

@@ -21,6 +21,9 @@ pub struct Meta {
     pub labels: BTreeMap<String, String>,
     pub file: Arc<str>,
     pub pos: Pos,
+    /// `metadata.creationTimestamp` (RFC 3339, UTC, as the API server writes it), when given:
+    /// Gateway API orders tied routes by age. Its fixed form compares as text.
+    pub created: Option<String>,
 }
 
 // === impl Meta ===
@@ -36,7 +39,15 @@ impl Meta {
         let namespace = m.string("namespace").map(|(n, _)| n).unwrap_or_else(|| "default".into());
         let labels = m.string_map("labels");
         m.string_map("annotations");
-        for quiet in ["generation", "uid", "resourceVersion", "creationTimestamp", "managedFields", "ownerReferences", "finalizers", "generateName", "deletionTimestamp", "selfLink"] {
+        let created = m.string("creationTimestamp").and_then(|(t, pos)| {
+            if is_utc_timestamp(&t) {
+                Some(t)
+            } else {
+                m.ctx().error(pos, &m.field_path("creationTimestamp"), format!("{t:?} is not a time as the API server writes it (RFC 3339 in UTC, whole seconds, like 2024-01-02T15:04:05Z)"));
+                None
+            }
+        });
+        for quiet in ["generation", "uid", "resourceVersion", "managedFields", "ownerReferences", "finalizers", "generateName", "deletionTimestamp", "selfLink"] {
             m.skip(quiet);
         }
         // Point at the document's start (its apiVersion line), where a reader looks first.
@@ -50,6 +61,7 @@ impl Meta {
             labels,
             file: doc.ctx().file.clone(),
             pos,
+            created,
         })
     }
 
@@ -62,6 +74,25 @@ impl Meta {
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.pos.line)
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`: Kubernetes' form, whose text order is time order.
+fn is_utc_timestamp(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    b.len() == 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'Z'
 }
 
 impl fmt::Display for Meta {

@@ -10,7 +10,8 @@ use veer_core::priority::{DistributeEntry, FailoverEntry, PriorityRule};
 use veer_core::table::GroupWeighting;
 use veer_core::topology::{with_topology_labels, Address, Client, Endpoint, Health, Labels, Locality};
 
-use crate::gateway::{BackendEndpoint, PathMatch};
+use crate::gateway::{BackendEndpoint, HttpRoute};
+use crate::httpmatch::{self, Plain};
 use crate::istio::host_matches;
 use crate::meta::Meta;
 use crate::set::{cluster_local_service, ManifestSet, IMPLICIT_CLUSTER};
@@ -302,28 +303,30 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
     })
 }
 
-fn path_matches(m: &PathMatch, path: &str) -> bool {
-    match m {
-        PathMatch::Exact(p) => p == path,
-        PathMatch::Prefix(p) => {
-            let p = p.trim_end_matches('/');
-            path == p || path.starts_with(&format!("{p}/")) || p.is_empty()
-        }
-        PathMatch::Regex(_) => false,
-    }
+fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -> Result<Option<Destination>, ResolveError> {
+    let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hostnames.iter().any(|h| host_matches(h, host))).collect();
+    let Some(first) = routes.first() else { return Ok(None) };
+    // With no explicit path, explain the first rule: that is the one users usually ask about.
+    // With one, the rule a plain `GET path` (no other header, no query unless the path has
+    // one) reaches, by the same precedence the proxy uses.
+    let (route, rule) = if path.is_empty() {
+        (*first, 0)
+    } else {
+        let (p, q) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let req = Plain { method: "GET", path: p, query: q, headers: &[] };
+        httpmatch::ordered(&routes)
+            .into_iter()
+            .find(|c| c.matched.matches(&req))
+            .map(|c| (c.route, c.rule))
+            .ok_or_else(|| ResolveError(format!("no HTTPRoute rule for {host} matches GET {path}")))?
+    };
+    resolve_route_rule(set, route, rule, host, port).map(Some)
 }
 
-fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -> Result<Option<Destination>, ResolveError> {
-    let Some(route) = set.routes.iter().find(|r| r.hostnames.iter().any(|h| host_matches(h, host))) else {
-        return Ok(None);
-    };
-    // With no explicit path, explain the first rule: that is the one users usually ask about.
-    let rule = if path.is_empty() {
-        route.rules.first()
-    } else {
-        route.rules.iter().find(|r| r.matches.iter().any(|m| path_matches(m, path)))
-    }
-    .ok_or_else(|| ResolveError(format!("HTTPRoute {} has no rule matching path {path:?}", route.meta)))?;
+/// The destination of rule `rule` of `route`, called by `host`: what the proxy routes a
+/// request to once the rule's match has chosen it.
+pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, host: &str, port: Option<u16>) -> Result<Destination, ResolveError> {
+    let rule = route.rules.get(rule).ok_or_else(|| ResolveError(format!("HTTPRoute {} has no rule {rule}", route.meta)))?;
     let mut sources = vec![source(&route.meta, format!("routes {host} (rule at line {})", rule.pos.line))];
     let listener_port = route
         .parents
@@ -413,7 +416,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
         notes.push("the HTTPRoute rule's retry overrides the BackendTrafficPolicy retry".into());
     }
     resilience.request_timeout = rule.timeout;
-    Ok(Some(Destination {
+    Ok(Destination {
         host: host.to_string(),
         port: port.or(listener_port).unwrap_or(80),
         endpoints,
@@ -423,7 +426,7 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -
         http2: false,
         sources,
         notes,
-    }))
+    })
 }
 
 fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, port: Option<u16>, client_cluster: &str) -> Result<Destination, ResolveError> {

@@ -515,3 +515,64 @@ fn alias_bombs_are_refused() {
     let errs = errors(&load_one("bomb.yaml", &text));
     assert!(errs.iter().any(|e| e.contains("alias bomb")), "{errs:?}");
 }
+
+// === HTTPRoute matches ===
+
+const MATCHING_ROUTE: &str = "\
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: a}
+spec: {endpoints: [{ip: {address: 127.0.0.11, port: 3000}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, creationTimestamp: 2024-01-02T15:04:05Z}
+spec:
+  hostnames: [www.example.com]
+  rules:
+  - matches:
+    - path: {type: Exact, value: /login}
+      method: POST
+      headers:
+      - {name: X-Canary, value: \"yes\"}
+      - {name: x-canary, value: other}
+      - {type: RegularExpression, name: x-user, value: \"[a-z]+\"}
+      queryParams:
+      - {name: Debug, value: \"1\"}
+    - path: {type: RegularExpression, value: \"/v[0-9]+/.*\"}
+    backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
+  - backendRefs: [{group: gateway.envoyproxy.io, kind: Backend, name: a}]
+";
+
+#[test]
+fn httproute_matches_are_decoded_into_typed_matches() {
+    use veer_model::httpmatch::{HeaderMatch, Method, PathMatch, Plain, QueryMatch, RouteMatch, ValueMatch};
+    let loaded = from_sources(&[("r.yaml".into(), MATCHING_ROUTE.into())]);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    // The second `x-canary` (names compare case-insensitively) is ignored, as the spec says, and
+    // says so.
+    assert!(diags.iter().any(|d| d.starts_with("r.yaml:17:10: warning: ") && d.contains("x-canary") && d.contains("only the first")), "{diags:?}");
+    let route = &loaded.set.routes[0];
+    assert_eq!(route.meta.created.as_deref(), Some("2024-01-02T15:04:05Z"));
+    let first = &route.rules[0].matches[0];
+    assert_eq!(first.path, PathMatch::Exact("/login".into()));
+    assert_eq!(first.method, Some(Method::Post));
+    assert_eq!(first.headers.len(), 2);
+    assert_eq!(first.headers[0], HeaderMatch { name: "x-canary".into(), value: ValueMatch::Exact("yes".into()) });
+    assert!(matches!(&first.headers[1].value, ValueMatch::Regex(p) if p.source() == "[a-z]+"));
+    assert_eq!(first.query, vec![QueryMatch { name: "Debug".into(), value: ValueMatch::Exact("1".into()) }]);
+    assert!(matches!(&route.rules[0].matches[1].path, PathMatch::Regex(p) if p.source() == "/v[0-9]+/.*"));
+    // A rule without matches takes every request, as Gateway API's default match does.
+    assert_eq!(route.rules[1].matches, vec![RouteMatch::any()]);
+    let h = [("X-Canary", "yes"), ("x-user", "ann")];
+    assert!(first.matches(&Plain { method: "POST", path: "/login", query: Some("Debug=1"), headers: &h }));
+    assert!(!first.matches(&Plain { method: "POST", path: "/login", query: Some("debug=1"), headers: &h }));
+}
+
+#[test]
+fn a_creation_timestamp_veer_cannot_order_is_an_error() {
+    let text = MATCHING_ROUTE.replace("2024-01-02T15:04:05Z", "\"2024-01-02 15:04\"");
+    let errs = errors(&load_one("r.yaml", &text));
+    assert!(errs.iter().any(|e| e.starts_with("r.yaml:8:40: error: ") && e.contains("creationTimestamp")), "{errs:?}");
+}

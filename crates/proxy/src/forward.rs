@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::upload::{after_upload, ClientBody, Upload};
 use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
-use crate::snapshot::{DestState, Snapshot, Tried};
+use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
 pub type Body = BoxBody<Bytes, BodyError>;
@@ -282,47 +282,49 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, mut req: Request<Inc
     if crate::request::remove_internal(req.headers_mut()) {
         shared.metrics.internal_headers_removed();
     }
-    let host = match crate::request::check_head(req.version(), req.uri().authority().map(|a| a.as_str()), req.headers()) {
-        Ok(host) => host,
+    // The upstream receives the authority the request is routed by (an absolute-form target's
+    // or `:authority`, which win over Host) and the path it is routed by, normalized.
+    let routed_host = match crate::request::check_head(req.version(), req.uri().authority().map(|a| a.as_str()), req.headers()) {
+        Ok(host) if req.headers().get(header::HOST).is_some_and(|h| h.as_bytes() != host.as_bytes()) => HeaderValue::from_str(host).ok(),
+        Ok(_) => None,
         Err(refusal) => return refuse(shared, &refusal),
     };
-    let path = match crate::request::normalize_path(req.uri().path()) {
-        Ok(p) => p,
+    match crate::request::normalize_path(req.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => {}
+        Ok(std::borrow::Cow::Owned(normal)) => {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{normal}?{q}"),
+                None => normal,
+            };
+            match http::uri::PathAndQuery::try_from(pq) {
+                Ok(pq) => {
+                    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+                    parts.path_and_query = Some(pq);
+                    *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+                }
+                Err(_) => return local(StatusCode::BAD_REQUEST, "bad request path"),
+            }
+        }
         Err(refusal) => return refuse(shared, &refusal),
-    };
-    let dest = {
-        let snap = shared.snapshot.load();
-        match snap.route(host, &path) {
-            Some(d) => d.clone(),
-            None => {
-                let host = host.to_string();
-                return local(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
-            }
-        }
-    };
-    // The request as the upstream receives it: under the authority it was routed by, with the
-    // path it was routed by.
-    let routed_host = match req.uri().authority() {
-        Some(a) if req.headers().get(header::HOST).is_none_or(|h| h.as_bytes() != a.as_str().as_bytes()) => HeaderValue::from_str(a.as_str()).ok(),
-        _ => None,
-    };
-    if let std::borrow::Cow::Owned(normal) = path {
-        let pq = match req.uri().query() {
-            Some(q) => format!("{normal}?{q}"),
-            None => normal,
-        };
-        match http::uri::PathAndQuery::try_from(pq) {
-            Ok(pq) => {
-                let mut parts = std::mem::take(req.uri_mut()).into_parts();
-                parts.path_and_query = Some(pq);
-                *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
-            }
-            Err(_) => return local(StatusCode::BAD_REQUEST, "bad request path"),
-        }
     }
     if let Some(h) = routed_host {
         req.headers_mut().insert(header::HOST, h);
     }
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
+    let dest = {
+        let snap = shared.snapshot.load();
+        match snap.route(host, &req) {
+            Ok(d) => d.clone(),
+            Err(Miss::NoHost) => {
+                let host = host.to_string();
+                return local(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
+            }
+            Err(Miss::NoRule) => {
+                let text = format!("host {host:?} has no route for {} {}; no HTTPRoute rule on it matches the request's method, path, headers and query", req.method(), req.uri().path());
+                return local(StatusCode::NOT_FOUND, &text);
+            }
+        }
+    };
     dest.budget.deposit(fastrand::u32(..));
     let (parts, body) = req.into_parts();
     let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, start).await;

@@ -11,7 +11,8 @@ use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
 use veer_core::table::{self, Table};
 use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
-use veer_model::gateway::PathMatch;
+use veer_model::gateway::HttpRoute;
+use veer_model::httpmatch::{self, RouteMatch};
 use veer_model::resolve::{self, Destination};
 use veer_model::set::ManifestSet;
 
@@ -86,8 +87,40 @@ pub struct DestState {
 #[derive(Debug)]
 struct Route {
     port: Option<u16>,
-    path: Option<PathMatch>,
+    /// An HTTPRoute rule's match; `None`: the destination takes every request on its host.
+    matched: Option<RouteMatch>,
     dest: usize,
+}
+
+/// Why a request has no destination: what its 404 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// No destination serves this host (and port, when the request names one).
+    NoHost,
+    /// The host is served, but no HTTPRoute rule on it matches the request's method, path,
+    /// headers and query.
+    NoRule,
+}
+
+/// A request as HTTPRoute matching reads it.
+struct Head<'a, B>(&'a http::Request<B>);
+
+impl<B> httpmatch::Request for Head<'_, B> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.0.uri().query()
+    }
+
+    fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+        self.0.headers().get_all(name).iter().map(|v| v.as_bytes())
+    }
 }
 
 /// Everything the request path reads, swapped atomically on every change.
@@ -233,20 +266,28 @@ fn pick_weighted_plain(weights: &[(usize, f64)], r: f64, ok: impl Fn(usize) -> b
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// The destination for a request's host (Host header or :authority, port optional) and path.
-    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<DestState>> {
+    /// The destination for a request's host (Host header or :authority, port optional), or why
+    /// there is none. A host's routes are in precedence order (HTTPRoute matches as Gateway
+    /// API orders them), so the first that fits decides; nothing is allocated or locked.
+    pub fn route<B>(&self, host: &str, req: &http::Request<B>) -> Result<&Arc<DestState>, Miss> {
         let (name, port) = split_host_port(host);
         let name = name.trim_end_matches('.');
         let routes = match self.routes.get(name) {
             Some(r) => r,
-            None => self.routes.get(&name.to_ascii_lowercase())?,
+            None => self.routes.get(&name.to_ascii_lowercase()).ok_or(Miss::NoHost)?,
         };
-        let fits = |r: &&Route| r.path.as_ref().is_none_or(|m| path_matches(m, path));
-        let chosen = match port {
-            Some(p) => routes.iter().filter(fits).find(|r| r.port.is_none_or(|rp| rp == p)),
-            None => routes.iter().find(fits),
-        }?;
-        self.destinations.get(chosen.dest)
+        let head = Head(req);
+        let mut port_served = false;
+        for r in routes.iter() {
+            if port.is_some_and(|p| r.port.is_some_and(|rp| rp != p)) {
+                continue;
+            }
+            port_served = true;
+            if r.matched.as_ref().is_none_or(|m| m.matches(&head)) {
+                return self.destinations.get(r.dest).ok_or(Miss::NoHost);
+            }
+        }
+        Err(if port_served { Miss::NoRule } else { Miss::NoHost })
     }
 
     /// Whether `addr` (address *and* port) is an endpoint of `cluster` in some destination: the
@@ -290,38 +331,58 @@ impl Snapshot {
                 _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| p.budget.clone()).unwrap_or_default())),
             }
         };
-        let mut add = |snap: &mut Snapshot, hosts: &[String], port: Option<u16>, path: Option<PathMatch>, key: String, dest: Destination| {
+        let add = |snap: &mut Snapshot, routes: &mut FastMap<String, Vec<Route>>, hosts: &[String], port: Option<u16>, key: String, dest: Destination| {
             let idx = snap.destinations.len();
             snap.destinations.push(state_for(key, dest));
             for h in hosts {
-                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, path: path.clone(), dest: idx });
+                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, matched: None, dest: idx });
             }
+            idx
         };
         for vd in &set.virtual_destinations {
             for p in &vd.ports {
                 let Some(host) = vd.hosts.first() else { continue };
                 if let Ok(d) = resolve::resolve(set, host, Some(p.number), cluster, "") {
-                    add(&mut snap, &vd.hosts, Some(p.number), None, format!("{host}:{}", p.number), d);
+                    add(&mut snap, &mut routes, &vd.hosts, Some(p.number), format!("{host}:{}", p.number), d);
                 }
             }
         }
         for fs in &set.failover_services {
             if let Ok(d) = resolve::resolve(set, &fs.hostname, Some(fs.port), cluster, "") {
-                add(&mut snap, std::slice::from_ref(&fs.hostname), Some(fs.port), None, format!("{}:{}", fs.hostname, fs.port), d);
+                add(&mut snap, &mut routes, std::slice::from_ref(&fs.hostname), Some(fs.port), format!("{}:{}", fs.hostname, fs.port), d);
             }
         }
+        // HTTPRoutes: one destination per rule; each host's matches, of every route naming the
+        // host, in Gateway API's precedence order.
+        let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
+        let mut by_host: std::collections::BTreeMap<String, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
+        let mut keys = std::collections::HashSet::new();
         for route in &set.routes {
-            let Some(host) = route.hostnames.iter().find(|h| !h.starts_with('*')) else { continue };
-            for rule in &route.rules {
-                for m in &rule.matches {
-                    let path = match m {
-                        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.clone(),
-                        PathMatch::Regex(_) => continue,
-                    };
-                    if let Ok(d) = resolve::resolve(set, host, None, cluster, &path) {
-                        let hosts: Vec<String> = route.hostnames.iter().filter(|h| !h.starts_with('*')).cloned().collect();
-                        add(&mut snap, &hosts, None, Some(m.clone()), format!("{host}{path}"), d);
-                    }
+            let hosts: Vec<String> = route.hostnames.iter().filter(|h| !h.starts_with('*')).map(|h| h.to_ascii_lowercase()).collect();
+            let Some(host) = hosts.first() else { continue };
+            for (i, rule) in route.rules.iter().enumerate() {
+                let Ok(d) = resolve::resolve_route_rule(set, route, i, host, None) else { continue };
+                // `host` + the first match's path, as metrics have always named route rules; a
+                // second rule with the same says which rule it is.
+                let mut key = format!("{host}{}", rule.matches.first().map_or("/", |m| m.path.value()));
+                if !keys.insert(key.clone()) {
+                    key = format!("{key} ({}/{} rule {i})", route.meta.namespace, route.meta.name);
+                    keys.insert(key.clone());
+                }
+                rule_dest.insert((route as *const HttpRoute, i), add(&mut snap, &mut routes, &[], None, key, d));
+            }
+            for h in hosts {
+                let list = by_host.entry(h).or_default();
+                if !list.iter().any(|r| std::ptr::eq(*r, route)) {
+                    list.push(route);
+                }
+            }
+        }
+        for (host, list) in &by_host {
+            let entry = routes.entry(host.clone()).or_default();
+            for c in httpmatch::ordered(list) {
+                if let Some(&dest) = rule_dest.get(&(c.route as *const HttpRoute, c.rule)) {
+                    entry.push(Route { port: None, matched: Some(c.matched.clone()), dest });
                 }
             }
         }
@@ -334,7 +395,7 @@ impl Snapshot {
             let hosts = vec![fqdn.clone(), format!("{}.{}", svc.meta.name, svc.meta.namespace), format!("{}.{}.svc", svc.meta.name, svc.meta.namespace)];
             for p in &svc.ports {
                 if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
-                    add(&mut snap, &hosts, Some(p.port), None, format!("{fqdn}:{}", p.port), d);
+                    add(&mut snap, &mut routes, &hosts, Some(p.port), format!("{fqdn}:{}", p.port), d);
                 }
             }
         }
@@ -491,18 +552,6 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
     match host.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && !h.contains(':') => (h, p.parse().ok()),
         _ => (host, None),
-    }
-}
-
-fn path_matches(m: &PathMatch, path: &str) -> bool {
-    let path = path.split('?').next().unwrap_or(path);
-    match m {
-        PathMatch::Exact(p) => p == path,
-        PathMatch::Prefix(p) => {
-            let p = p.trim_end_matches('/');
-            p.is_empty() || path == p || path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/')
-        }
-        PathMatch::Regex(_) => false,
     }
 }
 

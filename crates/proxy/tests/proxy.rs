@@ -703,3 +703,90 @@ async fn several_workers_share_the_listener_and_stop_together() {
         b.stop().await;
     }
 }
+
+// === HTTPRoute matches ===
+
+async fn send_with(node: &Node, method: http::Method, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(format!("http://{}{path}", node.listen)).header(http::header::HOST, host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(Bytes::new())).expect("request")).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// Rules in an order where the first that merely fits the path would be wrong: a header rule
+/// first (without its condition it would take everything), then the catch-all (which, taken in
+/// list order, would shadow the method and query rules after it).
+const MATCH_ROUTES: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop}
+spec:
+  hostnames: [shop.example.com]
+  rules:
+  - matches:
+    - headers: [{name: X-Canary, value: \"yes\"}]
+    backendRefs: [{name: canary, port: 80}]
+  - backendRefs: [{name: main, port: 80}]
+  - matches:
+    - method: POST
+      path: {type: PathPrefix, value: /orders}
+    - path: {type: Exact, value: /search}
+      queryParams: [{name: q, value: veer}]
+    backendRefs: [{name: special, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  hostnames: [api.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    backendRefs: [{name: main, port: 80}]
+---
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_header_method_and_query_matches_pick_their_rule_and_404s_say_what_missed() {
+    let w = World::new();
+    let canary = w.backends("canary", 1, 1).await;
+    let main = w.backends("main", 2, 1).await;
+    let special = w.backends("special", 3, 1).await;
+    let mut m = cluster("local", "r", "z", "");
+    m.push_str(&service("local", "default", "canary", &[], &canary));
+    m.push_str(&service("local", "default", "main", &[], &main));
+    m.push_str(&service("local", "default", "special", &[], &special));
+    m.push_str(MATCH_ROUTES);
+    w.write("world.yaml", &m);
+    let node = w.node("local").await;
+    use http::Method;
+    type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
+        (Method::GET, "/", &[("x-canary", "yes")], "canary-1"),
+        (Method::GET, "/", &[], "main-1"),
+        (Method::GET, "/", &[("x-canary", "YES")], "main-1"),
+        (Method::POST, "/orders/7", &[], "special-1"),
+        (Method::GET, "/orders/7", &[], "main-1"),
+        (Method::GET, "/search?q=veer", &[], "special-1"),
+        (Method::GET, "/search?q=other", &[], "main-1"),
+        (Method::GET, "/search", &[], "main-1"),
+        // Both rules hold; the path decides first: the longer prefix beats the header rule's "/".
+        (Method::POST, "/orders", &[("x-canary", "yes")], "special-1"),
+    ];
+    for (method, path, headers, want) in cases {
+        let got = send_with(&node, method.clone(), "shop.example.com", path, headers).await;
+        assert_eq!(got, (200, (*want).to_string()), "{method} {path} {headers:?}");
+    }
+    let (status, body) = send_with(&node, Method::GET, "nope.example.com", "/", &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no route for host \"nope.example.com\""), "{body}");
+    let (status, body) = send_with(&node, Method::GET, "api.example.com", "/v2/x", &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("host \"api.example.com\" has no route for GET /v2/x"), "{body}");
+    assert_eq!(send_with(&node, Method::GET, "api.example.com", "/v1/x", &[]).await, (200, "main-1".to_string()));
+    node.stop().await;
+}

@@ -110,6 +110,7 @@ impl CatalogEntry {
                 labels,
                 file: Arc::from(format!("peer:{cluster}").as_str()),
                 pos: Pos::default(),
+                created: None,
             },
             address: self.address,
             ports: self.ports.clone(),

@@ -45,6 +45,11 @@ spec:
     outlierDetection: {consecutive5xxErrors: 1, maxEjectionPercent: 100}
 ";
 
+/// A request as a client sends it: `GET path`, nothing else.
+fn get(path: &str) -> http::Request<()> {
+    http::Request::get(path).body(()).expect("request")
+}
+
 fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
     let loaded = veer_model::from_sources(&[("world.yaml".into(), WORLD.into())]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
@@ -55,16 +60,16 @@ fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
 fn routes_by_host_port_and_short_names() {
     let s = snapshot(&Unhealthy::new());
     for host in ["echo.demo.svc.cluster.local", "echo.demo.svc.cluster.local:80", "echo.demo", "ECHO.demo.svc"] {
-        assert_eq!(s.route(host, "/").map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
+        assert_eq!(s.route(host, &get("/")).ok().map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
     }
-    assert!(s.route("echo.demo.svc.cluster.local:81", "/").is_none());
-    assert!(s.route("example.com", "/").is_none());
+    assert!(s.route("echo.demo.svc.cluster.local:81", &get("/")).is_err());
+    assert!(s.route("example.com", &get("/")).is_err());
 }
 
 #[test]
 fn first_attempt_follows_the_table_and_retries_leave_the_tried_priority() {
     let s = snapshot(&Unhealthy::new());
-    let d = s.route("echo.demo", "/").expect("route");
+    let d = s.route("echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![100, 0]);
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..200 {
@@ -89,7 +94,7 @@ fn unhealthy_endpoints_get_no_first_attempts() {
     let mut down = Unhealthy::new();
     down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
     let s = snapshot(&down);
-    let d = s.route("echo.demo", "/").expect("route");
+    let d = s.route("echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![0, 100]);
     assert_eq!(d.active_priority(), 1);
     let mut rng = fastrand::Rng::with_seed(1);
@@ -114,19 +119,19 @@ const ECHO: &str = "echo.demo.svc.cluster.local:80";
 #[test]
 fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let first = snapshot(&Unhealthy::new());
-    let budget = &first.route("echo.demo", "/").expect("route").budget;
+    let budget = &first.route("echo.demo", &get("/")).expect("route").budget;
 
     let mut down = Unhealthy::new();
     down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
     let changed = std::collections::HashSet::from([ECHO.to_string()]);
     let health_update = first.with_health(&down, &changed, 2);
-    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", "/").expect("route").budget), "a health update keeps the budget");
+    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", &get("/")).expect("route").budget), "a health update keeps the budget");
 
     let fresh = snapshot(&Unhealthy::new());
-    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", "/").expect("route").budget), "a fresh build starts with fresh budgets");
+    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", &get("/")).expect("route").budget), "a fresh build starts with fresh budgets");
     // The reload moves the destination (an endpoint leaves), so its state is built anew.
     let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
-    let echo = reloaded.route("echo.demo", "/").expect("route");
+    let echo = reloaded.route("echo.demo", &get("/")).expect("route");
     assert!(echo.upstreams.iter().any(|u| &*u.key == "127.0.0.4:80"), "the reload is in force");
     assert!(Arc::ptr_eq(budget, &echo.budget), "a reload keeps the budget of the same destination");
 }
@@ -142,7 +147,7 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
     // its resources' lines does not: the line numbers `veer explain` shows are part of it.)
     let added = "---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: demo, labels: {topology.istio.io/cluster: west}}\nspec: {selector: {app: other}, ports: [{port: 80}]}\n";
     let same = reload(&first, &format!("{WORLD}{added}"), &down);
-    assert!(same.route("other.demo", "/").is_some(), "the reload is in force");
+    assert!(same.route("other.demo", &get("/")).is_ok(), "the reload is in force");
     assert!(Arc::ptr_eq(&state(&first), &state(&same)), "same destination, same health: the state is kept");
     assert_eq!(same.generation, first.generation + 1);
 
@@ -163,9 +168,61 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
 fn the_cluster_header_is_the_cluster_name_and_interned() {
     let a = snapshot(&Unhealthy::new());
     let b = snapshot(&Unhealthy::new());
-    let west = |s: &Snapshot| s.route("echo.demo", "/").expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
+    let west = |s: &Snapshot| s.route("echo.demo", &get("/")).expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
     assert_eq!(west(&a), "west");
     // Both builds point at one interned copy of the name: reloads do not grow memory.
     assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());
     assert_eq!(static_header_value("bad\nname"), "invalid");
+}
+
+const ROUTES: &str = "
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: newer, namespace: demo, creationTimestamp: 2024-01-01T00:00:00Z}
+spec:
+  hostnames: [shop.demo, '*.wild.demo']
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+  - matches: [{headers: [{name: x-v, value: '2'}]}]
+    backendRefs: [{name: echo, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: older, namespace: demo, creationTimestamp: 2020-01-01T00:00:00Z}
+spec:
+  hostnames: [shop.demo]
+  rules:
+  - matches: [{path: {type: Exact, value: /only}}]
+    backendRefs: [{name: echo, port: 80}]
+  - backendRefs: [{name: echo, port: 80}]
+";
+
+#[test]
+fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{ROUTES}"))]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let key = |host: &str, req: &http::Request<()>| s.route(host, req).map(|d| d.key.to_string());
+    let with_v2 = http::Request::get("/x").header("X-V", "2").body(()).expect("request");
+    // Two rules of two routes share the key `shop.demo/`: the later one is told apart.
+    assert_eq!(key("shop.demo", &with_v2).as_deref(), Ok("shop.demo/ (demo/newer rule 1)"));
+    assert_eq!(key("shop.demo", &get("/only")).as_deref(), Ok("shop.demo/only"), "an exact path beats every prefix");
+    // Equal matches: the older route wins, though the newer is read first.
+    assert_eq!(key("shop.demo", &get("/x")).as_deref(), Ok("shop.demo/ (demo/older rule 1)"));
+    assert_eq!(key("shop.demo:8080", &get("/x")).as_deref(), Ok("shop.demo/ (demo/older rule 1)"), "HTTPRoutes serve every port");
+    assert_eq!(key("nope.demo", &get("/")), Err(Miss::NoHost));
+    assert_eq!(key("echo.demo:81", &get("/")), Err(Miss::NoHost), "a host served on another port only");
+    assert_eq!(key("x.wild.demo", &get("/")), Err(Miss::NoHost), "wildcard hostnames are not served");
+    assert!(s.destinations.iter().filter(|d| d.key.starts_with("shop.demo")).count() == 4, "one destination per rule");
+}
+
+#[test]
+fn a_host_whose_rules_all_miss_is_a_rule_miss() {
+    let only = ROUTES.replace("  - backendRefs: [{name: echo, port: 80}]\n", "");
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{only}"))]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    assert_eq!(s.route("shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoRule));
+    assert!(s.route("shop.demo", &get("/only")).is_ok());
 }
