@@ -17,6 +17,9 @@ use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
 #[path = "proxy/upstream_http1.rs"]
 mod upstream_http1;
 
+#[path = "proxy/limits.rs"]
+mod limits;
+
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
 /// A test world: its own loopback subnet, its manifest folder, its backends.
