@@ -34,6 +34,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Back-off after a failed accept (typically EMFILE), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line about failed accepts per this long.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// What the admin endpoints serve.
 pub struct AdminState {
@@ -73,8 +75,11 @@ impl AdminState {
 /// GET /metrics → OpenMetrics text; GET /routes → JSON from `routes`; GET /events (optional `?since=N`) → JSON array
 /// of events; anything else → 404 listing the endpoints; a known path with a method other than GET → 405.
 ///
-/// Accept errors are logged and retried rather than returned: the admin port going away over a transient
-/// EMFILE would be worse than a brief stall. After `shutdown`, the listener is closed, idle keep-alive
+/// Accept errors are counted, logged (once a second at most) and retried rather than returned: the admin
+/// port going away over a transient EMFILE would be worse than a brief stall. The listener keeps one file
+/// in reserve: when the process is out of files (the gateway's clients took them all), it gives that file
+/// up to accept an operator's connection, and takes it back when that connection closes, so `/healthz`
+/// and `/metrics` still answer then. After `shutdown`, the listener is closed, idle keep-alive
 /// connections are closed, and in-flight responses get a few seconds to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -87,6 +92,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
+    let reserve = Arc::new(Reserve::default());
+    reserve.refill();
+    let mut logged: Option<std::time::Instant> = None;
 
     loop {
         let accepted = tokio::select! {
@@ -96,11 +104,22 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                let (kind, _) = crate::server::accept_error(e.raw_os_error());
+                state.metrics.accept_error("admin", kind);
+                let out_of_files = matches!(kind, "emfile" | "enfile");
+                if out_of_files && reserve.release() {
+                    // One file is free now: the connection waiting in the queue gets it.
+                    continue;
+                }
+                if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                    logged = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, "admin accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
+        let reserve = reserve.clone();
         let state = state.clone();
         let service = service_fn(move |req| {
             let response = handle(&state, &req);
@@ -112,6 +131,8 @@ pub async fn serve(
                 // Clients hanging up mid-response are routine for scrapers; not worth a warning.
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
+            // The connection's file is closed: take it back as the reserve, if that was given up.
+            reserve.refill();
         });
     }
 
@@ -123,6 +144,26 @@ pub async fn serve(
         tracing::debug!("admin connections still open after the drain timeout; abandoning them");
     }
     Ok(())
+}
+
+/// A file held open only to be given up when the process has no other, so that the admin
+/// listener can still accept one connection.
+#[derive(Default)]
+struct Reserve(std::sync::Mutex<Option<std::fs::File>>);
+
+impl Reserve {
+    /// Takes a file as the reserve unless one is held (fails quietly while files are short).
+    fn refill(&self) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            *held = std::fs::File::open("/dev/null").ok();
+        }
+    }
+
+    /// Closes the reserve file; whether there was one.
+    fn release(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take().is_some()
+    }
 }
 
 fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {

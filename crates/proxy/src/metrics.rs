@@ -100,6 +100,12 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcceptLabels {
+    listener: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EastWestLabels {
     peer: String,
     status: u16,
@@ -315,6 +321,10 @@ pub struct Metrics {
     unparked: Counter,
     worker_connections: Family<WorkerLabels, Gauge>,
     manifest_watcher: Arc<WatcherHealth>,
+    max_connections: Gauge,
+    cap_reached: Counter,
+    accept_errors: Family<AcceptLabels, Counter>,
+    h2_closed_idle: Counter,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -353,6 +363,10 @@ impl Metrics {
         let parked = Counter::default();
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
         let unparked = Counter::default();
+        let max_connections = Gauge::default();
+        let cap_reached = Counter::default();
+        let accept_errors = Family::<AcceptLabels, Counter>::default();
+        let h2_closed_idle = Counter::default();
 
         registry.register(
             "requests",
@@ -433,6 +447,13 @@ impl Metrics {
         registry.register("manifest_watcher_up", "Whether the manifest watcher runs and has looked at the files recently (0: its thread ended or stalled, so manifest changes are not applied)", watcher_gauge(WatcherValue::Up));
         registry.register_with_unit("manifest_watcher_last_look_age", "Time since the manifest watcher last looked at the files", Unit::Seconds, watcher_gauge(WatcherValue::LastLookAge));
         registry.register("manifest_files_open_for_writing", "Manifest files a writer has not closed yet; no change is applied until they are", watcher_gauge(WatcherValue::Waiting));
+        registry.register("connections_max", "Client connections the node holds at most (max_connections); more wait in the kernel's accept queue", max_connections.clone());
+        registry.register("connections_cap_reached", "Times a worker stopped accepting because the node held max_connections client connections", cap_reached.clone());
+        registry.register("accept_errors", "Failed accepts, by listener and error (emfile, enfile, enobufs and enomem pause accepting for 500 ms)", accept_errors.clone());
+        registry.register("h2_connections_closed_idle", "HTTP/2 client connections sent GOAWAY and closed after the idle timeout without an open stream", h2_closed_idle.clone());
+        for kind in ["emfile", "enfile"] {
+            drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
+        }
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
             drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
         }
@@ -465,6 +486,10 @@ impl Metrics {
             unparked,
             worker_connections,
             manifest_watcher,
+            max_connections,
+            cap_reached,
+            accept_errors,
+            h2_closed_idle,
         }
     }
 
@@ -694,6 +719,23 @@ impl Metrics {
 
     pub fn connection_unparked(&self) {
         self.unparked.inc();
+    }
+
+    pub fn set_max_connections(&self, n: usize) {
+        self.max_connections.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn connections_cap_reached(&self) {
+        self.cap_reached.inc();
+    }
+
+    /// `listener`: gateway or admin; `kind`: see [`crate::server::accept_error`].
+    pub fn accept_error(&self, listener: &'static str, kind: &'static str) {
+        self.accept_errors.get_or_create(&AcceptLabels { listener, kind }).inc();
+    }
+
+    pub fn h2_closed_idle(&self) {
+        self.h2_closed_idle.inc();
     }
 
     /// Every metric as OpenMetrics text, `# EOF` terminated.

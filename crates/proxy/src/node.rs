@@ -186,7 +186,9 @@ impl Node {
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
         let listener = TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let mut seats = server::Workers::seats(workers, &metrics).into_iter();
+        // The cap on client connections is the node's, shared by its workers (unlike the
+        // in-flight cap, which each worker applies to its share).
+        let mut seats = server::Workers::seats(workers, limits.max_connections, &metrics).into_iter();
         let first_seat = seats.next().ok_or("no worker seat")?;
         tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {

@@ -22,6 +22,9 @@ mod watcher;
 #[path = "proxy/edge.rs"]
 mod edge;
 
+#[path = "proxy/limits.rs"]
+mod limits;
+
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
 /// A test world: its own loopback subnet, its manifest folder, its backends.

@@ -87,6 +87,11 @@ enum Command {
         /// never queue behind each other on one CPU.
         #[arg(long)]
         no_pin_workers: bool,
+        /// Client connections held at once, across workers; more wait in the kernel's accept
+        /// queue until one closes. Default: half the file limit (raised to its hard limit at
+        /// start), keeping at least 256 files for upstreams, peers, admin, DNS and manifests.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: Option<u64>,
         /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
@@ -252,9 +257,15 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after, state_dir } => {
+        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, max_connections, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after, state_dir } => {
             init_logs(log_json);
+            // Before the limits are derived from it.
+            let files_limit = veer_proxy::server::raise_nofile_limit();
             let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
+            if let Some(n) = max_connections {
+                cfg.limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            tracing::info!(files = ?files_limit, max_connections = cfg.limits.max_connections, "client connection cap");
             cfg.labels = labels.into_iter().collect();
             cfg.listen = listen;
             cfg.admin = admin;
