@@ -13,6 +13,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::FastMap;
 
+mod dns;
+
 /// Smallest request-duration bucket: half a millisecond, below which a proxied request is not plausible.
 const DURATION_START: f64 = 0.0005;
 /// Doubling buckets; 18 of them reach ~65 s, enough to see requests that ran into a 60 s timeout.
@@ -265,6 +267,7 @@ pub struct Metrics {
     parked: Counter,
     unparked: Counter,
     worker_connections: Family<WorkerLabels, Gauge>,
+    dns: dns::DnsSource,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -360,6 +363,8 @@ impl Metrics {
         registry.register("worker_connections", "Client connections open on each worker thread (connections are balanced across workers when accepted)", worker_connections.clone());
         registry.register("connections_parked", "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)", parked.clone());
         registry.register("connections_unparked", "Parked connections that sent another request", unparked.clone());
+        let dns = dns::DnsSource::default();
+        registry.register_collector(Box::new(dns.clone()));
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
             drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
         }
@@ -388,7 +393,13 @@ impl Metrics {
             parked,
             unparked,
             worker_connections,
+            dns,
         }
+    }
+
+    /// Serves the counters of the node's DNS server (`veer_dns_*`) from now on.
+    pub fn watch_dns(&self, counters: Arc<veer_dns::DnsCounters>) {
+        self.dns.set(counters);
     }
 
     /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).
