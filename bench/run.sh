@@ -26,21 +26,31 @@ PY="$BENCH/py"
 
 # --- knobs (environment overrides) ----------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-    : "${REPS:=1}" "${TPUT_REPS:=$REPS}" "${CASES:=h1 h2 failover}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
+    : "${REPS:=1}" "${TPUT_REPS:=$REPS}" "${CASES:=h1 h2 failover abuse}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
     : "${DURATION:=3}" "${WARMUP:=1}" "${MODES:=stop}"
     : "${FO_DURATION:=6}" "${FO_DOWN_AT:=1.5}" "${FO_UP_AT:=4}"
     : "${RL_DURATION:=6}" "${RL_CHANGES:=3}" "${MEM_CONNS:=2000}" "${MEM_HOLD:=2}"
+    : "${AB_DURATION:=1.5}" "${AB_IDLE:=1000}" "${AB_SLOW:=200}" "${AB_FLOOD_RATE:=100}" "${AB_RAMP:=5}" "${AB_SETTLE:=0.3}"
 else
     # Throughput repetitions are cheap and this VM drifts by ±15% over minutes, so they get more
     # of them than the probe cases, whose figures are counts and worst cases, not rates. REPS set
     # alone sets both.
-    : "${TPUT_REPS:=${REPS:-5}}" "${REPS:=3}" "${CASES:=h1 h2 failover reload memory}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
+    : "${TPUT_REPS:=${REPS:-5}}" "${REPS:=3}" "${CASES:=h1 h2 failover reload memory abuse}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
     : "${DURATION:=6}" "${WARMUP:=2}" "${MODES:=stop 503 blackhole}"
     : "${FO_DURATION:=18}" "${FO_DOWN_AT:=3}" "${FO_UP_AT:=8}"
     : "${RL_DURATION:=14}" "${RL_CHANGES:=10}" "${MEM_CONNS:=10000}" "${MEM_HOLD:=5}"
+    : "${AB_DURATION:=15}" "${AB_IDLE:=10000}" "${AB_SLOW:=1000}" "${AB_FLOOD_RATE:=200}" "${AB_RAMP:=30}" "${AB_SETTLE:=1}"
 fi
 : "${PROXIES:=veer envoy haproxy nginx}"
+# Proxies of the abuse case. Quick mode runs it for veer and nginx only (nginx for its separate
+# h2c port), to keep CI's smoke run short.
+if [ -z "${AB_PROXIES:-}" ]; then
+    AB_PROXIES=$PROXIES
+    [ "$QUICK" = 1 ] && AB_PROXIES=$(for p in $PROXIES; do case "$p" in veer | nginx) printf '%s ' "$p" ;; esac; done)
+fi
 : "${RATE:=1000}"                  # failover and reload probes, requests per second
+: "${AB_RATE:=$RATE}"              # abuse: the normal client's requests per second
+: "${AB_SLOW_INTERVAL:=2}"         # abuse: seconds between a slowloris connection's bytes
 : "${WRK_THREADS:=1}"
 : "${H2_CLIENTS:=8}" "${H2_STREAMS:=32}"
 : "${BACKEND_WORKERS:=1}"
@@ -481,12 +491,97 @@ EOF
     stop_pid "$backends_pid"
 }
 
+# --- abuse: a normal client while the proxy faces idle h2c, slowloris and a malformed flood ---
+# Per proxy (one worker, started fresh), four phases one after another, each with the normal
+# client (probe.py, AB_RATE req/s for AB_DURATION s, every request recorded): quiet; AB_IDLE idle
+# h2c connections; AB_SLOW slowloris connections; a flood of malformed and aborted requests at
+# AB_FLOOD_RATE/s. The client starts once the attack's connections are all open (at most AB_RAMP
+# s after the attacker started); when it is done the attacker is told to stop (SIGTERM), counts
+# what it still holds and exits. Each attacker also stops by itself after AB_RAMP + AB_DURATION +
+# 10 s, and `timeout` kills it 20 s after that.
+abuse_phase() { # DIR PHASE : runs the attacker (if any) and the normal client, writes DIR/summary.json
+    local dir=$1 phase=$2 attacker="" k
+    local cap=$((AB_RAMP + ${AB_DURATION%.*} + 10))
+    local bound=$((cap + 20))
+    mkdir -p "$dir"
+    : >"$dir/attack.jsonl"
+    local common=(--port "$PORT" --h2-port "$H2PORT" --host "$TPUT_HOST" --status "$dir/attack.jsonl" --duration "$cap")
+    case "$phase" in
+    quiet) ;;
+    idle) start_bg "$dir/attack.log" timeout "$bound" python3 "$PY/abuse.py" idle-h2 "${common[@]}" --conns "$AB_IDLE" ;;
+    slowloris) start_bg "$dir/attack.log" timeout "$bound" python3 "$PY/abuse.py" slowloris "${common[@]}" \
+        --conns "$AB_SLOW" --interval "$AB_SLOW_INTERVAL" ;;
+    flood) start_bg "$dir/attack.log" timeout "$bound" python3 "$PY/abuse.py" flood "${common[@]}" --rate "$AB_FLOOD_RATE" ;;
+    esac
+    if [ "$phase" != quiet ]; then
+        attacker=$LAST_PID
+        for k in $(seq $((AB_RAMP * 20))); do
+            grep -q '"ready"' "$dir/attack.jsonl" 2>/dev/null && break
+            kill -0 "$attacker" 2>/dev/null || break
+            sleep 0.05
+        done
+    fi
+    timeout "$bound" python3 "$PY/probe.py" run --port "$PORT" --host "$TPUT_HOST" --rate "$AB_RATE" \
+        --duration "$AB_DURATION" --out "$dir/requests.jsonl" 2>"$dir/probe.log" || true
+    if [ -n "$attacker" ]; then
+        kill -TERM "$attacker" 2>/dev/null || true # timeout passes it on to the attacker
+        wait "$attacker" || true
+        forget_pid "$attacker"
+    fi
+    python3 "$PY/probe.py" summary --results "$dir/requests.jsonl" >"$dir/summary.json"
+    if [ "$phase" != quiet ]; then
+        # The attacker's own account: connections opened and still held at its end, requests sent.
+        python3 - "$dir/attack.jsonl" >>"$dir/summary.json" <<'EOF'
+import json, sys
+done = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("phase") == "done":
+        done = r
+print(json.dumps({"attack_" + k: v for k, v in done.items() if k in ("opened", "held", "closed_by_server", "setup_s", "sent", "errors")}))
+EOF
+    fi
+}
+
+run_abuse() {
+    local rep proxy dir phase
+    render "$BENCH/conf/backends.nginx.conf" "$RUN/backends.nginx.conf" \
+        BACKEND_WORKERS="$BACKEND_WORKERS" B1_PORT=$B1_PORT B2_PORT=$B2_PORT B1_H2_PORT=$B1_H2_PORT
+    start_nginx backends "$RUN/backends.nginx.conf"
+    local backends_pid=$LAST_PID
+    wait_http "http://127.0.0.1:$B1_PORT/" '^b1$'
+    wait_http "http://127.0.0.1:$B2_PORT/" '^b2$'
+    for rep in $(seq "$REPS"); do
+        next_order $AB_PROXIES
+        for proxy in $ORDER; do
+            dir="$RUN/abuse-$proxy-r$rep"
+            mkdir -p "$dir"
+            start_tput_proxy "$proxy" 1 $((AB_IDLE + AB_SLOW + 2000))
+            timeout 30 wrk -t1 -c16 -d1s -H "Host: $TPUT_HOST" "http://127.0.0.1:$PORT/" >/dev/null
+            for phase in quiet idle slowloris flood; do
+                abuse_phase "$dir/$phase" "$phase"
+                python3 "$PY/report.py" record json "$dir/$phase/summary.json" case=abuse phase="$phase" proxy="$proxy" rep="$rep" \
+                    rate="$AB_RATE" idle_conns="$AB_IDLE" slow_conns="$AB_SLOW" flood_rate="$AB_FLOOD_RATE" --out "$RESULTS"
+                log "abuse rep $rep $proxy $phase: $(tr '\n' ' ' <"$dir/$phase/summary.json")"
+                sleep "$AB_SETTLE" # the proxy closes what the attacker left
+            done
+            if [ "$proxy" = veer ]; then
+                curl -fsS "http://127.0.0.1:$ADMIN_PORT/events" >"$dir/veer-events.json" 2>/dev/null || true
+                curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/veer-metrics.txt" 2>/dev/null || true
+            fi
+            stop_proxy
+        done
+    done
+    stop_pid "$backends_pid"
+}
+
 # --- run ----------------------------------------------------------------------------------
 T_START=$(date +%s)
 if has_case h1 || has_case h2; then run_throughput; fi
 has_case failover && run_failover
 has_case reload && run_reload
 has_case memory && run_memory
+has_case abuse && run_abuse
 T_END=$(date +%s)
 
 {
@@ -514,6 +609,11 @@ T_END=$(date +%s)
     if has_case failover || has_case reload; then
         echo "Failover/reload: open-loop probe at $RATE req/s, every request recorded, 1 proxy worker; failover runs ${FO_DURATION} s," \
             "the fault at ${FO_DOWN_AT} s and recovery at ${FO_UP_AT} s; outlier settings and retries per proxy in bench/conf (README)."
+    fi
+    if has_case abuse; then
+        echo "Abuse: a normal client (probe.py) at $AB_RATE req/s for ${AB_DURATION} s per phase, 1 proxy worker; attacks: $AB_IDLE idle h2c connections," \
+            "$AB_SLOW slowloris connections (a byte every ${AB_SLOW_INTERVAL} s), malformed/aborted requests at $AB_FLOOD_RATE/s;" \
+            "request-head timeout 30 s everywhere (veer's default; nginx client_header_timeout, HAProxy timeout http-request, Envoy request_headers_timeout)."
     fi
     if [ "$QUICK" = 1 ]; then echo "Quick mode: a smoke test of the harness, not a measurement."; fi
     echo "Raw data: bench/results/$(basename "$OUT")/."

@@ -12,6 +12,7 @@ failover Joins a run with an events file ("<wall-clock s> <name>" per line: down
          down_done, up) and
          prints one JSON summary.
 reload   Joins a run with an events file with "reload" lines and prints one JSON summary.
+summary  Errors and latency percentiles of a whole run (the abuse case's normal client), as JSON.
 
 Strict: a request that fails for any reason (including a keep-alive connection the proxy
 closed under it) is an error; nothing is retried by the client.
@@ -269,6 +270,25 @@ def reload(args):
     print(json.dumps(summ))
 
 
+def summary(args):
+    recs = [json.loads(line) for line in open(args.results)]
+    for r in recs:
+        r["o"] = outcome(r)
+    errs, kinds = errors_of(recs)
+    # Every request counts, failed ones with the time they took to fail.
+    lat = [r["lat"] for r in recs]
+    t0, end = (recs[0]["t"], recs[-1]["t"]) if recs else (0, 0)
+    print(json.dumps({
+        "requests": len(recs),
+        "rate_rps": round((len(recs) - 1) / (end - t0), 1) if end > t0 else None,
+        "client_errors": len(errs),
+        "error_kinds": kinds,
+        "lat_p50_ms": ms(pct(lat, 0.50)),
+        "lat_p99_ms": ms(pct(lat, 0.99)),
+        "lat_max_ms": ms(max(lat)) if lat else None,
+    }))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -286,11 +306,15 @@ def main():
         a = sub.add_parser(name)
         a.add_argument("--results", required=True)
         a.add_argument("--events", required=True)
+    a = sub.add_parser("summary")
+    a.add_argument("--results", required=True)
     args = ap.parse_args()
     if args.cmd == "run":
         asyncio.run(run(args))
     elif args.cmd == "failover":
         failover(args)
+    elif args.cmd == "summary":
+        summary(args)
     else:
         reload(args)
 

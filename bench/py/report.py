@@ -270,6 +270,57 @@ def build_rows(recs):
             closed = med([r.get("closed_by_server") for r in rs])
             return f"{fmt_num(opened, 0)} open; {fmt_num(closed, 0)} closed by server in {fmt_num(rs[0].get('held_s'), 0)} s"
         t.add(case, "connections held (of the target)", t.per_proxy(tags, setup), "–")
+    # Abuse.
+    if any(r.get("case") == "abuse" for r in recs):
+        any_rec = t.sel(case="abuse")[0]
+        case = f"abuse: a normal client at {fmt_num(any_rec.get('rate'), 0)} req/s, 1 worker"
+        titles = {
+            "quiet": "quiet: errors; p50 / p99, ms",
+            "idle": f"{any_rec.get('idle_conns', 0):,} idle h2c conns: errors; p50 / p99, ms (p99 × quiet)",
+            "slowloris": f"{any_rec.get('slow_conns', 0):,} slowloris conns: errors; p50 / p99, ms (p99 × quiet)",
+            "flood": f"malformed/aborted requests at {fmt_num(any_rec.get('flood_rate'), 0)}/s: errors; p50 / p99, ms (p99 × quiet)",
+        }
+
+        def quiet_p99(p, rep):
+            q = t.sel(case="abuse", phase="quiet", proxy=p, rep=rep)
+            return q[0]["lat_p99_ms"] if q else None
+
+        for phase in ("quiet", "idle", "slowloris", "flood"):
+            tags = {"case": "abuse", "phase": phase}
+            if not t.sel(**tags):
+                continue
+            # p99 ÷ the same proxy's quiet p99 of the same repetition, then the median.
+            ratio = t.per_proxy(tags, lambda rs: med([r["lat_p99_ms"] / quiet_p99(r["proxy"], r["rep"])
+                                                      if r.get("lat_p99_ms") is not None and quiet_p99(r["proxy"], r["rep"]) else None for r in rs]))
+
+            def cell(rs):
+                s = f"{fmt_range([r['client_errors'] for r in rs], 0)}; {fmt_num(med([r['lat_p50_ms'] for r in rs]))} / {fmt_num(med([r['lat_p99_ms'] for r in rs]))}"
+                if phase != "quiet":
+                    s += f" ({fmt_num(ratio.get(rs[0]['proxy']), 2)}×)"
+                return s
+            cells = t.per_proxy(tags, cell)
+            errs = t.per_proxy(tags, lambda rs: max(r["client_errors"] for r in rs))
+            if phase == "quiet":
+                p99 = t.per_proxy(tags, lambda rs: med([r["lat_p99_ms"] for r in rs]))
+                verdict = "p99 " + ratio_verdict(p99.get("veer"), {p: p99.get(p) for p in PEERS}, False)
+            else:
+                verdict = "p99 ratio " + ratio_verdict(ratio.get("veer"), {p: ratio.get(p) for p in PEERS}, False)
+                if "veer" in errs:
+                    # Issue 17's goal: no error and p99 within 2× of the quiet run, in every repetition.
+                    worst = max((r["lat_p99_ms"] / quiet_p99("veer", r["rep"]) for r in t.sel(proxy="veer", **tags)
+                                 if r.get("lat_p99_ms") is not None and quiet_p99("veer", r["rep"])), default=None)
+                    met = errs["veer"] == 0 and worst is not None and worst <= 2
+                    verdict += "; goal (0 errors, ≤ 2×) " + ("met" if met else "missed")
+            t.add(case, titles[phase], cells, verdict)
+
+        def held(rs):
+            parts = []
+            for phase, what in (("idle", "idle"), ("slowloris", "slowloris")):
+                ps = [r for r in t.sel(case="abuse", phase=phase, proxy=rs[0]["proxy"]) if r.get("attack_opened") is not None]
+                if ps:
+                    parts.append(f"{fmt_num(med([r['attack_held'] for r in ps]), 0)}/{fmt_num(med([r['attack_opened'] for r in ps]), 0)} {what}")
+            return "; ".join(parts) or "–"
+        t.add(case, "attack conns still open at the end (held/opened)", t.per_proxy({"case": "abuse", "phase": "quiet"}, held), "–")
     return t.rows
 
 

@@ -18,4 +18,4 @@ pub mod server;
 pub mod yaml;
 pub mod zone;
 
-pub use server::{DnsConfig, DnsServer, DnsStats, Notify, RrlConfig};
+pub use server::{DnsConfig, DnsCounters, DnsServer, DnsStats, Notify, RrlConfig, RCODES};

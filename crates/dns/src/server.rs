@@ -169,9 +169,27 @@ impl Rrl {
     }
 }
 
-/// Counters of the request path.
+/// Response codes counted each on its own in [`DnsStats::responses`], by their lowercase names;
+/// any other is counted as "other", the last entry.
+pub const RCODES: [&str; 8] = ["noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "badvers", "other"];
+
+fn rcode_index(code: ResponseCode) -> usize {
+    match code {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
+    }
+}
+
+/// Counters of the request path: plain atomics, which a node's metrics read on every scrape
+/// (this crate knows nothing of metrics). Shared by the UDP loop and the TCP side.
 #[derive(Debug, Default)]
-struct Counters {
+pub struct DnsCounters {
     udp_queries: AtomicU64,
     tcp_queries: AtomicU64,
     malformed_dropped: AtomicU64,
@@ -180,19 +198,54 @@ struct Counters {
     truncated: AtomicU64,
     refused: AtomicU64,
     nxdomain: AtomicU64,
+    responses: [AtomicU64; RCODES.len()],
+}
+
+impl DnsCounters {
+    /// The counters now.
+    pub fn stats(&self) -> DnsStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DnsStats {
+            udp_queries: l(&self.udp_queries),
+            tcp_queries: l(&self.tcp_queries),
+            malformed_dropped: l(&self.malformed_dropped),
+            rrl_dropped: l(&self.rrl_dropped),
+            rrl_slipped: l(&self.rrl_slipped),
+            truncated: l(&self.truncated),
+            refused: l(&self.refused),
+            nxdomain: l(&self.nxdomain),
+            responses: std::array::from_fn(|i| l(&self.responses[i])),
+        }
+    }
 }
 
 /// A snapshot of the counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DnsStats {
+    /// Well-formed queries received over UDP (answered, slipped or dropped by the rate limit).
     pub udp_queries: u64,
+    /// Queries received over TCP.
     pub tcp_queries: u64,
+    /// UDP datagrams dropped unanswered: undecodable, a response, or not exactly one question.
     pub malformed_dropped: u64,
+    /// UDP answers the rate limit dropped.
     pub rrl_dropped: u64,
+    /// UDP answers the rate limit sent empty with TC set ("slip").
     pub rrl_slipped: u64,
+    /// UDP answers cut to fit and sent with TC set.
     pub truncated: u64,
+    /// Questions outside veer's zones or class IN (also in `responses` as "refused").
     pub refused: u64,
     pub nxdomain: u64,
+    /// Answers by response code, in the order of [`RCODES`].
+    pub responses: [u64; RCODES.len()],
+}
+
+impl DnsStats {
+    /// (response code name, answers) for every code of [`RCODES`].
+    pub fn responses_by_rcode(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RCODES.iter().copied().zip(self.responses.iter().copied())
+    }
 }
 
 /// An answer before encoding.
@@ -209,14 +262,14 @@ pub struct Reply {
 pub struct Handler {
     zones: ArcSwap<Zones>,
     max_udp_payload: u16,
-    counters: Counters,
+    counters: Arc<DnsCounters>,
 }
 
 // === impl Handler ===
 
 impl Handler {
     pub fn new(zones: Zones, max_udp_payload: u16) -> Self {
-        Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Counters::default() }
+        Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Arc::default() }
     }
 
     pub fn zones(&self) -> Arc<Zones> {
@@ -227,8 +280,14 @@ impl Handler {
         self.zones.store(Arc::new(zones));
     }
 
-    /// The answer to a decoded request.
+    /// The answer to a decoded request (counted by its response code).
     pub fn reply(&self, request: &Request) -> Reply {
+        let reply = self.answer(request);
+        self.counters.responses[rcode_index(reply.metadata.response_code)].fetch_add(1, Ordering::Relaxed);
+        reply
+    }
+
+    fn answer(&self, request: &Request) -> Reply {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         // Never recursive: veer only answers for its own zones.
         metadata.recursion_available = false;
@@ -314,18 +373,12 @@ impl Handler {
     }
 
     pub fn stats(&self) -> DnsStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        DnsStats {
-            udp_queries: l(&c.udp_queries),
-            tcp_queries: l(&c.tcp_queries),
-            malformed_dropped: l(&c.malformed_dropped),
-            rrl_dropped: l(&c.rrl_dropped),
-            rrl_slipped: l(&c.rrl_slipped),
-            truncated: l(&c.truncated),
-            refused: l(&c.refused),
-            nxdomain: l(&c.nxdomain),
-        }
+        self.counters.stats()
+    }
+
+    /// The live counters, shared: a metrics collector reads them on every scrape.
+    pub fn counters(&self) -> Arc<DnsCounters> {
+        self.counters.clone()
     }
 }
 
@@ -578,6 +631,11 @@ impl DnsServer {
 
     pub fn stats(&self) -> DnsStats {
         self.handler.stats()
+    }
+
+    /// The live counters, shared (for the node's `/metrics`).
+    pub fn counters(&self) -> Arc<DnsCounters> {
+        self.handler.counters()
     }
 
     /// Stops serving and waits for every task.

@@ -489,3 +489,82 @@ async fn response_rate_limit_keeps_a_flood_from_one_source_from_being_amplified(
     assert!(stats.rrl_dropped > 0 && stats.rrl_slipped > 0, "{stats:?}");
     dns.stop().await;
 }
+
+/// The value of one sample of the node's `/metrics` (OpenMetrics text), 0 when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap_or_else(|_| panic!("{name_and_labels}: {v}")) as u64)
+}
+
+async fn scrape(admin: SocketAddr) -> String {
+    let mut s = TcpStream::connect(admin).await.expect("connect to admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await.expect("write");
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut text)).await.expect("answer in time").expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_counters_are_on_the_node_metrics() {
+    let w = World::new();
+    for (cluster, region, group) in REGIONS {
+        w.write(&format!("{region}.yaml"), &regional_cluster(&w, cluster, region, group, &[], REGION_BOUND));
+    }
+    let node = w.node("aks-weu-01", 1).await;
+    let server = dns_addr(&node);
+    let before = scrape(node.admin).await;
+    assert!(before.contains("# TYPE veer_dns_queries counter"), "{before}");
+    assert_eq!(sample(&before, "veer_dns_queries_total{transport=\"udp\"}"), 0, "{before}");
+
+    // Real queries over both transports: an answer, a refusal, a truncated answer.
+    let mut rcodes: Vec<ResponseCode> = Vec::new();
+    let (m, _) = udp(server, SERVICE_NAME, RecordType::A, None).await;
+    rcodes.push(m.metadata.response_code);
+    let (m, _) = udp(server, "www.example.org.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    rcodes.push(m.metadata.response_code);
+    let (m, _) = udp(server, OWNER_TXT, RecordType::TXT, None).await;
+    assert!(m.metadata.truncation, "{m:?}");
+    rcodes.push(m.metadata.response_code);
+    let m = tcp(server, SERVICE_NAME, RecordType::A).await;
+    rcodes.push(m.metadata.response_code);
+    // Malformed datagrams, dropped unanswered.
+    let junk = UdpSocket::bind(SocketAddr::new(w.ip(7, 1), 0)).await.expect("bind");
+    for p in [vec![0u8; 5], vec![0xff; 11], vec![0xAB; 300]] {
+        junk.send_to(&p, server).await.expect("send");
+    }
+    // A flood from one source network, past the rate limit (50/s, burst 100).
+    let flood = UdpSocket::bind(SocketAddr::new(w.ip(9, 1), 0)).await.expect("bind");
+    for _ in 0..300 {
+        flood.send_to(&query_message(SERVICE_NAME, RecordType::A, None).to_vec().expect("encode"), server).await.expect("send");
+    }
+
+    // The server reads what the kernel queued at its own pace.
+    let start = Instant::now();
+    let text = loop {
+        let text = scrape(node.admin).await;
+        if sample(&text, "veer_dns_malformed_dropped_total") >= 3 && sample(&text, "veer_dns_queries_total{transport=\"udp\"}") >= 303 {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the counters did not move on /metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stats = node.dns_server().expect("dns").stats();
+    assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"udp\"}"), stats.udp_queries, "{text}");
+    assert!(stats.udp_queries >= 303, "{stats:?}");
+    assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"tcp\"}"), 1, "{text}");
+    assert_eq!(sample(&text, "veer_dns_malformed_dropped_total"), 3, "{text}");
+    assert!(sample(&text, "veer_dns_truncated_total") >= 1, "{text}");
+    assert!(sample(&text, "veer_dns_refused_total") >= 1, "{text}");
+    assert!(sample(&text, "veer_dns_rate_limited_total{action=\"dropped\"}") > 0, "{text}");
+    assert!(sample(&text, "veer_dns_rate_limited_total{action=\"slipped\"}") > 0, "{text}");
+    // Every answer is counted by its response code: the four above and the flood's answered part.
+    assert_eq!(sample(&text, "veer_dns_responses_total{rcode=\"refused\"}"), 1, "{text}");
+    let answered: u64 = veer_dns::RCODES.iter().map(|r| sample(&text, &format!("veer_dns_responses_total{{rcode=\"{r}\"}}"))).sum();
+    let flood_answered = stats.udp_queries - 3 - stats.rrl_dropped - stats.rrl_slipped;
+    assert_eq!(answered, 4 + flood_answered, "{rcodes:?} {stats:?} {text}");
+    node.stop().await;
+}

@@ -280,7 +280,7 @@ impl Control {
             }
             Verdict::Overflow { reason, .. } => {
                 let why = format!("{reason:?}: not ejected, max_ejection_percent {}% reached", det.config().max_ejection_percent);
-                self.events.record(EventKind::EjectionRefused, Some(&o.destination), Some(&endpoint), None, None, None, why);
+                self.events.record_refusal(EventKind::EjectionRefused, &why, Some(&o.destination), Some(&endpoint), why.clone());
                 false
             }
             Verdict::NotEnforced { .. } | Verdict::None => false,

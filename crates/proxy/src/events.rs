@@ -1,6 +1,11 @@
 //! The failover event log: a bounded in-memory ring of ejections, priority changes and reloads, mirrored to tracing.
+//!
+//! Refusals (a peer connection refused, an ejection refused) can come by the thousand a second
+//! under attack or overload; [`Events::record_refusal`] folds those of the same kind and reason
+//! within one second into one event with a `count`, so a flood cannot push every earlier event
+//! out of the ring.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,10 +25,32 @@ pub struct Event {
     pub from_priority: Option<u32>,
     pub to_priority: Option<u32>,
     pub reason: String,
+    /// How many occurrences this event stands for: 1, or more for a refusal that others of the
+    /// same kind and reason within the following second were folded into (they are not listed,
+    /// and are not logged one by one). The event keeps its `seq`, `time_unix_ms` and `reason`
+    /// (those of the first occurrence); a client polling with `since` sees the count as it was when
+    /// it read the event.
+    pub count: u64,
 }
 
+/// Refusals of the same kind and reason are folded together for this long after the first.
+pub const FOLD_WINDOW_MS: u64 = 1000;
+
+/// What to do with a refusal recorded at `now_ms`, given the open aggregate of its kind and
+/// reason, if any (`seq` and the time of its first occurrence) and the oldest seq the ring still
+/// holds: the seq of the event to fold it into, or `None` for a new event. Pure, for tests.
+pub fn fold_into(open: Option<(u64, u64)>, oldest_seq: Option<u64>, now_ms: u64) -> Option<u64> {
+    let (seq, since_ms) = open?;
+    let in_ring = oldest_seq.is_some_and(|oldest| seq >= oldest);
+    // A clock that stepped back still folds (saturating), rather than opening events on every step.
+    (in_ring && now_ms.saturating_sub(since_ms) < FOLD_WINDOW_MS).then_some(seq)
+}
+
+/// The fold key: kind, reason key, destination, endpoint.
+type FoldKey = (EventKind, String, Option<String>, Option<String>);
+
 /// What happened.
-#[derive(Clone, Copy, Debug, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Ejection,
@@ -116,6 +143,9 @@ struct Ring {
     /// The last seq handed out; kept apart from the ring so seqs stay monotonic after drops.
     last_seq: u64,
     events: VecDeque<Event>,
+    /// The refusal aggregates still open for folding: key → (seq, time of the first occurrence).
+    /// Entries whose window has passed are dropped when the map grows (see `record_refusal_at`).
+    folds: HashMap<FoldKey, (u64, u64)>,
 }
 
 impl Events {
@@ -127,6 +157,7 @@ impl Events {
                 last_seq: 0,
                 // Cap the up-front allocation: a huge configured capacity should cost memory only when used.
                 events: VecDeque::with_capacity(capacity.min(1024)),
+                folds: HashMap::new(),
             }),
         }
     }
@@ -160,19 +191,58 @@ impl Events {
             from_priority,
             to_priority,
             reason: reason.into(),
+            count: 1,
         };
-        {
-            let mut ring = self.ring();
-            ring.last_seq += 1;
-            event.seq = ring.last_seq;
-            if self.capacity > 0 {
-                while ring.events.len() >= self.capacity {
-                    ring.events.pop_front();
-                }
-                ring.events.push_back(event.clone());
-            }
-        }
+        self.ring().push(&mut event, self.capacity);
         // Logged after releasing the lock so a slow subscriber never stalls readers of the ring.
+        log(&event);
+        event
+    }
+
+    /// Records a refusal, folding it into the event of the same kind, `reason_key`, destination
+    /// and endpoint recorded less than [`FOLD_WINDOW_MS`] before, if that is still in the ring
+    /// (its `count` goes up by one; nothing is logged). Otherwise a new event, as [`Events::record`]
+    /// (without cluster or priorities). `reason_key` names the reason without the details that
+    /// differ from one occurrence to the next (such as the remote address in `reason`).
+    /// Returns the event as it is now.
+    pub fn record_refusal(&self, kind: EventKind, reason_key: &str, destination: Option<&str>, endpoint: Option<&str>, reason: impl Into<String>) -> Event {
+        self.record_refusal_at(kind, reason_key, destination, endpoint, reason, unix_ms())
+    }
+
+    /// [`Events::record_refusal`] at a given wall-clock time (Unix ms): the time is injected for tests.
+    pub fn record_refusal_at(&self, kind: EventKind, reason_key: &str, destination: Option<&str>, endpoint: Option<&str>, reason: impl Into<String>, now_ms: u64) -> Event {
+        let key: FoldKey = (kind, reason_key.to_owned(), destination.map(str::to_owned), endpoint.map(str::to_owned));
+        let event = {
+            let mut ring = self.ring();
+            let oldest = ring.events.front().map(|e| e.seq);
+            if let Some(seq) = fold_into(ring.folds.get(&key).copied(), oldest, now_ms) {
+                let first = ring.events.front().map_or(seq, |e| e.seq);
+                let at = usize::try_from(seq - first).unwrap_or(usize::MAX);
+                if let Some(e) = ring.events.get_mut(at) {
+                    e.count = e.count.saturating_add(1);
+                    return e.clone();
+                }
+            }
+            // Keep the map small: a key whose window has passed can no longer be folded into.
+            if ring.folds.len() >= 64 {
+                ring.folds.retain(|_, (_, since)| now_ms.saturating_sub(*since) < FOLD_WINDOW_MS);
+            }
+            let mut event = Event {
+                seq: 0,
+                time_unix_ms: now_ms,
+                kind,
+                destination: key.2.clone(),
+                endpoint: key.3.clone(),
+                cluster: None,
+                from_priority: None,
+                to_priority: None,
+                reason: reason.into(),
+                count: 1,
+            };
+            ring.push(&mut event, self.capacity);
+            ring.folds.insert(key, (event.seq, now_ms));
+            event
+        };
         log(&event);
         event
     }
@@ -200,6 +270,20 @@ impl Events {
     /// The maximum number of events retained.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+impl Ring {
+    /// Numbers `event` and appends it, dropping the oldest past `capacity`.
+    fn push(&mut self, event: &mut Event, capacity: usize) {
+        self.last_seq += 1;
+        event.seq = self.last_seq;
+        if capacity > 0 {
+            while self.events.len() >= capacity {
+                self.events.pop_front();
+            }
+            self.events.push_back(event.clone());
+        }
     }
 }
 

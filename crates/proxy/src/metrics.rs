@@ -14,6 +14,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::manifests::WatcherHealth;
 use crate::FastMap;
 
+mod dns;
+
 /// Smallest request-duration bucket: half a millisecond, below which a proxied request is not plausible.
 const DURATION_START: f64 = 0.0005;
 /// Doubling buckets; 18 of them reach ~65 s, enough to see requests that ran into a 60 s timeout.
@@ -325,6 +327,7 @@ pub struct Metrics {
     cap_reached: Counter,
     accept_errors: Family<AcceptLabels, Counter>,
     h2_closed_idle: Counter,
+    dns: dns::DnsSource,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -454,6 +457,8 @@ impl Metrics {
         for kind in ["emfile", "enfile"] {
             drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
         }
+        let dns = dns::DnsSource::default();
+        registry.register_collector(Box::new(dns.clone()));
         for reason in ["handshake", "unknown_cluster", "claim_mismatch", "not_local", "not_exposed"] {
             drop(eastwest_refused.get_or_create(&RefusalLabels { reason }));
         }
@@ -490,12 +495,18 @@ impl Metrics {
             cap_reached,
             accept_errors,
             h2_closed_idle,
+            dns,
         }
     }
 
     /// The manifest watcher's pulse, which its gauges report (the watcher beats it).
     pub fn manifest_watcher(&self) -> Arc<WatcherHealth> {
         self.manifest_watcher.clone()
+    }
+
+    /// Serves the counters of the node's DNS server (`veer_dns_*`) from now on.
+    pub fn watch_dns(&self, counters: Arc<veer_dns::DnsCounters>) {
+        self.dns.set(counters);
     }
 
     /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).

@@ -158,7 +158,9 @@ impl Node {
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
                 });
-                Some(veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?)
+                let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
+                metrics.watch_dns(server.counters());
+                Some(server)
             }
             None => None,
         };

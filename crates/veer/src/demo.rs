@@ -442,7 +442,9 @@ fn event_line(event: &Event, t0_unix_ms: u64, names: &BTreeMap<String, String>) 
         (None, Some(from), Some(to)) => format!("P{from} -> P{to}"),
         (None, ..) => String::new(),
     };
-    Some(format!("+{at:.2}s {what} {subject}: {}", event.reason))
+    // Refusals within a second are folded into one event with a count.
+    let times = if event.count > 1 { format!(" (×{} within 1 s)", event.count) } else { String::new() };
+    Some(format!("+{at:.2}s {what} {subject}: {}{times}", event.reason))
 }
 
 /// From `from` to the first request scheduled in `[from, until)` whose 200 ms window (that request

@@ -95,6 +95,7 @@ fn serializes_with_snake_case_kinds() {
     assert_eq!(v["to_priority"], 1);
     assert_eq!(v["reason"], "all P0 endpoints ejected");
     assert!(v["time_unix_ms"].is_u64());
+    assert_eq!(v["count"], 1, "an event stands for one occurrence unless refusals were folded into it");
 
     let all = [
         (EventKind::Ejection, "ejection"),
@@ -138,4 +139,67 @@ fn concurrent_records_get_unique_seqs() {
     }
     let seqs: Vec<u64> = events.all().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+}
+
+#[test]
+fn fold_into_only_an_open_aggregate_within_the_window_still_in_the_ring() {
+    // No aggregate yet: a new event.
+    assert_eq!(fold_into(None, Some(1), 5_000), None);
+    // Same second (the window starts at the first occurrence): fold.
+    assert_eq!(fold_into(Some((7, 5_000)), Some(1), 5_000), Some(7));
+    assert_eq!(fold_into(Some((7, 5_000)), Some(1), 5_999), Some(7));
+    // A full second later: a new event.
+    assert_eq!(fold_into(Some((7, 5_000)), Some(1), 6_000), None);
+    // The aggregate was pushed out of the ring (or the ring keeps nothing): a new event.
+    assert_eq!(fold_into(Some((7, 5_000)), Some(8), 5_100), None);
+    assert_eq!(fold_into(Some((7, 5_000)), None, 5_100), None);
+    // A clock that stepped back still folds.
+    assert_eq!(fold_into(Some((7, 5_000)), Some(1), 4_000), Some(7));
+}
+
+#[test]
+fn refusals_fold_per_kind_reason_and_second_with_a_count() {
+    let events = Events::new(16);
+    let t0 = 1_800_000_000_000;
+    let a = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.1:1: bad cert", t0);
+    assert_eq!((a.seq, a.count), (1, 1));
+    let b = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.2:2: bad cert", t0 + 400);
+    assert_eq!((b.seq, b.count, b.reason.as_str()), (1, 2, "refused 10.0.0.1:1: bad cert"), "folded into the first, which keeps its reason");
+    // Another reason, another kind, another endpoint: events of their own.
+    let c = events.record_refusal_at(EventKind::PeerRefused, "wrong_cluster", None, None, "refused x", t0 + 500);
+    let d = events.record_refusal_at(EventKind::EjectionRefused, "bad_cert", None, None, "refused y", t0 + 500);
+    let e = events.record_refusal_at(EventKind::EjectionRefused, "bad_cert", Some("d:80"), Some("10.0.0.9:80"), "refused z", t0 + 500);
+    assert_eq!((c.seq, d.seq, e.seq), (2, 3, 4));
+    // Other events in between do not stop the fold.
+    ejection(&events, 1);
+    let f = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.3:3: bad cert", t0 + 999);
+    assert_eq!((f.seq, f.count), (1, 3));
+    // One second after the first: a new event.
+    let g = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.4:4: bad cert", t0 + 1_000);
+    assert_eq!((g.seq, g.count, g.time_unix_ms), (6, 1, t0 + 1_000));
+    let all = events.all();
+    assert_eq!(all.iter().map(|e| (e.seq, e.count)).collect::<Vec<_>>(), vec![(1, 3), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]);
+    let v = serde_json::to_value(&all[0]).unwrap();
+    assert_eq!(v["count"], 3);
+    assert_eq!(v["time_unix_ms"], t0);
+}
+
+#[test]
+fn a_flood_of_refusals_does_not_wash_out_the_history() {
+    let events = Events::new(1024);
+    let t0 = 1_800_000_000_000;
+    let before: Vec<u64> = (1..=3).map(|n| ejection(&events, n).seq).collect();
+    events.record(EventKind::ConfigReloaded, None, None, None, None, None, "reloaded");
+    // 10,000 refusals over 10 s (1,000 a second), as from a client retrying a bad certificate.
+    for i in 0..10_000u64 {
+        events.record_refusal_at(EventKind::PeerRefused, "bad_certificate", None, None, format!("refused 127.0.0.1:{}: bad certificate", 20_000 + i), t0 + i);
+    }
+    let all = events.all();
+    for seq in &before {
+        assert!(all.iter().any(|e| e.seq == *seq && e.kind == EventKind::Ejection), "ejection #{seq} washed out: {} events kept", all.len());
+    }
+    assert!(all.iter().any(|e| e.kind == EventKind::ConfigReloaded));
+    let refused: Vec<&Event> = all.iter().filter(|e| e.kind == EventKind::PeerRefused).collect();
+    assert_eq!(refused.len(), 10, "one event per second");
+    assert_eq!(refused.iter().map(|e| e.count).sum::<u64>(), 10_000, "every refusal counted");
 }

@@ -95,7 +95,8 @@ impl EastWest {
     fn refuse(&self, remote: SocketAddr, reason: &'static str, detail: &str) {
         self.shared.metrics.eastwest_refused(reason);
         tracing::warn!(target: "veer::mesh", "east-west: refused {remote}: {detail}");
-        self.events.record(EventKind::PeerRefused, None, None, None, None, None, format!("refused {remote}: {detail}"));
+        // One event per reason per second, with a count: a flood of refusals cannot wash out the history.
+        self.events.record_refusal(EventKind::PeerRefused, reason, None, None, format!("refused {remote}: {detail}"));
     }
 
     async fn handle(&self, peer: &str, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
