@@ -22,7 +22,7 @@ use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
-use crate::upload::{after_upload, ClientBody, Upload};
+use crate::upload::{after_upload, BufferBudget, ClientBody, Upload};
 use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
 use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 
@@ -166,6 +166,8 @@ pub struct Shared {
     /// Longest a client may go without sending any of its request body: past it the request is
     /// answered 408 and no upstream is blamed.
     pub upload_idle_timeout: Duration,
+    /// Request bodies held in memory for retries, node-wide.
+    pub retry_buffers: Arc<BufferBudget>,
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
@@ -356,11 +358,21 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
     let mut streaming: Option<ClientBody> = None;
     let mut upload: Option<Arc<Upload>> = None;
     let mut received = start;
+    // Held until the request is done: the buffered body lives that long.
+    let buffer_grant: Option<crate::upload::BufferGrant>;
     if body.is_end_stream() {
         buffered = Some(Bytes::new());
+        buffer_grant = None;
     } else {
         let (body, state) = ClientBody::new(body, shared.upload_idle_timeout);
-        if size.upper().is_some_and(|u| u <= MAX_RETRY_BODY) {
+        // Past the node's allowance a small body streams too: no retry, but no memory held.
+        buffer_grant = size.upper().filter(|&u| u <= MAX_RETRY_BODY).and_then(|u| {
+            shared.retry_buffers.take(u as usize).or_else(|| {
+                shared.metrics.retry_buffer_full();
+                None
+            })
+        });
+        if buffer_grant.is_some() {
             match Box::pin(body.collect()).await {
                 Ok(c) => buffered = Some(c.to_bytes()),
                 Err(_) => {
@@ -376,6 +388,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
             upload = Some(state);
         }
     }
+    let _held_while_buffered = buffer_grant;
     // One deadline for the whole request; each try gets min(per-try timeout, time left), so a
     // request costs one timer, not two.
     let deadline = tokio::time::Instant::from_std(received) + dest.timeouts.request;

@@ -309,6 +309,7 @@ pub struct Metrics {
     try_failures: Family<TryFailureLabels, Counter>,
     requests_refused: Family<RequestRefusalLabels, Counter>,
     internal_headers_removed: Counter,
+    retry_buffer_full: Counter,
     ejections: Family<EjectionLabels, Counter>,
     unejections: Family<EndpointLabels, Counter>,
     active_priority: Family<DestinationLabels, Gauge>,
@@ -354,6 +355,7 @@ impl Metrics {
         let try_failures = Family::<TryFailureLabels, Counter>::default();
         let requests_refused = Family::<RequestRefusalLabels, Counter>::default();
         let internal_headers_removed = Counter::default();
+        let retry_buffer_full = Counter::default();
         let unejections = Family::<EndpointLabels, Counter>::default();
         let active_priority = Family::<DestinationLabels, Gauge>::default();
         let failover_events = Family::<FailoverLabels, Counter>::default();
@@ -411,6 +413,11 @@ impl Metrics {
             "internal_headers_removed",
             "Requests that arrived carrying x-veer-* header fields, which the gateway removed",
             internal_headers_removed.clone(),
+        );
+        registry.register(
+            "retry_buffer_full",
+            "Small request bodies streamed with a single try because the node's allowance for bodies held for retries was spent",
+            retry_buffer_full.clone(),
         );
         registry.register(
             "unejections",
@@ -477,6 +484,7 @@ impl Metrics {
             try_failures,
             requests_refused,
             internal_headers_removed,
+            retry_buffer_full,
             ejections,
             unejections,
             active_priority,
@@ -603,6 +611,11 @@ impl Metrics {
     /// A request was refused before routing; `reason` names the rule it broke.
     pub fn request_refused(&self, reason: &'static str) {
         self.requests_refused.get_or_create(&RequestRefusalLabels { reason }).inc();
+    }
+
+    /// A small body streamed because the retry buffer allowance was spent.
+    pub fn retry_buffer_full(&self) {
+        self.retry_buffer_full.inc();
     }
 
     /// A request arrived with x-veer-* fields, which were removed.

@@ -125,6 +125,7 @@ impl Node {
             metrics: metrics.clone(),
             peer_status: ArcSwap::from_pointee(Vec::new()),
             upload_idle_timeout: cfg.limits.idle_timeout,
+            retry_buffers: Arc::new(crate::upload::BufferBudget::new(cfg.limits.retry_buffer_bytes)),
         });
         // A meshed node proves who it is before it serves anything.
         let mesh = match &cfg.mesh {

@@ -41,6 +41,9 @@ pub struct Limits {
     /// stop accepting (new clients wait in the kernel's queue) until one closes. Default:
     /// [`max_connections_for`] the file limit.
     pub max_connections: usize,
+    /// Bytes of request bodies the node holds in memory at once so that they can be resent on
+    /// a retry. A body that would go past it streams instead, with a single try.
+    pub retry_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +54,9 @@ impl Default for Limits {
             drain: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_connections: max_connections_for(nofile_limit().0),
+            // 1,024 bodies of the largest size buffered (64 KiB), as many as Envoy's default
+            // circuit breakers let be in flight to one cluster.
+            retry_buffer_bytes: 64 << 20,
         }
     }
 }

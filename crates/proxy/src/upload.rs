@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -175,4 +175,67 @@ pub async fn after_upload<F: Future>(attempt: F, upload: &Upload, per_try: Durat
         }
     })
     .await
+}
+
+/// The node-wide allowance for request bodies held in memory so they can be resent: a flood of
+/// bodies cannot make retries take the node's memory. Only requests with a small body touch it.
+#[derive(Debug)]
+pub struct BufferBudget {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl BufferBudget {
+    pub fn new(cap: usize) -> BufferBudget {
+        BufferBudget { used: AtomicUsize::new(0), cap }
+    }
+
+    /// Takes `bytes` of the allowance, given back when the grant is dropped; `None` when it
+    /// would go past the cap.
+    pub fn take(self: &Arc<Self>, bytes: usize) -> Option<BufferGrant> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.cap {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(BufferGrant { budget: self.clone(), bytes })
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of the [`BufferBudget`] one request holds.
+#[derive(Debug)]
+pub struct BufferGrant {
+    budget: Arc<BufferBudget>,
+    bytes: usize,
+}
+
+impl Drop for BufferGrant {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_grants_up_to_its_cap_and_takes_back_what_is_dropped() {
+        let b = Arc::new(BufferBudget::new(100));
+        let first = b.take(60).expect("within the cap");
+        assert!(b.take(41).is_none(), "past the cap");
+        let second = b.take(40).expect("exactly the cap");
+        assert_eq!(b.used(), 100);
+        drop(first);
+        assert_eq!(b.used(), 40);
+        drop(second);
+        assert_eq!(b.used(), 0);
+        assert!(b.take(usize::MAX).is_none(), "no overflow");
+        assert_eq!(b.used(), 0);
+    }
 }

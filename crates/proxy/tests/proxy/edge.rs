@@ -244,3 +244,22 @@ async fn requests_that_break_http_rules_are_refused_before_routing() {
     assert!(sent.to_ascii_lowercase().contains(&format!("host: {HOST}")), "{sent}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_retry_buffer_allowance_a_body_streams_with_one_try() {
+    let w = World::new();
+    let (near, _far) = strict_world(&w).await;
+    near[0].set_mode(veer_testkit::Mode::Status(503)).await.expect("503");
+    // No allowance at all: the PUT's body streams, so the 503 cannot be retried.
+    let tight = w.node_with("near", |c| c.limits.retry_buffer_bytes = 0).await;
+    let (status, body) = super::send(&tight, http::Method::PUT, HOST, "hello").await;
+    assert_eq!((status, body.trim()), (503, "near-1 503"));
+    assert_eq!(counter(&tight, "veer_retry_buffer_full_total"), 1);
+    tight.stop().await;
+    // The default allowance buffers it, and the retry reaches the other cluster.
+    let roomy = w.node("near").await;
+    let (status, body) = super::send(&roomy, http::Method::PUT, HOST, "hello").await;
+    assert_eq!((status, body.trim()), (200, "far-1"));
+    assert_eq!(counter(&roomy, "veer_retry_buffer_full_total"), 0);
+    roomy.stop().await;
+}
