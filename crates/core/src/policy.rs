@@ -18,6 +18,35 @@ pub struct Resilience {
     /// Whole-request timeout covering every try; `None`: the data plane's default.
     pub request_timeout: Option<Duration>,
     pub load: LoadSettings,
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// What one node sends one endpoint at once, at most (Envoy's circuit breakers, whose defaults
+/// are 1,024 each). A try over a cap is refused at once as the node's own overflow (a local
+/// 503), never counted against the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// Open upstream connections.
+    pub max_connections: u32,
+    /// Tries waiting for a connection. veer opens one at once or refuses, so it queues none:
+    /// this cap only bounds connects in progress.
+    pub max_pending_requests: u32,
+    /// Tries waiting for their response head.
+    pub max_requests: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024 }
+    }
+}
+
+impl CircuitBreakers {
+    /// One worker's share of a node-wide cap: each of `workers` threads keeps its own counts
+    /// (no count is written by two cores), so each gets the cap divided, rounded up.
+    pub fn per_worker(cap: u32, workers: u32) -> u32 {
+        cap.div_ceil(workers.max(1)).max(1)
+    }
 }
 
 /// An active HTTP health check.

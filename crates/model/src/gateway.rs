@@ -33,6 +33,8 @@ pub struct BackendTrafficPolicy {
     pub passive: Option<OutlierConfig>,
     pub active: Option<ActiveHealthCheck>,
     pub retry: Option<RetryPolicy>,
+    /// `circuitBreaker`, as the caps veer applies per endpoint.
+    pub circuit_breakers: Option<veer_core::policy::CircuitBreakers>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,10 +326,27 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
         r.finish();
         p
     });
-    for t in ["loadBalancer", "circuitBreaker", "timeout", "tcpKeepalive", "connection", "proxyProtocol", "faultInjection", "rateLimit", "useClientProtocol", "dns", "http2", "compression", "responseOverride", "mergeType", "requestBuffer", "telemetry"] {
+    let circuit_breakers = spec.obj("circuitBreaker").map(|cb| {
+        let mut caps = veer_core::policy::CircuitBreakers::default();
+        if let Some(n) = cb.u32("maxConnections", 1, u32::MAX) {
+            caps.max_connections = n;
+        }
+        if let Some(n) = cb.u32("maxPendingRequests", 1, u32::MAX) {
+            caps.max_pending_requests = n;
+        }
+        if let Some(n) = cb.u32("maxParallelRequests", 1, u32::MAX) {
+            caps.max_requests = n;
+        }
+        for t in ["maxParallelRetries", "maxRequestsPerConnection", "perEndpoint"] {
+            cb.tolerate(t, "this circuitBreaker setting is not applied; veer applies maxConnections, maxPendingRequests and maxParallelRequests per endpoint");
+        }
+        cb.finish();
+        caps
+    });
+    for t in ["loadBalancer", "timeout", "tcpKeepalive", "connection", "proxyProtocol", "faultInjection", "rateLimit", "useClientProtocol", "dns", "http2", "compression", "responseOverride", "mergeType", "requestBuffer", "telemetry"] {
         spec.tolerate(t, "this BackendTrafficPolicy field is not part of failover");
     }
-    Some(BackendTrafficPolicy { meta, targets, passive, active, retry })
+    Some(BackendTrafficPolicy { meta, targets, passive, active, retry, circuit_breakers })
 }
 
 pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {

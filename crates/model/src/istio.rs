@@ -17,6 +17,8 @@ pub struct DestinationRule {
     pub host_pos: Pos,
     pub locality: Option<LocalityLbSetting>,
     pub outlier: Option<IstioOutlier>,
+    /// `trafficPolicy.connectionPool`, as the caps veer applies per endpoint.
+    pub circuit_breakers: Option<veer_core::policy::CircuitBreakers>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +59,7 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     let (host, host_pos) = spec.required_string("host")?;
     let mut locality = None;
     let mut outlier = None;
+    let mut circuit_breakers = None;
     if let Some(tp) = spec.obj("trafficPolicy") {
         if let Some(lb) = tp.obj("loadBalancer") {
             lb.one_of("simple", &["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]);
@@ -73,7 +76,11 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
             outlier = Some(read_outlier(&o));
             o.finish();
         }
-        for t in ["connectionPool", "tls", "portLevelSettings", "tunnel", "proxyProtocol", "retryBudget"] {
+        if let Some(cp) = tp.obj("connectionPool") {
+            circuit_breakers = Some(read_connection_pool(&cp));
+            cp.finish();
+        }
+        for t in ["tls", "portLevelSettings", "tunnel", "proxyProtocol", "retryBudget"] {
             tp.tolerate(t, "not part of veer's failover model yet");
         }
         tp.finish();
@@ -81,7 +88,37 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     spec.tolerate("subsets", "subsets are not modelled");
     spec.tolerate("exportTo", "every destination is visible to every cluster");
     spec.tolerate("workloadSelector", "DestinationRules apply to every client");
-    Some(DestinationRule { meta, host, host_pos, locality, outlier })
+    Some(DestinationRule { meta, host, host_pos, locality, outlier, circuit_breakers })
+}
+
+/// Istio's connectionPool as Envoy's circuit breakers (what istiod translates it to):
+/// `tcp.maxConnections`, `http.http1MaxPendingRequests`, `http.http2MaxRequests`. Unset
+/// fields keep Envoy's defaults (1,024).
+fn read_connection_pool(cp: &Obj<'_>) -> veer_core::policy::CircuitBreakers {
+    let mut caps = veer_core::policy::CircuitBreakers::default();
+    if let Some(tcp) = cp.obj("tcp") {
+        if let Some(n) = tcp.u32("maxConnections", 1, u32::MAX) {
+            caps.max_connections = n;
+        }
+        tcp.tolerate("connectTimeout", "the connect timeout is the data plane's own (1 s)");
+        tcp.tolerate("tcpKeepalive", "TCP keep-alive is not configured per destination");
+        tcp.tolerate("maxConnectionDuration", "upstream connections live until idle for 50 s");
+        tcp.tolerate("idleTimeout", "upstream connections are closed after 50 s idle");
+        tcp.finish();
+    }
+    if let Some(http) = cp.obj("http") {
+        if let Some(n) = http.u32("http1MaxPendingRequests", 1, u32::MAX) {
+            caps.max_pending_requests = n;
+        }
+        if let Some(n) = http.u32("http2MaxRequests", 1, u32::MAX) {
+            caps.max_requests = n;
+        }
+        for t in ["maxRequestsPerConnection", "maxRetries", "idleTimeout", "h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams"] {
+            http.tolerate(t, "this connectionPool setting is not applied; veer applies maxConnections, http1MaxPendingRequests and http2MaxRequests");
+        }
+        http.finish();
+    }
+    caps
 }
 
 fn read_locality_lb(l: &Obj<'_>) -> LocalityLbSetting {

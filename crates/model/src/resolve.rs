@@ -408,6 +408,9 @@ pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, hos
         resilience.outlier = p.passive;
         resilience.active_health_check = p.active.clone();
         resilience.retry = p.retry.clone();
+        if let Some(caps) = p.circuit_breakers {
+            resilience.circuit_breakers = caps;
+        }
     } else {
         notes.push("no BackendTrafficPolicy targets this route: no health check marks backends unhealthy".into());
     }
@@ -482,6 +485,9 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
             if let Some(o) = &dr.outlier {
                 resilience.outlier = Some(o.config);
                 resilience.load.panic_threshold = o.min_health_percent;
+            }
+            if let Some(caps) = dr.circuit_breakers {
+                resilience.circuit_breakers = caps;
             }
             let fail_over = dr.outlier.is_some();
             match &dr.locality {

@@ -23,7 +23,8 @@ use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::upload::{after_upload, BufferBudget, ClientBody, Upload};
-use crate::upstream::{H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
+use crate::upstream::{ConnCaps, H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
+use veer_core::policy::CircuitBreakers;
 use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
@@ -151,6 +152,58 @@ pub struct Upstreams {
     pub http2: Client<HttpConnector, Body>,
     /// This worker's handles to the request metrics.
     pub request_metrics: Arc<RequestCache>,
+    /// This worker's tries waiting for a response head, by endpoint, for the circuit breakers.
+    pub tries: Arc<TriesInFlight>,
+    /// Workers of the node: each applies its share of every cap.
+    pub workers: u32,
+}
+
+/// One worker's count of tries in flight to each endpoint. Only that worker's requests take
+/// its lock, so it is never contended and no other core writes the counts.
+#[derive(Debug, Default)]
+pub struct TriesInFlight(std::sync::Mutex<crate::FastMap<Box<str>, u32>>);
+
+/// Endpoints whose count may stay at zero in [`TriesInFlight`]: below this, an entry is kept
+/// when its last try ends, so steady traffic to an endpoint allocates no key per request.
+const KEEP_IDLE_COUNTS: usize = 4096;
+
+impl TriesInFlight {
+    /// Counts a try to `endpoint` unless `cap` are already in flight.
+    fn admit<'a>(&'a self, endpoint: &'a str, cap: u32) -> Option<TryPermit<'a>> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get_mut(endpoint) {
+            Some(n) if *n >= cap => return None,
+            Some(n) => *n += 1,
+            None if cap == 0 => return None,
+            None => {
+                counts.insert(Box::from(endpoint), 1);
+            }
+        }
+        Some(TryPermit { tries: self, endpoint })
+    }
+
+    /// Tries in flight to `endpoint` now.
+    pub fn in_flight(&self, endpoint: &str) -> u32 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(endpoint).copied().unwrap_or(0)
+    }
+}
+
+/// One try counted in [`TriesInFlight`] until dropped.
+struct TryPermit<'a> {
+    tries: &'a TriesInFlight,
+    endpoint: &'a str,
+}
+
+impl Drop for TryPermit<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.tries.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(self.endpoint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 && counts.len() > KEEP_IDLE_COUNTS {
+                counts.remove(self.endpoint);
+            }
+        }
+    }
 }
 
 /// State shared by every connection of a node.
@@ -171,7 +224,7 @@ pub struct Shared {
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
-pub fn clients(connect_timeout: Duration) -> Upstreams {
+pub fn clients(connect_timeout: Duration, workers: usize) -> Upstreams {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
@@ -181,7 +234,7 @@ pub fn clients(connect_timeout: Duration) -> Upstreams {
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
     let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2, request_metrics: Arc::default() }
+    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2, request_metrics: Arc::default(), tries: Arc::default(), workers: u32::try_from(workers.max(1)).unwrap_or(u32::MAX) }
 }
 
 /// A response veer writes itself.
@@ -430,12 +483,18 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
         let mut hop_by_hop_removed = false;
         let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { tokio::time::Instant::now() };
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
+        let caps = &dest.resilience.circuit_breakers;
+        let share = |cap| CircuitBreakers::per_worker(cap, upstreams.workers);
+        let permit = upstreams.tries.admit(&upstream.key, share(caps.max_requests));
         let attempt = match (&upstream.via, upstream.socket) {
+            // This worker already waits on its share of the endpoint's concurrent requests.
+            _ if permit.is_none() => Err(Failure::other(TryEnd::LocalOverflow, "")),
             // HTTP/1.1 to an address: this worker's own pool, no lock shared with other threads.
             // It borrows the head, so no try copies the headers.
             (None, Some(addr)) if !use_h2 => {
                 let head = RequestHead { method: &parts.method, path_and_query: path_and_query.as_str(), headers: &headers };
-                let sent = upstreams.pool.send(addr, head, body, try_start);
+                let conn_caps = ConnCaps { max_connections: share(caps.max_connections), max_connecting: share(caps.max_pending_requests) };
+                let sent = upstreams.pool.send(addr, head, body, try_start, conn_caps);
                 let result = match &upload {
                     None => tokio::time::timeout_at(try_deadline, sent).await.ok(),
                     Some(up) => Box::pin(after_upload(sent, up, dest.timeouts.per_try.min(dest.timeouts.request))).await,
@@ -447,6 +506,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
                     }
                     Some(Err(PoolError::Connect(e))) => Err(Failure::other(connect_failure(&e), "upstream connect failed")),
                     Some(Err(PoolError::Request(e))) => Err(Failure::other(request_failure(&e), e.to_string())),
+                    Some(Err(PoolError::Overflow)) => Err(Failure::other(TryEnd::LocalOverflow, "")),
                     None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
                 }
             }
@@ -477,6 +537,7 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
             }
             Err(f) => f,
         };
+        drop(permit);
         // Whatever the upstream side said, a client whose upload broke or stalled caused it.
         let failure = match upload.as_ref().and_then(|u| u.client_fault()) {
             Some(fault) => Failure::other(fault, ""),

@@ -113,7 +113,7 @@ impl Node {
         let extra_listeners = (1..workers).map(|_| bind_shared(listen, true).map_err(|e| format!("cannot listen on {listen} (worker): {e}"))).collect::<Result<Vec<_>, _>>()?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
-        let control_clients = clients(Duration::from_secs(1));
+        let control_clients = clients(Duration::from_secs(1), 1);
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(1024));
@@ -193,7 +193,7 @@ impl Node {
         // in-flight cap, which each worker applies to its share).
         let mut seats = server::Workers::seats(workers, limits.max_connections, &metrics).into_iter();
         let first_seat = seats.next().ok_or("no worker seat")?;
-        tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1)), limits, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1), workers), limits, shutdown_rx.clone())));
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
             let cpu = cfg.worker_cpus.as_ref().and_then(|c| c.get(i + 1).copied());
@@ -209,7 +209,7 @@ impl Node {
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(std_listener) {
-                            Ok(listener) => server::serve(listener, seat, shared, clients(Duration::from_secs(1)), limits, stop).await,
+                            Ok(listener) => server::serve(listener, seat, shared, clients(Duration::from_secs(1), workers), limits, stop).await,
                             Err(e) => tracing::error!(target: "veer::node", "worker {} cannot listen: {e}", i + 1),
                         }
                     });

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub enum PoolError {
     Connect(std::io::Error),
     /// The connection failed once the request was (or may have been) sent.
     Request(UpstreamError),
+    /// This worker already holds its share of the endpoint's connection cap, every one busy,
+    /// or its share of connects in progress: nothing was sent, and the endpoint is not to blame.
+    Overflow,
 }
 
 /// The parts of a request the pool writes. Borrowed: a request that may be retried keeps its
@@ -78,6 +82,8 @@ impl RequestBody {
 /// One upstream HTTP/1.1 connection and its buffers, kept across requests.
 struct UpstreamConn {
     io: TcpStream,
+    /// Counted among its address's open connections until dropped.
+    _open: OpenSlot,
     /// Bytes read and not yet consumed. Response heads and bodies are split off it and
     /// shared, not copied.
     buf: BytesMut,
@@ -111,9 +117,48 @@ impl UpstreamConn {
 /// An idle connection and when it became idle.
 type Idle = (UpstreamConn, Instant);
 
+/// This worker's connections to one address: the idle ones, and how many are open (idle, in
+/// use, or being opened) and being opened, for the circuit breakers.
+#[derive(Default)]
+struct AddrConns {
+    idle: VecDeque<Idle>,
+    open: Arc<AtomicU32>,
+    connecting: Arc<AtomicU32>,
+}
+
+/// One unit of an address's count, given back when dropped (a connection closed, a connect
+/// ended). Only this worker's requests touch it, so no other core writes the count.
+struct OpenSlot(Arc<AtomicU32>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a request gets from the pool: an idle connection, the slots to open a new one, or
+/// nothing, past the caps.
+enum Checkout {
+    Idle(UpstreamConn),
+    Connect(OpenSlot, OpenSlot),
+    Overflow,
+}
+
+/// The caps one worker applies to its connections to one endpoint: its share of the
+/// destination's circuit breakers.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnCaps {
+    pub max_connections: u32,
+    pub max_connecting: u32,
+}
+
+impl ConnCaps {
+    pub const UNLIMITED: ConnCaps = ConnCaps { max_connections: u32::MAX, max_connecting: u32::MAX };
+}
+
 /// A worker's HTTP/1.1 connections.
 pub struct H1Pool {
-    idle: Mutex<FastMap<SocketAddr, VecDeque<Idle>>>,
+    idle: Mutex<FastMap<SocketAddr, AddrConns>>,
     connect_timeout: Duration,
 }
 
@@ -125,10 +170,11 @@ impl H1Pool {
     /// Sends a request to `addr` on an idle connection, or a new one, and returns once the
     /// response head is in. `now` is the caller's recent reading of the clock: idle ages are
     /// measured against it, which spares a clock read per request.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: RequestBody, now: Instant) -> Result<Response<UpstreamBody>, PoolError> {
-        let mut conn = match self.checkout(addr, now) {
-            Some(conn) => conn,
-            None => Box::pin(self.connect(addr)).await?,
+    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: RequestBody, now: Instant, caps: ConnCaps) -> Result<Response<UpstreamBody>, PoolError> {
+        let mut conn = match self.checkout(addr, now, caps) {
+            Checkout::Idle(conn) => conn,
+            Checkout::Connect(open, connecting) => Box::pin(self.connect(addr, open, connecting)).await?,
+            Checkout::Overflow => return Err(PoolError::Overflow),
         };
         match exchange(&mut conn, head, body).await {
             Ok(head) => Ok(self.response(head, conn, addr, now)),
@@ -136,15 +182,22 @@ impl H1Pool {
         }
     }
 
-    fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<UpstreamConn> {
+    /// An idle connection to `addr`, or else the two slots a new one takes (one among the open
+    /// connections, one among the connects in progress), or `Overflow` past the caps.
+    fn checkout(&self, addr: SocketAddr, now: Instant, caps: ConnCaps) -> Checkout {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let stack = idle.get_mut(&addr)?;
-        while let Some((conn, since)) = stack.pop_back() {
+        let conns = idle.entry(addr).or_default();
+        while let Some((conn, since)) = conns.idle.pop_back() {
             if now.duration_since(since) < IDLE_TIMEOUT && conn.is_reusable() {
-                return Some(conn);
+                return Checkout::Idle(conn);
             }
         }
-        None
+        if conns.open.load(Ordering::Relaxed) >= caps.max_connections || conns.connecting.load(Ordering::Relaxed) >= caps.max_connecting {
+            return Checkout::Overflow;
+        }
+        conns.open.fetch_add(1, Ordering::Relaxed);
+        conns.connecting.fetch_add(1, Ordering::Relaxed);
+        Checkout::Connect(OpenSlot(conns.open.clone()), OpenSlot(conns.connecting.clone()))
     }
 
     /// Returns a connection whose response has been read to its end. An earlier `now` only
@@ -155,7 +208,7 @@ impl H1Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let stack = idle.entry(addr).or_default();
+        let stack = &mut idle.entry(addr).or_default().idle;
         // Connections no one has needed for a while sit at the front: close the expired ones
         // here, since nothing else visits them.
         while stack.front().is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT) {
@@ -166,14 +219,14 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<UpstreamConn, PoolError> {
+    async fn connect(&self, addr: SocketAddr, open: OpenSlot, _connecting: OpenSlot) -> Result<UpstreamConn, PoolError> {
         let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(PoolError::Connect(e)),
             Err(_) => return Err(PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))),
         };
         let _ = io.set_nodelay(true);
-        Ok(UpstreamConn { io, buf: BytesMut::new(), out: Vec::new() })
+        Ok(UpstreamConn { io, _open: open, buf: BytesMut::new(), out: Vec::new() })
     }
 
     fn response(self: &Arc<Self>, head: ResponseHead, mut conn: UpstreamConn, addr: SocketAddr, now: Instant) -> Response<UpstreamBody> {

@@ -263,3 +263,67 @@ async fn past_the_retry_buffer_allowance_a_body_streams_with_one_try() {
     assert_eq!(counter(&roomy, "veer_retry_buffer_full_total"), 0);
     roomy.stop().await;
 }
+
+/// The strict world with `pool` as the DestinationRule's connectionPool.
+fn with_connection_pool(w: &World, near: &[veer_testkit::Backend], far: &[veer_testkit::Backend], pool: &str) {
+    let mut m = cluster("near", "r1", "z1", "");
+    m.push_str(&cluster("far", "r2", "z2", ""));
+    m.push_str(&service("near", "shop", "cart", &[], near));
+    m.push_str(&service("far", "shop", "cart", &[], far));
+    m.push_str(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  host: cart.shop.svc.cluster.local\n  trafficPolicy:\n    connectionPool: {pool}\n    outlierDetection: {{consecutive5xxErrors: 1, consecutiveLocalOriginFailures: 1, splitExternalLocalOriginErrors: true, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}\n---\n"
+    ));
+    w.write("topology.yaml", &m);
+}
+
+/// Sends `n` GETs at once and returns their statuses, sorted.
+async fn concurrent_gets(node: &Node, n: usize) -> Vec<u16> {
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let sends = (0..n).map(|_| {
+        let req = http::Request::get(format!("http://{}/", node.listen)).header(http::header::HOST, HOST).body(http_body_util::Empty::new()).expect("request");
+        let client = client.clone();
+        async move { client.request(req).await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    });
+    let mut statuses = futures_join_all(sends).await;
+    statuses.sort();
+    statuses
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
+    let w = World::new();
+    let near = w.backends("near", 1, 1).await;
+    let far = w.backends("far", 2, 1).await;
+    near[0].set_mode(veer_testkit::Mode::Delay(Duration::from_millis(800))).await.expect("delay");
+    with_connection_pool(&w, &near, &far, "{tcp: {maxConnections: 1}}");
+    let node = w.node("near").await;
+    // One connection to the endpoint at most: the other two requests cannot have one.
+    assert_eq!(concurrent_gets(&node, 3).await, vec![200, 503, 503]);
+    let overflow = |node: &Node| node.metrics.encode().lines().filter(|l| l.starts_with("veer_try_failures_total{") && l.contains("reason=\"local_overflow\"") && l.contains("blame=\"local\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum::<u64>();
+    assert_eq!(overflow(&node), 2);
+    // Two requests in flight at most, over as many connections as they need.
+    let reloads = node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count();
+    with_connection_pool(&w, &near, &far, "{http: {http2MaxRequests: 2}}");
+    super::until("the new connectionPool is in force", || node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count() > reloads).await;
+    assert_eq!(concurrent_gets(&node, 4).await, vec![200, 200, 503, 503]);
+    assert_eq!(overflow(&node), 4);
+    let ejections: Vec<_> = node.events.all().into_iter().filter(|e| e.kind == EventKind::Ejection).map(|e| e.reason).collect();
+    assert!(ejections.is_empty(), "an overflow ejected the endpoint: {ejections:?}");
+    // The endpoint still serves, from priority 0.
+    near[0].set_mode(veer_testkit::Mode::Ok).await.expect("ok");
+    let r = veer_testkit::run(spec(&node, HOST, "/", 50, 0.4)).await;
+    assert!(failures(&r).is_empty() && share(&r, "near-") == 1.0, "{:?} {:?}", failures(&r), r.by_backend());
+    node.stop().await;
+}
