@@ -54,11 +54,37 @@ async fn status_of(s: &mut TcpStream) -> u16 {
     }
 }
 
-/// One abusive request of kind `i % 5`.
+/// A request body that sends one piece and then never another.
+struct Stalling(bool);
+
+impl hyper::body::Body for Stalling {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"part of a body")))))
+    }
+}
+
+/// An HTTP/2 request whose client cancels it (RST_STREAM) mid-body.
+async fn h2_cancel(listen: SocketAddr) {
+    let client: hyper_util::client::legacy::Client<_, Stalling> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let req = http::Request::post(format!("http://{listen}/upload")).header(http::header::HOST, HOST).body(Stalling(false)).expect("request");
+    // Dropping the response future resets the stream.
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.request(req)).await;
+}
+
+/// One abusive request of kind `i % 6`.
 async fn abuse(listen: SocketAddr, i: u32) {
+    if i % 6 == 5 {
+        return h2_cancel(listen).await;
+    }
     let Ok(mut s) = TcpStream::connect(listen).await else { return };
     let post = |extra: &str| format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n");
-    let _ = match i % 5 {
+    let _ = match i % 6 {
         // A chunk size that is not hex.
         0 => s.write_all(format!("{}zz\r\nhello\r\n0\r\n\r\n", post("Transfer-Encoding: chunked\r\n")).as_bytes()).await,
         // A chunk longer than its size line says.
@@ -76,7 +102,7 @@ async fn abuse(listen: SocketAddr, i: u32) {
             return;
         }
         // A slow upload: longer than the per-try timeout, yet within the upload idle timeout.
-        _ => {
+        4 => {
             let _ = s.write_all(post("Transfer-Encoding: chunked\r\n").as_bytes()).await;
             for _ in 0..8 {
                 let _ = s.write_all(b"1\r\nx\r\n").await;
@@ -84,6 +110,7 @@ async fn abuse(listen: SocketAddr, i: u32) {
             }
             s.write_all(b"0\r\n\r\n").await
         }
+        _ => Ok(()),
     };
     let _ = status_of(&mut s).await;
 }
