@@ -104,7 +104,7 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     }
     let mut known: Vec<String> = set.virtual_destinations.iter().flat_map(|v| v.hosts.clone()).collect();
     known.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    known.extend(set.routes.iter().flat_map(|r| r.hostnames.clone()));
+    known.extend(set.routes.iter().flat_map(|r| r.served.clone()));
     known.extend(set.services().iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
     known.sort();
     known.dedup();
@@ -304,7 +304,7 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
 }
 
 fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -> Result<Option<Destination>, ResolveError> {
-    let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hostnames.iter().any(|h| host_matches(h, host))).collect();
+    let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.served.iter().any(|h| h == host)).collect();
     let Some(first) = routes.first() else { return Ok(None) };
     // With no explicit path, explain the first rule: that is the one users usually ask about.
     // With one, the rule a plain `GET path` (no other header, no query unless the path has

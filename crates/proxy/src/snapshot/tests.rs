@@ -178,9 +178,17 @@ fn the_cluster_header_is_the_cluster_name_and_interned() {
 const ROUTES: &str = "
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: newer, namespace: demo, creationTimestamp: 2024-01-01T00:00:00Z}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [shop.demo, '*.wild.demo']
   rules:
   - backendRefs: [{name: echo, port: 80}]
@@ -191,6 +199,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: older, namespace: demo, creationTimestamp: 2020-01-01T00:00:00Z}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [shop.demo]
   rules:
   - matches: [{path: {type: Exact, value: /only}}]
