@@ -46,6 +46,8 @@ pub struct TargetRef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gateway {
     pub meta: Meta,
+    /// The cluster whose node serves its listeners (set by `ManifestSet::build`).
+    pub cluster: String,
     pub class: String,
     pub listeners: Vec<Listener>,
 }
@@ -69,10 +71,25 @@ pub struct HttpRoute {
     /// `spec.hostnames`, as written (lower case).
     pub hostnames: Vec<String>,
     pub rules: Vec<RouteRule>,
-    /// The hosts veer serves this route on: the names its Gateway listeners accept it under
-    /// (Gateway API attachment: parent, section, port, protocol, allowed namespaces and kinds,
-    /// hostname intersection), exact names only. Set by `ManifestSet::build`; empty until then.
-    pub served: Vec<String>,
+    /// Where veer serves this route: the names its Gateway listeners accept it under (Gateway
+    /// API attachment: parent, section, port, protocol, allowed namespaces and kinds, hostname
+    /// intersection), exact names only, each with the cluster whose Gateway accepts it. Set by
+    /// `ManifestSet::build`; empty until then.
+    pub served: Vec<Served>,
+}
+
+/// A host an HTTPRoute is served on, by the node of `cluster` (its Gateway's cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub cluster: String,
+    pub host: String,
+}
+
+impl HttpRoute {
+    /// The hosts the node of `cluster` serves this route on.
+    pub fn hosts_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.served.iter().filter(move |s| s.cluster == cluster).map(|s| s.host.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -390,7 +407,7 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
     }
     spec.tolerate("addresses", "veer listens where the Cluster says");
     spec.tolerate("infrastructure", "not used");
-    Some(Gateway { meta, class, listeners })
+    Some(Gateway { meta, cluster: String::new(), class, listeners })
 }
 
 pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {

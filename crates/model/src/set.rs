@@ -129,7 +129,10 @@ impl ManifestSet {
                 Resource::IstioGateway(x) => set.istio_gateways.push((owner, x)),
                 Resource::Backend(x) => set.backends.push(x),
                 Resource::BackendTrafficPolicy(x) => set.backend_policies.push(x),
-                Resource::Gateway(x) => set.gateways.push(x),
+                Resource::Gateway(mut x) => {
+                    x.cluster = owner;
+                    set.gateways.push(x);
+                }
                 Resource::HttpRoute(x) => set.routes.push(x),
                 Resource::ClusterIdentity(x) => set.cluster_identities.push((owner, x)),
                 Resource::DnsConfiguration(x) => set.dns_configurations.push((owner, x)),
@@ -154,7 +157,7 @@ impl ManifestSet {
     fn attach_routes(&mut self, diags: &mut Diagnostics) {
         let gateways = &self.gateways;
         for r in &mut self.routes {
-            let mut served: Vec<String> = Vec::new();
+            let mut served: Vec<crate::gateway::Served> = Vec::new();
             let mut any_host = false;
             let mut wildcards: Vec<String> = Vec::new();
             if r.parents.is_empty() {
@@ -180,10 +183,16 @@ impl ManifestSet {
                             Some(hosts) if hosts.is_empty() => why_not.push(format!("no hostname of the route falls under listener {:?}'s {:?}", l.name, l.hostname.as_deref().unwrap_or_default())),
                             Some(hosts) => {
                                 attached = true;
-                                for h in hosts {
-                                    let list = if h.starts_with('*') { &mut wildcards } else { &mut served };
-                                    if !list.contains(&h) {
-                                        list.push(h);
+                                for host in hosts {
+                                    if host.starts_with('*') {
+                                        if !wildcards.contains(&host) {
+                                            wildcards.push(host);
+                                        }
+                                        continue;
+                                    }
+                                    let s = crate::gateway::Served { cluster: g.cluster.clone(), host };
+                                    if !served.contains(&s) {
+                                        served.push(s);
                                     }
                                 }
                             }

@@ -637,7 +637,7 @@ fn http_routes_are_served_only_where_a_listener_accepts_them() {
     let loaded = from_sources(&[("a.yaml".into(), ATTACH.into())]);
     let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
-    let served = |name: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.served.clone()).unwrap_or_default();
+    let served = |name: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.hosts_in("default").map(str::to_string).collect::<Vec<String>>()).unwrap_or_default();
     // The listener's `*.example.com` takes a.example.com; b.other.com falls outside it, and a
     // wildcard is not served (yet) but said so.
     assert_eq!(served("web"), vec!["a.example.com".to_string()]);
