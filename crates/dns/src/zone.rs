@@ -38,12 +38,14 @@ pub struct ZoneInput {
     pub serial: u32,
 }
 
-/// The destination hosts a manifest set defines.
-pub fn destination_hosts(set: &ManifestSet) -> Vec<String> {
+/// The destination hosts the node of `cluster` serves: every VirtualDestination and
+/// FailoverService host, and the HTTPRoute hosts its own Gateways accept (a name the gateway
+/// would answer 404 for is not pointed at it).
+pub fn destination_hosts(set: &ManifestSet, cluster: &str) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();
     hosts.extend(set.virtual_destinations.iter().flat_map(|v| v.hosts.iter().cloned()));
     hosts.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    hosts.extend(set.routes.iter().flat_map(|r| r.hostnames.iter().cloned()));
+    hosts.extend(set.routes.iter().flat_map(|r| r.hosts_in(cluster).map(str::to_string)));
     hosts.sort();
     hosts.dedup();
     hosts

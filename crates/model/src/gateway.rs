@@ -48,6 +48,8 @@ pub struct TargetRef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gateway {
     pub meta: Meta,
+    /// The cluster whose node serves its listeners (set by `ManifestSet::build`).
+    pub cluster: String,
     pub class: String,
     pub listeners: Vec<Listener>,
 }
@@ -58,20 +60,48 @@ pub struct Listener {
     pub protocol: String,
     pub port: u16,
     pub hostname: Option<String>,
+    /// `allowedRoutes.namespaces.from: All` (default `Same`: routes of the Gateway's namespace).
+    pub all_namespaces: bool,
+    /// `allowedRoutes.kinds` admits HTTPRoute (it does when the list is absent).
+    pub admits_http_routes: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpRoute {
     pub meta: Meta,
     pub parents: Vec<ParentRef>,
+    /// `spec.hostnames`, as written (lower case).
     pub hostnames: Vec<String>,
     pub rules: Vec<RouteRule>,
+    /// Where veer serves this route: the names its Gateway listeners accept it under (Gateway
+    /// API attachment: parent, section, port, protocol, allowed namespaces and kinds, hostname
+    /// intersection), exact names only, each with the cluster whose Gateway accepts it. Set by
+    /// `ManifestSet::build`; empty until then.
+    pub served: Vec<Served>,
+}
+
+/// A host an HTTPRoute is served on, by the node of `cluster` (its Gateway's cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub cluster: String,
+    pub host: String,
+}
+
+impl HttpRoute {
+    /// The hosts the node of `cluster` serves this route on.
+    pub fn hosts_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.served.iter().filter(move |s| s.cluster == cluster).map(|s| s.host.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParentRef {
     pub name: String,
     pub namespace: String,
+    /// `sectionName`: one listener of the Gateway, by name.
+    pub section: Option<String>,
+    /// `port`: the Gateway's listeners on this port.
+    pub port: Option<u16>,
     pub pos: Pos,
 }
 
@@ -359,12 +389,36 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
         if !l.has("port") {
             l.ctx().error(l.pos(), &l.field_path("port"), "required field is missing");
         }
-        let hostname = l.string("hostname").map(|(h, _)| h);
+        let hostname = l.string("hostname").map(|(h, _)| h.to_ascii_lowercase());
         l.tolerate("tls", "TLS listeners are not supported yet");
-        l.skip("allowedRoutes");
+        let (mut all_namespaces, mut admits_http_routes) = (false, true);
+        if let Some(a) = l.obj("allowedRoutes") {
+            if let Some(n) = a.obj("namespaces") {
+                match n.one_of("from", &["Same", "All", "Selector"]).map(|(f, _)| f) {
+                    Some("All") => all_namespaces = true,
+                    Some("Selector") => {
+                        // veer reads no Namespace labels: admitting by selector would be a guess.
+                        n.ctx().error(n.pos_of("from"), &n.field_path("from"), "veer cannot apply a namespace selector (it reads no Namespace labels); use Same or All");
+                    }
+                    _ => {}
+                }
+                n.skip("selector");
+                n.finish();
+            }
+            let kinds: Vec<Obj<'_>> = a.objs("kinds");
+            if a.has("kinds") {
+                admits_http_routes = kinds.iter().any(|k| {
+                    let group = k.string("group").map_or_else(|| "gateway.networking.k8s.io".to_string(), |(g, _)| g);
+                    let kind = k.required_string("kind").map(|(k, _)| k).unwrap_or_default();
+                    k.finish();
+                    group == "gateway.networking.k8s.io" && kind == "HTTPRoute"
+                });
+            }
+            a.finish();
+        }
         l.finish();
         if let Some(port) = port {
-            listeners.push(Listener { name, protocol, port, hostname });
+            listeners.push(Listener { name, protocol, port, hostname, all_namespaces, admits_http_routes });
         }
     }
     if !spec.has("listeners") {
@@ -372,7 +426,7 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
     }
     spec.tolerate("addresses", "veer listens where the Cluster says");
     spec.tolerate("infrastructure", "not used");
-    Some(Gateway { meta, class, listeners })
+    Some(Gateway { meta, cluster: String::new(), class, listeners })
 }
 
 pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
@@ -384,11 +438,11 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
             p.one_of("kind", &["Gateway"]);
             let name = p.required_string("name");
             let namespace = p.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
-            p.skip("sectionName");
-            p.skip("port");
+            let section = p.string("sectionName").map(|(s, _)| s);
+            let port = p.port("port");
             let pos = p.pos();
             p.finish();
-            Some(ParentRef { name: name?.0, namespace, pos })
+            Some(ParentRef { name: name?.0, namespace, section, port, pos })
         })
         .collect();
     let hostnames = spec.strings("hostnames").into_iter().map(|(h, _)| h.to_ascii_lowercase()).collect();
@@ -450,7 +504,7 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
             rules.push(RouteRule { matches, backends, retry, timeout, pos });
         }
     }
-    Some(HttpRoute { meta, parents, hostnames, rules })
+    Some(HttpRoute { meta, parents, hostnames, rules, served: Vec::new() })
 }
 
 /// One `HTTPRouteMatch`, or `None` (with errors reported) when veer cannot apply all of it: a
@@ -584,4 +638,30 @@ fn refuse_filters(o: &Obj<'_>) {
         let what = kind.map_or_else(|| "a filter".to_string(), |t| format!("filter {t}"));
         o.ctx().error(node.pos, &path, format!("{what} is not supported: veer applies no HTTPRoute filters, and routing without it would change what the rule does; remove it or route elsewhere"));
     }
+}
+
+/// The hosts a route is accepted under on one listener: Gateway API's intersection of the
+/// listener's hostname with the route's. `None`: every host (neither names one).
+pub fn listener_hosts(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
+    let Some(l) = listener else {
+        return if route.is_empty() { None } else { Some(route.to_vec()) };
+    };
+    if route.is_empty() {
+        return Some(vec![l.to_string()]);
+    }
+    let covers = |wild: &str, name: &str| wild.strip_prefix('*').is_some_and(|suffix| name.len() > suffix.len() && name.ends_with(suffix));
+    Some(
+        route
+            .iter()
+            .filter_map(|r| {
+                if r == l || covers(l, r) {
+                    Some(r.clone())
+                } else if covers(r, l) {
+                    Some(l.to_string())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+    )
 }

@@ -385,7 +385,8 @@ pub fn ordered<'r>(routes: &[&'r HttpRoute]) -> Vec<Candidate<'r>> {
         .collect();
     // A stable sort: equal keys keep rule and match order.
     all.sort_by(|a, b| {
-        let age = |c: &Candidate<'_>| (c.route.meta.created.is_none(), c.route.meta.created.clone());
+        // Timestamps are in one fixed UTC form, so text order is time order.
+        let age = |c: &Candidate<'r>| (c.route.meta.created.is_none(), c.route.meta.created.as_deref());
         a.matched
             .precedence()
             .cmp(&b.matched.precedence())

@@ -94,7 +94,7 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     if let Some(fs) = set.failover_services.iter().find(|f| f.hostname.eq_ignore_ascii_case(&host)) {
         return resolve_failover_service(set, fs, port, Vec::new());
     }
-    if let Some(d) = resolve_route(set, &host, port, path)? {
+    if let Some(d) = resolve_route(set, &host, port, client_cluster, path)? {
         return Ok(d);
     }
     if let Some((name, ns)) = cluster_local_service(&host) {
@@ -104,7 +104,7 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     }
     let mut known: Vec<String> = set.virtual_destinations.iter().flat_map(|v| v.hosts.clone()).collect();
     known.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    known.extend(set.routes.iter().flat_map(|r| r.hostnames.clone()));
+    known.extend(set.routes.iter().flat_map(|r| r.hosts_in(client_cluster).map(str::to_string)));
     known.extend(set.services().iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
     known.sort();
     known.dedup();
@@ -303,8 +303,10 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
     })
 }
 
-fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, path: &str) -> Result<Option<Destination>, ResolveError> {
-    let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hostnames.iter().any(|h| host_matches(h, host))).collect();
+/// The HTTPRoute rule a plain request for `host` reaches on the node of `client_cluster`: only
+/// routes that cluster's Gateways accept under `host` are candidates.
+fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Option<Destination>, ResolveError> {
+    let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hosts_in(client_cluster).any(|h| h == host)).collect();
     let Some(first) = routes.first() else { return Ok(None) };
     // With no explicit path, explain the first rule: that is the one users usually ask about.
     // With one, the rule a plain `GET path` (no other header, no query unless the path has

@@ -129,7 +129,10 @@ impl ManifestSet {
                 Resource::IstioGateway(x) => set.istio_gateways.push((owner, x)),
                 Resource::Backend(x) => set.backends.push(x),
                 Resource::BackendTrafficPolicy(x) => set.backend_policies.push(x),
-                Resource::Gateway(x) => set.gateways.push(x),
+                Resource::Gateway(mut x) => {
+                    x.cluster = owner;
+                    set.gateways.push(x);
+                }
                 Resource::HttpRoute(x) => set.routes.push(x),
                 Resource::ClusterIdentity(x) => set.cluster_identities.push((owner, x)),
                 Resource::DnsConfiguration(x) => set.dns_configurations.push((owner, x)),
@@ -143,8 +146,72 @@ impl ManifestSet {
         set.check_smh(diags);
         set.check_istio(diags);
         set.check_gateway(diags);
+        set.attach_routes(diags);
         set.check_router(diags);
         set
+    }
+
+    /// Sets each HTTPRoute's `served` hosts from the Gateway listeners it attaches to, and
+    /// warns where a route, or one of its parents, ends up serving nothing: a listener serves
+    /// only what attaches to it, so such a route is not served rather than served everywhere.
+    fn attach_routes(&mut self, diags: &mut Diagnostics) {
+        let gateways = &self.gateways;
+        for r in &mut self.routes {
+            let mut served: Vec<crate::gateway::Served> = Vec::new();
+            let mut any_host = false;
+            let mut wildcards: Vec<String> = Vec::new();
+            if r.parents.is_empty() {
+                diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.parentRefs", "NOT SERVED: the route names no Gateway, and a Gateway listener serves only the routes attached to it"));
+            }
+            for p in &r.parents {
+                let Some(g) = gateways.iter().find(|g| g.meta.name == p.name && g.meta.namespace == p.namespace) else { continue };
+                let mut why_not = Vec::new();
+                let mut attached = false;
+                for l in &g.listeners {
+                    if p.section.as_ref().is_some_and(|s| *s != l.name) || p.port.is_some_and(|port| port != l.port) {
+                        continue;
+                    }
+                    if l.protocol != "HTTP" {
+                        why_not.push(format!("listener {:?} is {} and veer serves HTTP listeners only", l.name, l.protocol));
+                    } else if !l.admits_http_routes {
+                        why_not.push(format!("listener {:?} does not admit HTTPRoutes (allowedRoutes.kinds)", l.name));
+                    } else if !l.all_namespaces && g.meta.namespace != r.meta.namespace {
+                        why_not.push(format!("listener {:?} admits routes of namespace {} only (allowedRoutes.namespaces.from: Same)", l.name, g.meta.namespace));
+                    } else {
+                        match crate::gateway::listener_hosts(l.hostname.as_deref(), &r.hostnames) {
+                            None => any_host = true,
+                            Some(hosts) if hosts.is_empty() => why_not.push(format!("no hostname of the route falls under listener {:?}'s {:?}", l.name, l.hostname.as_deref().unwrap_or_default())),
+                            Some(hosts) => {
+                                attached = true;
+                                for host in hosts {
+                                    if host.starts_with('*') {
+                                        if !wildcards.contains(&host) {
+                                            wildcards.push(host);
+                                        }
+                                        continue;
+                                    }
+                                    let s = crate::gateway::Served { cluster: g.cluster.clone(), host };
+                                    if !served.contains(&s) {
+                                        served.push(s);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if !attached && !any_host {
+                    let why = if why_not.is_empty() { "no listener of it matches sectionName and port".to_string() } else { why_not.join("; ") };
+                    diags.push(about(&r.meta, p.pos, Severity::Warning, "spec.parentRefs", format!("NOT SERVED through Gateway {}/{}: {why}", p.namespace, p.name)));
+                }
+            }
+            if any_host {
+                diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.hostnames", "not served on every host: neither the route nor its listener names a hostname, and veer serves HTTPRoutes on named hosts only"));
+            }
+            if !wildcards.is_empty() {
+                diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.hostnames", format!("not served on {}: veer serves HTTPRoutes on exact hostnames only", wildcards.join(", "))));
+            }
+            r.served = served;
+        }
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

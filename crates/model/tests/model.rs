@@ -576,3 +576,93 @@ fn a_creation_timestamp_veer_cannot_order_is_an_error() {
     let errs = errors(&load_one("r.yaml", &text));
     assert!(errs.iter().any(|e| e.starts_with("r.yaml:8:40: error: ") && e.contains("creationTimestamp")), "{errs:?}");
 }
+
+// === HTTPRoute attachment: a listener serves only what attaches to it ===
+
+const ATTACH: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: veer
+  listeners:
+  - {name: web, protocol: HTTP, port: 80, hostname: '*.example.com'}
+  - {name: tls, protocol: HTTPS, port: 443}
+  - {name: grpc, protocol: HTTP, port: 8080, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}
+  - {name: open, protocol: HTTP, port: 8081, hostname: open.example.net, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gw, sectionName: web}]
+  hostnames: [a.example.com, b.other.com, '*.x.example.com']
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure}
+spec:
+  parentRefs: [{name: gw, port: 443}]
+  hostnames: [s.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: grpc}
+spec:
+  parentRefs: [{name: gw, sectionName: grpc}]
+  hostnames: [g.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: other}
+spec:
+  parentRefs: [{name: gw, namespace: default}]
+  hostnames: [e.example.com, open.example.net]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nameless}
+spec:
+  parentRefs: [{name: gw, sectionName: web}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orphan}
+spec:
+  hostnames: [o.example.com]
+";
+
+#[test]
+fn http_routes_are_served_only_where_a_listener_accepts_them() {
+    let loaded = from_sources(&[("a.yaml".into(), ATTACH.into())]);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let served = |name: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.hosts_in("default").map(str::to_string).collect::<Vec<String>>()).unwrap_or_default();
+    // The listener's `*.example.com` takes a.example.com; b.other.com falls outside it, and a
+    // wildcard is not served (yet) but said so.
+    assert_eq!(served("web"), vec!["a.example.com".to_string()]);
+    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/web") && d.contains("not served on *.x.example.com")), "{diags:?}");
+    assert_eq!(served("secure"), Vec::<String>::new());
+    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/secure") && d.contains("NOT SERVED") && d.contains("HTTPS")), "{diags:?}");
+    assert_eq!(served("grpc"), Vec::<String>::new());
+    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/grpc") && d.contains("does not admit HTTPRoutes")), "{diags:?}");
+    // From another namespace: only the listener that admits All takes it, under its own name.
+    assert_eq!(served("elsewhere"), vec!["open.example.net".to_string()]);
+    // No hostnames: the listener's wildcard only, which is not served.
+    assert_eq!(served("nameless"), Vec::<String>::new());
+    assert_eq!(served("orphan"), Vec::<String>::new());
+    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/orphan") && d.contains("names no Gateway")), "{diags:?}");
+}
+
+#[test]
+fn listener_hostnames_intersect_as_gateway_api_says() {
+    use veer_model::gateway::listener_hosts;
+    let v = |xs: &[&str]| xs.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(listener_hosts(None, &[]), None);
+    assert_eq!(listener_hosts(None, &v(&["a.b"])), Some(v(&["a.b"])));
+    assert_eq!(listener_hosts(Some("a.b"), &[]), Some(v(&["a.b"])));
+    assert_eq!(listener_hosts(Some("*.b"), &v(&["a.b", "x.a.b", "b", "a.c"])), Some(v(&["a.b", "x.a.b"])));
+    assert_eq!(listener_hosts(Some("a.b"), &v(&["*.b", "*.c"])), Some(v(&["a.b"])));
+    assert_eq!(listener_hosts(Some("*.b"), &v(&["*.a.b"])), Some(v(&["*.a.b"])));
+    assert_eq!(listener_hosts(Some("*.a.b"), &v(&["*.b"])), Some(v(&["*.a.b"])));
+}

@@ -358,7 +358,8 @@ impl Snapshot {
         let mut by_host: std::collections::BTreeMap<String, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
         let mut keys = std::collections::HashSet::new();
         for route in &set.routes {
-            let hosts: Vec<String> = route.hostnames.iter().filter(|h| !h.starts_with('*')).map(|h| h.to_ascii_lowercase()).collect();
+            // Only the hosts this cluster's Gateway listeners accept it under (exact names).
+            let hosts: Vec<&str> = route.hosts_in(cluster).collect();
             let Some(host) = hosts.first() else { continue };
             for (i, rule) in route.rules.iter().enumerate() {
                 let Ok(d) = resolve::resolve_route_rule(set, route, i, host, None) else { continue };
@@ -372,7 +373,7 @@ impl Snapshot {
                 rule_dest.insert((route as *const HttpRoute, i), add(&mut snap, &mut routes, &[], None, key, d));
             }
             for h in hosts {
-                let list = by_host.entry(h).or_default();
+                let list = by_host.entry(h.to_string()).or_default();
                 if !list.iter().any(|r| std::ptr::eq(*r, route)) {
                     list.push(route);
                 }

@@ -726,9 +726,25 @@ async fn send_with(node: &Node, method: http::Method, host: &str, path: &str, he
 /// list order, would shadow the method and query rules after it).
 const MATCH_ROUTES: &str = "\
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 80}, {name: tls, protocol: HTTPS, port: 443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure}
+spec:
+  parentRefs: [{name: gw, sectionName: tls}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: main, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [shop.example.com]
   rules:
   - matches:
@@ -746,6 +762,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: api}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [api.example.com]
   rules:
   - matches: [{path: {type: PathPrefix, value: /v1}}]
@@ -754,7 +771,7 @@ spec:
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn httproute_header_method_and_query_matches_pick_their_rule_and_404s_say_what_missed() {
+async fn httproute_matches_pick_their_rule_listeners_serve_what_attaches_and_404s_say_what_missed() {
     let w = World::new();
     let canary = w.backends("canary", 1, 1).await;
     let main = w.backends("main", 2, 1).await;
@@ -791,5 +808,9 @@ async fn httproute_header_method_and_query_matches_pick_their_rule_and_404s_say_
     assert_eq!(status, 404);
     assert!(body.contains("host \"api.example.com\" has no route for GET /v2/x"), "{body}");
     assert_eq!(send_with(&node, Method::GET, "api.example.com", "/v1/x", &[]).await, (200, "main-1".to_string()));
+    // Attached only to an HTTPS listener, which veer does not serve: not served on plain HTTP.
+    let (status, body) = send_with(&node, Method::GET, "secure.example.com", "/", &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no route for host \"secure.example.com\""), "{body}");
     node.stop().await;
 }

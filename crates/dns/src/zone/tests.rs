@@ -87,3 +87,35 @@ fn zone_rules_refused_nxdomain_nodata() {
     let (rc, a, _) = answer(z.lookup(&lower("example.com."), RecordType::SOA));
     assert_eq!((rc, a.len()), (ResponseCode::NoError, 1));
 }
+
+#[test]
+fn http_route_hosts_are_answered_by_the_node_whose_gateway_serves_them() {
+    let text = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec: {locality: {region: r}}
+---
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: east}
+spec: {locality: {region: r}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, labels: {topology.istio.io/cluster: west}}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.com, '*.wild.example.com']
+  rules: [{}]
+";
+    let loaded = veer_model::from_sources(&[("w.yaml".into(), text.into())]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    assert_eq!(destination_hosts(&loaded.set, "west"), vec!["shop.example.com".to_string()], "a wildcard veer does not serve is not answered");
+    assert!(destination_hosts(&loaded.set, "east").is_empty(), "east has no Gateway the route attaches to");
+}

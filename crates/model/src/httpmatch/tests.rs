@@ -44,6 +44,7 @@ fn route(ns: &str, name: &str, created: Option<&str>, rules: Vec<Vec<RouteMatch>
         parents: Vec::new(),
         hostnames: vec!["h".into()],
         rules: rules.into_iter().map(|matches| RouteRule { matches, backends: Vec::new(), retry: None, timeout: None, pos: Default::default() }).collect(),
+        served: Vec::new(),
     }
 }
 
@@ -215,5 +216,76 @@ proptest! {
         let path = format!("{p}{rest}");
         let expected = rest.is_empty() || rest.starts_with('/');
         prop_assert_eq!(prefix(&p).matches(&req("GET", &path, None, &[])), expected);
+    }
+}
+
+/// The spec's criteria written out one by one, for the property below: `Less` when `a` is
+/// tried before `b`.
+fn spec_order(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    let kind = |m: &RouteMatch| match m.path {
+        PathMatch::Exact(_) => 0,
+        PathMatch::Regex(_) => 1,
+        PathMatch::Prefix(_) => 2,
+    };
+    let (ma, mb) = (a.matched, b.matched);
+    let steps = [
+        kind(ma).cmp(&kind(mb)),
+        mb.path.value().len().cmp(&ma.path.value().len()),
+        mb.method.is_some().cmp(&ma.method.is_some()),
+        mb.headers.len().cmp(&ma.headers.len()),
+        mb.query.len().cmp(&ma.query.len()),
+        a.route.meta.created.is_none().cmp(&b.route.meta.created.is_none()),
+        a.route.meta.created.cmp(&b.route.meta.created),
+        format!("{}/{}", a.route.meta.namespace, a.route.meta.name).cmp(&format!("{}/{}", b.route.meta.namespace, b.route.meta.name)),
+        a.rule.cmp(&b.rule),
+    ];
+    steps.into_iter().find(|o| *o != Equal).unwrap_or(Equal)
+}
+
+fn arb_match() -> impl Strategy<Value = RouteMatch> {
+    (0u8..3, prop::sample::select(vec!["/", "/a", "/a/b", "/b"]), any::<bool>(), 0usize..3, 0usize..2).prop_map(|(kind, p, method, nh, nq)| RouteMatch {
+        path: match kind {
+            0 => PathMatch::Exact(p.into()),
+            1 => PathMatch::Regex(re(&format!("{p}.*"))),
+            _ => PathMatch::Prefix(p.into()),
+        },
+        method: method.then_some(Method::Get),
+        headers: ["x-a", "x-b"].iter().take(nh).map(|n| header(n, "1")).collect(),
+        query: ["q"].iter().take(nq).map(|n| query(n, "1")).collect(),
+    })
+}
+
+proptest! {
+    /// The first match in `ordered` that holds is the one the spec's criteria, applied one by
+    /// one, rank first among all that hold.
+    #[test]
+    fn the_first_match_that_holds_is_the_one_the_spec_ranks_first(
+        routes in prop::collection::vec((0u8..2, 0u8..3, proptest::option::of(0u8..3), prop::collection::vec(prop::collection::vec(arb_match(), 1..3), 1..3)), 1..4),
+        path in prop::sample::select(vec!["/", "/a", "/a/b", "/a/b/c", "/b", "/c"]),
+        method in prop::sample::select(vec!["GET", "POST"]),
+        xa in any::<bool>(), xb in any::<bool>(), q in any::<bool>(),
+    ) {
+        let built: Vec<HttpRoute> = routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ns, name, created, rules))| {
+                let created = created.map(|d| format!("2024-01-0{}T00:00:00Z", d + 1));
+                route(&format!("ns{ns}"), &format!("r{name}-{i}"), created.as_deref(), rules)
+            })
+            .collect();
+        let refs: Vec<&HttpRoute> = built.iter().collect();
+        let mut headers = Vec::new();
+        if xa { headers.push(("X-A", "1")); }
+        if xb { headers.push(("x-b", "1")); }
+        let r = req(method, path, q.then_some("q=1"), &headers);
+        let all = ordered(&refs);
+        let first = all.iter().find(|c| c.matched.matches(&r));
+        let best = all.iter().filter(|c| c.matched.matches(&r)).min_by(|a, b| spec_order(a, b));
+        match (first, best) {
+            (Some(f), Some(b)) => prop_assert_eq!(spec_order(f, b), std::cmp::Ordering::Equal, "{} vs {}", f.matched, b.matched),
+            (None, None) => {}
+            _ => prop_assert!(false, "one found a match, the other none"),
+        }
     }
 }

@@ -178,9 +178,17 @@ fn the_cluster_header_is_the_cluster_name_and_interned() {
 const ROUTES: &str = "
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: newer, namespace: demo, creationTimestamp: 2024-01-01T00:00:00Z}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [shop.demo, '*.wild.demo']
   rules:
   - backendRefs: [{name: echo, port: 80}]
@@ -191,6 +199,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: older, namespace: demo, creationTimestamp: 2020-01-01T00:00:00Z}
 spec:
+  parentRefs: [{name: gw}]
   hostnames: [shop.demo]
   rules:
   - matches: [{path: {type: Exact, value: /only}}]
@@ -215,6 +224,10 @@ fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
     assert_eq!(key("echo.demo:81", &get("/")), Err(Miss::NoHost), "a host served on another port only");
     assert_eq!(key("x.wild.demo", &get("/")), Err(Miss::NoHost), "wildcard hostnames are not served");
     assert!(s.destinations.iter().filter(|d| d.key.starts_with("shop.demo")).count() == 4, "one destination per rule");
+    // The Gateway is west's: east's node has no listener the routes attach to.
+    let east = Snapshot::build(&loaded.set, "east", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    assert_eq!(east.route("shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoHost));
+    assert!(east.route("echo.demo", &get("/")).is_ok(), "service names are the mesh's, served on every node");
 }
 
 #[test]
