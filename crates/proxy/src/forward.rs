@@ -344,6 +344,9 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, mut req: Request<Inc
         Ok(_) => None,
         Err(refusal) => return refuse(shared, &refusal),
     };
+    // Before routing, not after: a Connection option could otherwise take away a field a rule
+    // matched on, and the upstream would see another request than the one routed.
+    strip_hop_by_hop(req.headers_mut());
     match crate::request::normalize_path(req.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => {}
         Ok(std::borrow::Cow::Owned(normal)) => {
@@ -449,7 +452,6 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
     // PathAndQuery is reference-counted: cloning it per attempt copies nothing.
     let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
     if !headers.contains_key(header::HOST) {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {

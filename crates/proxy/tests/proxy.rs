@@ -796,6 +796,9 @@ async fn httproute_matches_pick_their_rule_listeners_serve_what_attaches_and_404
         (Method::GET, "/search", &[], "main-1"),
         // Both rules hold; the path decides first: the longer prefix beats the header rule's "/".
         (Method::POST, "/orders", &[("x-canary", "yes")], "special-1"),
+        // A Connection option removes the field before routing, not after: the request is
+        // routed as the upstream will see it (without x-canary), never to canary without it.
+        (Method::GET, "/", &[("x-canary", "yes"), ("connection", "x-canary")], "main-1"),
     ];
     for (method, path, headers, want) in cases {
         let got = send_with(&node, method.clone(), "shop.example.com", path, headers).await;
