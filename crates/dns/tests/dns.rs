@@ -542,19 +542,23 @@ async fn dns_counters_are_on_the_node_metrics() {
         flood.send_to(&query_message(SERVICE_NAME, RecordType::A, None).to_vec().expect("encode"), server).await.expect("send");
     }
 
-    // The server reads what the kernel queued at its own pace.
+    // The server reads what the kernel queued at its own pace, and a loaded machine may drop
+    // part of a flood before the server sees it: wait until the counts hold still, past the
+    // rate limit's burst.
     let start = Instant::now();
+    let mut last = u64::MAX;
     let text = loop {
         let text = scrape(node.admin).await;
-        if sample(&text, "veer_dns_malformed_dropped_total") >= 3 && sample(&text, "veer_dns_queries_total{transport=\"udp\"}") >= 303 {
+        let udp_queries = sample(&text, "veer_dns_queries_total{transport=\"udp\"}");
+        if sample(&text, "veer_dns_malformed_dropped_total") >= 3 && udp_queries > 3 + 100 && udp_queries == last {
             break text;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "the counters did not move on /metrics: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = udp_queries;
+        assert!(start.elapsed() < Duration::from_secs(10), "the counters did not move on /metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let stats = node.dns_server().expect("dns").stats();
     assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"udp\"}"), stats.udp_queries, "{text}");
-    assert!(stats.udp_queries >= 303, "{stats:?}");
     assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"tcp\"}"), 1, "{text}");
     assert_eq!(sample(&text, "veer_dns_malformed_dropped_total"), 3, "{text}");
     assert!(sample(&text, "veer_dns_truncated_total") >= 1, "{text}");

@@ -27,6 +27,11 @@ mod limits;
 
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
+/// Held by the tests that load the machine most (hundreds of connections, floods), so that two
+/// of them never share its two cores: each measures a proxy with a CPU to spare, as it would
+/// run alone.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A test world: its own loopback subnet, its manifest folder, its backends.
 struct World {
     net: u8,
@@ -390,6 +395,7 @@ async fn http2_and_grpc_pass_with_trailers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_blackholed_under_load_costs_latency_but_no_errors() {
+    let _alone = HEAVY.lock().await;
     let w = World::new();
     let retry = "  retry:\n    numRetries: 2\n    perRetry:\n      timeout: 500ms\n";
     let (active, _passive) = seed004_world(&w, retry).await;

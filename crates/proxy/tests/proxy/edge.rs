@@ -117,6 +117,7 @@ async fn abuse(listen: SocketAddr, i: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_aborted_and_slow_uploads_never_eject_and_a_normal_client_sees_nothing() {
+    let _alone = super::HEAVY.lock().await;
     let w = World::new();
     let (_near, _far) = strict_world(&w).await;
     // The slow uploads outlast the per-try timeout (3 s), which starts once the request is in.
