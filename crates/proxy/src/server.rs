@@ -875,3 +875,6 @@ impl AsyncWrite for ParkableIo {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;
