@@ -116,6 +116,31 @@ async fn an_h2_connection_is_not_closed_while_a_stream_is_open_and_is_once_idle(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    central[0].set_mode(Mode::Blackhole).await.expect("backend that never answers");
+    let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
+    let stream = TcpStream::connect(node.listen).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let pending = send.send_request(http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request"));
+    tokio::select! {
+        r = pending => panic!("answered by a backend that never answers: {r:?}"),
+        () = until("the backend to receive the request", || central[0].received_by_method("GET") >= 1) => {}
+    }
+    // The response future is gone: the client resets the stream (RST_STREAM CANCEL), and
+    // veer drops the request. Nothing is open any more, so the connection goes idle.
+    let _ = tokio::time::timeout(HELD, conn).await.expect("a cancelled stream kept the connection open");
+    assert_eq!(counter(&node, "veer_h2_connections_closed_idle_total"), 1);
+    central[0].set_mode(Mode::Ok).await.expect("mode");
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
 /// Writes `bytes` one write every `every` (cycling) until veer closes the connection; panics if
 /// it is still open after [`HELD`]. Returns how long it lived and what veer sent.
 async fn trickle(addr: SocketAddr, bytes: &[u8], chunk: usize, every: Duration) -> (Duration, String) {
