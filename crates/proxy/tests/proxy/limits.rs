@@ -272,3 +272,40 @@ async fn at_the_connection_cap_new_clients_wait_and_admin_answers() {
         b.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_of_parking() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let idle = Duration::from_secs(3);
+    let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = idle).await;
+    let mut s = TcpStream::connect(node.listen).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
+    let parked = Instant::now();
+    // A client that comes back late with a slow head gets what is left of the idle time, not
+    // a fresh idle timeout: ~0.5 s here (a fresh one would be 3 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let closed = tokio::time::timeout(HELD, async {
+        for b in b"GET / HTTP/1.1\r\nHost: go.infra.global\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n" {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            let mut one = [0u8; 64];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut one)).await {
+                return;
+            }
+        }
+        panic!("the whole slow head was read");
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {HELD:?}");
+    let lived = parked.elapsed();
+    assert!(lived < idle + Duration::from_millis(1500), "closed {lived:?} after parking, idle timeout {idle:?}");
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
