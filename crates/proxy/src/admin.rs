@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,15 +109,24 @@ pub async fn serve(
                 state.metrics.accept_error("admin", kind);
                 let out_of_files = matches!(kind, "emfile" | "enfile");
                 if out_of_files && reserve.release() {
-                    // One file is free now: the connection waiting in the queue gets it.
+                    // One file is free now: a connection waiting in the queue gets it. Out
+                    // of files, accept fails even when none waits: then the file is taken
+                    // back at once, before another thread takes it.
+                    match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
+                        Poll::Ready(Ok(conn)) => conn,
+                        _ => {
+                            reserve.refill();
+                            continue;
+                        }
+                    }
+                } else {
+                    if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                        logged = Some(std::time::Instant::now());
+                        tracing::warn!(error = %e, "admin accept failed");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
-                if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
-                    logged = Some(std::time::Instant::now());
-                    tracing::warn!(error = %e, "admin accept failed");
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
             }
         };
         let reserve = reserve.clone();

@@ -881,3 +881,6 @@ impl AsyncWrite for ParkableIo {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -415,6 +415,117 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
     });
 }
 
+/// One GET through `addr` with a fresh connection: the status, or `None` if nothing came in `wait`.
+async fn get_status(addr: &str, host: &str, path: &str, wait: std::time::Duration) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8_lossy(&out).split(' ').nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(wait, ask).await.ok().flatten()
+}
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name, which may hold spaces: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() {
+    use std::io::BufReader;
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let backend = rt.block_on(veer_testkit::Backend::start("only-1", "127.0.0.43:0".parse().expect("addr"))).expect("backend");
+    let dir = std::env::temp_dir().join(format!("veer-emfile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let manifest = format!(
+        "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{locality: {{region: r}}}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: only}}\nspec: {{endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec: {{gatewayClassName: veer, listeners: [{{name: http, protocol: HTTP, port: 80}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  hostnames: [www.example.com]\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs:\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: only}}\n",
+        backend.addr().ip(),
+        backend.addr().port()
+    );
+    std::fs::write(dir.join("world.yaml"), manifest).expect("write");
+    // 64 files in all (soft and hard), and a cap far above them: accepting runs into EMFILE.
+    let mut child = Command::new("bash")
+        .args(["-c", "ulimit -n 64 && exec \"$@\"", "veer", env!("CARGO_BIN_EXE_veer")])
+        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1", "--max-connections", "10000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn veer run");
+    let pid = child.id();
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    // A failed assertion must not leave it running.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let (gateway, admin) = wait_for_addresses(&mut stderr);
+    // Keep reading its log, so a full pipe never blocks it.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    assert_eq!(rt.block_on(get_status(&gateway, "www.example.com", "/", Duration::from_secs(5))), Some(200));
+
+    let metric = |text: &str, series: &str| text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0);
+    let emfile = r#"veer_accept_errors_total{listener="gateway",kind="emfile"} "#;
+    let held = rt.block_on(async {
+        // More clients than files: the last ones wait in the accept queue.
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(tokio::net::TcpStream::connect(gateway.as_str()).await.expect("the kernel completes the handshake"));
+        }
+        held
+    });
+    // Out of files, the admin listener still answers (it gives up its reserve file for one
+    // connection at a time) and says the gateway ran into EMFILE.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = rt.block_on(async {
+            let ask = async {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = tokio::net::TcpStream::connect(admin.as_str()).await.ok()?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await.ok()?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).await.ok()?;
+                Some(String::from_utf8_lossy(&out).into_owned())
+            };
+            tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
+        });
+        if text.as_deref().is_some_and(|t| metric(t, emfile) > 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer from admin with EMFILE counted within 10 s: {text:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still out of files: veer waits, it does not spin.
+    let ticks_per_s: f64 = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0);
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    std::thread::sleep(Duration::from_secs(2));
+    let used = (cpu_ticks(pid) - c0) as f64 / ticks_per_s;
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(used < 0.3 * elapsed, "veer used {used:.2} s of CPU in {elapsed:.2} s while out of files");
+    assert_eq!(rt.block_on(get_status(&admin, "admin", "/healthz", Duration::from_secs(5))), Some(200), "admin answers while out of files");
+    // The clients leave: veer serves again.
+    drop(held);
+    let served = (0..20).any(|_| rt.block_on(get_status(&gateway, "www.example.com", "/", Duration::from_secs(3))) == Some(200));
+    assert!(served, "veer does not serve again once files are free");
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(backend.stop());
+}
+
 // === seed 002: `veer dns endpoints` and `veer dns plan` ===
 
 const E002: &str = "examples/002-dns-regional-takeover";

@@ -116,6 +116,31 @@ async fn an_h2_connection_is_not_closed_while_a_stream_is_open_and_is_once_idle(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    central[0].set_mode(Mode::Blackhole).await.expect("backend that never answers");
+    let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
+    let stream = TcpStream::connect(node.listen).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let pending = send.send_request(http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request"));
+    tokio::select! {
+        r = pending => panic!("answered by a backend that never answers: {r:?}"),
+        () = until("the backend to receive the request", || central[0].received_by_method("GET") >= 1) => {}
+    }
+    // The response future is gone: the client resets the stream (RST_STREAM CANCEL), and
+    // veer drops the request. Nothing is open any more, so the connection goes idle.
+    let _ = tokio::time::timeout(HELD, conn).await.expect("a cancelled stream kept the connection open");
+    assert_eq!(counter(&node, "veer_h2_connections_closed_idle_total"), 1);
+    central[0].set_mode(Mode::Ok).await.expect("mode");
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
 /// Writes `bytes` one write every `every` (cycling) until veer closes the connection; panics if
 /// it is still open after [`HELD`]. Returns how long it lived and what veer sent.
 async fn trickle(addr: SocketAddr, bytes: &[u8], chunk: usize, every: Duration) -> (Duration, String) {
@@ -242,6 +267,43 @@ async fn at_the_connection_cap_new_clients_wait_and_admin_answers() {
     assert_eq!(read_response(&mut late, &mut buf).await.0, 200, "served once a slot is free");
     assert_eq!(admin_get(&node, "/healthz").await, Some(200));
     drop(held);
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_of_parking() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let idle = Duration::from_secs(3);
+    let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = idle).await;
+    let mut s = TcpStream::connect(node.listen).await.expect("connect");
+    let mut buf = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
+    let parked = Instant::now();
+    // A client that comes back late with a slow head gets what is left of the idle time, not
+    // a fresh idle timeout: ~0.5 s here (a fresh one would be 3 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let closed = tokio::time::timeout(HELD, async {
+        for b in b"GET / HTTP/1.1\r\nHost: go.infra.global\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n" {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            let mut one = [0u8; 64];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut one)).await {
+                return;
+            }
+        }
+        panic!("the whole slow head was read");
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {HELD:?}");
+    let lived = parked.elapsed();
+    assert!(lived < idle + Duration::from_millis(1500), "closed {lived:?} after parking, idle timeout {idle:?}");
     node.stop().await;
     for b in central.into_iter().chain(test) {
         b.stop().await;
