@@ -355,3 +355,33 @@ async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
     assert!(failures(&r).is_empty() && share(&r, "near-") == 1.0, "{:?} {:?}", failures(&r), r.by_backend());
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_east_west_listener_reaches_only_an_announced_address_and_port() {
+    use veer_proxy::mesh::link::PeerLink;
+    let w = World::new();
+    let (pay, certs) = super::mesh_world(&w).await;
+    let c2 = super::meshed_node(&w, "c2", &certs).await;
+    let ew = c2.east_west.expect("c2's east-west listener");
+    // c1's identity, as a peer node would present it.
+    let c1 = veer_pki::MeshIdentity::load(&certs.join("c1"), "c1").expect("c1 identity");
+    let link = PeerLink::new("c2", ew, c1.client_config(), Duration::from_secs(2));
+    let get = || {
+        let mut req = http::Request::get("/").body(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |never| match never {}))).expect("request");
+        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("pay.demo.svc.cluster.local"));
+        req
+    };
+    // An announced endpoint, address and port: forwarded.
+    let ok = link.send_to(&pay[0].addr().to_string(), false, get()).await.expect("answer");
+    assert_eq!(ok.status(), 200);
+    // The same address on another port (an admin port, a database beside the service): refused.
+    let other_port = std::net::SocketAddr::new(pay[0].addr().ip(), pay[0].addr().port().wrapping_add(1).max(1));
+    let refused = link.send_to(&other_port.to_string(), false, get()).await.expect("answer");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers().get("x-veer-eastwest-error").map(|v| v.as_bytes()), Some(&b"refused"[..]));
+    // An address no endpoint has: refused too.
+    let stranger = link.send_to("127.0.0.1:22", false, get()).await.expect("answer");
+    assert_eq!(stranger.status(), 403);
+    assert_eq!(counter(&c2, "veer_eastwest_refused_total{reason=\"not_local\"}"), 2);
+    c2.stop().await;
+}
