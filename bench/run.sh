@@ -3,8 +3,8 @@
 # same run. Installs what it needs, builds veer, runs every case with interleaved repetitions
 # and prints one markdown table (also written to bench/results/latest.md).
 #
-#   bench/run.sh            full run (5 reps of throughput, 3 of the rest; ~40 min on 2 cores)
-#   bench/run.sh --quick    smoke run (1 rep, a few seconds per case, < 2 min once installed)
+#   bench/run.sh            full run (5 reps of throughput, 3 of the rest; ~55 min on 2 cores)
+#   bench/run.sh --quick    smoke run (1 rep, a few seconds per case, ~2 min once installed)
 #
 # Everything talks to 127.0.0.1 only; every load is bounded in time; every process started
 # here is stopped by its PID (also on exit or Ctrl-C). See bench/README.md.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark harness, so it cannot rot silently: runs `bench/run.sh --quick`
 # (installs what it needs, builds veer, a few seconds per case) and checks that the table it
-# prints has a veer row with a nonzero req/s and a failover row for veer; then runs a small
+# prints has a veer row with a nonzero req/s, a failover row and abuse rows for veer (quiet and
+# the three attacks, each with the normal client's errors and p99); then runs a small
 # bench/reload-scale.sh and checks it measured both phases. Exit 0 = harness OK.
 # bench/results/latest.md is left as it was (the quick table stays in results/<stamp>-quick/).
 # It checks that the harness works, not how fast veer is.
@@ -45,7 +46,12 @@ if not m or float(m.group(1).replace(",", "")) <= 0:
 fo = [r for r in rows if r[0].startswith("failover") and r[1] == "client-visible errors"]
 if not fo or not re.match(r"\d", fo[0][v]):
     sys.exit("smoke: no failover result for veer")
-print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]})")
+ab = {r[1].split(":")[0]: r[v] for r in rows if r[0].startswith("abuse")}
+for phase in ("quiet", "idle h2c", "slowloris", "malformed"):
+    cell = next((c for k, c in ab.items() if phase in k), None)
+    if cell is None or not re.match(r"\d+; [\d.]+ / [\d.,]+", cell):
+        sys.exit(f"smoke: no abuse result ({phase}) for veer: {ab}")
+print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]}; abuse quiet {ab.get('quiet')})")
 PY
 # The reload-at-scale script, small: both phases measured and the reloads applied.
 if ! SERVICES=200 REPS=1 DURATION=3 "$HERE/reload-scale.sh" >"$LOG" 2>&1; then

@@ -87,7 +87,7 @@ async def hold_many(args, first_bytes, trickle=None):
     t0 = time.monotonic()
     attempted = [0]
 
-    async def one(k):
+    async def one():
         async with sem:
             if time.monotonic() >= deadline:
                 return
@@ -105,7 +105,9 @@ async def hold_many(args, first_bytes, trickle=None):
             return
         # One byte every interval, starting at a random point of it so the writes spread out.
         await asyncio.sleep(random.uniform(0, args.interval))
-        i = k
+        # From the start of the header line on every connection: a valid head that never ends (a
+        # line started mid-way, at ": " or "\r\n", would be an invalid or a complete request).
+        i = 0
         while time.monotonic() + args.interval < deadline and not closed(r):
             try:
                 w.write(trickle[i % len(trickle):i % len(trickle) + 1])
@@ -114,7 +116,7 @@ async def hold_many(args, first_bytes, trickle=None):
             i += 1
             await asyncio.sleep(args.interval)
 
-    tasks = [asyncio.ensure_future(one(k)) for k in range(args.conns)]
+    tasks = [asyncio.ensure_future(one()) for _ in range(args.conns)]
     ready_at = None
     while time.monotonic() < deadline and not STOP.is_set():
         if ready_at is None and attempted[0] == args.conns:
