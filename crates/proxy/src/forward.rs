@@ -181,11 +181,6 @@ impl TriesInFlight {
         }
         Some(TryPermit { tries: self, endpoint })
     }
-
-    /// Tries in flight to `endpoint` now.
-    pub fn in_flight(&self, endpoint: &str) -> u32 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(endpoint).copied().unwrap_or(0)
-    }
 }
 
 /// One try counted in [`TriesInFlight`] until dropped.

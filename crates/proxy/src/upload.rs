@@ -131,17 +131,7 @@ impl hyper::body::Body for ClientBody {
 /// A body error that says the client broke its own framing (hyper reports a bad chunk line or
 /// chunk end as invalid input or data) rather than leaving mid-body.
 fn is_malformed(e: &hyper::Error) -> bool {
-    if e.is_parse() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData);
-        }
-        source = s.source();
-    }
-    false
+    e.is_parse() || crate::forward::io_source(e).is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData))
 }
 
 /// Runs one try whose request body still streams in from the client. Its timeout (`per_try`)
