@@ -214,15 +214,20 @@ check_balancing() { # PROXY
     esac
 }
 
-# --- throughput: HTTP/1.1 (wrk) and HTTP/2 (h2load) ----------------------------------
-run_throughput() {
-    local rep workers proxy conns f t0 t1
+# The two nginx backends b1 and b2 (one nginx), answering; its PID is left in LAST_PID.
+start_backends() {
     render "$BENCH/conf/backends.nginx.conf" "$RUN/backends.nginx.conf" \
         BACKEND_WORKERS="$BACKEND_WORKERS" B1_PORT=$B1_PORT B2_PORT=$B2_PORT B1_H2_PORT=$B1_H2_PORT
     start_nginx backends "$RUN/backends.nginx.conf"
-    local backends_pid=$LAST_PID
     wait_http "http://127.0.0.1:$B1_PORT/" '^b1$'
     wait_http "http://127.0.0.1:$B2_PORT/" '^b2$'
+}
+
+# --- throughput: HTTP/1.1 (wrk) and HTTP/2 (h2load) ----------------------------------
+run_throughput() {
+    local rep workers proxy conns f t0 t1
+    start_backends
+    local backends_pid=$LAST_PID
     for rep in $(seq "$TPUT_REPS"); do
         for workers in $WORKERS_LIST; do
             next_order direct $PROXIES
@@ -545,12 +550,8 @@ EOF
 
 run_abuse() {
     local rep proxy dir phase
-    render "$BENCH/conf/backends.nginx.conf" "$RUN/backends.nginx.conf" \
-        BACKEND_WORKERS="$BACKEND_WORKERS" B1_PORT=$B1_PORT B2_PORT=$B2_PORT B1_H2_PORT=$B1_H2_PORT
-    start_nginx backends "$RUN/backends.nginx.conf"
+    start_backends
     local backends_pid=$LAST_PID
-    wait_http "http://127.0.0.1:$B1_PORT/" '^b1$'
-    wait_http "http://127.0.0.1:$B2_PORT/" '^b2$'
     for rep in $(seq "$REPS"); do
         next_order $AB_PROXIES
         for proxy in $ORDER; do
