@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod walk;
 
 // A proxy allocates and frees small buffers per request; mimalloc's thread-local free lists
 // cost less than glibc malloc there.
@@ -128,8 +129,14 @@ enum Command {
         output: Output,
     },
     /// A two-cluster world on loopback: watch traffic fail over and back with zero errors.
+    /// Watch failover live on loopback. Without SEED: one service in two clusters failing over
+    /// and back. With SEED (000-004, or gloo, smh, sro, istio, envoy-gateway): that seed
+    /// document's own walkthrough, step by step, with what the seed says beside what veer measured.
     Demo {
-        /// Seconds for each phase (steady, outage, recovery).
+        /// A seed document to replay: 000 (gloo), 001 (smh), 002 (sro), 003 (istio), 004 (envoy-gateway).
+        #[arg(value_parser = parse_seed)]
+        seed: Option<walk::Seed>,
+        /// Seconds for each phase (steady, outage, recovery) of the default demo.
         #[arg(long, default_value_t = 8)]
         phase_seconds: u64,
         /// Requests per second.
@@ -157,6 +164,10 @@ enum Command {
 enum Output {
     Table,
     Json,
+}
+
+fn parse_seed(s: &str) -> Result<walk::Seed, String> {
+    s.parse()
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -286,7 +297,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // Thread per core: this thread's runtime is the first worker; the node starts the others.
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?.block_on(run_node(cfg))
         }
-        Command::Demo { phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
+        Command::Demo { seed: Some(seed), rate, plain, .. } => runtime()?.block_on(walk::run(seed, walk::WalkOptions { plain, rate: rate.min(1000) })),
+        Command::Demo { seed: None, phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
         Command::Dns { command } => dns_cmd::run(command),
         Command::Pki { command } => pki_cmd::run(command),
         Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),

@@ -1,0 +1,134 @@
+//! What a walk runs on loopback: backends that name themselves, veer nodes reading manifest
+//! folders, and those folders; all torn down when the walk ends, however it ends.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use veer_proxy::events::EventKind;
+use veer_proxy::node::{Node, NodeConfig};
+use veer_testkit::Backend;
+
+use super::Seed;
+
+/// How long a node may take to apply a manifest change before the walk gives up.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Lab {
+    /// A private folder under the system's temporary directory.
+    dir: PathBuf,
+    backends: BTreeMap<String, Arc<Backend>>,
+    nodes: Vec<(String, Node)>,
+}
+
+impl Lab {
+    pub fn new(seed: Seed) -> Result<Lab, String> {
+        let dir = std::env::temp_dir().join(format!("veer-demo-{}-{}", seed.number(), std::process::id()));
+        // A folder left by an earlier run that had the same pid holds nothing of value.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Lab { dir, backends: BTreeMap::new(), nodes: Vec::new() })
+    }
+
+    /// The lab's folder `name` (created), e.g. one node's manifests.
+    pub fn folder(&self, name: &str) -> Result<PathBuf, String> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Starts a backend named `name` on `ip` (any free port; 127.0.0.1 where `ip` cannot be
+    /// bound, as on systems that configure only that loopback address).
+    pub async fn backend(&mut self, name: &str, ip: Ipv4Addr) -> Result<Arc<Backend>, String> {
+        let backend = match Backend::start(name, SocketAddr::from((ip, 0))).await {
+            Ok(b) => b,
+            Err(_) => Backend::start(name, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(|e| format!("cannot start backend {name}: {e}"))?,
+        };
+        let backend = Arc::new(backend);
+        self.backends.insert(name.to_string(), Arc::clone(&backend));
+        Ok(backend)
+    }
+
+    /// Starts a backend on an exact address (a seed that names its ports).
+    pub async fn backend_at(&mut self, name: &str, addr: SocketAddr) -> Result<Arc<Backend>, String> {
+        let backend = Arc::new(Backend::start(name, addr).await.map_err(|e| format!("cannot start backend {name} on {addr}: {e}"))?);
+        self.backends.insert(name.to_string(), Arc::clone(&backend));
+        Ok(backend)
+    }
+
+    pub fn backend_named(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.get(name)
+    }
+
+    /// Stops and forgets a backend (its process gone, as when a pod is deleted).
+    pub async fn remove_backend(&mut self, name: &str) {
+        if let Some(backend) = self.backends.remove(name) {
+            if let Ok(backend) = Arc::try_unwrap(backend) {
+                backend.stop().await;
+            }
+        }
+    }
+
+    /// Starts a node named `name` (for [`Lab::node`]) with `cfg`.
+    pub async fn start_node(&mut self, name: &str, cfg: NodeConfig) -> Result<&Node, String> {
+        let node = Node::start(cfg).await.map_err(|e| format!("cannot start the {name} node: {e}"))?;
+        self.nodes.push((name.to_string(), node));
+        Ok(&self.nodes[self.nodes.len() - 1].1)
+    }
+
+    pub fn node(&self, name: &str) -> Result<&Node, String> {
+        self.nodes.iter().find(|(n, _)| n == name).map(|(_, node)| node).ok_or_else(|| format!("no node named {name}"))
+    }
+
+    /// Writes `contents` to `folder/file` the way a careful tool does (a temporary file renamed
+    /// into place), so a watching node never reads half of it.
+    pub fn write(&self, folder: &Path, file: &str, contents: &str) -> Result<(), String> {
+        let path = folder.join(file);
+        let tmp = folder.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot move {} into place: {e}", path.display()))
+    }
+
+    /// Removes `folder/file`.
+    pub fn remove(&self, folder: &Path, file: &str) -> Result<(), String> {
+        let path = folder.join(file);
+        std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))
+    }
+
+    /// Runs `change` (file edits in the folders node `name` reads) and waits until that node has
+    /// applied them: its next accepted reload. A rejected reload is an error naming why.
+    pub async fn apply(&self, name: &str, change: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        let node = self.node(name)?;
+        let seen = node.events.last_seq();
+        change()?;
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        loop {
+            for event in node.events.since(seen) {
+                match event.kind {
+                    EventKind::ConfigReloaded => return Ok(()),
+                    EventKind::ConfigRejected => return Err(format!("the {name} node refused the change: {}", event.reason)),
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("the {name} node did not apply the change within {APPLY_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            node.stop().await;
+        }
+        for (_, backend) in std::mem::take(&mut self.backends) {
+            // Still shared only if a task holding it was cancelled; dropping it tears it down too.
+            if let Ok(backend) = Arc::try_unwrap(backend) {
+                backend.stop().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
