@@ -98,6 +98,7 @@ impl Node {
     /// their locations, one per line; with a state directory holding a set that passes, the
     /// node serves that instead (see [`start_from`]).
     pub async fn start(cfg: NodeConfig) -> Result<Node, String> {
+        wait_for_writers(&cfg.files).await;
         let (set, baseline, from_state) = start_from(&cfg)?;
         let cluster = set.cluster(&cfg.cluster).cloned();
         let listen = cfg
@@ -289,6 +290,25 @@ impl Node {
 /// The set a node starts with: the files' when they pass; otherwise, with a state directory,
 /// the set saved there when it passes the same checks (with why, for the event); otherwise the
 /// files' errors. Each accepted start is saved to the state directory.
+/// Holds the first read back while a process has a manifest file open for writing, however
+/// long it pauses: half a file must never be served, at start as on reload (where inotify
+/// tells the watcher what this asks `/proc`).
+async fn wait_for_writers(files: &[PathBuf]) {
+    let mut said = None;
+    loop {
+        let writers = manifests::writers::open_for_writing(files);
+        if writers.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if said.is_none_or(|at: std::time::Instant| now.duration_since(at) >= manifests::ready::WRITER_WARN_AFTER) {
+            tracing::warn!(target: "veer::node", "waiting to read the manifests until their writers close them: {}", manifests::writers::describe(&writers));
+            said = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), String> {
     // Taken before reading: a file changed after is seen as changed by the watcher.
     let stamps = veer_model::files::fingerprint(&cfg.files).ok();

@@ -1,6 +1,7 @@
 //! The manifest watcher in a running node: files that cannot be manifests are refused by name
 //! without stalling later reloads, its pulse shows in `/ready` and the metrics, and with
-//! `--state-dir` a node whose files do not pass at start serves the set it last accepted.
+//! `--state-dir` a node whose files do not pass at start serves the set it last accepted; a
+//! node does not start from a file still open for writing.
 
 use super::*;
 
@@ -118,4 +119,37 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
     node.stop().await;
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_start_from_a_manifest_still_open_for_writing() {
+    use std::io::Write;
+    let w = World::new();
+    let carts = w.backends("cart", 1, 1).await;
+    let tills = w.backends("till", 2, 1).await;
+    // The first half is a set that passes on its own, so only the gate can tell it is not all.
+    let first_half = cart_world(&carts);
+    let second_half = format!("---\n{}", service("one", "shop", "till", &[], &tills));
+    let path = w.dir.join("world.yaml");
+    let mut writer = std::fs::File::create(&path).expect("create");
+    writer.write_all(first_half.as_bytes()).expect("write the first half");
+    writer.flush().expect("flush");
+
+    let mut starting = tokio::spawn({
+        let dir = w.dir.clone();
+        async move {
+            let mut cfg = NodeConfig::new(vec![dir], "one");
+            cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            Node::start(cfg).await
+        }
+    });
+    // However long the writer pauses, the node waits; a bound is the only way to see a wait.
+    assert!(tokio::time::timeout(Duration::from_millis(1500), &mut starting).await.is_err(), "the node started while its manifest was open for writing");
+    writer.write_all(second_half.as_bytes()).expect("write the rest");
+    drop(writer);
+    let node = starting.await.expect("start task").expect("node starts");
+    assert_eq!(send(&node, http::Method::GET, "till.shop.svc.cluster.local", "").await, (200, "till-1\n".to_string()), "the node started from the whole file");
+    assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "cart-1\n".to_string()));
+    node.stop().await;
 }
