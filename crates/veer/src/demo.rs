@@ -34,8 +34,9 @@ const TAIL: Duration = Duration::from_secs(1);
 /// The live bars look at answers completed within this much of now.
 const RECENT: Duration = Duration::from_secs(1);
 const BAR_WIDTH: usize = 40;
-/// Live lines are cut to this many characters: a wrapped line would break the redraw.
-const MAX_LINE: usize = 79;
+/// Live lines are cut to the terminal's width (this, when it does not say): a wrapped line
+/// would break the redraw.
+const DEFAULT_WIDTH: usize = 80;
 
 /// One echo backend and the cluster it belongs to.
 struct Echo {
@@ -397,8 +398,10 @@ impl View {
             // Back to the first line of the block, to draw over it.
             let _ = write!(out, "\x1b[{}F", self.drawn);
         }
+        // Asked at every redraw: the terminal may have been resized.
+        let width = crate::walk::terminal_width().unwrap_or(DEFAULT_WIDTH).saturating_sub(1);
         for line in &lines {
-            let cut: String = line.chars().take(MAX_LINE).collect();
+            let cut: String = line.chars().take(width).collect();
             let _ = writeln!(out, "\x1b[2K{cut}");
         }
         let _ = out.flush();

@@ -332,6 +332,26 @@ fn demo_fails_over_and_back_without_errors() {
     assert!(!out.contains('\x1b'), "plain output must not carry escape sequences: {out}");
 }
 
+/// The widest line the live demo drew on a terminal `cols` wide (run under `script`, which
+/// gives it a pseudo-terminal).
+fn widest_live_line(cols: u16) -> usize {
+    let bin = env!("CARGO_BIN_EXE_veer");
+    let cmd = format!("stty cols {cols} rows 40; exec {bin} demo --phase-seconds 1 --rate 50");
+    let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).current_dir(root()).output().expect("script (bsdutils) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\x1b[2K"), "no live redraw on a terminal: {text}");
+    // Each live line is drawn as ESC[2K, the line, then a line end.
+    text.split("\x1b[2K").skip(1).map(|drawn| drawn.split(['\r', '\n']).next().unwrap_or("").chars().count()).max().unwrap_or(0)
+}
+
+#[test]
+fn the_live_demo_uses_the_terminals_width() {
+    let wide = widest_live_line(120);
+    assert!(wide > 79 && wide < 120, "on 120 columns the widest live line is {wide} characters");
+    let narrow = widest_live_line(50);
+    assert!(narrow < 50, "on 50 columns the widest live line is {narrow} characters");
+}
+
 // === veer run, as a process ===
 
 /// Reads the node's stderr until it logs its addresses.

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 pub use lab::Lab;
-pub use report::Walk;
+pub use report::{terminal_width, Walk};
 pub use traffic::{Split, Traffic};
 
 /// The seed documents `veer demo` can replay.
