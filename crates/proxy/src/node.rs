@@ -114,6 +114,9 @@ impl Node {
         let workers = cfg.workers.max(1);
         // Which sockets serve which Gateway listener ports; the set passed the same check.
         let plan = set.listeners(&cfg.cluster)?;
+        if plan.extra.len() >= crate::snapshot::MAX_SOCKETS {
+            return Err(format!("spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway", plan.extra.len(), crate::snapshot::MAX_SOCKETS - 1));
+        }
         let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
         let listen = listener.local_addr().map_err(|e| e.to_string())?;
@@ -273,7 +276,8 @@ impl Node {
                 tracing::error!(target: "veer::admin", "admin listener failed: {e}");
             }
         }));
-        let others: String = bound.iter().skip(1).map(|a| format!(", {a}")).collect();
+        let others: Vec<String> = bound.iter().skip(1).map(ToString::to_string).collect();
+        let others = if others.is_empty() { String::new() } else { format!(", Gateway listener ports on {}", others.join(", ")) };
         events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}{others}, admin on {admin_addr}"));
         if let Some(why) = from_state {
             events.record(EventKind::StartedFromState, None, None, Some(&cfg.cluster), None, None, why);
