@@ -133,14 +133,22 @@ fn read_gateway_ports(g: &Obj<'_>) -> Vec<GatewayPort> {
             g.ctx().error(key_pos, &path, format!("port {port} is mapped twice"));
             continue;
         }
-        if let Some(first) = out.iter().find(|p| p.address == address) {
+        if let Some(first) = out.iter().find(|p| p.address == address || overlaps(p.address, address)) {
             // One socket for two ports would serve each port's routes to the other's clients.
-            g.ctx().error(value_pos, &path, format!("ports {} and {port} are both mapped to {address}; a socket serves one port's routes, so each needs its own address", first.port));
+            let how = if first.address == address { format!("are both mapped to {address}") } else { format!("are mapped to {} and {address}, which take each other's connections", first.address) };
+            g.ctx().error(value_pos, &path, format!("ports {} and {port} {how}; a socket serves one port's routes, so each needs its own address", first.port));
             continue;
         }
         out.push(GatewayPort { port, address, pos: key_pos });
     }
     out
+}
+
+/// Whether sockets bound to `a` and `b` would take each other's connections: one address and
+/// port, or one port with a wildcard IP (`0.0.0.0`, `::`) on either side. Port 0 is a fresh
+/// port each time, so it overlaps nothing.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn socket(o: &Obj<'_>, key: &'static str) -> Option<SocketAddr> {

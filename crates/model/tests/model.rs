@@ -727,6 +727,15 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     let l = loaded.set.listeners("edge").expect("listeners");
     assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
+    // Sockets that would take each other's connections count as one address.
+    use veer_model::topology::overlaps;
+    let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
+    assert!(overlaps(a("127.0.0.1:9443"), a("0.0.0.0:9443")) && overlaps(a("[::]:9443"), a("127.0.0.1:9443")));
+    assert!(!overlaps(a("127.0.0.1:9443"), a("127.0.0.2:9443")) && !overlaps(a("127.0.0.1:9443"), a("127.0.0.1:9444")));
+    assert!(!overlaps(a("127.0.0.1:0"), a("0.0.0.0:0")), "port 0 is a fresh port each time");
+    let wild = PORTS.replace("\"8443\": 127.0.0.1:9443", "\"8443\": 0.0.0.0:9000");
+    let errs = errors(&load_one("p.yaml", &wild));
+    assert!(errs.iter().any(|e| e.starts_with("p.yaml:10:15: error: ") && e.contains("ports 8443 and 9000 are mapped to 0.0.0.0:9000 and 127.0.0.1:9000")), "{errs:?}");
 }
 
 #[test]

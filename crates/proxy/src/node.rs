@@ -124,8 +124,8 @@ impl Node {
         for addr in &plan.extra {
             // With SO_REUSEPORT a second socket on the gateway's address would take half its
             // connections and route them by another port's routes.
-            if *addr == listen || cfg.listen == Some(*addr) {
-                return Err(format!("{addr} is both the gateway (--listen) and a socket of spec.gateway.ports; map the port to the gateway's address or give it another"));
+            if veer_model::topology::overlaps(*addr, listen) {
+                return Err(format!("{addr} of spec.gateway.ports overlaps the gateway {listen} (--listen or spec.gateway.address); map the port to the gateway's own address or give it another"));
             }
             first_listeners.push(bind_shared(*addr, workers > 1).map_err(|e| format!("cannot listen on {addr} (spec.gateway.ports): {e}"))?);
         }

@@ -138,3 +138,21 @@ async fn each_gateway_listener_port_serves_only_its_routes_on_its_own_socket() {
     assert_no_host(internal, "b.example.com").await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_mapped_onto_the_gateways_socket_is_refused_at_start() {
+    let w = World::new();
+    let a = w.backends("a", 1, 1).await;
+    let b = w.backends("b", 2, 1).await;
+    let gateway = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, w.net, 9, 9)), 18080);
+    // 0.0.0.0:18080 would share the gateway's connections (SO_REUSEPORT), each routed by the
+    // other socket's routes.
+    let public = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, w.net, 9, 1)), 0);
+    w.write("edge.yaml", &edge(&a, &b, public, "0.0.0.0:18080".parse().expect("address"), "internal"));
+    let mut cfg = veer_proxy::node::NodeConfig::new(vec![w.dir.clone()], "edge");
+    cfg.listen = Some(gateway);
+    cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.workers = 2;
+    let err = veer_proxy::node::Node::start(cfg).await.err().expect("refused");
+    assert!(err.contains("0.0.0.0:18080 of spec.gateway.ports overlaps the gateway"), "{err}");
+}
