@@ -703,6 +703,24 @@ metadata: {name: both}
 spec:
   parentRefs: [{name: public}, {name: internal}]
   hostnames: [both.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: c}
+spec:
+  parentRefs: [{name: internal}]
+  hostnames: [c.example.com]
+  rules: [{backendRefs: [{name: c, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c}
+spec: {selector: {app: c}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: c1}
+spec: {address: 127.0.0.1, ports: {http: 7001}, labels: {app: c}}
 ";
 
 #[test]
@@ -727,6 +745,9 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     let l = loaded.set.listeners("edge").expect("listeners");
     assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
+    // `veer explain` says which socket serves a route.
+    let c = veer_model::resolve::resolve(&loaded.set, "c.example.com", None, "edge", "").expect("resolves");
+    assert!(c.notes.iter().any(|n| n == "served on Gateway listener port 8443 on 127.0.0.1:9443; a client of another socket of the node gets 404"), "{:?}", c.notes);
     // Sockets that would take each other's connections count as one address.
     use veer_model::topology::overlaps;
     let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
