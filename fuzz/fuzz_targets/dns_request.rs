@@ -33,6 +33,7 @@ fn handler() -> &'static Handler {
         let input = ZoneInput {
             hosts: vec!["reviews.bookinfo.global".into(), "*.wild.example".into()],
             gateway: IpAddr::from([127, 0, 0, 1]),
+            elsewhere: Default::default(),
             ttl: 60,
             regional: vec![RegionalZone {
                 zone: zone.clone(),

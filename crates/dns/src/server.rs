@@ -27,7 +27,7 @@ use veer_model::set::ManifestSet;
 
 use crate::ownership::{self, Publication, Registry, Transition, ZoneStore};
 use crate::plan::{self, Endpoint, PlanOptions};
-use crate::zone::{destination_hosts, Outcome, RegionalZone, ZoneInput, Zones};
+use crate::zone::{destination_hosts, socket_ips, Outcome, RegionalZone, ZoneInput, Zones};
 
 /// How a node's DNS server runs.
 #[derive(Clone, Debug)]
@@ -499,7 +499,7 @@ impl Reconciler {
         }
         self.serial = self.serial.wrapping_add(1);
         let regional = self.store.iter().map(|(z, p)| RegionalZone { zone: z.clone(), writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() }).collect();
-        let input = ZoneInput { hosts: destination_hosts(set, &self.cfg.cluster), gateway: self.cfg.gateway, ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
+        let input = ZoneInput { hosts: destination_hosts(set, &self.cfg.cluster), gateway: self.cfg.gateway, elsewhere: socket_ips(set, &self.cfg.cluster), ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
         let zones = Zones::build(&input);
         for s in &zones.skipped {
             tracing::warn!(target: "veer::dns", "not served: {s}");

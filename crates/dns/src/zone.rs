@@ -30,6 +30,9 @@ pub struct ZoneInput {
     pub hosts: Vec<String>,
     /// The local gateway address the hosts resolve to.
     pub gateway: IpAddr,
+    /// Hosts that resolve elsewhere: HTTPRoute hosts served on a `spec.gateway.ports` socket
+    /// with an IP of its own (the gateway answers 404 for them).
+    pub elsewhere: BTreeMap<String, IpAddr>,
     pub ttl: u32,
     pub regional: Vec<RegionalZone>,
     /// ExternalDNS `--txt-prefix`.
@@ -49,6 +52,29 @@ pub fn destination_hosts(set: &ManifestSet, cluster: &str) -> Vec<String> {
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// The HTTPRoute hosts of `cluster` served on a socket of `spec.gateway.ports` whose IP is
+/// not the gateway's, with that IP: the first such socket of the host, in port order (a
+/// wildcard IP says nothing about where clients reach it: those keep the gateway's).
+pub fn socket_ips(set: &ManifestSet, cluster: &str) -> BTreeMap<String, IpAddr> {
+    let Ok(listeners) = set.listeners(cluster) else { return BTreeMap::new() };
+    let mut out = BTreeMap::new();
+    for r in &set.routes {
+        for host in r.hosts_in(cluster) {
+            let mut ports: Vec<u16> = r.ports_of(cluster, host).collect();
+            ports.sort_unstable();
+            // Served on the gateway too: the gateway's IP reaches it.
+            if ports.iter().any(|p| listeners.ports.get(p) == Some(&0)) {
+                continue;
+            }
+            let ip = ports.iter().filter_map(|p| listeners.ports.get(p)).filter_map(|&i| listeners.extra.get(i.checked_sub(1)?)).map(|a| a.ip()).find(|ip| !ip.is_unspecified());
+            if let Some(ip) = ip {
+                out.entry(host.to_ascii_lowercase()).or_insert(ip);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +140,7 @@ impl Zones {
             }
             match name(&host) {
                 Ok(n) => {
-                    z.add(address_record(n, input.ttl, input.gateway));
+                    z.add(address_record(n, input.ttl, input.elsewhere.get(&host).copied().unwrap_or(input.gateway)));
                     origins.insert(host, ());
                 }
                 Err(e) => z.skipped.push(e),

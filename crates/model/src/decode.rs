@@ -286,6 +286,25 @@ impl<'a> Obj<'a> {
         out
     }
 
+    /// A map of string to string, each entry with the positions of its key and its value, for
+    /// maps whose keys mean something (`spec.gateway.ports`: a port per key).
+    pub fn located_string_map(&self, key: &'static str) -> Vec<(String, Pos, String, Pos)> {
+        let mut out = Vec::new();
+        let Some(n) = self.raw(key) else { return out };
+        let Value::Map(entries) = &n.value else {
+            self.ctx.error(n.pos, &self.field_path(key), format!("expected a mapping, found a {}", n.kind_name()));
+            return out;
+        };
+        for (k, v) in entries {
+            let key_text = k.scalar().unwrap_or("").to_string();
+            match v.scalar() {
+                Some(text) if !v.is_null() => out.push((key_text, k.pos, text.to_string(), v.pos)),
+                _ => self.ctx.error(v.pos, &format!("{}[{key_text:?}]", self.field_path(key)), format!("expected a string, found {}", describe(v))),
+            }
+        }
+        out
+    }
+
     /// A map of string to integer (Istio `distribute.to`, WorkloadEntry `ports`).
     pub fn int_map(&self, key: &'static str, min: i64, max: i64) -> Vec<(String, i64, Pos)> {
         let mut out = Vec::new();

@@ -80,17 +80,27 @@ pub struct HttpRoute {
     pub served: Vec<Served>,
 }
 
-/// A host an HTTPRoute is served on, by the node of `cluster` (its Gateway's cluster).
+/// A host an HTTPRoute is served on, by the node of `cluster` (its Gateway's cluster), on the
+/// socket of Gateway listener port `port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
     pub cluster: String,
     pub host: String,
+    /// The accepting listener's port: the node serves the host on that port's socket only.
+    pub port: u16,
 }
 
 impl HttpRoute {
-    /// The hosts the node of `cluster` serves this route on.
+    /// The hosts the node of `cluster` serves this route on, each once (a host accepted on two
+    /// ports has two `served` entries).
     pub fn hosts_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.served.iter().filter(move |s| s.cluster == cluster).map(|s| s.host.as_str())
+        let served = &self.served;
+        served.iter().enumerate().filter(move |(i, s)| s.cluster == cluster && !served[..*i].iter().any(|e| e.cluster == cluster && e.host == s.host)).map(|(_, s)| s.host.as_str())
+    }
+
+    /// The Gateway listener ports on which the node of `cluster` serves this route on `host`.
+    pub fn ports_of<'a>(&'a self, cluster: &'a str, host: &'a str) -> impl Iterator<Item = u16> + 'a {
+        self.served.iter().filter(move |s| s.cluster == cluster && s.host == host).map(|s| s.port)
     }
 }
 

@@ -322,7 +322,24 @@ fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, client_cluste
             .map(|c| (c.route, c.rule))
             .ok_or_else(|| ResolveError(format!("no HTTPRoute rule for {host} matches GET {path}")))?
     };
-    resolve_route_rule(set, route, rule, host, port).map(Some)
+    let mut dest = resolve_route_rule(set, route, rule, host, port)?;
+    dest.notes.push(served_on(set, client_cluster, route, host));
+    Ok(Some(dest))
+}
+
+/// Which client sockets of the node of `cluster` serve `route` on `host`: a client of any other
+/// socket gets 404 for the host.
+fn served_on(set: &ManifestSet, cluster: &str, route: &HttpRoute, host: &str) -> String {
+    let listeners = set.listeners(cluster).unwrap_or_default();
+    let on: Vec<String> = route
+        .ports_of(cluster, host)
+        .map(|p| match listeners.ports.get(&p) {
+            Some(0) => format!("port {p} on the node's gateway"),
+            Some(&i) => listeners.extra.get(i - 1).map_or_else(|| format!("port {p}"), |a| format!("port {p} on {a}")),
+            None => format!("port {p}, which has no socket (map it in spec.gateway.ports)"),
+        })
+        .collect();
+    format!("served on Gateway listener {}; a client of another socket of the node gets 404", on.join(" and "))
 }
 
 /// The destination of rule `rule` of `route`, called by `host`: what the proxy routes a

@@ -52,6 +52,16 @@ pub struct ManifestSet {
     lookup: LookupCell,
 }
 
+/// The client sockets of one node: its gateway (socket 0) and the other addresses of
+/// `spec.gateway.ports` (socket i + 1 is `extra[i]`), with the Gateway listener ports each serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// Sorted, so that the same addresses give the same socket numbers after a reload.
+    pub extra: Vec<std::net::SocketAddr>,
+    /// Gateway listener port → socket. A port not here is served on no socket.
+    pub ports: BTreeMap<u16, usize>,
+}
+
 /// A set's [`Lookup`], built on first use. A copy starts without one: copies are made to be
 /// changed (a peer's endpoints merged in), which would make it stale at once.
 #[derive(Debug, Default)]
@@ -147,6 +157,7 @@ impl ManifestSet {
         set.check_istio(diags);
         set.check_gateway(diags);
         set.attach_routes(diags);
+        set.check_listeners(diags);
         set.check_router(diags);
         set
     }
@@ -190,7 +201,7 @@ impl ManifestSet {
                                         }
                                         continue;
                                     }
-                                    let s = crate::gateway::Served { cluster: g.cluster.clone(), host };
+                                    let s = crate::gateway::Served { cluster: g.cluster.clone(), host, port: l.port };
                                     if !served.contains(&s) {
                                         served.push(s);
                                     }
@@ -212,6 +223,78 @@ impl ManifestSet {
             }
             r.served = served;
         }
+    }
+
+    /// Checks each cluster's `spec.gateway.ports` against its Gateways: several listener ports
+    /// with served routes must each be mapped (never merged onto one socket, where each would
+    /// serve the other's routes), and a mapped port no HTTP listener uses is flagged.
+    fn check_listeners(&self, diags: &mut Diagnostics) {
+        let mut names: Vec<&str> = self.clusters.iter().map(|c| c.meta.name.as_str()).collect();
+        names.extend(self.gateways.iter().map(|g| g.cluster.as_str()));
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let cluster = self.cluster(name);
+            if let Err(why) = self.listeners(name) {
+                match cluster {
+                    Some(c) => diags.push(about(&c.meta, c.meta.pos, Severity::Error, "spec.gateway.ports", why)),
+                    None => {
+                        // No Cluster to point at (the implicit one): the Gateways are the cause.
+                        if let Some(g) = self.gateways.iter().find(|g| g.cluster == name) {
+                            diags.push(about(&g.meta, g.meta.pos, Severity::Error, "spec.listeners", why));
+                        }
+                    }
+                }
+            }
+            let Some(c) = cluster else { continue };
+            for p in &c.gateway_ports {
+                let used = self.gateways.iter().filter(|g| g.cluster == name).flat_map(|g| &g.listeners).any(|l| l.port == p.port && l.protocol == "HTTP");
+                if !used {
+                    diags.push(about(&c.meta, p.pos, Severity::Warning, "spec.gateway.ports", format!("no HTTP listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing", p.port, p.address)));
+                }
+            }
+        }
+    }
+
+    /// The sockets the node of `cluster` serves and which Gateway listener ports each serves:
+    /// every address of `spec.gateway.ports`, and the node's gateway. A port with served routes
+    /// and no mapping is served on the gateway only when it is the cluster's one such port;
+    /// otherwise the answer is why not.
+    pub fn listeners(&self, cluster: &str) -> Result<Listeners, String> {
+        let c = self.cluster(cluster);
+        let mapped: &[crate::topology::GatewayPort] = c.map_or(&[], |c| &c.gateway_ports);
+        let gateway = c.and_then(|c| c.gateway);
+        let mut out = Listeners::default();
+        for p in mapped {
+            // The gateway's own address is the gateway's socket (and follows `--listen`).
+            if Some(p.address) != gateway && !out.extra.contains(&p.address) {
+                out.extra.push(p.address);
+            }
+        }
+        out.extra.sort_unstable();
+        for p in mapped {
+            let socket = out.extra.iter().position(|a| *a == p.address).map_or(0, |i| i + 1);
+            out.ports.insert(p.port, socket);
+        }
+        let served: BTreeSet<u16> = self.routes.iter().flat_map(|r| &r.served).filter(|s| s.cluster == cluster).map(|s| s.port).collect();
+        let unmapped: Vec<u16> = served.iter().copied().filter(|p| !out.ports.contains_key(p)).collect();
+        match (served.len(), unmapped.as_slice()) {
+            (_, []) => {}
+            (1, [only]) => {
+                out.ports.insert(*only, 0);
+            }
+            (_, unmapped) => {
+                let all: Vec<String> = served.iter().map(u16::to_string).collect();
+                let (last, rest) = all.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+                let missing: Vec<String> = unmapped.iter().map(u16::to_string).collect();
+                return Err(format!(
+                    "cluster {cluster}'s Gateways listen on ports {} and {last}; a node serves each port on its own socket: map each in spec.gateway.ports (unmapped: {})",
+                    rest.join(", "),
+                    missing.join(", ")
+                ));
+            }
+        }
+        Ok(out)
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

@@ -16,13 +16,26 @@ pub struct Cluster {
     pub network: String,
     pub locality: Locality,
     pub labels: BTreeMap<String, String>,
-    /// Where this cluster's veer gateway listens for its clients (ingress).
+    /// Where this cluster's veer gateway listens for its clients (ingress): the mesh's names,
+    /// and the Gateway listener ports `gateway_ports` does not map elsewhere.
     pub gateway: Option<SocketAddr>,
+    /// `spec.gateway.ports`: where the node serves each Gateway listener port, so that a
+    /// listener serves only the routes attached to it (see `ManifestSet::listeners`).
+    pub gateway_ports: Vec<GatewayPort>,
     /// Where this cluster's east-west listener (mTLS, for peer nodes) listens: the catalog
     /// stream and the hop to its local endpoints.
     pub east_west: Option<SocketAddr>,
     /// Where this cluster's admin listener listens.
     pub admin: Option<SocketAddr>,
+}
+
+/// One entry of `spec.gateway.ports`: the Gateway listeners on `port` are served on `address`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayPort {
+    pub port: u16,
+    pub address: SocketAddr,
+    /// The entry's key, for messages about it.
+    pub pos: Pos,
 }
 
 /// A `v1 Service`: the ports and the selector that picks its endpoints.
@@ -78,8 +91,10 @@ pub(crate) fn read_cluster(spec: &Obj<'_>, meta: Meta) -> Option<Cluster> {
         None => Locality::default(),
     };
     let labels = spec.string_map("labels");
+    let mut gateway_ports = Vec::new();
     let gateway = spec.obj("gateway").and_then(|g| {
         let a = socket(&g, "address");
+        gateway_ports = read_gateway_ports(&g);
         g.finish();
         a
     });
@@ -94,7 +109,46 @@ pub(crate) fn read_cluster(spec: &Obj<'_>, meta: Meta) -> Option<Cluster> {
         a
     });
     spec.skip("dns");
-    Some(Cluster { meta, network, locality, labels, gateway, east_west, admin })
+    Some(Cluster { meta, network, locality, labels, gateway, gateway_ports, east_west, admin })
+}
+
+/// `spec.gateway.ports`: Gateway listener port (the key) → local address. Checks that need the
+/// Gateways (ports no listener uses, ports left unmapped) are the set's, in `ManifestSet::build`.
+fn read_gateway_ports(g: &Obj<'_>) -> Vec<GatewayPort> {
+    let mut out: Vec<GatewayPort> = Vec::new();
+    for (key, key_pos, value, value_pos) in g.located_string_map("ports") {
+        let path = format!("{}[{key:?}]", g.field_path("ports"));
+        let port = match key.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                g.ctx().error(key_pos, &path, format!("{key:?} is not a port; keys are Gateway listener port numbers, 1..=65535"));
+                continue;
+            }
+        };
+        let Ok(address) = value.parse::<SocketAddr>() else {
+            g.ctx().error(value_pos, &path, format!("{value:?} is not an address; expected IP:PORT such as 127.0.0.1:9443"));
+            continue;
+        };
+        if out.iter().any(|p| p.port == port) {
+            g.ctx().error(key_pos, &path, format!("port {port} is mapped twice"));
+            continue;
+        }
+        if let Some(first) = out.iter().find(|p| p.address == address || overlaps(p.address, address)) {
+            // One socket for two ports would serve each port's routes to the other's clients.
+            let how = if first.address == address { format!("are both mapped to {address}") } else { format!("are mapped to {} and {address}, which take each other's connections", first.address) };
+            g.ctx().error(value_pos, &path, format!("ports {} and {port} {how}; a socket serves one port's routes, so each needs its own address", first.port));
+            continue;
+        }
+        out.push(GatewayPort { port, address, pos: key_pos });
+    }
+    out
+}
+
+/// Whether sockets bound to `a` and `b` would take each other's connections: one address and
+/// port, or one port with a wildcard IP (`0.0.0.0`, `::`) on either side. Port 0 is a fresh
+/// port each time, so it overlaps nothing.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn socket(o: &Obj<'_>, key: &'static str) -> Option<SocketAddr> {

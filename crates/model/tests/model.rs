@@ -580,6 +580,14 @@ fn a_creation_timestamp_veer_cannot_order_is_an_error() {
 // === HTTPRoute attachment: a listener serves only what attaches to it ===
 
 const ATTACH: &str = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: default}
+spec:
+  gateway:
+    address: 127.0.0.1:8080
+    ports: {\"80\": 127.0.0.1:8080, \"8081\": 127.0.0.1:9081}
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw}
@@ -652,6 +660,123 @@ fn http_routes_are_served_only_where_a_listener_accepts_them() {
     assert_eq!(served("nameless"), Vec::<String>::new());
     assert_eq!(served("orphan"), Vec::<String>::new());
     assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/orphan") && d.contains("names no Gateway")), "{diags:?}");
+}
+
+// === spec.gateway.ports: each Gateway listener port on its own socket ===
+
+const PORTS: &str = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: edge}
+spec:
+  gateway:
+    address: 127.0.0.1:8080
+    ports:
+      \"80\": 127.0.0.1:8080
+      \"8443\": 127.0.0.1:9443
+      \"9000\": 127.0.0.1:9000
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: internal}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 8443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a}
+spec:
+  parentRefs: [{name: public}]
+  hostnames: [a.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both}
+spec:
+  parentRefs: [{name: public}, {name: internal}]
+  hostnames: [both.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: c}
+spec:
+  parentRefs: [{name: internal}]
+  hostnames: [c.example.com]
+  rules: [{backendRefs: [{name: c, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c}
+spec: {selector: {app: c}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: c1}
+spec: {address: 127.0.0.1, ports: {http: 7001}, labels: {app: c}}
+";
+
+#[test]
+fn gateway_ports_give_each_listener_port_its_own_socket() {
+    let loaded = from_sources(&[("p.yaml".into(), PORTS.into())]);
+    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let edge = loaded.set.cluster("edge").expect("cluster");
+    let mapped: Vec<(u16, String)> = edge.gateway_ports.iter().map(|p| (p.port, p.address.to_string())).collect();
+    assert_eq!(mapped, vec![(80, "127.0.0.1:8080".into()), (8443, "127.0.0.1:9443".into()), (9000, "127.0.0.1:9000".into())]);
+    // A mapped port no listener uses is bound anyway (so that a Gateway added later needs no
+    // restart), and said to serve nothing, at its key.
+    assert!(diags.iter().any(|d| d.starts_with("p.yaml:10:7: warning: ") && d.contains("port 9000") && d.contains("serves nothing")), "{diags:?}");
+    // Each served host knows its listener's port; a route attached on two ports has both.
+    let ports = |name: &str, host: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.ports_of("edge", host).collect::<Vec<u16>>()).unwrap_or_default();
+    assert_eq!(ports("a", "a.example.com"), vec![80]);
+    assert_eq!(ports("both", "both.example.com"), vec![80, 8443]);
+    let both = loaded.set.routes.iter().find(|r| r.meta.name == "both").expect("route");
+    assert_eq!(both.hosts_in("edge").collect::<Vec<_>>(), vec!["both.example.com"], "a host is listed once however many ports serve it");
+    // Port 80's address is the gateway's: socket 0. The others get sockets of their own, in
+    // address order.
+    let l = loaded.set.listeners("edge").expect("listeners");
+    assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
+    assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
+    // `veer explain` says which socket serves a route.
+    let c = veer_model::resolve::resolve(&loaded.set, "c.example.com", None, "edge", "").expect("resolves");
+    assert!(c.notes.iter().any(|n| n == "served on Gateway listener port 8443 on 127.0.0.1:9443; a client of another socket of the node gets 404"), "{:?}", c.notes);
+    // Sockets that would take each other's connections count as one address.
+    use veer_model::topology::overlaps;
+    let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
+    assert!(overlaps(a("127.0.0.1:9443"), a("0.0.0.0:9443")) && overlaps(a("[::]:9443"), a("127.0.0.1:9443")));
+    assert!(!overlaps(a("127.0.0.1:9443"), a("127.0.0.2:9443")) && !overlaps(a("127.0.0.1:9443"), a("127.0.0.1:9444")));
+    assert!(!overlaps(a("127.0.0.1:0"), a("0.0.0.0:0")), "port 0 is a fresh port each time");
+    let wild = PORTS.replace("\"8443\": 127.0.0.1:9443", "\"8443\": 0.0.0.0:9000");
+    let errs = errors(&load_one("p.yaml", &wild));
+    assert!(errs.iter().any(|e| e.starts_with("p.yaml:10:15: error: ") && e.contains("ports 8443 and 9000 are mapped to 0.0.0.0:9000 and 127.0.0.1:9000")), "{errs:?}");
+}
+
+#[test]
+fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
+    // Without `ports`, a cluster whose Gateways serve routes on one port serves it on the
+    // gateway, as before `ports` existed.
+    let one = PORTS.replace("    ports:\n      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "").replace("port: 8443", "port: 80");
+    let loaded = from_sources(&[("p.yaml".into(), one)]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let l = loaded.set.listeners("edge").expect("listeners");
+    assert!(l.extra.is_empty());
+    assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0)]);
+    // Two ports and no mapping: an error on the Cluster, never the two merged on the gateway.
+    let two = PORTS.replace("      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "      \"9000\": 127.0.0.1:9000\n");
+    let errs = errors(&load_one("p.yaml", &two));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("p.yaml:1:1: error: Cluster/default/edge: spec.gateway.ports: cluster edge's Gateways listen on ports 80 and 8443; a node serves each port on its own socket: map each in spec.gateway.ports"),
+        "{errs:?}"
+    );
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub struct ControlConfig {
     pub reload_every: Duration,
     /// Where every accepted set is saved, for a restart whose files do not validate.
     pub state_dir: Option<PathBuf>,
+    /// The addresses of `spec.gateway.ports` the node bound at start (as configured): a set
+    /// that needs others is refused, since its routes would be served on sockets that do not
+    /// exist (or no longer should).
+    pub listener_addrs: Vec<std::net::SocketAddr>,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,
 }
@@ -398,6 +402,10 @@ impl Control {
 
     /// Puts a set the watcher accepted in force, or says why the files were not taken.
     fn reload(&mut self, found: Reload) {
+        let found = match found {
+            Reload::Accepted(set) => self.same_listeners(*set),
+            rejected => rejected,
+        };
         let set = match found {
             Reload::Accepted(set) => *set,
             Reload::Rejected(why) => {
@@ -418,6 +426,21 @@ impl Control {
         self.rebuild();
         self.metrics.config_reload(true);
         self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
+    }
+
+    /// `set`, refused when it needs other client sockets than the node bound. Refused rather
+    /// than bound and closed on the fly: a socket that moves takes its clients' connections
+    /// with it, which is a restart's business, and until then the last good set keeps every
+    /// route on the socket it was served on.
+    fn same_listeners(&self, set: ManifestSet) -> Reload {
+        match set.listeners(&self.cfg.cluster) {
+            Ok(l) if l.extra == self.cfg.listener_addrs => Reload::Accepted(Box::new(set)),
+            Ok(l) => {
+                let list = |a: &[std::net::SocketAddr]| if a.is_empty() { "none".to_string() } else { a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
+                Reload::Rejected(format!("listener addresses changed (spec.gateway.ports: bound {}, now {}); restart the node", list(&self.cfg.listener_addrs), list(&l.extra)))
+            }
+            Err(why) => Reload::Rejected(why),
+        }
     }
 
     /// Builds and publishes a new snapshot from the current manifests and health.

@@ -326,8 +326,8 @@ impl Failure {
     }
 }
 
-/// Handles one downstream request.
-pub async fn handle(shared: &Shared, upstreams: &Upstreams, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// Handles one downstream request that arrived on client socket `socket` (see [`crate::snapshot::GATEWAY`]).
+pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let start = Instant::now();
     if crate::request::remove_internal(req.headers_mut()) {
         shared.metrics.internal_headers_removed();
@@ -366,7 +366,7 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, mut req: Request<Inc
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
     let dest = {
         let snap = shared.snapshot.load();
-        match snap.route(host, &req) {
+        match snap.route(socket, host, &req) {
             Ok(d) => d.clone(),
             Err(Miss::NoHost) => {
                 let host = host.to_string();

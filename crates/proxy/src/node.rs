@@ -33,7 +33,9 @@ pub struct NodeConfig {
     pub files: Vec<PathBuf>,
     pub cluster: String,
     pub labels: Labels,
-    /// Gateway listener; default: the Cluster's `spec.gateway.address`.
+    /// Gateway listener; default: the Cluster's `spec.gateway.address`. The addresses of
+    /// `spec.gateway.ports` are bound as they are written (a port mapped to the gateway's own
+    /// address is served on this one).
     pub listen: Option<SocketAddr>,
     /// Admin listener; default: the Cluster's `spec.admin.address`, else an ephemeral loopback port.
     pub admin: Option<SocketAddr>,
@@ -77,7 +79,11 @@ impl NodeConfig {
 
 /// A running node.
 pub struct Node {
+    /// The gateway: the mesh's names, and the Gateway listener ports not mapped elsewhere.
     pub listen: SocketAddr,
+    /// Every client socket, as bound, by socket number: `listen` first, then the other
+    /// addresses of `spec.gateway.ports` (see `veer_model::set::Listeners`).
+    pub listeners: Vec<SocketAddr>,
     pub admin: SocketAddr,
     /// The DNS server's address, when one runs.
     pub dns: Option<SocketAddr>,
@@ -107,12 +113,32 @@ impl Node {
             .ok_or_else(|| format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster))?;
         let admin_addr = cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let workers = cfg.workers.max(1);
+        // Which sockets serve which Gateway listener ports; the set passed the same check.
+        let plan = set.listeners(&cfg.cluster)?;
+        if plan.extra.len() >= crate::snapshot::MAX_SOCKETS {
+            return Err(format!("spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway", plan.extra.len(), crate::snapshot::MAX_SOCKETS - 1));
+        }
         let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
         let listen = listener.local_addr().map_err(|e| e.to_string())?;
-        // The other workers' sockets on the very port the first one got (it may have been 0).
-        let extra_listeners = (1..workers).map(|_| bind_shared(listen, true).map_err(|e| format!("cannot listen on {listen} (worker): {e}"))).collect::<Result<Vec<_>, _>>()?;
+        let mut first_listeners = vec![listener];
+        for addr in &plan.extra {
+            // With SO_REUSEPORT a second socket on the gateway's address would take half its
+            // connections and route them by another port's routes.
+            if veer_model::topology::overlaps(*addr, listen) {
+                return Err(format!("{addr} of spec.gateway.ports overlaps the gateway {listen} (--listen or spec.gateway.address); map the port to the gateway's own address or give it another"));
+            }
+            first_listeners.push(bind_shared(*addr, workers > 1).map_err(|e| format!("cannot listen on {addr} (spec.gateway.ports): {e}"))?);
+        }
+        let bound: Vec<SocketAddr> = first_listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        // The other workers' sockets on the very ports the first one got (they may have been 0).
+        let extra_listeners = (1..workers)
+            .map(|_| bound.iter().map(|&a| bind_shared(a, true).map_err(|e| format!("cannot listen on {a} (worker): {e}"))).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+        for line in serving_lines(&set, &cfg.cluster, &plan, &bound) {
+            tracing::info!(target: "veer::node", "{line}");
+        }
 
         let control_clients = clients(Duration::from_secs(1), 1);
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
@@ -148,6 +174,7 @@ impl Node {
             labels: cfg.labels.clone(),
             reload_every: cfg.reload_every,
             state_dir: cfg.state_dir.clone(),
+            listener_addrs: plan.extra.clone(),
             mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup { aging: *aging, client: identity.client_config(), catalog: catalog_tx.clone() }),
         };
         let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, baseline);
@@ -189,12 +216,12 @@ impl Node {
         threads.push(control_thread);
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
-        let listener = TcpListener::from_std(listener).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listeners = first_listeners.into_iter().map(|l| TcpListener::from_std(l).map_err(|e| format!("cannot listen on {listen}: {e}"))).collect::<Result<Vec<_>, _>>()?;
         // The cap on client connections is the node's, shared by its workers (unlike the
         // in-flight cap, which each worker applies to its share).
         let mut seats = server::Workers::seats(workers, limits.max_connections, &metrics).into_iter();
         let first_seat = seats.next().ok_or("no worker seat")?;
-        tasks.push(tokio::spawn(server::serve(listener, first_seat, shared.clone(), clients(Duration::from_secs(1), workers), limits, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(listeners, first_seat, shared.clone(), clients(Duration::from_secs(1), workers), limits, shutdown_rx.clone())));
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
             let cpu = cfg.worker_cpus.as_ref().and_then(|c| c.get(i + 1).copied());
@@ -209,8 +236,8 @@ impl Node {
                         Err(e) => return tracing::error!(target: "veer::node", "worker {} cannot start: {e}", i + 1),
                     };
                     rt.block_on(async move {
-                        match TcpListener::from_std(std_listener) {
-                            Ok(listener) => server::serve(listener, seat, shared, clients(Duration::from_secs(1), workers), limits, stop).await,
+                        match std_listener.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>() {
+                            Ok(listeners) => server::serve(listeners, seat, shared, clients(Duration::from_secs(1), workers), limits, stop).await,
                             Err(e) => tracing::error!(target: "veer::node", "worker {} cannot listen: {e}", i + 1),
                         }
                     });
@@ -230,7 +257,7 @@ impl Node {
             metrics: metrics.clone(),
             events: events.clone(),
             routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
-            status: Box::new(status(cfg.cluster.clone(), shared.clone())),
+            status: Box::new(status(cfg.cluster.clone(), shared.clone(), bound.clone())),
             ready: AtomicBool::new(true),
             ready_check: Some(Box::new({
                 let watcher = metrics.manifest_watcher();
@@ -250,11 +277,13 @@ impl Node {
                 tracing::error!(target: "veer::admin", "admin listener failed: {e}");
             }
         }));
-        events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}, admin on {admin_addr}"));
+        let others: Vec<String> = bound.iter().skip(1).map(ToString::to_string).collect();
+        let others = if others.is_empty() { String::new() } else { format!(", Gateway listener ports on {}", others.join(", ")) };
+        events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}{others}, admin on {admin_addr}"));
         if let Some(why) = from_state {
             events.record(EventKind::StartedFromState, None, None, Some(&cfg.cluster), None, None, why);
         }
-        Ok(Node { listen, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, threads, dns_server })
+        Ok(Node { listen, listeners: bound, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, threads, dns_server })
     }
 
     /// The routing snapshot in force.
@@ -346,9 +375,27 @@ fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>
     Ok((set, baseline, Some(why)))
 }
 
-/// What `/status` answers: the node, its peers with the age of their data, and the active
-/// priority of every destination.
-fn status(cluster: String, shared: Arc<Shared>) -> impl Fn() -> serde_json::Value + Send + Sync {
+/// One line per Gateway listener served: "serving Gateway default/public port 80 on
+/// 127.0.0.1:8080", and where the mesh's names are served.
+fn serving_lines(set: &ManifestSet, cluster: &str, plan: &veer_model::set::Listeners, bound: &[SocketAddr]) -> Vec<String> {
+    let mut lines = vec![format!("serving the mesh's names (VirtualDestinations, FailoverServices, Services) on {}", bound[0])];
+    for g in set.gateways.iter().filter(|g| g.cluster == cluster) {
+        let mut ports: Vec<u16> = g.listeners.iter().filter(|l| l.protocol == "HTTP").map(|l| l.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        for port in ports {
+            match plan.ports.get(&port).and_then(|&s| bound.get(s)) {
+                Some(addr) => lines.push(format!("serving Gateway {}/{} port {port} on {addr}", g.meta.namespace, g.meta.name)),
+                None => lines.push(format!("Gateway {}/{} port {port} has no served routes and no socket", g.meta.namespace, g.meta.name)),
+            }
+        }
+    }
+    lines
+}
+
+/// What `/status` answers: the node, its client sockets and the Gateway listener ports each
+/// serves, its peers with the age of their data, and the active priority of every destination.
+fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl Fn() -> serde_json::Value + Send + Sync {
     move || {
         let now_ms = crate::events::unix_ms();
         let snap = shared.snapshot.load();
@@ -379,7 +426,15 @@ fn status(cluster: String, shared: Arc<Shared>) -> impl Fn() -> serde_json::Valu
                 })
             })
             .collect();
-        serde_json::json!({ "cluster": cluster, "generation": snap.generation, "peers": peers, "destinations": destinations })
+        let listeners: Vec<serde_json::Value> = bound
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ports: Vec<u16> = snap.listeners.ports.iter().filter(|(_, &s)| s == i).map(|(&p, _)| p).collect();
+                serde_json::json!({ "address": a.to_string(), "gateway": i == crate::snapshot::GATEWAY, "gateway_listener_ports": ports })
+            })
+            .collect();
+        serde_json::json!({ "cluster": cluster, "generation": snap.generation, "listeners": listeners, "peers": peers, "destinations": destinations })
     }
 }
 

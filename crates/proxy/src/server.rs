@@ -186,8 +186,8 @@ pub struct Workers {
 
 /// What one accept got.
 enum Accepted {
-    /// A connection, holding one of the node's slots.
-    Stream(TcpStream),
+    /// A connection, holding one of the node's slots, and the socket it came in on.
+    Stream(TcpStream, usize),
     /// The node holds `max_connections`: nothing was accepted.
     AtCap,
     Failed(io::Error),
@@ -196,15 +196,19 @@ enum Accepted {
 struct WorkerSlot {
     open: AtomicUsize,
     gauge: Gauge,
-    handoff: mpsc::UnboundedSender<(std::net::TcpStream, Open)>,
+    handoff: mpsc::UnboundedSender<Handed>,
 }
 
 /// One worker's place among [`Workers`]: its index and the connections handed to it.
 pub struct WorkerSeat {
     index: usize,
     workers: Arc<Workers>,
-    handed: mpsc::UnboundedReceiver<(std::net::TcpStream, Open)>,
+    handed: mpsc::UnboundedReceiver<Handed>,
 }
+
+/// A connection handed to another worker: the socket it came in on goes with it, since that
+/// decides what it may reach.
+type Handed = (std::net::TcpStream, Open, usize);
 
 impl Workers {
     /// Seats for `n` workers, in worker order, sharing a cap of `max_connections` clients.
@@ -216,18 +220,26 @@ impl Workers {
         receivers.into_iter().enumerate().map(|(index, handed)| WorkerSeat { index, workers: workers.clone(), handed }).collect()
     }
 
-    /// Accepts a connection if the node is below its cap.
-    fn poll_accept(&self, listener: &TcpListener, cx: &mut Context<'_>) -> Poll<Accepted> {
+    /// Accepts a connection on one of `listeners` (socket i is `listeners[i]`) if the node is
+    /// below its cap, looking at socket `first` first so that a busy socket cannot starve the
+    /// others.
+    fn poll_accept(&self, listeners: &[TcpListener], first: usize, cx: &mut Context<'_>) -> Poll<Accepted> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.cap {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Poll::Ready(Accepted::AtCap);
         }
-        let accepted = match listener.poll_accept(cx) {
-            // The slot stays taken: the connection's `Open` gives it back.
-            Poll::Ready(Ok((stream, _))) => return Poll::Ready(Accepted::Stream(stream)),
-            Poll::Ready(Err(e)) => Poll::Ready(Accepted::Failed(e)),
-            Poll::Pending => Poll::Pending,
-        };
+        let mut accepted = Poll::Pending;
+        for i in (0..listeners.len()).map(|k| (first + k) % listeners.len()) {
+            match listeners[i].poll_accept(cx) {
+                // The slot stays taken: the connection's `Open` gives it back.
+                Poll::Ready(Ok((stream, _))) => return Poll::Ready(Accepted::Stream(stream, i)),
+                Poll::Ready(Err(e)) => {
+                    accepted = Poll::Ready(Accepted::Failed(e));
+                    break;
+                }
+                Poll::Pending => {}
+            }
+        }
         // Given back without telling waiters: it was never a connection, and waking a worker
         // that waits at the cap for it could bounce two workers off each other.
         self.open.fetch_sub(1, Ordering::Relaxed);
@@ -270,7 +282,7 @@ impl Workers {
 impl WorkerSeat {
     /// Keeps a connection this worker accepted (holding a node slot), or hands it to the
     /// worker holding the fewest.
-    fn place(&self, stream: TcpStream) -> Option<(TcpStream, Open)> {
+    fn place(&self, stream: TcpStream, socket: usize) -> Option<(TcpStream, Open)> {
         // Counted from here, so the node's slot comes back however this ends.
         let open = Open::new(&self.workers, self.index);
         let slots = &self.workers.slots;
@@ -280,11 +292,11 @@ impl WorkerSeat {
             // A connection that cannot leave this runtime (rare: deregistering failed) is lost
             // with its error, as a failed accept would be.
             let std = stream.into_std().ok()?;
-            match slots[least].handoff.send((std, open.rehome(least))) {
+            match slots[least].handoff.send((std, open.rehome(least), socket)) {
                 Ok(()) => return None,
                 // That worker has stopped (shutdown): serve it here.
                 Err(back) => {
-                    let (std, open) = back.0;
+                    let (std, open, _) = back.0;
                     return TcpStream::from_std(std).ok().map(|s| (s, open.rehome(self.index)));
                 }
             }
@@ -331,9 +343,10 @@ impl Drop for Open {
     }
 }
 
-/// Serves `listener` (and connections other workers hand over) until `shutdown` turns true,
-/// then drains.
-pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+/// Serves `listeners` (socket i is `listeners[i]`; see [`crate::snapshot::GATEWAY`]) and
+/// connections other workers hand over, until `shutdown` turns true, then drains. Every socket
+/// gets the same caps, timeouts and limits.
+pub async fn serve(listeners: Vec<TcpListener>, mut seat: WorkerSeat, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Small responses: one flat buffer and one write() cost less than a writev of head and body.
     // Half-close: a client that shuts its sending side after the request still gets the answer
@@ -371,13 +384,16 @@ pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shar
     let workers = seat.workers.clone();
     // Why this worker is not accepting, if it is not.
     let mut paused: Option<Paused> = None;
+    // The socket looked at first on the next accept: the one after the last that gave one.
+    let mut first = 0;
     loop {
         tokio::select! {
-            accepted = std::future::poll_fn(|cx| workers.poll_accept(&listener, cx)), if paused.is_none() => match accepted {
-                Accepted::Stream(stream) => {
+            accepted = std::future::poll_fn(|cx| workers.poll_accept(&listeners, first, cx)), if paused.is_none() => match accepted {
+                Accepted::Stream(stream, socket) => {
+                    first = socket + 1;
                     let _ = stream.set_nodelay(true);
-                    if let Some((stream, open)) = seat.place(stream) {
-                        tokio::spawn(connection(stream, ctx.clone(), shutdown.clone(), (live.clone(), open)));
+                    if let Some((stream, open)) = seat.place(stream, socket) {
+                        tokio::spawn(connection(stream, socket, ctx.clone(), shutdown.clone(), (live.clone(), open)));
                     }
                 }
                 // New clients wait in the kernel's accept queue (and beyond it, retry their
@@ -400,10 +416,10 @@ pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shar
                     None => std::future::pending().await,
                 }
             }, if paused.is_some() => paused = None,
-            Some((std, open)) = seat.handed.recv() => {
+            Some((std, open, socket)) = seat.handed.recv() => {
                 // Registered with this worker's runtime from here on.
                 if let Ok(stream) = TcpStream::from_std(std) {
-                    tokio::spawn(connection(stream, ctx.clone(), shutdown.clone(), (live.clone(), open)));
+                    tokio::spawn(connection(stream, socket, ctx.clone(), shutdown.clone(), (live.clone(), open)));
                 }
             }
             // A node dropped without stop() drops the sender: that ends the worker too.
@@ -412,7 +428,7 @@ pub async fn serve(listener: TcpListener, mut seat: WorkerSeat, shared: Arc<Shar
             }
         }
     }
-    drop(listener);
+    drop(listeners);
     drop(live);
     let _ = tokio::time::timeout(limits.drain, drained.recv()).await;
 }
@@ -435,7 +451,7 @@ enum Paused {
 }
 
 /// One downstream connection, from accept to close.
-async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _held: (mpsc::Sender<()>, Open)) {
+async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _held: (mpsc::Sender<()>, Open)) {
     // A connection gets `idle_timeout` to send a first request head, counted from now.
     let deadline = Instant::now() + ctx.idle_timeout;
     let Some(h2) = is_h2(&stream, deadline, &mut stop).await else { return };
@@ -452,7 +468,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Listener>, mut stop: watch::Rece
             // polls it (more for HTTP/2 streams), and a pointer moves cheaper than its ~1 KiB.
             let response: ServiceFuture = Box::pin(async move {
                 let resp = match permit {
-                    Some(_permit) => handle(&ctx.shared, &ctx.upstreams, req).await,
+                    Some(_permit) => handle(&ctx.shared, &ctx.upstreams, socket, req).await,
                     None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight").map(ResponseBody::Other),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard }))

@@ -14,7 +14,7 @@ use veer_model::explain::{self, Report};
 use veer_model::gateway::HttpRoute;
 use veer_model::httpmatch::{self, RouteMatch};
 use veer_model::resolve::{self, Destination};
-use veer_model::set::ManifestSet;
+use veer_model::set::{Listeners, ManifestSet};
 
 use crate::forward::RetryBudget;
 use crate::FastMap;
@@ -87,10 +87,19 @@ pub struct DestState {
 #[derive(Debug)]
 struct Route {
     port: Option<u16>,
+    /// The client sockets this route is served on, one bit per socket ([`GATEWAY`]: the
+    /// node's gateway): a host served on another socket only is not served on this one.
+    sockets: u64,
     /// An HTTPRoute rule's match; `None`: the destination takes every request on its host.
     matched: Option<RouteMatch>,
     dest: usize,
 }
+
+/// The node's gateway socket: the mesh's names, and the Gateway listener ports mapped to it.
+pub const GATEWAY: usize = 0;
+
+/// Sockets a node may serve, the gateway included: one bit each in a route's `sockets`.
+pub const MAX_SOCKETS: usize = 64;
 
 /// Why a request has no destination: what its 404 says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +138,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Shared between snapshots that differ only in health.
     routes: Arc<FastMap<String, Vec<Route>>>,
+    /// The client sockets these routes are for: the gateway and `spec.gateway.ports`.
+    pub listeners: Arc<Listeners>,
     pub destinations: Vec<Arc<DestState>>,
     client: Client,
     /// Peer links and remote health (empty when the node is not meshed).
@@ -266,10 +277,12 @@ fn pick_weighted_plain(weights: &[(usize, f64)], r: f64, ok: impl Fn(usize) -> b
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// The destination for a request's host (Host header or :authority, port optional), or why
-    /// there is none. A host's routes are in precedence order (HTTPRoute matches as Gateway
-    /// API orders them), so the first that fits decides; nothing is allocated or locked.
-    pub fn route<B>(&self, host: &str, req: &http::Request<B>) -> Result<&Arc<DestState>, Miss> {
+    /// The destination for a request's host (Host header or :authority, port optional) that
+    /// arrived on client socket `socket`, or why there is none. A host served only on other
+    /// sockets is no host here. A host's routes are in precedence order (HTTPRoute matches as
+    /// Gateway API orders them), so the first that fits decides; nothing is allocated or locked.
+    pub fn route<B>(&self, socket: usize, host: &str, req: &http::Request<B>) -> Result<&Arc<DestState>, Miss> {
+        let on = socket_bit(socket);
         let (name, port) = split_host_port(host);
         let name = name.trim_end_matches('.');
         let routes = match self.routes.get(name) {
@@ -279,7 +292,7 @@ impl Snapshot {
         let head = Head(req);
         let mut port_served = false;
         for r in routes.iter() {
-            if port.is_some_and(|p| r.port.is_some_and(|rp| rp != p)) {
+            if r.sockets & on == 0 || port.is_some_and(|p| r.port.is_some_and(|rp| rp != p)) {
                 continue;
             }
             port_served = true;
@@ -319,6 +332,12 @@ impl Snapshot {
 
     fn build_with(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
+        let listeners = set.listeners(cluster)?;
+        if listeners.extra.len() >= MAX_SOCKETS {
+            return Err(format!("spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway", listeners.extra.len(), MAX_SOCKETS - 1));
+        }
+        // The sockets that serve a route's host: those of the ports its listeners are on.
+        let sockets_of = |route: &HttpRoute, host: &str| route.ports_of(cluster, host).filter_map(|p| listeners.ports.get(&p)).fold(0u64, |m, &s| m | socket_bit(s));
         let mut snap = Snapshot { generation, ..Snapshot::default() };
         let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
         let before: FastMap<&str, &Arc<DestState>> = previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
@@ -335,7 +354,8 @@ impl Snapshot {
             let idx = snap.destinations.len();
             snap.destinations.push(state_for(key, dest));
             for h in hosts {
-                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, matched: None, dest: idx });
+                // The mesh's names, on the gateway only.
+                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, sockets: socket_bit(GATEWAY), matched: None, dest: idx });
             }
             idx
         };
@@ -383,7 +403,7 @@ impl Snapshot {
             let entry = routes.entry(host.clone()).or_default();
             for c in httpmatch::ordered(list) {
                 if let Some(&dest) = rule_dest.get(&(c.route as *const HttpRoute, c.rule)) {
-                    entry.push(Route { port: None, matched: Some(c.matched.clone()), dest });
+                    entry.push(Route { port: None, sockets: sockets_of(c.route, host), matched: Some(c.matched.clone()), dest });
                 }
             }
         }
@@ -401,6 +421,7 @@ impl Snapshot {
             }
         }
         snap.routes = Arc::new(routes);
+        snap.listeners = Arc::new(listeners);
         snap.client = client;
         snap.remote = remote;
         Ok(snap)
@@ -424,7 +445,7 @@ impl Snapshot {
             .iter()
             .map(|d| if rebuild(&d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone())) } else { d.clone() })
             .collect();
-        Snapshot { generation, routes: self.routes.clone(), destinations, client: self.client.clone(), remote }
+        Snapshot { generation, routes: self.routes.clone(), listeners: self.listeners.clone(), destinations, client: self.client.clone(), remote }
     }
 
     /// Every destination's report, for `/routes`.
@@ -547,6 +568,11 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
         report,
         resolved,
     }
+}
+
+/// Socket `socket`'s bit in a route's `sockets`; none for a socket past [`MAX_SOCKETS`].
+fn socket_bit(socket: usize) -> u64 {
+    u32::try_from(socket).ok().and_then(|s| 1u64.checked_shl(s)).unwrap_or(0)
 }
 
 fn split_host_port(host: &str) -> (&str, Option<u16>) {

@@ -25,6 +25,9 @@ mod edge;
 #[path = "proxy/limits.rs"]
 mod limits;
 
+#[path = "proxy/listeners.rs"]
+mod listeners;
+
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
 
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two

@@ -31,6 +31,19 @@ pub fn render(v: &serde_json::Value) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "cluster {}  (routing generation {})", v["cluster"].as_str().unwrap_or("?"), v["generation"]);
+    // One line per client socket: what a client of that address can reach.
+    for l in v["listeners"].as_array().into_iter().flatten() {
+        let ports: Vec<String> = l["gateway_listener_ports"].as_array().into_iter().flatten().map(ToString::to_string).collect();
+        let mut serves = Vec::new();
+        if l["gateway"].as_bool() == Some(true) {
+            serves.push("the mesh's names".to_string());
+        }
+        if !ports.is_empty() {
+            serves.push(format!("Gateway listener port {}", ports.join(", ")));
+        }
+        let serves = if serves.is_empty() { "nothing".to_string() } else { serves.join(" and ") };
+        let _ = writeln!(out, "listener {}: {serves}", l["address"].as_str().unwrap_or("?"));
+    }
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     if peers.is_empty() {
         let _ = writeln!(out, "\npeers: none (a standalone node: it reaches every endpoint directly)");

@@ -29,6 +29,7 @@ fn zones() -> Zones {
     Zones::build(&ZoneInput {
         hosts: vec!["reviews.bookinfo.global".into(), "*.wild.example".into()],
         gateway: IpAddr::from([127, 0, 0, 9]),
+        elsewhere: BTreeMap::new(),
         ttl: 30,
         regional: vec![RegionalZone {
             zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
@@ -118,4 +119,61 @@ spec:
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
     assert_eq!(destination_hosts(&loaded.set, "west"), vec!["shop.example.com".to_string()], "a wildcard veer does not serve is not answered");
     assert!(destination_hosts(&loaded.set, "east").is_empty(), "east has no Gateway the route attaches to");
+}
+
+#[test]
+fn a_route_host_served_on_a_gateway_port_socket_of_its_own_ip_is_answered_with_that_ip() {
+    let text = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec:
+  locality: {region: r}
+  gateway: {address: 127.0.0.1:8080, ports: {'80': 127.0.0.1:8080, '8443': 127.0.0.2:9443, '9000': 0.0.0.0:9000}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: internal}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 8443}, {name: any, protocol: HTTP, port: 9000}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a}
+spec: {parentRefs: [{name: public}], hostnames: [a.example.com], rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b}
+spec: {parentRefs: [{name: internal, sectionName: http}], hostnames: [b.example.com], rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both}
+spec: {parentRefs: [{name: public}, {name: internal, sectionName: http}], hostnames: [both.example.com], rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild}
+spec: {parentRefs: [{name: internal, sectionName: any}], hostnames: [w.example.com], rules: [{}]}
+";
+    let loaded = veer_model::from_sources(&[("w.yaml".into(), text.into())]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    // a and both reach the gateway; w's socket listens on every IP, so the gateway's will do.
+    let elsewhere = socket_ips(&loaded.set, "west");
+    assert_eq!(elsewhere, BTreeMap::from([("b.example.com".to_string(), IpAddr::from([127, 0, 0, 2]))]));
+    let gateway = IpAddr::from([127, 0, 0, 1]);
+    let z = Zones::build(&ZoneInput { hosts: destination_hosts(&loaded.set, "west"), gateway, elsewhere, ttl: 30, regional: Vec::new(), txt_prefix: String::new(), serial: 1 });
+    let ip = |host: &str| answer(z.lookup(&lower(host), RecordType::A)).1.first().and_then(|r| match &r.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        _ => None,
+    });
+    assert_eq!(ip("b.example.com."), Some(IpAddr::from([127, 0, 0, 2])));
+    assert_eq!(ip("a.example.com."), Some(gateway));
+    assert_eq!(ip("both.example.com."), Some(gateway));
+    assert_eq!(ip("w.example.com."), Some(gateway));
 }

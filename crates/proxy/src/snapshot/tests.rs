@@ -60,16 +60,16 @@ fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
 fn routes_by_host_port_and_short_names() {
     let s = snapshot(&Unhealthy::new());
     for host in ["echo.demo.svc.cluster.local", "echo.demo.svc.cluster.local:80", "echo.demo", "ECHO.demo.svc"] {
-        assert_eq!(s.route(host, &get("/")).ok().map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
+        assert_eq!(s.route(GATEWAY, host, &get("/")).ok().map(|d| &*d.key), Some("echo.demo.svc.cluster.local:80"), "{host}");
     }
-    assert!(s.route("echo.demo.svc.cluster.local:81", &get("/")).is_err());
-    assert!(s.route("example.com", &get("/")).is_err());
+    assert!(s.route(GATEWAY, "echo.demo.svc.cluster.local:81", &get("/")).is_err());
+    assert!(s.route(GATEWAY, "example.com", &get("/")).is_err());
 }
 
 #[test]
 fn first_attempt_follows_the_table_and_retries_leave_the_tried_priority() {
     let s = snapshot(&Unhealthy::new());
-    let d = s.route("echo.demo", &get("/")).expect("route");
+    let d = s.route(GATEWAY, "echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![100, 0]);
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..200 {
@@ -94,7 +94,7 @@ fn unhealthy_endpoints_get_no_first_attempts() {
     let mut down = Unhealthy::new();
     down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
     let s = snapshot(&down);
-    let d = s.route("echo.demo", &get("/")).expect("route");
+    let d = s.route(GATEWAY, "echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![0, 100]);
     assert_eq!(d.active_priority(), 1);
     let mut rng = fastrand::Rng::with_seed(1);
@@ -119,19 +119,19 @@ const ECHO: &str = "echo.demo.svc.cluster.local:80";
 #[test]
 fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let first = snapshot(&Unhealthy::new());
-    let budget = &first.route("echo.demo", &get("/")).expect("route").budget;
+    let budget = &first.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget;
 
     let mut down = Unhealthy::new();
     down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
     let changed = std::collections::HashSet::from([ECHO.to_string()]);
     let health_update = first.with_health(&down, &changed, 2);
-    assert!(Arc::ptr_eq(budget, &health_update.route("echo.demo", &get("/")).expect("route").budget), "a health update keeps the budget");
+    assert!(Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget), "a health update keeps the budget");
 
     let fresh = snapshot(&Unhealthy::new());
-    assert!(!Arc::ptr_eq(budget, &fresh.route("echo.demo", &get("/")).expect("route").budget), "a fresh build starts with fresh budgets");
+    assert!(!Arc::ptr_eq(budget, &fresh.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget), "a fresh build starts with fresh budgets");
     // The reload moves the destination (an endpoint leaves), so its state is built anew.
     let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
-    let echo = reloaded.route("echo.demo", &get("/")).expect("route");
+    let echo = reloaded.route(GATEWAY, "echo.demo", &get("/")).expect("route");
     assert!(echo.upstreams.iter().any(|u| &*u.key == "127.0.0.4:80"), "the reload is in force");
     assert!(Arc::ptr_eq(budget, &echo.budget), "a reload keeps the budget of the same destination");
 }
@@ -147,7 +147,7 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
     // its resources' lines does not: the line numbers `veer explain` shows are part of it.)
     let added = "---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: demo, labels: {topology.istio.io/cluster: west}}\nspec: {selector: {app: other}, ports: [{port: 80}]}\n";
     let same = reload(&first, &format!("{WORLD}{added}"), &down);
-    assert!(same.route("other.demo", &get("/")).is_ok(), "the reload is in force");
+    assert!(same.route(GATEWAY, "other.demo", &get("/")).is_ok(), "the reload is in force");
     assert!(Arc::ptr_eq(&state(&first), &state(&same)), "same destination, same health: the state is kept");
     assert_eq!(same.generation, first.generation + 1);
 
@@ -168,7 +168,7 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
 fn the_cluster_header_is_the_cluster_name_and_interned() {
     let a = snapshot(&Unhealthy::new());
     let b = snapshot(&Unhealthy::new());
-    let west = |s: &Snapshot| s.route("echo.demo", &get("/")).expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
+    let west = |s: &Snapshot| s.route(GATEWAY, "echo.demo", &get("/")).expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
     assert_eq!(west(&a), "west");
     // Both builds point at one interned copy of the name: reloads do not grow memory.
     assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());
@@ -212,7 +212,7 @@ fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
     let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{ROUTES}"))]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
     let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
-    let key = |host: &str, req: &http::Request<()>| s.route(host, req).map(|d| d.key.to_string());
+    let key = |host: &str, req: &http::Request<()>| s.route(GATEWAY, host, req).map(|d| d.key.to_string());
     let with_v2 = http::Request::get("/x").header("X-V", "2").body(()).expect("request");
     // Two rules of two routes share the key `shop.demo/`: the later one is told apart.
     assert_eq!(key("shop.demo", &with_v2).as_deref(), Ok("shop.demo/ (demo/newer rule 1)"));
@@ -226,8 +226,8 @@ fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
     assert!(s.destinations.iter().filter(|d| d.key.starts_with("shop.demo")).count() == 4, "one destination per rule");
     // The Gateway is west's: east's node has no listener the routes attach to.
     let east = Snapshot::build(&loaded.set, "east", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
-    assert_eq!(east.route("shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoHost));
-    assert!(east.route("echo.demo", &get("/")).is_ok(), "service names are the mesh's, served on every node");
+    assert_eq!(east.route(GATEWAY, "shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoHost));
+    assert!(east.route(GATEWAY, "echo.demo", &get("/")).is_ok(), "service names are the mesh's, served on every node");
 }
 
 #[test]
@@ -236,6 +236,67 @@ fn a_host_whose_rules_all_miss_is_a_rule_miss() {
     let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{only}"))]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
     let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
-    assert_eq!(s.route("shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoRule));
-    assert!(s.route("shop.demo", &get("/only")).is_ok());
+    assert_eq!(s.route(GATEWAY, "shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoRule));
+    assert!(s.route(GATEWAY, "shop.demo", &get("/only")).is_ok());
+}
+
+/// West's Gateways on two ports, each mapped to its own socket; `both` attaches to both.
+const TWO_PORTS: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: internal, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec:
+  gatewayClassName: veer
+  listeners: [{name: http, protocol: HTTP, port: 8443}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: demo}
+spec:
+  parentRefs: [{name: public}]
+  hostnames: [a.demo]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: demo}
+spec:
+  parentRefs: [{name: internal}]
+  hostnames: [b.demo]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both, namespace: demo}
+spec:
+  parentRefs: [{name: public}, {name: internal}]
+  hostnames: [both.demo]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+";
+
+#[test]
+fn each_socket_serves_the_routes_of_its_gateway_port_and_the_gateway_the_mesh_names() {
+    let world = WORLD.replace("metadata: {name: west}\nspec: {locality: {region: us-west, zone: a}}", "metadata: {name: west}\nspec:\n  locality: {region: us-west, zone: a}\n  gateway: {address: 127.0.0.1:8080, ports: {'80': 127.0.0.1:8080, '8443': 127.0.0.1:9443}}");
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), format!("{world}---{TWO_PORTS}"))]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let internal = 1;
+    assert_eq!(s.listeners.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9443"]);
+    let key = |socket: usize, host: &str| s.route(socket, host, &get("/")).map(|d| d.key.to_string());
+    // Port 80 is mapped to the gateway's own address: the gateway serves its routes.
+    assert_eq!(key(GATEWAY, "a.demo").as_deref(), Ok("a.demo/"));
+    assert_eq!(key(internal, "a.demo"), Err(Miss::NoHost), "port 80's route is not on port 8443's socket");
+    assert_eq!(key(internal, "b.demo").as_deref(), Ok("b.demo/"));
+    assert_eq!(key(GATEWAY, "b.demo"), Err(Miss::NoHost), "port 8443's route is not on the gateway");
+    assert!(key(GATEWAY, "both.demo").is_ok() && key(internal, "both.demo").is_ok(), "a route on both ports is on both sockets");
+    assert!(key(GATEWAY, "echo.demo").is_ok());
+    assert_eq!(key(internal, "echo.demo"), Err(Miss::NoHost), "the mesh's names are the gateway's only");
+    assert_eq!(key(7, "a.demo"), Err(Miss::NoHost), "a socket the snapshot does not know serves nothing");
 }
