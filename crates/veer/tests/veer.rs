@@ -704,3 +704,17 @@ fn demo_000_every_example_folder_validates() {
     assert_eq!(dirs.len(), 7, "{dirs:?}");
     assert_folders_validate(&dirs);
 }
+
+#[test]
+fn demo_001_smh_walk_plays_every_step_as_the_seed_says() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert_demo_passes("001", 6);
+}
+
+#[test]
+fn demo_001_every_example_folder_validates() {
+    // The seed's later steps change no manifest (web servers stopped and restored): no step folder.
+    let dirs = example_folders(E001);
+    assert_eq!(dirs, vec![E001.to_string()]);
+    assert_folders_validate(&dirs);
+}
