@@ -171,8 +171,9 @@ async fn set_mode(walk: &mut Walk, lab: &Lab, names: &[&str], mode: Mode) -> Res
 /// `/routes`), and the resources that decided it, as `Kind/namespace/name`.
 fn routes(node: &Node, host_port: &str) -> (Vec<Vec<String>>, Vec<String>) {
     let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, ""));
+    let port: u64 = port.parse().unwrap_or(0);
     let all = serde_json::to_value(node.snapshot().reports()).unwrap_or_default();
-    let Some(report) = all.as_array().into_iter().flatten().find(|r| r["host"] == host && r["port"].to_string() == port) else {
+    let Some(report) = all.as_array().into_iter().flatten().find(|r| r["host"] == host && r["port"] == port) else {
         return (Vec::new(), Vec::new());
     };
     let table = report["priorities"]
