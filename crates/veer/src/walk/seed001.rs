@@ -86,7 +86,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         table == [vec![V1.1, V2.1], vec![V3.1]].map(|t| t.iter().map(|ip| format!("{ip}:{PORT}")).collect::<Vec<_>>()),
         &format!("{FAILOVER_HOST}: {}", show(&table)),
     );
-    walk.check(sources.iter().any(|s| s == "TrafficPolicy/service-mesh-hub/mgmt-reviews-outlier"), &format!("its outlier detection from: {}", sources.join(", ")));
+    walk.check(sources.iter().any(|s| s == "TrafficPolicy/service-mesh-hub/mgmt-reviews-outlier"), &format!("its outlier detection: TrafficPolicy mgmt-reviews-outlier among the resources that decided it ({})", sources.join(", ")));
     let direct = Traffic::start("curl reviews-failover", gateway, FAILOVER_HOST, "/", opts.rate.min(50));
     let split = direct.watch(walk, Duration::from_secs(1)).await;
     direct.stop(walk).await;
