@@ -96,7 +96,7 @@ fn seed000_step3_each_cluster_is_served_locally() {
 
 #[test]
 fn seed000_step5_labelled_remote_server_is_a_lower_priority() {
-    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     let t = table(&r);
     assert_eq!(t.len(), 2, "{r}");
@@ -110,14 +110,14 @@ fn seed000_step5_labelled_remote_server_is_a_lower_priority() {
 
 #[test]
 fn seed000_step6_central_scaled_to_zero_fails_over_to_test() {
-    let files = files_000(&["steps/server-central-scaled-0.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let files = files_000(&["../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     assert_close(share_by_cluster(&r, "test-pp-rs"), 100.0);
     // The test cluster's own clients are unaffected.
     let t = explain_000(&files, VD_TEST, "test-pp-rs", SERVES_TEST);
     assert_close(share_by_cluster(&t, "test-pp-rs"), 100.0);
     // The same answer as a what-if on the unscaled set.
-    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "policy-for-central.yaml");
+    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
     let what_if = explain(&refs, VD_CENTRAL, "central-pp-rs", &["--label", SERVES_CENTRAL, "--down", "cluster=central-pp-rs"]);
     assert_close(share_by_cluster(&what_if, "test-pp-rs"), 100.0);
@@ -126,8 +126,8 @@ fn seed000_step6_central_scaled_to_zero_fails_over_to_test() {
 
 #[test]
 fn seed000_step6_remote_replicas_share_evenly() {
-    for (file, n) in [("steps/server-test-labeled-3.yaml", 3.0), ("steps/server-test-labeled-9.yaml", 9.0)] {
-        let files = files_000(&["steps/server-central-scaled-0.yaml", file], "policy-for-central.yaml");
+    for (file, n) in [("../steps/000-gloo-priority-labels/4-test-3-replicas/server-test.yaml", 3.0), ("../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml", 9.0)] {
+        let files = files_000(&["../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml", file], "policy-for-central.yaml");
         let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
         let t = table(&r);
         assert_eq!(t[0].1.len() as f64, n);
@@ -139,7 +139,7 @@ fn seed000_step6_remote_replicas_share_evenly() {
 
 #[test]
 fn seed000_step7_restore_brings_traffic_back() {
-    let files = files_000(&["server-central.yaml", "steps/server-test-labeled-9.yaml"], "policy-for-central.yaml");
+    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml"], "policy-for-central.yaml");
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     assert_close(share_by_cluster(&r, "central-pp-rs"), 100.0);
     assert_close(share_by_cluster(&r, "test-pp-rs"), 0.0);
@@ -147,7 +147,7 @@ fn seed000_step7_restore_brings_traffic_back() {
 
 #[test]
 fn seed000_step8_inverted_labels_prefer_avg_servers_that_serve_central() {
-    let files = files_000(&["server-central.yaml", "steps/server-test-labeled.yaml"], "steps/policy-for-central-inverted-with-avg.yaml");
+    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "../steps/000-gloo-priority-labels/7-inverted-with-avg/policy-for-central.yaml");
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     let t = table(&r);
     assert_eq!(t.len(), 2);
@@ -672,4 +672,69 @@ fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# withheld: web-external-dns-weu") && !out.contains("name: web-external-dns-weu"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// === veer demo <seed>: the seeds' walkthroughs played live ===
+
+/// Demo walks run one at a time: each starts nodes, backends and clients at hundreds of requests
+/// per second, and two at once on a small CI machine would measure each other.
+static DEMO_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `veer demo <seed> --plain` and checks it exits 0 with `steps` steps, each passed.
+fn assert_demo_passes(seed: &str, steps: usize) {
+    let (code, out, err) = veer(&["demo", seed, "--plain"]);
+    assert_eq!(code, 0, "veer demo {seed} failed:\n{out}\n{err}");
+    let summary = out.split(&format!("summary of veer demo {seed}")).nth(1).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let passed = summary.lines().filter(|l| l.starts_with("  ✓ step ")).count();
+    let failed = summary.lines().filter(|l| l.starts_with("  ✗ step ")).count();
+    assert_eq!((passed, failed), (steps, 0), "{out}");
+    assert!(summary.contains("errors: 0\n") && summary.contains("every step as the seed says, with zero client errors"), "{out}");
+}
+
+/// Every folder of `dirs` validates by itself (`veer validate -f DIR` exits 0).
+fn assert_folders_validate(dirs: &[String]) {
+    for dir in dirs {
+        let (code, out, err) = veer(&["validate", "-f", dir]);
+        assert_eq!(code, 0, "veer validate -f {dir}:\n{out}{err}");
+    }
+}
+
+/// The base folder of a seed's example and each of its step folders.
+fn example_folders(base: &str) -> Vec<String> {
+    let name = base.trim_start_matches("examples/");
+    let mut dirs = vec![base.to_string()];
+    let steps = root().join("examples/steps").join(name);
+    let mut found: Vec<String> = std::fs::read_dir(&steps)
+        .map(|rd| rd.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| format!("examples/steps/{name}/{}", e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default();
+    found.sort();
+    dirs.extend(found);
+    dirs
+}
+
+#[test]
+fn demo_000_gloo_walk_plays_every_step_as_the_seed_says() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert_demo_passes("000", 7);
+}
+
+#[test]
+fn demo_000_every_example_folder_validates() {
+    let dirs = example_folders(E000);
+    assert_eq!(dirs.len(), 7, "{dirs:?}");
+    assert_folders_validate(&dirs);
+}
+
+#[test]
+fn demo_001_smh_walk_plays_every_step_as_the_seed_says() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert_demo_passes("001", 6);
+}
+
+#[test]
+fn demo_001_every_example_folder_validates() {
+    // The seed's later steps change no manifest (web servers stopped and restored): no step folder.
+    let dirs = example_folders(E001);
+    assert_eq!(dirs, vec![E001.to_string()]);
+    assert_folders_validate(&dirs);
 }
