@@ -494,11 +494,27 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
         .find(|d| d.host.eq_ignore_ascii_case(host))
         .or_else(|| set.destination_rules.iter().find(|d| host_matches(&d.host, host)));
     let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
+    // SMH turns a TrafficPolicy's outlierDetection into a DestinationRule for each service it
+    // selects, as seen from the client's cluster (else from any cluster the service is in).
+    let smh_outlier = || {
+        set.smh_outlier_for(client_cluster, ns, name)
+            .or_else(|| set.services_named(ns, name).find_map(|(cluster, _)| set.smh_outlier_for(cluster, ns, name)))
+    };
     let rule = match dr {
-        None => {
-            notes.push("no DestinationRule: every endpoint is at priority 0".into());
-            PriorityRule::Flat
-        }
+        None => match smh_outlier() {
+            Some(tp) => {
+                sources.push(source(&tp.meta, "outlier detection (Service Mesh Hub writes it as a DestinationRule)"));
+                resilience.outlier = tp.outlier.as_ref().map(|(c, _)| *c);
+                // That rule sets no minHealthPercent: Istio's default, 0, turns panic off.
+                resilience.load.panic_threshold = 0;
+                notes.push("outlierDetection turns on Istio's default locality failover (zone, region, elsewhere)".into());
+                PriorityRule::Istio { labels: Vec::new(), locality: Some(Vec::new()) }
+            }
+            None => {
+                notes.push("no DestinationRule: every endpoint is at priority 0".into());
+                PriorityRule::Flat
+            }
+        },
         Some(dr) => {
             sources.push(source(&dr.meta, "locality load balancing and outlier detection"));
             if let Some(o) = &dr.outlier {

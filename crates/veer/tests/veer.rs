@@ -183,6 +183,20 @@ fn seed001_traffic_shift_and_failover_to_remote_when_v1_v2_stop() {
     assert_close(share_by_cluster(&r, "mgmt-cluster"), 100.0);
 }
 
+#[test]
+fn seed001_the_outlier_traffic_policy_alone_gives_the_plain_service_locality_failover() {
+    // Before any FailoverService, SMH writes the TrafficPolicy's outlierDetection as a
+    // DestinationRule for `reviews`: Istio's default locality failover, panic off. With v1 and
+    // v2 down, every request goes to v3 in the other region, none to the dead endpoints.
+    let files = [&format!("{E001}/topology.yaml") as &str, "crates/veer/tests/fixtures/seed-001-outlier-policy-only.yaml"];
+    let r = explain(&files, "reviews.bookinfo.svc.cluster.local:9080", "mgmt-cluster", &["--down", "127.0.3.1", "--down", "127.0.3.2"]);
+    let roles: Vec<&str> = r["sources"].as_array().into_iter().flatten().filter_map(|s| s["kind"].as_str()).collect();
+    assert!(roles.contains(&"TrafficPolicy"), "{roles:?}");
+    assert_close(share_by_cluster(&r, "remote-cluster"), 100.0);
+    let r = explain(&files, "reviews.bookinfo.svc.cluster.local:9080", "mgmt-cluster", &[]);
+    assert_close(share_by_cluster(&r, "mgmt-cluster"), 100.0);
+}
+
 // === seed 003: Istio multi-network locality failover ===
 
 const E003: &str = "examples/003-istio-locality-failover";
