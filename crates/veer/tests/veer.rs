@@ -186,11 +186,13 @@ fn seed001_traffic_shift_and_failover_to_remote_when_v1_v2_stop() {
 // === seed 003: Istio multi-network locality failover ===
 
 const E003: &str = "examples/003-istio-locality-failover";
+/// Seed 003's later steps, each a complete set (unchanged files are links to `E003`'s).
+const S003: &str = "examples/steps/003-istio-locality-failover";
 const HELLO: &str = "helloworld.sample.svc.cluster.local:5000";
 
 #[test]
 fn seed003_before_the_east_west_gateway_only_local_endpoints_are_seen() {
-    let r = explain(&[&format!("{E003}/topology.yaml")], HELLO, "cluster1", &[]);
+    let r = explain(&[E003], HELLO, "cluster1", &[]);
     let t = table(&r);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].1.len(), 1);
@@ -199,24 +201,29 @@ fn seed003_before_the_east_west_gateway_only_local_endpoints_are_seen() {
 
 #[test]
 fn seed003_exposed_remote_endpoints_join_and_share_without_a_rule() {
-    let r = explain(&[&format!("{E003}/topology.yaml"), &format!("{E003}/seed-expose-helloworld.yaml")], HELLO, "cluster1", &[]);
+    let r = explain(&[&format!("{S003}/2-expose-helloworld")], HELLO, "cluster1", &[]);
     assert_close(share_by_cluster(&r, "cluster1"), 50.0);
     assert_close(share_by_cluster(&r, "cluster2"), 50.0);
 }
 
 #[test]
 fn seed003_destination_rule_fails_over_region1_to_region2_and_back() {
-    let r = explain(&[E003], HELLO, "cluster1", &[]);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &[]);
     let t = table(&r);
     assert_eq!(t.len(), 2);
     assert_eq!(t[0].1[0].0, "cluster1");
     assert_eq!(t[1].1[0].0, "cluster2");
     assert_close(share_by_cluster(&r, "cluster1"), 100.0);
-    // helloworld-v1 scaled to 0.
-    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1"]);
+    // helloworld-v1 scaled to 0, as the step's folder has it and as `--down` asks.
+    let r = explain(&[&format!("{S003}/4-v1-scaled-to-0")], HELLO, "cluster1", &[]);
     assert_close(share_by_cluster(&r, "cluster2"), 100.0);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1"]);
+    assert_close(share_by_cluster(&r, "cluster2"), 100.0);
+    // Scaled up again: back on cluster1.
+    let r = explain(&[&format!("{S003}/5-v1-scaled-up")], HELLO, "cluster1", &[]);
+    assert_close(share_by_cluster(&r, "cluster1"), 100.0);
     // Istio turns panic off (minHealthPercent 0): with everything down nothing is picked.
-    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
     assert_eq!(r["no_healthy_upstream"], true);
     assert_eq!(r["panic"], false);
 }
@@ -652,4 +659,50 @@ fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# withheld: web-external-dns-weu") && !out.contains("name: web-external-dns-weu"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// === `veer demo <seed>`: seeds 003 and 002 live, and their example folders ===
+
+/// Every folder of `base` and of `steps` (each step a complete set) validates by itself with no
+/// error; returns how many folders were checked.
+fn every_step_validates(base: &str, steps: &str) -> usize {
+    let mut folders = vec![base.to_string()];
+    let mut later: Vec<String> = std::fs::read_dir(root().join(steps)).expect("steps folder").filter_map(|e| e.ok()).map(|e| format!("{steps}/{}", e.file_name().to_string_lossy())).collect();
+    later.sort();
+    folders.extend(later);
+    for f in &folders {
+        let (code, out, err) = veer(&["validate", "-f", f]);
+        assert_eq!(code, 0, "{f}: {out}{err}");
+        assert!(out.contains(" 0 error(s)"), "{f}: {out}");
+    }
+    folders.len()
+}
+
+#[test]
+fn seed003_example_and_every_step_folder_validate() {
+    assert_eq!(every_step_validates(E003, S003), 5);
+}
+
+static DEMO_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `veer demo <seed> --plain` and checks it passed every step it printed (at least
+/// `steps`), with zero client errors.
+fn demo_passes(seed: &str, steps: usize) -> String {
+    let (code, out, err) = veer(&["demo", seed, "--plain", "--rate", "100"]);
+    assert_eq!(code, 0, "veer demo {seed} failed:\n{out}{err}");
+    let summary = out.split("\nsummary of veer demo").nth(1).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    for i in 1..=steps {
+        assert!(summary.contains(&format!("  ✓ step {i}: ")), "step {i} did not pass:\n{out}");
+    }
+    assert!(!summary.contains("✗"), "{out}");
+    assert!(summary.contains(", errors: 0\n") && summary.contains("every step as the seed says, with zero client errors"), "{out}");
+    out
+}
+
+#[test]
+fn demo_003_walks_istio_locality_failover_over_two_meshed_nodes() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = demo_passes("003", 6);
+    assert!(out.contains("cluster1's node is connected to cluster2's over mTLS"), "{out}");
+    assert!(out.contains("switched to helloworld-v2 (fail over) in ") && out.contains("switched back to helloworld-v1 (fail back) in "), "{out}");
 }
