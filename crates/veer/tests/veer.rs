@@ -262,23 +262,12 @@ fn seed004_active_backend_first_then_passive() {
 
 // === seed 002: Service Router Operator resources ===
 
+/// Seed 002's later steps, each a complete set (unchanged files are links to `E002`'s).
+const S002: &str = "examples/steps/002-dns-regional-takeover";
+
 #[test]
-fn seed002_every_cluster_view_validates() {
-    let e = "examples/002-dns-regional-takeover";
-    for files in [
-        vec![format!("{e}/weu")],
-        vec![format!("{e}/neu")],
-        vec![format!("{e}/weu/cluster.yaml"), format!("{e}/steps/weu-regionbound-policy.yaml")],
-        vec![format!("{e}/neu/cluster.yaml"), format!("{e}/steps/neu-adoption-removed.yaml")],
-    ] {
-        let mut args = vec!["validate"];
-        for f in &files {
-            args.extend(["-f", f.as_str()]);
-        }
-        let (code, out, err) = veer(&args);
-        assert_eq!(code, 0, "{files:?}: {out}{err}");
-        assert!(out.contains("0 error(s)"), "{out}");
-    }
+fn seed002_every_step_validates() {
+    assert_eq!(every_step_validates(E002, S002), 4);
 }
 
 // === the command itself ===
@@ -575,8 +564,11 @@ fn route_rows(rows: &[(String, String, String, String)]) -> Vec<(String, String)
     rows.iter().filter(|r| r.2 == "CNAME").map(|r| (r.0.clone(), r.3.clone())).collect()
 }
 
-const ACTIVE_POLICY_ANY_REGION: &str = "apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n  mode: Active\n";
-const WEU_IDENTITY: &str = "apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\nspec:\n  region: weu\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n";
+/// One cluster as its own operator sees it, without any DNSPolicy.
+const NEU_WITHOUT_POLICY: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: aks-neu-01\nspec:\n  locality:\n    region: neu\n---\n\
+apiVersion: cluster.router.io/v1alpha1\nkind: DNSConfiguration\nmetadata:\n  name: dns-config\nspec:\n  externalDNSControllers:\n  - name: external-dns-neu\n    region: neu\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: Gateway\nmetadata:\n  name: default-gateway\n  namespace: istio-ingress\nspec:\n  controller: aks-istio-ingressgateway-internal\n  targetPostfix: internal\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: ServiceRoute\nmetadata:\n  name: web\n  namespace: myapp\nspec:\n  serviceName: web\n  gatewayName: default-gateway\n  gatewayNamespace: istio-ingress\n  environment: prod\n  application: myapp\n";
 
 #[test]
 fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_validate() {
@@ -584,33 +576,37 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     let to = |n: &str, t: &str| (n.to_string(), t.to_string());
 
     // Normal operation, Active mode in weu: one route endpoint, gateway A records in every zone.
-    let (rows, _) = dns_endpoints(&[format!("{E002}/weu")], "aks-weu-01");
+    let (rows, _) = dns_endpoints(&[E002.to_string()], "aks-weu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com")]);
     assert!(rows.iter().all(|r| r.2 != "CNAME" || r.1 == cname), "{rows:?}");
     let gateways: Vec<&str> = rows.iter().filter(|r| r.2 == "A").map(|r| r.0.as_str()).collect();
-    assert_eq!(gateways, ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu"]);
-    assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.0.1"), "{rows:?}");
+    assert_eq!(
+        gateways,
+        ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-frc"]
+    );
+    assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.3.11"), "{rows:?}");
 
     // RegionBound from weu: every controller's zone points at weu.
-    let dir = scratch("rb");
-    std::fs::write(dir.join("identity.yaml"), WEU_IDENTITY).expect("write");
-    let (rows, _) = dns_endpoints(&[format!("{E002}/weu/cluster.yaml"), format!("{E002}/steps/weu-regionbound-policy.yaml"), dir.display().to_string()], "aks-weu-01");
-    assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com")]);
+    let (rows, _) = dns_endpoints(&[format!("{S002}/4-regionbound")], "aks-weu-01");
+    assert_eq!(
+        route_rows(&rows),
+        [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com"), to("web-external-dns-frc", "aks01-weu-internal.example.com")]
+    );
 
-    // Failover: neu adopts weu (the seed shows neu's identity; its Active DNSPolicy is implied).
-    std::fs::write(dir.join("policy.yaml"), ACTIVE_POLICY_ANY_REGION).expect("write");
-    std::fs::remove_file(dir.join("identity.yaml")).expect("remove");
-    let (rows, out) = dns_endpoints(&[format!("{E002}/neu"), dir.display().to_string()], "aks-neu-01");
+    // Failover: neu adopts weu.
+    let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu")], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
     assert!(out.contains("external-dns.alpha.kubernetes.io/controller: external-dns-weu"), "{out}");
     assert!(out.contains("router.io/serviceroute: web") && out.contains("router.io/source-namespace: myapp") && out.contains("app.kubernetes.io/managed-by: service-router-operator"), "{out}");
 
     // Recovery: the adoption removed, neu writes its own region only.
-    let (rows, _) = dns_endpoints(&[format!("{E002}/neu/cluster.yaml"), format!("{E002}/steps/neu-adoption-removed.yaml"), dir.display().to_string()], "aks-neu-01");
+    let (rows, _) = dns_endpoints(&[format!("{S002}/3-adoption-removed")], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com")]);
 
-    // The neu view as the seed gives it has no DNSPolicy: the operator waits, and so does veer.
-    let (rows, out) = dns_endpoints(&[format!("{E002}/neu")], "aks-neu-01");
+    // A cluster whose namespace has no DNSPolicy: the operator waits, and so does veer.
+    let dir = scratch("nopolicy");
+    std::fs::write(dir.join("neu.yaml"), NEU_WITHOUT_POLICY).expect("write");
+    let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu/neu-identity.yaml"), dir.display().to_string()], "aks-neu-01");
     assert!(route_rows(&rows).is_empty(), "{rows:?}");
     assert!(out.contains("DNSPolicyNotFound"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
