@@ -702,3 +702,13 @@ fn demo_003_walks_istio_locality_failover_over_two_meshed_nodes() {
     assert!(out.contains("cluster1's node is connected to cluster2's over mTLS"), "{out}");
     assert!(out.contains("switched to helloworld-v2 (fail over) in ") && out.contains("switched back to helloworld-v1 (fail back) in "), "{out}");
 }
+
+#[test]
+fn demo_002_walks_the_regional_dns_takeover_on_three_nodes() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = demo_passes("002", 7);
+    assert!(out.contains("WEU zone served by aks-neu-01 ") && out.contains("writer aks-neu-01 epoch 2"), "{out}");
+    assert!(out.contains("weu users → 127.0.3.12:8080: web-neu 100%"), "WEU users follow the takeover to NEU:\n{out}");
+    assert!(out.contains("WEU zone served by aks-weu-01 again ") && out.contains("writer aks-weu-01 epoch 3"), "{out}");
+    assert!(out.contains("every zone served by aks-weu-01 "), "{out}");
+}

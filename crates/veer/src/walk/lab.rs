@@ -78,6 +78,14 @@ impl Lab {
         Ok(&self.nodes[self.nodes.len() - 1].1)
     }
 
+    /// Stops node `name` and forgets it (its cluster down), so a node of that name may start again.
+    pub async fn stop_node(&mut self, name: &str) -> Result<(), String> {
+        let i = self.nodes.iter().position(|(n, _)| n == name).ok_or_else(|| format!("no node named {name}"))?;
+        let (_, node) = self.nodes.remove(i);
+        node.stop().await;
+        Ok(())
+    }
+
     pub fn node(&self, name: &str) -> Result<&Node, String> {
         self.nodes.iter().find(|(n, _)| n == name).map(|(_, node)| node).ok_or_else(|| format!("no node named {name}"))
     }
