@@ -95,7 +95,9 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let edited = tokio::time::Instant::now();
     lab.apply_all(&["aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTS_WEU)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-neu-01").await;
-    walk.figure(&format!("WEU zone served by aks-neu-01 {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+    if zone.as_ref().is_some_and(|z| z.server == "aks-neu-01") {
+        walk.figure(&format!("WEU zone served by aks-neu-01 {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+    }
     let neu_ip = REGIONS[1].2;
     let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-neu-01" && z.epoch == "2" && z.cname.as_deref() == Some("aks01-neu-internal.example.com.") && z.a == [neu_ip]);
     walk.check(ok, &describe_zone("weu", zone.as_ref()));
@@ -130,7 +132,9 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let edited = tokio::time::Instant::now();
     lab.apply_all(&["aks-weu-01", "aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTION_REMOVED)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-weu-01").await;
-    walk.figure(&format!("WEU zone served by aks-weu-01 again {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+    if zone.as_ref().is_some_and(|z| z.server == "aks-weu-01") {
+        walk.figure(&format!("WEU zone served by aks-weu-01 again {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+    }
     let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-weu-01" && z.epoch == "3" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]);
     walk.check(ok, &describe_zone("weu", zone.as_ref()));
     walk.figure(&short_zone("weu", zone.as_ref()));
@@ -148,7 +152,9 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     for (region, _, _, _) in REGIONS {
         zones.push(until_zone(lab, region, |z| z.server == "aks-weu-01").await);
     }
-    walk.figure(&format!("every zone served by aks-weu-01 {:.0} ms after the DNSPolicy was written", edited.elapsed().as_secs_f64() * 1000.0));
+    if zones.iter().all(|z| z.as_ref().is_some_and(|z| z.server == "aks-weu-01")) {
+        walk.figure(&format!("every zone served by aks-weu-01 {:.0} ms after the DNSPolicy was written", edited.elapsed().as_secs_f64() * 1000.0));
+    }
     for ((region, _, _, _), zone) in REGIONS.iter().zip(&zones) {
         let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-weu-01" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]);
         walk.check(ok, &describe_zone(region, zone.as_ref()));
