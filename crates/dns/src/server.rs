@@ -499,7 +499,13 @@ impl Reconciler {
         }
         self.serial = self.serial.wrapping_add(1);
         let regional = self.store.iter().map(|(z, p)| RegionalZone { zone: z.clone(), writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() }).collect();
-        let input = ZoneInput { hosts: destination_hosts(set, &self.cfg.cluster), gateway: self.cfg.gateway, elsewhere: socket_ips(set, &self.cfg.cluster), ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
+        // A name a regional zone publishes is that zone's writer's to answer: pointing it at
+        // this node's gateway too (an HTTPRoute for the route's own name) would be a second
+        // writer, outside the election (the returning cluster during an adoption, every spoke
+        // under RegionBound).
+        let regional_names: std::collections::BTreeSet<String> = plans.iter().flat_map(|p| p.endpoints.iter().map(|e| e.dns_name.trim_end_matches('.').to_ascii_lowercase())).collect();
+        let hosts = destination_hosts(set, &self.cfg.cluster).into_iter().filter(|h| !regional_names.contains(&h.trim_end_matches('.').to_ascii_lowercase())).collect();
+        let input = ZoneInput { hosts, gateway: self.cfg.gateway, elsewhere: socket_ips(set, &self.cfg.cluster), ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
         let zones = Zones::build(&input);
         for s in &zones.skipped {
             tracing::warn!(target: "veer::dns", "not served: {s}");

@@ -200,11 +200,13 @@ fn seed001_the_outlier_traffic_policy_alone_gives_the_plain_service_locality_fai
 // === seed 003: Istio multi-network locality failover ===
 
 const E003: &str = "examples/003-istio-locality-failover";
+/// Seed 003's later steps, each a complete set (unchanged files are links to `E003`'s).
+const S003: &str = "examples/steps/003-istio-locality-failover";
 const HELLO: &str = "helloworld.sample.svc.cluster.local:5000";
 
 #[test]
 fn seed003_before_the_east_west_gateway_only_local_endpoints_are_seen() {
-    let r = explain(&[&format!("{E003}/topology.yaml")], HELLO, "cluster1", &[]);
+    let r = explain(&[E003], HELLO, "cluster1", &[]);
     let t = table(&r);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].1.len(), 1);
@@ -213,24 +215,29 @@ fn seed003_before_the_east_west_gateway_only_local_endpoints_are_seen() {
 
 #[test]
 fn seed003_exposed_remote_endpoints_join_and_share_without_a_rule() {
-    let r = explain(&[&format!("{E003}/topology.yaml"), &format!("{E003}/seed-expose-helloworld.yaml")], HELLO, "cluster1", &[]);
+    let r = explain(&[&format!("{S003}/2-expose-helloworld")], HELLO, "cluster1", &[]);
     assert_close(share_by_cluster(&r, "cluster1"), 50.0);
     assert_close(share_by_cluster(&r, "cluster2"), 50.0);
 }
 
 #[test]
 fn seed003_destination_rule_fails_over_region1_to_region2_and_back() {
-    let r = explain(&[E003], HELLO, "cluster1", &[]);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &[]);
     let t = table(&r);
     assert_eq!(t.len(), 2);
     assert_eq!(t[0].1[0].0, "cluster1");
     assert_eq!(t[1].1[0].0, "cluster2");
     assert_close(share_by_cluster(&r, "cluster1"), 100.0);
-    // helloworld-v1 scaled to 0.
-    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1"]);
+    // helloworld-v1 scaled to 0, as the step's folder has it and as `--down` asks.
+    let r = explain(&[&format!("{S003}/4-v1-scaled-to-0")], HELLO, "cluster1", &[]);
     assert_close(share_by_cluster(&r, "cluster2"), 100.0);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1"]);
+    assert_close(share_by_cluster(&r, "cluster2"), 100.0);
+    // Scaled up again: back on cluster1.
+    let r = explain(&[&format!("{S003}/5-v1-scaled-up")], HELLO, "cluster1", &[]);
+    assert_close(share_by_cluster(&r, "cluster1"), 100.0);
     // Istio turns panic off (minHealthPercent 0): with everything down nothing is picked.
-    let r = explain(&[E003], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
+    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
     assert_eq!(r["no_healthy_upstream"], true);
     assert_eq!(r["panic"], false);
 }
@@ -269,23 +276,14 @@ fn seed004_active_backend_first_then_passive() {
 
 // === seed 002: Service Router Operator resources ===
 
+/// Seed 002's later steps, each a complete set (unchanged files are links to `E002`'s).
+const S002: &str = "examples/steps/002-dns-regional-takeover";
+
 #[test]
-fn seed002_every_cluster_view_validates() {
-    let e = "examples/002-dns-regional-takeover";
-    for files in [
-        vec![format!("{e}/weu")],
-        vec![format!("{e}/neu")],
-        vec![format!("{e}/weu/cluster.yaml"), format!("{e}/steps/weu-regionbound-policy.yaml")],
-        vec![format!("{e}/neu/cluster.yaml"), format!("{e}/steps/neu-adoption-removed.yaml")],
-    ] {
-        let mut args = vec!["validate"];
-        for f in &files {
-            args.extend(["-f", f.as_str()]);
-        }
-        let (code, out, err) = veer(&args);
-        assert_eq!(code, 0, "{files:?}: {out}{err}");
-        assert!(out.contains("0 error(s)"), "{out}");
-    }
+fn seed002_every_step_validates() {
+    let dirs = example_folders(E002);
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+    assert_folders_validate(&dirs);
 }
 
 // === the command itself ===
@@ -337,6 +335,7 @@ fn validate_reads_stdin() {
 
 #[test]
 fn demo_fails_over_and_back_without_errors() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (code, out, err) = veer(&["demo", "--plain", "--phase-seconds", "7", "--rate", "100"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("\n  errors: 0\n"), "{out}");
@@ -360,6 +359,7 @@ fn widest_live_line(cols: u16) -> usize {
 
 #[test]
 fn the_live_demo_uses_the_terminals_width() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let wide = widest_live_line(120);
     assert!(wide > 79 && wide < 120, "on 120 columns the widest live line is {wide} characters");
     let narrow = widest_live_line(50);
@@ -602,8 +602,11 @@ fn route_rows(rows: &[(String, String, String, String)]) -> Vec<(String, String)
     rows.iter().filter(|r| r.2 == "CNAME").map(|r| (r.0.clone(), r.3.clone())).collect()
 }
 
-const ACTIVE_POLICY_ANY_REGION: &str = "apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n  mode: Active\n";
-const WEU_IDENTITY: &str = "apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\nspec:\n  region: weu\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n";
+/// One cluster as its own operator sees it, without any DNSPolicy.
+const NEU_WITHOUT_POLICY: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: aks-neu-01\nspec:\n  locality:\n    region: neu\n---\n\
+apiVersion: cluster.router.io/v1alpha1\nkind: DNSConfiguration\nmetadata:\n  name: dns-config\nspec:\n  externalDNSControllers:\n  - name: external-dns-neu\n    region: neu\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: Gateway\nmetadata:\n  name: default-gateway\n  namespace: istio-ingress\nspec:\n  controller: aks-istio-ingressgateway-internal\n  targetPostfix: internal\n---\n\
+apiVersion: routing.router.io/v1alpha1\nkind: ServiceRoute\nmetadata:\n  name: web\n  namespace: myapp\nspec:\n  serviceName: web\n  gatewayName: default-gateway\n  gatewayNamespace: istio-ingress\n  environment: prod\n  application: myapp\n";
 
 #[test]
 fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_validate() {
@@ -611,33 +614,37 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     let to = |n: &str, t: &str| (n.to_string(), t.to_string());
 
     // Normal operation, Active mode in weu: one route endpoint, gateway A records in every zone.
-    let (rows, _) = dns_endpoints(&[format!("{E002}/weu")], "aks-weu-01");
+    let (rows, _) = dns_endpoints(&[E002.to_string()], "aks-weu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com")]);
     assert!(rows.iter().all(|r| r.2 != "CNAME" || r.1 == cname), "{rows:?}");
     let gateways: Vec<&str> = rows.iter().filter(|r| r.2 == "A").map(|r| r.0.as_str()).collect();
-    assert_eq!(gateways, ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu"]);
-    assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.0.1"), "{rows:?}");
+    assert_eq!(
+        gateways,
+        ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-frc"]
+    );
+    assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.3.11"), "{rows:?}");
 
     // RegionBound from weu: every controller's zone points at weu.
-    let dir = scratch("rb");
-    std::fs::write(dir.join("identity.yaml"), WEU_IDENTITY).expect("write");
-    let (rows, _) = dns_endpoints(&[format!("{E002}/weu/cluster.yaml"), format!("{E002}/steps/weu-regionbound-policy.yaml"), dir.display().to_string()], "aks-weu-01");
-    assert_eq!(route_rows(&rows), [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com")]);
+    let (rows, _) = dns_endpoints(&[format!("{S002}/4-regionbound")], "aks-weu-01");
+    assert_eq!(
+        route_rows(&rows),
+        [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com"), to("web-external-dns-frc", "aks01-weu-internal.example.com")]
+    );
 
-    // Failover: neu adopts weu (the seed shows neu's identity; its Active DNSPolicy is implied).
-    std::fs::write(dir.join("policy.yaml"), ACTIVE_POLICY_ANY_REGION).expect("write");
-    std::fs::remove_file(dir.join("identity.yaml")).expect("remove");
-    let (rows, out) = dns_endpoints(&[format!("{E002}/neu"), dir.display().to_string()], "aks-neu-01");
+    // Failover: neu adopts weu.
+    let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu")], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
     assert!(out.contains("external-dns.alpha.kubernetes.io/controller: external-dns-weu"), "{out}");
     assert!(out.contains("router.io/serviceroute: web") && out.contains("router.io/source-namespace: myapp") && out.contains("app.kubernetes.io/managed-by: service-router-operator"), "{out}");
 
     // Recovery: the adoption removed, neu writes its own region only.
-    let (rows, _) = dns_endpoints(&[format!("{E002}/neu/cluster.yaml"), format!("{E002}/steps/neu-adoption-removed.yaml"), dir.display().to_string()], "aks-neu-01");
+    let (rows, _) = dns_endpoints(&[format!("{S002}/3-adoption-removed")], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com")]);
 
-    // The neu view as the seed gives it has no DNSPolicy: the operator waits, and so does veer.
-    let (rows, out) = dns_endpoints(&[format!("{E002}/neu")], "aks-neu-01");
+    // A cluster whose namespace has no DNSPolicy: the operator waits, and so does veer.
+    let dir = scratch("nopolicy");
+    std::fs::write(dir.join("neu.yaml"), NEU_WITHOUT_POLICY).expect("write");
+    let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu/neu-identity.yaml"), dir.display().to_string()], "aks-neu-01");
     assert!(route_rows(&rows).is_empty(), "{rows:?}");
     assert!(out.contains("DNSPolicyNotFound"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -694,15 +701,17 @@ fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
 /// per second, and two at once on a small CI machine would measure each other.
 static DEMO_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `veer demo <seed> --plain` and checks it exits 0 with `steps` steps, each passed.
-fn assert_demo_passes(seed: &str, steps: usize) {
-    let (code, out, err) = veer(&["demo", seed, "--plain"]);
+/// Runs `veer demo <seed> --plain` and checks it exits 0 with `steps` steps, each passed;
+/// returns what it printed.
+fn assert_demo_passes(seed: &str, steps: usize) -> String {
+    let (code, out, err) = veer(&["demo", seed, "--plain", "--rate", "100"]);
     assert_eq!(code, 0, "veer demo {seed} failed:\n{out}\n{err}");
     let summary = out.split(&format!("summary of veer demo {seed}")).nth(1).unwrap_or_else(|| panic!("no summary:\n{out}"));
     let passed = summary.lines().filter(|l| l.starts_with("  ✓ step ")).count();
     let failed = summary.lines().filter(|l| l.starts_with("  ✗ step ")).count();
     assert_eq!((passed, failed), (steps, 0), "{out}");
     assert!(summary.contains("errors: 0\n") && summary.contains("every step as the seed says, with zero client errors"), "{out}");
+    out
 }
 
 /// Every folder of `dirs` validates by itself (`veer validate -f DIR` exits 0).
@@ -751,4 +760,29 @@ fn demo_001_every_example_folder_validates() {
     let dirs = example_folders(E001);
     assert_eq!(dirs, vec![E001.to_string()]);
     assert_folders_validate(&dirs);
+}
+
+#[test]
+fn seed003_example_and_every_step_folder_validate() {
+    let dirs = example_folders(E003);
+    assert_eq!(dirs.len(), 5, "{dirs:?}");
+    assert_folders_validate(&dirs);
+}
+
+#[test]
+fn demo_003_walks_istio_locality_failover_over_two_meshed_nodes() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = assert_demo_passes("003", 6);
+    assert!(out.contains("cluster1's node is connected to cluster2's over mTLS"), "{out}");
+    assert!(out.contains("switched to helloworld-v2 (fail over) in ") && out.contains("switched back to helloworld-v1 (fail back) in "), "{out}");
+}
+
+#[test]
+fn demo_002_walks_the_regional_dns_takeover_on_three_nodes() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = assert_demo_passes("002", 7);
+    assert!(out.contains("WEU zone served by aks-neu-01 ") && out.contains("writer aks-neu-01 epoch 2"), "{out}");
+    assert!(out.contains("weu users → 127.0.3.12:8080: web-neu 100%"), "WEU users follow the takeover to NEU:\n{out}");
+    assert!(out.contains("WEU zone served by aks-weu-01 again ") && out.contains("writer aks-weu-01 epoch 3"), "{out}");
+    assert!(out.contains("every zone served by aks-weu-01 "), "{out}");
 }

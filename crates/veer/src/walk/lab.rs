@@ -78,6 +78,14 @@ impl Lab {
         Ok(&self.nodes[self.nodes.len() - 1].1)
     }
 
+    /// Stops node `name` and forgets it (its cluster down), so a node of that name may start again.
+    pub async fn stop_node(&mut self, name: &str) -> Result<(), String> {
+        let i = self.nodes.iter().position(|(n, _)| n == name).ok_or_else(|| format!("no node named {name}"))?;
+        let (_, node) = self.nodes.remove(i);
+        node.stop().await;
+        Ok(())
+    }
+
     pub fn node(&self, name: &str) -> Result<&Node, String> {
         self.nodes.iter().find(|(n, _)| n == name).map(|(_, node)| node).ok_or_else(|| format!("no node named {name}"))
     }
@@ -117,6 +125,44 @@ impl Lab {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// [`Lab::apply`] for several nodes that read the same folder: runs `change` once and waits
+    /// until every one of `names` has applied it.
+    pub async fn apply_all(&self, names: &[&str], change: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for name in names {
+            seen.push((*name, self.node(name)?.events.last_seq()));
+        }
+        change()?;
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        let mut waiting = seen;
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for (name, seq) in waiting {
+                let mut done = false;
+                for event in self.node(name)?.events.since(seq) {
+                    match event.kind {
+                        EventKind::ConfigReloaded => done = true,
+                        EventKind::ConfigRejected => return Err(format!("the {name} node refused the change: {}", event.reason)),
+                        _ => {}
+                    }
+                }
+                if !done {
+                    still.push((name, seq));
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<&str> = waiting.iter().map(|(n, _)| *n).collect();
+                return Err(format!("the {} node(s) did not apply the change within {APPLY_TIMEOUT:?}", names.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     pub async fn shutdown(&mut self) {

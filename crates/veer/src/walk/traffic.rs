@@ -118,6 +118,13 @@ impl Traffic {
         self.split(from, Duration::MAX)
     }
 
+    /// How long after `from` the first answer from a backend whose name `pick` accepts came,
+    /// if one did.
+    pub fn first_from(&self, from: Duration, pick: impl Fn(&str) -> bool) -> Option<Duration> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.iter().filter(|(done, s)| *done >= from && s.backend.as_deref().is_some_and(&pick)).map(|(done, _)| done.saturating_sub(from)).min()
+    }
+
     /// Waits until the answers of a whole [`WINDOW`] satisfy `wanted` (at least five of them),
     /// showing the live split meanwhile. Returns how long after `from` the answers began to be as
     /// wanted for good (to 10 ms), or `None` after `timeout`.
