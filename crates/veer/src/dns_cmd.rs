@@ -134,7 +134,7 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
                 out.push_str("---\n");
                 out.push_str(&veer_dns::yaml::endpoints(&kept));
             }
-            print!("{out}");
+            crate::out!("{out}")?;
             Ok(ExitCode::SUCCESS)
         }
         DnsCommand::Plan { files, cluster, down, output, ttl } => {
@@ -147,8 +147,8 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             }
             let report = plan_report(&set, cluster.as_deref(), &down, &PlanOptions { ttl, ..PlanOptions::default() });
             match output {
-                PlanOutput::Table => print!("{}", render(&report)),
-                PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+                PlanOutput::Table => crate::out!("{}", render(&report))?,
+                PlanOutput::Json => crate::outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod out;
+use out::{out, outln};
 
 // A proxy allocates and frees small buffers per request; mimalloc's thread-local free lists
 // cost less than glibc malloc there.
@@ -292,7 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
-                println!("{k}");
+                outln!("{k}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -307,7 +309,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     Severity::Ignored => ignored += 1,
                 }
                 if d.severity != Severity::Ignored || show_ignored {
-                    println!("{d}");
+                    outln!("{d}")?;
                 }
             }
             let set = &loaded.set;
@@ -318,10 +320,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 + set.routes.len() + set.cluster_identities.len() + set.dns_configurations.len()
                 + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len()
                 + set.dns_endpoints.len();
-            println!(
+            outln!(
                 "{acted} resources read, {ignored} ignored{}; {errors} error(s), {warnings} warning(s)",
                 if ignored > 0 && !show_ignored { " (--show-ignored lists them)" } else { "" }
-            );
+            )?;
             Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Explain { files, host, from, labels, down, path, output } => {
@@ -339,8 +341,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             apply_down(&mut dest, &down)?;
             let report = explain(&dest, &client);
             match output {
-                Output::Table => print!("{}", render_table(&report)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+                Output::Table => out!("{}", render_table(&report))?,
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?,
             }
             Ok(ExitCode::SUCCESS)
         }

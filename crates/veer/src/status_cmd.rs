@@ -64,9 +64,9 @@ pub fn render(v: &serde_json::Value) -> String {
 pub async fn run(admin: SocketAddr, json: bool) -> Result<ExitCode, String> {
     let v = fetch(admin).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?)?;
     } else {
-        print!("{}", render(&v));
+        crate::out!("{}", render(&v))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -321,6 +321,36 @@ fn validate_reads_stdin() {
     assert!(text.contains("<stdin>:7:11: error: Service/default/a: spec.ports[0].port: 70000 is out of range"), "{text}");
 }
 
+/// Every printing subcommand, with stdout a pipe whose reader has already gone (`| head -1`
+/// that has read its line): the write fails with EPIPE, and the command must end quietly.
+#[test]
+fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
+    let pki = scratch("epipe-pki");
+    let pki_root = pki.join("root");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["validate".into(), "-f".into(), E004.into()],
+        vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into(), "-o".into(), "json".into()],
+        vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into()],
+        vec!["kinds".into()],
+        vec!["dns".into(), "plan".into(), "-f".into(), "examples/002-dns-regional-takeover/weu".into()],
+        vec!["dns".into(), "plan".into(), "-f".into(), "examples/002-dns-regional-takeover/weu".into(), "-o".into(), "json".into()],
+        vec!["dns".into(), "endpoints".into(), "-f".into(), "examples/002-dns-regional-takeover/weu".into(), "--cluster".into(), "aks-weu-01".into()],
+        vec!["pki".into(), "root".into(), "--out".into(), pki_root.display().to_string()],
+    ];
+    for args in &cases {
+        // The reader end is closed before veer starts, so its first write meets EPIPE however
+        // fast it runs: no race with the reader.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_veer")).current_dir(root()).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().expect("run veer");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "veer {args:?} panicked: {err}");
+        assert_eq!(out.status.code(), Some(0), "veer {args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "veer {args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
 #[test]
 fn demo_fails_over_and_back_without_errors() {
     let (code, out, err) = veer(&["demo", "--plain", "--phase-seconds", "7", "--rate", "100"]);
