@@ -299,7 +299,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files, show_ignored } => {
-            let loaded = load(&files)?;
+            let loaded = match veer_model::files::read_paths(&files) {
+                Ok(sources) => veer_model::from_sources(&sources),
+                // A file that could be read but is not text is an error in the manifests, located
+                // like the others (exit 1); one that cannot be read at all stays exit 2.
+                Err(e) if e.is_content() => {
+                    outln!("{e}")?;
+                    outln!("1 error(s); nothing else was checked: fix this file first")?;
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let diags = loaded.diagnostics.into_sorted();
             let (mut errors, mut warnings, mut ignored) = (0, 0, 0);
             for d in &diags {

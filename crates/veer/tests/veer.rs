@@ -288,6 +288,17 @@ fn validate_reports_located_errors_and_exits_1() {
 }
 
 #[test]
+fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
+    let dir = scratch("not-utf8");
+    let path = dir.join("latin1.yaml");
+    std::fs::write(&path, b"apiVersion: v1\nkind: Service\nmetadata:\n  name: caf\xe9\n").expect("write");
+    let (code, out, err) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("{}:4:12: error: not UTF-8 text: byte 0xe9", path.display())), "{out}{err}");
+}
+
+#[test]
 fn explain_names_unknown_hosts_and_clusters() {
     let (code, _, err) = veer(&["explain", "-f", E004, "--host", "nope.example", "--from", "local"]);
     assert_eq!(code, 2);
