@@ -114,6 +114,23 @@ pub struct Control {
 
 /// The outlier detection veer applies when a destination configures none: only decisive
 /// failures (refused connects, resets) eject, for 30 s, at most half the endpoints.
+/// Why a destination's active priority moved from `before` to `active` (-1: no priority gets
+/// load), `serving` being the healthy endpoints at `active`. From none to some is neither a
+/// loss nor a recovery of one priority: the destination now has endpoints (the first time, or
+/// again), and -1 is never printed as if it were a priority.
+fn priority_change_reason(before: i64, active: i64, serving: usize) -> String {
+    let endpoints = if serving == 1 { "endpoint" } else { "endpoints" };
+    if active < 0 {
+        "no healthy endpoint left".to_string()
+    } else if before < 0 {
+        format!("now has {serving} healthy {endpoints} at priority {active}")
+    } else if active > before {
+        format!("priority {before} lost its healthy endpoints")
+    } else {
+        format!("priority {active} is healthy again")
+    }
+}
+
 fn fallback_outlier() -> OutlierConfig {
     OutlierConfig {
         enforcing_consecutive_5xx: 0,
@@ -540,7 +557,8 @@ impl Control {
         }
         if let Some(before) = before {
             if before != active {
-                let reason = if active < 0 { "no healthy endpoint left".to_string() } else if active > before { format!("priority {before} lost its healthy endpoints") } else { format!("priority {active} is healthy again") };
+                let serving = d.upstreams.iter().zip(&d.endpoints).filter(|(u, e)| i64::try_from(u.priority).is_ok_and(|p| p == active) && e.health != veer_core::topology::Health::Unhealthy).count();
+                let reason = priority_change_reason(before, active, serving);
                 self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
                 if before >= 0 && active >= 0 {
                     self.metrics.failover_event(&key, before as u32, active as u32);
@@ -627,5 +645,25 @@ async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, pat
         Ok(Err((end, e))) if end.blame() != Blame::Upstream => Probe::Local(e),
         Ok(Err((_, e))) => Probe::Done(false, format!("GET {path} failed: {e}")),
         Err(_) => Probe::Done(false, format!("GET {path} timed out after {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority_change_reason;
+
+    #[test]
+    fn a_destination_gaining_its_first_endpoints_says_so_and_no_reason_names_priority_minus_one() {
+        assert_eq!(priority_change_reason(-1, 1, 2), "now has 2 healthy endpoints at priority 1");
+        assert_eq!(priority_change_reason(-1, 0, 1), "now has 1 healthy endpoint at priority 0");
+        assert_eq!(priority_change_reason(0, 1, 3), "priority 0 lost its healthy endpoints");
+        assert_eq!(priority_change_reason(1, 0, 3), "priority 0 is healthy again");
+        assert_eq!(priority_change_reason(0, -1, 0), "no healthy endpoint left");
+        for before in -1..5 {
+            for active in (-1..5).filter(|&a| a != before) {
+                let reason = priority_change_reason(before, active, 2);
+                assert!(!reason.contains("-1"), "{before} -> {active}: {reason}");
+            }
+        }
     }
 }
