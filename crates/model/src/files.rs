@@ -176,11 +176,15 @@ fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), Stri
     Ok(())
 }
 
-/// A directory's manifest files and subdirectories, sorted.
+/// A directory's manifest files and subdirectories, sorted, without hidden entries (names
+/// starting with `.`). A ConfigMap mounted as a directory holds each key three times: the
+/// top-level link (`a.yaml -> ..data/a.yaml`), `..data` (a link to the current timestamped
+/// directory) and that directory (`..2026_12_03_…`); only the first is the manifest. Editors'
+/// swap and backup files are hidden too. A hidden file named on the command line is still read.
 fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok().filter(|e| !e.file_name().as_encoded_bytes().starts_with(b".")).map(|e| e.path()))
         .filter(|e| e.is_dir() || is_manifest_name(e))
         .collect();
     entries.sort();
@@ -288,6 +292,36 @@ mod tests {
         assert_eq!(e.kind, ReadErrorKind::NotUtf8 { line: 3, col: 5, byte: 0xFF });
         assert!(e.is_content());
         assert!(e.to_string().starts_with(&format!("{}:3:5: error: not UTF-8 text: byte 0xff", path.display())), "{e}");
+    }
+
+    /// The layout kubelet gives a ConfigMap volume: the data in a timestamped directory,
+    /// `..data` linking to it, and each key a top-level link through `..data`.
+    #[cfg(unix)]
+    #[test]
+    fn a_configmap_mounted_as_a_directory_is_read_once_per_key_and_stamped_once() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("veer-configmap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stamped = dir.join("..2026_12_03_22_31_07.123456789");
+        std::fs::create_dir_all(&stamped).expect("dir");
+        std::fs::write(stamped.join("clusters.yaml"), "a: 1\n").expect("write");
+        std::fs::write(stamped.join("services.yml"), "b: 1\n").expect("write");
+        symlink("..2026_12_03_22_31_07.123456789", dir.join("..data")).expect("link");
+        symlink("..data/clusters.yaml", dir.join("clusters.yaml")).expect("link");
+        symlink("..data/services.yml", dir.join("services.yml")).expect("link");
+        // An editor's leftover is hidden too.
+        std::fs::write(dir.join(".clusters.yaml.swp.yaml"), "c: 1\n").expect("write");
+        let read = read_paths(std::slice::from_ref(&dir)).expect("read");
+        let names: Vec<String> = read.iter().map(|(n, _)| n.clone()).collect();
+        let stamps = fingerprint(std::slice::from_ref(&dir)).expect("stamps");
+        let watched = directories(std::slice::from_ref(&dir));
+        // Named explicitly, a hidden file is read.
+        let explicit = read_paths(&[dir.join("..data/clusters.yaml")]).expect("explicit");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(names, vec![dir.join("clusters.yaml").display().to_string(), dir.join("services.yml").display().to_string()]);
+        assert_eq!(stamps.iter().map(|s| s.path().to_path_buf()).collect::<Vec<_>>(), vec![dir.join("clusters.yaml"), dir.join("services.yml")]);
+        assert_eq!(watched, vec![dir.clone()]);
+        assert_eq!(explicit.len(), 1);
     }
 
     #[test]
