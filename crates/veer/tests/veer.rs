@@ -597,10 +597,12 @@ fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, Strin
     assert!(v.contains("0 error(s), 0 warning(s)"), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
     let mut rows = Vec::new();
-    for doc in out.split("\n---\n").filter(|d| d.contains("kind: DNSEndpoint")) {
-        let field = |key: &str| doc.lines().find_map(|l| l.trim().trim_start_matches("- ").strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default();
-        let target = doc.lines().skip_while(|l| !l.contains("targets:")).nth(1).map(|l| l.trim().trim_start_matches("- ").to_string()).unwrap_or_default();
-        rows.push((field("name:"), field("dnsName:"), field("recordType:"), target));
+    // Each object is JSON (which is YAML), so every string in it stays a string for kubectl.
+    for doc in out.split("\n---\n").filter(|d| d.contains("\"DNSEndpoint\"")) {
+        let v: Value = serde_json::from_str(doc).expect("a DNSEndpoint is a JSON object");
+        let record = &v["spec"]["endpoints"][0];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        rows.push((text(&v["metadata"]["name"]), text(&record["dnsName"]), text(&record["recordType"]), text(&record["targets"][0])));
     }
     (rows, out)
 }
@@ -636,8 +638,8 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     std::fs::remove_file(dir.join("identity.yaml")).expect("remove");
     let (rows, out) = dns_endpoints(&[format!("{E002}/neu"), dir.display().to_string()], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
-    assert!(out.contains("external-dns.alpha.kubernetes.io/controller: external-dns-weu"), "{out}");
-    assert!(out.contains("router.io/serviceroute: web") && out.contains("router.io/source-namespace: myapp") && out.contains("app.kubernetes.io/managed-by: service-router-operator"), "{out}");
+    assert!(out.contains(r#""external-dns.alpha.kubernetes.io/controller": "external-dns-weu""#), "{out}");
+    assert!(out.contains(r#""router.io/serviceroute": "web""#) && out.contains(r#""router.io/source-namespace": "myapp""#) && out.contains(r#""app.kubernetes.io/managed-by": "service-router-operator""#), "{out}");
 
     // Recovery: the adoption removed, neu writes its own region only.
     let (rows, _) = dns_endpoints(&[format!("{E002}/neu/cluster.yaml"), format!("{E002}/steps/neu-adoption-removed.yaml"), dir.display().to_string()], "aks-neu-01");
