@@ -310,7 +310,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 Err(e) => return Err(e.to_string()),
             };
-            let diags = loaded.diagnostics.into_sorted();
+            let mut diagnostics = loaded.diagnostics;
+            // Needs every destination resolved for every client, so validate alone runs it.
+            veer_model::ejection::warnings(&loaded.set).into_iter().for_each(|d| diagnostics.push(d));
+            let diags = diagnostics.into_sorted();
             let (mut errors, mut warnings, mut ignored) = (0, 0, 0);
             for d in &diags {
                 match d.severity {

@@ -298,6 +298,23 @@ fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
     assert!(out.contains(&format!("{}:4:12: error: not UTF-8 text: byte 0xe9", path.display())), "{out}{err}");
 }
 
+/// Envoy Gateway's default passive cap (10%) with 4 endpoints never ejects anything: validate
+/// says so, located at the policy, though the seed's policy is otherwise fine.
+#[test]
+fn validate_warns_when_envoy_gateways_default_ejection_cap_is_below_one_of_four_endpoints() {
+    let dir = scratch("ejection-cap");
+    let seed = std::fs::read_to_string(root().join(E004).join("seed.yaml")).expect("seed").replacen("      maxEjectionPercent: 100\n", "", 1);
+    let more: String = (2..4).map(|i| format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: active-{i}\n  namespace: default\nspec:\n  address: 127.0.0.{}\n  labels:\n    app: active\n    version: v1\n", 20 + i)).collect();
+    let topology = std::fs::read_to_string(root().join(E004).join("topology.yaml")).expect("topology") + &more;
+    std::fs::write(dir.join("seed.yaml"), seed).expect("write");
+    std::fs::write(dir.join("topology.yaml"), topology).expect("write");
+    let (code, out, err) = veer(&["validate", "-f", dir.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let want = format!("{}:128:1: warning: BackendTrafficPolicy/default/passive-health-check: spec.healthCheck.passive.maxEjectionPercent: 10% of the 4 endpoint(s) of www.example.com", dir.join("seed.yaml").display());
+    assert!(out.contains(&want) && out.contains("at least 25"), "{out}");
+}
+
 #[test]
 fn explain_names_unknown_hosts_and_clusters() {
     let (code, _, err) = veer(&["explain", "-f", E004, "--host", "nope.example", "--from", "local"]);
