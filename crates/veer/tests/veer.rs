@@ -606,7 +606,9 @@ fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, Strin
     args.extend(["--cluster", cluster, "-o", "yaml"]);
     let (code, out, err) = veer(&args);
     assert_eq!(code, 0, "{args:?}: {err}");
-    let dir = scratch(&format!("out-{cluster}-{}", files.len()));
+    // A directory of its own per call: tests running at once ask for the same cluster's output.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = scratch(&format!("out-{cluster}-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let path = dir.join("endpoints.yaml");
     std::fs::write(&path, &out).expect("write");
     let (code, v, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
