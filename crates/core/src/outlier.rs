@@ -131,6 +131,8 @@ pub struct HostStatus {
     pub last_unejection: Option<Duration>,
     /// Jitter drawn at the last ejection.
     pub jitter: Duration,
+    /// What asked for the last ejection.
+    pub last_reason: Option<EjectionReason>,
 }
 
 /// Per-cluster detector; the ejection cap counts every host of the cluster across all priorities.
@@ -580,6 +582,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             }
         } else {
             status.ejected = true;
+            status.last_reason = Some(reason);
             status.num_ejections = status.num_ejections.saturating_add(1);
             status.last_ejection = Some(now);
             let max_jitter_ms =

@@ -452,6 +452,7 @@ impl Control {
             }
         }
         self.generation += 1;
+        self.publish_holds();
         self.publish_catalog(&unhealthy);
         let remote_dirty = std::mem::take(&mut self.remote_dirty);
         if let Some(changed) = self.dirty.replace(HashSet::new()) {
@@ -511,6 +512,34 @@ impl Control {
             keep
         });
         self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Why each held endpoint is held, for `veer status`: the same sources `rebuild` marks
+    /// endpoints unhealthy from, with the time an ejection ends.
+    fn publish_holds(&self) {
+        let now = self.start.elapsed();
+        let now_unix_ms = crate::events::unix_ms();
+        let mut holds = crate::holds::Holds::default();
+        for ((dest, ep), h) in &self.health {
+            if !h.healthy {
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::HealthCheckFailed);
+            }
+        }
+        for (dest, ep) in &self.pending {
+            holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::ProbePending);
+        }
+        for (dest, det) in &self.detectors {
+            for ep in det.ejected_hosts() {
+                let left = det.ejection_ends_at(ep).map_or(Duration::ZERO, |end| end.saturating_sub(now));
+                let until_unix_ms = now_unix_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+                let reason = det.host_status(ep).and_then(|s| s.last_reason);
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::Ejected { until_unix_ms, reason });
+            }
+        }
+        if let Some(p) = &self.peers {
+            holds.remote = p.health();
+        }
+        self.shared.holds.store(Arc::new(holds));
     }
 
     /// Links and remote health as the snapshot needs them (empty when not meshed).

@@ -474,6 +474,100 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
 }
 
 /// One GET through `addr` with a fresh connection: the status, or `None` if nothing came in `wait`.
+/// A `veer run` child that is sent SIGTERM and waited for when dropped.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `veer status` against a running node says, per destination, what holds each endpoint out
+/// (here: ejected by outlier detection, with until when) while the same address serves another
+/// destination, and why a destination has no endpoint (a remote network that does not expose it).
+#[test]
+fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none() {
+    use std::io::BufReader;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let active = rt.block_on(veer_testkit::Backend::start("active-1", "127.0.0.61:0".parse().expect("addr"))).expect("backend");
+    let passive = rt.block_on(veer_testkit::Backend::start("passive-1", "127.0.0.62:0".parse().expect("addr"))).expect("backend");
+    let dir = scratch("status");
+    let (ip, port) = (active.addr().ip(), active.addr().port());
+    let manifest = format!(
+        "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{network: n1, locality: {{region: r}}}}\n---\n\
+         apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: far}}\nspec: {{network: n2, locality: {{region: r2}}}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: active}}\nspec: {{endpoints: [{{ip: {{address: {ip}, port: {port}}}}}]}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: passive}}\nspec: {{fallback: true, endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{gatewayClassName: veer, listeners: [{{name: http, protocol: HTTP, port: 80}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  hostnames: [www.example.com]\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs:\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: active}}\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: passive}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: hc}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]\n  healthCheck: {{passive: {{consecutive5XxErrors: 1, maxEjectionPercent: 100, interval: 1s, baseEjectionTime: 60s}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{selector: {{app: web}}, ports: [{{name: http, port: {port}}}]}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: web-1, namespace: shop, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{address: {ip}, labels: {{app: web}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: far, namespace: shop, labels: {{topology.istio.io/cluster: far}}}}\nspec: {{selector: {{app: far}}, ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: far-1, namespace: shop, labels: {{topology.istio.io/cluster: far}}}}\nspec: {{address: 127.0.0.63, labels: {{app: far}}}}\n",
+        passive.addr().ip(),
+        passive.addr().port()
+    );
+    std::fs::write(dir.join("world.yaml"), manifest).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn veer run");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    // Stopped however the test ends: a failed assertion must not leave the node running.
+    let child = StopOnDrop(child);
+    let (gateway, admin) = wait_for_addresses(&mut stderr);
+    // Drain the node's log so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    rt.block_on(active.set_mode(veer_testkit::Mode::Refuse)).expect("refuse");
+    // A request refused by the active backend ejects it at once (and is retried on passive);
+    // ask until the node's status shows it: each round trip is a request and a status call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let code = rt.block_on(get_status(&gateway, "www.example.com", "/", std::time::Duration::from_secs(5)));
+        assert_eq!(code, Some(200), "the retry on passive answers");
+        let (rc, out, err) = veer(&["status", "--admin", &admin, "-o", "json"]);
+        assert_eq!(rc, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).expect("status JSON");
+        let held = v["destinations"].as_array().into_iter().flatten().filter(|d| d["destination"].as_str().is_some_and(|k| k.starts_with("www.example.com"))).flat_map(|d| d["endpoints"].as_array().cloned().unwrap_or_default()).any(|e| e["held"]["reason"] == "ejected");
+        if held {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "the active endpoint was never shown ejected: {out}");
+    };
+    let dest = |prefix: &str| status["destinations"].as_array().into_iter().flatten().find(|d| d["destination"].as_str().is_some_and(|k| k.starts_with(prefix))).cloned().unwrap_or_default();
+    let route = dest("www.example.com");
+    let ejected = route["endpoints"].as_array().into_iter().flatten().find(|e| e["address"] == format!("{ip}:{port}").as_str()).cloned().unwrap_or_default();
+    assert_eq!(ejected["healthy"], false, "{route}");
+    assert!(ejected["held"]["detail"].as_str().is_some_and(|d| d.contains("ejected by outlier detection after a refused connect")), "{route}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    assert!(ejected["held"]["until_unix_ms"].as_u64().is_some_and(|t| t > now_ms + 30_000), "ejected for 60 s: {route}");
+    // The same address serves the Service's destination: healthy there, and said so.
+    let web = dest(&format!("web.shop.svc.cluster.local:{port}"));
+    assert_eq!(web["endpoints"][0]["healthy"], true, "{web}");
+    assert!(web["endpoints"][0]["held"].is_null(), "{web}");
+    // The remote network's Service: no endpoint, and why.
+    let far = dest("far.shop.svc.cluster.local:80");
+    assert_eq!(far["active_priority"], -1, "{far}");
+    assert!(far["why_none"].as_str().is_some_and(|w| w.starts_with("no endpoints") && w.contains("no AUTO_PASSTHROUGH east-west Gateway there exposes")), "{far}");
+    // The table says the same in words.
+    let (rc, text, err) = veer(&["status", "--admin", &admin]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(text.contains(&format!("    out: {ip}:{port} (local, P0): ejected by outlier detection after a refused connect or a reset until ")), "{text}");
+    assert!(text.contains("    why none: no endpoints; cluster far is on network \"n2\""), "{text}");
+    let web_block: String = text.lines().skip_while(|l| !l.starts_with("web.shop.svc.cluster.local")).skip(1).take_while(|l| l.starts_with("    ")).collect();
+    assert!(!web_block.contains("out:"), "{text}");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(async {
+        active.stop().await;
+        passive.stop().await;
+    });
+}
+
 async fn get_status(addr: &str, host: &str, path: &str, wait: std::time::Duration) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ask = async {
