@@ -249,6 +249,54 @@ pub fn choose_priority(load: &PriorityLoad, hash: u64) -> (usize, bool) {
     (0, false)
 }
 
+/// The load of a retry under Envoy's `previous_priorities` retry predicate
+/// (`PreviousPrioritiesRetryPriority::adjustForAttemptedPriorities`, failover-semantics.md §3):
+/// the availability of each priority `tried` says was attempted counts as 0, and 100% is
+/// spread again over the others' availability, health first then degraded, in passes until
+/// all of it is handed out. There is no panic step: a retry in panic mode goes to the
+/// untried priorities, never back over all of them by host count. When no untried priority
+/// has availability, Envoy forgets the attempts and spreads over every priority's
+/// availability; when nothing has any, the `original` load applies.
+///
+/// Which hosts of the chosen priority a retry picks from stays `original`'s: Envoy's
+/// `hostSourceToUse` reads the load balancer's own panic flags, which the predicate does not
+/// touch.
+pub fn retry_load(levels: &[LevelHealth], original: &PriorityLoad, tried: impl Fn(usize) -> bool, settings: LoadSettings) -> PriorityLoad {
+    let levels: Vec<LevelHealth> = levels.iter().map(|level| level.clamped()).collect();
+    let availability: Vec<(u32, u32)> = levels.iter().map(|level| availability(*level, settings.overprovisioning_factor)).collect();
+    let adjusted = |skip_tried: bool| -> (Vec<u32>, Vec<u32>) { availability.iter().enumerate().map(|(p, &(h, d))| if skip_tried && tried(p) { (0, 0) } else { (h, d) }).unzip() };
+    let (mut health, mut degraded) = adjusted(true);
+    let mut total = health.iter().chain(&degraded).sum::<u32>().min(100);
+    if total == 0 {
+        (health, degraded) = adjusted(false);
+        total = health.iter().chain(&degraded).sum::<u32>().min(100);
+    }
+    if total == 0 {
+        return original.clone();
+    }
+    let mut load = PriorityLoad {
+        healthy: vec![0; levels.len()],
+        degraded: vec![0; levels.len()],
+        panic: original.panic.clone(),
+        total_panic: false,
+        no_healthy: false,
+    };
+    load.panic.resize(levels.len(), false);
+    // Envoy's loop: each pass hands out every level's proportional share of what is left, so
+    // the rounding leftover goes top-down again. Each pass hands out at least 1 (some level has
+    // availability ≥ 1 and total ≤ 100), so the loop ends.
+    let mut rest = 100u32;
+    while rest > 0 {
+        for (share, slot) in health.iter().zip(load.healthy.iter_mut()).chain(degraded.iter().zip(load.degraded.iter_mut())) {
+            let delta = rest.min(share * 100 / total);
+            *slot += delta;
+            rest -= delta;
+        }
+    }
+    load.no_healthy = has_unservable_share(&levels, &load);
+    load
+}
+
 /// Envoy's `distributeLoad`: hands out `budget` top-down in proportion to availability. Returns
 /// the first level with availability and the budget left over by rounding.
 fn distribute(

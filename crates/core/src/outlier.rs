@@ -131,6 +131,8 @@ pub struct HostStatus {
     pub last_unejection: Option<Duration>,
     /// Jitter drawn at the last ejection.
     pub jitter: Duration,
+    /// What asked for the last ejection.
+    pub last_reason: Option<EjectionReason>,
 }
 
 /// Per-cluster detector; the ejection cap counts every host of the cluster across all priorities.
@@ -175,6 +177,23 @@ impl Default for OutlierConfig {
 }
 
 impl OutlierConfig {
+    /// Whether the max-ejection-percent cap lets one more of `hosts` be ejected while `active`
+    /// are (failover-semantics.md §2.3). Envoy compares `100.0·(active+1)/hosts ≤ max%` in
+    /// floating point; cross-multiplying gives the same answer without rounding. The cap is
+    /// cluster-wide, across all priorities; `always_eject_one_host` lets the first through.
+    pub fn cap_allows(&self, active: u64, hosts: u64) -> bool {
+        let max_percent = u64::from(self.max_ejection_percent.min(100));
+        let within_cap = 100 * (active + 1) <= max_percent * hosts;
+        within_cap || (self.always_eject_one_host && active == 0)
+    }
+
+    /// Whether anything can ever be ejected from a cluster of `hosts`: the first ejection
+    /// needs `100 ≤ max% · hosts`, so 10% (Envoy's and Envoy Gateway's default) ejects nothing
+    /// below 10 hosts, and 25% nothing below 4.
+    pub fn can_eject_any(&self, hosts: u64) -> bool {
+        hosts > 0 && self.cap_allows(0, hosts)
+    }
+
     /// Envoy's `max_ejection_time` when the field is unset: `max(300 s, base)`.
     pub fn default_max_ejection_time(base_ejection_time: Duration) -> Duration {
         DEFAULT_MAX_EJECTION_TIME.max(base_ejection_time)
@@ -563,6 +582,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             }
         } else {
             status.ejected = true;
+            status.last_reason = Some(reason);
             status.num_ejections = status.num_ejections.saturating_add(1);
             status.last_ejection = Some(now);
             let max_jitter_ms =
@@ -587,14 +607,8 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         Some(verdict)
     }
 
-    /// Envoy compares `100.0·(active+1)/hosts ≤ max%` in floating point; cross-multiplying gives
-    /// the same answer without rounding. The cap is cluster-wide, across all priorities.
     fn cap_allows_one_more(&self) -> bool {
-        let active = self.ejected as u64;
-        let hosts = self.hosts.len() as u64;
-        let max_percent = u64::from(self.config.max_ejection_percent.min(100));
-        let within_cap = 100 * (active + 1) <= max_percent * hosts;
-        within_cap || (self.config.always_eject_one_host && active == 0)
+        self.config.cap_allows(self.ejected as u64, self.hosts.len() as u64)
     }
 }
 

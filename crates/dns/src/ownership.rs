@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{ClusterPlan, ZoneId};
+use crate::plan::{ClusterPlan, Endpoint, Source, ZoneId};
 
 /// How a cluster comes to write a zone, in increasing precedence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -209,6 +209,29 @@ impl Registry {
             }
         }
     }
+}
+
+/// Whether a cluster's ExternalDNS controller for an endpoint's zone writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// Written: the gateway's A record (every cluster writes its own in every regional zone),
+    /// or a ServiceRoute record of a zone this cluster is the elected writer of.
+    Written,
+    /// A ServiceRoute record of a zone another cluster writes (or nobody does), with that zone's
+    /// state: writing it too would make two live writers.
+    Withheld(Option<&'a ZoneState>),
+}
+
+/// The one rule for which of `plan`'s endpoints its cluster writes, in the plan's order:
+/// `veer dns endpoints` prints the written ones and `veer dns plan` lists them under their
+/// zones, so the two never disagree about which controllers get records.
+pub fn written<'a>(plan: &'a ClusterPlan, registry: &'a Registry) -> impl Iterator<Item = (&'a Endpoint, Verdict<'a>)> + 'a {
+    plan.endpoints.iter().map(move |e| {
+        let state = registry.get(&e.zone);
+        let ours = state.is_some_and(|s| s.writer.as_deref() == Some(plan.cluster.as_str()));
+        let verdict = if matches!(e.source, Source::Route { .. }) && !ours { Verdict::Withheld(state) } else { Verdict::Written };
+        (e, verdict)
+    })
 }
 
 /// What a writer publishes into a zone.

@@ -54,18 +54,9 @@ impl Ctx {
     /// Reads `node` as a mapping at `path`; reports and returns `None` otherwise.
     pub fn obj<'a>(&'a self, node: &'a Node, path: &str) -> Option<Obj<'a>> {
         match node.value {
-            Value::Map(ref entries) => {
-                let mut seen: Vec<&str> = Vec::new();
-                for (k, _) in entries {
-                    // Complex keys (`? [a, b]`) are never field names; the field check reports them.
-                    let Some(key) = k.scalar() else { continue };
-                    if seen.contains(&key) {
-                        self.error(k.pos, &join(path, key), "duplicate key");
-                    }
-                    seen.push(key);
-                }
-                Some(Obj { ctx: self, node, path: path.to_string(), known: RefCell::new(Vec::new()), tolerated: RefCell::new(Vec::new()) })
-            }
+            // Duplicate keys are reported by `load::parse_source`, from the YAML reader, for
+            // every document whatever its kind.
+            Value::Map(_) => Some(Obj { ctx: self, node, path: path.to_string(), known: RefCell::new(Vec::new()), tolerated: RefCell::new(Vec::new()) }),
             _ if node.is_null() => None,
             _ => {
                 self.error(node.pos, path, format!("expected a mapping, found a {}", node.kind_name()));

@@ -27,8 +27,9 @@ pub enum ReadErrorKind {
     NotAFile(&'static str),
     /// Over the cap: its size in bytes (what it had grown to, if it grew while being read).
     TooLarge(u64),
-    /// The first byte that is not UTF-8.
-    NotUtf8(usize),
+    /// The first byte that is not UTF-8: where it is (1-based line and column, the column in
+    /// characters as YAML errors count it) and its value.
+    NotUtf8 { line: usize, col: usize, byte: u8 },
     /// Directories nested deeper than veer walks (a link loop, most likely).
     TooDeep,
 }
@@ -40,13 +41,22 @@ impl std::fmt::Display for ReadError {
             ReadErrorKind::Io(e) => write!(f, "{path}: {e}"),
             ReadErrorKind::NotAFile(what) => write!(f, "{path}: is {what}, not a regular file; veer reads manifests only from regular files"),
             ReadErrorKind::TooLarge(len) => write!(f, "{path}: file is {len} bytes; veer reads at most {MAX_INPUT_BYTES} bytes per file"),
-            ReadErrorKind::NotUtf8(at) => write!(f, "{path}: not UTF-8 text (byte {at})"),
+            // Located like every other problem in a file's content, so editors jump to it.
+            ReadErrorKind::NotUtf8 { line, col, byte } => write!(f, "{path}:{line}:{col}: error: not UTF-8 text: byte 0x{byte:02x}; manifests must be UTF-8"),
             ReadErrorKind::TooDeep => write!(f, "{path}: directories nested more than {MAX_DEPTH} deep (a link to a directory above it?)"),
         }
     }
 }
 
 impl std::error::Error for ReadError {}
+
+impl ReadError {
+    /// Whether the file was read but its content is wrong (not UTF-8), as opposed to not being
+    /// readable at all: `veer validate` reports the first like any error in a manifest.
+    pub fn is_content(&self) -> bool {
+        matches!(self.kind, ReadErrorKind::NotUtf8 { .. })
+    }
+}
 
 impl From<ReadError> for String {
     fn from(e: ReadError) -> String {
@@ -64,12 +74,12 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, ReadError>
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             std::io::stdin()
                 .take(MAX_INPUT_BYTES as u64 + 1)
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .map_err(|e| ReadError { path: "<stdin>".into(), kind: ReadErrorKind::Io(e.to_string()) })?;
-            out.push(("<stdin>".to_string(), text));
+            out.push(("<stdin>".to_string(), utf8(Path::new("<stdin>"), bytes)?));
         } else {
             collect(p, 0, &mut out)?;
         }
@@ -166,11 +176,15 @@ fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), Stri
     Ok(())
 }
 
-/// A directory's manifest files and subdirectories, sorted.
+/// A directory's manifest files and subdirectories, sorted, without hidden entries (names
+/// starting with `.`). A ConfigMap mounted as a directory holds each key three times: the
+/// top-level link (`a.yaml -> ..data/a.yaml`), `..data` (a link to the current timestamped
+/// directory) and that directory (`..2026_12_03_…`); only the first is the manifest. Editors'
+/// swap and backup files are hidden too. A hidden file named on the command line is still read.
 fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok().filter(|e| !e.file_name().as_encoded_bytes().starts_with(b".")).map(|e| e.path()))
         .filter(|e| e.is_dir() || is_manifest_name(e))
         .collect();
     entries.sort();
@@ -244,12 +258,71 @@ fn read_regular(path: &Path) -> Result<String, ReadError> {
     if bytes.len() > MAX_INPUT_BYTES {
         return Err(error(path, ReadErrorKind::TooLarge(bytes.len() as u64)));
     }
-    String::from_utf8(bytes).map_err(|e| error(path, ReadErrorKind::NotUtf8(e.utf8_error().valid_up_to())))
+    utf8(path, bytes)
+}
+
+/// `bytes` as text, or where its first byte that is not UTF-8 is.
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ReadError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        // Everything before `at` is valid UTF-8, so lines and characters can be counted in it.
+        let before = bytes.get(..at).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let kind = ReadErrorKind::NotUtf8 { line: before.matches('\n').count() + 1, col: before[line_start..].chars().count() + 1, byte: bytes.get(at).copied().unwrap_or_default() };
+        error(path, kind)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_an_error_at_the_line_and_column_of_its_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("veer-not-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("a.yaml");
+        // Two characters of two bytes each before the bad byte: the column counts characters.
+        let mut bytes = "a: 1\nb: ‘é’\nc: ".as_bytes().to_vec();
+        bytes.extend([b'x', 0xFF, b'\n']);
+        std::fs::write(&path, &bytes).expect("write");
+        let e = read_paths(std::slice::from_ref(&path)).expect_err("not UTF-8");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(e.kind, ReadErrorKind::NotUtf8 { line: 3, col: 5, byte: 0xFF });
+        assert!(e.is_content());
+        assert!(e.to_string().starts_with(&format!("{}:3:5: error: not UTF-8 text: byte 0xff", path.display())), "{e}");
+    }
+
+    /// The layout kubelet gives a ConfigMap volume: the data in a timestamped directory,
+    /// `..data` linking to it, and each key a top-level link through `..data`.
+    #[cfg(unix)]
+    #[test]
+    fn a_configmap_mounted_as_a_directory_is_read_once_per_key_and_stamped_once() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("veer-configmap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let stamped = dir.join("..2026_12_03_22_31_07.123456789");
+        std::fs::create_dir_all(&stamped).expect("dir");
+        std::fs::write(stamped.join("clusters.yaml"), "a: 1\n").expect("write");
+        std::fs::write(stamped.join("services.yml"), "b: 1\n").expect("write");
+        symlink("..2026_12_03_22_31_07.123456789", dir.join("..data")).expect("link");
+        symlink("..data/clusters.yaml", dir.join("clusters.yaml")).expect("link");
+        symlink("..data/services.yml", dir.join("services.yml")).expect("link");
+        // An editor's leftover is hidden too.
+        std::fs::write(dir.join(".clusters.yaml.swp.yaml"), "c: 1\n").expect("write");
+        let read = read_paths(std::slice::from_ref(&dir)).expect("read");
+        let names: Vec<String> = read.iter().map(|(n, _)| n.clone()).collect();
+        let stamps = fingerprint(std::slice::from_ref(&dir)).expect("stamps");
+        let watched = directories(std::slice::from_ref(&dir));
+        // Named explicitly, a hidden file is read.
+        let explicit = read_paths(&[dir.join("..data/clusters.yaml")]).expect("explicit");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(names, vec![dir.join("clusters.yaml").display().to_string(), dir.join("services.yml").display().to_string()]);
+        assert_eq!(stamps.iter().map(|s| s.path().to_path_buf()).collect::<Vec<_>>(), vec![dir.join("clusters.yaml"), dir.join("services.yml")]);
+        assert_eq!(watched, vec![dir.clone()]);
+        assert_eq!(explicit.len(), 1);
+    }
 
     #[test]
     fn fingerprint_changes_when_a_manifest_is_replaced_and_ignores_other_files() {

@@ -223,13 +223,8 @@ fn read_outlier(o: &Obj<'_>) -> IstioOutlier {
     }
     let min_health_percent = o.u32("minHealthPercent", 0, 100).unwrap_or(0);
     check_outlier_timing(o, &c);
-    if c.max_ejection_percent < 100 && !o.has("maxEjectionPercent") {
-        o.ctx().warn(
-            o.pos(),
-            &o.field_path("maxEjectionPercent"),
-            format!("not set, so Envoy's default of {}% applies: in a cluster of fewer than 10 endpoints nothing is ever ejected and failover never happens; set maxEjectionPercent: 100", c.max_ejection_percent),
-        );
-    }
+    // A cap too small for the destination's endpoints is found by `ejection::warnings`, which
+    // knows how many endpoints the rule applies to.
     let _ = Duration::ZERO;
     IstioOutlier { config: c, min_health_percent, pos: o.pos() }
 }

@@ -8,6 +8,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod ejection;
 pub mod explain;
 pub mod externaldns;
 pub mod files;

@@ -168,12 +168,31 @@ pub fn parse_source(file: &Arc<str>, text: &str) -> (Vec<Resource>, Diagnostics)
     let mut out = Vec::new();
     let (docs, err) = yaml::load(text);
     for doc in &docs {
-        read_document(file, &doc.root, &mut out, &mut diags, 0);
+        for d in &doc.duplicates {
+            // Two resources pasted together without `---` repeat apiVersion and kind at the top.
+            let hint = if matches!(d.path.as_str(), "apiVersion" | "kind") { "; if two resources were pasted together, separate them with a `---` line" } else { "" };
+            let message = format!("duplicate key (first at {}:{}){hint}", d.first.line, d.first.col);
+            diags.push(Diagnostic { severity: Severity::Error, file: file.clone(), pos: d.pos, resource: label(&doc.root), field: d.path.clone(), message });
+        }
+        let mut read = Vec::new();
+        read_document(file, &doc.root, &mut read, &mut diags, 0);
+        // A document with a repeated key is not what its author meant, whichever copy would win.
+        if doc.duplicates.is_empty() {
+            out.extend(read);
+        }
     }
     if let Some(e) = err {
         diags.push(Diagnostic { severity: Severity::Error, file: file.clone(), pos: e.pos, resource: None, field: String::new(), message: e.message });
     }
     (out, diags)
+}
+
+/// `Kind/namespace/name` of a document, when it names its kind.
+fn label(root: &Node) -> Option<String> {
+    let kind = root.get("kind").and_then(Node::scalar)?;
+    let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::scalar).unwrap_or("?");
+    let namespace = root.get("metadata").and_then(|m| m.get("namespace")).and_then(Node::scalar).unwrap_or("default");
+    Some(format!("{kind}/{namespace}/{name}"))
 }
 
 fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &mut Diagnostics, depth: usize) {

@@ -30,7 +30,7 @@ pub enum Value {
     /// A scalar and whether it was quoted/block (then it is always a string).
     Scalar { text: String, plain: bool },
     Seq(Vec<Node>),
-    /// Keys kept in order with their positions; duplicates are reported by the loader.
+    /// Keys kept in order with their positions; duplicates are listed in [`Document::duplicates`].
     Map(Vec<(Node, Node)>),
 }
 
@@ -38,6 +38,22 @@ pub enum Value {
 #[derive(Debug)]
 pub struct Document {
     pub root: Node,
+    /// Every key that repeats a key of the same mapping, anywhere in the document. Found here,
+    /// not by the readers, because a document veer does not act on is never read field by field,
+    /// and two resources pasted together without `---` are exactly such a document: its keys
+    /// repeat, and whichever `kind` won, the other resource was lost without a word.
+    pub duplicates: Vec<DuplicateKey>,
+}
+
+/// A mapping key seen a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Where the repeat is.
+    pub pos: Pos,
+    /// Where the key was first.
+    pub first: Pos,
+    /// The key's path from the document's root (`spec.ports[0].port`).
+    pub path: String,
 }
 
 /// Why a stream could not be read.
@@ -115,6 +131,8 @@ struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     docs: Vec<Document>,
+    /// The duplicate keys of the document being built.
+    duplicates: Vec<DuplicateKey>,
     nodes: usize,
     error: Option<LoadError>,
 }
@@ -131,13 +149,61 @@ impl Builder {
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {
-            None => self.docs.push(Document { root: node }),
+            None => self.docs.push(Document { root: node, duplicates: std::mem::take(&mut self.duplicates) }),
             Some(Frame::Seq(_, items, _)) => items.push(node),
             Some(Frame::Map(_, entries, key, _)) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => entries.push((k, node)),
             },
         }
+    }
+}
+
+impl Builder {
+    /// Records every scalar key of a finished mapping that an earlier key of it repeats.
+    /// Complex keys (`? [a, b]`) are never field names, so they are not compared.
+    fn find_duplicates(&mut self, entries: &[(Node, Node)]) {
+        let mut keys: Vec<(&str, usize)> = entries.iter().enumerate().filter_map(|(i, (k, _))| k.scalar().map(|s| (s, i))).collect();
+        // Sorted by key, then by place: each run of one key starts with its first occurrence.
+        // O(n log n), so a mapping of 100,000 keys costs no more than reading it.
+        keys.sort_unstable();
+        let mut found = Vec::new();
+        let mut run: Option<(&str, usize)> = None;
+        for &(key, i) in &keys {
+            match run {
+                Some((k, first)) if k == key => found.push((i, first)),
+                _ => run = Some((key, i)),
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        let parent = self.path();
+        found.sort_unstable();
+        for (later, first) in found {
+            let (Some((key, _)), Some((first_key, _))) = (entries.get(later), entries.get(first)) else { continue };
+            let name = key.scalar().unwrap_or_default();
+            let path = if parent.is_empty() { name.to_string() } else { format!("{parent}.{name}") };
+            self.duplicates.push(DuplicateKey { pos: key.pos, first: first_key.pos, path });
+        }
+    }
+
+    /// The path from the document's root to the node being built (`spec.ports[0]`).
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for frame in &self.stack {
+            match frame {
+                Frame::Map(_, _, Some(key), _) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key.scalar().unwrap_or("?"));
+                }
+                Frame::Map(_, _, None, _) => {}
+                Frame::Seq(_, items, _) => path.push_str(&format!("[{}]", items.len())),
+            }
+        }
+        path
     }
 }
 
@@ -183,6 +249,7 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map(mut node, entries, _, anchor)) = self.stack.pop() {
+                    self.find_duplicates(&entries);
                     // yaml-rust2 marks a block mapping's start after its first key; the key's
                     // own position is where a reader looks.
                     if let Some((first, _)) = entries.first() {
@@ -289,6 +356,20 @@ mod tests {
         let (_, err) = load(&s);
         let err = err.map(|e| e.message).unwrap_or_default();
         assert!(err.contains("alias bomb"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth_with_their_path_and_first_place() {
+        let (docs, err) = load("a: 1\nb:\n  - c: 1\n    d: 2\n    c: 3\na: 4\n? [x]\n: 1\n? [x]\n: 2\n");
+        assert!(err.is_none());
+        let dups = &docs[0].duplicates;
+        assert_eq!(
+            dups,
+            &vec![
+                DuplicateKey { pos: Pos { line: 5, col: 5 }, first: Pos { line: 3, col: 5 }, path: "b[0].c".into() },
+                DuplicateKey { pos: Pos { line: 6, col: 1 }, first: Pos { line: 1, col: 1 }, path: "a".into() },
+            ]
+        );
     }
 
     #[test]

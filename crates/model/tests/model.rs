@@ -791,3 +791,92 @@ fn listener_hostnames_intersect_as_gateway_api_says() {
     assert_eq!(listener_hosts(Some("*.b"), &v(&["*.a.b"])), Some(v(&["*.a.b"])));
     assert_eq!(listener_hosts(Some("*.a.b"), &v(&["*.b"])), Some(v(&["*.a.b"])));
 }
+
+// === outlier detection that can never eject ===
+
+fn example(path: &str) -> (String, String) {
+    (path.to_string(), read(&examples_dir().join(path)))
+}
+
+/// The warnings `veer validate` gives about a max-ejection-percent cap below one endpoint.
+fn cap_warnings(sources: &[(String, String)]) -> Vec<String> {
+    let loaded = from_sources(sources);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    veer_model::ejection::warnings(&loaded.set).iter().map(ToString::to_string).collect()
+}
+
+/// The fewest endpoints any client cluster sees for `host`.
+fn fewest_endpoints(sources: &[(String, String)], host: &str, port: Option<u16>) -> usize {
+    let set = from_sources(sources).set;
+    let clusters: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
+    clusters.iter().filter_map(|c| veer_model::resolve::resolve(&set, host, port, c, "/test").ok()).map(|d| d.endpoints.len()).min().expect("resolves")
+}
+
+/// Each dialect's sources with the cap set to `cap` (`None`: the field removed), and the host.
+fn dialect(name: &str, cap: Option<u32>) -> (Vec<(String, String)>, &'static str, Option<u16>) {
+    let with = |text: String, field: &str, indent: &str| match cap {
+        Some(c) => text.replacen(&format!("{indent}{field}: 100\n"), &format!("{indent}{field}: {c}\n"), 1),
+        None => text.replacen(&format!("{indent}{field}: 100\n"), "", 1),
+    };
+    match name {
+        // Envoy Gateway: the BackendTrafficPolicy's passive health check, with two more active
+        // instances: 4 endpoints, Envoy Gateway's default 10% ejecting nothing.
+        "envoy-gateway" => {
+            let (p, seed) = example("004-envoy-gateway-fallback/seed.yaml");
+            let more = (2..4).map(|i| format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: active-{i}\n  namespace: default\nspec:\n  address: 127.0.0.{}\n  labels:\n    app: active\n    version: v1\n", 20 + i)).collect::<String>();
+            let (t, topology) = example("004-envoy-gateway-fallback/topology.yaml");
+            (vec![(p, with(seed, "maxEjectionPercent", "      ")), (t, topology + &more)], "www.example.com", None)
+        }
+        "istio" => {
+            let (p, dr) = example("steps/003-istio-locality-failover/3-destination-rule/seed-destination-rule.yaml");
+            let dr = dr.trim_end().to_string() + "\n      maxEjectionPercent: 100\n";
+            (vec![example("003-istio-locality-failover/seed.yaml"), example("003-istio-locality-failover/topology.yaml"), example("003-istio-locality-failover/helloworld-v1.yaml"), example("003-istio-locality-failover/helloworld-v2.yaml"), (p, with(dr, "maxEjectionPercent", "      "))], "helloworld.sample.svc.cluster.local", Some(5000))
+        }
+        "gloo" => {
+            let (p, seed) = example("000-gloo-priority-labels/seed.yaml");
+            (
+                vec![(p, with(seed, "maxEjectionPercent", "    ")), example("000-gloo-priority-labels/clusters.yaml"), example("000-gloo-priority-labels/server-test.yaml"), example("000-gloo-priority-labels/server-central.yaml")],
+                "go-vuderani-algebra.infra.svc.test-pp-rs",
+                Some(80),
+            )
+        }
+        "smh" => {
+            let (p, seed) = example("001-smh-failover-service/seed.yaml");
+            let seed = seed.replacen("  outlierDetection:\n    consecutiveErrors: 1\n", "  outlierDetection:\n    consecutiveErrors: 1\n    maxEjectionPercent: 100\n", 1);
+            (vec![(p, with(seed, "maxEjectionPercent", "    ")), example("001-smh-failover-service/topology.yaml")], "reviews.bookinfo.svc.cluster.local", Some(9080))
+        }
+        _ => unreachable!("{name}"),
+    }
+}
+
+/// Envoy ejects the first host only if `100·1/N ≤ cap`, i.e. `cap·N ≥ 100`: at `ceil(100/N)`
+/// it can, one below it never does. Every dialect, the cap set or left to its default.
+#[test]
+fn a_max_ejection_percent_below_one_endpoint_is_a_warning_in_every_dialect_at_envoys_exact_boundary() {
+    for name in ["envoy-gateway", "istio", "gloo", "smh"] {
+        let (sources, host, port) = dialect(name, Some(100));
+        assert!(cap_warnings(&sources).is_empty(), "{name} at 100%: {:?}", cap_warnings(&sources));
+        let n = fewest_endpoints(&sources, host, port);
+        let needed = 100u32.div_ceil(n as u32);
+        let (at, _, _) = dialect(name, Some(needed));
+        assert!(cap_warnings(&at).is_empty(), "{name}: {needed}% of {n} ejects one: {:?}", cap_warnings(&at));
+        let (below, _, _) = dialect(name, Some(needed - 1));
+        let found = cap_warnings(&below);
+        assert_eq!(found.len(), 1, "{name}: {}% of {n}: {found:?}", needed - 1);
+        assert!(found[0].contains(": warning: ") && found[0].contains("maxEjectionPercent: ") && found[0].contains(&format!("{}% of the {n} endpoint(s) of ", needed - 1)), "{name}: {}", found[0]);
+    }
+    // Unset: Envoy Gateway's default 10% with its 4 endpoints, and Istio's (Envoy's) 10%.
+    for name in ["envoy-gateway", "istio"] {
+        let (sources, host, port) = dialect(name, None);
+        let n = fewest_endpoints(&sources, host, port);
+        assert!(n < 10, "{name}: {n}");
+        let found = cap_warnings(&sources);
+        assert_eq!(found.len(), 1, "{name} unset: {found:?}");
+        assert!(found[0].contains(&format!("10% of the {n} endpoint(s)")), "{}", found[0]);
+    }
+    // Gloo and SMH default to 100%: nothing to say.
+    for name in ["gloo", "smh"] {
+        let (sources, _, _) = dialect(name, None);
+        assert!(cap_warnings(&sources).is_empty(), "{name} unset: {:?}", cap_warnings(&sources));
+    }
+}

@@ -118,6 +118,23 @@ pub struct Control {
 
 /// The outlier detection veer applies when a destination configures none: only decisive
 /// failures (refused connects, resets) eject, for 30 s, at most half the endpoints.
+/// Why a destination's active priority moved from `before` to `active` (-1: no priority gets
+/// load), `serving` being the healthy endpoints at `active`. From none to some is neither a
+/// loss nor a recovery of one priority: the destination now has endpoints (the first time, or
+/// again), and -1 is never printed as if it were a priority.
+fn priority_change_reason(before: i64, active: i64, serving: usize) -> String {
+    let endpoints = if serving == 1 { "endpoint" } else { "endpoints" };
+    if active < 0 {
+        "no healthy endpoint left".to_string()
+    } else if before < 0 {
+        format!("now has {serving} healthy {endpoints} at priority {active}")
+    } else if active > before {
+        format!("priority {before} lost its healthy endpoints")
+    } else {
+        format!("priority {active} is healthy again")
+    }
+}
+
 fn fallback_outlier() -> OutlierConfig {
     OutlierConfig {
         enforcing_consecutive_5xx: 0,
@@ -458,6 +475,7 @@ impl Control {
             }
         }
         self.generation += 1;
+        self.publish_holds();
         self.publish_catalog(&unhealthy);
         let remote_dirty = std::mem::take(&mut self.remote_dirty);
         if let Some(changed) = self.dirty.replace(HashSet::new()) {
@@ -519,6 +537,34 @@ impl Control {
         self.shared.snapshot.store(Arc::new(snap));
     }
 
+    /// Why each held endpoint is held, for `veer status`: the same sources `rebuild` marks
+    /// endpoints unhealthy from, with the time an ejection ends.
+    fn publish_holds(&self) {
+        let now = self.start.elapsed();
+        let now_unix_ms = crate::events::unix_ms();
+        let mut holds = crate::holds::Holds::default();
+        for ((dest, ep), h) in &self.health {
+            if !h.healthy {
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::HealthCheckFailed);
+            }
+        }
+        for (dest, ep) in &self.pending {
+            holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::ProbePending);
+        }
+        for (dest, det) in &self.detectors {
+            for ep in det.ejected_hosts() {
+                let left = det.ejection_ends_at(ep).map_or(Duration::ZERO, |end| end.saturating_sub(now));
+                let until_unix_ms = now_unix_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+                let reason = det.host_status(ep).and_then(|s| s.last_reason);
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::Ejected { until_unix_ms, reason });
+            }
+        }
+        if let Some(p) = &self.peers {
+            holds.remote = p.health();
+        }
+        self.shared.holds.store(Arc::new(holds));
+    }
+
     /// Links and remote health as the snapshot needs them (empty when not meshed).
     fn remote(&self) -> Arc<Remote> {
         match &self.peers {
@@ -563,7 +609,8 @@ impl Control {
         }
         if let Some(before) = before {
             if before != active {
-                let reason = if active < 0 { "no healthy endpoint left".to_string() } else if active > before { format!("priority {before} lost its healthy endpoints") } else { format!("priority {active} is healthy again") };
+                let serving = d.upstreams.iter().zip(&d.endpoints).filter(|(u, e)| i64::try_from(u.priority).is_ok_and(|p| p == active) && e.health != veer_core::topology::Health::Unhealthy).count();
+                let reason = priority_change_reason(before, active, serving);
                 self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
                 if before >= 0 && active >= 0 {
                     self.metrics.failover_event(&key, before as u32, active as u32);
@@ -650,5 +697,25 @@ async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, pat
         Ok(Err((end, e))) if end.blame() != Blame::Upstream => Probe::Local(e),
         Ok(Err((_, e))) => Probe::Done(false, format!("GET {path} failed: {e}")),
         Err(_) => Probe::Done(false, format!("GET {path} timed out after {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority_change_reason;
+
+    #[test]
+    fn a_destination_gaining_its_first_endpoints_says_so_and_no_reason_names_priority_minus_one() {
+        assert_eq!(priority_change_reason(-1, 1, 2), "now has 2 healthy endpoints at priority 1");
+        assert_eq!(priority_change_reason(-1, 0, 1), "now has 1 healthy endpoint at priority 0");
+        assert_eq!(priority_change_reason(0, 1, 3), "priority 0 lost its healthy endpoints");
+        assert_eq!(priority_change_reason(1, 0, 3), "priority 0 is healthy again");
+        assert_eq!(priority_change_reason(0, -1, 0), "no healthy endpoint left");
+        for before in -1..5 {
+            for active in (-1..5).filter(|&a| a != before) {
+                let reason = priority_change_reason(before, active, 2);
+                assert!(!reason.contains("-1"), "{before} -> {active}: {reason}");
+            }
+        }
     }
 }

@@ -211,6 +211,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
     pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
+    /// What holds endpoints out of the tables, as the control loop last saw it, for `veer status`.
+    pub holds: ArcSwap<crate::holds::Holds>,
     /// Longest a client may go without sending any of its request body: past it the request is
     /// answered 408 and no upstream is blamed.
     pub upload_idle_timeout: Duration,

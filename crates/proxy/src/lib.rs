@@ -24,6 +24,7 @@ pub mod control;
 pub mod cpus;
 pub mod events;
 pub mod forward;
+pub mod holds;
 pub mod hop_by_hop;
 pub mod manifests;
 pub mod mesh;

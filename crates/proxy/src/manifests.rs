@@ -585,6 +585,24 @@ mod tests {
         assert!(w.look().is_none(), "an unchanged bad file is not rejected again");
     }
 
+    #[test]
+    fn a_reload_of_a_file_that_is_not_utf8_is_rejected_at_its_first_bad_byte() {
+        let dir = Dir::new("watcher-not-utf8");
+        std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
+        let mut w = watcher(dir.path());
+        assert!(matches!(w.look(), Some(Reload::Accepted(_))));
+        // Latin-1 "é" (0xE9) in a name on line 3, after "metadata: {name: ".
+        let mut bad = SERVICE.replace("web", "caf_").into_bytes();
+        let at = bad.iter().position(|&b| b == b'_').expect("marker");
+        bad[at] = 0xE9;
+        std::fs::write(dir.path().join("a.yaml"), bad).expect("rewrite");
+        let a = dir.path().join("a.yaml");
+        match w.look() {
+            Some(Reload::Rejected(why)) => assert!(why.starts_with(&format!("{}:3:21: error: not UTF-8", a.display())), "{why}"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
     /// With a look every 60 s, only inotify can explain a change read within seconds.
     #[cfg(target_os = "linux")]
     #[test]

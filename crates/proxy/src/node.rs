@@ -151,6 +151,7 @@ impl Node {
             outcomes: outcome_tx,
             metrics: metrics.clone(),
             peer_status: ArcSwap::from_pointee(Vec::new()),
+            holds: ArcSwap::from_pointee(crate::holds::Holds::default()),
             upload_idle_timeout: cfg.limits.idle_timeout,
             retry_buffers: Arc::new(crate::upload::BufferBudget::new(cfg.limits.retry_buffer_bytes)),
         });
@@ -409,20 +410,45 @@ fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl 
                 v
             })
             .collect();
+        let holds = shared.holds.load();
+        let peer_list = shared.peer_status.load();
+        let own = if peer_list.is_empty() { "" } else { cluster.as_str() };
         let destinations: Vec<serde_json::Value> = snap
             .destinations
             .iter()
             .map(|d| {
                 let mut by_cluster: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+                let mut endpoints = Vec::new();
                 for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+                    let healthy = e.health != veer_core::topology::Health::Unhealthy;
                     let c = by_cluster.entry(&u.cluster).or_default();
                     c.0 += 1;
-                    c.1 += usize::from(e.health != veer_core::topology::Health::Unhealthy);
+                    c.1 += usize::from(healthy);
+                    let held = crate::holds::held(&holds, &peer_list, own, &d.key, &u.cluster, &u.key);
+                    let mut v = serde_json::json!({"address": &*u.key, "cluster": &*u.cluster, "priority": i64::try_from(u.priority).unwrap_or(-1), "healthy": healthy && held.is_none(), "held": held});
+                    if let Some(n) = crate::holds::note(&peer_list, own, &u.cluster) {
+                        v["note"] = n.into();
+                    }
+                    endpoints.push(v);
                 }
+                // Why nothing serves: no endpoint at all (with the resolver's reasons, such as a
+                // remote cluster whose east-west Gateway does not expose the host), or every
+                // endpoint held out (each says why).
+                let why_none = if d.endpoints.is_empty() {
+                    let mut why = vec!["no endpoints".to_string()];
+                    why.extend(d.report.notes.iter().cloned());
+                    Some(why.join("; "))
+                } else if d.active_priority() < 0 {
+                    Some("every endpoint is held out (see each endpoint)".to_string())
+                } else {
+                    None
+                };
                 serde_json::json!({
                     "destination": &*d.key,
                     "active_priority": d.active_priority(),
                     "clusters": by_cluster.iter().map(|(c, (n, ok))| serde_json::json!({"cluster": c, "endpoints": n, "healthy": ok})).collect::<Vec<_>>(),
+                    "endpoints": endpoints,
+                    "why_none": why_none,
                 })
             })
             .collect();

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use veer_core::load::{choose_priority, priority_load, LevelHealth, PriorityLoad};
+use veer_core::load::{choose_priority, retry_load, PriorityLoad};
 use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
 use veer_core::table::{self, Table};
 use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
@@ -217,22 +217,10 @@ impl DestState {
         pick_weighted_plain(picks, rand_f, |e| !tried.contains(e)).or_else(|| pick_weighted_plain(picks, rand_f, |_| true))
     }
 
-    /// Envoy previous_priorities: tried priorities count as having no healthy host, and load
-    /// is spread again over the rest; if nothing is left, the original loads apply.
+    /// Envoy previous_priorities (`veer_core::load::retry_load`): tried priorities lose their
+    /// availability and the load is spread again over the rest, with no panic step.
     fn load_without(&self, tried_priorities: u64) -> PriorityLoad {
-        let levels: Vec<LevelHealth> = self
-            .table
-            .level_health
-            .iter()
-            .enumerate()
-            .map(|(i, h)| if i < 64 && tried_priorities & (1 << i) != 0 { LevelHealth { hosts: h.hosts, healthy: 0, degraded: 0 } } else { *h })
-            .collect();
-        let load = priority_load(&levels, self.table.settings);
-        if load.no_healthy || levels.iter().all(|l| l.healthy == 0 && l.degraded == 0) {
-            self.table.load.clone()
-        } else {
-            load
-        }
+        retry_load(&self.table.level_health, &self.table.load, |p| p < 64 && tried_priorities & (1 << p) != 0, self.table.settings)
     }
 
     /// The lowest priority that gets load, -1 when none does.

@@ -237,7 +237,7 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
                     let phase = *phase_rx.borrow_and_update();
                     view.phase = phase;
                     if !live {
-                        println!("t={:>3.0}s  phase {}/3: {}", t0.elapsed().as_secs_f64(), phase.number(), phase.text());
+                        crate::out::say!("t={:>3.0}s  phase {}/3: {}", t0.elapsed().as_secs_f64(), phase.number(), phase.text());
                     }
                 }
                 Err(_) => phases_done = true,
@@ -246,7 +246,7 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
             _ = &mut interrupt => {
                 load.abort();
                 outage.abort();
-                println!("interrupted; stopping the demo");
+                crate::out::say!("interrupted; stopping the demo");
                 return Ok(ExitCode::from(130));
             }
         }
@@ -258,15 +258,15 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
 }
 
 fn print_header(world: &World, west: &Node, east: &Node, opts: DemoOptions) {
-    println!("veer demo: one service in two clusters, failing over and back on loopback");
+    crate::out::say!("veer demo: one service in two clusters, failing over and back on loopback");
     for ((cluster, region, ..), node) in CLUSTERS.iter().zip([west, east]) {
         let names: Vec<&str> = world.echoes.iter().filter(|e| e.cluster == *cluster).map(|e| e.backend.name()).collect();
-        println!("  {cluster} ({region}, zone a): veer node on {}, backends {}", node.listen, names.join(" "));
+        crate::out::say!("  {cluster} ({region}, zone a): veer node on {}, backends {}", node.listen, names.join(" "));
     }
     let p = opts.phase.as_secs_f64();
-    println!("  load: {} req/s from a west client to {HOST}, through the west node", opts.rate);
-    println!("  plan: {p:.0} s steady, {p:.0} s with west's backends refusing connections, {p:.0} s with them back");
-    println!();
+    crate::out::say!("  load: {} req/s from a west client to {HOST}, through the west node", opts.rate);
+    crate::out::say!("  plan: {p:.0} s steady, {p:.0} s with west's backends refusing connections, {p:.0} s with them back");
+    crate::out::say!();
 }
 
 /// Takes west down at t = phase and brings it back at t = 2·phase; returns both moments.
@@ -374,8 +374,8 @@ impl View {
         let mut out = std::io::stdout().lock();
         if !self.live {
             let split: Vec<String> = shares.iter().map(|(c, s)| format!("{c} {:>3.0}%", s * 100.0)).collect();
-            let _ = writeln!(out, "t={:>3.0}s  {}   {} requests, {} errors", now.as_secs_f64(), split.join(" | "), self.requests, self.errors);
-            let _ = out.flush();
+            drop(out);
+            crate::out::say!("t={:>3.0}s  {}   {} requests, {} errors", now.as_secs_f64(), split.join(" | "), self.requests, self.errors);
             return;
         }
         let mut lines = vec![format!("t={:>5.1}s  phase {}/3: {}", now.as_secs_f64(), self.phase.number(), self.phase.text())];
@@ -498,37 +498,37 @@ fn summary(world: &World, report: &LoadReport, stop_at: Duration, restore_at: Du
             format!("{cluster} {n}")
         })
         .collect();
-    println!();
-    println!("summary");
-    println!("  requests: {total} ({})", per_cluster.join(", "));
-    println!("  errors: {errors}");
+    crate::out::say!();
+    crate::out::say!("summary");
+    crate::out::say!("  requests: {total} ({})", per_cluster.join(", "));
+    crate::out::say!("  errors: {errors}");
     match settle_time(&report.samples, stop_at, restore_at, "east") {
-        Some(d) => println!(
+        Some(d) => crate::out::say!(
             "  time to fail over: {} after west went down (slowest answer in that second: {})",
             fmt_duration(d),
             fmt_duration(report.max_latency_between(stop_at, stop_at + Duration::from_secs(1)))
         ),
-        None => println!("  time to fail over: not seen (east never carried 99% of the traffic)"),
+        None => crate::out::say!("  time to fail over: not seen (east never carried 99% of the traffic)"),
     }
     match settle_time(&report.samples, restore_at, Duration::MAX, "west") {
-        Some(d) => println!("  time to fail back: {} after west came back", fmt_duration(d)),
-        None => println!("  time to fail back: not within the demo (a longer --phase-seconds leaves more time)"),
+        Some(d) => crate::out::say!("  time to fail back: {} after west came back", fmt_duration(d)),
+        None => crate::out::say!("  time to fail back: not within the demo (a longer --phase-seconds leaves more time)"),
     }
     let answers: Vec<String> = world.echoes.iter().map(|e| format!("{} {}", e.backend.name(), by_backend.get(e.backend.name()).copied().unwrap_or(0))).collect();
-    println!("  answers by backend: {}", answers.join(", "));
+    crate::out::say!("  answers by backend: {}", answers.join(", "));
     let names = endpoint_names(world);
     let lines: Vec<String> = events.iter().filter_map(|e| event_line(e, t0_unix_ms, &names)).collect();
     if lines.is_empty() {
-        println!("  veer events on the west node: none");
+        crate::out::say!("  veer events on the west node: none");
     } else {
-        println!("  veer events on the west node:");
+        crate::out::say!("  veer events on the west node:");
         for line in lines {
-            println!("    {line}");
+            crate::out::say!("    {line}");
         }
     }
-    println!();
+    crate::out::say!();
     if errors == 0 {
-        println!("zero errors: every request got an answer while west went down and came back");
+        crate::out::say!("zero errors: every request got an answer while west went down and came back");
         return ExitCode::SUCCESS;
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();

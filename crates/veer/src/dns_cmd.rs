@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
-use veer_dns::ownership::{self, Claim, Registry, ZoneState};
-use veer_dns::plan::{self, ClusterPlan, Endpoint, PlanOptions, Source, ZoneId};
+use veer_dns::ownership::{self, Claim, Registry, Verdict, ZoneState};
+use veer_dns::plan::{self, ClusterPlan, Endpoint, PlanOptions, ZoneId};
 use veer_model::set::ManifestSet;
 
 #[derive(Subcommand)]
@@ -102,16 +102,11 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             let mut out = String::new();
             let mut kept: Vec<Endpoint> = Vec::new();
             let mut withheld: BTreeMap<ZoneId, (Vec<String>, ZoneState)> = BTreeMap::new();
-            for e in &mine.endpoints {
-                let writer = registry.get(&e.zone);
-                let ours = writer.is_some_and(|s| s.writer.as_deref() == Some(cluster.as_str()));
-                if matches!(e.source, Source::Route { .. }) && !ours {
-                    if let Some(s) = writer {
-                        withheld.entry(e.zone.clone()).or_insert_with(|| (Vec::new(), s.clone())).0.push(e.name.clone());
-                    }
-                    continue;
+            for (e, verdict) in ownership::written(mine, &registry) {
+                match verdict {
+                    Verdict::Written => kept.push(e.clone()),
+                    Verdict::Withheld(state) => withheld.entry(e.zone.clone()).or_insert_with(|| (Vec::new(), state.cloned().unwrap_or_default())).0.push(e.name.clone()),
                 }
-                kept.push(e.clone());
             }
             let _ = writeln!(out, "# DNSEndpoints of cluster {cluster} (TTL {ttl}s), as the Service Router Operator names them.");
             for r in &mine.routes {
@@ -134,7 +129,7 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
                 out.push_str("---\n");
                 out.push_str(&veer_dns::yaml::endpoints(&kept));
             }
-            print!("{out}");
+            crate::out!("{out}")?;
             Ok(ExitCode::SUCCESS)
         }
         DnsCommand::Plan { files, cluster, down, output, ttl } => {
@@ -147,8 +142,8 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             }
             let report = plan_report(&set, cluster.as_deref(), &down, &PlanOptions { ttl, ..PlanOptions::default() });
             match output {
-                PlanOutput::Table => print!("{}", render(&report)),
-                PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+                PlanOutput::Table => crate::out!("{}", render(&report))?,
+                PlanOutput::Json => crate::outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -196,13 +191,12 @@ pub struct Takeover {
     pub records: Vec<RecordRow>,
 }
 
-fn rows(plans: &[ClusterPlan], zone: &ZoneId, writer: Option<&str>) -> Vec<RecordRow> {
-    // The writer's records, plus every cluster's gateway A record in the zone.
+/// What every cluster writes into `zone`, by the same rule `veer dns endpoints` prints with.
+fn rows(plans: &[ClusterPlan], zone: &ZoneId, registry: &Registry) -> Vec<RecordRow> {
     let mut out = Vec::new();
     for p in plans {
-        for e in p.endpoints.iter().filter(|e| e.zone == *zone) {
-            let route = matches!(e.source, Source::Route { .. });
-            if route && writer != Some(p.cluster.as_str()) {
+        for (e, verdict) in ownership::written(p, registry) {
+            if e.zone != *zone || verdict != Verdict::Written {
                 continue;
             }
             out.push(RecordRow { name: e.dns_name.clone(), record_type: e.record_type.as_str(), target: e.target.clone(), ttl: e.ttl, endpoint: format!("{}/{}", e.namespace, e.name), cluster: p.cluster.clone() });
@@ -215,10 +209,19 @@ fn plan_report(set: &ManifestSet, only: Option<&str>, down: &[String], opts: &Pl
     let (plans, claims, registry) = elect(set, opts);
     let mut zones = Vec::new();
     let mut takeovers = Vec::new();
-    for (zone, st) in &registry.zones {
+    // Every zone something is written into: those with a claim, and those that get only
+    // gateway A records (every cluster writes its own into every regional zone).
+    let mut every: BTreeMap<ZoneId, ZoneState> = registry.zones.clone();
+    for p in &plans {
+        for e in &p.endpoints {
+            every.entry(e.zone.clone()).or_default();
+        }
+    }
+    for (zone, st) in &every {
         let zone_claims = claims.get(zone).cloned().unwrap_or_default();
+        let records = rows(&plans, zone, &registry);
         if let Some(c) = only {
-            if st.writer.as_deref() != Some(c) && !zone_claims.iter().any(|cl| cl.cluster == c) {
+            if st.writer.as_deref() != Some(c) && !zone_claims.iter().any(|cl| cl.cluster == c) && !records.iter().any(|r| r.cluster == c) {
                 continue;
             }
         }
@@ -231,7 +234,7 @@ fn plan_report(set: &ManifestSet, only: Option<&str>, down: &[String], opts: &Pl
             claims: zone_claims,
             conflicts: st.conflicts.clone(),
             writer_down,
-            records: rows(&plans, zone, st.writer.as_deref()),
+            records,
         });
         if writer_down {
             takeovers.extend(adoption_candidates(set, zone, down, opts));
@@ -265,7 +268,7 @@ fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: 
         registry.reconcile(&ownership::claims(&after));
         if let Some(st) = registry.get(zone) {
             if st.writer.as_deref() == Some(cluster.as_str()) {
-                out.push(Takeover { zone: zone.clone(), adopter: cluster.clone(), epoch: st.epoch, records: rows(&after, zone, Some(cluster)) });
+                out.push(Takeover { zone: zone.clone(), adopter: cluster.clone(), epoch: st.epoch, records: rows(&after, zone, &registry) });
             }
         }
     }
@@ -275,11 +278,16 @@ fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: 
 fn render(r: &PlanReport) -> String {
     let mut out = String::new();
     if r.zones.is_empty() {
-        out.push_str("no regional zone is written: no ServiceRoute has an active DNSPolicy\n");
+        out.push_str("no regional zone is written: no cluster has a DNSEndpoint to write\n");
     }
     for z in &r.zones {
         let writer = z.writer.as_deref().unwrap_or("nobody");
-        let _ = writeln!(out, "zone {} (controller external-dns-{}): written by {writer} ({}, epoch {}){}", z.zone, z.zone.region, z.claim.unwrap_or("no claim"), z.epoch, if z.writer_down { "  ** WRITER DOWN **" } else { "" });
+        if z.writer.is_none() && z.claims.is_empty() {
+            // Only gateway A records: no ServiceRoute of any cluster is active for this zone.
+            let _ = writeln!(out, "zone {} (controller external-dns-{}): gateway records only (no cluster claims its ServiceRoute records)", z.zone, z.zone.region);
+        } else {
+            let _ = writeln!(out, "zone {} (controller external-dns-{}): written by {writer} ({}, epoch {}){}", z.zone, z.zone.region, z.claim.unwrap_or("no claim"), z.epoch, if z.writer_down { "  ** WRITER DOWN **" } else { "" });
+        }
         let claims: Vec<String> = z.claims.iter().map(|c| format!("{} ({})", c.cluster, c.kind.as_str())).collect();
         let _ = writeln!(out, "  claims: {}", if claims.is_empty() { "none".into() } else { claims.join(", ") });
         if !z.conflicts.is_empty() {

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod out;
 mod walk;
+use out::{out, outln};
 
 // A proxy allocates and frees small buffers per request; mimalloc's thread-local free lists
 // cost less than glibc malloc there.
@@ -304,13 +306,26 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
-                println!("{k}");
+                outln!("{k}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files, show_ignored } => {
-            let loaded = load(&files)?;
-            let diags = loaded.diagnostics.into_sorted();
+            let loaded = match veer_model::files::read_paths(&files) {
+                Ok(sources) => veer_model::from_sources(&sources),
+                // A file that could be read but is not text is an error in the manifests, located
+                // like the others (exit 1); one that cannot be read at all stays exit 2.
+                Err(e) if e.is_content() => {
+                    outln!("{e}")?;
+                    outln!("1 error(s); nothing else was checked: fix this file first")?;
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut diagnostics = loaded.diagnostics;
+            // Needs every destination resolved for every client, so validate alone runs it.
+            veer_model::ejection::warnings(&loaded.set).into_iter().for_each(|d| diagnostics.push(d));
+            let diags = diagnostics.into_sorted();
             let (mut errors, mut warnings, mut ignored) = (0, 0, 0);
             for d in &diags {
                 match d.severity {
@@ -319,7 +334,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     Severity::Ignored => ignored += 1,
                 }
                 if d.severity != Severity::Ignored || show_ignored {
-                    println!("{d}");
+                    outln!("{d}")?;
                 }
             }
             let set = &loaded.set;
@@ -330,10 +345,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 + set.routes.len() + set.cluster_identities.len() + set.dns_configurations.len()
                 + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len()
                 + set.dns_endpoints.len();
-            println!(
+            outln!(
                 "{acted} resources read, {ignored} ignored{}; {errors} error(s), {warnings} warning(s)",
                 if ignored > 0 && !show_ignored { " (--show-ignored lists them)" } else { "" }
-            );
+            )?;
             Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Explain { files, host, from, labels, down, path, output } => {
@@ -351,8 +366,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             apply_down(&mut dest, &down)?;
             let report = explain(&dest, &client);
             match output {
-                Output::Table => print!("{}", render_table(&report)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+                Output::Table => out!("{}", render_table(&report))?,
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -58,31 +58,31 @@ pub fn run(cmd: PkiCommand) -> Result<ExitCode, String> {
     match cmd {
         PkiCommand::Root { out } => {
             veer_pki::create_root(&out).map_err(|e| e.to_string())?;
-            wrote(&out, &[veer_pki::ROOT_CERT, veer_pki::ROOT_KEY]);
-            println!("keep {} safe: it signs every cluster's intermediate", out.join(veer_pki::ROOT_KEY).display());
+            wrote(&out, &[veer_pki::ROOT_CERT, veer_pki::ROOT_KEY])?;
+            crate::outln!("keep {} safe: it signs every cluster's intermediate", out.join(veer_pki::ROOT_KEY).display())?;
         }
         PkiCommand::Intermediate { root, cluster, out } => {
             let out = out.unwrap_or_else(|| root.join(&cluster));
             veer_pki::create_intermediate(&root, &cluster, &out).map_err(|e| e.to_string())?;
-            wrote(&out, &[veer_pki::CA_CERT, veer_pki::CA_KEY, veer_pki::CERT_CHAIN, veer_pki::ROOT_CERT]);
-            println!("next: veer pki node --dir {} --cluster {cluster}", out.display());
+            wrote(&out, &[veer_pki::CA_CERT, veer_pki::CA_KEY, veer_pki::CERT_CHAIN, veer_pki::ROOT_CERT])?;
+            crate::outln!("next: veer pki node --dir {} --cluster {cluster}", out.display())?;
         }
         PkiCommand::Node { dir, cluster } => {
             veer_pki::create_node(&dir, &cluster).map_err(|e| e.to_string())?;
-            wrote(&dir, &[veer_pki::NODE_CERT, veer_pki::NODE_KEY]);
-            println!("{cluster} is {} and {}", veer_pki::dns_name(&cluster), veer_pki::spiffe_id(&cluster));
+            wrote(&dir, &[veer_pki::NODE_CERT, veer_pki::NODE_KEY])?;
+            crate::outln!("{cluster} is {} and {}", veer_pki::dns_name(&cluster), veer_pki::spiffe_id(&cluster))?;
         }
         PkiCommand::Mesh { out, clusters } => {
             let names: Vec<&str> = clusters.iter().map(String::as_str).collect();
             veer_pki::create_mesh(&out, &names).map_err(|e| e.to_string())?;
-            wrote(&out, &[veer_pki::ROOT_CERT, veer_pki::ROOT_KEY]);
+            wrote(&out, &[veer_pki::ROOT_CERT, veer_pki::ROOT_KEY])?;
             for c in &names {
-                wrote(&out.join(c), &[veer_pki::CA_CERT, veer_pki::CA_KEY, veer_pki::CERT_CHAIN, veer_pki::ROOT_CERT, veer_pki::NODE_CERT, veer_pki::NODE_KEY]);
+                wrote(&out.join(c), &[veer_pki::CA_CERT, veer_pki::CA_KEY, veer_pki::CERT_CHAIN, veer_pki::ROOT_CERT, veer_pki::NODE_CERT, veer_pki::NODE_KEY])?;
             }
         }
         PkiCommand::Inspect { dir, cluster } => {
             let report = veer_pki::inspect(&dir, &cluster);
-            print!("{report}");
+            crate::out!("{report}")?;
             return Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
     }
@@ -90,6 +90,6 @@ pub fn run(cmd: PkiCommand) -> Result<ExitCode, String> {
 }
 
 /// Lists the files a step leaves in `dir`.
-fn wrote(dir: &Path, files: &[&str]) {
-    println!("{}: {}", dir.display(), files.join(" "));
+fn wrote(dir: &Path, files: &[&str]) -> Result<(), String> {
+    crate::outln!("{}: {}", dir.display(), files.join(" "))
 }

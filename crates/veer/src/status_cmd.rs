@@ -29,6 +29,7 @@ pub async fn fetch(admin: SocketAddr) -> Result<serde_json::Value, String> {
 /// The status as a table.
 pub fn render(v: &serde_json::Value) -> String {
     use std::fmt::Write;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut out = String::new();
     let _ = writeln!(out, "cluster {}  (routing generation {})", v["cluster"].as_str().unwrap_or("?"), v["generation"]);
     // One line per client socket: what a client of that address can reach.
@@ -69,17 +70,39 @@ pub fn render(v: &serde_json::Value) -> String {
     for d in v["destinations"].as_array().into_iter().flatten() {
         let active = d["active_priority"].as_i64().map_or("?".into(), |p| if p < 0 { "none".to_string() } else { format!("P{p}") });
         let clusters: Vec<String> = d["clusters"].as_array().into_iter().flatten().map(|c| format!("{} {}/{}", c["cluster"].as_str().unwrap_or("?"), c["healthy"], c["endpoints"])).collect();
-        let _ = writeln!(out, "{:<48} {:>8}  {}", d["destination"].as_str().unwrap_or("?"), active, clusters.join(", "));
+        let _ = writeln!(out, "{:<48} {:>8}  {}", d["destination"].as_str().unwrap_or("?"), active, if clusters.is_empty() { "-".to_string() } else { clusters.join(", ") });
+        // Each endpoint this destination holds out, and why: an endpoint can be ejected for one
+        // destination (an HTTPRoute rule) and serve another (its Service) at the same time.
+        for e in d["endpoints"].as_array().into_iter().flatten() {
+            let at = format!("{} ({}, P{})", e["address"].as_str().unwrap_or("?"), e["cluster"].as_str().unwrap_or("?"), e["priority"]);
+            if let Some(held) = e["held"].as_object() {
+                let until = held.get("until_unix_ms").and_then(serde_json::Value::as_u64).map(|t| format!(" until {}", clock(t, now_ms))).unwrap_or_default();
+                let _ = writeln!(out, "    out: {at}: {}{until}", held.get("detail").and_then(serde_json::Value::as_str).unwrap_or("held out"));
+            } else if let Some(note) = e["note"].as_str() {
+                let _ = writeln!(out, "    note: {at}: {note}");
+            }
+        }
+        if let Some(why) = d["why_none"].as_str() {
+            let _ = writeln!(out, "    why none: {why}");
+        }
     }
     out
+}
+
+/// `HH:MM:SS UTC (in N s)` for a Unix time in ms, seen at `now_ms`.
+fn clock(unix_ms: u64, now_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let left = unix_ms.saturating_sub(now_ms) as f64 / 1000.0;
+    format!("{h:02}:{m:02}:{s:02} UTC (in {left:.1} s)")
 }
 
 pub async fn run(admin: SocketAddr, json: bool) -> Result<ExitCode, String> {
     let v = fetch(admin).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?)?;
     } else {
-        print!("{}", render(&v));
+        crate::out!("{}", render(&v))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -300,6 +300,34 @@ fn validate_reports_located_errors_and_exits_1() {
 }
 
 #[test]
+fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
+    let dir = scratch("not-utf8");
+    let path = dir.join("latin1.yaml");
+    std::fs::write(&path, b"apiVersion: v1\nkind: Service\nmetadata:\n  name: caf\xe9\n").expect("write");
+    let (code, out, err) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("{}:4:12: error: not UTF-8 text: byte 0xe9", path.display())), "{out}{err}");
+}
+
+/// Envoy Gateway's default passive cap (10%) with 4 endpoints never ejects anything: validate
+/// says so, located at the policy, though the seed's policy is otherwise fine.
+#[test]
+fn validate_warns_when_envoy_gateways_default_ejection_cap_is_below_one_of_four_endpoints() {
+    let dir = scratch("ejection-cap");
+    let seed = std::fs::read_to_string(root().join(E004).join("seed.yaml")).expect("seed").replacen("      maxEjectionPercent: 100\n", "", 1);
+    let more: String = (2..4).map(|i| format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: active-{i}\n  namespace: default\nspec:\n  address: 127.0.0.{}\n  labels:\n    app: active\n    version: v1\n", 20 + i)).collect();
+    let topology = std::fs::read_to_string(root().join(E004).join("topology.yaml")).expect("topology") + &more;
+    std::fs::write(dir.join("seed.yaml"), seed).expect("write");
+    std::fs::write(dir.join("topology.yaml"), topology).expect("write");
+    let (code, out, err) = veer(&["validate", "-f", dir.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let want = format!("{}:128:1: warning: BackendTrafficPolicy/default/passive-health-check: spec.healthCheck.passive.maxEjectionPercent: 10% of the 4 endpoint(s) of www.example.com", dir.join("seed.yaml").display());
+    assert!(out.contains(&want) && out.contains("at least 25"), "{out}");
+}
+
+#[test]
 fn explain_names_unknown_hosts_and_clusters() {
     let (code, _, err) = veer(&["explain", "-f", E004, "--host", "nope.example", "--from", "local"]);
     assert_eq!(code, 2);
@@ -331,6 +359,38 @@ fn validate_reads_stdin() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("<stdin>:7:11: error: Service/default/a: spec.ports[0].port: 70000 is out of range"), "{text}");
+}
+
+/// Every printing subcommand, with stdout a pipe whose reader has already gone (`| head -1`
+/// that has read its line): the write fails with EPIPE, and the command must end quietly.
+#[test]
+fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
+    let pki = scratch("epipe-pki");
+    let pki_root = pki.join("root");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["validate".into(), "-f".into(), E004.into()],
+        vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into(), "-o".into(), "json".into()],
+        vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into()],
+        vec!["kinds".into()],
+        vec!["dns".into(), "plan".into(), "-f".into(), E002.into()],
+        vec!["dns".into(), "plan".into(), "-f".into(), E002.into(), "-o".into(), "json".into()],
+        vec!["dns".into(), "endpoints".into(), "-f".into(), E002.into(), "--cluster".into(), "aks-weu-01".into()],
+        vec!["pki".into(), "root".into(), "--out".into(), pki_root.display().to_string()],
+        vec!["demo".into(), "004".into(), "--plain".into()],
+        vec!["demo".into(), "--plain".into(), "--phase-seconds".into(), "1".into()],
+    ];
+    for args in &cases {
+        // The reader end is closed before veer starts, so its first write meets EPIPE however
+        // fast it runs: no race with the reader.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_veer")).current_dir(root()).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().expect("run veer");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "veer {args:?} panicked: {err}");
+        assert_eq!(out.status.code(), Some(0), "veer {args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "veer {args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&pki);
 }
 
 #[test]
@@ -450,6 +510,100 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
 }
 
 /// One GET through `addr` with a fresh connection: the status, or `None` if nothing came in `wait`.
+/// A `veer run` child that is sent SIGTERM and waited for when dropped.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `veer status` against a running node says, per destination, what holds each endpoint out
+/// (here: ejected by outlier detection, with until when) while the same address serves another
+/// destination, and why a destination has no endpoint (a remote network that does not expose it).
+#[test]
+fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none() {
+    use std::io::BufReader;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let active = rt.block_on(veer_testkit::Backend::start("active-1", "127.0.0.61:0".parse().expect("addr"))).expect("backend");
+    let passive = rt.block_on(veer_testkit::Backend::start("passive-1", "127.0.0.62:0".parse().expect("addr"))).expect("backend");
+    let dir = scratch("status");
+    let (ip, port) = (active.addr().ip(), active.addr().port());
+    let manifest = format!(
+        "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{network: n1, locality: {{region: r}}}}\n---\n\
+         apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: far}}\nspec: {{network: n2, locality: {{region: r2}}}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: active}}\nspec: {{endpoints: [{{ip: {{address: {ip}, port: {port}}}}}]}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: passive}}\nspec: {{fallback: true, endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{gatewayClassName: veer, listeners: [{{name: http, protocol: HTTP, port: 80}}]}}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  hostnames: [www.example.com]\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs:\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: active}}\n    - {{group: gateway.envoyproxy.io, kind: Backend, name: passive}}\n---\n\
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: hc}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]\n  healthCheck: {{passive: {{consecutive5XxErrors: 1, maxEjectionPercent: 100, interval: 1s, baseEjectionTime: 60s}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{selector: {{app: web}}, ports: [{{name: http, port: {port}}}]}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: web-1, namespace: shop, labels: {{topology.istio.io/cluster: local}}}}\nspec: {{address: {ip}, labels: {{app: web}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: far, namespace: shop, labels: {{topology.istio.io/cluster: far}}}}\nspec: {{selector: {{app: far}}, ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: far-1, namespace: shop, labels: {{topology.istio.io/cluster: far}}}}\nspec: {{address: 127.0.0.63, labels: {{app: far}}}}\n",
+        passive.addr().ip(),
+        passive.addr().port()
+    );
+    std::fs::write(dir.join("world.yaml"), manifest).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn veer run");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    // Stopped however the test ends: a failed assertion must not leave the node running.
+    let child = StopOnDrop(child);
+    let (gateway, admin) = wait_for_addresses(&mut stderr);
+    // Drain the node's log so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    rt.block_on(active.set_mode(veer_testkit::Mode::Refuse)).expect("refuse");
+    // A request refused by the active backend ejects it at once (and is retried on passive);
+    // ask until the node's status shows it: each round trip is a request and a status call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let code = rt.block_on(get_status(&gateway, "www.example.com", "/", std::time::Duration::from_secs(5)));
+        assert_eq!(code, Some(200), "the retry on passive answers");
+        let (rc, out, err) = veer(&["status", "--admin", &admin, "-o", "json"]);
+        assert_eq!(rc, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).expect("status JSON");
+        let held = v["destinations"].as_array().into_iter().flatten().filter(|d| d["destination"].as_str().is_some_and(|k| k.starts_with("www.example.com"))).flat_map(|d| d["endpoints"].as_array().cloned().unwrap_or_default()).any(|e| e["held"]["reason"] == "ejected");
+        if held {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "the active endpoint was never shown ejected: {out}");
+    };
+    let dest = |prefix: &str| status["destinations"].as_array().into_iter().flatten().find(|d| d["destination"].as_str().is_some_and(|k| k.starts_with(prefix))).cloned().unwrap_or_default();
+    let route = dest("www.example.com");
+    let ejected = route["endpoints"].as_array().into_iter().flatten().find(|e| e["address"] == format!("{ip}:{port}").as_str()).cloned().unwrap_or_default();
+    assert_eq!(ejected["healthy"], false, "{route}");
+    assert!(ejected["held"]["detail"].as_str().is_some_and(|d| d.contains("ejected by outlier detection after a refused connect")), "{route}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    assert!(ejected["held"]["until_unix_ms"].as_u64().is_some_and(|t| t > now_ms + 30_000), "ejected for 60 s: {route}");
+    // The same address serves the Service's destination: healthy there, and said so.
+    let web = dest(&format!("web.shop.svc.cluster.local:{port}"));
+    assert_eq!(web["endpoints"][0]["healthy"], true, "{web}");
+    assert!(web["endpoints"][0]["held"].is_null(), "{web}");
+    // The remote network's Service: no endpoint, and why.
+    let far = dest("far.shop.svc.cluster.local:80");
+    assert_eq!(far["active_priority"], -1, "{far}");
+    assert!(far["why_none"].as_str().is_some_and(|w| w.starts_with("no endpoints") && w.contains("no AUTO_PASSTHROUGH east-west Gateway there exposes")), "{far}");
+    // The table says the same in words.
+    let (rc, text, err) = veer(&["status", "--admin", &admin]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(text.contains(&format!("    out: {ip}:{port} (local, P0): ejected by outlier detection after a refused connect or a reset until ")), "{text}");
+    assert!(text.contains("    why none: no endpoints; cluster far is on network \"n2\""), "{text}");
+    let web_block: String = text.lines().skip_while(|l| !l.starts_with("web.shop.svc.cluster.local")).skip(1).take_while(|l| l.starts_with("    ")).collect();
+    assert!(!web_block.contains("out:"), "{text}");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(async {
+        active.stop().await;
+        passive.stop().await;
+    });
+}
+
 async fn get_status(addr: &str, host: &str, path: &str, wait: std::time::Duration) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ask = async {
@@ -582,7 +736,9 @@ fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, Strin
     args.extend(["--cluster", cluster, "-o", "yaml"]);
     let (code, out, err) = veer(&args);
     assert_eq!(code, 0, "{args:?}: {err}");
-    let dir = scratch(&format!("out-{cluster}-{}", files.len()));
+    // A directory of its own per call: tests running at once ask for the same cluster's output.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = scratch(&format!("out-{cluster}-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let path = dir.join("endpoints.yaml");
     std::fs::write(&path, &out).expect("write");
     let (code, v, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
@@ -590,10 +746,12 @@ fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, Strin
     assert!(v.contains("0 error(s), 0 warning(s)"), "{v}");
     let _ = std::fs::remove_dir_all(&dir);
     let mut rows = Vec::new();
-    for doc in out.split("\n---\n").filter(|d| d.contains("kind: DNSEndpoint")) {
-        let field = |key: &str| doc.lines().find_map(|l| l.trim().trim_start_matches("- ").strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_default();
-        let target = doc.lines().skip_while(|l| !l.contains("targets:")).nth(1).map(|l| l.trim().trim_start_matches("- ").to_string()).unwrap_or_default();
-        rows.push((field("name:"), field("dnsName:"), field("recordType:"), target));
+    // Each object is JSON (which is YAML), so every string in it stays a string for kubectl.
+    for doc in out.split("\n---\n").filter(|d| d.contains("\"DNSEndpoint\"")) {
+        let v: Value = serde_json::from_str(doc).expect("a DNSEndpoint is a JSON object");
+        let record = &v["spec"]["endpoints"][0];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        rows.push((text(&v["metadata"]["name"]), text(&record["dnsName"]), text(&record["recordType"]), text(&record["targets"][0])));
     }
     (rows, out)
 }
@@ -634,8 +792,8 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     // Failover: neu adopts weu.
     let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu")], "aks-neu-01");
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
-    assert!(out.contains("external-dns.alpha.kubernetes.io/controller: external-dns-weu"), "{out}");
-    assert!(out.contains("router.io/serviceroute: web") && out.contains("router.io/source-namespace: myapp") && out.contains("app.kubernetes.io/managed-by: service-router-operator"), "{out}");
+    assert!(out.contains(r#""external-dns.alpha.kubernetes.io/controller": "external-dns-weu""#), "{out}");
+    assert!(out.contains(r#""router.io/serviceroute": "web""#) && out.contains(r#""router.io/source-namespace": "myapp""#) && out.contains(r#""app.kubernetes.io/managed-by": "service-router-operator""#), "{out}");
 
     // Recovery: the adoption removed, neu writes its own region only.
     let (rows, _) = dns_endpoints(&[format!("{S002}/3-adoption-removed")], "aks-neu-01");
@@ -648,6 +806,52 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     assert!(route_rows(&rows).is_empty(), "{rows:?}");
     assert!(out.contains("DNSPolicyNotFound"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `veer dns plan` and `veer dns endpoints` read the same files and must agree, record for
+/// record, on what each cluster's controllers write (the gateway A records of zones no route
+/// claims were printed by one and missing from the other).
+#[test]
+fn seed002_dns_plan_and_dns_endpoints_agree_on_every_record_of_every_cluster() {
+    // The starting state and every step: Active, NEU adopting WEU, the adoption removed, RegionBound.
+    let sets: Vec<Vec<String>> = example_folders(E002).into_iter().map(|d| vec![d]).collect();
+    let mut compared = 0;
+    for files in &sets {
+        let mut args = vec!["dns", "plan", "-o", "json"];
+        for f in files {
+            args.extend(["-f", f.as_str()]);
+        }
+        let (code, out, err) = veer(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let plan: Value = serde_json::from_str(&out).expect("plan JSON");
+        let clusters: Vec<String> = plan["clusters"].as_array().expect("clusters").iter().map(|c| c["cluster"].as_str().unwrap_or_default().to_string()).collect();
+        // weu/cluster.yaml with the RegionBound step has no ClusterIdentity: no cluster to compare.
+        compared += clusters.len();
+        for cluster in &clusters {
+            let mut in_plan: Vec<(String, String, String)> = plan["zones"]
+                .as_array()
+                .expect("zones")
+                .iter()
+                .flat_map(|z| z["records"].as_array().cloned().unwrap_or_default())
+                .filter(|r| r["cluster"] == cluster.as_str())
+                .map(|r| (r["endpoint"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string(), r["name"].as_str().unwrap_or_default().to_string(), r["target"].as_str().unwrap_or_default().to_string()))
+                .collect();
+            in_plan.sort();
+            let (rows, _) = dns_endpoints(files, cluster);
+            let mut printed: Vec<(String, String, String)> = rows.into_iter().map(|(name, dns, _, target)| (name, dns, target)).collect();
+            printed.sort();
+            assert_eq!(in_plan, printed, "{files:?}, cluster {cluster}: plan (left) and endpoints (right) disagree");
+            // The plan filtered to the cluster shows the same records.
+            let mut one = args.clone();
+            one.extend(["--cluster", cluster.as_str()]);
+            let (code, out, err) = veer(&one);
+            assert_eq!(code, 0, "{err}");
+            let only: Value = serde_json::from_str(&out).expect("plan JSON");
+            let n = only["zones"].as_array().expect("zones").iter().flat_map(|z| z["records"].as_array().cloned().unwrap_or_default()).filter(|r| r["cluster"] == cluster.as_str()).count();
+            assert_eq!(n, in_plan.len(), "{one:?}: {out}");
+        }
+    }
+    assert_eq!(compared, 12, "three clusters in each of four sets");
 }
 
 /// Both clusters of seed 002 in one labelled set, as every node reads it.

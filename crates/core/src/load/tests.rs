@@ -429,3 +429,81 @@ proptest! {
         prop_assert_eq!(hits_degraded, load.degraded);
     }
 }
+
+// === retries: Envoy's previous_priorities ===
+
+#[test]
+fn a_retry_in_total_panic_goes_to_the_untried_priority_not_back_by_host_count() {
+    // P0 has nothing healthy, P1 one of four: both below 50%, so first tries split by host
+    // count (2 of 6 hosts, 4 of 6; the rounding leftover to P0).
+    let levels = [healthy_of(2, 0), healthy_of(4, 1)];
+    let original = priority_load(&levels, envoy());
+    assert!(original.total_panic);
+    assert_eq!(original.healthy, vec![34, 66]);
+    // After P0 was tried, previous_priorities re-spreads availability (P1: 140·1/4 = 35) with
+    // no panic step: all of the retry goes to P1, whose hosts are still picked as in panic.
+    let retry = retry_load(&levels, &original, |p| p == 0, envoy());
+    assert_eq!((retry.healthy.clone(), retry.degraded.clone()), (vec![0, 100], vec![0, 0]));
+    assert_eq!(retry.panic, original.panic);
+    assert_eq!(retry.host_source(1, false), HostSource::All);
+    assert!(!retry.no_healthy);
+}
+
+#[test]
+fn a_retry_in_the_table_example_6_leaves_p0() {
+    // failover-semantics §1 example 6: total panic, 45/55 by host count.
+    let levels = [healthy_of(4, 1), healthy_of(5, 1)];
+    let original = priority_load(&levels, envoy());
+    assert_eq!(original.healthy, vec![45, 55]);
+    assert_eq!(retry_load(&levels, &original, |p| p == 0, envoy()).healthy, vec![0, 100]);
+    // P1 tried instead: P0 (35) takes it all.
+    assert_eq!(retry_load(&levels, &original, |p| p == 1, envoy()).healthy, vec![100, 0]);
+}
+
+#[test]
+fn a_retry_spreads_over_the_untried_priorities_in_envoys_passes() {
+    // Untried availabilities 33 and 33 (of 66): 50 each. Three untried levels of 33: 33 each,
+    // and the leftover 1 to the first in the second pass.
+    let third = healthy_of(3, 1); // 140·1/3 = 46
+    let levels = [LevelHealth::all_healthy(2), third, third];
+    let original = priority_load(&levels, envoy());
+    assert_eq!(retry_load(&levels, &original, |p| p == 0, envoy()).healthy, vec![0, 50, 50]);
+    let levels = [LevelHealth::all_healthy(1), healthy_of(100, 33), healthy_of(100, 33), healthy_of(100, 33)];
+    let istio = istio();
+    let original = priority_load(&levels, LoadSettings { overprovisioning_factor: 100, ..istio });
+    let retry = retry_load(&levels, &original, |p| p == 0, LoadSettings { overprovisioning_factor: 100, ..istio });
+    assert_eq!(retry.healthy, vec![0, 34, 33, 33]);
+}
+
+#[test]
+fn with_every_priority_tried_a_retry_spreads_over_all_and_with_nothing_available_keeps_the_original() {
+    let levels = [healthy_of(2, 0), healthy_of(4, 1)];
+    let original = priority_load(&levels, envoy());
+    // Envoy forgets the attempts and spreads over every priority's availability, still
+    // without the panic step.
+    assert_eq!(retry_load(&levels, &original, |_| true, envoy()).healthy, vec![0, 100]);
+    let none = [healthy_of(2, 0), healthy_of(3, 0)];
+    let original = priority_load(&none, envoy());
+    assert_eq!(retry_load(&none, &original, |p| p == 0, envoy()), original);
+}
+
+proptest! {
+    #[test]
+    fn a_retry_sums_to_100_and_puts_nothing_on_a_tried_priority_while_another_has_availability(
+        levels in levels(),
+        settings in settings(),
+        mask in 0u64..64,
+    ) {
+        let tried = |p: usize| p < 6 && mask & (1 << p) != 0;
+        let original = priority_load(&levels, settings);
+        let retry = retry_load(&levels, &original, tried, settings);
+        prop_assert_eq!(sum(&retry), sum(&original));
+        let untried_available = (0..levels.len()).any(|p| !tried(p) && availability(levels[p], settings.overprovisioning_factor) != (0, 0));
+        if untried_available {
+            for p in (0..levels.len()).filter(|&p| tried(p)) {
+                prop_assert_eq!(retry.level_total(p), 0, "{:?} tried {:b}: {:?}", levels, mask, retry);
+            }
+        }
+        prop_assert_eq!(&retry.panic, &original.panic);
+    }
+}

@@ -300,3 +300,27 @@ fn each_socket_serves_the_routes_of_its_gateway_port_and_the_gateway_the_mesh_na
     assert_eq!(key(internal, "echo.demo"), Err(Miss::NoHost), "the mesh's names are the gateway's only");
     assert_eq!(key(7, "a.demo"), Err(Miss::NoHost), "a socket the snapshot does not know serves nothing");
 }
+
+/// Envoy's previous_priorities has no panic step: in total panic a first try splits by host
+/// count, but a retry after P0 failed goes to the untried priority only.
+#[test]
+fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
+    let text = WORLD.replace("maxEjectionPercent: 100}", "maxEjectionPercent: 100, minHealthPercent: 60}");
+    let loaded = veer_model::from_sources(&[("world.yaml".into(), text)]);
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    // West (P0) has nothing healthy, east (P1) one of two: both below 60%.
+    let mut down = Unhealthy::new();
+    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into(), "127.0.0.2:80".into()]);
+    let s = Snapshot::build(&loaded.set, "west", &Labels::new(), &down, 1).expect("snapshot");
+    let d = s.route(0, "echo.demo", &get("/")).expect("route");
+    assert!(d.table.load.total_panic, "{:?}", d.table.load);
+    assert_eq!(d.table.load.healthy, vec![34, 66]);
+    let west = d.upstreams.iter().position(|u| &*u.cluster == "west").expect("west endpoint");
+    let mut tried = Tried::default();
+    tried.record(west, d.upstreams[west].priority);
+    let mut rng = fastrand::Rng::with_seed(3);
+    for _ in 0..300 {
+        let ep = d.pick(&tried, rng.u64(..), rng.f64()).expect("retry pick");
+        assert_eq!(&*d.upstreams[ep].cluster, "east", "a retry went back to the tried priority");
+    }
+}

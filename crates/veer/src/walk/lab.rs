@@ -2,7 +2,7 @@
 //! folders, and those folders; all torn down when the walk ends, however it ends.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,18 +37,6 @@ impl Lab {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(dir)
-    }
-
-    /// Starts a backend named `name` on `ip` (any free port; 127.0.0.1 where `ip` cannot be
-    /// bound, as on systems that configure only that loopback address).
-    pub async fn backend(&mut self, name: &str, ip: Ipv4Addr) -> Result<Arc<Backend>, String> {
-        let backend = match Backend::start(name, SocketAddr::from((ip, 0))).await {
-            Ok(b) => b,
-            Err(_) => Backend::start(name, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(|e| format!("cannot start backend {name}: {e}"))?,
-        };
-        let backend = Arc::new(backend);
-        self.backends.insert(name.to_string(), Arc::clone(&backend));
-        Ok(backend)
     }
 
     /// Starts a backend on an exact address (a seed that names its ports).

@@ -5,9 +5,6 @@
 //! what veer measured, with a verdict) inside a [`Lab`] (backends, nodes, manifest folders, all
 //! torn down at the end), and measures with [`Traffic`] (a client sending steadily through a node).
 
-// Until every seed's walk is written, parts of the kit are unused. REMOVE when they are.
-#![allow(dead_code, unused_imports)]
-
 mod lab;
 mod report;
 mod seed000;

@@ -145,9 +145,7 @@ impl Walk {
 
     /// Writes one line; a closed stdout (`| head`) ends the printing quietly, not the walk.
     fn print(&self, line: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        crate::out::say!("{line}");
     }
 }
 

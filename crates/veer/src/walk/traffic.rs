@@ -93,10 +93,6 @@ impl Traffic {
         Traffic { name: name.to_string(), started: Instant::now(), answers, collector, load }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Time since the client started, on the clock of its samples.
     pub fn now(&self) -> Duration {
         self.started.elapsed()
