@@ -102,13 +102,16 @@ fn service(cluster: &str, ns: &str, name: &str, labels: &[(&str, &str)], backend
     let mut out = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    topology.istio.io/cluster: {cluster}\n{labels_yaml}spec:\n  selector:\n    app: {name}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n---\n"
     );
+    // The entries' `app` is the Service's selector; any other label is theirs too (a second
+    // `app` key would be a duplicate, which the reader refuses).
+    let entry_labels: String = labels.iter().filter(|(k, _)| *k != "app").map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
     for b in backends {
         out.push_str(&format!(
             "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {}\n  namespace: {ns}\n  labels:\n    topology.istio.io/cluster: {cluster}\nspec:\n  address: {}\n  ports:\n    http: {}\n  labels:\n    app: {name}\n{}---\n",
             b.name(),
             b.addr().ip(),
             b.addr().port(),
-            labels_yaml
+            entry_labels
         ));
     }
     out
