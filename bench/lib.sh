@@ -5,10 +5,13 @@
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 ENVOY="${ENVOY:-$BENCH/.venv/bin/envoy}"
-# Where `cargo build --release` (run from $ROOT) puts veer, CARGO_TARGET_DIR included.
+# veer is measured as built for production: the `perf` profile (fat LTO, one codegen unit; see
+# Cargo.toml). `VEER_PROFILE=release` measures what `cargo run --release` builds.
+VEER_PROFILE="${VEER_PROFILE:-perf}"
+# Where `cargo build --profile $VEER_PROFILE` (run from $ROOT) puts veer, CARGO_TARGET_DIR included.
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-VEER="${VEER:-$TARGET_DIR/release/veer}"
+VEER="${VEER:-$TARGET_DIR/$VEER_PROFILE/veer}"
 
 STARTED_PIDS=()
 

@@ -17,7 +17,7 @@ P=$BENCH_PORT_BASE
 B1_PORT=$((P + 81)) B2_PORT=$((P + 82)) B1_H2_PORT=$((P + 83)) PROXY_PORT=$((P + 10)) ADMIN_PORT=$((P + 90))
 HOST=bench.default.svc.cluster.local
 for b in nginx wrk curl; do command -v $b >/dev/null || { echo "needs $b (bench/run.sh installs it)" >&2; exit 1; }; done
-[ -x "$VEER" ] || (cd "$ROOT" && cargo build --release -p veer -q)
+[ -x "$VEER" ] || (cd "$ROOT" && cargo build --profile "$VEER_PROFILE" -p veer -q)
 
 # The same ports and CPUs as bench/run.sh: one at a time.
 mkdir -p "$BENCH/results"

@@ -95,9 +95,9 @@ install() {
 export PATH="$PATH:/usr/sbin:/sbin"
 [ "$SKIP_INSTALL" = 1 ] || install
 if [ "$SKIP_BUILD" != 1 ]; then
-    log "building veer (cargo build --release -p veer)"
-    if ! (cd "$ROOT" && cargo build --release -p veer -q); then
-        echo "cargo build --release -p veer failed" >&2
+    log "building veer (cargo build --profile $VEER_PROFILE -p veer)"
+    if ! (cd "$ROOT" && cargo build --profile "$VEER_PROFILE" -p veer -q); then
+        echo "cargo build --profile $VEER_PROFILE -p veer failed" >&2
         exit 1
     fi
 fi

@@ -119,3 +119,18 @@ async fn play(seed: Seed, walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> 
         Seed::EnvoyGateway => seed004::walk(walk, lab, opts).await,
     }
 }
+
+/// Checks that a client's traffic switched (`took`, from [`Traffic::settle`]) and records how
+/// long it took after `from`, and that no request failed meanwhile.
+pub fn report_switch(walk: &mut Walk, client: &Traffic, from: std::time::Duration, took: Option<std::time::Duration>, what: &str) {
+    match took {
+        Some(d) => {
+            let during = client.split(from, from + d + traffic::WINDOW);
+            walk.figure(&format!("switched {what} in {:.2} s", d.as_secs_f64()));
+            walk.check(during.errors == 0, &format!("during the switch: {during}"));
+        }
+        None => {
+            walk.check(false, &format!("traffic did not switch {what} within the limit: lately {}", client.lately()));
+        }
+    }
+}

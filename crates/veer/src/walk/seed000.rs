@@ -128,7 +128,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         lab.remove_backend(&CENTRAL.server(i).0).await;
     }
     let took = central.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[TEST.prefix])).await;
-    report_switch(walk, &central, from, took, "central's clients to test-pp-rs");
+    super::report_switch(walk, &central, from, took, "central's clients to test-pp-rs");
     let (c, t) = watch_both(walk, &central, &test, WATCH).await;
     walk.check(c.all_from(&[TEST.prefix]), &format!("central client: {c}"));
     walk.check(t.all_from(&[TEST.prefix]), &format!("test client: {t}"));
@@ -166,7 +166,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let from = central.now();
     apply_both(walk, lab, &folders, "6-central-restored", "server-central.yaml", START[4].1).await?;
     let took = central.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[CENTRAL.prefix])).await;
-    report_switch(walk, &central, from, took, "central's clients back to central-pp-rs");
+    super::report_switch(walk, &central, from, took, "central's clients back to central-pp-rs");
     let (c, t) = watch_both(walk, &central, &test, WATCH).await;
     walk.check(c.all_from(&[CENTRAL.prefix]), &format!("central client: {c}"));
     walk.check(t.all_from(&[TEST.prefix]), &format!("test client: {t}"));
@@ -179,7 +179,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let from = central.now();
     apply_both(walk, lab, &folders, "7-inverted-with-avg", "policy-for-central.yaml", POLICY_INVERTED).await?;
     let took = central.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[TEST.prefix])).await;
-    report_switch(walk, &central, from, took, "central's clients to the AVG servers");
+    super::report_switch(walk, &central, from, took, "central's clients to the AVG servers");
     let table = tiers(lab.node(CENTRAL.cluster)?, CENTRAL.host);
     walk.check(
         table.len() == 2 && table[0].iter().all(|c| c == TEST.cluster) && table[1].iter().all(|c| c == CENTRAL.cluster),
@@ -263,18 +263,4 @@ fn show_tiers(tiers: &[Vec<String>]) -> String {
         return "none".into();
     }
     tiers.iter().enumerate().map(|(i, t)| format!("P{i} {}", t.join("+"))).collect::<Vec<_>>().join(", ")
-}
-
-/// Checks a switch happened and records how long it took and how many requests it cost.
-fn report_switch(walk: &mut Walk, client: &Traffic, from: Duration, took: Option<Duration>, what: &str) {
-    match took {
-        Some(d) => {
-            let during = client.split(from, from + d + super::traffic::WINDOW);
-            walk.figure(&format!("switched {what} in {:.2} s", d.as_secs_f64()));
-            walk.check(during.errors == 0, &format!("during the switch: {during}"));
-        }
-        None => {
-            walk.check(false, &format!("traffic did not switch {what} within the limit: lately {}", client.lately()));
-        }
-    }
 }

@@ -106,7 +106,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         return Ok(());
     }
     let took = client.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[V1.0, V2.0])).await;
-    report_switch(walk, &client, from, took, "to reviews-v1/v2 only");
+    super::report_switch(walk, &client, from, took, "to reviews-v1/v2 only");
     let split = client.watch(walk, WATCH).await;
     walk.check(split.all_from(&[V1.0, V2.0]) && split.by_backend.len() == 2, &format!("productpage → reviews: {split}"));
     walk.figure(&shares(&split));
@@ -119,7 +119,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_proxy::events::unix_ms());
     set_mode(walk, lab, &[V1.0, V2.0], Mode::Refuse).await?;
     let took = client.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[V3.0])).await;
-    report_switch(walk, &client, from, took, "to reviews-v3 (remote-cluster)");
+    super::report_switch(walk, &client, from, took, "to reviews-v3 (remote-cluster)");
     show_events(walk, lab.node(CLUSTER)?, seen, at);
     let split = client.watch(walk, WATCH).await;
     walk.check(split.all_from(&[V3.0]), &format!("productpage → reviews: {split}"));
@@ -134,7 +134,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_proxy::events::unix_ms());
     set_mode(walk, lab, &[V1.0, V2.0], Mode::Ok).await?;
     let took = client.settle(walk, from, BACK_LIMIT, |s| s.all_from(&[V1.0, V2.0])).await;
-    report_switch(walk, &client, from, took, "back to reviews-v1/v2");
+    super::report_switch(walk, &client, from, took, "back to reviews-v1/v2");
     show_events(walk, lab.node(CLUSTER)?, seen, at);
     let split = client.watch(walk, WATCH).await;
     walk.check(split.all_from(&[V1.0, V2.0]) && split.by_backend.len() == 2, &format!("productpage → reviews: {split}"));
@@ -207,18 +207,4 @@ fn show(table: &[Vec<String>]) -> String {
 fn shares(split: &Split) -> String {
     let parts: Vec<String> = [V1.0, V2.0, V3.0].iter().map(|name| format!("{name} {:.0}%", split.share(|b| b == *name) * 100.0)).collect();
     parts.join(", ")
-}
-
-/// Checks a switch happened and records how long it took and how many requests it cost.
-fn report_switch(walk: &mut Walk, client: &Traffic, from: Duration, took: Option<Duration>, what: &str) {
-    match took {
-        Some(d) => {
-            let during = client.split(from, from + d + super::traffic::WINDOW);
-            walk.figure(&format!("switched {what} in {:.2} s", d.as_secs_f64()));
-            walk.check(during.errors == 0, &format!("during the switch: {during}"));
-        }
-        None => {
-            walk.check(false, &format!("traffic did not switch {what} within the limit: lately {}", client.lately()));
-        }
-    }
 }

@@ -116,7 +116,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let at = client.now();
     lab.apply_all(&["cluster1", "cluster2"], || lab.write(&dir, "seed-destination-rule.yaml", RULE)).await?;
     let took = client.settle(walk, at, SWITCH_LIMIT, |s| s.all_from(&["helloworld-v1-"])).await;
-    report_switch(walk, &client, at, took, "to helloworld-v1 only");
+    super::report_switch(walk, &client, at, took, "to helloworld-v1 only");
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["helloworld-v1-"]), &format!("{split}"));
     walk.figure(&format!("split: {}", shares(&split)));
@@ -132,7 +132,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let table = endpoints(lab.node("cluster1")?);
     walk.check(table == [(V2.1, "cluster2".to_string())], &format!("cluster1's table for {SERVICE}: {}", describe(&table)));
     let took = client.settle(walk, at, SWITCH_LIMIT, |s| s.all_from(&["helloworld-v2-"])).await;
-    report_switch(walk, &client, at, took, "to helloworld-v2 (fail over)");
+    super::report_switch(walk, &client, at, took, "to helloworld-v2 (fail over)");
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["helloworld-v2-"]), &format!("{split}"));
     walk.figure(&format!("split: {}", shares(&split)));
@@ -142,7 +142,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.backend_at(V1.0, SocketAddr::from((V1.1, PORT))).await?;
     lab.apply_all(&["cluster1", "cluster2"], || lab.write(&dir, "helloworld-v1.yaml", V1_ENTRY)).await?;
     let took = client.settle(walk, at, SWITCH_LIMIT, |s| s.all_from(&["helloworld-v1-"])).await;
-    report_switch(walk, &client, at, took, "back to helloworld-v1 (fail back)");
+    super::report_switch(walk, &client, at, took, "back to helloworld-v1 (fail back)");
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["helloworld-v1-"]), &format!("{split}"));
     walk.figure(&format!("split: {}", shares(&split)));
@@ -188,18 +188,4 @@ fn shares(split: &Split) -> String {
     let v1 = split.share(|n| n.starts_with("helloworld-v1-")) * 100.0;
     let v2 = split.share(|n| n.starts_with("helloworld-v2-")) * 100.0;
     format!("v1 {v1:.0}% / v2 {v2:.0}% of {} requests, {} errors", split.total, split.errors)
-}
-
-/// Checks a switch happened and records how long it took and how many requests it cost.
-fn report_switch(walk: &mut Walk, client: &Traffic, from: Duration, took: Option<Duration>, what: &str) {
-    match took {
-        Some(d) => {
-            let during = client.split(from, from + d + super::traffic::WINDOW);
-            walk.figure(&format!("switched {what} in {:.2} s", d.as_secs_f64()));
-            walk.check(during.errors == 0, &format!("during the switch: {during}"));
-        }
-        None => {
-            walk.check(false, &format!("traffic did not switch {what} within the limit: lately {}", client.lately()));
-        }
-    }
 }

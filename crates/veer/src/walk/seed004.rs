@@ -51,7 +51,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.remove_backend(ACTIVE.0).await;
     lab.backend_at("active-8cf8787d5-klpgv:5000", SocketAddr::from((ACTIVE.1, MOVED_PORT))).await?;
     let took = client.settle(walk, moved_at, SWITCH_LIMIT, |s| s.all_from(&["passive-"])).await;
-    report_switch(walk, &client, moved_at, took, "to passive");
+    super::report_switch(walk, &client, moved_at, took, "to passive");
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["passive-"]), &format!("{split}"));
 
@@ -63,23 +63,9 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.remove_backend("active-8cf8787d5-klpgv:5000").await;
     lab.backend_at(ACTIVE.0, SocketAddr::from((ACTIVE.1, PORT))).await?;
     let took = client.settle(walk, back_at, SWITCH_LIMIT * 2, |s| s.all_from(&["active-"])).await;
-    report_switch(walk, &client, back_at, took, "back to active");
+    super::report_switch(walk, &client, back_at, took, "back to active");
 
     let total = client.stop(walk).await;
     walk.check(total.errors == 0, &format!("whole walk: {total}"));
     Ok(())
-}
-
-/// Checks a switch happened and records how long it took and how many requests it cost.
-fn report_switch(walk: &mut Walk, client: &Traffic, from: std::time::Duration, took: Option<Duration>, what: &str) {
-    match took {
-        Some(d) => {
-            let during = client.split(from, from + d + super::traffic::WINDOW);
-            walk.figure(&format!("switched {what} in {:.2} s", d.as_secs_f64()));
-            walk.check(during.errors == 0, &format!("during the switch: {during}"));
-        }
-        None => {
-            walk.check(false, &format!("traffic did not switch {what} within the limit: lately {}", client.lately()));
-        }
-    }
 }
