@@ -328,6 +328,7 @@ pub struct Metrics {
     cap_reached: Counter,
     accept_errors: Family<AcceptLabels, Counter>,
     h2_closed_idle: Counter,
+    drained: Counter,
     dns: dns::DnsSource,
 }
 
@@ -372,6 +373,7 @@ impl Metrics {
         let cap_reached = Counter::default();
         let accept_errors = Family::<AcceptLabels, Counter>::default();
         let h2_closed_idle = Counter::default();
+        let drained = Counter::default();
 
         registry.register(
             "requests",
@@ -461,6 +463,7 @@ impl Metrics {
         registry.register("connections_cap_reached", "Times a worker stopped accepting because the node held max_connections client connections", cap_reached.clone());
         registry.register("accept_errors", "Failed accepts, by listener and error (emfile, enfile, enobufs and enomem pause accepting for 500 ms)", accept_errors.clone());
         registry.register("h2_connections_closed_idle", "HTTP/2 client connections sent GOAWAY and closed after the idle timeout without an open stream", h2_closed_idle.clone());
+        registry.register("connections_drained", "Idle client connections closed to make room while the node held max_connections", drained.clone());
         for kind in ["emfile", "enfile"] {
             drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
         }
@@ -503,6 +506,7 @@ impl Metrics {
             cap_reached,
             accept_errors,
             h2_closed_idle,
+            drained,
             dns,
         }
     }
@@ -760,6 +764,10 @@ impl Metrics {
 
     pub fn h2_closed_idle(&self) {
         self.h2_closed_idle.inc();
+    }
+
+    pub fn connection_drained(&self) {
+        self.drained.inc();
     }
 
     /// Every metric as OpenMetrics text, `# EOF` terminated.

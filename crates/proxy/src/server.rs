@@ -178,6 +178,9 @@ pub struct Workers {
     cap: usize,
     /// Told when a connection closes while the node is at its cap.
     freed: Notify,
+    /// Bumped when a worker finds the node at its cap: connections idle for [`DRAIN_IDLE_AFTER`]
+    /// close to make room (see [`Workers::drain_idle`]).
+    drain: watch::Sender<()>,
     /// When the last line about failed accepts was logged, in ms since `born` (`u64::MAX`: never).
     logged_ms: AtomicU64,
     born: Instant,
@@ -216,7 +219,7 @@ impl Workers {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
         let slots = senders.into_iter().enumerate().map(|(i, handoff)| WorkerSlot { open: AtomicUsize::new(0), gauge: metrics.worker_connections(i), handoff }).collect();
         metrics.set_max_connections(max_connections);
-        let workers = Arc::new(Workers { slots, open: AtomicUsize::new(0), cap: max_connections.max(1), freed: Notify::new(), logged_ms: AtomicU64::new(u64::MAX), born: Instant::now(), metrics: metrics.clone() });
+        let workers = Arc::new(Workers { slots, open: AtomicUsize::new(0), cap: max_connections.max(1), freed: Notify::new(), drain: watch::Sender::new(()), logged_ms: AtomicU64::new(u64::MAX), born: Instant::now(), metrics: metrics.clone() });
         receivers.into_iter().enumerate().map(|(index, handed)| WorkerSeat { index, workers: workers.clone(), handed }).collect()
     }
 
@@ -244,6 +247,15 @@ impl Workers {
         // that waits at the cap for it could bounce two workers off each other.
         self.open.fetch_sub(1, Ordering::Relaxed);
         accepted
+    }
+
+    /// At the cap, asks every connection idle for [`DRAIN_IDLE_AFTER`] to close, as nginx closes
+    /// its idle keep-alive connections when it runs out (`ngx_drain_connections`): otherwise
+    /// clients that open connections and say nothing (10,000 idle HTTP/2 connections) would
+    /// hold every slot and keep out the clients with requests to send. A connection that is
+    /// sending or awaiting a request keeps its slot.
+    fn drain_idle(&self) {
+        self.drain.send_replace(());
     }
 
     /// Waits until the node may be below its cap: told by a closing connection, or after
@@ -401,6 +413,7 @@ pub async fn serve(listeners: Vec<TcpListener>, mut seat: WorkerSeat, shared: Ar
                 // served late instead of refused, and the listener costs nothing meanwhile.
                 Accepted::AtCap => {
                     workers.metrics.connections_cap_reached();
+                    workers.drain_idle();
                     paused = Some(Paused::AtCap);
                 }
                 Accepted::Failed(e) => {
@@ -441,6 +454,11 @@ const H2_MAX_STREAMS: u32 = 100;
 /// final GOAWAY, and a client that never answers must not keep the connection.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// At the node's cap, a connection idle this long (no request in flight, nothing sent) closes
+/// to make room. Long enough that a client between two requests of a burst keeps its
+/// connection, short enough that a client waiting for a slot waits about this long.
+const DRAIN_IDLE_AFTER: Duration = Duration::from_secs(2);
+
 /// Why a worker is not accepting.
 #[derive(Clone, Copy)]
 enum Paused {
@@ -451,10 +469,12 @@ enum Paused {
 }
 
 /// One downstream connection, from accept to close.
-async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, _held: (mpsc::Sender<()>, Open)) {
+async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut stop: watch::Receiver<bool>, held: (mpsc::Sender<()>, Open)) {
+    let mut drain = held.1.workers.drain.subscribe();
+    drain.mark_unchanged();
     // A connection gets `idle_timeout` to send a first request head, counted from now.
     let deadline = Instant::now() + ctx.idle_timeout;
-    let Some(h2) = is_h2(&stream, deadline, &mut stop).await else { return };
+    let Some(h2) = is_h2(&stream, deadline, &mut stop, &mut drain, &ctx.shared.metrics).await else { return };
     let state = Arc::new(ConnState::new(h2));
     let service = {
         let (ctx, state) = (ctx.clone(), state.clone());
@@ -479,10 +499,16 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     if h2 {
         // Boxed: the HTTP/2 state is large and would otherwise size every connection's task.
         let mut conn = Box::pin(ctx.http2.serve_connection(TokioIo::new(stream), service));
-        let idle = tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = stopping(&stop) => false,
-            () = state.idle_for(ctx.idle_timeout) => true,
+        let idle = loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopping(&stop) => break false,
+                () = state.idle_for(ctx.idle_timeout) => break true,
+                Ok(()) = drain.changed() => if state.idle_longer_than(DRAIN_IDLE_AFTER) {
+                    ctx.shared.metrics.connection_drained();
+                    break true;
+                },
+            }
         };
         // GOAWAY: the client opens no more streams; those open are finished.
         conn.as_mut().graceful_shutdown();
@@ -502,10 +528,22 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
         // Nothing of hyper's survives this call: a parked task holds the socket only.
         let Some((stream, leftover)) = serve_http1(parked, &ctx, &state, &service, &mut stop).await else { return };
         ctx.shared.metrics.connection_parked();
-        let deadline = Instant::now() + ctx.idle_timeout;
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.readable()) => if !matches!(r, Ok(Ok(()))) { return },
-            _ = stopped(&mut stop) => return,
+        let parked_at = Instant::now();
+        let deadline = parked_at + ctx.idle_timeout;
+        {
+            let mut readable = std::pin::pin!(tokio::time::timeout_at(deadline, stream.readable()));
+            loop {
+                tokio::select! {
+                    // First: a client whose next request is already here is never drained.
+                    biased;
+                    r = &mut readable => if matches!(r, Ok(Ok(()))) { break } else { return },
+                    _ = stopped(&mut stop) => return,
+                    Ok(()) = drain.changed() => if parked_at.elapsed() + PARK_AFTER >= DRAIN_IDLE_AFTER {
+                        ctx.shared.metrics.connection_drained();
+                        return;
+                    },
+                }
+            }
         }
         ctx.shared.metrics.connection_unparked();
         parked = (stream, leftover, deadline);
@@ -575,7 +613,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Whether the client opens with the HTTP/2 preface (h2c prior knowledge), peeking without
 /// consuming; `None` if it leaves first or says nothing by `deadline`.
-async fn is_h2(stream: &TcpStream, deadline: Instant, stop: &mut watch::Receiver<bool>) -> Option<bool> {
+async fn is_h2(stream: &TcpStream, deadline: Instant, stop: &mut watch::Receiver<bool>, drain: &mut watch::Receiver<()>, metrics: &crate::metrics::Metrics) -> Option<bool> {
+    let opened = Instant::now();
     let mut buf = [0u8; 24];
     let wait = async {
         // Peeked bytes keep the socket readable, so the wait for the rest of a split preface
@@ -597,9 +636,18 @@ async fn is_h2(stream: &TcpStream, deadline: Instant, stop: &mut watch::Receiver
             pause = (pause * 2).min(Duration::from_millis(100));
         }
     };
-    tokio::select! {
-        r = tokio::time::timeout_at(deadline, wait) => r.ok().flatten(),
-        _ = stopped(stop) => None,
+    let mut wait = std::pin::pin!(tokio::time::timeout_at(deadline, wait));
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut wait => return r.ok().flatten(),
+            _ = stopped(stop) => return None,
+            // A client that has said nothing (or a part of the HTTP/2 preface) for a while.
+            Ok(()) = drain.changed() => if opened.elapsed() >= DRAIN_IDLE_AFTER {
+                metrics.connection_drained();
+                return None;
+            },
+        }
     }
 }
 
@@ -639,6 +687,12 @@ impl ConnState {
 
     /// Resolves once no request has been in flight for `after` (HTTP/2). A stream that begins
     /// and ends while this sleeps moves the end of the wait, found when it wakes.
+    /// HTTP/2: no stream open, and none ended (or the connection opened) within `d`.
+    fn idle_longer_than(&self, d: Duration) -> bool {
+        let since = self.opened + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed));
+        self.in_flight.load(Ordering::Relaxed) == 0 && since.elapsed() >= d
+    }
+
     async fn idle_for(&self, after: Duration) {
         loop {
             if self.in_flight.load(Ordering::Relaxed) > 0 {

@@ -274,6 +274,50 @@ async fn at_the_connection_cap_new_clients_wait_and_admin_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_idle_connections_make_room_for_a_client_with_a_request() {
+    let w = World::new();
+    let (central, test) = seed000_world(&w, 1, 1).await;
+    let node = w.node_with("central", |cfg| cfg.limits.max_connections = 20).await;
+    // Twenty clients take every slot and say nothing: ten silent, ten with the HTTP/2 preface.
+    let mut idle = Vec::new();
+    for i in 0..20 {
+        let mut s = TcpStream::connect(node.listen).await.expect("connect");
+        if i % 2 == 1 {
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("preface");
+        }
+        idle.push(s);
+    }
+    // A client with a request to send is served once the idle ones have made room (they are
+    // closed after 2 s of silence), well before the idle timeout (30 s) would free a slot.
+    let mut client = TcpStream::connect(node.listen).await.expect("the kernel completes the handshake");
+    client.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
+    let mut buf = Vec::new();
+    let served = tokio::time::timeout(Duration::from_secs(10), read_response(&mut client, &mut buf)).await;
+    assert_eq!(served.expect("served while idle clients held every slot").0, 200);
+    assert!(counter(&node, "veer_connections_drained_total") >= 1, "the room came from draining idle connections");
+    // The drained ones were closed: their reads end.
+    let mut closed = 0;
+    for s in &mut idle {
+        let mut sink = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), s.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(closed >= 1, "no idle connection was closed");
+    node.stop().await;
+    for b in central.into_iter().chain(test) {
+        b.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_of_parking() {
     let w = World::new();
     let (central, test) = seed000_world(&w, 1, 1).await;
