@@ -974,6 +974,14 @@ fn seed003_example_and_every_step_folder_validate() {
 }
 
 #[test]
+fn demo_004_walks_the_envoy_gateway_fallback_and_back() {
+    let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = assert_demo_passes("004", 3);
+    assert!(out.contains("they all go to the passive backend") && out.contains("switched to passive in "), "{out}");
+    assert!(out.contains("switched back to active in "), "{out}");
+}
+
+#[test]
 fn demo_003_walks_istio_locality_failover_over_two_meshed_nodes() {
     let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = assert_demo_passes("003", 6);

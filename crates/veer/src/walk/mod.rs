@@ -134,3 +134,19 @@ pub fn report_switch(walk: &mut Walk, client: &Traffic, from: std::time::Duratio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Seed;
+
+    #[test]
+    fn a_seed_is_named_by_number_with_or_without_zeros_or_by_alias() {
+        for (name, seed) in [("000", Seed::Gloo), ("0", Seed::Gloo), ("gloo", Seed::Gloo), ("001", Seed::Smh), ("1", Seed::Smh), ("SMH", Seed::Smh), ("2", Seed::Dns), ("sro", Seed::Dns), ("003", Seed::Istio), ("istio", Seed::Istio), ("004", Seed::EnvoyGateway), ("envoy-gateway", Seed::EnvoyGateway)] {
+            assert_eq!(name.parse::<Seed>(), Ok(seed), "{name}");
+        }
+        for bad in ["", "5", "0004x", "nginx"] {
+            let err = bad.parse::<Seed>().expect_err(bad);
+            assert!(err.contains("unknown seed") && err.contains("004 (envoy-gateway)"), "{err}");
+        }
+    }
+}
