@@ -317,7 +317,7 @@ impl Watcher {
         }
         // What inotify cannot have said (its queue overflowed, or the file system is one it does
         // not see): a process of this machine with a file open for writing holds the set back.
-        let writers = writers::open_for_writing(&self.files);
+        let writers = stamps.as_deref().map(writers::open_for_writing).unwrap_or_default();
         if !writers.is_empty() {
             tracing::debug!(target: "veer::reload", "manifests still open for writing: {}", writers::describe(&writers));
             return None;

@@ -326,7 +326,8 @@ impl Node {
 async fn wait_for_writers(files: &[PathBuf]) {
     let mut said = None;
     loop {
-        let writers = manifests::writers::open_for_writing(files);
+        let Ok(stamps) = veer_model::files::fingerprint(files) else { return };
+        let writers = manifests::writers::open_for_writing(&stamps);
         if writers.is_empty() {
             return;
         }

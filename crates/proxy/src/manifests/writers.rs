@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use veer_model::files::FileStamp;
+
 /// One manifest file open for writing, and who has it open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Writer {
@@ -13,11 +15,11 @@ pub struct Writer {
     pub command: String,
 }
 
-/// The files of `paths` (as the node reads them: files, directories walked) that some process
-/// has open for writing. Processes whose `/proc` entries this process may not read (another
-/// user's, without privileges) are not seen; neither is anything on systems without `/proc`.
-pub fn open_for_writing(paths: &[PathBuf]) -> Vec<Writer> {
-    let Ok(stamps) = veer_model::files::fingerprint(paths) else { return Vec::new() };
+/// The files of `stamps` (the manifest files as the node reads them, from
+/// `veer_model::files::fingerprint`) that some process has open for writing. Processes whose
+/// `/proc` entries this process may not read (another user's, without privileges) are not
+/// seen; neither is anything on systems without `/proc`.
+pub fn open_for_writing(stamps: &[FileStamp]) -> Vec<Writer> {
     let wanted: HashSet<PathBuf> = stamps.iter().filter_map(|s| std::fs::canonicalize(s.path()).ok()).collect();
     if wanted.is_empty() {
         return Vec::new();
@@ -82,15 +84,15 @@ mod tests {
         let file = dir.join("a.yaml");
         std::fs::write(&file, "kind: Service\n").unwrap();
         let reader = std::fs::File::open(&file).unwrap();
-        assert_eq!(open_for_writing(std::slice::from_ref(&dir)), vec![], "a reader is not a writer");
+        assert_eq!(open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap()), vec![], "a reader is not a writer");
         let mut writer = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
         writer.write_all(b"metadata:\n").unwrap();
-        let found = open_for_writing(std::slice::from_ref(&dir));
+        let found = open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, std::process::id());
         assert_eq!(found[0].path, std::fs::canonicalize(&file).unwrap());
         drop(writer);
-        assert_eq!(open_for_writing(std::slice::from_ref(&dir)), vec![], "closed");
+        assert_eq!(open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap()), vec![], "closed");
         drop(reader);
         let _ = std::fs::remove_dir_all(&dir);
     }
