@@ -9,11 +9,13 @@ use tokio::time::Instant;
 
 use super::{Seed, WalkOptions};
 
+/// Columns assumed when the terminal does not say.
+const DEFAULT_WIDTH: usize = 100;
+
 /// The steps played so far and their checks.
 pub struct Walk {
     seed: Seed,
     live: bool,
-    width: usize,
     started: Instant,
     steps: Vec<Step>,
     /// A live line is on screen (to be overwritten by the next line printed).
@@ -33,7 +35,7 @@ struct Step {
 impl Walk {
     pub fn new(seed: Seed, opts: WalkOptions) -> Walk {
         let live = !opts.plain && std::io::stdout().is_terminal();
-        let walk = Walk { seed, live, width: terminal_width().unwrap_or(100), started: Instant::now(), steps: Vec::new(), live_line: false, requests: 0, errors: 0 };
+        let walk = Walk { seed, live, started: Instant::now(), steps: Vec::new(), live_line: false, requests: 0, errors: 0 };
         walk.print(&format!("veer demo {} ({}): {}", seed.number(), seed.alias(), seed.title()));
         walk
     }
@@ -86,7 +88,9 @@ impl Walk {
         if !self.live {
             return;
         }
-        let cut: String = format!("  … {line}").chars().take(self.width.saturating_sub(1)).collect();
+        // Asked at every redraw, as the default demo does: the terminal may have been resized.
+        let width = terminal_width().unwrap_or(DEFAULT_WIDTH);
+        let cut: String = format!("  … {line}").chars().take(width.saturating_sub(1)).collect();
         let mut out = std::io::stdout().lock();
         let _ = write!(out, "\r\x1b[2K{cut}");
         let _ = out.flush();
