@@ -687,10 +687,14 @@ impl ConnState {
 
     /// Resolves once no request has been in flight for `after` (HTTP/2). A stream that begins
     /// and ends while this sleeps moves the end of the wait, found when it wakes.
+    /// HTTP/2: when the last stream ended, or the connection opened.
+    fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed))
+    }
+
     /// HTTP/2: no stream open, and none ended (or the connection opened) within `d`.
     fn idle_longer_than(&self, d: Duration) -> bool {
-        let since = self.opened + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed));
-        self.in_flight.load(Ordering::Relaxed) == 0 && since.elapsed() >= d
+        self.in_flight.load(Ordering::Relaxed) == 0 && self.idle_since().elapsed() >= d
     }
 
     async fn idle_for(&self, after: Duration) {
@@ -699,7 +703,7 @@ impl ConnState {
                 tokio::time::sleep(after).await;
                 continue;
             }
-            let since = self.opened + Duration::from_micros(self.idle_since_us.load(Ordering::Relaxed));
+            let since = self.idle_since();
             if since.elapsed() >= after && self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
             }
