@@ -39,7 +39,10 @@ fn handler() -> &'static Handler {
                 zone: zone.clone(),
                 writer: "aks-weu-01".into(),
                 epoch: 2,
-                endpoints: vec![ep("web-ns-p-prod-myapp.example.com", RecordKind::CNAME, "aks01-weu-internal.example.com"), ep("aks01-weu-internal.example.com", RecordKind::A, "127.0.0.1")],
+                endpoints: vec![
+                    ep("web-ns-p-prod-myapp.example.com", RecordKind::CNAME, "aks01-weu-internal.example.com"),
+                    ep("aks01-weu-internal.example.com", RecordKind::A, "127.0.0.1"),
+                ],
             }],
             txt_prefix: "_external-dns-owner.".into(),
             serial: 1,

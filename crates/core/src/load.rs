@@ -62,10 +62,7 @@ pub enum HostSource {
 
 impl Default for LoadSettings {
     fn default() -> Self {
-        Self {
-            overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR,
-            panic_threshold: DEFAULT_PANIC_THRESHOLD,
-        }
+        Self { overprovisioning_factor: DEFAULT_OVERPROVISIONING_FACTOR, panic_threshold: DEFAULT_PANIC_THRESHOLD }
     }
 }
 
@@ -73,11 +70,7 @@ impl Default for LoadSettings {
 
 impl LevelHealth {
     pub const fn new(hosts: u32, healthy: u32, degraded: u32) -> Self {
-        Self {
-            hosts,
-            healthy,
-            degraded,
-        }
+        Self { hosts, healthy, degraded }
     }
 
     /// A level whose hosts are all healthy.
@@ -167,21 +160,14 @@ pub fn is_in_panic(level: LevelHealth, panic_threshold: u32) -> bool {
 pub fn priority_load(levels: &[LevelHealth], settings: LoadSettings) -> PriorityLoad {
     let levels: Vec<LevelHealth> = levels.iter().map(|level| level.clamped()).collect();
     let count = levels.len();
-    let mut load = PriorityLoad {
-        healthy: vec![0; count],
-        degraded: vec![0; count],
-        panic: vec![false; count],
-        total_panic: false,
-        no_healthy: true,
-    };
+    let mut load =
+        PriorityLoad { healthy: vec![0; count], degraded: vec![0; count], panic: vec![false; count], total_panic: false, no_healthy: true };
     if count == 0 {
         return load;
     }
 
-    let (health, degraded): (Vec<u32>, Vec<u32>) = levels
-        .iter()
-        .map(|level| availability(*level, settings.overprovisioning_factor))
-        .unzip();
+    let (health, degraded): (Vec<u32>, Vec<u32>) =
+        levels.iter().map(|level| availability(*level, settings.overprovisioning_factor)).unzip();
     let total: u32 = health.iter().chain(&degraded).sum();
     let nta = total.min(100);
 
@@ -234,12 +220,7 @@ pub fn choose_priority(load: &PriorityLoad, hash: u64) -> (usize, bool) {
         .iter()
         .enumerate()
         .map(|(p, share)| (p, false, share))
-        .chain(
-            load.degraded
-                .iter()
-                .enumerate()
-                .map(|(p, share)| (p, true, share)),
-        );
+        .chain(load.degraded.iter().enumerate().map(|(p, share)| (p, true, share)));
     for (priority, degraded, share) in walk {
         cumulative += u64::from(*share);
         if target <= cumulative {
@@ -264,7 +245,9 @@ pub fn choose_priority(load: &PriorityLoad, hash: u64) -> (usize, bool) {
 pub fn retry_load(levels: &[LevelHealth], original: &PriorityLoad, tried: impl Fn(usize) -> bool, settings: LoadSettings) -> PriorityLoad {
     let levels: Vec<LevelHealth> = levels.iter().map(|level| level.clamped()).collect();
     let availability: Vec<(u32, u32)> = levels.iter().map(|level| availability(*level, settings.overprovisioning_factor)).collect();
-    let adjusted = |skip_tried: bool| -> (Vec<u32>, Vec<u32>) { availability.iter().enumerate().map(|(p, &(h, d))| if skip_tried && tried(p) { (0, 0) } else { (h, d) }).unzip() };
+    let adjusted = |skip_tried: bool| -> (Vec<u32>, Vec<u32>) {
+        availability.iter().enumerate().map(|(p, &(h, d))| if skip_tried && tried(p) { (0, 0) } else { (h, d) }).unzip()
+    };
     let (mut health, mut degraded) = adjusted(true);
     let mut total = health.iter().chain(&degraded).sum::<u32>().min(100);
     if total == 0 {
@@ -299,12 +282,7 @@ pub fn retry_load(levels: &[LevelHealth], original: &PriorityLoad, tried: impl F
 
 /// Envoy's `distributeLoad`: hands out `budget` top-down in proportion to availability. Returns
 /// the first level with availability and the budget left over by rounding.
-fn distribute(
-    availability: &[u32],
-    mut budget: u32,
-    nta: u32,
-    out: &mut [u32],
-) -> (Option<usize>, u32) {
+fn distribute(availability: &[u32], mut budget: u32, nta: u32, out: &mut [u32]) -> (Option<usize>, u32) {
     let mut first_available = None;
     for (p, (share, slot)) in availability.iter().zip(out.iter_mut()).enumerate() {
         if first_available.is_none() && *share > 0 {

@@ -86,7 +86,12 @@ impl TryEnd {
 
     pub fn blame(self) -> Blame {
         match self {
-            TryEnd::Response(_) | TryEnd::ConnectRefused | TryEnd::ConnectTimeout | TryEnd::UpstreamReset | TryEnd::UpstreamMalformed | TryEnd::UpstreamTimeout => Blame::Upstream,
+            TryEnd::Response(_)
+            | TryEnd::ConnectRefused
+            | TryEnd::ConnectTimeout
+            | TryEnd::UpstreamReset
+            | TryEnd::UpstreamMalformed
+            | TryEnd::UpstreamTimeout => Blame::Upstream,
             TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout => Blame::Client,
             TryEnd::LocalResources | TryEnd::LocalOverflow => Blame::Local,
         }
@@ -99,7 +104,11 @@ impl TryEnd {
             TryEnd::ConnectRefused | TryEnd::ConnectTimeout => (Outcome::ConnectFailed, true),
             TryEnd::UpstreamReset | TryEnd::UpstreamMalformed => (Outcome::ExternalFailure, true),
             TryEnd::UpstreamTimeout => (Outcome::Timeout, false),
-            TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout | TryEnd::LocalResources | TryEnd::LocalOverflow => return None,
+            TryEnd::ClientBodyMalformed
+            | TryEnd::ClientAborted
+            | TryEnd::ClientUploadTimeout
+            | TryEnd::LocalResources
+            | TryEnd::LocalOverflow => return None,
         };
         Some(DetectorInput { outcome, decisive })
     }
@@ -119,7 +128,11 @@ impl TryEnd {
             TryEnd::ConnectRefused | TryEnd::ConnectTimeout => Some(RetryCause::ConnectFailure),
             TryEnd::UpstreamReset | TryEnd::UpstreamMalformed => Some(RetryCause::Reset),
             TryEnd::UpstreamTimeout => Some(RetryCause::Timeout),
-            TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout | TryEnd::LocalResources | TryEnd::LocalOverflow => None,
+            TryEnd::ClientBodyMalformed
+            | TryEnd::ClientAborted
+            | TryEnd::ClientUploadTimeout
+            | TryEnd::LocalResources
+            | TryEnd::LocalOverflow => None,
         }
     }
 
@@ -189,7 +202,15 @@ mod tests {
             (TryEnd::LocalResources, Local, None, true, false),
             (TryEnd::LocalOverflow, Local, None, true, false),
         ];
-        let all_on = RetryOn { five_xx: true, gateway_error: true, reset: true, connect_failure: true, retriable_4xx: true, refused_stream: true, retriable_status_codes: vec![] };
+        let all_on = RetryOn {
+            five_xx: true,
+            gateway_error: true,
+            reset: true,
+            connect_failure: true,
+            retriable_4xx: true,
+            refused_stream: true,
+            retriable_status_codes: vec![],
+        };
         for (end, blame, input, failure, retried) in table {
             assert_eq!(end.blame(), blame, "{end:?}");
             assert_eq!(end.detector_input(), input, "{end:?}");

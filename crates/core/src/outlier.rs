@@ -202,20 +202,13 @@ impl OutlierConfig {
     /// Sets `base_ejection_time` and, as Envoy does for an unset `max_ejection_time`,
     /// `max_ejection_time = max(300 s, base)`.
     pub fn with_base_ejection_time(self, base_ejection_time: Duration) -> Self {
-        Self {
-            base_ejection_time,
-            max_ejection_time: Self::default_max_ejection_time(base_ejection_time),
-            ..self
-        }
+        Self { base_ejection_time, max_ejection_time: Self::default_max_ejection_time(base_ejection_time), ..self }
     }
 
     /// Envoy refuses a cluster whose `max_ejection_time` is below `base_ejection_time`.
     pub fn validate(&self) -> Result<(), OutlierConfigError> {
         if self.max_ejection_time < self.base_ejection_time {
-            return Err(OutlierConfigError::MaxEjectionTimeBelowBase {
-                base: self.base_ejection_time,
-                max: self.max_ejection_time,
-            });
+            return Err(OutlierConfigError::MaxEjectionTimeBelowBase { base: self.base_ejection_time, max: self.max_ejection_time });
         }
         Ok(())
     }
@@ -224,19 +217,14 @@ impl OutlierConfig {
         match reason {
             EjectionReason::Consecutive5xx => self.enforcing_consecutive_5xx,
             EjectionReason::ConsecutiveGatewayFailure => self.enforcing_consecutive_gateway_failure,
-            EjectionReason::ConsecutiveLocalOriginFailure => {
-                self.enforcing_consecutive_local_origin_failure
-            }
+            EjectionReason::ConsecutiveLocalOriginFailure => self.enforcing_consecutive_local_origin_failure,
             EjectionReason::ConnectFailure | EjectionReason::ReadmissionProbeFailed => 100,
         }
     }
 
     /// `min(base·backoff, max) + jitter`, saturating instead of overflowing.
     fn ejection_duration(&self, backoff: u32, jitter: Duration) -> Duration {
-        let scaled = self
-            .base_ejection_time
-            .checked_mul(backoff)
-            .unwrap_or(Duration::MAX);
+        let scaled = self.base_ejection_time.checked_mul(backoff).unwrap_or(Duration::MAX);
         scaled.min(self.max_ejection_time).saturating_add(jitter)
     }
 
@@ -254,10 +242,9 @@ impl OutlierConfig {
 impl fmt::Display for OutlierConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::MaxEjectionTimeBelowBase { base, max } => write!(
-                f,
-                "max_ejection_time ({max:?}) cannot be smaller than base_ejection_time ({base:?})"
-            ),
+            Self::MaxEjectionTimeBelowBase { base, max } => {
+                write!(f, "max_ejection_time ({max:?}) cannot be smaller than base_ejection_time ({base:?})")
+            }
         }
     }
 }
@@ -307,11 +294,9 @@ impl HostStatus {
             match outcome {
                 Outcome::Http(code) => self.count_http(code, config),
                 Outcome::ConnectFailed | Outcome::Timeout => {
-                    self.consecutive_local_origin_failure =
-                        self.consecutive_local_origin_failure.saturating_add(1);
+                    self.consecutive_local_origin_failure = self.consecutive_local_origin_failure.saturating_add(1);
                     Triggers {
-                        local_origin: self.consecutive_local_origin_failure
-                            == config.consecutive_local_origin_failure,
+                        local_origin: self.consecutive_local_origin_failure == config.consecutive_local_origin_failure,
                         ..Triggers::default()
                     }
                 }
@@ -342,8 +327,7 @@ impl HostStatus {
         let mut triggers = Triggers::default();
         if matches!(code, 502..=504) {
             self.consecutive_gateway_failure = self.consecutive_gateway_failure.saturating_add(1);
-            triggers.gateway =
-                self.consecutive_gateway_failure == config.consecutive_gateway_failure;
+            triggers.gateway = self.consecutive_gateway_failure == config.consecutive_gateway_failure;
         } else {
             self.consecutive_gateway_failure = 0;
         }
@@ -356,9 +340,7 @@ impl HostStatus {
         match reason {
             EjectionReason::Consecutive5xx => self.consecutive_5xx = 0,
             EjectionReason::ConsecutiveGatewayFailure => self.consecutive_gateway_failure = 0,
-            EjectionReason::ConsecutiveLocalOriginFailure => {
-                self.consecutive_local_origin_failure = 0
-            }
+            EjectionReason::ConsecutiveLocalOriginFailure => self.consecutive_local_origin_failure = 0,
             EjectionReason::ConnectFailure | EjectionReason::ReadmissionProbeFailed => {}
         }
     }
@@ -373,10 +355,7 @@ impl HostStatus {
     }
 
     fn due_for_unejection(&self, now: Duration, config: &OutlierConfig) -> bool {
-        let Some(elapsed) = self
-            .last_ejection
-            .and_then(|ejected_at| now.checked_sub(ejected_at))
-        else {
+        let Some(elapsed) = self.last_ejection.and_then(|ejected_at| now.checked_sub(ejected_at)) else {
             return false;
         };
         config.ejection_duration(self.backoff, self.jitter) <= elapsed
@@ -387,12 +366,7 @@ impl HostStatus {
 
 impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     pub fn new(config: OutlierConfig, hosts: impl IntoIterator<Item = K>) -> Self {
-        let mut detector = Self {
-            config,
-            order: Vec::new(),
-            hosts: HashMap::new(),
-            ejected: 0,
-        };
+        let mut detector = Self { config, order: Vec::new(), hosts: HashMap::new(), ejected: 0 };
         detector.set_hosts(hosts);
         detector
     }
@@ -418,35 +392,17 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
     ///
     /// Outcomes for unknown hosts are ignored; outcomes for ejected hosts still count, but their
     /// ejection requests are ignored and leave the counter as it is.
-    pub fn record(
-        &mut self,
-        host: &K,
-        outcome: Outcome,
-        now: Duration,
-        rng: &mut impl Random,
-    ) -> Verdict<K> {
+    pub fn record(&mut self, host: &K, outcome: Outcome, now: Duration, rng: &mut impl Random) -> Verdict<K> {
         self.record_all(host, outcome, now, rng)
             .into_iter()
-            .reduce(|best, next| {
-                if next.rank() > best.rank() {
-                    next
-                } else {
-                    best
-                }
-            })
+            .reduce(|best, next| if next.rank() > best.rank() { next } else { best })
             .unwrap_or(Verdict::None)
     }
 
     /// Like [`record`](Self::record) but returns every ejection request the outcome raised that
     /// was not ignored, in Envoy's order (gateway failure before 5xx). One gateway error can raise
     /// both; when the first ejects the host, the second is ignored.
-    pub fn record_all(
-        &mut self,
-        host: &K,
-        outcome: Outcome,
-        now: Duration,
-        rng: &mut impl Random,
-    ) -> Vec<Verdict<K>> {
+    pub fn record_all(&mut self, host: &K, outcome: Outcome, now: Duration, rng: &mut impl Random) -> Vec<Verdict<K>> {
         let config = self.config;
         let Some(status) = self.hosts.get_mut(host) else {
             return Vec::new();
@@ -455,16 +411,9 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         let requests = [
             (triggers.gateway, EjectionReason::ConsecutiveGatewayFailure),
             (triggers.five_xx, EjectionReason::Consecutive5xx),
-            (
-                triggers.local_origin,
-                EjectionReason::ConsecutiveLocalOriginFailure,
-            ),
+            (triggers.local_origin, EjectionReason::ConsecutiveLocalOriginFailure),
         ];
-        requests
-            .into_iter()
-            .filter(|(fired, _)| *fired)
-            .filter_map(|(_, reason)| self.request_ejection(host, reason, now, rng))
-            .collect()
+        requests.into_iter().filter(|(fired, _)| *fired).filter_map(|(_, reason)| self.request_ejection(host, reason, now, rng)).collect()
     }
 
     /// Sweep at `now` (the caller runs it every `interval`); returns hosts un-ejected by this
@@ -483,10 +432,8 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         self.ejected = self.ejected.saturating_sub(unejected.len());
 
         for status in self.hosts.values_mut() {
-            let calm_for_an_interval = status
-                .last_unejection
-                .and_then(|at| now.checked_sub(at))
-                .is_some_and(|since| since >= config.interval);
+            let calm_for_an_interval =
+                status.last_unejection.and_then(|at| now.checked_sub(at)).is_some_and(|since| since >= config.interval);
             if !status.ejected && calm_for_an_interval {
                 status.backoff = status.backoff.saturating_sub(1);
             }
@@ -556,13 +503,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
 
     /// Runs the cap, the enforcement roll and the ejection for one request (Envoy's
     /// `onConsecutiveErrorWorker` + `ejectHost`). `None` when the request is ignored.
-    fn request_ejection(
-        &mut self,
-        host: &K,
-        reason: EjectionReason,
-        now: Duration,
-        rng: &mut impl Random,
-    ) -> Option<Verdict<K>> {
+    fn request_ejection(&mut self, host: &K, reason: EjectionReason, now: Duration, rng: &mut impl Random) -> Option<Verdict<K>> {
         let config = self.config;
         let allowed = self.cap_allows_one_more();
         let status = self.hosts.get_mut(host)?;
@@ -571,22 +512,15 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         }
 
         let verdict = if !allowed {
-            Verdict::Overflow {
-                host: host.clone(),
-                reason,
-            }
+            Verdict::Overflow { host: host.clone(), reason }
         } else if rng.next_u32() % 100 >= config.enforcing(reason) {
-            Verdict::NotEnforced {
-                host: host.clone(),
-                reason,
-            }
+            Verdict::NotEnforced { host: host.clone(), reason }
         } else {
             status.ejected = true;
             status.last_reason = Some(reason);
             status.num_ejections = status.num_ejections.saturating_add(1);
             status.last_ejection = Some(now);
-            let max_jitter_ms =
-                u64::try_from(config.max_ejection_time_jitter.as_millis()).unwrap_or(u64::MAX);
+            let max_jitter_ms = u64::try_from(config.max_ejection_time_jitter.as_millis()).unwrap_or(u64::MAX);
             let jitter_ms = u64::from(rng.next_u32()) % max_jitter_ms.saturating_add(1);
             status.jitter = Duration::from_millis(jitter_ms);
             if config.may_grow_backoff(status.backoff) {

@@ -104,12 +104,7 @@ impl RetryPolicy {
         RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
-            retry_on: RetryOn {
-                connect_failure: true,
-                refused_stream: true,
-                retriable_status_codes: vec![503],
-                ..RetryOn::default()
-            },
+            retry_on: RetryOn { connect_failure: true, refused_stream: true, retriable_status_codes: vec![503], ..RetryOn::default() },
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
             other_priorities: false,

@@ -65,7 +65,10 @@ pub enum Why {
         label_rank: u32,
         locality_rank: Option<LocalityRank>,
     },
-    Distribute { pattern: String, weight: u32 },
+    Distribute {
+        pattern: String,
+        weight: u32,
+    },
 }
 
 /// Istio's locality ranking (§4.3 of the semantics reference).
@@ -101,10 +104,7 @@ pub fn rank(client: &Client, endpoints: &[Endpoint], rule: &PriorityRule) -> Vec
             .collect(),
         PriorityRule::Distribute(entries) => {
             let weights = distribute_weights(&client.locality, endpoints, entries);
-            weights
-                .into_iter()
-                .map(|w| w.map(|(pattern, weight)| (0, Why::Distribute { pattern, weight })))
-                .collect()
+            weights.into_iter().map(|w| w.map(|(pattern, weight)| (0, Why::Distribute { pattern, weight }))).collect()
         }
     }
 }
@@ -114,9 +114,7 @@ pub fn renumber(raw: &[Option<u32>]) -> Vec<Option<usize>> {
     let mut distinct: Vec<u32> = raw.iter().flatten().copied().collect();
     distinct.sort_unstable();
     distinct.dedup();
-    raw.iter()
-        .map(|r| r.and_then(|v| distinct.binary_search(&v).ok()))
-        .collect()
+    raw.iter().map(|r| r.and_then(|v| distinct.binary_search(&v).ok())).collect()
 }
 
 /// Istio failoverPriority: prio = N − j where j is the first label that does not match.
@@ -130,13 +128,7 @@ fn label_rank(client: &Client, endpoint: &Endpoint, labels: &[LabelMatch]) -> (u
         };
         let actual = endpoint.labels.get(&m.key).map_or("", String::as_str);
         let matched = wanted == actual;
-        checks.push(LabelCheck {
-            key: m.key.clone(),
-            wanted: wanted.to_string(),
-            from_override,
-            actual: actual.to_string(),
-            matched,
-        });
+        checks.push(LabelCheck { key: m.key.clone(), wanted: wanted.to_string(), from_override, actual: actual.to_string(), matched });
         if !matched {
             return (n - j as u32, checks);
         }
@@ -166,11 +158,7 @@ fn locality_rank(client: &Locality, endpoint: &Locality, failover: &[FailoverEnt
 /// Istio `distribute` (§4.5): the first entry whose `from` matches the client decides; each
 /// `to` pattern claims the not-yet-claimed localities it matches and splits its weight over
 /// them with ceil(orig·w / Σorig). Returns, per endpoint, the pattern and its locality weight.
-fn distribute_weights(
-    client: &Locality,
-    endpoints: &[Endpoint],
-    entries: &[DistributeEntry],
-) -> Vec<Option<(String, u32)>> {
+fn distribute_weights(client: &Locality, endpoints: &[Endpoint], entries: &[DistributeEntry]) -> Vec<Option<(String, u32)>> {
     let Some(entry) = entries.iter().find(|d| locality_matches(&d.from, client)) else {
         // No entry for this client: Istio leaves weights alone.
         return endpoints.iter().map(|_| Some(("*".to_string(), 1))).collect();
@@ -180,9 +168,8 @@ fn distribute_weights(
     localities.dedup();
     let mut claimed: Vec<Option<(String, u32)>> = vec![None; localities.len()];
     for (pattern, weight) in &entry.to {
-        let matches: Vec<usize> = (0..localities.len())
-            .filter(|&i| claimed[i].is_none() && locality_matches(pattern, localities[i]))
-            .collect();
+        let matches: Vec<usize> =
+            (0..localities.len()).filter(|&i| claimed[i].is_none() && locality_matches(pattern, localities[i])).collect();
         // Each locality's original weight is unset in veer's topology, so it counts as 1.
         let total = matches.len() as u64;
         for i in matches {

@@ -47,13 +47,7 @@ pub struct Table {
 }
 
 /// Builds the table for `client` over `endpoints`.
-pub fn build(
-    client: &Client,
-    endpoints: &[Endpoint],
-    rule: &PriorityRule,
-    settings: LoadSettings,
-    weighting: GroupWeighting,
-) -> Table {
+pub fn build(client: &Client, endpoints: &[Endpoint], rule: &PriorityRule, settings: LoadSettings, weighting: GroupWeighting) -> Table {
     let ranked = rank(client, endpoints, rule);
     let raw: Vec<Option<u32>> = ranked.iter().map(|r| r.as_ref().map(|(p, _)| *p)).collect();
     let finals = renumber(&raw);
@@ -151,13 +145,7 @@ fn assign_shares(
 }
 
 /// Spreads `amount` percent over the members whose health passes `eligible`, by endpoint weight.
-fn spread(
-    placements: &mut [Placement],
-    endpoints: &[Endpoint],
-    members: &[usize],
-    amount: f64,
-    eligible: impl Fn(Health) -> bool,
-) {
+fn spread(placements: &mut [Placement], endpoints: &[Endpoint], members: &[usize], amount: f64, eligible: impl Fn(Health) -> bool) {
     if amount <= 0.0 {
         return;
     }

@@ -48,7 +48,8 @@ pub fn claims(plans: &[ClusterPlan]) -> BTreeMap<ZoneId, Vec<Claim>> {
     let mut out: BTreeMap<ZoneId, Vec<Claim>> = BTreeMap::new();
     for p in plans {
         let Some(region) = &p.region else { continue };
-        let zones: BTreeSet<&ZoneId> = p.endpoints.iter().filter(|e| matches!(e.source, crate::plan::Source::Route { .. })).map(|e| &e.zone).collect();
+        let zones: BTreeSet<&ZoneId> =
+            p.endpoints.iter().filter(|e| matches!(e.source, crate::plan::Source::Route { .. })).map(|e| &e.zone).collect();
         for z in zones {
             let kind = if z.region == *region {
                 ClaimKind::Home
@@ -116,7 +117,15 @@ pub struct Transition {
 impl std::fmt::Display for Transition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = |w: &Option<String>| w.clone().unwrap_or_else(|| "nobody".into());
-        write!(f, "zone {}: writer {} -> {} ({}), epoch {}", self.zone, name(&self.from), name(&self.to), self.kind.map_or("no claim", ClaimKind::as_str), self.epoch)?;
+        write!(
+            f,
+            "zone {}: writer {} -> {} ({}), epoch {}",
+            self.zone,
+            name(&self.from),
+            name(&self.to),
+            self.kind.map_or("no claim", ClaimKind::as_str),
+            self.epoch
+        )?;
         if !self.conflicts.is_empty() {
             write!(f, "; CONFLICT: also claimed by {} at the same precedence", self.conflicts.join(", "))?;
         }

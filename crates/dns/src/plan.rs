@@ -168,7 +168,11 @@ fn singleton<'a, T>(items: impl Iterator<Item = (&'a str, &'a T)>, preferred: &s
     let mut all: Vec<(&str, &T)> = items.collect();
     all.sort_by(|a, b| a.0.cmp(b.0));
     if all.len() > 1 {
-        notes.push(format!("{} {what} objects; the operator expects one (SingletonViolation); using {:?}", all.len(), all.iter().find(|(n, _)| *n == preferred).unwrap_or(&all[0]).0));
+        notes.push(format!(
+            "{} {what} objects; the operator expects one (SingletonViolation); using {:?}",
+            all.len(),
+            all.iter().find(|(n, _)| *n == preferred).unwrap_or(&all[0]).0
+        ));
     }
     all.iter().find(|(n, _)| *n == preferred).or(all.first()).map(|(_, t)| *t)
 }
@@ -176,10 +180,18 @@ fn singleton<'a, T>(items: impl Iterator<Item = (&'a str, &'a T)>, preferred: &s
 /// The record plan of `cluster` (a veer `Cluster` name, or the implicit one).
 pub fn cluster(set: &ManifestSet, cluster: &str, opts: &PlanOptions) -> ClusterPlan {
     let mut notes = Vec::new();
-    let identity: Option<&ClusterIdentity> =
-        singleton(set.cluster_identities.iter().filter(|(c, _)| c == cluster).map(|(_, ci)| (ci.meta.name.as_str(), ci)), "cluster-identity", "ClusterIdentity", &mut notes);
-    let config: Option<&DnsConfiguration> =
-        singleton(set.dns_configurations.iter().filter(|(c, _)| c == cluster).map(|(_, d)| (d.meta.name.as_str(), d)), "dns-config", "DNSConfiguration", &mut notes);
+    let identity: Option<&ClusterIdentity> = singleton(
+        set.cluster_identities.iter().filter(|(c, _)| c == cluster).map(|(_, ci)| (ci.meta.name.as_str(), ci)),
+        "cluster-identity",
+        "ClusterIdentity",
+        &mut notes,
+    );
+    let config: Option<&DnsConfiguration> = singleton(
+        set.dns_configurations.iter().filter(|(c, _)| c == cluster).map(|(_, d)| (d.meta.name.as_str(), d)),
+        "dns-config",
+        "DNSConfiguration",
+        &mut notes,
+    );
     // veer's stand-in for the LoadBalancer Service IP of the ingress gateway.
     let gateway_ip = opts.gateways.get(cluster).copied().or_else(|| set.cluster(cluster).and_then(|c| c.gateway).map(|a| a.ip()));
 
@@ -191,7 +203,8 @@ pub fn cluster(set: &ManifestSet, cluster: &str, opts: &PlanOptions) -> ClusterP
     }
     let mut policies = Vec::new();
     for ns in &namespaces {
-        let mut in_ns: Vec<&DnsPolicy> = set.dns_policies.iter().filter(|(c, p)| c == cluster && p.meta.namespace == *ns).map(|(_, p)| p).collect();
+        let mut in_ns: Vec<&DnsPolicy> =
+            set.dns_policies.iter().filter(|(c, p)| c == cluster && p.meta.namespace == *ns).map(|(_, p)| p).collect();
         in_ns.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         for p in in_ns {
             policies.push(policy_status(p, identity, config));
@@ -204,7 +217,13 @@ pub fn cluster(set: &ManifestSet, cluster: &str, opts: &PlanOptions) -> ClusterP
     srs.sort_by(|a, b| (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name)));
     for sr in srs {
         let (phase, reason, eps) = route_plan(set, cluster, sr, &policies, identity, config, opts);
-        routes.push(RouteStatus { namespace: sr.meta.namespace.clone(), name: sr.meta.name.clone(), phase, reason, endpoints: eps.iter().map(|e| e.name.clone()).collect() });
+        routes.push(RouteStatus {
+            namespace: sr.meta.namespace.clone(),
+            name: sr.meta.name.clone(),
+            phase,
+            reason,
+            endpoints: eps.iter().map(|e| e.name.clone()).collect(),
+        });
         endpoints.extend(eps);
     }
     endpoints.extend(gateway_endpoints(set, cluster, identity, config, gateway_ip, opts, &mut notes));
@@ -229,15 +248,38 @@ fn policy_status(p: &DnsPolicy, identity: Option<&ClusterIdentity>, config: Opti
         DnsMode::Active => "Active",
         DnsMode::RegionBound => "RegionBound",
     };
-    let status = |phase, active, active_controllers, reason: String| PolicyStatus { namespace: p.meta.namespace.clone(), name: p.meta.name.clone(), mode, phase, active, active_controllers, reason };
+    let status = |phase, active, active_controllers, reason: String| PolicyStatus {
+        namespace: p.meta.namespace.clone(),
+        name: p.meta.name.clone(),
+        mode,
+        phase,
+        active,
+        active_controllers,
+        reason,
+    };
     let Some(ci) = identity else {
-        return status(Phase::Pending, false, Vec::new(), "ClusterIdentityNotAvailable: waiting for ClusterIdentity to be configured".into());
+        return status(
+            Phase::Pending,
+            false,
+            Vec::new(),
+            "ClusterIdentityNotAvailable: waiting for ClusterIdentity to be configured".into(),
+        );
     };
     let Some(cfg) = config else {
-        return status(Phase::Pending, false, Vec::new(), "DNSConfigurationNotAvailable: waiting for DNSConfiguration to be configured".into());
+        return status(
+            Phase::Pending,
+            false,
+            Vec::new(),
+            "DNSConfigurationNotAvailable: waiting for DNSConfiguration to be configured".into(),
+        );
     };
     if cfg.controllers.is_empty() {
-        return status(Phase::Failed, false, Vec::new(), "ValidationFailed: at least one ExternalDNS controller must be defined in DNSConfiguration".into());
+        return status(
+            Phase::Failed,
+            false,
+            Vec::new(),
+            "ValidationFailed: at least one ExternalDNS controller must be defined in DNSConfiguration".into(),
+        );
     }
     if let Some(r) = p.source_region.as_deref().filter(|r| !r.is_empty()) {
         if r != ci.region {
@@ -286,14 +328,29 @@ fn route_plan(
         return (Phase::Pending, format!("DNSPolicyNotFound: no DNSPolicy in namespace {}", sr.meta.namespace), Vec::new());
     };
     if !policy.active {
-        return (Phase::Pending, format!("DNSPolicyInactive: DNSPolicy {}/{} is not active here ({}); its DNSEndpoints are removed", policy.namespace, policy.name, policy.reason), Vec::new());
+        return (
+            Phase::Pending,
+            format!(
+                "DNSPolicyInactive: DNSPolicy {}/{} is not active here ({}); its DNSEndpoints are removed",
+                policy.namespace, policy.name, policy.reason
+            ),
+            Vec::new(),
+        );
     }
     let Some(cfg) = config else {
         return (Phase::Pending, "DNSConfigurationNotAvailable".into(), Vec::new());
     };
-    let gateway = set.router_gateways.iter().find(|(c, g)| c == cluster && g.meta.name == sr.gateway_name && g.meta.namespace == sr.gateway_namespace).map(|(_, g)| g);
+    let gateway = set
+        .router_gateways
+        .iter()
+        .find(|(c, g)| c == cluster && g.meta.name == sr.gateway_name && g.meta.namespace == sr.gateway_namespace)
+        .map(|(_, g)| g);
     let Some(gateway) = gateway else {
-        return (Phase::Pending, format!("GatewayNotFound: Gateway {} not found in namespace {}", sr.gateway_name, sr.gateway_namespace), Vec::new());
+        return (
+            Phase::Pending,
+            format!("GatewayNotFound: Gateway {} not found in namespace {}", sr.gateway_name, sr.gateway_namespace),
+            Vec::new(),
+        );
     };
     let Some(ci) = identity else {
         return (Phase::Pending, "ClusterIdentityNotAvailable".into(), Vec::new());
@@ -331,7 +388,8 @@ fn route_plan(
             ttl: opts.ttl,
         });
     }
-    let reason = format!("ReconciliationSucceeded: {} DNSEndpoint(s) for controller(s) {}", out.len(), policy.active_controllers.join(", "));
+    let reason =
+        format!("ReconciliationSucceeded: {} DNSEndpoint(s) for controller(s) {}", out.len(), policy.active_controllers.join(", "));
     (Phase::Active, reason, out)
 }
 
@@ -359,7 +417,9 @@ fn gateway_endpoints(
         return Vec::new();
     };
     let Some(ip) = ip else {
-        notes.push(format!("no gateway A records: Cluster {cluster:?} has no spec.gateway.address (veer's stand-in for the LoadBalancer IP)"));
+        notes.push(format!(
+            "no gateway A records: Cluster {cluster:?} has no spec.gateway.address (veer's stand-in for the LoadBalancer IP)"
+        ));
         return Vec::new();
     };
     // One record set per distinct (Istio controller, postfix), as the operator aggregates them.

@@ -342,7 +342,13 @@ impl Handler {
             Some(e) => e.max_payload().clamp(512, self.max_udp_payload),
             None => 512,
         };
-        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(reply.metadata, reply.answers.iter(), reply.authority.iter(), std::iter::empty(), std::iter::empty());
+        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
+            reply.metadata,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
         let mut buf = Vec::with_capacity(512);
         let mut enc = BinEncoder::new(&mut buf);
         enc.set_max_size(limit);
@@ -419,7 +425,13 @@ impl RequestHandler for TcpSide {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
         self.0.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
         let reply = self.0.reply(request);
-        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(reply.metadata, reply.answers.iter(), reply.authority.iter(), std::iter::empty(), std::iter::empty());
+        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
+            reply.metadata,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {
@@ -484,7 +496,13 @@ impl Reconciler {
         }
         for t in &transitions {
             let me = Some(self.cfg.cluster.as_str());
-            let role = if t.to.as_deref() == me { "this node now writes the zone" } else if t.from.as_deref() == me { "this node stops writing the zone" } else { "another cluster writes the zone" };
+            let role = if t.to.as_deref() == me {
+                "this node now writes the zone"
+            } else if t.from.as_deref() == me {
+                "this node stops writing the zone"
+            } else {
+                "another cluster writes the zone"
+            };
             if t.conflicts.is_empty() {
                 tracing::info!(target: "veer::dns", zone = %t.zone, epoch = t.epoch, "{t}; {role}");
             } else {
@@ -498,14 +516,30 @@ impl Reconciler {
             self.persist();
         }
         self.serial = self.serial.wrapping_add(1);
-        let regional = self.store.iter().map(|(z, p)| RegionalZone { zone: z.clone(), writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() }).collect();
+        let regional = self
+            .store
+            .iter()
+            .map(|(z, p)| RegionalZone { zone: z.clone(), writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() })
+            .collect();
         // A name a regional zone publishes is that zone's writer's to answer: pointing it at
         // this node's gateway too (an HTTPRoute for the route's own name) would be a second
         // writer, outside the election (the returning cluster during an adoption, every spoke
         // under RegionBound).
-        let regional_names: std::collections::BTreeSet<String> = plans.iter().flat_map(|p| p.endpoints.iter().map(|e| e.dns_name.trim_end_matches('.').to_ascii_lowercase())).collect();
-        let hosts = destination_hosts(set, &self.cfg.cluster).into_iter().filter(|h| !regional_names.contains(&h.trim_end_matches('.').to_ascii_lowercase())).collect();
-        let input = ZoneInput { hosts, gateway: self.cfg.gateway, elsewhere: socket_ips(set, &self.cfg.cluster), ttl: self.cfg.ttl, regional, txt_prefix: self.cfg.txt_prefix.clone(), serial: self.serial };
+        let regional_names: std::collections::BTreeSet<String> =
+            plans.iter().flat_map(|p| p.endpoints.iter().map(|e| e.dns_name.trim_end_matches('.').to_ascii_lowercase())).collect();
+        let hosts = destination_hosts(set, &self.cfg.cluster)
+            .into_iter()
+            .filter(|h| !regional_names.contains(&h.trim_end_matches('.').to_ascii_lowercase()))
+            .collect();
+        let input = ZoneInput {
+            hosts,
+            gateway: self.cfg.gateway,
+            elsewhere: socket_ips(set, &self.cfg.cluster),
+            ttl: self.cfg.ttl,
+            regional,
+            txt_prefix: self.cfg.txt_prefix.clone(),
+            serial: self.serial,
+        };
         let zones = Zones::build(&input);
         for s in &zones.skipped {
             tracing::warn!(target: "veer::dns", "not served: {s}");
@@ -560,7 +594,11 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), String> {
 impl DnsServer {
     /// Reconciles from the current manifest set, binds, and serves until [`DnsServer::stop`];
     /// every later value of `manifests` is reconciled at once (the takeover path).
-    pub async fn start(cfg: DnsConfig, mut manifests: watch::Receiver<Arc<ManifestSet>>, notify: Option<Notify>) -> Result<DnsServer, String> {
+    pub async fn start(
+        cfg: DnsConfig,
+        mut manifests: watch::Receiver<Arc<ManifestSet>>,
+        notify: Option<Notify>,
+    ) -> Result<DnsServer, String> {
         let (udp, tcp) = bind(cfg.listen).await?;
         let addr = udp.local_addr().map_err(|e| e.to_string())?;
         let mut reconciler = Reconciler::new(cfg.clone(), notify);

@@ -54,7 +54,9 @@ pub fn endpoints(eps: &[Endpoint]) -> String {
             api_version: "externaldns.k8s.io/v1alpha1",
             kind: "DNSEndpoint",
             metadata: Metadata { name: &e.name, namespace: &e.namespace, labels: &e.labels, annotations: &e.annotations },
-            spec: Spec { endpoints: [Record { dns_name: &e.dns_name, record_type: e.record_type.as_str(), record_ttl: e.ttl, targets: [&e.target] }] },
+            spec: Spec {
+                endpoints: [Record { dns_name: &e.dns_name, record_type: e.record_type.as_str(), record_ttl: e.ttl, targets: [&e.target] }],
+            },
         };
         // Serializing these structs (strings, maps of strings, a number) cannot fail.
         out.push_str(&serde_json::to_string_pretty(&object).unwrap_or_default());
@@ -71,8 +73,38 @@ mod tests {
     /// What a YAML 1.1 reader (PyYAML, go-yaml v2 behind kubectl) resolves as a bool, an int, a
     /// float or null when written plain.
     const YAML11_NOT_STRINGS: &[&str] = &[
-        "Yes", "YES", "yes", "No", "ON", "On", "on", "off", "OFF", "y", "Y", "n", "N", "true", "True", "FALSE", "0x1F", "1e3", "~", "null", "Null", "NULL", ".inf", "-.inf", ".NaN", "012", "0b1010",
-        "1_000", "190:20:30", "+12", "3.", "",
+        "Yes",
+        "YES",
+        "yes",
+        "No",
+        "ON",
+        "On",
+        "on",
+        "off",
+        "OFF",
+        "y",
+        "Y",
+        "n",
+        "N",
+        "true",
+        "True",
+        "FALSE",
+        "0x1F",
+        "1e3",
+        "~",
+        "null",
+        "Null",
+        "NULL",
+        ".inf",
+        "-.inf",
+        ".NaN",
+        "012",
+        "0b1010",
+        "1_000",
+        "190:20:30",
+        "+12",
+        "3.",
+        "",
     ];
 
     fn endpoint(value: &str) -> Endpoint {

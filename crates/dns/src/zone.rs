@@ -68,7 +68,12 @@ pub fn socket_ips(set: &ManifestSet, cluster: &str) -> BTreeMap<String, IpAddr> 
             if ports.iter().any(|p| listeners.ports.get(p) == Some(&0)) {
                 continue;
             }
-            let ip = ports.iter().filter_map(|p| listeners.ports.get(p)).filter_map(|&i| listeners.extra.get(i.checked_sub(1)?)).map(|a| a.ip()).find(|ip| !ip.is_unspecified());
+            let ip = ports
+                .iter()
+                .filter_map(|p| listeners.ports.get(p))
+                .filter_map(|&i| listeners.extra.get(i.checked_sub(1)?))
+                .map(|a| a.ip())
+                .find(|ip| !ip.is_unspecified());
             if let Some(ip) = ip {
                 out.entry(host.to_ascii_lowercase()).or_insert(ip);
             }
@@ -175,7 +180,12 @@ impl Zones {
                 };
                 z.add(record);
                 let txt_owner = txt_name(&input.txt_prefix, &e.dns_name, e.record_type.as_str());
-                let value = txt_value(&format!("external-dns-{}", rz.zone.region), &format!("crd/{}/{}", e.namespace, e.name), &rz.writer, rz.epoch);
+                let value = txt_value(
+                    &format!("external-dns-{}", rz.zone.region),
+                    &format!("crd/{}/{}", e.namespace, e.name),
+                    &rz.writer,
+                    rz.epoch,
+                );
                 match name(&txt_owner) {
                     Ok(n) => z.add(Record::from_rdata(n, e.ttl, RData::TXT(TXT::new(vec![value])))),
                     Err(err) => z.skipped.push(err),
@@ -189,7 +199,11 @@ impl Zones {
             // Negative answers are cached for the record TTL, so a takeover is not hidden
             // behind a longer negative cache.
             let ttl = i32::try_from(input.ttl).unwrap_or(i32::MAX);
-            let soa = Record::from_rdata(o.clone(), input.ttl, RData::SOA(SOA::new(mname, rname, input.serial, ttl, ttl, ttl.saturating_mul(10), input.ttl)));
+            let soa = Record::from_rdata(
+                o.clone(),
+                input.ttl,
+                RData::SOA(SOA::new(mname, rname, input.serial, ttl, ttl, ttl.saturating_mul(10), input.ttl)),
+            );
             z.zones.push(Zone { origin: LowerName::new(&o), soa });
         }
         // Longest origin first, so the most specific zone answers.

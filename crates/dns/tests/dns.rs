@@ -96,7 +96,9 @@ async fn udp_exchange(server: SocketAddr, from: IpAddr, packet: &[u8], wait: Dur
 
 async fn udp(server: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> (Message, usize) {
     let q = query_message(name, qtype, edns);
-    let bytes = udp_exchange(server, IpAddr::V4(Ipv4Addr::LOCALHOST), &q.to_vec().expect("encode"), Duration::from_secs(2)).await.expect("an answer over UDP");
+    let bytes = udp_exchange(server, IpAddr::V4(Ipv4Addr::LOCALHOST), &q.to_vec().expect("encode"), Duration::from_secs(2))
+        .await
+        .expect("an answer over UDP");
     let m = Message::from_vec(&bytes).expect("decodable answer");
     assert_eq!(m.metadata.id, q.metadata.id);
     (m, bytes.len())
@@ -126,7 +128,13 @@ fn cname(m: &Message) -> Option<String> {
 fn txts(m: &Message) -> Vec<String> {
     m.answers
         .iter()
-        .filter_map(|r| if let RData::TXT(t) = &r.data { Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>()) } else { None })
+        .filter_map(|r| {
+            if let RData::TXT(t) = &r.data {
+                Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>())
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
@@ -171,7 +179,10 @@ fn owners(m: &Message) -> Vec<std::collections::BTreeMap<String, String>> {
     out
 }
 
-fn owner_of<'a>(labels: &'a [std::collections::BTreeMap<String, String>], owner: &str) -> Option<&'a std::collections::BTreeMap<String, String>> {
+fn owner_of<'a>(
+    labels: &'a [std::collections::BTreeMap<String, String>],
+    owner: &str,
+) -> Option<&'a std::collections::BTreeMap<String, String>> {
     labels.iter().find(|l| l.get("owner").map(String::as_str) == Some(owner))
 }
 
@@ -213,7 +224,8 @@ apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  n
 
     // A hickory client, over UDP and over TCP.
     let name = Name::from_str("reviews-failover.bookinfo.global.").expect("name");
-    let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(UdpClientStream::builder(server, TokioRuntimeProvider::default()).build());
+    let (mut client, bg) =
+        Client::<TokioRuntimeProvider>::from_sender(UdpClientStream::builder(server, TokioRuntimeProvider::default()).build());
     tokio::spawn(bg);
     let udp_answer = client.query(name.clone(), DNSClass::IN, RecordType::A).await.expect("UDP answer");
     let (stream, sender) = TcpClientStream::new(server, None, Some(Duration::from_secs(2)), TokioRuntimeProvider::default());
@@ -355,7 +367,11 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
     assert_eq!(weu_zone.get("veer-writer").map(String::as_str), Some("aks-neu-01"));
     assert_eq!(weu_zone.get("veer-epoch").map(String::as_str), Some("2"));
     assert_eq!(weu_zone.get("resource").map(String::as_str), Some("crd/myapp/web-external-dns-weu"));
-    let logged = neu.events.all().iter().any(|e| e.reason.contains("dns: zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2"));
+    let logged = neu
+        .events
+        .all()
+        .iter()
+        .any(|e| e.reason.contains("dns: zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2"));
     assert!(logged, "the takeover is an event: {:?}", neu.events.all());
 
     // weu comes back while the adoption stands: it does not take its records back.
@@ -372,7 +388,9 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
     w.write("neu.yaml", &regional_cluster(&w, "aks-neu-01", "neu", 2, &[], &active_policy("neu")));
     eventually(Duration::from_secs(5), "weu writes its zone again", || async {
         let (m, _) = udp(weu_dns, OWNER_TXT, RecordType::TXT, Some(1232)).await;
-        owner_of(&owners(&m), "external-dns-weu").is_some_and(|l| l.get("veer-writer").map(String::as_str) == Some("aks-weu-01") && l.get("veer-epoch").map(String::as_str) == Some("3"))
+        owner_of(&owners(&m), "external-dns-weu").is_some_and(|l| {
+            l.get("veer-writer").map(String::as_str) == Some("aks-weu-01") && l.get("veer-epoch").map(String::as_str) == Some("3")
+        })
     })
     .await;
     eventually(Duration::from_secs(5), "neu stops writing the weu zone", || async {
@@ -412,7 +430,16 @@ async fn malformed_and_oversize_packets_are_dropped_without_harm() {
     let mut bad_counts = valid.clone();
     bad_counts[5] = 9; // nine questions announced, one present
     let mut rng = fastrand::Rng::with_seed(7);
-    let mut garbage: Vec<Vec<u8>> = vec![Vec::new(), vec![0; 5], vec![0xff; 11], truncated_question, bad_counts, as_response.to_vec().expect("encode"), vec![0xAB; 4000], vec![0x00; 65_000]];
+    let mut garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0; 5],
+        vec![0xff; 11],
+        truncated_question,
+        bad_counts,
+        as_response.to_vec().expect("encode"),
+        vec![0xAB; 4000],
+        vec![0x00; 65_000],
+    ];
     for _ in 0..200 {
         let n = rng.usize(12..600);
         let mut p: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();

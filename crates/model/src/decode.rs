@@ -56,7 +56,9 @@ impl Ctx {
         match node.value {
             // Duplicate keys are reported by `load::parse_source`, from the YAML reader, for
             // every document whatever its kind.
-            Value::Map(_) => Some(Obj { ctx: self, node, path: path.to_string(), known: RefCell::new(Vec::new()), tolerated: RefCell::new(Vec::new()) }),
+            Value::Map(_) => {
+                Some(Obj { ctx: self, node, path: path.to_string(), known: RefCell::new(Vec::new()), tolerated: RefCell::new(Vec::new()) })
+            }
             _ if node.is_null() => None,
             _ => {
                 self.error(node.pos, path, format!("expected a mapping, found a {}", node.kind_name()));
@@ -290,7 +292,11 @@ impl<'a> Obj<'a> {
             let key_text = k.scalar().unwrap_or("").to_string();
             match v.scalar() {
                 Some(text) if !v.is_null() => out.push((key_text, k.pos, text.to_string(), v.pos)),
-                _ => self.ctx.error(v.pos, &format!("{}[{key_text:?}]", self.field_path(key)), format!("expected a string, found {}", describe(v))),
+                _ => self.ctx.error(
+                    v.pos,
+                    &format!("{}[{key_text:?}]", self.field_path(key)),
+                    format!("expected a string, found {}", describe(v)),
+                ),
             }
         }
         out

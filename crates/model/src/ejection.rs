@@ -22,19 +22,25 @@ use crate::set::{ManifestSet, IMPLICIT_CLUSTER};
 pub fn warnings(set: &ManifestSet) -> Vec<Diagnostic> {
     // Per resource (kind, namespace, name): the worst case seen.
     let mut worst: BTreeMap<(String, String, String), (usize, String, OutlierConfig)> = BTreeMap::new();
-    let mut look = |key: String, d: &Destination| {
-        let Some(config) = d.resilience.outlier else { return };
-        let hosts = d.endpoints.len();
-        if hosts == 0 || config.can_eject_any(hosts as u64) {
-            return;
-        }
-        let Some(src) = d.sources.iter().find(|s| matches!(s.kind.as_str(), "DestinationRule" | "OutlierDetectionPolicy" | "TrafficPolicy" | "BackendTrafficPolicy")) else { return };
-        let entry = worst.entry((src.kind.clone(), src.namespace.clone(), src.name.clone())).or_insert((hosts, key.clone(), config));
-        if hosts < entry.0 {
-            *entry = (hosts, key, config);
-        }
-    };
-    let clusters: Vec<&str> = if set.clusters.is_empty() { vec![IMPLICIT_CLUSTER] } else { set.clusters.iter().map(|c| c.meta.name.as_str()).collect() };
+    let mut look =
+        |key: String, d: &Destination| {
+            let Some(config) = d.resilience.outlier else { return };
+            let hosts = d.endpoints.len();
+            if hosts == 0 || config.can_eject_any(hosts as u64) {
+                return;
+            }
+            let Some(src) = d.sources.iter().find(|s| {
+                matches!(s.kind.as_str(), "DestinationRule" | "OutlierDetectionPolicy" | "TrafficPolicy" | "BackendTrafficPolicy")
+            }) else {
+                return;
+            };
+            let entry = worst.entry((src.kind.clone(), src.namespace.clone(), src.name.clone())).or_insert((hosts, key.clone(), config));
+            if hosts < entry.0 {
+                *entry = (hosts, key, config);
+            }
+        };
+    let clusters: Vec<&str> =
+        if set.clusters.is_empty() { vec![IMPLICIT_CLUSTER] } else { set.clusters.iter().map(|c| c.meta.name.as_str()).collect() };
     for cluster in &clusters {
         for vd in &set.virtual_destinations {
             let Some(host) = vd.hosts.first() else { continue };
@@ -67,17 +73,40 @@ pub fn warnings(set: &ManifestSet) -> Vec<Diagnostic> {
             }
         }
     }
-    worst.into_iter().filter_map(|((kind, namespace, name), (hosts, dest, config))| warning(set, &kind, &namespace, &name, hosts, &dest, config)).collect()
+    worst
+        .into_iter()
+        .filter_map(|((kind, namespace, name), (hosts, dest, config))| warning(set, &kind, &namespace, &name, hosts, &dest, config))
+        .collect()
 }
 
-fn warning(set: &ManifestSet, kind: &str, namespace: &str, name: &str, hosts: usize, dest: &str, config: OutlierConfig) -> Option<Diagnostic> {
+fn warning(
+    set: &ManifestSet,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    hosts: usize,
+    dest: &str,
+    config: OutlierConfig,
+) -> Option<Diagnostic> {
     let same = |m: &crate::meta::Meta| m.namespace == namespace && m.name == name;
     // Where the cap is (or would be) written, in the resource's own dialect.
     let (meta, pos, field): (&crate::meta::Meta, Pos, &str) = match kind {
-        "DestinationRule" => set.destination_rules.iter().find(|r| same(&r.meta)).map(|r| (&r.meta, r.outlier.as_ref().map_or(r.meta.pos, |o| o.pos), "spec.trafficPolicy.outlierDetection.maxEjectionPercent"))?,
-        "OutlierDetectionPolicy" => set.outlier_policies.iter().find(|r| same(&r.meta)).map(|r| (&r.meta, r.meta.pos, "spec.config.maxEjectionPercent"))?,
-        "TrafficPolicy" => set.traffic_policies.iter().find(|r| same(&r.meta) && r.outlier.is_some()).map(|r| (&r.meta, r.outlier.as_ref().map_or(r.meta.pos, |o| o.1), "spec.outlierDetection.maxEjectionPercent"))?,
-        "BackendTrafficPolicy" => set.backend_policies.iter().find(|r| same(&r.meta)).map(|r| (&r.meta, r.meta.pos, "spec.healthCheck.passive.maxEjectionPercent"))?,
+        "DestinationRule" => set.destination_rules.iter().find(|r| same(&r.meta)).map(|r| {
+            (&r.meta, r.outlier.as_ref().map_or(r.meta.pos, |o| o.pos), "spec.trafficPolicy.outlierDetection.maxEjectionPercent")
+        })?,
+        "OutlierDetectionPolicy" => {
+            set.outlier_policies.iter().find(|r| same(&r.meta)).map(|r| (&r.meta, r.meta.pos, "spec.config.maxEjectionPercent"))?
+        }
+        "TrafficPolicy" => set
+            .traffic_policies
+            .iter()
+            .find(|r| same(&r.meta) && r.outlier.is_some())
+            .map(|r| (&r.meta, r.outlier.as_ref().map_or(r.meta.pos, |o| o.1), "spec.outlierDetection.maxEjectionPercent"))?,
+        "BackendTrafficPolicy" => set
+            .backend_policies
+            .iter()
+            .find(|r| same(&r.meta))
+            .map(|r| (&r.meta, r.meta.pos, "spec.healthCheck.passive.maxEjectionPercent"))?,
         _ => return None,
     };
     let cap = config.max_ejection_percent.min(100);

@@ -160,7 +160,14 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
 }
 
 fn source_view(s: &SourceRef) -> SourceView {
-    SourceView { kind: s.kind.clone(), namespace: s.namespace.clone(), name: s.name.clone(), file: s.file.clone(), line: s.line, role: s.role.clone() }
+    SourceView {
+        kind: s.kind.clone(),
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        file: s.file.clone(),
+        line: s.line,
+        role: s.role.clone(),
+    }
 }
 
 /// One line saying why an endpoint sits where it does.

@@ -36,7 +36,13 @@ fn is_hostname(s: &str) -> bool {
     let s = s.strip_prefix("*.").unwrap_or(s);
     !s.is_empty()
         && s.len() <= 253
-        && s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !l.starts_with('-') && !l.ends_with('-'))
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 pub(crate) fn read_dns_endpoint(spec: &Obj<'_>, meta: Meta) -> Option<DnsEndpoint> {
@@ -60,7 +66,11 @@ fn read_record(e: &Obj<'_>) -> Option<EndpointRecord> {
         if RECORD_TYPES.contains(&t.as_str()) {
             Some(t)
         } else {
-            e.ctx().error(p, &e.field_path("recordType"), format!("{t:?} is not a record type ExternalDNS manages; expected one of: {}", RECORD_TYPES.join(", ")));
+            e.ctx().error(
+                p,
+                &e.field_path("recordType"),
+                format!("{t:?} is not a record type ExternalDNS manages; expected one of: {}", RECORD_TYPES.join(", ")),
+            );
             None
         }
     });
@@ -87,5 +97,13 @@ fn read_record(e: &Obj<'_>) -> Option<EndpointRecord> {
     let labels = e.string_map("labels");
     e.tolerate("providerSpecific", "provider-specific settings are passed to ExternalDNS as they are");
     e.finish();
-    Some(EndpointRecord { dns_name: dns_name?.0, targets: targets.into_iter().map(|(t, _)| t).collect(), record_type: record_type?, record_ttl, set_identifier, labels, pos })
+    Some(EndpointRecord {
+        dns_name: dns_name?.0,
+        targets: targets.into_iter().map(|(t, _)| t).collect(),
+        record_type: record_type?,
+        record_ttl,
+        set_identifier,
+        labels,
+        pos,
+    })
 }

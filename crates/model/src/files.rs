@@ -39,10 +39,14 @@ impl std::fmt::Display for ReadError {
         let path = &self.path;
         match &self.kind {
             ReadErrorKind::Io(e) => write!(f, "{path}: {e}"),
-            ReadErrorKind::NotAFile(what) => write!(f, "{path}: is {what}, not a regular file; veer reads manifests only from regular files"),
+            ReadErrorKind::NotAFile(what) => {
+                write!(f, "{path}: is {what}, not a regular file; veer reads manifests only from regular files")
+            }
             ReadErrorKind::TooLarge(len) => write!(f, "{path}: file is {len} bytes; veer reads at most {MAX_INPUT_BYTES} bytes per file"),
             // Located like every other problem in a file's content, so editors jump to it.
-            ReadErrorKind::NotUtf8 { line, col, byte } => write!(f, "{path}:{line}:{col}: error: not UTF-8 text: byte 0x{byte:02x}; manifests must be UTF-8"),
+            ReadErrorKind::NotUtf8 { line, col, byte } => {
+                write!(f, "{path}:{line}:{col}: error: not UTF-8 text: byte 0x{byte:02x}; manifests must be UTF-8")
+            }
             ReadErrorKind::TooDeep => write!(f, "{path}: directories nested more than {MAX_DEPTH} deep (a link to a directory above it?)"),
         }
     }
@@ -269,7 +273,11 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ReadError> {
         // Everything before `at` is valid UTF-8, so lines and characters can be counted in it.
         let before = bytes.get(..at).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default();
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let kind = ReadErrorKind::NotUtf8 { line: before.matches('\n').count() + 1, col: before[line_start..].chars().count() + 1, byte: bytes.get(at).copied().unwrap_or_default() };
+        let kind = ReadErrorKind::NotUtf8 {
+            line: before.matches('\n').count() + 1,
+            col: before[line_start..].chars().count() + 1,
+            byte: bytes.get(at).copied().unwrap_or_default(),
+        };
         error(path, kind)
     })
 }
@@ -319,7 +327,10 @@ mod tests {
         let explicit = read_paths(&[dir.join("..data/clusters.yaml")]).expect("explicit");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(names, vec![dir.join("clusters.yaml").display().to_string(), dir.join("services.yml").display().to_string()]);
-        assert_eq!(stamps.iter().map(|s| s.path().to_path_buf()).collect::<Vec<_>>(), vec![dir.join("clusters.yaml"), dir.join("services.yml")]);
+        assert_eq!(
+            stamps.iter().map(|s| s.path().to_path_buf()).collect::<Vec<_>>(),
+            vec![dir.join("clusters.yaml"), dir.join("services.yml")]
+        );
         assert_eq!(watched, vec![dir.clone()]);
         assert_eq!(explicit.len(), 1);
     }

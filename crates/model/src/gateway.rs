@@ -95,7 +95,11 @@ impl HttpRoute {
     /// ports has two `served` entries).
     pub fn hosts_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let served = &self.served;
-        served.iter().enumerate().filter(move |(i, s)| s.cluster == cluster && !served[..*i].iter().any(|e| e.cluster == cluster && e.host == s.host)).map(|(_, s)| s.host.as_str())
+        served
+            .iter()
+            .enumerate()
+            .filter(move |(i, s)| s.cluster == cluster && !served[..*i].iter().any(|e| e.cluster == cluster && e.host == s.host))
+            .map(|(_, s)| s.host.as_str())
     }
 
     /// The Gateway listener ports on which the node of `cluster` serves this route on `host`.
@@ -383,7 +387,23 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
         cb.finish();
         caps
     });
-    for t in ["loadBalancer", "timeout", "tcpKeepalive", "connection", "proxyProtocol", "faultInjection", "rateLimit", "useClientProtocol", "dns", "http2", "compression", "responseOverride", "mergeType", "requestBuffer", "telemetry"] {
+    for t in [
+        "loadBalancer",
+        "timeout",
+        "tcpKeepalive",
+        "connection",
+        "proxyProtocol",
+        "faultInjection",
+        "rateLimit",
+        "useClientProtocol",
+        "dns",
+        "http2",
+        "compression",
+        "responseOverride",
+        "mergeType",
+        "requestBuffer",
+        "telemetry",
+    ] {
         spec.tolerate(t, "this BackendTrafficPolicy field is not part of failover");
     }
     Some(BackendTrafficPolicy { meta, targets, passive, active, retry, circuit_breakers })
@@ -408,7 +428,11 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
                     Some("All") => all_namespaces = true,
                     Some("Selector") => {
                         // veer reads no Namespace labels: admitting by selector would be a guess.
-                        n.ctx().error(n.pos_of("from"), &n.field_path("from"), "veer cannot apply a namespace selector (it reads no Namespace labels); use Same or All");
+                        n.ctx().error(
+                            n.pos_of("from"),
+                            &n.field_path("from"),
+                            "veer cannot apply a namespace selector (it reads no Namespace labels); use Same or All",
+                        );
                     }
                     _ => {}
                 }
@@ -469,7 +493,11 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
             let kind = b.string("kind").map(|(k, _)| k).unwrap_or_else(|| "Service".into());
             match (group.as_str(), kind.as_str()) {
                 ("" | "core", "Service") | ("gateway.envoyproxy.io", "Backend") => {}
-                _ => b.ctx().error(b.pos(), b.path(), format!("backendRef {group}/{kind} is not supported; use a core Service or a gateway.envoyproxy.io Backend")),
+                _ => b.ctx().error(
+                    b.pos(),
+                    b.path(),
+                    format!("backendRef {group}/{kind} is not supported; use a core Service or a gateway.envoyproxy.io Backend"),
+                ),
             }
             let name = b.required_string("name");
             let namespace = b.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
@@ -530,8 +558,11 @@ fn read_route_match(m: &Obj<'_>) -> Option<RouteMatch> {
             let t = t.unwrap_or("PathPrefix");
             let (v, pos) = p.string("value").unwrap_or_else(|| ("/".into(), p.pos()));
             let path = match t {
-                "RegularExpression" => Pattern::new(&v).map(PathMatch::Regex).map_err(|e| format!("not a regular expression veer can run: {e}")),
-                _ => path_value_error(&v).map_or_else(|| Ok(if t == "Exact" { PathMatch::Exact(v.clone()) } else { PathMatch::Prefix(v.clone()) }), Err),
+                "RegularExpression" => {
+                    Pattern::new(&v).map(PathMatch::Regex).map_err(|e| format!("not a regular expression veer can run: {e}"))
+                }
+                _ => path_value_error(&v)
+                    .map_or_else(|| Ok(if t == "Exact" { PathMatch::Exact(v.clone()) } else { PathMatch::Prefix(v.clone()) }), Err),
             };
             p.finish();
             match path {
@@ -547,7 +578,11 @@ fn read_route_match(m: &Obj<'_>) -> Option<RouteMatch> {
     let method = m.string("method").and_then(|(v, pos)| {
         let method = Method::parse(&v);
         if method.is_none() {
-            m.ctx().error(pos, &m.field_path("method"), format!("{v:?} is not an HTTP method Gateway API names; expected one of: {}", Method::NAMES.join(", ")));
+            m.ctx().error(
+                pos,
+                &m.field_path("method"),
+                format!("{v:?} is not an HTTP method Gateway API names; expected one of: {}", Method::NAMES.join(", ")),
+            );
             ok = false;
         }
         method
@@ -572,7 +607,11 @@ fn read_route_match(m: &Obj<'_>) -> Option<RouteMatch> {
             continue;
         };
         if query.iter().any(|x| x.name == name) {
-            q.ctx().warn(q.pos(), q.path(), format!("ignored: an earlier entry already matches query parameter {name:?}, and Gateway API considers only the first"));
+            q.ctx().warn(
+                q.pos(),
+                q.path(),
+                format!("ignored: an earlier entry already matches query parameter {name:?}, and Gateway API considers only the first"),
+            );
             continue;
         }
         query.push(QueryMatch { name, value });
@@ -593,7 +632,11 @@ fn read_value_match(o: &Obj<'_>, max_len: usize, header: bool) -> Option<(String
     // Header names are tokens (RFC 9110 §5.1): no `:` (HTTP/2 pseudo-headers are not headers),
     // no space. Query names are any non-empty string, as the spec's type allows.
     if name.is_empty() || header && !name.bytes().all(is_token_byte) {
-        o.ctx().error(name_pos, &o.field_path("name"), format!("{name:?} is not a valid {} name", if header { "header" } else { "query parameter" }));
+        o.ctx().error(
+            name_pos,
+            &o.field_path("name"),
+            format!("{name:?} is not a valid {} name", if header { "header" } else { "query parameter" }),
+        );
         return None;
     }
     if value.is_empty() || value.len() > max_len {

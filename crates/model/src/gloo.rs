@@ -136,7 +136,11 @@ fn read_apply_to(spec: &Obj<'_>) -> Vec<DestinationRef> {
     for d in spec.objs("applyToDestinations") {
         if let Some((kind, pos)) = d.one_of("kind", &["VIRTUAL_DESTINATION", "SERVICE", "EXTERNAL_SERVICE"]) {
             if kind != "VIRTUAL_DESTINATION" {
-                d.ctx().error(pos, &d.field_path("kind"), format!("{kind} destinations are not supported; failover applies to VIRTUAL_DESTINATION"));
+                d.ctx().error(
+                    pos,
+                    &d.field_path("kind"),
+                    format!("{kind} destinations are not supported; failover applies to VIRTUAL_DESTINATION"),
+                );
             }
         }
         let selector = d.obj("selector").map(|s| {
@@ -175,7 +179,9 @@ pub(crate) fn read_failover_policy(spec: &Obj<'_>, meta: Meta) -> Option<Failove
             }
             for (l, pos) in &labels {
                 match l.split_once('=') {
-                    Some((k, v)) if !k.is_empty() && !v.contains('=') => priority_labels.push(LabelMatch { key: k.into(), value: Some(v.into()) }),
+                    Some((k, v)) if !k.is_empty() && !v.contains('=') => {
+                        priority_labels.push(LabelMatch { key: k.into(), value: Some(v.into()) })
+                    }
                     None if !l.is_empty() => priority_labels.push(LabelMatch { key: l.clone(), value: None }),
                     _ => pl.ctx().error(*pos, &pl.field_path("labels"), format!("{l:?} is not a label key or key=value")),
                 }
@@ -203,7 +209,11 @@ pub(crate) fn read_failover_policy(spec: &Obj<'_>, meta: Meta) -> Option<Failove
             }
             let weighted: Vec<u32> = to.iter().filter_map(|t| t.3).collect();
             if !weighted.is_empty() && weighted.iter().sum::<u32>() != 100 {
-                m.ctx().error(m.pos(), &m.field_path("to"), format!("weights sum to {}; they must sum to 100", weighted.iter().sum::<u32>()));
+                m.ctx().error(
+                    m.pos(),
+                    &m.field_path("to"),
+                    format!("weights sum to {}; they must sum to 100", weighted.iter().sum::<u32>()),
+                );
             }
             if !weighted.is_empty() && weighted.len() != to.len() {
                 m.ctx().error(m.pos(), &m.field_path("to"), "either every target has a weight or none does");
@@ -213,7 +223,11 @@ pub(crate) fn read_failover_policy(spec: &Obj<'_>, meta: Meta) -> Option<Failove
             locality_mappings.push(LocalityMapping { from: from.unwrap_or_default(), to, pos });
         }
         if !priority_labels.is_empty() && !locality_mappings.is_empty() {
-            config.ctx().warn(config.pos(), "spec.config", "both localityMappings and priorityLabels are set; localityMappings wins and priorityLabels is not used");
+            config.ctx().warn(
+                config.pos(),
+                "spec.config",
+                "both localityMappings and priorityLabels are set; localityMappings wins and priorityLabels is not used",
+            );
         }
         config.finish();
     }

@@ -38,7 +38,9 @@ impl Pattern {
             // A syntax error prints the (wrapped) pattern with a caret over several lines;
             // its last line says what is wrong, which fits a one-line diagnostic.
             .map_err(|e| match e.syntax_error() {
-                Some(s) => s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string(),
+                Some(s) => {
+                    s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string()
+                }
                 None => e.to_string(),
             })?;
         Ok(Pattern { source: Arc::from(source), re })
@@ -167,7 +169,17 @@ impl Request for Plain<'_> {
 impl Method {
     /// The spelling of each method, as the spec and HTTP write them.
     pub const NAMES: [&'static str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
-    const ALL: [Method; 9] = [Method::Get, Method::Head, Method::Post, Method::Put, Method::Delete, Method::Connect, Method::Options, Method::Trace, Method::Patch];
+    const ALL: [Method; 9] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Connect,
+        Method::Options,
+        Method::Trace,
+        Method::Patch,
+    ];
 
     pub fn parse(s: &str) -> Option<Method> {
         Self::NAMES.iter().position(|n| *n == s).map(|i| Self::ALL[i])
@@ -381,7 +393,13 @@ pub struct Candidate<'r> {
 pub fn ordered<'r>(routes: &[&'r HttpRoute]) -> Vec<Candidate<'r>> {
     let mut all: Vec<Candidate<'r>> = routes
         .iter()
-        .flat_map(|route| route.rules.iter().enumerate().flat_map(move |(rule, r)| r.matches.iter().map(move |matched| Candidate { route, rule, matched })))
+        .flat_map(|route| {
+            route
+                .rules
+                .iter()
+                .enumerate()
+                .flat_map(move |(rule, r)| r.matches.iter().map(move |matched| Candidate { route, rule, matched }))
+        })
         .collect();
     // A stable sort: equal keys keep rule and match order.
     all.sort_by(|a, b| {

@@ -114,7 +114,10 @@ fn read_connection_pool(cp: &Obj<'_>) -> veer_core::policy::CircuitBreakers {
             caps.max_requests = n;
         }
         for t in ["maxRequestsPerConnection", "maxRetries", "idleTimeout", "h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams"] {
-            http.tolerate(t, "this connectionPool setting is not applied; veer applies maxConnections, http1MaxPendingRequests and http2MaxRequests");
+            http.tolerate(
+                t,
+                "this connectionPool setting is not applied; veer applies maxConnections, http1MaxPendingRequests and http2MaxRequests",
+            );
         }
         http.finish();
     }
@@ -158,11 +161,7 @@ fn read_locality_lb(l: &Obj<'_>) -> LocalityLbSetting {
         .into_iter()
         .filter_map(|d| {
             let from = d.required_string("from");
-            let to: Vec<(String, u32)> = d
-                .int_map("to", 0, 100)
-                .into_iter()
-                .map(|(k, v, _)| (k, u32::try_from(v).unwrap_or(0)))
-                .collect();
+            let to: Vec<(String, u32)> = d.int_map("to", 0, 100).into_iter().map(|(k, v, _)| (k, u32::try_from(v).unwrap_or(0))).collect();
             let sum: u32 = to.iter().map(|t| t.1).sum();
             if sum != 100 {
                 d.ctx().error(d.pos(), &d.field_path("to"), format!("weights sum to {sum}; they must sum to 100"));
@@ -179,7 +178,11 @@ fn read_locality_lb(l: &Obj<'_>) -> LocalityLbSetting {
         );
     }
     if !enabled && (!failover.is_empty() || !distribute.is_empty() || !failover_priority.is_empty()) {
-        l.ctx().warn(l.pos(), l.path(), "enabled: false turns locality load balancing off; the failover, failoverPriority and distribute settings here are not used");
+        l.ctx().warn(
+            l.pos(),
+            l.path(),
+            "enabled: false turns locality load balancing off; the failover, failoverPriority and distribute settings here are not used",
+        );
     }
     LocalityLbSetting { enabled, failover, failover_priority, distribute, pos: l.pos() }
 }
@@ -248,8 +251,21 @@ pub(crate) fn read_istio_gateway(spec: &Obj<'_>, meta: Meta) -> Option<IstioGate
             }
         };
         let tls_mode = s.obj("tls").and_then(|t| {
-            let m = t.one_of("mode", &["PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"]).map(|(m, _)| m.to_string());
-            for k in ["credentialName", "httpsRedirect", "serverCertificate", "privateKey", "caCertificates", "subjectAltNames", "minProtocolVersion", "maxProtocolVersion", "cipherSuites", "credentialNames"] {
+            let m = t
+                .one_of("mode", &["PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"])
+                .map(|(m, _)| m.to_string());
+            for k in [
+                "credentialName",
+                "httpsRedirect",
+                "serverCertificate",
+                "privateKey",
+                "caCertificates",
+                "subjectAltNames",
+                "minProtocolVersion",
+                "maxProtocolVersion",
+                "cipherSuites",
+                "credentialNames",
+            ] {
                 t.skip(k);
             }
             t.finish();

@@ -51,8 +51,19 @@ const GROUPS: &[Group] = &[
         versions: &["v1"],
         kinds: &[("Service", |s, m| topology::read_service(s, m).map(Resource::Service))],
         known_ignored: &[
-            "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Pod", "Endpoints", "PersistentVolumeClaim",
-            "PersistentVolume", "Node", "LimitRange", "ResourceQuota", "ReplicationController", "Event",
+            "Namespace",
+            "ConfigMap",
+            "Secret",
+            "ServiceAccount",
+            "Pod",
+            "Endpoints",
+            "PersistentVolumeClaim",
+            "PersistentVolume",
+            "Node",
+            "LimitRange",
+            "ResourceQuota",
+            "ReplicationController",
+            "Event",
         ],
     },
     Group {
@@ -74,7 +85,13 @@ const GROUPS: &[Group] = &[
             ("FailoverPolicy", |s, m| gloo::read_failover_policy(s, m).map(Resource::FailoverPolicy)),
             ("OutlierDetectionPolicy", |s, m| gloo::read_outlier_detection_policy(s, m).map(Resource::OutlierDetectionPolicy)),
         ],
-        known_ignored: &["RetryTimeoutPolicy", "ConnectionPolicy", "FaultInjectionPolicy", "ListenerConnectionPolicy", "ActiveHealthCheckPolicy"],
+        known_ignored: &[
+            "RetryTimeoutPolicy",
+            "ConnectionPolicy",
+            "FaultInjectionPolicy",
+            "ListenerConnectionPolicy",
+            "ActiveHealthCheckPolicy",
+        ],
     },
     Group {
         name: "networking.smh.solo.io",
@@ -103,7 +120,14 @@ const GROUPS: &[Group] = &[
             ("Backend", |s, m| gateway::read_backend(s, m).map(Resource::Backend)),
             ("BackendTrafficPolicy", |s, m| gateway::read_backend_traffic_policy(s, m).map(Resource::BackendTrafficPolicy)),
         ],
-        known_ignored: &["EnvoyProxy", "ClientTrafficPolicy", "SecurityPolicy", "EnvoyPatchPolicy", "EnvoyExtensionPolicy", "HTTPRouteFilter"],
+        known_ignored: &[
+            "EnvoyProxy",
+            "ClientTrafficPolicy",
+            "SecurityPolicy",
+            "EnvoyPatchPolicy",
+            "EnvoyExtensionPolicy",
+            "HTTPRouteFilter",
+        ],
     },
     Group {
         name: "gateway.networking.k8s.io",
@@ -170,9 +194,20 @@ pub fn parse_source(file: &Arc<str>, text: &str) -> (Vec<Resource>, Diagnostics)
     for doc in &docs {
         for d in &doc.duplicates {
             // Two resources pasted together without `---` repeat apiVersion and kind at the top.
-            let hint = if matches!(d.path.as_str(), "apiVersion" | "kind") { "; if two resources were pasted together, separate them with a `---` line" } else { "" };
+            let hint = if matches!(d.path.as_str(), "apiVersion" | "kind") {
+                "; if two resources were pasted together, separate them with a `---` line"
+            } else {
+                ""
+            };
             let message = format!("duplicate key (first at {}:{}){hint}", d.first.line, d.first.col);
-            diags.push(Diagnostic { severity: Severity::Error, file: file.clone(), pos: d.pos, resource: label(&doc.root), field: d.path.clone(), message });
+            diags.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                pos: d.pos,
+                resource: label(&doc.root),
+                field: d.path.clone(),
+                message,
+            });
         }
         let mut read = Vec::new();
         read_document(file, &doc.root, &mut read, &mut diags, 0);
@@ -182,7 +217,14 @@ pub fn parse_source(file: &Arc<str>, text: &str) -> (Vec<Resource>, Diagnostics)
         }
     }
     if let Some(e) = err {
-        diags.push(Diagnostic { severity: Severity::Error, file: file.clone(), pos: e.pos, resource: None, field: String::new(), message: e.message });
+        diags.push(Diagnostic {
+            severity: Severity::Error,
+            file: file.clone(),
+            pos: e.pos,
+            resource: None,
+            field: String::new(),
+            message: e.message,
+        });
     }
     (out, diags)
 }
@@ -230,11 +272,22 @@ fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &
     }
 
     let ignored = |diags: &mut Diagnostics, why: String| {
-        diags.push(Diagnostic { severity: Severity::Ignored, file: file.clone(), pos: root.pos, resource: Some(label.clone()), field: String::new(), message: why });
+        diags.push(Diagnostic {
+            severity: Severity::Ignored,
+            file: file.clone(),
+            pos: root.pos,
+            resource: Some(label.clone()),
+            field: String::new(),
+            message: why,
+        });
     };
     let Some(g) = GROUPS.iter().find(|g| g.name == group) else {
         if let Some(close) = did_you_mean(group, GROUPS.iter().map(|g| g.name).filter(|n| !n.is_empty())) {
-            head.error(av_pos, "apiVersion", format!("unknown API group {group:?}; did you mean {close:?}? veer reads: {}", supported_api_versions().join(", ")));
+            head.error(
+                av_pos,
+                "apiVersion",
+                format!("unknown API group {group:?}; did you mean {close:?}? veer reads: {}", supported_api_versions().join(", ")),
+            );
             diags.extend(head.into_diagnostics());
             return;
         }
@@ -242,7 +295,15 @@ fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &
         return;
     };
     if !g.versions.contains(&version) {
-        head.error(av_pos, "apiVersion", format!("unsupported version {api_version:?}; {} is read as: {}", if g.name.is_empty() { "core" } else { g.name }, g.versions.join(", ")));
+        head.error(
+            av_pos,
+            "apiVersion",
+            format!(
+                "unsupported version {api_version:?}; {} is read as: {}",
+                if g.name.is_empty() { "core" } else { g.name },
+                g.versions.join(", ")
+            ),
+        );
         diags.extend(head.into_diagnostics());
         return;
     }
@@ -325,5 +386,12 @@ pub fn meta_of(r: &Resource) -> &Meta {
 
 /// Diagnostic about a resource as a whole or one of its fields.
 pub fn about(meta: &Meta, pos: Pos, severity: Severity, field: &str, message: impl Into<String>) -> Diagnostic {
-    Diagnostic { severity, file: meta.file.clone(), pos, resource: Some(meta.to_string()), field: field.to_string(), message: message.into() }
+    Diagnostic {
+        severity,
+        file: meta.file.clone(),
+        pos,
+        resource: Some(meta.to_string()),
+        field: field.to_string(),
+        message: message.into(),
+    }
 }

@@ -43,11 +43,25 @@ impl Meta {
             if is_utc_timestamp(&t) {
                 Some(t)
             } else {
-                m.ctx().error(pos, &m.field_path("creationTimestamp"), format!("{t:?} is not a time as the API server writes it (RFC 3339 in UTC, whole seconds, like 2024-01-02T15:04:05Z)"));
+                m.ctx().error(
+                    pos,
+                    &m.field_path("creationTimestamp"),
+                    format!("{t:?} is not a time as the API server writes it (RFC 3339 in UTC, whole seconds, like 2024-01-02T15:04:05Z)"),
+                );
                 None
             }
         });
-        for quiet in ["generation", "uid", "resourceVersion", "managedFields", "ownerReferences", "finalizers", "generateName", "deletionTimestamp", "selfLink"] {
+        for quiet in [
+            "generation",
+            "uid",
+            "resourceVersion",
+            "managedFields",
+            "ownerReferences",
+            "finalizers",
+            "generateName",
+            "deletionTimestamp",
+            "selfLink",
+        ] {
             m.skip(quiet);
         }
         // Point at the document's start (its apiVersion line), where a reader looks first.

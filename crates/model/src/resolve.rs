@@ -108,7 +108,10 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     known.extend(set.services().iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
     known.sort();
     known.dedup();
-    Err(ResolveError(format!("no destination serves host {host:?}; known hosts: {}", if known.is_empty() { "none".into() } else { known.join(", ") })))
+    Err(ResolveError(format!(
+        "no destination serves host {host:?}; known hosts: {}",
+        if known.is_empty() { "none".into() } else { known.join(", ") }
+    )))
 }
 
 /// Endpoints of `service` in `cluster` at the Service port `service_port`.
@@ -150,7 +153,11 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
     };
     let vd_port = match port {
         Some(p) => vd.ports.iter().find(|x| x.number == p).ok_or_else(|| {
-            ResolveError(format!("VirtualDestination {} serves {host} on port(s) {}, not {p}", vd.meta, vd.ports.iter().map(|x| x.number.to_string()).collect::<Vec<_>>().join(", ")))
+            ResolveError(format!(
+                "VirtualDestination {} serves {host} on port(s) {}, not {p}",
+                vd.meta,
+                vd.ports.iter().map(|x| x.number.to_string()).collect::<Vec<_>>().join(", ")
+            ))
         })?,
         None => vd.ports.first().ok_or_else(|| ResolveError(format!("VirtualDestination {} has no ports", vd.meta)))?,
     };
@@ -164,7 +171,13 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
             }
             seen.push((cluster, &svc.meta.name, &svc.meta.namespace));
             if let Some(sp) = port_by_ref(svc, vd_port.target_port.as_ref(), vd_port.number) {
-                endpoints.extend(service_endpoints(set, cluster, svc, sp, &format!("Service {}/{} in {cluster}", svc.meta.namespace, svc.meta.name)));
+                endpoints.extend(service_endpoints(
+                    set,
+                    cluster,
+                    svc,
+                    sp,
+                    &format!("Service {}/{} in {cluster}", svc.meta.namespace, svc.meta.name),
+                ));
             }
             sources.push(source(&svc.meta, format!("backing Service in cluster {cluster}")));
         }
@@ -185,7 +198,9 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
     };
     let rule = match fps.first() {
         None => {
-            notes.push("no FailoverPolicy selects this destination: every endpoint is at priority 0 and requests spread over all of them".into());
+            notes.push(
+                "no FailoverPolicy selects this destination: every endpoint is at priority 0 and requests spread over all of them".into(),
+            );
             PriorityRule::Flat
         }
         Some(fp) => {
@@ -194,7 +209,10 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
             }
             if !fp.locality_mappings.is_empty() {
                 let weighted = fp.locality_mappings.iter().any(|m| m.to.iter().any(|t| t.3.is_some()));
-                sources.push(source(&fp.meta, if weighted { "localityMappings with weights: distribute" } else { "localityMappings: locality failover" }));
+                sources.push(source(
+                    &fp.meta,
+                    if weighted { "localityMappings with weights: distribute" } else { "localityMappings: locality failover" },
+                ));
                 if weighted {
                     PriorityRule::Distribute(
                         fp.locality_mappings
@@ -231,7 +249,11 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
         endpoints,
         weighting: if matches!(rule, PriorityRule::Flat) { GroupWeighting::Off } else { GroupWeighting::On },
         rule,
-        resilience: Resilience { outlier, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        resilience: Resilience {
+            outlier,
+            load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 },
+            ..Resilience::default()
+        },
         http2: matches!(vd_port.protocol.as_str(), "GRPC" | "HTTP2"),
         sources,
         notes,
@@ -242,7 +264,12 @@ fn pattern(r: &str, z: &str, s: &str) -> String {
     [r, z, s].iter().take_while(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/")
 }
 
-fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService, port: Option<u16>, mut sources: Vec<SourceRef>) -> Result<Destination, ResolveError> {
+fn resolve_failover_service(
+    set: &ManifestSet,
+    fs: &crate::smh::FailoverService,
+    port: Option<u16>,
+    mut sources: Vec<SourceRef>,
+) -> Result<Destination, ResolveError> {
     if let Some(p) = port {
         if p != fs.port {
             return Err(ResolveError(format!("FailoverService {} serves {} on port {}, not {p}", fs.meta, fs.hostname, fs.port)));
@@ -272,14 +299,23 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
     // one that selects its first backing service.
     let mut retry = None;
     let mut request_timeout = None;
-    let shifting = set.traffic_policies.iter().filter(|tp| tp.shift_to_failover.iter().any(|(n, ns, _)| *n == fs.meta.name && *ns == fs.meta.namespace));
+    let shifting = set
+        .traffic_policies
+        .iter()
+        .filter(|tp| tp.shift_to_failover.iter().any(|(n, ns, _)| *n == fs.meta.name && *ns == fs.meta.namespace));
     let selecting = fs.backing.first().into_iter().flat_map(|b| {
-        set.traffic_policies.iter().filter(move |tp| tp.destinations.iter().any(|d| d.cluster == b.cluster && d.namespace == b.namespace && d.name == b.name))
+        set.traffic_policies
+            .iter()
+            .filter(move |tp| tp.destinations.iter().any(|d| d.cluster == b.cluster && d.namespace == b.namespace && d.name == b.name))
     });
     for tp in shifting.chain(selecting) {
         if retry.is_none() {
             if let Some((attempts, per_try)) = tp.retries {
-                retry = Some(veer_core::policy::RetryPolicy { attempts, per_try_timeout: per_try, ..veer_core::policy::RetryPolicy::istio_default() });
+                retry = Some(veer_core::policy::RetryPolicy {
+                    attempts,
+                    per_try_timeout: per_try,
+                    ..veer_core::policy::RetryPolicy::istio_default()
+                });
                 sources.push(source(&tp.meta, "retries"));
             }
         }
@@ -296,7 +332,13 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
         endpoints,
         rule: PriorityRule::Tiers,
         weighting: GroupWeighting::Off,
-        resilience: Resilience { outlier, retry, request_timeout, load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 }, ..Resilience::default() },
+        resilience: Resilience {
+            outlier,
+            retry,
+            request_timeout,
+            load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 0 },
+            ..Resilience::default()
+        },
         http2: matches!(fs.protocol.as_str(), "GRPC" | "HTTP2"),
         sources,
         notes,
@@ -305,7 +347,13 @@ fn resolve_failover_service(set: &ManifestSet, fs: &crate::smh::FailoverService,
 
 /// The HTTPRoute rule a plain request for `host` reaches on the node of `client_cluster`: only
 /// routes that cluster's Gateways accept under `host` are candidates.
-fn resolve_route(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Option<Destination>, ResolveError> {
+fn resolve_route(
+    set: &ManifestSet,
+    host: &str,
+    port: Option<u16>,
+    client_cluster: &str,
+    path: &str,
+) -> Result<Option<Destination>, ResolveError> {
     let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hosts_in(client_cluster).any(|h| h == host)).collect();
     let Some(first) = routes.first() else { return Ok(None) };
     // With no explicit path, explain the first rule: that is the one users usually ask about.
@@ -344,7 +392,13 @@ fn served_on(set: &ManifestSet, cluster: &str, route: &HttpRoute, host: &str) ->
 
 /// The destination of rule `rule` of `route`, called by `host`: what the proxy routes a
 /// request to once the rule's match has chosen it.
-pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, host: &str, port: Option<u16>) -> Result<Destination, ResolveError> {
+pub fn resolve_route_rule(
+    set: &ManifestSet,
+    route: &HttpRoute,
+    rule: usize,
+    host: &str,
+    port: Option<u16>,
+) -> Result<Destination, ResolveError> {
     let rule = route.rules.get(rule).ok_or_else(|| ResolveError(format!("HTTPRoute {} has no rule {rule}", route.meta)))?;
     let mut sources = vec![source(&route.meta, format!("routes {host} (rule at line {})", rule.pos.line))];
     let listener_port = route
@@ -363,7 +417,8 @@ pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, hos
         if b.kind == "Backend" {
             let Some(backend) = set.backends.iter().find(|x| x.meta.name == b.name && x.meta.namespace == b.namespace) else { continue };
             let tier = u32::from(backend.fallback);
-            sources.push(source(&backend.meta, if backend.fallback { "fallback: true, so priority 1" } else { "active backend, priority 0" }));
+            sources
+                .push(source(&backend.meta, if backend.fallback { "fallback: true, so priority 1" } else { "active backend, priority 0" }));
             // An endpoint named directly by the Backend (an IP, or a name outside the cluster):
             // no topology of its own, so it sits in this node's cluster.
             let direct = |address: Address, origin: String| Endpoint {
@@ -401,7 +456,10 @@ pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, hos
                         }
                         None => endpoints.push(direct(
                             Address::Dns { host: hostname.clone(), port: *port },
-                            format!("Backend {}/{} fqdn, resolved through DNS when traffic runs", backend.meta.namespace, backend.meta.name),
+                            format!(
+                                "Backend {}/{} fqdn, resolved through DNS when traffic runs",
+                                backend.meta.namespace, backend.meta.name
+                            ),
                         )),
                     },
                 }
@@ -419,7 +477,10 @@ pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, hos
             }
         }
     }
-    let policy = set.backend_policies.iter().find(|p| p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == route.meta.name && p.meta.namespace == route.meta.namespace));
+    let policy = set
+        .backend_policies
+        .iter()
+        .find(|p| p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == route.meta.name && p.meta.namespace == route.meta.namespace));
     let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
     let mut notes = Vec::new();
     if let Some(p) = policy {
@@ -451,13 +512,28 @@ pub fn resolve_route_rule(set: &ManifestSet, route: &HttpRoute, rule: usize, hos
     })
 }
 
-fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, port: Option<u16>, client_cluster: &str) -> Result<Destination, ResolveError> {
+fn resolve_kube_service(
+    set: &ManifestSet,
+    host: &str,
+    name: &str,
+    ns: &str,
+    port: Option<u16>,
+    client_cluster: &str,
+) -> Result<Destination, ResolveError> {
     // SMH: a TrafficPolicy may shift this service's traffic (as seen from its cluster) to a FailoverService.
     for tp in &set.traffic_policies {
         if tp.destinations.iter().any(|d| d.name == name && d.namespace == ns && d.cluster == client_cluster) {
             if let Some((fs_name, fs_ns, _)) = tp.shift_to_failover.first() {
                 if let Some(fs) = set.failover_services.iter().find(|f| f.meta.name == *fs_name && f.meta.namespace == *fs_ns) {
-                    let mut d = resolve_failover_service(set, fs, None, vec![source(&tp.meta, format!("trafficShift: {host} from {client_cluster} goes to FailoverService {fs_ns}/{fs_name}"))])?;
+                    let mut d = resolve_failover_service(
+                        set,
+                        fs,
+                        None,
+                        vec![source(
+                            &tp.meta,
+                            format!("trafficShift: {host} from {client_cluster} goes to FailoverService {fs_ns}/{fs_name}"),
+                        )],
+                    )?;
                     d.host = host.to_string();
                     return Ok(d);
                 }
@@ -563,6 +639,7 @@ fn resolve_kube_service(set: &ManifestSet, host: &str, name: &str, ns: &str, por
 /// Whether `cluster` exposes `host` to other networks through an AUTO_PASSTHROUGH Istio Gateway.
 pub fn exposed(set: &ManifestSet, cluster: &str, host: &str) -> bool {
     set.istio_gateways.iter().any(|(c, g)| {
-        c == cluster && g.servers.iter().any(|s| s.tls_mode.as_deref() == Some("AUTO_PASSTHROUGH") && s.hosts.iter().any(|h| host_matches(h, host)))
+        c == cluster
+            && g.servers.iter().any(|s| s.tls_mode.as_deref() == Some("AUTO_PASSTHROUGH") && s.hosts.iter().any(|h| host_matches(h, host)))
     })
 }

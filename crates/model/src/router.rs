@@ -57,7 +57,11 @@ pub struct RouterGateway {
 }
 
 fn is_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-') && !s.ends_with('-')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn is_domain(s: &str) -> bool {
@@ -94,14 +98,7 @@ pub(crate) fn read_cluster_identity(spec: &Obj<'_>, meta: Meta) -> Option<Cluste
             }
         }
     }
-    Some(ClusterIdentity {
-        meta,
-        region: region?.0,
-        cluster: cluster?.0,
-        domain: domain?.0,
-        environment_letter: letter?.0,
-        adopts_regions,
-    })
+    Some(ClusterIdentity { meta, region: region?.0, cluster: cluster?.0, domain: domain?.0, environment_letter: letter?.0, adopts_regions })
 }
 
 pub(crate) fn read_dns_configuration(spec: &Obj<'_>, meta: Meta) -> Option<DnsConfiguration> {
@@ -129,7 +126,11 @@ pub(crate) fn read_dns_policy(spec: &Obj<'_>, meta: Meta) -> Option<DnsPolicy> {
     let source_region = spec.string("sourceRegion").map(|(s, _)| s);
     let source_cluster = spec.string("sourceCluster").map(|(s, _)| s);
     if mode == DnsMode::RegionBound && source_region.is_none() {
-        spec.ctx().warn(spec.pos(), "spec.sourceRegion", "a RegionBound policy without sourceRegion is active in every cluster, so every cluster writes every region's records");
+        spec.ctx().warn(
+            spec.pos(),
+            "spec.sourceRegion",
+            "a RegionBound policy without sourceRegion is active in every cluster, so every cluster writes every region's records",
+        );
     }
     Some(DnsPolicy { meta, mode, source_region, source_cluster })
 }
@@ -165,7 +166,11 @@ pub(crate) fn read_router_gateway(spec: &Obj<'_>, meta: Meta) -> Option<RouterGa
     let target_postfix = spec.required_string("targetPostfix");
     if let Some((p, pos)) = &target_postfix {
         if !is_dns_label(p) {
-            spec.ctx().error(*pos, "spec.targetPostfix", format!("{p:?} becomes part of a DNS name; use lowercase letters, digits and '-'"));
+            spec.ctx().error(
+                *pos,
+                "spec.targetPostfix",
+                format!("{p:?} becomes part of a DNS name; use lowercase letters, digits and '-'"),
+            );
         }
     }
     Some(RouterGateway { meta, controller, credential_name, target_postfix: target_postfix?.0 })

@@ -172,7 +172,13 @@ impl ManifestSet {
             let mut any_host = false;
             let mut wildcards: Vec<String> = Vec::new();
             if r.parents.is_empty() {
-                diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.parentRefs", "NOT SERVED: the route names no Gateway, and a Gateway listener serves only the routes attached to it"));
+                diags.push(about(
+                    &r.meta,
+                    r.meta.pos,
+                    Severity::Warning,
+                    "spec.parentRefs",
+                    "NOT SERVED: the route names no Gateway, and a Gateway listener serves only the routes attached to it",
+                ));
             }
             for p in &r.parents {
                 let Some(g) = gateways.iter().find(|g| g.meta.name == p.name && g.meta.namespace == p.namespace) else { continue };
@@ -187,11 +193,18 @@ impl ManifestSet {
                     } else if !l.admits_http_routes {
                         why_not.push(format!("listener {:?} does not admit HTTPRoutes (allowedRoutes.kinds)", l.name));
                     } else if !l.all_namespaces && g.meta.namespace != r.meta.namespace {
-                        why_not.push(format!("listener {:?} admits routes of namespace {} only (allowedRoutes.namespaces.from: Same)", l.name, g.meta.namespace));
+                        why_not.push(format!(
+                            "listener {:?} admits routes of namespace {} only (allowedRoutes.namespaces.from: Same)",
+                            l.name, g.meta.namespace
+                        ));
                     } else {
                         match crate::gateway::listener_hosts(l.hostname.as_deref(), &r.hostnames) {
                             None => any_host = true,
-                            Some(hosts) if hosts.is_empty() => why_not.push(format!("no hostname of the route falls under listener {:?}'s {:?}", l.name, l.hostname.as_deref().unwrap_or_default())),
+                            Some(hosts) if hosts.is_empty() => why_not.push(format!(
+                                "no hostname of the route falls under listener {:?}'s {:?}",
+                                l.name,
+                                l.hostname.as_deref().unwrap_or_default()
+                            )),
                             Some(hosts) => {
                                 attached = true;
                                 for host in hosts {
@@ -211,15 +224,28 @@ impl ManifestSet {
                     }
                 }
                 if !attached && !any_host {
-                    let why = if why_not.is_empty() { "no listener of it matches sectionName and port".to_string() } else { why_not.join("; ") };
-                    diags.push(about(&r.meta, p.pos, Severity::Warning, "spec.parentRefs", format!("NOT SERVED through Gateway {}/{}: {why}", p.namespace, p.name)));
+                    let why =
+                        if why_not.is_empty() { "no listener of it matches sectionName and port".to_string() } else { why_not.join("; ") };
+                    diags.push(about(
+                        &r.meta,
+                        p.pos,
+                        Severity::Warning,
+                        "spec.parentRefs",
+                        format!("NOT SERVED through Gateway {}/{}: {why}", p.namespace, p.name),
+                    ));
                 }
             }
             if any_host {
                 diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.hostnames", "not served on every host: neither the route nor its listener names a hostname, and veer serves HTTPRoutes on named hosts only"));
             }
             if !wildcards.is_empty() {
-                diags.push(about(&r.meta, r.meta.pos, Severity::Warning, "spec.hostnames", format!("not served on {}: veer serves HTTPRoutes on exact hostnames only", wildcards.join(", "))));
+                diags.push(about(
+                    &r.meta,
+                    r.meta.pos,
+                    Severity::Warning,
+                    "spec.hostnames",
+                    format!("not served on {}: veer serves HTTPRoutes on exact hostnames only", wildcards.join(", ")),
+                ));
             }
             r.served = served;
         }
@@ -248,9 +274,23 @@ impl ManifestSet {
             }
             let Some(c) = cluster else { continue };
             for p in &c.gateway_ports {
-                let used = self.gateways.iter().filter(|g| g.cluster == name).flat_map(|g| &g.listeners).any(|l| l.port == p.port && l.protocol == "HTTP");
+                let used = self
+                    .gateways
+                    .iter()
+                    .filter(|g| g.cluster == name)
+                    .flat_map(|g| &g.listeners)
+                    .any(|l| l.port == p.port && l.protocol == "HTTP");
                 if !used {
-                    diags.push(about(&c.meta, p.pos, Severity::Warning, "spec.gateway.ports", format!("no HTTP listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing", p.port, p.address)));
+                    diags.push(about(
+                        &c.meta,
+                        p.pos,
+                        Severity::Warning,
+                        "spec.gateway.ports",
+                        format!(
+                            "no HTTP listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
+                            p.port, p.address
+                        ),
+                    ));
                 }
             }
         }
@@ -352,11 +392,14 @@ impl ManifestSet {
         // An entry that matches carries the selector's first label, so that label's list holds
         // every match; an empty or missing selector matches nothing.
         let first = service.selector.as_ref().and_then(|sel| sel.iter().next());
-        let positions = first.and_then(|(k, v)| self.lookup().entries.get(&key_of(&[cluster, &service.meta.namespace, k, v]))).map_or(&[][..], |p| p.as_slice());
+        let positions = first
+            .and_then(|(k, v)| self.lookup().entries.get(&key_of(&[cluster, &service.meta.namespace, k, v])))
+            .map_or(&[][..], |p| p.as_slice());
         positions.iter().filter_map(move |&i| {
             let (c, e) = &self.entries[i as usize];
             let selector = service.selector.as_ref()?;
-            let selects = c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v));
+            let selects =
+                c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v));
             selects.then_some(e)
         })
     }
@@ -395,14 +438,29 @@ impl ManifestSet {
                 }
             }
             if per_cluster.is_empty() && !vd.services.is_empty() {
-                diags.push(about(&vd.meta, vd.services[0].pos, Severity::Warning, "spec.services", "selects no Service yet, so the destination has no endpoints"));
+                diags.push(about(
+                    &vd.meta,
+                    vd.services[0].pos,
+                    Severity::Warning,
+                    "spec.services",
+                    "selects no Service yet, so the destination has no endpoints",
+                ));
             }
             for p in &vd.ports {
                 if let Some(crate::topology::PortRef::Name(n)) = &p.target_port {
                     for services in per_cluster.values() {
                         for s in services {
                             if !s.ports.iter().any(|sp| sp.name == *n) {
-                                diags.push(about(&vd.meta, p.pos, Severity::Error, "spec.ports.targetPort", format!("Service {}/{} has no port named {n:?}; every backing Service needs the target port", s.meta.namespace, s.meta.name)));
+                                diags.push(about(
+                                    &vd.meta,
+                                    p.pos,
+                                    Severity::Error,
+                                    "spec.ports.targetPort",
+                                    format!(
+                                        "Service {}/{} has no port named {n:?}; every backing Service needs the target port",
+                                        s.meta.namespace, s.meta.name
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -412,19 +470,35 @@ impl ManifestSet {
         for fp in &self.failover_policies {
             if self.policy_targets(&fp.apply_to).next().is_none() {
                 let pos = fp.apply_to.first().map_or(fp.meta.pos, |d| d.pos);
-                diags.push(about(&fp.meta, pos, Severity::Error, "spec.applyToDestinations", format!("selects no VirtualDestination; known: {}", self.vd_names())));
+                diags.push(about(
+                    &fp.meta,
+                    pos,
+                    Severity::Error,
+                    "spec.applyToDestinations",
+                    format!("selects no VirtualDestination; known: {}", self.vd_names()),
+                ));
             }
         }
         for odp in &self.outlier_policies {
             if !odp.apply_to.is_empty() && self.policy_targets(&odp.apply_to).next().is_none() {
-                diags.push(about(&odp.meta, odp.apply_to[0].pos, Severity::Error, "spec.applyToDestinations", format!("selects no VirtualDestination; known: {}", self.vd_names())));
+                diags.push(about(
+                    &odp.meta,
+                    odp.apply_to[0].pos,
+                    Severity::Error,
+                    "spec.applyToDestinations",
+                    format!("selects no VirtualDestination; known: {}", self.vd_names()),
+                ));
             }
         }
     }
 
     fn vd_names(&self) -> String {
         let names: Vec<String> = self.virtual_destinations.iter().map(|v| format!("{}/{}", v.meta.namespace, v.meta.name)).collect();
-        if names.is_empty() { "none".into() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// TrafficPolicies with outlier detection that select `name.namespace` in `cluster`.
@@ -435,7 +509,9 @@ impl ManifestSet {
                     || tp.destination_matchers.iter().any(|m| {
                         (m.clusters.is_empty() || m.clusters.iter().any(|c| c == cluster))
                             && (m.namespaces.is_empty() || m.namespaces.iter().any(|n| n == namespace))
-                            && self.service(cluster, namespace, name).is_some_and(|s| m.labels.iter().all(|(k, v)| s.meta.labels.get(k) == Some(v)))
+                            && self
+                                .service(cluster, namespace, name)
+                                .is_some_and(|s| m.labels.iter().all(|(k, v)| s.meta.labels.get(k) == Some(v)))
                     }))
         })
     }
@@ -453,13 +529,25 @@ impl ManifestSet {
         for fs in &self.failover_services {
             for (mesh, _, pos) in &fs.meshes {
                 if !meshes.contains(mesh) {
-                    diags.push(about(&fs.meta, *pos, Severity::Error, "spec.meshes", format!("mesh {mesh:?} does not exist; known meshes: {}", meshes.iter().cloned().collect::<Vec<_>>().join(", "))));
+                    diags.push(about(
+                        &fs.meta,
+                        *pos,
+                        Severity::Error,
+                        "spec.meshes",
+                        format!("mesh {mesh:?} does not exist; known meshes: {}", meshes.iter().cloned().collect::<Vec<_>>().join(", ")),
+                    ));
                 }
             }
             let mut backing_meshes = BTreeSet::new();
             for b in &fs.backing {
                 if self.service(&b.cluster, &b.namespace, &b.name).is_none() {
-                    diags.push(about(&fs.meta, b.pos, Severity::Error, "spec.backingServices", format!("Service {}/{} does not exist in cluster {}", b.namespace, b.name, b.cluster)));
+                    diags.push(about(
+                        &fs.meta,
+                        b.pos,
+                        Severity::Error,
+                        "spec.backingServices",
+                        format!("Service {}/{} does not exist in cluster {}", b.namespace, b.name, b.cluster),
+                    ));
                 } else if self.smh_outlier_for(&b.cluster, &b.namespace, &b.name).is_none() {
                     diags.push(about(&fs.meta, b.pos, Severity::Error, "spec.backingServices", format!(
                         "Service {}/{} in cluster {} has no outlier detection; every backing service needs a TrafficPolicy with outlierDetection, or failover can never happen",
@@ -470,21 +558,40 @@ impl ManifestSet {
             if backing_meshes.len() > 1 {
                 let grouped = self.virtual_meshes.iter().any(|vm| backing_meshes.iter().all(|m| vm.meshes.iter().any(|(n, _)| n == m)));
                 if !grouped {
-                    diags.push(about(&fs.meta, fs.meta.pos, Severity::Error, "spec.backingServices", format!(
-                        "backing services are in unrelated meshes ({}); group them in a VirtualMesh",
-                        backing_meshes.iter().cloned().collect::<Vec<_>>().join(", "))));
+                    diags.push(about(
+                        &fs.meta,
+                        fs.meta.pos,
+                        Severity::Error,
+                        "spec.backingServices",
+                        format!(
+                            "backing services are in unrelated meshes ({}); group them in a VirtualMesh",
+                            backing_meshes.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
                 }
             }
         }
         for tp in &self.traffic_policies {
             for d in &tp.destinations {
                 if self.service(&d.cluster, &d.namespace, &d.name).is_none() {
-                    diags.push(about(&tp.meta, d.pos, Severity::Error, "spec.destinationSelector", format!("Service {}/{} does not exist in cluster {}", d.namespace, d.name, d.cluster)));
+                    diags.push(about(
+                        &tp.meta,
+                        d.pos,
+                        Severity::Error,
+                        "spec.destinationSelector",
+                        format!("Service {}/{} does not exist in cluster {}", d.namespace, d.name, d.cluster),
+                    ));
                 }
             }
             for (name, ns, pos) in &tp.shift_to_failover {
                 if !self.failover_services.iter().any(|f| f.meta.name == *name && f.meta.namespace == *ns) {
-                    diags.push(about(&tp.meta, *pos, Severity::Error, "spec.trafficShift.destinations.failoverService", format!("FailoverService {ns}/{name} does not exist")));
+                    diags.push(about(
+                        &tp.meta,
+                        *pos,
+                        Severity::Error,
+                        "spec.trafficShift.destinations.failoverService",
+                        format!("FailoverService {ns}/{name} does not exist"),
+                    ));
                 }
             }
         }
@@ -493,10 +600,19 @@ impl ManifestSet {
     fn check_istio(&self, diags: &mut Diagnostics) {
         let regions: BTreeSet<&str> = self.clusters.iter().map(|c| c.locality.region.as_str()).collect();
         for dr in &self.destination_rules {
-            let known = self.services.iter().any(|(_, s)| host_matches(&dr.host, &format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)))
+            let known = self
+                .services
+                .iter()
+                .any(|(_, s)| host_matches(&dr.host, &format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)))
                 || self.virtual_destinations.iter().any(|v| v.hosts.iter().any(|h| host_matches(&dr.host, h)));
             if !known {
-                diags.push(about(&dr.meta, dr.host_pos, Severity::Warning, "spec.host", format!("{:?} matches no Service or VirtualDestination host; the rule applies to nothing yet", dr.host)));
+                diags.push(about(
+                    &dr.meta,
+                    dr.host_pos,
+                    Severity::Warning,
+                    "spec.host",
+                    format!("{:?} matches no Service or VirtualDestination host; the rule applies to nothing yet", dr.host),
+                ));
             }
             if let Some(l) = &dr.locality {
                 let fails_over = l.enabled && l.distribute.is_empty();
@@ -509,8 +625,16 @@ impl ManifestSet {
                         for r in [&f.from, &f.to] {
                             if !regions.contains(r.as_str()) {
                                 let hint = if r.contains('$') { " (was a shell variable left unexpanded?)" } else { "" };
-                                diags.push(about(&dr.meta, l.pos, Severity::Warning, "spec.trafficPolicy.loadBalancer.localityLbSetting.failover", format!(
-                                    "region {r:?} is not the region of any Cluster{hint}; known regions: {}", regions.iter().copied().collect::<Vec<_>>().join(", "))));
+                                diags.push(about(
+                                    &dr.meta,
+                                    l.pos,
+                                    Severity::Warning,
+                                    "spec.trafficPolicy.loadBalancer.localityLbSetting.failover",
+                                    format!(
+                                        "region {r:?} is not the region of any Cluster{hint}; known regions: {}",
+                                        regions.iter().copied().collect::<Vec<_>>().join(", ")
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -525,7 +649,13 @@ impl ManifestSet {
                 if let BackendEndpoint::Fqdn { hostname, .. } = e {
                     if let Some((name, ns)) = cluster_local_service(hostname) {
                         if !self.service_anywhere(ns, name) {
-                            diags.push(about(&b.meta, b.meta.pos, Severity::Error, "spec.endpoints.fqdn.hostname", format!("{hostname} names Service {ns}/{name}, which no cluster has")));
+                            diags.push(about(
+                                &b.meta,
+                                b.meta.pos,
+                                Severity::Error,
+                                "spec.endpoints.fqdn.hostname",
+                                format!("{hostname} names Service {ns}/{name}, which no cluster has"),
+                            ));
                         }
                     }
                 }
@@ -539,14 +669,26 @@ impl ManifestSet {
                     _ => true,
                 };
                 if !exists {
-                    diags.push(about(&p.meta, t.pos, Severity::Error, "spec.targetRefs", format!("{} {}/{} does not exist", t.kind, p.meta.namespace, t.name)));
+                    diags.push(about(
+                        &p.meta,
+                        t.pos,
+                        Severity::Error,
+                        "spec.targetRefs",
+                        format!("{} {}/{} does not exist", t.kind, p.meta.namespace, t.name),
+                    ));
                 }
             }
         }
         for r in &self.routes {
             for parent in &r.parents {
                 if !self.gateways.iter().any(|g| g.meta.name == parent.name && g.meta.namespace == parent.namespace) {
-                    diags.push(about(&r.meta, parent.pos, Severity::Error, "spec.parentRefs", format!("Gateway {}/{} does not exist", parent.namespace, parent.name)));
+                    diags.push(about(
+                        &r.meta,
+                        parent.pos,
+                        Severity::Error,
+                        "spec.parentRefs",
+                        format!("Gateway {}/{} does not exist", parent.namespace, parent.name),
+                    ));
                 }
             }
             for rule in &r.rules {
@@ -557,13 +699,28 @@ impl ManifestSet {
                         self.service_anywhere(&b.namespace, &b.name)
                     };
                     if !exists {
-                        diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs", format!("{} {}/{} does not exist", b.kind, b.namespace, b.name)));
+                        diags.push(about(
+                            &r.meta,
+                            b.pos,
+                            Severity::Error,
+                            "spec.rules.backendRefs",
+                            format!("{} {}/{} does not exist", b.kind, b.namespace, b.name),
+                        ));
                     }
                     if b.kind == "Service" && b.port.is_none() {
-                        diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs.port", "a Service backendRef needs a port"));
+                        diags.push(about(
+                            &r.meta,
+                            b.pos,
+                            Severity::Error,
+                            "spec.rules.backendRefs.port",
+                            "a Service backendRef needs a port",
+                        ));
                     }
                 }
-                let has_fallback = rule.backends.iter().any(|b| self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace && x.fallback));
+                let has_fallback = rule
+                    .backends
+                    .iter()
+                    .any(|b| self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace && x.fallback));
                 let checked = self.backend_policies.iter().any(|p| {
                     (p.passive.is_some() || p.active.is_some()) && p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == r.meta.name)
                 });
@@ -577,12 +734,23 @@ impl ManifestSet {
 
     fn check_router(&self, diags: &mut Diagnostics) {
         for (cluster, sr) in &self.service_routes {
-            if !self.router_gateways.iter().any(|(c, g)| c == cluster && g.meta.name == sr.gateway_name && g.meta.namespace == sr.gateway_namespace) {
-                diags.push(about(&sr.meta, sr.pos, Severity::Error, "spec.gatewayName", format!("routing.router.io Gateway {}/{} does not exist in cluster {cluster}", sr.gateway_namespace, sr.gateway_name)));
+            if !self
+                .router_gateways
+                .iter()
+                .any(|(c, g)| c == cluster && g.meta.name == sr.gateway_name && g.meta.namespace == sr.gateway_namespace)
+            {
+                diags.push(about(
+                    &sr.meta,
+                    sr.pos,
+                    Severity::Error,
+                    "spec.gatewayName",
+                    format!("routing.router.io Gateway {}/{} does not exist in cluster {cluster}", sr.gateway_namespace, sr.gateway_name),
+                ));
             }
         }
         for (cluster, ci) in &self.cluster_identities {
-            let controllers: Vec<&(String, String)> = self.dns_configurations.iter().filter(|(c, _)| c == cluster).flat_map(|(_, d)| &d.controllers).collect();
+            let controllers: Vec<&(String, String)> =
+                self.dns_configurations.iter().filter(|(c, _)| c == cluster).flat_map(|(_, d)| &d.controllers).collect();
             if self.dns_configurations.iter().any(|(c, _)| c == cluster) {
                 for (r, pos) in &ci.adopts_regions {
                     if !controllers.iter().any(|(_, region)| region == r) {
@@ -603,11 +771,20 @@ pub fn cluster_local_service(host: &str) -> Option<(&str, &str)> {
 
 /// The cluster an object belongs to (only meaningful for per-cluster kinds).
 fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> String {
-    let per_cluster = matches!(meta.kind, "Service" | "WorkloadEntry" | "Gateway" | "ClusterIdentity" | "DNSConfiguration" | "DNSPolicy" | "ServiceRoute");
+    let per_cluster = matches!(
+        meta.kind,
+        "Service" | "WorkloadEntry" | "Gateway" | "ClusterIdentity" | "DNSConfiguration" | "DNSPolicy" | "ServiceRoute"
+    );
     match meta.cluster_label() {
         Some(c) => {
             if !clusters.is_empty() && !clusters.iter().any(|k| k == c) {
-                diags.push(about(meta, meta.pos, Severity::Error, "metadata.labels[\"topology.istio.io/cluster\"]", format!("cluster {c:?} is not defined; known clusters: {}", clusters.join(", "))));
+                diags.push(about(
+                    meta,
+                    meta.pos,
+                    Severity::Error,
+                    "metadata.labels[\"topology.istio.io/cluster\"]",
+                    format!("cluster {c:?} is not defined; known clusters: {}", clusters.join(", ")),
+                ));
             }
             c.to_string()
         }
@@ -615,9 +792,15 @@ fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> S
         None if clusters.is_empty() => IMPLICIT_CLUSTER.to_string(),
         None => {
             if per_cluster {
-                diags.push(about(meta, meta.pos, Severity::Error, "metadata.labels", format!(
+                diags.push(about(
+                    meta,
+                    meta.pos,
+                    Severity::Error,
+                    "metadata.labels",
+                    format!(
                     "several clusters are defined, so say which one holds this {}: add the label topology.istio.io/cluster with one of: {}",
-                    meta.kind, clusters.join(", "))));
+                    meta.kind, clusters.join(", ")),
+                ));
             }
             String::new()
         }
@@ -633,7 +816,13 @@ fn check_duplicates(resources: &[Resource], diags: &mut Diagnostics) {
         let group = m.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let key = (group, m.kind, m.cluster_label().unwrap_or(""), m.namespace.as_str(), m.name.as_str());
         if let Some(first) = seen.get(&key) {
-            diags.push(about(m, m.pos, Severity::Error, "metadata.name", format!("duplicate {} {}/{}; first defined at {}", m.kind, m.namespace, m.name, first.location())));
+            diags.push(about(
+                m,
+                m.pos,
+                Severity::Error,
+                "metadata.name",
+                format!("duplicate {} {}/{}; first defined at {}", m.kind, m.namespace, m.name, first.location()),
+            ));
         } else {
             seen.insert(key, m);
         }
@@ -667,7 +856,9 @@ mod lookup_tests {
         let Some(selector) = service.selector.as_ref().filter(|s| !s.is_empty()) else { return Vec::new() };
         set.entries()
             .iter()
-            .filter(|(c, e)| c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            .filter(|(c, e)| {
+                c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v))
+            })
             .map(|(_, e)| e.meta.name.as_str())
             .collect()
     }

@@ -200,7 +200,11 @@ pub(crate) fn read_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<TrafficP
             }
         }
         if dests.len() > 1 && weights.iter().sum::<u32>() != 100 {
-            shift.ctx().error(shift.pos(), "spec.trafficShift.destinations", format!("weights sum to {}; they must sum to 100", weights.iter().sum::<u32>()));
+            shift.ctx().error(
+                shift.pos(),
+                "spec.trafficShift.destinations",
+                format!("weights sum to {}; they must sum to 100", weights.iter().sum::<u32>()),
+            );
         }
         for d in dests {
             d.finish();
@@ -217,7 +221,17 @@ pub(crate) fn read_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<TrafficP
     for t in ["httpRequestMatchers", "faultInjection", "corsPolicy", "mirror", "headerManipulation", "mtls", "requestMatchers"] {
         spec.tolerate(t, "this TrafficPolicy field is not part of failover");
     }
-    Some(TrafficPolicy { meta, has_source_selector, source_pos, destinations, destination_matchers, outlier, shift_to_failover, retries, request_timeout })
+    Some(TrafficPolicy {
+        meta,
+        has_source_selector,
+        source_pos,
+        destinations,
+        destination_matchers,
+        outlier,
+        shift_to_failover,
+        retries,
+        request_timeout,
+    })
 }
 
 pub(crate) fn read_virtual_mesh(spec: &Obj<'_>, meta: Meta) -> Option<VirtualMesh> {

@@ -135,8 +135,16 @@ fn read_gateway_ports(g: &Obj<'_>) -> Vec<GatewayPort> {
         }
         if let Some(first) = out.iter().find(|p| p.address == address || overlaps(p.address, address)) {
             // One socket for two ports would serve each port's routes to the other's clients.
-            let how = if first.address == address { format!("are both mapped to {address}") } else { format!("are mapped to {} and {address}, which take each other's connections", first.address) };
-            g.ctx().error(value_pos, &path, format!("ports {} and {port} {how}; a socket serves one port's routes, so each needs its own address", first.port));
+            let how = if first.address == address {
+                format!("are both mapped to {address}")
+            } else {
+                format!("are mapped to {} and {address}, which take each other's connections", first.address)
+            };
+            g.ctx().error(
+                value_pos,
+                &path,
+                format!("ports {} and {port} {how}; a socket serves one port's routes, so each needs its own address", first.port),
+            );
             continue;
         }
         out.push(GatewayPort { port, address, pos: key_pos });
@@ -180,7 +188,17 @@ pub(crate) fn read_service(spec: &Obj<'_>, meta: Meta) -> Option<Service> {
         }
     }
     let selector = spec.has("selector").then(|| spec.string_map("selector"));
-    for quiet in ["type", "clusterIP", "clusterIPs", "sessionAffinity", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "externalTrafficPolicy", "publishNotReadyAddresses"] {
+    for quiet in [
+        "type",
+        "clusterIP",
+        "clusterIPs",
+        "sessionAffinity",
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "internalTrafficPolicy",
+        "externalTrafficPolicy",
+        "publishNotReadyAddresses",
+    ] {
         spec.skip(quiet);
     }
     spec.tolerate("trafficDistribution", "PreferClose is not modelled; use a DestinationRule");
@@ -208,17 +226,17 @@ pub(crate) fn read_workload_entry(spec: &Obj<'_>, meta: Meta) -> Option<Workload
         Some((a, pos)) => match a.parse::<IpAddr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                spec.ctx().error(pos, "spec.address", format!("{a:?} is not an IP address; veer's topology needs the instance's IP (hostnames go in a Backend fqdn)"));
+                spec.ctx().error(
+                    pos,
+                    "spec.address",
+                    format!("{a:?} is not an IP address; veer's topology needs the instance's IP (hostnames go in a Backend fqdn)"),
+                );
                 None
             }
         },
         None => None,
     };
-    let ports = spec
-        .int_map("ports", 1, 65535)
-        .into_iter()
-        .map(|(k, v, _)| (k, u16::try_from(v).unwrap_or(0)))
-        .collect();
+    let ports = spec.int_map("ports", 1, 65535).into_iter().map(|(k, v, _)| (k, u16::try_from(v).unwrap_or(0))).collect();
     let labels = spec.string_map("labels");
     let locality = spec.string("locality").map(|(s, _)| Locality::parse(&s));
     let network = spec.string("network").map(|(s, _)| s);

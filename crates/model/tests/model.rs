@@ -178,7 +178,8 @@ fn example_folders(dir: &Path, out: &mut Vec<PathBuf>) {
         return;
     }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut subdirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && !p.ends_with("steps")).collect();
+    let mut subdirs: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && !p.ends_with("steps")).collect();
     subdirs.sort();
     for d in subdirs {
         example_folders(&d, out);
@@ -195,10 +196,8 @@ fn examples_validate_without_errors() {
     for dir in &dirs {
         let mut files = Vec::new();
         yaml_files(dir, &["steps"], &mut files);
-        let sources: Vec<(String, String)> = files
-            .iter()
-            .map(|f| (f.strip_prefix(&root).unwrap_or(f).display().to_string(), read(f)))
-            .collect();
+        let sources: Vec<(String, String)> =
+            files.iter().map(|f| (f.strip_prefix(&root).unwrap_or(f).display().to_string(), read(f))).collect();
         let errs = errors(&load(&sources));
         if !errs.is_empty() {
             failures.push(format!("{}:\n  {}", dir.display(), errs.join("\n  ")));
@@ -299,12 +298,16 @@ fn injected_unknown_keys_are_reported_where_they_are() {
         let mut sources = vec![("seed.yaml".to_string(), text.clone())];
         sources.extend(others.iter().cloned());
         let diags = load(&sources);
-        let hit = diags
-            .iter()
-            .any(|d| d.severity == Severity::Error && &*d.file == "seed.yaml" && d.pos.line == *line && d.to_string().contains("veerBogusField"));
+        let hit = diags.iter().any(|d| {
+            d.severity == Severity::Error && &*d.file == "seed.yaml" && d.pos.line == *line && d.to_string().contains("veerBogusField")
+        });
         if !hit {
             let context: Vec<&str> = text.lines().skip(line.saturating_sub(3)).take(5).collect();
-            failures.push(format!("bogus key at line {line} not reported there:\n    {}\n  errors: {:?}", context.join("\n    "), errors(&diags)));
+            failures.push(format!(
+                "bogus key at line {line} not reported there:\n    {}\n  errors: {:?}",
+                context.join("\n    "),
+                errors(&diags)
+            ));
         }
     }
     assert!(failures.is_empty(), "{} of {} injections missed:\n{}", failures.len(), variants.len(), failures.join("\n"));
@@ -360,15 +363,87 @@ fn example_sets() -> &'static [Vec<(String, String)>] {
 
 /// Pieces of YAML and manifest syntax to build plausible garbage from.
 const TOKENS: &[&str] = &[
-    "\n", "\n", "  ", "    ", "- ", ": ", ":", "{", "}", "[", "]", ",", "---\n", "...\n", "&a ", "*a", "&b ", "*b", "!!str ",
-    "? ", "|\n", ">-\n", "\"", "'", "#", "\t", "~", "null", "true", "1", "-1", "70000", "1.5", "0x1F", "1s", "10", "5x",
-    "apiVersion: v1\n", "kind: Service\n", "kind: List\nitems:\n", "metadata:\n", "  name: a\n", "  namespace: b\n", "spec:\n",
-    "apiVersion: networking.gloo.solo.io/v2\n", "kind: VirtualDestination\n", "apiVersion: networking.istio.io/v1\n",
-    "kind: DestinationRule\n", "kind: WorkloadEntry\n", "apiVersion: gateway.envoyproxy.io/v1alpha1\n", "kind: Backend\n",
-    "apiVersion: veer.io/v1alpha1\n", "kind: Cluster\n", "apiVersion: networking.smh.solo.io/v1alpha2\n", "kind: FailoverService\n",
-    "apiVersion: cluster.router.io/v1alpha1\n", "kind: ClusterIdentity\n", "ports", "port", "number", "hosts", "services",
-    "labels", "selector", "endpoints", "fqdn", "ip", "address", "hostname", "outlierDetection", "interval", "localityLbSetting",
-    "distribute", "failover", "to", "from", "backingServices", "kubeService", "topology.istio.io/cluster", "gateway", "127.0.0.1",
+    "\n",
+    "\n",
+    "  ",
+    "    ",
+    "- ",
+    ": ",
+    ":",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "---\n",
+    "...\n",
+    "&a ",
+    "*a",
+    "&b ",
+    "*b",
+    "!!str ",
+    "? ",
+    "|\n",
+    ">-\n",
+    "\"",
+    "'",
+    "#",
+    "\t",
+    "~",
+    "null",
+    "true",
+    "1",
+    "-1",
+    "70000",
+    "1.5",
+    "0x1F",
+    "1s",
+    "10",
+    "5x",
+    "apiVersion: v1\n",
+    "kind: Service\n",
+    "kind: List\nitems:\n",
+    "metadata:\n",
+    "  name: a\n",
+    "  namespace: b\n",
+    "spec:\n",
+    "apiVersion: networking.gloo.solo.io/v2\n",
+    "kind: VirtualDestination\n",
+    "apiVersion: networking.istio.io/v1\n",
+    "kind: DestinationRule\n",
+    "kind: WorkloadEntry\n",
+    "apiVersion: gateway.envoyproxy.io/v1alpha1\n",
+    "kind: Backend\n",
+    "apiVersion: veer.io/v1alpha1\n",
+    "kind: Cluster\n",
+    "apiVersion: networking.smh.solo.io/v1alpha2\n",
+    "kind: FailoverService\n",
+    "apiVersion: cluster.router.io/v1alpha1\n",
+    "kind: ClusterIdentity\n",
+    "ports",
+    "port",
+    "number",
+    "hosts",
+    "services",
+    "labels",
+    "selector",
+    "endpoints",
+    "fqdn",
+    "ip",
+    "address",
+    "hostname",
+    "outlierDetection",
+    "interval",
+    "localityLbSetting",
+    "distribute",
+    "failover",
+    "to",
+    "from",
+    "backingServices",
+    "kubeService",
+    "topology.istio.io/cluster",
+    "gateway",
+    "127.0.0.1",
 ];
 
 #[derive(Clone, Debug)]
@@ -552,7 +627,10 @@ fn httproute_matches_are_decoded_into_typed_matches() {
     assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
     // The second `x-canary` (names compare case-insensitively) is ignored, as the spec says, and
     // says so.
-    assert!(diags.iter().any(|d| d.starts_with("r.yaml:17:10: warning: ") && d.contains("x-canary") && d.contains("only the first")), "{diags:?}");
+    assert!(
+        diags.iter().any(|d| d.starts_with("r.yaml:17:10: warning: ") && d.contains("x-canary") && d.contains("only the first")),
+        "{diags:?}"
+    );
     let route = &loaded.set.routes[0];
     assert_eq!(route.meta.created.as_deref(), Some("2024-01-02T15:04:05Z"));
     let first = &route.rules[0].matches[0];
@@ -645,7 +723,15 @@ fn http_routes_are_served_only_where_a_listener_accepts_them() {
     let loaded = from_sources(&[("a.yaml".into(), ATTACH.into())]);
     let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
-    let served = |name: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.hosts_in("default").map(str::to_string).collect::<Vec<String>>()).unwrap_or_default();
+    let served = |name: &str| {
+        loaded
+            .set
+            .routes
+            .iter()
+            .find(|r| r.meta.name == name)
+            .map(|r| r.hosts_in("default").map(str::to_string).collect::<Vec<String>>())
+            .unwrap_or_default()
+    };
     // The listener's `*.example.com` takes a.example.com; b.other.com falls outside it, and a
     // wildcard is not served (yet) but said so.
     assert_eq!(served("web"), vec!["a.example.com".to_string()]);
@@ -733,9 +819,14 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     assert_eq!(mapped, vec![(80, "127.0.0.1:8080".into()), (8443, "127.0.0.1:9443".into()), (9000, "127.0.0.1:9000".into())]);
     // A mapped port no listener uses is bound anyway (so that a Gateway added later needs no
     // restart), and said to serve nothing, at its key.
-    assert!(diags.iter().any(|d| d.starts_with("p.yaml:10:7: warning: ") && d.contains("port 9000") && d.contains("serves nothing")), "{diags:?}");
+    assert!(
+        diags.iter().any(|d| d.starts_with("p.yaml:10:7: warning: ") && d.contains("port 9000") && d.contains("serves nothing")),
+        "{diags:?}"
+    );
     // Each served host knows its listener's port; a route attached on two ports has both.
-    let ports = |name: &str, host: &str| loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.ports_of("edge", host).collect::<Vec<u16>>()).unwrap_or_default();
+    let ports = |name: &str, host: &str| {
+        loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.ports_of("edge", host).collect::<Vec<u16>>()).unwrap_or_default()
+    };
     assert_eq!(ports("a", "a.example.com"), vec![80]);
     assert_eq!(ports("both", "both.example.com"), vec![80, 8443]);
     let both = loaded.set.routes.iter().find(|r| r.meta.name == "both").expect("route");
@@ -747,7 +838,13 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
     // `veer explain` says which socket serves a route.
     let c = veer_model::resolve::resolve(&loaded.set, "c.example.com", None, "edge", "").expect("resolves");
-    assert!(c.notes.iter().any(|n| n == "served on Gateway listener port 8443 on 127.0.0.1:9443; a client of another socket of the node gets 404"), "{:?}", c.notes);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n == "served on Gateway listener port 8443 on 127.0.0.1:9443; a client of another socket of the node gets 404"),
+        "{:?}",
+        c.notes
+    );
     // Sockets that would take each other's connections count as one address.
     use veer_model::topology::overlaps;
     let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("address");
@@ -756,21 +853,31 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     assert!(!overlaps(a("127.0.0.1:0"), a("0.0.0.0:0")), "port 0 is a fresh port each time");
     let wild = PORTS.replace("\"8443\": 127.0.0.1:9443", "\"8443\": 0.0.0.0:9000");
     let errs = errors(&load_one("p.yaml", &wild));
-    assert!(errs.iter().any(|e| e.starts_with("p.yaml:10:15: error: ") && e.contains("ports 8443 and 9000 are mapped to 0.0.0.0:9000 and 127.0.0.1:9000")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("p.yaml:10:15: error: ")
+                && e.contains("ports 8443 and 9000 are mapped to 0.0.0.0:9000 and 127.0.0.1:9000")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
     // Without `ports`, a cluster whose Gateways serve routes on one port serves it on the
     // gateway, as before `ports` existed.
-    let one = PORTS.replace("    ports:\n      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "").replace("port: 8443", "port: 80");
+    let one = PORTS
+        .replace("    ports:\n      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "")
+        .replace("port: 8443", "port: 80");
     let loaded = from_sources(&[("p.yaml".into(), one)]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>());
     let l = loaded.set.listeners("edge").expect("listeners");
     assert!(l.extra.is_empty());
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0)]);
     // Two ports and no mapping: an error on the Cluster, never the two merged on the gateway.
-    let two = PORTS.replace("      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "      \"9000\": 127.0.0.1:9000\n");
+    let two = PORTS.replace(
+        "      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n",
+        "      \"9000\": 127.0.0.1:9000\n",
+    );
     let errs = errors(&load_one("p.yaml", &two));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
@@ -809,7 +916,12 @@ fn cap_warnings(sources: &[(String, String)]) -> Vec<String> {
 fn fewest_endpoints(sources: &[(String, String)], host: &str, port: Option<u16>) -> usize {
     let set = from_sources(sources).set;
     let clusters: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
-    clusters.iter().filter_map(|c| veer_model::resolve::resolve(&set, host, port, c, "/test").ok()).map(|d| d.endpoints.len()).min().expect("resolves")
+    clusters
+        .iter()
+        .filter_map(|c| veer_model::resolve::resolve(&set, host, port, c, "/test").ok())
+        .map(|d| d.endpoints.len())
+        .min()
+        .expect("resolves")
 }
 
 /// Each dialect's sources with the cap set to `cap` (`None`: the field removed), and the host.
@@ -830,20 +942,43 @@ fn dialect(name: &str, cap: Option<u32>) -> (Vec<(String, String)>, &'static str
         "istio" => {
             let (p, dr) = example("steps/003-istio-locality-failover/3-destination-rule/seed-destination-rule.yaml");
             let dr = dr.trim_end().to_string() + "\n      maxEjectionPercent: 100\n";
-            (vec![example("003-istio-locality-failover/seed.yaml"), example("003-istio-locality-failover/topology.yaml"), example("003-istio-locality-failover/helloworld-v1.yaml"), example("003-istio-locality-failover/helloworld-v2.yaml"), (p, with(dr, "maxEjectionPercent", "      "))], "helloworld.sample.svc.cluster.local", Some(5000))
+            (
+                vec![
+                    example("003-istio-locality-failover/seed.yaml"),
+                    example("003-istio-locality-failover/topology.yaml"),
+                    example("003-istio-locality-failover/helloworld-v1.yaml"),
+                    example("003-istio-locality-failover/helloworld-v2.yaml"),
+                    (p, with(dr, "maxEjectionPercent", "      ")),
+                ],
+                "helloworld.sample.svc.cluster.local",
+                Some(5000),
+            )
         }
         "gloo" => {
             let (p, seed) = example("000-gloo-priority-labels/seed.yaml");
             (
-                vec![(p, with(seed, "maxEjectionPercent", "    ")), example("000-gloo-priority-labels/clusters.yaml"), example("000-gloo-priority-labels/server-test.yaml"), example("000-gloo-priority-labels/server-central.yaml")],
+                vec![
+                    (p, with(seed, "maxEjectionPercent", "    ")),
+                    example("000-gloo-priority-labels/clusters.yaml"),
+                    example("000-gloo-priority-labels/server-test.yaml"),
+                    example("000-gloo-priority-labels/server-central.yaml"),
+                ],
                 "go-vuderani-algebra.infra.svc.test-pp-rs",
                 Some(80),
             )
         }
         "smh" => {
             let (p, seed) = example("001-smh-failover-service/seed.yaml");
-            let seed = seed.replacen("  outlierDetection:\n    consecutiveErrors: 1\n", "  outlierDetection:\n    consecutiveErrors: 1\n    maxEjectionPercent: 100\n", 1);
-            (vec![(p, with(seed, "maxEjectionPercent", "    ")), example("001-smh-failover-service/topology.yaml")], "reviews.bookinfo.svc.cluster.local", Some(9080))
+            let seed = seed.replacen(
+                "  outlierDetection:\n    consecutiveErrors: 1\n",
+                "  outlierDetection:\n    consecutiveErrors: 1\n    maxEjectionPercent: 100\n",
+                1,
+            );
+            (
+                vec![(p, with(seed, "maxEjectionPercent", "    ")), example("001-smh-failover-service/topology.yaml")],
+                "reviews.bookinfo.svc.cluster.local",
+                Some(9080),
+            )
         }
         _ => unreachable!("{name}"),
     }
@@ -863,7 +998,13 @@ fn a_max_ejection_percent_below_one_endpoint_is_a_warning_in_every_dialect_at_en
         let (below, _, _) = dialect(name, Some(needed - 1));
         let found = cap_warnings(&below);
         assert_eq!(found.len(), 1, "{name}: {}% of {n}: {found:?}", needed - 1);
-        assert!(found[0].contains(": warning: ") && found[0].contains("maxEjectionPercent: ") && found[0].contains(&format!("{}% of the {n} endpoint(s) of ", needed - 1)), "{name}: {}", found[0]);
+        assert!(
+            found[0].contains(": warning: ")
+                && found[0].contains("maxEjectionPercent: ")
+                && found[0].contains(&format!("{}% of the {n} endpoint(s) of ", needed - 1)),
+            "{name}: {}",
+            found[0]
+        );
     }
     // Unset: Envoy Gateway's default 10% with its 4 endpoints, and Istio's (Envoy's) 10%.
     for name in ["envoy-gateway", "istio"] {

@@ -57,11 +57,22 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Pk
         certs.push(cert);
     }
     if certs.is_empty() {
-        return Err(PkiError::at(ErrorKind::BadCertificate, path, format!("no certificate found ({})", what_is_there(&bytes, "a PEM 'CERTIFICATE' block, as `veer pki` or `openssl x509` writes"))));
+        return Err(PkiError::at(
+            ErrorKind::BadCertificate,
+            path,
+            format!(
+                "no certificate found ({})",
+                what_is_there(&bytes, "a PEM 'CERTIFICATE' block, as `veer pki` or `openssl x509` writes")
+            ),
+        ));
     }
     for (i, c) in certs.iter().enumerate() {
         if let Err(e) = x509_parser::parse_x509_certificate(c) {
-            return Err(PkiError::at(ErrorKind::BadCertificate, path, format!("certificate #{} is not a valid X.509 certificate ({e})", i + 1)));
+            return Err(PkiError::at(
+                ErrorKind::BadCertificate,
+                path,
+                format!("certificate #{} is not a valid X.509 certificate ({e})", i + 1),
+            ));
         }
     }
     Ok(certs)
@@ -75,7 +86,10 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> 
         Err(pem::Error::NoItemsFound) => Err(PkiError::at(
             ErrorKind::BadKey,
             path,
-            format!("no private key found ({})", what_is_there(&bytes, "a PEM 'PRIVATE KEY' block, as `veer pki node` or `openssl genrsa` writes")),
+            format!(
+                "no private key found ({})",
+                what_is_there(&bytes, "a PEM 'PRIVATE KEY' block, as `veer pki node` or `openssl genrsa` writes")
+            ),
         )),
         Err(e) => Err(PkiError::at(ErrorKind::BadKey, path, format!("is not valid PEM: {}", pem_problem(&e)))),
     }
@@ -97,7 +111,11 @@ pub(crate) fn read_signing_key(path: &Path) -> Result<rcgen::KeyPair, PkiError> 
         _ => return Err(PkiError::at(ErrorKind::BadKey, path, "holds a private key in an encoding veer does not read (expected PKCS#8 'PRIVATE KEY')")),
     };
     rcgen::KeyPair::try_from(&pkcs8).map_err(|e| {
-        PkiError::at(ErrorKind::BadKey, path, format!("cannot sign with this key ({e}); veer signs with ECDSA P-256 or P-384, Ed25519, or RSA keys of 2048 to 4096 bits"))
+        PkiError::at(
+            ErrorKind::BadKey,
+            path,
+            format!("cannot sign with this key ({e}); veer signs with ECDSA P-256 or P-384, Ed25519, or RSA keys of 2048 to 4096 bits"),
+        )
     })
 }
 
@@ -113,7 +131,11 @@ pub(crate) fn ensure_absent(paths: &[PathBuf]) -> Result<(), PkiError> {
 }
 
 fn exists(path: &Path) -> PkiError {
-    PkiError::at(ErrorKind::AlreadyExists, path, "already exists; veer never overwrites keys or certificates (move it away to make a new one)")
+    PkiError::at(
+        ErrorKind::AlreadyExists,
+        path,
+        "already exists; veer never overwrites keys or certificates (move it away to make a new one)",
+    )
 }
 
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), PkiError> {
@@ -165,7 +187,9 @@ fn what_is_there(bytes: &[u8], wanted: &str) -> String {
         return format!("it holds {}; expected {wanted}", labels.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(", "));
     }
     if bytes.first() == Some(&0x30) {
-        return format!("it looks like binary DER; convert it to PEM with `openssl x509 -inform der` or `openssl pkey -inform der`; expected {wanted}");
+        return format!(
+            "it looks like binary DER; convert it to PEM with `openssl x509 -inform der` or `openssl pkey -inform der`; expected {wanted}"
+        );
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return format!("the file is empty; expected {wanted}");

@@ -133,19 +133,30 @@ fn rejection(r: Rejection, root_path: &Path, cert_path: &Path) -> PkiError {
     match r {
         Rejection::BadRoot(why) => PkiError::at(ErrorKind::BadCertificate, root_path, why),
         Rejection::WrongIdentity(why) => PkiError::at(ErrorKind::WrongIdentity, cert_path, why),
-        Rejection::Untrusted(why) => PkiError::at(ErrorKind::Untrusted, cert_path, format!("does not verify against {}: {why}", root_path.display())),
+        Rejection::Untrusted(why) => {
+            PkiError::at(ErrorKind::Untrusted, cert_path, format!("does not verify against {}: {why}", root_path.display()))
+        }
     }
 }
 
 /// The verifiers a node's client and server use, over the root file's certificates.
-fn verifiers(roots: &[CertificateDer<'static>], provider: &Arc<CryptoProvider>) -> Result<(Arc<WebPkiServerVerifier>, Arc<dyn ClientCertVerifier>), Rejection> {
+fn verifiers(
+    roots: &[CertificateDer<'static>],
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Arc<WebPkiServerVerifier>, Arc<dyn ClientCertVerifier>), Rejection> {
     let mut store = RootCertStore::empty();
     for (i, r) in roots.iter().enumerate() {
-        store.add(r.clone()).map_err(|e| Rejection::BadRoot(format!("certificate #{} cannot be a trust anchor ({e}); expected the mesh's root CA certificate", i + 1)))?;
+        store.add(r.clone()).map_err(|e| {
+            Rejection::BadRoot(format!("certificate #{} cannot be a trust anchor ({e}); expected the mesh's root CA certificate", i + 1))
+        })?;
     }
     let store = Arc::new(store);
-    let server = WebPkiServerVerifier::builder_with_provider(store.clone(), provider.clone()).build().map_err(|e| Rejection::BadRoot(format!("cannot build a verifier: {e}")))?;
-    let client = WebPkiClientVerifier::builder_with_provider(store, provider.clone()).build().map_err(|e| Rejection::BadRoot(format!("cannot build a verifier: {e}")))?;
+    let server = WebPkiServerVerifier::builder_with_provider(store.clone(), provider.clone())
+        .build()
+        .map_err(|e| Rejection::BadRoot(format!("cannot build a verifier: {e}")))?;
+    let client = WebPkiClientVerifier::builder_with_provider(store, provider.clone())
+        .build()
+        .map_err(|e| Rejection::BadRoot(format!("cannot build a verifier: {e}")))?;
     Ok((server, client))
 }
 
@@ -223,7 +234,11 @@ fn out_of_date(roots: &[CertificateDer<'_>], chain: &[CertificateDer<'_>]) -> Op
         }
         let now = time::OffsetDateTime::now_utc();
         Some(if v.not_before.to_datetime() > now {
-            format!("\"{}\" {place} is not valid before {} (is this machine's clock right?)", x.subject(), crate::inspect::date(v.not_before.to_datetime()))
+            format!(
+                "\"{}\" {place} is not valid before {} (is this machine's clock right?)",
+                x.subject(),
+                crate::inspect::date(v.not_before.to_datetime())
+            )
         } else {
             format!("\"{}\" {place} expired on {}; issue a new one", x.subject(), crate::inspect::date(v.not_after.to_datetime()))
         })

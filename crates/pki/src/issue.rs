@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
@@ -90,7 +93,11 @@ pub fn create_node(cluster_dir: &Path, cluster: &str) -> Result<(), PkiError> {
     let mut chain = vec![cert.der().clone()];
     chain.extend(ca.certs.iter().cloned());
     verify_node_chain(&roots, &chain, cluster).map_err(|why| {
-        PkiError::at(ErrorKind::Untrusted, &ca_cert_path, format!("a node certificate signed by this intermediate would not be trusted by {}: {why}", root_path.display()))
+        PkiError::at(
+            ErrorKind::Untrusted,
+            &ca_cert_path,
+            format!("a node certificate signed by this intermediate would not be trusted by {}: {why}", root_path.display()),
+        )
     })?;
 
     files::write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
@@ -102,7 +109,10 @@ pub fn create_node(cluster_dir: &Path, cluster: &str) -> Result<(), PkiError> {
 /// already exists.
 pub fn create_mesh(out_dir: &Path, clusters: &[&str]) -> Result<(), PkiError> {
     if clusters.is_empty() {
-        return Err(PkiError::new(ErrorKind::InvalidClusterName, "no cluster given: a mesh needs at least one (`--cluster NAME`, repeatable)"));
+        return Err(PkiError::new(
+            ErrorKind::InvalidClusterName,
+            "no cluster given: a mesh needs at least one (`--cluster NAME`, repeatable)",
+        ));
     }
     let mut targets: Vec<PathBuf> = vec![out_dir.join(ROOT_CERT), out_dir.join(ROOT_KEY)];
     for (i, c) in clusters.iter().enumerate() {
@@ -185,7 +195,8 @@ fn validity(days: i64) -> (OffsetDateTime, OffsetDateTime) {
 
 /// ECDSA P-256: what veer generates for every key (rcgen on ring cannot generate RSA).
 fn new_key() -> Result<KeyPair, PkiError> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| PkiError::new(ErrorKind::Generate, format!("cannot generate an ECDSA P-256 key: {e}")))
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| PkiError::new(ErrorKind::Generate, format!("cannot generate an ECDSA P-256 key: {e}")))
 }
 
 fn generate(what: &str, e: rcgen::Error) -> PkiError {
@@ -198,7 +209,8 @@ fn read_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
     let certs = files::read_certs(cert_path)?;
     let key = files::read_signing_key(key_path)?;
     let ca_der = &certs[0];
-    let (_, parsed) = x509_parser::parse_x509_certificate(ca_der).map_err(|e| PkiError::at(ErrorKind::BadCertificate, cert_path, format!("is not a valid X.509 certificate ({e})")))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| PkiError::at(ErrorKind::BadCertificate, cert_path, format!("is not a valid X.509 certificate ({e})")))?;
     if !parsed.is_ca() {
         return Err(PkiError::at(
             ErrorKind::Untrusted,
@@ -210,10 +222,15 @@ fn read_ca(cert_path: &Path, key_path: &Path) -> Result<Ca, PkiError> {
         return Err(PkiError::at(
             ErrorKind::KeyMismatch,
             key_path,
-            format!("does not belong to {} (its public key differs from that of {}); use the key that was made with that certificate", cert_path.display(), parsed.subject()),
+            format!(
+                "does not belong to {} (its public key differs from that of {}); use the key that was made with that certificate",
+                cert_path.display(),
+                parsed.subject()
+            ),
         ));
     }
-    let issuer = Issuer::from_ca_cert_der(ca_der, key).map_err(|e| PkiError::at(ErrorKind::BadCertificate, cert_path, format!("cannot sign with this CA certificate: {e}")))?;
+    let issuer = Issuer::from_ca_cert_der(ca_der, key)
+        .map_err(|e| PkiError::at(ErrorKind::BadCertificate, cert_path, format!("cannot sign with this CA certificate: {e}")))?;
     Ok(Ca { certs, issuer })
 }
 
@@ -243,6 +260,10 @@ fn same_file_contents(path: &Path, source: &Path, certs: &[CertificateDer<'stati
     if there == certs {
         Ok(true)
     } else {
-        Err(PkiError::at(ErrorKind::AlreadyExists, path, format!("already exists and holds another root than {}; a cluster belongs to one mesh (move it away first)", source.display())))
+        Err(PkiError::at(
+            ErrorKind::AlreadyExists,
+            path,
+            format!("already exists and holds another root than {}; a cluster belongs to one mesh (move it away first)", source.display()),
+        ))
     }
 }

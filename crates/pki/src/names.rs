@@ -45,7 +45,8 @@ pub fn validate_cluster_name(cluster: &str) -> Result<(), PkiError> {
 /// `invalid-cluster-name.invalid` (RFC 6761), which no veer certificate carries, so the handshake
 /// fails on the name. Check names up front with [`try_server_name`] or [`validate_cluster_name`].
 pub fn server_name(cluster: &str) -> ServerName<'static> {
-    try_server_name(cluster).unwrap_or_else(|_| ServerName::DnsName(DnsName::try_from("invalid-cluster-name.invalid").expect("a valid DNS name")))
+    try_server_name(cluster)
+        .unwrap_or_else(|_| ServerName::DnsName(DnsName::try_from("invalid-cluster-name.invalid").expect("a valid DNS name")))
 }
 
 /// [`server_name`], with an error for a string that is no valid cluster name.
@@ -84,7 +85,12 @@ pub(crate) fn named_cluster(end_entity: &CertificateDer<'_>) -> Result<String, N
     let clusters: Vec<&str> = uris.iter().filter_map(|u| u.strip_prefix(URI_PREFIX)).collect();
     let cluster = match clusters.as_slice() {
         [c] => *c,
-        [] => return Err(NameProblem::NoClusterUri { dns: cert.valid_dns_names().map(str::to_string).collect(), uris: uris.iter().map(|u| u.to_string()).collect() }),
+        [] => {
+            return Err(NameProblem::NoClusterUri {
+                dns: cert.valid_dns_names().map(str::to_string).collect(),
+                uris: uris.iter().map(|u| u.to_string()).collect(),
+            })
+        }
         several => return Err(NameProblem::SeveralClusters(several.iter().map(|c| c.to_string()).collect())),
     };
     if validate_cluster_name(cluster).is_err() {
@@ -111,7 +117,13 @@ impl fmt::Display for NameProblem {
             NameProblem::SeveralClusters(c) => write!(f, "names several clusters ({}); a node certificate names exactly one", c.join(", ")),
             NameProblem::BadClusterName(c) => write!(f, "names cluster {c:?}, which is not a valid cluster name"),
             NameProblem::DnsMissing { cluster, dns } => {
-                write!(f, "has SAN URI {} but not SAN DNS {} (SAN DNS: {}); both must name the same cluster", spiffe_id(cluster), dns_name(cluster), list(dns))
+                write!(
+                    f,
+                    "has SAN URI {} but not SAN DNS {} (SAN DNS: {}); both must name the same cluster",
+                    spiffe_id(cluster),
+                    dns_name(cluster),
+                    list(dns)
+                )
             }
         }
     }

@@ -11,7 +11,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use veer_pki::{create_intermediate, create_mesh, create_node, create_root, inspect, names_cluster, peer_cluster, server_name, ErrorKind, MeshIdentity};
+use veer_pki::{
+    create_intermediate, create_mesh, create_node, create_root, inspect, names_cluster, peer_cluster, server_name, ErrorKind, MeshIdentity,
+};
 
 // === test parts ===
 
@@ -73,7 +75,10 @@ fn roots(path: &Path) -> RootCertStore {
 /// A client config outside veer-pki, to play misbehaving peers.
 fn custom_client(versions: &[&'static rustls::SupportedProtocolVersion], trust: &Path, identity: Option<&Path>) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = ClientConfig::builder_with_provider(provider).with_protocol_versions(versions).expect("versions").with_root_certificates(roots(trust));
+    let b = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots(trust));
     let mut cfg = match identity {
         Some(dir) => b.with_client_auth_cert(certs(&dir.join("node-cert.pem")), key(&dir.join("node-key.pem"))).expect("client cert"),
         None => b.with_no_client_auth(),
@@ -92,7 +97,11 @@ struct Seen {
 
 /// One connection over a real socket on 127.0.0.1: the server answers "ping" with "pong".
 /// Returns what each side got; an error is the side's handshake or I/O error as text.
-async fn exchange(server: Arc<ServerConfig>, client: Arc<ClientConfig>, name: ServerName<'static>) -> (Result<Seen, String>, Result<Seen, String>) {
+async fn exchange(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> (Result<Seen, String>, Result<Seen, String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server_side = tokio::spawn(async move {
@@ -170,7 +179,8 @@ fn mesh_of_three_clusters_verifies_with_openssl() {
             let out = openssl(&cd, &["verify", "-purpose", purpose, "-CAfile", "root-cert.pem", "-untrusted", "ca-cert.pem", "leaf.pem"]);
             assert!(out.contains("leaf.pem: OK"), "{out}");
         }
-        let text = openssl(&cd, &["x509", "-in", "leaf.pem", "-noout", "-subject", "-ext", "subjectAltName,basicConstraints,extendedKeyUsage"]);
+        let text =
+            openssl(&cd, &["x509", "-in", "leaf.pem", "-noout", "-subject", "-ext", "subjectAltName,basicConstraints,extendedKeyUsage"]);
         assert!(text.contains(&format!("CN = {c}")), "{text}");
         assert!(text.contains(&format!("DNS:{c}.cluster.veer")), "{text}");
         assert!(text.contains(&format!("URI:spiffe://veer/cluster/{c}")), "{text}");
@@ -335,7 +345,8 @@ fn load_errors_name_the_file_and_what_is_wrong() {
     assert_eq!(e.kind(), ErrorKind::BadKey);
     assert!(e.to_string().contains("node-key.pem: no private key found (expected a PEM 'PRIVATE KEY' block"), "{e}");
     std::fs::copy(c1.join("node-key.pem"), garbage.path().join("node-key.pem")).expect("copy");
-    std::fs::write(garbage.path().join("node-cert.pem"), "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n").expect("write");
+    std::fs::write(garbage.path().join("node-cert.pem"), "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n")
+        .expect("write");
     let e = load(garbage.path(), "cluster1");
     assert_eq!(e.kind(), ErrorKind::BadCertificate);
     assert!(e.to_string().contains("node-cert.pem: is not valid PEM"), "{e}");
@@ -374,15 +385,18 @@ fn load_errors_name_the_file_and_what_is_wrong() {
     assert!(e.to_string().contains("cat ca-cert.pem >> node-cert.pem"), "{e}");
 
     // A node cannot be made from an intermediate of another mesh.
-    let e = create_node(&{
-        let d = foreign.path().join("mixed");
-        std::fs::create_dir_all(&d).expect("dir");
-        std::fs::copy(c1.join("root-cert.pem"), d.join("root-cert.pem")).expect("copy");
-        for f in ["ca-cert.pem", "ca-key.pem"] {
-            std::fs::copy(other.path().join("cluster1").join(f), d.join(f)).expect("copy");
-        }
-        d
-    }, "cluster1")
+    let e = create_node(
+        &{
+            let d = foreign.path().join("mixed");
+            std::fs::create_dir_all(&d).expect("dir");
+            std::fs::copy(c1.join("root-cert.pem"), d.join("root-cert.pem")).expect("copy");
+            for f in ["ca-cert.pem", "ca-key.pem"] {
+                std::fs::copy(other.path().join("cluster1").join(f), d.join(f)).expect("copy");
+            }
+            d
+        },
+        "cluster1",
+    )
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Untrusted);
     assert!(e.to_string().contains("would not be trusted"), "{e}");
@@ -392,7 +406,15 @@ fn load_errors_name_the_file_and_what_is_wrong() {
     let good = inspect(&c1, "cluster1");
     let text = good.to_string();
     assert!(good.is_ok(), "{text}");
-    for want in ["subject  CN=cluster1", "DNS cluster1.cluster.veer, URI spiffe://veer/cluster/cluster1", "O=Istio, CN=Intermediate CA, L=cluster1  (CA, pathlen 0)", "ECDSA P-256", "days left", "names cluster: cluster1", "ok: chains to root"] {
+    for want in [
+        "subject  CN=cluster1",
+        "DNS cluster1.cluster.veer, URI spiffe://veer/cluster/cluster1",
+        "O=Istio, CN=Intermediate CA, L=cluster1  (CA, pathlen 0)",
+        "ECDSA P-256",
+        "days left",
+        "names cluster: cluster1",
+        "ok: chains to root",
+    ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }
     let bad = inspect(foreign.path(), "cluster1").to_string();
@@ -411,7 +433,26 @@ fn seed_003(dir: &Path) {
     )
     .expect("write");
     openssl(dir, &["req", "-sha256", "-new", "-key", "root-key.pem", "-config", "root-ca.conf", "-out", "root-cert.csr"]);
-    openssl(dir, &["x509", "-req", "-sha256", "-days", "3650", "-signkey", "root-key.pem", "-extensions", "req_ext", "-extfile", "root-ca.conf", "-in", "root-cert.csr", "-out", "root-cert.pem"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "3650",
+            "-signkey",
+            "root-key.pem",
+            "-extensions",
+            "req_ext",
+            "-extfile",
+            "root-ca.conf",
+            "-in",
+            "root-cert.csr",
+            "-out",
+            "root-cert.pem",
+        ],
+    );
 
     let west = dir.join("west");
     std::fs::create_dir_all(&west).expect("dir");
@@ -422,7 +463,29 @@ fn seed_003(dir: &Path) {
     )
     .expect("write");
     openssl(dir, &["req", "-new", "-config", "west/intermediate.conf", "-key", "west/ca-key.pem", "-out", "west/cluster-ca.csr"]);
-    openssl(dir, &["x509", "-req", "-sha256", "-days", "3650", "-CA", "root-cert.pem", "-CAkey", "root-key.pem", "-CAcreateserial", "-extensions", "req_ext", "-extfile", "west/intermediate.conf", "-in", "west/cluster-ca.csr", "-out", "west/ca-cert.pem"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "3650",
+            "-CA",
+            "root-cert.pem",
+            "-CAkey",
+            "root-key.pem",
+            "-CAcreateserial",
+            "-extensions",
+            "req_ext",
+            "-extfile",
+            "west/intermediate.conf",
+            "-in",
+            "west/cluster-ca.csr",
+            "-out",
+            "west/ca-cert.pem",
+        ],
+    );
     let chain = [std::fs::read(west.join("ca-cert.pem")).expect("read"), std::fs::read(dir.join("root-cert.pem")).expect("read")].concat();
     std::fs::write(west.join("cert-chain.pem"), chain).expect("write");
     std::fs::copy(dir.join("root-cert.pem"), west.join("root-cert.pem")).expect("copy");
@@ -461,8 +524,33 @@ async fn reads_and_signs_with_seed_003_openssl_rsa_cas() {
         "[ req ]\nprompt = no\ndistinguished_name = dn\n[ dn ]\nCN = west\n[ ext ]\nbasicConstraints = critical, CA:false\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth, clientAuth\nsubjectAltName = DNS:west.cluster.veer, URI:spiffe://veer/cluster/west\n",
     )
     .expect("write");
-    openssl(dir, &["req", "-new", "-key", "west-openssl/node-key.pem", "-config", "west-openssl/node.conf", "-out", "west-openssl/node.csr"]);
-    openssl(dir, &["x509", "-req", "-sha256", "-days", "365", "-CA", "west/ca-cert.pem", "-CAkey", "west/ca-key.pem", "-CAcreateserial", "-extfile", "west-openssl/node.conf", "-extensions", "ext", "-in", "west-openssl/node.csr", "-out", "west-openssl/leaf.pem"]);
+    openssl(
+        dir,
+        &["req", "-new", "-key", "west-openssl/node-key.pem", "-config", "west-openssl/node.conf", "-out", "west-openssl/node.csr"],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "west/ca-cert.pem",
+            "-CAkey",
+            "west/ca-key.pem",
+            "-CAcreateserial",
+            "-extfile",
+            "west-openssl/node.conf",
+            "-extensions",
+            "ext",
+            "-in",
+            "west-openssl/node.csr",
+            "-out",
+            "west-openssl/leaf.pem",
+        ],
+    );
     let presented = [std::fs::read(op.join("leaf.pem")).expect("read"), std::fs::read(west.join("ca-cert.pem")).expect("read")].concat();
     std::fs::write(op.join("node-cert.pem"), presented).expect("write");
     let o = MeshIdentity::load(&op, "west").expect("an operator's openssl node certificate loads");

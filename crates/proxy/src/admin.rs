@@ -21,13 +21,13 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 
 /// The content type Prometheus negotiates for OpenMetrics text.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
 /// Shown on 404 so someone poking at the port with curl learns what is there.
-const INDEX: &str = "veer admin endpoints:\n  GET /healthz\n  GET /ready\n  GET /metrics\n  GET /routes\n  GET /events[?since=N]\n  GET /status\n";
+const INDEX: &str =
+    "veer admin endpoints:\n  GET /healthz\n  GET /ready\n  GET /metrics\n  GET /routes\n  GET /events[?since=N]\n  GET /status\n";
 
 /// A client that never finishes its request headers must not pin a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,11 +55,7 @@ pub struct AdminState {
 
 impl AdminState {
     /// State that reports not ready until `ready` is set.
-    pub fn new(
-        metrics: Arc<Metrics>,
-        events: Arc<Events>,
-        routes: impl Fn() -> serde_json::Value + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(metrics: Arc<Metrics>, events: Arc<Events>, routes: impl Fn() -> serde_json::Value + Send + Sync + 'static) -> Self {
         AdminState {
             metrics,
             events,
@@ -89,9 +85,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
     let reserve = Arc::new(Reserve::default());
     reserve.refill();
@@ -147,10 +141,7 @@ pub async fn serve(
     }
 
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::debug!("admin connections still open after the drain timeout; abandoning them");
     }
     Ok(())
@@ -178,22 +169,13 @@ impl Reserve {
 
 fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(
-        path,
-        "/healthz" | "/ready" | "/metrics" | "/routes" | "/events" | "/status"
-    );
+    let known = matches!(path, "/healthz" | "/ready" | "/metrics" | "/routes" | "/events" | "/status");
     if !known {
         return respond(StatusCode::NOT_FOUND, TEXT, INDEX);
     }
     if req.method() != Method::GET {
-        let mut response = respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "method not allowed; use GET\n",
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
+        let mut response = respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed; use GET\n");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
         return response;
     }
     match path {
@@ -207,11 +189,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 Err(why) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {why}\n")),
             }
         }
-        "/metrics" => respond(
-            StatusCode::OK,
-            OPENMETRICS_CONTENT_TYPE,
-            state.metrics.encode(),
-        ),
+        "/metrics" => respond(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, state.metrics.encode()),
         "/routes" => json(&(state.routes)()),
         "/status" => json(&(state.status)()),
         "/events" => match since(req.uri().query()) {
@@ -230,9 +208,10 @@ fn since(query: Option<&str>) -> Result<Option<u64>, String> {
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == "since" {
-            return value.parse::<u64>().map(Some).map_err(|_| {
-                format!("invalid since={value:?}: expected a non-negative integer event seq\n")
-            });
+            return value
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("invalid since={value:?}: expected a non-negative integer event seq\n"));
         }
     }
     Ok(None)
@@ -251,11 +230,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -15,7 +15,6 @@ use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
 use crate::forward::{OutcomeReport, Shared};
-use veer_core::outcome::{Blame, TryEnd};
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
@@ -24,6 +23,7 @@ use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
 use crate::mesh::Remote;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, Unhealthy};
+use veer_core::outcome::{Blame, TryEnd};
 
 /// Where the node's manifests come from and who it is.
 #[derive(Clone, Debug)]
@@ -147,7 +147,14 @@ fn fallback_outlier() -> OutlierConfig {
 }
 
 impl Control {
-    pub fn new(cfg: ControlConfig, shared: Arc<Shared>, events: Arc<Events>, metrics: Arc<Metrics>, set: ManifestSet, baseline: Baseline) -> Self {
+    pub fn new(
+        cfg: ControlConfig,
+        shared: Arc<Shared>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+        set: ManifestSet,
+        baseline: Baseline,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut c = Control {
             cfg,
@@ -206,9 +213,15 @@ impl Control {
         // The watcher's thread ends when `_stop_watcher` is dropped with this loop.
         let (found, mut reloads) = mpsc::channel(1);
         let (_stop_watcher, stop) = std::sync::mpsc::channel::<()>();
-        let watcher = Watcher::new(self.cfg.files.clone(), self.cfg.cluster.clone(), self.cfg.labels.clone(), self.cfg.reload_every, std::mem::take(&mut self.baseline))
-            .with_health(self.metrics.manifest_watcher())
-            .with_state_dir(self.cfg.state_dir.clone());
+        let watcher = Watcher::new(
+            self.cfg.files.clone(),
+            self.cfg.cluster.clone(),
+            self.cfg.labels.clone(),
+            self.cfg.reload_every,
+            std::mem::take(&mut self.baseline),
+        )
+        .with_health(self.metrics.manifest_watcher())
+        .with_state_dir(self.cfg.state_dir.clone());
         if let Err(e) = watcher.spawn(found, stop) {
             tracing::error!(target: "veer::reload", "cannot start the manifest watcher, so manifest changes are not applied: {e}");
         }
@@ -290,10 +303,15 @@ impl Control {
         }
         let Some(det) = self.detectors.get_mut(&*o.destination) else { return false };
         let endpoint = o.endpoint.to_string();
-        let verdict = if o.decisive { det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng) } else { det.record(&endpoint, o.outcome, now, &mut self.rng) };
+        let verdict = if o.decisive {
+            det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng)
+        } else {
+            det.record(&endpoint, o.outcome, now, &mut self.rng)
+        };
         match verdict {
             Verdict::Ejected(e) => {
-                let reason = format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
+                let reason =
+                    format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
                 self.metrics.ejection(&o.destination, &endpoint, &format!("{:?}", e.reason));
                 self.events.record(EventKind::Ejection, Some(&o.destination), Some(&endpoint), None, None, None, reason);
                 self.touch(&o.destination);
@@ -318,7 +336,15 @@ impl Control {
                 self.touch(&dest);
                 if ok {
                     self.metrics.unejection(&dest, &endpoint);
-                    self.events.record(EventKind::Unejection, Some(&dest), Some(&endpoint), None, None, None, format!("ejection time over and re-admission probe passed ({detail})"));
+                    self.events.record(
+                        EventKind::Unejection,
+                        Some(&dest),
+                        Some(&endpoint),
+                        None,
+                        None,
+                        None,
+                        format!("ejection time over and re-admission probe passed ({detail})"),
+                    );
                 } else if let Some(det) = self.detectors.get_mut(&dest) {
                     let v = det.eject_now(&endpoint, EjectionReason::ReadmissionProbeFailed, now, &mut self.rng);
                     let reason = match &v {
@@ -341,11 +367,27 @@ impl Control {
                     h.fail_run = 0;
                     if !h.healthy && h.ok_run >= check.healthy_threshold {
                         h.healthy = true;
-                        self.events.record(EventKind::HealthCheckPassed, Some(&dest), Some(&endpoint), None, None, None, format!("{} passing checks", h.ok_run));
+                        self.events.record(
+                            EventKind::HealthCheckPassed,
+                            Some(&dest),
+                            Some(&endpoint),
+                            None,
+                            None,
+                            None,
+                            format!("{} passing checks", h.ok_run),
+                        );
                         if let Some(det) = self.detectors.get_mut(&dest) {
                             if det.uneject_by_health_check(&endpoint, now) {
                                 self.metrics.unejection(&dest, &endpoint);
-                                self.events.record(EventKind::Unejection, Some(&dest), Some(&endpoint), None, None, None, "active health check passed");
+                                self.events.record(
+                                    EventKind::Unejection,
+                                    Some(&dest),
+                                    Some(&endpoint),
+                                    None,
+                                    None,
+                                    None,
+                                    "active health check passed",
+                                );
                             }
                         }
                         return true;
@@ -355,7 +397,15 @@ impl Control {
                     h.ok_run = 0;
                     if h.healthy && h.fail_run >= check.unhealthy_threshold {
                         h.healthy = false;
-                        self.events.record(EventKind::HealthCheckFailed, Some(&dest), Some(&endpoint), None, None, None, format!("{} failed checks: {detail}", h.fail_run));
+                        self.events.record(
+                            EventKind::HealthCheckFailed,
+                            Some(&dest),
+                            Some(&endpoint),
+                            None,
+                            None,
+                            None,
+                            format!("{} failed checks: {detail}", h.fail_run),
+                        );
                         return true;
                     }
                 }
@@ -427,7 +477,15 @@ impl Control {
             Reload::Accepted(set) => *set,
             Reload::Rejected(why) => {
                 self.metrics.config_reload(false);
-                self.events.record(EventKind::ConfigRejected, None, None, None, None, None, format!("{why}; still serving generation {}", self.generation));
+                self.events.record(
+                    EventKind::ConfigRejected,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    format!("{why}; still serving generation {}", self.generation),
+                );
                 return;
             }
         };
@@ -453,8 +511,18 @@ impl Control {
         match set.listeners(&self.cfg.cluster) {
             Ok(l) if l.extra == self.cfg.listener_addrs => Reload::Accepted(Box::new(set)),
             Ok(l) => {
-                let list = |a: &[std::net::SocketAddr]| if a.is_empty() { "none".to_string() } else { a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") };
-                Reload::Rejected(format!("listener addresses changed (spec.gateway.ports: bound {}, now {}); restart the node", list(&self.cfg.listener_addrs), list(&l.extra)))
+                let list = |a: &[std::net::SocketAddr]| {
+                    if a.is_empty() {
+                        "none".to_string()
+                    } else {
+                        a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                };
+                Reload::Rejected(format!(
+                    "listener addresses changed (spec.gateway.ports: bound {}, now {}); restart the node",
+                    list(&self.cfg.listener_addrs),
+                    list(&l.extra)
+                ))
             }
             Err(why) => Reload::Rejected(why),
         }
@@ -490,7 +558,15 @@ impl Control {
             }
             None => &self.set,
         };
-        let snap = match Snapshot::build_after(&self.shared.snapshot.load(), set, &self.cfg.cluster, &self.cfg.labels, &unhealthy, self.remote(), self.generation) {
+        let snap = match Snapshot::build_after(
+            &self.shared.snapshot.load(),
+            set,
+            &self.cfg.cluster,
+            &self.cfg.labels,
+            &unhealthy,
+            self.remote(),
+            self.generation,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
@@ -516,7 +592,14 @@ impl Control {
                     let id = (key.clone(), u.key.to_string());
                     live_checks.insert(id.clone());
                     if !self.health.contains_key(&id) {
-                        let task = self.spawn_health_check(id.0.clone(), id.1.clone(), u.via.clone(), check.clone(), d.http2, d.report.host.clone());
+                        let task = self.spawn_health_check(
+                            id.0.clone(),
+                            id.1.clone(),
+                            u.via.clone(),
+                            check.clone(),
+                            d.http2,
+                            d.report.host.clone(),
+                        );
                         self.health.insert(id, HealthState { healthy: true, ok_run: 0, fail_run: 0, task });
                     }
                 }
@@ -579,7 +662,12 @@ impl Control {
         let Some(mesh) = &self.cfg.mesh else { return };
         let current = mesh.catalog.borrow().clone();
         let mut next = Catalog::local(&self.set, &self.cfg.cluster, current.generation, Default::default());
-        next.unhealthy = unhealthy.values().flatten().filter(|k| k.parse::<std::net::SocketAddr>().is_ok_and(|a| next.has_address(a.ip()))).cloned().collect();
+        next.unhealthy = unhealthy
+            .values()
+            .flatten()
+            .filter(|k| k.parse::<std::net::SocketAddr>().is_ok_and(|a| next.has_address(a.ip())))
+            .cloned()
+            .collect();
         if next != *current {
             next.generation += 1;
             mesh.catalog.send_replace(Arc::new(next));
@@ -591,7 +679,11 @@ impl Control {
     /// as they are.
     fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>, remote_changed: bool) {
         let old = self.shared.snapshot.load();
-        let snap = if remote_changed { old.with_remote(unhealthy, self.remote(), self.generation) } else { old.with_health(unhealthy, changed, self.generation) };
+        let snap = if remote_changed {
+            old.with_remote(unhealthy, self.remote(), self.generation)
+        } else {
+            old.with_health(unhealthy, changed, self.generation)
+        };
         for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&*d.key)) {
             self.observe(d);
         }
@@ -605,13 +697,34 @@ impl Control {
         let before = self.active.insert(key.clone(), active);
         self.metrics.set_active_priority(&key, active);
         for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
-            self.metrics.set_endpoint_health(&key, &u.key, &u.cluster, u.priority as u32, e.health != veer_core::topology::Health::Unhealthy);
+            self.metrics.set_endpoint_health(
+                &key,
+                &u.key,
+                &u.cluster,
+                u.priority as u32,
+                e.health != veer_core::topology::Health::Unhealthy,
+            );
         }
         if let Some(before) = before {
             if before != active {
-                let serving = d.upstreams.iter().zip(&d.endpoints).filter(|(u, e)| i64::try_from(u.priority).is_ok_and(|p| p == active) && e.health != veer_core::topology::Health::Unhealthy).count();
+                let serving = d
+                    .upstreams
+                    .iter()
+                    .zip(&d.endpoints)
+                    .filter(|(u, e)| {
+                        i64::try_from(u.priority).is_ok_and(|p| p == active) && e.health != veer_core::topology::Health::Unhealthy
+                    })
+                    .count();
                 let reason = priority_change_reason(before, active, serving);
-                self.events.record(EventKind::PriorityChange, Some(&key), None, None, u32::try_from(before).ok(), u32::try_from(active).ok(), reason);
+                self.events.record(
+                    EventKind::PriorityChange,
+                    Some(&key),
+                    None,
+                    None,
+                    u32::try_from(before).ok(),
+                    u32::try_from(active).ok(),
+                    reason,
+                );
                 if before >= 0 && active >= 0 {
                     self.metrics.failover_event(&key, before as u32, active as u32);
                 }
@@ -619,7 +732,15 @@ impl Control {
         }
     }
 
-    fn spawn_health_check(&self, dest: String, endpoint: String, via: Option<Arc<PeerLink>>, check: ActiveHealthCheck, h2: bool, host: String) -> JoinHandle<()> {
+    fn spawn_health_check(
+        &self,
+        dest: String,
+        endpoint: String,
+        via: Option<Arc<PeerLink>>,
+        check: ActiveHealthCheck,
+        h2: bool,
+        host: String,
+    ) -> JoinHandle<()> {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -627,7 +748,18 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (ok, detail) = match probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses).await {
+                let (ok, detail) = match probe_with(
+                    &shared,
+                    &endpoint,
+                    via.as_deref(),
+                    &check.path,
+                    Some(&host),
+                    h2,
+                    check.timeout,
+                    &check.expected_statuses,
+                )
+                .await
+                {
                     Probe::Done(ok, detail) => (ok, detail),
                     // Not the endpoint's doing: no verdict this round.
                     Probe::Local(why) => {
@@ -653,7 +785,16 @@ enum Probe {
 /// One HTTP probe: healthy when the endpoint answers below 500 (or in `expected`) in time.
 /// An endpoint of a peer cluster is probed through that cluster's east-west listener.
 #[allow(clippy::too_many_arguments)]
-async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, path: &str, host: Option<&str>, h2: bool, timeout: Duration, expected: &[(u16, u16)]) -> Probe {
+async fn probe_with(
+    shared: &Shared,
+    endpoint: &str,
+    via: Option<&PeerLink>,
+    path: &str,
+    host: Option<&str>,
+    h2: bool,
+    timeout: Duration,
+    expected: &[(u16, u16)],
+) -> Probe {
     use http_body_util::{BodyExt, Empty};
     let uri = format!("http://{endpoint}{path}");
     let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
@@ -680,15 +821,23 @@ async fn probe_with(shared: &Shared, endpoint: &str, via: Option<&PeerLink>, pat
             None => {
                 let client = if h2 { &shared.http2 } else { &shared.http1 };
                 client.request(req).await.map_err(|e| {
-                    let end = if e.is_connect() { crate::forward::io_source(&e).map_or(TryEnd::ConnectRefused, crate::forward::connect_failure) } else { TryEnd::UpstreamReset };
+                    let end = if e.is_connect() {
+                        crate::forward::io_source(&e).map_or(TryEnd::ConnectRefused, crate::forward::connect_failure)
+                    } else {
+                        TryEnd::UpstreamReset
+                    };
                     (end, e.to_string())
                 })
             }
         }
     };
     match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(resp)) if resp.headers().get(&X_VEER_EASTWEST_ERROR).is_some_and(|v| v.as_bytes() == b"local") => Probe::Local(format!("the east-west gateway could not reach it: {}", resp.status())),
-        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => Probe::Done(false, format!("GET {path} failed behind the east-west gateway: {}", resp.status())),
+        Ok(Ok(resp)) if resp.headers().get(&X_VEER_EASTWEST_ERROR).is_some_and(|v| v.as_bytes() == b"local") => {
+            Probe::Local(format!("the east-west gateway could not reach it: {}", resp.status()))
+        }
+        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => {
+            Probe::Done(false, format!("GET {path} failed behind the east-west gateway: {}", resp.status()))
+        }
         Ok(Ok(resp)) => {
             let code = resp.status().as_u16();
             let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };

@@ -205,12 +205,27 @@ impl Events {
     /// (without cluster or priorities). `reason_key` names the reason without the details that
     /// differ from one occurrence to the next (such as the remote address in `reason`).
     /// Returns the event as it is now.
-    pub fn record_refusal(&self, kind: EventKind, reason_key: &str, destination: Option<&str>, endpoint: Option<&str>, reason: impl Into<String>) -> Event {
+    pub fn record_refusal(
+        &self,
+        kind: EventKind,
+        reason_key: &str,
+        destination: Option<&str>,
+        endpoint: Option<&str>,
+        reason: impl Into<String>,
+    ) -> Event {
         self.record_refusal_at(kind, reason_key, destination, endpoint, reason, unix_ms())
     }
 
     /// [`Events::record_refusal`] at a given wall-clock time (Unix ms): the time is injected for tests.
-    pub fn record_refusal_at(&self, kind: EventKind, reason_key: &str, destination: Option<&str>, endpoint: Option<&str>, reason: impl Into<String>, now_ms: u64) -> Event {
+    pub fn record_refusal_at(
+        &self,
+        kind: EventKind,
+        reason_key: &str,
+        destination: Option<&str>,
+        endpoint: Option<&str>,
+        reason: impl Into<String>,
+        now_ms: u64,
+    ) -> Event {
         let key: FoldKey = (kind, reason_key.to_owned(), destination.map(str::to_owned), endpoint.map(str::to_owned));
         let event = {
             let mut ring = self.ring();

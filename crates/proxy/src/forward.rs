@@ -18,14 +18,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use veer_core::outcome::{retry_wanted, Blame, TryEnd};
 
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
 use crate::mesh::link::LinkError;
 use crate::metrics::{Metrics, RequestCache};
-use crate::hop_by_hop::strip_hop_by_hop;
+use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 use crate::upload::{after_upload, BufferBudget, ClientBody, Upload};
 use crate::upstream::{ConnCaps, H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
 use veer_core::policy::CircuitBreakers;
-use crate::snapshot::{DestState, Miss, Snapshot, Tried};
 
 /// Body type on both sides of the proxy.
 pub type Body = BoxBody<Bytes, BodyError>;
@@ -231,7 +231,14 @@ pub fn clients(connect_timeout: Duration, workers: usize) -> Upstreams {
         .pool_max_idle_per_host(1024)
         .build(connector.clone());
     let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    Upstreams { pool: H1Pool::new(connect_timeout), http1: h1, http2: h2, request_metrics: Arc::default(), tries: Arc::default(), workers: u32::try_from(workers.max(1)).unwrap_or(u32::MAX) }
+    Upstreams {
+        pool: H1Pool::new(connect_timeout),
+        http1: h1,
+        http2: h2,
+        request_metrics: Arc::default(),
+        tries: Arc::default(),
+        workers: u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
+    }
 }
 
 /// A response veer writes itself.
@@ -257,7 +264,10 @@ where
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -281,7 +291,10 @@ impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Pool(b) => std::pin::Pin::new(b).poll_frame(cx),
             ResponseBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
@@ -365,17 +378,25 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut r
     if let Some(h) = routed_host {
         req.headers_mut().insert(header::HOST, h);
     }
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
+    let host =
+        req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("");
     let dest = {
         let snap = shared.snapshot.load();
         match snap.route(socket, host, &req) {
             Ok(d) => d.clone(),
             Err(Miss::NoHost) => {
                 let host = host.to_string();
-                return local(StatusCode::NOT_FOUND, &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"));
+                return local(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for host {host:?}; veer only forwards to the destinations of its manifests"),
+                );
             }
             Err(Miss::NoRule) => {
-                let text = format!("host {host:?} has no route for {} {}; no HTTPRoute rule on it matches the request's method, path, headers and query", req.method(), req.uri().path());
+                let text = format!(
+                    "host {host:?} has no route for {} {}; no HTTPRoute rule on it matches the request's method, path, headers and query",
+                    req.method(),
+                    req.uri().path()
+                );
                 return local(StatusCode::NOT_FOUND, &text);
             }
         }
@@ -384,7 +405,14 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut r
     let (parts, body) = req.into_parts();
     let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, start).await;
     let (priority, cluster) = answered_by.map_or((0, ""), |ep| (dest.upstreams[ep].priority, &*dest.upstreams[ep].cluster));
-    shared.metrics.request(&upstreams.request_metrics, &dest.key, cluster, priority as u32, response.status().as_u16(), start.elapsed().as_secs_f64());
+    shared.metrics.request(
+        &upstreams.request_metrics,
+        &dest.key,
+        cluster,
+        priority as u32,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -397,7 +425,14 @@ fn refuse(shared: &Shared, refusal: &crate::request::Refusal) -> Response<Respon
 }
 
 /// Returns the response and the endpoint whose answer (or failure) it carries, if one was tried.
-async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts: http::request::Parts, body: Incoming, start: Instant) -> (Response<ResponseBody>, Option<usize>) {
+async fn forward(
+    shared: &Shared,
+    upstreams: &Upstreams,
+    dest: &DestState,
+    parts: http::request::Parts,
+    body: Incoming,
+    start: Instant,
+) -> (Response<ResponseBody>, Option<usize>) {
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let grpc = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
     let use_h2 = dest.http2 || (grpc && parts.version == Version::HTTP_2);
@@ -513,7 +548,15 @@ async fn forward(shared: &Shared, upstreams: &Upstreams, dest: &DestState, parts
             // state does not enlarge every request's future.
             (via, _) => {
                 let head = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
-                let send = SendArgs { method: &parts.method, path_and_query: &path_and_query, headers: head, body, use_h2, try_deadline, upload: upload.as_deref() };
+                let send = SendArgs {
+                    method: &parts.method,
+                    path_and_query: &path_and_query,
+                    headers: head,
+                    body,
+                    use_h2,
+                    try_deadline,
+                    upload: upload.as_deref(),
+                };
                 match Box::pin(send_by_client(shared, upstreams, dest, upstream, via.as_ref(), send)).await {
                     ClientAttempt::Done(result) => result,
                     ClientAttempt::GatewayFailed(failure) => {
@@ -576,7 +619,9 @@ fn failure_response(end: TryEnd, why: &str) -> Response<ResponseBody> {
     match end {
         TryEnd::ConnectRefused | TryEnd::ConnectTimeout => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"),
         TryEnd::UpstreamTimeout => local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"),
-        TryEnd::LocalResources => local(StatusCode::SERVICE_UNAVAILABLE, "veer could not open an upstream connection (out of file descriptors or memory)"),
+        TryEnd::LocalResources => {
+            local(StatusCode::SERVICE_UNAVAILABLE, "veer could not open an upstream connection (out of file descriptors or memory)")
+        }
         TryEnd::LocalOverflow => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connection limit reached"),
         TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout => client_fault_response(end),
         TryEnd::UpstreamReset | TryEnd::UpstreamMalformed | TryEnd::Response(_) => local(StatusCode::BAD_GATEWAY, why),
@@ -653,7 +698,14 @@ struct SendArgs<'a> {
 
 /// One try through hyper's HTTP/1.1 or HTTP/2 client, or through the link to a peer cluster's
 /// gateway.
-async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState, upstream: &crate::snapshot::Upstream, via: Option<&Arc<crate::mesh::link::PeerLink>>, send: SendArgs<'_>) -> ClientAttempt {
+async fn send_by_client(
+    shared: &Shared,
+    upstreams: &Upstreams,
+    dest: &DestState,
+    upstream: &crate::snapshot::Upstream,
+    via: Option<&Arc<crate::mesh::link::PeerLink>>,
+    send: SendArgs<'_>,
+) -> ClientAttempt {
     let SendArgs { method, path_and_query, headers, body, use_h2, try_deadline, upload } = send;
     let mut uri_parts = http::uri::Parts::default();
     uri_parts.scheme = Some(http::uri::Scheme::HTTP);
@@ -681,7 +733,9 @@ async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState
             };
             ClientAttempt::Done(match result {
                 Some(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                Some(Err(e)) if e.is_connect() => Err(Failure::other(io_source(&e).map_or(TryEnd::ConnectRefused, connect_failure), "upstream connect failed")),
+                Some(Err(e)) if e.is_connect() => {
+                    Err(Failure::other(io_source(&e).map_or(TryEnd::ConnectRefused, connect_failure), "upstream connect failed"))
+                }
                 Some(Err(e)) => Err(Failure::other(TryEnd::UpstreamReset, format!("upstream connection failed: {e}"))),
                 None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
             })
@@ -698,18 +752,25 @@ async fn send_by_client(shared: &Shared, upstreams: &Upstreams, dest: &DestState
                     Some(b"connect" | b"refused") => Err(Failure::other(TryEnd::ConnectRefused, "upstream connect failed")),
                     Some(b"reset") => Err(Failure::other(TryEnd::UpstreamReset, "the remote gateway's upstream connection failed")),
                     // The remote node ran out of descriptors or memory: nobody's endpoint failed.
-                    Some(b"local") => Err(Failure::other(TryEnd::LocalResources, "the remote gateway could not open a connection (out of file descriptors or memory)")),
+                    Some(b"local") => Err(Failure::other(
+                        TryEnd::LocalResources,
+                        "the remote gateway could not open a connection (out of file descriptors or memory)",
+                    )),
                     _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
                 }),
                 // A stream the client's own upload broke is no sign of the gateway.
-                Some(Err(_)) if upload.and_then(Upload::client_fault).is_some() => ClientAttempt::Done(Err(Failure::other(TryEnd::ClientAborted, ""))),
+                Some(Err(_)) if upload.and_then(Upload::client_fault).is_some() => {
+                    ClientAttempt::Done(Err(Failure::other(TryEnd::ClientAborted, "")))
+                }
                 Some(Err(e)) => {
                     // The gateway itself is gone: the whole cluster is one failure domain, and
                     // no endpoint behind it is to blame.
                     report_gateway(shared, dest, upstream, &e.to_string());
                     ClientAttempt::GatewayFailed(match e {
                         LinkError::Connect(_) => Failure::other(TryEnd::ConnectRefused, "upstream connect failed"),
-                        LinkError::Broken(why) => Failure::other(TryEnd::UpstreamReset, format!("the link to the remote gateway broke: {why}")),
+                        LinkError::Broken(why) => {
+                            Failure::other(TryEnd::UpstreamReset, format!("the link to the remote gateway broke: {why}"))
+                        }
                     })
                 }
                 None => ClientAttempt::Done(Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time"))),
@@ -725,7 +786,13 @@ fn retriable_status(dest: &DestState, status: u16) -> bool {
 
 /// Reports that a peer cluster's gateway could not be reached.
 fn report_gateway(shared: &Shared, dest: &DestState, upstream: &crate::snapshot::Upstream, why: &str) {
-    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: veer_core::outlier::Outcome::ConnectFailed, decisive: true, gateway: Some((upstream.cluster.clone(), Arc::from(why))) });
+    let _ = shared.outcomes.send(OutcomeReport {
+        destination: dest.key.clone(),
+        endpoint: upstream.key.clone(),
+        outcome: veer_core::outlier::Outcome::ConnectFailed,
+        decisive: true,
+        gateway: Some((upstream.cluster.clone(), Arc::from(why))),
+    });
 }
 
 /// Reports what the upstream did; successes only when they end a run of failures. Anything
@@ -740,7 +807,13 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, end: TryEnd) {
         // write would pull the line away from the other workers' cores each time.
         return;
     }
-    let _ = shared.outcomes.send(OutcomeReport { destination: dest.key.clone(), endpoint: upstream.key.clone(), outcome: input.outcome, decisive: input.decisive, gateway: None });
+    let _ = shared.outcomes.send(OutcomeReport {
+        destination: dest.key.clone(),
+        endpoint: upstream.key.clone(),
+        outcome: input.outcome,
+        decisive: input.decisive,
+        gateway: None,
+    });
 }
 
 fn respond(resp: Response<ResponseBody>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<ResponseBody> {
@@ -807,4 +880,3 @@ mod tests {
         assert!(retries_available(&b) <= (RetryBudget::CAP / RetryBudget::PER_RETRY) as usize + 3);
     }
 }
-

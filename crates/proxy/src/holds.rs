@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use veer_core::outlier::EjectionReason;
 
-use crate::mesh::peers::{Phase, PeerStatus, RemoteHealth};
+use crate::mesh::peers::{PeerStatus, Phase, RemoteHealth};
 
 /// What this node itself holds an endpoint out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,9 +57,19 @@ fn reason_text(r: Option<EjectionReason>) -> &'static str {
 pub fn held(holds: &Holds, peers: &[PeerStatus], own: &str, dest: &str, cluster: &str, address: &str) -> Option<Held> {
     if let Some(h) = holds.local.get(dest).and_then(|m| m.get(address)) {
         return Some(match *h {
-            LocalHold::Ejected { until_unix_ms, reason } => Held { reason: "ejected", detail: format!("ejected by outlier detection after {}", reason_text(reason)), until_unix_ms: Some(until_unix_ms) },
-            LocalHold::ProbePending => Held { reason: "readmission_probe", detail: "ejection over; back once a re-admission probe passes".into(), until_unix_ms: None },
-            LocalHold::HealthCheckFailed => Held { reason: "health_check", detail: "failed its active health check".into(), until_unix_ms: None },
+            LocalHold::Ejected { until_unix_ms, reason } => Held {
+                reason: "ejected",
+                detail: format!("ejected by outlier detection after {}", reason_text(reason)),
+                until_unix_ms: Some(until_unix_ms),
+            },
+            LocalHold::ProbePending => Held {
+                reason: "readmission_probe",
+                detail: "ejection over; back once a re-admission probe passes".into(),
+                until_unix_ms: None,
+            },
+            LocalHold::HealthCheckFailed => {
+                Held { reason: "health_check", detail: "failed its active health check".into(), until_unix_ms: None }
+            }
         });
     }
     if cluster == own || own.is_empty() {
@@ -70,10 +80,18 @@ pub fn held(holds: &Holds, peers: &[PeerStatus], own: &str, dest: &str, cluster:
             let why = if p.reachable { "silent too long" } else { "its east-west gateway cannot be reached" };
             format!(" ({why}{})", p.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())
         });
-        return Some(Held { reason: "peer_unhealthy", detail: format!("peer {cluster} is unhealthy{how}: all its endpoints are out"), until_unix_ms: None });
+        return Some(Held {
+            reason: "peer_unhealthy",
+            detail: format!("peer {cluster} is unhealthy{how}: all its endpoints are out"),
+            until_unix_ms: None,
+        });
     }
     if holds.remote.unhealthy.get(cluster).is_some_and(|u| u.contains(address)) {
-        return Some(Held { reason: "peer_reports_unhealthy", detail: format!("{cluster}'s own node holds it unhealthy"), until_unix_ms: None });
+        return Some(Held {
+            reason: "peer_reports_unhealthy",
+            detail: format!("{cluster}'s own node holds it unhealthy"),
+            until_unix_ms: None,
+        });
     }
     None
 }
@@ -108,7 +126,11 @@ mod tests {
     #[test]
     fn each_reason_an_endpoint_is_out_is_named_and_local_reasons_come_first() {
         let mut holds = Holds::default();
-        holds.local.entry("d".into()).or_default().insert("10.0.0.1:80".into(), LocalHold::Ejected { until_unix_ms: 5_000, reason: Some(EjectionReason::Consecutive5xx) });
+        holds
+            .local
+            .entry("d".into())
+            .or_default()
+            .insert("10.0.0.1:80".into(), LocalHold::Ejected { until_unix_ms: 5_000, reason: Some(EjectionReason::Consecutive5xx) });
         holds.local.entry("d".into()).or_default().insert("10.0.0.2:80".into(), LocalHold::HealthCheckFailed);
         holds.local.entry("d".into()).or_default().insert("10.0.0.3:80".into(), LocalHold::ProbePending);
         holds.remote.down.insert("c2".into());
@@ -119,7 +141,8 @@ mod tests {
         assert!(at("c1", "10.0.0.1:80").is_some_and(|h| h.detail.contains("consecutive 5xx")));
         assert_eq!(at("c1", "10.0.0.2:80").map(|h| h.reason), Some("health_check"));
         assert_eq!(at("c1", "10.0.0.3:80").map(|h| h.reason), Some("readmission_probe"));
-        assert!(at("c2", "10.0.2.1:80").is_some_and(|h| h.reason == "peer_unhealthy" && h.detail.contains("cannot be reached: connection refused")));
+        assert!(at("c2", "10.0.2.1:80")
+            .is_some_and(|h| h.reason == "peer_unhealthy" && h.detail.contains("cannot be reached: connection refused")));
         assert_eq!(at("c3", "10.0.3.1:80").map(|h| h.reason), Some("peer_reports_unhealthy"));
         assert_eq!(at("c3", "10.0.3.2:80"), None);
         assert!(note(&peers, "c1", "c3").is_some_and(|n| n.contains("stale")));

@@ -55,7 +55,13 @@ pub struct Baseline {
 pub fn check(sources: &[(String, String)], cluster: &str, labels: &Labels) -> Result<ManifestSet, Vec<String>> {
     let loaded = veer_model::from_sources(sources);
     if loaded.diagnostics.has_errors() {
-        return Err(loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error).map(|d| d.to_string()).collect());
+        return Err(loaded
+            .diagnostics
+            .into_sorted()
+            .iter()
+            .filter(|d| d.severity == veer_model::diag::Severity::Error)
+            .map(|d| d.to_string())
+            .collect());
     }
     veer_model::resolve::client(&loaded.set, cluster, labels).map_err(|e| vec![e.to_string()])?;
     Ok(loaded.set)
@@ -82,7 +88,13 @@ impl Default for WatcherHealth {
 
 impl WatcherHealth {
     pub fn new() -> WatcherHealth {
-        WatcherHealth { base: Instant::now(), phase: AtomicU8::new(0), last_look_ms: AtomicU64::new(0), every_ms: AtomicU64::new(100), waiting: AtomicU64::new(0) }
+        WatcherHealth {
+            base: Instant::now(),
+            phase: AtomicU8::new(0),
+            last_look_ms: AtomicU64::new(0),
+            every_ms: AtomicU64::new(100),
+            waiting: AtomicU64::new(0),
+        }
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -115,7 +127,12 @@ impl WatcherHealth {
     /// `Ok` while the watcher runs and looks; why not otherwise (see [`ready::liveness`]).
     pub fn check(&self) -> Result<(), String> {
         let ms = Duration::from_millis;
-        ready::liveness(self.phase(), ms(self.last_look_ms.load(Ordering::Acquire)), ms(self.elapsed_ms()), ms(self.every_ms.load(Ordering::Relaxed)))
+        ready::liveness(
+            self.phase(),
+            ms(self.last_look_ms.load(Ordering::Acquire)),
+            ms(self.elapsed_ms()),
+            ms(self.every_ms.load(Ordering::Relaxed)),
+        )
     }
 
     /// Time since the last look.
@@ -225,7 +242,11 @@ impl Watcher {
         }
         let health = self.health.clone();
         health.start(self.every);
-        std::thread::Builder::new().name("veer-manifests".into()).spawn(move || self.run(found, stop)).map(drop).inspect_err(|_| health.end())
+        std::thread::Builder::new()
+            .name("veer-manifests".into())
+            .spawn(move || self.run(found, stop))
+            .map(drop)
+            .inspect_err(|_| health.end())
     }
 
     fn now(&self) -> Duration {
@@ -363,7 +384,8 @@ impl Watcher {
     /// Says once which files the set waits for, warns of a writer that keeps one open, and
     /// shows the count in the metrics.
     fn report_waits(&mut self, waits: &[Wait], now: Duration) {
-        let writing: Vec<(PathBuf, Duration)> = waits.iter().filter_map(|w| if let Wait::Writing(p, since) = w { Some((p.clone(), *since)) } else { None }).collect();
+        let writing: Vec<(PathBuf, Duration)> =
+            waits.iter().filter_map(|w| if let Wait::Writing(p, since) = w { Some((p.clone(), *since)) } else { None }).collect();
         self.health.waiting.store(writing.len() as u64, Ordering::Relaxed);
         let names: Vec<PathBuf> = writing.iter().map(|(p, _)| p.clone()).collect();
         if names != self.logged_wait {
@@ -390,8 +412,11 @@ fn list(paths: &[PathBuf]) -> String {
 /// reload without a word. The same files are not read again until they change.
 fn rejecting_panics(look: impl FnOnce() -> Option<Reload>) -> Option<Reload> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(look)).unwrap_or_else(|panic| {
-        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-        Some(Reload::Rejected(format!("veer failed while reading the manifests ({what}); this is a bug in veer, please report it with the files")))
+        let what =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Some(Reload::Rejected(format!(
+            "veer failed while reading the manifests ({what}); this is a bug in veer, please report it with the files"
+        )))
     })
 }
 
@@ -428,7 +453,14 @@ impl Notifier {
     /// that cannot be watched (gone, no permission) is still looked at.
     fn watch(&mut self, files: &[PathBuf]) {
         use rustix::fs::inotify::{add_watch, WatchFlags};
-        let flags = WatchFlags::MODIFY | WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::MOVED_FROM | WatchFlags::CREATE | WatchFlags::DELETE | WatchFlags::DELETE_SELF | WatchFlags::MOVE_SELF;
+        let flags = WatchFlags::MODIFY
+            | WatchFlags::CLOSE_WRITE
+            | WatchFlags::MOVED_TO
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF;
         for dir in veer_model::files::directories(files) {
             if let Ok(wd) = add_watch(&self.fd, &dir, flags) {
                 self.dirs.insert(wd, dir);
@@ -557,7 +589,8 @@ mod tests {
 
     fn watcher(dir: &std::path::Path) -> Watcher {
         // Settling is tested on its own below; here a change is read at the next look.
-        Watcher::new(vec![dir.to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(10), Baseline::default()).with_settle(Duration::ZERO)
+        Watcher::new(vec![dir.to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(10), Baseline::default())
+            .with_settle(Duration::ZERO)
     }
 
     const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{port: 80}]\n";
@@ -652,7 +685,8 @@ mod tests {
         let dir = Dir::new(name);
         let file = dir.path().join("a.yaml");
         std::fs::write(&file, SERVICE).expect("write");
-        let w = Watcher::new(vec![dir.path().to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(20), Baseline::default());
+        let w =
+            Watcher::new(vec![dir.path().to_path_buf()], "default".into(), Labels::new(), Duration::from_millis(20), Baseline::default());
         let (found, mut rx) = mpsc::channel(1);
         let (_stop, stopped) = std_mpsc::channel();
         tune(w).spawn(found, stopped).expect("spawn");
@@ -688,7 +722,11 @@ mod tests {
     /// that each see the file changed, none of which may read it.
     #[test]
     fn without_inotify_a_half_written_file_is_read_only_once_it_held_still() {
-        a_paused_writer_is_waited_for("watcher-pause-poll", |w| w.without_inotify().with_settle(Duration::from_secs(2)), Duration::from_millis(1500));
+        a_paused_writer_is_waited_for(
+            "watcher-pause-poll",
+            |w| w.without_inotify().with_settle(Duration::from_secs(2)),
+            Duration::from_millis(1500),
+        );
     }
 
     /// Where inotify says nothing (its queue overflowed, or a file system it does not see), a
@@ -697,7 +735,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn without_inotify_a_local_writer_is_waited_for_however_long_it_pauses() {
-        a_paused_writer_is_waited_for("watcher-pause-proc", |w| w.without_inotify().with_settle(Duration::ZERO), Duration::from_millis(1500));
+        a_paused_writer_is_waited_for(
+            "watcher-pause-proc",
+            |w| w.without_inotify().with_settle(Duration::ZERO),
+            Duration::from_millis(1500),
+        );
     }
 
     #[test]

@@ -386,21 +386,13 @@ impl Metrics {
             Unit::Seconds,
             request_duration.clone(),
         );
-        registry.register(
-            "retries",
-            "Attempts retried, by the failure that caused the retry",
-            retries.clone(),
-        );
+        registry.register("retries", "Attempts retried, by the failure that caused the retry", retries.clone());
         registry.register(
             "retry_budget_exhausted",
             "Retries skipped because the destination's retry budget was spent",
             retry_budget_exhausted.clone(),
         );
-        registry.register(
-            "ejections",
-            "Endpoints ejected by outlier detection",
-            ejections.clone(),
-        );
+        registry.register("ejections", "Endpoints ejected by outlier detection", ejections.clone());
         registry.register(
             "try_failures",
             "Tries that failed, by who is to blame (upstream, client, local) and how; only upstream failures count towards ejection",
@@ -421,49 +413,82 @@ impl Metrics {
             "Small request bodies streamed with a single try because the node's allowance for bodies held for retries was spent",
             retry_buffer_full.clone(),
         );
-        registry.register(
-            "unejections",
-            "Endpoints returned to service after an ejection",
-            unejections.clone(),
-        );
-        registry.register(
-            "active_priority",
-            "The lowest priority level currently receiving load (-1: none)",
-            active_priority.clone(),
-        );
-        registry.register(
-            "failover_events",
-            "Changes of the active priority level",
-            failover_events.clone(),
-        );
+        registry.register("unejections", "Endpoints returned to service after an ejection", unejections.clone());
+        registry.register("active_priority", "The lowest priority level currently receiving load (-1: none)", active_priority.clone());
+        registry.register("failover_events", "Changes of the active priority level", failover_events.clone());
         registry.register(
             "endpoint_healthy",
             "Whether an endpoint is currently eligible for load (1) or not (0)",
             endpoint_healthy.clone(),
         );
-        registry.register(
-            "config_reloads",
-            "Configuration reload attempts, by outcome",
-            config_reloads.clone(),
-        );
+        registry.register("config_reloads", "Configuration reload attempts, by outcome", config_reloads.clone());
 
-        registry.register("peer_up", "Whether a peer cluster is usable (1: fresh or stale data and a reachable gateway; 0: unhealthy, forgotten or never heard)", peer_up.clone());
+        registry.register(
+            "peer_up",
+            "Whether a peer cluster is usable (1: fresh or stale data and a reachable gateway; 0: unhealthy, forgotten or never heard)",
+            peer_up.clone(),
+        );
         registry.register("peer_data_age_milliseconds", "Age of the last word from a peer cluster's node", peer_age_ms.clone());
-        registry.register("eastwest_refused", "Connections and requests refused by the east-west listener, by reason", eastwest_refused.clone());
-        registry.register("eastwest_requests", "Requests the east-west listener forwarded to local endpoints for peer clusters, by peer and status", eastwest_requests.clone());
-        registry.register("worker_connections", "Client connections open on each worker thread (connections are balanced across workers when accepted)", worker_connections.clone());
-        registry.register("connections_parked", "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)", parked.clone());
+        registry.register(
+            "eastwest_refused",
+            "Connections and requests refused by the east-west listener, by reason",
+            eastwest_refused.clone(),
+        );
+        registry.register(
+            "eastwest_requests",
+            "Requests the east-west listener forwarded to local endpoints for peer clusters, by peer and status",
+            eastwest_requests.clone(),
+        );
+        registry.register(
+            "worker_connections",
+            "Client connections open on each worker thread (connections are balanced across workers when accepted)",
+            worker_connections.clone(),
+        );
+        registry.register(
+            "connections_parked",
+            "Idle HTTP/1.1 connections parked (hyper state and buffers dropped, socket watched)",
+            parked.clone(),
+        );
         registry.register("connections_unparked", "Parked connections that sent another request", unparked.clone());
         let manifest_watcher = Arc::new(WatcherHealth::new());
         let watcher_gauge = |what| WatcherGauge { health: manifest_watcher.clone(), what };
         registry.register("manifest_watcher_up", "Whether the manifest watcher runs and has looked at the files recently (0: its thread ended or stalled, so manifest changes are not applied)", watcher_gauge(WatcherValue::Up));
-        registry.register_with_unit("manifest_watcher_last_look_age", "Time since the manifest watcher last looked at the files", Unit::Seconds, watcher_gauge(WatcherValue::LastLookAge));
-        registry.register("manifest_files_open_for_writing", "Manifest files a writer has not closed yet; no change is applied until they are", watcher_gauge(WatcherValue::Waiting));
-        registry.register("connections_max", "Client connections the node holds at most (max_connections); more wait in the kernel's accept queue", max_connections.clone());
-        registry.register("connections_cap_reached", "Times a worker stopped accepting because the node held max_connections client connections", cap_reached.clone());
-        registry.register("accept_errors", "Failed accepts, by listener and error (emfile, enfile, enobufs and enomem pause accepting for 500 ms)", accept_errors.clone());
-        registry.register("h2_connections_closed_idle", "HTTP/2 client connections sent GOAWAY and closed after the idle timeout without an open stream", h2_closed_idle.clone());
-        registry.register("connections_drained", "Idle client connections closed to make room while the node held max_connections", drained.clone());
+        registry.register_with_unit(
+            "manifest_watcher_last_look_age",
+            "Time since the manifest watcher last looked at the files",
+            Unit::Seconds,
+            watcher_gauge(WatcherValue::LastLookAge),
+        );
+        registry.register(
+            "manifest_files_open_for_writing",
+            "Manifest files a writer has not closed yet; no change is applied until they are",
+            watcher_gauge(WatcherValue::Waiting),
+        );
+        registry.register(
+            "connections_max",
+            "Client connections the node holds at most (max_connections); more wait in the kernel's accept queue",
+            max_connections.clone(),
+        );
+        registry.register(
+            "connections_cap_reached",
+            "Times a worker stopped accepting because the node held max_connections client connections",
+            cap_reached.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts, by listener and error (emfile, enfile, enobufs and enomem pause accepting for 500 ms)",
+            accept_errors.clone(),
+        );
+        registry.register(
+            "h2_connections_closed_idle",
+            "HTTP/2 client connections sent GOAWAY and closed after the idle timeout without an open stream",
+            h2_closed_idle.clone(),
+        );
+        registry.register(
+            "connections_drained",
+            "Idle client connections closed to make room while the node held max_connections",
+            drained.clone(),
+        );
         for kind in ["emfile", "enfile"] {
             drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
         }
@@ -522,21 +547,9 @@ impl Metrics {
     }
 
     /// A request finished: `status` is the HTTP status sent to the client (0 if the connection failed before any status).
-    pub fn request(
-        &self,
-        cache: &RequestCache,
-        destination: &str,
-        cluster: &str,
-        priority: u32,
-        status: u16,
-        seconds: f64,
-    ) {
+    pub fn request(&self, cache: &RequestCache, destination: &str, cluster: &str, priority: u32, status: u16, seconds: f64) {
         // Negative or non-finite durations (clock oddities) would poison the histogram sum.
-        let seconds = if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            0.0
-        };
+        let seconds = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
         // Poisoning cannot leave the cache half-updated in a harmful way: worst case an
         // entry is missing and is recreated from the family.
         let mut hot = cache.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -561,55 +574,27 @@ impl Metrics {
         status: u16,
         seconds: f64,
     ) {
-        let dest = hot
-            .entry(Box::from(destination))
-            .or_insert_with(|| DestinationCache {
-                duration: self
-                    .request_duration
-                    .get_or_create(&DestinationLabels {
-                        destination: destination.to_owned(),
-                    })
-                    .shard(),
-                requests: FastMap::default(),
-            });
-        let counter = dest
-            .requests
-            .entry(Box::from(cluster))
-            .or_default()
-            .entry((priority, status))
-            .or_insert_with(|| {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        destination: destination.to_owned(),
-                        cluster: cluster.to_owned(),
-                        priority,
-                        status,
-                    })
-                    .shard()
-            });
+        let dest = hot.entry(Box::from(destination)).or_insert_with(|| DestinationCache {
+            duration: self.request_duration.get_or_create(&DestinationLabels { destination: destination.to_owned() }).shard(),
+            requests: FastMap::default(),
+        });
+        let counter = dest.requests.entry(Box::from(cluster)).or_default().entry((priority, status)).or_insert_with(|| {
+            self.requests
+                .get_or_create(&RequestLabels { destination: destination.to_owned(), cluster: cluster.to_owned(), priority, status })
+                .shard()
+        });
         counter.fetch_add(1, Ordering::Relaxed);
         dest.duration.observe(seconds);
     }
 
     /// An attempt is being retried; `reason` is one of "connect_failure", "5xx", "reset", "timeout", "refused_stream".
     pub fn retry(&self, destination: &str, reason: &str) {
-        self.retries
-            .get_or_create(&RetryLabels {
-                destination: destination.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.retries.get_or_create(&RetryLabels { destination: destination.to_owned(), reason: reason.to_owned() }).inc();
     }
 
     /// A try failed; `blame` and `reason` come from `veer_core::outcome`.
     pub fn try_failure(&self, destination: &str, blame: &'static str, reason: &'static str) {
-        self.try_failures
-            .get_or_create(&TryFailureLabels {
-                destination: destination.to_owned(),
-                blame,
-                reason,
-            })
-            .inc();
+        self.try_failures.get_or_create(&TryFailureLabels { destination: destination.to_owned(), blame, reason }).inc();
     }
 
     /// A request was refused before routing; `reason` names the rule it broke.
@@ -629,11 +614,7 @@ impl Metrics {
 
     /// A retry was skipped because the destination's retry budget was spent.
     pub fn retry_budget_exhausted(&self, destination: &str) {
-        self.retry_budget_exhausted
-            .get_or_create(&DestinationLabels {
-                destination: destination.to_owned(),
-            })
-            .inc();
+        self.retry_budget_exhausted.get_or_create(&DestinationLabels { destination: destination.to_owned() }).inc();
     }
 
     /// An endpoint was ejected.
@@ -649,43 +630,21 @@ impl Metrics {
 
     /// An endpoint returned to service after an ejection.
     pub fn unejection(&self, destination: &str, endpoint: &str) {
-        self.unejections
-            .get_or_create(&EndpointLabels {
-                destination: destination.to_owned(),
-                endpoint: endpoint.to_owned(),
-            })
-            .inc();
+        self.unejections.get_or_create(&EndpointLabels { destination: destination.to_owned(), endpoint: endpoint.to_owned() }).inc();
     }
 
     /// The lowest priority with load, -1 when none.
     pub fn set_active_priority(&self, destination: &str, priority: i64) {
-        self.active_priority
-            .get_or_create(&DestinationLabels {
-                destination: destination.to_owned(),
-            })
-            .set(priority);
+        self.active_priority.get_or_create(&DestinationLabels { destination: destination.to_owned() }).set(priority);
     }
 
     /// The active priority moved from `from` to `to`.
     pub fn failover_event(&self, destination: &str, from: u32, to: u32) {
-        self.failover_events
-            .get_or_create(&FailoverLabels {
-                destination: destination.to_owned(),
-                from,
-                to,
-            })
-            .inc();
+        self.failover_events.get_or_create(&FailoverLabels { destination: destination.to_owned(), from, to }).inc();
     }
 
     /// Whether an endpoint is eligible for load.
-    pub fn set_endpoint_health(
-        &self,
-        destination: &str,
-        endpoint: &str,
-        cluster: &str,
-        priority: u32,
-        healthy: bool,
-    ) {
+    pub fn set_endpoint_health(&self, destination: &str, endpoint: &str, cluster: &str, priority: u32, healthy: bool) {
         self.endpoint_healthy
             .get_or_create(&HealthLabels {
                 destination: destination.to_owned(),
@@ -698,13 +657,7 @@ impl Metrics {
 
     /// Drops an endpoint's health series, for endpoints that left the configuration or DNS,
     /// so a stale "1" does not linger. Returns whether the series existed.
-    pub fn remove_endpoint_health(
-        &self,
-        destination: &str,
-        endpoint: &str,
-        cluster: &str,
-        priority: u32,
-    ) -> bool {
+    pub fn remove_endpoint_health(&self, destination: &str, endpoint: &str, cluster: &str, priority: u32) -> bool {
         self.endpoint_healthy.remove(&HealthLabels {
             destination: destination.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -716,9 +669,7 @@ impl Metrics {
     /// A configuration reload was applied (`ok`) or rejected.
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "rejected" };
-        self.config_reloads
-            .get_or_create(&ReloadLabels { result })
-            .inc();
+        self.config_reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
     pub fn peer(&self, peer: &str, up: bool, age_ms: Option<u64>) {

@@ -73,7 +73,20 @@ pub struct MeshConfig {
 
 impl NodeConfig {
     pub fn new(files: Vec<PathBuf>, cluster: &str) -> Self {
-        NodeConfig { files, cluster: cluster.to_string(), labels: Labels::new(), listen: None, admin: None, reload_every: Duration::from_millis(100), limits: Limits::default(), dns: None, mesh: None, workers: 1, worker_cpus: None, state_dir: None }
+        NodeConfig {
+            files,
+            cluster: cluster.to_string(),
+            labels: Labels::new(),
+            listen: None,
+            admin: None,
+            reload_every: Duration::from_millis(100),
+            limits: Limits::default(),
+            dns: None,
+            mesh: None,
+            workers: 1,
+            worker_cpus: None,
+            state_dir: None,
+        }
     }
 }
 
@@ -107,16 +120,20 @@ impl Node {
         wait_for_writers(&cfg.files).await;
         let (set, baseline, from_state) = start_from(&cfg)?;
         let cluster = set.cluster(&cfg.cluster).cloned();
-        let listen = cfg
-            .listen
-            .or_else(|| cluster.as_ref().and_then(|c| c.gateway))
-            .ok_or_else(|| format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster))?;
-        let admin_addr = cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listen = cfg.listen.or_else(|| cluster.as_ref().and_then(|c| c.gateway)).ok_or_else(|| {
+            format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster)
+        })?;
+        let admin_addr =
+            cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let workers = cfg.workers.max(1);
         // Which sockets serve which Gateway listener ports; the set passed the same check.
         let plan = set.listeners(&cfg.cluster)?;
         if plan.extra.len() >= crate::snapshot::MAX_SOCKETS {
-            return Err(format!("spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway", plan.extra.len(), crate::snapshot::MAX_SOCKETS - 1));
+            return Err(format!(
+                "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
+                plan.extra.len(),
+                crate::snapshot::MAX_SOCKETS - 1
+            ));
         }
         let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
@@ -128,12 +145,18 @@ impl Node {
             if veer_model::topology::overlaps(*addr, listen) {
                 return Err(format!("{addr} of spec.gateway.ports overlaps the gateway {listen} (--listen or spec.gateway.address); map the port to the gateway's own address or give it another"));
             }
-            first_listeners.push(bind_shared(*addr, workers > 1).map_err(|e| format!("cannot listen on {addr} (spec.gateway.ports): {e}"))?);
+            first_listeners
+                .push(bind_shared(*addr, workers > 1).map_err(|e| format!("cannot listen on {addr} (spec.gateway.ports): {e}"))?);
         }
         let bound: Vec<SocketAddr> = first_listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         // The other workers' sockets on the very ports the first one got (they may have been 0).
         let extra_listeners = (1..workers)
-            .map(|_| bound.iter().map(|&a| bind_shared(a, true).map_err(|e| format!("cannot listen on {a} (worker): {e}"))).collect::<Result<Vec<_>, _>>())
+            .map(|_| {
+                bound
+                    .iter()
+                    .map(|&a| bind_shared(a, true).map_err(|e| format!("cannot listen on {a} (worker): {e}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
         for line in serving_lines(&set, &cfg.cluster, &plan, &bound) {
@@ -159,10 +182,12 @@ impl Node {
         let mesh = match &cfg.mesh {
             Some(m) => {
                 let identity = veer_pki::MeshIdentity::load(&m.certs, &cfg.cluster).map_err(|e| e.to_string())?;
-                let ew_addr = m
-                    .east_west
-                    .or_else(|| cluster.as_ref().and_then(|c| c.east_west))
-                    .ok_or_else(|| format!("no east-west address for cluster {:?}: set spec.eastWest.address on its Cluster or pass --east-west", cfg.cluster))?;
+                let ew_addr = m.east_west.or_else(|| cluster.as_ref().and_then(|c| c.east_west)).ok_or_else(|| {
+                    format!(
+                        "no east-west address for cluster {:?}: set spec.eastWest.address on its Cluster or pass --east-west",
+                        cfg.cluster
+                    )
+                })?;
                 let ew_listener = TcpListener::bind(ew_addr).await.map_err(|e| format!("cannot listen on {ew_addr} (east-west): {e}"))?;
                 let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Catalog::default()));
                 Some((identity, ew_listener, catalog_tx, catalog_rx, m.aging))
@@ -176,19 +201,28 @@ impl Node {
             reload_every: cfg.reload_every,
             state_dir: cfg.state_dir.clone(),
             listener_addrs: plan.extra.clone(),
-            mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup { aging: *aging, client: identity.client_config(), catalog: catalog_tx.clone() }),
+            mesh: mesh.as_ref().map(|(identity, _, catalog_tx, _, aging)| MeshSetup {
+                aging: *aging,
+                client: identity.client_config(),
+                catalog: catalog_tx.clone(),
+            }),
         };
         let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, baseline);
         let dns_server = match cfg.dns {
             Some(dns_addr) => {
                 // The DNS records follow every manifest set the control loop accepts.
                 let set_rx = control.watch_manifests();
-                let gateway = if listen.ip().is_unspecified() { cluster.as_ref().and_then(|c| c.gateway).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip()) } else { listen.ip() };
+                let gateway = if listen.ip().is_unspecified() {
+                    cluster.as_ref().and_then(|c| c.gateway).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip())
+                } else {
+                    listen.ip()
+                };
                 let (ev, me) = (events.clone(), cfg.cluster.clone());
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
                 });
-                let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
+                let server =
+                    veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
                 metrics.watch_dns(server.counters());
                 Some(server)
             }
@@ -201,7 +235,14 @@ impl Node {
         if let Some((identity, listener, _tx, catalog, aging)) = mesh {
             let set_rx = control.watch_manifests();
             east_west = listener.local_addr().ok();
-            let ew = Arc::new(EastWest { cluster: cfg.cluster.clone(), set: set_rx, catalog, shared: shared.clone(), events: events.clone(), heartbeat: aging.heartbeat });
+            let ew = Arc::new(EastWest {
+                cluster: cfg.cluster.clone(),
+                set: set_rx,
+                catalog,
+                shared: shared.clone(),
+                events: events.clone(),
+                heartbeat: aging.heartbeat,
+            });
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
         }
         // The control loop has a thread of its own: a full rebuild takes tens of milliseconds at
@@ -209,7 +250,10 @@ impl Node {
         // (Manifests are read on the watcher's thread, which the loop starts.)
         let mut threads = Vec::new();
         let stop = shutdown_rx.clone();
-        let control_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the control loop's runtime: {e}"))?;
+        let control_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the control loop's runtime: {e}"))?;
         let control_thread = std::thread::Builder::new()
             .name("veer-control".into())
             .spawn(move || control_rt.block_on(control.run(outcome_rx, stop)))
@@ -217,12 +261,22 @@ impl Node {
         threads.push(control_thread);
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
-        let listeners = first_listeners.into_iter().map(|l| TcpListener::from_std(l).map_err(|e| format!("cannot listen on {listen}: {e}"))).collect::<Result<Vec<_>, _>>()?;
+        let listeners = first_listeners
+            .into_iter()
+            .map(|l| TcpListener::from_std(l).map_err(|e| format!("cannot listen on {listen}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         // The cap on client connections is the node's, shared by its workers (unlike the
         // in-flight cap, which each worker applies to its share).
         let mut seats = server::Workers::seats(workers, limits.max_connections, &metrics).into_iter();
         let first_seat = seats.next().ok_or("no worker seat")?;
-        tasks.push(tokio::spawn(server::serve(listeners, first_seat, shared.clone(), clients(Duration::from_secs(1), workers), limits, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(server::serve(
+            listeners,
+            first_seat,
+            shared.clone(),
+            clients(Duration::from_secs(1), workers),
+            limits,
+            shutdown_rx.clone(),
+        )));
         for ((i, std_listener), seat) in extra_listeners.into_iter().enumerate().zip(seats) {
             let (shared, stop) = (shared.clone(), shutdown_rx.clone());
             let cpu = cfg.worker_cpus.as_ref().and_then(|c| c.get(i + 1).copied());
@@ -238,7 +292,9 @@ impl Node {
                     };
                     rt.block_on(async move {
                         match std_listener.into_iter().map(TcpListener::from_std).collect::<Result<Vec<_>, _>>() {
-                            Ok(listeners) => server::serve(listeners, seat, shared, clients(Duration::from_secs(1), workers), limits, stop).await,
+                            Ok(listeners) => {
+                                server::serve(listeners, seat, shared, clients(Duration::from_secs(1), workers), limits, stop).await
+                            }
                             Err(e) => tracing::error!(target: "veer::node", "worker {} cannot listen: {e}", i + 1),
                         }
                     });
@@ -280,11 +336,32 @@ impl Node {
         }));
         let others: Vec<String> = bound.iter().skip(1).map(ToString::to_string).collect();
         let others = if others.is_empty() { String::new() } else { format!(", Gateway listener ports on {}", others.join(", ")) };
-        events.record(EventKind::Started, None, None, Some(&cfg.cluster), None, None, format!("gateway on {listen}{others}, admin on {admin_addr}"));
+        events.record(
+            EventKind::Started,
+            None,
+            None,
+            Some(&cfg.cluster),
+            None,
+            None,
+            format!("gateway on {listen}{others}, admin on {admin_addr}"),
+        );
         if let Some(why) = from_state {
             events.record(EventKind::StartedFromState, None, None, Some(&cfg.cluster), None, None, why);
         }
-        Ok(Node { listen, listeners: bound, admin: admin_addr, dns, east_west, events, metrics, shared, shutdown, tasks, threads, dns_server })
+        Ok(Node {
+            listen,
+            listeners: bound,
+            admin: admin_addr,
+            dns,
+            east_west,
+            events,
+            metrics,
+            shared,
+            shutdown,
+            tasks,
+            threads,
+            dns_server,
+        })
     }
 
     /// The routing snapshot in force.
@@ -343,9 +420,11 @@ async fn wait_for_writers(files: &[PathBuf]) {
 fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), String> {
     // Taken before reading: a file changed after is seen as changed by the watcher.
     let stamps = veer_model::files::fingerprint(&cfg.files).ok();
-    let from_files = veer_model::files::read_paths(&cfg.files)
-        .map_err(|e| e.to_string())
-        .and_then(|sources| manifests::check(&sources, &cfg.cluster, &cfg.labels).map(|set| (set, sources)).map_err(|errors| format!("the manifests have errors:\n{}", errors.join("\n"))));
+    let from_files = veer_model::files::read_paths(&cfg.files).map_err(|e| e.to_string()).and_then(|sources| {
+        manifests::check(&sources, &cfg.cluster, &cfg.labels)
+            .map(|set| (set, sources))
+            .map_err(|errors| format!("the manifests have errors:\n{}", errors.join("\n")))
+    });
     let files_error = match from_files {
         Ok((set, sources)) => {
             if let Some(dir) = &cfg.state_dir {
@@ -359,10 +438,11 @@ fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>
     };
     let Some(dir) = &cfg.state_dir else { return Err(files_error) };
     // The saved state is untrusted input too: checked exactly as the files are.
-    let saved = state::load(dir).map_err(|e| e.to_string()).and_then(|saved| match manifests::check(&saved.sources, &cfg.cluster, &cfg.labels) {
-        Ok(set) => Ok((set, saved)),
-        Err(errors) => Err(format!("{}: the saved set does not pass: {}", saved.path.display(), errors.join(" | "))),
-    });
+    let saved =
+        state::load(dir).map_err(|e| e.to_string()).and_then(|saved| match manifests::check(&saved.sources, &cfg.cluster, &cfg.labels) {
+            Ok(set) => Ok((set, saved)),
+            Err(errors) => Err(format!("{}: the saved set does not pass: {}", saved.path.display(), errors.join(" | "))),
+        });
     let (set, saved) = saved.map_err(|e| format!("{files_error}\n(no saved set to serve instead: {e})"))?;
     let age_s = crate::events::unix_ms().saturating_sub(saved.saved_unix_ms) / 1000;
     let why = format!(

@@ -26,10 +26,13 @@ impl Refusal {
 const TWO_HOSTS: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "two_hosts", "a request carries one Host field (RFC 9110 §7.2)");
 const NO_HOST: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "no_host", "an HTTP/1.1 request carries a Host field (RFC 9112 §3.2)");
 const BAD_HOST: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "bad_host", "the Host field is not a valid authority");
-const HOST_MISMATCH: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "host_mismatch", "the Host field and the request's authority name different hosts");
-const TRANSFER_CODING: Refusal = Refusal::new(StatusCode::NOT_IMPLEMENTED, "transfer_coding", "the only transfer coding veer accepts is chunked (RFC 9112 §6.1)");
+const HOST_MISMATCH: Refusal =
+    Refusal::new(StatusCode::BAD_REQUEST, "host_mismatch", "the Host field and the request's authority name different hosts");
+const TRANSFER_CODING: Refusal =
+    Refusal::new(StatusCode::NOT_IMPLEMENTED, "transfer_coding", "the only transfer coding veer accepts is chunked (RFC 9112 §6.1)");
 const ABOVE_ROOT: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "path_above_root", "the path climbs above the root with \"..\"");
-const BAD_ESCAPE: Refusal = Refusal::new(StatusCode::BAD_REQUEST, "bad_percent_encoding", "the path has a '%' not followed by two hex digits");
+const BAD_ESCAPE: Refusal =
+    Refusal::new(StatusCode::BAD_REQUEST, "bad_percent_encoding", "the path has a '%' not followed by two hex digits");
 
 /// Checks the request's framing and authority fields. Returns the authority to route by:
 /// the request target's (absolute form, or HTTP/2's `:authority`, which RFC 9112 §3.2.2 and RFC
@@ -246,7 +249,8 @@ mod tests {
             let refused = check_head(v11, None, &headers(&[("host", "a"), ("transfer-encoding", te)])).unwrap_err();
             assert_eq!((refused.status, refused.reason), (StatusCode::NOT_IMPLEMENTED, "transfer_coding"), "{te}");
         }
-        let two = check_head(v11, None, &headers(&[("host", "a"), ("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")])).unwrap_err();
+        let two =
+            check_head(v11, None, &headers(&[("host", "a"), ("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")])).unwrap_err();
         assert_eq!(two.reason, "transfer_coding");
     }
 

@@ -128,7 +128,16 @@ pub fn accept_error(errno: Option<i32>) -> (&'static str, bool) {
     #[cfg(target_os = "linux")]
     {
         use rustix::io::Errno;
-        let known = [(Errno::MFILE, "emfile", true), (Errno::NFILE, "enfile", true), (Errno::NOBUFS, "enobufs", true), (Errno::NOMEM, "enomem", true), (Errno::CONNABORTED, "econnaborted", false), (Errno::PERM, "eperm", false), (Errno::PROTO, "eproto", false), (Errno::INTR, "eintr", false)];
+        let known = [
+            (Errno::MFILE, "emfile", true),
+            (Errno::NFILE, "enfile", true),
+            (Errno::NOBUFS, "enobufs", true),
+            (Errno::NOMEM, "enomem", true),
+            (Errno::CONNABORTED, "econnaborted", false),
+            (Errno::PERM, "eperm", false),
+            (Errno::PROTO, "eproto", false),
+            (Errno::INTR, "eintr", false),
+        ];
         if let Some(&(_, kind, pause)) = known.iter().find(|(e, _, _)| Some(e.raw_os_error()) == errno) {
             return (kind, pause);
         }
@@ -217,9 +226,22 @@ impl Workers {
     /// Seats for `n` workers, in worker order, sharing a cap of `max_connections` clients.
     pub fn seats(n: usize, max_connections: usize, metrics: &Arc<crate::metrics::Metrics>) -> Vec<WorkerSeat> {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
-        let slots = senders.into_iter().enumerate().map(|(i, handoff)| WorkerSlot { open: AtomicUsize::new(0), gauge: metrics.worker_connections(i), handoff }).collect();
+        let slots = senders
+            .into_iter()
+            .enumerate()
+            .map(|(i, handoff)| WorkerSlot { open: AtomicUsize::new(0), gauge: metrics.worker_connections(i), handoff })
+            .collect();
         metrics.set_max_connections(max_connections);
-        let workers = Arc::new(Workers { slots, open: AtomicUsize::new(0), cap: max_connections.max(1), freed: Notify::new(), drain: watch::Sender::new(()), logged_ms: AtomicU64::new(u64::MAX), born: Instant::now(), metrics: metrics.clone() });
+        let workers = Arc::new(Workers {
+            slots,
+            open: AtomicUsize::new(0),
+            cap: max_connections.max(1),
+            freed: Notify::new(),
+            drain: watch::Sender::new(()),
+            logged_ms: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
+            metrics: metrics.clone(),
+        });
         receivers.into_iter().enumerate().map(|(index, handed)| WorkerSeat { index, workers: workers.clone(), handed }).collect()
     }
 
@@ -279,7 +301,9 @@ impl Workers {
         let last = self.logged_ms.load(Ordering::Relaxed);
         let last_at = (last != u64::MAX).then(|| Duration::from_millis(last));
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1);
-        if log_due(last_at, now, ACCEPT_LOG_EVERY) && self.logged_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if log_due(last_at, now, ACCEPT_LOG_EVERY)
+            && self.logged_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
             let open = self.open.load(Ordering::Relaxed);
             if pause {
                 tracing::warn!(target: "veer::server", "accept failed ({kind}: {e}) with {open} client connections open; not accepting for {ACCEPT_PAUSE:?}");
@@ -358,7 +382,14 @@ impl Drop for Open {
 /// Serves `listeners` (socket i is `listeners[i]`; see [`crate::snapshot::GATEWAY`]) and
 /// connections other workers hand over, until `shutdown` turns true, then drains. Every socket
 /// gets the same caps, timeouts and limits.
-pub async fn serve(listeners: Vec<TcpListener>, mut seat: WorkerSeat, shared: Arc<Shared>, upstreams: Upstreams, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    mut seat: WorkerSeat,
+    shared: Arc<Shared>,
+    upstreams: Upstreams,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Small responses: one flat buffer and one write() cost less than a writev of head and body.
     // Half-close: a client that shuts its sending side after the request still gets the answer
@@ -390,7 +421,14 @@ pub async fn serve(listeners: Vec<TcpListener>, mut seat: WorkerSeat, shared: Ar
         .max_send_buf_size(64 * 1024)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024);
-    let ctx = Arc::new(Listener { shared, upstreams, in_flight: Arc::new(AdmissionLimit { active: AtomicUsize::new(0), limit: limits.max_concurrent_requests }), http1, http2, idle_timeout: limits.idle_timeout });
+    let ctx = Arc::new(Listener {
+        shared,
+        upstreams,
+        in_flight: Arc::new(AdmissionLimit { active: AtomicUsize::new(0), limit: limits.max_concurrent_requests }),
+        http1,
+        http2,
+        idle_timeout: limits.idle_timeout,
+    });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (live, mut drained) = mpsc::channel::<()>(1);
     let workers = seat.workers.clone();
@@ -553,7 +591,13 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
 /// Serves HTTP/1.1 requests on a connection until it closes (`None`) or goes idle long enough
 /// to be parked: then returns the socket and any bytes hyper read but did not use. The first
 /// request head must be complete by the deadline given with the socket.
-async fn serve_http1<S>(parked: (TcpStream, Bytes, Instant), ctx: &Listener, state: &Arc<ConnState>, service: &S, stop: &mut watch::Receiver<bool>) -> Option<(TcpStream, Bytes)>
+async fn serve_http1<S>(
+    parked: (TcpStream, Bytes, Instant),
+    ctx: &Listener,
+    state: &Arc<ConnState>,
+    service: &S,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, Bytes)>
 where
     S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
@@ -613,7 +657,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Whether the client opens with the HTTP/2 preface (h2c prior knowledge), peeking without
 /// consuming; `None` if it leaves first or says nothing by `deadline`.
-async fn is_h2(stream: &TcpStream, deadline: Instant, stop: &mut watch::Receiver<bool>, drain: &mut watch::Receiver<()>, metrics: &crate::metrics::Metrics) -> Option<bool> {
+async fn is_h2(
+    stream: &TcpStream,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+    drain: &mut watch::Receiver<()>,
+    metrics: &crate::metrics::Metrics,
+) -> Option<bool> {
     let opened = Instant::now();
     let mut buf = [0u8; 24];
     let wait = async {
@@ -673,7 +723,15 @@ struct ConnState {
 
 impl ConnState {
     fn new(h2: bool) -> Self {
-        ConnState { in_flight: AtomicU32::new(0), begun: AtomicU64::new(0), had_body: AtomicBool::new(false), closing: AtomicBool::new(false), h2, idle_since_us: AtomicU64::new(0), opened: Instant::now() }
+        ConnState {
+            in_flight: AtomicU32::new(0),
+            begun: AtomicU64::new(0),
+            had_body: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            h2,
+            idle_since_us: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
     }
 
     /// Counts a request in flight until the returned guard is dropped.
@@ -825,11 +883,27 @@ enum Armed {
 impl ParkableIo {
     fn new(stream: TcpStream, leftover: Bytes, state: Arc<ConnState>, idle_timeout: Duration, first_head_by: Instant) -> Self {
         let begun = state.begun.load(Ordering::Relaxed);
-        ParkableIo { stream, leftover, state, tail: *b"\r\n\r\n", blank: false, reads: 0, timer: None, idle_timeout, first_head_by, begun, parked: false }
+        ParkableIo {
+            stream,
+            leftover,
+            state,
+            tail: *b"\r\n\r\n",
+            blank: false,
+            reads: 0,
+            timer: None,
+            idle_timeout,
+            first_head_by,
+            begun,
+            parked: false,
+        }
     }
 
     fn idle(&self) -> bool {
-        self.leftover.is_empty() && self.tail == *b"\r\n\r\n" && !self.blank && self.state.in_flight.load(Ordering::Relaxed) == 0 && !self.state.had_body.load(Ordering::Relaxed)
+        self.leftover.is_empty()
+            && self.tail == *b"\r\n\r\n"
+            && !self.blank
+            && self.state.in_flight.load(Ordering::Relaxed) == 0
+            && !self.state.had_body.load(Ordering::Relaxed)
     }
 
     /// The connection's timer, set for `armed` (at `at()`) unless it already is set for that
@@ -880,7 +954,11 @@ impl ParkableIo {
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         self.timer_for(Armed::HeadDeadline, |io| {
             let by = Instant::now() + io.idle_timeout;
-            if io.state.begun.load(Ordering::Relaxed) == io.begun { by.min(io.first_head_by) } else { by }
+            if io.state.begun.load(Ordering::Relaxed) == io.begun {
+                by.min(io.first_head_by)
+            } else {
+                by
+            }
         })
         .poll_due(cx)
     }
@@ -910,7 +988,9 @@ impl AsyncRead for ParkableIo {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if this.state.closing.load(Ordering::Relaxed) && this.state.in_flight.load(Ordering::Relaxed) == 0 => Poll::Ready(Ok(())),
+            Poll::Pending if this.state.closing.load(Ordering::Relaxed) && this.state.in_flight.load(Ordering::Relaxed) == 0 => {
+                Poll::Ready(Ok(()))
+            }
             Poll::Pending if this.idle() => {
                 if this.poll_park(cx) {
                     this.parked = true;

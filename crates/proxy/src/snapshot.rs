@@ -164,7 +164,14 @@ pub fn default_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 2,
         per_try_timeout: None,
-        retry_on: RetryOn { connect_failure: true, refused_stream: true, reset: true, gateway_error: true, retriable_status_codes: vec![503], ..RetryOn::default() },
+        retry_on: RetryOn {
+            connect_failure: true,
+            refused_stream: true,
+            reset: true,
+            gateway_error: true,
+            retriable_status_codes: vec![503],
+            ..RetryOn::default()
+        },
         backoff_base: Duration::from_millis(25),
         backoff_max: Duration::from_millis(250),
         other_priorities: true,
@@ -295,7 +302,9 @@ impl Snapshot {
     /// east-west listener forwards a peer's request only there. A scan, not an index: it runs
     /// on the east-west path only, once per forwarded request.
     pub fn has_endpoint(&self, cluster: &str, addr: std::net::SocketAddr) -> bool {
-        self.destinations.iter().any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
+        self.destinations
+            .iter()
+            .any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
     }
 
     /// Builds the snapshot for a node in `cluster` from a validated manifest set.
@@ -305,7 +314,14 @@ impl Snapshot {
 
     /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
     /// their links and are unhealthy when their cluster is down or their node says so.
-    pub fn build_meshed(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
+    pub fn build_meshed(
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+    ) -> Result<Snapshot, String> {
         Self::build_with(set, cluster, labels, unhealthy, remote, generation, None)
     }
 
@@ -314,21 +330,44 @@ impl Snapshot {
     /// its state (table, retry budget, failure counts), so a reload that changes a few
     /// destinations rebuilds only those; any other keeps the retry budget of its key, so a
     /// reload neither refills nor empties a budget.
-    pub fn build_after(previous: &Snapshot, set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Result<Snapshot, String> {
+    pub fn build_after(
+        previous: &Snapshot,
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+    ) -> Result<Snapshot, String> {
         Self::build_with(set, cluster, labels, unhealthy, remote, generation, Some(previous))
     }
 
-    fn build_with(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64, previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+    fn build_with(
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let listeners = set.listeners(cluster)?;
         if listeners.extra.len() >= MAX_SOCKETS {
-            return Err(format!("spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway", listeners.extra.len(), MAX_SOCKETS - 1));
+            return Err(format!(
+                "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
+                listeners.extra.len(),
+                MAX_SOCKETS - 1
+            ));
         }
         // The sockets that serve a route's host: those of the ports its listeners are on.
-        let sockets_of = |route: &HttpRoute, host: &str| route.ports_of(cluster, host).filter_map(|p| listeners.ports.get(&p)).fold(0u64, |m, &s| m | socket_bit(s));
+        let sockets_of = |route: &HttpRoute, host: &str| {
+            route.ports_of(cluster, host).filter_map(|p| listeners.ports.get(&p)).fold(0u64, |m, &s| m | socket_bit(s))
+        };
         let mut snap = Snapshot { generation, ..Snapshot::default() };
         let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
-        let before: FastMap<&str, &Arc<DestState>> = previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
+        let before: FastMap<&str, &Arc<DestState>> =
+            previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
         // A state built for another client or other remote health has other tables.
         let reusable = previous.is_some_and(|p| p.client == client && same_remote(&p.remote, &remote));
         let state_for = |key: String, dest: Destination| -> Arc<DestState> {
@@ -338,12 +377,22 @@ impl Snapshot {
                 _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| p.budget.clone()).unwrap_or_default())),
             }
         };
-        let add = |snap: &mut Snapshot, routes: &mut FastMap<String, Vec<Route>>, hosts: &[String], port: Option<u16>, key: String, dest: Destination| {
+        let add = |snap: &mut Snapshot,
+                   routes: &mut FastMap<String, Vec<Route>>,
+                   hosts: &[String],
+                   port: Option<u16>,
+                   key: String,
+                   dest: Destination| {
             let idx = snap.destinations.len();
             snap.destinations.push(state_for(key, dest));
             for h in hosts {
                 // The mesh's names, on the gateway only.
-                routes.entry(h.to_ascii_lowercase()).or_default().push(Route { port, sockets: socket_bit(GATEWAY), matched: None, dest: idx });
+                routes.entry(h.to_ascii_lowercase()).or_default().push(Route {
+                    port,
+                    sockets: socket_bit(GATEWAY),
+                    matched: None,
+                    dest: idx,
+                });
             }
             idx
         };
@@ -401,7 +450,11 @@ impl Snapshot {
                 continue;
             }
             let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
-            let hosts = vec![fqdn.clone(), format!("{}.{}", svc.meta.name, svc.meta.namespace), format!("{}.{}.svc", svc.meta.name, svc.meta.namespace)];
+            let hosts = vec![
+                fqdn.clone(),
+                format!("{}.{}", svc.meta.name, svc.meta.namespace),
+                format!("{}.{}.svc", svc.meta.name, svc.meta.namespace),
+            ];
             for p in &svc.ports {
                 if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
                     add(&mut snap, &mut routes, &hosts, Some(p.port), format!("{fqdn}:{}", p.port), d);
@@ -431,9 +484,22 @@ impl Snapshot {
         let destinations = self
             .destinations
             .iter()
-            .map(|d| if rebuild(&d.key) { Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone())) } else { d.clone() })
+            .map(|d| {
+                if rebuild(&d.key) {
+                    Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone()))
+                } else {
+                    d.clone()
+                }
+            })
             .collect();
-        Snapshot { generation, routes: self.routes.clone(), listeners: self.listeners.clone(), destinations, client: self.client.clone(), remote }
+        Snapshot {
+            generation,
+            routes: self.routes.clone(),
+            listeners: self.listeners.clone(),
+            destinations,
+            client: self.client.clone(),
+            remote,
+        }
     }
 
     /// Every destination's report, for `/routes`.
@@ -482,7 +548,14 @@ fn same_remote(a: &Remote, b: &Remote) -> bool {
         && a.links.iter().all(|(cluster, link)| b.links.get(cluster).is_some_and(|other| Arc::ptr_eq(link, other)))
 }
 
-fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &Unhealthy, remote: &Remote, budget: Arc<RetryBudget>) -> DestState {
+fn dest_state(
+    key: String,
+    resolved: Destination,
+    client: &Client,
+    unhealthy: &Unhealthy,
+    remote: &Remote,
+    budget: Arc<RetryBudget>,
+) -> DestState {
     let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
     for e in &mut dest.endpoints {
@@ -515,7 +588,16 @@ fn dest_state(key: String, resolved: Destination, client: &Client, unhealthy: &U
                 Address::Socket(s) => Some(*s),
                 Address::Dns { .. } => None,
             };
-            Upstream { key, authority, socket, cluster: Arc::from(e.cluster.as_str()), cluster_header, priority: priority_of[i], via, recent_failures: AtomicU32::new(0) }
+            Upstream {
+                key,
+                authority,
+                socket,
+                cluster: Arc::from(e.cluster.as_str()),
+                cluster_header,
+                priority: priority_of[i],
+                via,
+                recent_failures: AtomicU32::new(0),
+            }
         })
         .collect();
     let mut first_pick = Vec::new();

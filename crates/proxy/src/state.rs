@@ -62,7 +62,9 @@ impl std::fmt::Display for StateError {
             StateError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             StateError::Missing(p) => write!(f, "{}: no saved state (none was accepted yet)", p.display()),
             StateError::NotAFile(p) => write!(f, "{}: not a regular file", p.display()),
-            StateError::TooLarge(p, n) => write!(f, "{}: {n} bytes; veer reads a saved state of at most {MAX_STATE_BYTES} bytes", p.display()),
+            StateError::TooLarge(p, n) => {
+                write!(f, "{}: {n} bytes; veer reads a saved state of at most {MAX_STATE_BYTES} bytes", p.display())
+            }
             StateError::Corrupt(p, why) => write!(f, "{}: not a state veer wrote: {why}", p.display()),
         }
     }
@@ -77,7 +79,11 @@ pub fn save(dir: &Path, sources: &[(String, String)]) -> Result<(), StateError> 
         move |e| StateError::Io(p, e)
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let saved = Saved { version: VERSION, saved_unix_ms: crate::events::unix_ms(), sources: sources.iter().map(|(name, text)| SavedSource { name: name.clone(), text: text.clone() }).collect() };
+    let saved = Saved {
+        version: VERSION,
+        saved_unix_ms: crate::events::unix_ms(),
+        sources: sources.iter().map(|(name, text)| SavedSource { name: name.clone(), text: text.clone() }).collect(),
+    };
     let body = serde_json::to_vec(&saved).map_err(|e| StateError::Corrupt(dir.join(STATE_FILE), e.to_string()))?;
     let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
@@ -117,7 +123,9 @@ pub fn load(dir: &Path) -> Result<State, StateError> {
         return Err(StateError::TooLarge(path, meta.len()));
     }
     let mut body = Vec::new();
-    std::fs::File::open(&path).and_then(|f| f.take(MAX_STATE_BYTES + 1).read_to_end(&mut body)).map_err(|e| StateError::Io(path.clone(), e))?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_STATE_BYTES + 1).read_to_end(&mut body))
+        .map_err(|e| StateError::Io(path.clone(), e))?;
     if body.len() as u64 > MAX_STATE_BYTES {
         return Err(StateError::TooLarge(path, body.len() as u64));
     }

@@ -131,7 +131,9 @@ impl hyper::body::Body for ClientBody {
 /// A body error that says the client broke its own framing (hyper reports a bad chunk line or
 /// chunk end as invalid input or data) rather than leaving mid-body.
 fn is_malformed(e: &hyper::Error) -> bool {
-    e.is_parse() || crate::forward::io_source(e).is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData))
+    e.is_parse()
+        || crate::forward::io_source(e)
+            .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData))
 }
 
 /// Runs one try whose request body still streams in from the client. Its timeout (`per_try`)

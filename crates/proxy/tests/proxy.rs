@@ -145,7 +145,12 @@ fn count(node: &Node, kind: EventKind) -> usize {
 }
 
 fn failures(report: &LoadReport) -> Vec<String> {
-    report.samples.iter().filter(|s| s.status.is_none_or(|c| c >= 500)).map(|s| format!("{:?} {:?} {:?} {:?}", s.sent_at, s.status, s.backend, s.error)).collect()
+    report
+        .samples
+        .iter()
+        .filter(|s| s.status.is_none_or(|c| c >= 500))
+        .map(|s| format!("{:?} {:?} {:?} {:?}", s.sent_at, s.status, s.backend, s.error))
+        .collect()
 }
 
 const VD: &str = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n    targetPort:\n      name: http\n  services:\n  - labels:\n      app: server\n    namespace: infra\n---\n";
@@ -215,7 +220,8 @@ async fn all_central_backends_stopped_fails_over_with_zero_errors_and_returns() 
     assert!(!during.is_empty() && during.keys().all(|b| b.starts_with("test-")), "during the outage: {during:?}");
     let after = r.by_backend_between(Duration::from_millis(5000), Duration::from_millis(6000));
     assert!(!after.is_empty() && after.keys().all(|b| b.starts_with("central-")), "after recovery: {after:?}");
-    let changes: Vec<(Option<u32>, Option<u32>)> = node.events.all().iter().filter(|e| e.kind == EventKind::PriorityChange).map(|e| (e.from_priority, e.to_priority)).collect();
+    let changes: Vec<(Option<u32>, Option<u32>)> =
+        node.events.all().iter().filter(|e| e.kind == EventKind::PriorityChange).map(|e| (e.from_priority, e.to_priority)).collect();
     assert!(changes.contains(&(Some(0), Some(1))) && changes.contains(&(Some(1), Some(0))), "{changes:?}");
     node.stop().await;
 }
@@ -380,14 +386,19 @@ async fn http2_and_grpc_pass_with_trailers() {
     // The name travels as :authority, as RFC 9113 §8.3.1 has HTTP/2 clients send it (a Host
     // field that differs from :authority is refused), over one connection to the node.
     let tcp = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
-    let (mut client, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.expect("h2 handshake");
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     let req = http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request");
     let resp = client.send_request(req).await.expect("h2 response");
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 
-    let mut grpc = http::Request::post("http://go.infra.global/echo.Echo/Say").body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi"))).expect("request");
+    let mut grpc = http::Request::post("http://go.infra.global/echo.Echo/Say")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .expect("request");
     grpc.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     grpc.headers_mut().insert("te", http::HeaderValue::from_static("trailers"));
     let resp = client.send_request(grpc).await.expect("grpc response");
@@ -448,7 +459,11 @@ async fn meshed_node(w: &World, cluster: &str, certs: &std::path::Path) -> Node 
     cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.reload_every = Duration::from_millis(100);
-    let aging = veer_proxy::mesh::peers::Aging { stale_after: Duration::from_millis(500), unhealthy_after: Duration::from_secs(1), ..Default::default() };
+    let aging = veer_proxy::mesh::peers::Aging {
+        stale_after: Duration::from_millis(500),
+        unhealthy_after: Duration::from_secs(1),
+        ..Default::default()
+    };
     cfg.mesh = Some(veer_proxy::node::MeshConfig { certs: certs.join(cluster), aging, east_west: None });
     Node::start(cfg).await.expect("meshed node starts")
 }
@@ -491,7 +506,8 @@ async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_
     assert_eq!(after.errors(), 0, "{:?}", failures(&after));
     let late = after.by_backend_between(Duration::from_millis(200), Duration::from_secs(2));
     assert_eq!(late.keys().cloned().collect::<Vec<_>>(), vec!["pay-2".to_string()], "{late:?}");
-    let ejected: Vec<String> = c1.events.all().iter().filter(|e| e.kind == EventKind::Ejection).filter_map(|e| e.endpoint.clone()).collect();
+    let ejected: Vec<String> =
+        c1.events.all().iter().filter(|e| e.kind == EventKind::Ejection).filter_map(|e| e.endpoint.clone()).collect();
     assert_eq!(ejected, vec![pay[0].addr().to_string()], "only the refusing backend is ejected");
     assert_eq!(count(&c1, EventKind::PeerUnhealthy), 0, "c2's gateway is not blamed");
     let health = pay_endpoints(&c1);
@@ -515,7 +531,10 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 buf.drain(..end + 4 + len);
                 let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -530,7 +549,13 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16
 }
 
 fn counter(node: &Node, name: &str) -> u64 {
-    node.metrics.encode().lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    node.metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,8 +651,13 @@ async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
     let closed = |mut s: tokio::net::TcpStream| async move {
         let mut rest = Vec::new();
         // Closed means end-of-stream (or a reset), not a response.
-        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("the connection is closed, not held open");
-        assert!(r.is_err() || !String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "no response to an unfinished head: {:?}", String::from_utf8_lossy(&rest));
+        let r =
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("the connection is closed, not held open");
+        assert!(
+            r.is_err() || !String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"),
+            "no response to an unfinished head: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
     };
     // A slow-loris: part of a head, then nothing.
     let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");

@@ -86,18 +86,9 @@ impl Backend {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let (mode, _) = watch::channel(Mode::Ok);
-        let shared = Arc::new(Shared {
-            name: name.to_string(),
-            mode,
-            served: AtomicU64::new(0),
-            received: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared { name: name.to_string(), mode, served: AtomicU64::new(0), received: Mutex::new(HashMap::new()) });
         let server = Server::start(listener, Arc::clone(&shared));
-        Ok(Backend {
-            shared,
-            addr,
-            server: tokio::sync::Mutex::new(Some(server)),
-        })
+        Ok(Backend { shared, addr, server: tokio::sync::Mutex::new(Some(server)) })
     }
 
     /// The name this backend puts in `x-backend` and in its bodies.
@@ -143,15 +134,8 @@ impl Backend {
 
     /// Requests received so far (answered or not) with this method; the method is matched ignoring ASCII case.
     pub fn received_by_method(&self, method: &str) -> u64 {
-        let received = self
-            .shared
-            .received
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        received
-            .get(&method.to_ascii_uppercase())
-            .copied()
-            .unwrap_or(0)
+        let received = self.shared.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        received.get(&method.to_ascii_uppercase()).copied().unwrap_or(0)
     }
 
     /// Stops the listener and every connection and frees the port.
@@ -175,11 +159,7 @@ impl Drop for Backend {
 
 /// SO_REUSEADDR so that the port can be bound again at once after Refuse, despite TIME_WAIT sockets.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -205,11 +185,7 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // Owning every connection task here is what lets Refuse close keep-alive connections for real.
     let mut connections = JoinSet::new();
     loop {
@@ -230,11 +206,7 @@ async fn accept_loop(
     connections.shutdown().await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // Small answers should not wait for Nagle; failure only costs latency.
     let _ = stream.set_nodelay(true);
     let held = shutdown.clone();
@@ -254,30 +226,14 @@ async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Response<TestBody>, Infallible> {
     {
-        let mut received = shared
-            .received
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *received
-            .entry(req.method().as_str().to_ascii_uppercase())
-            .or_insert(0) += 1;
+        let mut received = shared.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *received.entry(req.method().as_str().to_ascii_uppercase()).or_insert(0) += 1;
     }
-    let grpc = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let grpc = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/grpc"));
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         // The client broke off mid-body; this answer will most likely never arrive.
-        Err(_) => {
-            return Ok(plain(
-                &shared.name,
-                StatusCode::BAD_REQUEST,
-                0,
-                Bytes::new(),
-            ))
-        }
+        Err(_) => return Ok(plain(&shared.name, StatusCode::BAD_REQUEST, 0, Bytes::new())),
     };
 
     let mut mode_rx = shared.mode.subscribe();
@@ -322,36 +278,20 @@ async fn handle(
             let mut response = plain(&shared.name, StatusCode::OK, body.len(), Bytes::new());
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            headers.insert(
-                HeaderName::from_static("grpc-status"),
-                HeaderValue::from_static("14"),
-            );
-            if let Ok(message) =
-                HeaderValue::from_str(&format!("{} {}", shared.name, status_code(code).as_u16()))
-            {
+            headers.insert(HeaderName::from_static("grpc-status"), HeaderValue::from_static("14"));
+            if let Ok(message) = HeaderValue::from_str(&format!("{} {}", shared.name, status_code(code).as_u16())) {
                 headers.insert(HeaderName::from_static("grpc-message"), message);
             }
             response
         }
         (_, true) => {
             let mut trailers = HeaderMap::new();
-            trailers.insert(
-                HeaderName::from_static("grpc-status"),
-                HeaderValue::from_static("0"),
-            );
-            trailers.insert(
-                HeaderName::from_static("grpc-message"),
-                HeaderValue::from_static("ok"),
-            );
+            trailers.insert(HeaderName::from_static("grpc-status"), HeaderValue::from_static("0"));
+            trailers.insert(HeaderName::from_static("grpc-message"), HeaderValue::from_static("ok"));
             let len = body.len();
             let mut response = plain(&shared.name, StatusCode::OK, len, Bytes::new());
-            *response.body_mut() = TestBody {
-                data: Some(body),
-                trailers: Some(trailers),
-            };
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            *response.body_mut() = TestBody { data: Some(body), trailers: Some(trailers) };
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             response
         }
         (_, false) => {
@@ -371,36 +311,18 @@ fn status_code(code: u16) -> StatusCode {
 }
 
 /// A response with the headers every answer carries.
-fn plain(
-    name: &str,
-    status: StatusCode,
-    request_body_bytes: usize,
-    body: Bytes,
-) -> Response<TestBody> {
+fn plain(name: &str, status: StatusCode, request_body_bytes: usize, body: Bytes) -> Response<TestBody> {
     // 204 and 304 must not carry a body.
-    let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        Bytes::new()
-    } else {
-        body
-    };
-    let mut response = Response::new(TestBody {
-        data: Some(body),
-        trailers: None,
-    });
+    let body = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED { Bytes::new() } else { body };
+    let mut response = Response::new(TestBody { data: Some(body), trailers: None });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(name) {
         headers.insert(HeaderName::from_static("x-backend"), value);
     }
     headers.insert(SERVER, HeaderValue::from_static("veer-testkit"));
-    headers.insert(
-        HeaderName::from_static("x-request-body-bytes"),
-        HeaderValue::from(request_body_bytes),
-    );
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(HeaderName::from_static("x-request-body-bytes"), HeaderValue::from(request_body_bytes));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -414,10 +336,7 @@ impl Body for TestBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if let Some(data) = this.data.take() {
             if !data.is_empty() {

@@ -64,18 +64,12 @@ pub struct LoadReport {
 impl LoadReport {
     /// Requests without a status (transport error, timeout) or with a status >= 500.
     pub fn errors(&self) -> usize {
-        self.samples
-            .iter()
-            .filter(|s| s.status.is_none_or(|code| code >= 500))
-            .count()
+        self.samples.iter().filter(|s| s.status.is_none_or(|code| code >= 500)).count()
     }
 
     /// Requests answered with a 2xx or 3xx status.
     pub fn ok(&self) -> usize {
-        self.samples
-            .iter()
-            .filter(|s| s.status.is_some_and(|code| (200..400).contains(&code)))
-            .count()
+        self.samples.iter().filter(|s| s.status.is_some_and(|code| (200..400).contains(&code))).count()
     }
 
     /// Answers per `x-backend` name, whatever their status; samples without the header are left out.
@@ -90,10 +84,7 @@ impl LoadReport {
 
     /// The largest latency (errors and timeouts included) of requests scheduled in `[from, to)`; zero if none.
     pub fn max_latency_between(&self, from: Duration, to: Duration) -> Duration {
-        self.between(from, to)
-            .map(|s| s.latency)
-            .max()
-            .unwrap_or(Duration::ZERO)
+        self.between(from, to).map(|s| s.latency).max().unwrap_or(Duration::ZERO)
     }
 
     /// Nearest-rank percentile of all latencies (errors and timeouts included); zero if there are no samples.
@@ -116,9 +107,7 @@ impl LoadReport {
     }
 
     fn between(&self, from: Duration, to: Duration) -> impl Iterator<Item = &Sample> {
-        self.samples
-            .iter()
-            .filter(move |s| s.sent_at >= from && s.sent_at < to)
+        self.samples.iter().filter(move |s| s.sent_at >= from && s.sent_at < to)
     }
 }
 
@@ -167,19 +156,10 @@ struct Job {
 async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadReport {
     let total = request_count(spec.rate_per_sec, spec.duration);
     let rate = u128::from(spec.rate_per_sec.max(1));
-    let offset =
-        move |index: usize| Duration::from_nanos((index as u128 * 1_000_000_000 / rate) as u64);
+    let offset = move |index: usize| Duration::from_nanos((index as u128 * 1_000_000_000 / rate) as u64);
     let connections = spec.connections.max(1);
-    let authority = if spec.host.is_empty() {
-        spec.target.to_string()
-    } else {
-        spec.host.clone()
-    };
-    let path = if spec.path.starts_with('/') {
-        spec.path.clone()
-    } else {
-        format!("/{}", spec.path)
-    };
+    let authority = if spec.host.is_empty() { spec.target.to_string() } else { spec.host.clone() };
+    let path = if spec.path.starts_with('/') { spec.path.clone() } else { format!("/{}", spec.path) };
 
     let start = Instant::now();
     let (results_tx, mut results) = mpsc::unbounded_channel();
@@ -253,10 +233,7 @@ async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadRe
             })
         })
         .collect();
-    LoadReport {
-        samples,
-        elapsed: start.elapsed(),
-    }
+    LoadReport { samples, elapsed: start.elapsed() }
 }
 
 /// rate × duration, in integers so 200/s for 1 s is exactly 200.
@@ -307,11 +284,7 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let deadline = job.at + ctx.timeout;
         if Instant::now() >= deadline {
             // It waited its whole timeout behind earlier requests on this connection.
-            record(
-                &ctx,
-                &job,
-                Err("timed out waiting for a free connection".to_string()),
-            );
+            record(&ctx, &job, Err("timed out waiting for a free connection".to_string()));
             continue;
         }
         if conn.as_ref().is_some_and(|c| !c.usable()) {
@@ -339,11 +312,10 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         };
         match &mut conn {
             Some(Conn::H1(sender, _)) => {
-                let outcome =
-                    match tokio::time::timeout_at(deadline, exchange_h1(sender, request)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err("timed out".to_string()),
-                    };
+                let outcome = match tokio::time::timeout_at(deadline, exchange_h1(sender, request)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err("timed out".to_string()),
+                };
                 if outcome.is_err() {
                     // The connection is in an unknown state (maybe a response still on its way): use a fresh one.
                     conn = None;
@@ -355,12 +327,10 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 let broken = Arc::clone(broken);
                 let ctx = Arc::clone(&ctx);
                 in_flight.spawn(async move {
-                    let outcome =
-                        match tokio::time::timeout_at(deadline, exchange_h2(sender, request)).await
-                        {
-                            Ok(outcome) => outcome,
-                            Err(_) => Err("timed out".to_string()),
-                        };
+                    let outcome = match tokio::time::timeout_at(deadline, exchange_h2(sender, request)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err("timed out".to_string()),
+                    };
                     if outcome.is_err() {
                         broken.store(true, Ordering::Relaxed);
                     }
@@ -379,21 +349,13 @@ fn record(ctx: &Ctx, job: &Job, outcome: Outcome) {
         Ok((status, backend)) => (Some(status), backend, None),
         Err(e) => (None, None, Some(e)),
     };
-    let sample = Sample {
-        sent_at: job.at.saturating_duration_since(ctx.start),
-        latency: job.at.elapsed(),
-        status,
-        backend,
-        error,
-    };
+    let sample = Sample { sent_at: job.at.saturating_duration_since(ctx.start), latency: job.at.elapsed(), status, backend, error };
     // The collector stops listening only once the run is over; a late sample is then simply not wanted.
     let _ = ctx.results.send((job.index, sample));
 }
 
 async fn connect(ctx: &Ctx, drivers: &mut JoinSet<()>) -> Result<Conn, String> {
-    let stream = TcpStream::connect(ctx.target)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(ctx.target).await.map_err(|e| format!("connect: {e}"))?;
     // Connecting to a free port in the ephemeral range can connect the socket to itself (TCP simultaneous open).
     if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
         if local == peer {
@@ -404,18 +366,14 @@ async fn connect(ctx: &Ctx, drivers: &mut JoinSet<()>) -> Result<Conn, String> {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     if ctx.http2 {
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| format!("http2 handshake: {e}"))?;
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await.map_err(|e| format!("http2 handshake: {e}"))?;
         drivers.spawn(async move {
             // The connection's end is seen by its requests and by `is_closed`.
             let _ = connection.await;
         });
         Ok(Conn::H2(sender, Arc::new(AtomicBool::new(false))))
     } else {
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(|e| format!("http1 handshake: {e}"))?;
+        let (sender, connection) = http1::handshake(io).await.map_err(|e| format!("http1 handshake: {e}"))?;
         let driver = drivers.spawn(async move {
             let _ = connection.await;
         });
@@ -427,54 +385,31 @@ fn build_request(ctx: &Ctx) -> Result<Request<Empty<Bytes>>, String> {
     let mut builder = Request::builder().method(ctx.method.clone());
     if ctx.http2 {
         // HTTP/2 takes the authority from the URI (`:authority`), and needs a scheme.
-        let uri: Uri = format!("http://{}{}", ctx.authority, ctx.path)
-            .parse()
-            .map_err(|e| format!("bad uri: {e}"))?;
+        let uri: Uri = format!("http://{}{}", ctx.authority, ctx.path).parse().map_err(|e| format!("bad uri: {e}"))?;
         builder = builder.uri(uri);
     } else {
         let uri: Uri = ctx.path.parse().map_err(|e| format!("bad path: {e}"))?;
         let host = HeaderValue::from_str(&ctx.authority).map_err(|e| format!("bad host: {e}"))?;
         builder = builder.uri(uri).header(HOST, host);
     }
-    builder
-        .body(Empty::new())
-        .map_err(|e| format!("bad request: {e}"))
+    builder.body(Empty::new()).map_err(|e| format!("bad request: {e}"))
 }
 
-async fn exchange_h1(
-    sender: &mut http1::SendRequest<Empty<Bytes>>,
-    request: Request<Empty<Bytes>>,
-) -> Outcome {
-    sender
-        .ready()
-        .await
-        .map_err(|e| format!("connection: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+async fn exchange_h1(sender: &mut http1::SendRequest<Empty<Bytes>>, request: Request<Empty<Bytes>>) -> Outcome {
+    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
     drain(response).await
 }
 
-async fn exchange_h2(
-    mut sender: http2::SendRequest<Empty<Bytes>>,
-    request: Request<Empty<Bytes>>,
-) -> Outcome {
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
+async fn exchange_h2(mut sender: http2::SendRequest<Empty<Bytes>>, request: Request<Empty<Bytes>>) -> Outcome {
+    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
     drain(response).await
 }
 
 /// Reads the whole body (discarding it) so the answer is complete and the HTTP/1 connection reusable.
 async fn drain(response: http::Response<Incoming>) -> Outcome {
     let status = response.status().as_u16();
-    let backend = response
-        .headers()
-        .get("x-backend")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let backend = response.headers().get("x-backend").and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         frame.map_err(|e| format!("reading body after status {status}: {e}"))?;

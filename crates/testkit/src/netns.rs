@@ -80,12 +80,7 @@ impl Lab {
                     break;
                 }
                 Err(_) if Path::new(NETNS_DIR).join(&hub).exists() => continue,
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("network namespaces cannot be created here: {e}"),
-                    ))
-                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("network namespaces cannot be created here: {e}"))),
             }
         }
         let Some((prefix, hub)) = lab else {
@@ -93,12 +88,7 @@ impl Lab {
                 "network namespaces cannot be created here: every lab name for this pid is taken by leaked namespaces",
             ));
         };
-        let mut lab = Lab {
-            ip,
-            hub: hub.clone(),
-            clusters: Vec::with_capacity(names.len()),
-            created: vec![hub.clone()],
-        };
+        let mut lab = Lab { ip, hub: hub.clone(), clusters: Vec::with_capacity(names.len()), created: vec![hub.clone()] };
         // Entering is what `within` and the runtimes do; a process that may run `ip` but not setns would fail there, later and less clearly.
         enter_check(&hub).map_err(|e| {
             io::Error::new(
@@ -117,28 +107,12 @@ impl Lab {
             lab.ip(&["netns", "add", &ns])?;
             lab.created.push(ns.clone());
             // The peer is born inside the cluster namespace, so no interface ever shows up in the root namespace.
-            lab.ip(&[
-                "-n", &hub, "link", "add", &hub_if, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns,
-            ])?;
+            lab.ip(&["-n", &hub, "link", "add", &hub_if, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
             lab.ip(&["-n", &hub, "link", "set", &hub_if, "master", "br0", "up"])?;
             lab.ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            lab.ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "eth0",
-            ])?;
+            lab.ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             lab.ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            lab.clusters.push(Cluster {
-                name: name.to_string(),
-                ns,
-                addr,
-                hub_if,
-            });
+            lab.clusters.push(Cluster { name: name.to_string(), ns, addr, hub_if });
         }
         Ok(lab)
     }
@@ -163,10 +137,7 @@ impl Lab {
     /// Kill and wait for it before the lab drops: its namespace lives as long as it does.
     pub fn command(&self, name: &str, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(&self.ip);
-        command
-            .args(["netns", "exec"])
-            .arg(&self.cluster(name).ns)
-            .arg(program);
+        command.args(["netns", "exec"]).arg(&self.cluster(name).ns).arg(program);
         command
     }
 
@@ -234,9 +205,7 @@ impl Lab {
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         while !self.link_up(&cluster.ns, "eth0")? || !self.link_up(&self.hub, &cluster.hub_if)? {
             if std::time::Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "the link of {name} did not come back up within 2 s"
-                )));
+                return Err(io::Error::other(format!("the link of {name} did not come back up within 2 s")));
             }
             thread::sleep(Duration::from_millis(2));
         }
@@ -248,18 +217,12 @@ impl Lab {
 
     /// Whether the interface is operationally up (carrier on and ready to send), as `ip` reports it.
     fn link_up(&self, ns: &str, interface: &str) -> io::Result<bool> {
-        let output = ip_output(
-            &self.ip,
-            &["-n", ns, "-o", "link", "show", "dev", interface],
-        )?;
+        let output = ip_output(&self.ip, &["-n", ns, "-o", "link", "show", "dev", interface])?;
         Ok(output.contains(" state UP "))
     }
 
     fn cluster(&self, name: &str) -> &Cluster {
-        self.clusters
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("the lab has no cluster named {name:?}"))
+        self.clusters.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("the lab has no cluster named {name:?}"))
     }
 
     fn ip(&self, args: &[&str]) -> io::Result<()> {
@@ -284,9 +247,7 @@ pub struct NsTask<T> {
 impl<T> NsTask<T> {
     /// Waits for the future's output; a panic in it (or in entering the namespace) is passed on.
     pub fn join(self) -> T {
-        self.thread
-            .join()
-            .unwrap_or_else(|panic| resume_unwind(panic))
+        self.thread.join().unwrap_or_else(|panic| resume_unwind(panic))
     }
 
     /// Whether the future has finished (so that [`NsTask::join`] returns at once).
@@ -316,29 +277,23 @@ impl NsRuntime {
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (stop, stopped) = oneshot::channel::<()>();
         let ns = ns.to_string();
-        let thread = thread::Builder::new()
-            .name(format!("netns {name}"))
-            .spawn(move || {
-                let runtime = match ns_runtime(&ns) {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(runtime.handle().clone()));
-                // A dropped sender also means stop: the NsRuntime is gone.
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
+        let thread = thread::Builder::new().name(format!("netns {name}")).spawn(move || {
+            let runtime = match ns_runtime(&ns) {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(runtime.handle().clone()));
+            // A dropped sender also means stop: the NsRuntime is gone.
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })?;
         match ready_rx.recv() {
-            Ok(Ok(handle)) => Ok(NsRuntime {
-                handle,
-                stop: Some(stop),
-                thread: Some(thread),
-            }),
+            Ok(Ok(handle)) => Ok(NsRuntime { handle, stop: Some(stop), thread: Some(thread) }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -413,18 +368,12 @@ fn ns_runtime(ns: &str) -> io::Result<Runtime> {
 
 fn open_ns(ns: &str) -> io::Result<File> {
     let path = Path::new(NETNS_DIR).join(ns);
-    File::open(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))
+    File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))
 }
 
 /// Moves the calling thread (only) into the namespace.
 fn enter(fd: &File, ns: &str) -> io::Result<()> {
-    setns(fd, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-        io::Error::new(
-            io::Error::from(errno).kind(),
-            format!("setns into {ns}: {errno}"),
-        )
-    })
+    setns(fd, CloneFlags::CLONE_NEWNET).map_err(|errno| io::Error::new(io::Error::from(errno).kind(), format!("setns into {ns}: {errno}")))
 }
 
 fn enter_or_panic(ns: &str) {
@@ -436,27 +385,18 @@ fn enter_or_panic(ns: &str) {
 /// Tries entering `ns` on a throwaway thread, so the caller's own thread stays where it is.
 fn enter_check(ns: &str) -> io::Result<()> {
     let ns = ns.to_string();
-    thread::spawn(move || open_ns(&ns).and_then(|fd| enter(&fd, &ns)))
-        .join()
-        .unwrap_or_else(|panic| resume_unwind(panic))
+    thread::spawn(move || open_ns(&ns).and_then(|fd| enter(&fd, &ns))).join().unwrap_or_else(|panic| resume_unwind(panic))
 }
 
 fn check_names(names: &[&str]) -> io::Result<()> {
     let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
     if names.len() > 250 {
-        return invalid(format!(
-            "a lab has at most 250 clusters, not {}",
-            names.len()
-        ));
+        return invalid(format!("a lab has at most 250 clusters, not {}", names.len()));
     }
     for (i, name) in names.iter().enumerate() {
-        let charset_ok = name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let charset_ok = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if name.is_empty() || name.len() > 32 || !charset_ok {
-            return invalid(format!(
-                "cluster name {name:?}: use 1 to 32 ASCII letters, digits, '-' or '_'"
-            ));
+            return invalid(format!("cluster name {name:?}: use 1 to 32 ASCII letters, digits, '-' or '_'"));
         }
         if *name == "hub" {
             return invalid("cluster name \"hub\" is taken by the lab's own hub namespace".into());
@@ -489,9 +429,5 @@ fn ip_output(ip: &OsStr, args: &[&str]) -> io::Result<String> {
         "" => "(it printed nothing)",
         said => said,
     };
-    Err(io::Error::other(format!(
-        "`{}` failed ({}): {said}",
-        shown(),
-        output.status
-    )))
+    Err(io::Error::other(format!("`{}` failed ({}): {said}", shown(), output.status)))
 }

@@ -32,9 +32,7 @@ async fn h1(addr: SocketAddr) -> (http1::SendRequest<Full<Bytes>>, tokio::task::
 
 async fn h2(addr: SocketAddr) -> http2::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -42,10 +40,7 @@ async fn h2(addr: SocketAddr) -> http2::SendRequest<Full<Bytes>> {
 }
 
 fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", "test.local")
-        .body(Full::new(Bytes::new()))
-        .unwrap()
+    Request::get(path).header("host", "test.local").body(Full::new(Bytes::new())).unwrap()
 }
 
 /// Sends one request on a fresh connection and returns status, x-backend and body.
@@ -79,18 +74,12 @@ async fn ok_and_status_modes() {
     assert_eq!(b.name(), "alpha");
     assert_ne!(b.addr().port(), 0);
     let (status, name, body) = fetch(b.addr(), get("/")).await;
-    assert_eq!(
-        (status, name.as_str(), body.as_str()),
-        (StatusCode::OK, "alpha", "alpha\n")
-    );
+    assert_eq!((status, name.as_str(), body.as_str()), (StatusCode::OK, "alpha", "alpha\n"));
 
     b.set_mode(Mode::Status(503)).await.unwrap();
     assert_eq!(b.mode(), Mode::Status(503));
     let (status, name, body) = fetch(b.addr(), get("/healthz")).await;
-    assert_eq!(
-        (status, name.as_str(), body.as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, "alpha", "alpha 503\n")
-    );
+    assert_eq!((status, name.as_str(), body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "alpha", "alpha 503\n"));
     assert_eq!(b.served(), 2);
     assert_eq!(b.received_by_method("GET"), 2);
     b.stop().await;
@@ -109,10 +98,7 @@ async fn refuse_closes_everything_and_ok_rebinds_same_port() {
     let err = TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     // The keep-alive connection opened before is closed by the backend.
-    tokio::time::timeout(Duration::from_secs(2), driver)
-        .await
-        .expect("kept connection not closed")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), driver).await.expect("kept connection not closed").unwrap();
     assert!(kept.is_closed());
 
     b.set_mode(Mode::Ok).await.unwrap();
@@ -129,37 +115,25 @@ async fn blackhole_accepts_but_never_answers() {
     let b = Backend::start("gamma", any_port()).await.unwrap();
     b.set_mode(Mode::Blackhole).await.unwrap();
     let (mut sender, _driver) = h1(b.addr()).await;
-    let waited =
-        tokio::time::timeout(Duration::from_millis(300), sender.send_request(get("/"))).await;
+    let waited = tokio::time::timeout(Duration::from_millis(300), sender.send_request(get("/"))).await;
     assert!(waited.is_err(), "blackholed request was answered");
-    TcpStream::connect(b.addr())
-        .await
-        .expect("connect must still succeed");
+    TcpStream::connect(b.addr()).await.expect("connect must still succeed");
     assert_eq!(b.received_by_method("get"), 1);
     assert_eq!(b.served(), 0);
 
     // A held request is answered once the mode changes.
     let (mut sender, _driver) = h1(b.addr()).await;
-    let pending =
-        tokio::spawn(async move { sender.send_request(get("/")).await.unwrap().status() });
+    let pending = tokio::spawn(async move { sender.send_request(get("/")).await.unwrap().status() });
     tokio::time::sleep(Duration::from_millis(100)).await;
     b.set_mode(Mode::Ok).await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(2), pending)
-            .await
-            .unwrap()
-            .unwrap(),
-        StatusCode::OK
-    );
+    assert_eq!(tokio::time::timeout(Duration::from_secs(2), pending).await.unwrap().unwrap(), StatusCode::OK);
     b.stop().await;
 }
 
 #[tokio::test]
 async fn delay_and_post() {
     let b = Backend::start("delta", any_port()).await.unwrap();
-    b.set_mode(Mode::Delay(Duration::from_millis(200)))
-        .await
-        .unwrap();
+    b.set_mode(Mode::Delay(Duration::from_millis(200))).await.unwrap();
     let started = Instant::now();
     let (status, _, _) = fetch(b.addr(), get("/")).await;
     assert_eq!(status, StatusCode::OK);
@@ -167,10 +141,7 @@ async fn delay_and_post() {
 
     b.set_mode(Mode::Ok).await.unwrap();
     let (mut sender, _driver) = h1(b.addr()).await;
-    let post = Request::post("/upload")
-        .header("host", "x")
-        .body(Full::new(Bytes::from_static(b"hello")))
-        .unwrap();
+    let post = Request::post("/upload").header("host", "x").body(Full::new(Bytes::from_static(b"hello"))).unwrap();
     let resp = sender.send_request(post).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-request-body-bytes"], "5");
@@ -183,16 +154,11 @@ async fn delay_and_post() {
 async fn http2_and_grpc() {
     let b = Backend::start("epsilon", any_port()).await.unwrap();
     let mut sender = h2(b.addr()).await;
-    let req = Request::get(format!("http://{}/", b.addr()))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = Request::get(format!("http://{}/", b.addr())).body(Full::new(Bytes::new())).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.headers()["x-backend"], "epsilon");
-    assert_eq!(
-        resp.into_body().collect().await.unwrap().to_bytes(),
-        "epsilon\n"
-    );
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "epsilon\n");
 
     let grpc = |body: &'static [u8]| {
         Request::post(format!("http://{}/pkg.Svc/Call", b.addr()))
@@ -213,13 +179,7 @@ async fn http2_and_grpc() {
     b.set_mode(Mode::Status(503)).await.unwrap();
     let resp = sender.send_request(grpc(b"")).await.unwrap();
     assert_eq!(resp.headers()["grpc-status"], "14");
-    assert!(resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .trailers()
-        .is_none());
+    assert!(resp.into_body().collect().await.unwrap().trailers().is_none());
     b.stop().await;
 }
 
@@ -228,12 +188,7 @@ async fn load_against_one_backend() {
     let b = Backend::start("zeta", any_port()).await.unwrap();
     let report = run(spec(b.addr(), 200, Duration::from_secs(1), false)).await;
     assert_eq!(report.samples.len(), 200);
-    assert_eq!(
-        report.errors(),
-        0,
-        "{:?}",
-        report.samples.iter().find(|s| s.error.is_some())
-    );
+    assert_eq!(report.errors(), 0, "{:?}", report.samples.iter().find(|s| s.error.is_some()));
     assert_eq!(report.ok(), 200);
     assert_eq!(report.by_backend().get("zeta"), Some(&200));
     assert!(report.elapsed < Duration::from_secs(2));
@@ -264,18 +219,10 @@ async fn load_records_errors_when_backend_refuses_halfway() {
         assert!(started.elapsed() < Duration::from_secs(3), "load run hung");
         assert_eq!(report.samples.len(), 100);
         let late = Duration::from_millis(600);
-        assert!(report
-            .samples
-            .iter()
-            .filter(|s| s.sent_at >= late)
-            .all(|s| s.status.is_none()));
+        assert!(report.samples.iter().filter(|s| s.sent_at >= late).all(|s| s.status.is_none()));
         assert!(report.errors() >= 35, "errors: {}", report.errors());
         assert!(report.by_backend_between(Duration::ZERO, Duration::from_millis(400))["eta"] >= 38);
-        assert!(report
-            .by_backend_between(late, Duration::from_secs(2))
-            .is_empty());
-        assert!(
-            report.max_latency_between(late, Duration::from_secs(2)) < Duration::from_millis(500)
-        );
+        assert!(report.by_backend_between(late, Duration::from_secs(2)).is_empty());
+        assert!(report.max_latency_between(late, Duration::from_secs(2)) < Duration::from_millis(500));
     }
 }

@@ -84,7 +84,8 @@ pub async fn run(opts: DemoOptions) -> Result<ExitCode, String> {
     if opts.phase < Duration::from_secs(1) {
         return Err("--phase-seconds must be at least 1".into());
     }
-    let mut world = World { dir: std::env::temp_dir().join(format!("veer-demo-{}", std::process::id())), echoes: Vec::new(), nodes: Vec::new() };
+    let mut world =
+        World { dir: std::env::temp_dir().join(format!("veer-demo-{}", std::process::id())), echoes: Vec::new(), nodes: Vec::new() };
     let result = match world.build(opts.phase).await {
         Ok(()) => drive(&world, opts).await,
         Err(e) => Err(e),
@@ -108,7 +109,8 @@ impl World {
         let _ = std::fs::remove_dir_all(&self.dir);
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let file = self.dir.join("demo.yaml");
-        std::fs::write(&file, manifests(&self.echoes, base_ejection(phase))).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        std::fs::write(&file, manifests(&self.echoes, base_ejection(phase)))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         for (cluster, ..) in CLUSTERS {
             let mut cfg = NodeConfig::new(vec![self.dir.clone()], cluster);
             cfg.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
@@ -137,7 +139,9 @@ async fn start_backend(name: &str, ip: Ipv4Addr) -> Result<Backend, String> {
     match Backend::start(name, SocketAddr::from((ip, 0))).await {
         Ok(backend) => Ok(backend),
         // Some systems (macOS) only configure 127.0.0.1; distinct ports keep the endpoints apart there.
-        Err(_) => Backend::start(name, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(|e| format!("cannot start backend {name}: {e}")),
+        Err(_) => {
+            Backend::start(name, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.map_err(|e| format!("cannot start backend {name}: {e}"))
+        }
     }
 }
 
@@ -270,7 +274,12 @@ fn print_header(world: &World, west: &Node, east: &Node, opts: DemoOptions) {
 }
 
 /// Takes west down at t = phase and brings it back at t = 2·phase; returns both moments.
-async fn run_outage(west: Vec<Arc<Backend>>, t0: Instant, phase: Duration, phase_tx: watch::Sender<Phase>) -> Result<(Duration, Duration), String> {
+async fn run_outage(
+    west: Vec<Arc<Backend>>,
+    t0: Instant,
+    phase: Duration,
+    phase_tx: watch::Sender<Phase>,
+) -> Result<(Duration, Duration), String> {
     tokio::time::sleep_until(t0 + phase).await;
     let stop_at = t0.elapsed();
     phase_tx.send_replace(Phase::Outage);
@@ -514,7 +523,8 @@ fn summary(world: &World, report: &LoadReport, stop_at: Duration, restore_at: Du
         Some(d) => crate::out::say!("  time to fail back: {} after west came back", fmt_duration(d)),
         None => crate::out::say!("  time to fail back: not within the demo (a longer --phase-seconds leaves more time)"),
     }
-    let answers: Vec<String> = world.echoes.iter().map(|e| format!("{} {}", e.backend.name(), by_backend.get(e.backend.name()).copied().unwrap_or(0))).collect();
+    let answers: Vec<String> =
+        world.echoes.iter().map(|e| format!("{} {}", e.backend.name(), by_backend.get(e.backend.name()).copied().unwrap_or(0))).collect();
     crate::out::say!("  answers by backend: {}", answers.join(", "));
     let names = endpoint_names(world);
     let lines: Vec<String> = events.iter().filter_map(|e| event_line(e, t0_unix_ms, &names)).collect();

@@ -88,7 +88,10 @@ fn known_cluster(set: &ManifestSet, name: &str) -> Result<(), String> {
     if known.iter().any(|c| c == name) {
         return Ok(());
     }
-    Err(format!("cluster {name:?} has no ClusterIdentity; clusters with one: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }))
+    Err(format!(
+        "cluster {name:?} has no ClusterIdentity; clusters with one: {}",
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+    ))
 }
 
 pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
@@ -105,7 +108,11 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             for (e, verdict) in ownership::written(mine, &registry) {
                 match verdict {
                     Verdict::Written => kept.push(e.clone()),
-                    Verdict::Withheld(state) => withheld.entry(e.zone.clone()).or_insert_with(|| (Vec::new(), state.cloned().unwrap_or_default())).0.push(e.name.clone()),
+                    Verdict::Withheld(state) => withheld
+                        .entry(e.zone.clone())
+                        .or_insert_with(|| (Vec::new(), state.cloned().unwrap_or_default()))
+                        .0
+                        .push(e.name.clone()),
                 }
             }
             let _ = writeln!(out, "# DNSEndpoints of cluster {cluster} (TTL {ttl}s), as the Service Router Operator names them.");
@@ -199,7 +206,14 @@ fn rows(plans: &[ClusterPlan], zone: &ZoneId, registry: &Registry) -> Vec<Record
             if e.zone != *zone || verdict != Verdict::Written {
                 continue;
             }
-            out.push(RecordRow { name: e.dns_name.clone(), record_type: e.record_type.as_str(), target: e.target.clone(), ttl: e.ttl, endpoint: format!("{}/{}", e.namespace, e.name), cluster: p.cluster.clone() });
+            out.push(RecordRow {
+                name: e.dns_name.clone(),
+                record_type: e.record_type.as_str(),
+                target: e.target.clone(),
+                ttl: e.ttl,
+                endpoint: format!("{}/{}", e.namespace, e.name),
+                cluster: p.cluster.clone(),
+            });
         }
     }
     out
@@ -252,7 +266,8 @@ fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: 
         if down.contains(cluster) || ci.region == zone.region || ci.domain != zone.domain {
             continue;
         }
-        let has_controller = set.dns_configurations.iter().any(|(c, d)| c == cluster && d.controllers.iter().any(|(_, r)| *r == zone.region));
+        let has_controller =
+            set.dns_configurations.iter().any(|(c, d)| c == cluster && d.controllers.iter().any(|(_, r)| *r == zone.region));
         if !has_controller {
             continue;
         }
@@ -268,7 +283,12 @@ fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: 
         registry.reconcile(&ownership::claims(&after));
         if let Some(st) = registry.get(zone) {
             if st.writer.as_deref() == Some(cluster.as_str()) {
-                out.push(Takeover { zone: zone.clone(), adopter: cluster.clone(), epoch: st.epoch, records: rows(&after, zone, &registry) });
+                out.push(Takeover {
+                    zone: zone.clone(),
+                    adopter: cluster.clone(),
+                    epoch: st.epoch,
+                    records: rows(&after, zone, &registry),
+                });
             }
         }
     }
@@ -284,27 +304,56 @@ fn render(r: &PlanReport) -> String {
         let writer = z.writer.as_deref().unwrap_or("nobody");
         if z.writer.is_none() && z.claims.is_empty() {
             // Only gateway A records: no ServiceRoute of any cluster is active for this zone.
-            let _ = writeln!(out, "zone {} (controller external-dns-{}): gateway records only (no cluster claims its ServiceRoute records)", z.zone, z.zone.region);
+            let _ = writeln!(
+                out,
+                "zone {} (controller external-dns-{}): gateway records only (no cluster claims its ServiceRoute records)",
+                z.zone, z.zone.region
+            );
         } else {
-            let _ = writeln!(out, "zone {} (controller external-dns-{}): written by {writer} ({}, epoch {}){}", z.zone, z.zone.region, z.claim.unwrap_or("no claim"), z.epoch, if z.writer_down { "  ** WRITER DOWN **" } else { "" });
+            let _ = writeln!(
+                out,
+                "zone {} (controller external-dns-{}): written by {writer} ({}, epoch {}){}",
+                z.zone,
+                z.zone.region,
+                z.claim.unwrap_or("no claim"),
+                z.epoch,
+                if z.writer_down { "  ** WRITER DOWN **" } else { "" }
+            );
         }
         let claims: Vec<String> = z.claims.iter().map(|c| format!("{} ({})", c.cluster, c.kind.as_str())).collect();
         let _ = writeln!(out, "  claims: {}", if claims.is_empty() { "none".into() } else { claims.join(", ") });
         if !z.conflicts.is_empty() {
-            let _ = writeln!(out, "  CONFLICT: {} claim(s) at the same precedence as the writer: {}; only {writer} writes", z.conflicts.len(), z.conflicts.join(", "));
+            let _ = writeln!(
+                out,
+                "  CONFLICT: {} claim(s) at the same precedence as the writer: {}; only {writer} writes",
+                z.conflicts.len(),
+                z.conflicts.join(", ")
+            );
         }
         for row in &z.records {
-            let _ = writeln!(out, "  {:<48} {:<5} {:<40} ttl {:<5} {} [{}]", row.name, row.record_type, row.target, row.ttl, row.endpoint, row.cluster);
+            let _ = writeln!(
+                out,
+                "  {:<48} {:<5} {:<40} ttl {:<5} {} [{}]",
+                row.name, row.record_type, row.target, row.ttl, row.endpoint, row.cluster
+            );
         }
         if z.writer_down {
             let candidates: Vec<&Takeover> = r.takeovers.iter().filter(|t| t.zone == z.zone).collect();
             if candidates.is_empty() {
-                let _ = writeln!(out, "  {writer} is down: its records stay as they are (stale) and no live cluster runs a controller for region {}", z.zone.region);
+                let _ = writeln!(
+                    out,
+                    "  {writer} is down: its records stay as they are (stale) and no live cluster runs a controller for region {}",
+                    z.zone.region
+                );
             } else {
                 let _ = writeln!(out, "  {writer} is down: its records go stale until a cluster adopts region {}:", z.zone.region);
             }
             for t in candidates {
-                let _ = writeln!(out, "    with adoptsRegions: [{}] on {}: written by {} (adoption, epoch {})", z.zone.region, t.adopter, t.adopter, t.epoch);
+                let _ = writeln!(
+                    out,
+                    "    with adoptsRegions: [{}] on {}: written by {} (adoption, epoch {})",
+                    z.zone.region, t.adopter, t.adopter, t.epoch
+                );
                 for row in &t.records {
                     let _ = writeln!(out, "      {:<46} {:<5} {}", row.name, row.record_type, row.target);
                 }
@@ -323,7 +372,16 @@ fn render(r: &PlanReport) -> String {
             if r.down.contains(&p.cluster) { "  (down)" } else { "" }
         );
         for pol in &p.policies {
-            let _ = writeln!(out, "  DNSPolicy {}/{} mode {}: {:?}; controllers [{}]; {}", pol.namespace, pol.name, pol.mode, pol.phase, pol.active_controllers.join(", "), pol.reason);
+            let _ = writeln!(
+                out,
+                "  DNSPolicy {}/{} mode {}: {:?}; controllers [{}]; {}",
+                pol.namespace,
+                pol.name,
+                pol.mode,
+                pol.phase,
+                pol.active_controllers.join(", "),
+                pol.reason
+            );
         }
         for route in &p.routes {
             let _ = writeln!(out, "  ServiceRoute {}/{}: {:?}; {}", route.namespace, route.name, route.phase, route.reason);

@@ -198,7 +198,9 @@ fn parse_down(s: &str) -> Result<Down, String> {
     match s.split_once('=') {
         Some(("cluster", name)) if !name.is_empty() => Ok(Down::Cluster(name.to_string())),
         Some(_) => Err(format!("{s:?}: expected cluster=NAME or an endpoint address")),
-        None if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() || s.contains(':') => Ok(Down::Address(s.to_string())),
+        None if s.parse::<std::net::IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() || s.contains(':') => {
+            Ok(Down::Address(s.to_string()))
+        }
         None => Err(format!("{s:?}: expected cluster=NAME or an endpoint address (IP or IP:PORT)")),
     }
 }
@@ -227,7 +229,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
@@ -270,7 +273,24 @@ fn runtime_with(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Strin
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Run { files, cluster, labels, listen, admin, log_json, workers, no_pin_workers, max_connections, dns, certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after, state_dir } => {
+        Command::Run {
+            files,
+            cluster,
+            labels,
+            listen,
+            admin,
+            log_json,
+            workers,
+            no_pin_workers,
+            max_connections,
+            dns,
+            certs,
+            east_west,
+            peer_stale_after,
+            peer_unhealthy_after,
+            peer_forget_after,
+            state_dir,
+        } => {
             init_logs(log_json);
             // Before the limits are derived from it.
             let files_limit = veer_proxy::server::raise_nofile_limit();
@@ -290,17 +310,30 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.mesh = certs.map(|certs| veer_proxy::node::MeshConfig {
                 certs,
                 east_west,
-                aging: veer_proxy::mesh::peers::Aging { stale_after: peer_stale_after, unhealthy_after: peer_unhealthy_after, forget_after: peer_forget_after, ..Default::default() },
+                aging: veer_proxy::mesh::peers::Aging {
+                    stale_after: peer_stale_after,
+                    unhealthy_after: peer_unhealthy_after,
+                    forget_after: peer_forget_after,
+                    ..Default::default()
+                },
             });
             cfg.workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
             if !no_pin_workers {
                 cfg.worker_cpus = veer_proxy::cpus::plan(cfg.workers);
             }
             // Thread per core: this thread's runtime is the first worker; the node starts the others.
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?.block_on(run_node(cfg))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?
+                .block_on(run_node(cfg))
         }
-        Command::Demo { seed: Some(seed), rate, plain, .. } => runtime()?.block_on(walk::run(seed, walk::WalkOptions { plain, rate: rate.min(1000) })),
-        Command::Demo { seed: None, phase_seconds, rate, plain } => runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain })),
+        Command::Demo { seed: Some(seed), rate, plain, .. } => {
+            runtime()?.block_on(walk::run(seed, walk::WalkOptions { plain, rate: rate.min(1000) }))
+        }
+        Command::Demo { seed: None, phase_seconds, rate, plain } => {
+            runtime()?.block_on(demo::run(demo::DemoOptions { phase: std::time::Duration::from_secs(phase_seconds), rate, plain }))
+        }
         Command::Dns { command } => dns_cmd::run(command),
         Command::Pki { command } => pki_cmd::run(command),
         Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),
@@ -338,12 +371,26 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
             let set = &loaded.set;
-            let acted = set.clusters.len() + set.services().len() + set.entries().len() + set.virtual_destinations.len()
-                + set.failover_policies.len() + set.outlier_policies.len() + set.failover_services.len()
-                + set.traffic_policies.len() + set.virtual_meshes.len() + set.destination_rules.len()
-                + set.istio_gateways.len() + set.backends.len() + set.backend_policies.len() + set.gateways.len()
-                + set.routes.len() + set.cluster_identities.len() + set.dns_configurations.len()
-                + set.dns_policies.len() + set.service_routes.len() + set.router_gateways.len()
+            let acted = set.clusters.len()
+                + set.services().len()
+                + set.entries().len()
+                + set.virtual_destinations.len()
+                + set.failover_policies.len()
+                + set.outlier_policies.len()
+                + set.failover_services.len()
+                + set.traffic_policies.len()
+                + set.virtual_meshes.len()
+                + set.destination_rules.len()
+                + set.istio_gateways.len()
+                + set.backends.len()
+                + set.backend_policies.len()
+                + set.gateways.len()
+                + set.routes.len()
+                + set.cluster_identities.len()
+                + set.dns_configurations.len()
+                + set.dns_policies.len()
+                + set.service_routes.len()
+                + set.router_gateways.len()
                 + set.dns_endpoints.len();
             outln!(
                 "{acted} resources read, {ignored} ignored{}; {errors} error(s), {warnings} warning(s)",

@@ -77,7 +77,17 @@ pub fn run(cmd: PkiCommand) -> Result<ExitCode, String> {
             veer_pki::create_mesh(&out, &names).map_err(|e| e.to_string())?;
             wrote(&out, &[veer_pki::ROOT_CERT, veer_pki::ROOT_KEY])?;
             for c in &names {
-                wrote(&out.join(c), &[veer_pki::CA_CERT, veer_pki::CA_KEY, veer_pki::CERT_CHAIN, veer_pki::ROOT_CERT, veer_pki::NODE_CERT, veer_pki::NODE_KEY])?;
+                wrote(
+                    &out.join(c),
+                    &[
+                        veer_pki::CA_CERT,
+                        veer_pki::CA_KEY,
+                        veer_pki::CERT_CHAIN,
+                        veer_pki::ROOT_CERT,
+                        veer_pki::NODE_CERT,
+                        veer_pki::NODE_KEY,
+                    ],
+                )?;
             }
         }
         PkiCommand::Inspect { dir, cluster } => {

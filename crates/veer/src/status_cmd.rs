@@ -11,10 +11,15 @@ use hyper_util::rt::TokioIo;
 /// Fetches `/status` from the node's admin listener.
 pub async fn fetch(admin: SocketAddr) -> Result<serde_json::Value, String> {
     let get = async {
-        let tcp = tokio::net::TcpStream::connect(admin).await.map_err(|e| format!("cannot reach the admin listener at {admin}: {e} (is `veer run` up, and is --admin its admin address?)"))?;
+        let tcp = tokio::net::TcpStream::connect(admin).await.map_err(|e| {
+            format!("cannot reach the admin listener at {admin}: {e} (is `veer run` up, and is --admin its admin address?)")
+        })?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = http::Request::get("/status").header(http::header::HOST, admin.to_string()).body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+        let req = http::Request::get("/status")
+            .header(http::header::HOST, admin.to_string())
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
         let resp = send.send_request(req).await.map_err(|e| format!("{admin}: {e}"))?;
         let status = resp.status();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -29,7 +34,8 @@ pub async fn fetch(admin: SocketAddr) -> Result<serde_json::Value, String> {
 /// The status as a table.
 pub fn render(v: &serde_json::Value) -> String {
     use std::fmt::Write;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut out = String::new();
     let _ = writeln!(out, "cluster {}  (routing generation {})", v["cluster"].as_str().unwrap_or("?"), v["generation"]);
     // One line per client socket: what a client of that address can reach.
@@ -49,10 +55,19 @@ pub fn render(v: &serde_json::Value) -> String {
     if peers.is_empty() {
         let _ = writeln!(out, "\npeers: none (a standalone node: it reaches every endpoint directly)");
     } else {
-        let _ = writeln!(out, "\n{:<16} {:<22} {:<10} {:<10} {:>10} {:>10}  LAST ERROR", "PEER", "EAST-WEST", "STATE", "REACHABLE", "DATA AGE", "ENDPOINTS");
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<22} {:<10} {:<10} {:>10} {:>10}  LAST ERROR",
+            "PEER", "EAST-WEST", "STATE", "REACHABLE", "DATA AGE", "ENDPOINTS"
+        );
         for p in &peers {
             let age = p["age_ms"].as_u64().map_or("never".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-            let endpoints = format!("{}/{}", p["endpoints"].as_u64().unwrap_or(0) - p["unhealthy_endpoints"].as_u64().unwrap_or(0).min(p["endpoints"].as_u64().unwrap_or(0)), p["endpoints"]);
+            let endpoints = format!(
+                "{}/{}",
+                p["endpoints"].as_u64().unwrap_or(0)
+                    - p["unhealthy_endpoints"].as_u64().unwrap_or(0).min(p["endpoints"].as_u64().unwrap_or(0)),
+                p["endpoints"]
+            );
             let _ = writeln!(
                 out,
                 "{:<16} {:<22} {:<10} {:<10} {:>10} {:>10}  {}",
@@ -69,15 +84,31 @@ pub fn render(v: &serde_json::Value) -> String {
     let _ = writeln!(out, "\n{:<48} {:>8}  HEALTHY ENDPOINTS BY CLUSTER", "DESTINATION", "ACTIVE");
     for d in v["destinations"].as_array().into_iter().flatten() {
         let active = d["active_priority"].as_i64().map_or("?".into(), |p| if p < 0 { "none".to_string() } else { format!("P{p}") });
-        let clusters: Vec<String> = d["clusters"].as_array().into_iter().flatten().map(|c| format!("{} {}/{}", c["cluster"].as_str().unwrap_or("?"), c["healthy"], c["endpoints"])).collect();
-        let _ = writeln!(out, "{:<48} {:>8}  {}", d["destination"].as_str().unwrap_or("?"), active, if clusters.is_empty() { "-".to_string() } else { clusters.join(", ") });
+        let clusters: Vec<String> = d["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{} {}/{}", c["cluster"].as_str().unwrap_or("?"), c["healthy"], c["endpoints"]))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<48} {:>8}  {}",
+            d["destination"].as_str().unwrap_or("?"),
+            active,
+            if clusters.is_empty() { "-".to_string() } else { clusters.join(", ") }
+        );
         // Each endpoint this destination holds out, and why: an endpoint can be ejected for one
         // destination (an HTTPRoute rule) and serve another (its Service) at the same time.
         for e in d["endpoints"].as_array().into_iter().flatten() {
             let at = format!("{} ({}, P{})", e["address"].as_str().unwrap_or("?"), e["cluster"].as_str().unwrap_or("?"), e["priority"]);
             if let Some(held) = e["held"].as_object() {
-                let until = held.get("until_unix_ms").and_then(serde_json::Value::as_u64).map(|t| format!(" until {}", clock(t, now_ms))).unwrap_or_default();
-                let _ = writeln!(out, "    out: {at}: {}{until}", held.get("detail").and_then(serde_json::Value::as_str).unwrap_or("held out"));
+                let until = held
+                    .get("until_unix_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|t| format!(" until {}", clock(t, now_ms)))
+                    .unwrap_or_default();
+                let _ =
+                    writeln!(out, "    out: {at}: {}{until}", held.get("detail").and_then(serde_json::Value::as_str).unwrap_or("held out"));
             } else if let Some(note) = e["note"].as_str() {
                 let _ = writeln!(out, "    note: {at}: {note}");
             }

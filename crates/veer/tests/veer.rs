@@ -47,7 +47,13 @@ fn table(report: &Value) -> Vec<(u64, Vec<Row>)> {
                 .as_array()
                 .expect("endpoints")
                 .iter()
-                .map(|e| (e["cluster"].as_str().unwrap_or("").to_string(), e["address"].as_str().unwrap_or("").to_string(), e["share_percent"].as_f64().unwrap_or(-1.0)))
+                .map(|e| {
+                    (
+                        e["cluster"].as_str().unwrap_or("").to_string(),
+                        e["address"].as_str().unwrap_or("").to_string(),
+                        e["share_percent"].as_f64().unwrap_or(-1.0),
+                    )
+                })
                 .collect();
             (p["load_percent"].as_u64().unwrap_or(999), eps)
         })
@@ -96,7 +102,10 @@ fn seed000_step3_each_cluster_is_served_locally() {
 
 #[test]
 fn seed000_step5_labelled_remote_server_is_a_lower_priority() {
-    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
+    let files = files_000(
+        &["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"],
+        "policy-for-central.yaml",
+    );
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     let t = table(&r);
     assert_eq!(t.len(), 2, "{r}");
@@ -110,14 +119,23 @@ fn seed000_step5_labelled_remote_server_is_a_lower_priority() {
 
 #[test]
 fn seed000_step6_central_scaled_to_zero_fails_over_to_test() {
-    let files = files_000(&["../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
+    let files = files_000(
+        &[
+            "../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml",
+            "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml",
+        ],
+        "policy-for-central.yaml",
+    );
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     assert_close(share_by_cluster(&r, "test-pp-rs"), 100.0);
     // The test cluster's own clients are unaffected.
     let t = explain_000(&files, VD_TEST, "test-pp-rs", SERVES_TEST);
     assert_close(share_by_cluster(&t, "test-pp-rs"), 100.0);
     // The same answer as a what-if on the unscaled set.
-    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "policy-for-central.yaml");
+    let files = files_000(
+        &["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"],
+        "policy-for-central.yaml",
+    );
     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
     let what_if = explain(&refs, VD_CENTRAL, "central-pp-rs", &["--label", SERVES_CENTRAL, "--down", "cluster=central-pp-rs"]);
     assert_close(share_by_cluster(&what_if, "test-pp-rs"), 100.0);
@@ -126,8 +144,12 @@ fn seed000_step6_central_scaled_to_zero_fails_over_to_test() {
 
 #[test]
 fn seed000_step6_remote_replicas_share_evenly() {
-    for (file, n) in [("../steps/000-gloo-priority-labels/4-test-3-replicas/server-test.yaml", 3.0), ("../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml", 9.0)] {
-        let files = files_000(&["../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml", file], "policy-for-central.yaml");
+    for (file, n) in [
+        ("../steps/000-gloo-priority-labels/4-test-3-replicas/server-test.yaml", 3.0),
+        ("../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml", 9.0),
+    ] {
+        let files =
+            files_000(&["../steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml", file], "policy-for-central.yaml");
         let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
         let t = table(&r);
         assert_eq!(t[0].1.len() as f64, n);
@@ -139,7 +161,10 @@ fn seed000_step6_remote_replicas_share_evenly() {
 
 #[test]
 fn seed000_step7_restore_brings_traffic_back() {
-    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml"], "policy-for-central.yaml");
+    let files = files_000(
+        &["server-central.yaml", "../steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml"],
+        "policy-for-central.yaml",
+    );
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     assert_close(share_by_cluster(&r, "central-pp-rs"), 100.0);
     assert_close(share_by_cluster(&r, "test-pp-rs"), 0.0);
@@ -147,7 +172,10 @@ fn seed000_step7_restore_brings_traffic_back() {
 
 #[test]
 fn seed000_step8_inverted_labels_prefer_avg_servers_that_serve_central() {
-    let files = files_000(&["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"], "../steps/000-gloo-priority-labels/7-inverted-with-avg/policy-for-central.yaml");
+    let files = files_000(
+        &["server-central.yaml", "../steps/000-gloo-priority-labels/2-remote-labelled/server-test.yaml"],
+        "../steps/000-gloo-priority-labels/7-inverted-with-avg/policy-for-central.yaml",
+    );
     let r = explain_000(&files, VD_CENTRAL, "central-pp-rs", SERVES_CENTRAL);
     let t = table(&r);
     assert_eq!(t.len(), 2);
@@ -237,7 +265,8 @@ fn seed003_destination_rule_fails_over_region1_to_region2_and_back() {
     let r = explain(&[&format!("{S003}/5-v1-scaled-up")], HELLO, "cluster1", &[]);
     assert_close(share_by_cluster(&r, "cluster1"), 100.0);
     // Istio turns panic off (minHealthPercent 0): with everything down nothing is picked.
-    let r = explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
+    let r =
+        explain(&[&format!("{S003}/3-destination-rule")], HELLO, "cluster1", &["--down", "cluster=cluster1", "--down", "cluster=cluster2"]);
     assert_eq!(r["no_healthy_upstream"], true);
     assert_eq!(r["panic"], false);
 }
@@ -315,7 +344,8 @@ fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
 #[test]
 fn validate_warns_when_envoy_gateways_default_ejection_cap_is_below_one_of_four_endpoints() {
     let dir = scratch("ejection-cap");
-    let seed = std::fs::read_to_string(root().join(E004).join("seed.yaml")).expect("seed").replacen("      maxEjectionPercent: 100\n", "", 1);
+    let seed =
+        std::fs::read_to_string(root().join(E004).join("seed.yaml")).expect("seed").replacen("      maxEjectionPercent: 100\n", "", 1);
     let more: String = (2..4).map(|i| format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: active-{i}\n  namespace: default\nspec:\n  address: 127.0.0.{}\n  labels:\n    app: active\n    version: v1\n", 20 + i)).collect();
     let topology = std::fs::read_to_string(root().join(E004).join("topology.yaml")).expect("topology") + &more;
     std::fs::write(dir.join("seed.yaml"), seed).expect("write");
@@ -369,7 +399,17 @@ fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
     let pki_root = pki.join("root");
     let cases: Vec<Vec<String>> = vec![
         vec!["validate".into(), "-f".into(), E004.into()],
-        vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into(), "-o".into(), "json".into()],
+        vec![
+            "explain".into(),
+            "-f".into(),
+            E004.into(),
+            "--host".into(),
+            "www.example.com".into(),
+            "--from".into(),
+            "local".into(),
+            "-o".into(),
+            "json".into(),
+        ],
         vec!["explain".into(), "-f".into(), E004.into(), "--host".into(), "www.example.com".into(), "--from".into(), "local".into()],
         vec!["kinds".into()],
         vec!["dns".into(), "plan".into(), "-f".into(), E002.into()],
@@ -384,7 +424,13 @@ fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
         // fast it runs: no race with the reader.
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_veer")).current_dir(root()).args(args).stdout(writer).stderr(std::process::Stdio::piped()).output().expect("run veer");
+        let out = Command::new(env!("CARGO_BIN_EXE_veer"))
+            .current_dir(root())
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run veer");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(101), "veer {args:?} panicked: {err}");
         assert_eq!(out.status.code(), Some(0), "veer {args:?}: {err}");
@@ -437,7 +483,8 @@ fn wait_for_addresses(stderr: &mut impl std::io::BufRead) -> (String, String) {
             break;
         }
         if line.contains("veer node running") {
-            let field = |name: &str| line.split(&format!("{name}=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string();
+            let field =
+                |name: &str| line.split(&format!("{name}=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string();
             return (field("gateway"), field("admin"));
         }
     }
@@ -490,7 +537,10 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
     // The admin listener tells what happened.
     let events = rt.block_on(async {
         let stream = tokio::net::TcpStream::connect(admin.as_str()).await.expect("admin connect");
-        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(conn);
         let req = http::Request::get("/events").header("host", "admin").body(http_body_util::Empty::new()).expect("request");
         let resp = send.send_request(req).await.expect("events");
@@ -548,7 +598,19 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
     );
     std::fs::write(dir.join("world.yaml"), manifest).expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
-        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1"])
+        .args([
+            "run",
+            "-f",
+            dir.to_str().unwrap_or_default(),
+            "--cluster",
+            "local",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn veer run");
@@ -568,17 +630,40 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
         let (rc, out, err) = veer(&["status", "--admin", &admin, "-o", "json"]);
         assert_eq!(rc, 0, "{err}");
         let v: Value = serde_json::from_str(&out).expect("status JSON");
-        let held = v["destinations"].as_array().into_iter().flatten().filter(|d| d["destination"].as_str().is_some_and(|k| k.starts_with("www.example.com"))).flat_map(|d| d["endpoints"].as_array().cloned().unwrap_or_default()).any(|e| e["held"]["reason"] == "ejected");
+        let held = v["destinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["destination"].as_str().is_some_and(|k| k.starts_with("www.example.com")))
+            .flat_map(|d| d["endpoints"].as_array().cloned().unwrap_or_default())
+            .any(|e| e["held"]["reason"] == "ejected");
         if held {
             break v;
         }
         assert!(std::time::Instant::now() < deadline, "the active endpoint was never shown ejected: {out}");
     };
-    let dest = |prefix: &str| status["destinations"].as_array().into_iter().flatten().find(|d| d["destination"].as_str().is_some_and(|k| k.starts_with(prefix))).cloned().unwrap_or_default();
+    let dest = |prefix: &str| {
+        status["destinations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["destination"].as_str().is_some_and(|k| k.starts_with(prefix)))
+            .cloned()
+            .unwrap_or_default()
+    };
     let route = dest("www.example.com");
-    let ejected = route["endpoints"].as_array().into_iter().flatten().find(|e| e["address"] == format!("{ip}:{port}").as_str()).cloned().unwrap_or_default();
+    let ejected = route["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["address"] == format!("{ip}:{port}").as_str())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(ejected["healthy"], false, "{route}");
-    assert!(ejected["held"]["detail"].as_str().is_some_and(|d| d.contains("ejected by outlier detection after a refused connect")), "{route}");
+    assert!(
+        ejected["held"]["detail"].as_str().is_some_and(|d| d.contains("ejected by outlier detection after a refused connect")),
+        "{route}"
+    );
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     assert!(ejected["held"]["until_unix_ms"].as_u64().is_some_and(|t| t > now_ms + 30_000), "ejected for 60 s: {route}");
     // The same address serves the Service's destination: healthy there, and said so.
@@ -588,13 +673,22 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
     // The remote network's Service: no endpoint, and why.
     let far = dest("far.shop.svc.cluster.local:80");
     assert_eq!(far["active_priority"], -1, "{far}");
-    assert!(far["why_none"].as_str().is_some_and(|w| w.starts_with("no endpoints") && w.contains("no AUTO_PASSTHROUGH east-west Gateway there exposes")), "{far}");
+    assert!(
+        far["why_none"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("no endpoints") && w.contains("no AUTO_PASSTHROUGH east-west Gateway there exposes")),
+        "{far}"
+    );
     // The table says the same in words.
     let (rc, text, err) = veer(&["status", "--admin", &admin]);
     assert_eq!(rc, 0, "{err}");
-    assert!(text.contains(&format!("    out: {ip}:{port} (local, P0): ejected by outlier detection after a refused connect or a reset until ")), "{text}");
+    assert!(
+        text.contains(&format!("    out: {ip}:{port} (local, P0): ejected by outlier detection after a refused connect or a reset until ")),
+        "{text}"
+    );
     assert!(text.contains("    why none: no endpoints; cluster far is on network \"n2\""), "{text}");
-    let web_block: String = text.lines().skip_while(|l| !l.starts_with("web.shop.svc.cluster.local")).skip(1).take_while(|l| l.starts_with("    ")).collect();
+    let web_block: String =
+        text.lines().skip_while(|l| !l.starts_with("web.shop.svc.cluster.local")).skip(1).take_while(|l| l.starts_with("    ")).collect();
     assert!(!web_block.contains("out:"), "{text}");
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
@@ -644,7 +738,21 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     // 64 files in all (soft and hard), and a cap far above them: accepting runs into EMFILE.
     let mut child = Command::new("bash")
         .args(["-c", "ulimit -n 64 && exec \"$@\"", "veer", env!("CARGO_BIN_EXE_veer")])
-        .args(["run", "-f", dir.to_str().unwrap_or_default(), "--cluster", "local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1", "--max-connections", "10000"])
+        .args([
+            "run",
+            "-f",
+            dir.to_str().unwrap_or_default(),
+            "--cluster",
+            "local",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--max-connections",
+            "10000",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn veer run");
@@ -664,7 +772,9 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     assert_eq!(rt.block_on(get_status(&gateway, "www.example.com", "/", Duration::from_secs(5))), Some(200));
 
-    let metric = |text: &str, series: &str| text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0);
+    let metric = |text: &str, series: &str| {
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
     let emfile = r#"veer_accept_errors_total{listener="gateway",kind="emfile"} "#;
     let held = rt.block_on(async {
         // More clients than files: the last ones wait in the accept queue.
@@ -696,7 +806,12 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
         std::thread::sleep(Duration::from_millis(100));
     }
     // Still out of files: veer waits, it does not spin.
-    let ticks_per_s: f64 = Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0);
+    let ticks_per_s: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
     let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     std::thread::sleep(Duration::from_secs(2));
     let used = (cpu_ticks(pid) - c0) as f64 / ticks_per_s;
@@ -778,7 +893,11 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     let gateways: Vec<&str> = rows.iter().filter(|r| r.2 == "A").map(|r| r.0.as_str()).collect();
     assert_eq!(
         gateways,
-        ["gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu", "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-frc"]
+        [
+            "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-weu",
+            "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-neu",
+            "gateway-controller-aks-istio-ingressgateway-internal-internal-external-dns-frc"
+        ]
     );
     assert!(rows.iter().filter(|r| r.2 == "A").all(|r| r.1 == "aks01-weu-internal.example.com" && r.3 == "127.0.3.11"), "{rows:?}");
 
@@ -786,14 +905,26 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     let (rows, _) = dns_endpoints(&[format!("{S002}/4-regionbound")], "aks-weu-01");
     assert_eq!(
         route_rows(&rows),
-        [to("web-external-dns-weu", "aks01-weu-internal.example.com"), to("web-external-dns-neu", "aks01-weu-internal.example.com"), to("web-external-dns-frc", "aks01-weu-internal.example.com")]
+        [
+            to("web-external-dns-weu", "aks01-weu-internal.example.com"),
+            to("web-external-dns-neu", "aks01-weu-internal.example.com"),
+            to("web-external-dns-frc", "aks01-weu-internal.example.com")
+        ]
     );
 
     // Failover: neu adopts weu.
     let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu")], "aks-neu-01");
-    assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]);
+    assert_eq!(
+        route_rows(&rows),
+        [to("web-external-dns-neu", "aks01-neu-internal.example.com"), to("web-external-dns-weu", "aks01-neu-internal.example.com")]
+    );
     assert!(out.contains(r#""external-dns.alpha.kubernetes.io/controller": "external-dns-weu""#), "{out}");
-    assert!(out.contains(r#""router.io/serviceroute": "web""#) && out.contains(r#""router.io/source-namespace": "myapp""#) && out.contains(r#""app.kubernetes.io/managed-by": "service-router-operator""#), "{out}");
+    assert!(
+        out.contains(r#""router.io/serviceroute": "web""#)
+            && out.contains(r#""router.io/source-namespace": "myapp""#)
+            && out.contains(r#""app.kubernetes.io/managed-by": "service-router-operator""#),
+        "{out}"
+    );
 
     // Recovery: the adoption removed, neu writes its own region only.
     let (rows, _) = dns_endpoints(&[format!("{S002}/3-adoption-removed")], "aks-neu-01");
@@ -824,7 +955,8 @@ fn seed002_dns_plan_and_dns_endpoints_agree_on_every_record_of_every_cluster() {
         let (code, out, err) = veer(&args);
         assert_eq!(code, 0, "{args:?}: {err}");
         let plan: Value = serde_json::from_str(&out).expect("plan JSON");
-        let clusters: Vec<String> = plan["clusters"].as_array().expect("clusters").iter().map(|c| c["cluster"].as_str().unwrap_or_default().to_string()).collect();
+        let clusters: Vec<String> =
+            plan["clusters"].as_array().expect("clusters").iter().map(|c| c["cluster"].as_str().unwrap_or_default().to_string()).collect();
         // weu/cluster.yaml with the RegionBound step has no ClusterIdentity: no cluster to compare.
         compared += clusters.len();
         for cluster in &clusters {
@@ -834,7 +966,13 @@ fn seed002_dns_plan_and_dns_endpoints_agree_on_every_record_of_every_cluster() {
                 .iter()
                 .flat_map(|z| z["records"].as_array().cloned().unwrap_or_default())
                 .filter(|r| r["cluster"] == cluster.as_str())
-                .map(|r| (r["endpoint"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string(), r["name"].as_str().unwrap_or_default().to_string(), r["target"].as_str().unwrap_or_default().to_string()))
+                .map(|r| {
+                    (
+                        r["endpoint"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string(),
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["target"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect();
             in_plan.sort();
             let (rows, _) = dns_endpoints(files, cluster);
@@ -847,7 +985,13 @@ fn seed002_dns_plan_and_dns_endpoints_agree_on_every_record_of_every_cluster() {
             let (code, out, err) = veer(&one);
             assert_eq!(code, 0, "{err}");
             let only: Value = serde_json::from_str(&out).expect("plan JSON");
-            let n = only["zones"].as_array().expect("zones").iter().flat_map(|z| z["records"].as_array().cloned().unwrap_or_default()).filter(|r| r["cluster"] == cluster.as_str()).count();
+            let n = only["zones"]
+                .as_array()
+                .expect("zones")
+                .iter()
+                .flat_map(|z| z["records"].as_array().cloned().unwrap_or_default())
+                .filter(|r| r["cluster"] == cluster.as_str())
+                .count();
             assert_eq!(n, in_plan.len(), "{one:?}: {out}");
         }
     }
@@ -884,7 +1028,10 @@ fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
     let t = &v["takeovers"][0];
     assert_eq!(t["adopter"], "aks-neu-01");
     assert_eq!(t["epoch"], 2);
-    assert!(t["records"].as_array().is_some_and(|r| r.iter().any(|r| r["type"] == "CNAME" && r["target"] == "aks01-neu-internal.example.com")), "{t}");
+    assert!(
+        t["records"].as_array().is_some_and(|r| r.iter().any(|r| r["type"] == "CNAME" && r["target"] == "aks01-neu-internal.example.com")),
+        "{t}"
+    );
     let (_, table, _) = veer(&["dns", "plan", "-f", &d, "--down", "cluster=aks-weu-01"]);
     assert!(table.contains("WRITER DOWN") && table.contains("with adoptsRegions: [weu] on aks-neu-01"), "{table}");
 
@@ -932,7 +1079,12 @@ fn example_folders(base: &str) -> Vec<String> {
     let mut dirs = vec![base.to_string()];
     let steps = root().join("examples/steps").join(name);
     let mut found: Vec<String> = std::fs::read_dir(&steps)
-        .map(|rd| rd.filter_map(Result::ok).filter(|e| e.path().is_dir()).map(|e| format!("examples/steps/{name}/{}", e.file_name().to_string_lossy())).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .map(|e| format!("examples/steps/{name}/{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     dirs.extend(found);
@@ -986,7 +1138,10 @@ fn demo_003_walks_istio_locality_failover_over_two_meshed_nodes() {
     let _serial = DEMO_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = assert_demo_passes("003", 6);
     assert!(out.contains("cluster1's node is connected to cluster2's over mTLS"), "{out}");
-    assert!(out.contains("switched to helloworld-v2 (fail over) in ") && out.contains("switched back to helloworld-v1 (fail back) in "), "{out}");
+    assert!(
+        out.contains("switched to helloworld-v2 (fail over) in ") && out.contains("switched back to helloworld-v1 (fail back) in "),
+        "{out}"
+    );
 }
 
 #[test]

@@ -26,10 +26,17 @@ pub struct Prepared {
 pub fn prepare(scale: Scale) -> Prepared {
     let sources = world(scale);
     let loaded = veer_model::from_sources(&sources);
-    assert!(!loaded.diagnostics.has_errors(), "the generated mesh has errors: {:?}", loaded.diagnostics.into_sorted().first().map(ToString::to_string));
+    assert!(
+        !loaded.diagnostics.has_errors(),
+        "the generated mesh has errors: {:?}",
+        loaded.diagnostics.into_sorted().first().map(ToString::to_string)
+    );
     let set = loaded.set;
-    let clients: Vec<Client> = (0..scale.clusters).map(|c| resolve::client(&set, &cluster_name(c), &Labels::new()).expect("client")).collect();
-    let dests: Vec<Destination> = (0..scale.services).map(|s| resolve::resolve(&set, &service_host(s), Some(80), &cluster_name(NODE), "").expect("resolves")).collect();
+    let clients: Vec<Client> =
+        (0..scale.clusters).map(|c| resolve::client(&set, &cluster_name(c), &Labels::new()).expect("client")).collect();
+    let dests: Vec<Destination> = (0..scale.services)
+        .map(|s| resolve::resolve(&set, &service_host(s), Some(80), &cluster_name(NODE), "").expect("resolves"))
+        .collect();
     let failed = cluster_name(FAILED);
     let mut down = Unhealthy::new();
     for d in &dests {

@@ -6,10 +6,7 @@ fn envoy() -> LoadSettings {
 }
 
 fn istio() -> LoadSettings {
-    LoadSettings {
-        panic_threshold: 0,
-        ..LoadSettings::default()
-    }
+    LoadSettings { panic_threshold: 0, ..LoadSettings::default() }
 }
 
 fn healthy_of(hosts: u32, healthy: u32) -> LevelHealth {
@@ -22,13 +19,7 @@ fn sum(load: &PriorityLoad) -> u32 {
 
 #[test]
 fn defaults_are_envoys() {
-    assert_eq!(
-        LoadSettings::default(),
-        LoadSettings {
-            overprovisioning_factor: 140,
-            panic_threshold: 50
-        }
-    );
+    assert_eq!(LoadSettings::default(), LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 });
 }
 
 // §1.6 worked examples, in table order.
@@ -116,11 +107,7 @@ fn example_7_only_the_empty_healthy_level_panics() {
 #[test]
 fn degraded_code_comment_example() {
     // 14 hosts per level: 1 host is 10 health points, 2 hosts are 20.
-    let levels = [
-        LevelHealth::new(14, 1, 2),
-        LevelHealth::new(14, 2, 1),
-        LevelHealth::new(14, 1, 0),
-    ];
+    let levels = [LevelHealth::new(14, 1, 2), LevelHealth::new(14, 2, 1), LevelHealth::new(14, 1, 0)];
     let avail: Vec<_> = levels.iter().map(|l| availability(*l, 140)).collect();
     assert_eq!(avail, vec![(10, 20), (20, 10), (10, 0)]);
     let load = priority_load(&levels, istio());
@@ -202,10 +189,7 @@ fn panic_compares_exact_percentages() {
 fn calm_level_without_availability_after_a_small_factor() {
     // OPF 50: one healthy host of 100 is 0 availability but 1% healthy, so P0 is not in panic at
     // T=1 while P1 is. Envoy would keep stale loads; we split by host count.
-    let settings = LoadSettings {
-        overprovisioning_factor: 50,
-        panic_threshold: 1,
-    };
+    let settings = LoadSettings { overprovisioning_factor: 50, panic_threshold: 1 };
     let load = priority_load(&[healthy_of(100, 1), healthy_of(1, 0)], settings);
     assert_eq!(load.panic, vec![false, true]);
     assert!(!load.total_panic);
@@ -221,10 +205,7 @@ fn calm_level_without_availability_after_a_small_factor() {
 #[test]
 fn threshold_zero_with_unavailable_healthy_hosts_can_still_pick() {
     // OPF 50 rounds P0's single healthy host to 0 availability; Envoy parks 100% on P0 and finds it.
-    let settings = LoadSettings {
-        overprovisioning_factor: 50,
-        panic_threshold: 0,
-    };
+    let settings = LoadSettings { overprovisioning_factor: 50, panic_threshold: 0 };
     let load = priority_load(&[healthy_of(100, 1)], settings);
     assert_eq!(load.healthy, vec![100]);
     assert!(!load.no_healthy);
@@ -261,11 +242,7 @@ fn choose_priority_walks_healthy_then_degraded() {
     assert_eq!(choose_priority(&load, u64::MAX), (0, false)); // u64::MAX % 100 = 15
 
     // Healthy 16/28/14 (cumulative 58), then degraded 28/14/0.
-    let levels = [
-        LevelHealth::new(14, 1, 2),
-        LevelHealth::new(14, 2, 1),
-        LevelHealth::new(14, 1, 0),
-    ];
+    let levels = [LevelHealth::new(14, 1, 2), LevelHealth::new(14, 2, 1), LevelHealth::new(14, 1, 0)];
     let load = priority_load(&levels, istio());
     assert_eq!(choose_priority(&load, 15), (0, false));
     assert_eq!(choose_priority(&load, 16), (1, false));
@@ -288,10 +265,7 @@ fn choose_priority_skips_zero_load_levels() {
 
 fn level() -> impl Strategy<Value = LevelHealth> {
     (0u32..40).prop_flat_map(|hosts| {
-        (0..=hosts).prop_flat_map(move |healthy| {
-            (0..=hosts - healthy)
-                .prop_map(move |degraded| LevelHealth::new(hosts, healthy, degraded))
-        })
+        (0..=hosts).prop_flat_map(move |healthy| (0..=hosts - healthy).prop_map(move |degraded| LevelHealth::new(hosts, healthy, degraded)))
     })
 }
 
@@ -300,14 +274,8 @@ fn levels() -> impl Strategy<Value = Vec<LevelHealth>> {
 }
 
 fn settings() -> impl Strategy<Value = LoadSettings> {
-    (
-        prop_oneof![Just(140u32), 0u32..400],
-        prop_oneof![Just(50u32), Just(0u32), 0u32..130],
-    )
-        .prop_map(|(overprovisioning_factor, panic_threshold)| LoadSettings {
-            overprovisioning_factor,
-            panic_threshold,
-        })
+    (prop_oneof![Just(140u32), 0u32..400], prop_oneof![Just(50u32), Just(0u32), 0u32..130])
+        .prop_map(|(overprovisioning_factor, panic_threshold)| LoadSettings { overprovisioning_factor, panic_threshold })
 }
 
 proptest! {

@@ -17,10 +17,7 @@ fn seq(values: &[u32]) -> impl FnMut() -> u32 + '_ {
 }
 
 fn config(max_ejection_percent: u32) -> OutlierConfig {
-    OutlierConfig {
-        max_ejection_percent,
-        ..OutlierConfig::default()
-    }
+    OutlierConfig { max_ejection_percent, ..OutlierConfig::default() }
 }
 
 /// Sends `n` responses with `code` and returns the last verdict.
@@ -49,20 +46,9 @@ fn ejected(verdict: &Verdict<&'static str>) -> Ejection<&'static str> {
 #[test]
 fn defaults_are_envoys() {
     let c = OutlierConfig::default();
+    assert_eq!((c.consecutive_5xx, c.consecutive_gateway_failure, c.consecutive_local_origin_failure), (5, 5, 5));
     assert_eq!(
-        (
-            c.consecutive_5xx,
-            c.consecutive_gateway_failure,
-            c.consecutive_local_origin_failure
-        ),
-        (5, 5, 5)
-    );
-    assert_eq!(
-        (
-            c.enforcing_consecutive_5xx,
-            c.enforcing_consecutive_gateway_failure,
-            c.enforcing_consecutive_local_origin_failure
-        ),
+        (c.enforcing_consecutive_5xx, c.enforcing_consecutive_gateway_failure, c.enforcing_consecutive_local_origin_failure),
         (100, 0, 100)
     );
     assert_eq!(c.interval, secs(10));
@@ -77,33 +63,13 @@ fn defaults_are_envoys() {
 
 #[test]
 fn max_ejection_time_defaults_to_at_least_base() {
-    assert_eq!(
-        OutlierConfig::default_max_ejection_time(secs(30)),
-        secs(300)
-    );
-    assert_eq!(
-        OutlierConfig::default_max_ejection_time(secs(600)),
-        secs(600)
-    );
+    assert_eq!(OutlierConfig::default_max_ejection_time(secs(30)), secs(300));
+    assert_eq!(OutlierConfig::default_max_ejection_time(secs(600)), secs(600));
     let c = OutlierConfig::default().with_base_ejection_time(secs(400));
-    assert_eq!(
-        (c.base_ejection_time, c.max_ejection_time),
-        (secs(400), secs(400))
-    );
-    let bad = OutlierConfig {
-        max_ejection_time: secs(10),
-        ..OutlierConfig::default()
-    };
-    assert_eq!(
-        bad.validate(),
-        Err(OutlierConfigError::MaxEjectionTimeBelowBase {
-            base: secs(30),
-            max: secs(10)
-        })
-    );
-    assert!(bad
-        .validate()
-        .is_err_and(|e| e.to_string().contains("max_ejection_time")));
+    assert_eq!((c.base_ejection_time, c.max_ejection_time), (secs(400), secs(400)));
+    let bad = OutlierConfig { max_ejection_time: secs(10), ..OutlierConfig::default() };
+    assert_eq!(bad.validate(), Err(OutlierConfigError::MaxEjectionTimeBelowBase { base: secs(30), max: secs(10) }));
+    assert!(bad.validate().is_err_and(|e| e.to_string().contains("max_ejection_time")));
 }
 
 // §2.3 gate examples.
@@ -112,13 +78,7 @@ fn max_ejection_time_defaults_to_at_least_base() {
 fn four_hosts_at_ten_percent_eject_nothing() {
     let mut d = OutlierDetector::new(config(10), ["a", "b", "c", "d"]);
     let verdict = send(&mut d, "a", 5, Outcome::Http(500), secs(1));
-    assert_eq!(
-        verdict,
-        Verdict::Overflow {
-            host: "a",
-            reason: EjectionReason::Consecutive5xx
-        }
-    );
+    assert_eq!(verdict, Verdict::Overflow { host: "a", reason: EjectionReason::Consecutive5xx });
     assert!(!d.is_ejected(&"a"));
     assert_eq!(d.ejected_count(), 0);
     // The overflowing request still reset the counter.
@@ -130,24 +90,15 @@ fn ten_hosts_at_ten_percent_eject_one() {
     let hosts = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     let mut d = OutlierDetector::new(config(10), hosts);
     assert!(send(&mut d, "0", 5, Outcome::Http(500), secs(1)).is_ejected());
-    assert!(matches!(
-        send(&mut d, "1", 5, Outcome::Http(500), secs(1)),
-        Verdict::Overflow { .. }
-    ));
+    assert!(matches!(send(&mut d, "1", 5, Outcome::Http(500), secs(1)), Verdict::Overflow { .. }));
 }
 
 #[test]
 fn always_eject_one_host_lets_the_first_through() {
-    let c = OutlierConfig {
-        always_eject_one_host: true,
-        ..config(10)
-    };
+    let c = OutlierConfig { always_eject_one_host: true, ..config(10) };
     let mut d = OutlierDetector::new(c, ["a", "b", "c", "d"]);
     assert!(send(&mut d, "a", 5, Outcome::Http(500), secs(1)).is_ejected());
-    assert!(matches!(
-        send(&mut d, "b", 5, Outcome::Http(500), secs(1)),
-        Verdict::Overflow { host: "b", .. }
-    ));
+    assert!(matches!(send(&mut d, "b", 5, Outcome::Http(500), secs(1)), Verdict::Overflow { host: "b", .. }));
     assert_eq!(d.ejected_count(), 1);
 }
 
@@ -155,10 +106,7 @@ fn always_eject_one_host_lets_the_first_through() {
 fn three_hosts_at_fifty_percent_allow_one() {
     let mut d = OutlierDetector::new(config(50), ["a", "b", "c"]);
     assert!(send(&mut d, "a", 5, Outcome::Http(500), secs(1)).is_ejected());
-    assert!(matches!(
-        send(&mut d, "b", 5, Outcome::Http(500), secs(1)),
-        Verdict::Overflow { host: "b", .. }
-    ));
+    assert!(matches!(send(&mut d, "b", 5, Outcome::Http(500), secs(1)), Verdict::Overflow { host: "b", .. }));
     assert_eq!(d.ejected_hosts().copied().collect::<Vec<_>>(), vec!["a"]);
 }
 
@@ -167,15 +115,9 @@ fn cap_is_cluster_wide_across_priorities() {
     // P0 = a, b, c and P1 = x, y, z: the cap sees six hosts, so all of P0 can go.
     let mut d = OutlierDetector::new(config(50), ["a", "b", "c", "x", "y", "z"]);
     for host in ["a", "b", "c"] {
-        assert!(
-            send(&mut d, host, 5, Outcome::Http(500), secs(1)).is_ejected(),
-            "{host}"
-        );
+        assert!(send(&mut d, host, 5, Outcome::Http(500), secs(1)).is_ejected(), "{host}");
     }
-    assert!(matches!(
-        send(&mut d, "x", 5, Outcome::Http(500), secs(1)),
-        Verdict::Overflow { .. }
-    ));
+    assert!(matches!(send(&mut d, "x", 5, Outcome::Http(500), secs(1)), Verdict::Overflow { .. }));
     assert_eq!(d.ejected_count(), 3);
     assert_eq!(d.host_count(), 6);
 }
@@ -184,10 +126,7 @@ fn cap_is_cluster_wide_across_priorities() {
 fn cap_compares_exact_percentages() {
     // 1 of 3 is 33.3%, above 33 even though it floors to 33.
     let mut d = OutlierDetector::new(config(33), ["a", "b", "c"]);
-    assert!(matches!(
-        send(&mut d, "a", 5, Outcome::Http(500), secs(1)),
-        Verdict::Overflow { .. }
-    ));
+    assert!(matches!(send(&mut d, "a", 5, Outcome::Http(500), secs(1)), Verdict::Overflow { .. }));
     let mut d = OutlierDetector::new(config(34), ["a", "b", "c"]);
     assert!(send(&mut d, "a", 5, Outcome::Http(500), secs(1)).is_ejected());
 }
@@ -234,10 +173,7 @@ fn repeated_ejections_back_off_to_the_cap() {
         // Re-failing straight after the un-ejection keeps the backoff.
         assert_eq!(d.sweep(now), vec!["a"]);
     }
-    assert_eq!(
-        durations,
-        vec![30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300, 300]
-    );
+    assert_eq!(durations, vec![30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300, 300]);
     // The backoff stops one step past the cap: 11·30 = 330 is not below 300 + 30.
     assert_eq!(d.host_status(&"a").map(|s| s.backoff), Some(11));
     assert_eq!(d.host_status(&"a").map(|s| s.num_ejections), Some(13));
@@ -278,10 +214,7 @@ fn backoff_decays_one_step_per_calm_sweep() {
 
 #[test]
 fn jitter_is_drawn_in_milliseconds_after_the_enforcement_roll() {
-    let c = OutlierConfig {
-        max_ejection_time_jitter: Duration::from_secs(1),
-        ..config(100)
-    };
+    let c = OutlierConfig { max_ejection_time_jitter: Duration::from_secs(1), ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
     let mut rng = seq(&[99, 1234]);
     let mut verdict = Verdict::None;
@@ -291,46 +224,29 @@ fn jitter_is_drawn_in_milliseconds_after_the_enforcement_roll() {
     // Roll 99 < 100 enforces; jitter 1234 % 1001 = 233 ms.
     let ejection = ejected(&verdict);
     assert_eq!(ejection.duration, Duration::from_millis(30_233));
-    assert_eq!(
-        d.host_status(&"a").map(|s| s.jitter),
-        Some(Duration::from_millis(233))
-    );
+    assert_eq!(d.host_status(&"a").map(|s| s.jitter), Some(Duration::from_millis(233)));
     assert!(d.sweep(secs(30)).is_empty());
     assert_eq!(d.sweep(secs(40)), vec!["a"]);
 }
 
 #[test]
 fn enforcing_percentage_is_rolled() {
-    let c = OutlierConfig {
-        enforcing_consecutive_5xx: 50,
-        ..config(100)
-    };
+    let c = OutlierConfig { enforcing_consecutive_5xx: 50, ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
     let mut rng = seq(&[150]); // 150 % 100 = 50, not below 50
     for _ in 0..4 {
-        assert_eq!(
-            d.record(&"a", Outcome::Http(500), secs(0), &mut rng),
-            Verdict::None
-        );
+        assert_eq!(d.record(&"a", Outcome::Http(500), secs(0), &mut rng), Verdict::None);
     }
     assert_eq!(
         d.record(&"a", Outcome::Http(500), secs(0), &mut rng),
-        Verdict::NotEnforced {
-            host: "a",
-            reason: EjectionReason::Consecutive5xx
-        }
+        Verdict::NotEnforced { host: "a", reason: EjectionReason::Consecutive5xx }
     );
     // The request reset the counter: four more errors are not enough.
     let mut rng = seq(&[49]);
     for _ in 0..4 {
-        assert_eq!(
-            d.record(&"a", Outcome::Http(500), secs(1), &mut rng),
-            Verdict::None
-        );
+        assert_eq!(d.record(&"a", Outcome::Http(500), secs(1), &mut rng), Verdict::None);
     }
-    assert!(d
-        .record(&"a", Outcome::Http(500), secs(1), &mut rng)
-        .is_ejected());
+    assert!(d.record(&"a", Outcome::Http(500), secs(1), &mut rng).is_ejected());
 }
 
 #[test]
@@ -344,14 +260,7 @@ fn health_check_unejects_and_resets_counters() {
     assert!(!d.is_ejected(&"a"));
     assert_eq!(d.ejected_count(), 0);
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (
-            status.consecutive_5xx,
-            status.consecutive_gateway_failure,
-            status.consecutive_local_origin_failure
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure, status.consecutive_local_origin_failure), (0, 0, 0));
     assert_eq!(status.last_unejection, Some(secs(5)));
     assert!(d.sweep(secs(40)).is_empty());
 }
@@ -365,18 +274,12 @@ fn thresholds_fire_on_equality_only() {
     // While ejected the counter keeps counting; its request at 5 is ignored and leaves it at 5,
     // so the 6th and later errors never fire again.
     for n in 1..=8u32 {
-        assert_eq!(
-            send(&mut d, "a", 1, Outcome::Http(500), secs(1)),
-            Verdict::None
-        );
+        assert_eq!(send(&mut d, "a", 1, Outcome::Http(500), secs(1)), Verdict::None);
         assert_eq!(d.host_status(&"a").map(|s| s.consecutive_5xx), Some(n));
     }
     assert!(d.uneject_by_health_check(&"a", secs(2)));
     // Un-ejection reset it: 4 errors are quiet, the 5th fires.
-    assert_eq!(
-        send(&mut d, "a", 4, Outcome::Http(500), secs(3)),
-        Verdict::None
-    );
+    assert_eq!(send(&mut d, "a", 4, Outcome::Http(500), secs(3)), Verdict::None);
     assert!(send(&mut d, "a", 1, Outcome::Http(500), secs(3)).is_ejected());
 }
 
@@ -385,57 +288,32 @@ fn successes_and_non_5xx_reset_both_http_counters() {
     let mut d = OutlierDetector::new(config(100), ["a"]);
     for code in [200u16, 404, 499, 302, 600] {
         send(&mut d, "a", 4, Outcome::Http(503), secs(0));
-        assert_eq!(
-            send(&mut d, "a", 1, Outcome::Http(code), secs(0)),
-            Verdict::None
-        );
+        assert_eq!(send(&mut d, "a", 1, Outcome::Http(code), secs(0)), Verdict::None);
         let status = d.host_status(&"a").unwrap_or_default();
-        assert_eq!(
-            (status.consecutive_5xx, status.consecutive_gateway_failure),
-            (0, 0),
-            "{code}"
-        );
+        assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure), (0, 0), "{code}");
     }
     assert!(!d.is_ejected(&"a"));
 }
 
 #[test]
 fn gateway_errors_count_separately_and_are_not_enforced_by_default() {
-    let c = OutlierConfig {
-        consecutive_gateway_failure: 3,
-        ..config(100)
-    };
+    let c = OutlierConfig { consecutive_gateway_failure: 3, ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
     send(&mut d, "a", 1, Outcome::Http(502), secs(0));
     send(&mut d, "a", 1, Outcome::Http(504), secs(0));
     let verdict = send(&mut d, "a", 1, Outcome::Http(503), secs(0));
-    assert_eq!(
-        verdict,
-        Verdict::NotEnforced {
-            host: "a",
-            reason: EjectionReason::ConsecutiveGatewayFailure
-        }
-    );
+    assert_eq!(verdict, Verdict::NotEnforced { host: "a", reason: EjectionReason::ConsecutiveGatewayFailure });
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_gateway_failure, status.consecutive_5xx),
-        (0, 3)
-    );
+    assert_eq!((status.consecutive_gateway_failure, status.consecutive_5xx), (0, 3));
     // A non-gateway 5xx resets the gateway counter but keeps counting 5xx.
     send(&mut d, "a", 1, Outcome::Http(500), secs(0));
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_gateway_failure, status.consecutive_5xx),
-        (0, 4)
-    );
+    assert_eq!((status.consecutive_gateway_failure, status.consecutive_5xx), (0, 4));
     let verdict = send(&mut d, "a", 1, Outcome::Http(502), secs(0));
     assert_eq!(verdict.reason(), Some(EjectionReason::Consecutive5xx));
     assert!(d.is_ejected(&"a"));
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_gateway_failure, status.consecutive_5xx),
-        (1, 0)
-    );
+    assert_eq!((status.consecutive_gateway_failure, status.consecutive_5xx), (1, 0));
 }
 
 #[test]
@@ -446,57 +324,32 @@ fn one_gateway_error_can_raise_two_requests() {
     send(&mut d, "a", 4, Outcome::Http(503), secs(0));
     let all = d.record_all(&"a", Outcome::Http(503), secs(0), &mut zero());
     assert_eq!(all.len(), 2);
-    assert_eq!(
-        all[0],
-        Verdict::NotEnforced {
-            host: "a",
-            reason: EjectionReason::ConsecutiveGatewayFailure
-        }
-    );
+    assert_eq!(all[0], Verdict::NotEnforced { host: "a", reason: EjectionReason::ConsecutiveGatewayFailure });
     assert_eq!(all[1].reason(), Some(EjectionReason::Consecutive5xx));
     assert!(all[1].is_ejected());
 
     // Enforced gateway ejection wins; the 5xx request is then ignored and its counter kept.
-    let c = OutlierConfig {
-        enforcing_consecutive_gateway_failure: 100,
-        ..config(100)
-    };
+    let c = OutlierConfig { enforcing_consecutive_gateway_failure: 100, ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
     send(&mut d, "a", 4, Outcome::Http(503), secs(0));
     let verdict = d.record(&"a", Outcome::Http(503), secs(0), &mut zero());
-    assert_eq!(
-        verdict.reason(),
-        Some(EjectionReason::ConsecutiveGatewayFailure)
-    );
+    assert_eq!(verdict.reason(), Some(EjectionReason::ConsecutiveGatewayFailure));
     assert!(verdict.is_ejected());
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_gateway_failure, status.consecutive_5xx),
-        (0, 5)
-    );
+    assert_eq!((status.consecutive_gateway_failure, status.consecutive_5xx), (0, 5));
 }
 
 #[test]
 fn record_prefers_the_most_significant_verdict() {
     // Cap refuses both requests of one response: record reports the first overflow.
-    let c = OutlierConfig {
-        enforcing_consecutive_gateway_failure: 100,
-        ..config(0)
-    };
+    let c = OutlierConfig { enforcing_consecutive_gateway_failure: 100, ..config(0) };
     let mut d = OutlierDetector::new(c, ["a"]);
     send(&mut d, "a", 4, Outcome::Http(502), secs(0));
-    assert_eq!(
-        d.record_all(&"a", Outcome::Http(502), secs(0), &mut zero())
-            .len(),
-        2
-    );
+    assert_eq!(d.record_all(&"a", Outcome::Http(502), secs(0), &mut zero()).len(), 2);
     send(&mut d, "a", 4, Outcome::Http(502), secs(0));
     assert_eq!(
         d.record(&"a", Outcome::Http(502), secs(0), &mut zero()),
-        Verdict::Overflow {
-            host: "a",
-            reason: EjectionReason::ConsecutiveGatewayFailure
-        }
+        Verdict::Overflow { host: "a", reason: EjectionReason::ConsecutiveGatewayFailure }
     );
 }
 
@@ -507,10 +360,7 @@ fn unsplit_local_origin_errors_map_to_http_codes() {
     send(&mut d, "a", 2, Outcome::ConnectFailed, secs(0));
     send(&mut d, "a", 1, Outcome::Timeout, secs(0));
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_5xx, status.consecutive_gateway_failure),
-        (3, 3)
-    );
+    assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure), (3, 3));
     assert_eq!(status.consecutive_local_origin_failure, 0);
     // connect-success is not reported.
     send(&mut d, "a", 1, Outcome::ConnectSucceeded, secs(0));
@@ -518,10 +368,7 @@ fn unsplit_local_origin_errors_map_to_http_codes() {
     // external failure = 500: resets the gateway counter.
     send(&mut d, "a", 1, Outcome::ExternalFailure, secs(0));
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_5xx, status.consecutive_gateway_failure),
-        (4, 0)
-    );
+    assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure), (4, 0));
     let verdict = send(&mut d, "a", 1, Outcome::Timeout, secs(0));
     assert_eq!(verdict.reason(), Some(EjectionReason::Consecutive5xx));
     assert!(verdict.is_ejected());
@@ -529,63 +376,37 @@ fn unsplit_local_origin_errors_map_to_http_codes() {
 
 #[test]
 fn split_local_origin_errors_count_on_their_own() {
-    let c = OutlierConfig {
-        split_external_local_origin_errors: true,
-        ..config(100)
-    };
+    let c = OutlierConfig { split_external_local_origin_errors: true, ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
     send(&mut d, "a", 3, Outcome::ConnectFailed, secs(0));
     send(&mut d, "a", 1, Outcome::Timeout, secs(0));
     let status = d.host_status(&"a").unwrap_or_default();
     assert_eq!(status.consecutive_local_origin_failure, 4);
-    assert_eq!(
-        (status.consecutive_5xx, status.consecutive_gateway_failure),
-        (0, 0)
-    );
+    assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure), (0, 0));
     // An HTTP success does not reset the local-origin counter; a connect success does.
     send(&mut d, "a", 1, Outcome::Http(200), secs(0));
-    assert_eq!(
-        d.host_status(&"a")
-            .map(|s| s.consecutive_local_origin_failure),
-        Some(4)
-    );
+    assert_eq!(d.host_status(&"a").map(|s| s.consecutive_local_origin_failure), Some(4));
     send(&mut d, "a", 1, Outcome::ConnectSucceeded, secs(0));
-    assert_eq!(
-        d.host_status(&"a")
-            .map(|s| s.consecutive_local_origin_failure),
-        Some(0)
-    );
+    assert_eq!(d.host_status(&"a").map(|s| s.consecutive_local_origin_failure), Some(0));
     // External failures go to the HTTP counters as 503.
     send(&mut d, "a", 1, Outcome::ExternalFailure, secs(0));
     let status = d.host_status(&"a").unwrap_or_default();
-    assert_eq!(
-        (status.consecutive_5xx, status.consecutive_gateway_failure),
-        (1, 1)
-    );
+    assert_eq!((status.consecutive_5xx, status.consecutive_gateway_failure), (1, 1));
     assert_eq!(status.consecutive_local_origin_failure, 0);
 
     let verdict = send(&mut d, "a", 5, Outcome::Timeout, secs(0));
     let ejection = ejected(&verdict);
-    assert_eq!(
-        ejection.reason,
-        EjectionReason::ConsecutiveLocalOriginFailure
-    );
+    assert_eq!(ejection.reason, EjectionReason::ConsecutiveLocalOriginFailure);
 }
 
 #[test]
 fn unknown_and_ejected_hosts_are_ignored() {
     let mut d = OutlierDetector::new(config(100), ["a"]);
-    assert_eq!(
-        send(&mut d, "zzz", 10, Outcome::Http(500), secs(0)),
-        Verdict::None
-    );
+    assert_eq!(send(&mut d, "zzz", 10, Outcome::Http(500), secs(0)), Verdict::None);
     assert_eq!(d.host_status(&"zzz"), None);
     assert!(!d.is_ejected(&"zzz"));
     send(&mut d, "a", 5, Outcome::Http(500), secs(0));
-    assert_eq!(
-        send(&mut d, "a", 20, Outcome::Http(500), secs(1)),
-        Verdict::None
-    );
+    assert_eq!(send(&mut d, "a", 20, Outcome::Http(500), secs(1)), Verdict::None);
     assert_eq!(d.host_status(&"a").map(|s| s.num_ejections), Some(1));
 }
 
@@ -625,15 +446,9 @@ fn sweep_reports_in_host_order() {
 
 #[test]
 fn zero_threshold_never_fires() {
-    let c = OutlierConfig {
-        consecutive_5xx: 0,
-        ..config(100)
-    };
+    let c = OutlierConfig { consecutive_5xx: 0, ..config(100) };
     let mut d = OutlierDetector::new(c, ["a"]);
-    assert_eq!(
-        send(&mut d, "a", 50, Outcome::Http(500), secs(0)),
-        Verdict::None
-    );
+    assert_eq!(send(&mut d, "a", 50, Outcome::Http(500), secs(0)), Verdict::None);
 }
 
 // === properties ===
@@ -691,14 +506,8 @@ fn any_config() -> impl Strategy<Value = OutlierConfig> {
 }
 
 fn scenario() -> impl Strategy<Value = (OutlierConfig, usize, Vec<Step>, u64)> {
-    (any_config(), 1usize..12).prop_flat_map(|(config, hosts)| {
-        (
-            Just(config),
-            Just(hosts),
-            proptest::collection::vec(step(hosts), 1..300),
-            any::<u64>(),
-        )
-    })
+    (any_config(), 1usize..12)
+        .prop_flat_map(|(config, hosts)| (Just(config), Just(hosts), proptest::collection::vec(step(hosts), 1..300), any::<u64>()))
 }
 
 /// splitmix64, so a failing case replays from its seed.

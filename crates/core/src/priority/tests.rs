@@ -34,10 +34,7 @@ fn final_prios(c: &Client, eps: &[Endpoint], rule: &PriorityRule) -> Vec<Option<
 fn failover_priority_network_region_zone_example() {
     // Reference §4.4: [network, region, zone], proxy at n1/r1/z1.
     let rule = PriorityRule::Istio {
-        labels: [keys::NETWORK, keys::REGION, keys::ZONE]
-            .iter()
-            .map(|k| LabelMatch { key: k.to_string(), value: None })
-            .collect(),
+        labels: [keys::NETWORK, keys::REGION, keys::ZONE].iter().map(|k| LabelMatch { key: k.to_string(), value: None }).collect(),
         locality: None,
     };
     let c = client("r1/z1", "n1", &[]);
@@ -81,10 +78,7 @@ fn missing_labels_match_each_other() {
 #[test]
 fn locality_failover_docs_example() {
     // Reference §4.3: proxy region1/zone1, failover region1→region2.
-    let rule = PriorityRule::Istio {
-        labels: vec![],
-        locality: Some(vec![FailoverEntry { from: "region1".into(), to: "region2".into() }]),
-    };
+    let rule = PriorityRule::Istio { labels: vec![], locality: Some(vec![FailoverEntry { from: "region1".into(), to: "region2".into() }]) };
     let c = client("region1/zone1", "", &[]);
     let eps = [ep("region1/zone1", "", &[]), ep("region1/zone2", "", &[]), ep("region2/zone1", "", &[]), ep("region3/zone1", "", &[])];
     let raw: Vec<u32> = rank(&c, &eps, &rule).into_iter().map(|r| r.map(|(p, _)| p).unwrap_or(99)).collect();
@@ -94,10 +88,7 @@ fn locality_failover_docs_example() {
 
 #[test]
 fn labels_and_locality_combine_times_five() {
-    let rule = PriorityRule::Istio {
-        labels: vec![LabelMatch { key: "version".into(), value: Some("v1".into()) }],
-        locality: Some(vec![]),
-    };
+    let rule = PriorityRule::Istio { labels: vec![LabelMatch { key: "version".into(), value: Some("v1".into()) }], locality: Some(vec![]) };
     let c = client("r1/z1", "", &[]);
     let eps = [
         ep("r1/z1", "", &[("version", "v1")]), // 0*5+0
@@ -116,15 +107,16 @@ fn distribute_ceil_weights_and_unclaimed_localities() {
         to: vec![("us-west/zone1/*".into(), 80), ("us-west/zone2/*".into(), 20)],
     }]);
     let c = client("us-west/zone1/a", "", &[]);
-    let eps = [
-        ep("us-west/zone1/a", "", &[]),
-        ep("us-west/zone1/b", "", &[]),
-        ep("us-west/zone2/a", "", &[]),
-        ep("us-east/zone1/a", "", &[]),
-    ];
+    let eps =
+        [ep("us-west/zone1/a", "", &[]), ep("us-west/zone1/b", "", &[]), ep("us-west/zone2/a", "", &[]), ep("us-east/zone1/a", "", &[])];
     let w: Vec<Option<u32>> = rank(&c, &eps, &rule)
         .into_iter()
-        .map(|r| r.map(|(_, why)| match why { Why::Distribute { weight, .. } => weight, _ => 0 }))
+        .map(|r| {
+            r.map(|(_, why)| match why {
+                Why::Distribute { weight, .. } => weight,
+                _ => 0,
+            })
+        })
         .collect();
     assert_eq!(w, vec![Some(40), Some(40), Some(20), None]);
 }

@@ -21,7 +21,12 @@ fn ep(cluster: &str, loc: &str, group: &str, health: Health) -> Endpoint {
 
 fn client(cluster: &str, loc: &str) -> Client {
     let locality = Locality::parse(loc);
-    Client { cluster: cluster.into(), labels: with_topology_labels(Labels::new(), cluster, &locality, ""), locality, network: String::new() }
+    Client {
+        cluster: cluster.into(),
+        labels: with_topology_labels(Labels::new(), cluster, &locality, ""),
+        locality,
+        network: String::new(),
+    }
 }
 
 fn share_of(t: &Table, eps: &[Endpoint], cluster: &str) -> f64 {

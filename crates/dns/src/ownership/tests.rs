@@ -55,7 +55,10 @@ fn the_store_refuses_lower_epochs_and_a_second_writer_of_one_epoch() {
     let z = zone("weu");
     assert_eq!(s.publish(&z, Publication { writer: "neu".into(), epoch: 2, records: 1 }), Ok(true));
     assert_eq!(s.publish(&z, Publication { writer: "weu".into(), epoch: 1, records: 2 }), Err(Refusal::Stale { held: 2, offered: 1 }));
-    assert_eq!(s.publish(&z, Publication { writer: "frc".into(), epoch: 2, records: 3 }), Err(Refusal::SplitBrain { holder: "neu".into(), epoch: 2 }));
+    assert_eq!(
+        s.publish(&z, Publication { writer: "frc".into(), epoch: 2, records: 3 }),
+        Err(Refusal::SplitBrain { holder: "neu".into(), epoch: 2 })
+    );
     assert_eq!(s.withdraw(&z, 1), Err(Refusal::Stale { held: 2, offered: 1 }));
     assert_eq!(s.withdraw(&z, 3), Ok(true));
     assert_eq!(s.publish(&z, Publication { writer: "neu".into(), epoch: 2, records: 1 }), Err(Refusal::Stale { held: 3, offered: 2 }));

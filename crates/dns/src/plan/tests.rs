@@ -15,7 +15,9 @@ apiVersion: routing.router.io/v1alpha1\nkind: Gateway\nmetadata:\n  name: gw\n  
 apiVersion: routing.router.io/v1alpha1\nkind: ServiceRoute\nmetadata:\n  name: web\n  namespace: myapp\nspec:\n  serviceName: web\n  gatewayName: gw\n  gatewayNamespace: istio-ingress\n  environment: prod\n  application: shop\n---\n";
 
 fn with_policy(policy: &str) -> ManifestSet {
-    set(&format!("{BASE}apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n{policy}"))
+    set(&format!(
+        "{BASE}apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n{policy}"
+    ))
 }
 
 #[test]
@@ -42,7 +44,10 @@ fn gateway_a_record_goes_into_every_zone_of_the_configuration() {
     let p = cluster(&with_policy("  mode: Active\n"), "c1", &PlanOptions { ttl: 30, ..PlanOptions::default() });
     let gw: Vec<&Endpoint> = p.endpoints.iter().filter(|e| matches!(e.source, Source::Gateway { .. })).collect();
     assert_eq!(gw.len(), 3);
-    assert!(gw.iter().all(|e| e.dns_name == "aks01-weu-internal.example.com" && e.target == "10.1.0.1" && e.ttl == 30 && e.record_type == RecordKind::A));
+    assert!(gw.iter().all(|e| e.dns_name == "aks01-weu-internal.example.com"
+        && e.target == "10.1.0.1"
+        && e.ttl == 30
+        && e.record_type == RecordKind::A));
     assert_eq!(gw[0].name, "gateway-controller-ctl-internal-external-dns-weu");
     assert_eq!(gw[0].labels.get("router.io/resource-type").map(String::as_str), Some("gateway-service"));
 }

@@ -35,7 +35,10 @@ fn zones() -> Zones {
             zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
             writer: "aks-weu-01".into(),
             epoch: 4,
-            endpoints: vec![endpoint("web.example.com", RecordKind::CNAME, "gw.example.com"), endpoint("gw.example.com", RecordKind::A, "10.0.0.1")],
+            endpoints: vec![
+                endpoint("web.example.com", RecordKind::CNAME, "gw.example.com"),
+                endpoint("gw.example.com", RecordKind::A, "10.0.0.1"),
+            ],
         }],
         txt_prefix: "_external-dns-owner.".into(),
         serial: 1,
@@ -117,7 +120,11 @@ spec:
 ";
     let loaded = veer_model::from_sources(&[("w.yaml".into(), text.into())]);
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-    assert_eq!(destination_hosts(&loaded.set, "west"), vec!["shop.example.com".to_string()], "a wildcard veer does not serve is not answered");
+    assert_eq!(
+        destination_hosts(&loaded.set, "west"),
+        vec!["shop.example.com".to_string()],
+        "a wildcard veer does not serve is not answered"
+    );
     assert!(destination_hosts(&loaded.set, "east").is_empty(), "east has no Gateway the route attaches to");
 }
 
@@ -167,11 +174,21 @@ spec: {parentRefs: [{name: internal, sectionName: any}], hostnames: [w.example.c
     let elsewhere = socket_ips(&loaded.set, "west");
     assert_eq!(elsewhere, BTreeMap::from([("b.example.com".to_string(), IpAddr::from([127, 0, 0, 2]))]));
     let gateway = IpAddr::from([127, 0, 0, 1]);
-    let z = Zones::build(&ZoneInput { hosts: destination_hosts(&loaded.set, "west"), gateway, elsewhere, ttl: 30, regional: Vec::new(), txt_prefix: String::new(), serial: 1 });
-    let ip = |host: &str| answer(z.lookup(&lower(host), RecordType::A)).1.first().and_then(|r| match &r.data {
-        RData::A(a) => Some(IpAddr::V4(a.0)),
-        _ => None,
+    let z = Zones::build(&ZoneInput {
+        hosts: destination_hosts(&loaded.set, "west"),
+        gateway,
+        elsewhere,
+        ttl: 30,
+        regional: Vec::new(),
+        txt_prefix: String::new(),
+        serial: 1,
     });
+    let ip = |host: &str| {
+        answer(z.lookup(&lower(host), RecordType::A)).1.first().and_then(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+    };
     assert_eq!(ip("b.example.com."), Some(IpAddr::from([127, 0, 0, 2])));
     assert_eq!(ip("a.example.com."), Some(gateway));
     assert_eq!(ip("both.example.com."), Some(gateway));

@@ -43,7 +43,10 @@ fn route(ns: &str, name: &str, created: Option<&str>, rules: Vec<Vec<RouteMatch>
         },
         parents: Vec::new(),
         hostnames: vec!["h".into()],
-        rules: rules.into_iter().map(|matches| RouteRule { matches, backends: Vec::new(), retry: None, timeout: None, pos: Default::default() }).collect(),
+        rules: rules
+            .into_iter()
+            .map(|matches| RouteRule { matches, backends: Vec::new(), retry: None, timeout: None, pos: Default::default() })
+            .collect(),
         served: Vec::new(),
     }
 }
@@ -98,7 +101,10 @@ fn repeated_headers_are_joined_and_regex_is_anchored() {
     let m = RouteMatch { headers: vec![header("x-a", "1,2")], ..RouteMatch::any() };
     assert!(m.matches(&req("GET", "/", None, &[("x-a", "1"), ("X-A", "2")])));
     assert!(!m.matches(&req("GET", "/", None, &[("x-a", "1")])));
-    let r = RouteMatch { headers: vec![HeaderMatch { name: "x-user".into(), value: ValueMatch::Regex(re("[a-z]+-[0-9]+")) }], ..RouteMatch::any() };
+    let r = RouteMatch {
+        headers: vec![HeaderMatch { name: "x-user".into(), value: ValueMatch::Regex(re("[a-z]+-[0-9]+")) }],
+        ..RouteMatch::any()
+    };
     assert!(r.matches(&req("GET", "/", None, &[("x-user", "ann-12")])));
     assert!(!r.matches(&req("GET", "/", None, &[("x-user", "x ann-12")])), "the whole value must match");
 }
@@ -153,7 +159,8 @@ fn ties_go_to_the_oldest_route_then_name_then_rule_order() {
 #[test]
 fn a_more_specific_match_wins_across_routes_and_rules() {
     // The issue's case: a header rule and a catch-all rule, in either order.
-    let catch_all_first = route("a", "r", None, vec![vec![prefix("/")], vec![RouteMatch { headers: vec![header("x-canary", "1")], ..prefix("/") }]]);
+    let catch_all_first =
+        route("a", "r", None, vec![vec![prefix("/")], vec![RouteMatch { headers: vec![header("x-canary", "1")], ..prefix("/") }]]);
     assert_eq!(pick(&[&catch_all_first], &req("GET", "/", None, &[("x-canary", "1")])), Some(("r".into(), 1)));
     assert_eq!(pick(&[&catch_all_first], &req("GET", "/", None, &[])), Some(("r".into(), 0)));
     // A longer prefix in a newer route beats a shorter one in an older route.
@@ -244,16 +251,18 @@ fn spec_order(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
 }
 
 fn arb_match() -> impl Strategy<Value = RouteMatch> {
-    (0u8..3, prop::sample::select(vec!["/", "/a", "/a/b", "/b"]), any::<bool>(), 0usize..3, 0usize..2).prop_map(|(kind, p, method, nh, nq)| RouteMatch {
-        path: match kind {
-            0 => PathMatch::Exact(p.into()),
-            1 => PathMatch::Regex(re(&format!("{p}.*"))),
-            _ => PathMatch::Prefix(p.into()),
+    (0u8..3, prop::sample::select(vec!["/", "/a", "/a/b", "/b"]), any::<bool>(), 0usize..3, 0usize..2).prop_map(
+        |(kind, p, method, nh, nq)| RouteMatch {
+            path: match kind {
+                0 => PathMatch::Exact(p.into()),
+                1 => PathMatch::Regex(re(&format!("{p}.*"))),
+                _ => PathMatch::Prefix(p.into()),
+            },
+            method: method.then_some(Method::Get),
+            headers: ["x-a", "x-b"].iter().take(nh).map(|n| header(n, "1")).collect(),
+            query: ["q"].iter().take(nq).map(|n| query(n, "1")).collect(),
         },
-        method: method.then_some(Method::Get),
-        headers: ["x-a", "x-b"].iter().take(nh).map(|n| header(n, "1")).collect(),
-        query: ["q"].iter().take(nq).map(|n| query(n, "1")).collect(),
-    })
+    )
 }
 
 proptest! {

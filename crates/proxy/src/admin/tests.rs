@@ -15,23 +15,14 @@ struct Admin {
 async fn start() -> Admin {
     let metrics = Arc::new(Metrics::new());
     let events = Arc::new(Events::new(3));
-    let state = Arc::new(AdminState::new(
-        metrics,
-        events,
-        || serde_json::json!([{ "destination": "api.example:443", "levels": [] }]),
-    ));
+    let state = Arc::new(AdminState::new(metrics, events, || serde_json::json!([{ "destination": "api.example:443", "levels": [] }])));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    Admin {
-        addr,
-        state,
-        stop: Some(stop),
-        task,
-    }
+    Admin { addr, state, stop: Some(stop), task }
 }
 
 struct Answer {
@@ -43,28 +34,15 @@ struct Answer {
 
 async fn call(addr: SocketAddr, method: Method, path: &str) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .unwrap();
+    let req = Request::builder().method(method).uri(format!("http://{addr}{path}")).body(Empty::new()).unwrap();
     let resp = client.request(req).await.unwrap();
-    let header = |name| {
-        resp.headers()
-            .get(name)
-            .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
-    };
+    let header = |name| resp.headers().get(name).map(|v: &HeaderValue| v.to_str().unwrap().to_owned());
     let content_type = header(CONTENT_TYPE).unwrap_or_default();
     let allow = header(ALLOW);
     assert_eq!(header(CACHE_CONTROL).as_deref(), Some("no-store"));
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        content_type,
-        allow,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    Answer { status, content_type, allow, body: String::from_utf8(body.to_vec()).unwrap() }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Answer {
@@ -79,10 +57,7 @@ async fn healthz_and_ready() {
     assert!(a.content_type.starts_with("text/plain"));
 
     let a = get(admin.addr, "/ready").await;
-    assert_eq!(
-        (a.status, a.body.trim()),
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    );
+    assert_eq!((a.status, a.body.trim()), (StatusCode::SERVICE_UNAVAILABLE, "not ready"));
     admin.state.ready.store(true, Ordering::Release);
     let a = get(admin.addr, "/ready").await;
     assert_eq!((a.status, a.body.trim()), (StatusCode::OK, "ready"));
@@ -120,26 +95,18 @@ async fn ready_is_503_with_the_reason_once_the_manifest_watcher_has_died() {
 #[tokio::test]
 async fn metrics_are_openmetrics_text() {
     let admin = start().await;
-    admin
-        .state
-        .metrics
-        .request(&crate::metrics::RequestCache::default(), "api.example:443", "east", 0, 200, 0.01);
+    admin.state.metrics.request(&crate::metrics::RequestCache::default(), "api.example:443", "east", 0, 200, 0.01);
     admin.state.metrics.failover_event("api.example:443", 0, 1);
     let a = get(admin.addr, "/metrics").await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(
-        a.content_type,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert_eq!(a.content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert!(
+        a.body.contains(r#"veer_requests_total{destination="api.example:443",cluster="east",priority="0",status="200"} 1"#),
+        "{}",
+        a.body
     );
-    assert!(a.body.contains(
-        r#"veer_requests_total{destination="api.example:443",cluster="east",priority="0",status="200"} 1"#
-    ), "{}", a.body);
-    assert!(a.body.contains(
-        r#"veer_failover_events_total{destination="api.example:443",from="0",to="1"} 1"#
-    ));
-    assert!(a
-        .body
-        .contains("# TYPE veer_request_duration_seconds histogram"));
+    assert!(a.body.contains(r#"veer_failover_events_total{destination="api.example:443",from="0",to="1"} 1"#));
+    assert!(a.body.contains("# TYPE veer_request_duration_seconds histogram"));
     assert!(a.body.ends_with("# EOF\n"));
 }
 
@@ -150,10 +117,7 @@ async fn routes_serve_the_callback_json() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.content_type, "application/json");
     let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
-    assert_eq!(
-        v,
-        serde_json::json!([{ "destination": "api.example:443", "levels": [] }])
-    );
+    assert_eq!(v, serde_json::json!([{ "destination": "api.example:443", "levels": [] }]));
 }
 
 #[tokio::test]
@@ -218,21 +182,12 @@ async fn shutdown_stops_serving_even_with_idle_keepalive() {
     let mut admin = start().await;
     // The pooled client keeps an idle keep-alive connection open across shutdown.
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = client
-        .get(format!("http://{}/healthz", admin.addr).parse().unwrap())
-        .await
-        .unwrap();
+    let resp = client.get(format!("http://{}/healthz", admin.addr).parse().unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     resp.into_body().collect().await.unwrap();
 
     admin.stop.take().unwrap().send(()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(3), &mut admin.task).await;
-    assert!(
-        matches!(result, Ok(Ok(Ok(())))),
-        "serve should return promptly"
-    );
-    assert!(
-        tokio::net::TcpStream::connect(admin.addr).await.is_err(),
-        "listener closed"
-    );
+    assert!(matches!(result, Ok(Ok(Ok(())))), "serve should return promptly");
+    assert!(tokio::net::TcpStream::connect(admin.addr).await.is_err(), "listener closed");
 }

@@ -1,15 +1,7 @@
 use super::*;
 
 fn ejection(events: &Events, n: u32) -> Event {
-    events.record(
-        EventKind::Ejection,
-        Some("api.example:443"),
-        Some("10.0.0.1:8443"),
-        Some("east"),
-        None,
-        None,
-        format!("ejection {n}"),
-    )
+    events.record(EventKind::Ejection, Some("api.example:443"), Some("10.0.0.1:8443"), Some("east"), None, None, format!("ejection {n}"))
 }
 
 #[test]
@@ -43,19 +35,9 @@ fn since_returns_newer_events_only() {
     for n in 1..=5 {
         ejection(&events, n);
     }
-    let seqs = |since| {
-        events
-            .since(since)
-            .iter()
-            .map(|e| e.seq)
-            .collect::<Vec<_>>()
-    };
+    let seqs = |since| events.since(since).iter().map(|e| e.seq).collect::<Vec<_>>();
     assert_eq!(seqs(0), vec![3, 4, 5]);
-    assert_eq!(
-        seqs(1),
-        vec![3, 4, 5],
-        "dropped range still yields what is retained"
-    );
+    assert_eq!(seqs(1), vec![3, 4, 5], "dropped range still yields what is retained");
     assert_eq!(seqs(3), vec![4, 5]);
     assert_eq!(seqs(4), vec![5]);
     assert_eq!(seqs(5), Vec::<u64>::new());
@@ -76,15 +58,7 @@ fn zero_capacity_keeps_nothing_but_still_numbers() {
 #[test]
 fn serializes_with_snake_case_kinds() {
     let events = Events::new(4);
-    let e = events.record(
-        EventKind::PriorityChange,
-        Some("api.example:443"),
-        None,
-        None,
-        Some(0),
-        Some(1),
-        "all P0 endpoints ejected",
-    );
+    let e = events.record(EventKind::PriorityChange, Some("api.example:443"), None, None, Some(0), Some(1), "all P0 endpoints ejected");
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["seq"], 1);
     assert_eq!(v["kind"], "priority_change");
@@ -112,10 +86,7 @@ fn serializes_with_snake_case_kinds() {
         (EventKind::Stopping, "stopping"),
     ];
     for (kind, name) in all {
-        assert_eq!(
-            serde_json::to_value(kind).ok(),
-            Some(serde_json::json!(name))
-        );
+        assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::json!(name)));
         assert_eq!(kind.as_str(), name);
         assert_eq!(kind.to_string(), name);
     }
@@ -164,7 +135,11 @@ fn refusals_fold_per_kind_reason_and_second_with_a_count() {
     let a = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.1:1: bad cert", t0);
     assert_eq!((a.seq, a.count), (1, 1));
     let b = events.record_refusal_at(EventKind::PeerRefused, "bad_cert", None, None, "refused 10.0.0.2:2: bad cert", t0 + 400);
-    assert_eq!((b.seq, b.count, b.reason.as_str()), (1, 2, "refused 10.0.0.1:1: bad cert"), "folded into the first, which keeps its reason");
+    assert_eq!(
+        (b.seq, b.count, b.reason.as_str()),
+        (1, 2, "refused 10.0.0.1:1: bad cert"),
+        "folded into the first, which keeps its reason"
+    );
     // Another reason, another kind, another endpoint: events of their own.
     let c = events.record_refusal_at(EventKind::PeerRefused, "wrong_cluster", None, None, "refused x", t0 + 500);
     let d = events.record_refusal_at(EventKind::EjectionRefused, "bad_cert", None, None, "refused y", t0 + 500);
@@ -192,11 +167,22 @@ fn a_flood_of_refusals_does_not_wash_out_the_history() {
     events.record(EventKind::ConfigReloaded, None, None, None, None, None, "reloaded");
     // 10,000 refusals over 10 s (1,000 a second), as from a client retrying a bad certificate.
     for i in 0..10_000u64 {
-        events.record_refusal_at(EventKind::PeerRefused, "bad_certificate", None, None, format!("refused 127.0.0.1:{}: bad certificate", 20_000 + i), t0 + i);
+        events.record_refusal_at(
+            EventKind::PeerRefused,
+            "bad_certificate",
+            None,
+            None,
+            format!("refused 127.0.0.1:{}: bad certificate", 20_000 + i),
+            t0 + i,
+        );
     }
     let all = events.all();
     for seq in &before {
-        assert!(all.iter().any(|e| e.seq == *seq && e.kind == EventKind::Ejection), "ejection #{seq} washed out: {} events kept", all.len());
+        assert!(
+            all.iter().any(|e| e.seq == *seq && e.kind == EventKind::Ejection),
+            "ejection #{seq} washed out: {} events kept",
+            all.len()
+        );
     }
     assert!(all.iter().any(|e| e.kind == EventKind::ConfigReloaded));
     let refused: Vec<&Event> = all.iter().filter(|e| e.kind == EventKind::PeerRefused).collect();

@@ -168,7 +168,9 @@ pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duratio
         Phase::Ended => Err("the manifest watcher has stopped: manifest changes are no longer applied".into()),
         _ if age <= limit => Ok(()),
         Phase::Starting => Err(format!("the manifest watcher has not started after {:.0} s", age.as_secs_f64())),
-        Phase::Running => Err(format!("the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", age.as_secs_f64())),
+        Phase::Running => {
+            Err(format!("the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", age.as_secs_f64()))
+        }
     }
 }
 
@@ -225,7 +227,10 @@ mod tests {
         assert!(!g.judge(&both, t0 + Duration::from_secs(7200)).is_empty());
         let full = stamp(&d, "a.yaml", "a: 1\nb: 2\n");
         g.note(Change::Closed(full.path().into(), Some(full.clone())), t0 + Duration::from_secs(7201));
-        assert!(g.judge(&[full.clone(), other.clone()], t0 + Duration::from_secs(7201)).is_empty(), "closed as it is now: ready without settling");
+        assert!(
+            g.judge(&[full.clone(), other.clone()], t0 + Duration::from_secs(7201)).is_empty(),
+            "closed as it is now: ready without settling"
+        );
         // Changed again with no event (a file system inotify does not see): settles.
         let again = stamp(&d, "a.yaml", "a: 3\n");
         assert_eq!(g.judge(&[again.clone(), other], t0 + Duration::from_secs(7202)), vec![Wait::Settling(again.path().into())]);
@@ -239,7 +244,11 @@ mod tests {
         let a = stamp(&d, "a.yaml", "a: 1\n");
         g.note(Change::Written(a.path().into()), MS);
         g.note(Change::Lost, 2 * MS);
-        assert_eq!(g.judge(std::slice::from_ref(&a), 3 * MS), vec![Wait::Settling(a.path().into())], "no writer known after an overflow; settling");
+        assert_eq!(
+            g.judge(std::slice::from_ref(&a), 3 * MS),
+            vec![Wait::Settling(a.path().into())],
+            "no writer known after an overflow; settling"
+        );
         g.note(Change::Closed(a.path().into(), Some(a.clone())), 4 * MS);
         assert!(g.judge(std::slice::from_ref(&a), 4 * MS).is_empty());
         // A file given as `a.yaml` is watched through `.`: one file either way.

@@ -84,7 +84,11 @@ mod tests {
         let file = dir.join("a.yaml");
         std::fs::write(&file, "kind: Service\n").unwrap();
         let reader = std::fs::File::open(&file).unwrap();
-        assert_eq!(open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap()), vec![], "a reader is not a writer");
+        assert_eq!(
+            open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap()),
+            vec![],
+            "a reader is not a writer"
+        );
         let mut writer = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
         writer.write_all(b"metadata:\n").unwrap();
         let found = open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap());

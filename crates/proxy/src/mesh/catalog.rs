@@ -78,7 +78,11 @@ impl Catalog {
                 address: e.address,
                 ports: e.ports.clone(),
                 labels: e.labels.clone(),
-                locality: e.locality.as_ref().map(|l| WireLocality { region: l.region.clone(), zone: l.zone.clone(), subzone: l.subzone.clone() }),
+                locality: e.locality.as_ref().map(|l| WireLocality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    subzone: l.subzone.clone(),
+                }),
                 network: e.network.clone(),
                 weight: e.weight,
             })
@@ -115,7 +119,11 @@ impl CatalogEntry {
             address: self.address,
             ports: self.ports.clone(),
             labels: self.labels.clone(),
-            locality: self.locality.as_ref().map(|l| Locality { region: l.region.clone(), zone: l.zone.clone(), subzone: l.subzone.clone() }),
+            locality: self.locality.as_ref().map(|l| Locality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                subzone: l.subzone.clone(),
+            }),
             network: self.network.clone(),
             weight: self.weight,
         }

@@ -74,8 +74,20 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ew: Ar
             let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(veer_pki::peer_cluster);
             let peer: Arc<str> = match peer {
                 Some(p) if p != ew.cluster && ew.set.borrow().cluster(&p).is_some() => Arc::from(p.as_str()),
-                Some(p) => return ew.refuse(remote, "unknown_cluster", &format!("certificate names cluster {p:?}, which is this node or not a Cluster of the manifests")),
-                None => return ew.refuse(remote, "unknown_cluster", "certificate names no cluster (expected a SAN URI spiffe://veer/cluster/NAME)"),
+                Some(p) => {
+                    return ew.refuse(
+                        remote,
+                        "unknown_cluster",
+                        &format!("certificate names cluster {p:?}, which is this node or not a Cluster of the manifests"),
+                    )
+                }
+                None => {
+                    return ew.refuse(
+                        remote,
+                        "unknown_cluster",
+                        "certificate names no cluster (expected a SAN URI spiffe://veer/cluster/NAME)",
+                    )
+                }
             };
             let service = hyper::service::service_fn(move |req| {
                 let (ew, peer) = (ew.clone(), peer.clone());
@@ -103,16 +115,26 @@ impl EastWest {
         if req.uri().path() == CATALOG_PATH {
             return self.watch(peer, remote, &req);
         }
-        let Some(target) = req.headers().get(&X_VEER_ENDPOINT).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<SocketAddr>().ok()) else {
+        let Some(target) = req.headers().get(&X_VEER_ENDPOINT).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<SocketAddr>().ok())
+        else {
             return refused(StatusCode::BAD_REQUEST, "an east-west request names its endpoint in x-veer-endpoint (IP:PORT)");
         };
         // Address and port: an announced address is no licence to reach its other ports
         // (an admin port, a database beside the service).
         if !self.catalog.borrow().has_address(target.ip()) || !self.shared.snapshot.load().has_endpoint(&self.cluster, target) {
             self.refuse(remote, "not_local", &format!("{peer} asked for {target}, which is not an endpoint of cluster {}", self.cluster));
-            return refused(StatusCode::FORBIDDEN, &format!("{target} is not an endpoint of cluster {}; east-west traffic only reaches local endpoints", self.cluster));
+            return refused(
+                StatusCode::FORBIDDEN,
+                &format!("{target} is not an endpoint of cluster {}; east-west traffic only reaches local endpoints", self.cluster),
+            );
         }
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("").to_string();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
         if let Some(why) = self.not_exposed(peer, &host) {
             self.refuse(remote, "not_exposed", &why);
             return refused(StatusCode::FORBIDDEN, &why);
@@ -131,8 +153,9 @@ impl EastWest {
         veer_model::set::cluster_local_service(name)?;
         let own = set.cluster(&self.cluster).map(|c| c.network.as_str()).unwrap_or("");
         let theirs = set.cluster(peer).map(|c| c.network.as_str()).unwrap_or("");
-        (own != theirs && !veer_model::resolve::exposed(&set, &self.cluster, name))
-            .then(|| format!("cluster {} exposes no {name} to network {theirs:?}: no AUTO_PASSTHROUGH Gateway there lists it", self.cluster))
+        (own != theirs && !veer_model::resolve::exposed(&set, &self.cluster, name)).then(|| {
+            format!("cluster {} exposes no {name} to network {theirs:?}: no AUTO_PASSTHROUGH Gateway there lists it", self.cluster)
+        })
     }
 
     async fn forward(&self, target: SocketAddr, host: &str, req: Request<Incoming>) -> Response<Body> {
@@ -163,10 +186,16 @@ impl EastWest {
                 crate::request::remove_internal(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(BodyError::from).boxed())
             }
-            Err(e) if e.is_connect() && crate::forward::io_source(&e).is_some_and(|io| crate::forward::connect_failure(io).blame() == veer_core::outcome::Blame::Local) => {
+            Err(e)
+                if e.is_connect()
+                    && crate::forward::io_source(&e)
+                        .is_some_and(|io| crate::forward::connect_failure(io).blame() == veer_core::outcome::Blame::Local) =>
+            {
                 failed(StatusCode::SERVICE_UNAVAILABLE, "local", &format!("this node could not open a connection to {target}: {e}"))
             }
-            Err(e) if e.is_connect() => failed(StatusCode::SERVICE_UNAVAILABLE, "connect", &format!("{target} refused or did not accept the connection")),
+            Err(e) if e.is_connect() => {
+                failed(StatusCode::SERVICE_UNAVAILABLE, "connect", &format!("{target} refused or did not accept the connection"))
+            }
             Err(e) => failed(StatusCode::BAD_GATEWAY, "reset", &format!("{target}: {e}")),
         }
     }

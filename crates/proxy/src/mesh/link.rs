@@ -54,7 +54,14 @@ impl std::fmt::Debug for PeerLink {
 
 impl PeerLink {
     pub fn new(cluster: &str, addr: SocketAddr, client: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
-        PeerLink { cluster: Arc::from(cluster), addr, tls: TlsConnector::from(client), current: ArcSwapOption::empty(), connecting: tokio::sync::Mutex::new(()), connect_timeout }
+        PeerLink {
+            cluster: Arc::from(cluster),
+            addr,
+            tls: TlsConnector::from(client),
+            current: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            connect_timeout,
+        }
     }
 
     /// Sends a request over the link, connecting first when there is no live connection.
@@ -77,7 +84,8 @@ impl PeerLink {
     /// authority (Host header, else URI) and names the endpoint this node picked, so priorities
     /// and weights stay exact across the hop; `h2` says the endpoint speaks HTTP/2.
     pub async fn send_to(&self, endpoint: &str, h2: bool, mut req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
-        let host = req.headers_mut().remove(header::HOST).or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host =
+            req.headers_mut().remove(header::HOST).or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         if let Some(authority) = host.as_ref().and_then(|h| h.to_str().ok()).and_then(|h| http::uri::Authority::try_from(h).ok()) {
@@ -120,7 +128,9 @@ impl PeerLink {
                 return Ok((*s).clone());
             }
         }
-        let sender = tokio::time::timeout(self.connect_timeout, self.connect()).await.map_err(|_| LinkError::Connect(format!("{} did not answer within {:?}", self.addr, self.connect_timeout)))??;
+        let sender = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| LinkError::Connect(format!("{} did not answer within {:?}", self.addr, self.connect_timeout)))??;
         self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
@@ -128,7 +138,11 @@ impl PeerLink {
     async fn connect(&self) -> Result<SendRequest<Body>, LinkError> {
         let tcp = TcpStream::connect(self.addr).await.map_err(|e| LinkError::Connect(format!("{}: {e}", self.addr)))?;
         let _ = tcp.set_nodelay(true);
-        let tls = self.tls.connect(veer_pki::server_name(&self.cluster), tcp).await.map_err(|e| LinkError::Connect(format!("TLS with {} ({}): {e}", self.addr, self.cluster)))?;
+        let tls = self
+            .tls
+            .connect(veer_pki::server_name(&self.cluster), tcp)
+            .await
+            .map_err(|e| LinkError::Connect(format!("TLS with {} ({}): {e}", self.addr, self.cluster)))?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Pings find a link that went silent (a cut cable sends no reset) within ~2 s.

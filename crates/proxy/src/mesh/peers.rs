@@ -37,7 +37,13 @@ pub struct Aging {
 
 impl Default for Aging {
     fn default() -> Self {
-        Aging { stale_after: Duration::from_secs(3), unhealthy_after: Duration::from_secs(6), forget_after: Duration::from_secs(600), heartbeat: Duration::from_millis(500), retry: Duration::from_millis(250) }
+        Aging {
+            stale_after: Duration::from_secs(3),
+            unhealthy_after: Duration::from_secs(6),
+            forget_after: Duration::from_secs(600),
+            heartbeat: Duration::from_millis(500),
+            retry: Duration::from_millis(250),
+        }
     }
 }
 
@@ -124,14 +130,32 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(own: &str, aging: Aging, client: Arc<rustls::ClientConfig>, tx: mpsc::UnboundedSender<PeerMsg>, events: Arc<Events>, metrics: Arc<Metrics>) -> Self {
-        Peers { own: own.to_string(), aging, client, links: BTreeMap::new(), states: BTreeMap::new(), watchers: HashMap::new(), tx, events, metrics }
+    pub fn new(
+        own: &str,
+        aging: Aging,
+        client: Arc<rustls::ClientConfig>,
+        tx: mpsc::UnboundedSender<PeerMsg>,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Peers {
+            own: own.to_string(),
+            aging,
+            client,
+            links: BTreeMap::new(),
+            states: BTreeMap::new(),
+            watchers: HashMap::new(),
+            tx,
+            events,
+            metrics,
+        }
     }
 
     /// Follows the Cluster resources: a watch for every other cluster with an east-west
     /// address, none for clusters that left. Returns whether links changed.
     pub fn sync(&mut self, set: &ManifestSet) -> bool {
-        let wanted: BTreeMap<String, SocketAddr> = set.clusters.iter().filter(|c| c.meta.name != self.own).filter_map(|c| c.east_west.map(|a| (c.meta.name.clone(), a))).collect();
+        let wanted: BTreeMap<String, SocketAddr> =
+            set.clusters.iter().filter(|c| c.meta.name != self.own).filter_map(|c| c.east_west.map(|a| (c.meta.name.clone(), a))).collect();
         let mut changed = false;
         let gone: Vec<String> = self.links.iter().filter(|(c, l)| wanted.get(*c) != Some(&l.addr)).map(|(c, _)| c.clone()).collect();
         for c in gone {
@@ -157,7 +181,10 @@ impl Peers {
     fn add(&mut self, cluster: &str, addr: SocketAddr) -> Arc<PeerLink> {
         let link = Arc::new(PeerLink::new(cluster, addr, self.client.clone(), Duration::from_secs(1)));
         self.links.insert(cluster.to_string(), link.clone());
-        self.states.insert(cluster.to_string(), PeerState { catalog: None, heard: None, heard_unix_ms: None, reachable: false, phase: Phase::Unknown, last_error: None });
+        self.states.insert(
+            cluster.to_string(),
+            PeerState { catalog: None, heard: None, heard_unix_ms: None, reachable: false, phase: Phase::Unknown, last_error: None },
+        );
         link
     }
 
@@ -167,7 +194,11 @@ impl Peers {
 
     /// Catalogs to route by: peers heard from and not forgotten.
     pub fn catalogs(&self) -> BTreeMap<String, Arc<Catalog>> {
-        self.states.iter().filter(|(_, s)| !matches!(s.phase, Phase::Unknown | Phase::Forgotten)).filter_map(|(c, s)| s.catalog.clone().map(|k| (c.clone(), k))).collect()
+        self.states
+            .iter()
+            .filter(|(_, s)| !matches!(s.phase, Phase::Unknown | Phase::Forgotten))
+            .filter_map(|(c, s)| s.catalog.clone().map(|k| (c.clone(), k)))
+            .collect()
     }
 
     pub fn health(&self) -> RemoteHealth {
@@ -261,7 +292,11 @@ impl Peers {
         for c in clusters {
             change = change.or(self.advance(&c, now));
             let s = &self.states[&c];
-            self.metrics.peer(&c, matches!(s.phase, Phase::Fresh | Phase::Stale), s.heard.map(|h| now.saturating_sub(h).as_millis() as u64));
+            self.metrics.peer(
+                &c,
+                matches!(s.phase, Phase::Fresh | Phase::Stale),
+                s.heard.map(|h| now.saturating_sub(h).as_millis() as u64),
+            );
         }
         change
     }
@@ -290,14 +325,30 @@ impl Peers {
         }
         let age = s.heard.map(|h| now.saturating_sub(h));
         let (kind, why) = match phase {
-            Phase::Stale => (EventKind::PeerStale, format!("no word from cluster {cluster} for {:?}: its data is stale", age.unwrap_or_default())),
-            Phase::Unhealthy if !s.reachable => (EventKind::PeerUnhealthy, format!("cluster {cluster} is unreachable ({}): all its endpoints are unhealthy", s.last_error.as_deref().unwrap_or("no answer"))),
-            Phase::Unhealthy => (EventKind::PeerUnhealthy, format!("no word from cluster {cluster} for {:?}: all its endpoints are unhealthy", age.unwrap_or_default())),
+            Phase::Stale => {
+                (EventKind::PeerStale, format!("no word from cluster {cluster} for {:?}: its data is stale", age.unwrap_or_default()))
+            }
+            Phase::Unhealthy if !s.reachable => (
+                EventKind::PeerUnhealthy,
+                format!(
+                    "cluster {cluster} is unreachable ({}): all its endpoints are unhealthy",
+                    s.last_error.as_deref().unwrap_or("no answer")
+                ),
+            ),
+            Phase::Unhealthy => (
+                EventKind::PeerUnhealthy,
+                format!("no word from cluster {cluster} for {:?}: all its endpoints are unhealthy", age.unwrap_or_default()),
+            ),
             Phase::Forgotten => {
                 s.catalog = None;
-                (EventKind::PeerForgotten, format!("no word from cluster {cluster} for {:?}: its endpoints are dropped", age.unwrap_or_default()))
+                (
+                    EventKind::PeerForgotten,
+                    format!("no word from cluster {cluster} for {:?}: its endpoints are dropped", age.unwrap_or_default()),
+                )
             }
-            Phase::Fresh => (EventKind::PeerRecovered, format!("cluster {cluster} is {}", if before == Phase::Unknown { "connected" } else { "back" })),
+            Phase::Fresh => {
+                (EventKind::PeerRecovered, format!("cluster {cluster} is {}", if before == Phase::Unknown { "connected" } else { "back" }))
+            }
             Phase::Unknown => return Change::default(),
         };
         self.events.record(kind, None, None, Some(cluster), None, None, why);
@@ -386,15 +437,34 @@ mod tests {
     fn peers() -> Peers {
         let client = rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
         let (tx, _rx) = mpsc::unbounded_channel();
-        let aging = Aging { stale_after: Duration::from_secs(1), unhealthy_after: Duration::from_secs(3), forget_after: Duration::from_secs(10), ..Aging::default() };
+        let aging = Aging {
+            stale_after: Duration::from_secs(1),
+            unhealthy_after: Duration::from_secs(3),
+            forget_after: Duration::from_secs(10),
+            ..Aging::default()
+        };
         let mut p = Peers::new("c1", aging, Arc::new(client), tx, Arc::new(Events::new(64)), Arc::new(Metrics::new()));
         p.add("c2", "127.0.0.1:1".parse().unwrap());
         p
     }
 
     fn catalog(cluster: &str, down: &[&str]) -> WatchLine {
-        let entry = CatalogEntry { namespace: "ns".into(), name: "a".into(), address: "127.0.2.1".parse().unwrap(), ports: BTreeMap::new(), labels: BTreeMap::new(), locality: None, network: None, weight: 1 };
-        WatchLine::Catalog(Catalog { cluster: cluster.into(), generation: 1, entries: vec![entry], unhealthy: down.iter().map(|d| d.to_string()).collect() })
+        let entry = CatalogEntry {
+            namespace: "ns".into(),
+            name: "a".into(),
+            address: "127.0.2.1".parse().unwrap(),
+            ports: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            locality: None,
+            network: None,
+            weight: 1,
+        };
+        WatchLine::Catalog(Catalog {
+            cluster: cluster.into(),
+            generation: 1,
+            entries: vec![entry],
+            unhealthy: down.iter().map(|d| d.to_string()).collect(),
+        })
     }
 
     fn heartbeat() -> WatchLine {

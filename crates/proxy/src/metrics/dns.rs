@@ -23,7 +23,13 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) 
     ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
-fn counters<'a>(encoder: &mut DescriptorEncoder, name: &str, help: &str, label: &'static str, values: impl IntoIterator<Item = (&'a str, u64)>) -> Result<(), std::fmt::Error> {
+fn counters<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, n) in values {
         ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
@@ -36,12 +42,29 @@ impl Collector for DnsSource {
         let Some(source) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return Ok(()) };
         let s = source.stats();
         let e = &mut encoder;
-        counters(e, "dns_queries", "DNS queries received, by transport (UDP: well-formed ones, whether answered or rate limited)", "transport", [("udp", s.udp_queries), ("tcp", s.tcp_queries)])?;
+        counters(
+            e,
+            "dns_queries",
+            "DNS queries received, by transport (UDP: well-formed ones, whether answered or rate limited)",
+            "transport",
+            [("udp", s.udp_queries), ("tcp", s.tcp_queries)],
+        )?;
         counters(e, "dns_responses", "DNS answers sent, by response code", "rcode", s.responses_by_rcode())?;
         counter(e, "dns_refused", "DNS questions refused (outside veer's zones, or not class IN)", s.refused)?;
-        counters(e, "dns_rate_limited", "UDP answers held back by the response rate limit: dropped, or sent empty with TC set (slipped)", "action", [("dropped", s.rrl_dropped), ("slipped", s.rrl_slipped)])?;
+        counters(
+            e,
+            "dns_rate_limited",
+            "UDP answers held back by the response rate limit: dropped, or sent empty with TC set (slipped)",
+            "action",
+            [("dropped", s.rrl_dropped), ("slipped", s.rrl_slipped)],
+        )?;
         counter(e, "dns_truncated", "UDP answers cut to fit the client's size and sent with TC set", s.truncated)?;
-        counter(e, "dns_malformed_dropped", "UDP datagrams dropped unanswered: undecodable, a response, or not exactly one question", s.malformed_dropped)?;
+        counter(
+            e,
+            "dns_malformed_dropped",
+            "UDP datagrams dropped unanswered: undecodable, a response, or not exactly one question",
+            s.malformed_dropped,
+        )?;
         Ok(())
     }
 }

@@ -12,19 +12,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn empty_registry_shows_only_the_reload_zeroes() {
     // prometheus-client omits families without series; the reload outcomes are pre-created.
     let text = Metrics::new().encode();
-    assert!(
-        text.contains("# TYPE veer_config_reloads counter"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE veer_config_reloads counter"), "{text}");
     assert!(!text.contains("veer_requests"), "{text}");
-    assert_eq!(
-        sample(&text, r#"veer_config_reloads_total{result="ok"}"#),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(&text, r#"veer_config_reloads_total{result="rejected"}"#),
-        Some(0.0)
-    );
+    assert_eq!(sample(&text, r#"veer_config_reloads_total{result="ok"}"#), Some(0.0));
+    assert_eq!(sample(&text, r#"veer_config_reloads_total{result="rejected"}"#), Some(0.0));
     assert!(text.ends_with("# EOF\n"));
 }
 
@@ -53,71 +44,23 @@ fn every_family_appears_after_recording() {
     let t = m.encode();
 
     let expect = [
-        (
-            r#"veer_requests_total{destination="api.example:443",cluster="east",priority="0",status="200"}"#,
-            2.0,
-        ),
-        (
-            r#"veer_requests_total{destination="api.example:443",cluster="west",priority="1",status="503"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_requests_total{destination="api.example:443",cluster="west",priority="1",status="0"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_request_duration_seconds_count{destination="api.example:443"}"#,
-            4.0,
-        ),
-        (
-            r#"veer_request_duration_seconds_bucket{le="0.0005",destination="api.example:443"}"#,
-            0.0,
-        ),
-        (
-            r#"veer_request_duration_seconds_bucket{le="0.002",destination="api.example:443"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_request_duration_seconds_bucket{le="+Inf",destination="api.example:443"}"#,
-            4.0,
-        ),
-        (
-            r#"veer_retries_total{destination="api.example:443",reason="connect_failure"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_retries_total{destination="api.example:443",reason="5xx"}"#,
-            2.0,
-        ),
-        (
-            r#"veer_retry_budget_exhausted_total{destination="api.example:443"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_ejections_total{destination="api.example:443",endpoint="10.0.0.1:443",reason="consecutive_5xx"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_unejections_total{destination="api.example:443",endpoint="10.0.0.1:443"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_active_priority{destination="api.example:443"}"#,
-            1.0,
-        ),
+        (r#"veer_requests_total{destination="api.example:443",cluster="east",priority="0",status="200"}"#, 2.0),
+        (r#"veer_requests_total{destination="api.example:443",cluster="west",priority="1",status="503"}"#, 1.0),
+        (r#"veer_requests_total{destination="api.example:443",cluster="west",priority="1",status="0"}"#, 1.0),
+        (r#"veer_request_duration_seconds_count{destination="api.example:443"}"#, 4.0),
+        (r#"veer_request_duration_seconds_bucket{le="0.0005",destination="api.example:443"}"#, 0.0),
+        (r#"veer_request_duration_seconds_bucket{le="0.002",destination="api.example:443"}"#, 1.0),
+        (r#"veer_request_duration_seconds_bucket{le="+Inf",destination="api.example:443"}"#, 4.0),
+        (r#"veer_retries_total{destination="api.example:443",reason="connect_failure"}"#, 1.0),
+        (r#"veer_retries_total{destination="api.example:443",reason="5xx"}"#, 2.0),
+        (r#"veer_retry_budget_exhausted_total{destination="api.example:443"}"#, 1.0),
+        (r#"veer_ejections_total{destination="api.example:443",endpoint="10.0.0.1:443",reason="consecutive_5xx"}"#, 1.0),
+        (r#"veer_unejections_total{destination="api.example:443",endpoint="10.0.0.1:443"}"#, 1.0),
+        (r#"veer_active_priority{destination="api.example:443"}"#, 1.0),
         (r#"veer_active_priority{destination="other:80"}"#, -1.0),
-        (
-            r#"veer_failover_events_total{destination="api.example:443",from="0",to="1"}"#,
-            1.0,
-        ),
-        (
-            r#"veer_endpoint_healthy{destination="api.example:443",endpoint="10.0.0.1:443",cluster="east",priority="0"}"#,
-            0.0,
-        ),
-        (
-            r#"veer_endpoint_healthy{destination="api.example:443",endpoint="10.0.0.2:443",cluster="west",priority="1"}"#,
-            1.0,
-        ),
+        (r#"veer_failover_events_total{destination="api.example:443",from="0",to="1"}"#, 1.0),
+        (r#"veer_endpoint_healthy{destination="api.example:443",endpoint="10.0.0.1:443",cluster="east",priority="0"}"#, 0.0),
+        (r#"veer_endpoint_healthy{destination="api.example:443",endpoint="10.0.0.2:443",cluster="west",priority="1"}"#, 1.0),
         (r#"veer_config_reloads_total{result="ok"}"#, 1.0),
         (r#"veer_config_reloads_total{result="rejected"}"#, 2.0),
     ];
@@ -136,19 +79,10 @@ fn every_family_appears_after_recording() {
         ("veer_endpoint_healthy", "gauge"),
         ("veer_config_reloads", "counter"),
     ] {
-        assert!(
-            t.contains(&format!("# TYPE {family} {kind}\n")),
-            "{family}\n{t}"
-        );
+        assert!(t.contains(&format!("# TYPE {family} {kind}\n")), "{family}\n{t}");
     }
-    assert!(
-        t.contains("# UNIT veer_request_duration_seconds seconds"),
-        "{t}"
-    );
-    let sum = sample(
-        &t,
-        r#"veer_request_duration_seconds_sum{destination="api.example:443"}"#,
-    );
+    assert!(t.contains("# UNIT veer_request_duration_seconds seconds"), "{t}");
+    let sum = sample(&t, r#"veer_request_duration_seconds_sum{destination="api.example:443"}"#);
     assert!(sum.is_some_and(|s| (s - 1.506).abs() < 1e-9), "{sum:?}");
 }
 
@@ -169,20 +103,8 @@ fn odd_durations_do_not_poison_the_sum() {
     m.request(&cache, "d:80", "c", 0, 200, -1.0);
     m.request(&cache, "d:80", "c", 0, 200, f64::INFINITY);
     let t = m.encode();
-    assert_eq!(
-        sample(
-            &t,
-            r#"veer_request_duration_seconds_sum{destination="d:80"}"#
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(
-            &t,
-            r#"veer_requests_total{destination="d:80",cluster="c",priority="0",status="200"}"#
-        ),
-        Some(3.0)
-    );
+    assert_eq!(sample(&t, r#"veer_request_duration_seconds_sum{destination="d:80"}"#), Some(0.0));
+    assert_eq!(sample(&t, r#"veer_requests_total{destination="d:80",cluster="c",priority="0",status="200"}"#), Some(3.0));
 }
 
 #[test]
@@ -195,14 +117,7 @@ fn concurrent_requests_are_all_counted() {
             std::thread::spawn(move || {
                 let cache = RequestCache::default();
                 for n in 0..500u16 {
-                    m.request(
-                        &cache,
-                        "d:80",
-                        if i % 2 == 0 { "a" } else { "b" },
-                        0,
-                        200 + n % 2,
-                        0.001,
-                    );
+                    m.request(&cache, "d:80", if i % 2 == 0 { "a" } else { "b" }, 0, 200 + n % 2, 0.001);
                 }
             })
         })
@@ -217,11 +132,5 @@ fn concurrent_requests_are_all_counted() {
         .map(|series| sample(&t, &series).unwrap())
         .sum();
     assert_eq!(total, 2000.0);
-    assert_eq!(
-        sample(
-            &t,
-            r#"veer_request_duration_seconds_count{destination="d:80"}"#
-        ),
-        Some(2000.0)
-    );
+    assert_eq!(sample(&t, r#"veer_request_duration_seconds_count{destination="d:80"}"#), Some(2000.0));
 }

@@ -111,7 +111,8 @@ fn set_of(text: &str) -> ManifestSet {
 }
 
 fn reload(previous: &Snapshot, text: &str, unhealthy: &Unhealthy) -> Snapshot {
-    Snapshot::build_after(previous, &set_of(text), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1).expect("snapshot")
+    Snapshot::build_after(previous, &set_of(text), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1)
+        .expect("snapshot")
 }
 
 const ECHO: &str = "echo.demo.svc.cluster.local:80";
@@ -125,10 +126,16 @@ fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
     let changed = std::collections::HashSet::from([ECHO.to_string()]);
     let health_update = first.with_health(&down, &changed, 2);
-    assert!(Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget), "a health update keeps the budget");
+    assert!(
+        Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget),
+        "a health update keeps the budget"
+    );
 
     let fresh = snapshot(&Unhealthy::new());
-    assert!(!Arc::ptr_eq(budget, &fresh.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget), "a fresh build starts with fresh budgets");
+    assert!(
+        !Arc::ptr_eq(budget, &fresh.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget),
+        "a fresh build starts with fresh budgets"
+    );
     // The reload moves the destination (an endpoint leaves), so its state is built anew.
     let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
     let echo = reloaded.route(GATEWAY, "echo.demo", &get("/")).expect("route");
@@ -168,7 +175,16 @@ fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_sa
 fn the_cluster_header_is_the_cluster_name_and_interned() {
     let a = snapshot(&Unhealthy::new());
     let b = snapshot(&Unhealthy::new());
-    let west = |s: &Snapshot| s.route(GATEWAY, "echo.demo", &get("/")).expect("route").upstreams.iter().find(|u| &*u.cluster == "west").expect("west").cluster_header.clone();
+    let west = |s: &Snapshot| {
+        s.route(GATEWAY, "echo.demo", &get("/"))
+            .expect("route")
+            .upstreams
+            .iter()
+            .find(|u| &*u.cluster == "west")
+            .expect("west")
+            .cluster_header
+            .clone()
+    };
     assert_eq!(west(&a), "west");
     // Both builds point at one interned copy of the name: reloads do not grow memory.
     assert_eq!(west(&a).as_bytes().as_ptr(), west(&b).as_bytes().as_ptr());

@@ -165,22 +165,27 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
     let mut at: [FieldAt; MAX_HEADERS] = [[0; 4]; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
-    let (len, code, minor, count) = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
-        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => return Err(UpstreamError::Malformed("response head larger than 64 KiB")),
-        Ok(httparse::Status::Complete(len)) => {
-            for (slot, field) in at.iter_mut().zip(response.headers.iter()) {
-                // Within the head, so below MAX_HEAD_BYTES: the casts cannot truncate.
-                let name = (field.name.as_ptr() as usize - base) as u16;
-                let value = (field.value.as_ptr() as usize - base) as u16;
-                *slot = [name, name + field.name.len() as u16, value, value + field.value.len() as u16];
+    let (len, code, minor, count) =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+                return Err(UpstreamError::Malformed("response head larger than 64 KiB"))
             }
-            (len, response.code.unwrap_or(0), response.version.unwrap_or(1), response.headers.len())
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(UpstreamError::Malformed("response head larger than 64 KiB")),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::Malformed("more than 100 header fields")),
-        Err(_) => return Err(UpstreamError::Malformed("response head does not parse as HTTP/1.x")),
-    };
+            Ok(httparse::Status::Complete(len)) => {
+                for (slot, field) in at.iter_mut().zip(response.headers.iter()) {
+                    // Within the head, so below MAX_HEAD_BYTES: the casts cannot truncate.
+                    let name = (field.name.as_ptr() as usize - base) as u16;
+                    let value = (field.value.as_ptr() as usize - base) as u16;
+                    *slot = [name, name + field.name.len() as u16, value, value + field.value.len() as u16];
+                }
+                (len, response.code.unwrap_or(0), response.version.unwrap_or(1), response.headers.len())
+            }
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(UpstreamError::Malformed("response head larger than 64 KiB"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::Malformed("more than 100 header fields")),
+            Err(_) => return Err(UpstreamError::Malformed("response head does not parse as HTTP/1.x")),
+        };
     let status = StatusCode::from_u16(code).map_err(|_| UpstreamError::Malformed("status code outside 100-999"))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     // The head's bytes are shared, not copied, by the header values.
@@ -196,7 +201,8 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
         let [name_start, name_end, value_start, value_end] = field.map(usize::from);
         let name = field_name(&raw[name_start..name_end])?;
         // httparse has checked the value's bytes already.
-        let value = HeaderValue::from_maybe_shared(raw.slice(value_start..value_end)).map_err(|_| UpstreamError::Malformed("invalid header value"))?;
+        let value = HeaderValue::from_maybe_shared(raw.slice(value_start..value_end))
+            .map_err(|_| UpstreamError::Malformed("invalid header value"))?;
         if name == header::CONTENT_LENGTH {
             let n = parse_content_length(value.as_bytes())?;
             if length.is_some_and(|m| m != n) {
@@ -230,7 +236,11 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
     for named in named_by_connection {
         headers.remove(named);
     }
-    let framing = if *request_method == Method::HEAD || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    let framing = if *request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         ResponseFraming::Empty
     } else if transfer_encoded {
         // Transfer-Encoding overrides Content-Length; a body not ending in chunked runs to the close.
@@ -261,7 +271,9 @@ fn field_name(raw: &[u8]) -> Result<HeaderName, UpstreamError> {
         6 => known(b"server", header::SERVER),
         10 => known(b"connection", header::CONNECTION),
         12 => known(b"content-type", header::CONTENT_TYPE),
-        13 => known(b"last-modified", header::LAST_MODIFIED).or_else(|| known(b"cache-control", header::CACHE_CONTROL)).or_else(|| known(b"accept-ranges", header::ACCEPT_RANGES)),
+        13 => known(b"last-modified", header::LAST_MODIFIED)
+            .or_else(|| known(b"cache-control", header::CACHE_CONTROL))
+            .or_else(|| known(b"accept-ranges", header::ACCEPT_RANGES)),
         14 => known(b"content-length", header::CONTENT_LENGTH),
         17 => known(b"transfer-encoding", header::TRANSFER_ENCODING),
         _ => None,
@@ -326,7 +338,9 @@ pub fn decode_chunked(state: &mut ChunkState, buf: &mut BytesMut) -> Result<Deco
                     buf.advance(used);
                     *state = if size == 0 { ChunkState::Trailers(0) } else { ChunkState::Data(size) };
                 }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => return Err(UpstreamError::Malformed("chunk-size line longer than 4 KiB")),
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    return Err(UpstreamError::Malformed("chunk-size line longer than 4 KiB"))
+                }
                 Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
                 Err(_) => return Err(UpstreamError::Malformed("invalid chunk-size line")),
             },
@@ -385,7 +399,10 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
         encode_request_head(&mut out, &Method::POST, "/p?q=1", &h, RequestFraming::Length(12));
-        assert_eq!(String::from_utf8(out).unwrap(), "POST /p?q=1 HTTP/1.1\r\nhost: svc.local\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: svc.local\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+        );
         let mut out = Vec::new();
         encode_request_head(&mut out, &Method::GET, "/", &HeaderMap::new(), RequestFraming::Chunked);
         assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
@@ -427,21 +444,44 @@ mod tests {
         let f = |raw: &[u8], m: Method| head(raw, m).unwrap().map(|h| (h.framing, h.keep_alive)).unwrap();
         assert_eq!(f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET), (ResponseFraming::Chunked, true));
         // Transfer-Encoding wins over Content-Length, and such a connection is not reused.
-        assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET), (ResponseFraming::Chunked, false));
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET),
+            (ResponseFraming::Chunked, false)
+        );
         assert_eq!(f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET), (ResponseFraming::UntilClose, false));
         assert_eq!(f(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET), (ResponseFraming::UntilClose, false));
         assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", Method::HEAD), (ResponseFraming::Empty, true));
         assert_eq!(f(b"HTTP/1.1 204 No Content\r\n\r\n", Method::GET), (ResponseFraming::Empty, true));
         assert_eq!(f(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", Method::GET), (ResponseFraming::Empty, true));
-        assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", Method::GET), (ResponseFraming::Length(2), false));
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", Method::GET),
+            (ResponseFraming::Length(2), false)
+        );
         assert_eq!(f(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", Method::GET), (ResponseFraming::Length(2), false));
-        assert_eq!(f(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\n", Method::GET), (ResponseFraming::Length(2), true));
+        assert_eq!(
+            f(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\n", Method::GET),
+            (ResponseFraming::Length(2), true)
+        );
         assert_eq!(f(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", Method::GET), (ResponseFraming::Length(7), true));
     }
 
     #[test]
     fn common_field_names_match_the_general_path_in_any_case() {
-        for name in ["date", "ETag", "Server", "CONNECTION", "Content-Type", "last-modified", "Cache-Control", "accept-ranges", "Content-Length", "transfer-encoding", "X-Custom", "data", "servers"] {
+        for name in [
+            "date",
+            "ETag",
+            "Server",
+            "CONNECTION",
+            "Content-Type",
+            "last-modified",
+            "Cache-Control",
+            "accept-ranges",
+            "Content-Length",
+            "transfer-encoding",
+            "X-Custom",
+            "data",
+            "servers",
+        ] {
             assert_eq!(field_name(name.as_bytes()).unwrap(), HeaderName::from_bytes(name.as_bytes()).unwrap(), "{name}");
         }
         assert!(matches!(field_name(b"bad name"), Err(UpstreamError::Malformed("invalid header name"))));
@@ -501,7 +541,10 @@ mod tests {
     fn chunked_bodies_decode_with_extensions_and_trailers() {
         let body = decode_all(BytesMut::from(&b"5;name=v\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-checksum: 1\r\n\r\nNEXT"[..])).unwrap();
         assert_eq!(body, b"hello world");
-        assert!(matches!(decode_all(BytesMut::from(&b"3\r\nabcd\r\n0\r\n\r\n"[..])), Err(UpstreamError::Malformed("chunk data longer than its size"))));
+        assert!(matches!(
+            decode_all(BytesMut::from(&b"3\r\nabcd\r\n0\r\n\r\n"[..])),
+            Err(UpstreamError::Malformed("chunk data longer than its size"))
+        ));
         assert!(matches!(decode_all(BytesMut::from(&b"zz\r\n"[..])), Err(UpstreamError::Malformed("invalid chunk-size line"))));
     }
 

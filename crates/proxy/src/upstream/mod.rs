@@ -170,7 +170,14 @@ impl H1Pool {
     /// Sends a request to `addr` on an idle connection, or a new one, and returns once the
     /// response head is in. `now` is the caller's recent reading of the clock: idle ages are
     /// measured against it, which spares a clock read per request.
-    pub async fn send(self: &Arc<Self>, addr: SocketAddr, head: RequestHead<'_>, body: RequestBody, now: Instant, caps: ConnCaps) -> Result<Response<UpstreamBody>, PoolError> {
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: RequestHead<'_>,
+        body: RequestBody,
+        now: Instant,
+        caps: ConnCaps,
+    ) -> Result<Response<UpstreamBody>, PoolError> {
         let mut conn = match self.checkout(addr, now, caps) {
             Checkout::Idle(conn) => conn,
             Checkout::Connect(open, connecting) => Box::pin(self.connect(addr, open, connecting)).await?,
@@ -223,7 +230,9 @@ impl H1Pool {
         let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(PoolError::Connect(e)),
-            Err(_) => return Err(PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))),
+            Err(_) => {
+                return Err(PoolError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {addr} timed out"))))
+            }
         };
         let _ = io.set_nodelay(true);
         Ok(UpstreamConn { io, _open: open, buf: BytesMut::new(), out: Vec::new() })

@@ -61,7 +61,10 @@ impl hyper::body::Body for Stalling {
     type Data = bytes::Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
         if std::mem::replace(&mut self.0, true) {
             return std::task::Poll::Pending;
         }
@@ -71,8 +74,10 @@ impl hyper::body::Body for Stalling {
 
 /// An HTTP/2 request whose client cancels it (RST_STREAM) mid-body.
 async fn h2_cancel(listen: SocketAddr) {
-    let client: hyper_util::client::legacy::Client<_, Stalling> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
-    let req = http::Request::post(format!("http://{listen}/upload")).header(http::header::HOST, HOST).body(Stalling(false)).expect("request");
+    let client: hyper_util::client::legacy::Client<_, Stalling> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let req =
+        http::Request::post(format!("http://{listen}/upload")).header(http::header::HOST, HOST).body(Stalling(false)).expect("request");
     // Dropping the response future resets the stream.
     let _ = tokio::time::timeout(Duration::from_millis(200), client.request(req)).await;
 }
@@ -144,8 +149,14 @@ async fn broken_aborted_and_slow_uploads_never_eject_and_a_normal_client_sees_no
     let ejections: Vec<_> = node.events.all().into_iter().filter(|e| e.kind == EventKind::Ejection).map(|e| e.reason).collect();
     assert!(ejections.is_empty(), "a client ejected a healthy backend: {ejections:?}");
     let metrics = node.metrics.encode();
-    assert!(metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"client\"")), "client failures are counted as the client's:\n{metrics}");
-    assert!(!metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"upstream\"")), "nothing is the upstream's:\n{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"client\"")),
+        "client failures are counted as the client's:\n{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"upstream\"")),
+        "nothing is the upstream's:\n{metrics}"
+    );
     node.stop().await;
 }
 
@@ -306,9 +317,13 @@ fn with_connection_pool(w: &World, near: &[veer_testkit::Backend], far: &[veer_t
 
 /// Sends `n` GETs at once and returns their statuses, sorted.
 async fn concurrent_gets(node: &Node, n: usize) -> Vec<u16> {
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let sends = (0..n).map(|_| {
-        let req = http::Request::get(format!("http://{}/", node.listen)).header(http::header::HOST, HOST).body(http_body_util::Empty::new()).expect("request");
+        let req = http::Request::get(format!("http://{}/", node.listen))
+            .header(http::header::HOST, HOST)
+            .body(http_body_util::Empty::new())
+            .expect("request");
         let client = client.clone();
         async move { client.request(req).await.map(|r| r.status().as_u16()).unwrap_or(0) }
     });
@@ -339,12 +354,24 @@ async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
     let node = w.node("near").await;
     // One connection to the endpoint at most: the other two requests cannot have one.
     assert_eq!(concurrent_gets(&node, 3).await, vec![200, 503, 503]);
-    let overflow = |node: &Node| node.metrics.encode().lines().filter(|l| l.starts_with("veer_try_failures_total{") && l.contains("reason=\"local_overflow\"") && l.contains("blame=\"local\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum::<u64>();
+    let overflow = |node: &Node| {
+        node.metrics
+            .encode()
+            .lines()
+            .filter(|l| {
+                l.starts_with("veer_try_failures_total{") && l.contains("reason=\"local_overflow\"") && l.contains("blame=\"local\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
     assert_eq!(overflow(&node), 2);
     // Two requests in flight at most, over as many connections as they need.
     let reloads = node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count();
     with_connection_pool(&w, &near, &far, "{http: {http2MaxRequests: 2}}");
-    super::until("the new connectionPool is in force", || node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count() > reloads).await;
+    super::until("the new connectionPool is in force", || {
+        node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count() > reloads
+    })
+    .await;
     assert_eq!(concurrent_gets(&node, 4).await, vec![200, 200, 503, 503]);
     assert_eq!(overflow(&node), 4);
     let ejections: Vec<_> = node.events.all().into_iter().filter(|e| e.kind == EventKind::Ejection).map(|e| e.reason).collect();
@@ -367,7 +394,11 @@ async fn the_east_west_listener_reaches_only_an_announced_address_and_port() {
     let c1 = veer_pki::MeshIdentity::load(&certs.join("c1"), "c1").expect("c1 identity");
     let link = PeerLink::new("c2", ew, c1.client_config(), Duration::from_secs(2));
     let get = || {
-        let mut req = http::Request::get("/").body(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |never| match never {}))).expect("request");
+        let mut req = http::Request::get("/")
+            .body(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |never| {
+                match never {}
+            })))
+            .expect("request");
         req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("pay.demo.svc.cluster.local"));
         req
     };

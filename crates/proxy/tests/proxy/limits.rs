@@ -97,7 +97,10 @@ async fn an_h2_connection_is_not_closed_while_a_stream_is_open_and_is_once_idle(
     central[0].set_mode(Mode::Delay(Duration::from_millis(2000))).await.expect("slow backend");
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
     let stream = TcpStream::connect(node.listen).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.expect("h2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     let conn = tokio::spawn(conn);
     let get = || http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request");
     let slow = send.send_request(get()).await.expect("the long stream is answered");
@@ -123,7 +126,10 @@ async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
     central[0].set_mode(Mode::Blackhole).await.expect("backend that never answers");
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
     let stream = TcpStream::connect(node.listen).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.expect("h2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     let conn = tokio::spawn(conn);
     let pending = send.send_request(http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request"));
     tokio::select! {

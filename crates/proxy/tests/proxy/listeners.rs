@@ -64,7 +64,8 @@ async fn get(addr: SocketAddr, host: &str) -> (u16, String) {
 
 async fn get_path(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::get(format!("http://{addr}{path}")).header(http::header::HOST, host).body(Full::new(Bytes::new())).expect("request");
+    let req =
+        http::Request::get(format!("http://{addr}{path}")).header(http::header::HOST, host).body(Full::new(Bytes::new())).expect("request");
     let resp = client.request(req).await.expect("response");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
@@ -118,7 +119,14 @@ async fn each_gateway_listener_port_serves_only_its_routes_on_its_own_socket() {
     let (code, body) = get_path(node.admin, "admin", "/status").await;
     assert_eq!(code, 200, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
-    let on = |addr: SocketAddr| status["listeners"].as_array().into_iter().flatten().find(|l| l["address"] == addr.to_string()).map(|l| (l["gateway"].clone(), l["gateway_listener_ports"].clone()));
+    let on = |addr: SocketAddr| {
+        status["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["address"] == addr.to_string())
+            .map(|l| (l["gateway"].clone(), l["gateway_listener_ports"].clone()))
+    };
     assert_eq!(on(gateway), Some((true.into(), serde_json::json!([]))), "{status}");
     assert_eq!(on(public), Some((false.into(), serde_json::json!([80]))), "{status}");
     assert_eq!(on(internal), Some((false.into(), serde_json::json!([8443]))), "{status}");

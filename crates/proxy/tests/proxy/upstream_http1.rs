@@ -57,7 +57,12 @@ async fn hyper_backend(ip: [u8; 4]) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>, Arc<A
                 let seen = seen.clone();
                 async move {
                     let header = |n: http::header::HeaderName| req.headers().get(n).map(|v| v.to_str().unwrap_or("?").to_string());
-                    let mut s = Seen { method: req.method().to_string(), content_length: header(http::header::CONTENT_LENGTH), transfer_encoding: header(http::header::TRANSFER_ENCODING), body_len: 0 };
+                    let mut s = Seen {
+                        method: req.method().to_string(),
+                        content_length: header(http::header::CONTENT_LENGTH),
+                        transfer_encoding: header(http::header::TRANSFER_ENCODING),
+                        body_len: 0,
+                    };
                     let path = req.uri().path().to_string();
                     let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                     s.body_len = body.len();
@@ -101,20 +106,42 @@ impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
     }
 }
 
 /// Sends one request to the node for `go.infra.global`; the response as the client sees it.
-async fn start_request(node_addr: SocketAddr, method: http::Method, path: &str, body: Bytes) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = http::Request::builder().method(method).uri(format!("http://{node_addr}{path}")).header(http::header::HOST, "go.infra.global").body(Full::new(body)).expect("request");
+async fn start_request(
+    node_addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{node_addr}{path}"))
+        .header(http::header::HOST, "go.infra.global")
+        .body(Full::new(body))
+        .expect("request");
     client.request(req).await
 }
 
-async fn client_request(node_addr: SocketAddr, method: http::Method, path: &str, body: Bytes) -> (http::StatusCode, http::HeaderMap, Bytes) {
-    let resp = tokio::time::timeout(Duration::from_secs(10), start_request(node_addr, method, path, body)).await.expect("answer in time").expect("response");
+async fn client_request(
+    node_addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+) -> (http::StatusCode, http::HeaderMap, Bytes) {
+    let resp = tokio::time::timeout(Duration::from_secs(10), start_request(node_addr, method, path, body))
+        .await
+        .expect("answer in time")
+        .expect("response");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("whole body").to_bytes();
     (parts.status, parts.headers, body)
@@ -172,7 +199,8 @@ async fn bodies_stream_both_ways_with_lengths_and_chunks_over_reused_connections
     assert_eq!((status, body.len()), (http::StatusCode::NO_CONTENT, 0));
 
     let seen = seen.lock().expect("seen").clone();
-    let framing: Vec<(&str, Option<&str>, Option<&str>, usize)> = seen.iter().map(|s| (s.method.as_str(), s.content_length.as_deref(), s.transfer_encoding.as_deref(), s.body_len)).collect();
+    let framing: Vec<(&str, Option<&str>, Option<&str>, usize)> =
+        seen.iter().map(|s| (s.method.as_str(), s.content_length.as_deref(), s.transfer_encoding.as_deref(), s.body_len)).collect();
     assert_eq!(
         framing,
         vec![
@@ -282,13 +310,20 @@ async fn bodies_that_end_with_the_connection_and_informational_heads_pass_throug
 async fn idle_connections_the_backend_closed_are_not_used_again() {
     let w = World::new();
     // Every answer is keep-alive by its headers, yet the server drops the connection 20 ms later.
-    let server = scripted([127, w.net, 1, 1], |_| (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), Then::CloseLater(Duration::from_millis(20)))).await;
+    let server = scripted([127, w.net, 1, 1], |_| {
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), Then::CloseLater(Duration::from_millis(20)))
+    })
+    .await;
     route_to(&w, &[server.addr]);
     let node = w.node("central").await;
     // POSTs: not retried, so one sent on a dead connection would come back as a 502.
     for i in 0..10 {
         let (status, _, body) = client_request(node.listen, http::Method::POST, "/", Bytes::new()).await;
-        assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (http::StatusCode::OK, "ok"), "request {i} went out on a dead connection");
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).as_ref()),
+            (http::StatusCode::OK, "ok"),
+            "request {i} went out on a dead connection"
+        );
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     // Each request needed a new connection, and no request was sent twice.

@@ -39,14 +39,20 @@ async fn a_fifo_or_an_oversized_manifest_is_refused_by_name_and_later_changes_st
     // A FIFO named like a manifest: opening it would wait for a writer, for ever.
     let fifo = w.dir.join("pipe.yaml");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
-    until("the FIFO is refused by name", || reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("pipe.yaml") && r.contains("FIFO"))).await;
+    until("the FIFO is refused by name", || {
+        reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("pipe.yaml") && r.contains("FIFO"))
+    })
+    .await;
     std::fs::remove_file(&fifo).expect("rm fifo");
 
     // Over the 16 MiB cap (sparse, so nothing is written).
     let big = std::fs::File::create(w.dir.join("big.yaml")).expect("create");
     big.set_len(16 * 1024 * 1024 + 1).expect("grow");
     drop(big);
-    until("the oversized file is refused with its size", || reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("big.yaml") && r.contains("16777217 bytes"))).await;
+    until("the oversized file is refused with its size", || {
+        reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("big.yaml") && r.contains("16777217 bytes"))
+    })
+    .await;
     std::fs::remove_file(w.dir.join("big.yaml")).expect("rm big");
 
     // The watcher did not block: a later change is applied and served.
@@ -145,11 +151,18 @@ async fn a_node_does_not_start_from_a_manifest_still_open_for_writing() {
         }
     });
     // However long the writer pauses, the node waits; a bound is the only way to see a wait.
-    assert!(tokio::time::timeout(Duration::from_millis(1500), &mut starting).await.is_err(), "the node started while its manifest was open for writing");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), &mut starting).await.is_err(),
+        "the node started while its manifest was open for writing"
+    );
     writer.write_all(second_half.as_bytes()).expect("write the rest");
     drop(writer);
     let node = starting.await.expect("start task").expect("node starts");
-    assert_eq!(send(&node, http::Method::GET, "till.shop.svc.cluster.local", "").await, (200, "till-1\n".to_string()), "the node started from the whole file");
+    assert_eq!(
+        send(&node, http::Method::GET, "till.shop.svc.cluster.local", "").await,
+        (200, "till-1\n".to_string()),
+        "the node started from the whole file"
+    );
     assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "cart-1\n".to_string()));
     node.stop().await;
 }

@@ -60,9 +60,7 @@ fn thread_netns() -> u64 {
 }
 
 fn netns_of(lab: &Lab, name: &str) -> u64 {
-    fs::metadata(format!("/run/netns/{}", lab.ns_name(name)))
-        .unwrap()
-        .ino()
+    fs::metadata(format!("/run/netns/{}", lab.ns_name(name))).unwrap().ino()
 }
 
 #[test]
@@ -71,18 +69,12 @@ fn clusters_reach_each_other_on_eth0_but_each_loopback_is_private() {
     let (a, b) = (lab.runtime("a").unwrap(), lab.runtime("b").unwrap());
 
     // A backend on b's eth0 serves load generated inside a.
-    let on_eth0 = b.block_on(Backend::start(
-        "b-eth0",
-        SocketAddr::from((lab.addr("b"), 0)),
-    ));
+    let on_eth0 = b.block_on(Backend::start("b-eth0", SocketAddr::from((lab.addr("b"), 0))));
     let on_eth0 = on_eth0.unwrap();
     let report = a.block_on(run(spec(on_eth0.addr())));
     assert!(!report.samples.is_empty());
     assert_eq!(report.errors(), 0, "{:?}", report.samples.first());
-    assert_eq!(
-        report.by_backend().get("b-eth0"),
-        Some(&report.samples.len())
-    );
+    assert_eq!(report.by_backend().get("b-eth0"), Some(&report.samples.len()));
 
     // A backend on b's 127.0.0.1 serves b itself, and nobody else: a has a loopback of its own.
     let on_lo = b.block_on(Backend::start("b-lo", "127.0.0.1:0".parse().unwrap()));
@@ -99,10 +91,7 @@ fn clusters_reach_each_other_on_eth0_but_each_loopback_is_private() {
     // of its own on that port, so what counts is that b's listener never sees the connection.
     let (port, accepted) = counting_listener(&b, "127.0.0.1:0".parse().unwrap());
     let refused = a.block_on(connect(port));
-    assert_eq!(
-        refused.unwrap_err().kind(),
-        io::ErrorKind::ConnectionRefused
-    );
+    assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     let _maybe_someone_else = std::net::TcpStream::connect_timeout(&port, CONNECT_TIMEOUT);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
@@ -185,17 +174,10 @@ fn cut_partitions_a_cluster_and_restore_heals_it() {
 #[test]
 fn commands_run_inside_the_namespace() {
     let lab = lab(&["a", "b"]);
-    let output = lab
-        .command("a", "ip")
-        .args(["-4", "addr"])
-        .output()
-        .unwrap();
+    let output = lab.command("a", "ip").args(["-4", "addr"]).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let shown = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        shown.contains(&format!("inet {}/24", lab.addr("a"))),
-        "{shown}"
-    );
+    assert!(shown.contains(&format!("inet {}/24", lab.addr("a"))), "{shown}");
     assert!(!shown.contains(&lab.addr("b").to_string()), "{shown}");
 
     // `ip netns exec` execs in place: the child is the program, so killing it leaves nothing behind.
@@ -219,51 +201,28 @@ fn dropping_the_lab_deletes_its_namespaces() {
         String::from_utf8(output.stdout).unwrap()
     };
     let lab = lab(&["east", "west"]);
-    let names = [
-        lab.ns_name("east"),
-        lab.ns_name("west"),
-        lab.hub_ns_name().to_string(),
-    ];
+    let names = [lab.ns_name("east"), lab.ns_name("west"), lab.hub_ns_name().to_string()];
     let before = listed();
     for name in &names {
-        assert!(
-            before
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(name)),
-            "{name} in {before}"
-        );
+        assert!(before.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name} in {before}");
     }
     drop(lab);
     let after = listed();
     for name in &names {
-        assert!(
-            !after
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(name)),
-            "{name} in {after}"
-        );
+        assert!(!after.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name} in {after}");
     }
 }
 
 #[test]
 fn a_lab_that_cannot_be_made_says_why() {
-    let err = Lab::with_ip_command("/nonexistent/ip", &["a", "b"])
-        .err()
-        .unwrap();
+    let err = Lab::with_ip_command("/nonexistent/ip", &["a", "b"]).err().unwrap();
     let message = err.to_string();
-    assert!(
-        message.starts_with("network namespaces cannot be created here: "),
-        "{message}"
-    );
+    assert!(message.starts_with("network namespaces cannot be created here: "), "{message}");
     assert!(message.contains("/nonexistent/ip"), "{message}");
 
     // An `ip` that runs but fails: its own words make it into the error.
     let err = Lab::with_ip_command("false", &["a"]).err().unwrap();
-    assert!(
-        err.to_string()
-            .starts_with("network namespaces cannot be created here: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("network namespaces cannot be created here: "), "{err}");
 
     for bad in [&["a", "a"][..], &["hub"], &[""], &["a/b"]] {
         let err = Lab::new(bad).err().unwrap();
@@ -277,12 +236,7 @@ fn load_can_target_the_cluster_address_from_inside_the_cluster() {
     // cluster against its own eth0 address (where its proxy would listen).
     let lab = lab(&["x"]);
     let x = lab.runtime("x").unwrap();
-    let backend = x
-        .block_on(Backend::start(
-            "x-1",
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        ))
-        .unwrap();
+    let backend = x.block_on(Backend::start("x-1", SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))).unwrap();
     let target = SocketAddr::from((lab.addr("x"), backend.addr().port()));
     let report = x.block_on(run(spec(target)));
     assert_eq!(report.errors(), 0, "{:?}", report.samples.first());

@@ -77,7 +77,11 @@ impl FromStr for Seed {
         let s = s.trim().to_ascii_lowercase();
         Seed::ALL
             .into_iter()
-            .find(|seed| s == seed.number() || s == seed.alias() || s.trim_start_matches('0') == seed.number().trim_start_matches('0') && !s.is_empty())
+            .find(|seed| {
+                s == seed.number()
+                    || s == seed.alias()
+                    || s.trim_start_matches('0') == seed.number().trim_start_matches('0') && !s.is_empty()
+            })
             .ok_or_else(|| {
                 let known: Vec<String> = Seed::ALL.iter().map(|seed| format!("{} ({})", seed.number(), seed.alias())).collect();
                 format!("unknown seed {s:?}; known: {}", known.join(", "))
@@ -141,7 +145,20 @@ mod tests {
 
     #[test]
     fn a_seed_is_named_by_number_with_or_without_zeros_or_by_alias() {
-        for (name, seed) in [("000", Seed::Gloo), ("0", Seed::Gloo), ("gloo", Seed::Gloo), ("001", Seed::Smh), ("1", Seed::Smh), ("SMH", Seed::Smh), ("2", Seed::Dns), ("sro", Seed::Dns), ("003", Seed::Istio), ("istio", Seed::Istio), ("004", Seed::EnvoyGateway), ("envoy-gateway", Seed::EnvoyGateway)] {
+        for (name, seed) in [
+            ("000", Seed::Gloo),
+            ("0", Seed::Gloo),
+            ("gloo", Seed::Gloo),
+            ("001", Seed::Smh),
+            ("1", Seed::Smh),
+            ("SMH", Seed::Smh),
+            ("2", Seed::Dns),
+            ("sro", Seed::Dns),
+            ("003", Seed::Istio),
+            ("istio", Seed::Istio),
+            ("004", Seed::EnvoyGateway),
+            ("envoy-gateway", Seed::EnvoyGateway),
+        ] {
             assert_eq!(name.parse::<Seed>(), Ok(seed), "{name}");
         }
         for bad in ["", "5", "0004x", "nginx"] {

@@ -35,12 +35,25 @@ const TEST_LABELLED: &str = include_str!("../../../../examples/steps/000-gloo-pr
 const CENTRAL_SCALED_0: &str = include_str!("../../../../examples/steps/000-gloo-priority-labels/3-central-scaled-0/server-central.yaml");
 const TEST_3: &str = include_str!("../../../../examples/steps/000-gloo-priority-labels/4-test-3-replicas/server-test.yaml");
 const TEST_9: &str = include_str!("../../../../examples/steps/000-gloo-priority-labels/5-test-9-replicas/server-test.yaml");
-const POLICY_INVERTED: &str = include_str!("../../../../examples/steps/000-gloo-priority-labels/7-inverted-with-avg/policy-for-central.yaml");
+const POLICY_INVERTED: &str =
+    include_str!("../../../../examples/steps/000-gloo-priority-labels/7-inverted-with-avg/policy-for-central.yaml");
 
 /// (cluster, VirtualDestination host its clients call, the client's label for priorityLabels,
 /// first three octets of its servers' WorkloadEntry addresses, backend name prefix).
-const CENTRAL: Side = Side { cluster: "central-pp-rs", host: "go-vuderani-algebra.infra.svc.central-pp-rs", label: ("mesh.opentable.com/serves-central-pp-rs", "true"), net: [127, 0, 1], prefix: "central-" };
-const TEST: Side = Side { cluster: "test-pp-rs", host: "go-vuderani-algebra.infra.svc.test-pp-rs", label: ("mesh.opentable.com/serves-test-pp-rs", "true"), net: [127, 0, 2], prefix: "test-" };
+const CENTRAL: Side = Side {
+    cluster: "central-pp-rs",
+    host: "go-vuderani-algebra.infra.svc.central-pp-rs",
+    label: ("mesh.opentable.com/serves-central-pp-rs", "true"),
+    net: [127, 0, 1],
+    prefix: "central-",
+};
+const TEST: Side = Side {
+    cluster: "test-pp-rs",
+    host: "go-vuderani-algebra.infra.svc.test-pp-rs",
+    label: ("mesh.opentable.com/serves-test-pp-rs", "true"),
+    net: [127, 0, 2],
+    prefix: "test-",
+};
 /// The servers' WorkloadEntry port (the Service's targetPort).
 const PORT: u16 = 8080;
 /// The longest a switch may take before the step counts as failed.
@@ -85,7 +98,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         cfg.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         cfg.admin = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let node = lab.start_node(side.cluster, cfg).await?;
-        walk.info(&format!("veer node for cluster `{}` on {} (client label {}={}), reading {BASE}", side.cluster, node.listen, side.label.0, side.label.1));
+        walk.info(&format!(
+            "veer node for cluster `{}` on {} (client label {}={}), reading {BASE}",
+            side.cluster, node.listen, side.label.0, side.label.1
+        ));
         gateways.push(node.listen);
         folders.push(dir);
     }
@@ -250,7 +266,8 @@ fn tiers(node: &Node, host: &str) -> Vec<Vec<String>> {
     priorities
         .iter()
         .map(|p| {
-            let mut clusters: Vec<String> = p["endpoints"].as_array().into_iter().flatten().filter_map(|e| e["cluster"].as_str().map(String::from)).collect();
+            let mut clusters: Vec<String> =
+                p["endpoints"].as_array().into_iter().flatten().filter_map(|e| e["cluster"].as_str().map(String::from)).collect();
             clusters.sort();
             clusters.dedup();
             clusters

@@ -50,8 +50,13 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     cfg.listen = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     cfg.admin = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     let gateway = lab.start_node(CLUSTER, cfg).await?.listen;
-    walk.info(&format!("veer node for cluster `{CLUSTER}` on {gateway}, reading {BASE}/topology.yaml, then the seed's resources one by one"));
-    walk.info(&format!("pods: {} on {}:{PORT} and {} on {}:{PORT} (mgmt-cluster), {} on {}:{PORT} (remote-cluster)", V1.0, V1.1, V2.0, V2.1, V3.0, V3.1));
+    walk.info(&format!(
+        "veer node for cluster `{CLUSTER}` on {gateway}, reading {BASE}/topology.yaml, then the seed's resources one by one"
+    ));
+    walk.info(&format!(
+        "pods: {} on {}:{PORT} and {} on {}:{PORT} (mgmt-cluster), {} on {}:{PORT} (remote-cluster)",
+        V1.0, V1.1, V2.0, V2.1, V3.0, V3.1
+    ));
     let client = Traffic::start("productpage", gateway, REVIEWS, "/", opts.rate);
     walk.info(&format!("client: productpage in {CLUSTER}, {} requests/s to {REVIEWS}", opts.rate));
 
@@ -74,7 +79,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     // it Istio's locality load balancing: productpage's requests stay in its own cluster's zone.
     let from = client.now();
     let took = client.settle(walk, from, Duration::from_secs(5), |s| s.all_from(&["reviews-v1", "reviews-v2"])).await;
-    walk.check(took.is_some(), "productpage → reviews stays in mgmt-cluster (v1, v2): outlier detection turns on Istio's locality failover");
+    walk.check(
+        took.is_some(),
+        "productpage → reviews stays in mgmt-cluster (v1, v2): outlier detection turns on Istio's locality failover",
+    );
     let split = client.watch(walk, WATCH).await;
     walk.check(split.all_from(&["reviews-v1", "reviews-v2"]), &format!("productpage → reviews: {split}"));
 
@@ -91,7 +99,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         table == [vec![V1.1, V2.1], vec![V3.1]].map(|t| t.iter().map(|ip| format!("{ip}:{PORT}")).collect::<Vec<_>>()),
         &format!("{FAILOVER_HOST}: {}", show(&table)),
     );
-    walk.check(sources.iter().any(|s| s == "TrafficPolicy/service-mesh-hub/mgmt-reviews-outlier"), &format!("its outlier detection: TrafficPolicy mgmt-reviews-outlier among the resources that decided it ({})", sources.join(", ")));
+    walk.check(
+        sources.iter().any(|s| s == "TrafficPolicy/service-mesh-hub/mgmt-reviews-outlier"),
+        &format!("its outlier detection: TrafficPolicy mgmt-reviews-outlier among the resources that decided it ({})", sources.join(", ")),
+    );
     let direct = Traffic::start("curl reviews-failover", gateway, FAILOVER_HOST, "/", opts.rate.min(50));
     let split = direct.watch(walk, Duration::from_secs(1)).await;
     direct.stop(walk).await;
@@ -191,7 +202,9 @@ fn routes(node: &Node, host_port: &str) -> (Vec<Vec<String>>, Vec<String>) {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| format!("{}/{}/{}", s["kind"].as_str().unwrap_or("?"), s["namespace"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or("?")))
+        .map(|s| {
+            format!("{}/{}/{}", s["kind"].as_str().unwrap_or("?"), s["namespace"].as_str().unwrap_or(""), s["name"].as_str().unwrap_or("?"))
+        })
         .collect();
     (table, sources)
 }

@@ -29,7 +29,8 @@ const NEU_IDENTITY: &str = include_str!("../../../../examples/002-dns-regional-t
 const NEU_FRC: &str = include_str!("../../../../examples/002-dns-regional-takeover/neu-frc.yaml");
 /// What later steps change, from `examples/steps/002-dns-regional-takeover`.
 const NEU_ADOPTS_WEU: &str = include_str!("../../../../examples/steps/002-dns-regional-takeover/2-neu-adopts-weu/neu-identity.yaml");
-const NEU_ADOPTION_REMOVED: &str = include_str!("../../../../examples/steps/002-dns-regional-takeover/3-adoption-removed/neu-identity.yaml");
+const NEU_ADOPTION_REMOVED: &str =
+    include_str!("../../../../examples/steps/002-dns-regional-takeover/3-adoption-removed/neu-identity.yaml");
 const WEU_REGION_BOUND: &str = include_str!("../../../../examples/steps/002-dns-regional-takeover/4-regionbound/seed.yaml");
 
 /// (region, cluster, its node's address (gateway on 8080, as `clusters.yaml` says), its web pod).
@@ -55,7 +56,14 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         "each region has its own AKS cluster; each cluster runs its own instances",
     );
     let dir = lab.folder("manifests")?;
-    for (file, text) in [("seed.yaml", SEED), ("clusters.yaml", CLUSTERS), ("operator.yaml", OPERATOR), ("app.yaml", APP), ("neu-identity.yaml", NEU_IDENTITY), ("neu-frc.yaml", NEU_FRC)] {
+    for (file, text) in [
+        ("seed.yaml", SEED),
+        ("clusters.yaml", CLUSTERS),
+        ("operator.yaml", OPERATOR),
+        ("app.yaml", APP),
+        ("neu-identity.yaml", NEU_IDENTITY),
+        ("neu-frc.yaml", NEU_FRC),
+    ] {
         lab.write(&dir, file, text)?;
     }
     for (region, cluster, node_ip, web_ip) in REGIONS {
@@ -67,13 +75,18 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     for (region, cluster, node_ip, _) in REGIONS {
         let zone = zone_of(lab, region).await;
         let want = format!("aks01-{region}-internal.example.com.");
-        let ok = zone.as_ref().is_some_and(|z| z.server == cluster && z.writer == cluster && z.epoch == "1" && z.cname.as_deref() == Some(want.as_str()) && z.a == [node_ip]);
+        let ok = zone.as_ref().is_some_and(|z| {
+            z.server == cluster && z.writer == cluster && z.epoch == "1" && z.cname.as_deref() == Some(want.as_str()) && z.a == [node_ip]
+        });
         walk.check(ok, &describe_zone(region, zone.as_ref()));
         walk.figure(&short_zone(region, zone.as_ref()));
         users(walk, &zone, region, &web(region), opts).await;
     }
 
-    walk.step("WEU fails: aks-weu-01's node (operator, ExternalDNS, gateway) and its web pod stop", "the operator and ExternalDNS stop running, the WEU records go stale, users in WEU cannot access services");
+    walk.step(
+        "WEU fails: aks-weu-01's node (operator, ExternalDNS, gateway) and its web pod stop",
+        "the operator and ExternalDNS stop running, the WEU records go stale, users in WEU cannot access services",
+    );
     let weu_dns_before = lab.node("aks-weu-01")?.dns.ok_or("the WEU node runs no DNS")?;
     lab.stop_node("aks-weu-01").await?;
     lab.remove_backend(&web("weu")).await;
@@ -82,10 +95,16 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let zone = zone_of(lab, "weu").await;
     walk.check(zone.is_none(), &format!("WEU users' lookup: {}", describe_zone("weu", zone.as_ref())));
     let refused = tokio::net::TcpStream::connect(SocketAddr::from((REGIONS[0].2, GATEWAY_PORT))).await.is_err();
-    walk.check(refused, &format!("WEU's gateway {}:{GATEWAY_PORT}: {}", REGIONS[0].2, if refused { "connection refused" } else { "still accepts" }));
+    walk.check(
+        refused,
+        &format!("WEU's gateway {}:{GATEWAY_PORT}: {}", REGIONS[0].2, if refused { "connection refused" } else { "still accepts" }),
+    );
     for (region, cluster, node_ip, _) in &REGIONS[1..] {
         let zone = zone_of(lab, region).await;
-        walk.check(zone.as_ref().is_some_and(|z| z.server == *cluster && z.a == [*node_ip]), &format!("unaffected: {}", describe_zone(region, zone.as_ref())));
+        walk.check(
+            zone.as_ref().is_some_and(|z| z.server == *cluster && z.a == [*node_ip]),
+            &format!("unaffected: {}", describe_zone(region, zone.as_ref())),
+        );
     }
 
     walk.step(
@@ -96,18 +115,35 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.apply_all(&["aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTS_WEU)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-neu-01").await;
     if zone.as_ref().is_some_and(|z| z.server == "aks-neu-01") {
-        walk.figure(&format!("WEU zone served by aks-neu-01 {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+        walk.figure(&format!(
+            "WEU zone served by aks-neu-01 {:.0} ms after the ClusterIdentity was written",
+            edited.elapsed().as_secs_f64() * 1000.0
+        ));
     }
     let neu_ip = REGIONS[1].2;
-    let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-neu-01" && z.epoch == "2" && z.cname.as_deref() == Some("aks01-neu-internal.example.com.") && z.a == [neu_ip]);
+    let ok = zone.as_ref().is_some_and(|z| {
+        z.writer == "aks-neu-01" && z.epoch == "2" && z.cname.as_deref() == Some("aks01-neu-internal.example.com.") && z.a == [neu_ip]
+    });
     walk.check(ok, &describe_zone("weu", zone.as_ref()));
     walk.figure(&short_zone("weu", zone.as_ref()));
     let neu_dns = lab.node("aks-neu-01")?.dns.ok_or("the NEU node runs no DNS")?;
     let owned = owners(neu_dns).await;
     let both = owned.iter().filter(|o| o.writer == "aks-neu-01").map(|o| o.owner.as_str()).collect::<Vec<_>>();
     walk.check(both == ["external-dns-neu", "external-dns-weu"], &format!("aks-neu-01's ownership TXT: {}", describe_owners(&owned)));
-    let logged = lab.node("aks-neu-01")?.events.all().iter().any(|e| e.reason.contains("zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2"));
-    walk.check(logged, if logged { "aks-neu-01's /events: dns: zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2" } else { "no takeover event on aks-neu-01" });
+    let logged = lab
+        .node("aks-neu-01")?
+        .events
+        .all()
+        .iter()
+        .any(|e| e.reason.contains("zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2"));
+    walk.check(
+        logged,
+        if logged {
+            "aks-neu-01's /events: dns: zone weu/example.com: writer aks-weu-01 -> aks-neu-01 (adoption), epoch 2"
+        } else {
+            "no takeover event on aks-neu-01"
+        },
+    );
     users(walk, &zone, "weu", &web("neu"), opts).await;
 
     walk.step(
@@ -122,7 +158,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let refused = answer.as_ref().is_ok_and(|m| m.metadata.response_code == ResponseCode::Refused);
     walk.check(refused, &format!("aks-weu-01's DNS for {HOST}: {}", describe_answer(&answer)));
     let zone = zone_of(lab, "weu").await;
-    walk.check(zone.as_ref().is_some_and(|z| z.server == "aks-neu-01" && z.epoch == "2" && z.a == [neu_ip]), &describe_zone("weu", zone.as_ref()));
+    walk.check(
+        zone.as_ref().is_some_and(|z| z.server == "aks-neu-01" && z.epoch == "2" && z.a == [neu_ip]),
+        &describe_zone("weu", zone.as_ref()),
+    );
     users(walk, &zone, "weu", &web("neu"), opts).await;
 
     walk.step(
@@ -133,13 +172,21 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.apply_all(&["aks-weu-01", "aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTION_REMOVED)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-weu-01").await;
     if zone.as_ref().is_some_and(|z| z.server == "aks-weu-01") {
-        walk.figure(&format!("WEU zone served by aks-weu-01 again {:.0} ms after the ClusterIdentity was written", edited.elapsed().as_secs_f64() * 1000.0));
+        walk.figure(&format!(
+            "WEU zone served by aks-weu-01 again {:.0} ms after the ClusterIdentity was written",
+            edited.elapsed().as_secs_f64() * 1000.0
+        ));
     }
-    let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-weu-01" && z.epoch == "3" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]);
+    let ok = zone.as_ref().is_some_and(|z| {
+        z.writer == "aks-weu-01" && z.epoch == "3" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]
+    });
     walk.check(ok, &describe_zone("weu", zone.as_ref()));
     walk.figure(&short_zone("weu", zone.as_ref()));
     let owned = owners(neu_dns).await;
-    walk.check(owned.iter().map(|o| o.owner.as_str()).collect::<Vec<_>>() == ["external-dns-neu"], &format!("aks-neu-01's ownership TXT: {}", describe_owners(&owned)));
+    walk.check(
+        owned.iter().map(|o| o.owner.as_str()).collect::<Vec<_>>() == ["external-dns-neu"],
+        &format!("aks-neu-01's ownership TXT: {}", describe_owners(&owned)),
+    );
     users(walk, &zone, "weu", &web("weu"), opts).await;
 
     walk.step(
@@ -153,17 +200,25 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         zones.push(until_zone(lab, region, |z| z.server == "aks-weu-01").await);
     }
     if zones.iter().all(|z| z.as_ref().is_some_and(|z| z.server == "aks-weu-01")) {
-        walk.figure(&format!("every zone served by aks-weu-01 {:.0} ms after the DNSPolicy was written", edited.elapsed().as_secs_f64() * 1000.0));
+        walk.figure(&format!(
+            "every zone served by aks-weu-01 {:.0} ms after the DNSPolicy was written",
+            edited.elapsed().as_secs_f64() * 1000.0
+        ));
     }
     for ((region, _, _, _), zone) in REGIONS.iter().zip(&zones) {
-        let ok = zone.as_ref().is_some_and(|z| z.writer == "aks-weu-01" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]);
+        let ok = zone
+            .as_ref()
+            .is_some_and(|z| z.writer == "aks-weu-01" && z.cname.as_deref() == Some("aks01-weu-internal.example.com.") && z.a == [weu_ip]);
         walk.check(ok, &describe_zone(region, zone.as_ref()));
         walk.figure(&short_zone(region, zone.as_ref()));
     }
     for (_, cluster, _, _) in &REGIONS[1..] {
         let server = lab.node(cluster)?.dns.ok_or("no DNS")?;
         let answer = dns(server, HOST, RecordType::A).await;
-        walk.check(answer.as_ref().is_ok_and(|m| m.metadata.response_code == ResponseCode::Refused), &format!("{cluster}'s DNS for {HOST} (it writes no zone now): {}", describe_answer(&answer)));
+        walk.check(
+            answer.as_ref().is_ok_and(|m| m.metadata.response_code == ResponseCode::Refused),
+            &format!("{cluster}'s DNS for {HOST} (it writes no zone now): {}", describe_answer(&answer)),
+        );
     }
     for ((region, _, _, _), zone) in REGIONS.iter().zip(&zones).skip(1) {
         users(walk, zone, region, &web("weu"), opts).await;
@@ -214,9 +269,19 @@ async fn owners(server: SocketAddr) -> Vec<Owner> {
     let mut out: Vec<Owner> = m
         .answers
         .iter()
-        .filter_map(|r| if let RData::TXT(t) = &r.data { Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>()) } else { None })
+        .filter_map(|r| {
+            if let RData::TXT(t) = &r.data {
+                Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>())
+            } else {
+                None
+            }
+        })
         .filter_map(|t| veer_dns::ownership::parse_txt_value(&t))
-        .map(|l: BTreeMap<String, String>| Owner { owner: l.get("owner").cloned().unwrap_or_default(), writer: l.get("veer-writer").cloned().unwrap_or_default(), epoch: l.get("veer-epoch").cloned().unwrap_or_default() })
+        .map(|l: BTreeMap<String, String>| Owner {
+            owner: l.get("owner").cloned().unwrap_or_default(),
+            writer: l.get("veer-writer").cloned().unwrap_or_default(),
+            epoch: l.get("veer-epoch").cloned().unwrap_or_default(),
+        })
         .collect();
     out.sort_by(|a, b| a.owner.cmp(&b.owner));
     out

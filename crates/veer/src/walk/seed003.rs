@@ -43,7 +43,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     // cluster (plus each node's certificate), the manifests, the two pods.
     let certs = lab.folder("certs")?;
     veer_pki::create_mesh(&certs, &["cluster1", "cluster2"]).map_err(|e| format!("cannot make the mesh's certificates: {e}"))?;
-    walk.info(&format!("PKI made with `veer pki mesh`: a shared root, and for cluster1 and cluster2 an intermediate and a node certificate, in {}", certs.display()));
+    walk.info(&format!(
+        "PKI made with `veer pki mesh`: a shared root, and for cluster1 and cluster2 an intermediate and a node certificate, in {}",
+        certs.display()
+    ));
     lab.backend_at(V1.0, SocketAddr::from((V1.1, PORT))).await?;
     lab.backend_at(V2.0, SocketAddr::from((V2.1, PORT))).await?;
     let dir = lab.folder("manifests")?;
@@ -65,12 +68,22 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     }
     walk.info(&format!("backends: {} (cluster1) on {}:{PORT}, {} (cluster2) on {}:{PORT}", V1.0, V1.1, V2.0, V2.1));
     let heard = peer_connected(lab.node("cluster1")?, "cluster2", Duration::from_secs(10)).await;
-    walk.check(heard, if heard { "cluster1's node is connected to cluster2's over mTLS (peer_recovered: cluster cluster2 is connected)" } else { "cluster1's node never heard cluster2's" });
+    walk.check(
+        heard,
+        if heard {
+            "cluster1's node is connected to cluster2's over mTLS (peer_recovered: cluster cluster2 is connected)"
+        } else {
+            "cluster1's node never heard cluster2's"
+        },
+    );
 
     let gateway = lab.node("cluster1")?.listen;
     let client = Traffic::start("sleep in cluster1", gateway, HOST, "/hello", opts.rate);
 
-    walk.step("curl helloworld.sample:5000/hello from cluster1 (before the east-west exposure)", "responses only from helloworld-v1 deployed in cluster-1");
+    walk.step(
+        "curl helloworld.sample:5000/hello from cluster1 (before the east-west exposure)",
+        "responses only from helloworld-v1 deployed in cluster-1",
+    );
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["helloworld-v1-"]), &format!("{split}"));
     walk.figure(&format!("split: {}", shares(&split)));
@@ -88,11 +101,19 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     lab.apply_all(&["cluster1", "cluster2"], || lab.write(&dir, "seed-expose-helloworld.yaml", EXPOSE)).await?;
     walk.figure(&format!("both nodes applied the Gateway {:.0} ms after it was written", (client.now() - at).as_secs_f64() * 1000.0));
     let table = endpoints(lab.node("cluster1")?);
-    walk.check(table == [(V1.1, "cluster1".to_string()), (V2.1, "cluster2".to_string())], &format!("cluster1's table for {SERVICE}: {}", describe(&table)));
-    let both = |s: &Split| s.errors == 0 && s.share(|n| n.starts_with("helloworld-v1-")) >= 0.2 && s.share(|n| n.starts_with("helloworld-v2-")) >= 0.2;
+    walk.check(
+        table == [(V1.1, "cluster1".to_string()), (V2.1, "cluster2".to_string())],
+        &format!("cluster1's table for {SERVICE}: {}", describe(&table)),
+    );
+    let both = |s: &Split| {
+        s.errors == 0 && s.share(|n| n.starts_with("helloworld-v1-")) >= 0.2 && s.share(|n| n.starts_with("helloworld-v2-")) >= 0.2
+    };
     let took = client.settle(walk, at, SWITCH_LIMIT, both).await;
     if let Some(first) = client.first_from(at, |n| n.starts_with("helloworld-v2-")) {
-        walk.figure(&format!("first answer from helloworld-v2 (through cluster2's east-west listener) {:.0} ms after the Gateway was written", first.as_secs_f64() * 1000.0));
+        walk.figure(&format!(
+            "first answer from helloworld-v2 (through cluster2's east-west listener) {:.0} ms after the Gateway was written",
+            first.as_secs_f64() * 1000.0
+        ));
     }
     match took {
         Some(d) => {
@@ -137,7 +158,10 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     walk.check(split.all_from(&["helloworld-v2-"]), &format!("{split}"));
     walk.figure(&format!("split: {}", shares(&split)));
 
-    walk.step("kubectl scale deployment helloworld-v1 --replicas=1 in cluster1 (its pod starts, its endpoint returns)", "responses from cluster-1 again");
+    walk.step(
+        "kubectl scale deployment helloworld-v1 --replicas=1 in cluster1 (its pod starts, its endpoint returns)",
+        "responses from cluster-1 again",
+    );
     let at = client.now();
     lab.backend_at(V1.0, SocketAddr::from((V1.1, PORT))).await?;
     lab.apply_all(&["cluster1", "cluster2"], || lab.write(&dir, "helloworld-v1.yaml", V1_ENTRY)).await?;
@@ -171,7 +195,11 @@ async fn peer_connected(node: &Node, peer: &str, limit: Duration) -> bool {
 fn endpoints(node: &Node) -> Vec<(Ipv4Addr, String)> {
     let snap = node.snapshot();
     let Some(d) = snap.destinations.iter().find(|d| d.key.starts_with(SERVICE)) else { return Vec::new() };
-    let mut out: Vec<(Ipv4Addr, String)> = d.endpoints.iter().filter_map(|e| e.address.to_string().split(':').next().and_then(|ip| ip.parse().ok()).map(|ip| (ip, e.cluster.clone()))).collect();
+    let mut out: Vec<(Ipv4Addr, String)> = d
+        .endpoints
+        .iter()
+        .filter_map(|e| e.address.to_string().split(':').next().and_then(|ip| ip.parse().ok()).map(|ip| (ip, e.cluster.clone())))
+        .collect();
     out.sort();
     out
 }

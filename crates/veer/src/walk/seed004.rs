@@ -43,10 +43,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     let split = client.watch(walk, Duration::from_secs(2)).await;
     walk.check(split.all_from(&["active-"]), &format!("{split}"));
 
-    walk.step(
-        "the active server moves to port 5000 (its pod lives on; nothing listens on 3000)",
-        "they all go to the passive backend",
-    );
+    walk.step("the active server moves to port 5000 (its pod lives on; nothing listens on 3000)", "they all go to the passive backend");
     let moved_at = client.now();
     lab.remove_backend(ACTIVE.0).await;
     lab.backend_at("active-8cf8787d5-klpgv:5000", SocketAddr::from((ACTIVE.1, MOVED_PORT))).await?;

@@ -58,7 +58,8 @@ impl Split {
 
 impl fmt::Display for Split {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.by_backend.iter().map(|(name, n)| format!("{name} {:.0}%", *n as f64 * 100.0 / self.total.max(1) as f64)).collect();
+        let parts: Vec<String> =
+            self.by_backend.iter().map(|(name, n)| format!("{name} {:.0}%", *n as f64 * 100.0 / self.total.max(1) as f64)).collect();
         let who = if parts.is_empty() { "no answers".to_string() } else { parts.join(", ") };
         write!(f, "{who} ({} requests, {} errors)", self.total, self.errors)
     }
@@ -118,7 +119,11 @@ impl Traffic {
     /// if one did.
     pub fn first_from(&self, from: Duration, pick: impl Fn(&str) -> bool) -> Option<Duration> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.iter().filter(|(done, s)| *done >= from && s.backend.as_deref().is_some_and(&pick)).map(|(done, _)| done.saturating_sub(from)).min()
+        answers
+            .iter()
+            .filter(|(done, s)| *done >= from && s.backend.as_deref().is_some_and(&pick))
+            .map(|(done, _)| done.saturating_sub(from))
+            .min()
     }
 
     /// Waits until the answers of a whole [`WINDOW`] satisfy `wanted` (at least five of them),

@@ -165,7 +165,14 @@ impl World {
     }
 
     fn peer_phase(&self, name: &str, peer: &str) -> String {
-        self.status(name)["peers"].as_array().into_iter().flatten().find(|p| p["cluster"] == peer).and_then(|p| p["phase"].as_str()).unwrap_or("absent").to_string()
+        self.status(name)["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["cluster"] == peer)
+            .and_then(|p| p["phase"].as_str())
+            .unwrap_or("absent")
+            .to_string()
     }
 
     fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&World) -> bool) -> Duration {
@@ -201,7 +208,10 @@ impl World {
     fn live_table(&self, name: &str, host: &str) -> Vec<(String, u64, String)> {
         let (_, body) = get(&self.site(name).rt, self.admin(name), "/routes").expect("routes");
         let routes: Vec<Value> = serde_json::from_str(&body).expect("routes JSON");
-        let r = routes.iter().find(|r| r["host"] == host && r["port"] == 80).unwrap_or_else(|| panic!("{name} has no route for {host}: {body}"));
+        let r = routes
+            .iter()
+            .find(|r| r["host"] == host && r["port"] == 80)
+            .unwrap_or_else(|| panic!("{name} has no route for {host}: {body}"));
         rows(r)
     }
 }
@@ -225,7 +235,9 @@ fn rows(report: &Value) -> Vec<(String, u64, String)> {
         .flatten()
         .flat_map(|p| {
             let level = p["priority"].as_u64().unwrap_or(99);
-            p["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(move |e| (e["address"].as_str().unwrap_or("?").to_string(), level, format!("{:.2}", e["share_percent"].as_f64().unwrap_or(-1.0))))
+            p["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(move |e| {
+                (e["address"].as_str().unwrap_or("?").to_string(), level, format!("{:.2}", e["share_percent"].as_f64().unwrap_or(-1.0)))
+            })
         })
         .collect();
     v.sort();
@@ -237,7 +249,10 @@ fn get(rt: &NsRuntime, addr: SocketAddr, path: &'static str) -> Option<(u16, Str
     rt.block_on(async move {
         let fut = async {
             let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp)).await.ok()?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .ok()?;
             tokio::spawn(conn);
             let req = http::Request::get(path).header("host", "admin").body(http_body_util::Empty::new()).ok()?;
             let resp = send.send_request(req).await.ok()?;
@@ -250,7 +265,13 @@ fn get(rt: &NsRuntime, addr: SocketAddr, path: &'static str) -> Option<(u16, Str
 }
 
 fn veer_explain(manifests: &Path, host: &str, from: &str) -> Vec<(String, u64, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_veer")).arg("explain").arg("-f").arg(manifests).args(["--host", &format!("{host}:80"), "--from", from, "-o", "json"]).output().expect("veer explain");
+    let out = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .arg("explain")
+        .arg("-f")
+        .arg(manifests)
+        .args(["--host", &format!("{host}:80"), "--from", from, "-o", "json"])
+        .output()
+        .expect("veer explain");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     rows(&serde_json::from_slice(&out.stdout).expect("explain JSON"))
 }
@@ -271,7 +292,12 @@ fn settled_on(r: &LoadReport, backend: &str) -> Option<Duration> {
 }
 
 fn errors(r: &LoadReport) -> Vec<String> {
-    r.samples.iter().filter(|s| s.status != Some(200)).take(5).map(|s| format!("{:?} at {:?}: {:?} {:?}", s.status, s.sent_at, s.backend, s.error)).collect()
+    r.samples
+        .iter()
+        .filter(|s| s.status != Some(200))
+        .take(5)
+        .map(|s| format!("{:?} at {:?}: {:?} {:?}", s.status, s.sent_at, s.backend, s.error))
+        .collect()
 }
 
 #[test]
@@ -291,7 +317,16 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     pki(&["mesh", "--out", certs.to_str().expect("utf-8"), "--cluster", "c1", "--cluster", "c2", "--cluster", "c3"]);
     pki(&["mesh", "--out", rogue.to_str().expect("utf-8"), "--cluster", "c1"]);
 
-    let sites = CLUSTERS.iter().map(|c| Site { name: c, rt: lab.runtime(c).expect("namespace runtime"), backends: Vec::new(), node: None, log: dir.join(format!("{c}.log")) }).collect();
+    let sites = CLUSTERS
+        .iter()
+        .map(|c| Site {
+            name: c,
+            rt: lab.runtime(c).expect("namespace runtime"),
+            backends: Vec::new(),
+            node: None,
+            log: dir.join(format!("{c}.log")),
+        })
+        .collect();
     let mut w = World { lab, dir: dir.clone(), sites };
     std::fs::write(dir.join("manifests/world.yaml"), w.manifests()).expect("write manifests");
     for c in CLUSTERS {
@@ -300,10 +335,17 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     for c in CLUSTERS {
         w.start_node(c);
     }
-    let connected = w.wait_for("every node sees both peers fresh", Duration::from_secs(10), |w| CLUSTERS.iter().all(|c| CLUSTERS.iter().filter(|p| *p != c).all(|p| w.peer_phase(c, p) == "fresh")));
+    let connected = w.wait_for("every node sees both peers fresh", Duration::from_secs(10), |w| {
+        CLUSTERS.iter().all(|c| CLUSTERS.iter().filter(|p| *p != c).all(|p| w.peer_phase(c, p) == "fresh"))
+    });
     eprintln!("mesh connected in {connected:?}; names: {:?}", w.sites.iter().map(|s| s.name).collect::<Vec<_>>());
     // `veer status`, as an operator runs it next to the node.
-    let out = w.lab.command("c1", env!("CARGO_BIN_EXE_veer")).args(["status", "--admin", &w.admin("c1").to_string()]).output().expect("veer status");
+    let out = w
+        .lab
+        .command("c1", env!("CARGO_BIN_EXE_veer"))
+        .args(["status", "--admin", &w.admin("c1").to_string()])
+        .output()
+        .expect("veer status");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for peer in ["c2", "c3"] {
@@ -331,7 +373,11 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     }
     // c1 has no pay of its own: by the policy (r1 fails over to r2) it uses c2 first.
     let pay_c1 = w.live_table("c1", PAY);
-    assert!(pay_c1.iter().any(|(a, p, _)| a.starts_with("127.0.12.2") && *p == 0) && pay_c1.iter().any(|(a, p, _)| a.starts_with("127.0.13.2") && *p == 1), "{pay_c1:?}");
+    assert!(
+        pay_c1.iter().any(|(a, p, _)| a.starts_with("127.0.12.2") && *p == 0)
+            && pay_c1.iter().any(|(a, p, _)| a.starts_with("127.0.13.2") && *p == 1),
+        "{pay_c1:?}"
+    );
 
     // Served locally in every cluster; pay from c1 crosses east-west to c2.
     for c in CLUSTERS {
@@ -358,7 +404,10 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     let ev = w.events("c1");
     assert!(ev.iter().any(|e| e["kind"] == "peer_unhealthy" && e["cluster"] == "c2"), "c1 records c2 unhealthy: {ev:?}");
     assert!(ev.iter().any(|e| e["kind"] == "priority_change" && e["destination"] == format!("{PAY}:80")), "{ev:?}");
-    eprintln!("kill c2: {} requests, 0 errors, all on c3 {kill_failover_ms} ms after the kill, worst latency {kill_worst_ms} ms", r.samples.len());
+    eprintln!(
+        "kill c2: {} requests, 0 errors, all on c3 {kill_failover_ms} ms after the kill, worst latency {kill_worst_ms} ms",
+        r.samples.len()
+    );
 
     // === c2 comes back: traffic returns without a burst of errors ===
     let t0 = Instant::now();
@@ -374,7 +423,10 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     let failback_ms = back.saturating_sub(restarted).as_millis();
     // The restarted node routes only what its peers tell it: its pay table is c2 then c3.
     w.wait_for("restarted c2 hears its peers", Duration::from_secs(5), |w| w.peer_phase("c2", "c3") == "fresh");
-    eprintln!("restart c2: 0 errors, traffic back on c2 {failback_ms} ms after its node process was started (it answered /ready after {:?})", node_up - restarted);
+    eprintln!(
+        "restart c2: 0 errors, traffic back on c2 {failback_ms} ms after its node process was started (it answered /ready after {:?})",
+        node_up - restarted
+    );
 
     // === the link to c2 is cut, nothing killed ===
     let t0 = Instant::now();
@@ -383,7 +435,9 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     w.lab.cut("c2").expect("cut c2");
     let cut = Instant::now();
     let cut_at = t0.elapsed();
-    let stale = w.wait_for("c1 marks c2 stale or worse", Duration::from_secs(5), |w| matches!(w.peer_phase("c1", "c2").as_str(), "stale" | "unhealthy"));
+    let stale = w.wait_for("c1 marks c2 stale or worse", Duration::from_secs(5), |w| {
+        matches!(w.peer_phase("c1", "c2").as_str(), "stale" | "unhealthy")
+    });
     let unhealthy = w.wait_for("c1 marks c2 unhealthy", Duration::from_secs(5), |w| w.peer_phase("c1", "c2") == "unhealthy").max(stale);
     let cut_detect = cut.elapsed();
     std::thread::sleep(Duration::from_millis(3000u64.saturating_sub(cut_detect.as_millis() as u64)));
@@ -392,7 +446,12 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     let recovered = w.wait_for("c1 hears c2 again", Duration::from_secs(8), |w| w.peer_phase("c1", "c2") == "fresh");
     let r = w.finish("c1", run);
     assert_eq!(r.errors(), 0, "link cut: client errors: {:?}", errors(&r));
-    let last_c2_during_cut = r.samples.iter().filter(|s| s.backend.as_deref() == Some("pay-c2") && s.sent_at > cut_at && s.sent_at < cut_at + restored).map(|s| s.sent_at).max();
+    let last_c2_during_cut = r
+        .samples
+        .iter()
+        .filter(|s| s.backend.as_deref() == Some("pay-c2") && s.sent_at > cut_at && s.sent_at < cut_at + restored)
+        .map(|s| s.sent_at)
+        .max();
     let cut_worst_ms = r.max_latency_between(cut_at, cut_at + restored).as_millis();
     assert!(last_c2_during_cut.is_none(), "no answer from c2 while its link was down: {last_c2_during_cut:?}");
     assert!(last_sent_to(&r, "pay-c2").is_some_and(|t| t > cut_at + restored), "traffic returns to c2 after the link is restored");
@@ -414,7 +473,14 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     assert!(rogue_result.is_err(), "a certificate from another root is refused: {rogue_result:?}");
     assert_eq!(claim, 403, "a node claiming to be another cluster than its certificate names is refused");
     let (_, metrics) = get(&w.site("c2").rt, w.admin("c2"), "/metrics").expect("metrics");
-    let refused = |reason: &str| metrics.lines().find(|l| l.starts_with(&format!("veer_eastwest_refused_total{{reason=\"{reason}\"}}"))).and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let refused = |reason: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("veer_eastwest_refused_total{{reason=\"{reason}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     assert!(refused("handshake") >= 2 && refused("claim_mismatch") >= 1, "refusals counted: {metrics}");
     eprintln!("figures: kill failover {kill_failover_ms} ms (worst {kill_worst_ms} ms), failback {failback_ms} ms, cut stale {stale:?} unhealthy {unhealthy:?} worst {cut_worst_ms} ms");
     drop(w);
@@ -448,10 +514,15 @@ async fn refusals(target: SocketAddr, certs: &Path, rogue: &Path) -> (bool, Resu
     // c3's valid certificate, claiming to be c1 on the catalog watch.
     let c3 = veer_pki::MeshIdentity::load(&certs.join("c3"), "c3").expect("c3 identity");
     let tcp = tokio::net::TcpStream::connect(target).await.expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(c3.client_config()).connect(veer_pki::server_name("c2"), tcp).await.expect("c3 is a valid peer");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.expect("h2");
+    let tls =
+        tokio_rustls::TlsConnector::from(c3.client_config()).connect(veer_pki::server_name("c2"), tcp).await.expect("c3 is a valid peer");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls)).await.expect("h2");
     tokio::spawn(conn);
-    let req = http::Request::get("https://c2.cluster.veer/veer/v1/catalog/watch").header("x-veer-peer", "c1").body(http_body_util::Empty::<bytes::Bytes>::new()).expect("req");
+    let req = http::Request::get("https://c2.cluster.veer/veer/v1/catalog/watch")
+        .header("x-veer-peer", "c1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("req");
     let claim = send.send_request(req).await.map(|r| r.status().as_u16()).unwrap_or(0);
     (plain, rogue_result, claim)
 }
