@@ -11,13 +11,22 @@
 //! - [`table`]: the per-client priority table and each endpoint's expected share of requests.
 //! - [`outlier`]: outlier detection as a state machine over injected time.
 //! - [`outcome`]: who is to blame for how a try ended (upstream, client, or this node), and
-//!   what the detector and retries make of it.
+//!   what the detector and retries make of it; connect errors, codec failures and the
+//!   east-west listener's error field, classified.
+//! - [`pick`]: which endpoint a try goes to, first try and retries (previous_priorities).
+//! - [`retry`]: whether a failed try is retried, after what back-off, and the retry budget.
+//! - [`health`]: what a probe's result says, and the active health check's thresholds.
+//! - [`readmission`]: when ejected hosts are swept, and the probe that lets them back.
 //! - [`policy`]: the resilience settings every dialect translates into.
 
+pub mod health;
 pub mod load;
 pub mod outcome;
 pub mod outlier;
+pub mod pick;
 pub mod policy;
 pub mod priority;
+pub mod readmission;
+pub mod retry;
 pub mod table;
 pub mod topology;

@@ -104,6 +104,14 @@ impl PriorityLoad {
         healthy + degraded
     }
 
+    /// The lowest priority that gets load; `None` when no request can be served.
+    pub fn active_priority(&self) -> Option<usize> {
+        if self.no_healthy {
+            return None;
+        }
+        self.healthy.iter().zip(&self.degraded).position(|(h, d)| h + d > 0)
+    }
+
     /// The hosts a request routed to `priority` (as healthy or `degraded`, see
     /// [`choose_priority`]) picks from.
     pub fn host_source(&self, priority: usize, degraded: bool) -> HostSource {

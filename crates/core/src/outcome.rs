@@ -177,6 +177,115 @@ pub fn retry_wanted(cause: RetryCause, on: &RetryOn, idempotent: bool) -> bool {
     }
 }
 
+/// How a connect failed, from what the socket layer said: running out of something on this
+/// node is the node's fault, not the endpoint's: file descriptors (EMFILE, ENFILE), buffers
+/// (ENOBUFS) or memory (ENOMEM). Anything else that kept the connection from being made is the
+/// endpoint's (or its path's), told apart only by whether the connect timed out.
+///
+/// `errno` is the raw OS error (Linux numbering), `None` when the failure carried none.
+pub fn connect_failure(errno: Option<i32>, timed_out: bool) -> TryEnd {
+    match errno {
+        Some(errno::EMFILE | errno::ENFILE | errno::ENOMEM | errno::ENOBUFS) => TryEnd::LocalResources,
+        _ if timed_out => TryEnd::ConnectTimeout,
+        _ => TryEnd::ConnectRefused,
+    }
+}
+
+/// Linux's numbers for the errors that say this node ran out of something; veer-core has no
+/// libc to ask, and veer runs on Linux.
+pub mod errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    pub const ENOBUFS: i32 = 105;
+}
+
+/// How an exchange with an upstream broke once its connection was made (veer's own HTTP/1.1
+/// codec says which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamFailure {
+    /// The upstream's bytes are not HTTP/1.x.
+    Malformed,
+    /// The client's body broke while it was being sent: found by the codec before the upload
+    /// state said so, and the client's fault all the same.
+    RequestBody,
+    /// The connection failed (an I/O error).
+    Io,
+    /// The upstream closed the connection mid-message.
+    Closed,
+}
+
+impl UpstreamFailure {
+    pub fn try_end(self) -> TryEnd {
+        match self {
+            UpstreamFailure::Malformed => TryEnd::UpstreamMalformed,
+            UpstreamFailure::RequestBody => TryEnd::ClientBodyMalformed,
+            UpstreamFailure::Io | UpstreamFailure::Closed => TryEnd::UpstreamReset,
+        }
+    }
+}
+
+/// What a peer cluster's east-west listener says failed behind it, on an answer it wrote
+/// itself (the `x-veer-eastwest-error` field): the client node blames the one endpoint behind
+/// it, or nobody, never the whole cluster. The field's bytes are read and written here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EastWestError {
+    /// The endpoint refused or did not accept the connection.
+    Connect,
+    /// The listener refused the request itself (not an endpoint of its cluster, not exposed,
+    /// a malformed request): the endpoint named cannot be reached that way.
+    Refused,
+    /// The endpoint's connection broke once the request was sent.
+    Reset,
+    /// The listener's node could not open a connection (out of descriptors or memory): no
+    /// endpoint failed.
+    Local,
+}
+
+impl EastWestError {
+    pub const ALL: [EastWestError; 4] = [EastWestError::Connect, EastWestError::Refused, EastWestError::Reset, EastWestError::Local];
+
+    /// The field's value; `None` for one this node does not know (the answer then stands as the
+    /// upstream's own).
+    pub fn parse(value: &[u8]) -> Option<EastWestError> {
+        match value {
+            b"connect" => Some(EastWestError::Connect),
+            b"refused" => Some(EastWestError::Refused),
+            b"reset" => Some(EastWestError::Reset),
+            b"local" => Some(EastWestError::Local),
+            _ => None,
+        }
+    }
+
+    pub fn as_header_value(self) -> &'static str {
+        match self {
+            EastWestError::Connect => "connect",
+            EastWestError::Refused => "refused",
+            EastWestError::Reset => "reset",
+            EastWestError::Local => "local",
+        }
+    }
+
+    /// How the try through the listener ended.
+    pub fn try_end(self) -> TryEnd {
+        match self {
+            EastWestError::Connect | EastWestError::Refused => TryEnd::ConnectRefused,
+            EastWestError::Reset => TryEnd::UpstreamReset,
+            EastWestError::Local => TryEnd::LocalResources,
+        }
+    }
+
+    /// What the listener says of a try it made that failed without an answer: a shortage of its
+    /// own node, a connect that failed (timed out or refused), or anything else as a reset.
+    pub fn for_failed_try(end: TryEnd) -> EastWestError {
+        match end.blame() {
+            Blame::Local => EastWestError::Local,
+            _ if matches!(end, TryEnd::ConnectRefused | TryEnd::ConnectTimeout) => EastWestError::Connect,
+            _ => EastWestError::Reset,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +353,57 @@ mod tests {
         let none = RetryOn::default();
         assert!(!retry_wanted(RetryCause::ConnectFailure, &none, false));
         assert!(!retry_wanted(RetryCause::Reset, &none, true));
+    }
+
+    #[test]
+    fn a_connect_that_ran_out_of_something_on_this_node_blames_the_node() {
+        for errno in [errno::EMFILE, errno::ENFILE, errno::ENOMEM, errno::ENOBUFS] {
+            assert_eq!(connect_failure(Some(errno), false), TryEnd::LocalResources, "{errno}");
+            // A shortage wins over the timeout the connect may also have hit.
+            assert_eq!(connect_failure(Some(errno), true), TryEnd::LocalResources, "{errno}");
+        }
+        assert_eq!(connect_failure(Some(110), true), TryEnd::ConnectTimeout, "ETIMEDOUT");
+        assert_eq!(connect_failure(None, true), TryEnd::ConnectTimeout);
+        assert_eq!(connect_failure(Some(111), false), TryEnd::ConnectRefused, "ECONNREFUSED");
+        assert_eq!(connect_failure(Some(113), false), TryEnd::ConnectRefused, "EHOSTUNREACH");
+        assert_eq!(connect_failure(None, false), TryEnd::ConnectRefused);
+    }
+
+    #[test]
+    fn a_broken_exchange_blames_the_upstream_unless_the_clients_body_broke_it() {
+        assert_eq!(UpstreamFailure::Malformed.try_end(), TryEnd::UpstreamMalformed);
+        assert_eq!(UpstreamFailure::RequestBody.try_end(), TryEnd::ClientBodyMalformed);
+        assert_eq!(UpstreamFailure::RequestBody.try_end().blame(), Blame::Client);
+        assert_eq!(UpstreamFailure::Io.try_end(), TryEnd::UpstreamReset);
+        assert_eq!(UpstreamFailure::Closed.try_end(), TryEnd::UpstreamReset);
+    }
+
+    #[test]
+    fn east_west_errors_round_trip_and_blame_one_endpoint_or_nobody() {
+        for e in EastWestError::ALL {
+            assert_eq!(EastWestError::parse(e.as_header_value().as_bytes()), Some(e), "{e:?}");
+        }
+        assert_eq!(EastWestError::parse(b"connect").map(EastWestError::try_end), Some(TryEnd::ConnectRefused));
+        assert_eq!(EastWestError::parse(b"refused").map(EastWestError::try_end), Some(TryEnd::ConnectRefused));
+        assert_eq!(EastWestError::parse(b"reset").map(EastWestError::try_end), Some(TryEnd::UpstreamReset));
+        assert_eq!(EastWestError::parse(b"local").map(EastWestError::try_end), Some(TryEnd::LocalResources));
+        assert_eq!(EastWestError::Local.try_end().blame(), Blame::Local, "the remote node's shortage blames no endpoint");
+        // Values are compared exactly: another value, or another case, is not the listener's.
+        for unknown in [&b""[..], b"Local", b"connect ", b"timeout"] {
+            assert_eq!(EastWestError::parse(unknown), None, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn the_listener_reports_a_failed_try_as_its_shortage_a_connect_or_a_reset() {
+        assert_eq!(EastWestError::for_failed_try(TryEnd::LocalResources), EastWestError::Local);
+        assert_eq!(EastWestError::for_failed_try(TryEnd::ConnectRefused), EastWestError::Connect);
+        assert_eq!(EastWestError::for_failed_try(TryEnd::ConnectTimeout), EastWestError::Connect);
+        assert_eq!(EastWestError::for_failed_try(TryEnd::UpstreamReset), EastWestError::Reset);
+        assert_eq!(EastWestError::for_failed_try(TryEnd::UpstreamMalformed), EastWestError::Reset);
+        // What the client node makes of it again: the same blame the listener's own try had.
+        for end in [TryEnd::LocalResources, TryEnd::ConnectRefused, TryEnd::ConnectTimeout, TryEnd::UpstreamReset] {
+            assert_eq!(EastWestError::for_failed_try(end).try_end().blame(), end.blame(), "{end:?}");
+        }
     }
 }

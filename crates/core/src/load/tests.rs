@@ -475,3 +475,15 @@ proptest! {
         prop_assert_eq!(&retry.panic, &original.panic);
     }
 }
+
+#[test]
+fn the_active_priority_is_the_lowest_with_load_and_none_when_nothing_serves() {
+    let settings = istio();
+    let load = priority_load(&[healthy_of(2, 0), healthy_of(2, 2), healthy_of(2, 2)], settings);
+    assert_eq!(load.active_priority(), Some(1));
+    let spilled = priority_load(&[healthy_of(3, 2), healthy_of(3, 3)], settings);
+    assert_eq!(spilled.active_priority(), Some(0), "a priority that keeps part of the load is still the active one");
+    let degraded_only = priority_load(&[healthy_of(2, 0), LevelHealth::new(2, 0, 2)], settings);
+    assert_eq!(degraded_only.active_priority(), Some(1), "degraded load counts");
+    assert_eq!(priority_load(&[healthy_of(2, 0), healthy_of(1, 0)], settings).active_priority(), None);
+}
