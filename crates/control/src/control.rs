@@ -14,16 +14,16 @@ use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
-use crate::forward::{OutcomeReport, Shared};
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
-use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
-use crate::mesh::link::PeerLink;
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
-use crate::mesh::Remote;
-use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, Unhealthy};
+use crate::metrics::ControlMetrics;
+use crate::status::ControlStatus;
 use veer_core::outcome::{Blame, TryEnd};
+use veer_gateway::link::{PeerLink, X_VEER_EASTWEST_ERROR};
+use veer_gateway::remote::Remote;
+use veer_gateway::shared::{OutcomeReport, Shared};
+use veer_gateway::snapshot::{Snapshot, Unhealthy};
 
 /// Where the node's manifests come from and who it is.
 #[derive(Clone, Debug)]
@@ -88,7 +88,9 @@ pub struct Control {
     cfg: ControlConfig,
     shared: Arc<Shared>,
     events: Arc<Events>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ControlMetrics>,
+    /// What `veer status` shows of the loop's state, published here.
+    status: Arc<ControlStatus>,
     set: ManifestSet,
     /// What `set` was read from, until `run` hands it to the watcher.
     baseline: Baseline,
@@ -151,7 +153,8 @@ impl Control {
         cfg: ControlConfig,
         shared: Arc<Shared>,
         events: Arc<Events>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ControlMetrics>,
+        status: Arc<ControlStatus>,
         set: ManifestSet,
         baseline: Baseline,
     ) -> Self {
@@ -161,6 +164,7 @@ impl Control {
             shared,
             events,
             metrics,
+            status,
             set,
             baseline,
             detectors: HashMap::new(),
@@ -289,7 +293,7 @@ impl Control {
     /// Peers and active priorities for `veer status`.
     fn publish_status(&self) {
         let Some(p) = &self.peers else { return };
-        self.shared.peer_status.store(Arc::new(p.status()));
+        self.status.peers.store(Arc::new(p.status()));
     }
 
     fn on_outcome(&mut self, o: OutcomeReport) -> bool {
@@ -645,7 +649,7 @@ impl Control {
         if let Some(p) = &self.peers {
             holds.remote = p.health();
         }
-        self.shared.holds.store(Arc::new(holds));
+        self.status.holds.store(Arc::new(holds));
     }
 
     /// Links and remote health as the snapshot needs them (empty when not meshed).
@@ -691,7 +695,7 @@ impl Control {
     }
 
     /// Publishes a destination's health and records a move to another priority.
-    fn observe(&mut self, d: &crate::snapshot::DestState) {
+    fn observe(&mut self, d: &veer_gateway::snapshot::DestState) {
         let key = d.key.to_string();
         let active = d.active_priority();
         let before = self.active.insert(key.clone(), active);
@@ -822,7 +826,7 @@ async fn probe_with(
                 let client = if h2 { &shared.http2 } else { &shared.http1 };
                 client.request(req).await.map_err(|e| {
                     let end = if e.is_connect() {
-                        crate::forward::io_source(&e).map_or(TryEnd::ConnectRefused, crate::forward::connect_failure)
+                        veer_gateway::failure::io_source(&e).map_or(TryEnd::ConnectRefused, veer_gateway::failure::connect_failure)
                     } else {
                         TryEnd::UpstreamReset
                     };

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use veer_core::outlier::EjectionReason;
 
-use crate::mesh::peers::{PeerStatus, Phase, RemoteHealth};
+use crate::mesh::peers::{PeerStatus, Phase};
+use veer_gateway::remote::RemoteHealth;
 
 /// What this node itself holds an endpoint out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

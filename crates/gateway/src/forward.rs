@@ -1,325 +1,33 @@
 //! The request path: route by host and path, pick an endpoint from the snapshot, forward,
 //! retry what is safe to retry on another endpoint and priority, and report outcomes.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::mpsc;
 use veer_core::outcome::{retry_wanted, Blame, TryEnd};
-
-use crate::hop_by_hop::strip_hop_by_hop;
-use crate::mesh::eastwest::X_VEER_EASTWEST_ERROR;
-use crate::mesh::link::LinkError;
-use crate::metrics::{Metrics, RequestCache};
-use crate::snapshot::{DestState, Miss, Snapshot, Tried};
-use crate::upload::{after_upload, BufferBudget, ClientBody, Upload};
-use crate::upstream::{ConnCaps, H1Pool, PoolError, RequestBody, RequestHead, UpstreamBody};
 use veer_core::policy::CircuitBreakers;
 
-/// Body type on both sides of the proxy.
-pub type Body = BoxBody<Bytes, BodyError>;
-
-/// Why a body failed part-way: it came from hyper (the client side, hyper's clients) or from
-/// veer's own upstream pool.
-#[derive(Debug)]
-pub enum BodyError {
-    Hyper(hyper::Error),
-    Upstream(crate::upstream::UpstreamError),
-    /// The client sent no part of its body for this long.
-    UploadStalled(Duration),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Hyper(e) => e.fmt(f),
-            BodyError::Upstream(e) => e.fmt(f),
-            BodyError::UploadStalled(idle) => write!(f, "the client sent nothing of its request body for {idle:?}"),
-        }
-    }
-}
-
-impl std::error::Error for BodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BodyError::Hyper(e) => Some(e),
-            BodyError::Upstream(e) => Some(e),
-            BodyError::UploadStalled(_) => None,
-        }
-    }
-}
-
-impl From<hyper::Error> for BodyError {
-    fn from(e: hyper::Error) -> Self {
-        BodyError::Hyper(e)
-    }
-}
-
-impl From<crate::upstream::UpstreamError> for BodyError {
-    fn from(e: crate::upstream::UpstreamError) -> Self {
-        BodyError::Upstream(e)
-    }
-}
+use crate::body::BodyError;
+use crate::failure::{connect_failure, io_source, request_failure};
+use crate::hop_by_hop::strip_hop_by_hop;
+use crate::link::{LinkError, X_VEER_EASTWEST_ERROR};
+use crate::responses::{client_fault_response, failure_response, local, refuse, ResponseBody};
+use crate::shared::{OutcomeReport, Shared, Upstreams};
+use crate::snapshot::{DestState, Miss, Tried};
+use crate::upload::{after_upload, ClientBody, Upload};
+use crate::upstream::{ConnCaps, PoolError, RequestBody, RequestHead};
 
 /// Largest request body buffered so the request can be retried.
 pub const MAX_RETRY_BODY: u64 = 64 * 1024;
 
 const X_VEER_CLUSTER: HeaderName = HeaderName::from_static("x-veer-cluster");
 const X_VEER_ATTEMPTS: HeaderName = HeaderName::from_static("x-veer-attempts");
-
-/// An outcome the control loop must see: every failure, and a success that ends a run of them.
-#[derive(Clone, Debug)]
-pub struct OutcomeReport {
-    pub destination: Arc<str>,
-    pub endpoint: Arc<str>,
-    pub outcome: veer_core::outlier::Outcome,
-    /// A refused connect or a reset: veer ejects on the first one.
-    pub decisive: bool,
-    /// Set when a peer cluster's gateway could not be reached: (cluster, why). The whole
-    /// cluster is down, not this endpoint.
-    pub gateway: Option<(Arc<str>, Arc<str>)>,
-}
-
-/// Retry budget of one destination: retries within a priority may add at most ~20% to the
-/// request rate (plus a small reserve topped up by the control loop), so a dying cluster cannot
-/// multiply load. Retries that fail over to a priority not tried yet are not charged.
-#[derive(Debug)]
-pub struct RetryBudget {
-    milli_tokens: AtomicI64,
-}
-
-impl RetryBudget {
-    const PER_REQUEST: i64 = 200;
-    const PER_RETRY: i64 = 1000;
-    const DEPOSIT_EVERY: u32 = 16;
-    const CAP: i64 = 100_000;
-    /// What the control loop tops the budget up to every second (10 retries).
-    pub const RESERVE: i64 = 10_000;
-
-    pub fn new() -> Self {
-        RetryBudget { milli_tokens: AtomicI64::new(Self::RESERVE) }
-    }
-
-    /// Credits one request. Every worker writes here, and a write pulls the line away from the
-    /// other workers' cores, so one request in [`Self::DEPOSIT_EVERY`] (drawn by `roll`, uniform)
-    /// deposits for that many: the same credit on average, a sixteenth of the writes.
-    fn deposit(&self, roll: u32) {
-        if roll.is_multiple_of(Self::DEPOSIT_EVERY) && self.milli_tokens.load(Ordering::Relaxed) < Self::CAP {
-            self.milli_tokens.fetch_add(Self::PER_REQUEST * i64::from(Self::DEPOSIT_EVERY), Ordering::Relaxed);
-        }
-    }
-
-    fn withdraw(&self) -> bool {
-        if self.milli_tokens.fetch_sub(Self::PER_RETRY, Ordering::Relaxed) >= Self::PER_RETRY {
-            true
-        } else {
-            self.milli_tokens.fetch_add(Self::PER_RETRY, Ordering::Relaxed);
-            false
-        }
-    }
-
-    /// Tops the budget up to the reserve.
-    pub fn refill(&self) {
-        let _ = self.milli_tokens.fetch_max(Self::RESERVE, Ordering::Relaxed);
-    }
-}
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Upstream HTTP clients with their keep-alive pools. Each worker thread has its own, so a
-/// request and the upstream connection it uses live on the same thread.
-#[derive(Clone)]
-pub struct Upstreams {
-    /// HTTP/1.1 to endpoint addresses (the common case).
-    pub pool: Arc<H1Pool>,
-    /// HTTP/1.1 to endpoints named by DNS.
-    pub http1: Client<HttpConnector, Body>,
-    pub http2: Client<HttpConnector, Body>,
-    /// This worker's handles to the request metrics.
-    pub request_metrics: Arc<RequestCache>,
-    /// This worker's tries waiting for a response head, by endpoint, for the circuit breakers.
-    pub tries: Arc<TriesInFlight>,
-    /// Workers of the node: each applies its share of every cap.
-    pub workers: u32,
-}
-
-/// One worker's count of tries in flight to each endpoint. Only that worker's requests take
-/// its lock, so it is never contended and no other core writes the counts.
-#[derive(Debug, Default)]
-pub struct TriesInFlight(std::sync::Mutex<crate::FastMap<Box<str>, u32>>);
-
-/// Endpoints whose count may stay at zero in [`TriesInFlight`]: below this, an entry is kept
-/// when its last try ends, so steady traffic to an endpoint allocates no key per request.
-const KEEP_IDLE_COUNTS: usize = 4096;
-
-impl TriesInFlight {
-    /// Counts a try to `endpoint` unless `cap` are already in flight.
-    fn admit<'a>(&'a self, endpoint: &'a str, cap: u32) -> Option<TryPermit<'a>> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match counts.get_mut(endpoint) {
-            Some(n) if *n >= cap => return None,
-            Some(n) => *n += 1,
-            None if cap == 0 => return None,
-            None => {
-                counts.insert(Box::from(endpoint), 1);
-            }
-        }
-        Some(TryPermit { tries: self, endpoint })
-    }
-}
-
-/// One try counted in [`TriesInFlight`] until dropped.
-struct TryPermit<'a> {
-    tries: &'a TriesInFlight,
-    endpoint: &'a str,
-}
-
-impl Drop for TryPermit<'_> {
-    fn drop(&mut self) {
-        let mut counts = self.tries.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(self.endpoint) {
-            *n = n.saturating_sub(1);
-            if *n == 0 && counts.len() > KEEP_IDLE_COUNTS {
-                counts.remove(self.endpoint);
-            }
-        }
-    }
-}
-
-/// State shared by every connection of a node.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    /// The control loop's clients (probes, health checks) and the east-west listener's.
-    pub http1: Client<HttpConnector, Body>,
-    pub http2: Client<HttpConnector, Body>,
-    pub outcomes: mpsc::UnboundedSender<OutcomeReport>,
-    pub metrics: Arc<Metrics>,
-    /// Peer clusters as the control loop last saw them (empty when not meshed), for `veer status`.
-    pub peer_status: ArcSwap<Vec<crate::mesh::peers::PeerStatus>>,
-    /// What holds endpoints out of the tables, as the control loop last saw it, for `veer status`.
-    pub holds: ArcSwap<crate::holds::Holds>,
-    /// Longest a client may go without sending any of its request body: past it the request is
-    /// answered 408 and no upstream is blamed.
-    pub upload_idle_timeout: Duration,
-    /// Request bodies held in memory for retries, node-wide.
-    pub retry_buffers: Arc<BufferBudget>,
-}
-
-/// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).
-pub fn clients(connect_timeout: Duration, workers: usize) -> Upstreams {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    let h1 = Client::builder(TokioExecutor::new())
-        .http1_writev(false)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(connector.clone());
-    let h2 = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(true).build(connector);
-    Upstreams {
-        pool: H1Pool::new(connect_timeout),
-        http1: h1,
-        http2: h2,
-        request_metrics: Arc::default(),
-        tries: Arc::default(),
-        workers: u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
-    }
-}
-
-/// A response veer writes itself.
-pub fn local_response(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("veer: {text}\n"))).map_err(|never| match never {}).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-/// A body that holds `guard` until hyper is done with it: the guard's `Drop` says what then
-/// happens (a downstream connection's count of responses in flight goes down).
-pub struct Guarded<B, G> {
-    pub body: B,
-    pub guard: G,
-}
-
-impl<B, G> hyper::body::Body for Guarded<B, G>
-where
-    B: hyper::body::Body<Data = Bytes, Error = BodyError> + Unpin,
-    G: Unpin,
-{
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// What a client receives: a body from this worker's own pool, passed on as it is (no box
-/// per response), or any other.
-pub enum ResponseBody {
-    Pool(UpstreamBody),
-    Other(Body),
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ResponseBody::Pool(b) => std::pin::Pin::new(b).poll_frame(cx),
-            ResponseBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Pool(b) => b.is_end_stream(),
-            ResponseBody::Other(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            ResponseBody::Pool(b) => b.size_hint(),
-            ResponseBody::Other(b) => b.size_hint(),
-        }
-    }
-}
-
-/// A response veer writes itself, as a client receives it.
-fn local(status: StatusCode, text: &str) -> Response<ResponseBody> {
-    local_response(status, text).map(ResponseBody::Other)
-}
 
 /// How a try failed: what it ended as, and either the upstream's own answer (a retriable 5xx,
 /// boxed: kept across the retry loop and rare, it would otherwise enlarge every request) or
@@ -414,14 +122,6 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut r
         start.elapsed().as_secs_f64(),
     );
     response
-}
-
-fn refuse(shared: &Shared, refusal: &crate::request::Refusal) -> Response<ResponseBody> {
-    shared.metrics.request_refused(refusal.reason);
-    let mut resp = local(refusal.status, refusal.text);
-    // The connection may carry more of what the refused request was framed by; start afresh.
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 /// Returns the response and the endpoint whose answer (or failure) it carries, if one was tried.
@@ -614,67 +314,6 @@ async fn forward(
     }
 }
 
-/// What the client receives when the last try failed without an answer of the upstream's.
-fn failure_response(end: TryEnd, why: &str) -> Response<ResponseBody> {
-    match end {
-        TryEnd::ConnectRefused | TryEnd::ConnectTimeout => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connect failed"),
-        TryEnd::UpstreamTimeout => local(StatusCode::GATEWAY_TIMEOUT, "upstream did not answer in time"),
-        TryEnd::LocalResources => {
-            local(StatusCode::SERVICE_UNAVAILABLE, "veer could not open an upstream connection (out of file descriptors or memory)")
-        }
-        TryEnd::LocalOverflow => local(StatusCode::SERVICE_UNAVAILABLE, "upstream connection limit reached"),
-        TryEnd::ClientBodyMalformed | TryEnd::ClientAborted | TryEnd::ClientUploadTimeout => client_fault_response(end),
-        TryEnd::UpstreamReset | TryEnd::UpstreamMalformed | TryEnd::Response(_) => local(StatusCode::BAD_GATEWAY, why),
-    }
-}
-
-/// What the client receives when it is to blame for how its request ended.
-fn client_fault_response(end: TryEnd) -> Response<ResponseBody> {
-    let mut resp = match end {
-        TryEnd::ClientUploadTimeout => local(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
-        TryEnd::ClientBodyMalformed => local(StatusCode::BAD_REQUEST, "request body is malformed (chunk framing or declared length)"),
-        _ => local(StatusCode::BAD_REQUEST, "request body could not be read"),
-    };
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
-/// A connect that failed because this node ran out of something is the node's fault, not the
-/// endpoint's: file descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM).
-pub(crate) fn connect_failure(e: &std::io::Error) -> TryEnd {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOMEM: i32 = 12;
-    const ENOBUFS: i32 = 105;
-    match e.raw_os_error() {
-        Some(EMFILE | ENFILE | ENOMEM | ENOBUFS) => TryEnd::LocalResources,
-        _ if e.kind() == std::io::ErrorKind::TimedOut => TryEnd::ConnectTimeout,
-        _ => TryEnd::ConnectRefused,
-    }
-}
-
-fn request_failure(e: &crate::upstream::UpstreamError) -> TryEnd {
-    use crate::upstream::UpstreamError;
-    match e {
-        UpstreamError::Malformed(_) => TryEnd::UpstreamMalformed,
-        // The pool found the client's body broken before the upload state said so.
-        UpstreamError::RequestBody(_) => TryEnd::ClientBodyMalformed,
-        UpstreamError::Io(_) | UpstreamError::Closed => TryEnd::UpstreamReset,
-    }
-}
-
-/// The io error under a hyper (or hyper-util) client error, if any.
-pub(crate) fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// How a try through one of hyper's clients (or a peer link) went.
 enum ClientAttempt {
     Done(Result<Response<ResponseBody>, Failure>),
@@ -703,7 +342,7 @@ async fn send_by_client(
     upstreams: &Upstreams,
     dest: &DestState,
     upstream: &crate::snapshot::Upstream,
-    via: Option<&Arc<crate::mesh::link::PeerLink>>,
+    via: Option<&Arc<crate::link::PeerLink>>,
     send: SendArgs<'_>,
 ) -> ClientAttempt {
     let SendArgs { method, path_and_query, headers, body, use_h2, try_deadline, upload } = send;
@@ -835,48 +474,5 @@ fn attempts_header(n: usize) -> HeaderValue {
         2 => HeaderValue::from_static("2"),
         3 => HeaderValue::from_static("3"),
         n => HeaderValue::from(n),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RetryBudget;
-
-    fn retries_available(b: &RetryBudget) -> usize {
-        std::iter::from_fn(|| b.withdraw().then_some(())).count()
-    }
-
-    #[test]
-    fn one_roll_in_sixteen_deposits_for_sixteen_requests() {
-        let b = RetryBudget::new();
-        assert_eq!(retries_available(&b), 10, "the reserve pays for 10 retries");
-        for roll in 1..16 {
-            b.deposit(roll);
-        }
-        assert_eq!(retries_available(&b), 0, "rolls that are not a multiple of 16 deposit nothing");
-        b.deposit(32);
-        // 16 requests x 20% = 3.2 retries.
-        assert_eq!(retries_available(&b), 3);
-    }
-
-    #[test]
-    fn over_every_roll_each_request_adds_a_fifth_of_a_retry() {
-        let b = RetryBudget::new();
-        let _ = retries_available(&b);
-        // 400 consecutive rolls hold each residue mod 16 equally often, as uniform rolls do on
-        // average: 400 requests x 20% = 80 retries, exactly.
-        for roll in 1000..1400 {
-            b.deposit(roll);
-        }
-        assert_eq!(retries_available(&b), 80);
-    }
-
-    #[test]
-    fn the_budget_never_exceeds_its_cap() {
-        let b = RetryBudget::new();
-        for _ in 0..10_000 {
-            b.deposit(0);
-        }
-        assert!(retries_available(&b) <= (RetryBudget::CAP / RetryBudget::PER_RETRY) as usize + 3);
     }
 }

@@ -13,9 +13,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::eastwest::{X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
-use crate::forward::Body;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
+use rustls::pki_types::ServerName;
+
+use crate::body::Body;
+
+/// The endpoint (`ip:port`) a peer's node picked; the listener forwards only to its own ones.
+pub const X_VEER_ENDPOINT: HeaderName = HeaderName::from_static("x-veer-endpoint");
+/// Set by the client node when the destination speaks HTTP/2 to its endpoints.
+pub const X_VEER_UPSTREAM_H2: HeaderName = HeaderName::from_static("x-veer-upstream-h2");
+/// On an answer the listener wrote itself: what failed behind it (`connect`, `reset`,
+/// `refused`), so the client node blames that one endpoint and not the whole cluster; or
+/// `local`: this node could not open a connection (out of descriptors), which blames no one.
+pub const X_VEER_EASTWEST_ERROR: HeaderName = HeaderName::from_static("x-veer-eastwest-error");
 
 /// Why a request through a link failed.
 #[derive(Debug)]
@@ -39,6 +49,8 @@ impl std::fmt::Display for LinkError {
 pub struct PeerLink {
     pub cluster: Arc<str>,
     pub addr: SocketAddr,
+    /// The name the peer's certificate must carry.
+    server_name: ServerName<'static>,
     tls: TlsConnector,
     current: ArcSwapOption<SendRequest<Body>>,
     /// Serialises reconnects so a burst of requests after a failure opens one connection.
@@ -53,9 +65,17 @@ impl std::fmt::Debug for PeerLink {
 }
 
 impl PeerLink {
-    pub fn new(cluster: &str, addr: SocketAddr, client: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Self {
+    /// `server_name`: the name the peer's certificate must carry (the PKI's name for `cluster`).
+    pub fn new(
+        cluster: &str,
+        server_name: ServerName<'static>,
+        addr: SocketAddr,
+        client: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+    ) -> Self {
         PeerLink {
             cluster: Arc::from(cluster),
+            server_name,
             addr,
             tls: TlsConnector::from(client),
             current: ArcSwapOption::empty(),
@@ -140,7 +160,7 @@ impl PeerLink {
         let _ = tcp.set_nodelay(true);
         let tls = self
             .tls
-            .connect(veer_pki::server_name(&self.cluster), tcp)
+            .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| LinkError::Connect(format!("TLS with {} ({}): {e}", self.addr, self.cluster)))?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

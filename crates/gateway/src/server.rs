@@ -22,7 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, Sleep};
 
-use crate::forward::{handle, local_response, Guarded, ResponseBody, Shared, Upstreams};
+use crate::body::Guarded;
+use crate::forward::handle;
+use crate::responses::{local_response, ResponseBody};
+use crate::shared::{Shared, Upstreams};
 
 /// Limits applied to downstream traffic.
 #[derive(Clone, Copy, Debug)]

@@ -16,11 +16,11 @@ use veer_model::httpmatch::{self, RouteMatch};
 use veer_model::resolve::{self, Destination};
 use veer_model::set::{Listeners, ManifestSet};
 
-use crate::forward::RetryBudget;
+use crate::budget::RetryBudget;
 use crate::FastMap;
 
-use crate::mesh::link::PeerLink;
-use crate::mesh::Remote;
+use crate::link::PeerLink;
+use crate::remote::Remote;
 
 /// Timeouts applied to a destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 use veer_core::outcome::TryEnd;
 
-use crate::forward::BodyError;
+use crate::body::BodyError;
 
 const IN_PROGRESS: u8 = 0;
 const COMPLETE: u8 = 1;
@@ -132,7 +132,7 @@ impl hyper::body::Body for ClientBody {
 /// chunk end as invalid input or data) rather than leaving mid-body.
 fn is_malformed(e: &hyper::Error) -> bool {
     e.is_parse()
-        || crate::forward::io_source(e)
+        || crate::failure::io_source(e)
             .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData))
 }
 

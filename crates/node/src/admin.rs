@@ -17,8 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 
-use crate::events::Events;
-use crate::metrics::Metrics;
+use veer_control::events::Events;
+use veer_gateway::metrics::Metrics;
 
 /// The content type Prometheus negotiates for OpenMetrics text.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -99,7 +99,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                let (kind, _) = crate::server::accept_error(e.raw_os_error());
+                let (kind, _) = veer_gateway::server::accept_error(e.raw_os_error());
                 state.metrics.accept_error("admin", kind);
                 let out_of_files = matches!(kind, "emfile" | "enfile");
                 if out_of_files && reserve.release() {

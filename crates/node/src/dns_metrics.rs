@@ -11,10 +11,10 @@ use veer_dns::DnsCounters;
 
 /// The counters of the node's DNS server, once it runs; until then the collector writes nothing.
 #[derive(Clone, Debug, Default)]
-pub(super) struct DnsSource(Arc<Mutex<Option<Arc<DnsCounters>>>>);
+pub struct DnsSource(Arc<Mutex<Option<Arc<DnsCounters>>>>);
 
 impl DnsSource {
-    pub(super) fn set(&self, counters: Arc<DnsCounters>) {
+    pub fn set(&self, counters: Arc<DnsCounters>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(counters);
     }
 }

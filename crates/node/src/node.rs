@@ -14,18 +14,21 @@ use tokio::task::JoinHandle;
 use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
+use veer_control::control::{Control, ControlConfig, MeshSetup};
+use veer_control::events::{EventKind, Events};
+use veer_control::manifests::{self, Baseline};
+use veer_control::mesh::catalog::Catalog;
+use veer_control::mesh::eastwest::{self, EastWest};
+use veer_control::mesh::peers::Aging;
+use veer_control::metrics::ControlMetrics;
+use veer_control::state;
+use veer_control::status::ControlStatus;
+use veer_gateway::metrics::Metrics;
+use veer_gateway::server::{self, Limits};
+use veer_gateway::shared::{clients, Shared};
+use veer_gateway::snapshot::Snapshot;
+
 use crate::admin::{self, AdminState};
-use crate::control::{Control, ControlConfig, MeshSetup};
-use crate::events::{EventKind, Events};
-use crate::forward::{clients, Shared};
-use crate::manifests::{self, Baseline};
-use crate::mesh::catalog::Catalog;
-use crate::mesh::eastwest::{self, EastWest};
-use crate::mesh::peers::Aging;
-use crate::metrics::Metrics;
-use crate::server::{self, Limits};
-use crate::snapshot::Snapshot;
-use crate::state;
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -104,6 +107,8 @@ pub struct Node {
     pub east_west: Option<SocketAddr>,
     pub events: Arc<Events>,
     pub metrics: Arc<Metrics>,
+    /// The control side's metrics (on the same registry as `metrics`), and its watcher's pulse.
+    pub control_metrics: Arc<ControlMetrics>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -128,11 +133,11 @@ impl Node {
         let workers = cfg.workers.max(1);
         // Which sockets serve which Gateway listener ports; the set passed the same check.
         let plan = set.listeners(&cfg.cluster)?;
-        if plan.extra.len() >= crate::snapshot::MAX_SOCKETS {
+        if plan.extra.len() >= veer_gateway::snapshot::MAX_SOCKETS {
             return Err(format!(
                 "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
                 plan.extra.len(),
-                crate::snapshot::MAX_SOCKETS - 1
+                veer_gateway::snapshot::MAX_SOCKETS - 1
             ));
         }
         let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -173,10 +178,8 @@ impl Node {
             http2: control_clients.http2,
             outcomes: outcome_tx,
             metrics: metrics.clone(),
-            peer_status: ArcSwap::from_pointee(Vec::new()),
-            holds: ArcSwap::from_pointee(crate::holds::Holds::default()),
             upload_idle_timeout: cfg.limits.idle_timeout,
-            retry_buffers: Arc::new(crate::upload::BufferBudget::new(cfg.limits.retry_buffer_bytes)),
+            retry_buffers: Arc::new(veer_gateway::upload::BufferBudget::new(cfg.limits.retry_buffer_bytes)),
         });
         // A meshed node proves who it is before it serves anything.
         let mesh = match &cfg.mesh {
@@ -207,7 +210,10 @@ impl Node {
                 catalog: catalog_tx.clone(),
             }),
         };
-        let mut control = Control::new(control_cfg, shared.clone(), events.clone(), metrics.clone(), set, baseline);
+        let control_metrics = Arc::new(ControlMetrics::new(&metrics));
+        let control_status = Arc::new(ControlStatus::default());
+        let mut control =
+            Control::new(control_cfg, shared.clone(), events.clone(), control_metrics.clone(), control_status.clone(), set, baseline);
         let dns_server = match cfg.dns {
             Some(dns_addr) => {
                 // The DNS records follow every manifest set the control loop accepts.
@@ -223,7 +229,9 @@ impl Node {
                 });
                 let server =
                     veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
-                metrics.watch_dns(server.counters());
+                let source = crate::dns_metrics::DnsSource::default();
+                source.set(server.counters());
+                metrics.register(|registry| registry.register_collector(Box::new(source)));
                 Some(server)
             }
             None => None,
@@ -241,6 +249,7 @@ impl Node {
                 catalog,
                 shared: shared.clone(),
                 events: events.clone(),
+                metrics: control_metrics.clone(),
                 heartbeat: aging.heartbeat,
             });
             tasks.push(tokio::spawn(eastwest::serve(listener, identity.server_config(), ew, shutdown_rx.clone())));
@@ -314,10 +323,10 @@ impl Node {
             metrics: metrics.clone(),
             events: events.clone(),
             routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
-            status: Box::new(status(cfg.cluster.clone(), shared.clone(), bound.clone())),
+            status: Box::new(status(cfg.cluster.clone(), shared.clone(), control_status.clone(), bound.clone())),
             ready: AtomicBool::new(true),
             ready_check: Some(Box::new({
-                let watcher = metrics.manifest_watcher();
+                let watcher = control_metrics.manifest_watcher();
                 move || watcher.check()
             })),
         });
@@ -356,6 +365,7 @@ impl Node {
             east_west,
             events,
             metrics,
+            control_metrics,
             shared,
             shutdown,
             tasks,
@@ -444,7 +454,7 @@ fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>
             Err(errors) => Err(format!("{}: the saved set does not pass: {}", saved.path.display(), errors.join(" | "))),
         });
     let (set, saved) = saved.map_err(|e| format!("{files_error}\n(no saved set to serve instead: {e})"))?;
-    let age_s = crate::events::unix_ms().saturating_sub(saved.saved_unix_ms) / 1000;
+    let age_s = veer_control::events::unix_ms().saturating_sub(saved.saved_unix_ms) / 1000;
     let why = format!(
         "the manifest files do not pass ({}); serving instead the set last accepted, saved {age_s} s ago in {}, until the files are fixed",
         files_error.replace('\n', " | "),
@@ -477,12 +487,17 @@ fn serving_lines(set: &ManifestSet, cluster: &str, plan: &veer_model::set::Liste
 
 /// What `/status` answers: the node, its client sockets and the Gateway listener ports each
 /// serves, its peers with the age of their data, and the active priority of every destination.
-fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl Fn() -> serde_json::Value + Send + Sync {
+fn status(
+    cluster: String,
+    shared: Arc<Shared>,
+    control: Arc<ControlStatus>,
+    bound: Vec<SocketAddr>,
+) -> impl Fn() -> serde_json::Value + Send + Sync {
     move || {
-        let now_ms = crate::events::unix_ms();
+        let now_ms = veer_control::events::unix_ms();
         let snap = shared.snapshot.load();
-        let peers: Vec<serde_json::Value> = shared
-            .peer_status
+        let peers: Vec<serde_json::Value> = control
+            .peers
             .load()
             .iter()
             .map(|p| {
@@ -491,8 +506,8 @@ fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl 
                 v
             })
             .collect();
-        let holds = shared.holds.load();
-        let peer_list = shared.peer_status.load();
+        let holds = control.holds.load();
+        let peer_list = control.peers.load();
         let own = if peer_list.is_empty() { "" } else { cluster.as_str() };
         let destinations: Vec<serde_json::Value> = snap
             .destinations
@@ -505,9 +520,9 @@ fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl 
                     let c = by_cluster.entry(&u.cluster).or_default();
                     c.0 += 1;
                     c.1 += usize::from(healthy);
-                    let held = crate::holds::held(&holds, &peer_list, own, &d.key, &u.cluster, &u.key);
+                    let held = veer_control::holds::held(&holds, &peer_list, own, &d.key, &u.cluster, &u.key);
                     let mut v = serde_json::json!({"address": &*u.key, "cluster": &*u.cluster, "priority": i64::try_from(u.priority).unwrap_or(-1), "healthy": healthy && held.is_none(), "held": held});
-                    if let Some(n) = crate::holds::note(&peer_list, own, &u.cluster) {
+                    if let Some(n) = veer_control::holds::note(&peer_list, own, &u.cluster) {
                         v["note"] = n.into();
                     }
                     endpoints.push(v);
@@ -538,7 +553,7 @@ fn status(cluster: String, shared: Arc<Shared>, bound: Vec<SocketAddr>) -> impl 
             .enumerate()
             .map(|(i, a)| {
                 let ports: Vec<u16> = snap.listeners.ports.iter().filter(|(_, &s)| s == i).map(|(&p, _)| p).collect();
-                serde_json::json!({ "address": a.to_string(), "gateway": i == crate::snapshot::GATEWAY, "gateway_listener_ports": ports })
+                serde_json::json!({ "address": a.to_string(), "gateway": i == veer_gateway::snapshot::GATEWAY, "gateway_listener_ports": ports })
             })
             .collect();
         serde_json::json!({ "cluster": cluster, "generation": snap.generation, "listeners": listeners, "peers": peers, "destinations": destinations })

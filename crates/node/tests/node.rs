@@ -10,22 +10,22 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use veer_proxy::events::EventKind;
-use veer_proxy::node::{Node, NodeConfig};
+use veer_control::events::EventKind;
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
 
-#[path = "proxy/upstream_http1.rs"]
+#[path = "node/upstream_http1.rs"]
 mod upstream_http1;
-#[path = "proxy/watcher.rs"]
+#[path = "node/watcher.rs"]
 mod watcher;
 
-#[path = "proxy/edge.rs"]
+#[path = "node/edge.rs"]
 mod edge;
 
-#[path = "proxy/limits.rs"]
+#[path = "node/limits.rs"]
 mod limits;
 
-#[path = "proxy/listeners.rs"]
+#[path = "node/listeners.rs"]
 mod listeners;
 
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
@@ -459,12 +459,12 @@ async fn meshed_node(w: &World, cluster: &str, certs: &std::path::Path) -> Node 
     cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.reload_every = Duration::from_millis(100);
-    let aging = veer_proxy::mesh::peers::Aging {
+    let aging = veer_control::mesh::peers::Aging {
         stale_after: Duration::from_millis(500),
         unhealthy_after: Duration::from_secs(1),
         ..Default::default()
     };
-    cfg.mesh = Some(veer_proxy::node::MeshConfig { certs: certs.join(cluster), aging, east_west: None });
+    cfg.mesh = Some(veer_node::node::MeshConfig { certs: certs.join(cluster), aging, east_west: None });
     Node::start(cfg).await.expect("meshed node starts")
 }
 

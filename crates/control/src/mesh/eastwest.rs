@@ -21,16 +21,13 @@ use veer_model::set::ManifestSet;
 
 use super::catalog::{Catalog, WatchLine};
 use crate::events::{EventKind, Events};
-use crate::forward::{local_response, Body, BodyError, Shared};
+use crate::metrics::ControlMetrics;
+use veer_gateway::body::{Body, BodyError};
+use veer_gateway::failure::{connect_failure, io_source};
+use veer_gateway::link::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
+use veer_gateway::responses::local_response;
+use veer_gateway::shared::Shared;
 
-/// The endpoint (`ip:port`) a peer's node picked; the listener forwards only to its own ones.
-pub const X_VEER_ENDPOINT: HeaderName = HeaderName::from_static("x-veer-endpoint");
-/// Set by the client node when the destination speaks HTTP/2 to its endpoints.
-pub const X_VEER_UPSTREAM_H2: HeaderName = HeaderName::from_static("x-veer-upstream-h2");
-/// On an answer the listener wrote itself: what failed behind it (`connect`, `reset`,
-/// `refused`), so the client node blames that one endpoint and not the whole cluster; or
-/// `local`: this node could not open a connection (out of descriptors), which blames no one.
-pub const X_VEER_EASTWEST_ERROR: HeaderName = HeaderName::from_static("x-veer-eastwest-error");
 /// The cluster a watching node claims to be; must match its certificate.
 pub const X_VEER_PEER: HeaderName = HeaderName::from_static("x-veer-peer");
 pub const CATALOG_PATH: &str = "/veer/v1/catalog/watch";
@@ -43,6 +40,7 @@ pub struct EastWest {
     pub catalog: watch::Receiver<Arc<Catalog>>,
     pub shared: Arc<Shared>,
     pub events: Arc<Events>,
+    pub metrics: Arc<ControlMetrics>,
     pub heartbeat: Duration,
 }
 
@@ -105,7 +103,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ew: Ar
 
 impl EastWest {
     fn refuse(&self, remote: SocketAddr, reason: &'static str, detail: &str) {
-        self.shared.metrics.eastwest_refused(reason);
+        self.metrics.eastwest_refused(reason);
         tracing::warn!(target: "veer::mesh", "east-west: refused {remote}: {detail}");
         // One event per reason per second, with a count: a flood of refusals cannot wash out the history.
         self.events.record_refusal(EventKind::PeerRefused, reason, None, None, format!("refused {remote}: {detail}"));
@@ -140,7 +138,7 @@ impl EastWest {
             return refused(StatusCode::FORBIDDEN, &why);
         }
         let resp = self.forward(target, &host, req).await;
-        self.shared.metrics.eastwest_request(peer, resp.status().as_u16());
+        self.metrics.eastwest_request(peer, resp.status().as_u16());
         resp
     }
 
@@ -183,14 +181,10 @@ impl EastWest {
                 // Only this listener's own verdict may say what failed behind it: an endpoint
                 // that sent x-veer-* fields of its own must not steer the client node.
                 let (mut parts, body) = r.into_parts();
-                crate::request::remove_internal(&mut parts.headers);
+                veer_gateway::request::remove_internal(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(BodyError::from).boxed())
             }
-            Err(e)
-                if e.is_connect()
-                    && crate::forward::io_source(&e)
-                        .is_some_and(|io| crate::forward::connect_failure(io).blame() == veer_core::outcome::Blame::Local) =>
-            {
+            Err(e) if e.is_connect() && io_source(&e).is_some_and(|io| connect_failure(io).blame() == veer_core::outcome::Blame::Local) => {
                 failed(StatusCode::SERVICE_UNAVAILABLE, "local", &format!("this node could not open a connection to {target}: {e}"))
             }
             Err(e) if e.is_connect() => {

@@ -2,7 +2,7 @@
 //! gateways answer; and the watch tasks that keep it current. Remote data always carries its
 //! age: stale after a while, unhealthy after longer, forgotten in the end, never kept forever.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,10 @@ use veer_model::set::ManifestSet;
 
 use super::catalog::{Catalog, WatchLine};
 use super::eastwest::{CATALOG_PATH, X_VEER_PEER};
-use super::link::PeerLink;
 use crate::events::{unix_ms, EventKind, Events};
-use crate::metrics::Metrics;
+use crate::metrics::ControlMetrics;
+use veer_gateway::link::PeerLink;
+use veer_gateway::remote::RemoteHealth;
 
 /// How a node ages what its peers told it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,15 +93,6 @@ impl Change {
     }
 }
 
-/// The health of remote clusters as the tables need it.
-#[derive(Debug, Default)]
-pub struct RemoteHealth {
-    /// Clusters whose endpoints are all unhealthy (gateway unreachable or silent too long).
-    pub down: HashSet<String>,
-    /// Per cluster, endpoint keys its own node holds unhealthy.
-    pub unhealthy: HashMap<String, BTreeSet<String>>,
-}
-
 /// One peer as `veer status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerStatus {
@@ -126,7 +118,7 @@ pub struct Peers {
     watchers: HashMap<String, JoinHandle<()>>,
     tx: mpsc::UnboundedSender<PeerMsg>,
     events: Arc<Events>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ControlMetrics>,
 }
 
 impl Peers {
@@ -136,7 +128,7 @@ impl Peers {
         client: Arc<rustls::ClientConfig>,
         tx: mpsc::UnboundedSender<PeerMsg>,
         events: Arc<Events>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ControlMetrics>,
     ) -> Self {
         Peers {
             own: own.to_string(),
@@ -179,7 +171,7 @@ impl Peers {
 
     /// A peer this node has not heard from yet.
     fn add(&mut self, cluster: &str, addr: SocketAddr) -> Arc<PeerLink> {
-        let link = Arc::new(PeerLink::new(cluster, addr, self.client.clone(), Duration::from_secs(1)));
+        let link = Arc::new(PeerLink::new(cluster, veer_pki::server_name(cluster), addr, self.client.clone(), Duration::from_secs(1)));
         self.links.insert(cluster.to_string(), link.clone());
         self.states.insert(
             cluster.to_string(),
@@ -443,7 +435,14 @@ mod tests {
             forget_after: Duration::from_secs(10),
             ..Aging::default()
         };
-        let mut p = Peers::new("c1", aging, Arc::new(client), tx, Arc::new(Events::new(64)), Arc::new(Metrics::new()));
+        let mut p = Peers::new(
+            "c1",
+            aging,
+            Arc::new(client),
+            tx,
+            Arc::new(Events::new(64)),
+            Arc::new(ControlMetrics::new(&veer_gateway::metrics::Metrics::new())),
+        );
         p.add("c2", "127.0.0.1:1".parse().unwrap());
         p
     }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::forward::{Body, BodyError};
+use crate::body::{Body, BodyError};
 use crate::FastMap;
 pub use codec::UpstreamError;
 use codec::{ChunkState, Decoded, RequestFraming, ResponseFraming, ResponseHead};

@@ -1,9 +1,9 @@
 use super::*;
-use crate::events::EventKind;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
+use veer_control::events::EventKind;
 
 struct Admin {
     addr: SocketAddr,
@@ -67,7 +67,7 @@ async fn healthz_and_ready() {
 #[tokio::test]
 async fn ready_is_503_with_the_reason_once_the_manifest_watcher_has_died() {
     let metrics = Arc::new(Metrics::new());
-    let health = metrics.manifest_watcher();
+    let health = veer_control::metrics::ControlMetrics::new(&metrics).manifest_watcher();
     let mut state = AdminState::new(metrics.clone(), Arc::new(Events::new(3)), || serde_json::Value::Null);
     state.ready = AtomicBool::new(true);
     let h = health.clone();
@@ -95,8 +95,8 @@ async fn ready_is_503_with_the_reason_once_the_manifest_watcher_has_died() {
 #[tokio::test]
 async fn metrics_are_openmetrics_text() {
     let admin = start().await;
-    admin.state.metrics.request(&crate::metrics::RequestCache::default(), "api.example:443", "east", 0, 200, 0.01);
-    admin.state.metrics.failover_event("api.example:443", 0, 1);
+    admin.state.metrics.request(&veer_gateway::metrics::RequestCache::default(), "api.example:443", "east", 0, 200, 0.01);
+    veer_control::metrics::ControlMetrics::new(&admin.state.metrics).failover_event("api.example:443", 0, 1);
     let a = get(admin.addr, "/metrics").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");

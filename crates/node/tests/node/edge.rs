@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{cluster, counter, failures, read_response, service, share, spec, World};
-use veer_proxy::events::EventKind;
-use veer_proxy::node::Node;
+use veer_control::events::EventKind;
+use veer_node::node::Node;
 
 const HOST: &str = "cart.shop.svc.cluster.local";
 
@@ -385,14 +385,14 @@ async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_east_west_listener_reaches_only_an_announced_address_and_port() {
-    use veer_proxy::mesh::link::PeerLink;
+    use veer_gateway::link::PeerLink;
     let w = World::new();
     let (pay, certs) = super::mesh_world(&w).await;
     let c2 = super::meshed_node(&w, "c2", &certs).await;
     let ew = c2.east_west.expect("c2's east-west listener");
     // c1's identity, as a peer node would present it.
     let c1 = veer_pki::MeshIdentity::load(&certs.join("c1"), "c1").expect("c1 identity");
-    let link = PeerLink::new("c2", ew, c1.client_config(), Duration::from_secs(2));
+    let link = PeerLink::new("c2", veer_pki::server_name("c2"), ew, c1.client_config(), Duration::from_secs(2));
     let get = || {
         let mut req = http::Request::get("/")
             .body(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |never| {

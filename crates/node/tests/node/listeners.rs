@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use veer_proxy::events::EventKind;
+use veer_control::events::EventKind;
 
 use super::{count, service, until, World};
 
@@ -157,10 +157,10 @@ async fn a_port_mapped_onto_the_gateways_socket_is_refused_at_start() {
     // other socket's routes.
     let public = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, w.net, 9, 1)), 0);
     w.write("edge.yaml", &edge(&a, &b, public, "0.0.0.0:18080".parse().expect("address"), "internal"));
-    let mut cfg = veer_proxy::node::NodeConfig::new(vec![w.dir.clone()], "edge");
+    let mut cfg = veer_node::node::NodeConfig::new(vec![w.dir.clone()], "edge");
     cfg.listen = Some(gateway);
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.workers = 2;
-    let err = veer_proxy::node::Node::start(cfg).await.err().expect("refused");
+    let err = veer_node::node::Node::start(cfg).await.err().expect("refused");
     assert!(err.contains("0.0.0.0:18080 of spec.gateway.ports overlaps the gateway"), "{err}");
 }

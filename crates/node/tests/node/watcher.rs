@@ -72,7 +72,7 @@ async fn ready_and_the_metrics_follow_the_manifest_watchers_pulse() {
     let metrics = admin_get(&node, "/metrics").await.1;
     assert!(metrics.contains("veer_manifest_watcher_up 1\n") && metrics.contains("veer_manifest_files_open_for_writing 0\n"), "{metrics}");
     // What the watcher's thread does as it ends, however it ends.
-    node.metrics.manifest_watcher().end();
+    node.control_metrics.manifest_watcher().end();
     let (status, body) = admin_get(&node, "/ready").await;
     assert_eq!(status, 503);
     assert!(body.contains("manifest watcher has stopped"), "{body}");
@@ -92,7 +92,7 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
 
     // A good start saves its set.
     let node = w.node_with("one", with_state).await;
-    let saved = state.join(veer_proxy::state::STATE_FILE);
+    let saved = state.join(veer_control::state::STATE_FILE);
     assert!(saved.is_file(), "the accepted set is saved");
     // And so is each set a reload accepts.
     w.write("world.yaml", &format!("# reloaded\n{good}"));
