@@ -30,6 +30,52 @@ use veer_gateway::snapshot::Snapshot;
 
 use crate::admin::{self, AdminState};
 
+/// Why a node did not start. Its text is what `veer run` prints.
+#[derive(Debug)]
+pub enum NodeError {
+    /// The manifests (or the saved set that would stand in for them) do not pass, with every
+    /// finding's location, one per line.
+    Manifests(String),
+    /// What the manifests and flags say cannot be served as asked.
+    Config(String),
+    /// A socket could not be bound: its address, what it is for, and why.
+    Listen { addr: SocketAddr, what: &'static str, source: std::io::Error },
+    /// The node's mesh identity (certificates) could not be loaded.
+    Identity(veer_pki::PkiError),
+    /// The DNS server did not start.
+    Dns(String),
+    /// A thread or runtime of the node could not be started.
+    Thread(&'static str, std::io::Error),
+}
+
+impl NodeError {
+    fn listen(addr: SocketAddr, what: &'static str, source: std::io::Error) -> NodeError {
+        NodeError::Listen { addr, what, source }
+    }
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Manifests(m) | NodeError::Config(m) | NodeError::Dns(m) => f.write_str(m),
+            NodeError::Listen { addr, what: "", source } => write!(f, "cannot listen on {addr}: {source}"),
+            NodeError::Listen { addr, what, source } => write!(f, "cannot listen on {addr} ({what}): {source}"),
+            NodeError::Identity(e) => e.fmt(f),
+            NodeError::Thread(what, e) => write!(f, "cannot start {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NodeError::Listen { source, .. } | NodeError::Thread(_, source) => Some(source),
+            NodeError::Identity(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// How to run a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -121,49 +167,49 @@ impl Node {
     /// Loads and checks the manifests, then starts serving. Manifest errors are returned with
     /// their locations, one per line; with a state directory holding a set that passes, the
     /// node serves that instead (see [`start_from`]).
-    pub async fn start(cfg: NodeConfig) -> Result<Node, String> {
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         wait_for_writers(&cfg.files).await;
         let (set, baseline, from_state) = start_from(&cfg)?;
         let cluster = set.cluster(&cfg.cluster).cloned();
         let listen = cfg.listen.or_else(|| cluster.as_ref().and_then(|c| c.gateway)).ok_or_else(|| {
-            format!("no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen", cfg.cluster)
+            NodeError::Config(format!(
+                "no gateway address for cluster {:?}: set spec.gateway.address on its Cluster or pass --listen",
+                cfg.cluster
+            ))
         })?;
         let admin_addr =
             cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let workers = cfg.workers.max(1);
         // Which sockets serve which Gateway listener ports; the set passed the same check.
-        let plan = set.listeners(&cfg.cluster)?;
+        let plan = set.listeners(&cfg.cluster).map_err(|e| NodeError::Config(e.to_string()))?;
         if plan.extra.len() >= veer_gateway::snapshot::MAX_SOCKETS {
-            return Err(format!(
+            return Err(NodeError::Config(format!(
                 "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
                 plan.extra.len(),
                 veer_gateway::snapshot::MAX_SOCKETS - 1
-            ));
+            )));
         }
-        let listener = bind_shared(listen, workers > 1).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| format!("cannot listen on {admin_addr} (admin): {e}"))?;
-        let listen = listener.local_addr().map_err(|e| e.to_string())?;
+        let listener = bind_shared(listen, workers > 1).map_err(|e| NodeError::listen(listen, "", e))?;
+        let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| NodeError::listen(admin_addr, "admin", e))?;
+        let listen = listener.local_addr().map_err(|e| NodeError::listen(listen, "", e))?;
         let mut first_listeners = vec![listener];
         for addr in &plan.extra {
             // With SO_REUSEPORT a second socket on the gateway's address would take half its
             // connections and route them by another port's routes.
             if veer_model::topology::overlaps(*addr, listen) {
-                return Err(format!("{addr} of spec.gateway.ports overlaps the gateway {listen} (--listen or spec.gateway.address); map the port to the gateway's own address or give it another"));
+                return Err(NodeError::Config(format!("{addr} of spec.gateway.ports overlaps the gateway {listen} (--listen or spec.gateway.address); map the port to the gateway's own address or give it another")));
             }
-            first_listeners
-                .push(bind_shared(*addr, workers > 1).map_err(|e| format!("cannot listen on {addr} (spec.gateway.ports): {e}"))?);
+            first_listeners.push(bind_shared(*addr, workers > 1).map_err(|e| NodeError::listen(*addr, "spec.gateway.ports", e))?);
         }
-        let bound: Vec<SocketAddr> = first_listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let bound: Vec<SocketAddr> =
+            first_listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(|e| NodeError::listen(listen, "", e))?;
         // The other workers' sockets on the very ports the first one got (they may have been 0).
         let extra_listeners = (1..workers)
             .map(|_| {
-                bound
-                    .iter()
-                    .map(|&a| bind_shared(a, true).map_err(|e| format!("cannot listen on {a} (worker): {e}")))
-                    .collect::<Result<Vec<_>, _>>()
+                bound.iter().map(|&a| bind_shared(a, true).map_err(|e| NodeError::listen(a, "worker", e))).collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| NodeError::listen(admin_addr, "admin", e))?;
         for line in serving_lines(&set, &cfg.cluster, &plan, &bound) {
             tracing::info!(target: "veer::node", "{line}");
         }
@@ -184,14 +230,14 @@ impl Node {
         // A meshed node proves who it is before it serves anything.
         let mesh = match &cfg.mesh {
             Some(m) => {
-                let identity = veer_pki::MeshIdentity::load(&m.certs, &cfg.cluster).map_err(|e| e.to_string())?;
+                let identity = veer_pki::MeshIdentity::load(&m.certs, &cfg.cluster).map_err(NodeError::Identity)?;
                 let ew_addr = m.east_west.or_else(|| cluster.as_ref().and_then(|c| c.east_west)).ok_or_else(|| {
-                    format!(
+                    NodeError::Config(format!(
                         "no east-west address for cluster {:?}: set spec.eastWest.address on its Cluster or pass --east-west",
                         cfg.cluster
-                    )
+                    ))
                 })?;
-                let ew_listener = TcpListener::bind(ew_addr).await.map_err(|e| format!("cannot listen on {ew_addr} (east-west): {e}"))?;
+                let ew_listener = TcpListener::bind(ew_addr).await.map_err(|e| NodeError::listen(ew_addr, "east-west", e))?;
                 let (catalog_tx, catalog_rx) = watch::channel(Arc::new(Catalog::default()));
                 Some((identity, ew_listener, catalog_tx, catalog_rx, m.aging))
             }
@@ -227,8 +273,9 @@ impl Node {
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
                 });
-                let server =
-                    veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
+                let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify))
+                    .await
+                    .map_err(|e| NodeError::Dns(e.to_string()))?;
                 let source = crate::dns_metrics::DnsSource::default();
                 source.set(server.counters());
                 metrics.register(|registry| registry.register_collector(Box::new(source)));
@@ -262,22 +309,22 @@ impl Node {
         let control_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the control loop's runtime: {e}"))?;
+            .map_err(|e| NodeError::Thread("the control loop's runtime", e))?;
         let control_thread = std::thread::Builder::new()
             .name("veer-control".into())
             .spawn(move || control_rt.block_on(control.run(outcome_rx, stop)))
-            .map_err(|e| format!("cannot start the control thread: {e}"))?;
+            .map_err(|e| NodeError::Thread("the control thread", e))?;
         threads.push(control_thread);
         let mut limits = cfg.limits;
         limits.max_concurrent_requests = limits.max_concurrent_requests.div_ceil(workers);
         let listeners = first_listeners
             .into_iter()
-            .map(|l| TcpListener::from_std(l).map_err(|e| format!("cannot listen on {listen}: {e}")))
+            .map(|l| TcpListener::from_std(l).map_err(|e| NodeError::listen(listen, "", e)))
             .collect::<Result<Vec<_>, _>>()?;
         // The cap on client connections is the node's, shared by its workers (unlike the
         // in-flight cap, which each worker applies to its share).
         let mut seats = server::Workers::seats(workers, limits.max_connections, &metrics).into_iter();
-        let first_seat = seats.next().ok_or("no worker seat")?;
+        let first_seat = seats.next().ok_or_else(|| NodeError::Config("no worker seat".into()))?;
         tasks.push(tokio::spawn(server::serve(
             listeners,
             first_seat,
@@ -308,7 +355,7 @@ impl Node {
                         }
                     });
                 })
-                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+                .map_err(|e| NodeError::Thread("worker thread", e))?;
             threads.push(thread);
         }
         if let Some(cpus) = &cfg.worker_cpus {
@@ -427,7 +474,7 @@ async fn wait_for_writers(files: &[PathBuf]) {
     }
 }
 
-fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), String> {
+fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), NodeError> {
     // Taken before reading: a file changed after is seen as changed by the watcher.
     let stamps = veer_model::files::fingerprint(&cfg.files).ok();
     let from_files = veer_model::files::read_paths(&cfg.files).map_err(|e| e.to_string()).and_then(|sources| {
@@ -446,14 +493,14 @@ fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>
         }
         Err(e) => e,
     };
-    let Some(dir) = &cfg.state_dir else { return Err(files_error) };
+    let Some(dir) = &cfg.state_dir else { return Err(NodeError::Manifests(files_error)) };
     // The saved state is untrusted input too: checked exactly as the files are.
     let saved =
         state::load(dir).map_err(|e| e.to_string()).and_then(|saved| match manifests::check(&saved.sources, &cfg.cluster, &cfg.labels) {
             Ok(set) => Ok((set, saved)),
             Err(errors) => Err(format!("{}: the saved set does not pass: {}", saved.path.display(), errors.join(" | "))),
         });
-    let (set, saved) = saved.map_err(|e| format!("{files_error}\n(no saved set to serve instead: {e})"))?;
+    let (set, saved) = saved.map_err(|e| NodeError::Manifests(format!("{files_error}\n(no saved set to serve instead: {e})")))?;
     let age_s = veer_control::events::unix_ms().saturating_sub(saved.saved_unix_ms) / 1000;
     let why = format!(
         "the manifest files do not pass ({}); serving instead the set last accepted, saved {age_s} s ago in {}, until the files are fixed",

@@ -237,7 +237,7 @@ fn init_logs(json: bool) {
 }
 
 async fn run_node(cfg: veer_node::node::NodeConfig) -> Result<ExitCode, String> {
-    let node = veer_node::node::Node::start(cfg).await?;
+    let node = veer_node::node::Node::start(cfg).await.map_err(|e| e.to_string())?;
     tracing::info!(gateway = %node.listen, admin = %node.admin, "veer node running; Ctrl-C to stop");
     wait_for_stop().await;
     node.stop().await;

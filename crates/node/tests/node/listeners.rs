@@ -161,6 +161,6 @@ async fn a_port_mapped_onto_the_gateways_socket_is_refused_at_start() {
     cfg.listen = Some(gateway);
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.workers = 2;
-    let err = veer_node::node::Node::start(cfg).await.err().expect("refused");
+    let err = veer_node::node::Node::start(cfg).await.err().map(|e| e.to_string()).expect("refused");
     assert!(err.contains("0.0.0.0:18080 of spec.gateway.ports overlaps the gateway"), "{err}");
 }

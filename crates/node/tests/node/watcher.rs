@@ -104,11 +104,11 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
     let mut cfg = NodeConfig::new(vec![w.dir.clone()], "one");
     cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let refused = Node::start(cfg.clone()).await.err().expect("without a state dir it refuses to start");
+    let refused = Node::start(cfg.clone()).await.err().map(|e| e.to_string()).expect("without a state dir it refuses to start");
     assert!(refused.contains("world.yaml:") && refused.contains("eighty"), "{refused}");
     let empty = w.dir.with_extension("empty-state");
     cfg.state_dir = Some(empty.clone());
-    let refused = Node::start(cfg).await.err().expect("with no saved set it refuses to start");
+    let refused = Node::start(cfg).await.err().map(|e| e.to_string()).expect("with no saved set it refuses to start");
     assert!(refused.contains("no saved set to serve instead"), "{refused}");
 
     // With the state, it serves the saved set, and says so.
