@@ -17,7 +17,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use veer_dns::{DnsConfig, DnsServer, RrlConfig};
-use veer_proxy::node::{Node, NodeConfig};
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::Backend;
 
 static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
