@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use veer_dns::plan::{Endpoint, RecordKind, Source, ZoneId};
@@ -54,7 +53,7 @@ fn handler() -> &'static Handler {
 fuzz_target!(|data: &[u8]| {
     let mut rrl = Rrl::new(RrlConfig::default());
     let src = SocketAddr::from(([127, 0, 0, 2], 5353));
-    if let Some(reply) = answer_datagram(handler(), Some(&mut rrl), data, src, Instant::now()) {
+    if let Some(reply) = answer_datagram(handler(), Some(&mut rrl), data, src, veer_dns::clock::now()) {
         assert!(reply.len() <= 1232, "UDP answers stay within the EDNS cap");
         assert!(hickory_proto::op::Message::from_vec(&reply).is_ok(), "answers decode");
     }

@@ -8,18 +8,22 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Random, Verdict};
+use veer_core::health::{answer_verdict, failure_verdict, HealthRun, ProbeVerdict, Thresholds, Transition};
+use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Verdict};
 use veer_core::policy::ActiveHealthCheck;
+use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAIN_AFTER, PROBE_TIMEOUT};
 use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
+use crate::clock::{self, Rng};
 use crate::events::{EventKind, Events};
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
 use crate::metrics::ControlMetrics;
 use crate::status::ControlStatus;
-use veer_core::outcome::{Blame, TryEnd};
+use veer_core::outcome::TryEnd;
+use veer_gateway::failure::client_failure;
 use veer_gateway::link::{PeerLink, X_VEER_EASTWEST_ERROR};
 use veer_gateway::remote::Remote;
 use veer_gateway::shared::{OutcomeReport, Shared};
@@ -62,25 +66,26 @@ impl std::fmt::Debug for MeshSetup {
 /// Results of probes and health checks, sent back to the loop by the tasks that run them.
 #[derive(Debug)]
 enum Msg {
-    Readmission { dest: String, endpoint: String, ok: bool, detail: String },
-    Health { dest: String, endpoint: String, ok: bool, detail: String },
+    /// What a re-admission probe decided (never [`Readmission::ProbeAgain`]: the probe's task
+    /// tries again itself).
+    Readmission {
+        dest: String,
+        endpoint: String,
+        rule: Readmission,
+        detail: String,
+    },
+    Health {
+        dest: String,
+        endpoint: String,
+        ok: bool,
+        detail: String,
+    },
 }
 
 #[derive(Debug)]
 struct HealthState {
-    healthy: bool,
-    ok_run: u32,
-    fail_run: u32,
+    run: HealthRun,
     task: JoinHandle<()>,
-}
-
-/// Randomness for jitter and enforcement rolls.
-struct Rng(fastrand::Rng);
-
-impl Random for Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.0.u32(..)
-    }
 }
 
 /// The control loop's state.
@@ -95,7 +100,7 @@ pub struct Control {
     /// What `set` was read from, until `run` hands it to the watcher.
     baseline: Baseline,
     detectors: HashMap<String, OutlierDetector<String>>,
-    next_sweep: HashMap<String, Duration>,
+    next_sweep: HashMap<String, SweepSchedule>,
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
     pending: HashSet<(String, String)>,
     health: HashMap<(String, String), HealthState>,
@@ -174,8 +179,8 @@ impl Control {
             active: HashMap::new(),
             dirty: None,
             generation: 0,
-            start: Instant::now(),
-            rng: Rng(fastrand::Rng::new()),
+            start: clock::now(),
+            rng: Rng::new(),
             tx,
             rx,
             manifests: None,
@@ -201,7 +206,7 @@ impl Control {
     }
 
     fn now(&self) -> Duration {
-        self.start.elapsed()
+        clock::since(self.start)
     }
 
     /// Notes that `dest`'s health changed (a full rebuild pending covers it anyway).
@@ -333,30 +338,38 @@ impl Control {
     fn on_msg(&mut self, m: Msg) -> bool {
         let now = self.now();
         match m {
-            Msg::Readmission { dest, endpoint, ok, detail } => {
-                if !self.pending.remove(&(dest.clone(), endpoint.clone())) {
+            Msg::Readmission { dest, endpoint, rule, detail } => {
+                if rule == Readmission::ProbeAgain || !self.pending.remove(&(dest.clone(), endpoint.clone())) {
                     return false;
                 }
                 self.touch(&dest);
-                if ok {
-                    self.metrics.unejection(&dest, &endpoint);
-                    self.events.record(
-                        EventKind::Unejection,
-                        Some(&dest),
-                        Some(&endpoint),
-                        None,
-                        None,
-                        None,
-                        format!("ejection time over and re-admission probe passed ({detail})"),
-                    );
-                } else if let Some(det) = self.detectors.get_mut(&dest) {
-                    let v = det.eject_now(&endpoint, EjectionReason::ReadmissionProbeFailed, now, &mut self.rng);
-                    let reason = match &v {
-                        Verdict::Ejected(e) => format!("re-admission probe failed ({detail}); ejected again for {:?}", e.duration),
-                        _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
-                    };
-                    self.metrics.ejection(&dest, &endpoint, "ReadmissionProbeFailed");
-                    self.events.record(EventKind::ReEjection, Some(&dest), Some(&endpoint), None, None, None, reason);
+                match rule {
+                    Readmission::Readmit => {
+                        self.metrics.unejection(&dest, &endpoint);
+                        self.events.record(
+                            EventKind::Unejection,
+                            Some(&dest),
+                            Some(&endpoint),
+                            None,
+                            None,
+                            None,
+                            format!("ejection time over and re-admission probe passed ({detail})"),
+                        );
+                    }
+                    Readmission::EjectAgain(why) => {
+                        if let Some(det) = self.detectors.get_mut(&dest) {
+                            let v = det.eject_now(&endpoint, why, now, &mut self.rng);
+                            let reason = match &v {
+                                Verdict::Ejected(e) => {
+                                    format!("re-admission probe failed ({detail}); ejected again for {:?}", e.duration)
+                                }
+                                _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
+                            };
+                            self.metrics.ejection(&dest, &endpoint, &format!("{why:?}"));
+                            self.events.record(EventKind::ReEjection, Some(&dest), Some(&endpoint), None, None, None, reason);
+                        }
+                    }
+                    Readmission::ProbeAgain => {}
                 }
                 true
             }
@@ -366,11 +379,8 @@ impl Control {
                 self.touch(&dest);
                 let key = (dest.clone(), endpoint.clone());
                 let Some(h) = self.health.get_mut(&key) else { return false };
-                if ok {
-                    h.ok_run += 1;
-                    h.fail_run = 0;
-                    if !h.healthy && h.ok_run >= check.healthy_threshold {
-                        h.healthy = true;
+                match h.run.observe(ok, Thresholds::from(&check)) {
+                    Some(Transition::Healthy { passes }) => {
                         self.events.record(
                             EventKind::HealthCheckPassed,
                             Some(&dest),
@@ -378,7 +388,7 @@ impl Control {
                             None,
                             None,
                             None,
-                            format!("{} passing checks", h.ok_run),
+                            format!("{passes} passing checks"),
                         );
                         if let Some(det) = self.detectors.get_mut(&dest) {
                             if det.uneject_by_health_check(&endpoint, now) {
@@ -394,13 +404,9 @@ impl Control {
                                 );
                             }
                         }
-                        return true;
+                        true
                     }
-                } else {
-                    h.fail_run += 1;
-                    h.ok_run = 0;
-                    if h.healthy && h.fail_run >= check.unhealthy_threshold {
-                        h.healthy = false;
+                    Some(Transition::Unhealthy { failures }) => {
                         self.events.record(
                             EventKind::HealthCheckFailed,
                             Some(&dest),
@@ -408,12 +414,12 @@ impl Control {
                             None,
                             None,
                             None,
-                            format!("{} failed checks: {detail}", h.fail_run),
+                            format!("{failures} failed checks: {detail}"),
                         );
-                        return true;
+                        true
                     }
+                    None => false,
                 }
-                false
             }
         }
     }
@@ -428,11 +434,9 @@ impl Control {
         let mut changed = false;
         let mut probes = Vec::new();
         for (dest, det) in self.detectors.iter_mut() {
-            let due = self.next_sweep.entry(dest.clone()).or_insert(now + det.config().interval);
-            if now < *due {
+            if !self.next_sweep.entry(dest.clone()).or_default().due(now, det.config().interval) {
                 continue;
             }
-            *due = now + det.config().interval.max(Duration::from_millis(10));
             for endpoint in det.sweep(now) {
                 self.pending.insert((dest.clone(), endpoint.clone()));
                 probes.push((dest.clone(), endpoint));
@@ -456,18 +460,18 @@ impl Control {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            // A probe this node could not even send (out of file descriptors) says nothing of
-            // the endpoint: it stays ejected and is probed again, never ejected harder.
-            let (ok, detail) = loop {
-                match probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, Duration::from_secs(1), &[]).await {
-                    Probe::Done(ok, detail) => break (ok, detail),
-                    Probe::Local(why) => {
-                        tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {why}; trying again in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+            let (rule, detail) = loop {
+                let (verdict, detail) =
+                    probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await;
+                match readmission(verdict) {
+                    Readmission::ProbeAgain => {
+                        tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {detail}; trying again in {PROBE_AGAIN_AFTER:?}");
+                        tokio::time::sleep(PROBE_AGAIN_AFTER).await;
                     }
+                    rule => break (rule, detail),
                 }
             };
-            let _ = tx.send(Msg::Readmission { dest, endpoint, ok, detail });
+            let _ = tx.send(Msg::Readmission { dest, endpoint, rule, detail });
         });
     }
 
@@ -542,7 +546,7 @@ impl Control {
             unhealthy.entry(dest.clone()).or_default().push(ep.clone());
         }
         for ((dest, ep), h) in &self.health {
-            if !h.healthy {
+            if !h.run.is_healthy() {
                 unhealthy.entry(dest.clone()).or_default().push(ep.clone());
             }
         }
@@ -604,7 +608,7 @@ impl Control {
                             d.http2,
                             d.report.host.clone(),
                         );
-                        self.health.insert(id, HealthState { healthy: true, ok_run: 0, fail_run: 0, task });
+                        self.health.insert(id, HealthState { run: HealthRun::new(), task });
                     }
                 }
             }
@@ -627,11 +631,11 @@ impl Control {
     /// Why each held endpoint is held, for `veer status`: the same sources `rebuild` marks
     /// endpoints unhealthy from, with the time an ejection ends.
     fn publish_holds(&self) {
-        let now = self.start.elapsed();
+        let now = clock::since(self.start);
         let now_unix_ms = crate::events::unix_ms();
         let mut holds = crate::holds::Holds::default();
         for ((dest, ep), h) in &self.health {
-            if !h.healthy {
+            if !h.run.is_healthy() {
                 holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::HealthCheckFailed);
             }
         }
@@ -752,24 +756,13 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (ok, detail) = match probe_with(
-                    &shared,
-                    &endpoint,
-                    via.as_deref(),
-                    &check.path,
-                    Some(&host),
-                    h2,
-                    check.timeout,
-                    &check.expected_statuses,
-                )
-                .await
-                {
-                    Probe::Done(ok, detail) => (ok, detail),
+                let (verdict, detail) =
+                    probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses)
+                        .await;
+                let Some(ok) = verdict.passed() else {
                     // Not the endpoint's doing: no verdict this round.
-                    Probe::Local(why) => {
-                        tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {why}");
-                        continue;
-                    }
+                    tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {detail}");
+                    continue;
                 };
                 if tx.send(Msg::Health { dest: dest.clone(), endpoint: endpoint.clone(), ok, detail }).is_err() {
                     break;
@@ -779,15 +772,9 @@ impl Control {
     }
 }
 
-/// What a probe found: a verdict on the endpoint (healthy or not, and why), or that this node
-/// could not send it, which is no verdict at all.
-enum Probe {
-    Done(bool, String),
-    Local(String),
-}
-
-/// One HTTP probe: healthy when the endpoint answers below 500 (or in `expected`) in time.
-/// An endpoint of a peer cluster is probed through that cluster's east-west listener.
+/// One HTTP probe, and veer-core's verdict on it (passed, failed, or not sent, which is no
+/// verdict on the endpoint) with what it found or why it was not sent. An endpoint of a peer
+/// cluster is probed through that cluster's east-west listener.
 #[allow(clippy::too_many_arguments)]
 async fn probe_with(
     shared: &Shared,
@@ -798,12 +785,12 @@ async fn probe_with(
     h2: bool,
     timeout: Duration,
     expected: &[(u16, u16)],
-) -> Probe {
+) -> (ProbeVerdict, String) {
     use http_body_util::{BodyExt, Empty};
     let uri = format!("http://{endpoint}{path}");
     let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
         Ok(r) => r,
-        Err(e) => return Probe::Done(false, format!("bad probe request: {e}")),
+        Err(e) => return (ProbeVerdict::Failed, format!("bad probe request: {e}")),
     };
     if let Some(h) = host {
         if let Ok(v) = http::HeaderValue::from_str(h) {
@@ -824,32 +811,26 @@ async fn probe_with(
             }
             None => {
                 let client = if h2 { &shared.http2 } else { &shared.http1 };
-                client.request(req).await.map_err(|e| {
-                    let end = if e.is_connect() {
-                        veer_gateway::failure::io_source(&e).map_or(TryEnd::ConnectRefused, veer_gateway::failure::connect_failure)
-                    } else {
-                        TryEnd::UpstreamReset
-                    };
-                    (end, e.to_string())
-                })
+                client.request(req).await.map_err(|e| (client_failure(&e), e.to_string()))
             }
         }
     };
     match tokio::time::timeout(timeout, sent).await {
-        Ok(Ok(resp)) if resp.headers().get(&X_VEER_EASTWEST_ERROR).is_some_and(|v| v.as_bytes() == b"local") => {
-            Probe::Local(format!("the east-west gateway could not reach it: {}", resp.status()))
-        }
-        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => {
-            Probe::Done(false, format!("GET {path} failed behind the east-west gateway: {}", resp.status()))
-        }
         Ok(Ok(resp)) => {
-            let code = resp.status().as_u16();
-            let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };
-            Probe::Done(ok, format!("GET {path} answered {code}"))
+            let eastwest_error = resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes());
+            let verdict = answer_verdict(resp.status().as_u16(), eastwest_error, expected);
+            let detail = match (eastwest_error, verdict) {
+                (Some(_), ProbeVerdict::NotSent) => format!("the east-west gateway could not reach it: {}", resp.status()),
+                (Some(_), _) => format!("GET {path} failed behind the east-west gateway: {}", resp.status()),
+                (None, _) => format!("GET {path} answered {}", resp.status().as_u16()),
+            };
+            (verdict, detail)
         }
-        Ok(Err((end, e))) if end.blame() != Blame::Upstream => Probe::Local(e),
-        Ok(Err((_, e))) => Probe::Done(false, format!("GET {path} failed: {e}")),
-        Err(_) => Probe::Done(false, format!("GET {path} timed out after {timeout:?}")),
+        Ok(Err((end, e))) => match failure_verdict(end) {
+            ProbeVerdict::NotSent => (ProbeVerdict::NotSent, e),
+            verdict => (verdict, format!("GET {path} failed: {e}")),
+        },
+        Err(_) => (failure_verdict(TryEnd::UpstreamTimeout), format!("GET {path} timed out after {timeout:?}")),
     }
 }
 

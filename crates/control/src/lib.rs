@@ -11,7 +11,9 @@
 //! - [`status`]: what the control loop last published for operators (peers, holds).
 //! - [`state`]: what survives a restart (ejections in force).
 //! - [`events`], [`metrics`]: what an operator sees of the control side's decisions.
+//! - [`clock`]: the crate's one clock and randomness source.
 
+pub mod clock;
 pub mod control;
 pub mod events;
 pub mod holds;

@@ -16,6 +16,8 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock;
+
 use tokio::sync::mpsc;
 use veer_core::topology::Labels;
 use veer_model::files::FileStamp;
@@ -89,7 +91,7 @@ impl Default for WatcherHealth {
 impl WatcherHealth {
     pub fn new() -> WatcherHealth {
         WatcherHealth {
-            base: Instant::now(),
+            base: clock::now(),
             phase: AtomicU8::new(0),
             last_look_ms: AtomicU64::new(0),
             every_ms: AtomicU64::new(100),
@@ -98,7 +100,7 @@ impl WatcherHealth {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(clock::since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn start(&self, every: Duration) {
@@ -200,7 +202,7 @@ impl Watcher {
             notifier: None,
             health: Arc::new(WatcherHealth::new()),
             state_dir: None,
-            clock: Instant::now(),
+            clock: clock::now(),
             logged_wait: Vec::new(),
             warned_writer: false,
         }
@@ -250,7 +252,7 @@ impl Watcher {
     }
 
     fn now(&self) -> Duration {
-        self.clock.elapsed()
+        clock::since(self.clock)
     }
 
     fn run(mut self, found: mpsc::Sender<Reload>, stop: std_mpsc::Receiver<()>) {
@@ -475,8 +477,8 @@ impl Notifier {
         if !self.ready(timeout) {
             return changes;
         }
-        let burst = Instant::now();
-        while self.drain(&mut changes) && burst.elapsed() < Self::SETTLE_AT_MOST && self.ready(Self::SETTLE) {}
+        let burst = clock::now();
+        while self.drain(&mut changes) && clock::since(burst) < Self::SETTLE_AT_MOST && self.ready(Self::SETTLE) {}
         self.watch(files);
         changes
     }

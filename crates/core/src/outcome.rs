@@ -6,6 +6,8 @@
 //! healthy backend. Envoy draws the same line: downstream resets and local overflows are not
 //! upstream failures, and its per-try timeout starts once the request has been sent in full.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::outlier::Outcome;
 use crate::policy::RetryOn;
 
@@ -174,6 +176,30 @@ pub fn retry_wanted(cause: RetryCause, on: &RetryOn, idempotent: bool) -> bool {
         RetryCause::ConnectFailure => on.connect_failure || on.five_xx,
         RetryCause::Reset => idempotent && (on.reset || on.five_xx),
         RetryCause::Timeout | RetryCause::Status(_) => idempotent,
+    }
+}
+
+/// An endpoint's failures reported since its last success, shared by every worker of a node.
+/// The outlier detector counts runs of consecutive failures, so it needs every failure, but of
+/// the successes only the one that ends a run: healthy traffic then tells the control loop
+/// nothing.
+#[derive(Debug, Default)]
+pub struct FailureRun(AtomicU32);
+
+impl FailureRun {
+    /// What the outlier detector must be told of a try that ended as `end`, if anything: never
+    /// what the upstream is not to blame for; every failure; a success only when it ends a run.
+    #[inline]
+    pub fn report(&self, end: TryEnd) -> Option<DetectorInput> {
+        let input = end.detector_input()?;
+        if end.is_failure() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        } else if self.0.load(Ordering::Relaxed) == 0 || self.0.swap(0, Ordering::Relaxed) == 0 {
+            // Looked at before it is written: every worker reads this on every success, and a
+            // write would pull the line away from the other workers' cores each time.
+            return None;
+        }
+        Some(input)
     }
 }
 
@@ -405,5 +431,27 @@ mod tests {
         for end in [TryEnd::LocalResources, TryEnd::ConnectRefused, TryEnd::ConnectTimeout, TryEnd::UpstreamReset] {
             assert_eq!(EastWestError::for_failed_try(end).try_end().blame(), end.blame(), "{end:?}");
         }
+    }
+
+    #[test]
+    fn a_success_is_reported_only_when_it_ends_a_run_of_failures() {
+        let run = FailureRun::default();
+        assert_eq!(run.report(TryEnd::Response(200)), None, "no run to end");
+        let failed = run.report(TryEnd::Response(503));
+        assert_eq!(failed, Some(DetectorInput { outcome: Outcome::Http(503), decisive: false }), "every failure");
+        assert_eq!(run.report(TryEnd::ConnectRefused), Some(DetectorInput { outcome: Outcome::ConnectFailed, decisive: true }));
+        assert_eq!(run.report(TryEnd::Response(204)), Some(DetectorInput { outcome: Outcome::Http(204), decisive: false }), "ends the run");
+        assert_eq!(run.report(TryEnd::Response(200)), None, "the run is over");
+    }
+
+    #[test]
+    fn what_the_upstream_is_not_to_blame_for_is_never_reported_nor_counted() {
+        let run = FailureRun::default();
+        for end in
+            [TryEnd::ClientAborted, TryEnd::ClientBodyMalformed, TryEnd::ClientUploadTimeout, TryEnd::LocalResources, TryEnd::LocalOverflow]
+        {
+            assert_eq!(run.report(end), None, "{end:?}");
+        }
+        assert_eq!(run.report(TryEnd::Response(200)), None, "those ended no run, as none was started");
     }
 }

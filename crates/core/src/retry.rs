@@ -31,9 +31,8 @@ impl RetryBudget {
     }
 
     /// Credits one request; `roll` is a uniform random draw. Every worker writes here, and a
-    /// write pulls the line away from the other workers' cores, so one request in
-    /// [`Self::DEPOSIT_EVERY`] deposits for that many: the same credit on average, a sixteenth
-    /// of the writes.
+    /// write pulls the line away from the other workers' cores, so one request in sixteen
+    /// deposits for sixteen: the same credit on average, a sixteenth of the writes.
     #[inline]
     pub fn deposit(&self, roll: u32) {
         if roll.is_multiple_of(Self::DEPOSIT_EVERY) && self.milli_tokens.load(Ordering::Relaxed) < Self::CAP {

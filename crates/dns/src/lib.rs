@@ -9,9 +9,11 @@
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
 //! - [`server`]: UDP and TCP listeners (hickory-server), rate limiting, the reconcile loop.
 //! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
+//! - [`clock`]: the crate's one clock.
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod ownership;
 pub mod plan;
 pub mod server;

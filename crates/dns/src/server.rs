@@ -642,7 +642,7 @@ impl DnsServer {
                         continue;
                     }
                 };
-                if let Some(bytes) = answer_datagram(&h, Some(&mut rrl), &buf[..len], src, Instant::now()) {
+                if let Some(bytes) = answer_datagram(&h, Some(&mut rrl), &buf[..len], src, crate::clock::now()) {
                     if let Err(e) = udp.send_to(&bytes, src).await {
                         tracing::debug!(target: "veer::dns", "udp send to {src}: {e}");
                     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
@@ -73,7 +73,7 @@ fn dns_addr(node: &Node) -> SocketAddr {
 // === raw queries: messages built and read by hickory-proto, sent over real sockets ===
 
 fn query_message(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
-    let mut m = Message::new(fastrand::u16(..), MessageType::Query, OpCode::Query);
+    let mut m = Message::new(veer_testkit::clock::random_u16(), MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_str(name).expect("name"), qtype));
     m.metadata.recursion_desired = true;
     if let Some(size) = edns {
@@ -192,10 +192,10 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while start.elapsed() < limit {
+    let start = veer_testkit::clock::std_now();
+    while veer_testkit::clock::std_since(start) < limit {
         if check().await {
-            return start.elapsed();
+            return veer_testkit::clock::std_since(start);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -481,7 +481,7 @@ async fn response_rate_limit_keeps_a_flood_from_one_source_from_being_amplified(
 
     // 400 queries as fast as one socket sends them, from one /24.
     let flood = UdpSocket::bind(SocketAddr::new(w.ip(9, 1), 0)).await.expect("bind");
-    let start = Instant::now();
+    let start = veer_testkit::clock::std_now();
     let mut ids = std::collections::HashSet::new();
     for _ in 0..400 {
         let q = query_message("go.infra.global.", RecordType::A, None);
@@ -498,8 +498,8 @@ async fn response_rate_limit_keeps_a_flood_from_one_source_from_being_amplified(
             full += 1;
         }
     }
-    let allowed = 20.0 + 20.0 * start.elapsed().as_secs_f64() + 2.0;
-    assert!((full as f64) <= allowed, "{full} full answers in {:?} (limit ~{allowed})", start.elapsed());
+    let allowed = 20.0 + 20.0 * veer_testkit::clock::std_since(start).as_secs_f64() + 2.0;
+    assert!((full as f64) <= allowed, "{full} full answers in {:?} (limit ~{allowed})", veer_testkit::clock::std_since(start));
     assert!(full >= 20, "the burst is answered: {full}");
     assert!(slipped > 50, "every other limited answer slips as TC so real clients retry over TCP: {slipped}");
     assert!(full + slipped < 400, "the rest is dropped");
@@ -572,7 +572,7 @@ async fn dns_counters_are_on_the_node_metrics() {
     // The server reads what the kernel queued at its own pace, and a loaded machine may drop
     // part of a flood before the server sees it: wait until the counts hold still, past the
     // rate limit's burst.
-    let start = Instant::now();
+    let start = veer_testkit::clock::std_now();
     let mut last = u64::MAX;
     let text = loop {
         let text = scrape(node.admin).await;
@@ -581,7 +581,7 @@ async fn dns_counters_are_on_the_node_metrics() {
             break text;
         }
         last = udp_queries;
-        assert!(start.elapsed() < Duration::from_secs(10), "the counters did not move on /metrics: {text}");
+        assert!(veer_testkit::clock::std_since(start) < Duration::from_secs(10), "the counters did not move on /metrics: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let stats = node.dns_server().expect("dns").stats();

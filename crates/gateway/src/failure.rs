@@ -1,30 +1,33 @@
-//! What a failed try ended as, read from the error that ended it: the upstream's fault, the
-//! client's, or this node's own (out of descriptors or memory).
+//! What a failed try ended as, read from the error that ended it: the facts are taken from the
+//! error here, and veer-core's `outcome` classifies them (the upstream's fault, the client's, or
+//! this node's own).
 
-use veer_core::outcome::TryEnd;
+use veer_core::outcome::{self, TryEnd, UpstreamFailure};
 
-/// A connect that failed because this node ran out of something is the node's fault, not the
-/// endpoint's: file descriptors (EMFILE, ENFILE), buffers (ENOBUFS) or memory (ENOMEM).
+/// A failed connect, by the OS error and whether it timed out.
 pub fn connect_failure(e: &std::io::Error) -> TryEnd {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOMEM: i32 = 12;
-    const ENOBUFS: i32 = 105;
-    match e.raw_os_error() {
-        Some(EMFILE | ENFILE | ENOMEM | ENOBUFS) => TryEnd::LocalResources,
-        _ if e.kind() == std::io::ErrorKind::TimedOut => TryEnd::ConnectTimeout,
-        _ => TryEnd::ConnectRefused,
+    outcome::connect_failure(e.raw_os_error(), e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// A failed request through hyper's client: a connect that failed, or a connection that broke
+/// once the request was (or may have been) sent.
+pub fn client_failure(e: &hyper_util::client::legacy::Error) -> TryEnd {
+    if e.is_connect() {
+        io_source(e).map_or(TryEnd::ConnectRefused, connect_failure)
+    } else {
+        TryEnd::UpstreamReset
     }
 }
 
 pub(crate) fn request_failure(e: &crate::upstream::UpstreamError) -> TryEnd {
     use crate::upstream::UpstreamError;
-    match e {
-        UpstreamError::Malformed(_) => TryEnd::UpstreamMalformed,
-        // The pool found the client's body broken before the upload state said so.
-        UpstreamError::RequestBody(_) => TryEnd::ClientBodyMalformed,
-        UpstreamError::Io(_) | UpstreamError::Closed => TryEnd::UpstreamReset,
-    }
+    let failure = match e {
+        UpstreamError::Malformed(_) => UpstreamFailure::Malformed,
+        UpstreamError::RequestBody(_) => UpstreamFailure::RequestBody,
+        UpstreamError::Io(_) => UpstreamFailure::Io,
+        UpstreamError::Closed => UpstreamFailure::Closed,
+    };
+    failure.try_end()
 }
 
 /// The io error under a hyper (or hyper-util) client error, if any.

@@ -1,7 +1,6 @@
 //! The request path: route by host and path, pick an endpoint from the snapshot, forward,
 //! retry what is safe to retry on another endpoint and priority, and report outcomes.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,16 +9,19 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use veer_core::outcome::{retry_wanted, Blame, TryEnd};
+use veer_core::outcome::{Blame, EastWestError, TryEnd};
+use veer_core::pick::Tried;
 use veer_core::policy::CircuitBreakers;
+use veer_core::retry::{after_try, max_tries, retriable_answer, spends_budget, Next, TryState};
 
 use crate::body::BodyError;
-use crate::failure::{connect_failure, io_source, request_failure};
+use crate::clock;
+use crate::failure::{client_failure, connect_failure, request_failure};
 use crate::hop_by_hop::strip_hop_by_hop;
 use crate::link::{LinkError, X_VEER_EASTWEST_ERROR};
 use crate::responses::{client_fault_response, failure_response, local, refuse, ResponseBody};
 use crate::shared::{OutcomeReport, Shared, Upstreams};
-use crate::snapshot::{DestState, Miss, Tried};
+use crate::snapshot::{DestState, Miss};
 use crate::upload::{after_upload, ClientBody, Upload};
 use crate::upstream::{ConnCaps, PoolError, RequestBody, RequestHead};
 
@@ -51,7 +53,7 @@ impl Failure {
 
 /// Handles one downstream request that arrived on client socket `socket` (see [`crate::snapshot::GATEWAY`]).
 pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut req: Request<Incoming>) -> Response<ResponseBody> {
-    let start = Instant::now();
+    let start = clock::std_now();
     if crate::request::remove_internal(req.headers_mut()) {
         shared.metrics.internal_headers_removed();
     }
@@ -109,7 +111,7 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut r
             }
         }
     };
-    dest.budget.deposit(fastrand::u32(..));
+    dest.budget.deposit(clock::random_u32());
     let (parts, body) = req.into_parts();
     let (response, answered_by) = forward(shared, upstreams, &dest, parts, body, start).await;
     let (priority, cluster) = answered_by.map_or((0, ""), |ep| (dest.upstreams[ep].priority, &*dest.upstreams[ep].cluster));
@@ -119,7 +121,7 @@ pub async fn handle(shared: &Shared, upstreams: &Upstreams, socket: usize, mut r
         cluster,
         priority as u32,
         response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
+        clock::std_since(start).as_secs_f64(),
     );
     response
 }
@@ -169,7 +171,7 @@ async fn forward(
                     return (client_fault_response(end), None);
                 }
             }
-            received = Instant::now();
+            received = clock::std_now();
         } else {
             buffered = None;
             streaming = Some(body);
@@ -192,15 +194,12 @@ async fn forward(
         }
     }
 
-    let max_attempts = 1 + dest.retry.attempts as usize;
+    let max_attempts = max_tries(&dest.retry);
     let mut tried = Tried::default();
     let mut last: Option<(Failure, usize)> = None;
-    while let Some(ep) = dest.pick(&tried, fastrand::u64(..), fastrand::f64()) {
+    while let Some(ep) = dest.pick(&tried, clock::random_u64(), clock::random_f64()) {
         let upstream = &dest.upstreams[ep];
-        // The budget guards a failing priority against retry storms: a retry that stays in a
-        // priority already tried spends it; one that fails over to a priority not yet tried is
-        // what failover is for, and adds at most one try per request to a healthy tier.
-        if tried.attempts() > 0 && tried.has_priority(upstream.priority) && !dest.budget.withdraw() {
+        if spends_budget(&tried, upstream.priority) && !dest.budget.withdraw() {
             shared.metrics.retry_budget_exhausted(&dest.key);
             break;
         }
@@ -215,7 +214,7 @@ async fn forward(
         let mut gateway_failed = false;
         // veer's own pool drops hop-by-hop fields as it parses; hyper's clients do not.
         let mut hop_by_hop_removed = false;
-        let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { tokio::time::Instant::now() };
+        let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { clock::now() };
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
         let caps = &dest.resilience.circuit_breakers;
         let share = |cap| CircuitBreakers::per_worker(cap, upstreams.workers);
@@ -270,7 +269,7 @@ async fn forward(
         let failure = match attempt {
             Ok(resp) => {
                 let status = resp.status();
-                if status.is_server_error() && retriable_status(dest, status.as_u16()) {
+                if retriable_answer(&dest.retry.retry_on, status.as_u16()) {
                     Failure::Answer(TryEnd::Response(status.as_u16()), Box::new(resp))
                 } else {
                     report(shared, dest, ep, TryEnd::Response(status.as_u16()));
@@ -292,19 +291,22 @@ async fn forward(
             Blame::Upstream if !gateway_failed => report(shared, dest, ep, end),
             Blame::Upstream | Blame::Local => {}
         }
-        let wanted = end.retry_cause().is_some_and(|cause| retry_wanted(cause, &dest.retry.retry_on, idempotent));
-        let replayable = buffered.is_some();
         last = Some((failure, ep));
-        if tried.attempts() >= max_attempts || !wanted || !replayable || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        shared.metrics.retry(&dest.key, end.name());
-        // A retry to a host not tried yet goes at once: it is a different failure domain.
-        // Only a retry that must reuse a tried host waits a jittered back-off.
-        if dest.upstreams.len() <= tried.attempts() {
-            let n = tried.attempts() as u32;
-            let cap = dest.retry.backoff_base.saturating_mul((1u32 << n.min(10)) - 1).min(dest.retry.backoff_max);
-            tokio::time::sleep_until((tokio::time::Instant::now() + cap.mul_f64(fastrand::f64())).min(deadline)).await;
+        let state = TryState {
+            end,
+            attempts: tried.attempts(),
+            endpoints: dest.upstreams.len(),
+            idempotent,
+            replayable: buffered.is_some(),
+            deadline_passed: clock::now() >= deadline,
+        };
+        match after_try(&dest.retry, state, clock::random_f64()) {
+            Next::Stop => break,
+            Next::RetryNow => shared.metrics.retry(&dest.key, end.name()),
+            Next::RetryAfter(backoff) => {
+                shared.metrics.retry(&dest.key, end.name());
+                tokio::time::sleep_until((clock::now() + backoff).min(deadline)).await;
+            }
         }
     }
     match last {
@@ -361,7 +363,7 @@ async fn send_by_client(
     if use_h2 {
         up.headers_mut().remove(header::HOST);
     }
-    let per_try = try_deadline.saturating_duration_since(tokio::time::Instant::now());
+    let per_try = try_deadline.saturating_duration_since(clock::now());
     match via {
         None => {
             let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
@@ -372,10 +374,10 @@ async fn send_by_client(
             };
             ClientAttempt::Done(match result {
                 Some(Ok(resp)) => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                Some(Err(e)) if e.is_connect() => {
-                    Err(Failure::other(io_source(&e).map_or(TryEnd::ConnectRefused, connect_failure), "upstream connect failed"))
-                }
-                Some(Err(e)) => Err(Failure::other(TryEnd::UpstreamReset, format!("upstream connection failed: {e}"))),
+                Some(Err(e)) => match client_failure(&e) {
+                    TryEnd::UpstreamReset => Err(Failure::other(TryEnd::UpstreamReset, format!("upstream connection failed: {e}"))),
+                    end => Err(Failure::other(end, "upstream connect failed")),
+                },
                 None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
             })
         }
@@ -386,17 +388,14 @@ async fn send_by_client(
                 Some(up) => after_upload(sent, up, per_try).await,
             };
             match result {
-                Some(Ok(resp)) => ClientAttempt::Done(match resp.headers().get(&X_VEER_EASTWEST_ERROR).map(|v| v.as_bytes()) {
-                    // The remote gateway answered for one endpoint behind it: blame that one.
-                    Some(b"connect" | b"refused") => Err(Failure::other(TryEnd::ConnectRefused, "upstream connect failed")),
-                    Some(b"reset") => Err(Failure::other(TryEnd::UpstreamReset, "the remote gateway's upstream connection failed")),
-                    // The remote node ran out of descriptors or memory: nobody's endpoint failed.
-                    Some(b"local") => Err(Failure::other(
-                        TryEnd::LocalResources,
-                        "the remote gateway could not open a connection (out of file descriptors or memory)",
-                    )),
-                    _ => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
-                }),
+                Some(Ok(resp)) => {
+                    ClientAttempt::Done(match resp.headers().get(&X_VEER_EASTWEST_ERROR).and_then(|v| EastWestError::parse(v.as_bytes())) {
+                        // The remote gateway answered for one endpoint behind it (or for its own
+                        // node's shortage, which blames nobody's endpoint).
+                        Some(error) => Err(Failure::other(error.try_end(), eastwest_why(error))),
+                        None => Ok(resp.map(|b| ResponseBody::Other(b.map_err(BodyError::from).boxed()))),
+                    })
+                }
                 // A stream the client's own upload broke is no sign of the gateway.
                 Some(Err(_)) if upload.and_then(Upload::client_fault).is_some() => {
                     ClientAttempt::Done(Err(Failure::other(TryEnd::ClientAborted, "")))
@@ -418,9 +417,13 @@ async fn send_by_client(
     }
 }
 
-fn retriable_status(dest: &DestState, status: u16) -> bool {
-    let on = &dest.retry.retry_on;
-    on.five_xx || (on.gateway_error && matches!(status, 502..=504)) || on.retriable_status_codes.contains(&status)
+/// What the client is told when a peer's east-west listener answered with `error`.
+fn eastwest_why(error: EastWestError) -> &'static str {
+    match error {
+        EastWestError::Connect | EastWestError::Refused => "upstream connect failed",
+        EastWestError::Reset => "the remote gateway's upstream connection failed",
+        EastWestError::Local => "the remote gateway could not open a connection (out of file descriptors or memory)",
+    }
 }
 
 /// Reports that a peer cluster's gateway could not be reached.
@@ -437,15 +440,8 @@ fn report_gateway(shared: &Shared, dest: &DestState, upstream: &crate::snapshot:
 /// Reports what the upstream did; successes only when they end a run of failures. Anything
 /// the upstream is not to blame for is never reported.
 fn report(shared: &Shared, dest: &DestState, ep: usize, end: TryEnd) {
-    let Some(input) = end.detector_input() else { return };
     let upstream = &dest.upstreams[ep];
-    if end.is_failure() {
-        upstream.recent_failures.fetch_add(1, Ordering::Relaxed);
-    } else if upstream.recent_failures.load(Ordering::Relaxed) == 0 || upstream.recent_failures.swap(0, Ordering::Relaxed) == 0 {
-        // Looked at before it is written: every worker reads this on every success, and a
-        // write would pull the line away from the other workers' cores each time.
-        return;
-    }
+    let Some(input) = upstream.recent_failures.report(end) else { return };
     let _ = shared.outcomes.send(OutcomeReport {
         destination: dest.key.clone(),
         endpoint: upstream.key.clone(),

@@ -18,12 +18,12 @@
 //! - [`shared`]: what every connection of a node shares (the snapshot, clients, the outcome
 //!   channel), and each worker's own upstream clients.
 //! - [`body`]: the body types on both sides, and responses veer writes itself.
-//! - [`budget`]: each destination's retry budget.
+//! - [`clock`]: the crate's one clock and randomness source.
 //! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`metrics`]: the request path's metrics, on the node's registry.
 
 pub mod body;
-pub mod budget;
+pub mod clock;
 pub mod failure;
 pub mod forward;
 pub mod hop_by_hop;

@@ -22,9 +22,9 @@ use crate::body::Body;
 pub const X_VEER_ENDPOINT: HeaderName = HeaderName::from_static("x-veer-endpoint");
 /// Set by the client node when the destination speaks HTTP/2 to its endpoints.
 pub const X_VEER_UPSTREAM_H2: HeaderName = HeaderName::from_static("x-veer-upstream-h2");
-/// On an answer the listener wrote itself: what failed behind it (`connect`, `reset`,
-/// `refused`), so the client node blames that one endpoint and not the whole cluster; or
-/// `local`: this node could not open a connection (out of descriptors), which blames no one.
+/// On an answer the listener wrote itself: what failed behind it, so the client node blames
+/// that one endpoint and not the whole cluster, or that the listener's node could not open a
+/// connection, which blames no one. Its values are veer-core's `outcome::EastWestError`.
 pub const X_VEER_EASTWEST_ERROR: HeaderName = HeaderName::from_static("x-veer-eastwest-error");
 
 /// Why a request through a link failed.

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::Guarded;
+use crate::clock;
 use crate::forward::handle;
 use crate::responses::{local_response, ResponseBody};
 use crate::shared::{Shared, Upstreams};
@@ -242,7 +243,7 @@ impl Workers {
             freed: Notify::new(),
             drain: watch::Sender::new(()),
             logged_ms: AtomicU64::new(u64::MAX),
-            born: Instant::now(),
+            born: clock::now(),
             metrics: metrics.clone(),
         });
         receivers.into_iter().enumerate().map(|(index, handed)| WorkerSeat { index, workers: workers.clone(), handed }).collect()
@@ -300,7 +301,7 @@ impl Workers {
     fn accept_failed(&self, e: &io::Error) -> bool {
         let (kind, pause) = accept_error(e.raw_os_error());
         self.metrics.accept_error("gateway", kind);
-        let now = self.born.elapsed();
+        let now = clock::since(self.born);
         let last = self.logged_ms.load(Ordering::Relaxed);
         let last_at = (last != u64::MAX).then(|| Duration::from_millis(last));
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1);
@@ -459,7 +460,7 @@ pub async fn serve(
                 }
                 Accepted::Failed(e) => {
                     if workers.accept_failed(&e) {
-                        paused = Some(Paused::Until(Instant::now() + ACCEPT_PAUSE));
+                        paused = Some(Paused::Until(clock::now() + ACCEPT_PAUSE));
                     }
                 }
             },
@@ -514,7 +515,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     let mut drain = held.1.workers.drain.subscribe();
     drain.mark_unchanged();
     // A connection gets `idle_timeout` to send a first request head, counted from now.
-    let deadline = Instant::now() + ctx.idle_timeout;
+    let deadline = clock::now() + ctx.idle_timeout;
     let Some(h2) = is_h2(&stream, deadline, &mut stop, &mut drain, &ctx.shared.metrics).await else { return };
     let state = Arc::new(ConnState::new(h2));
     let service = {
@@ -569,7 +570,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
         // Nothing of hyper's survives this call: a parked task holds the socket only.
         let Some((stream, leftover)) = serve_http1(parked, &ctx, &state, &service, &mut stop).await else { return };
         ctx.shared.metrics.connection_parked();
-        let parked_at = Instant::now();
+        let parked_at = clock::now();
         let deadline = parked_at + ctx.idle_timeout;
         {
             let mut readable = std::pin::pin!(tokio::time::timeout_at(deadline, stream.readable()));
@@ -579,7 +580,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
                     biased;
                     r = &mut readable => if matches!(r, Ok(Ok(()))) { break } else { return },
                     _ = stopped(&mut stop) => return,
-                    Ok(()) = drain.changed() => if parked_at.elapsed() + PARK_AFTER >= DRAIN_IDLE_AFTER {
+                    Ok(()) = drain.changed() => if clock::since(parked_at) + PARK_AFTER >= DRAIN_IDLE_AFTER {
                         ctx.shared.metrics.connection_drained();
                         return;
                     },
@@ -667,7 +668,7 @@ async fn is_h2(
     drain: &mut watch::Receiver<()>,
     metrics: &crate::metrics::Metrics,
 ) -> Option<bool> {
-    let opened = Instant::now();
+    let opened = clock::now();
     let mut buf = [0u8; 24];
     let wait = async {
         // Peeked bytes keep the socket readable, so the wait for the rest of a split preface
@@ -696,7 +697,7 @@ async fn is_h2(
             r = &mut wait => return r.ok().flatten(),
             _ = stopped(stop) => return None,
             // A client that has said nothing (or a part of the HTTP/2 preface) for a while.
-            Ok(()) = drain.changed() => if opened.elapsed() >= DRAIN_IDLE_AFTER {
+            Ok(()) = drain.changed() => if clock::since(opened) >= DRAIN_IDLE_AFTER {
                 metrics.connection_drained();
                 return None;
             },
@@ -733,7 +734,7 @@ impl ConnState {
             closing: AtomicBool::new(false),
             h2,
             idle_since_us: AtomicU64::new(0),
-            opened: Instant::now(),
+            opened: clock::now(),
         }
     }
 
@@ -755,7 +756,7 @@ impl ConnState {
 
     /// HTTP/2: no stream open, and none ended (or the connection opened) within `d`.
     fn idle_longer_than(&self, d: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && self.idle_since().elapsed() >= d
+        self.in_flight.load(Ordering::Relaxed) == 0 && clock::since(self.idle_since()) >= d
     }
 
     async fn idle_for(&self, after: Duration) {
@@ -765,7 +766,7 @@ impl ConnState {
                 continue;
             }
             let since = self.idle_since();
-            if since.elapsed() >= after && self.in_flight.load(Ordering::Relaxed) == 0 {
+            if clock::since(since) >= after && self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
             }
             tokio::time::sleep_until(since + after).await;
@@ -813,7 +814,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let state = &*self.0;
         if state.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 && state.h2 {
-            let us = u64::try_from(state.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let us = u64::try_from(clock::since(state.opened).as_micros()).unwrap_or(u64::MAX);
             state.idle_since_us.fetch_max(us, Ordering::Relaxed);
         }
     }
@@ -927,7 +928,7 @@ impl ParkableIo {
     /// that will wake hyper to ask again.
     fn poll_park(&mut self, cx: &mut Context<'_>) -> bool {
         let reads = self.reads;
-        let timer = self.timer_for(Armed::Park(reads), |_| Instant::now() + PARK_AFTER);
+        let timer = self.timer_for(Armed::Park(reads), |_| clock::now() + PARK_AFTER);
         if !timer.poll_due(cx) {
             return false;
         }
@@ -935,7 +936,7 @@ impl ParkableIo {
             return true;
         }
         // There was traffic since the timer was armed: count the idle time from now.
-        timer.reset(Armed::Park(reads), Instant::now() + PARK_AFTER);
+        timer.reset(Armed::Park(reads), clock::now() + PARK_AFTER);
         let _ = timer.poll_due(cx);
         false
     }
@@ -943,9 +944,9 @@ impl ParkableIo {
     /// Keeps the park timer running while a response is in flight; it only wakes the task.
     fn poll_park_timer(&mut self, cx: &mut Context<'_>) {
         let reads = self.reads;
-        let timer = self.timer_for(Armed::Park(reads), |_| Instant::now() + PARK_AFTER);
+        let timer = self.timer_for(Armed::Park(reads), |_| clock::now() + PARK_AFTER);
         if timer.poll_due(cx) {
-            timer.reset(Armed::Park(reads), Instant::now() + PARK_AFTER);
+            timer.reset(Armed::Park(reads), clock::now() + PARK_AFTER);
             let _ = timer.poll_due(cx);
         }
     }
@@ -956,7 +957,7 @@ impl ParkableIo {
     /// get here.
     fn poll_head_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         self.timer_for(Armed::HeadDeadline, |io| {
-            let by = Instant::now() + io.idle_timeout;
+            let by = clock::now() + io.idle_timeout;
             if io.state.begun.load(Ordering::Relaxed) == io.begun {
                 by.min(io.first_head_by)
             } else {

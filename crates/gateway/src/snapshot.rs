@@ -2,12 +2,13 @@
 //! priority table and pick weights. The request path only reads it.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use veer_core::load::{choose_priority, retry_load, PriorityLoad};
+use veer_core::outcome::FailureRun;
+use veer_core::pick::{Picks, Tried};
 use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
+use veer_core::retry::RetryBudget;
 use veer_core::table::{self, Table};
 use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
@@ -16,7 +17,6 @@ use veer_model::httpmatch::{self, RouteMatch};
 use veer_model::resolve::{self, Destination};
 use veer_model::set::{Listeners, ManifestSet};
 
-use crate::budget::RetryBudget;
 use crate::FastMap;
 
 use crate::link::PeerLink;
@@ -52,7 +52,7 @@ pub struct Upstream {
     pub via: Option<Arc<PeerLink>>,
     /// Failures reported since the last success: lets the request path report a success only
     /// when it resets something, so healthy traffic sends nothing to the control loop.
-    pub recent_failures: AtomicU32,
+    pub recent_failures: FailureRun,
 }
 
 /// A destination with its table for this node's client.
@@ -63,10 +63,8 @@ pub struct DestState {
     pub upstreams: Vec<Upstream>,
     pub endpoints: Vec<Endpoint>,
     pub table: Table,
-    /// Cumulative pick weights over all endpoints for a first attempt.
-    first_pick: Vec<(usize, f64)>,
-    /// Per priority: (endpoint, share of that priority) for retries moving there.
-    level_picks: Vec<Vec<(usize, f64)>>,
+    /// The table's pick weights: first tries, and retries moving to each priority.
+    picks: Picks,
     pub resilience: Resilience,
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
@@ -146,15 +144,6 @@ pub struct Snapshot {
     remote: Arc<Remote>,
 }
 
-/// What to pick an endpoint from on a retry: priorities and hosts already tried.
-#[derive(Clone, Debug, Default)]
-pub struct Tried {
-    priorities: u64,
-    /// The first try's endpoint, apart, so a request that needs no retry allocates nothing.
-    first: Option<usize>,
-    retries: Vec<usize>,
-}
-
 /// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
 pub type Unhealthy = HashMap<String, Vec<String>>;
 
@@ -178,95 +167,21 @@ pub fn default_retry() -> RetryPolicy {
     }
 }
 
-// === impl Tried ===
-
-impl Tried {
-    pub fn record(&mut self, endpoint: usize, priority: usize) {
-        if priority < 64 {
-            self.priorities |= 1 << priority;
-        }
-        if self.first.is_none() {
-            self.first = Some(endpoint);
-        } else {
-            self.retries.push(endpoint);
-        }
-    }
-
-    pub fn attempts(&self) -> usize {
-        usize::from(self.first.is_some()) + self.retries.len()
-    }
-
-    /// Whether a try already went to `priority`.
-    pub fn has_priority(&self, priority: usize) -> bool {
-        priority < 64 && self.priorities & (1 << priority) != 0
-    }
-
-    pub fn contains(&self, endpoint: usize) -> bool {
-        self.first == Some(endpoint) || self.retries.contains(&endpoint)
-    }
-}
-
 // === impl DestState ===
 
 impl DestState {
-    /// Picks an endpoint: by the table on a first attempt; on a retry, away from priorities and
-    /// hosts already tried (Envoy's previous_priorities and previous_hosts). `None`: nothing to pick.
+    /// Picks an endpoint (veer-core's [`Picks::pick`] over this destination's table and retry
+    /// policy): by the table on a first attempt; on a retry, away from priorities and hosts
+    /// already tried. `None`: nothing to pick.
+    #[inline]
     pub fn pick(&self, tried: &Tried, rand: u64, rand_f: f64) -> Option<usize> {
-        if tried.attempts() == 0 {
-            return pick_weighted(&self.first_pick, rand_f);
-        }
-        let load = if self.retry.other_priorities { self.load_without(tried.priorities) } else { self.table.load.clone() };
-        if load.no_healthy && tried.attempts() > 0 {
-            return self.level_picks.iter().flatten().find(|(e, _)| !tried.contains(*e)).map(|(e, _)| *e);
-        }
-        let (level, _) = choose_priority(&load, rand);
-        let picks = self.level_picks.get(level)?;
-        pick_weighted_plain(picks, rand_f, |e| !tried.contains(e)).or_else(|| pick_weighted_plain(picks, rand_f, |_| true))
-    }
-
-    /// Envoy previous_priorities (`veer_core::load::retry_load`): tried priorities lose their
-    /// availability and the load is spread again over the rest, with no panic step.
-    fn load_without(&self, tried_priorities: u64) -> PriorityLoad {
-        retry_load(&self.table.level_health, &self.table.load, |p| p < 64 && tried_priorities & (1 << p) != 0, self.table.settings)
+        self.picks.pick(&self.table, tried, self.retry.other_priorities, rand, rand_f)
     }
 
     /// The lowest priority that gets load, -1 when none does.
     pub fn active_priority(&self) -> i64 {
-        if self.table.load.no_healthy {
-            return -1;
-        }
-        self.table.load.healthy.iter().zip(&self.table.load.degraded).position(|(h, d)| h + d > 0).map_or(-1, |p| p as i64)
+        self.table.load.active_priority().map_or(-1, |p| p as i64)
     }
-}
-
-fn pick_weighted(cumulative: &[(usize, f64)], r: f64) -> Option<usize> {
-    let total = cumulative.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let x = r * total;
-    let i = cumulative.partition_point(|(_, c)| *c <= x);
-    cumulative.get(i.min(cumulative.len() - 1)).map(|(e, _)| *e)
-}
-
-fn pick_weighted_plain(weights: &[(usize, f64)], r: f64, ok: impl Fn(usize) -> bool) -> Option<usize> {
-    let total: f64 = weights.iter().filter(|(e, _)| ok(*e)).map(|(_, w)| *w).sum();
-    if total <= 0.0 {
-        return None;
-    }
-    let mut x = r * total;
-    let mut last = None;
-    for (e, w) in weights.iter().filter(|(e, _)| ok(*e)) {
-        if *w <= 0.0 {
-            continue;
-        }
-        last = Some(*e);
-        if x < *w {
-            return Some(*e);
-        }
-        x -= w;
-    }
-    last
 }
 
 // === impl Snapshot ===
@@ -596,19 +511,11 @@ fn dest_state(
                 cluster_header,
                 priority: priority_of[i],
                 via,
-                recent_failures: AtomicU32::new(0),
+                recent_failures: FailureRun::default(),
             }
         })
         .collect();
-    let mut first_pick = Vec::new();
-    let mut acc = 0.0;
-    for p in &table.placements {
-        if p.share_percent > 0.0 {
-            acc += p.share_percent;
-            first_pick.push((p.endpoint, acc));
-        }
-    }
-    let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
+    let picks = Picks::new(&table, &dest.endpoints);
     let report = explain::report(&dest, client, &table);
     let mut retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
     // Whatever the dialect's policy says about counts and conditions, veer's retries always
@@ -629,8 +536,7 @@ fn dest_state(
         upstreams,
         endpoints: dest.endpoints.clone(),
         table,
-        first_pick,
-        level_picks,
+        picks,
         resilience: dest.resilience.clone(),
         retry,
         timeouts,

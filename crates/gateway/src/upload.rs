@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 use veer_core::outcome::TryEnd;
 
 use crate::body::BodyError;
+use crate::clock;
 
 const IN_PROGRESS: u8 = 0;
 const COMPLETE: u8 = 1;
@@ -52,7 +53,7 @@ impl Upload {
     fn end(&self, how: u8) {
         if self.end.compare_exchange(IN_PROGRESS, how, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             if how == COMPLETE {
-                let _ = self.complete_at.set(Instant::now());
+                let _ = self.complete_at.set(clock::now());
             }
             if let Some(w) = self.waiter.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 w.wake();
@@ -95,7 +96,7 @@ impl hyper::body::Body for ClientBody {
                 if this.inner.is_end_stream() {
                     this.upload.end(COMPLETE);
                 } else if let Some(stall) = &mut this.stall {
-                    stall.as_mut().reset(Instant::now() + this.idle);
+                    stall.as_mut().reset(clock::now() + this.idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -156,7 +157,7 @@ pub async fn after_upload<F: Future>(attempt: F, upload: &Upload, per_try: Durat
                         return Poll::Pending;
                     }
                     // A failed upload fails the attempt with it; the timer only bounds the wait.
-                    let at = upload.complete_at().unwrap_or_else(Instant::now);
+                    let at = upload.complete_at().unwrap_or_else(clock::now);
                     timer = Some(Box::pin(tokio::time::sleep_until(at + per_try)));
                 }
             }

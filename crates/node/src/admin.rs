@@ -114,8 +114,8 @@ pub async fn serve(
                         }
                     }
                 } else {
-                    if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
-                        logged = Some(std::time::Instant::now());
+                    if logged.is_none_or(|at| crate::clock::since(at) >= ACCEPT_LOG_EVERY) {
+                        logged = Some(crate::clock::now());
                         tracing::warn!(error = %e, "admin accept failed");
                     }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;

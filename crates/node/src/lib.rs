@@ -5,8 +5,10 @@
 //! - [`admin`]: `/status`, `/routes`, `/events`, `/metrics`, `/ready` and `/healthz`.
 //! - [`cpus`]: which CPUs the workers may be pinned to.
 //! - [`dns_metrics`]: the DNS server's counters on `/metrics`.
+//! - [`clock`]: the crate's one clock.
 
 pub mod admin;
+pub mod clock;
 pub mod cpus;
 pub mod dns_metrics;
 pub mod node;

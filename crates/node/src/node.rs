@@ -465,7 +465,7 @@ async fn wait_for_writers(files: &[PathBuf]) {
         if writers.is_empty() {
             return;
         }
-        let now = std::time::Instant::now();
+        let now = crate::clock::now();
         if said.is_none_or(|at: std::time::Instant| now.duration_since(at) >= manifests::ready::WRITER_WARN_AFTER) {
             tracing::warn!(target: "veer::node", "waiting to read the manifests until their writers close them: {}", manifests::writers::describe(&writers));
             said = Some(now);

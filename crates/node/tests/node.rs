@@ -475,9 +475,9 @@ fn pay_endpoints(node: &Node) -> Vec<(String, bool)> {
 }
 
 async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = veer_testkit::clock::now() + Duration::from_secs(5);
     while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 5 s");
+        assert!(veer_testkit::clock::now() < deadline, "{what}: not within 5 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

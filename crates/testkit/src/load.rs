@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::clock;
+
 /// What load to send, where, and how.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -161,7 +163,7 @@ async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadRe
     let authority = if spec.host.is_empty() { spec.target.to_string() } else { spec.host.clone() };
     let path = if spec.path.starts_with('/') { spec.path.clone() } else { format!("/{}", spec.path) };
 
-    let start = Instant::now();
+    let start = clock::now();
     let (results_tx, mut results) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         target: spec.target,
@@ -188,7 +190,7 @@ async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadRe
     let dispatcher = tokio::spawn(async move {
         for index in 0..total {
             let at = start + offset(index);
-            if at > Instant::now() {
+            if at > clock::now() {
                 tokio::time::sleep_until(at).await;
             }
             // A closed queue means its worker is gone; the collector will record the job as missing.
@@ -233,7 +235,7 @@ async fn run_inner(spec: LoadSpec, live: Option<mpsc::Sender<Sample>>) -> LoadRe
             })
         })
         .collect();
-    LoadReport { samples, elapsed: start.elapsed() }
+    LoadReport { samples, elapsed: clock::since(start) }
 }
 
 /// rate × duration, in integers so 200/s for 1 s is exactly 200.
@@ -282,7 +284,7 @@ async fn worker(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while in_flight.try_join_next().is_some() {}
 
         let deadline = job.at + ctx.timeout;
-        if Instant::now() >= deadline {
+        if clock::now() >= deadline {
             // It waited its whole timeout behind earlier requests on this connection.
             record(&ctx, &job, Err("timed out waiting for a free connection".to_string()));
             continue;
@@ -349,7 +351,7 @@ fn record(ctx: &Ctx, job: &Job, outcome: Outcome) {
         Ok((status, backend)) => (Some(status), backend, None),
         Err(e) => (None, None, Some(e)),
     };
-    let sample = Sample { sent_at: job.at.saturating_duration_since(ctx.start), latency: job.at.elapsed(), status, backend, error };
+    let sample = Sample { sent_at: job.at.saturating_duration_since(ctx.start), latency: clock::since(job.at), status, backend, error };
     // The collector stops listening only once the run is over; a late sample is then simply not wanted.
     let _ = ctx.results.send((job.index, sample));
 }

@@ -202,9 +202,9 @@ impl Lab {
         self.ip(&["-n", &self.hub, "link", "set", &cluster.hub_if, "up"])?;
         // The cluster end's carrier comes back through the kernel's link-watch work; until that
         // has run its queue discards packets, so wait for it to report the link up.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let deadline = crate::clock::std_now() + Duration::from_secs(2);
         while !self.link_up(&cluster.ns, "eth0")? || !self.link_up(&self.hub, &cluster.hub_if)? {
-            if std::time::Instant::now() > deadline {
+            if crate::clock::std_now() > deadline {
                 return Err(io::Error::other(format!("the link of {name} did not come back up within 2 s")));
             }
             thread::sleep(Duration::from_millis(2));

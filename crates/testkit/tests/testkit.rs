@@ -6,7 +6,7 @@
 mod netns;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -134,10 +134,10 @@ async fn blackhole_accepts_but_never_answers() {
 async fn delay_and_post() {
     let b = Backend::start("delta", any_port()).await.unwrap();
     b.set_mode(Mode::Delay(Duration::from_millis(200))).await.unwrap();
-    let started = Instant::now();
+    let started = veer_testkit::clock::std_now();
     let (status, _, _) = fetch(b.addr(), get("/")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(veer_testkit::clock::std_since(started) >= Duration::from_millis(200));
 
     b.set_mode(Mode::Ok).await.unwrap();
     let (mut sender, _driver) = h1(b.addr()).await;
@@ -213,10 +213,10 @@ async fn load_records_errors_when_backend_refuses_halfway() {
                 b.set_mode(Mode::Refuse).await.unwrap();
             })
         };
-        let started = Instant::now();
+        let started = veer_testkit::clock::std_now();
         let report = run(spec(b.addr(), 100, Duration::from_secs(1), http2)).await;
         switcher.await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(3), "load run hung");
+        assert!(veer_testkit::clock::std_since(started) < Duration::from_secs(3), "load run hung");
         assert_eq!(report.samples.len(), 100);
         let late = Duration::from_millis(600);
         assert!(report.samples.iter().filter(|s| s.sent_at >= late).all(|s| s.status.is_none()));

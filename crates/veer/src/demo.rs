@@ -215,7 +215,7 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
     let expected = u128::from(opts.rate) * duration.as_millis() / 1000;
     let capacity = usize::try_from(expected).unwrap_or(usize::MAX).clamp(1, 1 << 20) + 64;
     let (samples_tx, mut samples) = mpsc::channel(capacity);
-    let t0 = Instant::now();
+    let t0 = crate::clock::now();
     let t0_unix_ms = unix_ms_now();
     let load = tokio::spawn(veer_testkit::run_live(spec, samples_tx));
     let (phase_tx, mut phase_rx) = watch::channel(Phase::Steady);
@@ -241,12 +241,12 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
                     let phase = *phase_rx.borrow_and_update();
                     view.phase = phase;
                     if !live {
-                        crate::out::say!("t={:>3.0}s  phase {}/3: {}", t0.elapsed().as_secs_f64(), phase.number(), phase.text());
+                        crate::out::say!("t={:>3.0}s  phase {}/3: {}", crate::clock::since(t0).as_secs_f64(), phase.number(), phase.text());
                     }
                 }
                 Err(_) => phases_done = true,
             },
-            _ = ticker.tick() => view.render(t0.elapsed(), &west.events),
+            _ = ticker.tick() => view.render(crate::clock::since(t0), &west.events),
             _ = &mut interrupt => {
                 load.abort();
                 outage.abort();
@@ -255,7 +255,7 @@ async fn drive(world: &World, opts: DemoOptions) -> Result<ExitCode, String> {
             }
         }
     }
-    view.render(t0.elapsed(), &west.events);
+    view.render(crate::clock::since(t0), &west.events);
     let report = load.await.map_err(|e| format!("the load generator stopped: {e}"))?;
     let (stop_at, restore_at) = outage.await.map_err(|e| format!("the outage task stopped: {e}"))??;
     Ok(summary(world, &report, stop_at, restore_at, &west.events.all(), t0_unix_ms))
@@ -281,11 +281,11 @@ async fn run_outage(
     phase_tx: watch::Sender<Phase>,
 ) -> Result<(Duration, Duration), String> {
     tokio::time::sleep_until(t0 + phase).await;
-    let stop_at = t0.elapsed();
+    let stop_at = crate::clock::since(t0);
     phase_tx.send_replace(Phase::Outage);
     set_all(&west, Mode::Refuse).await?;
     tokio::time::sleep_until(t0 + phase * 2).await;
-    let restore_at = t0.elapsed();
+    let restore_at = crate::clock::since(t0);
     phase_tx.send_replace(Phase::Recovery);
     set_all(&west, Mode::Ok).await?;
     Ok((stop_at, restore_at))

@@ -623,7 +623,7 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
     rt.block_on(active.set_mode(veer_testkit::Mode::Refuse)).expect("refuse");
     // A request refused by the active backend ejects it at once (and is retried on passive);
     // ask until the node's status shows it: each round trip is a request and a status call.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = veer_testkit::clock::std_now() + std::time::Duration::from_secs(10);
     let status = loop {
         let code = rt.block_on(get_status(&gateway, "www.example.com", "/", std::time::Duration::from_secs(5)));
         assert_eq!(code, Some(200), "the retry on passive answers");
@@ -640,7 +640,7 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
         if held {
             break v;
         }
-        assert!(std::time::Instant::now() < deadline, "the active endpoint was never shown ejected: {out}");
+        assert!(veer_testkit::clock::std_now() < deadline, "the active endpoint was never shown ejected: {out}");
     };
     let dest = |prefix: &str| {
         status["destinations"]
@@ -721,7 +721,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() {
     use std::io::BufReader;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let backend = rt.block_on(veer_testkit::Backend::start("only-1", "127.0.0.43:0".parse().expect("addr"))).expect("backend");
     let dir = std::env::temp_dir().join(format!("veer-emfile-test-{}", std::process::id()));
@@ -786,7 +786,7 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     });
     // Out of files, the admin listener still answers (it gives up its reserve file for one
     // connection at a time) and says the gateway ran into EMFILE.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(10);
     loop {
         let text = rt.block_on(async {
             let ask = async {
@@ -802,7 +802,7 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
         if text.as_deref().is_some_and(|t| metric(t, emfile) > 0.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "no answer from admin with EMFILE counted within 10 s: {text:?}");
+        assert!(veer_testkit::clock::std_now() < deadline, "no answer from admin with EMFILE counted within 10 s: {text:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     // Still out of files: veer waits, it does not spin.
@@ -812,10 +812,10 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0);
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    let (t0, c0) = (veer_testkit::clock::std_now(), cpu_ticks(pid));
     std::thread::sleep(Duration::from_secs(2));
     let used = (cpu_ticks(pid) - c0) as f64 / ticks_per_s;
-    let elapsed = t0.elapsed().as_secs_f64();
+    let elapsed = veer_testkit::clock::std_since(t0).as_secs_f64();
     assert!(used < 0.3 * elapsed, "veer used {used:.2} s of CPU in {elapsed:.2} s while out of files");
     assert_eq!(rt.block_on(get_status(&admin, "admin", "/healthz", Duration::from_secs(5))), Some(200), "admin answers while out of files");
     // The clients leave: veer serves again.

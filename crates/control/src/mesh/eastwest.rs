@@ -22,8 +22,9 @@ use veer_model::set::ManifestSet;
 use super::catalog::{Catalog, WatchLine};
 use crate::events::{EventKind, Events};
 use crate::metrics::ControlMetrics;
+use veer_core::outcome::EastWestError;
 use veer_gateway::body::{Body, BodyError};
-use veer_gateway::failure::{connect_failure, io_source};
+use veer_gateway::failure::client_failure;
 use veer_gateway::link::{X_VEER_EASTWEST_ERROR, X_VEER_ENDPOINT, X_VEER_UPSTREAM_H2};
 use veer_gateway::responses::local_response;
 use veer_gateway::shared::Shared;
@@ -184,13 +185,15 @@ impl EastWest {
                 veer_gateway::request::remove_internal(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(BodyError::from).boxed())
             }
-            Err(e) if e.is_connect() && io_source(&e).is_some_and(|io| connect_failure(io).blame() == veer_core::outcome::Blame::Local) => {
-                failed(StatusCode::SERVICE_UNAVAILABLE, "local", &format!("this node could not open a connection to {target}: {e}"))
-            }
-            Err(e) if e.is_connect() => {
-                failed(StatusCode::SERVICE_UNAVAILABLE, "connect", &format!("{target} refused or did not accept the connection"))
-            }
-            Err(e) => failed(StatusCode::BAD_GATEWAY, "reset", &format!("{target}: {e}")),
+            Err(e) => match EastWestError::for_failed_try(client_failure(&e)) {
+                error @ EastWestError::Local => {
+                    failed(StatusCode::SERVICE_UNAVAILABLE, error, &format!("this node could not open a connection to {target}: {e}"))
+                }
+                error @ (EastWestError::Connect | EastWestError::Refused) => {
+                    failed(StatusCode::SERVICE_UNAVAILABLE, error, &format!("{target} refused or did not accept the connection"))
+                }
+                error @ EastWestError::Reset => failed(StatusCode::BAD_GATEWAY, error, &format!("{target}: {e}")),
+            },
         }
     }
 
@@ -240,12 +243,12 @@ fn line(msg: &WatchLine) -> Bytes {
 }
 
 fn refused(status: StatusCode, text: &str) -> Response<Body> {
-    failed(status, "refused", text)
+    failed(status, EastWestError::Refused, text)
 }
 
-fn failed(status: StatusCode, what: &'static str, text: &str) -> Response<Body> {
+fn failed(status: StatusCode, error: EastWestError, text: &str) -> Response<Body> {
     let mut r = local_response(status, text);
-    r.headers_mut().insert(X_VEER_EASTWEST_ERROR, HeaderValue::from_static(what));
+    r.headers_mut().insert(X_VEER_EASTWEST_ERROR, HeaderValue::from_static(error.as_header_value()));
     r
 }
 

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
+use crate::clock;
 use crate::FastMap;
 pub use codec::UpstreamError;
 use codec::{ChunkState, Decoded, RequestFraming, ResponseFraming, ResponseHead};
@@ -379,7 +380,7 @@ impl Streaming {
         self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
             if self.keep_alive {
-                self.pool.checkin(self.addr, conn, Instant::now());
+                self.pool.checkin(self.addr, conn, clock::now());
             }
         }
     }

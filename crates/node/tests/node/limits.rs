@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::*;
 
@@ -42,7 +41,7 @@ async fn next_frame(s: &mut TcpStream) -> Option<Frame> {
 /// veer closes the connection, answering PINGs when `pong`. Returns whether a GOAWAY came
 /// and how long the connection lived.
 async fn idle_h2c(addr: SocketAddr, pong: bool) -> (bool, Duration) {
-    let start = Instant::now();
+    let start = veer_testkit::clock::now();
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut hello = H2_PREFACE.to_vec();
     hello.extend(frame(SETTINGS, 0, &[]));
@@ -64,7 +63,7 @@ async fn idle_h2c(addr: SocketAddr, pong: bool) -> (bool, Duration) {
     })
     .await;
     assert!(closed.is_ok(), "an idle h2c connection is still open after {HELD:?}");
-    (goaway, start.elapsed())
+    (goaway, veer_testkit::clock::since(start))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +149,7 @@ async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
 /// Writes `bytes` one write every `every` (cycling) until veer closes the connection; panics if
 /// it is still open after [`HELD`]. Returns how long it lived and what veer sent.
 async fn trickle(addr: SocketAddr, bytes: &[u8], chunk: usize, every: Duration) -> (Duration, String) {
-    let start = Instant::now();
+    let start = veer_testkit::clock::now();
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let mut got = Vec::new();
     let mut tick = tokio::time::interval(every);
@@ -173,7 +172,7 @@ async fn trickle(addr: SocketAddr, bytes: &[u8], chunk: usize, every: Duration) 
     })
     .await;
     assert!(closed.is_ok(), "a client sending {:?} is still served after {HELD:?}", String::from_utf8_lossy(bytes));
-    (start.elapsed(), String::from_utf8_lossy(&got).into_owned())
+    (veer_testkit::clock::since(start), String::from_utf8_lossy(&got).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +195,7 @@ async fn empty_lines_slow_heads_and_silence_do_not_keep_an_http1_connection_open
     s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
     until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
-    let start = Instant::now();
+    let start = veer_testkit::clock::now();
     let closed = tokio::time::timeout(HELD, async {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -211,7 +210,7 @@ async fn empty_lines_slow_heads_and_silence_do_not_keep_an_http1_connection_open
     })
     .await;
     assert!(closed.is_ok(), "a parked connection sending empty lines is still open after {HELD:?}");
-    assert!(start.elapsed() >= idle / 2, "{:?}", start.elapsed());
+    assert!(veer_testkit::clock::since(start) >= idle / 2, "{:?}", veer_testkit::clock::since(start));
     // Silence, and half an HTTP/2 preface, are closed too.
     for hello in [&b""[..], &H2_PREFACE[..16]] {
         let mut s = TcpStream::connect(node.listen).await.expect("connect");
@@ -334,7 +333,7 @@ async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_o
     s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
     until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
-    let parked = Instant::now();
+    let parked = veer_testkit::clock::now();
     // A client that comes back late with a slow head gets what is left of the idle time, not
     // a fresh idle timeout: ~0.5 s here (a fresh one would be 3 s).
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -352,7 +351,7 @@ async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_o
     })
     .await;
     assert!(closed.is_ok(), "still open after {HELD:?}");
-    let lived = parked.elapsed();
+    let lived = veer_testkit::clock::since(parked);
     assert!(lived < idle + Duration::from_millis(1500), "closed {lived:?} after parking, idle timeout {idle:?}");
     node.stop().await;
     for b in central.into_iter().chain(test) {

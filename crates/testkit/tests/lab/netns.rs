@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use veer_testkit::netns::{Lab, NsRuntime};
@@ -96,8 +96,8 @@ fn clusters_reach_each_other_on_eth0_but_each_loopback_is_private() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
     b.block_on(connect(port)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while accepted.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(2);
+    while accepted.load(Ordering::SeqCst) == 0 && veer_testkit::clock::std_now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -157,10 +157,10 @@ fn cut_partitions_a_cluster_and_restore_heals_it() {
     a.block_on(connect(port)).unwrap();
 
     lab.cut("b").unwrap();
-    let started = Instant::now();
+    let started = veer_testkit::clock::std_now();
     let cut_off = a.block_on(connect(port));
     assert_eq!(cut_off.unwrap_err().kind(), io::ErrorKind::TimedOut);
-    assert!(started.elapsed() >= CONNECT_TIMEOUT);
+    assert!(veer_testkit::clock::std_since(started) >= CONNECT_TIMEOUT);
     let outbound = b.block_on(connect(port_a));
     assert_eq!(outbound.unwrap_err().kind(), io::ErrorKind::TimedOut);
     // Inside b nothing changed: its own address still answers.
@@ -182,10 +182,10 @@ fn commands_run_inside_the_namespace() {
 
     // `ip netns exec` execs in place: the child is the program, so killing it leaves nothing behind.
     let mut child = lab.command("b", "sleep").arg("30").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(2);
     let comm = format!("/proc/{}/comm", child.id());
     while fs::read_to_string(&comm).unwrap().trim() != "sleep" {
-        assert!(Instant::now() < deadline, "the child never became `sleep`");
+        assert!(veer_testkit::clock::std_now() < deadline, "the child never became `sleep`");
         std::thread::sleep(Duration::from_millis(5));
     }
     let child_ns = fs::metadata(format!("/proc/{}/ns/net", child.id())).unwrap();

@@ -99,7 +99,7 @@ impl Lab {
         let node = self.node(name)?;
         let seen = node.events.last_seq();
         change()?;
-        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        let deadline = crate::clock::now() + APPLY_TIMEOUT;
         loop {
             for event in node.events.since(seen) {
                 match event.kind {
@@ -108,7 +108,7 @@ impl Lab {
                     _ => {}
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if crate::clock::now() >= deadline {
                 return Err(format!("the {name} node did not apply the change within {APPLY_TIMEOUT:?}"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -123,7 +123,7 @@ impl Lab {
             seen.push((*name, self.node(name)?.events.last_seq()));
         }
         change()?;
-        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        let deadline = crate::clock::now() + APPLY_TIMEOUT;
         let mut waiting = seen;
         while !waiting.is_empty() {
             let mut still = Vec::new();
@@ -144,7 +144,7 @@ impl Lab {
             if waiting.is_empty() {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if crate::clock::now() >= deadline {
                 let names: Vec<&str> = waiting.iter().map(|(n, _)| *n).collect();
                 return Err(format!("the {} node(s) did not apply the change within {APPLY_TIMEOUT:?}", names.join(", ")));
             }

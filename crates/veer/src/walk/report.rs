@@ -35,14 +35,14 @@ struct Step {
 impl Walk {
     pub fn new(seed: Seed, opts: WalkOptions) -> Walk {
         let live = !opts.plain && std::io::stdout().is_terminal();
-        let walk = Walk { seed, live, started: Instant::now(), steps: Vec::new(), live_line: false, requests: 0, errors: 0 };
+        let walk = Walk { seed, live, started: crate::clock::now(), steps: Vec::new(), live_line: false, requests: 0, errors: 0 };
         walk.print(&format!("veer demo {} ({}): {}", seed.number(), seed.alias(), seed.title()));
         walk
     }
 
     /// Time since the walk started.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        crate::clock::since(self.started)
     }
 
     /// Starts the next step: its title and what the seed document says should happen.

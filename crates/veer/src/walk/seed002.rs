@@ -111,13 +111,13 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         "the platform team adds adoptsRegions: [weu] to NEU's ClusterIdentity",
         "NEU generates two DNSEndpoints (its zone and WEU's, both → aks01-neu-internal.example.com); NEU's external-dns-weu takes over the WEU zone (same owner ID); the WEU zone points to the NEU cluster's IP; WEU users' requests flow to NEU",
     );
-    let edited = tokio::time::Instant::now();
+    let edited = crate::clock::now();
     lab.apply_all(&["aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTS_WEU)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-neu-01").await;
     if zone.as_ref().is_some_and(|z| z.server == "aks-neu-01") {
         walk.figure(&format!(
             "WEU zone served by aks-neu-01 {:.0} ms after the ClusterIdentity was written",
-            edited.elapsed().as_secs_f64() * 1000.0
+            crate::clock::since(edited).as_secs_f64() * 1000.0
         ));
     }
     let neu_ip = REGIONS[1].2;
@@ -168,13 +168,13 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         "recovery, option 1: the platform team removes the adoption (adoptsRegions: [] in NEU's ClusterIdentity)",
         "NEU stops generating WEU DNSEndpoints and stops updating the WEU zone; WEU's external-dns-weu takes over again; the DNS records switch back to the WEU cluster's IP",
     );
-    let edited = tokio::time::Instant::now();
+    let edited = crate::clock::now();
     lab.apply_all(&["aks-weu-01", "aks-neu-01", "aks-frc-01"], || lab.write(&dir, "neu-identity.yaml", NEU_ADOPTION_REMOVED)).await?;
     let zone = until_zone(lab, "weu", |z| z.server == "aks-weu-01").await;
     if zone.as_ref().is_some_and(|z| z.server == "aks-weu-01") {
         walk.figure(&format!(
             "WEU zone served by aks-weu-01 again {:.0} ms after the ClusterIdentity was written",
-            edited.elapsed().as_secs_f64() * 1000.0
+            crate::clock::since(edited).as_secs_f64() * 1000.0
         ));
     }
     let ok = zone.as_ref().is_some_and(|z| {
@@ -193,7 +193,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         "RegionBound: WEU's DNSPolicy for myapp becomes mode RegionBound (sourceRegion weu, sourceCluster aks01)",
         "the WEU cluster generates DNSEndpoints for all regions and writes every regional zone; all records point to the WEU cluster; users in all regions get the WEU cluster's IP; cross-region traffic flows to WEU",
     );
-    let edited = tokio::time::Instant::now();
+    let edited = crate::clock::now();
     lab.apply_all(&["aks-weu-01", "aks-neu-01", "aks-frc-01"], || lab.write(&dir, "seed.yaml", WEU_REGION_BOUND)).await?;
     let mut zones = Vec::new();
     for (region, _, _, _) in REGIONS {
@@ -202,7 +202,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     if zones.iter().all(|z| z.as_ref().is_some_and(|z| z.server == "aks-weu-01")) {
         walk.figure(&format!(
             "every zone served by aks-weu-01 {:.0} ms after the DNSPolicy was written",
-            edited.elapsed().as_secs_f64() * 1000.0
+            crate::clock::since(edited).as_secs_f64() * 1000.0
         ));
     }
     for ((region, _, _, _), zone) in REGIONS.iter().zip(&zones) {
@@ -325,10 +325,10 @@ async fn zone_of(lab: &Lab, region: &str) -> Option<Zone> {
 /// Asks again every 20 ms until `region`'s zone is as `wanted` (or [`DNS_LIMIT`] passes), and
 /// returns it as then seen.
 async fn until_zone(lab: &Lab, region: &str, wanted: impl Fn(&Zone) -> bool) -> Option<Zone> {
-    let deadline = tokio::time::Instant::now() + DNS_LIMIT;
+    let deadline = crate::clock::now() + DNS_LIMIT;
     loop {
         let zone = zone_of(lab, region).await;
-        if zone.as_ref().is_some_and(&wanted) || tokio::time::Instant::now() >= deadline {
+        if zone.as_ref().is_some_and(&wanted) || crate::clock::now() >= deadline {
             return zone;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -178,13 +178,13 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
 
 /// Waits until `node` records that `peer` is connected (its first catalog arrived over mTLS).
 async fn peer_connected(node: &Node, peer: &str, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = crate::clock::now() + limit;
     let wanted = format!("cluster {peer} is connected");
     loop {
         if node.events.all().iter().any(|e| e.kind == EventKind::PeerRecovered && e.reason.contains(&wanted)) {
             return true;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if crate::clock::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

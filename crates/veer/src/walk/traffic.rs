@@ -91,12 +91,12 @@ impl Traffic {
             }
         });
         let load = tokio::spawn(veer_testkit::run_live(spec, tx));
-        Traffic { name: name.to_string(), started: Instant::now(), answers, collector, load }
+        Traffic { name: name.to_string(), started: crate::clock::now(), answers, collector, load }
     }
 
     /// Time since the client started, on the clock of its samples.
     pub fn now(&self) -> Duration {
-        self.started.elapsed()
+        crate::clock::since(self.started)
     }
 
     /// Who answered the requests that completed in `[from, to)`.
@@ -130,7 +130,7 @@ impl Traffic {
     /// showing the live split meanwhile. Returns how long after `from` the answers began to be as
     /// wanted for good (to 10 ms), or `None` after `timeout`.
     pub async fn settle(&self, walk: &mut Walk, from: Duration, timeout: Duration, wanted: impl Fn(&Split) -> bool) -> Option<Duration> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::now() + timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
@@ -146,7 +146,7 @@ impl Traffic {
                 }
                 return Some(since.saturating_sub(from));
             }
-            if Instant::now() >= deadline {
+            if crate::clock::now() >= deadline {
                 return None;
             }
         }
@@ -155,9 +155,9 @@ impl Traffic {
     /// Lets the client run for `d` and returns who answered then.
     pub async fn watch(&self, walk: &mut Walk, d: Duration) -> Split {
         let from = self.now();
-        let end = Instant::now() + d;
+        let end = crate::clock::now() + d;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        while Instant::now() < end {
+        while crate::clock::now() < end {
             tick.tick().await;
             walk.live(&format!("{}: {}", self.name, self.split(from, self.now())));
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use veer_testkit::netns::{Lab, NsRuntime};
@@ -131,9 +131,9 @@ impl World {
             .expect("spawn veer run in its namespace");
         self.sites[idx(name)].node = Some(child);
         let admin = self.admin(name);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = veer_testkit::clock::std_now() + Duration::from_secs(15);
         while get(&self.site(name).rt, admin, "/ready").map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "node {name} not ready in 15 s; log:\n{}", self.logs(name));
+            assert!(veer_testkit::clock::std_now() < deadline, "node {name} not ready in 15 s; log:\n{}", self.logs(name));
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -176,12 +176,12 @@ impl World {
     }
 
     fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&World) -> bool) -> Duration {
-        let start = Instant::now();
+        let start = veer_testkit::clock::std_now();
         while !ok(self) {
-            assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}; c1 log:\n{}", self.logs("c1"));
+            assert!(veer_testkit::clock::std_since(start) < timeout, "{what}: not within {timeout:?}; c1 log:\n{}", self.logs("c1"));
             std::thread::sleep(Duration::from_millis(20));
         }
-        start.elapsed()
+        veer_testkit::clock::std_since(start)
     }
 
     /// Open-loop load from inside `from`'s namespace to its own gateway, in the background.
@@ -390,10 +390,10 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
 
     // === c2 dies whole: node and backends ===
     let rate = 200;
-    let t0 = Instant::now();
+    let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 5.0);
     std::thread::sleep(Duration::from_millis(1500));
-    let killed_at = t0.elapsed();
+    let killed_at = veer_testkit::clock::std_since(t0);
     w.kill("c2");
     let r = w.finish("c1", run);
     assert_eq!(r.errors(), 0, "c2 killed: client errors: {:?}", errors(&r));
@@ -410,13 +410,13 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     );
 
     // === c2 comes back: traffic returns without a burst of errors ===
-    let t0 = Instant::now();
+    let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 5.0);
     std::thread::sleep(Duration::from_millis(500));
     w.start_backends("c2");
-    let restarted = t0.elapsed();
+    let restarted = veer_testkit::clock::std_since(t0);
     w.start_node("c2");
-    let node_up = t0.elapsed();
+    let node_up = veer_testkit::clock::std_since(t0);
     let r = w.finish("c1", run);
     assert_eq!(r.errors(), 0, "c2 restarted: client errors: {:?}", errors(&r));
     let back = settled_on(&r, "pay-c2").expect("traffic back on c2");
@@ -429,20 +429,20 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     );
 
     // === the link to c2 is cut, nothing killed ===
-    let t0 = Instant::now();
+    let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 9.0);
     std::thread::sleep(Duration::from_millis(1000));
     w.lab.cut("c2").expect("cut c2");
-    let cut = Instant::now();
-    let cut_at = t0.elapsed();
+    let cut = veer_testkit::clock::std_now();
+    let cut_at = veer_testkit::clock::std_since(t0);
     let stale = w.wait_for("c1 marks c2 stale or worse", Duration::from_secs(5), |w| {
         matches!(w.peer_phase("c1", "c2").as_str(), "stale" | "unhealthy")
     });
     let unhealthy = w.wait_for("c1 marks c2 unhealthy", Duration::from_secs(5), |w| w.peer_phase("c1", "c2") == "unhealthy").max(stale);
-    let cut_detect = cut.elapsed();
+    let cut_detect = veer_testkit::clock::std_since(cut);
     std::thread::sleep(Duration::from_millis(3000u64.saturating_sub(cut_detect.as_millis() as u64)));
     w.lab.restore("c2").expect("restore c2");
-    let restored = cut.elapsed();
+    let restored = veer_testkit::clock::std_since(cut);
     let recovered = w.wait_for("c1 hears c2 again", Duration::from_secs(8), |w| w.peer_phase("c1", "c2") == "fresh");
     let r = w.finish("c1", run);
     assert_eq!(r.errors(), 0, "link cut: client errors: {:?}", errors(&r));
