@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use veer_proxy::mesh::catalog::{merge, WatchLine};
+use veer_control::mesh::catalog::{merge, WatchLine};
 
 const WORLD: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {name: c1}\nspec: {network: n1, locality: {region: r1}}\n---\napiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {name: c2}\nspec: {network: n2, locality: {region: r2}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: ns, labels: {topology.istio.io/cluster: c2}}\nspec: {ports: [{name: http, port: 80}], selector: {app: s}}\n";
 
@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(WatchLine::Catalog(catalog)) = serde_json::from_slice::<WatchLine>(data) else { return };
     let set = veer_model::from_sources(&[("world.yaml".to_string(), WORLD.to_string())]).set;
     let merged = merge(&set, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(catalog))]));
-    let _ = veer_proxy::snapshot::Snapshot::build(&merged, "c1", &Default::default(), &Default::default(), 1);
+    let _ = veer_gateway::snapshot::Snapshot::build(&merged, "c1", &Default::default(), &Default::default(), 1);
 });

@@ -6,7 +6,7 @@
 
 use http::header::{HeaderMap, HeaderValue, HOST};
 use libfuzzer_sys::fuzz_target;
-use veer_proxy::request::{check_head, normalize_path};
+use veer_gateway::request::{check_head, normalize_path};
 
 fuzz_target!(|data: &[u8]| {
     let (path, host) = match data.iter().position(|&b| b == 0) {

@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use veer_proxy::upstream::codec::{decode_chunked, parse_response_head, ChunkState, Decoded, ResponseFraming};
+use veer_gateway::upstream::codec::{decode_chunked, parse_response_head, ChunkState, Decoded, ResponseFraming};
 
 fn chunked(wire: &[u8], cut: usize) -> Option<Vec<u8>> {
     let mut state = ChunkState::Size;

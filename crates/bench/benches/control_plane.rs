@@ -6,7 +6,7 @@
 //!
 //! - `tables_*`: `veer_core::table::build` alone, over destinations resolved beforehand (all
 //!   clusters share one network, so a service resolves to the same endpoints for every client).
-//! - `snapshot_*`: `veer_proxy::snapshot::Snapshot::build`, what a node does at start and for
+//! - `snapshot_*`: `veer_gateway::snapshot::Snapshot::build`, what a node does at start and for
 //!   every destination a reload changes: resolve every host, build its table, pick weights and
 //!   explain report.
 //! - `reload_unchanged_one_node`: a reload that changes no destination
@@ -25,7 +25,7 @@ use common::{cluster_down_tables, issue, snapshot, snapshot_all_nodes, tables_al
 use std::sync::Arc;
 
 use veer_core::topology::Labels;
-use veer_proxy::snapshot::{Snapshot, Unhealthy};
+use veer_gateway::snapshot::{Snapshot, Unhealthy};
 
 // glibc's allocator hands the tables' tens of MiB back to the kernel after every run and faults
 // them in again on the next, which is a fifth of these timings and nothing veer does.

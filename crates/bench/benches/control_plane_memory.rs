@@ -6,7 +6,7 @@
 //! `VEER_BENCH_FULL_MESH=1` to add every service in every cluster (100,000 endpoints).
 
 use peak_alloc::PeakAlloc;
-use veer_proxy::snapshot::Unhealthy;
+use veer_gateway::snapshot::Unhealthy;
 
 mod common;
 use common::{cluster_down_tables, full_mesh, issue, snapshot, snapshot_all_nodes, tables_all_clients, tables_for, Prepared, NODE};

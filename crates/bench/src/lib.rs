@@ -6,7 +6,7 @@
 //! turning on locality failover (same zone, then same region, then anywhere) with outlier
 //! detection. [`world`] writes it as the YAML a user would (one source per cluster plus one for
 //! the rules), so benchmarks measure the real path: `veer_model::from_sources`, then
-//! `veer_model::resolve` + `veer_core::table::build`, or `veer_proxy::snapshot::Snapshot::build`.
+//! `veer_model::resolve` + `veer_core::table::build`, or `veer_gateway::snapshot::Snapshot::build`.
 //!
 //! Endpoint addresses are loopback addresses that nothing ever connects to.
 

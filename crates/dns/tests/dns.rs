@@ -15,10 +15,10 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use veer_dns::{DnsConfig, DnsServer, RrlConfig};
-use veer_proxy::node::{Node, NodeConfig};
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, World};
 
-/// Starts veer nodes in a test [`World`] (the node is veer-proxy's; the world knows none).
+/// Starts veer nodes in a test [`World`] (the node is veer-node's; the world knows none).
 trait NodeWorld {
     /// A node of `cluster` with its gateway on 127.{net}.{group}.1 and DNS on 127.{net}.{group}.53.
     async fn node(&self, cluster: &str, group: u8) -> Node;

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use veer_proxy::events::{Event, EventKind, Events};
-use veer_proxy::node::{Node, NodeConfig};
+use veer_control::events::{Event, EventKind, Events};
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{Backend, LoadReport, LoadSpec, Mode, Sample};
 
 /// How the demo runs.

@@ -236,8 +236,8 @@ fn init_logs(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-async fn run_node(cfg: veer_proxy::node::NodeConfig) -> Result<ExitCode, String> {
-    let node = veer_proxy::node::Node::start(cfg).await?;
+async fn run_node(cfg: veer_node::node::NodeConfig) -> Result<ExitCode, String> {
+    let node = veer_node::node::Node::start(cfg).await.map_err(|e| e.to_string())?;
     tracing::info!(gateway = %node.listen, admin = %node.admin, "veer node running; Ctrl-C to stop");
     wait_for_stop().await;
     node.stop().await;
@@ -293,8 +293,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             init_logs(log_json);
             // Before the limits are derived from it.
-            let files_limit = veer_proxy::server::raise_nofile_limit();
-            let mut cfg = veer_proxy::node::NodeConfig::new(files, &cluster);
+            let files_limit = veer_gateway::server::raise_nofile_limit();
+            let mut cfg = veer_node::node::NodeConfig::new(files, &cluster);
             if let Some(n) = max_connections {
                 cfg.limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
             }
@@ -307,10 +307,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if !(peer_stale_after < peer_unhealthy_after && peer_unhealthy_after < peer_forget_after) {
                 return Err(format!("expected --peer-stale-after < --peer-unhealthy-after < --peer-forget-after, got {peer_stale_after:?}, {peer_unhealthy_after:?}, {peer_forget_after:?}"));
             }
-            cfg.mesh = certs.map(|certs| veer_proxy::node::MeshConfig {
+            cfg.mesh = certs.map(|certs| veer_node::node::MeshConfig {
                 certs,
                 east_west,
-                aging: veer_proxy::mesh::peers::Aging {
+                aging: veer_control::mesh::peers::Aging {
                     stale_after: peer_stale_after,
                     unhealthy_after: peer_unhealthy_after,
                     forget_after: peer_forget_after,
@@ -319,7 +319,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             });
             cfg.workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
             if !no_pin_workers {
-                cfg.worker_cpus = veer_proxy::cpus::plan(cfg.workers);
+                cfg.worker_cpus = veer_node::cpus::plan(cfg.workers);
             }
             // Thread per core: this thread's runtime is the first worker; the node starts the others.
             tokio::runtime::Builder::new_current_thread()

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 use veer_bench::{cluster_name, service_host, world, Scale};
 use veer_core::table::{self, Table};
 use veer_core::topology::{Client, Health, Labels};
+use veer_gateway::snapshot::{Snapshot, Unhealthy};
 use veer_model::resolve::{self, Destination};
 use veer_model::set::ManifestSet;
-use veer_proxy::snapshot::{Snapshot, Unhealthy};
 
 /// The node whose snapshot is built, and the cluster that fails.
 pub const NODE: usize = 0;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use veer_proxy::events::EventKind;
-use veer_proxy::node::{Node, NodeConfig};
+use veer_control::events::EventKind;
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::Backend;
 
 use super::Seed;

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use veer_proxy::node::{Node, NodeConfig};
+use veer_node::node::{Node, NodeConfig};
 
 use super::{Lab, Split, Traffic, Walk, WalkOptions};
 

@@ -10,7 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use veer_proxy::node::{Node, NodeConfig};
+use veer_node::node::{Node, NodeConfig};
 use veer_testkit::Mode;
 
 use super::{Lab, Split, Traffic, Walk, WalkOptions};
@@ -127,7 +127,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
         "reviews with red stars, corresponding to reviews-v3, which only exists on remote-cluster: the requests fail over to the second service in the list",
     );
     let from = client.now();
-    let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_proxy::events::unix_ms());
+    let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_control::events::unix_ms());
     set_mode(walk, lab, &[V1.0, V2.0], Mode::Refuse).await?;
     let took = client.settle(walk, from, SWITCH_LIMIT, |s| s.all_from(&[V3.0])).await;
     super::report_switch(walk, &client, from, took, "to reviews-v3 (remote-cluster)");
@@ -142,7 +142,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
     );
     walk.info("veer re-admits an ejected endpoint once its ejection ends (baseEjectionTime: SMH's default 30 s, checked every interval: 10 s) and a probe passes");
     let from = client.now();
-    let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_proxy::events::unix_ms());
+    let (seen, at) = (lab.node(CLUSTER)?.events.last_seq(), veer_control::events::unix_ms());
     set_mode(walk, lab, &[V1.0, V2.0], Mode::Ok).await?;
     let took = client.settle(walk, from, BACK_LIMIT, |s| s.all_from(&[V1.0, V2.0])).await;
     super::report_switch(walk, &client, from, took, "back to reviews-v1/v2");
@@ -158,7 +158,7 @@ pub async fn walk(walk: &mut Walk, lab: &mut Lab, opts: WalkOptions) -> Result<(
 
 /// The node's ejections, re-admissions and priority changes since `seen`, timed from `at`.
 fn show_events(walk: &mut Walk, node: &Node, seen: u64, at: u64) {
-    use veer_proxy::events::EventKind::{Ejection, PriorityChange, ReEjection, Unejection};
+    use veer_control::events::EventKind::{Ejection, PriorityChange, ReEjection, Unejection};
     for e in node.events.since(seen).into_iter().filter(|e| matches!(e.kind, Ejection | ReEjection | Unejection | PriorityChange)) {
         let secs = e.time_unix_ms.saturating_sub(at) as f64 / 1000.0;
         let what = e.endpoint.clone().or(e.destination.clone()).unwrap_or_default();

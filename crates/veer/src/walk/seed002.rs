@@ -16,7 +16,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-use veer_proxy::node::NodeConfig;
+use veer_node::node::NodeConfig;
 
 use super::{Lab, Split, Traffic, Walk, WalkOptions};
 

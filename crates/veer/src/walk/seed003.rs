@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use veer_proxy::events::EventKind;
-use veer_proxy::node::{MeshConfig, Node, NodeConfig};
+use veer_control::events::EventKind;
+use veer_node::node::{MeshConfig, Node, NodeConfig};
 
 use super::{Lab, Split, Traffic, Walk, WalkOptions};
 

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use veer_proxy::node::NodeConfig;
+use veer_node::node::NodeConfig;
 
 use super::{Lab, Traffic, Walk, WalkOptions};
 

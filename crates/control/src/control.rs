@@ -1,0 +1,874 @@
+//! The control loop: it alone owns mutable routing state (manifests, outlier detectors, health
+//! checks, re-admission probes) and publishes a new snapshot whenever any of it changes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Random, Verdict};
+use veer_core::policy::ActiveHealthCheck;
+use veer_core::topology::Labels;
+use veer_model::set::ManifestSet;
+
+use crate::events::{EventKind, Events};
+use crate::manifests::{Baseline, Reload, Watcher};
+use crate::mesh::catalog::{self, Catalog};
+use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
+use crate::metrics::ControlMetrics;
+use crate::status::ControlStatus;
+use veer_core::outcome::{Blame, TryEnd};
+use veer_gateway::link::{PeerLink, X_VEER_EASTWEST_ERROR};
+use veer_gateway::remote::Remote;
+use veer_gateway::shared::{OutcomeReport, Shared};
+use veer_gateway::snapshot::{Snapshot, Unhealthy};
+
+/// Where the node's manifests come from and who it is.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub files: Vec<PathBuf>,
+    pub cluster: String,
+    pub labels: Labels,
+    /// How often [`crate::manifests`] looks at the manifest files besides inotify's wake-ups
+    /// (their metadata; their contents are read when it changed, and every 20 looks regardless).
+    pub reload_every: Duration,
+    /// Where every accepted set is saved, for a restart whose files do not validate.
+    pub state_dir: Option<PathBuf>,
+    /// The addresses of `spec.gateway.ports` the node bound at start (as configured): a set
+    /// that needs others is refused, since its routes would be served on sockets that do not
+    /// exist (or no longer should).
+    pub listener_addrs: Vec<std::net::SocketAddr>,
+    /// Set when the node is meshed with peer nodes.
+    pub mesh: Option<MeshSetup>,
+}
+
+/// What a meshed node's control loop needs: how to age peers, how to reach them, and where to
+/// publish its own catalog.
+#[derive(Clone)]
+pub struct MeshSetup {
+    pub aging: Aging,
+    pub client: Arc<rustls::ClientConfig>,
+    pub catalog: watch::Sender<Arc<Catalog>>,
+}
+
+impl std::fmt::Debug for MeshSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshSetup").field("aging", &self.aging).finish_non_exhaustive()
+    }
+}
+
+/// Results of probes and health checks, sent back to the loop by the tasks that run them.
+#[derive(Debug)]
+enum Msg {
+    Readmission { dest: String, endpoint: String, ok: bool, detail: String },
+    Health { dest: String, endpoint: String, ok: bool, detail: String },
+}
+
+#[derive(Debug)]
+struct HealthState {
+    healthy: bool,
+    ok_run: u32,
+    fail_run: u32,
+    task: JoinHandle<()>,
+}
+
+/// Randomness for jitter and enforcement rolls.
+struct Rng(fastrand::Rng);
+
+impl Random for Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.u32(..)
+    }
+}
+
+/// The control loop's state.
+pub struct Control {
+    cfg: ControlConfig,
+    shared: Arc<Shared>,
+    events: Arc<Events>,
+    metrics: Arc<ControlMetrics>,
+    /// What `veer status` shows of the loop's state, published here.
+    status: Arc<ControlStatus>,
+    set: ManifestSet,
+    /// What `set` was read from, until `run` hands it to the watcher.
+    baseline: Baseline,
+    detectors: HashMap<String, OutlierDetector<String>>,
+    next_sweep: HashMap<String, Duration>,
+    /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
+    pending: HashSet<(String, String)>,
+    health: HashMap<(String, String), HealthState>,
+    active: HashMap<String, i64>,
+    /// Destinations whose health changed since the last snapshot; `None`: rebuild everything
+    /// (start, reload).
+    dirty: Option<HashSet<String>>,
+    generation: u64,
+    start: Instant,
+    rng: Rng,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Every accepted manifest set, for those that follow it (the DNS server's records, the
+    /// east-west listener); created when the first subscribes.
+    manifests: Option<watch::Sender<Arc<ManifestSet>>>,
+    /// Peer clusters, when meshed.
+    peers: Option<Peers>,
+    peer_rx: Option<mpsc::UnboundedReceiver<PeerMsg>>,
+    /// Remote health changed since the last snapshot: every table is rebuilt.
+    remote_dirty: bool,
+}
+
+/// The outlier detection veer applies when a destination configures none: only decisive
+/// failures (refused connects, resets) eject, for 30 s, at most half the endpoints.
+/// Why a destination's active priority moved from `before` to `active` (-1: no priority gets
+/// load), `serving` being the healthy endpoints at `active`. From none to some is neither a
+/// loss nor a recovery of one priority: the destination now has endpoints (the first time, or
+/// again), and -1 is never printed as if it were a priority.
+fn priority_change_reason(before: i64, active: i64, serving: usize) -> String {
+    let endpoints = if serving == 1 { "endpoint" } else { "endpoints" };
+    if active < 0 {
+        "no healthy endpoint left".to_string()
+    } else if before < 0 {
+        format!("now has {serving} healthy {endpoints} at priority {active}")
+    } else if active > before {
+        format!("priority {before} lost its healthy endpoints")
+    } else {
+        format!("priority {active} is healthy again")
+    }
+}
+
+fn fallback_outlier() -> OutlierConfig {
+    OutlierConfig {
+        enforcing_consecutive_5xx: 0,
+        enforcing_consecutive_gateway_failure: 0,
+        enforcing_consecutive_local_origin_failure: 0,
+        max_ejection_percent: 50,
+        interval: Duration::from_secs(1),
+        ..OutlierConfig::default()
+    }
+}
+
+impl Control {
+    pub fn new(
+        cfg: ControlConfig,
+        shared: Arc<Shared>,
+        events: Arc<Events>,
+        metrics: Arc<ControlMetrics>,
+        status: Arc<ControlStatus>,
+        set: ManifestSet,
+        baseline: Baseline,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = Control {
+            cfg,
+            shared,
+            events,
+            metrics,
+            status,
+            set,
+            baseline,
+            detectors: HashMap::new(),
+            next_sweep: HashMap::new(),
+            pending: HashSet::new(),
+            health: HashMap::new(),
+            active: HashMap::new(),
+            dirty: None,
+            generation: 0,
+            start: Instant::now(),
+            rng: Rng(fastrand::Rng::new()),
+            tx,
+            rx,
+            manifests: None,
+            peers: None,
+            peer_rx: None,
+            remote_dirty: false,
+        };
+        if let Some(mesh) = &c.cfg.mesh {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut peers = Peers::new(&c.cfg.cluster, mesh.aging, mesh.client.clone(), tx, c.events.clone(), c.metrics.clone());
+            peers.sync(&c.set);
+            c.peers = Some(peers);
+            c.peer_rx = Some(rx);
+        }
+        c.rebuild();
+        c
+    }
+
+    /// The manifest set in force now and every one a reload accepts later.
+    pub fn watch_manifests(&mut self) -> watch::Receiver<Arc<ManifestSet>> {
+        let set = &self.set;
+        self.manifests.get_or_insert_with(|| watch::channel(Arc::new(set.clone())).0).subscribe()
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Notes that `dest`'s health changed (a full rebuild pending covers it anyway).
+    fn touch(&mut self, dest: &str) {
+        if let Some(d) = &mut self.dirty {
+            d.insert(dest.to_string());
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut outcomes: mpsc::UnboundedReceiver<OutcomeReport>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        // The watcher's thread ends when `_stop_watcher` is dropped with this loop.
+        let (found, mut reloads) = mpsc::channel(1);
+        let (_stop_watcher, stop) = std::sync::mpsc::channel::<()>();
+        let watcher = Watcher::new(
+            self.cfg.files.clone(),
+            self.cfg.cluster.clone(),
+            self.cfg.labels.clone(),
+            self.cfg.reload_every,
+            std::mem::take(&mut self.baseline),
+        )
+        .with_health(self.metrics.manifest_watcher())
+        .with_state_dir(self.cfg.state_dir.clone());
+        if let Err(e) = watcher.spawn(found, stop) {
+            tracing::error!(target: "veer::reload", "cannot start the manifest watcher, so manifest changes are not applied: {e}");
+        }
+        let mut refill = tokio::time::interval(Duration::from_secs(1));
+        let mut peer_rx = self.peer_rx.take();
+        loop {
+            tokio::select! {
+                Some(m) = async { match &mut peer_rx { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    let now = self.now();
+                    let mut change = Change::default();
+                    if let Some(p) = &mut self.peers {
+                        change = p.on_msg(m, now);
+                        while let Some(Ok(m)) = peer_rx.as_mut().map(|rx| rx.try_recv()) {
+                            change = change.or(p.on_msg(m, now));
+                        }
+                    }
+                    if self.apply(change) { self.rebuild(); }
+                }
+                Some(o) = outcomes.recv() => {
+                    let mut changed = self.on_outcome(o);
+                    // Drain what is already queued so a burst costs one rebuild.
+                    while let Ok(o) = outcomes.try_recv() {
+                        changed |= self.on_outcome(o);
+                    }
+                    if changed { self.rebuild(); }
+                }
+                Some(m) = self.rx.recv() => {
+                    if self.on_msg(m) { self.rebuild(); }
+                }
+                _ = tick.tick() => {
+                    let now = self.now();
+                    let aged = self.peers.as_mut().map(|p| p.tick(now)).unwrap_or_default();
+                    let peers_changed = self.apply(aged);
+                    if self.sweep() || peers_changed { self.rebuild(); }
+                    self.publish_status();
+                }
+                Some(r) = reloads.recv() => self.reload(r),
+                _ = refill.tick() => {
+                    for d in &self.shared.snapshot.load().destinations { d.budget.refill(); }
+                }
+                // A node dropped without stop() drops the sender: that ends the loop too.
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() { break; }
+                }
+            }
+        }
+        for (_, h) in self.health.drain() {
+            h.task.abort();
+        }
+        if let Some(p) = &mut self.peers {
+            p.stop();
+        }
+    }
+
+    /// Notes what a peer change requires; returns whether a rebuild is due.
+    fn apply(&mut self, change: Change) -> bool {
+        if change.endpoints {
+            self.dirty = None;
+        } else if change.health {
+            self.remote_dirty = true;
+        }
+        change.endpoints || change.health
+    }
+
+    /// Peers and active priorities for `veer status`.
+    fn publish_status(&self) {
+        let Some(p) = &self.peers else { return };
+        self.status.peers.store(Arc::new(p.status()));
+    }
+
+    fn on_outcome(&mut self, o: OutcomeReport) -> bool {
+        let now = self.now();
+        if let Some((cluster, why)) = &o.gateway {
+            let change = match &mut self.peers {
+                Some(p) => p.gateway_failed(cluster, why, now),
+                None => Change::default(),
+            };
+            return self.apply(change);
+        }
+        let Some(det) = self.detectors.get_mut(&*o.destination) else { return false };
+        let endpoint = o.endpoint.to_string();
+        let verdict = if o.decisive {
+            det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng)
+        } else {
+            det.record(&endpoint, o.outcome, now, &mut self.rng)
+        };
+        match verdict {
+            Verdict::Ejected(e) => {
+                let reason =
+                    format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
+                self.metrics.ejection(&o.destination, &endpoint, &format!("{:?}", e.reason));
+                self.events.record(EventKind::Ejection, Some(&o.destination), Some(&endpoint), None, None, None, reason);
+                self.touch(&o.destination);
+                true
+            }
+            Verdict::Overflow { reason, .. } => {
+                let why = format!("{reason:?}: not ejected, max_ejection_percent {}% reached", det.config().max_ejection_percent);
+                self.events.record_refusal(EventKind::EjectionRefused, &why, Some(&o.destination), Some(&endpoint), why.clone());
+                false
+            }
+            Verdict::NotEnforced { .. } | Verdict::None => false,
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) -> bool {
+        let now = self.now();
+        match m {
+            Msg::Readmission { dest, endpoint, ok, detail } => {
+                if !self.pending.remove(&(dest.clone(), endpoint.clone())) {
+                    return false;
+                }
+                self.touch(&dest);
+                if ok {
+                    self.metrics.unejection(&dest, &endpoint);
+                    self.events.record(
+                        EventKind::Unejection,
+                        Some(&dest),
+                        Some(&endpoint),
+                        None,
+                        None,
+                        None,
+                        format!("ejection time over and re-admission probe passed ({detail})"),
+                    );
+                } else if let Some(det) = self.detectors.get_mut(&dest) {
+                    let v = det.eject_now(&endpoint, EjectionReason::ReadmissionProbeFailed, now, &mut self.rng);
+                    let reason = match &v {
+                        Verdict::Ejected(e) => format!("re-admission probe failed ({detail}); ejected again for {:?}", e.duration),
+                        _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
+                    };
+                    self.metrics.ejection(&dest, &endpoint, "ReadmissionProbeFailed");
+                    self.events.record(EventKind::ReEjection, Some(&dest), Some(&endpoint), None, None, None, reason);
+                }
+                true
+            }
+            Msg::Health { dest, endpoint, ok, detail } => {
+                let Some(check) = self.dest_health_check(&dest) else { return false };
+                // A health transition below returns true; touching on every result is harmless.
+                self.touch(&dest);
+                let key = (dest.clone(), endpoint.clone());
+                let Some(h) = self.health.get_mut(&key) else { return false };
+                if ok {
+                    h.ok_run += 1;
+                    h.fail_run = 0;
+                    if !h.healthy && h.ok_run >= check.healthy_threshold {
+                        h.healthy = true;
+                        self.events.record(
+                            EventKind::HealthCheckPassed,
+                            Some(&dest),
+                            Some(&endpoint),
+                            None,
+                            None,
+                            None,
+                            format!("{} passing checks", h.ok_run),
+                        );
+                        if let Some(det) = self.detectors.get_mut(&dest) {
+                            if det.uneject_by_health_check(&endpoint, now) {
+                                self.metrics.unejection(&dest, &endpoint);
+                                self.events.record(
+                                    EventKind::Unejection,
+                                    Some(&dest),
+                                    Some(&endpoint),
+                                    None,
+                                    None,
+                                    None,
+                                    "active health check passed",
+                                );
+                            }
+                        }
+                        return true;
+                    }
+                } else {
+                    h.fail_run += 1;
+                    h.ok_run = 0;
+                    if h.healthy && h.fail_run >= check.unhealthy_threshold {
+                        h.healthy = false;
+                        self.events.record(
+                            EventKind::HealthCheckFailed,
+                            Some(&dest),
+                            Some(&endpoint),
+                            None,
+                            None,
+                            None,
+                            format!("{} failed checks: {detail}", h.fail_run),
+                        );
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn dest_health_check(&self, dest: &str) -> Option<ActiveHealthCheck> {
+        self.shared.snapshot.load().destinations.iter().find(|d| &*d.key == dest).and_then(|d| d.resilience.active_health_check.clone())
+    }
+
+    /// Runs due sweeps; hosts whose ejection ended get a re-admission probe before they return.
+    fn sweep(&mut self) -> bool {
+        let now = self.now();
+        let mut changed = false;
+        let mut probes = Vec::new();
+        for (dest, det) in self.detectors.iter_mut() {
+            let due = self.next_sweep.entry(dest.clone()).or_insert(now + det.config().interval);
+            if now < *due {
+                continue;
+            }
+            *due = now + det.config().interval.max(Duration::from_millis(10));
+            for endpoint in det.sweep(now) {
+                self.pending.insert((dest.clone(), endpoint.clone()));
+                probes.push((dest.clone(), endpoint));
+                changed = true;
+            }
+        }
+        for (dest, endpoint) in probes {
+            self.touch(&dest);
+            self.spawn_probe(dest, endpoint);
+        }
+        changed
+    }
+
+    fn spawn_probe(&self, dest: String, endpoint: String) {
+        let snap = self.shared.snapshot.load();
+        let d = snap.destinations.iter().find(|d| *d.key == *dest);
+        let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
+        let h2 = d.is_some_and(|d| d.http2);
+        let host = d.and_then(|d| d.report.host.clone().into());
+        let via = d.and_then(|d| d.upstreams.iter().find(|u| *u.key == *endpoint)).and_then(|u| u.via.clone());
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // A probe this node could not even send (out of file descriptors) says nothing of
+            // the endpoint: it stays ejected and is probed again, never ejected harder.
+            let (ok, detail) = loop {
+                match probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, Duration::from_secs(1), &[]).await {
+                    Probe::Done(ok, detail) => break (ok, detail),
+                    Probe::Local(why) => {
+                        tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {why}; trying again in 1s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let _ = tx.send(Msg::Readmission { dest, endpoint, ok, detail });
+        });
+    }
+
+    /// Puts a set the watcher accepted in force, or says why the files were not taken.
+    fn reload(&mut self, found: Reload) {
+        let found = match found {
+            Reload::Accepted(set) => self.same_listeners(*set),
+            rejected => rejected,
+        };
+        let set = match found {
+            Reload::Accepted(set) => *set,
+            Reload::Rejected(why) => {
+                self.metrics.config_reload(false);
+                self.events.record(
+                    EventKind::ConfigRejected,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    format!("{why}; still serving generation {}", self.generation),
+                );
+                return;
+            }
+        };
+        self.set = set;
+        if let Some(tx) = &self.manifests {
+            tx.send_replace(Arc::new(self.set.clone()));
+        }
+        if let Some(p) = &mut self.peers {
+            p.sync(&self.set);
+        }
+        // New manifests: resolve everything again.
+        self.dirty = None;
+        self.rebuild();
+        self.metrics.config_reload(true);
+        self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
+    }
+
+    /// `set`, refused when it needs other client sockets than the node bound. Refused rather
+    /// than bound and closed on the fly: a socket that moves takes its clients' connections
+    /// with it, which is a restart's business, and until then the last good set keeps every
+    /// route on the socket it was served on.
+    fn same_listeners(&self, set: ManifestSet) -> Reload {
+        match set.listeners(&self.cfg.cluster) {
+            Ok(l) if l.extra == self.cfg.listener_addrs => Reload::Accepted(Box::new(set)),
+            Ok(l) => {
+                let list = |a: &[std::net::SocketAddr]| {
+                    if a.is_empty() {
+                        "none".to_string()
+                    } else {
+                        a.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                };
+                Reload::Rejected(format!(
+                    "listener addresses changed (spec.gateway.ports: bound {}, now {}); restart the node",
+                    list(&self.cfg.listener_addrs),
+                    list(&l.extra)
+                ))
+            }
+            Err(why) => Reload::Rejected(why),
+        }
+    }
+
+    /// Builds and publishes a new snapshot from the current manifests and health.
+    fn rebuild(&mut self) {
+        let mut unhealthy: Unhealthy = HashMap::new();
+        for (dest, det) in &self.detectors {
+            unhealthy.entry(dest.clone()).or_default().extend(det.ejected_hosts().cloned());
+        }
+        for (dest, ep) in &self.pending {
+            unhealthy.entry(dest.clone()).or_default().push(ep.clone());
+        }
+        for ((dest, ep), h) in &self.health {
+            if !h.healthy {
+                unhealthy.entry(dest.clone()).or_default().push(ep.clone());
+            }
+        }
+        self.generation += 1;
+        self.publish_holds();
+        self.publish_catalog(&unhealthy);
+        let remote_dirty = std::mem::take(&mut self.remote_dirty);
+        if let Some(changed) = self.dirty.replace(HashSet::new()) {
+            self.rebuild_health(&unhealthy, &changed, remote_dirty);
+            return;
+        }
+        let merged;
+        let set = match &self.peers {
+            Some(p) => {
+                merged = catalog::merge(&self.set, &self.cfg.cluster, &p.catalogs());
+                &merged
+            }
+            None => &self.set,
+        };
+        let snap = match Snapshot::build_after(
+            &self.shared.snapshot.load(),
+            set,
+            &self.cfg.cluster,
+            &self.cfg.labels,
+            &unhealthy,
+            self.remote(),
+            self.generation,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "veer::control", "cannot build routing snapshot: {e}");
+                return;
+            }
+        };
+        // Keep detectors and health checks in step with the destinations.
+        let mut live_checks = HashSet::new();
+        let mut keys = HashSet::new();
+        for d in &snap.destinations {
+            let key = d.key.to_string();
+            keys.insert(key.clone());
+            let config = d.resilience.outlier.unwrap_or_else(fallback_outlier);
+            let hosts: Vec<String> = d.upstreams.iter().map(|u| u.key.to_string()).collect();
+            match self.detectors.get_mut(&key) {
+                Some(det) if *det.config() == config => det.set_hosts(hosts),
+                _ => {
+                    self.detectors.insert(key.clone(), OutlierDetector::new(config, hosts));
+                }
+            }
+            if let Some(check) = &d.resilience.active_health_check {
+                for u in &d.upstreams {
+                    let id = (key.clone(), u.key.to_string());
+                    live_checks.insert(id.clone());
+                    if !self.health.contains_key(&id) {
+                        let task = self.spawn_health_check(
+                            id.0.clone(),
+                            id.1.clone(),
+                            u.via.clone(),
+                            check.clone(),
+                            d.http2,
+                            d.report.host.clone(),
+                        );
+                        self.health.insert(id, HealthState { healthy: true, ok_run: 0, fail_run: 0, task });
+                    }
+                }
+            }
+            self.observe(d);
+        }
+        self.detectors.retain(|k, _| keys.contains(k));
+        self.next_sweep.retain(|k, _| keys.contains(k));
+        self.active.retain(|k, _| keys.contains(k));
+        self.pending.retain(|(d, _)| keys.contains(d));
+        self.health.retain(|id, h| {
+            let keep = live_checks.contains(id);
+            if !keep {
+                h.task.abort();
+            }
+            keep
+        });
+        self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Why each held endpoint is held, for `veer status`: the same sources `rebuild` marks
+    /// endpoints unhealthy from, with the time an ejection ends.
+    fn publish_holds(&self) {
+        let now = self.start.elapsed();
+        let now_unix_ms = crate::events::unix_ms();
+        let mut holds = crate::holds::Holds::default();
+        for ((dest, ep), h) in &self.health {
+            if !h.healthy {
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::HealthCheckFailed);
+            }
+        }
+        for (dest, ep) in &self.pending {
+            holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::ProbePending);
+        }
+        for (dest, det) in &self.detectors {
+            for ep in det.ejected_hosts() {
+                let left = det.ejection_ends_at(ep).map_or(Duration::ZERO, |end| end.saturating_sub(now));
+                let until_unix_ms = now_unix_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+                let reason = det.host_status(ep).and_then(|s| s.last_reason);
+                holds.local.entry(dest.clone()).or_default().insert(ep.clone(), crate::holds::LocalHold::Ejected { until_unix_ms, reason });
+            }
+        }
+        if let Some(p) = &self.peers {
+            holds.remote = p.health();
+        }
+        self.status.holds.store(Arc::new(holds));
+    }
+
+    /// Links and remote health as the snapshot needs them (empty when not meshed).
+    fn remote(&self) -> Arc<Remote> {
+        match &self.peers {
+            Some(p) => Arc::new(Remote { own: self.cfg.cluster.clone(), links: p.links(), health: p.health() }),
+            None => Arc::default(),
+        }
+    }
+
+    /// Announces this cluster's endpoints and their health (as this node's own checks see
+    /// them) to the peers, when either changed.
+    fn publish_catalog(&self, unhealthy: &Unhealthy) {
+        let Some(mesh) = &self.cfg.mesh else { return };
+        let current = mesh.catalog.borrow().clone();
+        let mut next = Catalog::local(&self.set, &self.cfg.cluster, current.generation, Default::default());
+        next.unhealthy = unhealthy
+            .values()
+            .flatten()
+            .filter(|k| k.parse::<std::net::SocketAddr>().is_ok_and(|a| next.has_address(a.ip())))
+            .cloned()
+            .collect();
+        if next != *current {
+            next.generation += 1;
+            mesh.catalog.send_replace(Arc::new(next));
+        }
+    }
+
+    /// A health-only update: only the destinations in `changed` get new tables (all of them
+    /// when a peer cluster's health changed); routes, detectors, budgets and health checks stay
+    /// as they are.
+    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>, remote_changed: bool) {
+        let old = self.shared.snapshot.load();
+        let snap = if remote_changed {
+            old.with_remote(unhealthy, self.remote(), self.generation)
+        } else {
+            old.with_health(unhealthy, changed, self.generation)
+        };
+        for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&*d.key)) {
+            self.observe(d);
+        }
+        self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Publishes a destination's health and records a move to another priority.
+    fn observe(&mut self, d: &veer_gateway::snapshot::DestState) {
+        let key = d.key.to_string();
+        let active = d.active_priority();
+        let before = self.active.insert(key.clone(), active);
+        self.metrics.set_active_priority(&key, active);
+        for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+            self.metrics.set_endpoint_health(
+                &key,
+                &u.key,
+                &u.cluster,
+                u.priority as u32,
+                e.health != veer_core::topology::Health::Unhealthy,
+            );
+        }
+        if let Some(before) = before {
+            if before != active {
+                let serving = d
+                    .upstreams
+                    .iter()
+                    .zip(&d.endpoints)
+                    .filter(|(u, e)| {
+                        i64::try_from(u.priority).is_ok_and(|p| p == active) && e.health != veer_core::topology::Health::Unhealthy
+                    })
+                    .count();
+                let reason = priority_change_reason(before, active, serving);
+                self.events.record(
+                    EventKind::PriorityChange,
+                    Some(&key),
+                    None,
+                    None,
+                    u32::try_from(before).ok(),
+                    u32::try_from(active).ok(),
+                    reason,
+                );
+                if before >= 0 && active >= 0 {
+                    self.metrics.failover_event(&key, before as u32, active as u32);
+                }
+            }
+        }
+    }
+
+    fn spawn_health_check(
+        &self,
+        dest: String,
+        endpoint: String,
+        via: Option<Arc<PeerLink>>,
+        check: ActiveHealthCheck,
+        h2: bool,
+        host: String,
+    ) -> JoinHandle<()> {
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(check.interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let (ok, detail) = match probe_with(
+                    &shared,
+                    &endpoint,
+                    via.as_deref(),
+                    &check.path,
+                    Some(&host),
+                    h2,
+                    check.timeout,
+                    &check.expected_statuses,
+                )
+                .await
+                {
+                    Probe::Done(ok, detail) => (ok, detail),
+                    // Not the endpoint's doing: no verdict this round.
+                    Probe::Local(why) => {
+                        tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {why}");
+                        continue;
+                    }
+                };
+                if tx.send(Msg::Health { dest: dest.clone(), endpoint: endpoint.clone(), ok, detail }).is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// What a probe found: a verdict on the endpoint (healthy or not, and why), or that this node
+/// could not send it, which is no verdict at all.
+enum Probe {
+    Done(bool, String),
+    Local(String),
+}
+
+/// One HTTP probe: healthy when the endpoint answers below 500 (or in `expected`) in time.
+/// An endpoint of a peer cluster is probed through that cluster's east-west listener.
+#[allow(clippy::too_many_arguments)]
+async fn probe_with(
+    shared: &Shared,
+    endpoint: &str,
+    via: Option<&PeerLink>,
+    path: &str,
+    host: Option<&str>,
+    h2: bool,
+    timeout: Duration,
+    expected: &[(u16, u16)],
+) -> Probe {
+    use http_body_util::{BodyExt, Empty};
+    let uri = format!("http://{endpoint}{path}");
+    let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
+        Ok(r) => r,
+        Err(e) => return Probe::Done(false, format!("bad probe request: {e}")),
+    };
+    if let Some(h) = host {
+        if let Ok(v) = http::HeaderValue::from_str(h) {
+            if !h2 {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
+    }
+    req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("veer-health-check"));
+    let sent = async {
+        match via {
+            Some(link) => {
+                // Across the hop the host travels as the authority, HTTP/2 or not.
+                if let Some(v) = host.and_then(|h| http::HeaderValue::from_str(h).ok()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+                link.send_to(endpoint, h2, req).await.map_err(|e| (TryEnd::UpstreamReset, e.to_string()))
+            }
+            None => {
+                let client = if h2 { &shared.http2 } else { &shared.http1 };
+                client.request(req).await.map_err(|e| {
+                    let end = if e.is_connect() {
+                        veer_gateway::failure::io_source(&e).map_or(TryEnd::ConnectRefused, veer_gateway::failure::connect_failure)
+                    } else {
+                        TryEnd::UpstreamReset
+                    };
+                    (end, e.to_string())
+                })
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(resp)) if resp.headers().get(&X_VEER_EASTWEST_ERROR).is_some_and(|v| v.as_bytes() == b"local") => {
+            Probe::Local(format!("the east-west gateway could not reach it: {}", resp.status()))
+        }
+        Ok(Ok(resp)) if resp.headers().contains_key(&X_VEER_EASTWEST_ERROR) => {
+            Probe::Done(false, format!("GET {path} failed behind the east-west gateway: {}", resp.status()))
+        }
+        Ok(Ok(resp)) => {
+            let code = resp.status().as_u16();
+            let ok = if expected.is_empty() { code < 500 } else { expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) };
+            Probe::Done(ok, format!("GET {path} answered {code}"))
+        }
+        Ok(Err((end, e))) if end.blame() != Blame::Upstream => Probe::Local(e),
+        Ok(Err((_, e))) => Probe::Done(false, format!("GET {path} failed: {e}")),
+        Err(_) => Probe::Done(false, format!("GET {path} timed out after {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority_change_reason;
+
+    #[test]
+    fn a_destination_gaining_its_first_endpoints_says_so_and_no_reason_names_priority_minus_one() {
+        assert_eq!(priority_change_reason(-1, 1, 2), "now has 2 healthy endpoints at priority 1");
+        assert_eq!(priority_change_reason(-1, 0, 1), "now has 1 healthy endpoint at priority 0");
+        assert_eq!(priority_change_reason(0, 1, 3), "priority 0 lost its healthy endpoints");
+        assert_eq!(priority_change_reason(1, 0, 3), "priority 0 is healthy again");
+        assert_eq!(priority_change_reason(0, -1, 0), "no healthy endpoint left");
+        for before in -1..5 {
+            for active in (-1..5).filter(|&a| a != before) {
+                let reason = priority_change_reason(before, active, 2);
+                assert!(!reason.contains("-1"), "{before} -> {active}: {reason}");
+            }
+        }
+    }
+}

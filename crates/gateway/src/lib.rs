@@ -1,0 +1,44 @@
+//! veer's request path: it routes each request by the immutable snapshot, picks an endpoint,
+//! forwards it through this worker's upstream pools and fails over, and reports what happened.
+//! It knows nothing of manifest files, DNS or certificates: the control side publishes the
+//! snapshots it reads and receives the outcomes it reports.
+//!
+//! Layout, from the socket inward:
+//! - [`server`]: listeners, connection handling, the connection cap and graceful drain.
+//! - [`request`]: what a request must be before it is routed (one authority, chunked or no
+//!   transfer coding, a normalized path, no `x-veer-*` fields).
+//! - [`snapshot`]: the immutable routing state the request path reads (one per update).
+//! - [`forward`]: route, pick, forward, retry, report outcomes.
+//! - [`upload`]: a client's request body on its way upstream, bounded by an idle timeout,
+//!   and whether the client broke it.
+//! - [`upstream`]: a worker's own HTTP/1.1 keep-alive pool and client (framing in
+//!   [`upstream::codec`], parsing by httparse).
+//! - [`link`]: one mTLS + HTTP/2 connection to a peer cluster's east-west listener, and the
+//!   header fields of the east-west protocol.
+//! - [`shared`]: what every connection of a node shares (the snapshot, clients, the outcome
+//!   channel), and each worker's own upstream clients.
+//! - [`body`]: the body types on both sides, and responses veer writes itself.
+//! - [`budget`]: each destination's retry budget.
+//! - [`hop_by_hop`]: the header fields a proxy must not pass on.
+//! - [`metrics`]: the request path's metrics, on the node's registry.
+
+pub mod body;
+pub mod budget;
+pub mod failure;
+pub mod forward;
+pub mod hop_by_hop;
+pub mod link;
+pub mod metrics;
+pub mod remote;
+pub mod request;
+pub mod responses;
+pub mod server;
+pub mod shared;
+pub mod snapshot;
+pub mod upload;
+pub mod upstream;
+
+/// A hash map for the request path: its keys come from manifests (hosts, destinations,
+/// clusters, endpoint addresses), never from clients, so a fast hash is safe and SipHash's
+/// flooding resistance buys nothing; per request it saves several hundred instructions.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,0 +1,656 @@
+//! The routing snapshot: one immutable value per update holding every route, destination,
+//! priority table and pick weights. The request path only reads it.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use veer_core::load::{choose_priority, retry_load, PriorityLoad};
+use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
+use veer_core::table::{self, Table};
+use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
+use veer_model::explain::{self, Report};
+use veer_model::gateway::HttpRoute;
+use veer_model::httpmatch::{self, RouteMatch};
+use veer_model::resolve::{self, Destination};
+use veer_model::set::{Listeners, ManifestSet};
+
+use crate::budget::RetryBudget;
+use crate::FastMap;
+
+use crate::link::PeerLink;
+use crate::remote::Remote;
+
+/// Timeouts applied to a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub per_try: Duration,
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(1), per_try: Duration::from_secs(3), request: Duration::from_secs(15) }
+    }
+}
+
+/// One upstream endpoint as the request path needs it.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `ip:port` or `host:port`: the key outlier detection and health use.
+    pub key: Arc<str>,
+    pub authority: http::uri::Authority,
+    /// The endpoint's socket address, when it has one (not a DNS name).
+    pub socket: Option<std::net::SocketAddr>,
+    pub cluster: Arc<str>,
+    /// `cluster` as a response header value, built once.
+    pub cluster_header: http::HeaderValue,
+    pub priority: usize,
+    /// The peer cluster's east-west link this endpoint is reached through; `None`: direct.
+    pub via: Option<Arc<PeerLink>>,
+    /// Failures reported since the last success: lets the request path report a success only
+    /// when it resets something, so healthy traffic sends nothing to the control loop.
+    pub recent_failures: AtomicU32,
+}
+
+/// A destination with its table for this node's client.
+#[derive(Debug)]
+pub struct DestState {
+    /// `host:port` (plus the path for route rules).
+    pub key: Arc<str>,
+    pub upstreams: Vec<Upstream>,
+    pub endpoints: Vec<Endpoint>,
+    pub table: Table,
+    /// Cumulative pick weights over all endpoints for a first attempt.
+    first_pick: Vec<(usize, f64)>,
+    /// Per priority: (endpoint, share of that priority) for retries moving there.
+    level_picks: Vec<Vec<(usize, f64)>>,
+    pub resilience: Resilience,
+    pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
+    pub http2: bool,
+    pub report: Report,
+    /// This destination's retry budget. It lives as long as the destination does, across
+    /// health updates and reloads (see [`Snapshot::build_after`]), and requests reach it
+    /// through the destination without a reference count of their own.
+    pub budget: Arc<RetryBudget>,
+    /// The endpoint keys held down when this state was built, sorted: a reload that resolves
+    /// the destination as before, with the same ones down, keeps this state as it is.
+    down: Vec<String>,
+    /// The destination as resolved from the manifests, before health: what a health-only
+    /// update rebuilds this state from without resolving the manifests again.
+    resolved: Destination,
+}
+
+#[derive(Debug)]
+struct Route {
+    port: Option<u16>,
+    /// The client sockets this route is served on, one bit per socket ([`GATEWAY`]: the
+    /// node's gateway): a host served on another socket only is not served on this one.
+    sockets: u64,
+    /// An HTTPRoute rule's match; `None`: the destination takes every request on its host.
+    matched: Option<RouteMatch>,
+    dest: usize,
+}
+
+/// The node's gateway socket: the mesh's names, and the Gateway listener ports mapped to it.
+pub const GATEWAY: usize = 0;
+
+/// Sockets a node may serve, the gateway included: one bit each in a route's `sockets`.
+pub const MAX_SOCKETS: usize = 64;
+
+/// Why a request has no destination: what its 404 says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// No destination serves this host (and port, when the request names one).
+    NoHost,
+    /// The host is served, but no HTTPRoute rule on it matches the request's method, path,
+    /// headers and query.
+    NoRule,
+}
+
+/// A request as HTTPRoute matching reads it.
+struct Head<'a, B>(&'a http::Request<B>);
+
+impl<B> httpmatch::Request for Head<'_, B> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.0.uri().query()
+    }
+
+    fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+        self.0.headers().get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+/// Everything the request path reads, swapped atomically on every change.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// Shared between snapshots that differ only in health.
+    routes: Arc<FastMap<String, Vec<Route>>>,
+    /// The client sockets these routes are for: the gateway and `spec.gateway.ports`.
+    pub listeners: Arc<Listeners>,
+    pub destinations: Vec<Arc<DestState>>,
+    client: Client,
+    /// Peer links and remote health (empty when the node is not meshed).
+    remote: Arc<Remote>,
+}
+
+/// What to pick an endpoint from on a retry: priorities and hosts already tried.
+#[derive(Clone, Debug, Default)]
+pub struct Tried {
+    priorities: u64,
+    /// The first try's endpoint, apart, so a request that needs no retry allocates nothing.
+    first: Option<usize>,
+    retries: Vec<usize>,
+}
+
+/// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
+pub type Unhealthy = HashMap<String, Vec<String>>;
+
+/// veer's retry policy when none is configured: retry what is safe on another endpoint,
+/// moving to the next priority once one has failed.
+pub fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        per_try_timeout: None,
+        retry_on: RetryOn {
+            connect_failure: true,
+            refused_stream: true,
+            reset: true,
+            gateway_error: true,
+            retriable_status_codes: vec![503],
+            ..RetryOn::default()
+        },
+        backoff_base: Duration::from_millis(25),
+        backoff_max: Duration::from_millis(250),
+        other_priorities: true,
+    }
+}
+
+// === impl Tried ===
+
+impl Tried {
+    pub fn record(&mut self, endpoint: usize, priority: usize) {
+        if priority < 64 {
+            self.priorities |= 1 << priority;
+        }
+        if self.first.is_none() {
+            self.first = Some(endpoint);
+        } else {
+            self.retries.push(endpoint);
+        }
+    }
+
+    pub fn attempts(&self) -> usize {
+        usize::from(self.first.is_some()) + self.retries.len()
+    }
+
+    /// Whether a try already went to `priority`.
+    pub fn has_priority(&self, priority: usize) -> bool {
+        priority < 64 && self.priorities & (1 << priority) != 0
+    }
+
+    pub fn contains(&self, endpoint: usize) -> bool {
+        self.first == Some(endpoint) || self.retries.contains(&endpoint)
+    }
+}
+
+// === impl DestState ===
+
+impl DestState {
+    /// Picks an endpoint: by the table on a first attempt; on a retry, away from priorities and
+    /// hosts already tried (Envoy's previous_priorities and previous_hosts). `None`: nothing to pick.
+    pub fn pick(&self, tried: &Tried, rand: u64, rand_f: f64) -> Option<usize> {
+        if tried.attempts() == 0 {
+            return pick_weighted(&self.first_pick, rand_f);
+        }
+        let load = if self.retry.other_priorities { self.load_without(tried.priorities) } else { self.table.load.clone() };
+        if load.no_healthy && tried.attempts() > 0 {
+            return self.level_picks.iter().flatten().find(|(e, _)| !tried.contains(*e)).map(|(e, _)| *e);
+        }
+        let (level, _) = choose_priority(&load, rand);
+        let picks = self.level_picks.get(level)?;
+        pick_weighted_plain(picks, rand_f, |e| !tried.contains(e)).or_else(|| pick_weighted_plain(picks, rand_f, |_| true))
+    }
+
+    /// Envoy previous_priorities (`veer_core::load::retry_load`): tried priorities lose their
+    /// availability and the load is spread again over the rest, with no panic step.
+    fn load_without(&self, tried_priorities: u64) -> PriorityLoad {
+        retry_load(&self.table.level_health, &self.table.load, |p| p < 64 && tried_priorities & (1 << p) != 0, self.table.settings)
+    }
+
+    /// The lowest priority that gets load, -1 when none does.
+    pub fn active_priority(&self) -> i64 {
+        if self.table.load.no_healthy {
+            return -1;
+        }
+        self.table.load.healthy.iter().zip(&self.table.load.degraded).position(|(h, d)| h + d > 0).map_or(-1, |p| p as i64)
+    }
+}
+
+fn pick_weighted(cumulative: &[(usize, f64)], r: f64) -> Option<usize> {
+    let total = cumulative.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let x = r * total;
+    let i = cumulative.partition_point(|(_, c)| *c <= x);
+    cumulative.get(i.min(cumulative.len() - 1)).map(|(e, _)| *e)
+}
+
+fn pick_weighted_plain(weights: &[(usize, f64)], r: f64, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let total: f64 = weights.iter().filter(|(e, _)| ok(*e)).map(|(_, w)| *w).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut x = r * total;
+    let mut last = None;
+    for (e, w) in weights.iter().filter(|(e, _)| ok(*e)) {
+        if *w <= 0.0 {
+            continue;
+        }
+        last = Some(*e);
+        if x < *w {
+            return Some(*e);
+        }
+        x -= w;
+    }
+    last
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// The destination for a request's host (Host header or :authority, port optional) that
+    /// arrived on client socket `socket`, or why there is none. A host served only on other
+    /// sockets is no host here. A host's routes are in precedence order (HTTPRoute matches as
+    /// Gateway API orders them), so the first that fits decides; nothing is allocated or locked.
+    pub fn route<B>(&self, socket: usize, host: &str, req: &http::Request<B>) -> Result<&Arc<DestState>, Miss> {
+        let on = socket_bit(socket);
+        let (name, port) = split_host_port(host);
+        let name = name.trim_end_matches('.');
+        let routes = match self.routes.get(name) {
+            Some(r) => r,
+            None => self.routes.get(&name.to_ascii_lowercase()).ok_or(Miss::NoHost)?,
+        };
+        let head = Head(req);
+        let mut port_served = false;
+        for r in routes.iter() {
+            if r.sockets & on == 0 || port.is_some_and(|p| r.port.is_some_and(|rp| rp != p)) {
+                continue;
+            }
+            port_served = true;
+            if r.matched.as_ref().is_none_or(|m| m.matches(&head)) {
+                return self.destinations.get(r.dest).ok_or(Miss::NoHost);
+            }
+        }
+        Err(if port_served { Miss::NoRule } else { Miss::NoHost })
+    }
+
+    /// Whether `addr` (address *and* port) is an endpoint of `cluster` in some destination: the
+    /// east-west listener forwards a peer's request only there. A scan, not an index: it runs
+    /// on the east-west path only, once per forwarded request.
+    pub fn has_endpoint(&self, cluster: &str, addr: std::net::SocketAddr) -> bool {
+        self.destinations
+            .iter()
+            .any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
+    }
+
+    /// Builds the snapshot for a node in `cluster` from a validated manifest set.
+    pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+        Self::build_meshed(set, cluster, labels, unhealthy, Arc::default(), generation)
+    }
+
+    /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
+    /// their links and are unhealthy when their cluster is down or their node says so.
+    pub fn build_meshed(
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+    ) -> Result<Snapshot, String> {
+        Self::build_with(set, cluster, labels, unhealthy, remote, generation, None)
+    }
+
+    /// [`Snapshot::build_meshed`] for new manifests, after `previous`. A destination that
+    /// resolves exactly as before, for the same client, remote health and endpoints down, keeps
+    /// its state (table, retry budget, failure counts), so a reload that changes a few
+    /// destinations rebuilds only those; any other keeps the retry budget of its key, so a
+    /// reload neither refills nor empties a budget.
+    pub fn build_after(
+        previous: &Snapshot,
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+    ) -> Result<Snapshot, String> {
+        Self::build_with(set, cluster, labels, unhealthy, remote, generation, Some(previous))
+    }
+
+    fn build_with(
+        set: &ManifestSet,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        remote: Arc<Remote>,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
+        let listeners = set.listeners(cluster)?;
+        if listeners.extra.len() >= MAX_SOCKETS {
+            return Err(format!(
+                "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
+                listeners.extra.len(),
+                MAX_SOCKETS - 1
+            ));
+        }
+        // The sockets that serve a route's host: those of the ports its listeners are on.
+        let sockets_of = |route: &HttpRoute, host: &str| {
+            route.ports_of(cluster, host).filter_map(|p| listeners.ports.get(&p)).fold(0u64, |m, &s| m | socket_bit(s))
+        };
+        let mut snap = Snapshot { generation, ..Snapshot::default() };
+        let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
+        let before: FastMap<&str, &Arc<DestState>> =
+            previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
+        // A state built for another client or other remote health has other tables.
+        let reusable = previous.is_some_and(|p| p.client == client && same_remote(&p.remote, &remote));
+        let state_for = |key: String, dest: Destination| -> Arc<DestState> {
+            let prev = before.get(key.as_str());
+            match prev {
+                Some(p) if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) => Arc::clone(p),
+                _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| p.budget.clone()).unwrap_or_default())),
+            }
+        };
+        let add = |snap: &mut Snapshot,
+                   routes: &mut FastMap<String, Vec<Route>>,
+                   hosts: &[String],
+                   port: Option<u16>,
+                   key: String,
+                   dest: Destination| {
+            let idx = snap.destinations.len();
+            snap.destinations.push(state_for(key, dest));
+            for h in hosts {
+                // The mesh's names, on the gateway only.
+                routes.entry(h.to_ascii_lowercase()).or_default().push(Route {
+                    port,
+                    sockets: socket_bit(GATEWAY),
+                    matched: None,
+                    dest: idx,
+                });
+            }
+            idx
+        };
+        for vd in &set.virtual_destinations {
+            for p in &vd.ports {
+                let Some(host) = vd.hosts.first() else { continue };
+                if let Ok(d) = resolve::resolve(set, host, Some(p.number), cluster, "") {
+                    add(&mut snap, &mut routes, &vd.hosts, Some(p.number), format!("{host}:{}", p.number), d);
+                }
+            }
+        }
+        for fs in &set.failover_services {
+            if let Ok(d) = resolve::resolve(set, &fs.hostname, Some(fs.port), cluster, "") {
+                add(&mut snap, &mut routes, std::slice::from_ref(&fs.hostname), Some(fs.port), format!("{}:{}", fs.hostname, fs.port), d);
+            }
+        }
+        // HTTPRoutes: one destination per rule; each host's matches, of every route naming the
+        // host, in Gateway API's precedence order.
+        let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
+        let mut by_host: std::collections::BTreeMap<String, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
+        let mut keys = std::collections::HashSet::new();
+        for route in &set.routes {
+            // Only the hosts this cluster's Gateway listeners accept it under (exact names).
+            let hosts: Vec<&str> = route.hosts_in(cluster).collect();
+            let Some(host) = hosts.first() else { continue };
+            for (i, rule) in route.rules.iter().enumerate() {
+                let Ok(d) = resolve::resolve_route_rule(set, route, i, host, None) else { continue };
+                // `host` + the first match's path, as metrics have always named route rules; a
+                // second rule with the same says which rule it is.
+                let mut key = format!("{host}{}", rule.matches.first().map_or("/", |m| m.path.value()));
+                if !keys.insert(key.clone()) {
+                    key = format!("{key} ({}/{} rule {i})", route.meta.namespace, route.meta.name);
+                    keys.insert(key.clone());
+                }
+                rule_dest.insert((route as *const HttpRoute, i), add(&mut snap, &mut routes, &[], None, key, d));
+            }
+            for h in hosts {
+                let list = by_host.entry(h.to_string()).or_default();
+                if !list.iter().any(|r| std::ptr::eq(*r, route)) {
+                    list.push(route);
+                }
+            }
+        }
+        for (host, list) in &by_host {
+            let entry = routes.entry(host.clone()).or_default();
+            for c in httpmatch::ordered(list) {
+                if let Some(&dest) = rule_dest.get(&(c.route as *const HttpRoute, c.rule)) {
+                    entry.push(Route { port: None, sockets: sockets_of(c.route, host), matched: Some(c.matched.clone()), dest });
+                }
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, svc) in set.services() {
+            if !seen.insert((svc.meta.namespace.clone(), svc.meta.name.clone())) {
+                continue;
+            }
+            let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
+            let hosts = vec![
+                fqdn.clone(),
+                format!("{}.{}", svc.meta.name, svc.meta.namespace),
+                format!("{}.{}.svc", svc.meta.name, svc.meta.namespace),
+            ];
+            for p in &svc.ports {
+                if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
+                    add(&mut snap, &mut routes, &hosts, Some(p.port), format!("{fqdn}:{}", p.port), d);
+                }
+            }
+        }
+        snap.routes = Arc::new(routes);
+        snap.listeners = Arc::new(listeners);
+        snap.client = client;
+        snap.remote = remote;
+        Ok(snap)
+    }
+
+    /// The same routes and destinations with new health for the destinations in `changed`; the
+    /// others are shared with `self`. This is the update a failure or recovery causes: it
+    /// resolves no manifest and rebuilds only the tables that moved.
+    pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<String>, generation: u64) -> Snapshot {
+        self.rebuilt(unhealthy, self.remote.clone(), |key| changed.contains(key), generation)
+    }
+
+    /// The same routes with new remote health: every destination's table is rebuilt.
+    pub fn with_remote(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Snapshot {
+        self.rebuilt(unhealthy, remote, |_| true, generation)
+    }
+
+    fn rebuilt(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, rebuild: impl Fn(&str) -> bool, generation: u64) -> Snapshot {
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|d| {
+                if rebuild(&d.key) {
+                    Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone()))
+                } else {
+                    d.clone()
+                }
+            })
+            .collect();
+        Snapshot {
+            generation,
+            routes: self.routes.clone(),
+            listeners: self.listeners.clone(),
+            destinations,
+            client: self.client.clone(),
+            remote,
+        }
+    }
+
+    /// Every destination's report, for `/routes`.
+    pub fn reports(&self) -> Vec<&Report> {
+        self.destinations.iter().map(|d| &d.report).collect()
+    }
+}
+
+/// The `x-veer-cluster` value for a cluster name. Every response carries one; a value made from
+/// a static string is copied without touching a reference count, which two workers would
+/// otherwise both write on every response. Names are interned, so memory is bounded by the
+/// distinct names ever seen, not by reloads.
+fn static_header_value(cluster: &str) -> http::HeaderValue {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let name: &'static str = match names.get(cluster) {
+        Some(n) => n,
+        None => {
+            if http::HeaderValue::from_str(cluster).is_err() {
+                return http::HeaderValue::from_static("invalid");
+            }
+            let n: &'static str = Box::leak(cluster.to_owned().into_boxed_str());
+            names.insert(n);
+            n
+        }
+    };
+    // Only names a header value can hold are interned, so `from_static` cannot panic here.
+    http::HeaderValue::from_static(name)
+}
+
+/// The endpoint keys `unhealthy` holds down for `key`, sorted (the control loop gathers them
+/// from hash maps, in no fixed order).
+fn sorted_down(unhealthy: &Unhealthy, key: &str) -> Vec<String> {
+    let mut down = unhealthy.get(key).cloned().unwrap_or_default();
+    down.sort_unstable();
+    down
+}
+
+/// Whether two snapshots' remote parts give the same tables: the same peer links (the same
+/// connections, not only the same names) and the same remote health.
+fn same_remote(a: &Remote, b: &Remote) -> bool {
+    a.own == b.own
+        && a.health.down == b.health.down
+        && a.health.unhealthy == b.health.unhealthy
+        && a.links.len() == b.links.len()
+        && a.links.iter().all(|(cluster, link)| b.links.get(cluster).is_some_and(|other| Arc::ptr_eq(link, other)))
+}
+
+fn dest_state(
+    key: String,
+    resolved: Destination,
+    client: &Client,
+    unhealthy: &Unhealthy,
+    remote: &Remote,
+    budget: Arc<RetryBudget>,
+) -> DestState {
+    let mut dest = resolved.clone();
+    let down = unhealthy.get(&key);
+    for e in &mut dest.endpoints {
+        let address = e.address.to_string();
+        let remote_down = e.cluster != remote.own
+            && (remote.health.down.contains(&e.cluster) || remote.health.unhealthy.get(&e.cluster).is_some_and(|u| u.contains(&address)));
+        if remote_down || down.is_some_and(|d| d.contains(&address)) {
+            e.health = Health::Unhealthy;
+        }
+    }
+    let table = table::build(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
+    let mut priority_of = vec![usize::MAX; dest.endpoints.len()];
+    for p in &table.placements {
+        priority_of[p.endpoint] = p.priority;
+    }
+    let upstreams = dest
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key: Arc<str> = Arc::from(e.address.to_string());
+            let authority = match &e.address {
+                Address::Socket(s) => http::uri::Authority::try_from(s.to_string().as_str()),
+                Address::Dns { host, port } => http::uri::Authority::try_from(format!("{host}:{port}").as_str()),
+            }
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
+            let cluster_header = static_header_value(&e.cluster);
+            let via = if e.cluster == remote.own { None } else { remote.links.get(&e.cluster).cloned() };
+            let socket = match &e.address {
+                Address::Socket(s) => Some(*s),
+                Address::Dns { .. } => None,
+            };
+            Upstream {
+                key,
+                authority,
+                socket,
+                cluster: Arc::from(e.cluster.as_str()),
+                cluster_header,
+                priority: priority_of[i],
+                via,
+                recent_failures: AtomicU32::new(0),
+            }
+        })
+        .collect();
+    let mut first_pick = Vec::new();
+    let mut acc = 0.0;
+    for p in &table.placements {
+        if p.share_percent > 0.0 {
+            acc += p.share_percent;
+            first_pick.push((p.endpoint, acc));
+        }
+    }
+    let level_picks = (0..table.levels).map(|lvl| table::level_shares(&table, &dest.endpoints, lvl)).collect();
+    let report = explain::report(&dest, client, &table);
+    let mut retry = dest.resilience.retry.clone().unwrap_or_else(default_retry);
+    // Whatever the dialect's policy says about counts and conditions, veer's retries always
+    // leave the hosts and priorities that already failed (Envoy previous_hosts +
+    // previous_priorities): retrying into the same failure domain is what leaks errors.
+    retry.other_priorities = true;
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = dest.resilience.request_timeout {
+        timeouts.request = t;
+    }
+    if let Some(t) = retry.per_try_timeout {
+        timeouts.per_try = t.min(timeouts.request);
+    }
+    DestState {
+        budget,
+        down: sorted_down(unhealthy, &key),
+        key: Arc::from(key.as_str()),
+        upstreams,
+        endpoints: dest.endpoints.clone(),
+        table,
+        first_pick,
+        level_picks,
+        resilience: dest.resilience.clone(),
+        retry,
+        timeouts,
+        http2: dest.http2,
+        report,
+        resolved,
+    }
+}
+
+/// Socket `socket`'s bit in a route's `sockets`; none for a socket past [`MAX_SOCKETS`].
+fn socket_bit(socket: usize) -> u64 {
+    u32::try_from(socket).ok().and_then(|s| 1u64.checked_shl(s)).unwrap_or(0)
+}
+
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;
