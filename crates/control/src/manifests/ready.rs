@@ -177,6 +177,7 @@ pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veer_testkit::TempDir;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -187,16 +188,9 @@ mod tests {
         FileStamp::of(&p).expect("stamp")
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("veer-gate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("dir");
-        d
-    }
-
     #[test]
     fn without_inotify_a_file_is_read_only_after_its_metadata_held_still_for_the_settle_period() {
-        let d = dir("settle");
+        let d = TempDir::new("gate-settle");
         let mut g = Gate::new(SETTLE);
         let half = stamp(&d, "a.yaml", "a: 1\n");
         let t0 = Duration::from_secs(10);
@@ -207,12 +201,11 @@ mod tests {
         assert!(!g.judge(std::slice::from_ref(&full), t0 + SETTLE).is_empty(), "changed: settling again");
         assert!(!g.judge(std::slice::from_ref(&full), t0 + 2 * SETTLE - MS).is_empty());
         assert!(g.judge(std::slice::from_ref(&full), t0 + 2 * SETTLE).is_empty(), "held still for the period: ready");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_file_written_and_not_closed_is_never_ready_and_a_close_makes_it_ready_at_once() {
-        let d = dir("writing");
+        let d = TempDir::new("gate-writing");
         let mut g = Gate::new(SETTLE);
         let other = stamp(&d, "b.yaml", "b: 1\n");
         let half = stamp(&d, "a.yaml", "a: 1\n");
@@ -234,12 +227,11 @@ mod tests {
         // Changed again with no event (a file system inotify does not see): settles.
         let again = stamp(&d, "a.yaml", "a: 3\n");
         assert_eq!(g.judge(&[again.clone(), other], t0 + Duration::from_secs(7202)), vec![Wait::Settling(again.path().into())]);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_rename_into_place_is_ready_and_a_lost_queue_falls_back_to_settling() {
-        let d = dir("rename");
+        let d = TempDir::new("gate-rename");
         let mut g = Gate::new(SETTLE);
         let a = stamp(&d, "a.yaml", "a: 1\n");
         g.note(Change::Written(a.path().into()), MS);
@@ -257,18 +249,16 @@ mod tests {
         assert_eq!(key(Path::new("./x.yaml")), key(Path::new("x.yaml")));
         g.note(Change::Gone(PathBuf::from("x.yaml")), MS);
         assert!(g.tracks.is_empty());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn the_files_the_node_started_with_need_not_settle_again() {
-        let d = dir("baseline");
+        let d = TempDir::new("gate-baseline");
         let a = stamp(&d, "a.yaml", "a: 1\n");
         let mut g = Gate::with_baseline(SETTLE, std::slice::from_ref(&a));
         assert!(g.judge(std::slice::from_ref(&a), Duration::ZERO).is_empty());
         let b = stamp(&d, "a.yaml", "a: 22\n");
         assert!(!g.judge(std::slice::from_ref(&b), MS).is_empty(), "changed since: settles");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
