@@ -82,7 +82,6 @@ async fn ok_and_status_modes() {
     assert_eq!((status, name.as_str(), body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "alpha", "alpha 503\n"));
     assert_eq!(b.served(), 2);
     assert_eq!(b.received_by_method("GET"), 2);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -127,7 +126,6 @@ async fn blackhole_accepts_but_never_answers() {
     wait_until_async("the second request reaches the backend", Duration::from_secs(2), || async { b.received_by_method("GET") == 2 }).await;
     b.set_mode(Mode::Ok).await.unwrap();
     assert_eq!(tokio::time::timeout(Duration::from_secs(2), pending).await.unwrap().unwrap(), StatusCode::OK);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -147,7 +145,6 @@ async fn delay_and_post() {
     assert_eq!(resp.headers()["x-request-body-bytes"], "5");
     assert_eq!(b.received_by_method("POST"), 1);
     assert_eq!(b.received_by_method("GET"), 1);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -180,7 +177,6 @@ async fn http2_and_grpc() {
     let resp = sender.send_request(grpc(b"")).await.unwrap();
     assert_eq!(resp.headers()["grpc-status"], "14");
     assert!(resp.into_body().collect().await.unwrap().trailers().is_none());
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +195,6 @@ async fn load_against_one_backend() {
     assert_eq!(report.samples.len(), 50);
     assert_eq!(report.errors(), 0);
     assert_eq!(report.by_backend().get("zeta"), Some(&50));
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
