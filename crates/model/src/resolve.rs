@@ -10,8 +10,8 @@ use veer_core::priority::{DistributeEntry, FailoverEntry, PriorityRule};
 use veer_core::table::GroupWeighting;
 use veer_core::topology::{with_topology_labels, Address, Client, Endpoint, Health, Labels, Locality};
 
-use crate::gateway::{BackendEndpoint, HttpRoute};
-use crate::httpmatch::{self, Plain};
+use crate::gateway::{self, BackendEndpoint, HttpRoute};
+use crate::httpmatch::Plain;
 use crate::istio::host_matches;
 use crate::meta::Meta;
 use crate::set::{cluster_local_service, ManifestSet, IMPLICIT_CLUSTER};
@@ -364,7 +364,7 @@ fn resolve_route(
     } else {
         let (p, q) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
         let req = Plain { method: "GET", path: p, query: q, headers: &[] };
-        httpmatch::ordered(&routes)
+        gateway::ordered(&routes)
             .into_iter()
             .find(|c| c.matched.matches(&req))
             .map(|c| (c.route, c.rule))

@@ -12,6 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::date::date;
 use crate::error::{ErrorKind, PkiError};
 use crate::files::{self, NODE_CERT, NODE_KEY, ROOT_CERT};
 use crate::names::{dns_name, named_cluster, server_name, validate_cluster_name};
@@ -234,13 +235,9 @@ fn out_of_date(roots: &[CertificateDer<'_>], chain: &[CertificateDer<'_>]) -> Op
         }
         let now = time::OffsetDateTime::now_utc();
         Some(if v.not_before.to_datetime() > now {
-            format!(
-                "\"{}\" {place} is not valid before {} (is this machine's clock right?)",
-                x.subject(),
-                crate::inspect::date(v.not_before.to_datetime())
-            )
+            format!("\"{}\" {place} is not valid before {} (is this machine's clock right?)", x.subject(), date(v.not_before.to_datetime()))
         } else {
-            format!("\"{}\" {place} expired on {}; issue a new one", x.subject(), crate::inspect::date(v.not_after.to_datetime()))
+            format!("\"{}\" {place} expired on {}; issue a new one", x.subject(), date(v.not_after.to_datetime()))
         })
     })
 }

@@ -2,7 +2,7 @@ use super::*;
 
 use proptest::prelude::*;
 
-use crate::gateway::RouteRule;
+use crate::gateway::{ordered, Candidate, HttpRoute, RouteRule};
 use crate::meta::Meta;
 
 fn re(s: &str) -> Pattern {
