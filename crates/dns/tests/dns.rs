@@ -412,8 +412,7 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
 
 fn small_set() -> Arc<veer_model::set::ManifestSet> {
     let text = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n  services:\n  - labels:\n      app: server\n    namespace: infra\n";
-    let loaded = veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]);
-    Arc::new(loaded.set)
+    Arc::new(veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,8 +28,12 @@ fn examples_dir() -> PathBuf {
     crate_dir().join("../../examples")
 }
 
+/// Every finding, sorted: the warnings of an accepted set, or all a rejected one has.
 fn load(sources: &[(String, String)]) -> Vec<Diagnostic> {
-    from_sources(sources).diagnostics.into_sorted()
+    match from_sources(sources) {
+        Ok(accepted) => accepted.into_parts().1,
+        Err(rejected) => rejected.into_diagnostics(),
+    }
 }
 
 fn load_one(name: &str, text: &str) -> Vec<Diagnostic> {
@@ -558,7 +562,8 @@ fn oversize_input_is_refused_with_its_size() {
     text.push_str(&"#".repeat(16 * 1024 * 1024 + 1 - text.len()));
     text.push('\n');
     assert!(text.len() > 16 * 1024 * 1024);
-    let loaded = from_sources(&[("big.yaml".to_string(), text.clone())]);
+    // The set too, to show that nothing of the file made it in.
+    let loaded = veer_model::from_sources_even_if_invalid(&[("big.yaml".to_string(), text.clone())]);
     let errs = errors(&loaded.diagnostics.into_sorted());
     assert_eq!(errs.len(), 1, "{errs:?}");
     let size = text.len().to_string();
@@ -622,16 +627,15 @@ spec:
 #[test]
 fn httproute_matches_are_decoded_into_typed_matches() {
     use veer_model::httpmatch::{HeaderMatch, Method, PathMatch, Plain, QueryMatch, RouteMatch, ValueMatch};
-    let loaded = from_sources(&[("r.yaml".into(), MATCHING_ROUTE.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let accepted = from_sources(&[("r.yaml".into(), MATCHING_ROUTE.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
     // The second `x-canary` (names compare case-insensitively) is ignored, as the spec says, and
     // says so.
     assert!(
         diags.iter().any(|d| d.starts_with("r.yaml:17:10: warning: ") && d.contains("x-canary") && d.contains("only the first")),
         "{diags:?}"
     );
-    let route = &loaded.set.routes[0];
+    let route = &accepted.set().routes[0];
     assert_eq!(route.meta.created.as_deref(), Some("2024-01-02T15:04:05Z"));
     let first = &route.rules[0].matches[0];
     assert_eq!(first.path, PathMatch::Exact("/login".into()));
@@ -720,12 +724,11 @@ spec:
 
 #[test]
 fn http_routes_are_served_only_where_a_listener_accepts_them() {
-    let loaded = from_sources(&[("a.yaml".into(), ATTACH.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let accepted = from_sources(&[("a.yaml".into(), ATTACH.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
     let served = |name: &str| {
-        loaded
-            .set
+        accepted
+            .set()
             .routes
             .iter()
             .find(|r| r.meta.name == name)
@@ -811,10 +814,9 @@ spec: {address: 127.0.0.1, ports: {http: 7001}, labels: {app: c}}
 
 #[test]
 fn gateway_ports_give_each_listener_port_its_own_socket() {
-    let loaded = from_sources(&[("p.yaml".into(), PORTS.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
-    let edge = loaded.set.cluster("edge").expect("cluster");
+    let accepted = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
+    let edge = accepted.set().cluster("edge").expect("cluster");
     let mapped: Vec<(u16, String)> = edge.gateway_ports.iter().map(|p| (p.port, p.address.to_string())).collect();
     assert_eq!(mapped, vec![(80, "127.0.0.1:8080".into()), (8443, "127.0.0.1:9443".into()), (9000, "127.0.0.1:9000".into())]);
     // A mapped port no listener uses is bound anyway (so that a Gateway added later needs no
@@ -825,19 +827,25 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     );
     // Each served host knows its listener's port; a route attached on two ports has both.
     let ports = |name: &str, host: &str| {
-        loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.ports_of("edge", host).collect::<Vec<u16>>()).unwrap_or_default()
+        accepted
+            .set()
+            .routes
+            .iter()
+            .find(|r| r.meta.name == name)
+            .map(|r| r.ports_of("edge", host).collect::<Vec<u16>>())
+            .unwrap_or_default()
     };
     assert_eq!(ports("a", "a.example.com"), vec![80]);
     assert_eq!(ports("both", "both.example.com"), vec![80, 8443]);
-    let both = loaded.set.routes.iter().find(|r| r.meta.name == "both").expect("route");
+    let both = accepted.set().routes.iter().find(|r| r.meta.name == "both").expect("route");
     assert_eq!(both.hosts_in("edge").collect::<Vec<_>>(), vec!["both.example.com"], "a host is listed once however many ports serve it");
     // Port 80's address is the gateway's: socket 0. The others get sockets of their own, in
     // address order.
-    let l = loaded.set.listeners("edge").expect("listeners");
+    let l = accepted.set().listeners("edge").expect("listeners");
     assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
     // `veer explain` says which socket serves a route.
-    let c = veer_model::resolve::resolve(&loaded.set, "c.example.com", None, "edge", "").expect("resolves");
+    let c = veer_model::resolve::resolve(accepted.set(), "c.example.com", None, "edge", "").expect("resolves");
     assert!(
         c.notes
             .iter()
@@ -868,9 +876,8 @@ fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
     let one = PORTS
         .replace("    ports:\n      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "")
         .replace("port: 8443", "port: 80");
-    let loaded = from_sources(&[("p.yaml".into(), one)]);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>());
-    let l = loaded.set.listeners("edge").expect("listeners");
+    let accepted = from_sources(&[("p.yaml".into(), one)]).unwrap_or_else(|r| panic!("{r}"));
+    let l = accepted.set().listeners("edge").expect("listeners");
     assert!(l.extra.is_empty());
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0)]);
     // Two ports and no mapping: an error on the Cluster, never the two merged on the gateway.
@@ -884,6 +891,33 @@ fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
         errs[0].starts_with("p.yaml:1:1: error: Cluster/default/edge: spec.gateway.ports: cluster edge's Gateways listen on ports 80 and 8443; a node serves each port on its own socket: map each in spec.gateway.ports"),
         "{errs:?}"
     );
+}
+
+// === loading: an accepted set or the rejection ===
+
+#[test]
+fn a_set_with_an_error_is_rejected_with_every_finding_and_one_without_is_accepted_with_its_warnings() {
+    let accepted = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}"));
+    assert!(accepted.set().cluster("edge").is_some());
+    let warnings: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
+    assert!(warnings.iter().any(|w| w.starts_with("p.yaml:10:7: warning: ") && w.contains("serves nothing")), "{warnings:?}");
+    assert!(accepted.warnings().iter().all(|d| d.severity != Severity::Error), "{warnings:?}");
+
+    // The same set with a file that has an error.
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}\n";
+    let sources = [("p.yaml".to_string(), PORTS.to_string()), ("bad.yaml".to_string(), bad.to_string())];
+    let rejected = from_sources(&sources).expect_err("an error rejects the set");
+    let errors: Vec<String> = rejected.errors().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("bad.yaml:4:") && errors[0].contains("70000"), "{errors:?}");
+    let all: Vec<String> = rejected.diagnostics().iter().map(ToString::to_string).collect();
+    assert!(all.iter().any(|d| d.starts_with("p.yaml:10:7: warning: ")), "the warnings come with the errors: {all:?}");
+    assert!(all.first().is_some_and(|d| d.starts_with("bad.yaml:")), "sorted by file: {all:?}");
+    assert_eq!(rejected.to_string(), errors.join("\n"), "shown as its errors, one a line");
+    // Reports on an invalid set still get what was read, with the same findings.
+    let loaded = veer_model::from_sources_even_if_invalid(&sources);
+    assert!(loaded.set.cluster("edge").is_some());
+    assert_eq!(loaded.diagnostics.into_sorted(), rejected.into_diagnostics());
 }
 
 #[test]
@@ -907,14 +941,13 @@ fn example(path: &str) -> (String, String) {
 
 /// The warnings `veer validate` gives about a max-ejection-percent cap below one endpoint.
 fn cap_warnings(sources: &[(String, String)]) -> Vec<String> {
-    let loaded = from_sources(sources);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-    veer_model::ejection::warnings(&loaded.set).iter().map(ToString::to_string).collect()
+    let accepted = from_sources(sources).unwrap_or_else(|r| panic!("{r}"));
+    veer_model::ejection::warnings(accepted.set()).iter().map(ToString::to_string).collect()
 }
 
 /// The fewest endpoints any client cluster sees for `host`.
 fn fewest_endpoints(sources: &[(String, String)], host: &str, port: Option<u16>) -> usize {
-    let set = from_sources(sources).set;
+    let set = from_sources(sources).unwrap_or_else(|r| panic!("{r}")).into_set();
     let clusters: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
     clusters
         .iter()
