@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use veer_model::resolve::{destinations, DestinationKind};
 use veer_model::set::ManifestSet;
 
 use crate::ownership::{txt_name, txt_value};
@@ -41,14 +42,15 @@ pub struct ZoneInput {
     pub serial: u32,
 }
 
-/// The destination hosts the node of `cluster` serves: every VirtualDestination and
-/// FailoverService host, and the HTTPRoute hosts its own Gateways accept (a name the gateway
-/// would answer 404 for is not pointed at it).
+/// The destination hosts the node of `cluster` serves ([`veer_model::resolve::destinations`]
+/// but Services): every VirtualDestination and FailoverService host, and the HTTPRoute hosts its
+/// own Gateways accept for a route with rules (a name the gateway would answer 404 for is not
+/// pointed at it).
 pub fn destination_hosts(set: &ManifestSet, cluster: &str) -> Vec<String> {
-    let mut hosts: Vec<String> = Vec::new();
-    hosts.extend(set.virtual_destinations.iter().flat_map(|v| v.hosts.iter().cloned()));
-    hosts.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    hosts.extend(set.routes.iter().flat_map(|r| r.hosts_in(cluster).map(str::to_string)));
+    let keys = destinations(set, cluster);
+    // `*.svc.cluster.local` is each cluster's own DNS to answer.
+    let mut hosts: Vec<String> =
+        keys.iter().filter(|k| k.kind != DestinationKind::Service).flat_map(|k| k.hosts().map(str::to_string)).collect();
     hosts.sort();
     hosts.dedup();
     hosts

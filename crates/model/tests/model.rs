@@ -933,6 +933,138 @@ fn listener_hostnames_intersect_as_gateway_api_says() {
     assert_eq!(listener_hosts(Some("*.a.b"), &v(&["*.b"])), Some(v(&["*.a.b"])));
 }
 
+// === what a set serves: one list of destination keys ===
+
+const SERVED: &str = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec: {locality: {region: r}}
+---
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: east}
+spec: {locality: {region: r}}
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: VirtualDestination
+metadata: {name: vd, namespace: demo}
+spec:
+  hosts: [go.demo.global, go.demo.mesh]
+  ports: [{number: 80, protocol: HTTP}, {number: 81, protocol: HTTP}]
+  services: [{labels: {app: echo}, namespace: demo}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: west, app: echo}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}, {name: admin, port: 9000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: east, app: echo}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.demo, shop.example]
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: Exact, value: /x}}]
+    backendRefs: [{name: echo, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.demo]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: empty, namespace: demo}
+spec: {parentRefs: [{name: gw}], hostnames: [empty.demo]}
+";
+
+#[test]
+fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
+    use veer_model::resolve::{destinations, resolve_key, DestinationKind};
+    let accepted = from_sources(&[("s.yaml".into(), SERVED.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let set = accepted.set();
+    let west = destinations(set, "west");
+    let names: Vec<&str> = west.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "go.demo.global:80",
+            "go.demo.global:81",
+            "shop.demo/",
+            "shop.demo/x",
+            "shop.demo/ (demo/b rule 0)",
+            "echo.demo.svc.cluster.local:80",
+            "echo.demo.svc.cluster.local:9000",
+        ],
+        "VirtualDestination ports, route rules (a route without rules gives none), then one Service name's ports"
+    );
+    let vd = &west[1];
+    assert_eq!(
+        (vd.host.as_str(), vd.aliases.clone(), vd.port, vd.kind),
+        ("go.demo.global", vec!["go.demo.mesh".to_string()], Some(81), DestinationKind::VirtualDestination)
+    );
+    let rule = &west[3];
+    assert_eq!((rule.host.as_str(), rule.aliases.clone(), rule.port), ("shop.demo", vec!["shop.example".to_string()], None));
+    assert!(matches!(rule.kind, DestinationKind::RouteRule { route, rule: 1 } if route.meta.name == "a"), "{:?}", rule.kind);
+    let svc = &west[5];
+    assert_eq!((svc.port, svc.kind), (Some(80), DestinationKind::Service));
+    assert_eq!(svc.hosts().collect::<Vec<_>>(), vec!["echo.demo.svc.cluster.local"]);
+    assert_eq!(svc.request_hosts(), vec!["echo.demo.svc.cluster.local", "echo.demo", "echo.demo.svc"]);
+    assert_eq!(vd.request_hosts(), vec!["go.demo.global", "go.demo.mesh"], "only a Service has search-path names");
+    // Every key resolves to the destination it names.
+    for key in &west {
+        let d = resolve_key(set, key, "west").unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        assert_eq!(d.host, key.host, "{}", key.name);
+        assert_eq!(d.port, key.port.unwrap_or(80), "{}", key.name);
+    }
+    let role = |k: &veer_model::resolve::DestinationKey<'_>| resolve_key(set, k, "west").expect("resolves").sources[0].role.clone();
+    assert!(role(&west[2]).contains("rule at line 41"), "{}", role(&west[2]));
+    assert!(role(rule).contains("rule at line 42"), "the rule of the key, not the route's first: {}", role(rule));
+    // East has no Gateway the routes attach to.
+    let east: Vec<String> = destinations(set, "east").into_iter().map(|k| k.name).collect();
+    assert!(east.iter().all(|n| !n.starts_with("shop.demo")), "{east:?}");
+    assert_eq!(east.len(), 4, "{east:?}");
+    // `veer explain` of an unknown host lists the hosts of the same keys.
+    let err = veer_model::resolve::resolve(set, "nope.demo", None, "west", "").expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "no destination serves host \"nope.demo\"; known hosts: echo.demo.svc.cluster.local, go.demo.global, go.demo.mesh, shop.demo, shop.example"
+    );
+}
+
+#[test]
+fn a_failover_service_is_one_destination_at_its_port() {
+    use veer_model::resolve::{destinations, resolve_key, DestinationKind};
+    let sources = [example("001-smh-failover-service/seed.yaml"), example("001-smh-failover-service/topology.yaml")];
+    let set = from_sources(&sources).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let cluster = set.clusters.first().map(|c| c.meta.name.clone()).expect("a cluster");
+    let keys = destinations(&set, &cluster);
+    let fs: Vec<_> = keys.iter().filter(|k| k.kind == DestinationKind::FailoverService).collect();
+    assert_eq!(fs.len(), 1, "{keys:?}");
+    assert_eq!(
+        (fs[0].name.as_str(), fs[0].host.as_str(), fs[0].port),
+        ("reviews-failover.bookinfo.global:9080", "reviews-failover.bookinfo.global", Some(9080))
+    );
+    assert!(fs[0].aliases.is_empty());
+    assert_eq!(resolve_key(&set, fs[0], &cluster).expect("resolves").rule, veer_core::priority::PriorityRule::Tiers);
+}
+
 // === outlier detection that can never eject ===
 
 fn example(path: &str) -> (String, String) {

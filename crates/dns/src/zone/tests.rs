@@ -124,6 +124,35 @@ spec:
 }
 
 #[test]
+fn names_the_gateway_has_no_route_for_and_service_names_are_not_answered() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec: {selector: {app: echo}, ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: served}
+spec: {parentRefs: [{name: gw}], hostnames: [shop.example.com], rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ruleless}
+spec: {parentRefs: [{name: gw}], hostnames: [empty.example.com]}
+";
+    let set = veer_model::from_sources(&[("w.yaml".into(), text.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+    // A route without rules gives the gateway nothing to route, so it would answer 404; and
+    // `*.svc.cluster.local` is the cluster's own DNS.
+    assert_eq!(destination_hosts(&set, "default"), vec!["shop.example.com".to_string()]);
+}
+
+#[test]
 fn a_route_host_served_on_a_gateway_port_socket_of_its_own_ip_is_answered_with_that_ip() {
     let text = "\
 apiVersion: veer.io/v1alpha1
