@@ -111,11 +111,31 @@ pub struct Zones {
     /// Zones this node writes: (zone, writer, epoch), for `/` introspection and tests.
     pub regional: Vec<(ZoneId, String, u64)>,
     /// Names that could not be served (invalid), with why.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Unservable>,
 }
 
-fn name(s: &str) -> Result<Name, String> {
-    let mut n = Name::from_ascii(s).map_err(|e| format!("{s:?} is not a DNS name: {e}"))?;
+/// A host or record a zone cannot serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unservable {
+    /// Not a DNS name: the name and why.
+    NotADnsName { name: String, why: String },
+    /// An A or AAAA record whose target is not an IP address.
+    NotAnAddress(String),
+}
+
+impl std::fmt::Display for Unservable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unservable::NotADnsName { name, why } => write!(f, "{name:?} is not a DNS name: {why}"),
+            Unservable::NotAnAddress(target) => write!(f, "{target:?} is not an IP address"),
+        }
+    }
+}
+
+impl std::error::Error for Unservable {}
+
+fn name(s: &str) -> Result<Name, Unservable> {
+    let mut n = Name::from_ascii(s).map_err(|e| Unservable::NotADnsName { name: s.to_string(), why: e.to_string() })?;
     n.set_fqdn(true);
     Ok(n)
 }
@@ -175,7 +195,7 @@ impl Zones {
                     RecordKind::A | RecordKind::AAAA => match e.target.parse::<IpAddr>() {
                         Ok(ip) => address_record(owner, e.ttl, ip),
                         Err(_) => {
-                            z.skipped.push(format!("{:?} is not an IP address", e.target));
+                            z.skipped.push(Unservable::NotAnAddress(e.target.clone()));
                             continue;
                         }
                     },

@@ -23,24 +23,52 @@ pub struct Pattern {
 /// shorter still.
 pub const MAX_PATTERN: usize = 4096;
 
+/// Why an expression is refused.
+#[derive(Debug)]
+pub enum PatternError {
+    /// Longer than [`MAX_PATTERN`]: its length in bytes.
+    TooLong(usize),
+    /// Not valid syntax, or too large a program to run on every request (boxed: it is large,
+    /// and a pattern that compiles is the common case).
+    Invalid(Box<regex_automata::meta::BuildError>),
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatternError::TooLong(len) => write!(f, "the expression is {len} bytes long; at most {MAX_PATTERN}"),
+            // A syntax error prints the (wrapped) pattern with a caret over several lines; its
+            // last line says what is wrong, which fits a one-line diagnostic.
+            PatternError::Invalid(e) => match e.syntax_error() {
+                Some(s) => f.write_str(
+                    s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: "),
+                ),
+                None => write!(f, "{e}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for PatternError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PatternError::TooLong(_) => None,
+            PatternError::Invalid(e) => Some(&**e),
+        }
+    }
+}
+
 impl Pattern {
-    pub fn new(source: &str) -> Result<Pattern, String> {
+    pub fn new(source: &str) -> Result<Pattern, PatternError> {
         if source.len() > MAX_PATTERN {
-            return Err(format!("the expression is {} bytes long; at most {MAX_PATTERN}", source.len()));
+            return Err(PatternError::TooLong(source.len()));
         }
         // A bounded program: a hostile pattern is refused here instead of costing memory on
         // every request.
         let re = Regex::builder()
             .configure(Regex::config().nfa_size_limit(Some(1 << 20)).hybrid_cache_capacity(1 << 20))
             .build(&format!("^(?:{source})$"))
-            // A syntax error prints the (wrapped) pattern with a caret over several lines;
-            // its last line says what is wrong, which fits a one-line diagnostic.
-            .map_err(|e| match e.syntax_error() {
-                Some(s) => {
-                    s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string()
-                }
-                None => e.to_string(),
-            })?;
+            .map_err(|e| PatternError::Invalid(Box::new(e)))?;
         Ok(Pattern { source: Arc::from(source), re })
     }
 

@@ -933,6 +933,22 @@ fn listener_hostnames_intersect_as_gateway_api_says() {
     assert_eq!(listener_hosts(Some("*.a.b"), &v(&["*.b"])), Some(v(&["*.a.b"])));
 }
 
+// === veer explain --down ===
+
+#[test]
+fn a_down_flag_that_matches_no_endpoint_is_an_error_naming_it() {
+    use veer_model::explain::{apply_down, Down, DownError};
+    let set = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let mut dest = veer_model::resolve::resolve(&set, "c.example.com", None, "edge", "").expect("resolves");
+    let err = apply_down(&mut dest, &[Down::Cluster("west".into())]).expect_err("no endpoint in west");
+    assert_eq!(err, DownError::NoEndpointInCluster { cluster: "west".into(), host: "c.example.com".into() });
+    assert_eq!(err.to_string(), "--down cluster=west: no endpoint of c.example.com is in cluster west");
+    let err = apply_down(&mut dest, &[Down::Address("10.9.9.9".into())]).expect_err("no such endpoint");
+    assert_eq!(err.to_string(), "--down 10.9.9.9: no endpoint of c.example.com has that address");
+    apply_down(&mut dest, &[Down::Address("127.0.0.1".into())]).expect("the endpoint's IP");
+    assert!(dest.endpoints.iter().all(|e| e.health == veer_core::topology::Health::Unhealthy), "{:?}", dest.endpoints);
+}
+
 // === what a set serves: one list of destination keys ===
 
 const SERVED: &str = "\

@@ -127,7 +127,7 @@ impl Node {
             cfg.admin.or_else(|| cluster.as_ref().and_then(|c| c.admin)).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let workers = cfg.workers.max(1);
         // Which sockets serve which Gateway listener ports; the set passed the same check.
-        let plan = set.listeners(&cfg.cluster)?;
+        let plan = set.listeners(&cfg.cluster).map_err(|e| e.to_string())?;
         if plan.extra.len() >= crate::snapshot::MAX_SOCKETS {
             return Err(format!(
                 "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
@@ -221,8 +221,9 @@ impl Node {
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
                 });
-                let server =
-                    veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify)).await?;
+                let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 metrics.watch_dns(server.counters());
                 Some(server)
             }

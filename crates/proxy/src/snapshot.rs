@@ -352,7 +352,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
-        let listeners = set.listeners(cluster)?;
+        let listeners = set.listeners(cluster).map_err(|e| e.to_string())?;
         if listeners.extra.len() >= MAX_SOCKETS {
             return Err(format!(
                 "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",

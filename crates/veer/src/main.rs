@@ -414,7 +414,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let extra: Labels = labels.into_iter().collect();
             let client = veer_model::resolve::client(&set, &from, &extra).map_err(|e| e.to_string())?;
             let mut dest = veer_model::resolve::resolve(&set, &host, port, &from, &path).map_err(|e| e.to_string())?;
-            apply_down(&mut dest, &down)?;
+            apply_down(&mut dest, &down).map_err(|e| e.to_string())?;
             let report = explain(&dest, &client);
             match output {
                 Output::Table => out!("{}", render_table(&report))?,

@@ -124,6 +124,30 @@ spec:
 }
 
 #[test]
+fn names_and_records_that_cannot_be_served_are_skipped_with_why() {
+    let z = Zones::build(&ZoneInput {
+        hosts: vec!["bad..example".into(), "ok.example".into()],
+        gateway: IpAddr::from([127, 0, 0, 1]),
+        elsewhere: BTreeMap::new(),
+        ttl: 30,
+        regional: vec![RegionalZone {
+            zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+            writer: "c1".into(),
+            epoch: 1,
+            endpoints: vec![endpoint("web.example.com", RecordKind::A, "not-an-ip")],
+        }],
+        txt_prefix: String::new(),
+        serial: 1,
+    });
+    assert_eq!(z.skipped.len(), 2, "{:?}", z.skipped);
+    assert!(matches!(&z.skipped[0], Unservable::NotADnsName { name, .. } if name == "bad..example"), "{:?}", z.skipped);
+    assert!(z.skipped[0].to_string().starts_with("\"bad..example\" is not a DNS name: "), "{}", z.skipped[0]);
+    assert_eq!(z.skipped[1], Unservable::NotAnAddress("not-an-ip".into()));
+    assert_eq!(z.skipped[1].to_string(), "\"not-an-ip\" is not an IP address");
+    assert!(matches!(z.lookup(&lower("ok.example."), RecordType::A), Outcome::Authoritative { rcode: ResponseCode::NoError, .. }));
+}
+
+#[test]
 fn names_the_gateway_has_no_route_for_and_service_names_are_not_answered() {
     let text = "\
 apiVersion: v1
