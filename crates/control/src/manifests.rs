@@ -53,18 +53,9 @@ pub struct Baseline {
 /// Checks `sources` exactly as `veer validate` does, and that `cluster` can be served from
 /// them: the set, or every error with its location.
 pub fn check(sources: &[(String, String)], cluster: &str, labels: &Labels) -> Result<ManifestSet, Vec<String>> {
-    let loaded = veer_model::from_sources(sources);
-    if loaded.diagnostics.has_errors() {
-        return Err(loaded
-            .diagnostics
-            .into_sorted()
-            .iter()
-            .filter(|d| d.severity == veer_model::diag::Severity::Error)
-            .map(|d| d.to_string())
-            .collect());
-    }
-    veer_model::resolve::client(&loaded.set, cluster, labels).map_err(|e| vec![e.to_string()])?;
-    Ok(loaded.set)
+    let accepted = veer_model::from_sources(sources).map_err(|r| r.errors().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    veer_model::resolve::client(accepted.set(), cluster, labels).map_err(|e| vec![e.to_string()])?;
+    Ok(accepted.into_set())
 }
 
 /// The watcher's pulse, shared with `/ready` and the metrics: whether its thread runs and when

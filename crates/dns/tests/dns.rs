@@ -14,7 +14,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use veer_dns::{DnsConfig, DnsServer, RrlConfig};
+use veer_dns::{DnsConfig, DnsError, DnsServer, RrlConfig};
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, World};
 
@@ -356,8 +356,18 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
 
 fn small_set() -> Arc<veer_model::set::ManifestSet> {
     let text = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n  services:\n  - labels:\n      app: server\n    namespace: infra\n";
-    let loaded = veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]);
-    Arc::new(loaded.set)
+    Arc::new(veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_port_in_use_is_refused_naming_the_address() {
+    let w = World::new();
+    let taken = UdpSocket::bind(SocketAddr::new(w.ip(1, 54), 0)).await.expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let (_tx, rx) = tokio::sync::watch::channel(small_set());
+    let err = DnsServer::start(DnsConfig::new(addr, "default", w.ip(1, 1)), rx, None).await.err().expect("the port is taken");
+    assert!(matches!(err, DnsError::Bind { protocol: "udp", addr: a, .. } if a == addr), "{err:?}");
+    assert!(err.to_string().starts_with(&format!("cannot listen on {addr}/udp (dns): ")), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

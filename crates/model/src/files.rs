@@ -95,7 +95,7 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, ReadError>
 /// modification time, inode), in the order `read_paths` reads them: checking this costs a few
 /// `stat` calls, so a reloader can look often and read only when something changed. Stdin
 /// has no metadata and is left out.
-pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, String> {
+pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() != "-" {
@@ -165,11 +165,11 @@ impl FileStamp {
     }
 }
 
-fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))?;
     if meta.is_dir() {
         if depth >= MAX_DEPTH {
-            return Err(error(path, ReadErrorKind::TooDeep).to_string());
+            return Err(error(path, ReadErrorKind::TooDeep));
         }
         for e in manifest_entries(path)? {
             stamp(&e, depth + 1, out)?;
@@ -185,9 +185,9 @@ fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), Stri
 /// top-level link (`a.yaml -> ..data/a.yaml`), `..data` (a link to the current timestamped
 /// directory) and that directory (`..2026_12_03_…`); only the first is the manifest. Editors'
 /// swap and backup files are hidden too. A hidden file named on the command line is still read.
-fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
+fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| error(dir, ReadErrorKind::Io(e.to_string())))?
         .filter_map(|e| e.ok().filter(|e| !e.file_name().as_encoded_bytes().starts_with(b".")).map(|e| e.path()))
         .filter(|e| e.is_dir() || is_manifest_name(e))
         .collect();
@@ -226,7 +226,7 @@ fn collect(path: &Path, depth: usize, out: &mut Vec<(String, String)>) -> Result
         if depth >= MAX_DEPTH {
             return Err(error(path, ReadErrorKind::TooDeep));
         }
-        for e in manifest_entries(path).map_err(|e| ReadError { path: path.display().to_string(), kind: ReadErrorKind::Io(e) })? {
+        for e in manifest_entries(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))? {
             collect(&e, depth + 1, out)?;
         }
         return Ok(());
