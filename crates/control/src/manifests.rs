@@ -116,7 +116,7 @@ impl WatcherHealth {
     }
 
     /// `Ok` while the watcher runs and looks; why not otherwise (see [`ready::liveness`]).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ready::WatcherDown> {
         let ms = Duration::from_millis;
         ready::liveness(
             self.phase(),

@@ -159,18 +159,41 @@ pub enum Phase {
     Ended,
 }
 
+/// Why the watcher is not alive, as `/ready` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatcherDown {
+    /// Its thread ended.
+    Stopped,
+    /// It has not started this long after the node did.
+    NotStarted { after: Duration },
+    /// It has not looked at the files for `idle`, though it looks every `every`.
+    Stalled { idle: Duration, every: Duration },
+}
+
+impl std::fmt::Display for WatcherDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatcherDown::Stopped => f.write_str("the manifest watcher has stopped: manifest changes are no longer applied"),
+            WatcherDown::NotStarted { after } => write!(f, "the manifest watcher has not started after {:.0} s", after.as_secs_f64()),
+            WatcherDown::Stalled { idle, every } => {
+                write!(f, "the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", idle.as_secs_f64())
+            }
+        }
+    }
+}
+
+impl std::error::Error for WatcherDown {}
+
 /// Whether the watcher is alive at `now`: running (or starting) and having looked at the
 /// files within [`stall_after`] of `every`. `Err` says why not, for `/ready`.
-pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duration) -> Result<(), String> {
+pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duration) -> Result<(), WatcherDown> {
     let age = now.saturating_sub(last_look);
     let limit = stall_after(every);
     match phase {
-        Phase::Ended => Err("the manifest watcher has stopped: manifest changes are no longer applied".into()),
+        Phase::Ended => Err(WatcherDown::Stopped),
         _ if age <= limit => Ok(()),
-        Phase::Starting => Err(format!("the manifest watcher has not started after {:.0} s", age.as_secs_f64())),
-        Phase::Running => {
-            Err(format!("the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", age.as_secs_f64()))
-        }
+        Phase::Starting => Err(WatcherDown::NotStarted { after: age }),
+        Phase::Running => Err(WatcherDown::Stalled { idle: age, every }),
     }
 }
 
@@ -269,11 +292,11 @@ mod tests {
         assert_eq!(stall_after(s(2)), s(60));
         assert!(liveness(Phase::Running, s(100), s(100), every).is_ok());
         assert!(liveness(Phase::Running, s(100), s(130), every).is_ok());
-        let stalled = liveness(Phase::Running, s(100), s(131), every).expect_err("stalled");
+        let stalled = liveness(Phase::Running, s(100), s(131), every).expect_err("stalled").to_string();
         assert!(stalled.contains("31 s"), "{stalled}");
         assert!(liveness(Phase::Starting, Duration::ZERO, s(5), every).is_ok(), "a starting watcher gets the same grace");
-        assert!(liveness(Phase::Starting, Duration::ZERO, s(31), every).expect_err("never started").contains("not started"));
-        let ended = liveness(Phase::Ended, s(100), s(100), every).expect_err("ended");
+        assert!(liveness(Phase::Starting, Duration::ZERO, s(31), every).expect_err("never started").to_string().contains("not started"));
+        let ended = liveness(Phase::Ended, s(100), s(100), every).expect_err("ended").to_string();
         assert!(ended.contains("stopped"), "{ended}");
     }
 }
