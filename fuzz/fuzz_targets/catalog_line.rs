@@ -13,7 +13,7 @@ const WORLD: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {nam
 
 fuzz_target!(|data: &[u8]| {
     let Ok(WatchLine::Catalog(catalog)) = serde_json::from_slice::<WatchLine>(data) else { return };
-    let set = veer_model::from_sources(&[("world.yaml".to_string(), WORLD.to_string())]).set;
+    let set = veer_model::from_sources(&[("world.yaml".to_string(), WORLD.to_string())]).expect("the world has no errors").into_set();
     let merged = merge(&set, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(catalog))]));
     let _ = veer_gateway::snapshot::Snapshot::build(&merged, "c1", &Default::default(), &Default::default(), 1);
 });

@@ -12,8 +12,11 @@ fuzz_target!(|data: &[u8]| {
         .enumerate()
         .map(|(i, part)| (format!("fuzz-{i}.yaml"), String::from_utf8_lossy(part).into_owned()))
         .collect();
-    let loaded = veer_model::from_sources(&sources);
-    for d in loaded.diagnostics.into_sorted() {
+    let diagnostics = match veer_model::from_sources(&sources) {
+        Ok(accepted) => accepted.into_parts().1,
+        Err(rejected) => rejected.into_diagnostics(),
+    };
+    for d in diagnostics {
         let _ = d.to_string();
     }
 });

@@ -118,10 +118,10 @@ mod tests {
     #[test]
     fn a_small_world_loads_without_errors_and_resolves_with_locality_priorities() {
         let scale = Scale { clusters: 10, services: 3, clusters_per_service: 5, endpoints_per_cluster: 2 };
-        let loaded = veer_model::from_sources(&world(scale));
-        let errors: Vec<String> = loaded.diagnostics.into_sorted().iter().map(|d| d.to_string()).collect();
-        assert!(errors.iter().all(|e| !e.contains("error")), "{errors:?}");
-        let set = loaded.set;
+        let accepted = veer_model::from_sources(&world(scale)).unwrap_or_else(|r| panic!("{r}"));
+        let findings: Vec<String> = accepted.warnings().iter().map(|d| d.to_string()).collect();
+        assert!(findings.iter().all(|e| !e.contains("error")), "{findings:?}");
+        let set = accepted.into_set();
         let client = veer_model::resolve::client(&set, &cluster_name(0), &Default::default()).expect("client");
         let dest = veer_model::resolve::resolve(&set, &service_host(0), Some(80), &cluster_name(0), "").expect("resolves");
         assert_eq!(dest.endpoints.len(), 10);

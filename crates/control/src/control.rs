@@ -532,7 +532,7 @@ impl Control {
                     list(&l.extra)
                 ))
             }
-            Err(why) => Reload::Rejected(why),
+            Err(why) => Reload::Rejected(why.to_string()),
         }
     }
 

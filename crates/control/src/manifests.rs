@@ -55,18 +55,9 @@ pub struct Baseline {
 /// Checks `sources` exactly as `veer validate` does, and that `cluster` can be served from
 /// them: the set, or every error with its location.
 pub fn check(sources: &[(String, String)], cluster: &str, labels: &Labels) -> Result<ManifestSet, Vec<String>> {
-    let loaded = veer_model::from_sources(sources);
-    if loaded.diagnostics.has_errors() {
-        return Err(loaded
-            .diagnostics
-            .into_sorted()
-            .iter()
-            .filter(|d| d.severity == veer_model::diag::Severity::Error)
-            .map(|d| d.to_string())
-            .collect());
-    }
-    veer_model::resolve::client(&loaded.set, cluster, labels).map_err(|e| vec![e.to_string()])?;
-    Ok(loaded.set)
+    let accepted = veer_model::from_sources(sources).map_err(|r| r.errors().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    veer_model::resolve::client(accepted.set(), cluster, labels).map_err(|e| vec![e.to_string()])?;
+    Ok(accepted.into_set())
 }
 
 /// The watcher's pulse, shared with `/ready` and the metrics: whether its thread runs and when
@@ -127,7 +118,7 @@ impl WatcherHealth {
     }
 
     /// `Ok` while the watcher runs and looks; why not otherwise (see [`ready::liveness`]).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ready::WatcherDown> {
         let ms = Duration::from_millis;
         ready::liveness(
             self.phase(),
@@ -566,28 +557,7 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A directory of its own for one test, removed when the test ends.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("veer-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("test directory");
-            Dir(path)
-        }
-
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use veer_testkit::TempDir;
 
     fn watcher(dir: &std::path::Path) -> Watcher {
         // Settling is tested on its own below; here a change is read at the next look.
@@ -599,7 +569,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_read_once_and_an_unchanged_one_not_again() {
-        let dir = Dir::new("watcher-change");
+        let dir = TempDir::new("watcher-change");
         std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
         let mut w = watcher(dir.path());
         assert!(matches!(w.look(), Some(Reload::Accepted(set)) if set.service("default", "shop", "web").is_some()));
@@ -610,7 +580,7 @@ mod tests {
 
     #[test]
     fn a_bad_file_is_rejected_with_its_location_and_the_same_error_is_said_once() {
-        let dir = Dir::new("watcher-bad");
+        let dir = TempDir::new("watcher-bad");
         std::fs::write(dir.path().join("a.yaml"), SERVICE.replace("port: 80", "port: eighty")).expect("write");
         let mut w = watcher(dir.path());
         match w.look() {
@@ -622,7 +592,7 @@ mod tests {
 
     #[test]
     fn a_reload_of_a_file_that_is_not_utf8_is_rejected_at_its_first_bad_byte() {
-        let dir = Dir::new("watcher-not-utf8");
+        let dir = TempDir::new("watcher-not-utf8");
         std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
         let mut w = watcher(dir.path());
         assert!(matches!(w.look(), Some(Reload::Accepted(_))));
@@ -642,7 +612,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn inotify_wakes_the_watcher_for_a_rename_into_place_and_for_a_rewrite() {
-        let dir = Dir::new("watcher-inotify");
+        let dir = TempDir::new("watcher-inotify");
         std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
         let mut w = watcher(dir.path());
         w.every = Duration::from_secs(60);
@@ -684,7 +654,7 @@ mod tests {
     /// closes it. Nothing may be sent before the close; then the whole file is.
     fn a_paused_writer_is_waited_for(name: &str, tune: impl FnOnce(Watcher) -> Watcher, pause: Duration) {
         use std::io::Write;
-        let dir = Dir::new(name);
+        let dir = TempDir::new(name);
         let file = dir.path().join("a.yaml");
         std::fs::write(&file, SERVICE).expect("write");
         let w =
@@ -755,7 +725,7 @@ mod tests {
 
     #[test]
     fn the_thread_ends_when_the_control_loop_stops_it() {
-        let dir = Dir::new("watcher-stop");
+        let dir = TempDir::new("watcher-stop");
         std::fs::write(dir.path().join("a.yaml"), SERVICE).expect("write");
         let (found, mut rx) = mpsc::channel(1);
         let (stop, stopped) = std_mpsc::channel();

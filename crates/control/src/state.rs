@@ -139,16 +139,13 @@ pub fn load(dir: &Path) -> Result<State, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("veer-state-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
+    use veer_testkit::TempDir;
 
     #[test]
     fn a_saved_set_reads_back_and_replaces_the_last_one_whole() {
-        let d = dir("roundtrip");
+        // A state directory that does not exist yet: saving makes it.
+        let tmp = TempDir::new("state-roundtrip");
+        let d = tmp.join("state");
         assert!(matches!(load(&d), Err(StateError::Missing(_))));
         save(&d, &[("m/a.yaml".into(), "a: 1\n".into()), ("m/b.yaml".into(), "b: \"ü\"\n".into())]).expect("save");
         save(&d, &[("m/a.yaml".into(), "a: 2\n".into())]).expect("save again");
@@ -157,12 +154,12 @@ mod tests {
         assert!(s.saved_unix_ms > 0);
         let names: Vec<_> = std::fs::read_dir(&d).expect("ls").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)], "no temporary file left behind");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_state_that_is_not_ours_is_refused() {
-        let d = dir("hostile");
+        let tmp = TempDir::new("state-hostile");
+        let d = tmp.join("state");
         std::fs::create_dir_all(&d).expect("dir");
         std::fs::write(d.join(STATE_FILE), "{\"version\": 1, \"sources\": 3}").expect("write");
         assert!(matches!(load(&d), Err(StateError::Corrupt(..))));
@@ -174,6 +171,5 @@ mod tests {
         std::fs::remove_file(d.join(STATE_FILE)).expect("rm");
         std::fs::create_dir(d.join(STATE_FILE)).expect("a directory in its place");
         assert!(matches!(load(&d), Err(StateError::NotAFile(_))));
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -20,4 +20,4 @@ pub mod server;
 pub mod yaml;
 pub mod zone;
 
-pub use server::{DnsConfig, DnsCounters, DnsServer, DnsStats, Notify, RrlConfig, RCODES};
+pub use server::{DnsConfig, DnsCounters, DnsError, DnsServer, DnsStats, Notify, RrlConfig, RCODES};

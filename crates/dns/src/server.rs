@@ -573,20 +573,56 @@ pub struct DnsServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Why the DNS server could not start.
+#[derive(Debug)]
+pub enum DnsError {
+    /// A socket could not be bound: its address, `udp` or `tcp`, and why.
+    Bind { addr: SocketAddr, protocol: &'static str, source: std::io::Error },
+    /// The bound UDP socket's address could not be read.
+    LocalAddr(std::io::Error),
+    /// Port 0 was asked for, and no port came free for both UDP and TCP: the last TCP error.
+    NoCommonPort { ip: IpAddr, last: Option<std::io::Error> },
+}
+
+impl std::fmt::Display for DnsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsError::Bind { addr, protocol, source } => write!(f, "cannot listen on {addr}/{protocol} (dns): {source}"),
+            DnsError::LocalAddr(e) => write!(f, "{e}"),
+            DnsError::NoCommonPort { ip, last } => {
+                write!(f, "cannot find one free port for UDP and TCP on {ip}: ")?;
+                match last {
+                    Some(e) => write!(f, "{e}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for DnsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DnsError::Bind { source, .. } | DnsError::LocalAddr(source) => Some(source),
+            DnsError::NoCommonPort { last, .. } => last.as_ref().map(|e| e as _),
+        }
+    }
+}
+
 /// Binds UDP and TCP on the same port (a free one when `addr`'s port is 0).
-async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), String> {
-    let mut last = String::new();
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+    let mut last = None;
     for _ in 0..16 {
-        let udp = UdpSocket::bind(addr).await.map_err(|e| format!("cannot listen on {addr}/udp (dns): {e}"))?;
-        let bound = udp.local_addr().map_err(|e| e.to_string())?;
+        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind { addr, protocol: "udp", source })?;
+        let bound = udp.local_addr().map_err(DnsError::LocalAddr)?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp)),
             // With port 0 the TCP port of the same number may be taken: try another.
-            Err(e) if addr.port() == 0 => last = e.to_string(),
-            Err(e) => return Err(format!("cannot listen on {bound}/tcp (dns): {e}")),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(source) => return Err(DnsError::Bind { addr: bound, protocol: "tcp", source }),
         }
     }
-    Err(format!("cannot find one free port for UDP and TCP on {}: {last}", addr.ip()))
+    Err(DnsError::NoCommonPort { ip: addr.ip(), last })
 }
 
 // === impl DnsServer ===
@@ -598,9 +634,9 @@ impl DnsServer {
         cfg: DnsConfig,
         mut manifests: watch::Receiver<Arc<ManifestSet>>,
         notify: Option<Notify>,
-    ) -> Result<DnsServer, String> {
+    ) -> Result<DnsServer, DnsError> {
         let (udp, tcp) = bind(cfg.listen).await?;
-        let addr = udp.local_addr().map_err(|e| e.to_string())?;
+        let addr = udp.local_addr().map_err(DnsError::LocalAddr)?;
         let mut reconciler = Reconciler::new(cfg.clone(), notify);
         let first = manifests.borrow_and_update().clone();
         let handler = Arc::new(Handler::new(reconciler.run(&first), cfg.max_udp_payload));

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use veer_model::resolve::{destinations, DestinationKind};
 use veer_model::set::ManifestSet;
 
 use crate::ownership::{txt_name, txt_value};
@@ -41,14 +42,15 @@ pub struct ZoneInput {
     pub serial: u32,
 }
 
-/// The destination hosts the node of `cluster` serves: every VirtualDestination and
-/// FailoverService host, and the HTTPRoute hosts its own Gateways accept (a name the gateway
-/// would answer 404 for is not pointed at it).
+/// The destination hosts the node of `cluster` serves ([`veer_model::resolve::destinations`]
+/// but Services): every VirtualDestination and FailoverService host, and the HTTPRoute hosts its
+/// own Gateways accept for a route with rules (a name the gateway would answer 404 for is not
+/// pointed at it).
 pub fn destination_hosts(set: &ManifestSet, cluster: &str) -> Vec<String> {
-    let mut hosts: Vec<String> = Vec::new();
-    hosts.extend(set.virtual_destinations.iter().flat_map(|v| v.hosts.iter().cloned()));
-    hosts.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    hosts.extend(set.routes.iter().flat_map(|r| r.hosts_in(cluster).map(str::to_string)));
+    let keys = destinations(set, cluster);
+    // `*.svc.cluster.local` is each cluster's own DNS to answer.
+    let mut hosts: Vec<String> =
+        keys.iter().filter(|k| k.kind != DestinationKind::Service).flat_map(|k| k.hosts().map(str::to_string)).collect();
     hosts.sort();
     hosts.dedup();
     hosts
@@ -109,11 +111,31 @@ pub struct Zones {
     /// Zones this node writes: (zone, writer, epoch), for `/` introspection and tests.
     pub regional: Vec<(ZoneId, String, u64)>,
     /// Names that could not be served (invalid), with why.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<Unservable>,
 }
 
-fn name(s: &str) -> Result<Name, String> {
-    let mut n = Name::from_ascii(s).map_err(|e| format!("{s:?} is not a DNS name: {e}"))?;
+/// A host or record a zone cannot serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unservable {
+    /// Not a DNS name: the name and why.
+    NotADnsName { name: String, why: String },
+    /// An A or AAAA record whose target is not an IP address.
+    NotAnAddress(String),
+}
+
+impl std::fmt::Display for Unservable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unservable::NotADnsName { name, why } => write!(f, "{name:?} is not a DNS name: {why}"),
+            Unservable::NotAnAddress(target) => write!(f, "{target:?} is not an IP address"),
+        }
+    }
+}
+
+impl std::error::Error for Unservable {}
+
+fn name(s: &str) -> Result<Name, Unservable> {
+    let mut n = Name::from_ascii(s).map_err(|e| Unservable::NotADnsName { name: s.to_string(), why: e.to_string() })?;
     n.set_fqdn(true);
     Ok(n)
 }
@@ -173,7 +195,7 @@ impl Zones {
                     RecordKind::A | RecordKind::AAAA => match e.target.parse::<IpAddr>() {
                         Ok(ip) => address_record(owner, e.ttl, ip),
                         Err(_) => {
-                            z.skipped.push(format!("{:?} is not an IP address", e.target));
+                            z.skipped.push(Unservable::NotAnAddress(e.target.clone()));
                             continue;
                         }
                     },

@@ -2,9 +2,7 @@
 //! TCP, regional takeover and hand-back through manifest edits, and hostile input.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,53 +14,24 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use veer_dns::{DnsConfig, DnsServer, RrlConfig};
+use veer_dns::{DnsConfig, DnsError, DnsServer, RrlConfig};
 use veer_node::node::{Node, NodeConfig};
-use veer_testkit::Backend;
+use veer_testkit::{wait_until_async, World};
 
-static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
-
-/// A test world: its own loopback /16 (127.{net}.x.y) and manifest folder.
-struct World {
-    net: u8,
-    dir: PathBuf,
+/// Starts veer nodes in a test [`World`] (the node is veer-node's; the world knows none).
+trait NodeWorld {
+    /// A node of `cluster` with its gateway on 127.{net}.{group}.1 and DNS on 127.{net}.{group}.53.
+    async fn node(&self, cluster: &str, group: u8) -> Node;
 }
 
-impl World {
-    fn new() -> World {
-        let n = NEXT_WORLD.fetch_add(1, Ordering::Relaxed);
-        let net = 200 + u8::try_from(n).expect("fewer than 50 worlds");
-        let dir = std::env::temp_dir().join(format!("veer-dns-test-{}-{net}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        World { net, dir }
-    }
-
-    fn ip(&self, group: u8, host: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(127, self.net, group, host))
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        // Write then rename, so a reload never sees half a file.
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write manifest");
-        std::fs::rename(&tmp, self.dir.join(name)).expect("rename manifest");
-    }
-
-    /// A node of `cluster` with its gateway on 127.{net}.{group}.1 and DNS on 127.{net}.{group}.53.
+impl NodeWorld for World {
     async fn node(&self, cluster: &str, group: u8) -> Node {
-        let mut cfg = NodeConfig::new(vec![self.dir.clone()], cluster);
+        let mut cfg = NodeConfig::new(vec![self.dir().to_path_buf()], cluster);
         cfg.listen = Some(SocketAddr::new(self.ip(group, 1), 0));
         cfg.admin = Some(SocketAddr::new(self.ip(group, 1), 0));
         cfg.dns = Some(SocketAddr::new(self.ip(group, 53), 0));
         cfg.reload_every = Duration::from_millis(100);
         Node::start(cfg).await.expect("node starts")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -186,28 +155,13 @@ fn owner_of<'a>(
     labels.iter().find(|l| l.get("owner").map(String::as_str) == Some(owner))
 }
 
-/// Polls `check` every 20 ms until it holds or `limit` passes; returns the time it took.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = veer_testkit::clock::std_now();
-    while veer_testkit::clock::std_since(start) < limit {
-        if check().await {
-            return veer_testkit::clock::std_since(start);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
 // === tests ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_destination_names_resolve_to_the_gateway_and_requests_through_them_succeed() {
     let w = World::new();
-    let backend = Backend::start("reviews-1", SocketAddr::new(w.ip(5, 1), 0)).await.expect("backend");
+    let backends = w.backends("reviews", 5, 1).await;
+    let backend = &backends[0];
     w.write(
         "world.yaml",
         &format!(
@@ -257,7 +211,6 @@ apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  n
     let (m, _) = udp(server, "reviews-failover.bookinfo.global.", RecordType::AAAA, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty(), "NODATA: {m:?}");
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,9 +239,6 @@ async fn active_mode_each_regional_node_serves_its_own_zone_with_its_own_gateway
         // The gateway's A record sits at its own ownership name too.
         let (m, _) = udp(server, &format!("_external-dns-owner.a-aks01-{region}-internal.example.com."), RecordType::TXT, None).await;
         assert_eq!(owners(&m).len(), 1, "{m:?}");
-    }
-    for n in nodes {
-        n.stop().await;
     }
 }
 
@@ -333,9 +283,6 @@ async fn region_bound_one_node_serves_all_three_zones_and_udp_answers_truncate()
     let (small, len) = udp(weu, OWNER_TXT, RecordType::TXT, Some(600)).await;
     assert!(small.metadata.truncation && len <= 600, "EDNS size honoured: {len} bytes");
     assert_eq!(owners(&tcp(weu, OWNER_TXT, RecordType::TXT).await).len(), 3);
-    for n in nodes {
-        n.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +298,7 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
     // The weu cluster fails; the platform team adds adoptsRegions: [weu] to neu's identity.
     weu.stop().await;
     w.write("neu.yaml", &regional_cluster(&w, "aks-neu-01", "neu", 2, &["weu"], &active_policy("neu")));
-    let took = eventually(Duration::from_secs(5), "neu takes over the weu zone", || async {
+    let took = wait_until_async("neu takes over the weu zone", Duration::from_secs(5), || async {
         let (m, _) = udp(neu_dns, OWNER_TXT, RecordType::TXT, Some(1232)).await;
         owner_of(&owners(&m), "external-dns-weu").is_some()
     })
@@ -386,14 +333,14 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
 
     // The adoption is removed: weu writes again (a new epoch) and neu stops.
     w.write("neu.yaml", &regional_cluster(&w, "aks-neu-01", "neu", 2, &[], &active_policy("neu")));
-    eventually(Duration::from_secs(5), "weu writes its zone again", || async {
+    wait_until_async("weu writes its zone again", Duration::from_secs(5), || async {
         let (m, _) = udp(weu_dns, OWNER_TXT, RecordType::TXT, Some(1232)).await;
         owner_of(&owners(&m), "external-dns-weu").is_some_and(|l| {
             l.get("veer-writer").map(String::as_str) == Some("aks-weu-01") && l.get("veer-epoch").map(String::as_str) == Some("3")
         })
     })
     .await;
-    eventually(Duration::from_secs(5), "neu stops writing the weu zone", || async {
+    wait_until_async("neu stops writing the weu zone", Duration::from_secs(5), || async {
         let (m, _) = udp(neu_dns, OWNER_TXT, RecordType::TXT, Some(1232)).await;
         let l = owners(&m);
         owner_of(&l, "external-dns-weu").is_none() && owner_of(&l, "external-dns-neu").is_some()
@@ -405,15 +352,22 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
     assert_eq!(cname(&m).as_deref(), Some("aks01-neu-internal.example.com."), "neu keeps its own zone");
     let (m, _) = udp(dns_addr(&frc), SERVICE_NAME, RecordType::A, None).await;
     assert_eq!(cname(&m).as_deref(), Some("aks01-frc-internal.example.com."), "frc was never touched");
-    for n in [weu, neu, frc] {
-        n.stop().await;
-    }
 }
 
 fn small_set() -> Arc<veer_model::set::ManifestSet> {
     let text = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n  services:\n  - labels:\n      app: server\n    namespace: infra\n";
-    let loaded = veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]);
-    Arc::new(loaded.set)
+    Arc::new(veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_port_in_use_is_refused_naming_the_address() {
+    let w = World::new();
+    let taken = UdpSocket::bind(SocketAddr::new(w.ip(1, 54), 0)).await.expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let (_tx, rx) = tokio::sync::watch::channel(small_set());
+    let err = DnsServer::start(DnsConfig::new(addr, "default", w.ip(1, 1)), rx, None).await.err().expect("the port is taken");
+    assert!(matches!(err, DnsError::Bind { protocol: "udp", addr: a, .. } if a == addr), "{err:?}");
+    assert!(err.to_string().starts_with(&format!("cannot listen on {addr}/udp (dns): ")), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,7 +422,6 @@ async fn malformed_and_oversize_packets_are_dropped_without_harm() {
     assert_eq!(a_records(&m), vec![w.ip(1, 1)]);
     let stats = dns.stats();
     assert!(stats.malformed_dropped >= 8, "{stats:?}");
-    dns.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,7 +467,6 @@ async fn response_rate_limit_keeps_a_flood_from_one_source_from_being_amplified(
     assert_eq!(a_records(&tcp(dns.addr, "go.infra.global.", RecordType::A).await), vec![w.ip(1, 1)]);
     let stats = dns.stats();
     assert!(stats.rrl_dropped > 0 && stats.rrl_slipped > 0, "{stats:?}");
-    dns.stop().await;
 }
 
 /// The value of one sample of the node's `/metrics` (OpenMetrics text), 0 when absent.
@@ -572,18 +524,24 @@ async fn dns_counters_are_on_the_node_metrics() {
     // The server reads what the kernel queued at its own pace, and a loaded machine may drop
     // part of a flood before the server sees it: wait until the counts hold still, past the
     // rate limit's burst.
-    let start = veer_testkit::clock::std_now();
-    let mut last = u64::MAX;
-    let text = loop {
-        let text = scrape(node.admin).await;
-        let udp_queries = sample(&text, "veer_dns_queries_total{transport=\"udp\"}");
-        if sample(&text, "veer_dns_malformed_dropped_total") >= 3 && udp_queries > 3 + 100 && udp_queries == last {
-            break text;
+    // Still: the same count for 100 ms.
+    let text = std::cell::RefCell::new(String::new());
+    let last = std::cell::Cell::new((u64::MAX, veer_testkit::clock::std_now()));
+    let what = veer_testkit::lazy(|| format!("the counters did not move on /metrics: {}", text.borrow()));
+    wait_until_async(what, Duration::from_secs(10), || async {
+        let scraped = scrape(node.admin).await;
+        let udp_queries = sample(&scraped, "veer_dns_queries_total{transport=\"udp\"}");
+        let malformed = sample(&scraped, "veer_dns_malformed_dropped_total");
+        *text.borrow_mut() = scraped;
+        let (before, since) = last.get();
+        if udp_queries != before {
+            last.set((udp_queries, veer_testkit::clock::std_now()));
+            return false;
         }
-        last = udp_queries;
-        assert!(veer_testkit::clock::std_since(start) < Duration::from_secs(10), "the counters did not move on /metrics: {text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        malformed >= 3 && udp_queries > 3 + 100 && veer_testkit::clock::std_since(since) >= Duration::from_millis(100)
+    })
+    .await;
+    let text = text.into_inner();
     let stats = node.dns_server().expect("dns").stats();
     assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"udp\"}"), stats.udp_queries, "{text}");
     assert_eq!(sample(&text, "veer_dns_queries_total{transport=\"tcp\"}"), 1, "{text}");
@@ -597,5 +555,4 @@ async fn dns_counters_are_on_the_node_metrics() {
     let answered: u64 = veer_dns::RCODES.iter().map(|r| sample(&text, &format!("veer_dns_responses_total{{rcode=\"{r}\"}}"))).sum();
     let flood_answered = stats.udp_queries - 3 - stats.rrl_dropped - stats.rrl_slipped;
     assert_eq!(answered, 4 + flood_answered, "{rcodes:?} {stats:?} {text}");
-    node.stop().await;
 }

@@ -12,7 +12,7 @@ use veer_core::retry::RetryBudget;
 use veer_core::table::{self, Table};
 use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
-use veer_model::gateway::HttpRoute;
+use veer_model::gateway::{self, HttpRoute};
 use veer_model::httpmatch::{self, RouteMatch};
 use veer_model::resolve::{self, Destination};
 use veer_model::set::{Listeners, ManifestSet};
@@ -267,7 +267,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
-        let listeners = set.listeners(cluster)?;
+        let listeners = set.listeners(cluster).map_err(|e| e.to_string())?;
         if listeners.extra.len() >= MAX_SOCKETS {
             return Err(format!(
                 "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
@@ -353,7 +353,7 @@ impl Snapshot {
         }
         for (host, list) in &by_host {
             let entry = routes.entry(host.clone()).or_default();
-            for c in httpmatch::ordered(list) {
+            for c in gateway::ordered(list) {
                 if let Some(&dest) = rule_dest.get(&(c.route as *const HttpRoute, c.rule)) {
                     entry.push(Route { port: None, sockets: sockets_of(c.route, host), matched: Some(c.matched.clone()), dest });
                 }

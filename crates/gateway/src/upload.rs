@@ -231,4 +231,45 @@ mod tests {
         assert!(b.take(usize::MAX).is_none(), "no overflow");
         assert_eq!(b.used(), 0);
     }
+
+    // The per-try timer on paused time: tokio's clock jumps to the next timer, so these take no
+    // real time and measure the timer to the millisecond.
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_try_timeout_starts_once_the_upload_is_complete() {
+        let upload = Upload::default();
+        let start = crate::clock::now();
+        let mut try_ = std::pin::pin!(after_upload(std::future::pending::<()>(), &upload, Duration::from_secs(1)));
+        // An upload that lasts five per-try timeouts: the try is not timed out meanwhile.
+        assert!(tokio::time::timeout(Duration::from_secs(5), &mut try_).await.is_err(), "timed out during the upload");
+        upload.end(COMPLETE);
+        assert_eq!(try_.await, None, "the upstream never answered: timed out");
+        assert_eq!(crate::clock::since(start), Duration::from_secs(6), "one per-try timeout after the last byte");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_within_the_per_try_timeout_is_the_tries_outcome() {
+        let upload = Upload::default();
+        upload.end(COMPLETE);
+        let start = crate::clock::now();
+        let answer = async {
+            tokio::time::sleep(Duration::from_millis(999)).await;
+            "answered"
+        };
+        assert_eq!(after_upload(answer, &upload, Duration::from_secs(1)).await, Some("answered"));
+        assert_eq!(crate::clock::since(start), Duration::from_millis(999));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_upload_ends_the_wait_one_per_try_timeout_later_and_is_the_clients_fault() {
+        let upload = Upload::default();
+        let start = crate::clock::now();
+        let mut try_ = std::pin::pin!(after_upload(std::future::pending::<()>(), &upload, Duration::from_millis(300)));
+        assert!(tokio::time::timeout(Duration::from_secs(2), &mut try_).await.is_err());
+        upload.end(STALLED);
+        assert_eq!(try_.await, None);
+        assert_eq!(crate::clock::since(start), Duration::from_millis(2300));
+        assert_eq!(upload.client_fault(), Some(TryEnd::ClientUploadTimeout));
+        assert_eq!(upload.complete_at(), None, "a stalled upload never completed");
+    }
 }

@@ -361,27 +361,57 @@ fn describe(n: &Node) -> String {
     }
 }
 
+/// Why a text is not a duration; each case holds the text (trimmed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DurationError {
+    Empty,
+    Negative(String),
+    NotADuration(String),
+    NoUnit(String),
+    UnknownUnit {
+        text: String,
+        unit: String,
+    },
+    /// A number and unit beyond 10^12 seconds.
+    TooLong(String),
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationError::Empty => f.write_str("empty duration"),
+            DurationError::Negative(s) => write!(f, "{s:?} is negative"),
+            DurationError::NotADuration(s) => write!(f, "{s:?} is not a duration"),
+            DurationError::NoUnit(s) => write!(f, "{s:?} has a number without a unit"),
+            DurationError::UnknownUnit { text, unit } => write!(f, "{text:?} has unknown unit {unit:?}"),
+            DurationError::TooLong(s) => write!(f, "{s:?} is too long"),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Parses Go's duration syntax (as Kubernetes and Istio use it): a sequence of number+unit
 /// pairs with units ns, us, µs, ms, s, m, h. A bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s.starts_with('-') {
-        return Err(format!("{s:?} is negative"));
+        return Err(DurationError::Negative(s.to_string()));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("{s:?} is not a duration"));
+            return Err(DurationError::NotADuration(s.to_string()));
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| format!("{s:?} is not a duration"))?;
+        let number: f64 = rest[..num_len].parse().map_err(|_| DurationError::NotADuration(s.to_string()))?;
         rest = &rest[num_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_len];
@@ -393,12 +423,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!("{s:?} has a number without a unit")),
-            other => return Err(format!("{s:?} has unknown unit {other:?}")),
+            "" => return Err(DurationError::NoUnit(s.to_string())),
+            other => return Err(DurationError::UnknownUnit { text: s.to_string(), unit: other.to_string() }),
         };
         let part = number * seconds;
         if !part.is_finite() || part > 1e12 {
-            return Err(format!("{s:?} is too long"));
+            return Err(DurationError::TooLong(s.to_string()));
         }
         total += Duration::from_secs_f64(part);
     }
@@ -420,5 +450,18 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn duration_errors_say_what_is_wrong_with_the_text() {
+        let text = |s: &str| parse_duration(s).expect_err(s).to_string();
+        assert_eq!(text(" "), "empty duration");
+        assert_eq!(text("-1s"), "\"-1s\" is negative");
+        assert_eq!(text("s"), "\"s\" is not a duration");
+        assert_eq!(text("1..2s"), "\"1..2s\" is not a duration");
+        assert_eq!(text("10"), "\"10\" has a number without a unit");
+        assert_eq!(text("5x"), "\"5x\" has unknown unit \"x\"");
+        assert_eq!(text("9999999999999h"), "\"9999999999999h\" is too long");
+        assert_eq!(parse_duration("5x"), Err(DurationError::UnknownUnit { text: "5x".into(), unit: "x".into() }));
     }
 }

@@ -70,7 +70,8 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
-    pub fn has_errors(&self) -> bool {
+    /// Whether a set with these findings is refused ([`crate::from_sources`] decides it).
+    pub(crate) fn has_errors(&self) -> bool {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }
 

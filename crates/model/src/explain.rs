@@ -67,8 +67,30 @@ pub struct EndpointView {
     pub origin: String,
 }
 
+/// A `--down` flag that matched no endpoint of the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownError {
+    /// `--down cluster=CLUSTER`: no endpoint of `host` is in that cluster.
+    NoEndpointInCluster { cluster: String, host: String },
+    /// `--down ADDRESS`: no endpoint of `host` has that address.
+    NoEndpointAt { address: String, host: String },
+}
+
+impl std::fmt::Display for DownError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownError::NoEndpointInCluster { cluster, host } => {
+                write!(f, "--down cluster={cluster}: no endpoint of {host} is in cluster {cluster}")
+            }
+            DownError::NoEndpointAt { address, host } => write!(f, "--down {address}: no endpoint of {host} has that address"),
+        }
+    }
+}
+
+impl std::error::Error for DownError {}
+
 /// Marks endpoints taken down by `--down`; errors name a flag that matched nothing.
-pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), String> {
+pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), DownError> {
     for d in downs {
         let mut hit = false;
         for e in &mut dest.endpoints {
@@ -86,8 +108,8 @@ pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), String> 
         }
         if !hit {
             return Err(match d {
-                Down::Cluster(c) => format!("--down cluster={c}: no endpoint of {} is in cluster {c}", dest.host),
-                Down::Address(a) => format!("--down {a}: no endpoint of {} has that address", dest.host),
+                Down::Cluster(c) => DownError::NoEndpointInCluster { cluster: c.clone(), host: dest.host.clone() },
+                Down::Address(a) => DownError::NoEndpointAt { address: a.clone(), host: dest.host.clone() },
             });
         }
     }

@@ -95,7 +95,7 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Vec<(String, String)>, ReadError>
 /// modification time, inode), in the order `read_paths` reads them: checking this costs a few
 /// `stat` calls, so a reloader can look often and read only when something changed. Stdin
 /// has no metadata and is left out.
-pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, String> {
+pub fn fingerprint(paths: &[PathBuf]) -> Result<Vec<FileStamp>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() != "-" {
@@ -165,11 +165,11 @@ impl FileStamp {
     }
 }
 
-fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))?;
     if meta.is_dir() {
         if depth >= MAX_DEPTH {
-            return Err(error(path, ReadErrorKind::TooDeep).to_string());
+            return Err(error(path, ReadErrorKind::TooDeep));
         }
         for e in manifest_entries(path)? {
             stamp(&e, depth + 1, out)?;
@@ -185,9 +185,9 @@ fn stamp(path: &Path, depth: usize, out: &mut Vec<FileStamp>) -> Result<(), Stri
 /// top-level link (`a.yaml -> ..data/a.yaml`), `..data` (a link to the current timestamped
 /// directory) and that directory (`..2026_12_03_…`); only the first is the manifest. Editors'
 /// swap and backup files are hidden too. A hidden file named on the command line is still read.
-fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
+fn manifest_entries(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| error(dir, ReadErrorKind::Io(e.to_string())))?
         .filter_map(|e| e.ok().filter(|e| !e.file_name().as_encoded_bytes().starts_with(b".")).map(|e| e.path()))
         .filter(|e| e.is_dir() || is_manifest_name(e))
         .collect();
@@ -226,7 +226,7 @@ fn collect(path: &Path, depth: usize, out: &mut Vec<(String, String)>) -> Result
         if depth >= MAX_DEPTH {
             return Err(error(path, ReadErrorKind::TooDeep));
         }
-        for e in manifest_entries(path).map_err(|e| ReadError { path: path.display().to_string(), kind: ReadErrorKind::Io(e) })? {
+        for e in manifest_entries(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))? {
             collect(&e, depth + 1, out)?;
         }
         return Ok(());
@@ -285,18 +285,17 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veer_testkit::TempDir;
 
     #[test]
     fn a_file_that_is_not_utf8_is_an_error_at_the_line_and_column_of_its_first_bad_byte() {
-        let dir = std::env::temp_dir().join(format!("veer-not-utf8-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = TempDir::new("not-utf8");
         let path = dir.join("a.yaml");
         // Two characters of two bytes each before the bad byte: the column counts characters.
         let mut bytes = "a: 1\nb: ‘é’\nc: ".as_bytes().to_vec();
         bytes.extend([b'x', 0xFF, b'\n']);
         std::fs::write(&path, &bytes).expect("write");
         let e = read_paths(std::slice::from_ref(&path)).expect_err("not UTF-8");
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(e.kind, ReadErrorKind::NotUtf8 { line: 3, col: 5, byte: 0xFF });
         assert!(e.is_content());
         assert!(e.to_string().starts_with(&format!("{}:3:5: error: not UTF-8 text: byte 0xff", path.display())), "{e}");
@@ -308,8 +307,8 @@ mod tests {
     #[test]
     fn a_configmap_mounted_as_a_directory_is_read_once_per_key_and_stamped_once() {
         use std::os::unix::fs::symlink;
-        let dir = std::env::temp_dir().join(format!("veer-configmap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = TempDir::new("configmap");
+        let dir = tmp.to_path_buf();
         let stamped = dir.join("..2026_12_03_22_31_07.123456789");
         std::fs::create_dir_all(&stamped).expect("dir");
         std::fs::write(stamped.join("clusters.yaml"), "a: 1\n").expect("write");
@@ -325,7 +324,6 @@ mod tests {
         let watched = directories(std::slice::from_ref(&dir));
         // Named explicitly, a hidden file is read.
         let explicit = read_paths(&[dir.join("..data/clusters.yaml")]).expect("explicit");
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(names, vec![dir.join("clusters.yaml").display().to_string(), dir.join("services.yml").display().to_string()]);
         assert_eq!(
             stamps.iter().map(|s| s.path().to_path_buf()).collect::<Vec<_>>(),
@@ -337,7 +335,8 @@ mod tests {
 
     #[test]
     fn fingerprint_changes_when_a_manifest_is_replaced_and_ignores_other_files() {
-        let dir = std::env::temp_dir().join(format!("veer-fingerprint-{}", std::process::id()));
+        let tmp = TempDir::new("fingerprint");
+        let dir = tmp.to_path_buf();
         std::fs::create_dir_all(dir.join("sub")).expect("dir");
         std::fs::write(dir.join("a.yaml"), "a: 1\n").expect("write");
         std::fs::write(dir.join("sub/b.yml"), "b: 1\n").expect("write");
@@ -354,12 +353,11 @@ mod tests {
         std::fs::rename(dir.join(".a.new"), dir.join("a.yaml")).expect("rename");
         assert_ne!(fingerprint(&paths).expect("stamps"), first, "the replaced file went unnoticed");
         assert!(fingerprint(&[dir.join("missing.yaml")]).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn directories_are_those_read_from_and_those_holding_a_given_file() {
-        let dir = std::env::temp_dir().join(format!("veer-directories-{}", std::process::id()));
+        let dir = TempDir::new("directories");
         std::fs::create_dir_all(dir.join("sub/deeper")).expect("dir");
         std::fs::create_dir_all(dir.join("other")).expect("dir");
         std::fs::write(dir.join("other/c.yaml"), "c: 1\n").expect("write");
@@ -368,16 +366,14 @@ mod tests {
         let mut want = vec![dir.join("sub"), dir.join("sub/deeper"), dir.join("other"), PathBuf::from(".")];
         want.sort();
         assert_eq!(dirs, want);
-        let _ = std::fs::remove_dir_all(&dir);
     }
     /// A FIFO, a socket and an oversized file in a manifest folder: each refused, named, and
     /// the FIFO never opened (opening it would wait for a writer, and this test would hang).
     #[cfg(unix)]
     #[test]
     fn special_files_and_oversized_files_are_refused_by_name_without_being_opened() {
-        let dir = std::env::temp_dir().join(format!("veer-special-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = TempDir::new("special");
+        let dir = tmp.to_path_buf();
         std::fs::write(dir.join("a.yaml"), "a: 1\n").expect("write");
         let fifo = dir.join("pipe.yaml");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
@@ -407,20 +403,17 @@ mod tests {
         assert!(err.to_string().contains("big.yaml") && err.to_string().contains(&(MAX_INPUT_BYTES + 1).to_string()), "{err}");
         std::fs::remove_file(dir.join("big.yaml")).expect("rm");
         assert_eq!(read_paths(std::slice::from_ref(&dir)).expect("only a.yaml left").len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[cfg(unix)]
     #[test]
     fn a_link_loop_is_an_error_not_a_stack_overflow() {
-        let dir = std::env::temp_dir().join(format!("veer-loop-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = TempDir::new("loop");
+        let dir = tmp.to_path_buf();
         std::os::unix::fs::symlink(&dir, dir.join("again")).expect("link");
         let err = read_paths(std::slice::from_ref(&dir)).expect_err("too deep");
         assert_eq!(err.kind, ReadErrorKind::TooDeep);
         assert!(fingerprint(std::slice::from_ref(&dir)).is_err());
         assert_eq!(directories(std::slice::from_ref(&dir)).len(), MAX_DEPTH + 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

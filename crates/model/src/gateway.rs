@@ -1,4 +1,4 @@
-//! Gateway API (`Gateway`, `HTTPRoute`) and Envoy Gateway (`Backend`, `BackendTrafficPolicy`).
+//! Gateway API (`Gateway`, `HTTPRoute`, and the order a host's route rules are tried in) and Envoy Gateway (`Backend`, `BackendTrafficPolicy`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -717,4 +717,47 @@ pub fn listener_hosts(listener: Option<&str>, route: &[String]) -> Option<Vec<St
             })
             .collect(),
     )
+}
+
+/// One match of one rule of one route: what a request on the route's host is tested against.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'r> {
+    pub route: &'r HttpRoute,
+    /// The rule's index in the route.
+    pub rule: usize,
+    pub matched: &'r RouteMatch,
+}
+
+/// Every match of every rule of `routes` (the routes of one host), in the order Gateway API
+/// tries them: by [`Precedence`](crate::httpmatch::Precedence); on a tie the oldest route (`creationTimestamp`; a route
+/// without one counts as newest), then `namespace/name` in alphabetical order; within a route
+/// the first rule, and within a rule the first match.
+pub fn ordered<'r>(routes: &[&'r HttpRoute]) -> Vec<Candidate<'r>> {
+    let mut all: Vec<Candidate<'r>> = routes
+        .iter()
+        .flat_map(|route| {
+            route
+                .rules
+                .iter()
+                .enumerate()
+                .flat_map(move |(rule, r)| r.matches.iter().map(move |matched| Candidate { route, rule, matched }))
+        })
+        .collect();
+    // A stable sort: equal keys keep rule and match order.
+    all.sort_by(|a, b| {
+        // Timestamps are in one fixed UTC form, so text order is time order.
+        let age = |c: &Candidate<'r>| (c.route.meta.created.is_none(), c.route.meta.created.as_deref());
+        a.matched
+            .precedence()
+            .cmp(&b.matched.precedence())
+            .then_with(|| age(a).cmp(&age(b)))
+            .then_with(|| full_name(a.route).cmp(full_name(b.route)))
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
+    all
+}
+
+/// `namespace/name` as bytes, compared as the spec's string without building it.
+fn full_name(route: &HttpRoute) -> impl Iterator<Item = u8> + '_ {
+    route.meta.namespace.bytes().chain(std::iter::once(b'/')).chain(route.meta.name.bytes())
 }

@@ -1,4 +1,4 @@
-//! HTTPRoute request matching as Gateway API specifies it: typed matches, the test of a request against them, and the precedence among the matches of every route on a host.
+//! HTTPRoute request matching as Gateway API specifies it: typed matches, the test of a request against them, and the precedence between two matches.
 //!
 //! Pure: a request is seen through [`Request`], so the proxy matches `http` requests and
 //! `veer explain` matches a request it describes, with the same code.
@@ -9,8 +9,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex_automata::meta::Regex;
-
-use crate::gateway::HttpRoute;
 
 /// A regular expression as veer runs it: the syntax of Rust's `regex` (RE2's, without
 /// backreferences or look-around), matched against the whole value, as Envoy's `safe_regex`
@@ -25,24 +23,52 @@ pub struct Pattern {
 /// shorter still.
 pub const MAX_PATTERN: usize = 4096;
 
+/// Why an expression is refused.
+#[derive(Debug)]
+pub enum PatternError {
+    /// Longer than [`MAX_PATTERN`]: its length in bytes.
+    TooLong(usize),
+    /// Not valid syntax, or too large a program to run on every request (boxed: it is large,
+    /// and a pattern that compiles is the common case).
+    Invalid(Box<regex_automata::meta::BuildError>),
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatternError::TooLong(len) => write!(f, "the expression is {len} bytes long; at most {MAX_PATTERN}"),
+            // A syntax error prints the (wrapped) pattern with a caret over several lines; its
+            // last line says what is wrong, which fits a one-line diagnostic.
+            PatternError::Invalid(e) => match e.syntax_error() {
+                Some(s) => f.write_str(
+                    s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: "),
+                ),
+                None => write!(f, "{e}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for PatternError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PatternError::TooLong(_) => None,
+            PatternError::Invalid(e) => Some(&**e),
+        }
+    }
+}
+
 impl Pattern {
-    pub fn new(source: &str) -> Result<Pattern, String> {
+    pub fn new(source: &str) -> Result<Pattern, PatternError> {
         if source.len() > MAX_PATTERN {
-            return Err(format!("the expression is {} bytes long; at most {MAX_PATTERN}", source.len()));
+            return Err(PatternError::TooLong(source.len()));
         }
         // A bounded program: a hostile pattern is refused here instead of costing memory on
         // every request.
         let re = Regex::builder()
             .configure(Regex::config().nfa_size_limit(Some(1 << 20)).hybrid_cache_capacity(1 << 20))
             .build(&format!("^(?:{source})$"))
-            // A syntax error prints the (wrapped) pattern with a caret over several lines;
-            // its last line says what is wrong, which fits a one-line diagnostic.
-            .map_err(|e| match e.syntax_error() {
-                Some(s) => {
-                    s.to_string().lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string()
-                }
-                None => e.to_string(),
-            })?;
+            .map_err(|e| PatternError::Invalid(Box::new(e)))?;
         Ok(Pattern { source: Arc::from(source), re })
     }
 
@@ -375,49 +401,6 @@ enum PathRank {
     Exact,
     Regex(Reverse<usize>),
     Prefix(Reverse<usize>),
-}
-
-/// One match of one rule of one route: what a request on the route's host is tested against.
-#[derive(Clone, Copy, Debug)]
-pub struct Candidate<'r> {
-    pub route: &'r HttpRoute,
-    /// The rule's index in the route.
-    pub rule: usize,
-    pub matched: &'r RouteMatch,
-}
-
-/// Every match of every rule of `routes` (the routes of one host), in the order Gateway API
-/// tries them: by [`Precedence`]; on a tie the oldest route (`creationTimestamp`; a route
-/// without one counts as newest), then `namespace/name` in alphabetical order; within a route
-/// the first rule, and within a rule the first match.
-pub fn ordered<'r>(routes: &[&'r HttpRoute]) -> Vec<Candidate<'r>> {
-    let mut all: Vec<Candidate<'r>> = routes
-        .iter()
-        .flat_map(|route| {
-            route
-                .rules
-                .iter()
-                .enumerate()
-                .flat_map(move |(rule, r)| r.matches.iter().map(move |matched| Candidate { route, rule, matched }))
-        })
-        .collect();
-    // A stable sort: equal keys keep rule and match order.
-    all.sort_by(|a, b| {
-        // Timestamps are in one fixed UTC form, so text order is time order.
-        let age = |c: &Candidate<'r>| (c.route.meta.created.is_none(), c.route.meta.created.as_deref());
-        a.matched
-            .precedence()
-            .cmp(&b.matched.precedence())
-            .then_with(|| age(a).cmp(&age(b)))
-            .then_with(|| full_name(a.route).cmp(full_name(b.route)))
-            .then_with(|| a.rule.cmp(&b.rule))
-    });
-    all
-}
-
-/// `namespace/name` as bytes, compared as the spec's string without building it.
-fn full_name(route: &HttpRoute) -> impl Iterator<Item = u8> + '_ {
-    route.meta.namespace.bytes().chain(std::iter::once(b'/')).chain(route.meta.name.bytes())
 }
 
 #[cfg(test)]

@@ -25,18 +25,50 @@ pub mod smh;
 pub mod topology;
 pub mod yaml;
 
-use diag::Diagnostics;
+use std::fmt;
+
+use diag::{Diagnostic, Diagnostics, Severity};
 use set::ManifestSet;
 
-/// A manifest set and every finding made while reading it.
+/// A manifest set that passed every check, with the findings that did not stop it: warnings,
+/// and resources veer does not act on. Only [`from_sources`] makes one, so holding one is the
+/// proof that the set may be served.
+#[derive(Debug)]
+pub struct Accepted {
+    set: ManifestSet,
+    warnings: Vec<Diagnostic>,
+}
+
+/// Why a manifest set was refused: every finding (errors and warnings, sorted by file and
+/// position), at least one of them an error. There is no set to serve.
+#[derive(Debug)]
+pub struct Rejected {
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Everything read from sources, whether or not it passes: only for reports on a set that may
+/// be invalid (`veer validate` counts what was read and warns about it all the same). Never
+/// serve it; [`from_sources`] gives a set that may be served.
 #[derive(Debug)]
 pub struct Loaded {
+    /// What could be read; with errors, resources that failed are missing from it.
     pub set: ManifestSet,
     pub diagnostics: Diagnostics,
 }
 
-/// Parses and checks already-read sources (name, text). Pure: no file system access.
-pub fn from_sources(sources: &[(String, String)]) -> Loaded {
+/// Parses and checks already-read sources (name, text): the set when it has no errors, else
+/// every finding. Pure: no file system access.
+pub fn from_sources(sources: &[(String, String)]) -> Result<Accepted, Rejected> {
+    let Loaded { set, diagnostics } = from_sources_even_if_invalid(sources);
+    if diagnostics.has_errors() {
+        return Err(Rejected { diagnostics: diagnostics.into_sorted() });
+    }
+    Ok(Accepted { set, warnings: diagnostics.into_sorted() })
+}
+
+/// Parses and checks sources as [`from_sources`] does, but keeps the set even when it has
+/// errors, for reports on it (see [`Loaded`]).
+pub fn from_sources_even_if_invalid(sources: &[(String, String)]) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut resources = Vec::new();
     for (name, text) in sources {
@@ -47,3 +79,57 @@ pub fn from_sources(sources: &[(String, String)]) -> Loaded {
     let set = ManifestSet::build(resources, &mut diagnostics);
     Loaded { set, diagnostics }
 }
+
+// === impl Accepted ===
+
+impl Accepted {
+    pub fn set(&self) -> &ManifestSet {
+        &self.set
+    }
+
+    pub fn into_set(self) -> ManifestSet {
+        self.set
+    }
+
+    /// Warnings and ignored resources, sorted by file and position.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    pub fn into_parts(self) -> (ManifestSet, Vec<Diagnostic>) {
+        (self.set, self.warnings)
+    }
+}
+
+// === impl Rejected ===
+
+impl Rejected {
+    /// Every finding, sorted by file and position.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diagnostics
+    }
+
+    /// The errors, sorted by file and position: why the set was refused.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+    }
+}
+
+/// One error per line.
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.errors().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejected {}

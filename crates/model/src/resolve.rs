@@ -10,8 +10,8 @@ use veer_core::priority::{DistributeEntry, FailoverEntry, PriorityRule};
 use veer_core::table::GroupWeighting;
 use veer_core::topology::{with_topology_labels, Address, Client, Endpoint, Health, Labels, Locality};
 
-use crate::gateway::{BackendEndpoint, HttpRoute};
-use crate::httpmatch::{self, Plain};
+use crate::gateway::{self, BackendEndpoint, HttpRoute};
+use crate::httpmatch::Plain;
 use crate::istio::host_matches;
 use crate::meta::Meta;
 use crate::set::{cluster_local_service, ManifestSet, IMPLICIT_CLUSTER};
@@ -44,6 +44,39 @@ pub struct Destination {
     pub notes: Vec<String>,
 }
 
+/// One destination a set serves on the node of a cluster, before it is resolved
+/// ([`resolve_key`] turns it into a [`Destination`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationKey<'s> {
+    /// Its name in metrics, events and the admin API, unique among the keys of one set:
+    /// `host:port`; for a route rule the host and the rule's first path (`shop.example.com/`),
+    /// followed by ` (namespace/name rule i)` when an earlier rule already has that name.
+    pub name: String,
+    /// The host it is resolved under: a VirtualDestination's first host, a FailoverService's
+    /// hostname, the first host the cluster serves a route on, a Service's
+    /// `name.namespace.svc.cluster.local`.
+    pub host: String,
+    /// The other hosts the set gives it: a VirtualDestination's further hosts, a route's further
+    /// hosts in the cluster.
+    pub aliases: Vec<String>,
+    /// `None` for a route rule: a route is served on the ports of the listeners that accept it.
+    pub port: Option<u16>,
+    pub kind: DestinationKind<'s>,
+}
+
+/// What defines a [`DestinationKey`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DestinationKind<'s> {
+    /// A Gloo VirtualDestination, at one of its ports.
+    VirtualDestination,
+    /// A Service Mesh Hub FailoverService.
+    FailoverService,
+    /// One rule of an HTTPRoute.
+    RouteRule { route: &'s HttpRoute, rule: usize },
+    /// The Services of one namespace and name, every cluster's, at one of their ports.
+    Service,
+}
+
 /// Why a host could not be resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolveError(pub String);
@@ -55,6 +88,26 @@ impl std::fmt::Display for ResolveError {
 }
 
 impl std::error::Error for ResolveError {}
+
+// === impl DestinationKey ===
+
+impl DestinationKey<'_> {
+    /// Its host, then its aliases: the names the set gives it.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.host.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    /// Every `Host` a request may name it by: [`Self::hosts`], and for a Service also the
+    /// shorter names a pod's DNS search path completes (`name.namespace`, `name.namespace.svc`).
+    pub fn request_hosts(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.hosts().map(str::to_string).collect();
+        if let (DestinationKind::Service, Some(short)) = (self.kind, self.host.strip_suffix(".svc.cluster.local")) {
+            out.push(short.to_string());
+            out.push(format!("{short}.svc"));
+        }
+        out
+    }
+}
 
 fn source(meta: &Meta, role: impl Into<String>) -> SourceRef {
     SourceRef {
@@ -85,6 +138,83 @@ pub fn client(set: &ManifestSet, cluster: &str, extra: &Labels) -> Result<Client
     Ok(Client { cluster: cluster.to_string(), locality, network, labels })
 }
 
+/// Every destination the node of `cluster` serves from `set`, in the order a node tries their
+/// hosts: VirtualDestination ports, FailoverServices, HTTPRoute rules (routes the cluster's
+/// Gateways accept, each rule once), then Service ports. A VirtualDestination without hosts
+/// and a route the cluster does not serve give none.
+pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationKey<'s>> {
+    let mut out = Vec::new();
+    for vd in &set.virtual_destinations {
+        let Some((host, aliases)) = vd.hosts.split_first() else { continue };
+        for p in &vd.ports {
+            out.push(DestinationKey {
+                name: format!("{host}:{}", p.number),
+                host: host.clone(),
+                aliases: aliases.to_vec(),
+                port: Some(p.number),
+                kind: DestinationKind::VirtualDestination,
+            });
+        }
+    }
+    for fs in &set.failover_services {
+        out.push(DestinationKey {
+            name: format!("{}:{}", fs.hostname, fs.port),
+            host: fs.hostname.clone(),
+            aliases: Vec::new(),
+            port: Some(fs.port),
+            kind: DestinationKind::FailoverService,
+        });
+    }
+    let mut names = std::collections::HashSet::new();
+    for route in &set.routes {
+        let mut hosts = route.hosts_in(cluster);
+        let Some(host) = hosts.next() else { continue };
+        let aliases: Vec<String> = hosts.map(str::to_string).collect();
+        for (i, rule) in route.rules.iter().enumerate() {
+            // Metrics have always named a rule by its first path; a second rule with the same
+            // name says which rule it is.
+            let mut name = format!("{host}{}", rule.matches.first().map_or("/", |m| m.path.value()));
+            if !names.insert(name.clone()) {
+                name = format!("{name} ({}/{} rule {i})", route.meta.namespace, route.meta.name);
+                names.insert(name.clone());
+            }
+            out.push(DestinationKey {
+                name,
+                host: host.to_string(),
+                aliases: aliases.clone(),
+                port: None,
+                kind: DestinationKind::RouteRule { route, rule: i },
+            });
+        }
+    }
+    // One key per namespace and name: resolving it gathers every cluster's Service.
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, svc) in set.services() {
+        if !seen.insert((svc.meta.namespace.as_str(), svc.meta.name.as_str())) {
+            continue;
+        }
+        let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
+        for p in &svc.ports {
+            out.push(DestinationKey {
+                name: format!("{fqdn}:{}", p.port),
+                host: fqdn.clone(),
+                aliases: Vec::new(),
+                port: Some(p.port),
+                kind: DestinationKind::Service,
+            });
+        }
+    }
+    out
+}
+
+/// Resolves one of [`destinations`] for a client in `cluster`.
+pub fn resolve_key(set: &ManifestSet, key: &DestinationKey<'_>, cluster: &str) -> Result<Destination, ResolveError> {
+    match key.kind {
+        DestinationKind::RouteRule { route, rule } => resolve_route_rule(set, route, rule, &key.host, None),
+        _ => resolve(set, &key.host, key.port, cluster, ""),
+    }
+}
+
 /// Resolves `host[:port]` for a client in `client_cluster`; `path` picks an HTTPRoute rule.
 pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Destination, ResolveError> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -102,10 +232,8 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
             return resolve_kube_service(set, &host, name, ns, port, client_cluster);
         }
     }
-    let mut known: Vec<String> = set.virtual_destinations.iter().flat_map(|v| v.hosts.clone()).collect();
-    known.extend(set.failover_services.iter().map(|f| f.hostname.clone()));
-    known.extend(set.routes.iter().flat_map(|r| r.hosts_in(client_cluster).map(str::to_string)));
-    known.extend(set.services().iter().map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)));
+    let keys = destinations(set, client_cluster);
+    let mut known: Vec<String> = keys.iter().flat_map(|d| d.hosts().map(str::to_string)).collect();
     known.sort();
     known.dedup();
     Err(ResolveError(format!(
@@ -364,7 +492,7 @@ fn resolve_route(
     } else {
         let (p, q) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
         let req = Plain { method: "GET", path: p, query: q, headers: &[] };
-        httpmatch::ordered(&routes)
+        gateway::ordered(&routes)
             .into_iter()
             .find(|c| c.matched.matches(&req))
             .map(|c| (c.route, c.rule))

@@ -62,6 +62,33 @@ pub struct Listeners {
     pub ports: BTreeMap<u16, usize>,
 }
 
+/// Why the node of a cluster cannot serve its Gateways: their routes are served on several
+/// listener ports, and some of those ports have no socket in `spec.gateway.ports`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmappedPorts {
+    pub cluster: String,
+    /// Every listener port with served routes, ascending.
+    pub served: Vec<u16>,
+    /// Those without a socket, ascending.
+    pub unmapped: Vec<u16>,
+}
+
+impl std::fmt::Display for UnmappedPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |ports: &[u16]| ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        let (last, rest) = self.served.split_last().map_or((String::new(), &[][..]), |(l, r)| (l.to_string(), r));
+        write!(
+            f,
+            "cluster {}'s Gateways listen on ports {} and {last}; a node serves each port on its own socket: map each in spec.gateway.ports (unmapped: {})",
+            self.cluster,
+            list(rest),
+            list(&self.unmapped)
+        )
+    }
+}
+
+impl std::error::Error for UnmappedPorts {}
+
 /// A set's [`Lookup`], built on first use. A copy starts without one: copies are made to be
 /// changed (a peer's endpoints merged in), which would make it stale at once.
 #[derive(Debug, Default)]
@@ -114,7 +141,7 @@ impl Lookup {
 
 impl ManifestSet {
     /// Groups `resources` and checks them against each other, adding findings to `diags`.
-    pub fn build(resources: Vec<Resource>, diags: &mut Diagnostics) -> ManifestSet {
+    pub(crate) fn build(resources: Vec<Resource>, diags: &mut Diagnostics) -> ManifestSet {
         let mut set = ManifestSet::default();
         check_duplicates(&resources, diags);
         for r in &resources {
@@ -263,11 +290,11 @@ impl ManifestSet {
             let cluster = self.cluster(name);
             if let Err(why) = self.listeners(name) {
                 match cluster {
-                    Some(c) => diags.push(about(&c.meta, c.meta.pos, Severity::Error, "spec.gateway.ports", why)),
+                    Some(c) => diags.push(about(&c.meta, c.meta.pos, Severity::Error, "spec.gateway.ports", why.to_string())),
                     None => {
                         // No Cluster to point at (the implicit one): the Gateways are the cause.
                         if let Some(g) = self.gateways.iter().find(|g| g.cluster == name) {
-                            diags.push(about(&g.meta, g.meta.pos, Severity::Error, "spec.listeners", why));
+                            diags.push(about(&g.meta, g.meta.pos, Severity::Error, "spec.listeners", why.to_string()));
                         }
                     }
                 }
@@ -300,7 +327,7 @@ impl ManifestSet {
     /// every address of `spec.gateway.ports`, and the node's gateway. A port with served routes
     /// and no mapping is served on the gateway only when it is the cluster's one such port;
     /// otherwise the answer is why not.
-    pub fn listeners(&self, cluster: &str) -> Result<Listeners, String> {
+    pub fn listeners(&self, cluster: &str) -> Result<Listeners, UnmappedPorts> {
         let c = self.cluster(cluster);
         let mapped: &[crate::topology::GatewayPort] = c.map_or(&[], |c| &c.gateway_ports);
         let gateway = c.and_then(|c| c.gateway);
@@ -324,14 +351,11 @@ impl ManifestSet {
                 out.ports.insert(*only, 0);
             }
             (_, unmapped) => {
-                let all: Vec<String> = served.iter().map(u16::to_string).collect();
-                let (last, rest) = all.split_last().map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
-                let missing: Vec<String> = unmapped.iter().map(u16::to_string).collect();
-                return Err(format!(
-                    "cluster {cluster}'s Gateways listen on ports {} and {last}; a node serves each port on its own socket: map each in spec.gateway.ports (unmapped: {})",
-                    rest.join(", "),
-                    missing.join(", ")
-                ));
+                return Err(UnmappedPorts {
+                    cluster: cluster.to_string(),
+                    served: served.into_iter().collect(),
+                    unmapped: unmapped.to_vec(),
+                });
             }
         }
         Ok(out)
@@ -881,9 +905,9 @@ mod lookup_tests {
             services in proptest::collection::vec((0u8..2, 0u8..2, 0u8..3, proptest::option::of(0u8..2)), 1..8),
             entries in proptest::collection::vec((0u8..2, 0u8..2, 0u8..3, 0u8..2), 0..24),
         ) {
-            let loaded = crate::from_sources(&[("m.yaml".to_string(), manifests(&services, &entries))]);
-            prop_assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-            let mut set = loaded.set;
+            let accepted = crate::from_sources(&[("m.yaml".to_string(), manifests(&services, &entries))])
+                .map_err(|r| TestCaseError::fail(format!("{:?}", r.into_diagnostics())))?;
+            let mut set = accepted.into_set();
             prop_assert_eq!(set.entries().len(), entries.len());
             agrees(&set)?;
             // As a peer merge does: entries change after lookups were made.

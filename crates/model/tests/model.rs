@@ -2,7 +2,7 @@
 //!
 //! - the broken-manifest corpus (`tests/corpus/NN-name.yaml`): every file yields the errors its
 //!   `# expect…` header lines promise, at the exact `# expect-at: LINE:COL`;
-//! - every example folder with a `seed.yaml` validates without errors;
+//! - every example folder with a `seed.yaml` validates without errors (and finding none fails);
 //! - an unknown key injected into any mapping of a handled kind's `spec` is reported, on its line;
 //! - random and mutated input never panics;
 //! - oversize and deeply nested input is refused with a clear message.
@@ -28,8 +28,12 @@ fn examples_dir() -> PathBuf {
     crate_dir().join("../../examples")
 }
 
+/// Every finding, sorted: the warnings of an accepted set, or all a rejected one has.
 fn load(sources: &[(String, String)]) -> Vec<Diagnostic> {
-    from_sources(sources).diagnostics.into_sorted()
+    match from_sources(sources) {
+        Ok(accepted) => accepted.into_parts().1,
+        Err(rejected) => rejected.into_diagnostics(),
+    }
 }
 
 fn load_one(name: &str, text: &str) -> Vec<Diagnostic> {
@@ -186,24 +190,48 @@ fn example_folders(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn examples_validate_without_errors() {
-    let root = examples_dir();
+/// Loads every example folder under `root`: their errors, if any. Finding none is an error too:
+/// a check of nothing would pass whatever the examples say.
+fn check_examples(root: &Path) -> Result<(), String> {
     let mut dirs = Vec::new();
-    example_folders(&root, &mut dirs);
-    assert!(!dirs.is_empty() || !root.join("004-envoy-gateway-fallback/seed.yaml").is_file(), "no example folder found");
+    example_folders(root, &mut dirs);
+    if dirs.is_empty() {
+        return Err(format!("no example folder (one holding a seed.yaml) under {}", root.display()));
+    }
     let mut failures = Vec::new();
     for dir in &dirs {
         let mut files = Vec::new();
         yaml_files(dir, &["steps"], &mut files);
         let sources: Vec<(String, String)> =
-            files.iter().map(|f| (f.strip_prefix(&root).unwrap_or(f).display().to_string(), read(f))).collect();
+            files.iter().map(|f| (f.strip_prefix(root).unwrap_or(f).display().to_string(), read(f))).collect();
         let errs = errors(&load(&sources));
         if !errs.is_empty() {
             failures.push(format!("{}:\n  {}", dir.display(), errs.join("\n  ")));
         }
     }
-    assert!(failures.is_empty(), "examples with errors:\n{}", failures.join("\n"));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("examples with errors:\n{}", failures.join("\n")))
+    }
+}
+
+#[test]
+fn examples_validate_without_errors() {
+    if let Err(e) = check_examples(&examples_dir()) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn a_folder_without_examples_fails_the_examples_check() {
+    let empty = std::env::temp_dir().join(format!("veer-model-no-examples-{}", std::process::id()));
+    std::fs::create_dir_all(empty.join("steps")).expect("temp dir");
+    let found = check_examples(&empty);
+    let missing = check_examples(&empty.join("missing"));
+    let _ = std::fs::remove_dir_all(&empty);
+    assert!(found.as_ref().is_err_and(|e| e.starts_with("no example folder")), "{found:?}");
+    assert!(missing.as_ref().is_err_and(|e| e.starts_with("no example folder")), "{missing:?}");
 }
 
 // === injected unknown keys ===
@@ -337,14 +365,13 @@ fn must_not_panic(sources: Vec<(String, String)>) -> Result<(), TestCaseError> {
     check_positions(&sources, &diags).map_err(TestCaseError::fail)
 }
 
-/// Every example folder's sources (as `examples_validate_without_errors` loads them), read once;
-/// a small Service when there are no examples.
+/// Every example folder's sources (as `examples_validate_without_errors` loads them), read once.
 fn example_sets() -> &'static [Vec<(String, String)>] {
     static SETS: std::sync::OnceLock<Vec<Vec<(String, String)>>> = std::sync::OnceLock::new();
     SETS.get_or_init(|| {
         let mut dirs = Vec::new();
         example_folders(&examples_dir(), &mut dirs);
-        let mut sets: Vec<Vec<(String, String)>> = dirs
+        let sets: Vec<Vec<(String, String)>> = dirs
             .iter()
             .map(|d| {
                 let mut files = Vec::new();
@@ -353,10 +380,8 @@ fn example_sets() -> &'static [Vec<(String, String)>] {
             })
             .filter(|set| !set.is_empty())
             .collect();
-        if sets.is_empty() {
-            let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  ports:\n    - port: 80\n";
-            sets.push(vec![("service.yaml".to_string(), service.to_string())]);
-        }
+        // Mutating a stand-in instead would pass without testing the examples.
+        assert!(!sets.is_empty(), "no example folder (one holding a seed.yaml) under {}", examples_dir().display());
         sets
     })
 }
@@ -558,7 +583,8 @@ fn oversize_input_is_refused_with_its_size() {
     text.push_str(&"#".repeat(16 * 1024 * 1024 + 1 - text.len()));
     text.push('\n');
     assert!(text.len() > 16 * 1024 * 1024);
-    let loaded = from_sources(&[("big.yaml".to_string(), text.clone())]);
+    // The set too, to show that nothing of the file made it in.
+    let loaded = veer_model::from_sources_even_if_invalid(&[("big.yaml".to_string(), text.clone())]);
     let errs = errors(&loaded.diagnostics.into_sorted());
     assert_eq!(errs.len(), 1, "{errs:?}");
     let size = text.len().to_string();
@@ -622,16 +648,15 @@ spec:
 #[test]
 fn httproute_matches_are_decoded_into_typed_matches() {
     use veer_model::httpmatch::{HeaderMatch, Method, PathMatch, Plain, QueryMatch, RouteMatch, ValueMatch};
-    let loaded = from_sources(&[("r.yaml".into(), MATCHING_ROUTE.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let accepted = from_sources(&[("r.yaml".into(), MATCHING_ROUTE.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
     // The second `x-canary` (names compare case-insensitively) is ignored, as the spec says, and
     // says so.
     assert!(
         diags.iter().any(|d| d.starts_with("r.yaml:17:10: warning: ") && d.contains("x-canary") && d.contains("only the first")),
         "{diags:?}"
     );
-    let route = &loaded.set.routes[0];
+    let route = &accepted.set().routes[0];
     assert_eq!(route.meta.created.as_deref(), Some("2024-01-02T15:04:05Z"));
     let first = &route.rules[0].matches[0];
     assert_eq!(first.path, PathMatch::Exact("/login".into()));
@@ -720,12 +745,11 @@ spec:
 
 #[test]
 fn http_routes_are_served_only_where_a_listener_accepts_them() {
-    let loaded = from_sources(&[("a.yaml".into(), ATTACH.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
+    let accepted = from_sources(&[("a.yaml".into(), ATTACH.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
     let served = |name: &str| {
-        loaded
-            .set
+        accepted
+            .set()
             .routes
             .iter()
             .find(|r| r.meta.name == name)
@@ -811,10 +835,9 @@ spec: {address: 127.0.0.1, ports: {http: 7001}, labels: {app: c}}
 
 #[test]
 fn gateway_ports_give_each_listener_port_its_own_socket() {
-    let loaded = from_sources(&[("p.yaml".into(), PORTS.into())]);
-    let diags: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(!loaded.diagnostics.has_errors(), "{diags:?}");
-    let edge = loaded.set.cluster("edge").expect("cluster");
+    let accepted = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let diags: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
+    let edge = accepted.set().cluster("edge").expect("cluster");
     let mapped: Vec<(u16, String)> = edge.gateway_ports.iter().map(|p| (p.port, p.address.to_string())).collect();
     assert_eq!(mapped, vec![(80, "127.0.0.1:8080".into()), (8443, "127.0.0.1:9443".into()), (9000, "127.0.0.1:9000".into())]);
     // A mapped port no listener uses is bound anyway (so that a Gateway added later needs no
@@ -825,19 +848,25 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     );
     // Each served host knows its listener's port; a route attached on two ports has both.
     let ports = |name: &str, host: &str| {
-        loaded.set.routes.iter().find(|r| r.meta.name == name).map(|r| r.ports_of("edge", host).collect::<Vec<u16>>()).unwrap_or_default()
+        accepted
+            .set()
+            .routes
+            .iter()
+            .find(|r| r.meta.name == name)
+            .map(|r| r.ports_of("edge", host).collect::<Vec<u16>>())
+            .unwrap_or_default()
     };
     assert_eq!(ports("a", "a.example.com"), vec![80]);
     assert_eq!(ports("both", "both.example.com"), vec![80, 8443]);
-    let both = loaded.set.routes.iter().find(|r| r.meta.name == "both").expect("route");
+    let both = accepted.set().routes.iter().find(|r| r.meta.name == "both").expect("route");
     assert_eq!(both.hosts_in("edge").collect::<Vec<_>>(), vec!["both.example.com"], "a host is listed once however many ports serve it");
     // Port 80's address is the gateway's: socket 0. The others get sockets of their own, in
     // address order.
-    let l = loaded.set.listeners("edge").expect("listeners");
+    let l = accepted.set().listeners("edge").expect("listeners");
     assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
     // `veer explain` says which socket serves a route.
-    let c = veer_model::resolve::resolve(&loaded.set, "c.example.com", None, "edge", "").expect("resolves");
+    let c = veer_model::resolve::resolve(accepted.set(), "c.example.com", None, "edge", "").expect("resolves");
     assert!(
         c.notes
             .iter()
@@ -868,9 +897,8 @@ fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
     let one = PORTS
         .replace("    ports:\n      \"80\": 127.0.0.1:8080\n      \"8443\": 127.0.0.1:9443\n      \"9000\": 127.0.0.1:9000\n", "")
         .replace("port: 8443", "port: 80");
-    let loaded = from_sources(&[("p.yaml".into(), one)]);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>());
-    let l = loaded.set.listeners("edge").expect("listeners");
+    let accepted = from_sources(&[("p.yaml".into(), one)]).unwrap_or_else(|r| panic!("{r}"));
+    let l = accepted.set().listeners("edge").expect("listeners");
     assert!(l.extra.is_empty());
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0)]);
     // Two ports and no mapping: an error on the Cluster, never the two merged on the gateway.
@@ -886,6 +914,33 @@ fn one_gateway_port_is_served_on_the_gateway_and_several_need_a_mapping_each() {
     );
 }
 
+// === loading: an accepted set or the rejection ===
+
+#[test]
+fn a_set_with_an_error_is_rejected_with_every_finding_and_one_without_is_accepted_with_its_warnings() {
+    let accepted = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}"));
+    assert!(accepted.set().cluster("edge").is_some());
+    let warnings: Vec<String> = accepted.warnings().iter().map(ToString::to_string).collect();
+    assert!(warnings.iter().any(|w| w.starts_with("p.yaml:10:7: warning: ") && w.contains("serves nothing")), "{warnings:?}");
+    assert!(accepted.warnings().iter().all(|d| d.severity != Severity::Error), "{warnings:?}");
+
+    // The same set with a file that has an error.
+    let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 70000}]}\n";
+    let sources = [("p.yaml".to_string(), PORTS.to_string()), ("bad.yaml".to_string(), bad.to_string())];
+    let rejected = from_sources(&sources).expect_err("an error rejects the set");
+    let errors: Vec<String> = rejected.errors().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("bad.yaml:4:") && errors[0].contains("70000"), "{errors:?}");
+    let all: Vec<String> = rejected.diagnostics().iter().map(ToString::to_string).collect();
+    assert!(all.iter().any(|d| d.starts_with("p.yaml:10:7: warning: ")), "the warnings come with the errors: {all:?}");
+    assert!(all.first().is_some_and(|d| d.starts_with("bad.yaml:")), "sorted by file: {all:?}");
+    assert_eq!(rejected.to_string(), errors.join("\n"), "shown as its errors, one a line");
+    // Reports on an invalid set still get what was read, with the same findings.
+    let loaded = veer_model::from_sources_even_if_invalid(&sources);
+    assert!(loaded.set.cluster("edge").is_some());
+    assert_eq!(loaded.diagnostics.into_sorted(), rejected.into_diagnostics());
+}
+
 #[test]
 fn listener_hostnames_intersect_as_gateway_api_says() {
     use veer_model::gateway::listener_hosts;
@@ -899,6 +954,154 @@ fn listener_hostnames_intersect_as_gateway_api_says() {
     assert_eq!(listener_hosts(Some("*.a.b"), &v(&["*.b"])), Some(v(&["*.a.b"])));
 }
 
+// === veer explain --down ===
+
+#[test]
+fn a_down_flag_that_matches_no_endpoint_is_an_error_naming_it() {
+    use veer_model::explain::{apply_down, Down, DownError};
+    let set = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let mut dest = veer_model::resolve::resolve(&set, "c.example.com", None, "edge", "").expect("resolves");
+    let err = apply_down(&mut dest, &[Down::Cluster("west".into())]).expect_err("no endpoint in west");
+    assert_eq!(err, DownError::NoEndpointInCluster { cluster: "west".into(), host: "c.example.com".into() });
+    assert_eq!(err.to_string(), "--down cluster=west: no endpoint of c.example.com is in cluster west");
+    let err = apply_down(&mut dest, &[Down::Address("10.9.9.9".into())]).expect_err("no such endpoint");
+    assert_eq!(err.to_string(), "--down 10.9.9.9: no endpoint of c.example.com has that address");
+    apply_down(&mut dest, &[Down::Address("127.0.0.1".into())]).expect("the endpoint's IP");
+    assert!(dest.endpoints.iter().all(|e| e.health == veer_core::topology::Health::Unhealthy), "{:?}", dest.endpoints);
+}
+
+// === what a set serves: one list of destination keys ===
+
+const SERVED: &str = "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: west}
+spec: {locality: {region: r}}
+---
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {name: east}
+spec: {locality: {region: r}}
+---
+apiVersion: networking.gloo.solo.io/v2
+kind: VirtualDestination
+metadata: {name: vd, namespace: demo}
+spec:
+  hosts: [go.demo.global, go.demo.mesh]
+  ports: [{number: 80, protocol: HTTP}, {number: 81, protocol: HTTP}]
+  services: [{labels: {app: echo}, namespace: demo}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: west, app: echo}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}, {name: admin, port: 9000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo, labels: {topology.istio.io/cluster: east, app: echo}}
+spec: {selector: {app: echo}, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: demo, labels: {topology.istio.io/cluster: west}}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.demo, shop.example]
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+  - matches: [{path: {type: Exact, value: /x}}]
+    backendRefs: [{name: echo, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: demo}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.demo]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: empty, namespace: demo}
+spec: {parentRefs: [{name: gw}], hostnames: [empty.demo]}
+";
+
+#[test]
+fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
+    use veer_model::resolve::{destinations, resolve_key, DestinationKind};
+    let accepted = from_sources(&[("s.yaml".into(), SERVED.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let set = accepted.set();
+    let west = destinations(set, "west");
+    let names: Vec<&str> = west.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "go.demo.global:80",
+            "go.demo.global:81",
+            "shop.demo/",
+            "shop.demo/x",
+            "shop.demo/ (demo/b rule 0)",
+            "echo.demo.svc.cluster.local:80",
+            "echo.demo.svc.cluster.local:9000",
+        ],
+        "VirtualDestination ports, route rules (a route without rules gives none), then one Service name's ports"
+    );
+    let vd = &west[1];
+    assert_eq!(
+        (vd.host.as_str(), vd.aliases.clone(), vd.port, vd.kind),
+        ("go.demo.global", vec!["go.demo.mesh".to_string()], Some(81), DestinationKind::VirtualDestination)
+    );
+    let rule = &west[3];
+    assert_eq!((rule.host.as_str(), rule.aliases.clone(), rule.port), ("shop.demo", vec!["shop.example".to_string()], None));
+    assert!(matches!(rule.kind, DestinationKind::RouteRule { route, rule: 1 } if route.meta.name == "a"), "{:?}", rule.kind);
+    let svc = &west[5];
+    assert_eq!((svc.port, svc.kind), (Some(80), DestinationKind::Service));
+    assert_eq!(svc.hosts().collect::<Vec<_>>(), vec!["echo.demo.svc.cluster.local"]);
+    assert_eq!(svc.request_hosts(), vec!["echo.demo.svc.cluster.local", "echo.demo", "echo.demo.svc"]);
+    assert_eq!(vd.request_hosts(), vec!["go.demo.global", "go.demo.mesh"], "only a Service has search-path names");
+    // Every key resolves to the destination it names.
+    for key in &west {
+        let d = resolve_key(set, key, "west").unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        assert_eq!(d.host, key.host, "{}", key.name);
+        assert_eq!(d.port, key.port.unwrap_or(80), "{}", key.name);
+    }
+    let role = |k: &veer_model::resolve::DestinationKey<'_>| resolve_key(set, k, "west").expect("resolves").sources[0].role.clone();
+    assert!(role(&west[2]).contains("rule at line 41"), "{}", role(&west[2]));
+    assert!(role(rule).contains("rule at line 42"), "the rule of the key, not the route's first: {}", role(rule));
+    // East has no Gateway the routes attach to.
+    let east: Vec<String> = destinations(set, "east").into_iter().map(|k| k.name).collect();
+    assert!(east.iter().all(|n| !n.starts_with("shop.demo")), "{east:?}");
+    assert_eq!(east.len(), 4, "{east:?}");
+    // `veer explain` of an unknown host lists the hosts of the same keys.
+    let err = veer_model::resolve::resolve(set, "nope.demo", None, "west", "").expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "no destination serves host \"nope.demo\"; known hosts: echo.demo.svc.cluster.local, go.demo.global, go.demo.mesh, shop.demo, shop.example"
+    );
+}
+
+#[test]
+fn a_failover_service_is_one_destination_at_its_port() {
+    use veer_model::resolve::{destinations, resolve_key, DestinationKind};
+    let sources = [example("001-smh-failover-service/seed.yaml"), example("001-smh-failover-service/topology.yaml")];
+    let set = from_sources(&sources).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let cluster = set.clusters.first().map(|c| c.meta.name.clone()).expect("a cluster");
+    let keys = destinations(&set, &cluster);
+    let fs: Vec<_> = keys.iter().filter(|k| k.kind == DestinationKind::FailoverService).collect();
+    assert_eq!(fs.len(), 1, "{keys:?}");
+    assert_eq!(
+        (fs[0].name.as_str(), fs[0].host.as_str(), fs[0].port),
+        ("reviews-failover.bookinfo.global:9080", "reviews-failover.bookinfo.global", Some(9080))
+    );
+    assert!(fs[0].aliases.is_empty());
+    assert_eq!(resolve_key(&set, fs[0], &cluster).expect("resolves").rule, veer_core::priority::PriorityRule::Tiers);
+}
+
 // === outlier detection that can never eject ===
 
 fn example(path: &str) -> (String, String) {
@@ -907,14 +1110,13 @@ fn example(path: &str) -> (String, String) {
 
 /// The warnings `veer validate` gives about a max-ejection-percent cap below one endpoint.
 fn cap_warnings(sources: &[(String, String)]) -> Vec<String> {
-    let loaded = from_sources(sources);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-    veer_model::ejection::warnings(&loaded.set).iter().map(ToString::to_string).collect()
+    let accepted = from_sources(sources).unwrap_or_else(|r| panic!("{r}"));
+    veer_model::ejection::warnings(accepted.set()).iter().map(ToString::to_string).collect()
 }
 
 /// The fewest endpoints any client cluster sees for `host`.
 fn fewest_endpoints(sources: &[(String, String)], host: &str, port: Option<u16>) -> usize {
-    let set = from_sources(sources).set;
+    let set = from_sources(sources).unwrap_or_else(|r| panic!("{r}")).into_set();
     let clusters: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
     clusters
         .iter()

@@ -10,18 +10,41 @@ pub fn plan(workers: usize) -> Option<Vec<usize>> {
     (workers >= 2 && workers <= allowed.len()).then(|| allowed[..workers].to_vec())
 }
 
+/// Why a thread was left to the scheduler.
+#[derive(Debug)]
+pub enum PinError {
+    /// No such CPU in a CPU set.
+    NoSuchCpu(usize, std::io::Error),
+    /// The kernel refused the affinity.
+    Refused(usize, std::io::Error),
+    /// Thread affinity is only set on Linux.
+    Unsupported(usize),
+}
+
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinError::NoSuchCpu(cpu, e) => write!(f, "CPU {cpu}: {e}"),
+            PinError::Refused(cpu, e) => write!(f, "cannot pin to CPU {cpu}: {e}"),
+            PinError::Unsupported(cpu) => write!(f, "cannot pin to CPU {cpu}: thread affinity is only set on Linux"),
+        }
+    }
+}
+
+impl std::error::Error for PinError {}
+
 /// Keeps the calling thread on `cpu`.
 #[cfg(target_os = "linux")]
-pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
+pub fn pin_current_thread(cpu: usize) -> Result<(), PinError> {
     use nix::sched::{sched_setaffinity, CpuSet};
     let mut set = CpuSet::new();
-    set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
-    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))
+    set.set(cpu).map_err(|e| PinError::NoSuchCpu(cpu, e.into()))?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| PinError::Refused(cpu, e.into()))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
-    Err(format!("cannot pin to CPU {cpu}: thread affinity is only set on Linux"))
+pub fn pin_current_thread(cpu: usize) -> Result<(), PinError> {
+    Err(PinError::Unsupported(cpu))
 }
 
 #[cfg(target_os = "linux")]

@@ -1,9 +1,8 @@
 //! End-to-end tests of a running veer node: real backend servers on loopback, real sockets,
 //! real manifests on disk, real failures (refused connects, 503s, blackholes, reloads).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use veer_control::events::EventKind;
 use veer_node::node::{Node, NodeConfig};
-use veer_testkit::{Backend, LoadReport, LoadSpec, Mode};
+use veer_testkit::{wait_until_async, Backend, Backends, LoadReport, LoadSpec, Mode, World};
 
 #[path = "node/upstream_http1.rs"]
 mod upstream_http1;
@@ -28,64 +27,34 @@ mod limits;
 #[path = "node/listeners.rs"]
 mod listeners;
 
-static NEXT_WORLD: AtomicU32 = AtomicU32::new(1);
-
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two
 /// of them never share its two cores: each measures a proxy with a CPU to spare, as it would
 /// run alone.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A test world: its own loopback subnet, its manifest folder, its backends.
-struct World {
-    net: u8,
-    dir: PathBuf,
+/// How long a test waits for what the node should do at once (a reload, a count, a peer).
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Starts veer nodes in a test [`World`]: testkit's world knows no node (veer-node is one of
+/// testkit's users, not the other way round).
+trait NodeWorld {
+    async fn node(&self, cluster: &str) -> Node;
+    /// A node on loopback ports, with `tune` applied to its configuration.
+    async fn node_with(&self, cluster: &str, tune: impl FnOnce(&mut NodeConfig)) -> Node;
 }
 
-impl World {
-    fn new() -> World {
-        let n = NEXT_WORLD.fetch_add(1, Ordering::Relaxed);
-        let net = 100 + u8::try_from(n).expect("fewer than 150 worlds");
-        let dir = std::env::temp_dir().join(format!("veer-proxy-test-{}-{net}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        World { net, dir }
-    }
-
-    /// Starts `n` backends named `{prefix}-{i}` on 127.{net}.{group}.{i}.
-    async fn backends(&self, prefix: &str, group: u8, n: usize) -> Vec<Backend> {
-        let mut out = Vec::new();
-        for i in 1..=n {
-            let ip = IpAddr::V4(Ipv4Addr::new(127, self.net, group, u8::try_from(i).expect("small")));
-            out.push(Backend::start(&format!("{prefix}-{i}"), SocketAddr::new(ip, 0)).await.expect("backend starts"));
-        }
-        out
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        // Write then rename, as editors and kubectl-style tools do, so a reload never sees half a file.
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write manifest");
-        std::fs::rename(&tmp, self.dir.join(name)).expect("rename manifest");
-    }
-
+impl NodeWorld for World {
     async fn node(&self, cluster: &str) -> Node {
         self.node_with(cluster, |_| {}).await
     }
 
-    /// A node on loopback ports, with `tune` applied to its configuration.
     async fn node_with(&self, cluster: &str, tune: impl FnOnce(&mut NodeConfig)) -> Node {
-        let mut cfg = NodeConfig::new(vec![self.dir.clone()], cluster);
+        let mut cfg = NodeConfig::new(vec![self.dir().to_path_buf()], cluster);
         cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.reload_every = Duration::from_millis(100);
         tune(&mut cfg);
         Node::start(cfg).await.expect("node starts")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -167,7 +136,7 @@ const ODP: &str = "apiVersion: resilience.policy.gloo.solo.io/v2\nkind: OutlierD
 
 /// Seed 000's shape: central (subzone central) and test (subzone avg), one VirtualDestination
 /// over both, priority by subzone.
-async fn seed000_world(w: &World, central_n: usize, test_n: usize) -> (Vec<Backend>, Vec<Backend>) {
+async fn seed000_world(w: &World, central_n: u8, test_n: u8) -> (Backends, Backends) {
     let central = w.backends("central", 1, central_n).await;
     let test = w.backends("test", 2, test_n).await;
     let mut topo = cluster("central", "pp", "rs", "central");
@@ -191,13 +160,13 @@ async fn local_first_with_seed000_labels_and_replicas_share_by_count() {
     assert_eq!(share(&r, "central-"), 1.0, "{:?}", r.by_backend());
 
     // Without a FailoverPolicy all twelve share priority 0: 3 and 9 replicas get 1/4 and 3/4.
-    std::fs::remove_file(w.dir.join("fp.yaml")).expect("remove policy");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let reloads = count(&node, EventKind::ConfigReloaded);
+    w.remove("fp.yaml");
+    wait_until_async("the policy's removal is in force", WAIT, || async { count(&node, EventKind::ConfigReloaded) > reloads }).await;
     let r = load(&node, "go.infra.global", "/", 1000, 2.4).await;
     assert!(failures(&r).is_empty(), "{:?}", failures(&r));
     let central = share(&r, "central-");
     assert!((central - 0.25).abs() < 0.04, "central share {central}, {:?}", r.by_backend());
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +175,7 @@ async fn all_central_backends_stopped_fails_over_with_zero_errors_and_returns() 
     let (central, _test) = seed000_world(&w, 3, 2).await;
     let node = w.node("central").await;
     let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 6.0)));
+    // A timeline, not waits: the windows checked below are measured from the load's start.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for b in &central {
         b.set_mode(Mode::Refuse).await.expect("refuse");
@@ -223,11 +193,10 @@ async fn all_central_backends_stopped_fails_over_with_zero_errors_and_returns() 
     let changes: Vec<(Option<u32>, Option<u32>)> =
         node.events.all().iter().filter(|e| e.kind == EventKind::PriorityChange).map(|e| (e.from_priority, e.to_priority)).collect();
     assert!(changes.contains(&(Some(0), Some(1))) && changes.contains(&(Some(1), Some(0))), "{changes:?}");
-    node.stop().await;
 }
 
 /// Seed 004's shape with real backends: an active and a fallback Backend behind one HTTPRoute.
-async fn seed004_world(w: &World, btp_extra: &str) -> (Vec<Backend>, Vec<Backend>) {
+async fn seed004_world(w: &World, btp_extra: &str) -> (Backends, Backends) {
     let active = w.backends("active", 1, 1).await;
     let passive = w.backends("passive", 2, 1).await;
     let mut m = cluster("local", "r", "z", "");
@@ -259,7 +228,6 @@ async fn seed004_active_backend_moved_away_goes_to_passive_without_errors() {
     assert!(failures(&r).is_empty(), "{:?}", failures(&r));
     assert_eq!(share(&r, "passive-"), 1.0, "{:?}", r.by_backend());
     assert_eq!(count(&node, EventKind::Ejection), 1);
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +255,6 @@ async fn answering_503_ejects_after_consecutive_errors_within_max_ejection_perce
     // Client-visible failures, if any, come only from the backend the cap kept in rotation
     // (retries to it are bounded by the retry budget).
     assert!(r.samples.iter().filter(|s| s.status == Some(503)).all(|s| s.backend.as_deref() == Some(kept.name())), "{:?}", failures(&r));
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,15 +263,14 @@ async fn outage_longer_than_the_ejection_is_re_ejected_without_client_errors() {
     let (central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node("central").await;
     let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 5.0)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_async("central serves the load", WAIT, || async { central[0].served() >= 100 }).await;
     central[0].set_mode(Mode::Refuse).await.expect("refuse");
-    // Ejections last 1 s: the backend stays dead across several of them.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Ejections last 1 s: the backend stays dead until it has been ejected again.
+    wait_until_async("the dead backend is ejected again", WAIT, || async { count(&node, EventKind::ReEjection) >= 1 }).await;
     central[0].set_mode(Mode::Ok).await.expect("restore");
     let r = traffic.await.expect("load");
     assert!(failures(&r).is_empty(), "{:?}", failures(&r));
     assert!(count(&node, EventKind::ReEjection) >= 1, "{:?}", node.events.all());
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +283,6 @@ async fn blackholed_backend_is_left_by_the_per_try_timeout() {
     let r = load(&node, "www.example.com", "/test", 50, 1.0).await;
     assert!(failures(&r).is_empty(), "{:?} {:?}", failures(&r), node.events.all());
     assert_eq!(share(&r, "passive-"), 1.0, "{:?}", r.by_backend());
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +291,7 @@ async fn manifest_changes_apply_live_and_broken_ones_are_refused() {
     let (_central, _test) = seed000_world(&w, 2, 2).await;
     let node = w.node("central").await;
     let traffic = tokio::spawn(veer_testkit::run(spec(&node, "go.infra.global", "/", 300, 4.0)));
+    // A timeline: the windows checked below are measured from the load's start.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // Inverted: prefer the AVG data centre.
     w.write("fp.yaml", &failover_policy(&["topology.istio.io/subzone=avg"]));
@@ -339,13 +305,12 @@ async fn manifest_changes_apply_live_and_broken_ones_are_refused() {
 
     // A broken manifest: refused with its location, the last good config keeps serving.
     w.write("fp.yaml", "apiVersion: resilience.policy.gloo.solo.io/v2\nkind: FailoverPolicy\nmetadata:\n  name: fp\n  namespace: infra\nspec:\n  config:\n    priorityLabelz: {}\n");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_async("the broken manifest is refused", WAIT, || async { count(&node, EventKind::ConfigRejected) >= 1 }).await;
     let rejected = node.events.all().into_iter().find(|e| e.kind == EventKind::ConfigRejected).map(|e| e.reason).unwrap_or_default();
     assert!(rejected.contains("fp.yaml:8:5") && rejected.contains("did you mean \"priorityLabels\""), "{rejected}");
     let r = load(&node, "go.infra.global", "/", 200, 1.0).await;
     assert!(failures(&r).is_empty(), "{:?}", failures(&r));
     assert_eq!(share(&r, "test-"), 1.0, "{:?}", r.by_backend());
-    node.stop().await;
 }
 
 async fn send(node: &Node, method: http::Method, host: &str, body: &'static str) -> (u16, String) {
@@ -375,7 +340,6 @@ async fn a_post_that_reached_a_failing_backend_is_not_retried() {
     // The same failure on a GET is retried on the other priority.
     let (status, body) = send(&node, http::Method::GET, "go.infra.global", "").await;
     assert_eq!((status, body.trim()), (200, "test-1"));
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +371,6 @@ async fn http2_and_grpc_pass_with_trailers() {
     let trailers = collected.trailers().cloned().unwrap_or_default();
     assert_eq!(trailers.get("grpc-status").and_then(|v| v.to_str().ok()), Some("0"), "{trailers:?}");
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +383,7 @@ async fn a_backend_blackholed_under_load_costs_latency_but_no_errors() {
     // Enough connections that the ~500 requests sent while the first try times out are all in
     // flight: more than the retry budget could ever pay for.
     let traffic = tokio::spawn(veer_testkit::run(LoadSpec { connections: 700, ..spec(&node, "www.example.com", "/test", 1000, 3.0) }));
+    // A timeline: the window checked below is measured from the load's start.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // Every request in flight or sent in the next 500 ms is stuck; each must fail over once its
     // try times out, however many there are (failover retries are not charged to the budget).
@@ -428,23 +392,21 @@ async fn a_backend_blackholed_under_load_costs_latency_but_no_errors() {
     assert!(failures(&r).is_empty(), "{} failures: {:?}", failures(&r).len(), failures(&r).iter().take(5).collect::<Vec<_>>());
     let late = r.by_backend_between(Duration::from_millis(1500), Duration::from_millis(3000));
     assert!(!late.is_empty() && late.keys().all(|b| b.starts_with("passive-")), "{late:?}");
-    node.stop().await;
 }
 
 // === mesh: two meshed nodes on loopback ===
 
 /// Two clusters on separate networks, each with its own veer node meshed over east-west mTLS;
 /// `pay` runs only in c2 (two backends), so c1's clients reach it only through c2's gateway.
-async fn mesh_world(w: &World) -> (Vec<Backend>, PathBuf) {
+async fn mesh_world(w: &World) -> (Backends, PathBuf) {
     let pay = w.backends("pay", 2, 2).await;
-    let certs = w.dir.join("certs");
+    let certs = w.dir().join("certs");
     veer_pki::create_mesh(&certs, &["c1", "c2"]).expect("pki");
     let mut topo = String::new();
     for (i, c) in ["c1", "c2"].iter().enumerate() {
         topo.push_str(&format!(
-            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: {c}}}\nspec:\n  network: n{i}\n  locality: {{region: r{i}}}\n  eastWest: {{address: \"127.{}.9.{}:15443\"}}\n---\n",
-            w.net,
-            i + 1
+            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: {c}}}\nspec:\n  network: n{i}\n  locality: {{region: r{i}}}\n  eastWest: {{address: \"{}:15443\"}}\n---\n",
+            w.ip(9, i as u8 + 1)
         ));
     }
     topo.push_str(&service("c2", "demo", "pay", &[], &pay));
@@ -455,7 +417,7 @@ async fn mesh_world(w: &World) -> (Vec<Backend>, PathBuf) {
 }
 
 async fn meshed_node(w: &World, cluster: &str, certs: &std::path::Path) -> Node {
-    let mut cfg = NodeConfig::new(vec![w.dir.join("topology.yaml")], cluster);
+    let mut cfg = NodeConfig::new(vec![w.dir().join("topology.yaml")], cluster);
     cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.reload_every = Duration::from_millis(100);
@@ -474,14 +436,6 @@ fn pay_endpoints(node: &Node) -> Vec<(String, bool)> {
     d.upstreams.iter().zip(&d.endpoints).map(|(u, e)| (u.key.to_string(), e.health != veer_core::topology::Health::Unhealthy)).collect()
 }
 
-async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = veer_testkit::clock::now() + Duration::from_secs(5);
-    while !ok() {
-        assert!(veer_testkit::clock::now() < deadline, "{what}: not within 5 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_its_gateway() {
     let w = World::new();
@@ -494,7 +448,7 @@ async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_
     assert_eq!(status, 503, "nothing vouched for: no healthy upstream");
     // c2 comes up: its catalog arrives and both endpoints join c1's table.
     let c2 = meshed_node(&w, "c2", &certs).await;
-    until("c1 learns c2's endpoints", || pay_endpoints(&c1).len() == 2).await;
+    wait_until_async("c1 learns c2's endpoints", WAIT, || async { pay_endpoints(&c1).len() == 2 }).await;
     let before = load(&c1, "pay.demo.svc.cluster.local", "/", 100, 0.5).await;
     assert_eq!(before.errors(), 0, "{:?}", failures(&before));
     assert!(share(&before, "pay-1") > 0.2 && share(&before, "pay-2") > 0.2, "both c2 backends serve c1: {:?}", before.by_backend());
@@ -515,12 +469,8 @@ async fn meshed_node_routes_only_what_peers_announce_and_blames_one_backend_not_
 
     // c2's node stops: its gateway is gone, so all of c2's endpoints go unhealthy at once.
     c2.stop().await;
-    until("c2 unhealthy as a whole", || pay_endpoints(&c1).iter().all(|(_, up)| !up)).await;
+    wait_until_async("c2 unhealthy as a whole", WAIT, || async { pay_endpoints(&c1).iter().all(|(_, up)| !up) }).await;
     assert!(count(&c1, EventKind::PeerUnhealthy) >= 1);
-    c1.stop().await;
-    for b in pay {
-        b.stop().await;
-    }
 }
 
 // === idle connections ===
@@ -562,7 +512,7 @@ fn counter(node: &Node, name: &str) -> u64 {
 async fn idle_keep_alive_connections_park_and_serve_again() {
     use tokio::io::AsyncWriteExt;
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node("central").await;
     let get = b"GET /a HTTP/1.1\r\nHost: go.infra.global\r\n\r\n";
     let mut s = tokio::net::TcpStream::connect(node.listen).await.expect("connect");
@@ -571,7 +521,7 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
     // Busy connections are not parked; idle ones are, after a quarter of a second.
     assert_eq!(counter(&node, "veer_connections_parked_total"), 0);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until_async("the idle connection is parked", WAIT, || async { counter(&node, "veer_connections_parked_total") >= 1 }).await;
     assert_eq!(counter(&node, "veer_connections_parked_total"), 1, "the idle connection was parked");
     // The same connection serves again, pipelined requests included, in order.
     s.write_all(get).await.expect("write");
@@ -581,27 +531,24 @@ async fn idle_keep_alive_connections_park_and_serve_again() {
     for _ in 0..3 {
         assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until_async("parked after the pipelined requests", WAIT, || async { counter(&node, "veer_connections_parked_total") >= 2 }).await;
     assert_eq!(counter(&node, "veer_connections_parked_total"), 2);
     // After a request with a body the connection is not parked (the bytes read last do not
     // show where a message with a body ended) until a request without one; it keeps serving.
     s.write_all(b"POST /p HTTP/1.1\r\nHost: go.infra.global\r\nContent-Length: 4\r\n\r\nbody").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    // Nothing to wait for: longer than the parking delay, and nothing happens.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(counter(&node, "veer_connections_parked_total"), 2, "not parked after the POST");
     s.write_all(get).await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until_async("parked again after a GET", WAIT, || async { counter(&node, "veer_connections_parked_total") >= 3 }).await;
     assert_eq!(counter(&node, "veer_connections_parked_total"), 3, "parked again after a GET");
     // A request split across writes with a pause longer than the parking delay is not cut.
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: go.in").await.expect("write");
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.write_all(b"fra.global\r\n\r\n").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,33 +567,26 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     s.shutdown().await.expect("half-close");
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200, "the half-closed client lost its answer");
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_dropped_without_stop_ends_its_threads_and_tasks() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node_with("central", |cfg| cfg.workers = 2).await;
     assert_eq!(send(&node, http::Method::GET, "go.infra.global", "").await.0, 200);
     // Every worker, the control loop and the admin task hold the metrics: when the last of
     // them has ended, nothing does.
     let metrics = std::sync::Arc::downgrade(&node.metrics);
     drop(node);
-    until("every holder of the dropped node's state to end", || metrics.strong_count() == 0).await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
+    wait_until_async("every holder of the dropped node's state to end", WAIT, || async { metrics.strong_count() == 0 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(700)).await;
     let closed = |mut s: tokio::net::TcpStream| async move {
         let mut rest = Vec::new();
@@ -674,20 +614,16 @@ async fn a_request_head_that_never_ends_is_closed_after_the_idle_timeout() {
     s.write_all(b"POST /p HTTP/1.1\r\nHost: go.infra.global\r\nContent-Length: 4\r\n\r\nbody").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
     closed(s).await;
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_in_flight_cap_get_503_at_once_and_slots_come_back() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (central, _test) = seed000_world(&w, 1, 1).await;
     central[0].set_mode(Mode::Delay(Duration::from_millis(800))).await.expect("slow backend");
     let node = w.node_with("central", |cfg| cfg.limits.max_concurrent_requests = 1).await;
     let over_the_cap = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_until_async("the first request holds the slot", WAIT, || async { central[0].received_by_method("GET") >= 1 }).await;
         send(&node, http::Method::GET, "go.infra.global", "").await
     };
     let (slow, (status, body)) = tokio::join!(send(&node, http::Method::GET, "go.infra.global", ""), over_the_cap);
@@ -697,17 +633,13 @@ async fn requests_over_the_in_flight_cap_get_503_at_once_and_slots_come_back() {
     central[0].set_mode(Mode::Ok).await.expect("backend answers at once");
     // Its slot came back with it.
     assert_eq!(send(&node, http::Method::GET, "go.infra.global", "").await.0, 200);
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_connections_are_balanced_across_workers() {
     use tokio::io::AsyncWriteExt;
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node_with("central", |cfg| cfg.workers = 2).await;
     let gauge = |worker: u32| {
         let series = format!(r#"veer_worker_connections{{worker="{worker}"}} "#);
@@ -725,17 +657,13 @@ async fn client_connections_are_balanced_across_workers() {
     }
     assert_eq!((gauge(0), gauge(1)), (12, 12));
     drop(conns);
-    until("both workers to count their connections closed", || gauge(0) == 0 && gauge(1) == 0).await;
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
+    wait_until_async("both workers to count their connections closed", WAIT, || async { gauge(0) == 0 && gauge(1) == 0 }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_share_the_listener_and_stop_together() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 2, 1).await;
+    let (_central, _test) = seed000_world(&w, 2, 1).await;
     let node = w.node_with("central", |cfg| cfg.workers = 3).await;
     let mut s = spec(&node, "go.infra.global", "/", 300, 1.0);
     s.connections = 48;
@@ -746,9 +674,6 @@ async fn several_workers_share_the_listener_and_stop_together() {
     let addr = node.listen;
     tokio::time::timeout(Duration::from_secs(15), node.stop()).await.expect("workers stop");
     tokio::net::TcpListener::bind(addr).await.expect("the port is released by every worker");
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 // === HTTPRoute matches ===
@@ -859,5 +784,4 @@ async fn httproute_matches_pick_their_rule_listeners_serve_what_attaches_and_404
     let (status, body) = send_with(&node, Method::GET, "secure.example.com", "/", &[]).await;
     assert_eq!(status, 404);
     assert!(body.contains("no route for host \"secure.example.com\""), "{body}");
-    node.stop().await;
 }

@@ -12,6 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, InconsistentKeys, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::date::date;
 use crate::error::{ErrorKind, PkiError};
 use crate::files::{self, NODE_CERT, NODE_KEY, ROOT_CERT};
 use crate::names::{dns_name, named_cluster, server_name, validate_cluster_name};
@@ -50,6 +51,18 @@ pub(crate) enum Rejection {
     /// The chain does not verify (other root, expired, wrong usage…).
     Untrusted(String),
 }
+
+/// Shown after `veer pki node`'s own context, naming the root file when it is at fault.
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::BadRoot(why) => write!(f, "the root file: {why}"),
+            Rejection::WrongIdentity(why) | Rejection::Untrusted(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
 
 // === impl MeshIdentity ===
 
@@ -162,13 +175,13 @@ fn verifiers(
 
 /// Checks a node chain exactly as peers will: it names `cluster`, a server accepts it as a
 /// client certificate, and a client connecting to `C.cluster.veer` accepts it as the server's.
-pub(crate) fn verify_node_chain(roots: &[CertificateDer<'static>], chain: &[CertificateDer<'static>], cluster: &str) -> Result<(), String> {
+pub(crate) fn verify_node_chain(
+    roots: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'static>],
+    cluster: &str,
+) -> Result<(), Rejection> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let check = verifiers(roots, &provider).and_then(|(s, c)| check_chain(&s, &c, roots, chain, cluster));
-    check.map_err(|r| match r {
-        Rejection::BadRoot(why) => format!("the root file: {why}"),
-        Rejection::WrongIdentity(why) | Rejection::Untrusted(why) => why,
-    })
+    verifiers(roots, &provider).and_then(|(s, c)| check_chain(&s, &c, roots, chain, cluster))
 }
 
 fn check_chain(
@@ -234,13 +247,9 @@ fn out_of_date(roots: &[CertificateDer<'_>], chain: &[CertificateDer<'_>]) -> Op
         }
         let now = time::OffsetDateTime::now_utc();
         Some(if v.not_before.to_datetime() > now {
-            format!(
-                "\"{}\" {place} is not valid before {} (is this machine's clock right?)",
-                x.subject(),
-                crate::inspect::date(v.not_before.to_datetime())
-            )
+            format!("\"{}\" {place} is not valid before {} (is this machine's clock right?)", x.subject(), date(v.not_before.to_datetime()))
         } else {
-            format!("\"{}\" {place} expired on {}; issue a new one", x.subject(), crate::inspect::date(v.not_after.to_datetime()))
+            format!("\"{}\" {place} expired on {}; issue a new one", x.subject(), date(v.not_after.to_datetime()))
         })
     })
 }
@@ -251,4 +260,19 @@ fn subject_of(c: &CertificateDer<'_>) -> Option<String> {
 
 fn issuer_of(c: &CertificateDer<'_>) -> Option<String> {
     x509_parser::parse_x509_certificate(c).ok().map(|(_, x)| x.issuer().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_names_the_root_file_only_when_the_root_is_at_fault() {
+        assert_eq!(
+            Rejection::BadRoot("certificate #1 cannot be a trust anchor".into()).to_string(),
+            "the root file: certificate #1 cannot be a trust anchor"
+        );
+        assert_eq!(Rejection::Untrusted("no certificate".into()).to_string(), "no certificate");
+        assert_eq!(Rejection::WrongIdentity("names cluster \"b\", not \"a\"".into()).to_string(), "names cluster \"b\", not \"a\"");
+    }
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::public_key::PublicKey;
 
+use crate::date::date;
 use crate::error::PkiError;
 use crate::files::{self, NODE_CERT, ROOT_CERT};
 use crate::identity::MeshIdentity;
@@ -95,12 +96,6 @@ pub fn summarize(der: &CertificateDer<'_>) -> Option<CertSummary> {
         not_before: x.validity().not_before.to_datetime(),
         not_after: x.validity().not_after.to_datetime(),
     })
-}
-
-/// `2035-01-31 12:00:00 UTC`.
-pub(crate) fn date(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
 }
 
 // === impl Inspection ===

@@ -16,10 +16,12 @@
 //!
 //! Layout of the crate: `names` (the identity convention), `files` (PEM in and out, with
 //! errors that say which command makes a file), `issue` (making certificates), `identity`
-//! (loading and verifying a node's files into rustls configs), `inspect` (showing them).
+//! (loading and verifying a node's files into rustls configs), `inspect` (showing them), `date`
+//! (how both write a certificate's dates).
 
 #![forbid(unsafe_code)]
 
+mod date;
 mod error;
 mod files;
 mod identity;

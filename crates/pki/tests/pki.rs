@@ -1,8 +1,7 @@
 //! veer-pki end to end: real files, the real `openssl` binary, and real TLS 1.3 over 127.0.0.1.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,31 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use veer_pki::{
     create_intermediate, create_mesh, create_node, create_root, inspect, names_cluster, peer_cluster, server_name, ErrorKind, MeshIdentity,
 };
+use veer_testkit::TempDir;
 
 // === test parts ===
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("veer-pki-{}-{}-{name}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs the real openssl in `dir`; panics with its output if it fails.
 fn openssl(dir: &Path, args: &[&str]) -> String {

@@ -157,6 +157,45 @@ impl Drop for Backend {
     }
 }
 
+/// Backends started together, read as a slice. Dropping the set stops every server (each
+/// [`Backend`]'s drop, without waiting); [`Backends::stop`] waits until every port is free.
+pub struct Backends(Vec<Backend>);
+
+impl Backends {
+    /// Starts one backend per `(name, address)`; panics if one cannot bind.
+    pub async fn start(backends: impl IntoIterator<Item = (String, SocketAddr)>) -> Backends {
+        let mut started = Vec::new();
+        for (name, addr) in backends {
+            started.push(Backend::start(&name, addr).await.unwrap_or_else(|e| panic!("backend {name} on {addr}: {e}")));
+        }
+        Backends(started)
+    }
+
+    /// Stops every server and returns once all their ports are free.
+    pub async fn stop(self) {
+        for b in self.0 {
+            b.stop().await;
+        }
+    }
+}
+
+impl std::ops::Deref for Backends {
+    type Target = [Backend];
+
+    fn deref(&self) -> &[Backend] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Backends {
+    type Item = &'a Backend;
+    type IntoIter = std::slice::Iter<'a, Backend>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// SO_REUSEADDR so that the port can be bound again at once after Refuse, despite TIME_WAIT sockets.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use veer_testkit::{run, Backend, LoadSpec, Mode};
+use veer_testkit::{run, wait_until, wait_until_async, Backend, LoadSpec, Mode, TempDir, World};
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -82,7 +82,6 @@ async fn ok_and_status_modes() {
     assert_eq!((status, name.as_str(), body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "alpha", "alpha 503\n"));
     assert_eq!(b.served(), 2);
     assert_eq!(b.received_by_method("GET"), 2);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -124,10 +123,9 @@ async fn blackhole_accepts_but_never_answers() {
     // A held request is answered once the mode changes.
     let (mut sender, _driver) = h1(b.addr()).await;
     let pending = tokio::spawn(async move { sender.send_request(get("/")).await.unwrap().status() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_async("the second request reaches the backend", Duration::from_secs(2), || async { b.received_by_method("GET") == 2 }).await;
     b.set_mode(Mode::Ok).await.unwrap();
     assert_eq!(tokio::time::timeout(Duration::from_secs(2), pending).await.unwrap().unwrap(), StatusCode::OK);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -147,7 +145,6 @@ async fn delay_and_post() {
     assert_eq!(resp.headers()["x-request-body-bytes"], "5");
     assert_eq!(b.received_by_method("POST"), 1);
     assert_eq!(b.received_by_method("GET"), 1);
-    b.stop().await;
 }
 
 #[tokio::test]
@@ -180,7 +177,6 @@ async fn http2_and_grpc() {
     let resp = sender.send_request(grpc(b"")).await.unwrap();
     assert_eq!(resp.headers()["grpc-status"], "14");
     assert!(resp.into_body().collect().await.unwrap().trailers().is_none());
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +195,6 @@ async fn load_against_one_backend() {
     assert_eq!(report.samples.len(), 50);
     assert_eq!(report.errors(), 0);
     assert_eq!(report.by_backend().get("zeta"), Some(&50));
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +204,8 @@ async fn load_records_errors_when_backend_refuses_halfway() {
         let switcher = {
             let b = std::sync::Arc::clone(&b);
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Halfway: once half of the 100 requests are answered (about 500 ms in).
+                wait_until_async("half the load answered", Duration::from_secs(3), || async { b.served() >= 50 }).await;
                 b.set_mode(Mode::Refuse).await.unwrap();
             })
         };
@@ -225,4 +221,104 @@ async fn load_records_errors_when_backend_refuses_halfway() {
         assert!(report.by_backend_between(late, Duration::from_secs(2)).is_empty());
         assert!(report.max_latency_between(late, Duration::from_secs(2)) < Duration::from_millis(500));
     }
+}
+
+// === the shared test plumbing: waiting, temporary directories, the world ===
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_async_polls_on_tokio_time_and_says_how_long_it_took() {
+    let tries = std::cell::Cell::new(0);
+    let took = wait_until_async("the third try", Duration::from_secs(1), || async {
+        tries.set(tries.get() + 1);
+        tries.get() == 3
+    })
+    .await;
+    // Asked at once, then every 20 ms of paused time: no real time passes.
+    assert_eq!((tries.get(), took), (3, 2 * veer_testkit::wait::POLL_EVERY));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_async_gives_up_at_the_limit_and_names_what_it_waited_for() {
+    let start = veer_testkit::clock::now();
+    let waited = tokio::spawn(wait_until_async("the moon turns blue", Duration::from_secs(1), || async { false })).await;
+    let panic = waited.expect_err("the wait must fail").into_panic();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert_eq!(message, "the moon turns blue: not within 1s");
+    assert_eq!(veer_testkit::clock::since(start), Duration::from_secs(1), "gives up at the limit, not before or a poll after");
+}
+
+#[test]
+fn wait_until_returns_as_soon_as_the_condition_holds_and_panics_with_what_otherwise() {
+    let mut tries = 0;
+    let took = wait_until("the second try", Duration::from_secs(5), || {
+        tries += 1;
+        tries == 2
+    });
+    assert_eq!(tries, 2);
+    assert!(took >= veer_testkit::wait::POLL_EVERY && took < Duration::from_secs(5), "{took:?}");
+    let failed =
+        std::panic::catch_unwind(|| wait_until(veer_testkit::lazy(|| "never, said late".to_string()), Duration::from_millis(50), || false));
+    let panic = failed.expect_err("the wait must fail");
+    assert_eq!(panic.downcast_ref::<String>().map(String::as_str), Some("never, said late: not within 50ms"));
+}
+
+#[test]
+fn a_temp_dir_is_fresh_reads_as_a_path_and_is_removed_with_its_contents_when_dropped() {
+    let (a, b) = (TempDir::new("testkit"), TempDir::new("testkit"));
+    assert_ne!(a.path(), b.path());
+    assert!(a.is_dir() && std::fs::read_dir(&a).unwrap().next().is_none(), "{}", a.display());
+    std::fs::create_dir_all(a.join("sub")).unwrap();
+    std::fs::write(a.join("sub/file.yaml"), "x: 1\n").unwrap();
+    let path = a.to_path_buf();
+    drop(a);
+    assert!(!path.exists(), "{} left behind", path.display());
+    assert!(b.is_dir());
+}
+
+#[test]
+fn a_temp_dir_kept_on_failure_outlives_a_failing_test_only() {
+    let kept = std::panic::catch_unwind(|| {
+        let dir = TempDir::new("kept").keep_on_failure();
+        std::fs::write(dir.join("node.log"), "what went wrong\n").unwrap();
+        panic!("{}", dir.display());
+    });
+    let path = std::path::PathBuf::from(kept.expect_err("the test fails").downcast_ref::<String>().unwrap());
+    assert_eq!(std::fs::read_to_string(path.join("node.log")).unwrap(), "what went wrong\n");
+    std::fs::remove_dir_all(&path).unwrap();
+    let passed = TempDir::new("kept").keep_on_failure();
+    let path = passed.to_path_buf();
+    drop(passed);
+    assert!(!path.exists(), "removed when the test does not fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_world_has_its_own_network_writes_whole_manifests_and_cleans_up() {
+    let (w, other) = (World::new(), World::new());
+    assert_ne!(w.ip(1, 1), other.ip(1, 1));
+    assert_ne!(w.dir(), other.dir());
+    w.write("a.yaml", "a: 1\n");
+    w.write("a.yaml", "a: 2\n");
+    let names: Vec<String> = std::fs::read_dir(w.dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["a.yaml"], "no half-written file is left next to it");
+    assert_eq!(std::fs::read_to_string(w.dir().join("a.yaml")).unwrap(), "a: 2\n");
+    w.remove("a.yaml");
+    assert!(!w.dir().join("a.yaml").exists());
+
+    let backends = w.backends("web", 3, 2).await;
+    let seen: Vec<(&str, std::net::IpAddr)> = backends.iter().map(|b| (b.name(), b.addr().ip())).collect();
+    assert_eq!(seen, vec![("web-1", w.ip(3, 1)), ("web-2", w.ip(3, 2))]);
+    let (status, name, _) = fetch(backends[1].addr(), get("/")).await;
+    assert_eq!((status, name.as_str()), (StatusCode::OK, "web-2"));
+    // Dropping the set stops its servers.
+    let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
+    drop(backends);
+    for addr in addrs {
+        wait_until_async(format!("{addr} refuses connections"), Duration::from_secs(2), || async {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+    }
+    let dir = w.dir().to_path_buf();
+    drop(w);
+    assert!(!dir.exists(), "the manifest folder is removed with the world");
 }

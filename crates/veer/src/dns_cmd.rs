@@ -12,6 +12,8 @@ use veer_dns::ownership::{self, Claim, Registry, Verdict, ZoneState};
 use veer_dns::plan::{self, ClusterPlan, Endpoint, PlanOptions, ZoneId};
 use veer_model::set::ManifestSet;
 
+use crate::load;
+
 #[derive(Subcommand)]
 pub enum DnsCommand {
     /// Print the externaldns.k8s.io DNSEndpoint objects a cluster writes, for ExternalDNS.
@@ -60,18 +62,6 @@ fn parse_down(s: &str) -> Result<String, String> {
         Some(("cluster", name)) if !name.is_empty() => Ok(name.to_string()),
         _ => Err(format!("{s:?}: expected cluster=NAME")),
     }
-}
-
-fn load(files: &[PathBuf]) -> Result<ManifestSet, String> {
-    let sources = veer_model::files::read_paths(files)?;
-    let loaded = veer_model::from_sources(&sources);
-    if loaded.diagnostics.has_errors() {
-        for d in loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == veer_model::diag::Severity::Error) {
-            eprintln!("{d}");
-        }
-        return Err("the manifests have errors (see above); fix them or run `veer validate`".into());
-    }
-    Ok(loaded.set)
 }
 
 /// Plans of every cluster, and zone writers elected from their claims.

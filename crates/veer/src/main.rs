@@ -213,9 +213,18 @@ fn split_host(s: &str) -> Result<(String, Option<u16>), String> {
     }
 }
 
-fn load(files: &[PathBuf]) -> Result<veer_model::Loaded, String> {
+/// The set `files` hold, or every error printed to stderr and why nothing was done.
+fn load(files: &[PathBuf]) -> Result<veer_model::set::ManifestSet, String> {
     let sources = veer_model::files::read_paths(files)?;
-    Ok(veer_model::from_sources(&sources))
+    match veer_model::from_sources(&sources) {
+        Ok(accepted) => Ok(accepted.into_set()),
+        Err(rejected) => {
+            for d in rejected.errors() {
+                eprintln!("{d}");
+            }
+            Err("the manifests have errors (see above); fix them or run `veer validate`".into())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -346,7 +355,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Validate { files, show_ignored } => {
             let loaded = match veer_model::files::read_paths(&files) {
-                Ok(sources) => veer_model::from_sources(&sources),
+                // Reported on even when it has errors: what was read is counted and warned about.
+                Ok(sources) => veer_model::from_sources_even_if_invalid(&sources),
                 // A file that could be read but is not text is an error in the manifests, located
                 // like the others (exit 1); one that cannot be read at all stays exit 2.
                 Err(e) if e.is_content() => {
@@ -400,18 +410,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Explain { files, host, from, labels, down, path, output } => {
-            let loaded = load(&files)?;
-            if loaded.diagnostics.has_errors() {
-                for d in loaded.diagnostics.into_sorted().iter().filter(|d| d.severity == Severity::Error) {
-                    eprintln!("{d}");
-                }
-                return Err("the manifests have errors (see above); fix them or run `veer validate`".into());
-            }
+            let set = load(&files)?;
             let (host, port) = split_host(&host)?;
             let extra: Labels = labels.into_iter().collect();
-            let client = veer_model::resolve::client(&loaded.set, &from, &extra).map_err(|e| e.to_string())?;
-            let mut dest = veer_model::resolve::resolve(&loaded.set, &host, port, &from, &path).map_err(|e| e.to_string())?;
-            apply_down(&mut dest, &down)?;
+            let client = veer_model::resolve::client(&set, &from, &extra).map_err(|e| e.to_string())?;
+            let mut dest = veer_model::resolve::resolve(&set, &host, port, &from, &path).map_err(|e| e.to_string())?;
+            apply_down(&mut dest, &down).map_err(|e| e.to_string())?;
             let report = explain(&dest, &client);
             match output {
                 Output::Table => out!("{}", render_table(&report))?,

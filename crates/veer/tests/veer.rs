@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
+use veer_testkit::{wait_until, TempDir};
 
 /// Multi-cluster in network namespaces (`veer run` × 3, east-west mTLS).
 #[path = "mesh/e2e.rs"]
@@ -320,21 +321,20 @@ fn seed002_every_step_validates() {
 #[test]
 fn validate_reports_located_errors_and_exits_1() {
     let bad = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestinaton\nmetadata:\n  name: x\nspec: {}\n";
-    let path = std::env::temp_dir().join(format!("veer-bad-{}.yaml", std::process::id()));
+    let dir = TempDir::new("bad");
+    let path = dir.join("bad.yaml");
     std::fs::write(&path, bad).expect("write temp file");
     let (code, out, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
-    let _ = std::fs::remove_file(&path);
     assert_eq!(code, 1);
     assert!(out.contains(":2:7: error:") && out.contains("did you mean \"VirtualDestination\""), "{out}");
 }
 
 #[test]
 fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
-    let dir = scratch("not-utf8");
+    let dir = TempDir::new("not-utf8");
     let path = dir.join("latin1.yaml");
     std::fs::write(&path, b"apiVersion: v1\nkind: Service\nmetadata:\n  name: caf\xe9\n").expect("write");
     let (code, out, err) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains(&format!("{}:4:12: error: not UTF-8 text: byte 0xe9", path.display())), "{out}{err}");
 }
@@ -343,7 +343,7 @@ fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
 /// says so, located at the policy, though the seed's policy is otherwise fine.
 #[test]
 fn validate_warns_when_envoy_gateways_default_ejection_cap_is_below_one_of_four_endpoints() {
-    let dir = scratch("ejection-cap");
+    let dir = TempDir::new("ejection-cap");
     let seed =
         std::fs::read_to_string(root().join(E004).join("seed.yaml")).expect("seed").replacen("      maxEjectionPercent: 100\n", "", 1);
     let more: String = (2..4).map(|i| format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: active-{i}\n  namespace: default\nspec:\n  address: 127.0.0.{}\n  labels:\n    app: active\n    version: v1\n", 20 + i)).collect();
@@ -351,7 +351,6 @@ fn validate_warns_when_envoy_gateways_default_ejection_cap_is_below_one_of_four_
     std::fs::write(dir.join("seed.yaml"), seed).expect("write");
     std::fs::write(dir.join("topology.yaml"), topology).expect("write");
     let (code, out, err) = veer(&["validate", "-f", dir.to_str().unwrap_or_default()]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 0, "{out}{err}");
     let want = format!("{}:128:1: warning: BackendTrafficPolicy/default/passive-health-check: spec.healthCheck.passive.maxEjectionPercent: 10% of the 4 endpoint(s) of www.example.com", dir.join("seed.yaml").display());
     assert!(out.contains(&want) && out.contains("at least 25"), "{out}");
@@ -395,7 +394,7 @@ fn validate_reads_stdin() {
 /// that has read its line): the write fails with EPIPE, and the command must end quietly.
 #[test]
 fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
-    let pki = scratch("epipe-pki");
+    let pki = TempDir::new("epipe-pki");
     let pki_root = pki.join("root");
     let cases: Vec<Vec<String>> = vec![
         vec!["validate".into(), "-f".into(), E004.into()],
@@ -436,7 +435,6 @@ fn a_closed_stdout_pipe_ends_every_printing_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "veer {args:?}: {err}");
         assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "veer {args:?}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&pki);
 }
 
 #[test]
@@ -497,8 +495,7 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let active = rt.block_on(veer_testkit::Backend::start("active-1", "127.0.0.41:0".parse().expect("addr"))).expect("backend");
     let passive = rt.block_on(veer_testkit::Backend::start("passive-1", "127.0.0.42:0".parse().expect("addr"))).expect("backend");
-    let dir = std::env::temp_dir().join(format!("veer-run-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("run");
     let manifest = format!(
         "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{locality: {{region: r}}}}\n---\n\
          apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: active}}\nspec: {{endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
@@ -552,11 +549,6 @@ fn veer_run_serves_fails_over_and_stops_cleanly() {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
-    rt.block_on(async {
-        active.stop().await;
-        passive.stop().await;
-    });
 }
 
 /// One GET through `addr` with a fresh connection: the status, or `None` if nothing came in `wait`.
@@ -579,7 +571,7 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let active = rt.block_on(veer_testkit::Backend::start("active-1", "127.0.0.61:0".parse().expect("addr"))).expect("backend");
     let passive = rt.block_on(veer_testkit::Backend::start("passive-1", "127.0.0.62:0".parse().expect("addr"))).expect("backend");
-    let dir = scratch("status");
+    let dir = TempDir::new("status");
     let (ip, port) = (active.addr().ip(), active.addr().port());
     let manifest = format!(
         "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{network: n1, locality: {{region: r}}}}\n---\n\
@@ -623,13 +615,16 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
     rt.block_on(active.set_mode(veer_testkit::Mode::Refuse)).expect("refuse");
     // A request refused by the active backend ejects it at once (and is retried on passive);
     // ask until the node's status shows it: each round trip is a request and a status call.
-    let deadline = veer_testkit::clock::std_now() + std::time::Duration::from_secs(10);
-    let status = loop {
+    let last = std::cell::RefCell::new(String::new());
+    let mut status = Value::Null;
+    let what = veer_testkit::lazy(|| format!("the active endpoint was never shown ejected: {}", last.borrow()));
+    wait_until(what, std::time::Duration::from_secs(10), || {
         let code = rt.block_on(get_status(&gateway, "www.example.com", "/", std::time::Duration::from_secs(5)));
         assert_eq!(code, Some(200), "the retry on passive answers");
         let (rc, out, err) = veer(&["status", "--admin", &admin, "-o", "json"]);
         assert_eq!(rc, 0, "{err}");
         let v: Value = serde_json::from_str(&out).expect("status JSON");
+        *last.borrow_mut() = out;
         let held = v["destinations"]
             .as_array()
             .into_iter()
@@ -637,11 +632,9 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
             .filter(|d| d["destination"].as_str().is_some_and(|k| k.starts_with("www.example.com")))
             .flat_map(|d| d["endpoints"].as_array().cloned().unwrap_or_default())
             .any(|e| e["held"]["reason"] == "ejected");
-        if held {
-            break v;
-        }
-        assert!(veer_testkit::clock::std_now() < deadline, "the active endpoint was never shown ejected: {out}");
-    };
+        status = v;
+        held
+    });
     let dest = |prefix: &str| {
         status["destinations"]
             .as_array()
@@ -691,11 +684,6 @@ fn veer_status_says_what_holds_each_endpoint_out_and_why_a_destination_has_none(
         text.lines().skip_while(|l| !l.starts_with("web.shop.svc.cluster.local")).skip(1).take_while(|l| l.starts_with("    ")).collect();
     assert!(!web_block.contains("out:"), "{text}");
     drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-    rt.block_on(async {
-        active.stop().await;
-        passive.stop().await;
-    });
 }
 
 async fn get_status(addr: &str, host: &str, path: &str, wait: std::time::Duration) -> Option<u16> {
@@ -724,8 +712,7 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     use std::time::Duration;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let backend = rt.block_on(veer_testkit::Backend::start("only-1", "127.0.0.43:0".parse().expect("addr"))).expect("backend");
-    let dir = std::env::temp_dir().join(format!("veer-emfile-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempDir::new("emfile");
     let manifest = format!(
         "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: local}}\nspec: {{locality: {{region: r}}}}\n---\n\
          apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: only}}\nspec: {{endpoints: [{{ip: {{address: {}, port: {}}}}}]}}\n---\n\
@@ -786,8 +773,9 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     });
     // Out of files, the admin listener still answers (it gives up its reserve file for one
     // connection at a time) and says the gateway ran into EMFILE.
-    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(10);
-    loop {
+    let last = std::cell::RefCell::new(None);
+    let what = veer_testkit::lazy(|| format!("no answer from admin with EMFILE counted: {:?}", last.borrow()));
+    wait_until(what, Duration::from_secs(10), || {
         let text = rt.block_on(async {
             let ask = async {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -799,12 +787,10 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
             };
             tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
         });
-        if text.as_deref().is_some_and(|t| metric(t, emfile) > 0.0) {
-            break;
-        }
-        assert!(veer_testkit::clock::std_now() < deadline, "no answer from admin with EMFILE counted within 10 s: {text:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let counted = text.as_deref().is_some_and(|t| metric(t, emfile) > 0.0);
+        *last.borrow_mut() = text;
+        counted
+    });
     // Still out of files: veer waits, it does not spin.
     let ticks_per_s: f64 = Command::new("getconf")
         .arg("CLK_TCK")
@@ -825,21 +811,11 @@ fn veer_run_out_of_files_does_not_spin_keeps_admin_answering_and_serves_again() 
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let status = child.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
-    rt.block_on(backend.stop());
 }
 
 // === seed 002: `veer dns endpoints` and `veer dns plan` ===
 
 const E002: &str = "examples/002-dns-regional-takeover";
-
-/// A scratch folder for files the seed leaves implicit.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("veer-dns-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// `veer dns endpoints` for `files`; checks the YAML passes `veer validate` and returns
 /// (DNSEndpoint name, dnsName, type, target) of each document, and the whole output.
@@ -852,14 +828,12 @@ fn dns_endpoints(files: &[String], cluster: &str) -> (Vec<(String, String, Strin
     let (code, out, err) = veer(&args);
     assert_eq!(code, 0, "{args:?}: {err}");
     // A directory of its own per call: tests running at once ask for the same cluster's output.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = scratch(&format!("out-{cluster}-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let dir = TempDir::new(&format!("out-{cluster}"));
     let path = dir.join("endpoints.yaml");
     std::fs::write(&path, &out).expect("write");
     let (code, v, _) = veer(&["validate", "-f", path.to_str().unwrap_or_default()]);
     assert_eq!(code, 0, "veer validate rejects what veer dns endpoints wrote:\n{v}\n{out}");
     assert!(v.contains("0 error(s), 0 warning(s)"), "{v}");
-    let _ = std::fs::remove_dir_all(&dir);
     let mut rows = Vec::new();
     // Each object is JSON (which is YAML), so every string in it stays a string for kubectl.
     for doc in out.split("\n---\n").filter(|d| d.contains("\"DNSEndpoint\"")) {
@@ -931,12 +905,11 @@ fn seed002_dns_endpoints_follow_the_operator_naming_in_every_scenario_and_valida
     assert_eq!(route_rows(&rows), [to("web-external-dns-neu", "aks01-neu-internal.example.com")]);
 
     // A cluster whose namespace has no DNSPolicy: the operator waits, and so does veer.
-    let dir = scratch("nopolicy");
+    let dir = TempDir::new("nopolicy");
     std::fs::write(dir.join("neu.yaml"), NEU_WITHOUT_POLICY).expect("write");
     let (rows, out) = dns_endpoints(&[format!("{S002}/2-neu-adopts-weu/neu-identity.yaml"), dir.display().to_string()], "aks-neu-01");
     assert!(route_rows(&rows).is_empty(), "{rows:?}");
     assert!(out.contains("DNSPolicyNotFound"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `veer dns plan` and `veer dns endpoints` read the same files and must agree, record for
@@ -1016,7 +989,7 @@ apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: defa
 
 #[test]
 fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
-    let dir = scratch("plan");
+    let dir = TempDir::new("plan");
     shared_002(&dir, "[]");
     let d = dir.display().to_string();
     let (code, out, err) = veer(&["dns", "plan", "-f", &d, "--down", "cluster=aks-weu-01", "-o", "json"]);
@@ -1043,7 +1016,6 @@ fn seed002_dns_plan_names_writers_and_what_a_takeover_would_change() {
     let (code, out, err) = veer(&["dns", "endpoints", "-f", &d, "--cluster", "aks-weu-01"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("# withheld: web-external-dns-weu") && !out.contains("name: web-external-dns-weu"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // === veer demo <seed>: the seeds' walkthroughs played live ===

@@ -25,13 +25,10 @@ pub struct Prepared {
 
 pub fn prepare(scale: Scale) -> Prepared {
     let sources = world(scale);
-    let loaded = veer_model::from_sources(&sources);
-    assert!(
-        !loaded.diagnostics.has_errors(),
-        "the generated mesh has errors: {:?}",
-        loaded.diagnostics.into_sorted().first().map(ToString::to_string)
-    );
-    let set = loaded.set;
+    let set = match veer_model::from_sources(&sources) {
+        Ok(accepted) => accepted.into_set(),
+        Err(rejected) => panic!("the generated mesh has errors: {:?}", rejected.errors().next().map(ToString::to_string)),
+    };
     let clients: Vec<Client> =
         (0..scale.clusters).map(|c| resolve::client(&set, &cluster_name(c), &Labels::new()).expect("client")).collect();
     let dests: Vec<Destination> = (0..scale.services)

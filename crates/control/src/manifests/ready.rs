@@ -159,24 +159,48 @@ pub enum Phase {
     Ended,
 }
 
+/// Why the watcher is not alive, as `/ready` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatcherDown {
+    /// Its thread ended.
+    Stopped,
+    /// It has not started this long after the node did.
+    NotStarted { after: Duration },
+    /// It has not looked at the files for `idle`, though it looks every `every`.
+    Stalled { idle: Duration, every: Duration },
+}
+
+impl std::fmt::Display for WatcherDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatcherDown::Stopped => f.write_str("the manifest watcher has stopped: manifest changes are no longer applied"),
+            WatcherDown::NotStarted { after } => write!(f, "the manifest watcher has not started after {:.0} s", after.as_secs_f64()),
+            WatcherDown::Stalled { idle, every } => {
+                write!(f, "the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", idle.as_secs_f64())
+            }
+        }
+    }
+}
+
+impl std::error::Error for WatcherDown {}
+
 /// Whether the watcher is alive at `now`: running (or starting) and having looked at the
 /// files within [`stall_after`] of `every`. `Err` says why not, for `/ready`.
-pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duration) -> Result<(), String> {
+pub fn liveness(phase: Phase, last_look: Duration, now: Duration, every: Duration) -> Result<(), WatcherDown> {
     let age = now.saturating_sub(last_look);
     let limit = stall_after(every);
     match phase {
-        Phase::Ended => Err("the manifest watcher has stopped: manifest changes are no longer applied".into()),
+        Phase::Ended => Err(WatcherDown::Stopped),
         _ if age <= limit => Ok(()),
-        Phase::Starting => Err(format!("the manifest watcher has not started after {:.0} s", age.as_secs_f64())),
-        Phase::Running => {
-            Err(format!("the manifest watcher has not looked at the files for {:.0} s (it looks every {every:?})", age.as_secs_f64()))
-        }
+        Phase::Starting => Err(WatcherDown::NotStarted { after: age }),
+        Phase::Running => Err(WatcherDown::Stalled { idle: age, every }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veer_testkit::TempDir;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -187,16 +211,9 @@ mod tests {
         FileStamp::of(&p).expect("stamp")
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("veer-gate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("dir");
-        d
-    }
-
     #[test]
     fn without_inotify_a_file_is_read_only_after_its_metadata_held_still_for_the_settle_period() {
-        let d = dir("settle");
+        let d = TempDir::new("gate-settle");
         let mut g = Gate::new(SETTLE);
         let half = stamp(&d, "a.yaml", "a: 1\n");
         let t0 = Duration::from_secs(10);
@@ -207,12 +224,11 @@ mod tests {
         assert!(!g.judge(std::slice::from_ref(&full), t0 + SETTLE).is_empty(), "changed: settling again");
         assert!(!g.judge(std::slice::from_ref(&full), t0 + 2 * SETTLE - MS).is_empty());
         assert!(g.judge(std::slice::from_ref(&full), t0 + 2 * SETTLE).is_empty(), "held still for the period: ready");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_file_written_and_not_closed_is_never_ready_and_a_close_makes_it_ready_at_once() {
-        let d = dir("writing");
+        let d = TempDir::new("gate-writing");
         let mut g = Gate::new(SETTLE);
         let other = stamp(&d, "b.yaml", "b: 1\n");
         let half = stamp(&d, "a.yaml", "a: 1\n");
@@ -234,12 +250,11 @@ mod tests {
         // Changed again with no event (a file system inotify does not see): settles.
         let again = stamp(&d, "a.yaml", "a: 3\n");
         assert_eq!(g.judge(&[again.clone(), other], t0 + Duration::from_secs(7202)), vec![Wait::Settling(again.path().into())]);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_rename_into_place_is_ready_and_a_lost_queue_falls_back_to_settling() {
-        let d = dir("rename");
+        let d = TempDir::new("gate-rename");
         let mut g = Gate::new(SETTLE);
         let a = stamp(&d, "a.yaml", "a: 1\n");
         g.note(Change::Written(a.path().into()), MS);
@@ -257,18 +272,16 @@ mod tests {
         assert_eq!(key(Path::new("./x.yaml")), key(Path::new("x.yaml")));
         g.note(Change::Gone(PathBuf::from("x.yaml")), MS);
         assert!(g.tracks.is_empty());
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn the_files_the_node_started_with_need_not_settle_again() {
-        let d = dir("baseline");
+        let d = TempDir::new("gate-baseline");
         let a = stamp(&d, "a.yaml", "a: 1\n");
         let mut g = Gate::with_baseline(SETTLE, std::slice::from_ref(&a));
         assert!(g.judge(std::slice::from_ref(&a), Duration::ZERO).is_empty());
         let b = stamp(&d, "a.yaml", "a: 22\n");
         assert!(!g.judge(std::slice::from_ref(&b), MS).is_empty(), "changed since: settles");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -279,11 +292,11 @@ mod tests {
         assert_eq!(stall_after(s(2)), s(60));
         assert!(liveness(Phase::Running, s(100), s(100), every).is_ok());
         assert!(liveness(Phase::Running, s(100), s(130), every).is_ok());
-        let stalled = liveness(Phase::Running, s(100), s(131), every).expect_err("stalled");
+        let stalled = liveness(Phase::Running, s(100), s(131), every).expect_err("stalled").to_string();
         assert!(stalled.contains("31 s"), "{stalled}");
         assert!(liveness(Phase::Starting, Duration::ZERO, s(5), every).is_ok(), "a starting watcher gets the same grace");
-        assert!(liveness(Phase::Starting, Duration::ZERO, s(31), every).expect_err("never started").contains("not started"));
-        let ended = liveness(Phase::Ended, s(100), s(100), every).expect_err("ended");
+        assert!(liveness(Phase::Starting, Duration::ZERO, s(31), every).expect_err("never started").to_string().contains("not started"));
+        let ended = liveness(Phase::Ended, s(100), s(100), every).expect_err("ended").to_string();
         assert!(ended.contains("stopped"), "{ended}");
     }
 }

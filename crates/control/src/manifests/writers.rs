@@ -79,8 +79,8 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn a_file_open_for_writing_is_found_and_a_reader_or_a_closed_file_is_not() {
-        let dir = std::env::temp_dir().join(format!("veer-writers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = veer_testkit::TempDir::new("writers");
+        let dir = tmp.to_path_buf();
         let file = dir.join("a.yaml");
         std::fs::write(&file, "kind: Service\n").unwrap();
         let reader = std::fs::File::open(&file).unwrap();
@@ -98,6 +98,5 @@ mod tests {
         drop(writer);
         assert_eq!(open_for_writing(&veer_model::files::fingerprint(std::slice::from_ref(&dir)).unwrap()), vec![], "closed");
         drop(reader);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

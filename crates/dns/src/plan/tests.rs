@@ -3,9 +3,7 @@
 use super::*;
 
 fn set(text: &str) -> ManifestSet {
-    let loaded = veer_model::from_sources(&[("t.yaml".to_string(), text.to_string())]);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-    loaded.set
+    veer_model::from_sources(&[("t.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set()
 }
 
 const BASE: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\nspec:\n  gateway:\n    address: 10.1.0.1:80\n---\n\

@@ -118,14 +118,62 @@ spec:
   hostnames: [shop.example.com, '*.wild.example.com']
   rules: [{}]
 ";
-    let loaded = veer_model::from_sources(&[("w.yaml".into(), text.into())]);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
-    assert_eq!(
-        destination_hosts(&loaded.set, "west"),
-        vec!["shop.example.com".to_string()],
-        "a wildcard veer does not serve is not answered"
-    );
-    assert!(destination_hosts(&loaded.set, "east").is_empty(), "east has no Gateway the route attaches to");
+    let set = veer_model::from_sources(&[("w.yaml".into(), text.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+    assert_eq!(destination_hosts(&set, "west"), vec!["shop.example.com".to_string()], "a wildcard veer does not serve is not answered");
+    assert!(destination_hosts(&set, "east").is_empty(), "east has no Gateway the route attaches to");
+}
+
+#[test]
+fn names_and_records_that_cannot_be_served_are_skipped_with_why() {
+    let z = Zones::build(&ZoneInput {
+        hosts: vec!["bad..example".into(), "ok.example".into()],
+        gateway: IpAddr::from([127, 0, 0, 1]),
+        elsewhere: BTreeMap::new(),
+        ttl: 30,
+        regional: vec![RegionalZone {
+            zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+            writer: "c1".into(),
+            epoch: 1,
+            endpoints: vec![endpoint("web.example.com", RecordKind::A, "not-an-ip")],
+        }],
+        txt_prefix: String::new(),
+        serial: 1,
+    });
+    assert_eq!(z.skipped.len(), 2, "{:?}", z.skipped);
+    assert!(matches!(&z.skipped[0], Unservable::NotADnsName { name, .. } if name == "bad..example"), "{:?}", z.skipped);
+    assert!(z.skipped[0].to_string().starts_with("\"bad..example\" is not a DNS name: "), "{}", z.skipped[0]);
+    assert_eq!(z.skipped[1], Unservable::NotAnAddress("not-an-ip".into()));
+    assert_eq!(z.skipped[1].to_string(), "\"not-an-ip\" is not an IP address");
+    assert!(matches!(z.lookup(&lower("ok.example."), RecordType::A), Outcome::Authoritative { rcode: ResponseCode::NoError, .. }));
+}
+
+#[test]
+fn names_the_gateway_has_no_route_for_and_service_names_are_not_answered() {
+    let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: demo}
+spec: {selector: {app: echo}, ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec: {gatewayClassName: veer, listeners: [{name: http, protocol: HTTP, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: served}
+spec: {parentRefs: [{name: gw}], hostnames: [shop.example.com], rules: [{}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ruleless}
+spec: {parentRefs: [{name: gw}], hostnames: [empty.example.com]}
+";
+    let set = veer_model::from_sources(&[("w.yaml".into(), text.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+    // A route without rules gives the gateway nothing to route, so it would answer 404; and
+    // `*.svc.cluster.local` is the cluster's own DNS.
+    assert_eq!(destination_hosts(&set, "default"), vec!["shop.example.com".to_string()]);
 }
 
 #[test]
@@ -168,14 +216,13 @@ kind: HTTPRoute
 metadata: {name: wild}
 spec: {parentRefs: [{name: internal, sectionName: any}], hostnames: [w.example.com], rules: [{}]}
 ";
-    let loaded = veer_model::from_sources(&[("w.yaml".into(), text.into())]);
-    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics.into_sorted());
+    let set = veer_model::from_sources(&[("w.yaml".into(), text.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
     // a and both reach the gateway; w's socket listens on every IP, so the gateway's will do.
-    let elsewhere = socket_ips(&loaded.set, "west");
+    let elsewhere = socket_ips(&set, "west");
     assert_eq!(elsewhere, BTreeMap::from([("b.example.com".to_string(), IpAddr::from([127, 0, 0, 2]))]));
     let gateway = IpAddr::from([127, 0, 0, 1]);
     let z = Zones::build(&ZoneInput {
-        hosts: destination_hosts(&loaded.set, "west"),
+        hosts: destination_hosts(&set, "west"),
         gateway,
         elsewhere,
         ttl: 30,

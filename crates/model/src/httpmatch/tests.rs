@@ -2,7 +2,7 @@ use super::*;
 
 use proptest::prelude::*;
 
-use crate::gateway::RouteRule;
+use crate::gateway::{ordered, Candidate, HttpRoute, RouteRule};
 use crate::meta::Meta;
 
 fn re(s: &str) -> Pattern {
@@ -180,6 +180,10 @@ fn patterns_are_bounded_and_reported() {
     assert!(Pattern::new("(").is_err());
     assert!(Pattern::new(&"a".repeat(MAX_PATTERN + 1)).is_err());
     assert!(Pattern::new("(?:a{100}){100}{100}").is_err(), "a pattern too large to compile is refused, not run");
+    let long = Pattern::new(&"a".repeat(MAX_PATTERN + 1)).expect_err("too long");
+    assert_eq!(long.to_string(), format!("the expression is {} bytes long; at most {MAX_PATTERN}", MAX_PATTERN + 1));
+    let syntax = Pattern::new("(").expect_err("syntax").to_string();
+    assert!(!syntax.is_empty() && !syntax.contains('\n') && !syntax.starts_with("error: "), "one line of what is wrong: {syntax:?}");
     assert_eq!(re("a+").source(), "a+");
     assert_eq!(re("a+"), re("a+"));
 }

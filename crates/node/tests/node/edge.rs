@@ -9,15 +9,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{cluster, counter, failures, read_response, service, share, spec, World};
+use super::{cluster, counter, failures, read_response, service, share, spec, NodeWorld, WAIT};
 use veer_control::events::EventKind;
 use veer_node::node::Node;
+use veer_testkit::{wait_until_async, Backend, Backends, World};
 
 const HOST: &str = "cart.shop.svc.cluster.local";
 
 /// `near` (the node's cluster) and `far` each run one cart backend; the DestinationRule ejects
 /// on the first 5xx and the first local-origin failure, so any blame at all would show.
-async fn strict_world(w: &World) -> (Vec<veer_testkit::Backend>, Vec<veer_testkit::Backend>) {
+async fn strict_world(w: &World) -> (Backends, Backends) {
     let near = w.backends("near", 1, 1).await;
     let far = w.backends("far", 2, 1).await;
     let mut m = cluster("near", "r1", "z1", "");
@@ -157,7 +158,6 @@ async fn broken_aborted_and_slow_uploads_never_eject_and_a_normal_client_sees_no
         !metrics.lines().any(|l| l.starts_with("veer_try_failures_total{") && l.contains("blame=\"upstream\"")),
         "nothing is the upstream's:\n{metrics}"
     );
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +179,6 @@ async fn a_broken_body_is_400_and_a_stalled_upload_408_and_neither_blames_the_ba
     let r = veer_testkit::run(spec(&node, HOST, "/", 50, 0.4)).await;
     assert!(failures(&r).is_empty() && share(&r, "near-") == 1.0, "{:?} {:?}", failures(&r), r.by_backend());
     assert!(near[0].served() > 0);
-    node.stop().await;
 }
 
 /// A backend that records every request head it reads and answers 200 with the fields veer
@@ -228,7 +227,7 @@ impl Recorder {
 
 /// A world whose `near` cart endpoint is a [`Recorder`].
 async fn recorder_world(w: &World) -> Recorder {
-    let rec = Recorder::start(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, w.net, 1, 1))).await;
+    let rec = Recorder::start(w.ip(1, 1)).await;
     let mut m = cluster("near", "r1", "z1", "");
     m.push_str(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop, labels: {{topology.istio.io/cluster: near}}}}\nspec:\n  selector: {{app: cart}}\n  ports:\n  - {{name: http, port: 80, targetPort: http}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: rec, namespace: shop, labels: {{topology.istio.io/cluster: near}}}}\nspec:\n  address: {}\n  ports: {{http: {}}}\n  labels: {{app: cart}}\n",
@@ -257,7 +256,6 @@ async fn x_veer_fields_stay_internal_both_ways() {
     assert!(!got.contains("x-veer-eastwest-error") && !got.contains("x-veer-endpoint"), "internal fields reached the client:\n{head}");
     assert!(got.contains("x-app: kept") && got.contains("x-veer-cluster: near"), "{head}");
     assert_eq!(counter(&node, "veer_internal_headers_removed_total"), 1);
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +279,6 @@ async fn requests_that_break_http_rules_are_refused_before_routing() {
     let sent = rec.last();
     assert!(sent.starts_with("GET /x/~z/w HTTP/1.1"), "{sent}");
     assert!(sent.to_ascii_lowercase().contains(&format!("host: {HOST}")), "{sent}");
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,11 +297,10 @@ async fn past_the_retry_buffer_allowance_a_body_streams_with_one_try() {
     let (status, body) = super::send(&roomy, http::Method::PUT, HOST, "hello").await;
     assert_eq!((status, body.trim()), (200, "far-1"));
     assert_eq!(counter(&roomy, "veer_retry_buffer_full_total"), 0);
-    roomy.stop().await;
 }
 
 /// The strict world with `pool` as the DestinationRule's connectionPool.
-fn with_connection_pool(w: &World, near: &[veer_testkit::Backend], far: &[veer_testkit::Backend], pool: &str) {
+fn with_connection_pool(w: &World, near: &[Backend], far: &[Backend], pool: &str) {
     let mut m = cluster("near", "r1", "z1", "");
     m.push_str(&cluster("far", "r2", "z2", ""));
     m.push_str(&service("near", "shop", "cart", &[], near));
@@ -368,7 +364,7 @@ async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
     // Two requests in flight at most, over as many connections as they need.
     let reloads = node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count();
     with_connection_pool(&w, &near, &far, "{http: {http2MaxRequests: 2}}");
-    super::until("the new connectionPool is in force", || {
+    wait_until_async("the new connectionPool is in force", WAIT, || async {
         node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count() > reloads
     })
     .await;
@@ -380,7 +376,6 @@ async fn circuit_breakers_refuse_the_overflow_locally_and_never_eject() {
     near[0].set_mode(veer_testkit::Mode::Ok).await.expect("ok");
     let r = veer_testkit::run(spec(&node, HOST, "/", 50, 0.4)).await;
     assert!(failures(&r).is_empty() && share(&r, "near-") == 1.0, "{:?} {:?}", failures(&r), r.by_backend());
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,5 +409,4 @@ async fn the_east_west_listener_reaches_only_an_announced_address_and_port() {
     let stranger = link.send_to("127.0.0.1:22", false, get()).await.expect("answer");
     assert_eq!(stranger.status(), 403);
     assert_eq!(counter(&c2, "veer_eastwest_refused_total{reason=\"not_local\"}"), 2);
-    c2.stop().await;
 }

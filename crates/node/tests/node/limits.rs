@@ -69,7 +69,7 @@ async fn idle_h2c(addr: SocketAddr, pong: bool) -> (bool, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2c_connection_gets_goaway_and_is_closed_after_the_idle_timeout() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let idle = Duration::from_millis(800);
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = idle).await;
     // A well-behaved client answers the PING that comes with the first GOAWAY (h2 waits one
@@ -82,16 +82,12 @@ async fn an_idle_h2c_connection_gets_goaway_and_is_closed_after_the_idle_timeout
     assert!(goaway, "closed without a GOAWAY");
     assert!(lived >= idle / 2, "closed after {lived:?}, before the idle timeout of {idle:?}");
     assert_eq!(counter(&node, "veer_h2_connections_closed_idle_total"), 2);
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_connection_is_not_closed_while_a_stream_is_open_and_is_once_idle() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (central, _test) = seed000_world(&w, 1, 1).await;
     // The answer takes several idle timeouts.
     central[0].set_mode(Mode::Delay(Duration::from_millis(2000))).await.expect("slow backend");
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
@@ -112,16 +108,12 @@ async fn an_h2_connection_is_not_closed_while_a_stream_is_open_and_is_once_idle(
     // Once nothing is open, it is closed.
     let _ = tokio::time::timeout(HELD, conn).await.expect("the idle connection is closed");
     assert_eq!(counter(&node, "veer_h2_connections_closed_idle_total"), 1);
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (central, _test) = seed000_world(&w, 1, 1).await;
     central[0].set_mode(Mode::Blackhole).await.expect("backend that never answers");
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = Duration::from_millis(500)).await;
     let stream = TcpStream::connect(node.listen).await.expect("connect");
@@ -133,17 +125,13 @@ async fn a_stream_the_client_cancels_does_not_keep_an_h2_connection_open() {
     let pending = send.send_request(http::Request::get("http://go.infra.global/").body(Full::new(Bytes::new())).expect("request"));
     tokio::select! {
         r = pending => panic!("answered by a backend that never answers: {r:?}"),
-        () = until("the backend to receive the request", || central[0].received_by_method("GET") >= 1) => {}
+        _ = wait_until_async("the backend to receive the request", WAIT, || async { central[0].received_by_method("GET") >= 1 }) => {}
     }
     // The response future is gone: the client resets the stream (RST_STREAM CANCEL), and
     // veer drops the request. Nothing is open any more, so the connection goes idle.
     let _ = tokio::time::timeout(HELD, conn).await.expect("a cancelled stream kept the connection open");
     assert_eq!(counter(&node, "veer_h2_connections_closed_idle_total"), 1);
     central[0].set_mode(Mode::Ok).await.expect("mode");
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 /// Writes `bytes` one write every `every` (cycling) until veer closes the connection; panics if
@@ -178,7 +166,7 @@ async fn trickle(addr: SocketAddr, bytes: &[u8], chunk: usize, every: Duration) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_lines_slow_heads_and_silence_do_not_keep_an_http1_connection_open() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let idle = Duration::from_secs(1);
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = idle).await;
     // Empty lines before a request line are allowed (RFC 9112 §2.2), but they are not a request.
@@ -194,7 +182,7 @@ async fn empty_lines_slow_heads_and_silence_do_not_keep_an_http1_connection_open
     let mut buf = Vec::new();
     s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
-    until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
+    wait_until_async("the connection to be parked", WAIT, || async { counter(&node, "veer_connections_parked_total") >= 1 }).await;
     let start = veer_testkit::clock::now();
     let closed = tokio::time::timeout(HELD, async {
         loop {
@@ -219,10 +207,6 @@ async fn empty_lines_slow_heads_and_silence_do_not_keep_an_http1_connection_open
         let r = tokio::time::timeout(HELD, s.read_to_end(&mut rest)).await;
         assert!(r.is_ok(), "a connection that sent {hello:?} is still open after {HELD:?}");
     }
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 /// GET `path` on the admin listener: the status, or `None` if it did not answer in 2 s.
@@ -240,7 +224,7 @@ async fn admin_get(node: &Node, path: &str) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_new_clients_wait_and_admin_answers() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     // Two workers: the cap is the node's, shared by both.
     let node = w
         .node_with("central", |cfg| {
@@ -272,16 +256,12 @@ async fn at_the_connection_cap_new_clients_wait_and_admin_answers() {
     assert_eq!(read_response(&mut late, &mut buf).await.0, 200, "served once a slot is free");
     assert_eq!(admin_get(&node, "/healthz").await, Some(200));
     drop(held);
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_idle_connections_make_room_for_a_client_with_a_request() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let node = w.node_with("central", |cfg| cfg.limits.max_connections = 20).await;
     // Twenty clients take every slot and say nothing: ten silent, ten with the HTTP/2 preface.
     let mut idle = Vec::new();
@@ -316,23 +296,19 @@ async fn at_the_connection_cap_idle_connections_make_room_for_a_client_with_a_re
         }
     }
     assert!(closed >= 1, "no idle connection was closed");
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_of_parking() {
     let w = World::new();
-    let (central, test) = seed000_world(&w, 1, 1).await;
+    let (_central, _test) = seed000_world(&w, 1, 1).await;
     let idle = Duration::from_secs(3);
     let node = w.node_with("central", |cfg| cfg.limits.idle_timeout = idle).await;
     let mut s = TcpStream::connect(node.listen).await.expect("connect");
     let mut buf = Vec::new();
     s.write_all(b"GET / HTTP/1.1\r\nHost: go.infra.global\r\n\r\n").await.expect("write");
     assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
-    until("the connection to be parked", || counter(&node, "veer_connections_parked_total") >= 1).await;
+    wait_until_async("the connection to be parked", WAIT, || async { counter(&node, "veer_connections_parked_total") >= 1 }).await;
     let parked = veer_testkit::clock::now();
     // A client that comes back late with a slow head gets what is left of the idle time, not
     // a fresh idle timeout: ~0.5 s here (a fresh one would be 3 s).
@@ -353,8 +329,4 @@ async fn a_parked_connection_must_finish_its_next_head_within_the_idle_timeout_o
     assert!(closed.is_ok(), "still open after {HELD:?}");
     let lived = veer_testkit::clock::since(parked);
     assert!(lived < idle + Duration::from_millis(1500), "closed {lived:?} after parking, idle timeout {idle:?}");
-    node.stop().await;
-    for b in central.into_iter().chain(test) {
-        b.stop().await;
-    }
 }

@@ -1,7 +1,7 @@
 //! Each Gateway listener port on its own socket: a client of one Gateway's socket reaches only
 //! the routes attached to that Gateway's listeners, and the mesh's names only on the gateway.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,12 +9,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use veer_control::events::EventKind;
 
-use super::{count, service, until, World};
+use super::{count, service, NodeWorld, WAIT};
+use veer_testkit::{wait_until_async, Backend, World};
 
 /// Cluster `edge`: Gateway `public` (port 80, a.example.com → Service a) and Gateway
 /// `internal` (port 8443, `b_host` → Service b), the two ports mapped to `public` and
 /// `internal`, each a loopback IP of the world with an ephemeral port.
-fn edge(a: &[veer_testkit::Backend], b: &[veer_testkit::Backend], public: SocketAddr, internal: SocketAddr, b_parent: &str) -> String {
+fn edge(a: &[Backend], b: &[Backend], public: SocketAddr, internal: SocketAddr, b_parent: &str) -> String {
     let mut m = format!(
         "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: edge}}\nspec:\n  locality: {{region: r, zone: z}}\n  gateway:\n    ports:\n      \"80\": {public}\n      \"8443\": {internal}\n---\n"
     );
@@ -83,7 +84,7 @@ async fn each_gateway_listener_port_serves_only_its_routes_on_its_own_socket() {
     let w = World::new();
     let a = w.backends("a", 1, 1).await;
     let b = w.backends("b", 2, 1).await;
-    let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(127, w.net, 9, last));
+    let ip = |last: u8| w.ip(9, last);
     let (public_ip, internal_ip) = (ip(1), ip(2));
     w.write("edge.yaml", &edge(&a, &b, SocketAddr::new(public_ip, 0), SocketAddr::new(internal_ip, 0), "internal"));
     // Two workers: a connection handed from one to the other keeps its socket.
@@ -133,18 +134,17 @@ async fn each_gateway_listener_port_serves_only_its_routes_on_its_own_socket() {
 
     // A reload that keeps the addresses moves route b to the public Gateway.
     w.write("edge.yaml", &edge(&a, &b, SocketAddr::new(public_ip, 0), SocketAddr::new(internal_ip, 0), "public"));
-    until("route b moved to the public Gateway", || count(&node, EventKind::ConfigReloaded) >= 1).await;
+    wait_until_async("route b moved to the public Gateway", WAIT, || async { count(&node, EventKind::ConfigReloaded) >= 1 }).await;
     assert_eq!(get(public, "b.example.com").await, (200, "b-1".to_string()));
     assert_no_host(internal, "b.example.com").await;
 
     // One that needs another address is refused, and the last good set keeps serving.
     w.write("edge.yaml", &edge(&a, &b, SocketAddr::new(public_ip, 0), SocketAddr::new(ip(3), 0), "internal"));
-    until("the moved socket is refused", || count(&node, EventKind::ConfigRejected) >= 1).await;
+    wait_until_async("the moved socket is refused", WAIT, || async { count(&node, EventKind::ConfigRejected) >= 1 }).await;
     let why = node.events.all().into_iter().find(|e| e.kind == EventKind::ConfigRejected).map(|e| e.reason).unwrap_or_default();
     assert!(why.contains("listener addresses changed") && why.contains("restart the node"), "{why}");
     assert_eq!(get(public, "b.example.com").await, (200, "b-1".to_string()));
     assert_no_host(internal, "b.example.com").await;
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,12 +152,12 @@ async fn a_port_mapped_onto_the_gateways_socket_is_refused_at_start() {
     let w = World::new();
     let a = w.backends("a", 1, 1).await;
     let b = w.backends("b", 2, 1).await;
-    let gateway = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, w.net, 9, 9)), 18080);
+    let gateway = SocketAddr::new(w.ip(9, 9), 18080);
     // 0.0.0.0:18080 would share the gateway's connections (SO_REUSEPORT), each routed by the
     // other socket's routes.
-    let public = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, w.net, 9, 1)), 0);
+    let public = SocketAddr::new(w.ip(9, 1), 0);
     w.write("edge.yaml", &edge(&a, &b, public, "0.0.0.0:18080".parse().expect("address"), "internal"));
-    let mut cfg = veer_node::node::NodeConfig::new(vec![w.dir.clone()], "edge");
+    let mut cfg = veer_node::node::NodeConfig::new(vec![w.dir().to_path_buf()], "edge");
     cfg.listen = Some(gateway);
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.workers = 2;

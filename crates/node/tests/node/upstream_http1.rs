@@ -4,7 +4,7 @@
 //! under the pool, malformed heads).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{cluster, read_response, World, VD};
+use super::{cluster, read_response, NodeWorld, VD};
+use veer_testkit::World;
 
 /// Manifests routing `go.infra.global` to the servers at `addrs` (one cluster, no policy).
 fn route_to(w: &World, addrs: &[SocketAddr]) {
@@ -43,7 +44,7 @@ struct Seen {
 
 /// A hyper server: `/echo` answers the request body back; `/stream/N` answers N chunks of
 /// 1 KiB, 5 ms apart, with no length (so chunked); `/empty` answers 204; anything else "ok".
-async fn hyper_backend(ip: [u8; 4]) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>, Arc<AtomicUsize>) {
+async fn hyper_backend(ip: IpAddr) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -150,7 +151,7 @@ async fn client_request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways_with_lengths_and_chunks_over_reused_connections() {
     let w = World::new();
-    let (addr, seen, connections) = hyper_backend([127, w.net, 1, 1]).await;
+    let (addr, seen, connections) = hyper_backend(w.ip(1, 1)).await;
     route_to(&w, &[addr]);
     let node = w.node("central").await;
 
@@ -215,7 +216,6 @@ async fn bodies_stream_both_ways_with_lengths_and_chunks_over_reused_connections
     );
     // One request at a time, every body read to its end: one upstream connection carried them all.
     assert_eq!(connections.load(Ordering::Relaxed), 1, "the keep-alive connection was not reused");
-    node.stop().await;
 }
 
 /// A server written byte by byte: for each request head it reads, it answers with the next
@@ -235,7 +235,7 @@ enum Then {
     CloseLater(Duration),
 }
 
-async fn scripted(ip: [u8; 4], reply: impl Fn(usize) -> (Vec<u8>, Then) + Send + Sync + 'static) -> Scripted {
+async fn scripted(ip: IpAddr, reply: impl Fn(usize) -> (Vec<u8>, Then) + Send + Sync + 'static) -> Scripted {
     let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
@@ -280,7 +280,7 @@ async fn scripted(ip: [u8; 4], reply: impl Fn(usize) -> (Vec<u8>, Then) + Send +
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_end_with_the_connection_and_informational_heads_pass_through() {
     let w = World::new();
-    let server = scripted([127, w.net, 1, 1], |i| match i % 3 {
+    let server = scripted(w.ip(1, 1), |i| match i % 3 {
         // No length, no chunking: the body is everything until the close.
         0 => (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close".to_vec(), Then::Close),
         // Informational heads before the final one are read past.
@@ -303,17 +303,15 @@ async fn bodies_that_end_with_the_connection_and_informational_heads_pass_throug
     // the one after the 1xx heads left it open, and the next request was free to reuse it.
     assert_eq!(server.requests.load(Ordering::Relaxed), 6);
     assert!(server.connections.load(Ordering::Relaxed) >= 4, "closed connections were reused");
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_the_backend_closed_are_not_used_again() {
     let w = World::new();
     // Every answer is keep-alive by its headers, yet the server drops the connection 20 ms later.
-    let server = scripted([127, w.net, 1, 1], |_| {
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), Then::CloseLater(Duration::from_millis(20)))
-    })
-    .await;
+    let server =
+        scripted(w.ip(1, 1), |_| (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), Then::CloseLater(Duration::from_millis(20))))
+            .await;
     route_to(&w, &[server.addr]);
     let node = w.node("central").await;
     // POSTs: not retried, so one sent on a dead connection would come back as a 502.
@@ -324,18 +322,18 @@ async fn idle_connections_the_backend_closed_are_not_used_again() {
             (http::StatusCode::OK, "ok"),
             "request {i} went out on a dead connection"
         );
+        // The next request comes later, once veer has seen the close (no event of the test's says when).
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     // Each request needed a new connection, and no request was sent twice.
     assert_eq!(server.connections.load(Ordering::Relaxed), 10);
     assert_eq!(server.requests.load(Ordering::Relaxed), 10);
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_or_cut_response_is_a_502_and_the_client_is_told_why() {
     let w = World::new();
-    let server = scripted([127, w.net, 1, 1], |i| match i {
+    let server = scripted(w.ip(1, 1), |i| match i {
         0 => (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(), Then::Close),
         1 => (b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), Then::Close),
         // The head promises 100 bytes; 5 come before the close.
@@ -364,5 +362,4 @@ async fn a_malformed_or_cut_response_is_a_502_and_the_client_is_told_why() {
     assert_eq!(server.requests.load(Ordering::Relaxed), 3, "each malformed answer came from one try");
     let (status, _, body) = client_request(node.listen, http::Method::GET, "/", Bytes::new()).await;
     assert_eq!((status, &body[..]), (http::StatusCode::OK, &b"ok"[..]));
-    node.stop().await;
 }

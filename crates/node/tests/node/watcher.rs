@@ -4,6 +4,7 @@
 //! node does not start from a file still open for writing.
 
 use super::*;
+use veer_testkit::TempDir;
 
 /// One cluster, one Service `cart` served by `backends`.
 fn cart_world(backends: &[Backend]) -> String {
@@ -37,29 +38,28 @@ async fn a_fifo_or_an_oversized_manifest_is_refused_by_name_and_later_changes_st
     assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "first-1\n".to_string()));
 
     // A FIFO named like a manifest: opening it would wait for a writer, for ever.
-    let fifo = w.dir.join("pipe.yaml");
+    let fifo = w.dir().join("pipe.yaml");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
-    until("the FIFO is refused by name", || {
+    wait_until_async("the FIFO is refused by name", WAIT, || async {
         reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("pipe.yaml") && r.contains("FIFO"))
     })
     .await;
     std::fs::remove_file(&fifo).expect("rm fifo");
 
     // Over the 16 MiB cap (sparse, so nothing is written).
-    let big = std::fs::File::create(w.dir.join("big.yaml")).expect("create");
+    let big = std::fs::File::create(w.dir().join("big.yaml")).expect("create");
     big.set_len(16 * 1024 * 1024 + 1).expect("grow");
     drop(big);
-    until("the oversized file is refused with its size", || {
+    wait_until_async("the oversized file is refused with its size", WAIT, || async {
         reasons(&node, EventKind::ConfigRejected).iter().any(|r| r.contains("big.yaml") && r.contains("16777217 bytes"))
     })
     .await;
-    std::fs::remove_file(w.dir.join("big.yaml")).expect("rm big");
+    std::fs::remove_file(w.dir().join("big.yaml")).expect("rm big");
 
     // The watcher did not block: a later change is applied and served.
     w.write("world.yaml", &cart_world(&second));
-    until("the change is applied", || count(&node, EventKind::ConfigReloaded) >= 1).await;
+    wait_until_async("the change is applied", WAIT, || async { count(&node, EventKind::ConfigReloaded) >= 1 }).await;
     assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "second-1\n".to_string()));
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,18 +77,16 @@ async fn ready_and_the_metrics_follow_the_manifest_watchers_pulse() {
     assert_eq!(status, 503);
     assert!(body.contains("manifest watcher has stopped"), "{body}");
     assert!(admin_get(&node, "/metrics").await.1.contains("veer_manifest_watcher_up 0\n"));
-    node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepted_set() {
     let w = World::new();
     let b = w.backends("b", 1, 1).await;
-    let state = w.dir.with_extension("state");
-    let _ = std::fs::remove_dir_all(&state);
+    let state = TempDir::new("state");
     let good = cart_world(&b);
     w.write("world.yaml", &good);
-    let with_state = |cfg: &mut NodeConfig| cfg.state_dir = Some(state.clone());
+    let with_state = |cfg: &mut NodeConfig| cfg.state_dir = Some(state.to_path_buf());
 
     // A good start saves its set.
     let node = w.node_with("one", with_state).await;
@@ -96,18 +94,21 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
     assert!(saved.is_file(), "the accepted set is saved");
     // And so is each set a reload accepts.
     w.write("world.yaml", &format!("# reloaded\n{good}"));
-    until("the reloaded set is saved", || std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("# reloaded"))).await;
+    wait_until_async("the reloaded set is saved", WAIT, || async {
+        std::fs::read_to_string(&saved).is_ok_and(|s| s.contains("# reloaded"))
+    })
+    .await;
     node.stop().await;
 
     // The files break while the node is down.
     w.write("world.yaml", &good.replace("port: 80", "port: eighty"));
-    let mut cfg = NodeConfig::new(vec![w.dir.clone()], "one");
+    let mut cfg = NodeConfig::new(vec![w.dir().to_path_buf()], "one");
     cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let refused = Node::start(cfg.clone()).await.err().map(|e| e.to_string()).expect("without a state dir it refuses to start");
     assert!(refused.contains("world.yaml:") && refused.contains("eighty"), "{refused}");
-    let empty = w.dir.with_extension("empty-state");
-    cfg.state_dir = Some(empty.clone());
+    let empty = TempDir::new("empty-state");
+    cfg.state_dir = Some(empty.to_path_buf());
     let refused = Node::start(cfg).await.err().map(|e| e.to_string()).expect("with no saved set it refuses to start");
     assert!(refused.contains("no saved set to serve instead"), "{refused}");
 
@@ -120,11 +121,8 @@ async fn with_a_state_dir_a_node_whose_files_do_not_pass_serves_the_last_accepte
 
     // The files are still watched: once fixed, they take over.
     w.write("world.yaml", &good);
-    until("the fixed files take over", || count(&node, EventKind::ConfigReloaded) >= 1).await;
+    wait_until_async("the fixed files take over", WAIT, || async { count(&node, EventKind::ConfigReloaded) >= 1 }).await;
     assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "b-1\n".to_string()));
-    node.stop().await;
-    let _ = std::fs::remove_dir_all(&state);
-    let _ = std::fs::remove_dir_all(&empty);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,13 +134,13 @@ async fn a_node_does_not_start_from_a_manifest_still_open_for_writing() {
     // The first half is a set that passes on its own, so only the gate can tell it is not all.
     let first_half = cart_world(&carts);
     let second_half = format!("---\n{}", service("one", "shop", "till", &[], &tills));
-    let path = w.dir.join("world.yaml");
+    let path = w.dir().join("world.yaml");
     let mut writer = std::fs::File::create(&path).expect("create");
     writer.write_all(first_half.as_bytes()).expect("write the first half");
     writer.flush().expect("flush");
 
     let mut starting = tokio::spawn({
-        let dir = w.dir.clone();
+        let dir = w.dir().to_path_buf();
         async move {
             let mut cfg = NodeConfig::new(vec![dir], "one");
             cfg.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -164,5 +162,4 @@ async fn a_node_does_not_start_from_a_manifest_still_open_for_writing() {
         "the node started from the whole file"
     );
     assert_eq!(send(&node, http::Method::GET, CART, "").await, (200, "cart-1\n".to_string()));
-    node.stop().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use veer_testkit::netns::{Lab, NsRuntime};
-use veer_testkit::{run, Backend, LoadSpec};
+use veer_testkit::{run, wait_until, Backend, LoadSpec};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -40,15 +40,17 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
-/// A listener in the runtime's namespace that accepts and counts connections, and drops them.
+/// A listener in the runtime's namespace that accepts and counts connections, and closes them.
 fn counting_listener(rt: &NsRuntime, addr: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
     let accepted = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&accepted);
     let listener = rt.block_on(async move { TcpListener::bind(addr).await.unwrap() });
     let bound = listener.local_addr().unwrap();
     rt.spawn(async move {
-        while listener.accept().await.is_ok() {
+        while let Ok(connection) = listener.accept().await {
+            // Counted before it is closed: a client that sees the close sees the count.
             count.fetch_add(1, Ordering::SeqCst);
+            drop(connection);
         }
     });
     (bound, accepted)
@@ -93,19 +95,15 @@ fn clusters_reach_each_other_on_eth0_but_each_loopback_is_private() {
     let refused = a.block_on(connect(port));
     assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     let _maybe_someone_else = std::net::TcpStream::connect_timeout(&port, CONNECT_TIMEOUT);
-    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
-    b.block_on(connect(port)).unwrap();
-    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(2);
-    while accepted.load(Ordering::SeqCst) == 0 && veer_testkit::clock::std_now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
-
-    b.block_on(async move {
-        on_eth0.stop().await;
-        on_lo.stop().await;
+    // b's own connection comes after: the listener accepts in order, so once it has counted
+    // and closed this one, it has counted any that reached it before.
+    let closed = b.block_on(async move {
+        let mut stream = connect(port).await?;
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut Vec::new()).await
     });
+    assert_eq!(closed.unwrap(), 0, "the listener closes what it accepts");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[test]
@@ -182,12 +180,8 @@ fn commands_run_inside_the_namespace() {
 
     // `ip netns exec` execs in place: the child is the program, so killing it leaves nothing behind.
     let mut child = lab.command("b", "sleep").arg("30").spawn().unwrap();
-    let deadline = veer_testkit::clock::std_now() + Duration::from_secs(2);
     let comm = format!("/proc/{}/comm", child.id());
-    while fs::read_to_string(&comm).unwrap().trim() != "sleep" {
-        assert!(veer_testkit::clock::std_now() < deadline, "the child never became `sleep`");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the child becomes `sleep`", Duration::from_secs(2), || fs::read_to_string(&comm).unwrap().trim() == "sleep");
     let child_ns = fs::metadata(format!("/proc/{}/ns/net", child.id())).unwrap();
     assert_eq!(child_ns.ino(), netns_of(&lab, "b"));
     child.kill().unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use veer_testkit::netns::{Lab, NsRuntime};
-use veer_testkit::{Backend, LoadReport, LoadSpec};
+use veer_testkit::{lazy, wait_until, Backends, LoadReport, LoadSpec, TempDir};
 
 const CLUSTERS: [&str; 3] = ["c1", "c2", "c3"];
 const HELLO: &str = "hello.demo.svc.cluster.local";
@@ -21,12 +21,13 @@ const PAY: &str = "pay.demo.svc.cluster.local";
 struct Site {
     name: &'static str,
     rt: NsRuntime,
-    backends: Vec<Backend>,
+    backends: Option<Backends>,
     node: Option<Child>,
     log: PathBuf,
 }
 
-struct World {
+/// The three clusters (not a loopback `veer_testkit::World`: each cluster is a namespace).
+struct Mesh {
     lab: Lab,
     dir: PathBuf,
     sites: Vec<Site>,
@@ -47,7 +48,7 @@ fn backend_addrs(name: &str) -> Vec<(String, SocketAddr)> {
     v
 }
 
-impl World {
+impl Mesh {
     fn gateway(&self, name: &str) -> SocketAddr {
         SocketAddr::from((self.lab.addr(name), 8080))
     }
@@ -103,12 +104,13 @@ impl World {
     }
 
     fn start_backends(&mut self, name: &str) {
-        let i = idx(name);
-        let site = &mut self.sites[i];
-        for (n, addr) in backend_addrs(name) {
-            let b = site.rt.block_on(async move { Backend::start(&n, addr).await }).expect("backend in its namespace");
-            site.backends.push(b);
-        }
+        let site = &mut self.sites[idx(name)];
+        site.backends = Some(site.rt.block_on(Backends::start(backend_addrs(name))));
+    }
+
+    /// Requests answered by backend `name` (of any cluster) since it was started; 0 while it is down.
+    fn served(&self, name: &str) -> u64 {
+        self.sites.iter().flat_map(|s| s.backends.iter().flat_map(|b| b.iter())).find(|b| b.name() == name).map_or(0, |b| b.served())
     }
 
     fn start_node(&mut self, name: &str) {
@@ -131,11 +133,9 @@ impl World {
             .expect("spawn veer run in its namespace");
         self.sites[idx(name)].node = Some(child);
         let admin = self.admin(name);
-        let deadline = veer_testkit::clock::std_now() + Duration::from_secs(15);
-        while get(&self.site(name).rt, admin, "/ready").map(|(s, _)| s) != Some(200) {
-            assert!(veer_testkit::clock::std_now() < deadline, "node {name} not ready in 15 s; log:\n{}", self.logs(name));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(lazy(|| format!("node {name} ready; log:\n{}", self.logs(name))), Duration::from_secs(15), || {
+            get(&self.site(name).rt, admin, "/ready").map(|(s, _)| s) == Some(200)
+        });
     }
 
     /// Kills a cluster whole: its node (SIGKILL, no goodbye) and its backends.
@@ -145,8 +145,8 @@ impl World {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for b in site.backends.drain(..) {
-            site.rt.block_on(async move { b.stop().await });
+        if let Some(backends) = site.backends.take() {
+            site.rt.block_on(backends.stop());
         }
     }
 
@@ -175,13 +175,9 @@ impl World {
             .to_string()
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&World) -> bool) -> Duration {
-        let start = veer_testkit::clock::std_now();
-        while !ok(self) {
-            assert!(veer_testkit::clock::std_since(start) < timeout, "{what}: not within {timeout:?}; c1 log:\n{}", self.logs("c1"));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        veer_testkit::clock::std_since(start)
+    /// [`wait_until`], with c1's log in the failure.
+    fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&Mesh) -> bool) -> Duration {
+        wait_until(lazy(|| format!("{what} (c1 log:\n{})", self.logs("c1"))), timeout, || ok(self))
     }
 
     /// Open-loop load from inside `from`'s namespace to its own gateway, in the background.
@@ -216,7 +212,7 @@ impl World {
     }
 }
 
-impl Drop for World {
+impl Drop for Mesh {
     fn drop(&mut self) {
         for s in &mut self.sites {
             if let Some(mut c) = s.node.take() {
@@ -304,8 +300,8 @@ fn errors(r: &LoadReport) -> Vec<String> {
 fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     // Where namespaces cannot be made, this fails and says why: it never passes silently.
     let lab = Lab::new(&CLUSTERS).expect("network namespaces (this test needs root and `ip netns`)");
-    let dir = std::env::temp_dir().join(format!("veer-mesh-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The nodes' logs stay for reading when the test fails.
+    let dir = TempDir::new("mesh-e2e").keep_on_failure();
     std::fs::create_dir_all(dir.join("manifests")).expect("dir");
     // The PKI as seed 003 builds it, in one command; and a rogue root for the refusals.
     let pki = |args: &[&str]| {
@@ -322,12 +318,12 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
         .map(|c| Site {
             name: c,
             rt: lab.runtime(c).expect("namespace runtime"),
-            backends: Vec::new(),
+            backends: None,
             node: None,
             log: dir.join(format!("{c}.log")),
         })
         .collect();
-    let mut w = World { lab, dir: dir.clone(), sites };
+    let mut w = Mesh { lab, dir: dir.to_path_buf(), sites };
     std::fs::write(dir.join("manifests/world.yaml"), w.manifests()).expect("write manifests");
     for c in CLUSTERS {
         w.start_backends(c);
@@ -392,7 +388,8 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     let rate = 200;
     let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 5.0);
-    std::thread::sleep(Duration::from_millis(1500));
+    let before = w.served("pay-c2");
+    w.wait_for("c2 serves 1.5 s of the run", Duration::from_secs(5), |w| w.served("pay-c2") >= before + 300);
     let killed_at = veer_testkit::clock::std_since(t0);
     w.kill("c2");
     let r = w.finish("c1", run);
@@ -412,7 +409,8 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     // === c2 comes back: traffic returns without a burst of errors ===
     let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 5.0);
-    std::thread::sleep(Duration::from_millis(500));
+    let before = w.served("pay-c3");
+    w.wait_for("c3 serves 0.5 s of the run", Duration::from_secs(5), |w| w.served("pay-c3") >= before + 100);
     w.start_backends("c2");
     let restarted = veer_testkit::clock::std_since(t0);
     w.start_node("c2");
@@ -431,7 +429,8 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     // === the link to c2 is cut, nothing killed ===
     let t0 = veer_testkit::clock::std_now();
     let run = w.load("c1", PAY, rate, 9.0);
-    std::thread::sleep(Duration::from_millis(1000));
+    let before = w.served("pay-c2");
+    w.wait_for("c2 serves 1 s of the run", Duration::from_secs(5), |w| w.served("pay-c2") >= before + 200);
     w.lab.cut("c2").expect("cut c2");
     let cut = veer_testkit::clock::std_now();
     let cut_at = veer_testkit::clock::std_since(t0);
@@ -440,6 +439,7 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     });
     let unhealthy = w.wait_for("c1 marks c2 unhealthy", Duration::from_secs(5), |w| w.peer_phase("c1", "c2") == "unhealthy").max(stale);
     let cut_detect = veer_testkit::clock::std_since(cut);
+    // The outage lasts 3 s in all: a length of time, not something to wait for.
     std::thread::sleep(Duration::from_millis(3000u64.saturating_sub(cut_detect.as_millis() as u64)));
     w.lab.restore("c2").expect("restore c2");
     let restored = veer_testkit::clock::std_since(cut);
@@ -483,8 +483,6 @@ fn three_clusters_in_namespaces_fail_over_east_west_over_mtls() {
     };
     assert!(refused("handshake") >= 2 && refused("claim_mismatch") >= 1, "refusals counted: {metrics}");
     eprintln!("figures: kill failover {kill_failover_ms} ms (worst {kill_worst_ms} ms), failback {failback_ms} ms, cut stale {stale:?} unhealthy {unhealthy:?} worst {cut_worst_ms} ms");
-    drop(w);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Plain HTTP, a rogue root's certificate, and a valid certificate claiming another cluster,
