@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 
 use veer_control::events::Events;
+use veer_control::manifests::ready::WatcherDown;
 use veer_gateway::metrics::Metrics;
 
 /// The content type Prometheus negotiates for OpenMetrics text.
@@ -50,7 +51,7 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Asked at each `/ready` once `ready` is set: `Err` says why the node is not ready after
     /// all (its manifest watcher died or stalled, so changes would not be applied).
-    pub ready_check: Option<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    pub ready_check: Option<Box<dyn Fn() -> Result<(), WatcherDown> + Send + Sync>>,
 }
 
 impl AdminState {
@@ -195,23 +196,30 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/events" => match since(req.uri().query()) {
             Ok(Some(seq)) => json(&state.events.since(seq)),
             Ok(None) => json(&state.events.all()),
-            Err(message) => respond(StatusCode::BAD_REQUEST, TEXT, message),
+            Err(invalid) => respond(StatusCode::BAD_REQUEST, TEXT, invalid.to_string()),
         },
         // Unreachable given `known`, but a 404 is the honest answer if the lists ever drift apart.
         _ => respond(StatusCode::NOT_FOUND, TEXT, INDEX),
     }
 }
 
+/// A `since` query parameter that is not an event seq; its text is the 400's body.
+#[derive(Debug)]
+struct InvalidSince(String);
+
+impl std::fmt::Display for InvalidSince {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid since={:?}: expected a non-negative integer event seq", self.0)
+    }
+}
+
 /// The `since` query parameter, if present; other parameters are ignored.
-fn since(query: Option<&str>) -> Result<Option<u64>, String> {
+fn since(query: Option<&str>) -> Result<Option<u64>, InvalidSince> {
     let Some(query) = query else { return Ok(None) };
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == "since" {
-            return value
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| format!("invalid since={value:?}: expected a non-negative integer event seq\n"));
+            return value.parse::<u64>().map(Some).map_err(|_| InvalidSince(value.to_string()));
         }
     }
     Ok(None)
