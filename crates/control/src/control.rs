@@ -16,7 +16,7 @@ use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
 use crate::clock::{self, Rng};
-use crate::events::{EventKind, Events};
+use crate::events::{EventKind, Events, NewEvent};
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
@@ -322,7 +322,7 @@ impl Control {
                 let reason =
                     format!("{:?} after {:?}; ejected for {:?} (ejection #{})", e.reason, o.outcome, e.duration, e.ejections_total);
                 self.metrics.ejection(&o.destination, &endpoint, &format!("{:?}", e.reason));
-                self.events.record(EventKind::Ejection, Some(&o.destination), Some(&endpoint), None, None, None, reason);
+                self.events.record(NewEvent::endpoint(EventKind::Ejection, &o.destination, &endpoint, reason));
                 self.touch(&o.destination);
                 true
             }
@@ -346,15 +346,12 @@ impl Control {
                 match rule {
                     Readmission::Readmit => {
                         self.metrics.unejection(&dest, &endpoint);
-                        self.events.record(
+                        self.events.record(NewEvent::endpoint(
                             EventKind::Unejection,
-                            Some(&dest),
-                            Some(&endpoint),
-                            None,
-                            None,
-                            None,
+                            &dest,
+                            &endpoint,
                             format!("ejection time over and re-admission probe passed ({detail})"),
-                        );
+                        ));
                     }
                     Readmission::EjectAgain(why) => {
                         if let Some(det) = self.detectors.get_mut(&dest) {
@@ -366,7 +363,7 @@ impl Control {
                                 _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
                             };
                             self.metrics.ejection(&dest, &endpoint, &format!("{why:?}"));
-                            self.events.record(EventKind::ReEjection, Some(&dest), Some(&endpoint), None, None, None, reason);
+                            self.events.record(NewEvent::endpoint(EventKind::ReEjection, &dest, &endpoint, reason));
                         }
                     }
                     Readmission::ProbeAgain => {}
@@ -381,41 +378,32 @@ impl Control {
                 let Some(h) = self.health.get_mut(&key) else { return false };
                 match h.run.observe(ok, Thresholds::from(&check)) {
                     Some(Transition::Healthy { passes }) => {
-                        self.events.record(
+                        self.events.record(NewEvent::endpoint(
                             EventKind::HealthCheckPassed,
-                            Some(&dest),
-                            Some(&endpoint),
-                            None,
-                            None,
-                            None,
+                            &dest,
+                            &endpoint,
                             format!("{passes} passing checks"),
-                        );
+                        ));
                         if let Some(det) = self.detectors.get_mut(&dest) {
                             if det.uneject_by_health_check(&endpoint, now) {
                                 self.metrics.unejection(&dest, &endpoint);
-                                self.events.record(
+                                self.events.record(NewEvent::endpoint(
                                     EventKind::Unejection,
-                                    Some(&dest),
-                                    Some(&endpoint),
-                                    None,
-                                    None,
-                                    None,
+                                    &dest,
+                                    &endpoint,
                                     "active health check passed",
-                                );
+                                ));
                             }
                         }
                         true
                     }
                     Some(Transition::Unhealthy { failures }) => {
-                        self.events.record(
+                        self.events.record(NewEvent::endpoint(
                             EventKind::HealthCheckFailed,
-                            Some(&dest),
-                            Some(&endpoint),
-                            None,
-                            None,
-                            None,
+                            &dest,
+                            &endpoint,
                             format!("{failures} failed checks: {detail}"),
-                        );
+                        ));
                         true
                     }
                     None => false,
@@ -485,15 +473,8 @@ impl Control {
             Reload::Accepted(set) => *set,
             Reload::Rejected(why) => {
                 self.metrics.config_reload(false);
-                self.events.record(
-                    EventKind::ConfigRejected,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    format!("{why}; still serving generation {}", self.generation),
-                );
+                self.events
+                    .record(NewEvent::node(EventKind::ConfigRejected, format!("{why}; still serving generation {}", self.generation)));
                 return;
             }
         };
@@ -508,7 +489,7 @@ impl Control {
         self.dirty = None;
         self.rebuild();
         self.metrics.config_reload(true);
-        self.events.record(EventKind::ConfigReloaded, None, None, None, None, None, format!("now serving generation {}", self.generation));
+        self.events.record(NewEvent::node(EventKind::ConfigReloaded, format!("now serving generation {}", self.generation)));
     }
 
     /// `set`, refused when it needs other client sockets than the node bound. Refused rather
@@ -724,15 +705,7 @@ impl Control {
                     })
                     .count();
                 let reason = priority_change_reason(before, active, serving);
-                self.events.record(
-                    EventKind::PriorityChange,
-                    Some(&key),
-                    None,
-                    None,
-                    u32::try_from(before).ok(),
-                    u32::try_from(active).ok(),
-                    reason,
-                );
+                self.events.record(NewEvent::priority_change(&key, u32::try_from(before).ok(), u32::try_from(active).ok(), reason));
                 if before >= 0 && active >= 0 {
                     self.metrics.failover_event(&key, before as u32, active as u32);
                 }

@@ -33,6 +33,46 @@ pub struct Event {
     pub count: u64,
 }
 
+/// What a new event says, before [`Events::record`] numbers and stamps it: built by the
+/// constructor for what it is about, so no caller lines up seven positional fields.
+#[derive(Clone, Debug)]
+pub struct NewEvent<'a> {
+    kind: EventKind,
+    destination: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    cluster: Option<&'a str>,
+    from_priority: Option<u32>,
+    to_priority: Option<u32>,
+    reason: String,
+}
+
+impl<'a> NewEvent<'a> {
+    /// About the node as a whole: a reload, a start, a shutdown.
+    pub fn node(kind: EventKind, reason: impl Into<String>) -> Self {
+        NewEvent { kind, destination: None, endpoint: None, cluster: None, from_priority: None, to_priority: None, reason: reason.into() }
+    }
+
+    /// About one cluster: a peer's state, a DNS zone's writer, the node's own cluster.
+    pub fn cluster(kind: EventKind, cluster: &'a str, reason: impl Into<String>) -> Self {
+        NewEvent { cluster: Some(cluster), ..Self::node(kind, reason) }
+    }
+
+    /// About one endpoint of a destination: an ejection, a re-admission, a health check.
+    pub fn endpoint(kind: EventKind, destination: &'a str, endpoint: &'a str, reason: impl Into<String>) -> Self {
+        NewEvent { destination: Some(destination), endpoint: Some(endpoint), ..Self::node(kind, reason) }
+    }
+
+    /// A destination's active priority moved (`None`: no priority had or has load).
+    pub fn priority_change(destination: &'a str, from: Option<u32>, to: Option<u32>, reason: impl Into<String>) -> Self {
+        NewEvent { destination: Some(destination), from_priority: from, to_priority: to, ..Self::node(EventKind::PriorityChange, reason) }
+    }
+
+    /// Names the cluster the event's endpoint is in.
+    pub fn in_cluster(self, cluster: &'a str) -> Self {
+        NewEvent { cluster: Some(cluster), ..self }
+    }
+}
+
 /// Refusals of the same kind and reason are folded together for this long after the first.
 pub const FOLD_WINDOW_MS: u64 = 1000;
 
@@ -170,17 +210,8 @@ impl Events {
 
     /// Records an event (assigning seq and time) and logs it as one structured tracing line
     /// (info level; warn for Ejection/ReEjection/ConfigRejected/HealthCheckFailed) with every field as a tracing field.
-    #[allow(clippy::too_many_arguments)] // the exact signature is the contract callers were written against
-    pub fn record(
-        &self,
-        kind: EventKind,
-        destination: Option<&str>,
-        endpoint: Option<&str>,
-        cluster: Option<&str>,
-        from_priority: Option<u32>,
-        to_priority: Option<u32>,
-        reason: impl Into<String>,
-    ) -> Event {
+    pub fn record(&self, new: NewEvent<'_>) -> Event {
+        let NewEvent { kind, destination, endpoint, cluster, from_priority, to_priority, reason } = new;
         let mut event = Event {
             seq: 0,
             time_unix_ms: unix_ms(),
@@ -190,7 +221,7 @@ impl Events {
             cluster: cluster.map(str::to_owned),
             from_priority,
             to_priority,
-            reason: reason.into(),
+            reason,
             count: 1,
         };
         self.ring().push(&mut event, self.capacity);

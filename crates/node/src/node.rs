@@ -15,7 +15,7 @@ use veer_core::topology::Labels;
 use veer_model::set::ManifestSet;
 
 use veer_control::control::{Control, ControlConfig, MeshSetup};
-use veer_control::events::{EventKind, Events};
+use veer_control::events::{EventKind, Events, NewEvent};
 use veer_control::manifests::{self, Baseline};
 use veer_control::mesh::catalog::Catalog;
 use veer_control::mesh::eastwest::{self, EastWest};
@@ -271,7 +271,7 @@ impl Node {
                 };
                 let (ev, me) = (events.clone(), cfg.cluster.clone());
                 let notify: veer_dns::Notify = Arc::new(move |t| {
-                    ev.record(EventKind::DnsOwnership, None, None, Some(&me), None, None, format!("dns: {t}"));
+                    ev.record(NewEvent::cluster(EventKind::DnsOwnership, &me, format!("dns: {t}")));
                 });
                 let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify))
                     .await
@@ -392,17 +392,9 @@ impl Node {
         }));
         let others: Vec<String> = bound.iter().skip(1).map(ToString::to_string).collect();
         let others = if others.is_empty() { String::new() } else { format!(", Gateway listener ports on {}", others.join(", ")) };
-        events.record(
-            EventKind::Started,
-            None,
-            None,
-            Some(&cfg.cluster),
-            None,
-            None,
-            format!("gateway on {listen}{others}, admin on {admin_addr}"),
-        );
+        events.record(NewEvent::cluster(EventKind::Started, &cfg.cluster, format!("gateway on {listen}{others}, admin on {admin_addr}")));
         if let Some(why) = from_state {
-            events.record(EventKind::StartedFromState, None, None, Some(&cfg.cluster), None, None, why);
+            events.record(NewEvent::cluster(EventKind::StartedFromState, &cfg.cluster, why));
         }
         Ok(Node {
             listen,
@@ -428,7 +420,7 @@ impl Node {
 
     /// Stops accepting, drains in-flight requests, and stops every task.
     pub async fn stop(self) {
-        self.events.record(EventKind::Stopping, None, None, None, None, None, "shutting down");
+        self.events.record(NewEvent::node(EventKind::Stopping, "shutting down"));
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;

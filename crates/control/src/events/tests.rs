@@ -1,7 +1,7 @@
 use super::*;
 
 fn ejection(events: &Events, n: u32) -> Event {
-    events.record(EventKind::Ejection, Some("api.example:443"), Some("10.0.0.1:8443"), Some("east"), None, None, format!("ejection {n}"))
+    events.record(NewEvent::endpoint(EventKind::Ejection, "api.example:443", "10.0.0.1:8443", format!("ejection {n}")).in_cluster("east"))
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn zero_capacity_keeps_nothing_but_still_numbers() {
 #[test]
 fn serializes_with_snake_case_kinds() {
     let events = Events::new(4);
-    let e = events.record(EventKind::PriorityChange, Some("api.example:443"), None, None, Some(0), Some(1), "all P0 endpoints ejected");
+    let e = events.record(NewEvent::priority_change("api.example:443", Some(0), Some(1), "all P0 endpoints ejected"));
     let v = serde_json::to_value(&e).unwrap();
     assert_eq!(v["seq"], 1);
     assert_eq!(v["kind"], "priority_change");
@@ -164,7 +164,7 @@ fn a_flood_of_refusals_does_not_wash_out_the_history() {
     let events = Events::new(1024);
     let t0 = 1_800_000_000_000;
     let before: Vec<u64> = (1..=3).map(|n| ejection(&events, n).seq).collect();
-    events.record(EventKind::ConfigReloaded, None, None, None, None, None, "reloaded");
+    events.record(NewEvent::node(EventKind::ConfigReloaded, "reloaded"));
     // 10,000 refusals over 10 s (1,000 a second), as from a client retrying a bad certificate.
     for i in 0..10_000u64 {
         events.record_refusal_at(

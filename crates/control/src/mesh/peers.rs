@@ -16,7 +16,7 @@ use veer_model::set::ManifestSet;
 
 use super::catalog::{Catalog, WatchLine};
 use super::eastwest::{CATALOG_PATH, X_VEER_PEER};
-use crate::events::{unix_ms, EventKind, Events};
+use crate::events::{unix_ms, EventKind, Events, NewEvent};
 use crate::metrics::ControlMetrics;
 use veer_gateway::link::PeerLink;
 use veer_gateway::remote::RemoteHealth;
@@ -343,7 +343,7 @@ impl Peers {
             }
             Phase::Unknown => return Change::default(),
         };
-        self.events.record(kind, None, None, Some(cluster), None, None, why);
+        self.events.record(NewEvent::cluster(kind, cluster, why));
         let routed = |p: Phase| matches!(p, Phase::Fresh | Phase::Stale | Phase::Unhealthy);
         Change { endpoints: routed(before) != routed(phase), health: true }
     }

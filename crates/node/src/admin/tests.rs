@@ -3,7 +3,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
-use veer_control::events::EventKind;
+use veer_control::events::{EventKind, NewEvent};
 
 struct Admin {
     addr: SocketAddr,
@@ -127,15 +127,10 @@ async fn events_all_since_and_bad_since() {
     assert_eq!((a.status, a.body.trim()), (StatusCode::OK, "[]"));
 
     for n in 0..4u32 {
-        admin.state.events.record(
-            EventKind::ReEjection,
-            Some("api.example:443"),
-            Some("10.0.0.1:443"),
-            Some("east"),
-            None,
-            None,
-            format!("n{n}"),
-        );
+        admin
+            .state
+            .events
+            .record(NewEvent::endpoint(EventKind::ReEjection, "api.example:443", "10.0.0.1:443", format!("n{n}")).in_cluster("east"));
     }
     let seqs = |body: &str| -> Vec<u64> {
         let v: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
