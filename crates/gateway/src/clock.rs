@@ -1,5 +1,6 @@
-//! The gateway's one clock and randomness source: every other module of the crate reads the time
-//! and draws random numbers here, and veer-core's decisions receive them as arguments.
+//! The node's one clock and randomness source: every module of the gateway, the control side,
+//! the node and the `veer` command reads the time and draws random numbers here (the others
+//! re-export it as their `clock`), and veer-core's decisions receive them as arguments.
 
 // This module is where the clock is read and the global generator drawn from (clippy.toml
 // disallows both everywhere else), so the request path's inputs from the outside world are in one
@@ -48,4 +49,26 @@ pub fn random_u64() -> u64 {
 #[inline]
 pub fn random_f64() -> f64 {
     fastrand::f64()
+}
+
+/// The outlier detector's randomness (ejection jitter, enforcement rolls): a generator of the
+/// control loop's own, seeded from the thread's.
+pub struct Rng(fastrand::Rng);
+
+impl Rng {
+    pub fn new() -> Self {
+        Rng(fastrand::Rng::new())
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl veer_core::outlier::Random for Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0.u32(..)
+    }
 }
