@@ -14,8 +14,8 @@ use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
 use veer_model::gateway::{self, HttpRoute};
 use veer_model::httpmatch::{self, RouteMatch};
-use veer_model::resolve::{self, Destination};
-use veer_model::set::{Listeners, ManifestSet};
+use veer_model::resolve::{self, Destination, DestinationKind, View};
+use veer_model::set::Listeners;
 
 use crate::FastMap;
 
@@ -222,22 +222,23 @@ impl Snapshot {
             .any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
     }
 
-    /// Builds the snapshot for a node in `cluster` from a validated manifest set.
-    pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
-        Self::build_meshed(set, cluster, labels, unhealthy, Arc::default(), generation)
+    /// Builds the snapshot for a node in `cluster` from a validated manifest set and the
+    /// endpoints of its clusters.
+    pub fn build(view: View<'_>, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+        Self::build_meshed(view, cluster, labels, unhealthy, Arc::default(), generation)
     }
 
     /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
     /// their links and are unhealthy when their cluster is down or their node says so.
     pub fn build_meshed(
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, String> {
-        Self::build_with(set, cluster, labels, unhealthy, remote, generation, None)
+        Self::build_with(view, cluster, labels, unhealthy, remote, generation, None)
     }
 
     /// [`Snapshot::build_meshed`] for new manifests, after `previous`. A destination that
@@ -247,18 +248,18 @@ impl Snapshot {
     /// reload neither refills nor empties a budget.
     pub fn build_after(
         previous: &Snapshot,
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, String> {
-        Self::build_with(set, cluster, labels, unhealthy, remote, generation, Some(previous))
+        Self::build_with(view, cluster, labels, unhealthy, remote, generation, Some(previous))
     }
 
     fn build_with(
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
@@ -266,6 +267,7 @@ impl Snapshot {
         generation: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
+        let set = view.set;
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let listeners = set.listeners(cluster).map_err(|e| e.to_string())?;
         if listeners.extra.len() >= MAX_SOCKETS {
@@ -311,69 +313,42 @@ impl Snapshot {
             }
             idx
         };
-        for vd in &set.virtual_destinations {
-            for p in &vd.ports {
-                let Some(host) = vd.hosts.first() else { continue };
-                if let Ok(d) = resolve::resolve(set, host, Some(p.number), cluster, "") {
-                    add(&mut snap, &mut routes, &vd.hosts, Some(p.number), format!("{host}:{}", p.number), d);
-                }
-            }
-        }
-        for fs in &set.failover_services {
-            if let Ok(d) = resolve::resolve(set, &fs.hostname, Some(fs.port), cluster, "") {
-                add(&mut snap, &mut routes, std::slice::from_ref(&fs.hostname), Some(fs.port), format!("{}:{}", fs.hostname, fs.port), d);
-            }
-        }
+        // What the set serves, in the order a host's routes are tried: VirtualDestination and
+        // FailoverService ports, HTTPRoute rules, Service ports.
+        let keys = resolve::destinations(set, cluster);
+        let (services, others): (Vec<_>, Vec<_>) = keys.iter().partition(|k| k.kind == DestinationKind::Service);
         // HTTPRoutes: one destination per rule; each host's matches, of every route naming the
         // host, in Gateway API's precedence order.
         let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
-        let mut by_host: std::collections::BTreeMap<String, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
-        let mut keys = std::collections::HashSet::new();
-        for route in &set.routes {
-            // Only the hosts this cluster's Gateway listeners accept it under (exact names).
-            let hosts: Vec<&str> = route.hosts_in(cluster).collect();
-            let Some(host) = hosts.first() else { continue };
-            for (i, rule) in route.rules.iter().enumerate() {
-                let Ok(d) = resolve::resolve_route_rule(set, route, i, host, None) else { continue };
-                // `host` + the first match's path, as metrics have always named route rules; a
-                // second rule with the same says which rule it is.
-                let mut key = format!("{host}{}", rule.matches.first().map_or("/", |m| m.path.value()));
-                if !keys.insert(key.clone()) {
-                    key = format!("{key} ({}/{} rule {i})", route.meta.namespace, route.meta.name);
-                    keys.insert(key.clone());
+        let mut by_host: std::collections::BTreeMap<&str, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
+        for key in others {
+            let Ok(d) = resolve::resolve_key(view, key, cluster) else { continue };
+            match key.kind {
+                DestinationKind::RouteRule { route, rule } => {
+                    rule_dest.insert((route as *const HttpRoute, rule), add(&mut snap, &mut routes, &[], None, key.name.clone(), d));
+                    for h in key.hosts() {
+                        let list = by_host.entry(h).or_default();
+                        if !list.iter().any(|r| std::ptr::eq(*r, route)) {
+                            list.push(route);
+                        }
+                    }
                 }
-                rule_dest.insert((route as *const HttpRoute, i), add(&mut snap, &mut routes, &[], None, key, d));
-            }
-            for h in hosts {
-                let list = by_host.entry(h.to_string()).or_default();
-                if !list.iter().any(|r| std::ptr::eq(*r, route)) {
-                    list.push(route);
+                _ => {
+                    add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
                 }
             }
         }
         for (host, list) in &by_host {
-            let entry = routes.entry(host.clone()).or_default();
+            let entry = routes.entry(host.to_string()).or_default();
             for c in gateway::ordered(list) {
                 if let Some(&dest) = rule_dest.get(&(c.route as *const HttpRoute, c.rule)) {
                     entry.push(Route { port: None, sockets: sockets_of(c.route, host), matched: Some(c.matched.clone()), dest });
                 }
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for (_, svc) in set.services() {
-            if !seen.insert((svc.meta.namespace.clone(), svc.meta.name.clone())) {
-                continue;
-            }
-            let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
-            let hosts = vec![
-                fqdn.clone(),
-                format!("{}.{}", svc.meta.name, svc.meta.namespace),
-                format!("{}.{}.svc", svc.meta.name, svc.meta.namespace),
-            ];
-            for p in &svc.ports {
-                if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
-                    add(&mut snap, &mut routes, &hosts, Some(p.port), format!("{fqdn}:{}", p.port), d);
-                }
+        for key in services {
+            if let Ok(d) = resolve::resolve_key(view, key, cluster) {
+                add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
             }
         }
         snap.routes = Arc::new(routes);
