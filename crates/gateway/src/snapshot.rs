@@ -130,6 +130,32 @@ impl<B> httpmatch::Request for Head<'_, B> {
     }
 }
 
+/// Why no snapshot could be built for a node: the set it was given cannot serve that node's
+/// cluster (the watcher's checks refuse such a set before it gets here).
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// The node's cluster is not in the set, or its client labels cannot be read.
+    Client(resolve::ResolveError),
+    /// Gateway listener ports the node serves have no socket.
+    Listeners(veer_model::set::UnmappedPorts),
+    /// `spec.gateway.ports` maps more addresses than a route's socket mask holds.
+    TooManySockets(usize),
+}
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotError::Client(e) => e.fmt(f),
+            SnapshotError::Listeners(e) => e.fmt(f),
+            SnapshotError::TooManySockets(n) => {
+                write!(f, "spec.gateway.ports maps {n} addresses; a node serves at most {} besides its gateway", MAX_SOCKETS - 1)
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
 /// Everything the request path reads, swapped atomically on every change.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -224,7 +250,13 @@ impl Snapshot {
 
     /// Builds the snapshot for a node in `cluster` from a validated manifest set and the
     /// endpoints of its clusters.
-    pub fn build(view: View<'_>, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+    pub fn build(
+        view: View<'_>,
+        cluster: &str,
+        labels: &Labels,
+        unhealthy: &Unhealthy,
+        generation: u64,
+    ) -> Result<Snapshot, SnapshotError> {
         Self::build_meshed(view, cluster, labels, unhealthy, Arc::default(), generation)
     }
 
@@ -237,7 +269,7 @@ impl Snapshot {
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, SnapshotError> {
         Self::build_with(view, cluster, labels, unhealthy, remote, generation, None)
     }
 
@@ -254,7 +286,7 @@ impl Snapshot {
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, SnapshotError> {
         Self::build_with(view, cluster, labels, unhealthy, remote, generation, Some(previous))
     }
 
@@ -266,16 +298,12 @@ impl Snapshot {
         remote: Arc<Remote>,
         generation: u64,
         previous: Option<&Snapshot>,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, SnapshotError> {
         let set = view.set;
-        let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
-        let listeners = set.listeners(cluster).map_err(|e| e.to_string())?;
+        let client = resolve::client(set, cluster, labels).map_err(SnapshotError::Client)?;
+        let listeners = set.listeners(cluster).map_err(SnapshotError::Listeners)?;
         if listeners.extra.len() >= MAX_SOCKETS {
-            return Err(format!(
-                "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
-                listeners.extra.len(),
-                MAX_SOCKETS - 1
-            ));
+            return Err(SnapshotError::TooManySockets(listeners.extra.len()));
         }
         // The sockets that serve a route's host: those of the ports its listeners are on.
         let sockets_of = |route: &HttpRoute, host: &str| {

@@ -183,11 +183,7 @@ impl Node {
         // Which sockets serve which Gateway listener ports; the set passed the same check.
         let plan = set.listeners(&cfg.cluster).map_err(|e| NodeError::Config(e.to_string()))?;
         if plan.extra.len() >= veer_gateway::snapshot::MAX_SOCKETS {
-            return Err(NodeError::Config(format!(
-                "spec.gateway.ports maps {} addresses; a node serves at most {} besides its gateway",
-                plan.extra.len(),
-                veer_gateway::snapshot::MAX_SOCKETS - 1
-            )));
+            return Err(NodeError::Config(veer_gateway::snapshot::SnapshotError::TooManySockets(plan.extra.len()).to_string()));
         }
         let listener = bind_shared(listen, workers > 1).map_err(|e| NodeError::listen(listen, "", e))?;
         let admin_listener = TcpListener::bind(admin_addr).await.map_err(|e| NodeError::listen(admin_addr, "admin", e))?;
