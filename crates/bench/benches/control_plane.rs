@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use veer_core::topology::Labels;
 use veer_gateway::snapshot::{Snapshot, Unhealthy};
+use veer_model::resolve::View;
 
 // glibc's allocator hands the tables' tens of MiB back to the kernel after every run and faults
 // them in again on the next, which is a fifth of these timings and nothing veer does.
@@ -79,7 +80,10 @@ fn reload_unchanged_one_node(b: Bencher) {
     let p = issue();
     let base = snapshot(p, NODE, &Unhealthy::new());
     let cluster = veer_bench::cluster_name(NODE);
-    b.bench(|| Snapshot::build_after(&base, &p.set, &cluster, &Labels::new(), &Unhealthy::new(), Arc::default(), 2).expect("snapshot"));
+    b.bench(|| {
+        Snapshot::build_after(&base, View::new(&p.set, &p.inventory), &cluster, &Labels::new(), &Unhealthy::new(), Arc::default(), 2)
+            .expect("snapshot")
+    });
 }
 
 /// What the control loop does now when a cluster fails: `Snapshot::with_health` rebuilds only

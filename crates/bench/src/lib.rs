@@ -123,7 +123,9 @@ mod tests {
         assert!(findings.iter().all(|e| !e.contains("error")), "{findings:?}");
         let set = accepted.into_set();
         let client = veer_model::resolve::client(&set, &cluster_name(0), &Default::default()).expect("client");
-        let dest = veer_model::resolve::resolve(&set, &service_host(0), Some(80), &cluster_name(0), "").expect("resolves");
+        let inventory = veer_model::inventory::Inventory::from_manifests(&set);
+        let view = veer_model::resolve::View::new(&set, &inventory);
+        let dest = veer_model::resolve::resolve(view, &service_host(0), Some(80), &cluster_name(0), "").expect("resolves");
         assert_eq!(dest.endpoints.len(), 10);
         let table = veer_core::table::build(&client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
         // c00 runs svc000 (with c02, c04, c06, c08, all in region0): its own zone first.

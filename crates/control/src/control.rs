@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Random, Verdict};
 use veer_core::policy::ActiveHealthCheck;
 use veer_core::topology::Labels;
+use veer_model::inventory::Inventory;
+use veer_model::resolve::View;
 use veer_model::set::ManifestSet;
 
 use crate::events::{EventKind, Events};
@@ -91,7 +93,11 @@ pub struct Control {
     metrics: Arc<ControlMetrics>,
     /// What `veer status` shows of the loop's state, published here.
     status: Arc<ControlStatus>,
+    /// The policy: what the manifests say.
     set: ManifestSet,
+    /// The endpoints each cluster has: from the manifests, except on a meshed node, where
+    /// every other cluster's are what its node announced (`catalog::apply_peers`).
+    inventory: Inventory,
     /// What `set` was read from, until `run` hands it to the watcher.
     baseline: Baseline,
     detectors: HashMap<String, OutlierDetector<String>>,
@@ -166,6 +172,7 @@ impl Control {
             metrics,
             status,
             set,
+            inventory: Inventory::default(),
             baseline,
             detectors: HashMap::new(),
             next_sweep: HashMap::new(),
@@ -190,8 +197,19 @@ impl Control {
             c.peers = Some(peers);
             c.peer_rx = Some(rx);
         }
+        c.take_file_endpoints();
         c.rebuild();
         c
+    }
+
+    /// Takes the endpoints the manifests list: every cluster's, or on a meshed node only its
+    /// own cluster's, since each peer announces its own (the next full rebuild applies them).
+    fn take_file_endpoints(&mut self) {
+        if self.peers.is_some() {
+            self.inventory.replace_from_manifests(&self.set, &self.cfg.cluster);
+        } else {
+            self.inventory = Inventory::from_manifests(&self.set);
+        }
     }
 
     /// The manifest set in force now and every one a reload accepts later.
@@ -500,6 +518,7 @@ impl Control {
         if let Some(p) = &mut self.peers {
             p.sync(&self.set);
         }
+        self.take_file_endpoints();
         // New manifests: resolve everything again.
         self.dirty = None;
         self.rebuild();
@@ -554,17 +573,12 @@ impl Control {
             self.rebuild_health(&unhealthy, &changed, remote_dirty);
             return;
         }
-        let merged;
-        let set = match &self.peers {
-            Some(p) => {
-                merged = catalog::merge(&self.set, &self.cfg.cluster, &p.catalogs());
-                &merged
-            }
-            None => &self.set,
-        };
+        if let Some(p) = &self.peers {
+            catalog::apply_peers(&mut self.inventory, &self.set, &self.cfg.cluster, &p.catalogs());
+        }
         let snap = match Snapshot::build_after(
             &self.shared.snapshot.load(),
-            set,
+            View::new(&self.set, &self.inventory),
             &self.cfg.cluster,
             &self.cfg.labels,
             &unhealthy,
@@ -665,7 +679,7 @@ impl Control {
     fn publish_catalog(&self, unhealthy: &Unhealthy) {
         let Some(mesh) = &self.cfg.mesh else { return };
         let current = mesh.catalog.borrow().clone();
-        let mut next = Catalog::local(&self.set, &self.cfg.cluster, current.generation, Default::default());
+        let mut next = Catalog::local(&self.inventory, &self.cfg.cluster, current.generation, Default::default());
         next.unhealthy = unhealthy
             .values()
             .flatten()

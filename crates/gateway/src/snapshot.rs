@@ -13,8 +13,8 @@ use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
 use veer_model::gateway::{self, HttpRoute};
 use veer_model::httpmatch::{self, RouteMatch};
-use veer_model::resolve::{self, Destination, DestinationKind};
-use veer_model::set::{Listeners, ManifestSet};
+use veer_model::resolve::{self, Destination, DestinationKind, View};
+use veer_model::set::Listeners;
 
 use crate::budget::RetryBudget;
 use crate::FastMap;
@@ -307,22 +307,23 @@ impl Snapshot {
             .any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
     }
 
-    /// Builds the snapshot for a node in `cluster` from a validated manifest set.
-    pub fn build(set: &ManifestSet, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
-        Self::build_meshed(set, cluster, labels, unhealthy, Arc::default(), generation)
+    /// Builds the snapshot for a node in `cluster` from a validated manifest set and the
+    /// endpoints of its clusters.
+    pub fn build(view: View<'_>, cluster: &str, labels: &Labels, unhealthy: &Unhealthy, generation: u64) -> Result<Snapshot, String> {
+        Self::build_meshed(view, cluster, labels, unhealthy, Arc::default(), generation)
     }
 
     /// [`Snapshot::build`] for a meshed node: endpoints of peer clusters are reached through
     /// their links and are unhealthy when their cluster is down or their node says so.
     pub fn build_meshed(
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, String> {
-        Self::build_with(set, cluster, labels, unhealthy, remote, generation, None)
+        Self::build_with(view, cluster, labels, unhealthy, remote, generation, None)
     }
 
     /// [`Snapshot::build_meshed`] for new manifests, after `previous`. A destination that
@@ -332,18 +333,18 @@ impl Snapshot {
     /// reload neither refills nor empties a budget.
     pub fn build_after(
         previous: &Snapshot,
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, String> {
-        Self::build_with(set, cluster, labels, unhealthy, remote, generation, Some(previous))
+        Self::build_with(view, cluster, labels, unhealthy, remote, generation, Some(previous))
     }
 
     fn build_with(
-        set: &ManifestSet,
+        view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
@@ -351,6 +352,7 @@ impl Snapshot {
         generation: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
+        let set = view.set;
         let client = resolve::client(set, cluster, labels).map_err(|e| e.to_string())?;
         let listeners = set.listeners(cluster).map_err(|e| e.to_string())?;
         if listeners.extra.len() >= MAX_SOCKETS {
@@ -405,7 +407,7 @@ impl Snapshot {
         let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
         let mut by_host: std::collections::BTreeMap<&str, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
         for key in others {
-            let Ok(d) = resolve::resolve_key(set, key, cluster) else { continue };
+            let Ok(d) = resolve::resolve_key(view, key, cluster) else { continue };
             match key.kind {
                 DestinationKind::RouteRule { route, rule } => {
                     rule_dest.insert((route as *const HttpRoute, rule), add(&mut snap, &mut routes, &[], None, key.name.clone(), d));
@@ -430,7 +432,7 @@ impl Snapshot {
             }
         }
         for key in services {
-            if let Ok(d) = resolve::resolve_key(set, key, cluster) {
+            if let Ok(d) = resolve::resolve_key(view, key, cluster) {
                 add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
             }
         }

@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use veer_core::outlier::OutlierConfig;
 
 use crate::diag::{Diagnostic, Pos, Severity};
-use crate::resolve::{self, Destination};
+use crate::resolve::{self, Destination, View};
 use crate::set::{ManifestSet, IMPLICIT_CLUSTER};
 
 /// A warning for each resource whose outlier-detection cap lets nothing be ejected from a
 /// destination it applies to (the one with the fewest endpoints, when several).
-pub fn warnings(set: &ManifestSet) -> Vec<Diagnostic> {
+pub fn warnings(view: View<'_>) -> Vec<Diagnostic> {
+    let set = view.set;
     // Per resource (kind, namespace, name): the worst case seen.
     let mut worst: BTreeMap<(String, String, String), (usize, String, OutlierConfig)> = BTreeMap::new();
     let mut look =
@@ -45,20 +46,20 @@ pub fn warnings(set: &ManifestSet) -> Vec<Diagnostic> {
         for vd in &set.virtual_destinations {
             let Some(host) = vd.hosts.first() else { continue };
             for p in &vd.ports {
-                if let Ok(d) = resolve::resolve(set, host, Some(p.number), cluster, "") {
+                if let Ok(d) = resolve::resolve(view, host, Some(p.number), cluster, "") {
                     look(format!("{host}:{}", p.number), &d);
                 }
             }
         }
         for fs in &set.failover_services {
-            if let Ok(d) = resolve::resolve(set, &fs.hostname, Some(fs.port), cluster, "") {
+            if let Ok(d) = resolve::resolve(view, &fs.hostname, Some(fs.port), cluster, "") {
                 look(format!("{}:{}", fs.hostname, fs.port), &d);
             }
         }
         for (_, svc) in set.services() {
             let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
             for p in &svc.ports {
-                if let Ok(d) = resolve::resolve(set, &fqdn, Some(p.port), cluster, "") {
+                if let Ok(d) = resolve::resolve(view, &fqdn, Some(p.port), cluster, "") {
                     look(format!("{fqdn}:{}", p.port), &d);
                 }
             }
@@ -68,7 +69,7 @@ pub fn warnings(set: &ManifestSet) -> Vec<Diagnostic> {
     for route in &set.routes {
         let Some(host) = route.hostnames.first() else { continue };
         for i in 0..route.rules.len() {
-            if let Ok(d) = resolve::resolve_route_rule(set, route, i, host, None) {
+            if let Ok(d) = resolve::resolve_route_rule(view, route, i, host, None) {
                 look(format!("{host} ({}/{} rule {i})", route.meta.namespace, route.meta.name), &d);
             }
         }

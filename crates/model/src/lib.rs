@@ -3,8 +3,9 @@
 //!
 //! Data flows one way: [`files`] reads bytes, [`yaml`] builds a located tree, [`load`] turns
 //! each document into a typed [`load::Resource`] (strict fields via [`decode`]), [`set`] checks
-//! resources against each other, [`resolve`] turns a host into a core destination, and
-//! [`explain`] reports a client's priority table.
+//! resources against each other, [`inventory`] holds each cluster's endpoints apart from that
+//! policy, [`resolve`] turns a host into a core destination, and [`explain`] reports a client's
+//! priority table.
 
 pub mod decode;
 pub mod diag;
@@ -15,6 +16,7 @@ pub mod files;
 pub mod gateway;
 pub mod gloo;
 pub mod httpmatch;
+pub mod inventory;
 pub mod istio;
 pub mod load;
 pub mod meta;

@@ -12,10 +12,20 @@ use veer_core::topology::{with_topology_labels, Address, Client, Endpoint, Healt
 
 use crate::gateway::{self, BackendEndpoint, HttpRoute};
 use crate::httpmatch::Plain;
+use crate::inventory::Inventory;
 use crate::istio::host_matches;
 use crate::meta::Meta;
 use crate::set::{cluster_local_service, ManifestSet, IMPLICIT_CLUSTER};
-use crate::topology::{entry_port, PortRef, Service, ServicePort};
+use crate::topology::{PortRef, Service, ServicePort};
+
+/// What resolution reads: the policy (what the manifests say) and the endpoints each cluster
+/// has (from the manifests, or from the cluster's own node). Destinations are the set's alone
+/// ([`destinations`]); their endpoints are the inventory's.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub set: &'a ManifestSet,
+    pub inventory: &'a Inventory,
+}
 
 /// A resource that shaped a destination, and what it decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +98,14 @@ impl std::fmt::Display for ResolveError {
 }
 
 impl std::error::Error for ResolveError {}
+
+// === impl View ===
+
+impl<'a> View<'a> {
+    pub fn new(set: &'a ManifestSet, inventory: &'a Inventory) -> View<'a> {
+        View { set, inventory }
+    }
+}
 
 // === impl DestinationKey ===
 
@@ -208,28 +226,29 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
 }
 
 /// Resolves one of [`destinations`] for a client in `cluster`.
-pub fn resolve_key(set: &ManifestSet, key: &DestinationKey<'_>, cluster: &str) -> Result<Destination, ResolveError> {
+pub fn resolve_key(view: View<'_>, key: &DestinationKey<'_>, cluster: &str) -> Result<Destination, ResolveError> {
     match key.kind {
-        DestinationKind::RouteRule { route, rule } => resolve_route_rule(set, route, rule, &key.host, None),
-        _ => resolve(set, &key.host, key.port, cluster, ""),
+        DestinationKind::RouteRule { route, rule } => resolve_route_rule(view, route, rule, &key.host, None),
+        _ => resolve(view, &key.host, key.port, cluster, ""),
     }
 }
 
 /// Resolves `host[:port]` for a client in `client_cluster`; `path` picks an HTTPRoute rule.
-pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Destination, ResolveError> {
+pub fn resolve(view: View<'_>, host: &str, port: Option<u16>, client_cluster: &str, path: &str) -> Result<Destination, ResolveError> {
+    let set = view.set;
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if let Some(d) = resolve_virtual_destination(set, &host, port)? {
+    if let Some(d) = resolve_virtual_destination(view, &host, port)? {
         return Ok(d);
     }
     if let Some(fs) = set.failover_services.iter().find(|f| f.hostname.eq_ignore_ascii_case(&host)) {
-        return resolve_failover_service(set, fs, port, Vec::new());
+        return resolve_failover_service(view, fs, port, Vec::new());
     }
-    if let Some(d) = resolve_route(set, &host, port, client_cluster, path)? {
+    if let Some(d) = resolve_route(view, &host, port, client_cluster, path)? {
         return Ok(d);
     }
     if let Some((name, ns)) = cluster_local_service(&host) {
         if set.service_anywhere(ns, name) {
-            return resolve_kube_service(set, &host, name, ns, port, client_cluster);
+            return resolve_kube_service(view, &host, name, ns, port, client_cluster);
         }
     }
     let keys = destinations(set, client_cluster);
@@ -242,12 +261,14 @@ pub fn resolve(set: &ManifestSet, host: &str, port: Option<u16>, client_cluster:
     )))
 }
 
-/// Endpoints of `service` in `cluster` at the Service port `service_port`.
-fn service_endpoints(set: &ManifestSet, cluster: &str, service: &Service, service_port: &ServicePort, origin: &str) -> Vec<Endpoint> {
-    let cluster_def = set.cluster(cluster);
-    set.endpoints_of(cluster, service)
+/// Endpoints of `service` in `cluster` at the Service port `service_port`: those of the
+/// cluster's inventory its selector picks.
+fn service_endpoints(view: View<'_>, cluster: &str, service: &Service, service_port: &ServicePort, origin: &str) -> Vec<Endpoint> {
+    let cluster_def = view.set.cluster(cluster);
+    view.inventory
+        .selected(cluster, service)
         .filter_map(|e| {
-            let port = entry_port(e, service_port)?;
+            let port = e.port_for(service_port)?;
             let locality = e.locality.clone().or_else(|| cluster_def.map(|c| c.locality.clone())).unwrap_or_default();
             let network = e.network.clone().or_else(|| cluster_def.map(|c| c.network.clone())).unwrap_or_default();
             Some(Endpoint {
@@ -261,7 +282,7 @@ fn service_endpoints(set: &ManifestSet, cluster: &str, service: &Service, servic
                 health: Health::Healthy,
                 tier: None,
                 group_weight: None,
-                origin: format!("{origin}; WorkloadEntry {}/{}", e.meta.namespace, e.meta.name),
+                origin: e.origin(origin),
             })
         })
         .collect()
@@ -275,7 +296,8 @@ fn port_by_ref<'a>(service: &'a Service, r: Option<&PortRef>, fallback: u16) -> 
     }
 }
 
-fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>) -> Result<Option<Destination>, ResolveError> {
+fn resolve_virtual_destination(view: View<'_>, host: &str, port: Option<u16>) -> Result<Option<Destination>, ResolveError> {
+    let set = view.set;
     let Some(vd) = set.virtual_destinations.iter().find(|v| v.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))) else {
         return Ok(None);
     };
@@ -300,7 +322,7 @@ fn resolve_virtual_destination(set: &ManifestSet, host: &str, port: Option<u16>)
             seen.push((cluster, &svc.meta.name, &svc.meta.namespace));
             if let Some(sp) = port_by_ref(svc, vd_port.target_port.as_ref(), vd_port.number) {
                 endpoints.extend(service_endpoints(
-                    set,
+                    view,
                     cluster,
                     svc,
                     sp,
@@ -393,11 +415,12 @@ fn pattern(r: &str, z: &str, s: &str) -> String {
 }
 
 fn resolve_failover_service(
-    set: &ManifestSet,
+    view: View<'_>,
     fs: &crate::smh::FailoverService,
     port: Option<u16>,
     mut sources: Vec<SourceRef>,
 ) -> Result<Destination, ResolveError> {
+    let set = view.set;
     if let Some(p) = port {
         if p != fs.port {
             return Err(ResolveError(format!("FailoverService {} serves {} on port {}, not {p}", fs.meta, fs.hostname, fs.port)));
@@ -411,7 +434,7 @@ fn resolve_failover_service(
         let Some(svc) = set.service(&b.cluster, &b.namespace, &b.name) else { continue };
         if let Some(sp) = port_by_ref(svc, None, fs.port) {
             let origin = format!("backing service #{} Service {}/{} in {}", tier + 1, b.namespace, b.name, b.cluster);
-            for mut e in service_endpoints(set, &b.cluster, svc, sp, &origin) {
+            for mut e in service_endpoints(view, &b.cluster, svc, sp, &origin) {
                 e.tier = Some(tier as u32);
                 endpoints.push(e);
             }
@@ -476,12 +499,13 @@ fn resolve_failover_service(
 /// The HTTPRoute rule a plain request for `host` reaches on the node of `client_cluster`: only
 /// routes that cluster's Gateways accept under `host` are candidates.
 fn resolve_route(
-    set: &ManifestSet,
+    view: View<'_>,
     host: &str,
     port: Option<u16>,
     client_cluster: &str,
     path: &str,
 ) -> Result<Option<Destination>, ResolveError> {
+    let set = view.set;
     let routes: Vec<&HttpRoute> = set.routes.iter().filter(|r| r.hosts_in(client_cluster).any(|h| h == host)).collect();
     let Some(first) = routes.first() else { return Ok(None) };
     // With no explicit path, explain the first rule: that is the one users usually ask about.
@@ -498,7 +522,7 @@ fn resolve_route(
             .map(|c| (c.route, c.rule))
             .ok_or_else(|| ResolveError(format!("no HTTPRoute rule for {host} matches GET {path}")))?
     };
-    let mut dest = resolve_route_rule(set, route, rule, host, port)?;
+    let mut dest = resolve_route_rule(view, route, rule, host, port)?;
     dest.notes.push(served_on(set, client_cluster, route, host));
     Ok(Some(dest))
 }
@@ -521,12 +545,13 @@ fn served_on(set: &ManifestSet, cluster: &str, route: &HttpRoute, host: &str) ->
 /// The destination of rule `rule` of `route`, called by `host`: what the proxy routes a
 /// request to once the rule's match has chosen it.
 pub fn resolve_route_rule(
-    set: &ManifestSet,
+    view: View<'_>,
     route: &HttpRoute,
     rule: usize,
     host: &str,
     port: Option<u16>,
 ) -> Result<Destination, ResolveError> {
+    let set = view.set;
     let rule = route.rules.get(rule).ok_or_else(|| ResolveError(format!("HTTPRoute {} has no rule {rule}", route.meta)))?;
     let mut sources = vec![source(&route.meta, format!("routes {host} (rule at line {})", rule.pos.line))];
     let listener_port = route
@@ -573,7 +598,7 @@ pub fn resolve_route_rule(
                             for (cluster, svc) in set.services_named(ns, name) {
                                 if let Some(sp) = port_by_ref(svc, Some(&PortRef::Number(*port)), *port) {
                                     let origin = format!("Backend {}/{} fqdn {hostname}", backend.meta.namespace, backend.meta.name);
-                                    for mut ep in service_endpoints(set, cluster, svc, sp, &origin) {
+                                    for mut ep in service_endpoints(view, cluster, svc, sp, &origin) {
                                         ep.tier = Some(tier);
                                         ep.group = backend.meta.name.clone();
                                         ep.group_weight = Some(b.weight);
@@ -595,7 +620,7 @@ pub fn resolve_route_rule(
         } else {
             for (cluster, svc) in set.services_named(&b.namespace, &b.name) {
                 if let Some(sp) = b.port.and_then(|p| svc.ports.iter().find(|x| x.port == p)) {
-                    for mut ep in service_endpoints(set, cluster, svc, sp, &format!("Service {}/{} in {cluster}", b.namespace, b.name)) {
+                    for mut ep in service_endpoints(view, cluster, svc, sp, &format!("Service {}/{} in {cluster}", b.namespace, b.name)) {
                         ep.tier = Some(0);
                         ep.group = b.name.clone();
                         ep.group_weight = Some(b.weight);
@@ -641,20 +666,21 @@ pub fn resolve_route_rule(
 }
 
 fn resolve_kube_service(
-    set: &ManifestSet,
+    view: View<'_>,
     host: &str,
     name: &str,
     ns: &str,
     port: Option<u16>,
     client_cluster: &str,
 ) -> Result<Destination, ResolveError> {
+    let set = view.set;
     // SMH: a TrafficPolicy may shift this service's traffic (as seen from its cluster) to a FailoverService.
     for tp in &set.traffic_policies {
         if tp.destinations.iter().any(|d| d.name == name && d.namespace == ns && d.cluster == client_cluster) {
             if let Some((fs_name, fs_ns, _)) = tp.shift_to_failover.first() {
                 if let Some(fs) = set.failover_services.iter().find(|f| f.meta.name == *fs_name && f.meta.namespace == *fs_ns) {
                     let mut d = resolve_failover_service(
-                        set,
+                        view,
                         fs,
                         None,
                         vec![source(
@@ -688,7 +714,7 @@ fn resolve_kube_service(
             ));
             continue;
         }
-        endpoints.extend(service_endpoints(set, cluster, svc, sp, &format!("Service {ns}/{name} in {cluster}")));
+        endpoints.extend(service_endpoints(view, cluster, svc, sp, &format!("Service {ns}/{name} in {cluster}")));
         sources.push(source(&svc.meta, format!("Service in cluster {cluster}")));
     }
     let port = port.or(chosen_port).ok_or_else(|| ResolveError(format!("Service {ns}/{name} has no such port")))?;

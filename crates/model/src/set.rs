@@ -25,8 +25,9 @@ pub struct ManifestSet {
     pub clusters: Vec<Cluster>,
     /// Services with the cluster they belong to (read with [`Self::services`]).
     services: Vec<(String, Service)>,
-    /// WorkloadEntries with their clusters (read with [`Self::entries`], changed with
-    /// [`Self::entries_mut`]).
+    /// WorkloadEntries with their clusters, as the files list them (read with
+    /// [`Self::entries`]). Resolution reads endpoints from an `inventory::Inventory`, which
+    /// takes them from here on a node without peers.
     entries: Vec<(String, WorkloadEntry)>,
     pub virtual_destinations: Vec<VirtualDestination>,
     pub failover_policies: Vec<FailoverPolicy>,
@@ -47,8 +48,8 @@ pub struct ManifestSet {
     pub router_gateways: Vec<(String, RouterGateway)>,
     /// ExternalDNS `DNSEndpoint`s (as `veer dns endpoints` writes them) with their clusters.
     pub dns_endpoints: Vec<(String, DnsEndpoint)>,
-    /// Built on first use: a snapshot resolves every Service, and scanning every WorkloadEntry
-    /// for each was most of a reload of 2,000 Services x 5 endpoints (~0.7 s).
+    /// Built on first use: a snapshot looks up every Service by name, for each destination
+    /// that names one.
     lookup: LookupCell,
 }
 
@@ -89,8 +90,9 @@ impl std::fmt::Display for UnmappedPorts {
 
 impl std::error::Error for UnmappedPorts {}
 
-/// A set's [`Lookup`], built on first use. A copy starts without one: copies are made to be
-/// changed (a peer's endpoints merged in), which would make it stale at once.
+/// A set's [`Lookup`], built on first use. A copy starts without one: copying it costs about
+/// what building it does, and most copies (the DNS server's, the east-west listener's) never
+/// look a Service up by name.
 #[derive(Debug, Default)]
 struct LookupCell(OnceLock<Lookup>);
 
@@ -100,15 +102,13 @@ impl Clone for LookupCell {
     }
 }
 
-/// Positions in `services` and `entries` by what resolution asks for. Keys are hashes: a
-/// collision only adds candidates, and every candidate is checked in full, so it cannot change
-/// an answer. Positions are ascending, so answers keep manifest order.
+/// Positions in `services` by what resolution asks for. Keys are hashes: a collision only adds
+/// candidates, and every candidate is checked in full, so it cannot change an answer.
+/// Positions are ascending, so answers keep manifest order.
 #[derive(Debug, Default)]
 struct Lookup {
     /// By (namespace, name), any cluster.
     services: HashMap<u64, Vec<u32>>,
-    /// By (cluster, namespace, label key, label value), one list per label an entry carries.
-    entries: HashMap<u64, Vec<u32>>,
 }
 
 fn key_of(parts: &[&str]) -> u64 {
@@ -119,19 +119,10 @@ fn key_of(parts: &[&str]) -> u64 {
 }
 
 impl Lookup {
-    fn build(services: &[(String, Service)], entries: &[(String, WorkloadEntry)]) -> Lookup {
+    fn build(services: &[(String, Service)]) -> Lookup {
         let mut lookup = Lookup::default();
         for (i, (_, s)) in services.iter().enumerate() {
             lookup.services.entry(key_of(&[&s.meta.namespace, &s.meta.name])).or_default().push(i as u32);
-        }
-        for (i, (cluster, e)) in entries.iter().enumerate() {
-            for (k, v) in &e.labels {
-                let list = lookup.entries.entry(key_of(&[cluster, &e.meta.namespace, k, v])).or_default();
-                // Two of one entry's labels whose keys collide share a list: list it once.
-                if list.last() != Some(&(i as u32)) {
-                    list.push(i as u32);
-                }
-            }
         }
         lookup
     }
@@ -380,19 +371,13 @@ impl ManifestSet {
         &self.services
     }
 
-    /// Every WorkloadEntry, with its cluster.
+    /// Every WorkloadEntry, with its cluster, in manifest order.
     pub fn entries(&self) -> &[(String, WorkloadEntry)] {
         &self.entries
     }
 
-    /// The WorkloadEntries to change (a peer's catalog merged in): lookups are rebuilt after.
-    pub fn entries_mut(&mut self) -> &mut Vec<(String, WorkloadEntry)> {
-        self.lookup = LookupCell::default();
-        &mut self.entries
-    }
-
     fn lookup(&self) -> &Lookup {
-        self.lookup.0.get_or_init(|| Lookup::build(&self.services, &self.entries))
+        self.lookup.0.get_or_init(|| Lookup::build(&self.services))
     }
 
     /// Every cluster's Service `name.namespace`, in manifest order.
@@ -409,23 +394,6 @@ impl ManifestSet {
     /// Whether any cluster has a Service `name.namespace`.
     pub fn service_anywhere(&self, namespace: &str, name: &str) -> bool {
         self.services_named(namespace, name).next().is_some()
-    }
-
-    /// WorkloadEntries a Service's selector matches: same cluster and namespace, labels ⊇ selector.
-    pub fn endpoints_of<'a>(&'a self, cluster: &'a str, service: &'a Service) -> impl Iterator<Item = &'a WorkloadEntry> + 'a {
-        // An entry that matches carries the selector's first label, so that label's list holds
-        // every match; an empty or missing selector matches nothing.
-        let first = service.selector.as_ref().and_then(|sel| sel.iter().next());
-        let positions = first
-            .and_then(|(k, v)| self.lookup().entries.get(&key_of(&[cluster, &service.meta.namespace, k, v])))
-            .map_or(&[][..], |p| p.as_slice());
-        positions.iter().filter_map(move |&i| {
-            let (c, e) = &self.entries[i as usize];
-            let selector = service.selector.as_ref()?;
-            let selects =
-                c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v));
-            selects.then_some(e)
-        })
     }
 
     /// VirtualDestinations a policy's `applyToDestinations` picks (all when empty).
@@ -849,72 +817,6 @@ fn check_duplicates(resources: &[Resource], diags: &mut Diagnostics) {
             ));
         } else {
             seen.insert(key, m);
-        }
-    }
-}
-
-#[cfg(test)]
-mod lookup_tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// Services and WorkloadEntries in two clusters and two namespaces, over a few labels, so
-    /// that selectors overlap, miss, and match across namespaces and clusters they must not.
-    fn manifests(services: &[(u8, u8, u8, Option<u8>)], entries: &[(u8, u8, u8, u8)]) -> String {
-        let mut out = String::from(
-            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {name: c0}\nspec: {locality: {region: r0}}\n---\napiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {name: c1}\nspec: {locality: {region: r1}}\n",
-        );
-        for (i, (c, ns, app, tier)) in services.iter().enumerate() {
-            let tier = tier.map(|t| format!(", tier: t{t}")).unwrap_or_default();
-            out += &format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: n{ns}, labels: {{topology.istio.io/cluster: c{c}}}}}\nspec:\n  selector: {{app: a{app}{tier}}}\n  ports: [{{port: 80}}]\n", c = c % 2, ns = ns % 2, app = app % 3);
-        }
-        for (i, (c, ns, app, tier)) in entries.iter().enumerate() {
-            out += &format!("---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: e{i}, namespace: n{ns}, labels: {{topology.istio.io/cluster: c{c}}}}}\nspec:\n  address: 10.0.0.{i}\n  labels: {{app: a{app}, tier: t{tier}}}\n", c = c % 2, ns = ns % 2, app = app % 3, tier = tier % 2);
-        }
-        out
-    }
-
-    /// What `endpoints_of` answered before it had an index: a scan of every entry.
-    fn scanned<'a>(set: &'a ManifestSet, cluster: &str, service: &Service) -> Vec<&'a str> {
-        let Some(selector) = service.selector.as_ref().filter(|s| !s.is_empty()) else { return Vec::new() };
-        set.entries()
-            .iter()
-            .filter(|(c, e)| {
-                c == cluster && e.meta.namespace == service.meta.namespace && selector.iter().all(|(k, v)| e.labels.get(k) == Some(v))
-            })
-            .map(|(_, e)| e.meta.name.as_str())
-            .collect()
-    }
-
-    fn agrees(set: &ManifestSet) -> Result<(), TestCaseError> {
-        for (_, svc) in set.services() {
-            for cluster in ["c0", "c1"] {
-                let indexed: Vec<&str> = set.endpoints_of(cluster, svc).map(|e| e.meta.name.as_str()).collect();
-                prop_assert_eq!(indexed, scanned(set, cluster, svc), "Service {} in {}", svc.meta.name, cluster);
-            }
-            let named: Vec<&str> = set.services_named(&svc.meta.namespace, &svc.meta.name).map(|(c, _)| c.as_str()).collect();
-            prop_assert_eq!(named.len(), 1, "each generated Service name is unique");
-        }
-        Ok(())
-    }
-
-    proptest! {
-        #[test]
-        fn indexed_lookups_answer_as_a_scan_would_and_follow_changes(
-            services in proptest::collection::vec((0u8..2, 0u8..2, 0u8..3, proptest::option::of(0u8..2)), 1..8),
-            entries in proptest::collection::vec((0u8..2, 0u8..2, 0u8..3, 0u8..2), 0..24),
-        ) {
-            let accepted = crate::from_sources(&[("m.yaml".to_string(), manifests(&services, &entries))])
-                .map_err(|r| TestCaseError::fail(format!("{:?}", r.into_diagnostics())))?;
-            let mut set = accepted.into_set();
-            prop_assert_eq!(set.entries().len(), entries.len());
-            agrees(&set)?;
-            // As a peer merge does: entries change after lookups were made.
-            set.entries_mut().retain(|(c, _)| c == "c0");
-            agrees(&set)?;
-            let copy = set.clone();
-            agrees(&copy)?;
         }
     }
 }

@@ -245,22 +245,6 @@ pub(crate) fn read_workload_entry(spec: &Obj<'_>, meta: Meta) -> Option<Workload
     address.map(|address| WorkloadEntry { meta, address, ports, labels, locality, network, weight: weight.max(1) })
 }
 
-/// Resolves a target port of a Service port to a WorkloadEntry's port.
-pub fn entry_port(entry: &WorkloadEntry, service_port: &ServicePort) -> Option<u16> {
-    match &service_port.target_port {
-        Some(PortRef::Number(n)) => Some(*n),
-        Some(PortRef::Name(name)) => entry.ports.get(name).copied(),
-        None => {
-            if !service_port.name.is_empty() {
-                if let Some(p) = entry.ports.get(&service_port.name) {
-                    return Some(*p);
-                }
-            }
-            Some(service_port.port)
-        }
-    }
-}
-
 /// Position of a resource, for messages about it.
 pub fn pos_of(meta: &Meta) -> Pos {
     meta.pos

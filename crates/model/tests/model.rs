@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use veer_model::diag::{Diagnostic, Severity};
 use veer_model::from_sources;
+use veer_model::inventory::Inventory;
+use veer_model::resolve::View;
 use veer_model::yaml::MAX_DEPTH;
 
 // === helpers ===
@@ -866,7 +868,8 @@ fn gateway_ports_give_each_listener_port_its_own_socket() {
     assert_eq!(l.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9000", "127.0.0.1:9443"]);
     assert_eq!(l.ports.into_iter().collect::<Vec<_>>(), vec![(80, 0), (8443, 2), (9000, 1)]);
     // `veer explain` says which socket serves a route.
-    let c = veer_model::resolve::resolve(accepted.set(), "c.example.com", None, "edge", "").expect("resolves");
+    let inventory = Inventory::from_manifests(accepted.set());
+    let c = veer_model::resolve::resolve(View::new(accepted.set(), &inventory), "c.example.com", None, "edge", "").expect("resolves");
     assert!(
         c.notes
             .iter()
@@ -960,7 +963,8 @@ fn listener_hostnames_intersect_as_gateway_api_says() {
 fn a_down_flag_that_matches_no_endpoint_is_an_error_naming_it() {
     use veer_model::explain::{apply_down, Down, DownError};
     let set = from_sources(&[("p.yaml".into(), PORTS.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
-    let mut dest = veer_model::resolve::resolve(&set, "c.example.com", None, "edge", "").expect("resolves");
+    let inventory = Inventory::from_manifests(&set);
+    let mut dest = veer_model::resolve::resolve(View::new(&set, &inventory), "c.example.com", None, "edge", "").expect("resolves");
     let err = apply_down(&mut dest, &[Down::Cluster("west".into())]).expect_err("no endpoint in west");
     assert_eq!(err, DownError::NoEndpointInCluster { cluster: "west".into(), host: "c.example.com".into() });
     assert_eq!(err.to_string(), "--down cluster=west: no endpoint of c.example.com is in cluster west");
@@ -1036,6 +1040,8 @@ fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
     use veer_model::resolve::{destinations, resolve_key, DestinationKind};
     let accepted = from_sources(&[("s.yaml".into(), SERVED.into())]).unwrap_or_else(|r| panic!("{r}"));
     let set = accepted.set();
+    let inventory = Inventory::from_manifests(set);
+    let view = View::new(set, &inventory);
     let west = destinations(set, "west");
     let names: Vec<&str> = west.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(
@@ -1066,11 +1072,11 @@ fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
     assert_eq!(vd.request_hosts(), vec!["go.demo.global", "go.demo.mesh"], "only a Service has search-path names");
     // Every key resolves to the destination it names.
     for key in &west {
-        let d = resolve_key(set, key, "west").unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        let d = resolve_key(view, key, "west").unwrap_or_else(|e| panic!("{}: {e}", key.name));
         assert_eq!(d.host, key.host, "{}", key.name);
         assert_eq!(d.port, key.port.unwrap_or(80), "{}", key.name);
     }
-    let role = |k: &veer_model::resolve::DestinationKey<'_>| resolve_key(set, k, "west").expect("resolves").sources[0].role.clone();
+    let role = |k: &veer_model::resolve::DestinationKey<'_>| resolve_key(view, k, "west").expect("resolves").sources[0].role.clone();
     assert!(role(&west[2]).contains("rule at line 41"), "{}", role(&west[2]));
     assert!(role(rule).contains("rule at line 42"), "the rule of the key, not the route's first: {}", role(rule));
     // East has no Gateway the routes attach to.
@@ -1078,7 +1084,7 @@ fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
     assert!(east.iter().all(|n| !n.starts_with("shop.demo")), "{east:?}");
     assert_eq!(east.len(), 4, "{east:?}");
     // `veer explain` of an unknown host lists the hosts of the same keys.
-    let err = veer_model::resolve::resolve(set, "nope.demo", None, "west", "").expect_err("unknown");
+    let err = veer_model::resolve::resolve(view, "nope.demo", None, "west", "").expect_err("unknown");
     assert_eq!(
         err.to_string(),
         "no destination serves host \"nope.demo\"; known hosts: echo.demo.svc.cluster.local, go.demo.global, go.demo.mesh, shop.demo, shop.example"
@@ -1099,7 +1105,8 @@ fn a_failover_service_is_one_destination_at_its_port() {
         ("reviews-failover.bookinfo.global:9080", "reviews-failover.bookinfo.global", Some(9080))
     );
     assert!(fs[0].aliases.is_empty());
-    assert_eq!(resolve_key(&set, fs[0], &cluster).expect("resolves").rule, veer_core::priority::PriorityRule::Tiers);
+    let inventory = Inventory::from_manifests(&set);
+    assert_eq!(resolve_key(View::new(&set, &inventory), fs[0], &cluster).expect("resolves").rule, veer_core::priority::PriorityRule::Tiers);
 }
 
 // === outlier detection that can never eject ===
@@ -1111,16 +1118,18 @@ fn example(path: &str) -> (String, String) {
 /// The warnings `veer validate` gives about a max-ejection-percent cap below one endpoint.
 fn cap_warnings(sources: &[(String, String)]) -> Vec<String> {
     let accepted = from_sources(sources).unwrap_or_else(|r| panic!("{r}"));
-    veer_model::ejection::warnings(accepted.set()).iter().map(ToString::to_string).collect()
+    let inventory = Inventory::from_manifests(accepted.set());
+    veer_model::ejection::warnings(View::new(accepted.set(), &inventory)).iter().map(ToString::to_string).collect()
 }
 
 /// The fewest endpoints any client cluster sees for `host`.
 fn fewest_endpoints(sources: &[(String, String)], host: &str, port: Option<u16>) -> usize {
     let set = from_sources(sources).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let inventory = Inventory::from_manifests(&set);
     let clusters: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
     clusters
         .iter()
-        .filter_map(|c| veer_model::resolve::resolve(&set, host, port, c, "/test").ok())
+        .filter_map(|c| veer_model::resolve::resolve(View::new(&set, &inventory), host, port, c, "/test").ok())
         .map(|d| d.endpoints.len())
         .min()
         .expect("resolves")

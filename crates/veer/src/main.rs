@@ -21,6 +21,8 @@ mod status_cmd;
 use veer_core::topology::Labels;
 use veer_model::diag::Severity;
 use veer_model::explain::{apply_down, explain, render_table, Down};
+use veer_model::inventory::Inventory;
+use veer_model::resolve::View;
 
 #[derive(Parser)]
 #[command(name = "veer", version, about = "Multi-cluster service failover that explains itself")]
@@ -367,7 +369,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let mut diagnostics = loaded.diagnostics;
             // Needs every destination resolved for every client, so validate alone runs it.
-            veer_model::ejection::warnings(&loaded.set).into_iter().for_each(|d| diagnostics.push(d));
+            let inventory = Inventory::from_manifests(&loaded.set);
+            veer_model::ejection::warnings(View::new(&loaded.set, &inventory)).into_iter().for_each(|d| diagnostics.push(d));
             let diags = diagnostics.into_sorted();
             let (mut errors, mut warnings, mut ignored) = (0, 0, 0);
             for d in &diags {
@@ -413,7 +416,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (host, port) = split_host(&host)?;
             let extra: Labels = labels.into_iter().collect();
             let client = veer_model::resolve::client(&set, &from, &extra).map_err(|e| e.to_string())?;
-            let mut dest = veer_model::resolve::resolve(&set, &host, port, &from, &path).map_err(|e| e.to_string())?;
+            let inventory = Inventory::from_manifests(&set);
+            let mut dest =
+                veer_model::resolve::resolve(View::new(&set, &inventory), &host, port, &from, &path).map_err(|e| e.to_string())?;
             apply_down(&mut dest, &down).map_err(|e| e.to_string())?;
             let report = explain(&dest, &client);
             match output {

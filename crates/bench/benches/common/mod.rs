@@ -6,7 +6,8 @@ use veer_bench::{cluster_name, service_host, world, Scale};
 use veer_core::table::{self, Table};
 use veer_core::topology::{Client, Health, Labels};
 use veer_gateway::snapshot::{Snapshot, Unhealthy};
-use veer_model::resolve::{self, Destination};
+use veer_model::inventory::Inventory;
+use veer_model::resolve::{self, Destination, View};
 use veer_model::set::ManifestSet;
 
 /// The node whose snapshot is built, and the cluster that fails.
@@ -17,6 +18,8 @@ pub struct Prepared {
     pub scale: Scale,
     pub sources: Vec<(String, String)>,
     pub set: ManifestSet,
+    /// The set's WorkloadEntries, as a node without peers routes to them.
+    pub inventory: Inventory,
     pub clients: Vec<Client>,
     pub dests: Vec<Destination>,
     /// Snapshot destination key -> endpoint keys in the failed cluster.
@@ -29,10 +32,11 @@ pub fn prepare(scale: Scale) -> Prepared {
         Ok(accepted) => accepted.into_set(),
         Err(rejected) => panic!("the generated mesh has errors: {:?}", rejected.errors().next().map(ToString::to_string)),
     };
+    let inventory = Inventory::from_manifests(&set);
     let clients: Vec<Client> =
         (0..scale.clusters).map(|c| resolve::client(&set, &cluster_name(c), &Labels::new()).expect("client")).collect();
     let dests: Vec<Destination> = (0..scale.services)
-        .map(|s| resolve::resolve(&set, &service_host(s), Some(80), &cluster_name(NODE), "").expect("resolves"))
+        .map(|s| resolve::resolve(View::new(&set, &inventory), &service_host(s), Some(80), &cluster_name(NODE), "").expect("resolves"))
         .collect();
     let failed = cluster_name(FAILED);
     let mut down = Unhealthy::new();
@@ -43,7 +47,7 @@ pub fn prepare(scale: Scale) -> Prepared {
         }
     }
     assert!(!down.is_empty(), "the failed cluster runs no service");
-    Prepared { scale, sources, set, clients, dests, down }
+    Prepared { scale, sources, set, inventory, clients, dests, down }
 }
 
 pub fn issue() -> &'static Prepared {
@@ -68,7 +72,7 @@ pub fn tables_all_clients(p: &Prepared) -> Vec<Vec<Table>> {
 }
 
 pub fn snapshot(p: &Prepared, node: usize, unhealthy: &Unhealthy) -> Snapshot {
-    Snapshot::build(&p.set, &cluster_name(node), &Labels::new(), unhealthy, 1).expect("snapshot")
+    Snapshot::build(View::new(&p.set, &p.inventory), &cluster_name(node), &Labels::new(), unhealthy, 1).expect("snapshot")
 }
 
 pub fn snapshot_all_nodes(p: &Prepared) -> Vec<Snapshot> {

@@ -1,5 +1,6 @@
 //! The catalog a node serves its peers (its own cluster's endpoints and their health as its own
-//! checks see them), and how a node merges what its peers send into the manifests it routes by.
+//! checks see them), and how what its peers send replaces their clusters' endpoints in the
+//! inventory it routes by.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -7,10 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use veer_core::topology::Locality;
-use veer_model::diag::Pos;
-use veer_model::meta::Meta;
+use veer_model::inventory::{EndpointKind, EndpointRecord, EndpointSource, Inventory};
 use veer_model::set::ManifestSet;
-use veer_model::topology::WorkloadEntry;
 
 /// One cluster's endpoints as its node announces them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,27 +65,10 @@ pub enum WatchLine {
 // === impl Catalog ===
 
 impl Catalog {
-    /// The catalog of `cluster` from its manifests, with the endpoint keys its checks hold down.
-    pub fn local(set: &ManifestSet, cluster: &str, generation: u64, unhealthy: BTreeSet<String>) -> Catalog {
-        let entries = set
-            .entries()
-            .iter()
-            .filter(|(c, _)| c == cluster)
-            .map(|(_, e)| CatalogEntry {
-                namespace: e.meta.namespace.clone(),
-                name: e.meta.name.clone(),
-                address: e.address,
-                ports: e.ports.clone(),
-                labels: e.labels.clone(),
-                locality: e.locality.as_ref().map(|l| WireLocality {
-                    region: l.region.clone(),
-                    zone: l.zone.clone(),
-                    subzone: l.subzone.clone(),
-                }),
-                network: e.network.clone(),
-                weight: e.weight,
-            })
-            .collect();
+    /// The catalog of `cluster` from its endpoints in `inventory`, with the endpoint keys its
+    /// checks hold down.
+    pub fn local(inventory: &Inventory, cluster: &str, generation: u64, unhealthy: BTreeSet<String>) -> Catalog {
+        let entries = inventory.get(cluster).map_or_else(Vec::new, |l| l.records().iter().map(CatalogEntry::from_record).collect());
         Catalog { cluster: cluster.to_string(), generation, entries, unhealthy }
     }
 
@@ -99,23 +81,38 @@ impl Catalog {
     pub fn has_address(&self, ip: IpAddr) -> bool {
         self.entries.iter().any(|e| e.address == ip)
     }
+
+    /// Whether `records` are exactly this catalog's entries, in order.
+    fn lists(&self, records: &[EndpointRecord]) -> bool {
+        self.entries.len() == records.len() && self.entries.iter().zip(records).all(|(e, r)| e.describes(r))
+    }
 }
 
 impl CatalogEntry {
-    fn to_workload_entry(&self, cluster: &str) -> WorkloadEntry {
-        let mut labels = BTreeMap::new();
-        labels.insert("topology.istio.io/cluster".to_string(), cluster.to_string());
-        WorkloadEntry {
-            meta: Meta {
-                kind: "WorkloadEntry",
-                api_version: "networking.istio.io/v1".into(),
-                name: self.name.clone(),
-                namespace: self.namespace.clone(),
-                labels,
-                file: Arc::from(format!("peer:{cluster}").as_str()),
-                pos: Pos::default(),
-                created: None,
-            },
+    fn from_record(r: &EndpointRecord) -> CatalogEntry {
+        CatalogEntry {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            address: r.address,
+            ports: r.ports.clone(),
+            labels: r.labels.clone(),
+            locality: r.locality.as_ref().map(|l| WireLocality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                subzone: l.subzone.clone(),
+            }),
+            network: r.network.clone(),
+            weight: r.weight,
+        }
+    }
+
+    /// The endpoint as the receiving node routes to it. Announced entries are WorkloadEntries
+    /// of the announcing node's own.
+    fn to_record(&self) -> EndpointRecord {
+        EndpointRecord {
+            kind: EndpointKind::WorkloadEntry,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
             address: self.address,
             ports: self.ports.clone(),
             labels: self.labels.clone(),
@@ -128,21 +125,53 @@ impl CatalogEntry {
             weight: self.weight,
         }
     }
+
+    /// Whether `r` is this entry, without building one to compare.
+    fn describes(&self, r: &EndpointRecord) -> bool {
+        let same_locality = match (&self.locality, &r.locality) {
+            (None, None) => true,
+            (Some(w), Some(l)) => w.region == l.region && w.zone == l.zone && w.subzone == l.subzone,
+            _ => false,
+        };
+        r.kind == EndpointKind::WorkloadEntry
+            && self.namespace == r.namespace
+            && self.name == r.name
+            && self.address == r.address
+            && self.ports == r.ports
+            && self.labels == r.labels
+            && same_locality
+            && self.network == r.network
+            && self.weight == r.weight
+    }
 }
 
-/// The manifests a meshed node routes by: its own files, except that every other cluster's
-/// endpoints are exactly what that cluster's node announced (none before it has spoken, none
-/// once its data is forgotten), so a node never routes to endpoints nobody vouches for.
-pub fn merge(local: &ManifestSet, own_cluster: &str, peers: &BTreeMap<String, Arc<Catalog>>) -> ManifestSet {
-    let mut set = local.clone();
-    set.entries_mut().retain(|(c, _)| c == own_cluster);
-    for (cluster, catalog) in peers {
-        if cluster == own_cluster || local.cluster(cluster).is_none() {
-            continue;
+/// Brings a meshed node's inventory in line with its peers: every cluster the manifests define,
+/// but its own, has exactly what that cluster's node announced (nothing before it has spoken,
+/// nothing once it is forgotten, nothing from this node's files), so a node never routes to
+/// endpoints nobody vouches for. A catalog replaces its cluster's list; a cluster whose
+/// announced endpoints are already listed keeps its list, index and all. Returns whether any
+/// list changed.
+pub fn apply_peers(inventory: &mut Inventory, set: &ManifestSet, own: &str, peers: &BTreeMap<String, Arc<Catalog>>) -> bool {
+    let routed = |cluster: &str| cluster != own && set.cluster(cluster).is_some();
+    let mut changed = false;
+    inventory.retain(|cluster, _| {
+        let keep = cluster == own || (routed(cluster) && peers.contains_key(cluster));
+        changed |= !keep;
+        keep
+    });
+    for (cluster, catalog) in peers.iter().filter(|(c, _)| routed(c)) {
+        let listed =
+            inventory.get(cluster).is_some_and(|l| matches!(l.source(), EndpointSource::Peer { .. }) && catalog.lists(l.records()));
+        if !listed {
+            inventory.replace(
+                cluster,
+                EndpointSource::Peer { generation: catalog.generation },
+                catalog.entries.iter().map(CatalogEntry::to_record).collect(),
+            );
+            changed = true;
         }
-        set.entries_mut().extend(catalog.entries.iter().map(|e| (cluster.clone(), e.to_workload_entry(cluster))));
     }
-    set
+    changed
 }
 
 #[cfg(test)]
@@ -176,7 +205,7 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
 
     #[test]
     fn local_catalog_holds_only_the_own_cluster() {
-        let c = Catalog::local(&set(), "c2", 7, BTreeSet::from(["127.0.2.1:80".to_string()]));
+        let c = Catalog::local(&Inventory::from_manifests(&set()), "c2", 7, BTreeSet::from(["127.0.2.1:80".to_string()]));
         assert_eq!(c.entries.len(), 1);
         assert_eq!(c.entries[0].name, "b");
         assert_eq!(c.entries[0].weight, 3);
@@ -184,23 +213,38 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
         assert!(!c.has_address("127.0.1.1".parse().unwrap()));
     }
 
+    /// Each cluster's list: its source and the names of its endpoints.
+    fn lists(inventory: &Inventory) -> Vec<(&str, EndpointSource, Vec<&str>)> {
+        inventory.clusters().map(|(c, l)| (c, l.source().clone(), l.records().iter().map(|r| r.name.as_str()).collect())).collect()
+    }
+
     #[test]
-    fn merge_replaces_remote_entries_with_what_peers_announce() {
+    fn peers_replace_remote_endpoints_with_what_they_announce() {
         let s = set();
         // No peer has spoken: only the own cluster's endpoints remain.
-        let none = merge(&s, "c1", &BTreeMap::new());
-        assert_eq!(none.entries().iter().map(|(c, e)| (c.as_str(), e.meta.name.as_str())).collect::<Vec<_>>(), vec![("c1", "a")]);
+        let mut inventory = Inventory::from_manifests(&s);
+        assert!(apply_peers(&mut inventory, &s, "c1", &BTreeMap::new()));
+        assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
         // c2 announces its endpoint (through the wire format).
-        let announced = Catalog::local(&s, "c2", 1, BTreeSet::new());
+        let announced = Catalog::local(&Inventory::from_manifests(&s), "c2", 1, BTreeSet::new());
         let line = serde_json::to_string(&WatchLine::Catalog(announced.clone())).unwrap();
         let WatchLine::Catalog(back) = serde_json::from_str(&line).unwrap() else { panic!("not a catalog") };
         assert_eq!(back, announced);
-        let merged = merge(&s, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(back))]));
-        let b = merged.entries().iter().find(|(c, _)| c == "c2").map(|(_, e)| e).expect("c2's entry");
-        assert_eq!((b.address.to_string().as_str(), b.weight, &*b.meta.file), ("127.0.2.1", 3, "peer:c2"));
+        let peers = BTreeMap::from([("c2".to_string(), Arc::new(back))]);
+        assert!(apply_peers(&mut inventory, &s, "c1", &peers));
+        let c2 = inventory.get("c2").expect("c2's list");
+        assert_eq!(c2.source(), &EndpointSource::Peer { generation: 1 });
+        let b = &c2.records()[0];
+        assert_eq!((b.address.to_string().as_str(), b.weight, b.name.as_str()), ("127.0.2.1", 3, "b"));
+        // The same endpoints again (a health change, a later generation): nothing to redo.
+        let again = Catalog { generation: 2, unhealthy: BTreeSet::from(["127.0.2.1:80".to_string()]), ..announced.clone() };
+        assert!(!apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(again))])));
+        // The peer is forgotten: its endpoints go.
+        assert!(apply_peers(&mut inventory, &s, "c1", &BTreeMap::new()));
+        assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
         // An announcement from a cluster the manifests do not define is not routed to.
         let rogue = Catalog { cluster: "c9".into(), ..announced };
-        let merged = merge(&s, "c1", &BTreeMap::from([("c9".to_string(), Arc::new(rogue))]));
-        assert!(merged.entries().iter().all(|(c, _)| c == "c1"));
+        apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c9".to_string(), Arc::new(rogue))]));
+        assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
     }
 }

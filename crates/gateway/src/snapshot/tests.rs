@@ -1,4 +1,6 @@
 use super::*;
+use veer_model::inventory::Inventory;
+use veer_model::set::ManifestSet;
 
 const WORLD: &str = "
 apiVersion: veer.io/v1alpha1
@@ -52,7 +54,7 @@ fn get(path: &str) -> http::Request<()> {
 
 fn snapshot(unhealthy: &Unhealthy) -> Snapshot {
     let set = veer_model::from_sources(&[("world.yaml".into(), WORLD.into())]).unwrap_or_else(|r| panic!("{r}")).into_set();
-    Snapshot::build(&set, "west", &Labels::new(), unhealthy, 1).expect("snapshot")
+    Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), unhealthy, 1).expect("snapshot")
 }
 
 #[test]
@@ -108,7 +110,9 @@ fn set_of(text: &str) -> ManifestSet {
 }
 
 fn reload(previous: &Snapshot, text: &str, unhealthy: &Unhealthy) -> Snapshot {
-    Snapshot::build_after(previous, &set_of(text), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1)
+    let set = set_of(text);
+    let inventory = Inventory::from_manifests(&set);
+    Snapshot::build_after(previous, View::new(&set, &inventory), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1)
         .expect("snapshot")
 }
 
@@ -223,7 +227,8 @@ spec:
 #[test]
 fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
     let set = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{ROUTES}"))]).unwrap_or_else(|r| panic!("{r}")).into_set();
-    let s = Snapshot::build(&set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let s =
+        Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
     let key = |host: &str, req: &http::Request<()>| s.route(GATEWAY, host, req).map(|d| d.key.to_string());
     let with_v2 = http::Request::get("/x").header("X-V", "2").body(()).expect("request");
     // Two rules of two routes share the key `shop.demo/`: the later one is told apart.
@@ -237,7 +242,8 @@ fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
     assert_eq!(key("x.wild.demo", &get("/")), Err(Miss::NoHost), "wildcard hostnames are not served");
     assert!(s.destinations.iter().filter(|d| d.key.starts_with("shop.demo")).count() == 4, "one destination per rule");
     // The Gateway is west's: east's node has no listener the routes attach to.
-    let east = Snapshot::build(&set, "east", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let east =
+        Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "east", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
     assert_eq!(east.route(GATEWAY, "shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoHost));
     assert!(east.route(GATEWAY, "echo.demo", &get("/")).is_ok(), "service names are the mesh's, served on every node");
 }
@@ -246,7 +252,8 @@ fn http_routes_are_tried_in_gateway_api_order_and_misses_say_why() {
 fn a_host_whose_rules_all_miss_is_a_rule_miss() {
     let only = ROUTES.replace("  - backendRefs: [{name: echo, port: 80}]\n", "");
     let set = veer_model::from_sources(&[("world.yaml".into(), format!("{WORLD}{only}"))]).unwrap_or_else(|r| panic!("{r}")).into_set();
-    let s = Snapshot::build(&set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let s =
+        Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
     assert_eq!(s.route(GATEWAY, "shop.demo", &get("/x")).map(|d| d.key.to_string()), Err(Miss::NoRule));
     assert!(s.route(GATEWAY, "shop.demo", &get("/only")).is_ok());
 }
@@ -297,7 +304,8 @@ fn each_socket_serves_the_routes_of_its_gateway_port_and_the_gateway_the_mesh_na
     let world = WORLD.replace("metadata: {name: west}\nspec: {locality: {region: us-west, zone: a}}", "metadata: {name: west}\nspec:\n  locality: {region: us-west, zone: a}\n  gateway: {address: 127.0.0.1:8080, ports: {'80': 127.0.0.1:8080, '8443': 127.0.0.1:9443}}");
     let set =
         veer_model::from_sources(&[("world.yaml".into(), format!("{world}---{TWO_PORTS}"))]).unwrap_or_else(|r| panic!("{r}")).into_set();
-    let s = Snapshot::build(&set, "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
+    let s =
+        Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), &Unhealthy::new(), 1).expect("snapshot");
     let internal = 1;
     assert_eq!(s.listeners.extra.iter().map(ToString::to_string).collect::<Vec<_>>(), vec!["127.0.0.1:9443"]);
     let key = |socket: usize, host: &str| s.route(socket, host, &get("/")).map(|d| d.key.to_string());
@@ -321,7 +329,7 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
     // West (P0) has nothing healthy, east (P1) one of two: both below 60%.
     let mut down = Unhealthy::new();
     down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into(), "127.0.0.2:80".into()]);
-    let s = Snapshot::build(&set, "west", &Labels::new(), &down, 1).expect("snapshot");
+    let s = Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), &down, 1).expect("snapshot");
     let d = s.route(0, "echo.demo", &get("/")).expect("route");
     assert!(d.table.load.total_panic, "{:?}", d.table.load);
     assert_eq!(d.table.load.healthy, vec![34, 66]);
