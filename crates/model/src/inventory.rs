@@ -27,14 +27,6 @@ pub enum EndpointKind {
     WorkloadEntry,
 }
 
-impl std::fmt::Display for EndpointKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EndpointKind::WorkloadEntry => "WorkloadEntry",
-        })
-    }
-}
-
 /// One endpoint: an instance, its ports and labels, whatever source listed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointRecord {
@@ -87,6 +79,15 @@ impl EndpointRecord {
             locality: e.locality.clone(),
             network: e.network.clone(),
             weight: e.weight,
+        }
+    }
+
+    /// Where this endpoint came from, after `of` (the resource that selected it), as `veer
+    /// explain` prints it. One literal per kind: a snapshot formats this for every endpoint, and
+    /// formatting the kind as an argument instead cost 2% of building one.
+    pub fn origin(&self, of: &str) -> String {
+        match self.kind {
+            EndpointKind::WorkloadEntry => format!("{of}; WorkloadEntry {}/{}", self.namespace, self.name),
         }
     }
 

@@ -282,7 +282,7 @@ fn service_endpoints(view: View<'_>, cluster: &str, service: &Service, service_p
                 health: Health::Healthy,
                 tier: None,
                 group_weight: None,
-                origin: format!("{origin}; {} {}/{}", e.kind, e.namespace, e.name),
+                origin: e.origin(origin),
             })
         })
         .collect()
