@@ -17,8 +17,13 @@
 //!   header fields of the east-west protocol.
 //! - [`shared`]: what every connection of a node shares (the snapshot, clients, the outcome
 //!   channel), and each worker's own upstream clients.
-//! - [`body`]: the body types on both sides, and responses veer writes itself.
-//! - [`clock`]: the crate's one clock and randomness source.
+//! - [`responses`]: what a client receives: an upstream's body passed on, or an answer veer
+//!   writes itself, each mapped from why in this one place.
+//! - [`failure`]: what a failed try ended as, read off the error that ended it (veer-core
+//!   classifies it).
+//! - [`remote`]: peer clusters as the snapshot needs them (links, which endpoints are down).
+//! - [`body`]: the body types on both sides.
+//! - [`clock`]: the node's one clock and randomness source (control, node and `veer` re-export it).
 //! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`metrics`]: the request path's metrics, on the node's registry.
 
