@@ -75,7 +75,7 @@ const NR_OPEN: u64 = 1 << 20;
 
 /// The client connections a node may hold by default under a file limit of `soft` (`None`:
 /// unlimited): half of it, since each client with a request in flight holds an upstream
-/// connection too, and at least [`FILE_RESERVE`] files for the rest. Under a very low limit a
+/// connection too, and at least `FILE_RESERVE` (256) files for the rest. Under a very low limit a
 /// quarter still goes to clients, so the node serves something.
 pub fn max_connections_for(soft: Option<u64>) -> usize {
     let soft = soft.unwrap_or(NR_OPEN).min(NR_OPEN);

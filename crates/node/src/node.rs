@@ -166,7 +166,7 @@ pub struct Node {
 impl Node {
     /// Loads and checks the manifests, then starts serving. Manifest errors are returned with
     /// their locations, one per line; with a state directory holding a set that passes, the
-    /// node serves that instead (see [`start_from`]).
+    /// node serves that instead (see `start_from`).
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         wait_for_writers(&cfg.files).await;
         let (set, baseline, from_state) = start_from(&cfg)?;

@@ -52,7 +52,7 @@ struct Cluster {
 
 impl Lab {
     /// Creates namespace `veer<pid>-<n>-hub` holding bridge `br0`, and `veer<pid>-<n>-<name>` per name,
-    /// each with `lo` up and `eth0` (10.<subnet>.0.<index + 1>/24) wired to the bridge.
+    /// each with `lo` up and `eth0` (`10.<subnet>.0.<index + 1>/24`) wired to the bridge.
     ///
     /// Names are non-empty, at most 32 ASCII letters, digits, `-` or `_`, distinct, not `hub`,
     /// and at most 250 of them. Fails with "network namespaces cannot be created here: …" when

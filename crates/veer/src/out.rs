@@ -17,17 +17,17 @@ pub fn write(text: std::fmt::Arguments<'_>) -> Result<(), String> {
     }
 }
 
-/// `print!` through [`write`]: evaluates to `Result<(), String>`.
+/// `print!` through [`write()`]: evaluates to `Result<(), String>`.
 macro_rules! out {
     ($($arg:tt)*) => { $crate::out::write(format_args!($($arg)*)) };
 }
 
-/// `println!` through [`write`]: evaluates to `Result<(), String>`.
+/// `println!` through [`write()`]: evaluates to `Result<(), String>`.
 macro_rules! outln {
     ($($arg:tt)*) => { $crate::out::write(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-/// `println!` for live displays: a closed pipe ends the process quietly (as [`write`] does), and
+/// `println!` for live displays: a closed pipe ends the process quietly (as [`write()`] does), and
 /// any other write error is dropped, since a display has nobody to report it to.
 macro_rules! say {
     () => {{ let _ = $crate::out::write(format_args!("\n")); }};
