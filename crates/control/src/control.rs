@@ -68,12 +68,12 @@ impl std::fmt::Debug for MeshSetup {
 /// Results of probes and health checks, sent back to the loop by the tasks that run them.
 #[derive(Debug)]
 enum Msg {
-    /// What a re-admission probe decided (never [`Readmission::ProbeAgain`]: the probe's task
-    /// tries again itself).
+    /// What a re-admission probe decided: readmit, or eject again for this reason (a probe
+    /// that could not be sent is tried again by its task, and never reported).
     Readmission {
         dest: String,
         endpoint: String,
-        rule: Readmission,
+        rule: Result<(), EjectionReason>,
         detail: String,
     },
     Health {
@@ -357,12 +357,12 @@ impl Control {
         let now = self.now();
         match m {
             Msg::Readmission { dest, endpoint, rule, detail } => {
-                if rule == Readmission::ProbeAgain || !self.pending.remove(&(dest.clone(), endpoint.clone())) {
+                if !self.pending.remove(&(dest.clone(), endpoint.clone())) {
                     return false;
                 }
                 self.touch(&dest);
                 match rule {
-                    Readmission::Readmit => {
+                    Ok(()) => {
                         self.metrics.unejection(&dest, &endpoint);
                         self.events.record(NewEvent::endpoint(
                             EventKind::Unejection,
@@ -371,7 +371,7 @@ impl Control {
                             format!("ejection time over and re-admission probe passed ({detail})"),
                         ));
                     }
-                    Readmission::EjectAgain(why) => {
+                    Err(why) => {
                         if let Some(det) = self.detectors.get_mut(&dest) {
                             let v = det.eject_now(&endpoint, why, now, &mut self.rng);
                             let reason = match &v {
@@ -384,7 +384,6 @@ impl Control {
                             self.events.record(NewEvent::endpoint(EventKind::ReEjection, &dest, &endpoint, reason));
                         }
                     }
-                    Readmission::ProbeAgain => {}
                 }
                 true
             }
@@ -474,7 +473,8 @@ impl Control {
                         tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {detail}; trying again in {PROBE_AGAIN_AFTER:?}");
                         tokio::time::sleep(PROBE_AGAIN_AFTER).await;
                     }
-                    rule => break (rule, detail),
+                    Readmission::Readmit => break (Ok(()), detail),
+                    Readmission::EjectAgain(why) => break (Err(why), detail),
                 }
             };
             let _ = tx.send(Msg::Readmission { dest, endpoint, rule, detail });
