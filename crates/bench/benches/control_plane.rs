@@ -92,7 +92,7 @@ fn reload_unchanged_one_node(b: Bencher) {
 fn cluster_down_incremental_one_node(b: Bencher) {
     let p = issue();
     let base = snapshot(p, NODE, &Unhealthy::new());
-    let changed: std::collections::HashSet<String> = p.down.keys().cloned().collect();
+    let changed: std::collections::HashSet<veer_core::names::DestinationName> = p.down.keys().cloned().collect();
     b.bench(|| base.with_health(&p.down, &changed, 2));
 }
 

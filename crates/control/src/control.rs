@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use veer_core::health::{answer_verdict, failure_verdict, HealthRun, ProbeVerdict, Thresholds, Transition};
+use veer_core::names::{ClusterName, DestinationName, EndpointKey};
 use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Verdict};
 use veer_core::policy::ActiveHealthCheck;
 use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAIN_AFTER, PROBE_TIMEOUT};
@@ -35,7 +36,7 @@ use veer_gateway::snapshot::{Snapshot, Unhealthy};
 #[derive(Clone, Debug)]
 pub struct ControlConfig {
     pub files: Vec<PathBuf>,
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub labels: Labels,
     /// How often [`crate::manifests`] looks at the manifest files besides inotify's wake-ups
     /// (their metadata; their contents are read when it changed, and every 20 looks regardless).
@@ -71,14 +72,14 @@ enum Msg {
     /// What a re-admission probe decided: readmit, or eject again for this reason (a probe
     /// that could not be sent is tried again by its task, and never reported).
     Readmission {
-        dest: String,
-        endpoint: String,
+        dest: DestinationName,
+        endpoint: EndpointKey,
         rule: Result<(), EjectionReason>,
         detail: String,
     },
     Health {
-        dest: String,
-        endpoint: String,
+        dest: DestinationName,
+        endpoint: EndpointKey,
         ok: bool,
         detail: String,
     },
@@ -105,15 +106,15 @@ pub struct Control {
     inventory: Inventory,
     /// What `set` was read from, until `run` hands it to the watcher.
     baseline: Baseline,
-    detectors: HashMap<String, OutlierDetector<String>>,
-    next_sweep: HashMap<String, SweepSchedule>,
+    detectors: HashMap<DestinationName, OutlierDetector<EndpointKey>>,
+    next_sweep: HashMap<DestinationName, SweepSchedule>,
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
-    pending: HashSet<(String, String)>,
-    health: HashMap<(String, String), HealthState>,
-    active: HashMap<String, i64>,
+    pending: HashSet<(DestinationName, EndpointKey)>,
+    health: HashMap<(DestinationName, EndpointKey), HealthState>,
+    active: HashMap<DestinationName, i64>,
     /// Destinations whose health changed since the last snapshot; `None`: rebuild everything
     /// (start, reload).
-    dirty: Option<HashSet<String>>,
+    dirty: Option<HashSet<DestinationName>>,
     generation: u64,
     start: Instant,
     rng: Rng,
@@ -228,9 +229,9 @@ impl Control {
     }
 
     /// Notes that `dest`'s health changed (a full rebuild pending covers it anyway).
-    fn touch(&mut self, dest: &str) {
+    fn touch(&mut self, dest: &DestinationName) {
         if let Some(d) = &mut self.dirty {
-            d.insert(dest.to_string());
+            d.insert(dest.clone());
         }
     }
 
@@ -242,7 +243,7 @@ impl Control {
         let (_stop_watcher, stop) = std::sync::mpsc::channel::<()>();
         let watcher = Watcher::new(
             self.cfg.files.clone(),
-            self.cfg.cluster.clone(),
+            self.cfg.cluster.to_string(),
             self.cfg.labels.clone(),
             self.cfg.reload_every,
             std::mem::take(&mut self.baseline),
@@ -328,13 +329,13 @@ impl Control {
             };
             return self.apply(change);
         }
-        let Some(det) = self.detectors.get_mut(&*o.destination) else { return false };
-        let endpoint = o.endpoint.to_string();
+        let Some(det) = self.detectors.get_mut(&o.destination) else { return false };
         let verdict = if o.decisive {
-            det.eject_now(&endpoint, EjectionReason::ConnectFailure, now, &mut self.rng)
+            det.eject_now(&o.endpoint, EjectionReason::ConnectFailure, now, &mut self.rng)
         } else {
-            det.record(&endpoint, o.outcome, now, &mut self.rng)
+            det.record(&o.endpoint, o.outcome, now, &mut self.rng)
         };
+        let endpoint = o.endpoint.to_string();
         match verdict {
             Verdict::Ejected(e) => {
                 let reason =
@@ -363,11 +364,11 @@ impl Control {
                 self.touch(&dest);
                 match rule {
                     Ok(()) => {
-                        self.metrics.unejection(&dest, &endpoint);
+                        self.metrics.unejection(&dest, &endpoint.to_string());
                         self.events.record(NewEvent::endpoint(
                             EventKind::Unejection,
                             &dest,
-                            &endpoint,
+                            &endpoint.to_string(),
                             format!("ejection time over and re-admission probe passed ({detail})"),
                         ));
                     }
@@ -380,6 +381,7 @@ impl Control {
                                 }
                                 _ => format!("re-admission probe failed ({detail}) but the ejection cap refused a new ejection"),
                             };
+                            let endpoint = endpoint.to_string();
                             self.metrics.ejection(&dest, &endpoint, &format!("{why:?}"));
                             self.events.record(NewEvent::endpoint(EventKind::ReEjection, &dest, &endpoint, reason));
                         }
@@ -398,16 +400,16 @@ impl Control {
                         self.events.record(NewEvent::endpoint(
                             EventKind::HealthCheckPassed,
                             &dest,
-                            &endpoint,
+                            &endpoint.to_string(),
                             format!("{passes} passing checks"),
                         ));
                         if let Some(det) = self.detectors.get_mut(&dest) {
                             if det.uneject_by_health_check(&endpoint, now) {
-                                self.metrics.unejection(&dest, &endpoint);
+                                self.metrics.unejection(&dest, &endpoint.to_string());
                                 self.events.record(NewEvent::endpoint(
                                     EventKind::Unejection,
                                     &dest,
-                                    &endpoint,
+                                    &endpoint.to_string(),
                                     "active health check passed",
                                 ));
                             }
@@ -418,7 +420,7 @@ impl Control {
                         self.events.record(NewEvent::endpoint(
                             EventKind::HealthCheckFailed,
                             &dest,
-                            &endpoint,
+                            &endpoint.to_string(),
                             format!("{failures} failed checks: {detail}"),
                         ));
                         true
@@ -429,8 +431,8 @@ impl Control {
         }
     }
 
-    fn dest_health_check(&self, dest: &str) -> Option<ActiveHealthCheck> {
-        self.shared.snapshot.load().destinations.iter().find(|d| &*d.key == dest).and_then(|d| d.resilience.active_health_check.clone())
+    fn dest_health_check(&self, dest: &DestinationName) -> Option<ActiveHealthCheck> {
+        self.shared.snapshot.load().destinations.iter().find(|d| d.key == *dest).and_then(|d| d.resilience.active_health_check.clone())
     }
 
     /// Runs due sweeps; hosts whose ejection ended get a re-admission probe before they return.
@@ -455,13 +457,13 @@ impl Control {
         changed
     }
 
-    fn spawn_probe(&self, dest: String, endpoint: String) {
+    fn spawn_probe(&self, dest: DestinationName, endpoint: EndpointKey) {
         let snap = self.shared.snapshot.load();
-        let d = snap.destinations.iter().find(|d| *d.key == *dest);
+        let d = snap.destinations.iter().find(|d| d.key == dest);
         let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
         let h2 = d.is_some_and(|d| d.http2);
         let host = d.and_then(|d| d.report.host.clone().into());
-        let via = d.and_then(|d| d.upstreams.iter().find(|u| *u.key == *endpoint)).and_then(|u| u.via.clone());
+        let via = d.and_then(|d| d.upstreams.iter().find(|u| u.key == endpoint)).and_then(|u| u.via.clone());
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -580,10 +582,10 @@ impl Control {
         let mut live_checks = HashSet::new();
         let mut keys = HashSet::new();
         for d in &snap.destinations {
-            let key = d.key.to_string();
+            let key = d.key.clone();
             keys.insert(key.clone());
             let config = d.resilience.outlier.unwrap_or_else(fallback_outlier);
-            let hosts: Vec<String> = d.upstreams.iter().map(|u| u.key.to_string()).collect();
+            let hosts: Vec<EndpointKey> = d.upstreams.iter().map(|u| u.key.clone()).collect();
             match self.detectors.get_mut(&key) {
                 Some(det) if *det.config() == config => det.set_hosts(hosts),
                 _ => {
@@ -592,7 +594,7 @@ impl Control {
             }
             if let Some(check) = &d.resilience.active_health_check {
                 for u in &d.upstreams {
-                    let id = (key.clone(), u.key.to_string());
+                    let id = (key.clone(), u.key.clone());
                     live_checks.insert(id.clone());
                     if !self.health.contains_key(&id) {
                         let task = self.spawn_health_check(
@@ -665,12 +667,7 @@ impl Control {
         let Some(mesh) = &self.cfg.mesh else { return };
         let current = mesh.catalog.borrow().clone();
         let mut next = Catalog::local(&self.inventory, &self.cfg.cluster, current.generation, Default::default());
-        next.unhealthy = unhealthy
-            .values()
-            .flatten()
-            .filter(|k| k.parse::<std::net::SocketAddr>().is_ok_and(|a| next.has_address(a.ip())))
-            .cloned()
-            .collect();
+        next.unhealthy = unhealthy.values().flatten().filter(|k| k.socket().is_some_and(|a| next.has_address(a.ip()))).cloned().collect();
         if next != *current {
             next.generation += 1;
             mesh.catalog.send_replace(Arc::new(next));
@@ -680,14 +677,14 @@ impl Control {
     /// A health-only update: only the destinations in `changed` get new tables (all of them
     /// when a peer cluster's health changed); routes, detectors, budgets and health checks stay
     /// as they are.
-    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<String>, remote_changed: bool) {
+    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<DestinationName>, remote_changed: bool) {
         let old = self.shared.snapshot.load();
         let snap = if remote_changed {
             old.with_remote(unhealthy, self.remote(), self.generation)
         } else {
             old.with_health(unhealthy, changed, self.generation)
         };
-        for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&*d.key)) {
+        for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&d.key)) {
             self.observe(d);
         }
         self.shared.snapshot.store(Arc::new(snap));
@@ -695,14 +692,14 @@ impl Control {
 
     /// Publishes a destination's health and records a move to another priority.
     fn observe(&mut self, d: &veer_gateway::snapshot::DestState) {
-        let key = d.key.to_string();
+        let key = d.key.clone();
         let active = d.active_priority();
         let before = self.active.insert(key.clone(), active);
         self.metrics.set_active_priority(&key, active);
         for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
             self.metrics.set_endpoint_health(
                 &key,
-                &u.key,
+                &u.key.to_string(),
                 &u.cluster,
                 u.priority as u32,
                 e.health != veer_core::topology::Health::Unhealthy,
@@ -729,8 +726,8 @@ impl Control {
 
     fn spawn_health_check(
         &self,
-        dest: String,
-        endpoint: String,
+        dest: DestinationName,
+        endpoint: EndpointKey,
         via: Option<Arc<PeerLink>>,
         check: ActiveHealthCheck,
         h2: bool,
@@ -765,7 +762,7 @@ impl Control {
 #[allow(clippy::too_many_arguments)]
 async fn probe_with(
     shared: &Shared,
-    endpoint: &str,
+    endpoint: &EndpointKey,
     via: Option<&PeerLink>,
     path: &str,
     host: Option<&str>,

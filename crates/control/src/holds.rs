@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
+use veer_core::names::{DestinationName, EndpointKey};
 use veer_core::outlier::EjectionReason;
 
 use crate::mesh::peers::{PeerStatus, Phase};
@@ -27,7 +28,7 @@ pub enum LocalHold {
 #[derive(Debug, Default)]
 pub struct Holds {
     /// Destination key → endpoint key → why this node holds it out.
-    pub local: HashMap<String, HashMap<String, LocalHold>>,
+    pub local: HashMap<DestinationName, HashMap<EndpointKey, LocalHold>>,
     /// Peer clusters' health (empty when not meshed).
     pub remote: RemoteHealth,
 }
@@ -55,7 +56,7 @@ fn reason_text(r: Option<EjectionReason>) -> &'static str {
 
 /// What holds `address` of `cluster` out of destination `dest`, if anything. This node's own
 /// reasons come first: they hold an endpoint out whatever its peer says.
-pub fn held(holds: &Holds, peers: &[PeerStatus], own: &str, dest: &str, cluster: &str, address: &str) -> Option<Held> {
+pub fn held(holds: &Holds, peers: &[PeerStatus], own: &str, dest: &str, cluster: &str, address: &EndpointKey) -> Option<Held> {
     if let Some(h) = holds.local.get(dest).and_then(|m| m.get(address)) {
         return Some(match *h {
             LocalHold::Ejected { until_unix_ms, reason } => Held {
@@ -110,6 +111,10 @@ pub fn note(peers: &[PeerStatus], own: &str, cluster: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn ep(address: &str) -> EndpointKey {
+        address.parse().expect("an ip:port")
+    }
+
     fn peer(cluster: &str, phase: Phase, reachable: bool) -> PeerStatus {
         PeerStatus {
             cluster: cluster.into(),
@@ -131,13 +136,13 @@ mod tests {
             .local
             .entry("d".into())
             .or_default()
-            .insert("10.0.0.1:80".into(), LocalHold::Ejected { until_unix_ms: 5_000, reason: Some(EjectionReason::Consecutive5xx) });
-        holds.local.entry("d".into()).or_default().insert("10.0.0.2:80".into(), LocalHold::HealthCheckFailed);
-        holds.local.entry("d".into()).or_default().insert("10.0.0.3:80".into(), LocalHold::ProbePending);
+            .insert(ep("10.0.0.1:80"), LocalHold::Ejected { until_unix_ms: 5_000, reason: Some(EjectionReason::Consecutive5xx) });
+        holds.local.entry("d".into()).or_default().insert(ep("10.0.0.2:80"), LocalHold::HealthCheckFailed);
+        holds.local.entry("d".into()).or_default().insert(ep("10.0.0.3:80"), LocalHold::ProbePending);
         holds.remote.down.insert("c2".into());
-        holds.remote.unhealthy.insert("c3".into(), ["10.0.3.1:80".to_string()].into_iter().collect());
+        holds.remote.unhealthy.insert("c3".into(), [ep("10.0.3.1:80")].into_iter().collect());
         let peers = [peer("c2", Phase::Unhealthy, false), peer("c3", Phase::Stale, true)];
-        let at = |cluster: &str, address: &str| held(&holds, &peers, "c1", "d", cluster, address);
+        let at = |cluster: &str, address: &str| held(&holds, &peers, "c1", "d", cluster, &ep(address));
         assert_eq!(at("c1", "10.0.0.1:80").map(|h| (h.reason, h.until_unix_ms)), Some(("ejected", Some(5_000))));
         assert!(at("c1", "10.0.0.1:80").is_some_and(|h| h.detail.contains("consecutive 5xx")));
         assert_eq!(at("c1", "10.0.0.2:80").map(|h| h.reason), Some("health_check"));

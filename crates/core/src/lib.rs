@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - [`topology`]: endpoints, localities and the labels that describe where they run.
+//! - [`names`]: the typed names of clusters, destinations and endpoints that key health and metrics.
 //! - [`priority`]: Istio's failoverPriority, locality failover and `distribute` rules that
 //!   turn a client's position into a priority for each endpoint.
 //! - [`load`]: Envoy's priority-load maths (overprovisioning, spill-over, panic).
@@ -21,6 +22,7 @@
 
 pub mod health;
 pub mod load;
+pub mod names;
 pub mod outcome;
 pub mod outlier;
 pub mod pick;

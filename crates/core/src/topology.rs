@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::names::ClusterName;
+
 /// Labels as Kubernetes has them: ordered so output is stable.
 pub type Labels = BTreeMap<String, String>;
 
@@ -41,7 +43,7 @@ pub enum Health {
 /// One instance behind a destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub address: Address,
     /// The instance's own labels plus the topology labels of [`with_topology_labels`].
     pub labels: Labels,
@@ -63,7 +65,7 @@ pub struct Endpoint {
 /// The calling proxy: its cluster, position and labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Client {
-    pub cluster: String,
+    pub cluster: ClusterName,
     pub locality: Locality,
     pub network: String,
     /// Own labels plus topology labels.

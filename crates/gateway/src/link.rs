@@ -15,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use http::header::{self, HeaderName, HeaderValue};
 use rustls::pki_types::ServerName;
+use veer_core::names::{ClusterName, EndpointKey};
 
 use crate::body::Body;
 
@@ -47,7 +48,7 @@ impl std::fmt::Display for LinkError {
 
 /// A peer cluster's east-west gateway as this node reaches it.
 pub struct PeerLink {
-    pub cluster: Arc<str>,
+    pub cluster: ClusterName,
     pub addr: SocketAddr,
     /// The name the peer's certificate must carry.
     server_name: ServerName<'static>,
@@ -74,7 +75,7 @@ impl PeerLink {
         connect_timeout: Duration,
     ) -> Self {
         PeerLink {
-            cluster: Arc::from(cluster),
+            cluster: ClusterName::new(cluster),
             server_name,
             addr,
             tls: TlsConnector::from(client),
@@ -103,7 +104,7 @@ impl PeerLink {
     /// Sends `req` to `endpoint` behind this peer's east-west listener. The request keeps its
     /// authority (Host header, else URI) and names the endpoint this node picked, so priorities
     /// and weights stay exact across the hop; `h2` says the endpoint speaks HTTP/2.
-    pub async fn send_to(&self, endpoint: &str, h2: bool, mut req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
+    pub async fn send_to(&self, endpoint: &EndpointKey, h2: bool, mut req: Request<Body>) -> Result<Response<Incoming>, LinkError> {
         let host =
             req.headers_mut().remove(header::HOST).or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let mut parts = req.uri().clone().into_parts();
@@ -115,7 +116,7 @@ impl PeerLink {
             *req.uri_mut() = uri;
         }
         *req.version_mut() = http::Version::HTTP_2;
-        if let Ok(v) = HeaderValue::from_str(endpoint) {
+        if let Ok(v) = HeaderValue::from_str(&endpoint.to_string()) {
             req.headers_mut().insert(X_VEER_ENDPOINT, v);
         }
         if h2 {

@@ -4,14 +4,16 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use veer_core::names::{ClusterName, EndpointKey};
+
 use crate::link::PeerLink;
 
 /// What the snapshot needs of the mesh: how to reach each peer cluster and which are down.
 #[derive(Debug, Default)]
 pub struct Remote {
     /// The node's own cluster; empty when the node is not meshed.
-    pub own: String,
-    pub links: HashMap<String, Arc<PeerLink>>,
+    pub own: ClusterName,
+    pub links: HashMap<ClusterName, Arc<PeerLink>>,
     pub health: RemoteHealth,
 }
 
@@ -19,7 +21,7 @@ pub struct Remote {
 #[derive(Debug, Default)]
 pub struct RemoteHealth {
     /// Clusters whose endpoints are all unhealthy (gateway unreachable or silent too long).
-    pub down: HashSet<String>,
+    pub down: HashSet<ClusterName>,
     /// Per cluster, endpoint keys its own node holds unhealthy.
-    pub unhealthy: HashMap<String, BTreeSet<String>>,
+    pub unhealthy: HashMap<ClusterName, BTreeSet<EndpointKey>>,
 }

@@ -9,6 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
+use veer_core::names::{ClusterName, DestinationName, EndpointKey};
 
 use crate::body::Body;
 use crate::metrics::{Metrics, RequestCache};
@@ -19,14 +20,14 @@ use crate::upstream::H1Pool;
 /// An outcome the control loop must see: every failure, and a success that ends a run of them.
 #[derive(Clone, Debug)]
 pub struct OutcomeReport {
-    pub destination: Arc<str>,
-    pub endpoint: Arc<str>,
+    pub destination: DestinationName,
+    pub endpoint: EndpointKey,
     pub outcome: veer_core::outlier::Outcome,
     /// A refused connect or a reset: veer ejects on the first one.
     pub decisive: bool,
     /// Set when a peer cluster's gateway could not be reached: (cluster, why). The whole
     /// cluster is down, not this endpoint.
-    pub gateway: Option<(Arc<str>, Arc<str>)>,
+    pub gateway: Option<(ClusterName, Arc<str>)>,
 }
 
 /// Upstream HTTP clients with their keep-alive pools. Each worker thread has its own, so a
@@ -49,22 +50,22 @@ pub struct Upstreams {
 /// One worker's count of tries in flight to each endpoint. Only that worker's requests take
 /// its lock, so it is never contended and no other core writes the counts.
 #[derive(Debug, Default)]
-pub struct TriesInFlight(std::sync::Mutex<crate::FastMap<Box<str>, u32>>);
+pub struct TriesInFlight(std::sync::Mutex<crate::FastMap<EndpointKey, u32>>);
 
 /// Endpoints whose count may stay at zero in [`TriesInFlight`]: below this, an entry is kept
-/// when its last try ends, so steady traffic to an endpoint allocates no key per request.
+/// when its last try ends, so steady traffic to an endpoint touches no reference count per request.
 const KEEP_IDLE_COUNTS: usize = 4096;
 
 impl TriesInFlight {
     /// Counts a try to `endpoint` unless `cap` are already in flight.
-    pub(crate) fn admit<'a>(&'a self, endpoint: &'a str, cap: u32) -> Option<TryPermit<'a>> {
+    pub(crate) fn admit<'a>(&'a self, endpoint: &'a EndpointKey, cap: u32) -> Option<TryPermit<'a>> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match counts.get_mut(endpoint) {
             Some(n) if *n >= cap => return None,
             Some(n) => *n += 1,
             None if cap == 0 => return None,
             None => {
-                counts.insert(Box::from(endpoint), 1);
+                counts.insert(endpoint.clone(), 1);
             }
         }
         Some(TryPermit { tries: self, endpoint })
@@ -74,7 +75,7 @@ impl TriesInFlight {
 /// One try counted in [`TriesInFlight`] until dropped.
 pub(crate) struct TryPermit<'a> {
     tries: &'a TriesInFlight,
-    endpoint: &'a str,
+    endpoint: &'a EndpointKey,
 }
 
 impl Drop for TryPermit<'_> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use veer_core::names::{ClusterName, DestinationName, EndpointKey};
 use veer_core::outcome::FailureRun;
 use veer_core::pick::{Picks, Tried};
 use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
@@ -39,12 +40,12 @@ impl Default for Timeouts {
 /// One upstream endpoint as the request path needs it.
 #[derive(Debug)]
 pub struct Upstream {
-    /// `ip:port` or `host:port`: the key outlier detection and health use.
-    pub key: Arc<str>,
+    /// The key outlier detection and health use: the endpoint's address.
+    pub key: EndpointKey,
     pub authority: http::uri::Authority,
     /// The endpoint's socket address, when it has one (not a DNS name).
     pub socket: Option<std::net::SocketAddr>,
-    pub cluster: Arc<str>,
+    pub cluster: ClusterName,
     /// `cluster` as a response header value, built once.
     pub cluster_header: http::HeaderValue,
     pub priority: usize,
@@ -59,7 +60,7 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct DestState {
     /// `host:port` (plus the path for route rules).
-    pub key: Arc<str>,
+    pub key: DestinationName,
     pub upstreams: Vec<Upstream>,
     pub endpoints: Vec<Endpoint>,
     pub table: Table,
@@ -76,7 +77,7 @@ pub struct DestState {
     pub budget: Arc<RetryBudget>,
     /// The endpoint keys held down when this state was built, sorted: a reload that resolves
     /// the destination as before, with the same ones down, keeps this state as it is.
-    down: Vec<String>,
+    down: Vec<EndpointKey>,
     /// The destination as resolved from the manifests, before health: what a health-only
     /// update rebuilds this state from without resolving the manifests again.
     resolved: Destination,
@@ -171,7 +172,7 @@ pub struct Snapshot {
 }
 
 /// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
-pub type Unhealthy = HashMap<String, Vec<String>>;
+pub type Unhealthy = HashMap<DestinationName, Vec<EndpointKey>>;
 
 /// veer's retry policy when none is configured: retry what is safe on another endpoint,
 /// moving to the next priority once one has failed.
@@ -312,10 +313,10 @@ impl Snapshot {
         let mut snap = Snapshot { generation, ..Snapshot::default() };
         let mut routes: FastMap<String, Vec<Route>> = FastMap::default();
         let before: FastMap<&str, &Arc<DestState>> =
-            previous.map(|p| p.destinations.iter().map(|d| (&*d.key, d)).collect()).unwrap_or_default();
+            previous.map(|p| p.destinations.iter().map(|d| (d.key.as_str(), d)).collect()).unwrap_or_default();
         // A state built for another client or other remote health has other tables.
         let reusable = previous.is_some_and(|p| p.client == client && same_remote(&p.remote, &remote));
-        let state_for = |key: String, dest: Destination| -> Arc<DestState> {
+        let state_for = |key: DestinationName, dest: Destination| -> Arc<DestState> {
             let prev = before.get(key.as_str());
             match prev {
                 Some(p) if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) => Arc::clone(p),
@@ -326,7 +327,7 @@ impl Snapshot {
                    routes: &mut FastMap<String, Vec<Route>>,
                    hosts: &[String],
                    port: Option<u16>,
-                   key: String,
+                   key: DestinationName,
                    dest: Destination| {
             let idx = snap.destinations.len();
             snap.destinations.push(state_for(key, dest));
@@ -389,7 +390,7 @@ impl Snapshot {
     /// The same routes and destinations with new health for the destinations in `changed`; the
     /// others are shared with `self`. This is the update a failure or recovery causes: it
     /// resolves no manifest and rebuilds only the tables that moved.
-    pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<String>, generation: u64) -> Snapshot {
+    pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<DestinationName>, generation: u64) -> Snapshot {
         self.rebuilt(unhealthy, self.remote.clone(), |key| changed.contains(key), generation)
     }
 
@@ -398,13 +399,13 @@ impl Snapshot {
         self.rebuilt(unhealthy, remote, |_| true, generation)
     }
 
-    fn rebuilt(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, rebuild: impl Fn(&str) -> bool, generation: u64) -> Snapshot {
+    fn rebuilt(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, rebuild: impl Fn(&DestinationName) -> bool, generation: u64) -> Snapshot {
         let destinations = self
             .destinations
             .iter()
             .map(|d| {
                 if rebuild(&d.key) {
-                    Arc::new(dest_state(d.key.to_string(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone()))
+                    Arc::new(dest_state(d.key.clone(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone()))
                 } else {
                     d.clone()
                 }
@@ -450,7 +451,7 @@ fn static_header_value(cluster: &str) -> http::HeaderValue {
 
 /// The endpoint keys `unhealthy` holds down for `key`, sorted (the control loop gathers them
 /// from hash maps, in no fixed order).
-fn sorted_down(unhealthy: &Unhealthy, key: &str) -> Vec<String> {
+fn sorted_down(unhealthy: &Unhealthy, key: &DestinationName) -> Vec<EndpointKey> {
     let mut down = unhealthy.get(key).cloned().unwrap_or_default();
     down.sort_unstable();
     down
@@ -467,7 +468,7 @@ fn same_remote(a: &Remote, b: &Remote) -> bool {
 }
 
 fn dest_state(
-    key: String,
+    key: DestinationName,
     resolved: Destination,
     client: &Client,
     unhealthy: &Unhealthy,
@@ -477,10 +478,10 @@ fn dest_state(
     let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
     for e in &mut dest.endpoints {
-        let address = e.address.to_string();
+        let key = EndpointKey::new(e.address.clone());
         let remote_down = e.cluster != remote.own
-            && (remote.health.down.contains(&e.cluster) || remote.health.unhealthy.get(&e.cluster).is_some_and(|u| u.contains(&address)));
-        if remote_down || down.is_some_and(|d| d.contains(&address)) {
+            && (remote.health.down.contains(&e.cluster) || remote.health.unhealthy.get(&e.cluster).is_some_and(|u| u.contains(&key)));
+        if remote_down || down.is_some_and(|d| d.contains(&key)) {
             e.health = Health::Unhealthy;
         }
     }
@@ -494,7 +495,7 @@ fn dest_state(
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let key: Arc<str> = Arc::from(e.address.to_string());
+            let key = EndpointKey::new(e.address.clone());
             let authority = match &e.address {
                 Address::Socket(s) => http::uri::Authority::try_from(s.to_string().as_str()),
                 Address::Dns { host, port } => http::uri::Authority::try_from(format!("{host}:{port}").as_str()),
@@ -510,7 +511,7 @@ fn dest_state(
                 key,
                 authority,
                 socket,
-                cluster: Arc::from(e.cluster.as_str()),
+                cluster: e.cluster.clone(),
                 cluster_header,
                 priority: priority_of[i],
                 via,
@@ -535,7 +536,7 @@ fn dest_state(
     DestState {
         budget,
         down: sorted_down(unhealthy, &key),
-        key: Arc::from(key.as_str()),
+        key,
         upstreams,
         endpoints: dest.endpoints.clone(),
         table,

@@ -95,7 +95,7 @@ pub fn apply_down(dest: &mut Destination, downs: &[Down]) -> Result<(), DownErro
         let mut hit = false;
         for e in &mut dest.endpoints {
             let matches = match d {
-                Down::Cluster(c) => e.cluster == *c,
+                Down::Cluster(c) => e.cluster == c.as_str(),
                 Down::Address(a) => {
                     let full = e.address.to_string();
                     full == *a || matches!(&e.address, Address::Socket(s) if s.ip().to_string() == *a)
@@ -128,7 +128,7 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
     let view = |i: usize, why: String, share: f64| {
         let e = &dest.endpoints[i];
         EndpointView {
-            cluster: e.cluster.clone(),
+            cluster: e.cluster.to_string(),
             address: e.address.to_string(),
             weight: e.weight,
             healthy: e.health != Health::Unhealthy,
@@ -171,7 +171,7 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
     Report {
         host: dest.host.clone(),
         port: dest.port,
-        client: ClientView { cluster: client.cluster.clone(), labels: client.labels.clone() },
+        client: ClientView { cluster: client.cluster.to_string(), labels: client.labels.clone() },
         sources: dest.sources.iter().map(source_view).collect(),
         panic,
         no_healthy_upstream: t.load.no_healthy,

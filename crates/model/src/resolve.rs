@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use veer_core::load::LoadSettings;
+use veer_core::names::{ClusterName, DestinationName};
 use veer_core::outlier::OutlierConfig;
 use veer_core::policy::Resilience;
 use veer_core::priority::{DistributeEntry, FailoverEntry, PriorityRule};
@@ -61,7 +62,7 @@ pub struct DestinationKey<'s> {
     /// Its name in metrics, events and the admin API, unique among the keys of one set:
     /// `host:port`; for a route rule the host and the rule's first path (`shop.example.com/`),
     /// followed by ` (namespace/name rule i)` when an earlier rule already has that name.
-    pub name: String,
+    pub name: DestinationName,
     /// The host it is resolved under: a VirtualDestination's first host, a FailoverService's
     /// hostname, the first host the cluster serves a route on, a Service's
     /// `name.namespace.svc.cluster.local`.
@@ -153,7 +154,7 @@ pub fn client(set: &ManifestSet, cluster: &str, extra: &Labels) -> Result<Client
     };
     labels.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     let labels = with_topology_labels(labels, cluster, &locality, &network);
-    Ok(Client { cluster: cluster.to_string(), locality, network, labels })
+    Ok(Client { cluster: ClusterName::new(cluster), locality, network, labels })
 }
 
 /// Every destination the node of `cluster` serves from `set`, in the order a node tries their
@@ -166,7 +167,7 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
         let Some((host, aliases)) = vd.hosts.split_first() else { continue };
         for p in &vd.ports {
             out.push(DestinationKey {
-                name: format!("{host}:{}", p.number),
+                name: format!("{host}:{}", p.number).into(),
                 host: host.clone(),
                 aliases: aliases.to_vec(),
                 port: Some(p.number),
@@ -176,7 +177,7 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
     }
     for fs in &set.failover_services {
         out.push(DestinationKey {
-            name: format!("{}:{}", fs.hostname, fs.port),
+            name: format!("{}:{}", fs.hostname, fs.port).into(),
             host: fs.hostname.clone(),
             aliases: Vec::new(),
             port: Some(fs.port),
@@ -197,7 +198,7 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
                 names.insert(name.clone());
             }
             out.push(DestinationKey {
-                name,
+                name: name.into(),
                 host: host.to_string(),
                 aliases: aliases.clone(),
                 port: None,
@@ -214,7 +215,7 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
         let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
         for p in &svc.ports {
             out.push(DestinationKey {
-                name: format!("{fqdn}:{}", p.port),
+                name: format!("{fqdn}:{}", p.port).into(),
                 host: fqdn.clone(),
                 aliases: Vec::new(),
                 port: Some(p.port),
@@ -265,6 +266,7 @@ pub fn resolve(view: View<'_>, host: &str, port: Option<u16>, client_cluster: &s
 /// cluster's inventory its selector picks.
 fn service_endpoints(view: View<'_>, cluster: &str, service: &Service, service_port: &ServicePort, origin: &str) -> Vec<Endpoint> {
     let cluster_def = view.set.cluster(cluster);
+    let cluster_name = ClusterName::new(cluster);
     view.inventory
         .selected(cluster, service)
         .filter_map(|e| {
@@ -272,7 +274,7 @@ fn service_endpoints(view: View<'_>, cluster: &str, service: &Service, service_p
             let locality = e.locality.clone().or_else(|| cluster_def.map(|c| c.locality.clone())).unwrap_or_default();
             let network = e.network.clone().or_else(|| cluster_def.map(|c| c.network.clone())).unwrap_or_default();
             Some(Endpoint {
-                cluster: cluster.to_string(),
+                cluster: cluster_name.clone(),
                 address: Address::Socket(SocketAddr::new(e.address, port)),
                 labels: with_topology_labels(e.labels.clone(), cluster, &locality, &network),
                 group: locality.to_string(),
@@ -575,7 +577,7 @@ pub fn resolve_route_rule(
             // An endpoint named directly by the Backend (an IP, or a name outside the cluster):
             // no topology of its own, so it sits in this node's cluster.
             let direct = |address: Address, origin: String| Endpoint {
-                cluster: set.clusters.first().map_or(IMPLICIT_CLUSTER.to_string(), |c| c.meta.name.clone()),
+                cluster: ClusterName::new(set.clusters.first().map_or(IMPLICIT_CLUSTER, |c| c.meta.name.as_str())),
                 address,
                 labels: Labels::new(),
                 locality: Locality::default(),

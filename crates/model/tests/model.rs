@@ -1080,7 +1080,7 @@ fn destinations_list_what_a_node_serves_once_each_in_the_order_it_tries_them() {
     assert!(role(&west[2]).contains("rule at line 41"), "{}", role(&west[2]));
     assert!(role(rule).contains("rule at line 42"), "the rule of the key, not the route's first: {}", role(rule));
     // East has no Gateway the routes attach to.
-    let east: Vec<String> = destinations(set, "east").into_iter().map(|k| k.name).collect();
+    let east: Vec<String> = destinations(set, "east").into_iter().map(|k| k.name.to_string()).collect();
     assert!(east.iter().all(|n| !n.starts_with("shop.demo")), "{east:?}");
     assert_eq!(east.len(), 4, "{east:?}");
     // `veer explain` of an unknown host lists the hosts of the same keys.

@@ -241,7 +241,7 @@ impl Node {
         };
         let control_cfg = ControlConfig {
             files: cfg.files.clone(),
-            cluster: cfg.cluster.clone(),
+            cluster: cfg.cluster.as_str().into(),
             labels: cfg.labels.clone(),
             reload_every: cfg.reload_every,
             state_dir: cfg.state_dir.clone(),
@@ -556,7 +556,7 @@ fn status(
                     c.0 += 1;
                     c.1 += usize::from(healthy);
                     let held = veer_control::holds::held(&holds, &peer_list, own, &d.key, &u.cluster, &u.key);
-                    let mut v = serde_json::json!({"address": &*u.key, "cluster": &*u.cluster, "priority": i64::try_from(u.priority).unwrap_or(-1), "healthy": healthy && held.is_none(), "held": held});
+                    let mut v = serde_json::json!({"address": u.key.to_string(), "cluster": &*u.cluster, "priority": i64::try_from(u.priority).unwrap_or(-1), "healthy": healthy && held.is_none(), "held": held});
                     if let Some(n) = veer_control::holds::note(&peer_list, own, &u.cluster) {
                         v["note"] = n.into();
                     }

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use veer_bench::{cluster_name, service_host, world, Scale};
+use veer_core::names::EndpointKey;
 use veer_core::table::{self, Table};
 use veer_core::topology::{Client, Health, Labels};
 use veer_gateway::snapshot::{Snapshot, Unhealthy};
@@ -41,9 +42,10 @@ pub fn prepare(scale: Scale) -> Prepared {
     let failed = cluster_name(FAILED);
     let mut down = Unhealthy::new();
     for d in &dests {
-        let keys: Vec<String> = d.endpoints.iter().filter(|e| e.cluster == failed).map(|e| e.address.to_string()).collect();
+        let keys: Vec<EndpointKey> =
+            d.endpoints.iter().filter(|e| e.cluster == failed).map(|e| EndpointKey::new(e.address.clone())).collect();
         if !keys.is_empty() {
-            down.insert(format!("{}:{}", d.host, d.port), keys);
+            down.insert(format!("{}:{}", d.host, d.port).into(), keys);
         }
     }
     assert!(!down.is_empty(), "the failed cluster runs no service");

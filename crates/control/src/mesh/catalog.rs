@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use veer_core::names::{ClusterName, EndpointKey};
 use veer_core::topology::Locality;
 use veer_model::inventory::{EndpointKind, EndpointRecord, EndpointSource, Inventory};
 use veer_model::set::ManifestSet;
@@ -18,8 +19,10 @@ pub struct Catalog {
     /// Grows with every change the announcing node makes; lets a receiver skip repeats.
     pub generation: u64,
     pub entries: Vec<CatalogEntry>,
-    /// `ip:port` keys the announcing node's own checks hold unhealthy.
-    pub unhealthy: BTreeSet<String>,
+    /// The endpoints (`ip:port` on the wire) the announcing node's own checks hold unhealthy. A
+    /// catalog naming anything else is refused whole, as any line that does not parse is.
+    #[serde(with = "wire_keys")]
+    pub unhealthy: BTreeSet<EndpointKey>,
 }
 
 /// A WorkloadEntry as it crosses the wire.
@@ -62,12 +65,32 @@ pub enum WatchLine {
     Heartbeat { cluster: String, generation: u64 },
 }
 
+/// Endpoint keys as a catalog carries them: `ip:port` strings, parsed on the way in.
+mod wire_keys {
+    use std::collections::BTreeSet;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use veer_core::names::EndpointKey;
+
+    pub fn serialize<S: Serializer>(keys: &BTreeSet<EndpointKey>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(keys.iter().map(ToString::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<EndpointKey>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|k| k.parse().map_err(|_| D::Error::custom(format!("unhealthy endpoint {k:?} is not an ip:port"))))
+            .collect()
+    }
+}
+
 // === impl Catalog ===
 
 impl Catalog {
     /// The catalog of `cluster` from its endpoints in `inventory`, with the endpoint keys its
     /// checks hold down.
-    pub fn local(inventory: &Inventory, cluster: &str, generation: u64, unhealthy: BTreeSet<String>) -> Catalog {
+    pub fn local(inventory: &Inventory, cluster: &str, generation: u64, unhealthy: BTreeSet<EndpointKey>) -> Catalog {
         let entries = inventory.get(cluster).map_or_else(Vec::new, |l| l.records().iter().map(CatalogEntry::from_record).collect());
         Catalog { cluster: cluster.to_string(), generation, entries, unhealthy }
     }
@@ -151,7 +174,7 @@ impl CatalogEntry {
 /// endpoints nobody vouches for. A catalog replaces its cluster's list; a cluster whose
 /// announced endpoints are already listed keeps its list, index and all. Returns whether any
 /// list changed.
-pub fn apply_peers(inventory: &mut Inventory, set: &ManifestSet, own: &str, peers: &BTreeMap<String, Arc<Catalog>>) -> bool {
+pub fn apply_peers(inventory: &mut Inventory, set: &ManifestSet, own: &str, peers: &BTreeMap<ClusterName, Arc<Catalog>>) -> bool {
     let routed = |cluster: &str| cluster != own && set.cluster(cluster).is_some();
     let mut changed = false;
     inventory.retain(|cluster, _| {
@@ -205,7 +228,7 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
 
     #[test]
     fn local_catalog_holds_only_the_own_cluster() {
-        let c = Catalog::local(&Inventory::from_manifests(&set()), "c2", 7, BTreeSet::from(["127.0.2.1:80".to_string()]));
+        let c = Catalog::local(&Inventory::from_manifests(&set()), "c2", 7, BTreeSet::from(["127.0.2.1:80".parse().unwrap()]));
         assert_eq!(c.entries.len(), 1);
         assert_eq!(c.entries[0].name, "b");
         assert_eq!(c.entries[0].weight, 3);
@@ -230,21 +253,21 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
         let line = serde_json::to_string(&WatchLine::Catalog(announced.clone())).unwrap();
         let WatchLine::Catalog(back) = serde_json::from_str(&line).unwrap() else { panic!("not a catalog") };
         assert_eq!(back, announced);
-        let peers = BTreeMap::from([("c2".to_string(), Arc::new(back))]);
+        let peers = BTreeMap::from([("c2".into(), Arc::new(back))]);
         assert!(apply_peers(&mut inventory, &s, "c1", &peers));
         let c2 = inventory.get("c2").expect("c2's list");
         assert_eq!(c2.source(), &EndpointSource::Peer { generation: 1 });
         let b = &c2.records()[0];
         assert_eq!((b.address.to_string().as_str(), b.weight, b.name.as_str()), ("127.0.2.1", 3, "b"));
         // The same endpoints again (a health change, a later generation): nothing to redo.
-        let again = Catalog { generation: 2, unhealthy: BTreeSet::from(["127.0.2.1:80".to_string()]), ..announced.clone() };
-        assert!(!apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(again))])));
+        let again = Catalog { generation: 2, unhealthy: BTreeSet::from(["127.0.2.1:80".parse().unwrap()]), ..announced.clone() };
+        assert!(!apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c2".into(), Arc::new(again))])));
         // The peer is forgotten: its endpoints go.
         assert!(apply_peers(&mut inventory, &s, "c1", &BTreeMap::new()));
         assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
         // An announcement from a cluster the manifests do not define is not routed to.
         let rogue = Catalog { cluster: "c9".into(), ..announced };
-        apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c9".to_string(), Arc::new(rogue))]));
+        apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c9".into(), Arc::new(rogue))]));
         assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
     }
 }

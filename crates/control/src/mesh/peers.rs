@@ -18,6 +18,7 @@ use super::catalog::{Catalog, WatchLine};
 use super::eastwest::{CATALOG_PATH, X_VEER_PEER};
 use crate::events::{unix_ms, EventKind, Events, NewEvent};
 use crate::metrics::ControlMetrics;
+use veer_core::names::ClusterName;
 use veer_gateway::link::PeerLink;
 use veer_gateway::remote::RemoteHealth;
 
@@ -113,9 +114,9 @@ pub struct Peers {
     own: String,
     aging: Aging,
     client: Arc<rustls::ClientConfig>,
-    links: BTreeMap<String, Arc<PeerLink>>,
-    states: BTreeMap<String, PeerState>,
-    watchers: HashMap<String, JoinHandle<()>>,
+    links: BTreeMap<ClusterName, Arc<PeerLink>>,
+    states: BTreeMap<ClusterName, PeerState>,
+    watchers: HashMap<ClusterName, JoinHandle<()>>,
     tx: mpsc::UnboundedSender<PeerMsg>,
     events: Arc<Events>,
     metrics: Arc<ControlMetrics>,
@@ -146,10 +147,14 @@ impl Peers {
     /// Follows the Cluster resources: a watch for every other cluster with an east-west
     /// address, none for clusters that left. Returns whether links changed.
     pub fn sync(&mut self, set: &ManifestSet) -> bool {
-        let wanted: BTreeMap<String, SocketAddr> =
-            set.clusters.iter().filter(|c| c.meta.name != self.own).filter_map(|c| c.east_west.map(|a| (c.meta.name.clone(), a))).collect();
+        let wanted: BTreeMap<ClusterName, SocketAddr> = set
+            .clusters
+            .iter()
+            .filter(|c| c.meta.name != self.own)
+            .filter_map(|c| c.east_west.map(|a| (ClusterName::new(&c.meta.name), a)))
+            .collect();
         let mut changed = false;
-        let gone: Vec<String> = self.links.iter().filter(|(c, l)| wanted.get(*c) != Some(&l.addr)).map(|(c, _)| c.clone()).collect();
+        let gone: Vec<ClusterName> = self.links.iter().filter(|(c, l)| wanted.get(*c) != Some(&l.addr)).map(|(c, _)| c.clone()).collect();
         for c in gone {
             self.links.remove(&c);
             self.states.remove(&c);
@@ -172,20 +177,20 @@ impl Peers {
     /// A peer this node has not heard from yet.
     fn add(&mut self, cluster: &str, addr: SocketAddr) -> Arc<PeerLink> {
         let link = Arc::new(PeerLink::new(cluster, veer_pki::server_name(cluster), addr, self.client.clone(), Duration::from_secs(1)));
-        self.links.insert(cluster.to_string(), link.clone());
+        self.links.insert(ClusterName::new(cluster), link.clone());
         self.states.insert(
-            cluster.to_string(),
+            ClusterName::new(cluster),
             PeerState { catalog: None, heard: None, heard_unix_ms: None, reachable: false, phase: Phase::Unknown, last_error: None },
         );
         link
     }
 
-    pub fn links(&self) -> HashMap<String, Arc<PeerLink>> {
+    pub fn links(&self) -> HashMap<ClusterName, Arc<PeerLink>> {
         self.links.iter().map(|(c, l)| (c.clone(), l.clone())).collect()
     }
 
     /// Catalogs to route by: peers heard from and not forgotten.
-    pub fn catalogs(&self) -> BTreeMap<String, Arc<Catalog>> {
+    pub fn catalogs(&self) -> BTreeMap<ClusterName, Arc<Catalog>> {
         self.states
             .iter()
             .filter(|(_, s)| !matches!(s.phase, Phase::Unknown | Phase::Forgotten))
@@ -215,7 +220,7 @@ impl Peers {
         self.states
             .iter()
             .map(|(c, s)| PeerStatus {
-                cluster: c.clone(),
+                cluster: c.to_string(),
                 east_west: self.links[c].addr,
                 phase: s.phase,
                 reachable: s.reachable,
@@ -231,7 +236,7 @@ impl Peers {
     pub fn on_msg(&mut self, msg: PeerMsg, now: Duration) -> Change {
         let (cluster, change) = match msg {
             PeerMsg::Line(cluster, line) => {
-                let Some(s) = self.states.get_mut(&cluster) else { return Change::default() };
+                let Some(s) = self.states.get_mut(cluster.as_str()) else { return Change::default() };
                 s.heard = Some(now);
                 s.heard_unix_ms = Some(unix_ms());
                 s.reachable = true;
@@ -253,7 +258,7 @@ impl Peers {
                 (cluster, change)
             }
             PeerMsg::Lost(cluster, why) => {
-                let Some(s) = self.states.get_mut(&cluster) else { return Change::default() };
+                let Some(s) = self.states.get_mut(cluster.as_str()) else { return Change::default() };
                 s.reachable = false;
                 s.last_error = Some(why);
                 (cluster, Change::default())
@@ -279,7 +284,7 @@ impl Peers {
 
     /// Ages every peer.
     pub fn tick(&mut self, now: Duration) -> Change {
-        let clusters: Vec<String> = self.states.keys().cloned().collect();
+        let clusters: Vec<ClusterName> = self.states.keys().cloned().collect();
         let mut change = Change::default();
         for c in clusters {
             change = change.or(self.advance(&c, now));
@@ -462,7 +467,7 @@ mod tests {
             cluster: cluster.into(),
             generation: 1,
             entries: vec![entry],
-            unhealthy: down.iter().map(|d| d.to_string()).collect(),
+            unhealthy: down.iter().map(|d| d.parse().expect("an ip:port")).collect(),
         })
     }
 
@@ -533,7 +538,7 @@ mod tests {
         p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &[])), S(0));
         let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c2", &["127.0.2.1:80"])), S(100));
         assert_eq!(c, Change { endpoints: false, health: true });
-        assert!(p.health().unhealthy["c2"].contains("127.0.2.1:80"));
+        assert!(p.health().unhealthy["c2"].contains(&"127.0.2.1:80".parse().unwrap()));
         // A catalog naming another cluster than the link's is not believed.
         let c = p.on_msg(PeerMsg::Line("c2".into(), catalog("c3", &[])), S(200));
         assert_eq!(c, Change::default());

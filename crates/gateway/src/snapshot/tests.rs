@@ -93,7 +93,7 @@ fn first_attempt_follows_the_table_and_retries_leave_the_tried_priority() {
 #[test]
 fn unhealthy_endpoints_get_no_first_attempts() {
     let mut down = Unhealthy::new();
-    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into()]);
+    down.insert("echo.demo.svc.cluster.local:80".into(), vec![ep("127.0.0.1:80")]);
     let s = snapshot(&down);
     let d = s.route(GATEWAY, "echo.demo", &get("/")).expect("route");
     assert_eq!(d.table.load.healthy, vec![0, 100]);
@@ -124,8 +124,8 @@ fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let budget = &first.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget;
 
     let mut down = Unhealthy::new();
-    down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
-    let changed = std::collections::HashSet::from([ECHO.to_string()]);
+    down.insert(ECHO.into(), vec![ep("127.0.0.1:80")]);
+    let changed = std::collections::HashSet::from([ECHO.into()]);
     let health_update = first.with_health(&down, &changed, 2);
     assert!(
         Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget),
@@ -140,14 +140,14 @@ fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     // The reload moves the destination (an endpoint leaves), so its state is built anew.
     let reloaded = reload(&health_update, &WORLD.replace("address: 127.0.0.3", "address: 127.0.0.4"), &Unhealthy::new());
     let echo = reloaded.route(GATEWAY, "echo.demo", &get("/")).expect("route");
-    assert!(echo.upstreams.iter().any(|u| &*u.key == "127.0.0.4:80"), "the reload is in force");
+    assert!(echo.upstreams.iter().any(|u| u.key == ep("127.0.0.4:80")), "the reload is in force");
     assert!(Arc::ptr_eq(budget, &echo.budget), "a reload keeps the budget of the same destination");
 }
 
 #[test]
 fn a_reload_keeps_the_state_of_a_destination_that_resolves_as_before_with_the_same_health() {
     let mut down = Unhealthy::new();
-    down.insert(ECHO.into(), vec!["127.0.0.1:80".into()]);
+    down.insert(ECHO.into(), vec![ep("127.0.0.1:80")]);
     let first = snapshot(&down);
     let state = |s: &Snapshot| Arc::clone(&s.destinations[s.destinations.iter().position(|d| &*d.key == ECHO).expect("echo")]);
 
@@ -328,7 +328,7 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
     let set = veer_model::from_sources(&[("world.yaml".into(), text)]).unwrap_or_else(|r| panic!("{r}")).into_set();
     // West (P0) has nothing healthy, east (P1) one of two: both below 60%.
     let mut down = Unhealthy::new();
-    down.insert("echo.demo.svc.cluster.local:80".into(), vec!["127.0.0.1:80".into(), "127.0.0.2:80".into()]);
+    down.insert("echo.demo.svc.cluster.local:80".into(), vec![ep("127.0.0.1:80"), ep("127.0.0.2:80")]);
     let s = Snapshot::build(View::new(&set, &Inventory::from_manifests(&set)), "west", &Labels::new(), &down, 1).expect("snapshot");
     let d = s.route(0, "echo.demo", &get("/")).expect("route");
     assert!(d.table.load.total_panic, "{:?}", d.table.load);
@@ -341,4 +341,8 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
         let ep = d.pick(&tried, rng.u64(..), rng.f64()).expect("retry pick");
         assert_eq!(&*d.upstreams[ep].cluster, "east", "a retry went back to the tried priority");
     }
+}
+
+fn ep(address: &str) -> veer_core::names::EndpointKey {
+    address.parse().expect("an ip:port")
 }

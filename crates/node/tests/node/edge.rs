@@ -398,15 +398,15 @@ async fn the_east_west_listener_reaches_only_an_announced_address_and_port() {
         req
     };
     // An announced endpoint, address and port: forwarded.
-    let ok = link.send_to(&pay[0].addr().to_string(), false, get()).await.expect("answer");
+    let ok = link.send_to(&pay[0].addr().into(), false, get()).await.expect("answer");
     assert_eq!(ok.status(), 200);
     // The same address on another port (an admin port, a database beside the service): refused.
     let other_port = std::net::SocketAddr::new(pay[0].addr().ip(), pay[0].addr().port().wrapping_add(1).max(1));
-    let refused = link.send_to(&other_port.to_string(), false, get()).await.expect("answer");
+    let refused = link.send_to(&other_port.into(), false, get()).await.expect("answer");
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.headers().get("x-veer-eastwest-error").map(|v| v.as_bytes()), Some(&b"refused"[..]));
     // An address no endpoint has: refused too.
-    let stranger = link.send_to("127.0.0.1:22", false, get()).await.expect("answer");
+    let stranger = link.send_to(&"127.0.0.1:22".parse().expect("ip:port"), false, get()).await.expect("answer");
     assert_eq!(stranger.status(), 403);
     assert_eq!(counter(&c2, "veer_eastwest_refused_total{reason=\"not_local\"}"), 2);
 }

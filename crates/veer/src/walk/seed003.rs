@@ -198,7 +198,10 @@ fn endpoints(node: &Node) -> Vec<(Ipv4Addr, String)> {
     let mut out: Vec<(Ipv4Addr, String)> = d
         .endpoints
         .iter()
-        .filter_map(|e| e.address.to_string().split(':').next().and_then(|ip| ip.parse().ok()).map(|ip| (ip, e.cluster.clone())))
+        .filter_map(|e| match e.address {
+            veer_core::topology::Address::Socket(std::net::SocketAddr::V4(a)) => Some((*a.ip(), e.cluster.to_string())),
+            _ => None,
+        })
         .collect();
     out.sort();
     out
