@@ -43,34 +43,9 @@ pub fn warnings(view: View<'_>) -> Vec<Diagnostic> {
     let clusters: Vec<&str> =
         if set.clusters.is_empty() { vec![IMPLICIT_CLUSTER] } else { set.clusters.iter().map(|c| c.meta.name.as_str()).collect() };
     for cluster in &clusters {
-        for vd in &set.virtual_destinations {
-            let Some(host) = vd.hosts.first() else { continue };
-            for p in &vd.ports {
-                if let Ok(d) = resolve::resolve(view, host, Some(p.number), cluster, "") {
-                    look(format!("{host}:{}", p.number), &d);
-                }
-            }
-        }
-        for fs in &set.failover_services {
-            if let Ok(d) = resolve::resolve(view, &fs.hostname, Some(fs.port), cluster, "") {
-                look(format!("{}:{}", fs.hostname, fs.port), &d);
-            }
-        }
-        for (_, svc) in set.services() {
-            let fqdn = format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace);
-            for p in &svc.ports {
-                if let Ok(d) = resolve::resolve(view, &fqdn, Some(p.port), cluster, "") {
-                    look(format!("{fqdn}:{}", p.port), &d);
-                }
-            }
-        }
-    }
-    // Route rules resolve the same for every client.
-    for route in &set.routes {
-        let Some(host) = route.hostnames.first() else { continue };
-        for i in 0..route.rules.len() {
-            if let Ok(d) = resolve::resolve_route_rule(view, route, i, host, None) {
-                look(format!("{host} ({}/{} rule {i})", route.meta.namespace, route.meta.name), &d);
+        for key in resolve::destinations(set, cluster) {
+            if let Ok(d) = resolve::resolve_key(view, &key, cluster) {
+                look(key.name.to_string(), &d);
             }
         }
     }
