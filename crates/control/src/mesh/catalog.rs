@@ -270,4 +270,17 @@ spec: {address: 127.0.2.1, labels: {app: a}, weight: 3}
         apply_peers(&mut inventory, &s, "c1", &BTreeMap::from([("c9".into(), Arc::new(rogue))]));
         assert_eq!(lists(&inventory), vec![("c1", EndpointSource::Manifests, vec!["a"])]);
     }
+
+    #[test]
+    fn a_catalog_naming_an_unhealthy_endpoint_that_is_not_ip_port_is_refused_whole() {
+        let line = |down: &str| format!(r#"{{"type":"catalog","cluster":"c2","generation":1,"entries":[],"unhealthy":[{down}]}}"#);
+        let WatchLine::Catalog(ok) = serde_json::from_str(&line(r#""127.0.2.1:80""#)).expect("an ip:port parses") else {
+            panic!("not a catalog")
+        };
+        assert!(ok.unhealthy.contains(&"127.0.2.1:80".parse().unwrap()));
+        for bad in [r#""backend:80""#, r#""127.0.2.1""#, r#""""#, "80"] {
+            let err = serde_json::from_str::<WatchLine>(&line(bad)).expect_err(bad).to_string();
+            assert!(err.contains("unhealthy endpoint") || err.contains("invalid type"), "{bad}: {err}");
+        }
+    }
 }
