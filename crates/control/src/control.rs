@@ -31,6 +31,7 @@ use veer_gateway::link::{PeerLink, X_VEER_EASTWEST_ERROR};
 use veer_gateway::remote::Remote;
 use veer_gateway::shared::{OutcomeReport, Shared};
 use veer_gateway::snapshot::{Snapshot, Unhealthy};
+use veer_gateway::upstream::tls::TlsClient;
 
 /// Where the node's manifests come from and who it is.
 #[derive(Clone, Debug)]
@@ -464,12 +465,13 @@ impl Control {
         let h2 = d.is_some_and(|d| d.http2);
         let host = d.and_then(|d| d.report.host.clone().into());
         let via = d.and_then(|d| d.upstreams.iter().find(|u| u.key == endpoint)).and_then(|u| u.via.clone());
+        let tls = d.and_then(|d| d.tls.clone());
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let (rule, detail) = loop {
                 let (verdict, detail) =
-                    probe_with(&shared, &endpoint, via.as_deref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await;
+                    probe_with(&shared, &endpoint, via.as_deref(), tls.as_ref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await;
                 match readmission(verdict) {
                     Readmission::ProbeAgain => {
                         tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {detail}; trying again in {PROBE_AGAIN_AFTER:?}");
@@ -601,6 +603,7 @@ impl Control {
                             id.0.clone(),
                             id.1.clone(),
                             u.via.clone(),
+                            d.tls.clone(),
                             check.clone(),
                             d.http2,
                             d.report.host.clone(),
@@ -724,11 +727,13 @@ impl Control {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_health_check(
         &self,
         dest: DestinationName,
         endpoint: EndpointKey,
         via: Option<Arc<PeerLink>>,
+        tls: Option<TlsClient>,
         check: ActiveHealthCheck,
         h2: bool,
         host: String,
@@ -740,9 +745,18 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (verdict, detail) =
-                    probe_with(&shared, &endpoint, via.as_deref(), &check.path, Some(&host), h2, check.timeout, &check.expected_statuses)
-                        .await;
+                let (verdict, detail) = probe_with(
+                    &shared,
+                    &endpoint,
+                    via.as_deref(),
+                    tls.as_ref(),
+                    &check.path,
+                    Some(&host),
+                    h2,
+                    check.timeout,
+                    &check.expected_statuses,
+                )
+                .await;
                 let Some(ok) = verdict.passed() else {
                     // Not the endpoint's doing: no verdict this round.
                     tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {detail}");
@@ -764,6 +778,7 @@ async fn probe_with(
     shared: &Shared,
     endpoint: &EndpointKey,
     via: Option<&PeerLink>,
+    tls: Option<&TlsClient>,
     path: &str,
     host: Option<&str>,
     h2: bool,
@@ -771,7 +786,8 @@ async fn probe_with(
     expected: &[(u16, u16)],
 ) -> (ProbeVerdict, String) {
     use http_body_util::{BodyExt, Empty};
-    let uri = format!("http://{endpoint}{path}");
+    let scheme = if tls.is_some() && via.is_none() { "https" } else { "http" };
+    let uri = format!("{scheme}://{endpoint}{path}");
     let mut req = match http::Request::get(uri.as_str()).body(Empty::<bytes::Bytes>::new().map_err(|never| match never {}).boxed()) {
         Ok(r) => r,
         Err(e) => return (ProbeVerdict::Failed, format!("bad probe request: {e}")),
@@ -794,8 +810,12 @@ async fn probe_with(
                 link.send_to(endpoint, h2, req).await.map_err(|e| (TryEnd::UpstreamReset, e.to_string()))
             }
             None => {
-                let client = if h2 { &shared.http2 } else { &shared.http1 };
-                client.request(req).await.map_err(|e| (client_failure(&e), e.to_string()))
+                let sent = match tls {
+                    Some(tls) => tls.request(req),
+                    None if h2 => shared.http2.request(req),
+                    None => shared.http1.request(req),
+                };
+                sent.await.map_err(|e| (client_failure(&e), e.to_string()))
             }
         }
     };

@@ -224,7 +224,7 @@ async fn forward(
             _ if permit.is_none() => Err(Failure::other(TryEnd::LocalOverflow, "")),
             // HTTP/1.1 to an address: this worker's own pool, no lock shared with other threads.
             // It borrows the head, so no try copies the headers.
-            (None, Some(addr)) if !use_h2 => {
+            (None, Some(addr)) if !use_h2 && dest.tls.is_none() => {
                 let head = RequestHead { method: &parts.method, path_and_query: path_and_query.as_str(), headers: &headers };
                 let conn_caps = ConnCaps { max_connections: share(caps.max_connections), max_connecting: share(caps.max_pending_requests) };
                 let sent = upstreams.pool.send(addr, head, body, try_start, conn_caps);
@@ -243,7 +243,7 @@ async fn forward(
                     None => Err(Failure::other(TryEnd::UpstreamTimeout, "upstream did not answer in time")),
                 }
             }
-            // Every other way (HTTP/2, a name, a peer's gateway) has its own function, boxed, so its
+            // Every other way (HTTP/2, TLS, a name, a peer's gateway) has its own function, boxed, so its
             // state does not enlarge every request's future.
             (via, _) => {
                 let head = if last_try { std::mem::take(&mut headers) } else { headers.clone() };
@@ -349,7 +349,7 @@ async fn send_by_client(
 ) -> ClientAttempt {
     let SendArgs { method, path_and_query, headers, body, use_h2, try_deadline, upload } = send;
     let mut uri_parts = http::uri::Parts::default();
-    uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+    uri_parts.scheme = Some(if dest.tls.is_some() && via.is_none() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
     uri_parts.authority = Some(upstream.authority.clone());
     uri_parts.path_and_query = Some(path_and_query.clone());
     let Ok(uri) = Uri::from_parts(uri_parts) else {
@@ -366,8 +366,11 @@ async fn send_by_client(
     let per_try = try_deadline.saturating_duration_since(clock::now());
     match via {
         None => {
-            let client = if use_h2 { &upstreams.http2 } else { &upstreams.http1 };
-            let sent = client.request(up);
+            let sent = match &dest.tls {
+                Some(tls) => tls.request(up),
+                None if use_h2 => upstreams.http2.request(up),
+                None => upstreams.http1.request(up),
+            };
             let result = match upload {
                 None => tokio::time::timeout_at(try_deadline, sent).await.ok(),
                 Some(up) => after_upload(sent, up, per_try).await,

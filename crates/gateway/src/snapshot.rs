@@ -22,6 +22,7 @@ use crate::FastMap;
 
 use crate::link::PeerLink;
 use crate::remote::Remote;
+use crate::upstream::tls::TlsClient;
 
 /// Timeouts applied to a destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub struct DestState {
     /// health updates and reloads (see [`Snapshot::build_after`]), and requests reach it
     /// through the destination without a reference count of their own.
     pub budget: Arc<RetryBudget>,
+    /// The client for endpoints that speak TLS (a DestinationRule's `trafficPolicy.tls`); it
+    /// lives as long as the setting does, so its connections survive health updates.
+    pub tls: Option<TlsClient>,
     /// The endpoint keys held down when this state was built, sorted: a reload that resolves
     /// the destination as before, with the same ones down, keeps this state as it is.
     down: Vec<EndpointKey>,
@@ -249,6 +253,13 @@ impl Snapshot {
             .any(|d| d.endpoints.iter().any(|e| e.address == veer_core::topology::Address::Socket(addr) && e.cluster == cluster))
     }
 
+    /// The TLS client of a destination `addr` is an endpoint of, when that destination speaks
+    /// TLS to it: the east-west listener reaches a peer's pick as this node's own requests would.
+    pub fn tls_for(&self, addr: std::net::SocketAddr) -> Option<TlsClient> {
+        let key = EndpointKey::from(addr);
+        self.destinations.iter().filter(|d| d.tls.is_some()).find(|d| d.upstreams.iter().any(|u| u.key == key)).and_then(|d| d.tls.clone())
+    }
+
     /// Builds the snapshot for a node in `cluster` from a validated manifest set and the
     /// endpoints of its clusters.
     pub fn build(
@@ -320,7 +331,7 @@ impl Snapshot {
             let prev = before.get(key.as_str());
             match prev {
                 Some(p) if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) => Arc::clone(p),
-                _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| p.budget.clone()).unwrap_or_default())),
+                _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| &***p))),
             }
         };
         let add = |snap: &mut Snapshot,
@@ -405,7 +416,7 @@ impl Snapshot {
             .iter()
             .map(|d| {
                 if rebuild(&d.key) {
-                    Arc::new(dest_state(d.key.clone(), d.resolved.clone(), &self.client, unhealthy, &remote, d.budget.clone()))
+                    Arc::new(dest_state(d.key.clone(), d.resolved.clone(), &self.client, unhealthy, &remote, Some(d)))
                 } else {
                     d.clone()
                 }
@@ -473,7 +484,7 @@ fn dest_state(
     client: &Client,
     unhealthy: &Unhealthy,
     remote: &Remote,
-    budget: Arc<RetryBudget>,
+    previous: Option<&DestState>,
 ) -> DestState {
     let mut dest = resolved.clone();
     let down = unhealthy.get(&key);
@@ -533,8 +544,15 @@ fn dest_state(
     if let Some(t) = retry.per_try_timeout {
         timeouts.per_try = t.min(timeouts.request);
     }
+    // The budget lives as long as the destination; the TLS client as long as its setting.
+    let budget = previous.map(|p| p.budget.clone()).unwrap_or_default();
+    let tls = match previous.and_then(|p| p.tls.as_ref()) {
+        Some(c) if dest.tls.as_ref() == Some(&c.setting) && previous.is_some_and(|p| p.http2 == dest.http2) => Some(c.clone()),
+        _ => dest.tls.as_ref().map(|t| TlsClient::new(t, dest.http2, Timeouts::default().connect)),
+    };
     DestState {
         budget,
+        tls,
         down: sorted_down(unhealthy, &key),
         key,
         upstreams,

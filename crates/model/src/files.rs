@@ -243,6 +243,19 @@ fn collect(path: &Path, depth: usize, out: &mut Vec<(String, String)>) -> Result
     Ok(())
 }
 
+/// Reads one file a manifest names (a certificate, a key): a regular file of at most the
+/// manifest cap, refused by name otherwise, like a manifest is.
+pub fn read_referenced(path: &Path) -> Result<String, ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| error(path, ReadErrorKind::Io(e.to_string())))?;
+    if let Some(what) = special_kind(&meta).or(meta.is_dir().then_some("a directory")) {
+        return Err(error(path, ReadErrorKind::NotAFile(what)));
+    }
+    if meta.len() > MAX_INPUT_BYTES as u64 {
+        return Err(error(path, ReadErrorKind::TooLarge(meta.len())));
+    }
+    read_regular(path)
+}
+
 /// Reads a file that was a regular file of an acceptable size when looked at. It may have been
 /// swapped since: it is opened without blocking (a FIFO put in its place does not stall the
 /// open), checked again through the open handle, and read no further than the cap.

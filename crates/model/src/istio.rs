@@ -19,6 +19,8 @@ pub struct DestinationRule {
     pub outlier: Option<IstioOutlier>,
     /// `trafficPolicy.connectionPool`, as the caps veer applies per endpoint.
     pub circuit_breakers: Option<veer_core::policy::CircuitBreakers>,
+    /// `trafficPolicy.tls`, its files read: `None` when TLS is off.
+    pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     let mut locality = None;
     let mut outlier = None;
     let mut circuit_breakers = None;
+    let mut tls = None;
     if let Some(tp) = spec.obj("trafficPolicy") {
         if let Some(lb) = tp.obj("loadBalancer") {
             lb.one_of("simple", &["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]);
@@ -80,7 +83,15 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
             circuit_breakers = Some(read_connection_pool(&cp));
             cp.finish();
         }
-        for t in ["tls", "portLevelSettings", "tunnel", "proxyProtocol", "retryBudget"] {
+        if let Some(t) = tp.obj("tls") {
+            tls = crate::upstream_tls::read_client_tls(
+                &t,
+                &host,
+                &format!("DestinationRule {}/{} trafficPolicy.tls", meta.namespace, meta.name),
+            )
+            .map(std::sync::Arc::new);
+        }
+        for t in ["portLevelSettings", "tunnel", "proxyProtocol", "retryBudget"] {
             tp.tolerate(t, "not part of veer's failover model yet");
         }
         tp.finish();
@@ -88,7 +99,7 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     spec.tolerate("subsets", "subsets are not modelled");
     spec.tolerate("exportTo", "every destination is visible to every cluster");
     spec.tolerate("workloadSelector", "DestinationRules apply to every client");
-    Some(DestinationRule { meta, host, host_pos, locality, outlier, circuit_breakers })
+    Some(DestinationRule { meta, host, host_pos, locality, outlier, circuit_breakers, tls })
 }
 
 /// Istio's connectionPool as Envoy's circuit breakers (what istiod translates it to):

@@ -25,6 +25,7 @@ pub mod router;
 pub mod set;
 pub mod smh;
 pub mod topology;
+pub mod upstream_tls;
 pub mod yaml;
 
 use std::fmt;

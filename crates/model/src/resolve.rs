@@ -50,6 +50,8 @@ pub struct Destination {
     pub resilience: Resilience,
     /// Upstreams speak HTTP/2 (a GRPC or HTTP2 port protocol).
     pub http2: bool,
+    /// Upstreams speak TLS, as a DestinationRule's `trafficPolicy.tls` says.
+    pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
     pub sources: Vec<SourceRef>,
     /// Plain-language remarks: inert settings, defaults applied, unreachable endpoints.
     pub notes: Vec<String>,
@@ -407,6 +409,7 @@ fn resolve_virtual_destination(view: View<'_>, host: &str, port: Option<u16>) ->
             ..Resilience::default()
         },
         http2: matches!(vd_port.protocol.as_str(), "GRPC" | "HTTP2"),
+        tls: None,
         sources,
         notes,
     }))
@@ -493,6 +496,7 @@ fn resolve_failover_service(
             ..Resilience::default()
         },
         http2: matches!(fs.protocol.as_str(), "GRPC" | "HTTP2"),
+        tls: None,
         sources,
         notes,
     })
@@ -662,6 +666,7 @@ pub fn resolve_route_rule(
         weighting: GroupWeighting::On,
         resilience,
         http2: false,
+        tls: None,
         sources,
         notes,
     })
@@ -779,6 +784,10 @@ fn resolve_kube_service(
             }
         }
     };
+    let tls = dr.and_then(|d| d.tls.clone());
+    if let Some(t) = &tls {
+        notes.push(t.describe());
+    }
     Ok(Destination {
         host: host.to_string(),
         port,
@@ -787,6 +796,7 @@ fn resolve_kube_service(
         rule,
         resilience,
         http2: false,
+        tls,
         sources,
         notes,
     })

@@ -1232,3 +1232,73 @@ fn a_max_ejection_percent_below_one_endpoint_is_a_warning_in_every_dialect_at_en
         assert!(cap_warnings(&sources).is_empty(), "{name} unset: {:?}", cap_warnings(&sources));
     }
 }
+
+// === TLS to upstreams (DestinationRule trafficPolicy.tls) ===
+
+/// A CA, a certificate it signed for `backend.test`, and a key that belongs to neither, in a
+/// temporary folder beside the manifest that names them.
+fn tls_files() -> veer_testkit::TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = veer_testkit::TempDir::new("upstream-tls");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).expect("ca").pem()).expect("write");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["backend.test".to_string()]).expect("params").signed_by(&key, &issuer).expect("cert");
+    std::fs::write(dir.join("client.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("client-key.pem"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.join("stranger-key.pem"), KeyPair::generate().expect("key").serialize_pem()).expect("write");
+    std::fs::write(dir.join("notes.txt"), "no certificate here\n").expect("write");
+    dir
+}
+
+/// The errors of a DestinationRule whose `trafficPolicy.tls` is `tls` (indented by six),
+/// written in `dir`.
+fn tls_errors(dir: &Path, tls: &str) -> Vec<String> {
+    let text = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: server\n  namespace: infra\nspec:\n  host: server.infra.svc.cluster.local\n  trafficPolicy:\n    tls:\n{tls}"
+    );
+    let path = dir.join("dr.yaml");
+    errors(&load_one(&path.display().to_string(), &text))
+}
+
+#[test]
+fn upstream_tls_files_are_read_and_checked_at_load_with_errors_at_the_field() {
+    let dir = tls_files();
+    let ok = "      mode: MUTUAL\n      caCertificates: ca.pem\n      clientCertificate: client.pem\n      privateKey: client-key.pem\n      sni: backend.test\n";
+    assert_eq!(tls_errors(&dir, ok), Vec::<String>::new());
+    let cases = [
+        (
+            "      mode: SIMPLE\n      caCertificates: missing.pem\n",
+            "dr.yaml:11:23",
+            "spec.trafficPolicy.tls.caCertificates",
+            "missing.pem",
+        ),
+        ("      mode: SIMPLE\n      caCertificates: notes.txt\n", "dr.yaml:11:23", "caCertificates", "holds no PEM certificate"),
+        ("      mode: MUTUAL\n      caCertificates: ca.pem\n", "dr.yaml:10:13", "mode", "MUTUAL needs clientCertificate and privateKey"),
+        (
+            "      mode: MUTUAL\n      caCertificates: ca.pem\n      clientCertificate: client.pem\n      privateKey: stranger-key.pem\n",
+            "dr.yaml:13:19",
+            "privateKey",
+            "does not fit",
+        ),
+        ("      mode: ISTIO_MUTUAL\n", "dr.yaml:10:13", "mode", "ISTIO_MUTUAL"),
+        (
+            "      mode: SIMPLE\n      caCertificates: ca.pem\n      insecureSkipVerify: true\n",
+            "dr.yaml:12",
+            "insecureSkipVerify",
+            "always verifies",
+        ),
+        ("      mode: SIMPLE\n      credentialName: backend-tls\n", "dr.yaml:11", "credentialName", "from files"),
+        ("      caCertificates: ca.pem\n", "dr.yaml:10", "mode", "required"),
+    ];
+    for (tls, at, field, says) in cases {
+        let found = tls_errors(&dir, tls);
+        assert!(
+            found.iter().any(|e| e.contains(at) && e.contains(field) && e.contains(says)),
+            "{tls}: expected {at} {field} {says:?}, got {found:?}"
+        );
+    }
+}

@@ -162,7 +162,9 @@ impl EastWest {
         let h2 = parts.headers.remove(&X_VEER_UPSTREAM_H2).is_some();
         parts.headers.remove(&X_VEER_ENDPOINT);
         let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let Ok(uri) = Uri::builder().scheme("http").authority(target.to_string()).path_and_query(pq).build() else {
+        let tls = self.shared.snapshot.load().tls_for(target);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let Ok(uri) = Uri::builder().scheme(scheme).authority(target.to_string()).path_and_query(pq).build() else {
             return refused(StatusCode::BAD_REQUEST, "bad request path");
         };
         parts.uri = uri;
@@ -176,8 +178,12 @@ impl EastWest {
             }
         }
         let up = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
-        let client = if h2 { &self.shared.http2 } else { &self.shared.http1 };
-        match client.request(up).await {
+        let sent = match &tls {
+            Some(tls) => tls.request(up),
+            None if h2 => self.shared.http2.request(up),
+            None => self.shared.http1.request(up),
+        };
+        match sent.await {
             Ok(r) => {
                 // Only this listener's own verdict may say what failed behind it: an endpoint
                 // that sent x-veer-* fields of its own must not steer the client node.

@@ -5,6 +5,7 @@
 //! sent on to the client.
 
 pub mod codec;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -63,7 +63,7 @@ async fn get(addr: SocketAddr, host: &str) -> (u16, String) {
     get_path(addr, host, "/").await
 }
 
-async fn get_path(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+pub(super) async fn get_path(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let req =
         http::Request::get(format!("http://{addr}{path}")).header(http::header::HOST, host).body(Full::new(Bytes::new())).expect("request");
