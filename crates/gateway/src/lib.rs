@@ -21,6 +21,7 @@
 //!   writes itself, each mapped from why in this one place.
 //! - [`failure`]: what a failed try ended as, read off the error that ended it (veer-core
 //!   classifies it).
+//! - [`passthrough`]: TLS passthrough: the SNI of a ClientHello, and the bytes carried unread.
 //! - [`remote`]: peer clusters as the snapshot needs them (links, which endpoints are down).
 //! - [`body`]: the body types on both sides.
 //! - [`clock`]: the node's one clock and randomness source (control, node and `veer` re-export it).
@@ -34,6 +35,7 @@ pub mod forward;
 pub mod hop_by_hop;
 pub mod link;
 pub mod metrics;
+pub mod passthrough;
 pub mod remote;
 pub mod request;
 pub mod responses;
