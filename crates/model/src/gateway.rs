@@ -464,21 +464,7 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
 }
 
 pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
-    let parents = spec
-        .objs("parentRefs")
-        .into_iter()
-        .filter_map(|p| {
-            p.skip("group");
-            p.one_of("kind", &["Gateway"]);
-            let name = p.required_string("name");
-            let namespace = p.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
-            let section = p.string("sectionName").map(|(s, _)| s);
-            let port = p.port("port");
-            let pos = p.pos();
-            p.finish();
-            Some(ParentRef { name: name?.0, namespace, section, port, pos })
-        })
-        .collect();
+    let parents = read_parent_refs(spec, &meta);
     let hostnames = spec.strings("hostnames").into_iter().map(|(h, _)| h.to_ascii_lowercase()).collect();
     let mut rules = Vec::new();
     for r in spec.objs("rules") {
@@ -487,29 +473,7 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
         if entries.is_empty() {
             matches.push(RouteMatch::any());
         }
-        let mut backends = Vec::new();
-        for b in r.objs("backendRefs") {
-            let group = b.string("group").map(|(g, _)| g).unwrap_or_default();
-            let kind = b.string("kind").map(|(k, _)| k).unwrap_or_else(|| "Service".into());
-            match (group.as_str(), kind.as_str()) {
-                ("" | "core", "Service") | ("gateway.envoyproxy.io", "Backend") => {}
-                _ => b.ctx().error(
-                    b.pos(),
-                    b.path(),
-                    format!("backendRef {group}/{kind} is not supported; use a core Service or a gateway.envoyproxy.io Backend"),
-                ),
-            }
-            let name = b.required_string("name");
-            let namespace = b.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
-            let port = b.port("port");
-            let weight = b.u32("weight", 0, 1_000_000).unwrap_or(1);
-            refuse_filters(&b);
-            let pos = b.pos();
-            b.finish();
-            if let Some((name, _)) = name {
-                backends.push(BackendRef { kind, name, namespace, port, weight, pos });
-            }
-        }
+        let backends = r.objs("backendRefs").iter().filter_map(|b| read_backend_ref(b, &meta)).collect();
         let retry = r.obj("retry").map(|rt| {
             let mut p = RetryPolicy::istio_default();
             if let Some(n) = rt.u32("attempts", 0, 100) {
@@ -543,6 +507,46 @@ pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {
         }
     }
     Some(HttpRoute { meta, parents, hostnames, rules, served: Vec::new() })
+}
+
+/// A route's `parentRefs` (Gateways, by name, section or port); the namespace defaults to the route's.
+pub(crate) fn read_parent_refs(spec: &Obj<'_>, meta: &Meta) -> Vec<ParentRef> {
+    spec.objs("parentRefs")
+        .into_iter()
+        .filter_map(|p| {
+            p.skip("group");
+            p.one_of("kind", &["Gateway"]);
+            let name = p.required_string("name");
+            let namespace = p.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
+            let section = p.string("sectionName").map(|(s, _)| s);
+            let port = p.port("port");
+            let pos = p.pos();
+            p.finish();
+            Some(ParentRef { name: name?.0, namespace, section, port, pos })
+        })
+        .collect()
+}
+
+/// One `backendRefs` entry: a core Service or an Envoy Gateway Backend; filters are refused.
+pub(crate) fn read_backend_ref(b: &Obj<'_>, meta: &Meta) -> Option<BackendRef> {
+    let group = b.string("group").map(|(g, _)| g).unwrap_or_default();
+    let kind = b.string("kind").map(|(k, _)| k).unwrap_or_else(|| "Service".into());
+    match (group.as_str(), kind.as_str()) {
+        ("" | "core", "Service") | ("gateway.envoyproxy.io", "Backend") => {}
+        _ => b.ctx().error(
+            b.pos(),
+            b.path(),
+            format!("backendRef {group}/{kind} is not supported; use a core Service or a gateway.envoyproxy.io Backend"),
+        ),
+    }
+    let name = b.required_string("name");
+    let namespace = b.string("namespace").map(|(n, _)| n).unwrap_or_else(|| meta.namespace.clone());
+    let port = b.port("port");
+    let weight = b.u32("weight", 0, 1_000_000).unwrap_or(1);
+    refuse_filters(b);
+    let pos = b.pos();
+    b.finish();
+    Some(BackendRef { kind, name: name?.0, namespace, port, weight, pos })
 }
 
 /// One `HTTPRouteMatch`, or `None` (with errors reported) when veer cannot apply all of it: a

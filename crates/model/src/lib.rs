@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod router;
 pub mod set;
 pub mod smh;
+pub mod tlsroute;
 pub mod topology;
 pub mod upstream_tls;
 pub mod yaml;

@@ -7,7 +7,7 @@ use crate::decode::{Ctx, Obj};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
 use crate::meta::Meta;
 use crate::yaml::{self, Node};
-use crate::{externaldns, gateway, gloo, istio, router, smh, topology};
+use crate::{externaldns, gateway, gloo, istio, router, smh, tlsroute, topology};
 
 /// A resource veer acts on, read and checked on its own (references are checked by [`crate::set`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +33,7 @@ pub enum Resource {
     ServiceRoute(router::ServiceRoute),
     RouterGateway(router::RouterGateway),
     DnsEndpoint(externaldns::DnsEndpoint),
+    TlsRoute(tlsroute::TlsRoute),
 }
 
 type Reader = fn(&Obj<'_>, Meta) -> Option<Resource>;
@@ -131,12 +132,13 @@ const GROUPS: &[Group] = &[
     },
     Group {
         name: "gateway.networking.k8s.io",
-        versions: &["v1", "v1beta1"],
+        versions: &["v1", "v1beta1", "v1alpha3", "v1alpha2"],
         kinds: &[
             ("Gateway", |s, m| gateway::read_gateway(s, m).map(Resource::Gateway)),
             ("HTTPRoute", |s, m| gateway::read_http_route(s, m).map(Resource::HttpRoute)),
+            ("TLSRoute", |s, m| tlsroute::read_tls_route(s, m).map(Resource::TlsRoute)),
         ],
-        known_ignored: &["GatewayClass", "GRPCRoute", "ReferenceGrant", "TCPRoute", "TLSRoute", "UDPRoute", "BackendTLSPolicy"],
+        known_ignored: &["GatewayClass", "GRPCRoute", "ReferenceGrant", "TCPRoute", "UDPRoute", "BackendTLSPolicy"],
     },
     Group {
         name: "cluster.router.io",
@@ -381,6 +383,7 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::ServiceRoute(x) => &x.meta,
         Resource::RouterGateway(x) => &x.meta,
         Resource::DnsEndpoint(x) => &x.meta,
+        Resource::TlsRoute(x) => &x.meta,
     }
 }
 

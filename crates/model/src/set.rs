@@ -41,6 +41,7 @@ pub struct ManifestSet {
     pub backend_policies: Vec<BackendTrafficPolicy>,
     pub gateways: Vec<Gateway>,
     pub routes: Vec<HttpRoute>,
+    pub tls_routes: Vec<crate::tlsroute::TlsRoute>,
     pub cluster_identities: Vec<(String, ClusterIdentity)>,
     pub dns_configurations: Vec<(String, DnsConfiguration)>,
     pub dns_policies: Vec<(String, DnsPolicy)>,
@@ -162,6 +163,7 @@ impl ManifestSet {
                     set.gateways.push(x);
                 }
                 Resource::HttpRoute(x) => set.routes.push(x),
+                Resource::TlsRoute(x) => set.tls_routes.push(x),
                 Resource::ClusterIdentity(x) => set.cluster_identities.push((owner, x)),
                 Resource::DnsConfiguration(x) => set.dns_configurations.push((owner, x)),
                 Resource::DnsPolicy(x) => set.dns_policies.push((owner, x)),
