@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use veer_core::names::{DestinationName, EndpointKey};
+use veer_core::names::DestinationName;
 use veer_core::outlier::EjectionReason;
+use veer_core::topology::EndpointKey;
 
 use crate::mesh::peers::{PeerStatus, Phase};
 use veer_gateway::remote::RemoteHealth;

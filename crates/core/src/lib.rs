@@ -5,7 +5,8 @@
 //!
 //! Layout:
 //! - [`topology`]: endpoints, localities and the labels that describe where they run.
-//! - [`names`]: the typed names of clusters, destinations and endpoints that key health and metrics.
+//! - [`names`]: the typed names of clusters and destinations that key health and metrics (an
+//!   endpoint's is [`topology::EndpointKey`]).
 //! - [`priority`]: Istio's failoverPriority, locality failover and `distribute` rules that
 //!   turn a client's position into a priority for each endpoint.
 //! - [`load`]: Envoy's priority-load maths (overprovisioning, spill-over, panic).

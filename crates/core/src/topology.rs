@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::names::ClusterName;
 
@@ -31,6 +32,12 @@ pub enum Address {
     Socket(std::net::SocketAddr),
     Dns { host: String, port: u16 },
 }
+
+/// One endpoint as health, outlier detection and holds know it: the address traffic goes to.
+/// Two endpoints of different destinations at one address are one key: an address that refuses
+/// connections refuses them whichever destination sent the try.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointKey(Arc<Address>);
 
 /// Health as the load balancer sees it (EDS HEALTHY/UNKNOWN, DEGRADED, or anything unhealthy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,4 +121,73 @@ pub fn with_topology_labels(mut labels: Labels, cluster: &str, locality: &Locali
         labels.entry(keys::NETWORK.to_string()).or_insert_with(|| network.to_string());
     }
     labels
+}
+
+// === impl EndpointKey ===
+
+impl EndpointKey {
+    pub fn new(address: Address) -> EndpointKey {
+        EndpointKey(Arc::new(address))
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.0
+    }
+
+    /// The socket address, when the endpoint has one rather than a DNS name.
+    pub fn socket(&self) -> Option<std::net::SocketAddr> {
+        match *self.0 {
+            Address::Socket(s) => Some(s),
+            Address::Dns { .. } => None,
+        }
+    }
+}
+
+impl From<Address> for EndpointKey {
+    fn from(address: Address) -> EndpointKey {
+        EndpointKey::new(address)
+    }
+}
+
+impl From<std::net::SocketAddr> for EndpointKey {
+    fn from(socket: std::net::SocketAddr) -> EndpointKey {
+        EndpointKey::new(Address::Socket(socket))
+    }
+}
+
+impl fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for EndpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EndpointKey({})", self.0)
+    }
+}
+
+impl std::str::FromStr for EndpointKey {
+    type Err = std::net::AddrParseError;
+
+    /// What a peer's catalog or an east-west header names: `ip:port`. A `host:port` with a DNS
+    /// name is not an endpoint a peer can announce, so it is refused here.
+    fn from_str(s: &str) -> Result<EndpointKey, Self::Err> {
+        s.parse::<std::net::SocketAddr>().map(EndpointKey::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_compare_by_address() {
+        let a: EndpointKey = "127.0.0.1:80".parse().unwrap();
+        let b = EndpointKey::new(Address::Socket("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_ne!(a, EndpointKey::new(Address::Dns { host: "127.0.0.1".into(), port: 80 }));
+        assert_eq!(a.to_string(), "127.0.0.1:80");
+        assert!("backend:80".parse::<EndpointKey>().is_err());
+    }
 }

@@ -15,7 +15,8 @@ use tokio_rustls::TlsConnector;
 
 use http::header::{self, HeaderName, HeaderValue};
 use rustls::pki_types::ServerName;
-use veer_core::names::{ClusterName, EndpointKey};
+use veer_core::names::ClusterName;
+use veer_core::topology::EndpointKey;
 
 use crate::body::Body;
 

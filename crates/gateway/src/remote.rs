@@ -4,7 +4,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use veer_core::names::{ClusterName, EndpointKey};
+use veer_core::names::ClusterName;
+use veer_core::topology::EndpointKey;
 
 use crate::link::PeerLink;
 

@@ -9,7 +9,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
-use veer_core::names::{ClusterName, DestinationName, EndpointKey};
+use veer_core::names::{ClusterName, DestinationName};
+use veer_core::topology::EndpointKey;
 
 use crate::body::Body;
 use crate::metrics::{Metrics, RequestCache};

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use veer_core::names::{ClusterName, DestinationName, EndpointKey};
+use veer_core::names::{ClusterName, DestinationName};
 use veer_core::outcome::FailureRun;
 use veer_core::pick::{Picks, Tried};
 use veer_core::policy::{Resilience, RetryOn, RetryPolicy};
 use veer_core::retry::RetryBudget;
 use veer_core::table::{self, Table};
+use veer_core::topology::EndpointKey;
 use veer_core::topology::{Address, Client, Endpoint, Health, Labels};
 use veer_model::explain::{self, Report};
 use veer_model::gateway::{self, HttpRoute};

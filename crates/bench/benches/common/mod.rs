@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 
 use veer_bench::{cluster_name, service_host, world, Scale};
-use veer_core::names::EndpointKey;
 use veer_core::table::{self, Table};
+use veer_core::topology::EndpointKey;
 use veer_core::topology::{Client, Health, Labels};
 use veer_gateway::snapshot::{Snapshot, Unhealthy};
 use veer_model::inventory::Inventory;

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use veer_core::names::{ClusterName, EndpointKey};
+use veer_core::names::ClusterName;
+use veer_core::topology::EndpointKey;
 use veer_core::topology::Locality;
 use veer_model::inventory::{EndpointKind, EndpointRecord, EndpointSource, Inventory};
 use veer_model::set::ManifestSet;
@@ -71,7 +72,7 @@ mod wire_keys {
 
     use serde::de::Error;
     use serde::{Deserialize, Deserializer, Serializer};
-    use veer_core::names::EndpointKey;
+    use veer_core::topology::EndpointKey;
 
     pub fn serialize<S: Serializer>(keys: &BTreeSet<EndpointKey>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(keys.iter().map(ToString::to_string))

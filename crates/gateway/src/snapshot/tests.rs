@@ -343,6 +343,6 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
     }
 }
 
-fn ep(address: &str) -> veer_core::names::EndpointKey {
+fn ep(address: &str) -> veer_core::topology::EndpointKey {
     address.parse().expect("an ip:port")
 }
