@@ -112,8 +112,17 @@ fn set_of(text: &str) -> ManifestSet {
 fn reload(previous: &Snapshot, text: &str, unhealthy: &Unhealthy) -> Snapshot {
     let set = set_of(text);
     let inventory = Inventory::from_manifests(&set);
-    Snapshot::build_after(previous, View::new(&set, &inventory), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1)
-        .expect("snapshot")
+    Snapshot::build_after(
+        previous,
+        View::new(&set, &inventory),
+        "west",
+        &Labels::new(),
+        unhealthy,
+        &Warming::new(),
+        Arc::default(),
+        previous.generation + 1,
+    )
+    .expect("snapshot")
 }
 
 const ECHO: &str = "echo.demo.svc.cluster.local:80";
@@ -126,7 +135,7 @@ fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let mut down = Unhealthy::new();
     down.insert(ECHO.into(), vec![ep("127.0.0.1:80")]);
     let changed = std::collections::HashSet::from([ECHO.into()]);
-    let health_update = first.with_health(&down, &changed, 2);
+    let health_update = first.with_health(&down, &Warming::new(), &changed, 2);
     assert!(
         Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget),
         "a health update keeps the budget"
