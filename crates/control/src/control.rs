@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use veer_core::health::{answer_verdict, failure_verdict, HealthRun, ProbeVerdict, Thresholds, Transition};
 use veer_core::names::{ClusterName, DestinationName, EndpointKey};
 use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Verdict};
-use veer_core::policy::ActiveHealthCheck;
+use veer_core::policy::{ActiveHealthCheck, CheckProtocol};
 use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAIN_AFTER, PROBE_TIMEOUT};
 use veer_core::slowstart::SlowStart;
 use veer_core::topology::Labels;
@@ -21,6 +21,7 @@ use veer_model::set::ManifestSet;
 
 use crate::clock::{self, Rng};
 use crate::events::{EventKind, Events, NewEvent};
+use crate::grpc_probe;
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
@@ -476,6 +477,11 @@ impl Control {
         let snap = self.shared.snapshot.load();
         let d = snap.destinations.iter().find(|d| d.key == dest);
         let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
+        // A gRPC-checked destination is probed the same way on re-admission.
+        let grpc = d.and_then(|d| d.resilience.active_health_check.as_ref()).and_then(|c| match &c.protocol {
+            CheckProtocol::Grpc { service } => Some(service.clone()),
+            CheckProtocol::Http => None,
+        });
         let h2 = d.is_some_and(|d| d.http2);
         let host = d.and_then(|d| d.report.host.clone().into());
         let via = d.and_then(|d| d.upstreams.iter().find(|u| u.key == endpoint)).and_then(|u| u.via.clone());
@@ -484,8 +490,12 @@ impl Control {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let (rule, detail) = loop {
-                let (verdict, detail) =
-                    probe_with(&shared, &endpoint, via.as_deref(), tls.as_ref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await;
+                let (verdict, detail) = match &grpc {
+                    Some(service) => grpc_probe::probe(shared.clone(), &endpoint, via.clone(), service, PROBE_TIMEOUT).await,
+                    None => {
+                        probe_with(&shared, &endpoint, via.as_deref(), tls.as_ref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await
+                    }
+                };
                 match readmission(verdict) {
                     Readmission::ProbeAgain => {
                         tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {detail}; trying again in {PROBE_AGAIN_AFTER:?}");
@@ -847,18 +857,25 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (verdict, detail) = probe_with(
-                    &shared,
-                    &endpoint,
-                    via.as_deref(),
-                    tls.as_ref(),
-                    &check.path,
-                    Some(&host),
-                    h2,
-                    check.timeout,
-                    &check.expected_statuses,
-                )
-                .await;
+                let (verdict, detail) = match &check.protocol {
+                    CheckProtocol::Http => {
+                        probe_with(
+                            &shared,
+                            &endpoint,
+                            via.as_deref(),
+                            tls.as_ref(),
+                            &check.path,
+                            Some(&host),
+                            h2,
+                            check.timeout,
+                            &check.expected_statuses,
+                        )
+                        .await
+                    }
+                    CheckProtocol::Grpc { service } => {
+                        grpc_probe::probe(shared.clone(), &endpoint, via.clone(), service, check.timeout).await
+                    }
+                };
                 let Some(ok) = verdict.passed() else {
                     // Not the endpoint's doing: no verdict this round.
                     tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {detail}");
