@@ -25,7 +25,7 @@ use common::{cluster_down_tables, issue, snapshot, snapshot_all_nodes, tables_al
 use std::sync::Arc;
 
 use veer_core::topology::Labels;
-use veer_gateway::snapshot::{Snapshot, Unhealthy};
+use veer_gateway::snapshot::{Snapshot, Unhealthy, Warming};
 use veer_model::resolve::View;
 
 // glibc's allocator hands the tables' tens of MiB back to the kernel after every run and faults
@@ -81,8 +81,17 @@ fn reload_unchanged_one_node(b: Bencher) {
     let base = snapshot(p, NODE, &Unhealthy::new());
     let cluster = veer_bench::cluster_name(NODE);
     b.bench(|| {
-        Snapshot::build_after(&base, View::new(&p.set, &p.inventory), &cluster, &Labels::new(), &Unhealthy::new(), Arc::default(), 2)
-            .expect("snapshot")
+        Snapshot::build_after(
+            &base,
+            View::new(&p.set, &p.inventory),
+            &cluster,
+            &Labels::new(),
+            &Unhealthy::new(),
+            &Warming::new(),
+            Arc::default(),
+            2,
+        )
+        .expect("snapshot")
     });
 }
 
@@ -93,7 +102,7 @@ fn cluster_down_incremental_one_node(b: Bencher) {
     let p = issue();
     let base = snapshot(p, NODE, &Unhealthy::new());
     let changed: std::collections::HashSet<veer_core::names::DestinationName> = p.down.keys().cloned().collect();
-    b.bench(|| base.with_health(&p.down, &changed, 2));
+    b.bench(|| base.with_health(&p.down, &Warming::new(), &changed, 2));
 }
 
 #[divan::bench(sample_count = 50)]

@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use veer_core::health::{answer_verdict, failure_verdict, HealthRun, ProbeVerdict, Thresholds, Transition};
 use veer_core::names::{ClusterName, DestinationName};
 use veer_core::outlier::{EjectionReason, OutlierConfig, OutlierDetector, Verdict};
-use veer_core::policy::ActiveHealthCheck;
+use veer_core::policy::{ActiveHealthCheck, CheckProtocol};
 use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAIN_AFTER, PROBE_TIMEOUT};
+use veer_core::slowstart::SlowStart;
 use veer_core::topology::EndpointKey;
 use veer_core::topology::Labels;
 use veer_model::inventory::Inventory;
@@ -21,6 +22,7 @@ use veer_model::set::ManifestSet;
 
 use crate::clock::{self, Rng};
 use crate::events::{EventKind, Events, NewEvent};
+use crate::grpc_probe;
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
 use crate::mesh::peers::{Aging, Change, PeerMsg, Peers};
@@ -31,7 +33,7 @@ use veer_gateway::failure::client_failure;
 use veer_gateway::link::{PeerLink, X_VEER_EASTWEST_ERROR};
 use veer_gateway::remote::Remote;
 use veer_gateway::shared::{OutcomeReport, Shared};
-use veer_gateway::snapshot::{Snapshot, Unhealthy};
+use veer_gateway::snapshot::{DestState, Snapshot, Unhealthy, Warming};
 use veer_gateway::upstream::tls::TlsClient;
 
 /// Where the node's manifests come from and who it is.
@@ -87,6 +89,15 @@ enum Msg {
     },
 }
 
+/// An endpoint warming up after it came back: when, under which settings, and when its tables
+/// are rebuilt next (times since the loop started).
+#[derive(Clone, Copy, Debug)]
+struct Warmup {
+    since: Duration,
+    slow_start: SlowStart,
+    next: Duration,
+}
+
 #[derive(Debug)]
 struct HealthState {
     run: HealthRun,
@@ -113,6 +124,8 @@ pub struct Control {
     /// Hosts whose ejection ended but whose re-admission probe has not answered yet.
     pending: HashSet<(DestinationName, EndpointKey)>,
     health: HashMap<(DestinationName, EndpointKey), HealthState>,
+    /// Endpoints in slow start, by (destination, endpoint).
+    warming: HashMap<(DestinationName, EndpointKey), Warmup>,
     active: HashMap<DestinationName, i64>,
     /// Destinations whose health changed since the last snapshot; `None`: rebuild everything
     /// (start, reload).
@@ -186,6 +199,7 @@ impl Control {
             next_sweep: HashMap::new(),
             pending: HashSet::new(),
             health: HashMap::new(),
+            warming: HashMap::new(),
             active: HashMap::new(),
             dirty: None,
             generation: 0,
@@ -285,7 +299,8 @@ impl Control {
                     let now = self.now();
                     let aged = self.peers.as_mut().map(|p| p.tick(now)).unwrap_or_default();
                     let peers_changed = self.apply(aged);
-                    if self.sweep() || peers_changed { self.rebuild(); }
+                    let stepped = self.warm_steps();
+                    if self.sweep() || peers_changed || stepped { self.rebuild(); }
                     self.publish_status();
                 }
                 Some(r) = reloads.recv() => self.reload(r),
@@ -463,6 +478,11 @@ impl Control {
         let snap = self.shared.snapshot.load();
         let d = snap.destinations.iter().find(|d| d.key == dest);
         let path = d.and_then(|d| d.resilience.active_health_check.as_ref().map(|c| c.path.clone())).unwrap_or_else(|| "/".into());
+        // A gRPC-checked destination is probed the same way on re-admission.
+        let grpc = d.and_then(|d| d.resilience.active_health_check.as_ref()).and_then(|c| match &c.protocol {
+            CheckProtocol::Grpc { service } => Some(service.clone()),
+            CheckProtocol::Http => None,
+        });
         let h2 = d.is_some_and(|d| d.http2);
         let host = d.and_then(|d| d.report.host.clone().into());
         let via = d.and_then(|d| d.upstreams.iter().find(|u| u.key == endpoint)).and_then(|u| u.via.clone());
@@ -471,8 +491,12 @@ impl Control {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let (rule, detail) = loop {
-                let (verdict, detail) =
-                    probe_with(&shared, &endpoint, via.as_deref(), tls.as_ref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await;
+                let (verdict, detail) = match &grpc {
+                    Some(service) => grpc_probe::probe(shared.clone(), &endpoint, via.clone(), service, PROBE_TIMEOUT).await,
+                    None => {
+                        probe_with(&shared, &endpoint, via.as_deref(), tls.as_ref(), &path, host.as_deref(), h2, PROBE_TIMEOUT, &[]).await
+                    }
+                };
                 match readmission(verdict) {
                     Readmission::ProbeAgain => {
                         tracing::warn!(target: "veer::health", "re-admission probe of {endpoint} for {dest} not sent: {detail}; trying again in {PROBE_AGAIN_AFTER:?}");
@@ -559,19 +583,23 @@ impl Control {
         self.publish_holds();
         self.publish_catalog(&unhealthy);
         let remote_dirty = std::mem::take(&mut self.remote_dirty);
+        // Before `dirty` is taken: an endpoint whose window ended touches its destination.
+        let mut warming = self.warming_now();
         if let Some(changed) = self.dirty.replace(HashSet::new()) {
-            self.rebuild_health(&unhealthy, &changed, remote_dirty);
+            self.rebuild_health(&unhealthy, warming, &changed, remote_dirty);
             return;
         }
         if let Some(p) = &self.peers {
             catalog::apply_peers(&mut self.inventory, &self.set, &self.cfg.cluster, &p.catalogs());
         }
+        let old = self.shared.snapshot.load_full();
         let snap = match Snapshot::build_after(
-            &self.shared.snapshot.load(),
+            &old,
             View::new(&self.set, &self.inventory),
             &self.cfg.cluster,
             &self.cfg.labels,
             &unhealthy,
+            &warming,
             self.remote(),
             self.generation,
         ) {
@@ -581,6 +609,7 @@ impl Control {
                 return;
             }
         };
+        let snap = self.start_warmups(&old, snap, &unhealthy, &mut warming);
         // Keep detectors and health checks in step with the destinations.
         let mut live_checks = HashSet::new();
         let mut keys = HashSet::new();
@@ -619,6 +648,7 @@ impl Control {
         self.next_sweep.retain(|k, _| keys.contains(k));
         self.active.retain(|k, _| keys.contains(k));
         self.pending.retain(|(d, _)| keys.contains(d));
+        self.warming.retain(|(d, _), _| keys.contains(d));
         self.health.retain(|id, h| {
             let keep = live_checks.contains(id);
             if !keep {
@@ -681,17 +711,99 @@ impl Control {
     /// A health-only update: only the destinations in `changed` get new tables (all of them
     /// when a peer cluster's health changed); routes, detectors, budgets and health checks stay
     /// as they are.
-    fn rebuild_health(&mut self, unhealthy: &Unhealthy, changed: &HashSet<DestinationName>, remote_changed: bool) {
-        let old = self.shared.snapshot.load();
+    fn rebuild_health(&mut self, unhealthy: &Unhealthy, mut warming: Warming, changed: &HashSet<DestinationName>, remote_changed: bool) {
+        let old = self.shared.snapshot.load_full();
         let snap = if remote_changed {
-            old.with_remote(unhealthy, self.remote(), self.generation)
+            old.with_remote(unhealthy, &warming, self.remote(), self.generation)
         } else {
-            old.with_health(unhealthy, changed, self.generation)
+            old.with_health(unhealthy, &warming, changed, self.generation)
         };
+        let snap = self.start_warmups(&old, snap, unhealthy, &mut warming);
         for d in snap.destinations.iter().filter(|d| remote_changed || changed.contains(&d.key)) {
             self.observe(d);
         }
         self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    /// Each warming endpoint's factor now; an endpoint past its window is steady again and
+    /// leaves the list, and its destination is rebuilt (if this rebuild does not cover it, the
+    /// next one does).
+    fn warming_now(&mut self) -> Warming {
+        let now = self.now();
+        let mut warming = Warming::new();
+        let mut steady = Vec::new();
+        self.warming.retain(|(dest, ep), w| match w.slow_start.factor(now.saturating_sub(w.since)) {
+            Some(f) => {
+                warming.entry(dest.clone()).or_default().push((ep.clone(), f));
+                true
+            }
+            None => {
+                steady.push(dest.clone());
+                false
+            }
+        });
+        for d in steady {
+            self.touch(&d);
+        }
+        warming
+    }
+
+    /// Touches every destination whose warming endpoints reached their next step; returns
+    /// whether any did. A destination is rebuilt at most [`veer_core::slowstart::STEPS`] + 1
+    /// times per window, never per request.
+    fn warm_steps(&mut self) -> bool {
+        let now = self.now();
+        let mut due = Vec::new();
+        for ((dest, _), w) in self.warming.iter_mut() {
+            if now >= w.since + w.next {
+                let since = now.saturating_sub(w.since);
+                w.next = w.slow_start.next_step(since).unwrap_or(since);
+                due.push(dest.clone());
+            }
+        }
+        let stepped = !due.is_empty();
+        for d in due {
+            self.touch(&d);
+        }
+        stepped
+    }
+
+    /// Starts slow start for the endpoints `new` has back in service: healthy now and unhealthy
+    /// in `old`, or new to a destination `old` had (as Envoy counts a host joining a cluster),
+    /// in destinations with slow start. Their destinations are rebuilt with them warming before
+    /// anything is published, so no request sees them at full weight. An endpoint that went down
+    /// again leaves slow start, and starts over when it comes back.
+    fn start_warmups(&mut self, old: &Snapshot, new: Snapshot, unhealthy: &Unhealthy, warming: &mut Warming) -> Snapshot {
+        let now = self.now();
+        let before: HashMap<&DestinationName, &DestState> = old.destinations.iter().map(|d| (&d.key, &**d)).collect();
+        let mut started = HashSet::new();
+        for d in &new.destinations {
+            let Some(slow_start) = d.resilience.slow_start else { continue };
+            let Some(prev) = before.get(&d.key) else { continue };
+            for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
+                let id = (d.key.clone(), u.key.clone());
+                if e.health == veer_core::topology::Health::Unhealthy {
+                    self.warming.remove(&id);
+                    continue;
+                }
+                let was_down = match prev.upstreams.iter().position(|p| p.key == u.key) {
+                    Some(i) => prev.endpoints[i].health == veer_core::topology::Health::Unhealthy,
+                    None => true,
+                };
+                if was_down && !self.warming.contains_key(&id) {
+                    let (Some(factor), Some(next)) = (slow_start.factor(Duration::ZERO), slow_start.next_step(Duration::ZERO)) else {
+                        continue;
+                    };
+                    warming.entry(id.0.clone()).or_default().push((id.1.clone(), factor));
+                    self.warming.insert(id, Warmup { since: now, slow_start, next });
+                    started.insert(d.key.clone());
+                }
+            }
+        }
+        if started.is_empty() {
+            return new;
+        }
+        new.with_health(unhealthy, warming, &started, self.generation)
     }
 
     /// Publishes a destination's health and records a move to another priority.
@@ -746,18 +858,25 @@ impl Control {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let (verdict, detail) = probe_with(
-                    &shared,
-                    &endpoint,
-                    via.as_deref(),
-                    tls.as_ref(),
-                    &check.path,
-                    Some(&host),
-                    h2,
-                    check.timeout,
-                    &check.expected_statuses,
-                )
-                .await;
+                let (verdict, detail) = match &check.protocol {
+                    CheckProtocol::Http => {
+                        probe_with(
+                            &shared,
+                            &endpoint,
+                            via.as_deref(),
+                            tls.as_ref(),
+                            &check.path,
+                            Some(&host),
+                            h2,
+                            check.timeout,
+                            &check.expected_statuses,
+                        )
+                        .await
+                    }
+                    CheckProtocol::Grpc { service } => {
+                        grpc_probe::probe(shared.clone(), &endpoint, via.clone(), service, check.timeout).await
+                    }
+                };
                 let Some(ok) = verdict.passed() else {
                     // Not the endpoint's doing: no verdict this round.
                     tracing::warn!(target: "veer::health", "health check of {endpoint} for {dest} not sent: {detail}");

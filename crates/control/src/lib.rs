@@ -6,6 +6,7 @@
 //! - [`manifests`]: the manifest watcher, which reads and checks changed files off the loop.
 //! - [`control`]: the control loop; it turns outcomes, probe results and reloads into
 //!   snapshots.
+//! - `grpc_probe`: the gRPC health check (`grpc.health.v1`), beside the control loop's HTTP one.
 //! - [`mesh`]: peer clusters, their catalogs, and the east-west listener peers connect to.
 //! - [`holds`]: what holds endpoints out of the tables, for `veer status`.
 //! - [`status`]: what the control loop last published for operators (peers, holds).
@@ -16,6 +17,7 @@
 pub mod clock;
 pub mod control;
 pub mod events;
+mod grpc_probe;
 pub mod holds;
 pub mod manifests;
 pub mod mesh;

@@ -19,6 +19,7 @@
 //! - [`retry`]: whether a failed try is retried, after what back-off, and the retry budget.
 //! - [`health`]: what a probe's result says, and the active health check's thresholds.
 //! - [`readmission`]: when ejected hosts are swept, and the probe that lets them back.
+//! - [`slowstart`]: how much of its weight an endpoint that came back gets while it warms up.
 //! - [`policy`]: the resilience settings every dialect translates into.
 
 pub mod health;
@@ -31,5 +32,6 @@ pub mod policy;
 pub mod priority;
 pub mod readmission;
 pub mod retry;
+pub mod slowstart;
 pub mod table;
 pub mod topology;

@@ -167,15 +167,51 @@ pub fn is_in_panic(level: LevelHealth, panic_threshold: u32) -> bool {
 /// vectors and `no_healthy`.
 pub fn priority_load(levels: &[LevelHealth], settings: LoadSettings) -> PriorityLoad {
     let levels: Vec<LevelHealth> = levels.iter().map(|level| level.clamped()).collect();
+    let (health, degraded): (Vec<u32>, Vec<u32>) =
+        levels.iter().map(|level| availability(*level, settings.overprovisioning_factor)).unzip();
+    split(&levels, health, degraded, settings)
+}
+
+/// A priority's healthy hosts that are warming up (slow start): how many, and their mean factor.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Warming {
+    pub hosts: u32,
+    pub factor: f64,
+}
+
+/// [`priority_load`] while some levels' healthy hosts warm up: each such level's availability
+/// climbs from what it is without them to what it is with them by their factor
+/// ([`crate::slowstart::ramp_availability`]), and the split follows. Panic is decided on the
+/// host counts as ever: a host warming up is healthy, and must not push its level into panic.
+pub fn priority_load_warming(levels: &[LevelHealth], warming: &[Warming], settings: LoadSettings) -> PriorityLoad {
+    let levels: Vec<LevelHealth> = levels.iter().map(|level| level.clamped()).collect();
+    let opf = settings.overprovisioning_factor;
+    let (health, degraded): (Vec<u32>, Vec<u32>) = levels
+        .iter()
+        .enumerate()
+        .map(|(p, level)| {
+            let (warm, degraded) = availability(*level, opf);
+            let health = match warming.get(p) {
+                Some(w) if w.hosts > 0 => {
+                    let cold = LevelHealth { healthy: level.healthy.saturating_sub(w.hosts), ..*level };
+                    crate::slowstart::ramp_availability(availability(cold, opf).0, warm, w.factor)
+                }
+                _ => warm,
+            };
+            (health, degraded)
+        })
+        .unzip();
+    split(&levels, health, degraded, settings)
+}
+
+/// §1.2–1.3 from each level's availability (`health`, `degraded`) and its (clamped) counts.
+fn split(levels: &[LevelHealth], health: Vec<u32>, degraded: Vec<u32>, settings: LoadSettings) -> PriorityLoad {
     let count = levels.len();
     let mut load =
         PriorityLoad { healthy: vec![0; count], degraded: vec![0; count], panic: vec![false; count], total_panic: false, no_healthy: true };
     if count == 0 {
         return load;
     }
-
-    let (health, degraded): (Vec<u32>, Vec<u32>) =
-        levels.iter().map(|level| availability(*level, settings.overprovisioning_factor)).unzip();
     let total: u32 = health.iter().chain(&degraded).sum();
     let nta = total.min(100);
 
@@ -200,18 +236,18 @@ pub fn priority_load(levels: &[LevelHealth], settings: LoadSettings) -> Priority
             *first = 100;
         }
     } else {
-        for (flag, level) in load.panic.iter_mut().zip(&levels) {
+        for (flag, level) in load.panic.iter_mut().zip(levels) {
             *flag = nta != 100 && is_in_panic(*level, threshold);
         }
         load.total_panic = load.panic.iter().all(|&panic| panic);
         if load.total_panic {
-            split_by_host_count(&levels, &mut load);
+            split_by_host_count(levels, &mut load);
         } else if nta == 0 {
-            split_without_availability(&levels, &mut load);
+            split_without_availability(levels, &mut load);
         }
     }
 
-    load.no_healthy = has_unservable_share(&levels, &load);
+    load.no_healthy = has_unservable_share(levels, &load);
     load
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::load::LoadSettings;
 use crate::outlier::OutlierConfig;
+use crate::slowstart::SlowStart;
 
 /// Everything the data plane needs to know about how a destination handles failure.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -19,6 +20,9 @@ pub struct Resilience {
     pub request_timeout: Option<Duration>,
     pub load: LoadSettings,
     pub circuit_breakers: CircuitBreakers,
+    /// How an endpoint that came back (or a priority that did) takes its load back; `None`
+    /// (veer's default, as every dialect's): at once, as Envoy does without `slow_start_config`.
+    pub slow_start: Option<SlowStart>,
 }
 
 /// What one node sends one endpoint at once, at most (Envoy's circuit breakers, whose defaults
@@ -49,9 +53,11 @@ impl CircuitBreakers {
     }
 }
 
-/// An active HTTP health check.
+/// An active health check: an HTTP GET, or a gRPC `grpc.health.v1.Health/Check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActiveHealthCheck {
+    pub protocol: CheckProtocol,
+    /// The HTTP check's path (a gRPC check's re-admission probe uses it too).
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
@@ -64,6 +70,7 @@ impl Default for ActiveHealthCheck {
     fn default() -> Self {
         // Envoy Gateway's CRD defaults.
         ActiveHealthCheck {
+            protocol: CheckProtocol::Http,
             path: "/".into(),
             interval: Duration::from_secs(3),
             timeout: Duration::from_secs(1),
@@ -72,6 +79,17 @@ impl Default for ActiveHealthCheck {
             expected_statuses: vec![(200, 200)],
         }
     }
+}
+
+/// What an active health check sends.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum CheckProtocol {
+    /// `GET path`; the status decides.
+    #[default]
+    Http,
+    /// `grpc.health.v1.Health/Check` for `service` (empty: the server as a whole); only
+    /// `SERVING` passes.
+    Grpc { service: String },
 }
 
 /// Conditions a retry fires on (Envoy `retry_on` names).

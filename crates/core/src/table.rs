@@ -1,7 +1,7 @@
 //! The per-client priority table: endpoints grouped by priority, the load each priority gets,
 //! and each endpoint's expected share of requests.
 
-use crate::load::{priority_load, LevelHealth, LoadSettings, PriorityLoad};
+use crate::load::{priority_load, priority_load_warming, LevelHealth, LoadSettings, PriorityLoad, Warming};
 use crate::priority::{rank, renumber, PriorityRule, Why};
 use crate::topology::{Client, Endpoint, Health};
 
@@ -28,6 +28,8 @@ pub struct Placement {
     pub group_weight: Option<u32>,
     /// Expected share of all requests, in percent.
     pub share_percent: f64,
+    /// The slow start factor its weight is scaled by, while it warms up (`None`: steady).
+    pub warmup: Option<f64>,
 }
 
 /// The full decision for one client and destination.
@@ -48,6 +50,21 @@ pub struct Table {
 
 /// Builds the table for `client` over `endpoints`.
 pub fn build(client: &Client, endpoints: &[Endpoint], rule: &PriorityRule, settings: LoadSettings, weighting: GroupWeighting) -> Table {
+    build_warming(client, endpoints, rule, settings, weighting, &[])
+}
+
+/// [`build`] with some endpoints warming up: `warm[i]` is endpoint `i`'s slow start factor
+/// (`crate::slowstart`), 1 for a steady one; an empty `warm` means all are steady. A warming
+/// endpoint's weight is scaled by its factor, its group's weight by its members' mean factor,
+/// and its priority's availability ramps (`priority_load_warming`).
+pub fn build_warming(
+    client: &Client,
+    endpoints: &[Endpoint],
+    rule: &PriorityRule,
+    settings: LoadSettings,
+    weighting: GroupWeighting,
+    warm: &[f64],
+) -> Table {
     let ranked = rank(client, endpoints, rule);
     let raw: Vec<Option<u32>> = ranked.iter().map(|r| r.as_ref().map(|(p, _)| *p)).collect();
     let finals = renumber(&raw);
@@ -62,7 +79,8 @@ pub fn build(client: &Client, endpoints: &[Endpoint], rule: &PriorityRule, setti
                     Why::Distribute { weight, .. } => Some(*weight),
                     _ => endpoints[i].group_weight,
                 };
-                placements.push(Placement { endpoint: i, priority: *p, raw_priority, why, group_weight, share_percent: 0.0 });
+                let warmup = warm.get(i).copied().filter(|f| *f < 1.0 && endpoints[i].health != Health::Unhealthy);
+                placements.push(Placement { endpoint: i, priority: *p, raw_priority, why, group_weight, share_percent: 0.0, warmup });
             }
             _ => excluded.push(i),
         }
@@ -83,7 +101,22 @@ pub fn build(client: &Client, endpoints: &[Endpoint], rule: &PriorityRule, setti
             h
         })
         .collect();
-    let load = priority_load(&health, settings);
+    let warming: Vec<Warming> = (0..levels)
+        .map(|lvl| {
+            let factors: Vec<f64> = placements
+                .iter()
+                .filter(|p| p.priority == lvl && endpoints[p.endpoint].health == Health::Healthy)
+                .filter_map(|p| p.warmup)
+                .collect();
+            let hosts = factors.len() as u32;
+            Warming { hosts, factor: if hosts == 0 { 1.0 } else { factors.iter().sum::<f64>() / f64::from(hosts) } }
+        })
+        .collect();
+    let load = if warming.iter().any(|w| w.hosts > 0) {
+        priority_load_warming(&health, &warming, settings)
+    } else {
+        priority_load(&health, settings)
+    };
     let weighting = if matches!(rule, PriorityRule::Distribute(_)) { GroupWeighting::On } else { weighting };
     assign_shares(&mut placements, endpoints, &load, settings, weighting);
     Table { placements, excluded, levels, load, level_health: health, settings, weighting }
@@ -149,20 +182,25 @@ fn spread(placements: &mut [Placement], endpoints: &[Endpoint], members: &[usize
     if amount <= 0.0 {
         return;
     }
-    let total: u64 = members
+    let total: f64 = members
         .iter()
         .filter(|&&i| eligible(endpoints[placements[i].endpoint].health))
-        .map(|&i| u64::from(endpoints[placements[i].endpoint].weight))
+        .map(|&i| pick_weight(&placements[i], endpoints))
         .sum();
-    if total == 0 {
+    if total <= 0.0 {
         return;
     }
     for &i in members {
         let e = &endpoints[placements[i].endpoint];
         if eligible(e.health) {
-            placements[i].share_percent += amount * f64::from(e.weight) / total as f64;
+            placements[i].share_percent += amount * pick_weight(&placements[i], endpoints) / total;
         }
     }
+}
+
+/// An endpoint's weight as picks use it: scaled by its slow start factor while it warms up.
+fn pick_weight(p: &Placement, endpoints: &[Endpoint]) -> f64 {
+    f64::from(endpoints[p.endpoint].weight) * p.warmup.unwrap_or(1.0)
 }
 
 /// Locality-weighted spread (§1.5): eff(g) = weight(g) · min(1, OPF/100 · eligible_g / hosts_g).
@@ -192,7 +230,15 @@ fn spread_by_group(
                 .map(f64::from)
                 .unwrap_or_else(|| in_group.iter().map(|&i| f64::from(endpoints[placements[i].endpoint].weight)).sum());
             let scale = (f64::from(settings.overprovisioning_factor) / 100.0 * eligible / hosts).min(1.0);
-            weight * scale
+            // A group whose members warm up takes its load back with them (veer's addition:
+            // Envoy scales hosts inside a locality only).
+            let (sum, scaled) = in_group
+                .iter()
+                .filter(|&&i| endpoints[placements[i].endpoint].health == class)
+                .map(|&i| (f64::from(endpoints[placements[i].endpoint].weight), pick_weight(&placements[i], endpoints)))
+                .fold((0.0, 0.0), |(a, b), (w, s)| (a + w, b + s));
+            let warm = if sum > 0.0 { scaled / sum } else { 1.0 };
+            weight * scale * warm
         })
         .collect();
     let total: f64 = effective.iter().sum();

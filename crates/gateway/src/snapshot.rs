@@ -83,6 +83,9 @@ pub struct DestState {
     /// The endpoint keys held down when this state was built, sorted: a reload that resolves
     /// the destination as before, with the same ones down, keeps this state as it is.
     down: Vec<EndpointKey>,
+    /// The endpoints warming up (slow start) when this state was built, with their factors,
+    /// sorted: a reload keeps this state only if they are the same.
+    warm: Vec<(EndpointKey, f64)>,
     /// The destination as resolved from the manifests, before health: what a health-only
     /// update rebuilds this state from without resolving the manifests again.
     resolved: Destination,
@@ -178,6 +181,12 @@ pub struct Snapshot {
 
 /// Endpoint health as the control loop knows it: destination key → endpoint keys that are down.
 pub type Unhealthy = HashMap<DestinationName, Vec<EndpointKey>>;
+
+/// Endpoints warming up after they came back (slow start): destination → (endpoint, the factor
+/// its weight is scaled by now, in `(0, 1)`). The control loop computes the factors
+/// (`veer_core::slowstart`) and rebuilds the tables at a few steps over the window, so a
+/// request reads fixed pick weights.
+pub type Warming = HashMap<DestinationName, Vec<(EndpointKey, f64)>>;
 
 /// veer's retry policy when none is configured: retry what is safe on another endpoint,
 /// moving to the next priority once one has failed.
@@ -283,7 +292,7 @@ impl Snapshot {
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::build_with(view, cluster, labels, unhealthy, remote, generation, None)
+        Self::build_with(view, cluster, labels, unhealthy, &Warming::new(), remote, generation, None)
     }
 
     /// [`Snapshot::build_meshed`] for new manifests, after `previous`. A destination that
@@ -291,23 +300,27 @@ impl Snapshot {
     /// its state (table, retry budget, failure counts), so a reload that changes a few
     /// destinations rebuilds only those; any other keeps the retry budget of its key, so a
     /// reload neither refills nor empties a budget.
+    #[allow(clippy::too_many_arguments)]
     pub fn build_after(
         previous: &Snapshot,
         view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
+        warming: &Warming,
         remote: Arc<Remote>,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
-        Self::build_with(view, cluster, labels, unhealthy, remote, generation, Some(previous))
+        Self::build_with(view, cluster, labels, unhealthy, warming, remote, generation, Some(previous))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build_with(
         view: View<'_>,
         cluster: &str,
         labels: &Labels,
         unhealthy: &Unhealthy,
+        warming: &Warming,
         remote: Arc<Remote>,
         generation: u64,
         previous: Option<&Snapshot>,
@@ -331,8 +344,12 @@ impl Snapshot {
         let state_for = |key: DestinationName, dest: Destination| -> Arc<DestState> {
             let prev = before.get(key.as_str());
             match prev {
-                Some(p) if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) => Arc::clone(p),
-                _ => Arc::new(dest_state(key, dest, &client, unhealthy, &remote, prev.map(|p| &***p))),
+                Some(p)
+                    if reusable && p.resolved == dest && p.down == sorted_down(unhealthy, &key) && p.warm == sorted_warm(warming, &key) =>
+                {
+                    Arc::clone(p)
+                }
+                _ => Arc::new(dest_state(key, dest, &client, unhealthy, warming, &remote, prev.map(|p| &***p))),
             }
         };
         let add = |snap: &mut Snapshot,
@@ -402,22 +419,35 @@ impl Snapshot {
     /// The same routes and destinations with new health for the destinations in `changed`; the
     /// others are shared with `self`. This is the update a failure or recovery causes: it
     /// resolves no manifest and rebuilds only the tables that moved.
-    pub fn with_health(&self, unhealthy: &Unhealthy, changed: &std::collections::HashSet<DestinationName>, generation: u64) -> Snapshot {
-        self.rebuilt(unhealthy, self.remote.clone(), |key| changed.contains(key), generation)
+    pub fn with_health(
+        &self,
+        unhealthy: &Unhealthy,
+        warming: &Warming,
+        changed: &std::collections::HashSet<DestinationName>,
+        generation: u64,
+    ) -> Snapshot {
+        self.rebuilt(unhealthy, warming, self.remote.clone(), |key| changed.contains(key), generation)
     }
 
     /// The same routes with new remote health: every destination's table is rebuilt.
-    pub fn with_remote(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, generation: u64) -> Snapshot {
-        self.rebuilt(unhealthy, remote, |_| true, generation)
+    pub fn with_remote(&self, unhealthy: &Unhealthy, warming: &Warming, remote: Arc<Remote>, generation: u64) -> Snapshot {
+        self.rebuilt(unhealthy, warming, remote, |_| true, generation)
     }
 
-    fn rebuilt(&self, unhealthy: &Unhealthy, remote: Arc<Remote>, rebuild: impl Fn(&DestinationName) -> bool, generation: u64) -> Snapshot {
+    fn rebuilt(
+        &self,
+        unhealthy: &Unhealthy,
+        warming: &Warming,
+        remote: Arc<Remote>,
+        rebuild: impl Fn(&DestinationName) -> bool,
+        generation: u64,
+    ) -> Snapshot {
         let destinations = self
             .destinations
             .iter()
             .map(|d| {
                 if rebuild(&d.key) {
-                    Arc::new(dest_state(d.key.clone(), d.resolved.clone(), &self.client, unhealthy, &remote, Some(d)))
+                    Arc::new(dest_state(d.key.clone(), d.resolved.clone(), &self.client, unhealthy, warming, &remote, Some(d)))
                 } else {
                     d.clone()
                 }
@@ -469,6 +499,13 @@ fn sorted_down(unhealthy: &Unhealthy, key: &DestinationName) -> Vec<EndpointKey>
     down
 }
 
+/// The endpoints `warming` has warming up for `key`, sorted by endpoint.
+fn sorted_warm(warming: &Warming, key: &DestinationName) -> Vec<(EndpointKey, f64)> {
+    let mut warm = warming.get(key).cloned().unwrap_or_default();
+    warm.sort_by(|a, b| a.0.cmp(&b.0));
+    warm
+}
+
 /// Whether two snapshots' remote parts give the same tables: the same peer links (the same
 /// connections, not only the same names) and the same remote health.
 fn same_remote(a: &Remote, b: &Remote) -> bool {
@@ -484,6 +521,7 @@ fn dest_state(
     resolved: Destination,
     client: &Client,
     unhealthy: &Unhealthy,
+    warming: &Warming,
     remote: &Remote,
     previous: Option<&DestState>,
 ) -> DestState {
@@ -497,7 +535,13 @@ fn dest_state(
             e.health = Health::Unhealthy;
         }
     }
-    let table = table::build(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting);
+    let warm = sorted_warm(warming, &key);
+    let factors: Vec<f64> = if warm.is_empty() {
+        Vec::new()
+    } else {
+        dest.endpoints.iter().map(|e| warm.iter().find(|(k, _)| *k.address() == e.address).map_or(1.0, |(_, f)| *f)).collect()
+    };
+    let table = table::build_warming(client, &dest.endpoints, &dest.rule, dest.resilience.load, dest.weighting, &factors);
     let mut priority_of = vec![usize::MAX; dest.endpoints.len()];
     for p in &table.placements {
         priority_of[p.endpoint] = p.priority;
@@ -555,6 +599,7 @@ fn dest_state(
         budget,
         tls,
         down: sorted_down(unhealthy, &key),
+        warm,
         key,
         upstreams,
         endpoints: dest.endpoints.clone(),

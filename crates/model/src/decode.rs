@@ -188,6 +188,22 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A number (integer or decimal) in `min..=max`.
+    pub fn number(&self, key: &'static str, min: f64, max: f64) -> Option<f64> {
+        let n = self.raw(key)?;
+        let parsed = match &n.value {
+            Value::Scalar { text, plain: true } => text.parse::<f64>().ok().filter(|v| v.is_finite()),
+            _ => None,
+        };
+        match parsed {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.ctx.error(n.pos, &self.field_path(key), format!("expected a number in {min}..={max}, found {}", describe(n)));
+                None
+            }
+        }
+    }
+
     pub fn u32(&self, key: &'static str, min: u32, max: u32) -> Option<u32> {
         self.int(key, i64::from(min), i64::from(max)).and_then(|(v, _)| u32::try_from(v).ok())
     }

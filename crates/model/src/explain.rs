@@ -29,6 +29,16 @@ pub struct Report {
     /// Endpoints the policy gives no traffic at all.
     pub excluded: Vec<EndpointView>,
     pub notes: Vec<String>,
+    /// How an endpoint that comes back takes its load back; absent when slow start is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStartView>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SlowStartView {
+    pub window_ms: u64,
+    pub aggression: f64,
+    pub min_weight_percent: u32,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -62,6 +72,9 @@ pub struct EndpointView {
     pub weight: u32,
     pub healthy: bool,
     pub share_percent: f64,
+    /// While the endpoint warms up (slow start): the percent of its weight it has now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_percent: Option<f64>,
     pub labels: Labels,
     pub why: String,
     pub origin: String,
@@ -125,7 +138,7 @@ pub fn explain(dest: &Destination, client: &Client) -> Report {
 /// The report for a table already built for `client` over `dest`'s endpoints (the data plane
 /// builds it once and shares it between routing and `/routes`).
 pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
-    let view = |i: usize, why: String, share: f64| {
+    let view = |i: usize, why: String, share: f64, warmup: Option<f64>| {
         let e = &dest.endpoints[i];
         EndpointView {
             cluster: e.cluster.to_string(),
@@ -133,6 +146,7 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
             weight: e.weight,
             healthy: e.health != Health::Unhealthy,
             share_percent: (share * 100.0).round() / 100.0,
+            warmup_percent: warmup.map(|f| (f * 1000.0).round() / 10.0),
             labels: e.labels.clone(),
             why,
             origin: e.origin.clone(),
@@ -151,9 +165,9 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
             Why::Tier(t) => format!("tier {t}: {}", dest.endpoints[pl.endpoint].origin),
             ref other => describe(other, pl.group_weight),
         };
-        priorities[pl.priority].endpoints.push(view(pl.endpoint, why, pl.share_percent));
+        priorities[pl.priority].endpoints.push(view(pl.endpoint, why, pl.share_percent, pl.warmup));
     }
-    let excluded = t.excluded.iter().map(|&i| view(i, "no distribute target covers its locality".into(), 0.0)).collect();
+    let excluded = t.excluded.iter().map(|&i| view(i, "no distribute target covers its locality".into(), 0.0, None)).collect();
     let mut notes = dest.notes.clone();
     let panic = t.load.total_panic || t.load.panic.iter().any(|p| *p);
     if t.load.no_healthy {
@@ -178,6 +192,11 @@ pub fn report(dest: &Destination, client: &Client, t: &Table) -> Report {
         priorities,
         excluded,
         notes,
+        slow_start: dest.resilience.slow_start.map(|s| SlowStartView {
+            window_ms: u64::try_from(s.window.as_millis()).unwrap_or(u64::MAX),
+            aggression: f64::from(s.aggression_milli) / 1000.0,
+            min_weight_percent: s.min_weight_percent,
+        }),
     }
 }
 
@@ -244,16 +263,13 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out, "\nP{}  load {}%{}", p.priority, p.load_percent, if p.panic { "  PANIC" } else { "" });
         let _ = writeln!(out, "  {:<16} {:<24} {:>6} {:<9} {:>8}  why", "cluster", "address", "weight", "health", "share");
         for e in &p.endpoints {
-            let _ = writeln!(
-                out,
-                "  {:<16} {:<24} {:>6} {:<9} {:>7.2}%  {}",
-                e.cluster,
-                e.address,
-                e.weight,
-                if e.healthy { "healthy" } else { "DOWN" },
-                e.share_percent,
-                e.why
-            );
+            let health = match (e.healthy, e.warmup_percent) {
+                (false, _) => "DOWN".to_string(),
+                (true, Some(w)) => format!("warm {w:.0}%"),
+                (true, None) => "healthy".to_string(),
+            };
+            let _ =
+                writeln!(out, "  {:<16} {:<24} {:>6} {:<9} {:>7.2}%  {}", e.cluster, e.address, e.weight, health, e.share_percent, e.why);
         }
     }
     if !r.excluded.is_empty() {
@@ -261,6 +277,13 @@ pub fn render_table(r: &Report) -> String {
         for e in &r.excluded {
             let _ = writeln!(out, "  {:<16} {:<24} {}", e.cluster, e.address, e.why);
         }
+    }
+    if let Some(s) = &r.slow_start {
+        let _ = writeln!(
+            out,
+            "\nslow start: an endpoint or priority that comes back takes its load back over {} ms (aggression {}, from {}% of its weight)",
+            s.window_ms, s.aggression, s.min_weight_percent
+        );
     }
     for n in &r.notes {
         let _ = writeln!(out, "\nnote: {n}");

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use veer_core::outlier::OutlierConfig;
-use veer_core::policy::{ActiveHealthCheck, RetryOn, RetryPolicy};
+use veer_core::policy::{ActiveHealthCheck, CheckProtocol, RetryOn, RetryPolicy};
+use veer_core::slowstart::SlowStart;
 
 use crate::decode::Obj;
 use crate::diag::Pos;
@@ -35,6 +36,9 @@ pub struct BackendTrafficPolicy {
     pub retry: Option<RetryPolicy>,
     /// `circuitBreaker`, as the caps veer applies per endpoint.
     pub circuit_breakers: Option<veer_core::policy::CircuitBreakers>,
+    /// `loadBalancer.slowStart.window`: `None` when unset or zero: slow start
+    /// off, as in Envoy.
+    pub slow_start: Option<SlowStart>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,10 +277,26 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
         }
         if let Some(a) = hc.obj("active") {
             let mut check = ActiveHealthCheck::default();
-            if let Some((t, pos)) = a.one_of("type", &["HTTP", "TCP", "GRPC"]) {
-                if t != "HTTP" {
-                    a.ctx().error(pos, &a.field_path("type"), format!("{t} health checks are not supported yet; use HTTP"));
+            let kind = a.one_of("type", &["HTTP", "TCP", "GRPC"]).map(|(t, pos)| {
+                if t == "TCP" {
+                    a.ctx().error(pos, &a.field_path("type"), "TCP health checks are not supported yet; use HTTP or GRPC");
                 }
+                t
+            });
+            if kind == Some("GRPC") {
+                let mut service = String::new();
+                if let Some(g) = a.obj("grpc") {
+                    if let Some((s, _)) = g.string("service") {
+                        service = s;
+                    }
+                    g.finish();
+                }
+                check.protocol = CheckProtocol::Grpc { service };
+                if a.has("http") {
+                    a.ctx().error(a.pos_of("http"), &a.field_path("http"), "a GRPC health check takes grpc, not http");
+                }
+            } else if a.has("grpc") {
+                a.ctx().error(a.pos_of("grpc"), &a.field_path("grpc"), "grpc is for type GRPC");
             }
             if let Some(v) = a.duration("interval") {
                 check.interval = v;
@@ -313,14 +333,15 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
                 }
                 h.tolerate("expectedResponse", "only status codes are checked");
                 h.finish();
-            } else if a.has("type") {
+            } else if kind == Some("HTTP") {
                 a.ctx().error(a.pos(), &a.field_path("http"), "an HTTP health check needs http.path");
             }
             if check.timeout >= check.interval {
                 a.ctx().warn(a.pos(), &a.field_path("timeout"), "timeout is not shorter than interval; probes may overlap");
             }
             a.tolerate("tcp", "TCP health checks are not supported yet");
-            a.tolerate("grpc", "gRPC health checks are not supported yet");
+            a.raw("grpc");
+            a.raw("http");
             a.finish();
             active = Some(check);
         }
@@ -387,8 +408,8 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
         cb.finish();
         caps
     });
+    let slow_start = spec.obj("loadBalancer").and_then(|lb| read_load_balancer(&lb)).flatten();
     for t in [
-        "loadBalancer",
         "timeout",
         "tcpKeepalive",
         "connection",
@@ -406,7 +427,32 @@ pub(crate) fn read_backend_traffic_policy(spec: &Obj<'_>, meta: Meta) -> Option<
     ] {
         spec.tolerate(t, "this BackendTrafficPolicy field is not part of failover");
     }
-    Some(BackendTrafficPolicy { meta, targets, passive, active, retry, circuit_breakers })
+    Some(BackendTrafficPolicy { meta, targets, passive, active, retry, circuit_breakers, slow_start })
+}
+
+/// `loadBalancer`: veer picks by weight whatever the `type`, so only `slowStart` acts; Envoy
+/// Gateway allows it with RoundRobin and LeastRequest only. A zero window turns it off.
+fn read_load_balancer(lb: &Obj<'_>) -> Option<Option<SlowStart>> {
+    let kind = lb.one_of("type", &["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]);
+    if !lb.has("type") {
+        lb.ctx().error(lb.pos(), &lb.field_path("type"), "required field is missing");
+    }
+    lb.tolerate("consistentHash", "consistent hashing is not modelled; endpoints are picked by weight");
+    lb.tolerate("zoneAware", "zone-aware routing is not modelled; priorities come from the Backends' fallback");
+    lb.tolerate("endpointOverride", "endpoint override is not modelled");
+    let slow = lb.obj("slowStart").and_then(|s| {
+        let window = s.duration("window");
+        if !s.has("window") {
+            s.ctx().error(s.pos(), &s.field_path("window"), "required field is missing");
+        }
+        if let Some((t @ ("Random" | "ConsistentHash"), _)) = kind {
+            s.ctx().error(s.pos(), s.path(), format!("slowStart is only supported with RoundRobin and LeastRequest, not {t}"));
+        }
+        s.finish();
+        window.map(|w| if w.is_zero() { None } else { Some(SlowStart::with_window(w)) })
+    });
+    lb.finish();
+    slow
 }
 
 pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use veer_core::outlier::OutlierConfig;
 use veer_core::priority::{DistributeEntry, FailoverEntry, LabelMatch};
+use veer_core::slowstart::SlowStart;
 
 use crate::decode::Obj;
 use crate::diag::Pos;
@@ -21,6 +22,9 @@ pub struct DestinationRule {
     pub circuit_breakers: Option<veer_core::policy::CircuitBreakers>,
     /// `trafficPolicy.tls`, its files read: `None` when TLS is off.
     pub tls: Option<std::sync::Arc<crate::upstream_tls::UpstreamTls>>,
+    /// `trafficPolicy.loadBalancer.warmupDurationSecs` (or `warmup`): `None` when unset or
+    /// set to 0: slow start off, as in Envoy.
+    pub slow_start: Option<SlowStart>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,12 +67,12 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     let mut outlier = None;
     let mut circuit_breakers = None;
     let mut tls = None;
+    let mut slow_start = None;
     if let Some(tp) = spec.obj("trafficPolicy") {
         if let Some(lb) = tp.obj("loadBalancer") {
             lb.one_of("simple", &["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]);
             lb.tolerate("consistentHash", "consistent hashing is not modelled; endpoints are picked by weight");
-            lb.tolerate("warmupDurationSecs", "slow start is the data plane's own");
-            lb.tolerate("warmup", "slow start is the data plane's own");
+            slow_start = read_warmup(&lb).flatten();
             if let Some(l) = lb.obj("localityLbSetting") {
                 locality = Some(read_locality_lb(&l));
                 l.finish();
@@ -99,7 +103,38 @@ pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<Destin
     spec.tolerate("subsets", "subsets are not modelled");
     spec.tolerate("exportTo", "every destination is visible to every cluster");
     spec.tolerate("workloadSelector", "DestinationRules apply to every client");
-    Some(DestinationRule { meta, host, host_pos, locality, outlier, circuit_breakers, tls })
+    Some(DestinationRule { meta, host, host_pos, locality, outlier, circuit_breakers, tls, slow_start })
+}
+
+/// Istio's slow start: `warmupDurationSecs` (a duration, as istiod maps it to Envoy's
+/// `slow_start_window` with aggression 1), or the newer `warmup` with its own `aggression` and
+/// `minimumPercent`. Setting both is refused, as Istio's validation does. A zero window turns
+/// slow start off.
+fn read_warmup(lb: &Obj<'_>) -> Option<Option<SlowStart>> {
+    let on = |s: SlowStart| if s.window.is_zero() { None } else { Some(s) };
+    if lb.has("warmupDurationSecs") && lb.has("warmup") {
+        lb.ctx().error(lb.pos_of("warmup"), &lb.field_path("warmup"), "set warmup or warmupDurationSecs, not both");
+        lb.raw("warmupDurationSecs");
+        lb.raw("warmup");
+        return None;
+    }
+    if let Some(window) = lb.duration("warmupDurationSecs") {
+        return Some(on(SlowStart::with_window(window)));
+    }
+    let w = lb.obj("warmup")?;
+    let window = w.duration("duration");
+    if !w.has("duration") {
+        w.ctx().error(w.pos(), &w.field_path("duration"), "required field is missing");
+    }
+    let mut s = SlowStart::with_window(window.unwrap_or_default());
+    if let Some(a) = w.number("aggression", 1.0, 1000.0) {
+        s.aggression_milli = (a * 1000.0).round() as u32;
+    }
+    if let Some(m) = w.number("minimumPercent", 0.0, 100.0) {
+        s.min_weight_percent = m.round() as u32;
+    }
+    w.finish();
+    window.map(|_| on(s))
 }
 
 /// Istio's connectionPool as Envoy's circuit breakers (what istiod translates it to):

@@ -650,6 +650,7 @@ pub fn resolve_route_rule(
         if let Some(caps) = p.circuit_breakers {
             resilience.circuit_breakers = caps;
         }
+        resilience.slow_start = p.slow_start;
     } else {
         notes.push("no BackendTrafficPolicy targets this route: no health check marks backends unhealthy".into());
     }
@@ -761,6 +762,7 @@ fn resolve_kube_service(
             if let Some(caps) = dr.circuit_breakers {
                 resilience.circuit_breakers = caps;
             }
+            resilience.slow_start = dr.slow_start;
             let fail_over = dr.outlier.is_some();
             match &dr.locality {
                 Some(l) if !l.enabled => {

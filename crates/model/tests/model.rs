@@ -1302,3 +1302,49 @@ fn upstream_tls_files_are_read_and_checked_at_load_with_errors_at_the_field() {
         );
     }
 }
+
+/// Slow start and gRPC health checks become resilience settings: Istio's `warmupDurationSecs`
+/// (aggression 1, 10% floor) and `warmup`, Envoy Gateway's `loadBalancer.slowStart.window` and
+/// `healthCheck.active.type: GRPC` with its service; a zero window turns slow start off.
+#[test]
+fn slow_start_and_grpc_checks_are_read_into_resilience() {
+    use std::time::Duration;
+    use veer_core::policy::CheckProtocol;
+    use veer_core::slowstart::SlowStart;
+    const ISTIO: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: one\nspec:\n  locality:\n    region: r\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  namespace: ns\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata:\n  name: c\n  namespace: ns\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: a\n  namespace: ns\nspec:\n  host: a.ns.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n      warmupDurationSecs: 45s\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: b\n  namespace: ns\nspec:\n  host: b.ns.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n      warmup:\n        duration: 1m\n        aggression: 1.5\n        minimumPercent: 25\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: c\n  namespace: ns\nspec:\n  host: c.ns.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n      warmupDurationSecs: 0s\n";
+    let accepted = from_sources(&[("istio.yaml".into(), ISTIO.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let inventory = Inventory::from_manifests(accepted.set());
+    let slow = |host: &str| {
+        veer_model::resolve::resolve(View::new(accepted.set(), &inventory), host, None, "one", "").expect("resolves").resilience.slow_start
+    };
+    assert_eq!(slow("a.ns.svc.cluster.local"), Some(SlowStart::with_window(Duration::from_secs(45))));
+    assert_eq!(
+        slow("b.ns.svc.cluster.local"),
+        Some(SlowStart { window: Duration::from_secs(60), aggression_milli: 1500, min_weight_percent: 25 })
+    );
+    assert_eq!(slow("c.ns.svc.cluster.local"), None, "a zero window turns slow start off");
+
+    const EG: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: one\nspec:\n  locality:\n    region: r\n---\n\
+        apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata:\n  name: be\nspec:\n  endpoints:\n  - ip:\n      address: 127.0.0.11\n      port: 3000\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  gatewayClassName: eg\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 80\n---\n\
+        apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: route\nspec:\n  hostnames:\n  - g.example.com\n  parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - group: gateway.envoyproxy.io\n      kind: Backend\n      name: be\n      port: 3000\n---\n\
+        apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata:\n  name: p\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    name: route\n  healthCheck:\n    active:\n      type: GRPC\n      interval: 2s\n      timeout: 1s\n      grpc:\n        service: shop.Cart\n  loadBalancer:\n    type: LeastRequest\n    slowStart:\n      window: 20s\n";
+    let accepted = from_sources(&[("eg.yaml".into(), EG.into())]).unwrap_or_else(|r| panic!("{r}"));
+    let inventory = Inventory::from_manifests(accepted.set());
+    let d = veer_model::resolve::resolve(View::new(accepted.set(), &inventory), "g.example.com", None, "one", "/").expect("resolves");
+    assert_eq!(d.resilience.slow_start, Some(SlowStart::with_window(Duration::from_secs(20))));
+    let check = d.resilience.active_health_check.clone().expect("active check");
+    assert_eq!(check.protocol, CheckProtocol::Grpc { service: "shop.Cart".into() });
+    assert_eq!(check.interval, Duration::from_secs(2));
+    // `veer explain` says how the route's endpoints come back.
+    let report =
+        veer_model::explain::explain(&d, &veer_model::resolve::client(accepted.set(), "one", &Default::default()).expect("client"));
+    assert_eq!(report.slow_start.map(|s| s.window_ms), Some(20_000));
+    assert!(veer_model::explain::render_table(&veer_model::explain::explain(&d, &Default::default())).contains("over 20000 ms"));
+}

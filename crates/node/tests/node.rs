@@ -30,6 +30,12 @@ mod listeners;
 #[path = "node/upstream_tls.rs"]
 mod upstream_tls;
 
+#[path = "node/grpc_health.rs"]
+mod grpc_health;
+
+#[path = "node/slow_start.rs"]
+mod slow_start;
+
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two
 /// of them never share its two cores: each measures a proxy with a CPU to spare, as it would
 /// run alone.

@@ -156,3 +156,50 @@ fn level_shares_give_a_spilled_to_priority_its_own_split_even_at_zero_load() {
     let b1: f64 = shares.iter().filter(|(i, _)| eps[*i].group == "b1").map(|(_, s)| s).sum();
     assert!((b1 - 75.0).abs() < 1e-9, "{shares:?}");
 }
+
+#[test]
+fn a_warming_endpoint_gets_its_weight_scaled_and_its_group_with_it() {
+    // Two clusters, one endpoint each, as two groups (Envoy Gateway backendRefs) or flat.
+    let eps = [ep("a", "r/z", "a", Health::Healthy), ep("b", "r/z", "b", Health::Healthy)];
+    for weighting in [GroupWeighting::Off, GroupWeighting::On] {
+        let mut last = 0.0;
+        for f in [0.1, 0.4, 0.7, 0.99] {
+            let t = build_warming(&client("a", "r/z"), &eps, &PriorityRule::Flat, LoadSettings::default(), weighting, &[f, 1.0]);
+            let a = share_of(&t, &eps, "a");
+            assert!((a - 100.0 * f / (1.0 + f)).abs() < 1e-9, "{weighting:?} factor {f}: {a}");
+            assert!(a > last && a < 50.0);
+            last = a;
+            assert_eq!(t.placements[0].warmup, Some(f));
+        }
+        let steady = build_warming(&client("a", "r/z"), &eps, &PriorityRule::Flat, LoadSettings::default(), weighting, &[1.0, 1.0]);
+        assert!((share_of(&steady, &eps, "a") - 50.0).abs() < 1e-9);
+        assert_eq!(steady.placements[0].warmup, None);
+    }
+}
+
+#[test]
+fn a_priority_that_came_back_takes_its_load_back_by_its_factor() {
+    let rule = PriorityRule::Istio { labels: vec![], locality: Some(vec![FailoverEntry { from: "region1".into(), to: "region2".into() }]) };
+    let settings = LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 };
+    let eps = [
+        ep("c1", "region1/z", "region1/z", Health::Healthy),
+        ep("c1", "region1/z", "region1/z", Health::Healthy),
+        ep("c2", "region2/z", "region2/z", Health::Healthy),
+    ];
+    let mut last = 0;
+    for f in [0.1, 0.3, 0.5, 0.9] {
+        let t = build_warming(&client("c1", "region1/z"), &eps, &rule, settings, GroupWeighting::On, &[f, f, 1.0]);
+        let p0 = t.load.healthy[0];
+        assert_eq!(p0, (100.0 * f).round() as u32, "factor {f}");
+        assert_eq!(t.load.healthy[1], 100 - p0);
+        assert!(!t.load.panic[0], "hosts warming up are healthy: no panic");
+        assert!(p0 > last);
+        last = p0;
+    }
+    // One of two P0 hosts back: P0 climbs from 70 (1 of 2 at OPF 140) towards 100.
+    let half = [eps[0].clone(), Endpoint { health: Health::Unhealthy, ..eps[1].clone() }, eps[2].clone()];
+    let t = build_warming(&client("c1", "region1/z"), &half, &rule, settings, GroupWeighting::On, &[1.0, 0.5, 1.0]);
+    assert_eq!(t.load.healthy, vec![70, 30]);
+    let both = build_warming(&client("c1", "region1/z"), &eps, &rule, settings, GroupWeighting::On, &[1.0, 0.5, 1.0]);
+    assert_eq!(both.load.healthy, vec![85, 15]);
+}

@@ -112,8 +112,17 @@ fn set_of(text: &str) -> ManifestSet {
 fn reload(previous: &Snapshot, text: &str, unhealthy: &Unhealthy) -> Snapshot {
     let set = set_of(text);
     let inventory = Inventory::from_manifests(&set);
-    Snapshot::build_after(previous, View::new(&set, &inventory), "west", &Labels::new(), unhealthy, Arc::default(), previous.generation + 1)
-        .expect("snapshot")
+    Snapshot::build_after(
+        previous,
+        View::new(&set, &inventory),
+        "west",
+        &Labels::new(),
+        unhealthy,
+        &Warming::new(),
+        Arc::default(),
+        previous.generation + 1,
+    )
+    .expect("snapshot")
 }
 
 const ECHO: &str = "echo.demo.svc.cluster.local:80";
@@ -126,7 +135,7 @@ fn a_destination_keeps_its_retry_budget_across_health_updates_and_reloads() {
     let mut down = Unhealthy::new();
     down.insert(ECHO.into(), vec![ep("127.0.0.1:80")]);
     let changed = std::collections::HashSet::from([ECHO.into()]);
-    let health_update = first.with_health(&down, &changed, 2);
+    let health_update = first.with_health(&down, &Warming::new(), &changed, 2);
     assert!(
         Arc::ptr_eq(budget, &health_update.route(GATEWAY, "echo.demo", &get("/")).expect("route").budget),
         "a health update keeps the budget"
@@ -345,4 +354,37 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
 
 fn ep(address: &str) -> veer_core::topology::EndpointKey {
     address.parse().expect("an ip:port")
+}
+
+#[test]
+fn a_warming_endpoint_takes_its_priority_back_by_its_factor_in_picks_and_the_report() {
+    let first = snapshot(&Unhealthy::new());
+    let changed = std::collections::HashSet::from([veer_core::names::DestinationName::new(ECHO)]);
+    let mut warming = Warming::new();
+    warming.insert(ECHO.into(), vec![(ep("127.0.0.1:80"), 0.3)]);
+    let warm = first.with_health(&Unhealthy::new(), &warming, &changed, 2);
+    let d = warm.route(GATEWAY, "echo.demo", &get("/")).expect("route");
+    assert_eq!(d.table.load.healthy, vec![30, 70], "P0 came back: 30% of its load at factor 0.3");
+    let p0 = &d.report.priorities[0].endpoints[0];
+    assert_eq!((p0.warmup_percent, p0.share_percent), (Some(30.0), 30.0));
+    let mut rng = fastrand::Rng::with_seed(7);
+    let west =
+        (0..2000).filter(|_| &*d.upstreams[d.pick(&Tried::default(), rng.u64(..), rng.f64()).expect("pick")].cluster == "west").count();
+    assert!((500..700).contains(&west), "first tries follow the table: {west} of 2000 to west");
+
+    // A reload keeps the state only with the same endpoints warming at the same factors.
+    let state = |s: &Snapshot| Arc::clone(&s.destinations[s.destinations.iter().position(|d| d.key == ECHO).expect("echo")]);
+    let set = set_of(WORLD);
+    let inventory = Inventory::from_manifests(&set);
+    let again = |w: &Warming| {
+        Snapshot::build_after(&warm, View::new(&set, &inventory), "west", &Labels::new(), &Unhealthy::new(), w, Arc::default(), 3)
+            .expect("snapshot")
+    };
+    assert!(Arc::ptr_eq(&state(&warm), &state(&again(&warming))));
+    let mut later = warming.clone();
+    later.insert(ECHO.into(), vec![(ep("127.0.0.1:80"), 0.6)]);
+    let stepped = again(&later);
+    assert!(!Arc::ptr_eq(&state(&warm), &state(&stepped)));
+    assert_eq!(state(&stepped).table.load.healthy, vec![60, 40]);
+    assert_eq!(state(&again(&Warming::new())).table.load.healthy, vec![100, 0], "steady again");
 }
