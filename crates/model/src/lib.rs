@@ -25,6 +25,7 @@ pub mod router;
 pub mod set;
 pub mod smh;
 pub mod tlsroute;
+pub mod tls;
 pub mod topology;
 pub mod upstream_tls;
 pub mod yaml;
@@ -61,7 +62,7 @@ pub struct Loaded {
 }
 
 /// Parses and checks already-read sources (name, text): the set when it has no errors, else
-/// every finding. Pure: no file system access.
+/// every finding. No file system access; the clock is read once, to judge certificates' dates.
 pub fn from_sources(sources: &[(String, String)]) -> Result<Accepted, Rejected> {
     let Loaded { set, diagnostics } = from_sources_even_if_invalid(sources);
     if diagnostics.has_errors() {
@@ -80,7 +81,8 @@ pub fn from_sources_even_if_invalid(sources: &[(String, String)]) -> Loaded {
         resources.extend(r);
         diagnostics.extend(d);
     }
-    let set = ManifestSet::build(resources, &mut diagnostics);
+    // The one clock read of a load: certificates must be valid now.
+    let set = ManifestSet::build(resources, rustls_pki_types::UnixTime::now(), &mut diagnostics);
     Loaded { set, diagnostics }
 }
 

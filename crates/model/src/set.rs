@@ -14,7 +14,11 @@ use crate::load::{about, meta_of, Resource};
 use crate::meta::Meta;
 use crate::router::{ClusterIdentity, DnsConfiguration, DnsPolicy, RouterGateway, ServiceRoute};
 use crate::smh::{mesh_name_of_cluster, FailoverService, TrafficPolicy, VirtualMesh};
+use crate::tls::Secret;
 use crate::topology::{Cluster, Service, WorkloadEntry};
+
+/// The node's gateway socket in [`Listeners`]: the mesh's names, in plain HTTP.
+pub const GATEWAY_SOCKET: usize = 0;
 
 /// Name of the cluster that holds objects when a set defines no `Cluster` at all.
 pub const IMPLICIT_CLUSTER: &str = "default";
@@ -49,9 +53,29 @@ pub struct ManifestSet {
     pub router_gateways: Vec<(String, RouterGateway)>,
     /// ExternalDNS `DNSEndpoint`s (as `veer dns endpoints` writes them) with their clusters.
     pub dns_endpoints: Vec<(String, DnsEndpoint)>,
+    /// Core Secrets, with their clusters: the certificates of HTTPS listeners.
+    pub secrets: Vec<(String, Secret)>,
+    /// Every HTTPS listener with its certificates, checked (set by `build`).
+    pub tls_listeners: Vec<TlsListener>,
     /// Built on first use: a snapshot looks up every Service by name, for each destination
     /// that names one.
     lookup: LookupCell,
+}
+
+/// An HTTPS listener of a Gateway and the certificates it presents, read from its
+/// certificateRefs and checked (key and certificate belong together, both in date).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsListener {
+    /// The Gateway's cluster: its node serves the listener.
+    pub cluster: String,
+    /// `namespace/name` of the Gateway, and the listener's name, for messages.
+    pub gateway: String,
+    pub listener: String,
+    pub port: u16,
+    /// The listener's `hostname`, lower case: the SNI names it answers, exactly or by wildcard.
+    pub hostname: Option<String>,
+    /// In certificateRefs order: the first is the listener's default.
+    pub certs: Vec<veer_pki::ServingCert>,
 }
 
 /// The client sockets of one node: its gateway (socket 0) and the other addresses of
@@ -133,7 +157,8 @@ impl Lookup {
 
 impl ManifestSet {
     /// Groups `resources` and checks them against each other, adding findings to `diags`.
-    pub(crate) fn build(resources: Vec<Resource>, diags: &mut Diagnostics) -> ManifestSet {
+    /// `now` is the time certificates must be valid at.
+    pub(crate) fn build(resources: Vec<Resource>, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) -> ManifestSet {
         let mut set = ManifestSet::default();
         check_duplicates(&resources, diags);
         for r in &resources {
@@ -170,6 +195,7 @@ impl ManifestSet {
                 Resource::ServiceRoute(x) => set.service_routes.push((owner, x)),
                 Resource::RouterGateway(x) => set.router_gateways.push((owner, x)),
                 Resource::DnsEndpoint(x) => set.dns_endpoints.push((owner, x)),
+                Resource::Secret(x) => set.secrets.push((owner, x)),
             }
         }
         set.check_gloo(diags);
@@ -178,6 +204,7 @@ impl ManifestSet {
         set.check_gateway(diags);
         set.attach_routes(diags);
         set.check_listeners(diags);
+        set.check_tls(now, diags);
         set.check_router(diags);
         set
     }
@@ -208,8 +235,8 @@ impl ManifestSet {
                     if p.section.as_ref().is_some_and(|s| *s != l.name) || p.port.is_some_and(|port| port != l.port) {
                         continue;
                     }
-                    if l.protocol != "HTTP" {
-                        why_not.push(format!("listener {:?} is {} and veer serves HTTP listeners only", l.name, l.protocol));
+                    if l.protocol != "HTTP" && l.protocol != "HTTPS" {
+                        why_not.push(format!("listener {:?} is {} and veer serves HTTP and HTTPS listeners only", l.name, l.protocol));
                     } else if !l.admits_http_routes {
                         why_not.push(format!("listener {:?} does not admit HTTPRoutes (allowedRoutes.kinds)", l.name));
                     } else if !l.all_namespaces && g.meta.namespace != r.meta.namespace {
@@ -299,7 +326,7 @@ impl ManifestSet {
                     .iter()
                     .filter(|g| g.cluster == name)
                     .flat_map(|g| &g.listeners)
-                    .any(|l| l.port == p.port && l.protocol == "HTTP");
+                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS"));
                 if !used {
                     diags.push(about(
                         &c.meta,
@@ -307,10 +334,101 @@ impl ManifestSet {
                         Severity::Warning,
                         "spec.gateway.ports",
                         format!(
-                            "no HTTP listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
+                            "no HTTP or HTTPS listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
                             p.port, p.address
                         ),
                     ));
+                }
+            }
+        }
+    }
+
+    /// Reads each HTTPS listener's certificates into [`Self::tls_listeners`], checked once per
+    /// Secret, and checks where they are served: TLS is a socket's property, so an HTTPS
+    /// port needs an address of its own in `spec.gateway.ports` (not the gateway's, which
+    /// serves the mesh's names in plain HTTP) that no HTTP listener's port shares.
+    fn check_tls(&mut self, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) {
+        let mut checked: HashMap<usize, Option<veer_pki::ServingCert>> = HashMap::new();
+        let mut out = Vec::new();
+        for g in &self.gateways {
+            for l in &g.listeners {
+                let Some(tls) = l.tls.as_ref().filter(|_| l.protocol == "HTTPS") else { continue };
+                let mut certs = Vec::new();
+                for r in &tls.certificate_refs {
+                    let field = "spec.listeners.tls.certificateRefs";
+                    let found = self.secrets.iter().position(|(c, s)| {
+                        s.meta.namespace == r.namespace && s.meta.name == r.name && s.meta.cluster_label().is_none_or(|_| *c == g.cluster)
+                    });
+                    let Some(i) = found else {
+                        let elsewhere = self.secrets.iter().find(|(_, s)| s.meta.namespace == r.namespace && s.meta.name == r.name);
+                        let why = match elsewhere {
+                            Some((c, _)) => format!("Secret {}/{} belongs to cluster {c}, not to cluster {} of this Gateway", r.namespace, r.name, g.cluster),
+                            None => format!("no Secret {}/{} in the manifests", r.namespace, r.name),
+                        };
+                        diags.push(about(&g.meta, r.pos, Severity::Error, field, why));
+                        continue;
+                    };
+                    let secret = &self.secrets[i].1;
+                    if secret.kind != crate::tls::TLS_SECRET_TYPE {
+                        diags.push(about(
+                            &g.meta,
+                            r.pos,
+                            Severity::Error,
+                            field,
+                            format!(
+                                "Secret {}/{} (at {}) is of type {}; a listener's certificate is a {} Secret with tls.crt and tls.key",
+                                r.namespace,
+                                r.name,
+                                secret.meta.location(),
+                                secret.kind,
+                                crate::tls::TLS_SECRET_TYPE
+                            ),
+                        ));
+                        continue;
+                    }
+                    let cert = checked.entry(i).or_insert_with(|| check_secret(secret, now, diags));
+                    certs.extend(cert.clone());
+                }
+                if let (Some(host), false) = (&l.hostname, certs.is_empty()) {
+                    let covered = certs.iter().flat_map(|c| &c.names).any(|n| n == host || veer_pki::name_covers(n, host));
+                    if !covered {
+                        diags.push(about(
+                            &g.meta,
+                            l.pos,
+                            Severity::Warning,
+                            "spec.listeners.hostname",
+                            format!("no certificate of listener {:?} names {host}: clients that check names will refuse it", l.name),
+                        ));
+                    }
+                }
+                out.push(TlsListener {
+                    cluster: g.cluster.clone(),
+                    gateway: format!("{}/{}", g.meta.namespace, g.meta.name),
+                    listener: l.name.clone(),
+                    port: l.port,
+                    hostname: l.hostname.clone(),
+                    certs,
+                });
+            }
+        }
+        self.tls_listeners = out;
+        for g in &self.gateways {
+            let Ok(sockets) = self.listeners(&g.cluster) else { continue };
+            for l in g.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+                let Some(&socket) = sockets.ports.get(&l.port) else { continue };
+                let why = if socket == crate::set::GATEWAY_SOCKET {
+                    Some(format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port))
+                } else {
+                    let plain = self
+                        .gateways
+                        .iter()
+                        .filter(|o| o.cluster == g.cluster)
+                        .flat_map(|o| &o.listeners)
+                        .find(|o| o.protocol == "HTTP" && sockets.ports.get(&o.port) == Some(&socket));
+                    plain.map(|o| format!("port {} shares its address with HTTP listener {:?} (port {}); TLS is per address, so give each its own", l.port, o.name, o.port))
+                };
+                if let Some(why) = why {
+                    diags.push(about(&g.meta, l.pos, Severity::Error, "spec.listeners.port", why));
                 }
             }
         }
@@ -797,6 +915,27 @@ fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> S
                 ));
             }
             String::new()
+        }
+    }
+}
+
+/// A `kubernetes.io/tls` Secret's pair, checked; errors point at the field at fault.
+fn check_secret(secret: &Secret, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) -> Option<veer_pki::ServingCert> {
+    let (cert, key) = (secret.cert.as_ref()?, secret.key.as_ref()?);
+    let mut bytes = |f: &crate::tls::Field| match f.bytes() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            diags.push(about(&secret.meta, f.pos, Severity::Error, &f.path, e));
+            None
+        }
+    };
+    let (c, k) = (bytes(cert)?, bytes(key)?);
+    match veer_pki::serving_cert(&c, &k, now) {
+        Ok(s) => Some(s),
+        Err((part, e)) => {
+            let f = if part == veer_pki::Part::Certificate { cert } else { key };
+            diags.push(about(&secret.meta, f.pos, Severity::Error, &f.path, e.message()));
+            None
         }
     }
 }
