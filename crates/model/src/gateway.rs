@@ -512,7 +512,11 @@ fn read_listener_tls(t: &Obj<'_>, namespace: &str) -> Option<ListenerTls> {
         let ns = r.string("namespace");
         r.finish();
         if !matches!((group.as_str(), kind.as_str()), ("" | "core", "Secret")) {
-            r.ctx().error(r.pos(), r.path(), format!("certificateRef {group}/{kind} is not supported; use a core Secret of type kubernetes.io/tls"));
+            r.ctx().error(
+                r.pos(),
+                r.path(),
+                format!("certificateRef {group}/{kind} is not supported; use a core Secret of type kubernetes.io/tls"),
+            );
             ok = false;
             continue;
         }
@@ -543,7 +547,11 @@ fn read_listener_tls(t: &Obj<'_>, namespace: &str) -> Option<ListenerTls> {
     if t.has("frontendValidation") {
         // Accepting clients without the certificate check the manifest asks for would let in
         // clients it means to keep out.
-        t.ctx().error(t.pos_of("frontendValidation"), &t.field_path("frontendValidation"), "client certificate validation is not supported; remove it or terminate mTLS elsewhere");
+        t.ctx().error(
+            t.pos_of("frontendValidation"),
+            &t.field_path("frontendValidation"),
+            "client certificate validation is not supported; remove it or terminate mTLS elsewhere",
+        );
         ok = false;
     }
     t.skip("frontendValidation");

@@ -362,7 +362,10 @@ impl ManifestSet {
                     let Some(i) = found else {
                         let elsewhere = self.secrets.iter().find(|(_, s)| s.meta.namespace == r.namespace && s.meta.name == r.name);
                         let why = match elsewhere {
-                            Some((c, _)) => format!("Secret {}/{} belongs to cluster {c}, not to cluster {} of this Gateway", r.namespace, r.name, g.cluster),
+                            Some((c, _)) => format!(
+                                "Secret {}/{} belongs to cluster {c}, not to cluster {} of this Gateway",
+                                r.namespace, r.name, g.cluster
+                            ),
                             None => format!("no Secret {}/{} in the manifests", r.namespace, r.name),
                         };
                         diags.push(about(&g.meta, r.pos, Severity::Error, field, why));
@@ -425,7 +428,12 @@ impl ManifestSet {
                         .filter(|o| o.cluster == g.cluster)
                         .flat_map(|o| &o.listeners)
                         .find(|o| o.protocol == "HTTP" && sockets.ports.get(&o.port) == Some(&socket));
-                    plain.map(|o| format!("port {} shares its address with HTTP listener {:?} (port {}); TLS is per address, so give each its own", l.port, o.name, o.port))
+                    plain.map(|o| {
+                        format!(
+                            "port {} shares its address with HTTP listener {:?} (port {}); TLS is per address, so give each its own",
+                            l.port, o.name, o.port
+                        )
+                    })
                 };
                 if let Some(why) = why {
                     diags.push(about(&g.meta, l.pos, Severity::Error, "spec.listeners.port", why));

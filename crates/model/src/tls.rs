@@ -67,9 +67,7 @@ pub(crate) fn read_secret(doc: &Obj<'_>, meta: Meta) -> Option<Secret> {
     }
     for (section, base64) in [("data", true), ("stringData", false)] {
         let Some(d) = doc.obj(section) else { continue };
-        let field = |k: &'static str| {
-            d.string(k).map(|(text, pos)| Field { text, base64, pos, path: d.field_path(k) })
-        };
+        let field = |k: &'static str| d.string(k).map(|(text, pos)| Field { text, base64, pos, path: d.field_path(k) });
         if let Some(f) = field("tls.crt") {
             cert = Some(f);
         }

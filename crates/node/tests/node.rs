@@ -29,6 +29,8 @@ mod listeners;
 
 #[path = "node/upstream_tls.rs"]
 mod upstream_tls;
+#[path = "node/tls.rs"]
+mod tls;
 
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two
 /// of them never share its two cores: each measures a proxy with a CPU to spare, as it would

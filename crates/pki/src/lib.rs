@@ -36,7 +36,7 @@ pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, NODE_CERT, NODE_KEY, ROOT_CERT, ROO
 pub use identity::MeshIdentity;
 pub use inspect::{inspect, summarize, CertSummary, Inspection};
 pub use issue::{create_intermediate, create_mesh, create_node, create_root};
-pub use serving::{name_covers, serving_cert, Part, ServingCert};
 pub use names::{
     dns_name, names_cluster, peer_cluster, server_name, spiffe_id, try_server_name, validate_cluster_name, DNS_SUFFIX, URI_PREFIX,
 };
+pub use serving::{name_covers, serving_cert, Part, ServingCert};

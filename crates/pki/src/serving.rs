@@ -65,7 +65,10 @@ pub fn serving_cert(cert_pem: &[u8], key_pem: &[u8], now: UnixTime) -> Result<Se
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => key_err(
             ErrorKind::BadKey,
-            format!("no private key found ({})", what_is_there(key_pem, "a PEM 'PRIVATE KEY', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY' block")),
+            format!(
+                "no private key found ({})",
+                what_is_there(key_pem, "a PEM 'PRIVATE KEY', 'EC PRIVATE KEY' or 'RSA PRIVATE KEY' block")
+            ),
         ),
         e => key_err(ErrorKind::BadKey, format!("is not valid PEM: {}", pem_problem(&e))),
     })?;
@@ -77,7 +80,11 @@ pub fn serving_cert(cert_pem: &[u8], key_pem: &[u8], now: UnixTime) -> Result<Se
         let v = x.validity();
         let at = now.as_secs();
         let (from, until) = (v.not_before.timestamp(), v.not_after.timestamp());
-        let which = if i == 0 { format!("the certificate \"{}\"", x.subject()) } else { format!("chain certificate #{} \"{}\"", i + 1, x.subject()) };
+        let which = if i == 0 {
+            format!("the certificate \"{}\"", x.subject())
+        } else {
+            format!("chain certificate #{} \"{}\"", i + 1, x.subject())
+        };
         if i64::try_from(at).is_ok_and(|at| at > until) {
             return Err(cert_err(ErrorKind::Expired, format!("{which} expired on {}; renew it", date(v.not_after.to_datetime()))));
         }
