@@ -345,17 +345,17 @@ impl ManifestSet {
 
     /// Reads each HTTPS listener's certificates into [`Self::tls_listeners`], checked once per
     /// Secret, and checks where they are served: TLS is a socket's property, so an HTTPS
-    /// port needs an address of its own in `spec.gateway.ports` (not the gateway's, which
-    /// serves the mesh's names in plain HTTP) that no HTTP listener's port shares.
+    /// port needs an address of its own in `spec.gateway.ports`, not the gateway's (which
+    /// serves the mesh's names in plain HTTP).
     fn check_tls(&mut self, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) {
         let mut checked: HashMap<usize, Option<veer_pki::ServingCert>> = HashMap::new();
         let mut out = Vec::new();
         for g in &self.gateways {
-            for l in &g.listeners {
+            for (li, l) in g.listeners.iter().enumerate() {
                 let Some(tls) = l.tls.as_ref().filter(|_| l.protocol == "HTTPS") else { continue };
                 let mut certs = Vec::new();
-                for r in &tls.certificate_refs {
-                    let field = "spec.listeners.tls.certificateRefs";
+                for (ri, r) in tls.certificate_refs.iter().enumerate() {
+                    let field = &format!("spec.listeners[{li}].tls.certificateRefs[{ri}]");
                     let found = self.secrets.iter().position(|(c, s)| {
                         s.meta.namespace == r.namespace && s.meta.name == r.name && s.meta.cluster_label().is_none_or(|_| *c == g.cluster)
                     });
@@ -399,7 +399,7 @@ impl ManifestSet {
                             &g.meta,
                             l.pos,
                             Severity::Warning,
-                            "spec.listeners.hostname",
+                            &format!("spec.listeners[{li}].hostname"),
                             format!("no certificate of listener {:?} names {host}: clients that check names will refuse it", l.name),
                         ));
                     }
@@ -417,26 +417,13 @@ impl ManifestSet {
         self.tls_listeners = out;
         for g in &self.gateways {
             let Ok(sockets) = self.listeners(&g.cluster) else { continue };
-            for l in g.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.protocol == "HTTPS") {
                 let Some(&socket) = sockets.ports.get(&l.port) else { continue };
-                let why = if socket == crate::set::GATEWAY_SOCKET {
-                    Some(format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port))
-                } else {
-                    let plain = self
-                        .gateways
-                        .iter()
-                        .filter(|o| o.cluster == g.cluster)
-                        .flat_map(|o| &o.listeners)
-                        .find(|o| o.protocol == "HTTP" && sockets.ports.get(&o.port) == Some(&socket));
-                    plain.map(|o| {
-                        format!(
-                            "port {} shares its address with HTTP listener {:?} (port {}); TLS is per address, so give each its own",
-                            l.port, o.name, o.port
-                        )
-                    })
-                };
+                // Two ports are never mapped to one address (`Cluster` refuses it), so an HTTPS
+                // port shares a socket only with the gateway's names.
+                let why = (socket == GATEWAY_SOCKET).then(|| format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port));
                 if let Some(why) = why {
-                    diags.push(about(&g.meta, l.pos, Severity::Error, "spec.listeners.port", why));
+                    diags.push(about(&g.meta, l.pos, Severity::Error, &format!("spec.listeners[{li}].port"), why));
                 }
             }
         }

@@ -20,6 +20,9 @@ use veer_model::inventory::Inventory;
 use veer_model::resolve::View;
 use veer_model::yaml::MAX_DEPTH;
 
+#[path = "model/tls.rs"]
+mod tls;
+
 // === helpers ===
 
 fn crate_dir() -> PathBuf {
