@@ -77,12 +77,22 @@ pub struct ListenerTls {
     pub certificate_refs: Vec<CertificateRef>,
 }
 
-/// A `certificateRefs` entry: a `kubernetes.io/tls` Secret of the Gateway's namespace.
+/// A `certificateRefs` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateRef {
-    pub namespace: String,
-    pub name: String,
+    pub source: CertificateSource,
     pub pos: Pos,
+}
+
+/// Where a listener's certificate is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// A `kubernetes.io/tls` Secret of the Gateway's namespace.
+    Secret { namespace: String, name: String },
+    /// veer's extension (group `veer.io`, kind `PEMFile`): a PEM file holding the chain and its
+    /// key, its `name` a path relative to the manifest that names it, read with the manifests
+    /// (a directory walk reads `.pem` files), so a rewrite reloads like a manifest's.
+    PemFile { path: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -511,14 +521,34 @@ fn read_listener_tls(t: &Obj<'_>, namespace: &str) -> Option<ListenerTls> {
         let name = r.required_string("name");
         let ns = r.string("namespace");
         r.finish();
-        if !matches!((group.as_str(), kind.as_str()), ("" | "core", "Secret")) {
-            r.ctx().error(
-                r.pos(),
-                r.path(),
-                format!("certificateRef {group}/{kind} is not supported; use a core Secret of type kubernetes.io/tls"),
-            );
-            ok = false;
-            continue;
+        match (group.as_str(), kind.as_str()) {
+            ("" | "core", "Secret") => {}
+            ("veer.io", "PEMFile") => {
+                if let Some((_, pos)) = ns {
+                    r.ctx().error(
+                        pos,
+                        &r.field_path("namespace"),
+                        "a PEMFile has no namespace: its name is a path relative to this manifest",
+                    );
+                    ok = false;
+                }
+                if let Some((name, _)) = name {
+                    let path = crate::files::beside(&t.ctx().file, &name);
+                    certificate_refs.push(CertificateRef { source: CertificateSource::PemFile { path }, pos: r.pos() });
+                }
+                continue;
+            }
+            _ => {
+                r.ctx().error(
+                    r.pos(),
+                    r.path(),
+                    format!(
+                        "certificateRef {group}/{kind} is not supported; use a core Secret of type kubernetes.io/tls, or veer.io PEMFile"
+                    ),
+                );
+                ok = false;
+                continue;
+            }
         }
         let namespace = match ns {
             Some((n, pos)) if n != namespace => {
@@ -536,7 +566,7 @@ fn read_listener_tls(t: &Obj<'_>, namespace: &str) -> Option<ListenerTls> {
             _ => namespace.to_string(),
         };
         if let Some((name, _)) = name {
-            certificate_refs.push(CertificateRef { namespace, name, pos: r.pos() });
+            certificate_refs.push(CertificateRef { source: CertificateSource::Secret { namespace, name }, pos: r.pos() });
         }
     }
     if certificate_refs.is_empty() && ok {

@@ -76,13 +76,18 @@ pub fn from_sources(sources: &[(String, String)]) -> Result<Accepted, Rejected> 
 pub fn from_sources_even_if_invalid(sources: &[(String, String)]) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut resources = Vec::new();
+    let mut pem = Vec::new();
     for (name, text) in sources {
+        if files::is_pem_name(name) {
+            pem.push((files::lexical(std::path::Path::new(name)), text.clone()));
+            continue;
+        }
         let (r, d) = load::parse_source(&std::sync::Arc::from(name.as_str()), text);
         resources.extend(r);
         diagnostics.extend(d);
     }
     // The one clock read of a load: certificates must be valid now.
-    let set = ManifestSet::build(resources, rustls_pki_types::UnixTime::now(), &mut diagnostics);
+    let set = ManifestSet::build(resources, pem, rustls_pki_types::UnixTime::now(), &mut diagnostics);
     Loaded { set, diagnostics }
 }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use crate::diag::{Diagnostics, Severity};
 use crate::externaldns::DnsEndpoint;
-use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, Gateway, HttpRoute};
+use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, CertificateSource, Gateway, HttpRoute};
 use crate::gloo::{FailoverPolicy, ObjectSelector, OutlierDetectionPolicy, VirtualDestination};
 use crate::istio::{host_matches, DestinationRule, IstioGateway};
 use crate::load::{about, meta_of, Resource};
@@ -57,6 +57,8 @@ pub struct ManifestSet {
     pub secrets: Vec<(String, Secret)>,
     /// Every HTTPS listener with its certificates, checked (set by `build`).
     pub tls_listeners: Vec<TlsListener>,
+    /// `.pem` sources read with the manifests (name with `.` and `..` folded, text).
+    pub pem_files: Vec<(String, String)>,
     /// Built on first use: a snapshot looks up every Service by name, for each destination
     /// that names one.
     lookup: LookupCell,
@@ -158,8 +160,14 @@ impl Lookup {
 impl ManifestSet {
     /// Groups `resources` and checks them against each other, adding findings to `diags`.
     /// `now` is the time certificates must be valid at.
-    pub(crate) fn build(resources: Vec<Resource>, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) -> ManifestSet {
-        let mut set = ManifestSet::default();
+    /// `pem` holds the `.pem` sources (name, text) that `PEMFile` certificateRefs may name.
+    pub(crate) fn build(
+        resources: Vec<Resource>,
+        pem: Vec<(String, String)>,
+        now: rustls_pki_types::UnixTime,
+        diags: &mut Diagnostics,
+    ) -> ManifestSet {
+        let mut set = ManifestSet { pem_files: pem, ..ManifestSet::default() };
         check_duplicates(&resources, diags);
         for r in &resources {
             if let Resource::Cluster(c) = r {
@@ -349,6 +357,7 @@ impl ManifestSet {
     /// serves the mesh's names in plain HTTP).
     fn check_tls(&mut self, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) {
         let mut checked: HashMap<usize, Option<veer_pki::ServingCert>> = HashMap::new();
+        let mut pem_checked: HashMap<String, Option<veer_pki::ServingCert>> = HashMap::new();
         let mut out = Vec::new();
         for g in &self.gateways {
             for (li, l) in g.listeners.iter().enumerate() {
@@ -356,17 +365,36 @@ impl ManifestSet {
                 let mut certs = Vec::new();
                 for (ri, r) in tls.certificate_refs.iter().enumerate() {
                     let field = &format!("spec.listeners[{li}].tls.certificateRefs[{ri}]");
+                    let (namespace, name) = match &r.source {
+                        CertificateSource::Secret { namespace, name } => (namespace, name),
+                        CertificateSource::PemFile { path } => {
+                            let cert = pem_checked.entry(path.clone()).or_insert_with(|| {
+                                let Some((_, text)) = self.pem_files.iter().find(|(n, _)| n == path) else {
+                                    diags.push(about(&g.meta, r.pos, Severity::Error, field, format!("{path} is not among the files read: put it in a manifest directory (veer reads .pem files there) or name it with the manifests")));
+                                    return None;
+                                };
+                                match veer_pki::serving_cert(text.as_bytes(), text.as_bytes(), now) {
+                                    Ok(c) => Some(c),
+                                    Err((_, e)) => {
+                                        diags.push(about(&g.meta, r.pos, Severity::Error, field, format!("{path}: {}", e.message())));
+                                        None
+                                    }
+                                }
+                            });
+                            certs.extend(cert.clone());
+                            continue;
+                        }
+                    };
                     let found = self.secrets.iter().position(|(c, s)| {
-                        s.meta.namespace == r.namespace && s.meta.name == r.name && s.meta.cluster_label().is_none_or(|_| *c == g.cluster)
+                        s.meta.namespace == *namespace && s.meta.name == *name && s.meta.cluster_label().is_none_or(|_| *c == g.cluster)
                     });
                     let Some(i) = found else {
-                        let elsewhere = self.secrets.iter().find(|(_, s)| s.meta.namespace == r.namespace && s.meta.name == r.name);
+                        let elsewhere = self.secrets.iter().find(|(_, s)| s.meta.namespace == *namespace && s.meta.name == *name);
                         let why = match elsewhere {
-                            Some((c, _)) => format!(
-                                "Secret {}/{} belongs to cluster {c}, not to cluster {} of this Gateway",
-                                r.namespace, r.name, g.cluster
-                            ),
-                            None => format!("no Secret {}/{} in the manifests", r.namespace, r.name),
+                            Some((c, _)) => {
+                                format!("Secret {namespace}/{name} belongs to cluster {c}, not to cluster {} of this Gateway", g.cluster)
+                            }
+                            None => format!("no Secret {namespace}/{name} in the manifests"),
                         };
                         diags.push(about(&g.meta, r.pos, Severity::Error, field, why));
                         continue;
@@ -379,9 +407,7 @@ impl ManifestSet {
                             Severity::Error,
                             field,
                             format!(
-                                "Secret {}/{} (at {}) is of type {}; a listener's certificate is a {} Secret with tls.crt and tls.key",
-                                r.namespace,
-                                r.name,
+                                "Secret {namespace}/{name} (at {}) is of type {}; a listener's certificate is a {} Secret with tls.crt and tls.key",
                                 secret.meta.location(),
                                 secret.kind,
                                 crate::tls::TLS_SECRET_TYPE

@@ -184,3 +184,24 @@ fn certificate_refs_that_do_not_resolve_or_do_not_check_are_located_errors() {
         assert!(found.iter().any(|e| e.starts_with(&at) && e.contains(says)), "{what}: wanted {says:?} at {at}, got {found:#?}");
     }
 }
+
+#[test]
+fn pem_file_certificates_are_read_beside_their_manifest() {
+    let (crt, key) = valid(&["a.example.com"]);
+    let refs = "{certificateRefs: [{group: veer.io, kind: PEMFile, name: ../certs/./a.pem}]}";
+    let text = world(refs, "127.0.0.1:8081", "");
+    let both = format!("{crt}{key}");
+    let with = |pem: &str| vec![("m/gw.yaml".to_string(), text.clone()), ("certs/a.pem".to_string(), pem.to_string())];
+    let accepted = from_sources(&with(&both)).unwrap_or_else(|r| panic!("{r}"));
+    assert_eq!(accepted.set().tls_listeners[0].certs[0].names, ["a.example.com"]);
+
+    // Missing, or only half a pair: an error at the certificateRef, naming the file.
+    let at = format!("m/gw.yaml:{}:", line_of(&text, "tls: {certificateRefs"));
+    let rejected = from_sources(&[("m/gw.yaml".to_string(), text.clone())]).expect_err("no PEM file");
+    assert!(
+        rejected.errors().any(|e| e.to_string().starts_with(&at) && e.message.contains("certs/a.pem is not among the files read")),
+        "{rejected}"
+    );
+    let rejected = from_sources(&with(&crt)).expect_err("no key");
+    assert!(rejected.errors().any(|e| e.to_string().starts_with(&at) && e.message.contains("certs/a.pem: no private key")), "{rejected}");
+}

@@ -363,3 +363,29 @@ async fn a_certificate_rotated_under_load_fails_no_request_and_new_handshakes_pr
     assert_eq!(get(&mut send).await.as_deref(), Ok("a-1"));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pem_file_certificate_is_served_and_reloaded_when_the_file_is_rewritten() {
+    let s = setup().await;
+    let (a_crt, a_key, _) = s.ca.leaf("a-cert", &["a.example.com"]);
+    let (b_crt, b_key, _) = s.ca.leaf("b-pem-v1", &["*.b.example.com"]);
+    // Listener b's certificate is a PEM file beside the manifest (chain and key in one file).
+    let text = world(&s.a, &s.b, SocketAddr::new(s.https_ip, 0), (&a_crt, &a_key), ("unused", "unused"))
+        .replace("tls: {certificateRefs: [{name: b-cert}]}", "tls: {certificateRefs: [{group: veer.io, kind: PEMFile, name: ./b.pem}]}");
+    let text = text.split("---\n").filter(|doc| !doc.contains("name: b-cert")).collect::<Vec<_>>().join("---\n");
+    s.w.write("b.pem", &format!("{b_crt}{b_key}"));
+    s.w.write("edge.yaml", &text);
+    let node = s.w.node("edge").await;
+    let https = *node.listeners.iter().find(|l| l.ip() == s.https_ip).expect("HTTPS socket bound");
+    assert_eq!(curl(&s.ca_file, https, "x.b.example.com", None, "--http2").await, (200, "b-1".into(), "2".into()));
+    let (ok, out) = s_client(&s.ca_file, https, "x.b.example.com").await;
+    assert!(ok && out.contains("CN = b-pem-v1"), "{out}");
+
+    // The file rewritten (renamed into place) is a reload of its own; the manifest is untouched.
+    let (b2_crt, b2_key, _) = s.ca.leaf("b-pem-v2", &["*.b.example.com"]);
+    s.w.write("b.pem", &format!("{b2_crt}{b2_key}"));
+    wait_until_async("the rewritten PEM file is loaded", WAIT, || async { count(&node, EventKind::ConfigReloaded) >= 1 }).await;
+    let (ok, out) = s_client(&s.ca_file, https, "x.b.example.com").await;
+    assert!(ok && out.contains("CN = b-pem-v2"), "{out}");
+    node.stop().await;
+}
