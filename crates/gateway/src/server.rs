@@ -1,6 +1,7 @@
-//! Listeners: accept connections up to a node-wide cap, serve HTTP/1.1 and HTTP/2 (h2c prior
-//! knowledge) on each, cap concurrent requests, park idle HTTP/1.1 connections without buffers,
-//! close idle and slow clients, and drain gracefully on shutdown.
+//! Listeners: accept connections up to a node-wide cap, terminate TLS on HTTPS listeners'
+//! sockets, serve HTTP/1.1 and HTTP/2 (ALPN over TLS, h2c prior knowledge in plain) on each,
+//! cap concurrent requests, park idle HTTP/1.1 connections without buffers, close idle and slow
+//! clients, and drain gracefully on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;

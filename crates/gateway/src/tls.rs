@@ -189,13 +189,13 @@ impl ResolvesServerCert for Resolver {
 mod tests {
     use super::*;
 
-    fn cert(names: &[&str]) -> veer_pki::ServingCert {
+    fn cert(names: &[&str]) -> veer_model::tls::ServingCert {
         let key = rcgen::KeyPair::generate().unwrap();
         let c = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap().self_signed(&key).unwrap();
-        veer_pki::serving_cert(c.pem().as_bytes(), key.serialize_pem().as_bytes(), rustls_pki_types::UnixTime::now()).unwrap()
+        veer_model::tls::serving_cert(c.pem().as_bytes(), key.serialize_pem().as_bytes(), rustls_pki_types::UnixTime::now()).unwrap()
     }
 
-    fn listener(hostname: Option<&str>, certs: Vec<veer_pki::ServingCert>) -> TlsListener {
+    fn listener(hostname: Option<&str>, certs: Vec<veer_model::tls::ServingCert>) -> TlsListener {
         TlsListener {
             cluster: "c".into(),
             gateway: "default/gw".into(),

@@ -1,6 +1,10 @@
-//! Core `v1 Secret`s (the certificates of HTTPS listeners), and the check that turns a listener's certificateRefs into checked certificates.
+//! Core `v1 Secret`s, where HTTPS listeners' certificates come from, and the checked serving pair they become (checked by `veer-pki` when the set is built).
 
 use base64::Engine;
+
+/// The checked serving pair HTTPS listeners hold, and its check (the request path names them
+/// through the model, not the PKI crate).
+pub use veer_pki::{serving_cert, ServingCert};
 
 use crate::decode::Obj;
 use crate::diag::Pos;

@@ -202,6 +202,16 @@ async fn https_listeners_pick_certificates_by_sni_speak_h2_and_refuse_another_li
     let node = s.w.node_with("edge", |c| c.limits.idle_timeout = Duration::from_millis(500)).await;
     let https = *node.listeners.iter().find(|l| l.ip() == s.https_ip).expect("HTTPS socket bound");
 
+    // `/status` says the socket terminates TLS.
+    let (ok, status, err) =
+        run("curl", vec!["-sS".into(), "--max-time".into(), "10".into(), format!("http://{}/status", node.admin)]).await;
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    let tls_of = |addr: SocketAddr| {
+        status["listeners"].as_array().into_iter().flatten().find(|l| l["address"] == addr.to_string()).map(|l| l["tls"].clone())
+    };
+    assert_eq!((tls_of(https), tls_of(node.listen)), (Some(true.into()), Some(false.into())), "{status}");
+
     // Each name gets its own certificate (curl checks it against the name), each listener's
     // route its backend; ALPN gives HTTP/2 to who asks and HTTP/1.1 to who does not.
     assert_eq!(curl(&s.ca_file, https, "a.example.com", None, "--http2").await, (200, "a-1".into(), "2".into()));
