@@ -404,7 +404,7 @@ impl Snapshot {
             }
         }
         snap.routes = Arc::new(routes);
-        snap.tls = socket_tls(set, cluster, &listeners)?;
+        snap.tls = socket_tls(set, cluster, &listeners, previous.map(|p| &*p.tls))?;
         snap.listeners = Arc::new(listeners);
         snap.client = client;
         snap.remote = remote;
@@ -458,6 +458,7 @@ fn socket_tls(
     set: &veer_model::set::ManifestSet,
     cluster: &str,
     listeners: &Listeners,
+    previous: Option<&[Option<Arc<SocketTls>>]>,
 ) -> Result<Arc<[Option<Arc<SocketTls>>]>, SnapshotError> {
     let mut per_socket: Vec<Vec<&veer_model::set::TlsListener>> = vec![Vec::new(); listeners.extra.len() + 1];
     for l in set.tls_listeners.iter().filter(|l| l.cluster == cluster && !l.certs.is_empty()) {
@@ -469,7 +470,17 @@ fn socket_tls(
     }
     per_socket
         .iter()
-        .map(|ls| if ls.is_empty() { Ok(None) } else { SocketTls::build(ls).map(|t| Some(Arc::new(t))).map_err(SnapshotError::Tls) })
+        .enumerate()
+        .map(|(socket, ls)| {
+            if ls.is_empty() {
+                return Ok(None);
+            }
+            // Unchanged certificates keep their config: resumption by session ID survives.
+            if let Some(same) = previous.and_then(|p| p.get(socket)).and_then(Option::as_ref).filter(|t| t.built_from(ls)) {
+                return Ok(Some(same.clone()));
+            }
+            SocketTls::build(ls).map(|t| Some(Arc::new(t))).map_err(SnapshotError::Tls)
+        })
         .collect()
 }
 

@@ -18,6 +18,9 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct SocketTls {
     pub config: Arc<ServerConfig>,
     certs: Arc<Certs>,
+    /// What it was built from: a reload that gives a socket the same listeners and
+    /// certificates keeps this config (and its session cache) rather than building another.
+    from: Vec<TlsListener>,
 }
 
 impl std::fmt::Debug for SocketTls {
@@ -102,7 +105,12 @@ impl SocketTls {
         if let Some(t) = ticketer() {
             config.ticketer = t;
         }
-        Ok(SocketTls { config: Arc::new(config), certs })
+        Ok(SocketTls { config: Arc::new(config), certs, from: listeners.iter().map(|l| (*l).clone()).collect() })
+    }
+
+    /// Whether this config was built from exactly `listeners` (same names, same chains).
+    pub fn built_from(&self, listeners: &[&TlsListener]) -> bool {
+        self.from.len() == listeners.len() && self.from.iter().zip(listeners).all(|(a, b)| a == *b)
     }
 
     /// What a finished handshake presented, from the SNI it was asked for.
