@@ -518,7 +518,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     // A connection gets `idle_timeout` to send a first request head, counted from now.
     let deadline = clock::now() + ctx.idle_timeout;
     // The socket's TLS as of now: a reload changes it for the handshakes after it.
-    let tls = ctx.shared.snapshot.load().tls(socket).cloned();
+    let tls = ctx.shared.snapshot.load().listener_tls(socket).cloned();
     if let Some(tls) = tls {
         // Boxed: a TLS connection's state is large and would otherwise size every task.
         return Box::pin(async move {

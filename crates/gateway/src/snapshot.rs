@@ -22,8 +22,8 @@ use crate::FastMap;
 
 use crate::link::PeerLink;
 use crate::remote::Remote;
-use crate::upstream::tls::TlsClient;
 use crate::tls::SocketTls;
+use crate::upstream::tls::TlsClient;
 
 /// Timeouts applied to a destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,7 +252,7 @@ impl Snapshot {
 
     /// The TLS of client socket `socket`, when it terminates TLS.
     #[inline]
-    pub fn tls(&self, socket: usize) -> Option<&Arc<SocketTls>> {
+    pub fn listener_tls(&self, socket: usize) -> Option<&Arc<SocketTls>> {
         self.tls.get(socket).and_then(Option::as_ref)
     }
 

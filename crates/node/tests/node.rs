@@ -27,10 +27,10 @@ mod limits;
 #[path = "node/listeners.rs"]
 mod listeners;
 
-#[path = "node/upstream_tls.rs"]
-mod upstream_tls;
 #[path = "node/tls.rs"]
 mod tls;
+#[path = "node/upstream_tls.rs"]
+mod upstream_tls;
 
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two
 /// of them never share its two cores: each measures a proxy with a CPU to spare, as it would

@@ -400,8 +400,8 @@ fn a_reload_keeps_a_sockets_tls_config_while_its_certificates_stay_and_replaces_
     };
     let (crt, key) = pair();
     let first = build(&https_world(&crt, &key, "a.demo"), None);
-    let config = |s: &Snapshot| s.tls(1).map(|t| t.config.clone()).expect("socket 1 terminates TLS");
-    assert!(first.tls(GATEWAY).is_none(), "the gateway stays plain");
+    let config = |s: &Snapshot| s.listener_tls(1).map(|t| t.config.clone()).expect("socket 1 terminates TLS");
+    assert!(first.listener_tls(GATEWAY).is_none(), "the gateway stays plain");
     // Another route, the same certificates: the same config.
     let same = build(&https_world(&crt, &key, "b.demo"), Some(&first));
     assert!(Arc::ptr_eq(&config(&first), &config(&same)));
