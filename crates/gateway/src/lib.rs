@@ -1,13 +1,16 @@
 //! veer's request path: it routes each request by the immutable snapshot, picks an endpoint,
 //! forwards it through this worker's upstream pools and fails over, and reports what happened.
-//! It knows nothing of manifest files, DNS or certificates: the control side publishes the
-//! snapshots it reads and receives the outcomes it reports.
+//! It knows nothing of manifest files or DNS, and takes certificates only as the manifests'
+//! load checked them: the control side publishes the snapshots it reads and receives the
+//! outcomes it reports.
 //!
 //! Layout, from the socket inward:
 //! - [`server`]: listeners, connection handling, the connection cap and graceful drain.
 //! - [`request`]: what a request must be before it is routed (one authority, chunked or no
 //!   transfer coding, a normalized path, no `x-veer-*` fields).
 //! - [`snapshot`]: the immutable routing state the request path reads (one per update).
+//! - [`tls`]: TLS termination on the sockets of HTTPS listeners (certificates by SNI, the
+//!   rustls config each snapshot carries, 421 for a request on another certificate's name).
 //! - [`forward`]: route, pick, forward, retry, report outcomes.
 //! - [`upload`]: a client's request body on its way upstream, bounded by an idle timeout,
 //!   and whether the client broke it.
@@ -42,6 +45,7 @@ pub mod responses;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
+pub mod tls;
 pub mod upload;
 pub mod upstream;
 

@@ -62,6 +62,11 @@ struct AcceptLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    reason: &'static str,
+}
+
 type HistogramFamily = Family<DestinationLabels, DurationHistogram, fn() -> DurationHistogram>;
 
 fn duration_histogram() -> DurationHistogram {
@@ -235,6 +240,7 @@ pub struct Metrics {
     accept_errors: Family<AcceptLabels, Counter>,
     h2_closed_idle: Counter,
     drained: Counter,
+    tls_handshake_failures: Family<HandshakeLabels, Counter>,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -269,6 +275,7 @@ impl Metrics {
         let accept_errors = Family::<AcceptLabels, Counter>::default();
         let h2_closed_idle = Counter::default();
         let drained = Counter::default();
+        let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
 
         registry.register(
             "requests",
@@ -344,6 +351,14 @@ impl Metrics {
             "Idle client connections closed to make room while the node held max_connections",
             drained.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on HTTPS listeners that did not complete, by reason (error: refused by either side; timeout: not done within 10 s or the idle timeout; drained: closed to make room at the connection cap)",
+            tls_handshake_failures.clone(),
+        );
+        for reason in ["error", "timeout"] {
+            drop(tls_handshake_failures.get_or_create(&HandshakeLabels { reason }));
+        }
         for kind in ["emfile", "enfile"] {
             drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
         }
@@ -365,6 +380,7 @@ impl Metrics {
             accept_errors,
             h2_closed_idle,
             drained,
+            tls_handshake_failures,
         }
     }
 
@@ -467,6 +483,11 @@ impl Metrics {
 
     pub fn h2_closed_idle(&self) {
         self.h2_closed_idle.inc();
+    }
+
+    /// A TLS handshake did not complete: `reason` is error, timeout or drained.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures.get_or_create(&HandshakeLabels { reason }).inc();
     }
 
     pub fn connection_drained(&self) {

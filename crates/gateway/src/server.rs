@@ -1,6 +1,7 @@
-//! Listeners: accept connections up to a node-wide cap, serve HTTP/1.1 and HTTP/2 (h2c prior
-//! knowledge) on each, cap concurrent requests, park idle HTTP/1.1 connections without buffers,
-//! close idle and slow clients, and drain gracefully on shutdown.
+//! Listeners: accept connections up to a node-wide cap, terminate TLS on HTTPS listeners'
+//! sockets, serve HTTP/1.1 and HTTP/2 (ALPN over TLS, h2c prior knowledge in plain) on each,
+//! cap concurrent requests, park idle HTTP/1.1 connections without buffers, close idle and slow
+//! clients, and drain gracefully on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -516,12 +517,117 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     drain.mark_unchanged();
     // A connection gets `idle_timeout` to send a first request head, counted from now.
     let deadline = clock::now() + ctx.idle_timeout;
+    // The socket's TLS as of now: a reload changes it for the handshakes after it.
+    let tls = ctx.shared.snapshot.load().listener_tls(socket).cloned();
+    if let Some(tls) = tls {
+        // Boxed: a TLS connection's state is large and would otherwise size every task.
+        return Box::pin(async move {
+            let Some((stream, h2, served)) = handshake(stream, &tls, deadline, &mut stop, &mut drain, &ctx.shared.metrics).await else {
+                return;
+            };
+            drop(tls);
+            serve_connection(stream, h2, Some(served), socket, ctx, stop, held, drain, deadline).await;
+        })
+        .await;
+    }
     let Some(h2) = is_h2(&stream, deadline, &mut stop, &mut drain, &ctx.shared.metrics).await else { return };
+    serve_connection(stream, h2, None, socket, ctx, stop, held, drain, deadline).await;
+}
+
+/// A client connection's bytes: plain TCP, or TLS over it. A parked connection waits on the
+/// TCP socket either way (a TLS stream that read nothing holds no plaintext back).
+trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ClientStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// How long a client gets to complete its TLS handshake (or the idle timeout, if shorter): one
+/// that opens a connection and sends nothing, or dribbles its hello, must not hold a slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of a TLS handshake, bounded in time; then whether ALPN chose HTTP/2, and
+/// which certificate was presented. `None` (counted) if it failed, timed out or was drained.
+async fn handshake(
+    stream: TcpStream,
+    tls: &crate::tls::SocketTls,
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+    drain: &mut watch::Receiver<()>,
+    metrics: &crate::metrics::Metrics,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, crate::tls::Served)> {
+    let opened = clock::now();
+    let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+    let mut accept = std::pin::pin!(tokio::time::timeout_at(deadline.min(opened + HANDSHAKE_TIMEOUT), accept));
+    let stream = loop {
+        tokio::select! {
+            biased;
+            r = &mut accept => match r {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "veer::server", "TLS handshake failed: {e}");
+                    metrics.tls_handshake_failed("error");
+                    return None;
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failed("timeout");
+                    return None;
+                }
+            },
+            _ = stopped(stop) => return None,
+            Ok(()) = drain.changed() => if clock::since(opened) >= DRAIN_IDLE_AFTER {
+                metrics.connection_drained();
+                metrics.tls_handshake_failed("drained");
+                return None;
+            },
+        }
+    };
+    let conn = stream.get_ref().1;
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    let served = tls.served(conn.server_name());
+    Some((stream, h2, served))
+}
+
+/// The host a request names: its absolute-form or :authority authority, else its Host.
+fn request_host<B>(req: &hyper::Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()),
+    }
+}
+
+/// Serves one connection's requests, HTTP/2 or HTTP/1.1, until it closes.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<S: ClientStream>(
+    stream: S,
+    h2: bool,
+    served: Option<crate::tls::Served>,
+    socket: usize,
+    ctx: Arc<Listener>,
+    mut stop: watch::Receiver<bool>,
+    held: (mpsc::Sender<()>, Open),
+    mut drain: watch::Receiver<()>,
+    deadline: Instant,
+) {
+    let _held = held;
     let state = Arc::new(ConnState::new(h2));
     let service = {
         let (ctx, state) = (ctx.clone(), state.clone());
         service_fn(move |req: hyper::Request<Incoming>| {
             let (ctx, state) = (ctx.clone(), state.clone());
+            // A TLS connection serves the names its certificate stands for; another listener's
+            // name needs a handshake of its own.
+            let misdirected = served.as_ref().is_some_and(|s| request_host(&req).is_some_and(|h| s.misdirected(h)));
             let permit = AdmissionLimit::try_admit(&ctx.in_flight);
             // Held by the future until the response exists, then by its body: a request
             // whose future is dropped (an HTTP/2 stream the client reset) is not counted on.
@@ -530,6 +636,14 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
             // polls it (more for HTTP/2 streams), and a pointer moves cheaper than its ~1 KiB.
             let response: ServiceFuture = Box::pin(async move {
                 let resp = match permit {
+                    Some(_permit) if misdirected => {
+                        ctx.shared.metrics.request_refused("misdirected");
+                        local_response(
+                            StatusCode::MISDIRECTED_REQUEST,
+                            "this connection's certificate is another listener's; connect again for this host",
+                        )
+                        .map(ResponseBody::Other)
+                    }
                     Some(_permit) => handle(&ctx.shared, &ctx.upstreams, socket, req).await,
                     None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight").map(ResponseBody::Other),
                 };
@@ -573,7 +687,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
         let parked_at = clock::now();
         let deadline = parked_at + ctx.idle_timeout;
         {
-            let mut readable = std::pin::pin!(tokio::time::timeout_at(deadline, stream.readable()));
+            let mut readable = std::pin::pin!(tokio::time::timeout_at(deadline, stream.tcp().readable()));
             loop {
                 tokio::select! {
                     // First: a client whose next request is already here is never drained.
@@ -595,13 +709,13 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
 /// Serves HTTP/1.1 requests on a connection until it closes (`None`) or goes idle long enough
 /// to be parked: then returns the socket and any bytes hyper read but did not use. The first
 /// request head must be complete by the deadline given with the socket.
-async fn serve_http1<S>(
-    parked: (TcpStream, Bytes, Instant),
+async fn serve_http1<T: ClientStream, S>(
+    parked: (T, Bytes, Instant),
     ctx: &Listener,
     state: &Arc<ConnState>,
     service: &S,
     stop: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, Bytes)>
+) -> Option<(T, Bytes)>
 where
     S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
@@ -826,8 +940,8 @@ impl Drop for InFlight {
 /// parked until the client writes again. A connection that waits for the rest of a request
 /// head (or sits idle after a request with a body) longer than the idle timeout, counted from
 /// the head's first byte, gets a timed-out read, and hyper closes it.
-struct ParkableIo {
-    stream: TcpStream,
+struct ParkableIo<T> {
+    stream: T,
     /// Bytes hyper had read but not used when the connection was last parked.
     leftover: Bytes,
     state: Arc<ConnState>,
@@ -884,8 +998,8 @@ enum Armed {
     HeadDeadline,
 }
 
-impl ParkableIo {
-    fn new(stream: TcpStream, leftover: Bytes, state: Arc<ConnState>, idle_timeout: Duration, first_head_by: Instant) -> Self {
+impl<T: ClientStream> ParkableIo<T> {
+    fn new(stream: T, leftover: Bytes, state: Arc<ConnState>, idle_timeout: Duration, first_head_by: Instant) -> Self {
         let begun = state.begun.load(Ordering::Relaxed);
         ParkableIo {
             stream,
@@ -968,7 +1082,7 @@ impl ParkableIo {
     }
 }
 
-impl AsyncRead for ParkableIo {
+impl<T: ClientStream> AsyncRead for ParkableIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.leftover.is_empty() {
@@ -1018,7 +1132,7 @@ impl AsyncRead for ParkableIo {
     }
 }
 
-impl AsyncWrite for ParkableIo {
+impl<T: ClientStream> AsyncWrite for ParkableIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }

@@ -23,6 +23,7 @@ use crate::FastMap;
 
 use crate::link::PeerLink;
 use crate::remote::Remote;
+use crate::tls::SocketTls;
 use crate::upstream::tls::TlsClient;
 
 /// Timeouts applied to a destination.
@@ -149,6 +150,8 @@ pub enum SnapshotError {
     Listeners(veer_model::set::UnmappedPorts),
     /// `spec.gateway.ports` maps more addresses than a route's socket mask holds.
     TooManySockets(usize),
+    /// A socket's TLS config could not be made.
+    Tls(crate::tls::TlsConfigError),
 }
 
 impl std::fmt::Display for SnapshotError {
@@ -156,6 +159,7 @@ impl std::fmt::Display for SnapshotError {
         match self {
             SnapshotError::Client(e) => e.fmt(f),
             SnapshotError::Listeners(e) => e.fmt(f),
+            SnapshotError::Tls(e) => e.fmt(f),
             SnapshotError::TooManySockets(n) => {
                 write!(f, "spec.gateway.ports maps {n} addresses; a node serves at most {} besides its gateway", MAX_SOCKETS - 1)
             }
@@ -173,6 +177,8 @@ pub struct Snapshot {
     routes: Arc<FastMap<String, Vec<Route>>>,
     /// The client sockets these routes are for: the gateway and `spec.gateway.ports`.
     pub listeners: Arc<Listeners>,
+    /// Per socket (index = socket number), its TLS when it serves HTTPS listeners.
+    tls: Arc<[Option<Arc<SocketTls>>]>,
     pub destinations: Vec<Arc<DestState>>,
     client: Client,
     /// Peer links and remote health (empty when the node is not meshed).
@@ -252,6 +258,12 @@ impl Snapshot {
             }
         }
         Err(if port_served { Miss::NoRule } else { Miss::NoHost })
+    }
+
+    /// The TLS of client socket `socket`, when it terminates TLS.
+    #[inline]
+    pub fn listener_tls(&self, socket: usize) -> Option<&Arc<SocketTls>> {
+        self.tls.get(socket).and_then(Option::as_ref)
     }
 
     /// Whether `addr` (address *and* port) is an endpoint of `cluster` in some destination: the
@@ -410,6 +422,7 @@ impl Snapshot {
             }
         }
         snap.routes = Arc::new(routes);
+        snap.tls = socket_tls(set, cluster, &listeners, previous.map(|p| &*p.tls))?;
         snap.listeners = Arc::new(listeners);
         snap.client = client;
         snap.remote = remote;
@@ -457,6 +470,7 @@ impl Snapshot {
             generation,
             routes: self.routes.clone(),
             listeners: self.listeners.clone(),
+            tls: self.tls.clone(),
             destinations,
             client: self.client.clone(),
             remote,
@@ -467,6 +481,38 @@ impl Snapshot {
     pub fn reports(&self) -> Vec<&Report> {
         self.destinations.iter().map(|d| &d.report).collect()
     }
+}
+
+/// Each socket's TLS: the HTTPS listeners of `cluster` whose ports it serves (the set has
+/// checked that none is the gateway's and that no HTTP port shares one).
+fn socket_tls(
+    set: &veer_model::set::ManifestSet,
+    cluster: &str,
+    listeners: &Listeners,
+    previous: Option<&[Option<Arc<SocketTls>>]>,
+) -> Result<Arc<[Option<Arc<SocketTls>>]>, SnapshotError> {
+    let mut per_socket: Vec<Vec<&veer_model::set::TlsListener>> = vec![Vec::new(); listeners.extra.len() + 1];
+    for l in set.tls_listeners.iter().filter(|l| l.cluster == cluster && !l.certs.is_empty()) {
+        if let Some(&socket) = listeners.ports.get(&l.port) {
+            if socket != GATEWAY {
+                per_socket[socket].push(l);
+            }
+        }
+    }
+    per_socket
+        .iter()
+        .enumerate()
+        .map(|(socket, ls)| {
+            if ls.is_empty() {
+                return Ok(None);
+            }
+            // Unchanged certificates keep their config: resumption by session ID survives.
+            if let Some(same) = previous.and_then(|p| p.get(socket)).and_then(Option::as_ref).filter(|t| t.built_from(ls)) {
+                return Ok(Some(same.clone()));
+            }
+            SocketTls::build(ls).map(|t| Some(Arc::new(t))).map_err(SnapshotError::Tls)
+        })
+        .collect()
 }
 
 /// The `x-veer-cluster` value for a cluster name. Every response carries one; a value made from

@@ -1,4 +1,4 @@
-//! Reading manifest sources from files, directories (recursively, `.yaml`/`.yml`/`.json`) and stdin.
+//! Reading manifest sources from files, directories (recursively, `.yaml`/`.yml`/`.json`, and `.pem` certificates) and stdin.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -121,9 +121,44 @@ pub fn directories(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Whether a directory walk reads a file of this name (`.yaml`, `.yml`, `.json`).
+/// Whether a directory walk reads a file of this name (`.yaml`, `.yml`, `.json`, and `.pem`:
+/// certificates HTTPS listeners name as `PEMFile`s, read and watched with the manifests).
 pub fn is_manifest_name(path: &Path) -> bool {
-    path.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+    path.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json" || x == "pem")
+}
+
+/// Whether a source is PEM text (a `.pem` file) rather than a manifest.
+pub fn is_pem_name(name: &str) -> bool {
+    Path::new(name).extension().is_some_and(|x| x == "pem")
+}
+
+/// `name` (as a manifest gives it) resolved against the directory of the manifest `file`,
+/// lexically (`.` and `..` folded, links not followed), as the name of a source would be.
+pub fn beside(file: &str, name: &str) -> String {
+    let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    lexical(&dir.join(name))
+}
+
+/// A path with `.` and `..` folded away, without touching the file system: two spellings of one
+/// file read through the same directory compare equal.
+pub fn lexical(path: &Path) -> String {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // Above the root is the root.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
 }
 
 fn subdirectories(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
@@ -298,6 +333,14 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_beside_a_manifest_fold_dots_without_the_file_system() {
+        assert_eq!(beside("m/gw.yaml", "../certs/./a.pem"), "certs/a.pem");
+        assert_eq!(beside("gw.yaml", "../../a.pem"), "../../a.pem");
+        assert_eq!(beside("/etc/veer/gw.yaml", "/../x/a.pem"), "/x/a.pem");
+        assert_eq!(beside("<stdin>", "a.pem"), "a.pem");
+    }
     use veer_testkit::TempDir;
 
     #[test]

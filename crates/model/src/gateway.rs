@@ -68,6 +68,35 @@ pub struct Listener {
     pub all_namespaces: bool,
     /// `allowedRoutes.kinds` admits HTTPRoute (it does when the list is absent).
     pub admits_http_routes: bool,
+    /// `tls` of an `HTTPS` listener: the certificates it terminates TLS with.
+    pub tls: Option<ListenerTls>,
+    pub pos: Pos,
+}
+
+/// An `HTTPS` listener's `tls` (mode `Terminate`, the only mode veer serves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Never empty: the first is the listener's default (for clients that send no SNI, or a
+    /// name no certificate carries).
+    pub certificate_refs: Vec<CertificateRef>,
+}
+
+/// A `certificateRefs` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRef {
+    pub source: CertificateSource,
+    pub pos: Pos,
+}
+
+/// Where a listener's certificate is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// A `kubernetes.io/tls` Secret of the Gateway's namespace.
+    Secret { namespace: String, name: String },
+    /// veer's extension (group `veer.io`, kind `PEMFile`): a PEM file holding the chain and its
+    /// key, its `name` a path relative to the manifest that names it, read with the manifests
+    /// (a directory walk reads `.pem` files), so a rewrite reloads like a manifest's.
+    PemFile { path: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -466,7 +495,21 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
             l.ctx().error(l.pos(), &l.field_path("port"), "required field is missing");
         }
         let hostname = l.string("hostname").map(|(h, _)| h.to_ascii_lowercase());
-        l.tolerate("tls", "TLS listeners are not supported yet");
+        let tls = match (protocol.as_str(), l.obj("tls")) {
+            ("HTTPS", Some(t)) => read_listener_tls(&t, &meta.namespace),
+            ("HTTPS", None) => {
+                l.ctx().error(l.pos(), &l.field_path("tls"), "an HTTPS listener needs tls.certificateRefs: the certificates it presents");
+                None
+            }
+            ("HTTP", Some(t)) => {
+                t.ctx().error(t.pos(), t.path(), "tls belongs to HTTPS listeners; set protocol: HTTPS to terminate TLS here");
+                None
+            }
+            (_, _) => {
+                l.tolerate("tls", "TLS routes (protocol TLS) are not served");
+                None
+            }
+        };
         let (mut all_namespaces, mut admits_http_routes) = (false, true);
         if let Some(a) = l.obj("allowedRoutes") {
             if let Some(n) = a.obj("namespaces") {
@@ -498,7 +541,7 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
         }
         l.finish();
         if let Some(port) = port {
-            listeners.push(Listener { name, protocol, port, hostname, all_namespaces, admits_http_routes });
+            listeners.push(Listener { name, protocol, port, hostname, all_namespaces, admits_http_routes, tls, pos: l.pos() });
         }
     }
     if !spec.has("listeners") {
@@ -507,6 +550,89 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
     spec.tolerate("addresses", "veer listens where the Cluster says");
     spec.tolerate("infrastructure", "not used");
     Some(Gateway { meta, cluster: String::new(), class, listeners })
+}
+
+/// An `HTTPS` listener's `tls`: mode `Terminate` with at least one certificate; `None` (with
+/// errors reported) otherwise.
+fn read_listener_tls(t: &Obj<'_>, namespace: &str) -> Option<ListenerTls> {
+    let mut ok = true;
+    if let Some(("Passthrough", pos)) = t.one_of("mode", &["Terminate", "Passthrough"]) {
+        t.ctx().error(pos, &t.field_path("mode"), "veer terminates TLS on HTTPS listeners (mode: Terminate); passthrough is not supported");
+        ok = false;
+    }
+    let mut certificate_refs = Vec::new();
+    for r in t.objs("certificateRefs") {
+        let group = r.string("group").map(|(g, _)| g).unwrap_or_default();
+        let kind = r.string("kind").map(|(k, _)| k).unwrap_or_else(|| "Secret".into());
+        let name = r.required_string("name");
+        let ns = r.string("namespace");
+        r.finish();
+        match (group.as_str(), kind.as_str()) {
+            ("" | "core", "Secret") => {}
+            ("veer.io", "PEMFile") => {
+                if let Some((_, pos)) = ns {
+                    r.ctx().error(
+                        pos,
+                        &r.field_path("namespace"),
+                        "a PEMFile has no namespace: its name is a path relative to this manifest",
+                    );
+                    ok = false;
+                }
+                if let Some((name, _)) = name {
+                    let path = crate::files::beside(&t.ctx().file, &name);
+                    certificate_refs.push(CertificateRef { source: CertificateSource::PemFile { path }, pos: r.pos() });
+                }
+                continue;
+            }
+            _ => {
+                r.ctx().error(
+                    r.pos(),
+                    r.path(),
+                    format!(
+                        "certificateRef {group}/{kind} is not supported; use a core Secret of type kubernetes.io/tls, or veer.io PEMFile"
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        let namespace = match ns {
+            Some((n, pos)) if n != namespace => {
+                // Gateway API lets a ReferenceGrant in the Secret's namespace allow this; veer
+                // reads no ReferenceGrant, and taking a Secret of another namespace without one
+                // would hand one namespace's keys to another's Gateway.
+                r.ctx().error(
+                    pos,
+                    &r.field_path("namespace"),
+                    format!("a certificate of namespace {n} for a Gateway of namespace {namespace} needs a ReferenceGrant, which veer does not read; put the Secret in namespace {namespace}"),
+                );
+                ok = false;
+                continue;
+            }
+            _ => namespace.to_string(),
+        };
+        if let Some((name, _)) = name {
+            certificate_refs.push(CertificateRef { source: CertificateSource::Secret { namespace, name }, pos: r.pos() });
+        }
+    }
+    if certificate_refs.is_empty() && ok {
+        t.ctx().error(t.pos(), &t.field_path("certificateRefs"), "an HTTPS listener needs at least one certificateRef");
+        ok = false;
+    }
+    t.tolerate("options", "veer applies rustls' safe defaults (TLS 1.2 and 1.3), not implementation-specific options");
+    if t.has("frontendValidation") {
+        // Accepting clients without the certificate check the manifest asks for would let in
+        // clients it means to keep out.
+        t.ctx().error(
+            t.pos_of("frontendValidation"),
+            &t.field_path("frontendValidation"),
+            "client certificate validation is not supported; remove it or terminate mTLS elsewhere",
+        );
+        ok = false;
+    }
+    t.skip("frontendValidation");
+    t.finish();
+    Some(ListenerTls { certificate_refs }).filter(|_| ok)
 }
 
 pub(crate) fn read_http_route(spec: &Obj<'_>, meta: Meta) -> Option<HttpRoute> {

@@ -24,6 +24,7 @@ pub mod resolve;
 pub mod router;
 pub mod set;
 pub mod smh;
+pub mod tls;
 pub mod tlsroute;
 pub mod topology;
 pub mod upstream_tls;
@@ -61,7 +62,7 @@ pub struct Loaded {
 }
 
 /// Parses and checks already-read sources (name, text): the set when it has no errors, else
-/// every finding. Pure: no file system access.
+/// every finding. No file system access; the clock is read once, to judge certificates' dates.
 pub fn from_sources(sources: &[(String, String)]) -> Result<Accepted, Rejected> {
     let Loaded { set, diagnostics } = from_sources_even_if_invalid(sources);
     if diagnostics.has_errors() {
@@ -75,12 +76,18 @@ pub fn from_sources(sources: &[(String, String)]) -> Result<Accepted, Rejected> 
 pub fn from_sources_even_if_invalid(sources: &[(String, String)]) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut resources = Vec::new();
+    let mut pem = Vec::new();
     for (name, text) in sources {
+        if files::is_pem_name(name) {
+            pem.push((files::lexical(std::path::Path::new(name)), text.clone()));
+            continue;
+        }
         let (r, d) = load::parse_source(&std::sync::Arc::from(name.as_str()), text);
         resources.extend(r);
         diagnostics.extend(d);
     }
-    let set = ManifestSet::build(resources, &mut diagnostics);
+    // The one clock read of a load: certificates must be valid now.
+    let set = ManifestSet::build(resources, pem, rustls_pki_types::UnixTime::now(), &mut diagnostics);
     Loaded { set, diagnostics }
 }
 

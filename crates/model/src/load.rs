@@ -7,7 +7,7 @@ use crate::decode::{Ctx, Obj};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
 use crate::meta::Meta;
 use crate::yaml::{self, Node};
-use crate::{externaldns, gateway, gloo, istio, router, smh, tlsroute, topology};
+use crate::{externaldns, gateway, gloo, istio, router, smh, tls, tlsroute, topology};
 
 /// A resource veer acts on, read and checked on its own (references are checked by [`crate::set`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,7 @@ pub enum Resource {
     RouterGateway(router::RouterGateway),
     DnsEndpoint(externaldns::DnsEndpoint),
     TlsRoute(tlsroute::TlsRoute),
+    Secret(tls::Secret),
 }
 
 type Reader = fn(&Obj<'_>, Meta) -> Option<Resource>;
@@ -50,11 +51,11 @@ const GROUPS: &[Group] = &[
     Group {
         name: "",
         versions: &["v1"],
-        kinds: &[("Service", |s, m| topology::read_service(s, m).map(Resource::Service))],
+        // A Secret has no spec: `read_document` reads it whole, and this reader is never called.
+        kinds: &[("Service", |s, m| topology::read_service(s, m).map(Resource::Service)), ("Secret", |_, _| None)],
         known_ignored: &[
             "Namespace",
             "ConfigMap",
-            "Secret",
             "ServiceAccount",
             "Pod",
             "Endpoints",
@@ -334,7 +335,9 @@ fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &
     doc.skip("kind");
     doc.skip("status");
     let meta = Meta::read(&doc, canonical, &api_version);
-    let resource = match (meta, doc.obj("spec")) {
+    let secret = g.name.is_empty() && *canonical == "Secret";
+    let resource = match (meta, if secret { None } else { doc.obj("spec") }) {
+        (Some(meta), _) if secret => tls::read_secret(&doc, meta).map(Resource::Secret),
         (Some(meta), Some(spec)) => {
             let r = reader(&spec, meta);
             spec.finish();
@@ -384,6 +387,7 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::RouterGateway(x) => &x.meta,
         Resource::DnsEndpoint(x) => &x.meta,
         Resource::TlsRoute(x) => &x.meta,
+        Resource::Secret(x) => &x.meta,
     }
 }
 

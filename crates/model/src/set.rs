@@ -7,14 +7,18 @@ use std::sync::OnceLock;
 
 use crate::diag::{Diagnostics, Severity};
 use crate::externaldns::DnsEndpoint;
-use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, Gateway, HttpRoute};
+use crate::gateway::{Backend, BackendEndpoint, BackendTrafficPolicy, CertificateSource, Gateway, HttpRoute};
 use crate::gloo::{FailoverPolicy, ObjectSelector, OutlierDetectionPolicy, VirtualDestination};
 use crate::istio::{host_matches, DestinationRule, IstioGateway};
 use crate::load::{about, meta_of, Resource};
 use crate::meta::Meta;
 use crate::router::{ClusterIdentity, DnsConfiguration, DnsPolicy, RouterGateway, ServiceRoute};
 use crate::smh::{mesh_name_of_cluster, FailoverService, TrafficPolicy, VirtualMesh};
+use crate::tls::Secret;
 use crate::topology::{Cluster, Service, WorkloadEntry};
+
+/// The node's gateway socket in [`Listeners`]: the mesh's names, in plain HTTP.
+pub const GATEWAY_SOCKET: usize = 0;
 
 /// Name of the cluster that holds objects when a set defines no `Cluster` at all.
 pub const IMPLICIT_CLUSTER: &str = "default";
@@ -49,9 +53,31 @@ pub struct ManifestSet {
     pub router_gateways: Vec<(String, RouterGateway)>,
     /// ExternalDNS `DNSEndpoint`s (as `veer dns endpoints` writes them) with their clusters.
     pub dns_endpoints: Vec<(String, DnsEndpoint)>,
+    /// Core Secrets, with their clusters: the certificates of HTTPS listeners.
+    pub secrets: Vec<(String, Secret)>,
+    /// Every HTTPS listener with its certificates, checked (set by `build`).
+    pub tls_listeners: Vec<TlsListener>,
+    /// `.pem` sources read with the manifests (name with `.` and `..` folded, text).
+    pub pem_files: Vec<(String, String)>,
     /// Built on first use: a snapshot looks up every Service by name, for each destination
     /// that names one.
     lookup: LookupCell,
+}
+
+/// An HTTPS listener of a Gateway and the certificates it presents, read from its
+/// certificateRefs and checked (key and certificate belong together, both in date).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsListener {
+    /// The Gateway's cluster: its node serves the listener.
+    pub cluster: String,
+    /// `namespace/name` of the Gateway, and the listener's name, for messages.
+    pub gateway: String,
+    pub listener: String,
+    pub port: u16,
+    /// The listener's `hostname`, lower case: the SNI names it answers, exactly or by wildcard.
+    pub hostname: Option<String>,
+    /// In certificateRefs order: the first is the listener's default.
+    pub certs: Vec<veer_pki::ServingCert>,
 }
 
 /// The client sockets of one node: its gateway (socket 0) and the other addresses of
@@ -133,8 +159,15 @@ impl Lookup {
 
 impl ManifestSet {
     /// Groups `resources` and checks them against each other, adding findings to `diags`.
-    pub(crate) fn build(resources: Vec<Resource>, diags: &mut Diagnostics) -> ManifestSet {
-        let mut set = ManifestSet::default();
+    /// `now` is the time certificates must be valid at.
+    /// `pem` holds the `.pem` sources (name, text) that `PEMFile` certificateRefs may name.
+    pub(crate) fn build(
+        resources: Vec<Resource>,
+        pem: Vec<(String, String)>,
+        now: rustls_pki_types::UnixTime,
+        diags: &mut Diagnostics,
+    ) -> ManifestSet {
+        let mut set = ManifestSet { pem_files: pem, ..ManifestSet::default() };
         check_duplicates(&resources, diags);
         for r in &resources {
             if let Resource::Cluster(c) = r {
@@ -170,6 +203,7 @@ impl ManifestSet {
                 Resource::ServiceRoute(x) => set.service_routes.push((owner, x)),
                 Resource::RouterGateway(x) => set.router_gateways.push((owner, x)),
                 Resource::DnsEndpoint(x) => set.dns_endpoints.push((owner, x)),
+                Resource::Secret(x) => set.secrets.push((owner, x)),
             }
         }
         set.check_gloo(diags);
@@ -178,6 +212,7 @@ impl ManifestSet {
         set.check_gateway(diags);
         set.attach_routes(diags);
         set.check_listeners(diags);
+        set.check_tls(now, diags);
         set.check_router(diags);
         set
     }
@@ -208,8 +243,8 @@ impl ManifestSet {
                     if p.section.as_ref().is_some_and(|s| *s != l.name) || p.port.is_some_and(|port| port != l.port) {
                         continue;
                     }
-                    if l.protocol != "HTTP" {
-                        why_not.push(format!("listener {:?} is {} and veer serves HTTP listeners only", l.name, l.protocol));
+                    if l.protocol != "HTTP" && l.protocol != "HTTPS" {
+                        why_not.push(format!("listener {:?} is {} and veer serves HTTP and HTTPS listeners only", l.name, l.protocol));
                     } else if !l.admits_http_routes {
                         why_not.push(format!("listener {:?} does not admit HTTPRoutes (allowedRoutes.kinds)", l.name));
                     } else if !l.all_namespaces && g.meta.namespace != r.meta.namespace {
@@ -299,7 +334,7 @@ impl ManifestSet {
                     .iter()
                     .filter(|g| g.cluster == name)
                     .flat_map(|g| &g.listeners)
-                    .any(|l| l.port == p.port && l.protocol == "HTTP");
+                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS"));
                 if !used {
                     diags.push(about(
                         &c.meta,
@@ -307,10 +342,114 @@ impl ManifestSet {
                         Severity::Warning,
                         "spec.gateway.ports",
                         format!(
-                            "no HTTP listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
+                            "no HTTP or HTTPS listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
                             p.port, p.address
                         ),
                     ));
+                }
+            }
+        }
+    }
+
+    /// Reads each HTTPS listener's certificates into [`Self::tls_listeners`], checked once per
+    /// Secret, and checks where they are served: TLS is a socket's property, so an HTTPS
+    /// port needs an address of its own in `spec.gateway.ports`, not the gateway's (which
+    /// serves the mesh's names in plain HTTP).
+    fn check_tls(&mut self, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) {
+        let mut checked: HashMap<usize, Option<veer_pki::ServingCert>> = HashMap::new();
+        let mut pem_checked: HashMap<String, Option<veer_pki::ServingCert>> = HashMap::new();
+        let mut out = Vec::new();
+        for g in &self.gateways {
+            for (li, l) in g.listeners.iter().enumerate() {
+                let Some(tls) = l.tls.as_ref().filter(|_| l.protocol == "HTTPS") else { continue };
+                let mut certs = Vec::new();
+                for (ri, r) in tls.certificate_refs.iter().enumerate() {
+                    let field = &format!("spec.listeners[{li}].tls.certificateRefs[{ri}]");
+                    let (namespace, name) = match &r.source {
+                        CertificateSource::Secret { namespace, name } => (namespace, name),
+                        CertificateSource::PemFile { path } => {
+                            let cert = pem_checked.entry(path.clone()).or_insert_with(|| {
+                                let Some((_, text)) = self.pem_files.iter().find(|(n, _)| n == path) else {
+                                    diags.push(about(&g.meta, r.pos, Severity::Error, field, format!("{path} is not among the files read: put it in a manifest directory (veer reads .pem files there) or name it with the manifests")));
+                                    return None;
+                                };
+                                match veer_pki::serving_cert(text.as_bytes(), text.as_bytes(), now) {
+                                    Ok(c) => Some(c),
+                                    Err((_, e)) => {
+                                        diags.push(about(&g.meta, r.pos, Severity::Error, field, format!("{path}: {}", e.message())));
+                                        None
+                                    }
+                                }
+                            });
+                            certs.extend(cert.clone());
+                            continue;
+                        }
+                    };
+                    let found = self.secrets.iter().position(|(c, s)| {
+                        s.meta.namespace == *namespace && s.meta.name == *name && s.meta.cluster_label().is_none_or(|_| *c == g.cluster)
+                    });
+                    let Some(i) = found else {
+                        let elsewhere = self.secrets.iter().find(|(_, s)| s.meta.namespace == *namespace && s.meta.name == *name);
+                        let why = match elsewhere {
+                            Some((c, _)) => {
+                                format!("Secret {namespace}/{name} belongs to cluster {c}, not to cluster {} of this Gateway", g.cluster)
+                            }
+                            None => format!("no Secret {namespace}/{name} in the manifests"),
+                        };
+                        diags.push(about(&g.meta, r.pos, Severity::Error, field, why));
+                        continue;
+                    };
+                    let secret = &self.secrets[i].1;
+                    if secret.kind != crate::tls::TLS_SECRET_TYPE {
+                        diags.push(about(
+                            &g.meta,
+                            r.pos,
+                            Severity::Error,
+                            field,
+                            format!(
+                                "Secret {namespace}/{name} (at {}) is of type {}; a listener's certificate is a {} Secret with tls.crt and tls.key",
+                                secret.meta.location(),
+                                secret.kind,
+                                crate::tls::TLS_SECRET_TYPE
+                            ),
+                        ));
+                        continue;
+                    }
+                    let cert = checked.entry(i).or_insert_with(|| check_secret(secret, now, diags));
+                    certs.extend(cert.clone());
+                }
+                if let (Some(host), false) = (&l.hostname, certs.is_empty()) {
+                    let covered = certs.iter().flat_map(|c| &c.names).any(|n| n == host || veer_pki::name_covers(n, host));
+                    if !covered {
+                        diags.push(about(
+                            &g.meta,
+                            l.pos,
+                            Severity::Warning,
+                            &format!("spec.listeners[{li}].hostname"),
+                            format!("no certificate of listener {:?} names {host}: clients that check names will refuse it", l.name),
+                        ));
+                    }
+                }
+                out.push(TlsListener {
+                    cluster: g.cluster.clone(),
+                    gateway: format!("{}/{}", g.meta.namespace, g.meta.name),
+                    listener: l.name.clone(),
+                    port: l.port,
+                    hostname: l.hostname.clone(),
+                    certs,
+                });
+            }
+        }
+        self.tls_listeners = out;
+        for g in &self.gateways {
+            let Ok(sockets) = self.listeners(&g.cluster) else { continue };
+            for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.protocol == "HTTPS") {
+                let Some(&socket) = sockets.ports.get(&l.port) else { continue };
+                // Two ports are never mapped to one address (`Cluster` refuses it), so an HTTPS
+                // port shares a socket only with the gateway's names.
+                let why = (socket == GATEWAY_SOCKET).then(|| format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port));
+                if let Some(why) = why {
+                    diags.push(about(&g.meta, l.pos, Severity::Error, &format!("spec.listeners[{li}].port"), why));
                 }
             }
         }
@@ -797,6 +936,27 @@ fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> S
                 ));
             }
             String::new()
+        }
+    }
+}
+
+/// A `kubernetes.io/tls` Secret's pair, checked; errors point at the field at fault.
+fn check_secret(secret: &Secret, now: rustls_pki_types::UnixTime, diags: &mut Diagnostics) -> Option<veer_pki::ServingCert> {
+    let (cert, key) = (secret.cert.as_ref()?, secret.key.as_ref()?);
+    let mut bytes = |f: &crate::tls::Field| match f.bytes() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            diags.push(about(&secret.meta, f.pos, Severity::Error, &f.path, e));
+            None
+        }
+    };
+    let (c, k) = (bytes(cert)?, bytes(key)?);
+    match veer_pki::serving_cert(&c, &k, now) {
+        Ok(s) => Some(s),
+        Err((part, e)) => {
+            let f = if part == veer_pki::Part::Certificate { cert } else { key };
+            diags.push(about(&secret.meta, f.pos, Severity::Error, &f.path, e.message()));
+            None
         }
     }
 }

@@ -20,6 +20,9 @@ use veer_model::inventory::Inventory;
 use veer_model::resolve::View;
 use veer_model::yaml::MAX_DEPTH;
 
+#[path = "model/tls.rs"]
+mod tls;
+
 // === helpers ===
 
 fn crate_dir() -> PathBuf {
@@ -700,7 +703,7 @@ spec:
   gatewayClassName: veer
   listeners:
   - {name: web, protocol: HTTP, port: 80, hostname: '*.example.com'}
-  - {name: tls, protocol: HTTPS, port: 443}
+  - {name: tls, protocol: TLS, port: 443}
   - {name: grpc, protocol: HTTP, port: 8080, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}
   - {name: open, protocol: HTTP, port: 8081, hostname: open.example.net, allowedRoutes: {namespaces: {from: All}}}
 ---
@@ -763,7 +766,7 @@ fn http_routes_are_served_only_where_a_listener_accepts_them() {
     assert_eq!(served("web"), vec!["a.example.com".to_string()]);
     assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/web") && d.contains("not served on *.x.example.com")), "{diags:?}");
     assert_eq!(served("secure"), Vec::<String>::new());
-    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/secure") && d.contains("NOT SERVED") && d.contains("HTTPS")), "{diags:?}");
+    assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/secure") && d.contains("NOT SERVED") && d.contains("is TLS")), "{diags:?}");
     assert_eq!(served("grpc"), Vec::<String>::new());
     assert!(diags.iter().any(|d| d.contains("HTTPRoute/default/grpc") && d.contains("does not admit HTTPRoutes")), "{diags:?}");
     // From another namespace: only the listener that admits All takes it, under its own name.

@@ -588,7 +588,7 @@ fn status(
             .enumerate()
             .map(|(i, a)| {
                 let ports: Vec<u16> = snap.listeners.ports.iter().filter(|(_, &s)| s == i).map(|(&p, _)| p).collect();
-                serde_json::json!({ "address": a.to_string(), "gateway": i == veer_gateway::snapshot::GATEWAY, "gateway_listener_ports": ports })
+                serde_json::json!({ "address": a.to_string(), "gateway": i == veer_gateway::snapshot::GATEWAY, "gateway_listener_ports": ports, "tls": snap.listener_tls(i).is_some() })
             })
             .collect();
         serde_json::json!({ "cluster": cluster, "generation": snap.generation, "listeners": listeners, "peers": peers, "destinations": destinations })

@@ -27,6 +27,8 @@ mod limits;
 #[path = "node/listeners.rs"]
 mod listeners;
 
+#[path = "node/tls.rs"]
+mod tls;
 #[path = "node/upstream_tls.rs"]
 mod upstream_tls;
 
@@ -708,7 +710,7 @@ kind: Gateway
 metadata: {name: gw}
 spec:
   gatewayClassName: veer
-  listeners: [{name: http, protocol: HTTP, port: 80}, {name: tls, protocol: HTTPS, port: 443}]
+  listeners: [{name: http, protocol: HTTP, port: 80}, {name: tls, protocol: TLS, port: 443}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -789,7 +791,7 @@ async fn httproute_matches_pick_their_rule_listeners_serve_what_attaches_and_404
     assert_eq!(status, 404);
     assert!(body.contains("host \"api.example.com\" has no route for GET /v2/x"), "{body}");
     assert_eq!(send_with(&node, Method::GET, "api.example.com", "/v1/x", &[]).await, (200, "main-1".to_string()));
-    // Attached only to an HTTPS listener, which veer does not serve: not served on plain HTTP.
+    // Attached only to a TLS (passthrough) listener, which veer does not serve: not served on plain HTTP.
     let (status, body) = send_with(&node, Method::GET, "secure.example.com", "/", &[]).await;
     assert_eq!(status, 404);
     assert!(body.contains("no route for host \"secure.example.com\""), "{body}");

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     BadKey,
     /// The private key does not belong to the certificate next to it.
     KeyMismatch,
+    /// A certificate is outside its validity period (expired, or not valid yet).
+    Expired,
     /// The certificate chain does not verify against the root (other root, expired, not a CA…).
     Untrusted,
     /// The node certificate names another cluster, or none.

@@ -167,7 +167,7 @@ pub(crate) fn certs_pem(certs: &[CertificateDer<'_>]) -> String {
     ::pem::encode_many_config(&blocks, ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF))
 }
 
-fn pem_problem(e: &pem::Error) -> String {
+pub(crate) fn pem_problem(e: &pem::Error) -> String {
     match e {
         pem::Error::MissingSectionEnd { end_marker } => format!("a block has no end line {:?}", String::from_utf8_lossy(end_marker)),
         pem::Error::IllegalSectionStart { line } => format!("malformed BEGIN line {:?}", String::from_utf8_lossy(line)),
@@ -177,7 +177,7 @@ fn pem_problem(e: &pem::Error) -> String {
 }
 
 /// Says what a file holds instead of what was wanted, and what was wanted.
-fn what_is_there(bytes: &[u8], wanted: &str) -> String {
+pub(crate) fn what_is_there(bytes: &[u8], wanted: &str) -> String {
     let text = String::from_utf8_lossy(bytes);
     if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
         return format!("the key is encrypted; veer needs it unencrypted: `openssl pkey -in FILE -out FILE.plain`; expected {wanted}");

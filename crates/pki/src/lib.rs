@@ -16,7 +16,8 @@
 //!
 //! Layout of the crate: `names` (the identity convention), `files` (PEM in and out, with
 //! errors that say which command makes a file), `issue` (making certificates), `identity`
-//! (loading and verifying a node's files into rustls configs), `inspect` (showing them), `date`
+//! (loading and verifying a node's files into rustls configs), `serving` (the certificates Gateway
+//! listeners present to clients), `inspect` (showing them), `date`
 //! (how both write a certificate's dates).
 
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ mod identity;
 mod inspect;
 mod issue;
 mod names;
+mod serving;
 
 pub use error::{ErrorKind, PkiError};
 pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, NODE_CERT, NODE_KEY, ROOT_CERT, ROOT_KEY};
@@ -37,3 +39,4 @@ pub use issue::{create_intermediate, create_mesh, create_node, create_root};
 pub use names::{
     dns_name, names_cluster, peer_cluster, server_name, spiffe_id, try_server_name, validate_cluster_name, DNS_SUFFIX, URI_PREFIX,
 };
+pub use serving::{name_covers, serving_cert, Part, ServingCert};

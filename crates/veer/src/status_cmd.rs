@@ -46,7 +46,8 @@ pub fn render(v: &serde_json::Value) -> String {
             serves.push("the mesh's names".to_string());
         }
         if !ports.is_empty() {
-            serves.push(format!("Gateway listener port {}", ports.join(", ")));
+            let tls = if l["tls"].as_bool() == Some(true) { " (HTTPS: TLS terminated)" } else { "" };
+            serves.push(format!("Gateway listener port {}{tls}", ports.join(", ")));
         }
         let serves = if serves.is_empty() { "nothing".to_string() } else { serves.join(" and ") };
         let _ = writeln!(out, "listener {}: {serves}", l["address"].as_str().unwrap_or("?"));

@@ -339,6 +339,39 @@ fn validate_locates_the_first_byte_that_is_not_utf8_and_exits_1() {
     assert!(out.contains(&format!("{}:4:12: error: not UTF-8 text: byte 0xe9", path.display())), "{out}{err}");
 }
 
+/// HTTPS listeners: `veer validate` resolves every certificateRef and checks what it finds, here
+/// against a pair made by the real `openssl` (one PEM file, as HAProxy takes it).
+#[test]
+fn validate_resolves_every_certificate_ref_of_an_https_listener() {
+    let dir = TempDir::new("https");
+    let (key, crt) = (dir.join("k.pem.tmp"), dir.join("c.pem.tmp"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=a.example.com"])
+        .args(["-addext", "subjectAltName=DNS:a.example.com", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl runs (.ci/run installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pem = std::fs::read_to_string(&crt).expect("certificate") + &std::fs::read_to_string(&key).expect("key");
+    std::fs::write(dir.join("site.pem"), pem).expect("write");
+    let gw = |refs: &str| {
+        format!(
+            "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {{name: edge}}\nspec: {{gateway: {{address: 127.0.0.1:8080, ports: {{'443': 127.0.0.1:8443}}}}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: veer\n  listeners:\n  - name: https\n    protocol: HTTPS\n    port: 443\n    hostname: a.example.com\n    tls:\n      certificateRefs: {refs}\n"
+        )
+    };
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, gw("[{name: missing}, {group: veer.io, kind: PEMFile, name: site.pem}]")).expect("write");
+    let (code, out, err) = veer(&["validate", "-f", dir.to_str().unwrap_or_default()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let want = format!("{}:17:", path.display());
+    assert!(out.lines().any(|l| l.starts_with(&want) && l.contains("certificateRefs[0]: no Secret default/missing")), "{out}");
+    std::fs::write(&path, gw("[{group: veer.io, kind: PEMFile, name: ./site.pem}]")).expect("write");
+    let (code, out, err) = veer(&["validate", "-f", dir.to_str().unwrap_or_default()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// Envoy Gateway's default passive cap (10%) with 4 endpoints never ejects anything: validate
 /// says so, located at the policy, though the seed's policy is otherwise fine.
 #[test]

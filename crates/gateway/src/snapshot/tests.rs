@@ -352,6 +352,74 @@ fn in_total_panic_a_retry_goes_to_the_untried_priority_only() {
     }
 }
 
+/// West with an HTTPS listener on port 443 (its own address) whose Secret holds `crt`/`key`
+/// (PEM under `stringData`), and an HTTPRoute on it.
+fn https_world(crt: &str, key: &str, route_host: &str) -> ManifestSet {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let world = WORLD.replace(
+        "metadata: {name: west}\nspec: {locality: {region: us-west, zone: a}}",
+        "metadata: {name: west}\nspec:\n  locality: {region: us-west, zone: a}\n  gateway: {address: 127.0.0.1:8080, ports: {'443': 127.0.0.1:9443}}",
+    );
+    let text = format!(
+        "{world}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: site, namespace: demo}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: demo, labels: {{topology.istio.io/cluster: west}}}}
+spec:
+  gatewayClassName: veer
+  listeners: [{{name: https, protocol: HTTPS, port: 443, tls: {{certificateRefs: [{{name: site}}]}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: demo}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{route_host}]
+  rules: [{{backendRefs: [{{name: echo, port: 80}}]}}]
+",
+        indent(crt),
+        indent(key)
+    );
+    veer_model::from_sources(&[("world.yaml".into(), text)]).unwrap_or_else(|r| panic!("{r}")).into_set()
+}
+
+#[test]
+fn a_reload_keeps_a_sockets_tls_config_while_its_certificates_stay_and_replaces_it_when_they_change() {
+    let pair = || {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let c = rcgen::CertificateParams::new(vec!["a.demo".to_string()]).expect("params").self_signed(&key).expect("cert");
+        (c.pem(), key.serialize_pem())
+    };
+    let build = |set: &ManifestSet, previous: Option<&Snapshot>| {
+        let inventory = Inventory::from_manifests(set);
+        let view = View::new(set, &inventory);
+        match previous {
+            Some(p) => Snapshot::build_after(p, view, "west", &Labels::new(), &Unhealthy::new(), &Warming::new(), Arc::default(), 2),
+            None => Snapshot::build(view, "west", &Labels::new(), &Unhealthy::new(), 1),
+        }
+        .expect("snapshot")
+    };
+    let (crt, key) = pair();
+    let first = build(&https_world(&crt, &key, "a.demo"), None);
+    let config = |s: &Snapshot| s.listener_tls(1).map(|t| t.config.clone()).expect("socket 1 terminates TLS");
+    assert!(first.listener_tls(GATEWAY).is_none(), "the gateway stays plain");
+    // Another route, the same certificates: the same config.
+    let same = build(&https_world(&crt, &key, "b.demo"), Some(&first));
+    assert!(Arc::ptr_eq(&config(&first), &config(&same)));
+    // A new certificate: a new config.
+    let (crt2, key2) = pair();
+    let rotated = build(&https_world(&crt2, &key2, "b.demo"), Some(&same));
+    assert!(!Arc::ptr_eq(&config(&same), &config(&rotated)));
+}
+
 fn ep(address: &str) -> veer_core::topology::EndpointKey {
     address.parse().expect("an ip:port")
 }
