@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
     let set = veer_model::from_sources(&[("world.yaml".to_string(), WORLD.to_string())]).expect("the world has no errors").into_set();
     let mut inventory = Inventory::default();
     inventory.replace_from_manifests(&set, "c1");
-    apply_peers(&mut inventory, &set, "c1", &BTreeMap::from([("c2".to_string(), Arc::new(catalog))]));
+    apply_peers(&mut inventory, &set, "c1", &BTreeMap::from([("c2".into(), Arc::new(catalog))]));
     let _ = veer_gateway::snapshot::Snapshot::build(View::new(&set, &inventory), "c1", &Default::default(), &Default::default(), 1);
 });
