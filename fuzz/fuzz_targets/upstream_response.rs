@@ -1,12 +1,15 @@
 //! Feeds arbitrary bytes to veer's upstream HTTP/1.1 response reader as a backend would send
 //! them, cut where the fuzzer says: a head and its body must parse or be refused, never panic,
-//! and a chunked body must decode the same whether it arrives whole or in two reads.
+//! and a chunked body must decode the same whether it arrives whole or in two reads. The same
+//! bytes as the answer to a WebSocket handshake: a 101 leaves what follows its head alone.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use veer_gateway::upstream::codec::{decode_chunked, parse_response_head, ChunkState, Decoded, ResponseFraming};
+use veer_gateway::upstream::codec::{
+    decode_chunked, parse_response_head, parse_upgrade_response_head, ChunkState, Decoded, ResponseFraming,
+};
 
 fn chunked(wire: &[u8], cut: usize) -> Option<Vec<u8>> {
     let mut state = ChunkState::Size;
@@ -38,6 +41,12 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(_) => None,
     };
+    let mut upgrade = BytesMut::from(wire);
+    if let Ok(Some(h)) = parse_upgrade_response_head(&mut upgrade, &http::Method::GET) {
+        if h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            assert!(wire.ends_with(&upgrade), "a 101 took bytes of the new protocol");
+        }
+    }
     if let Some(h) = head {
         if h.framing == ResponseFraming::Chunked {
             let body = buf.to_vec();

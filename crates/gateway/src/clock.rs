@@ -33,6 +33,12 @@ pub fn std_since(earlier: std::time::Instant) -> Duration {
     earlier.elapsed()
 }
 
+/// The wall clock: what an access log line says a request started at.
+#[inline]
+pub fn wall_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// A uniform `u32`, from this thread's generator.
 #[inline]
 pub fn random_u32() -> u32 {

@@ -30,7 +30,11 @@
 //! - [`clock`]: the node's one clock and randomness source (control, node and `veer` re-export it).
 //! - [`hop_by_hop`]: the header fields a proxy must not pass on.
 //! - [`metrics`]: the request path's metrics, on the node's registry.
+//! - [`upgrade`]: which requests may switch protocols (WebSocket), and the copy both ways
+//!   once they have.
+//! - [`access_log`]: one line per request, written by a thread of its own.
 
+pub mod access_log;
 pub mod body;
 pub mod clock;
 pub mod failure;
@@ -46,6 +50,7 @@ pub mod server;
 pub mod shared;
 pub mod snapshot;
 pub mod tls;
+pub mod upgrade;
 pub mod upload;
 pub mod upstream;
 

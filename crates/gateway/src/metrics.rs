@@ -241,6 +241,8 @@ pub struct Metrics {
     h2_closed_idle: Counter,
     drained: Counter,
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
+    upgraded: Gauge,
+    access_log_dropped: Counter,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -276,6 +278,8 @@ impl Metrics {
         let h2_closed_idle = Counter::default();
         let drained = Counter::default();
         let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
+        let upgraded = Gauge::default();
+        let access_log_dropped = Counter::default();
 
         registry.register(
             "requests",
@@ -359,6 +363,16 @@ impl Metrics {
         for reason in ["error", "timeout"] {
             drop(tls_handshake_failures.get_or_create(&HandshakeLabels { reason }));
         }
+        registry.register(
+            "upgraded_connections",
+            "Client connections that switched protocols (WebSocket) and are spliced to an upstream connection now",
+            upgraded.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer's queue was full (the request path never waits for it)",
+            access_log_dropped.clone(),
+        );
         for kind in ["emfile", "enfile"] {
             drop(accept_errors.get_or_create(&AcceptLabels { listener: "gateway", kind }));
         }
@@ -381,6 +395,8 @@ impl Metrics {
             h2_closed_idle,
             drained,
             tls_handshake_failures,
+            upgraded,
+            access_log_dropped,
         }
     }
 
@@ -492,6 +508,16 @@ impl Metrics {
 
     pub fn connection_drained(&self) {
         self.drained.inc();
+    }
+
+    /// The count of client connections spliced to an upstream after switching protocols.
+    pub fn upgraded_connections(&self) -> &Gauge {
+        &self.upgraded
+    }
+
+    /// The counter of access log lines dropped for a full queue.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Registers the node's other families (the control side's, the DNS server's) on the same

@@ -8,7 +8,11 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use veer_core::outcome::TryEnd;
 
+use std::sync::Arc;
+
+use crate::access_log::{AccessLog, Entry};
 use crate::body::{Body, BodyError};
+use crate::clock;
 use crate::shared::Shared;
 use crate::upstream::UpstreamBody;
 
@@ -63,6 +67,47 @@ pub(crate) fn client_fault_response(end: TryEnd) -> Response<ResponseBody> {
 pub enum ResponseBody {
     Pool(UpstreamBody),
     Other(Body),
+    /// Any of these, with its request's access log line (only when the request is logged).
+    Logged(Box<Logged>),
+}
+
+impl ResponseBody {
+    /// `body`, sending `entry` to `log` once it is done.
+    pub(crate) fn logged(body: ResponseBody, entry: Box<Entry>, log: &Arc<AccessLog>, started: std::time::Instant) -> ResponseBody {
+        ResponseBody::Logged(Box::new(Logged { body, entry: Some(entry), log: log.clone(), sent: 0, ended: false, started }))
+    }
+}
+
+/// A response body that counts what it sends and sends its request's access log line when
+/// dropped (the body ended, or the client left first).
+pub struct Logged {
+    body: ResponseBody,
+    entry: Option<Box<Entry>>,
+    log: Arc<AccessLog>,
+    sent: u64,
+    ended: bool,
+    started: std::time::Instant,
+}
+
+impl Logged {
+    fn poll_frame(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        let polled = hyper::body::Body::poll_frame(std::pin::Pin::new(&mut self.body), cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => self.sent += frame.data_ref().map_or(0, |d| d.len() as u64),
+            std::task::Poll::Ready(None) => self.ended = true,
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let Some(mut entry) = self.entry.take() else { return };
+        let client_left = !self.ended && !hyper::body::Body::is_end_stream(&self.body);
+        entry.finished(self.sent, clock::std_since(self.started), client_left);
+        self.log.send(entry);
+    }
 }
 
 impl hyper::body::Body for ResponseBody {
@@ -76,6 +121,7 @@ impl hyper::body::Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Pool(b) => std::pin::Pin::new(b).poll_frame(cx),
             ResponseBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
+            ResponseBody::Logged(b) => b.poll_frame(cx),
         }
     }
 
@@ -83,6 +129,7 @@ impl hyper::body::Body for ResponseBody {
         match self {
             ResponseBody::Pool(b) => b.is_end_stream(),
             ResponseBody::Other(b) => b.is_end_stream(),
+            ResponseBody::Logged(b) => b.body.is_end_stream(),
         }
     }
 
@@ -90,6 +137,7 @@ impl hyper::body::Body for ResponseBody {
         match self {
             ResponseBody::Pool(b) => b.size_hint(),
             ResponseBody::Other(b) => b.size_hint(),
+            ResponseBody::Logged(b) => b.body.size_hint(),
         }
     }
 }

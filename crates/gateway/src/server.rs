@@ -25,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::Guarded;
 use crate::clock;
-use crate::forward::handle;
+use crate::forward::{handle, overloaded};
 use crate::responses::{local_response, ResponseBody};
 use crate::shared::{Shared, Upstreams};
 
@@ -425,7 +425,9 @@ pub async fn serve(
         .initial_connection_window_size(1024 * 1024)
         .max_send_buf_size(64 * 1024)
         .max_pending_accept_reset_streams(20)
-        .max_local_error_reset_streams(1024);
+        .max_local_error_reset_streams(1024)
+        // RFC 8441: WebSockets over HTTP/2 streams (`crate::upgrade`).
+        .enable_connect_protocol();
     let ctx = Arc::new(Listener {
         shared,
         upstreams,
@@ -620,7 +622,7 @@ async fn serve_connection<S: ClientStream>(
     deadline: Instant,
 ) {
     let _held = held;
-    let state = Arc::new(ConnState::new(h2));
+    let state = Arc::new(ConnState::new(h2, crate::upgrade::TunnelSlot::new(stop.clone(), ctx.idle_timeout)));
     let service = {
         let (ctx, state) = (ctx.clone(), state.clone());
         service_fn(move |req: hyper::Request<Incoming>| {
@@ -644,8 +646,8 @@ async fn serve_connection<S: ClientStream>(
                         )
                         .map(ResponseBody::Other)
                     }
-                    Some(_permit) => handle(&ctx.shared, &ctx.upstreams, socket, req).await,
-                    None => local_response(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight").map(ResponseBody::Other),
+                    Some(_permit) => handle(&ctx.shared, &ctx.upstreams, socket, &guard.0.tunnel, req).await,
+                    None => overloaded(&ctx.shared, &req),
                 };
                 Ok::<_, Infallible>(resp.map(|body| Guarded { body, guard }))
             });
@@ -737,6 +739,12 @@ where
     };
     let io = parts.io.into_inner();
     if !io.parked {
+        // A request switched protocols: hyper has written the 101 and handed the socket back.
+        if let Some(tunnel) = state.tunnel.take() {
+            let early = [&parts.read_buf[..], &io.leftover[..]].concat();
+            let gauge = ctx.shared.metrics.upgraded_connections();
+            crate::upgrade::splice(io.stream, early.into(), tunnel, ctx.idle_timeout, gauge, stopping(stop)).await;
+        }
         return None;
     }
     // `read_buf` shares hyper's 8 KiB buffer even when empty: keep a copy of what is left so
@@ -832,6 +840,9 @@ struct ConnState {
     had_body: AtomicBool,
     /// The node is draining: close at the next idle moment.
     closing: AtomicBool,
+    /// The upstream connection of a request that switched protocols, until this connection's
+    /// task splices it to the client's socket.
+    tunnel: crate::upgrade::TunnelSlot,
     /// HTTP/2: when the last stream ended, in µs since `opened` (0: none yet). HTTP/1.1
     /// connections leave it alone (their wrapper has the timer), sparing a clock read per request.
     h2: bool,
@@ -840,12 +851,13 @@ struct ConnState {
 }
 
 impl ConnState {
-    fn new(h2: bool) -> Self {
+    fn new(h2: bool, tunnel: crate::upgrade::TunnelSlot) -> Self {
         ConnState {
             in_flight: AtomicU32::new(0),
             begun: AtomicU64::new(0),
             had_body: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            tunnel,
             h2,
             idle_since_us: AtomicU64::new(0),
             opened: clock::now(),
@@ -870,17 +882,23 @@ impl ConnState {
 
     /// HTTP/2: no stream open, and none ended (or the connection opened) within `d`.
     fn idle_longer_than(&self, d: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && clock::since(self.idle_since()) >= d
+        self.busy() == 0 && clock::since(self.idle_since()) >= d
+    }
+
+    /// Requests in flight, and HTTP/2 streams spliced after an extended CONNECT (hyper has
+    /// dropped their response bodies, so they hold no request in flight).
+    fn busy(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed) + self.tunnel.h2_open()
     }
 
     async fn idle_for(&self, after: Duration) {
         loop {
-            if self.in_flight.load(Ordering::Relaxed) > 0 {
+            if self.busy() > 0 {
                 tokio::time::sleep(after).await;
                 continue;
             }
             let since = self.idle_since();
-            if clock::since(since) >= after && self.in_flight.load(Ordering::Relaxed) == 0 {
+            if clock::since(since) >= after && self.busy() == 0 {
                 return;
             }
             tokio::time::sleep_until(since + after).await;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use veer_core::names::{ClusterName, DestinationName};
 use veer_core::topology::EndpointKey;
 
+use crate::access_log::AccessLog;
 use crate::body::Body;
 use crate::metrics::{Metrics, RequestCache};
 use crate::snapshot::Snapshot;
@@ -104,6 +105,8 @@ pub struct Shared {
     pub upload_idle_timeout: Duration,
     /// Request bodies held in memory for retries, node-wide.
     pub retry_buffers: Arc<BufferBudget>,
+    /// The access log, when one is kept (`None`: requests pay one branch for it).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// Builds the upstream HTTP/1.1 and HTTP/2 clients (keep-alive pools, connect timeout).

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -28,6 +28,8 @@ const STALLED: u8 = 4;
 #[derive(Debug, Default)]
 pub struct Upload {
     end: AtomicU8,
+    /// Bytes of body read from the client so far (for the access log).
+    received: AtomicU64,
     complete_at: OnceLock<Instant>,
     /// The try waiting for the upload to end, when the body is read on another task (hyper's
     /// clients drive request bodies from their connection task).
@@ -43,6 +45,11 @@ impl Upload {
             STALLED => Some(TryEnd::ClientUploadTimeout),
             _ => None,
         }
+    }
+
+    /// Bytes of body read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// When the last byte of the body was read from the client.
@@ -93,6 +100,9 @@ impl hyper::body::Body for ClientBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.upload.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 if this.inner.is_end_stream() {
                     this.upload.end(COMPLETE);
                 } else if let Some(stall) = &mut this.stall {

@@ -108,6 +108,8 @@ pub struct NodeConfig {
     /// Where the last accepted manifest set is kept (`--state-dir`): saved at start and after
     /// every accepted reload, and served when the files do not validate at start.
     pub state_dir: Option<PathBuf>,
+    /// One line per request (`--access-log`); `None`: no access log, at no cost to requests.
+    pub access_log: Option<veer_gateway::access_log::AccessLogConfig>,
 }
 
 /// How a node joins the mesh.
@@ -135,6 +137,7 @@ impl NodeConfig {
             workers: 1,
             worker_cpus: None,
             state_dir: None,
+            access_log: None,
         }
     }
 }
@@ -214,6 +217,13 @@ impl Node {
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(Events::new(1024));
+        let access_log = match &cfg.access_log {
+            Some(c) => Some(Arc::new(
+                veer_gateway::access_log::AccessLog::start(c, metrics.access_log_dropped())
+                    .map_err(|e| NodeError::Config(e.to_string()))?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             http1: control_clients.http1,
@@ -222,6 +232,7 @@ impl Node {
             metrics: metrics.clone(),
             upload_idle_timeout: cfg.limits.idle_timeout,
             retry_buffers: Arc::new(veer_gateway::upload::BufferBudget::new(cfg.limits.retry_buffer_bytes)),
+            access_log,
         });
         // A meshed node proves who it is before it serves anything.
         let mesh = match &cfg.mesh {

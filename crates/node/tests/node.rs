@@ -38,6 +38,12 @@ mod grpc_health;
 #[path = "node/slow_start.rs"]
 mod slow_start;
 
+#[path = "node/upgrade.rs"]
+mod upgrade;
+
+#[path = "node/access_log.rs"]
+mod access_log;
+
 /// Held by the tests that load the machine most (hundreds of connections, floods), so that two
 /// of them never share its two cores: each measures a proxy with a CPU to spare, as it would
 /// run alone.

@@ -124,6 +124,8 @@ enum Command {
         /// files are fixed.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        access_log: Box<AccessLogArgs>,
     },
     /// Ask a running node how it sees its peer clusters and which priority each destination uses.
     Status {
@@ -169,6 +171,38 @@ enum Command {
 enum Output {
     Table,
     Json,
+}
+
+/// `veer run`'s access log flags.
+#[derive(clap::Args)]
+struct AccessLogArgs {
+    /// Write one line per request here (`-`: standard output), appending to a file. Lines
+    /// are queued to a writer thread; when its queue is full they are dropped and counted
+    /// (veer_access_log_dropped), never waited for.
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<PathBuf>,
+    /// Access log lines as JSON objects, or in Envoy's default text format followed by
+    /// veer's own fields.
+    #[arg(long, value_enum, default_value_t = AccessLogFormat::Json, requires = "access_log")]
+    access_log_format: AccessLogFormat,
+    /// The share of requests logged, from 0 (none) to 1 (all).
+    #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate, requires = "access_log")]
+    access_log_sample: f64,
+}
+
+/// How `--access-log` writes lines.
+#[derive(Clone, Copy, ValueEnum)]
+enum AccessLogFormat {
+    Json,
+    Envoy,
+}
+
+/// A share from 0 to 1, as `--access-log-sample` takes it.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?}: expected a number from 0 (no request logged) to 1 (every request)")),
+    }
 }
 
 fn parse_seed(s: &str) -> Result<walk::Seed, String> {
@@ -302,6 +336,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             peer_unhealthy_after,
             peer_forget_after,
             state_dir,
+            access_log,
         } => {
             init_logs(log_json);
             // Before the limits are derived from it.
@@ -316,6 +351,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.state_dir = state_dir;
+            let AccessLogArgs { access_log, access_log_format, access_log_sample } = *access_log;
+            cfg.access_log = access_log.map(|path| {
+                use veer_gateway::access_log as log;
+                let target = if path.as_os_str() == "-" { log::AccessLogTarget::Stdout } else { log::AccessLogTarget::File(path) };
+                let format = match access_log_format {
+                    AccessLogFormat::Json => log::AccessLogFormat::Json,
+                    AccessLogFormat::Envoy => log::AccessLogFormat::Envoy,
+                };
+                log::AccessLogConfig::new(target, format, access_log_sample)
+            });
             if !(peer_stale_after < peer_unhealthy_after && peer_unhealthy_after < peer_forget_after) {
                 return Err(format!("expected --peer-stale-after < --peer-unhealthy-after < --peer-forget-after, got {peer_stale_after:?}, {peer_unhealthy_after:?}, {peer_forget_after:?}"));
             }

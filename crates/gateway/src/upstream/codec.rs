@@ -142,7 +142,7 @@ pub struct ResponseHead {
 
 /// Parses one response head from the front of `buf` and removes it from `buf`.
 /// `Ok(None)`: the head is not complete yet (read more and call again). Informational (1xx)
-/// responses are consumed and skipped: veer never asks for an upgrade, so a 101 is an error.
+/// responses are consumed and skipped: this request asked for no upgrade, so a 101 is an error.
 pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, UpstreamError> {
     loop {
         let Some(head) = parse_one_head(buf, request_method)? else {
@@ -151,6 +151,21 @@ pub fn parse_response_head(buf: &mut BytesMut, request_method: &Method) -> Resul
         match head.status.as_u16() {
             101 => return Err(UpstreamError::Malformed("101 Switching Protocols to a request that asked for no upgrade")),
             100..=199 => continue,
+            _ => return Ok(Some(head)),
+        }
+    }
+}
+
+/// [`parse_response_head`] for a request that asked for an upgrade: a 101 is its answer too,
+/// returned with its `Upgrade` field kept (the protocol switched to). The bytes after a 101's
+/// head are the new protocol's and stay in `buf`.
+pub fn parse_upgrade_response_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<ResponseHead>, UpstreamError> {
+    loop {
+        let Some(head) = parse_one_head(buf, request_method)? else {
+            return Ok(None);
+        };
+        match head.status.as_u16() {
+            100 | 102..=199 => continue,
             _ => return Ok(Some(head)),
         }
     }
@@ -188,6 +203,7 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
         };
     let status = StatusCode::from_u16(code).map_err(|_| UpstreamError::Malformed("status code outside 100-999"))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     // The head's bytes are shared, not copied, by the header values.
     let raw = buf.split_to(len).freeze();
     // Room for the two fields veer adds (x-veer-cluster, x-veer-attempts) without a regrow.
@@ -227,14 +243,17 @@ fn parse_one_head(buf: &mut BytesMut, request_method: &Method) -> Result<Option<
             }
             continue;
         }
-        // Hop-by-hop fields end here, so the response needs no second pass to drop them.
-        if is_hop_by_hop(&name) && !(name == header::TE && value.as_bytes() == b"trailers") {
+        // Hop-by-hop fields end here, so the response needs no second pass to drop them. A
+        // 101 keeps the protocol it switched to: the proxy checks and passes it on.
+        if is_hop_by_hop(&name) && !(name == header::TE && value.as_bytes() == b"trailers") && !(switching && name == header::UPGRADE) {
             continue;
         }
         headers.append(name, value);
     }
     for named in named_by_connection {
-        headers.remove(named);
+        if !(switching && named == header::UPGRADE) {
+            headers.remove(named);
+        }
     }
     let framing = if *request_method == Method::HEAD
         || status.is_informational()
@@ -503,6 +522,23 @@ mod tests {
         assert_eq!(h.status, StatusCode::CREATED);
         assert!(h.headers.get("link").is_none() && buf.is_empty());
         assert!(matches!(head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", Method::GET), Err(UpstreamError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_upgrade_request_takes_the_101_with_its_protocol_and_leaves_the_new_protocols_bytes() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\nKeep-Alive: 5\r\n\r\n\x81\x02hi";
+        let mut buf = BytesMut::from(&raw[..]);
+        let h = parse_upgrade_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(h.headers.get(header::UPGRADE).unwrap(), "websocket");
+        assert!(h.headers.get(header::CONNECTION).is_none() && h.headers.get("keep-alive").is_none());
+        assert_eq!(h.headers.get("sec-websocket-accept").unwrap(), "x");
+        assert_eq!(&buf[..], b"\x81\x02hi");
+        // Refused: an ordinary response, whose Upgrade field (hop-by-hop) is dropped as usual.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n"[..]);
+        let h = parse_upgrade_response_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(h.status.as_u16(), 426);
+        assert!(h.headers.get(header::UPGRADE).is_none());
     }
 
     #[test]

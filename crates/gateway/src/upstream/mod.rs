@@ -128,6 +128,19 @@ struct AddrConns {
     connecting: Arc<AtomicU32>,
 }
 
+impl AddrConns {
+    /// A slot among the open connections and one among the connects in progress, unless
+    /// either count is at its cap.
+    fn reserve(&self, caps: ConnCaps) -> Option<(OpenSlot, OpenSlot)> {
+        if self.open.load(Ordering::Relaxed) >= caps.max_connections || self.connecting.load(Ordering::Relaxed) >= caps.max_connecting {
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.connecting.fetch_add(1, Ordering::Relaxed);
+        Some((OpenSlot(self.open.clone()), OpenSlot(self.connecting.clone())))
+    }
+}
+
 /// One unit of an address's count, given back when dropped (a connection closed, a connect
 /// ended). Only this worker's requests touch it, so no other core writes the count.
 struct OpenSlot(Arc<AtomicU32>);
@@ -191,6 +204,56 @@ impl H1Pool {
         }
     }
 
+    /// Sends a request that asks for an upgrade (its head carries `Connection: upgrade` and
+    /// `Upgrade`, and it has no body) on a new connection, and returns once the response head is
+    /// in. A 101 hands the connection over, never to come back to the pool; any other answer is
+    /// an ordinary response, after which the connection may be kept as usual. Always a new
+    /// connection: an idle one the upstream has just closed would fail the request after it was
+    /// sent, and a request that switches protocols is not resent.
+    pub async fn upgrade(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: RequestHead<'_>,
+        now: Instant,
+        caps: ConnCaps,
+    ) -> Result<Upgrade, PoolError> {
+        let (open, connecting) = match self.reserve(addr, caps) {
+            Some(slots) => slots,
+            None => return Err(PoolError::Overflow),
+        };
+        let mut conn = Box::pin(self.connect(addr, open, connecting)).await?;
+        conn.out.clear();
+        codec::encode_request_head(&mut conn.out, head.method, head.path_and_query, head.headers, RequestFraming::None);
+        let sent: Result<ResponseHead, UpstreamError> = async {
+            conn.io.write_all(&conn.out).await?;
+            loop {
+                if !conn.buf.is_empty() {
+                    if let Some(head) = codec::parse_upgrade_response_head(&mut conn.buf, head.method)? {
+                        return Ok(head);
+                    }
+                }
+                if conn.fill().await? == 0 {
+                    return Err(UpstreamError::Closed);
+                }
+            }
+        }
+        .await;
+        let response = sent.map_err(PoolError::Request)?;
+        if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Upgrade::Refused(self.response(response, conn, addr, now)));
+        }
+        let mut resp = Response::new(());
+        *resp.status_mut() = response.status;
+        *resp.headers_mut() = response.headers;
+        let UpstreamConn { io, _open, buf, .. } = conn;
+        Ok(Upgrade::Switched(resp, Tunnel { io, early: buf.freeze(), _open }))
+    }
+
+    /// The two slots a new connection to `addr` takes, unless the caps are reached.
+    fn reserve(&self, addr: SocketAddr, caps: ConnCaps) -> Option<(OpenSlot, OpenSlot)> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).entry(addr).or_default().reserve(caps)
+    }
+
     /// An idle connection to `addr`, or else the two slots a new one takes (one among the open
     /// connections, one among the connects in progress), or `Overflow` past the caps.
     fn checkout(&self, addr: SocketAddr, now: Instant, caps: ConnCaps) -> Checkout {
@@ -201,12 +264,10 @@ impl H1Pool {
                 return Checkout::Idle(conn);
             }
         }
-        if conns.open.load(Ordering::Relaxed) >= caps.max_connections || conns.connecting.load(Ordering::Relaxed) >= caps.max_connecting {
-            return Checkout::Overflow;
+        match conns.reserve(caps) {
+            Some((open, connecting)) => Checkout::Connect(open, connecting),
+            None => Checkout::Overflow,
         }
-        conns.open.fetch_add(1, Ordering::Relaxed);
-        conns.connecting.fetch_add(1, Ordering::Relaxed);
-        Checkout::Connect(OpenSlot(conns.open.clone()), OpenSlot(conns.connecting.clone()))
     }
 
     /// Returns a connection whose response has been read to its end. An earlier `now` only
@@ -343,6 +404,24 @@ async fn write_streaming(conn: &mut UpstreamConn, head: &RequestHead<'_>, mut bo
         }
         _ => Ok(()),
     }
+}
+
+/// How an upstream answered a request that asked for an upgrade.
+pub enum Upgrade {
+    /// 101: the response head (its `Upgrade` field kept) and the connection, now the new protocol's.
+    Switched(Response<()>, Tunnel),
+    /// Any other answer, passed on as a response.
+    Refused(Response<UpstreamBody>),
+}
+
+/// An upstream connection that switched protocols: it belongs to its client connection until
+/// either closes, and counts among its address's open connections (the circuit breaker's
+/// `max_connections`) until then.
+pub struct Tunnel {
+    pub io: TcpStream,
+    /// What the upstream sent after the 101's head, already the new protocol's.
+    pub early: Bytes,
+    _open: OpenSlot,
 }
 
 /// A response body from the pool: already in memory, or still streaming in from its
