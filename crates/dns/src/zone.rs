@@ -50,7 +50,11 @@ pub fn destination_hosts(set: &ManifestSet, cluster: &str) -> Vec<String> {
     let keys = destinations(set, cluster);
     // `*.svc.cluster.local` is each cluster's own DNS to answer.
     let mut hosts: Vec<String> =
-        keys.iter().filter(|k| k.kind != DestinationKind::Service).flat_map(|k| k.hosts().map(str::to_string)).collect();
+        // TLSRoute names are served on a socket of their own, not the gateway's, and may be wildcards.
+        keys.iter()
+            .filter(|k| k.kind != DestinationKind::Service && !matches!(k.kind, DestinationKind::TlsRoute { .. }))
+            .flat_map(|k| k.hosts().map(str::to_string))
+            .collect();
     hosts.sort();
     hosts.dedup();
     hosts

@@ -67,6 +67,19 @@ struct HandshakeLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassthroughLabels {
+    destination: String,
+    cluster: String,
+    priority: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassthroughBytesLabels {
+    destination: String,
+    direction: &'static str,
+}
+
 type HistogramFamily = Family<DestinationLabels, DurationHistogram, fn() -> DurationHistogram>;
 
 fn duration_histogram() -> DurationHistogram {
@@ -243,6 +256,9 @@ pub struct Metrics {
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
     upgraded: Gauge,
     access_log_dropped: Counter,
+    passthrough_connections: Family<PassthroughLabels, Counter>,
+    passthrough_refused: Family<HandshakeLabels, Counter>,
+    passthrough_bytes: Family<PassthroughBytesLabels, Counter>,
 }
 
 /// Handles to the request metrics of the destinations one worker has served, looked up with
@@ -280,6 +296,9 @@ impl Metrics {
         let tls_handshake_failures = Family::<HandshakeLabels, Counter>::default();
         let upgraded = Gauge::default();
         let access_log_dropped = Counter::default();
+        let passthrough_connections = Family::<PassthroughLabels, Counter>::default();
+        let passthrough_refused = Family::<HandshakeLabels, Counter>::default();
+        let passthrough_bytes = Family::<PassthroughBytesLabels, Counter>::default();
 
         registry.register(
             "requests",
@@ -360,6 +379,21 @@ impl Metrics {
             "TLS handshakes on HTTPS listeners that did not complete, by reason (error: refused by either side; timeout: not done within 10 s or the idle timeout; drained: closed to make room at the connection cap)",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "passthrough_connections",
+            "TLS passthrough connections spliced to an endpoint, by destination and the cluster and priority of the endpoint",
+            passthrough_connections.clone(),
+        );
+        registry.register(
+            "passthrough_refused",
+            "TLS passthrough connections closed without reaching an endpoint, by reason (no_sni, no_route, not_tls, too_large, timeout, closed, io, no_endpoint: every connect failed)",
+            passthrough_refused.clone(),
+        );
+        registry.register(
+            "passthrough_bytes",
+            "Bytes carried on TLS passthrough connections, by destination and direction (upstream: from clients; downstream: to clients)",
+            passthrough_bytes.clone(),
+        );
         for reason in ["error", "timeout"] {
             drop(tls_handshake_failures.get_or_create(&HandshakeLabels { reason }));
         }
@@ -397,6 +431,9 @@ impl Metrics {
             tls_handshake_failures,
             upgraded,
             access_log_dropped,
+            passthrough_connections,
+            passthrough_refused,
+            passthrough_bytes,
         }
     }
 
@@ -504,6 +541,25 @@ impl Metrics {
     /// A TLS handshake did not complete: `reason` is error, timeout or drained.
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         self.tls_handshake_failures.get_or_create(&HandshakeLabels { reason }).inc();
+    }
+
+    /// A passthrough connection reached an endpoint of `destination`.
+    pub fn passthrough_connection(&self, destination: &str, cluster: &str, priority: u32) {
+        self.passthrough_connections
+            .get_or_create(&PassthroughLabels { destination: destination.to_owned(), cluster: cluster.to_owned(), priority })
+            .inc();
+    }
+
+    /// A passthrough connection was closed before reaching an endpoint; see the family's help.
+    pub fn passthrough_refused(&self, reason: &'static str) {
+        self.passthrough_refused.get_or_create(&HandshakeLabels { reason }).inc();
+    }
+
+    /// Bytes a passthrough connection to `destination` carried each way.
+    pub fn passthrough_bytes(&self, destination: &str, upstream: u64, downstream: u64) {
+        for (direction, n) in [("upstream", upstream), ("downstream", downstream)] {
+            self.passthrough_bytes.get_or_create(&PassthroughBytesLabels { destination: destination.to_owned(), direction }).inc_by(n);
+        }
     }
 
     pub fn connection_drained(&self) {

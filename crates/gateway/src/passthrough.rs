@@ -9,6 +9,16 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use veer_core::outcome::{Blame, TryEnd};
+use veer_core::outlier::Outcome;
+use veer_core::pick::Tried;
+use veer_core::retry::max_tries;
+
+use crate::clock;
+use crate::failure::connect_failure;
+use crate::shared::{OutcomeReport, Shared};
+use crate::snapshot::{DestState, Upstream};
 
 /// The most veer reads of a client before its ClientHello is whole. A ClientHello is one
 /// handshake message of at most 2^24 bytes in theory; in practice a few hundred bytes, and
@@ -94,17 +104,20 @@ async fn read_hello_unbounded<S: AsyncRead + Unpin>(client: &mut S) -> Result<He
 }
 
 /// Sends `first` (the ClientHello and anything after it) to `upstream`, then copies both ways
-/// until either side closes or neither sends anything for `idle`. Returns the bytes carried
-/// (client to upstream, upstream to client).
-pub async fn splice<C, U>(client: &mut C, upstream: &mut U, first: &[u8], idle: Duration) -> io::Result<(u64, u64)>
+/// until both sides close or neither sends anything for `idle`. `carried` counts the bytes
+/// carried (client to upstream, upstream to client), also when the splice ends in an error.
+pub async fn splice<C, U>(client: &mut C, upstream: &mut U, first: &[u8], idle: Duration, carried: &mut (u64, u64)) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     upstream.write_all(first).await?;
-    let mut up = [0u8; 16 * 1024];
-    let mut down = [0u8; 16 * 1024];
-    let (mut sent, mut received) = (first.len() as u64, 0u64);
+    // Boxed: two 16 KiB buffers would otherwise sit in every passthrough connection's task
+    // future, and in the future of every connection the same task type serves.
+    let mut up = vec![0u8; 16 * 1024].into_boxed_slice();
+    let mut down = vec![0u8; 16 * 1024].into_boxed_slice();
+    let (sent, received) = carried;
+    *sent += first.len() as u64;
     let (mut client_open, mut upstream_open) = (true, true);
     while client_open || upstream_open {
         let step = async {
@@ -123,7 +136,7 @@ where
             }
             (true, n) => {
                 upstream.write_all(&up[..n]).await?;
-                sent += n as u64;
+                *sent += n as u64;
             }
             (false, 0) => {
                 upstream_open = false;
@@ -131,11 +144,79 @@ where
             }
             (false, n) => {
                 client.write_all(&down[..n]).await?;
-                received += n as u64;
+                *received += n as u64;
             }
         }
     }
-    Ok((sent, received))
+    Ok(())
+}
+
+/// Why a passthrough connection reached no endpoint: its label in `passthrough_refused`.
+pub fn hello_reason(e: &HelloError) -> &'static str {
+    match e {
+        HelloError::Closed => "closed",
+        HelloError::TooLarge => "too_large",
+        HelloError::NotTls(_) => "not_tls",
+        HelloError::Timeout => "timeout",
+        HelloError::Io(_) => "io",
+    }
+}
+
+/// Connects to an endpoint of `dest` for a passthrough connection, by the destination's picks
+/// (priorities, weights, health): a failed connect is reported (a refused one decisively, so
+/// outlier detection ejects the endpoint at once) and the next pick is tried, away from the
+/// endpoints and priorities already tried, up to the retry policy's attempts. Nothing has gone
+/// upstream before the connect succeeds, so moving on is always safe. Returns the connection
+/// and the endpoint's index; `None` when no try connected.
+pub(crate) async fn connect(shared: &Shared, dest: &DestState) -> Option<(TcpStream, usize)> {
+    let max = max_tries(&dest.retry);
+    let mut tried = Tried::default();
+    while tried.attempts() < max {
+        let ep = dest.pick(&tried, clock::random_u64(), clock::random_f64())?;
+        let upstream = &dest.upstreams[ep];
+        tried.record(ep, upstream.priority);
+        if upstream.via.is_some() {
+            // A peer cluster's endpoint is reached through its east-west link, which carries
+            // HTTP requests, not raw bytes.
+            continue;
+        }
+        let connecting = async {
+            match upstream.socket {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect(upstream.authority.as_str()).await,
+            }
+        };
+        let end = match tokio::time::timeout(dest.timeouts.connect, connecting).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                // Only a success that ends a run of failures is news to the control loop.
+                if upstream.recent_failures.report(TryEnd::Response(200)).is_some() {
+                    send(shared, dest, upstream, Outcome::ConnectSucceeded, false);
+                }
+                return Some((stream, ep));
+            }
+            Ok(Err(e)) => connect_failure(&e),
+            Err(_) => veer_core::outcome::connect_failure(None, true),
+        };
+        shared.metrics.try_failure(&dest.key, end.blame().name(), end.name());
+        if end.blame() == Blame::Upstream {
+            if let Some(input) = upstream.recent_failures.report(end) {
+                send(shared, dest, upstream, input.outcome, input.decisive);
+            }
+        }
+        shared.metrics.retry(&dest.key, end.name());
+    }
+    None
+}
+
+fn send(shared: &Shared, dest: &DestState, upstream: &Upstream, outcome: Outcome, decisive: bool) {
+    let _ = shared.outcomes.send(OutcomeReport {
+        destination: dest.key.clone(),
+        endpoint: upstream.key.clone(),
+        outcome,
+        decisive,
+        gateway: None,
+    });
 }
 
 #[cfg(test)]

@@ -173,6 +173,9 @@ struct Listener {
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     idle_timeout: Duration,
+    /// How long shutdown waits for connections: a passthrough connection, which veer cannot
+    /// ask to close, gets this long to finish once the node stops.
+    drain: Duration,
 }
 
 /// The worker threads serving one gateway address, and how many client connections each holds.
@@ -435,6 +438,7 @@ pub async fn serve(
         http1,
         http2,
         idle_timeout: limits.idle_timeout,
+        drain: limits.drain,
     });
     // Every connection task holds a sender; when all are gone, the drain is over.
     let (live, mut drained) = mpsc::channel::<()>(1);
@@ -520,7 +524,14 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     // A connection gets `idle_timeout` to send a first request head, counted from now.
     let deadline = clock::now() + ctx.idle_timeout;
     // The socket's TLS as of now: a reload changes it for the handshakes after it.
-    let tls = ctx.shared.snapshot.load().listener_tls(socket).cloned();
+    let (tls, passthrough) = {
+        let snap = ctx.shared.snapshot.load();
+        (snap.listener_tls(socket).cloned(), snap.is_passthrough(socket))
+    };
+    if passthrough {
+        // Boxed, as a TLS connection is: its state would otherwise size every task.
+        return Box::pin(pass_through(stream, socket, ctx, stop, held)).await;
+    }
     if let Some(tls) = tls {
         // Boxed: a TLS connection's state is large and would otherwise size every task.
         return Box::pin(async move {
@@ -534,6 +545,60 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
     }
     let Some(h2) = is_h2(&stream, deadline, &mut stop, &mut drain, &ctx.shared.metrics).await else { return };
     serve_connection(stream, h2, None, socket, ctx, stop, held, drain, deadline).await;
+}
+
+/// A connection on a passthrough socket (a `TLS` listener in `Passthrough` mode): its
+/// ClientHello's server name picks the destination, and its bytes go unread to an endpoint the
+/// destination picks. Without a name, or a route for it, it is closed (counted by reason). Held
+/// and counted as any connection; once the node stops it gets the drain period to finish.
+async fn pass_through(
+    mut stream: TcpStream,
+    socket: usize,
+    ctx: Arc<Listener>,
+    mut stop: watch::Receiver<bool>,
+    held: (mpsc::Sender<()>, Open),
+) {
+    let _held = held;
+    let metrics = &ctx.shared.metrics;
+    let hello = tokio::select! {
+        h = crate::passthrough::read_hello(&mut stream, HANDSHAKE_TIMEOUT.min(ctx.idle_timeout)) => h,
+        _ = stopped(&mut stop) => return,
+    };
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(target: "veer::server", "passthrough connection closed: {e}");
+            metrics.passthrough_refused(crate::passthrough::hello_reason(&e));
+            return;
+        }
+    };
+    let Some(name) = hello.server_name.as_deref() else {
+        metrics.passthrough_refused("no_sni");
+        return;
+    };
+    let Some(dest) = ctx.shared.snapshot.load().sni_route(socket, name).cloned() else {
+        metrics.passthrough_refused("no_route");
+        return;
+    };
+    let Some((mut upstream, ep)) = crate::passthrough::connect(&ctx.shared, &dest).await else {
+        metrics.passthrough_refused("no_endpoint");
+        return;
+    };
+    let picked = &dest.upstreams[ep];
+    metrics.passthrough_connection(&dest.key, &picked.cluster, u32::try_from(picked.priority).unwrap_or(u32::MAX));
+    let mut carried = (0, 0);
+    tokio::select! {
+        r = crate::passthrough::splice(&mut stream, &mut upstream, &hello.bytes, ctx.idle_timeout, &mut carried) => {
+            if let Err(e) = r {
+                tracing::debug!(target: "veer::server", "passthrough connection to {} ended: {e}", dest.key);
+            }
+        }
+        () = async {
+            stopped(&mut stop).await;
+            tokio::time::sleep(ctx.drain).await;
+        } => {}
+    }
+    metrics.passthrough_bytes(&dest.key, carried.0, carried.1);
 }
 
 /// A client connection's bytes: plain TCP, or TLS over it. A parked connection waits on the

@@ -103,6 +103,19 @@ struct Route {
     dest: usize,
 }
 
+/// The SNI names of a node's passthrough sockets (`TLS` listeners in `Passthrough` mode) and
+/// the destinations they go to.
+#[derive(Debug, Default)]
+struct SniRoutes {
+    /// One bit per passthrough socket: a connection there is routed by its ClientHello.
+    sockets: u64,
+    /// Exact names (lower case) → (sockets, destination).
+    exact: FastMap<String, Vec<(u64, usize)>>,
+    /// `*.` names with their sockets and destinations, longest first: the most specific
+    /// wildcard that takes a name wins.
+    wildcards: Vec<(String, u64, usize)>,
+}
+
 /// The node's gateway socket: the mesh's names, and the Gateway listener ports mapped to it.
 pub const GATEWAY: usize = 0;
 
@@ -179,6 +192,8 @@ pub struct Snapshot {
     pub listeners: Arc<Listeners>,
     /// Per socket (index = socket number), its TLS when it serves HTTPS listeners.
     tls: Arc<[Option<Arc<SocketTls>>]>,
+    /// The passthrough sockets and their SNI names.
+    sni: Arc<SniRoutes>,
     pub destinations: Vec<Arc<DestState>>,
     client: Client,
     /// Peer links and remote health (empty when the node is not meshed).
@@ -258,6 +273,24 @@ impl Snapshot {
             }
         }
         Err(if port_served { Miss::NoRule } else { Miss::NoHost })
+    }
+
+    /// Whether client socket `socket` passes TLS through by SNI (a `TLS` Passthrough listener's).
+    #[inline]
+    pub fn is_passthrough(&self, socket: usize) -> bool {
+        self.sni.sockets & socket_bit(socket) != 0
+    }
+
+    /// The destination of SNI `name` (lower case) on passthrough socket `socket`: an exact
+    /// name first, else the longest wildcard that takes it.
+    pub fn sni_route(&self, socket: usize, name: &str) -> Option<&Arc<DestState>> {
+        let on = socket_bit(socket);
+        let exact = self.sni.exact.get(name).and_then(|list| list.iter().find(|(s, _)| s & on != 0));
+        let dest = match exact {
+            Some(&(_, dest)) => dest,
+            None => self.sni.wildcards.iter().find(|(pattern, s, _)| s & on != 0 && veer_model::tlsroute::sni_matches(pattern, name))?.2,
+        };
+        self.destinations.get(dest)
     }
 
     /// The TLS of client socket `socket`, when it terminates TLS.
@@ -390,6 +423,13 @@ impl Snapshot {
         // HTTPRoutes: one destination per rule; each host's matches, of every route naming the
         // host, in Gateway API's precedence order.
         let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
+        let mut sni = SniRoutes::default();
+        for l in set.gateways.iter().filter(|g| g.cluster == cluster).flat_map(|g| &g.listeners).filter(|l| l.passthrough) {
+            // The set refuses a passthrough port on the gateway's socket, which stays plain HTTP.
+            if let Some(&socket) = listeners.ports.get(&l.port).filter(|&&s| s != GATEWAY) {
+                sni.sockets |= socket_bit(socket);
+            }
+        }
         let mut by_host: std::collections::BTreeMap<&str, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
         for key in others {
             let Ok(d) = resolve::resolve_key(view, key, cluster) else { continue };
@@ -403,11 +443,25 @@ impl Snapshot {
                         }
                     }
                 }
+                DestinationKind::TlsRoute { route } => {
+                    let dest = add(&mut snap, &mut routes, &[], None, key.name.clone(), d);
+                    for s in route.served.iter().filter(|s| s.cluster == cluster) {
+                        let Some(&socket) = listeners.ports.get(&s.port) else { continue };
+                        let bit = socket_bit(socket) & sni.sockets;
+                        if s.host.starts_with("*.") {
+                            sni.wildcards.push((s.host.clone(), bit, dest));
+                        } else {
+                            sni.exact.entry(s.host.clone()).or_default().push((bit, dest));
+                        }
+                    }
+                }
                 _ => {
                     add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
                 }
             }
         }
+        // Stable: among wildcards of one length, the first route in the set's order wins.
+        sni.wildcards.sort_by_key(|(pattern, _, _)| std::cmp::Reverse(pattern.len()));
         for (host, list) in &by_host {
             let entry = routes.entry(host.to_string()).or_default();
             for c in gateway::ordered(list) {
@@ -422,6 +476,7 @@ impl Snapshot {
             }
         }
         snap.routes = Arc::new(routes);
+        snap.sni = Arc::new(sni);
         snap.tls = socket_tls(set, cluster, &listeners, previous.map(|p| &*p.tls))?;
         snap.listeners = Arc::new(listeners);
         snap.client = client;
@@ -471,6 +526,7 @@ impl Snapshot {
             routes: self.routes.clone(),
             listeners: self.listeners.clone(),
             tls: self.tls.clone(),
+            sni: self.sni.clone(),
             destinations,
             client: self.client.clone(),
             remote,

@@ -68,6 +68,11 @@ pub struct Listener {
     pub all_namespaces: bool,
     /// `allowedRoutes.kinds` admits HTTPRoute (it does when the list is absent).
     pub admits_http_routes: bool,
+    /// `allowedRoutes.kinds` admits TLSRoute (it does when the list is absent).
+    pub admits_tls_routes: bool,
+    /// A `TLS` listener with `tls.mode: Passthrough`: it routes connections by SNI, unread, to
+    /// the TLSRoutes attached to it (the only kind of `TLS` listener veer serves).
+    pub passthrough: bool,
     /// `tls` of an `HTTPS` listener: the certificates it terminates TLS with.
     pub tls: Option<ListenerTls>,
     pub pos: Pos,
@@ -245,7 +250,7 @@ pub(crate) fn read_backend(spec: &Obj<'_>, meta: Meta) -> Option<Backend> {
 
 fn read_target_ref(o: &Obj<'_>) -> Option<TargetRef> {
     let group = o.string("group").map(|(s, _)| s).unwrap_or_default();
-    let kind = o.one_of("kind", &["HTTPRoute", "Gateway", "GRPCRoute"]).map(|(k, _)| k.to_string());
+    let kind = o.one_of("kind", &["HTTPRoute", "Gateway", "GRPCRoute", "TLSRoute"]).map(|(k, _)| k.to_string());
     let name = o.required_string("name");
     o.skip("sectionName");
     o.skip("namespace");
@@ -495,6 +500,7 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
             l.ctx().error(l.pos(), &l.field_path("port"), "required field is missing");
         }
         let hostname = l.string("hostname").map(|(h, _)| h.to_ascii_lowercase());
+        let mut passthrough = false;
         let tls = match (protocol.as_str(), l.obj("tls")) {
             ("HTTPS", Some(t)) => read_listener_tls(&t, &meta.namespace),
             ("HTTPS", None) => {
@@ -505,12 +511,16 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
                 t.ctx().error(t.pos(), t.path(), "tls belongs to HTTPS listeners; set protocol: HTTPS to terminate TLS here");
                 None
             }
+            ("TLS", t) => {
+                passthrough = read_passthrough_tls(&l, t.as_ref());
+                None
+            }
             (_, _) => {
-                l.tolerate("tls", "TLS routes (protocol TLS) are not served");
+                l.tolerate("tls", "only HTTPS and TLS listeners use tls");
                 None
             }
         };
-        let (mut all_namespaces, mut admits_http_routes) = (false, true);
+        let (mut all_namespaces, mut admits_http_routes, mut admits_tls_routes) = (false, true, true);
         if let Some(a) = l.obj("allowedRoutes") {
             if let Some(n) = a.obj("namespaces") {
                 match n.one_of("from", &["Same", "All", "Selector"]).map(|(f, _)| f) {
@@ -530,18 +540,34 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
             }
             let kinds: Vec<Obj<'_>> = a.objs("kinds");
             if a.has("kinds") {
-                admits_http_routes = kinds.iter().any(|k| {
-                    let group = k.string("group").map_or_else(|| "gateway.networking.k8s.io".to_string(), |(g, _)| g);
-                    let kind = k.required_string("kind").map(|(k, _)| k).unwrap_or_default();
-                    k.finish();
-                    group == "gateway.networking.k8s.io" && kind == "HTTPRoute"
-                });
+                let admitted: Vec<String> = kinds
+                    .iter()
+                    .filter_map(|k| {
+                        let group = k.string("group").map_or_else(|| "gateway.networking.k8s.io".to_string(), |(g, _)| g);
+                        let kind = k.required_string("kind").map(|(k, _)| k).unwrap_or_default();
+                        k.finish();
+                        (group == "gateway.networking.k8s.io").then_some(kind)
+                    })
+                    .collect();
+                admits_http_routes = admitted.iter().any(|k| k == "HTTPRoute");
+                admits_tls_routes = admitted.iter().any(|k| k == "TLSRoute");
             }
             a.finish();
         }
         l.finish();
         if let Some(port) = port {
-            listeners.push(Listener { name, protocol, port, hostname, all_namespaces, admits_http_routes, tls, pos: l.pos() });
+            listeners.push(Listener {
+                name,
+                protocol,
+                port,
+                hostname,
+                all_namespaces,
+                admits_http_routes,
+                admits_tls_routes,
+                passthrough,
+                tls,
+                pos: l.pos(),
+            });
         }
     }
     if !spec.has("listeners") {
@@ -550,6 +576,53 @@ pub(crate) fn read_gateway(spec: &Obj<'_>, meta: Meta) -> Option<Gateway> {
     spec.tolerate("addresses", "veer listens where the Cluster says");
     spec.tolerate("infrastructure", "not used");
     Some(Gateway { meta, cluster: String::new(), class, listeners })
+}
+
+/// A `TLS` listener's `tls`: whether it is in `Passthrough` mode, the only one veer serves on a
+/// `TLS` listener (terminating TLS is what `HTTPS` listeners are for); errors otherwise.
+fn read_passthrough_tls(l: &Obj<'_>, t: Option<&Obj<'_>>) -> bool {
+    let Some(t) = t else {
+        // Gateway API's default mode is Terminate: a listener without `tls` would need
+        // certificates to terminate with.
+        l.ctx().error(
+            l.pos(),
+            &l.field_path("tls"),
+            "a TLS listener needs tls.mode: Passthrough (veer terminates TLS on HTTPS listeners only)",
+        );
+        return false;
+    };
+    let mode = t.one_of("mode", &["Terminate", "Passthrough"]);
+    let ok = match mode {
+        Some(("Passthrough", _)) => true,
+        Some((_, pos)) => {
+            t.ctx().error(
+                pos,
+                &t.field_path("mode"),
+                "veer serves TLS listeners in Passthrough mode only; terminate TLS on an HTTPS listener",
+            );
+            false
+        }
+        None if !t.has("mode") => {
+            t.ctx().error(
+                t.pos(),
+                &t.field_path("mode"),
+                "a TLS listener's mode defaults to Terminate, which veer serves on HTTPS listeners only: set mode: Passthrough",
+            );
+            false
+        }
+        None => false,
+    };
+    if t.has("certificateRefs") {
+        t.ctx().error(
+            t.pos_of("certificateRefs"),
+            &t.field_path("certificateRefs"),
+            "a Passthrough listener presents no certificate: the backends terminate TLS",
+        );
+    }
+    t.skip("certificateRefs");
+    t.tolerate("options", "a Passthrough listener reads only the ClientHello's server name");
+    t.finish();
+    ok
 }
 
 /// An `HTTPS` listener's `tls`: mode `Terminate` with at least one certificate; `None` (with

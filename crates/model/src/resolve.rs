@@ -86,6 +86,8 @@ pub enum DestinationKind<'s> {
     FailoverService,
     /// One rule of an HTTPRoute.
     RouteRule { route: &'s HttpRoute, rule: usize },
+    /// A TLSRoute: connections by SNI, passed through unread (no `Host` reaches it).
+    TlsRoute { route: &'s crate::tlsroute::TlsRoute },
     /// The Services of one namespace and name, every cluster's, at one of their ports.
     Service,
 }
@@ -208,6 +210,23 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
             });
         }
     }
+    for route in &set.tls_routes {
+        let mut hosts = route.hosts_in(cluster);
+        let Some(host) = hosts.next() else { continue };
+        let aliases: Vec<String> = hosts.map(str::to_string).collect();
+        let mut name = format!("tls:{host}");
+        if !names.insert(name.clone()) {
+            name = format!("{name} ({}/{})", route.meta.namespace, route.meta.name);
+            names.insert(name.clone());
+        }
+        out.push(DestinationKey {
+            name: name.into(),
+            host: host.to_string(),
+            aliases,
+            port: None,
+            kind: DestinationKind::TlsRoute { route },
+        });
+    }
     // One key per namespace and name: resolving it gathers every cluster's Service.
     let mut seen = std::collections::BTreeSet::new();
     for (_, svc) in set.services() {
@@ -232,6 +251,7 @@ pub fn destinations<'s>(set: &'s ManifestSet, cluster: &str) -> Vec<DestinationK
 pub fn resolve_key(view: View<'_>, key: &DestinationKey<'_>, cluster: &str) -> Result<Destination, ResolveError> {
     match key.kind {
         DestinationKind::RouteRule { route, rule } => resolve_route_rule(view, route, rule, &key.host, None),
+        DestinationKind::TlsRoute { route } => resolve_tls_route(view, route, &key.host, cluster),
         _ => resolve(view, &key.host, key.port, cluster, ""),
     }
 }
@@ -248,6 +268,15 @@ pub fn resolve(view: View<'_>, host: &str, port: Option<u16>, client_cluster: &s
     }
     if let Some(d) = resolve_route(view, &host, port, client_cluster, path)? {
         return Ok(d);
+    }
+    // A TLSRoute's SNI names: an exact name before a wildcard, as the proxy matches them.
+    let tls_route = |exact: bool| {
+        set.tls_routes
+            .iter()
+            .find(|r| r.hosts_in(client_cluster).any(|h| h.starts_with("*.") != exact && crate::tlsroute::sni_matches(h, &host)))
+    };
+    if let Some(route) = tls_route(true).or_else(|| tls_route(false)) {
+        return resolve_tls_route(view, route, &host, client_cluster);
     }
     if let Some((name, ns)) = cluster_local_service(&host) {
         if set.service_anywhere(ns, name) {
@@ -548,6 +577,16 @@ fn served_on(set: &ManifestSet, cluster: &str, route: &HttpRoute, host: &str) ->
     format!("served on Gateway listener {}; a client of another socket of the node gets 404", on.join(" and "))
 }
 
+/// A TLSRoute's destination, for a connection naming `host`: resolved as a one-rule HTTPRoute
+/// (same backends, priorities and BackendTrafficPolicy), at the port of the listener that
+/// accepts it in `cluster`.
+fn resolve_tls_route(view: View<'_>, route: &crate::tlsroute::TlsRoute, host: &str, cluster: &str) -> Result<Destination, ResolveError> {
+    let port = route.served.iter().find(|s| s.cluster == cluster).map(|s| s.port);
+    let mut d = resolve_route_rule(view, &route.as_route_rule(), 0, host, port)?;
+    d.notes.push("TLS passthrough: routed by the ClientHello's server name; the endpoints terminate TLS".into());
+    Ok(d)
+}
+
 /// The destination of rule `rule` of `route`, called by `host`: what the proxy routes a
 /// request to once the rule's match has chosen it.
 pub fn resolve_route_rule(
@@ -636,10 +675,9 @@ pub fn resolve_route_rule(
             }
         }
     }
-    let policy = set
-        .backend_policies
-        .iter()
-        .find(|p| p.targets.iter().any(|t| t.kind == "HTTPRoute" && t.name == route.meta.name && p.meta.namespace == route.meta.namespace));
+    let policy = set.backend_policies.iter().find(|p| {
+        p.targets.iter().any(|t| t.kind == route.meta.kind && t.name == route.meta.name && p.meta.namespace == route.meta.namespace)
+    });
     let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
     let mut notes = Vec::new();
     if let Some(p) = policy {

@@ -211,6 +211,7 @@ impl ManifestSet {
         set.check_istio(diags);
         set.check_gateway(diags);
         set.attach_routes(diags);
+        set.attach_tls_routes(diags);
         set.check_listeners(diags);
         set.check_tls(now, diags);
         set.check_router(diags);
@@ -306,6 +307,103 @@ impl ManifestSet {
         }
     }
 
+    /// Sets each TLSRoute's `served` names from the `TLS` Passthrough listeners it attaches to
+    /// (Gateway API attachment, as for HTTPRoutes; wildcards stay wildcards, since SNI is
+    /// matched against them per connection), and checks what it names; a route or parent that
+    /// ends up serving nothing is warned about, as an HTTPRoute is.
+    fn attach_tls_routes(&mut self, diags: &mut Diagnostics) {
+        let gateways = &self.gateways;
+        for r in &mut self.tls_routes {
+            let mut served: Vec<crate::gateway::Served> = Vec::new();
+            if r.parents.is_empty() {
+                diags.push(about(
+                    &r.meta,
+                    r.meta.pos,
+                    Severity::Warning,
+                    "spec.parentRefs",
+                    "NOT SERVED: the route names no Gateway, and a Gateway listener serves only the routes attached to it",
+                ));
+            }
+            let hostnames: Vec<String> = r.hostnames.iter().map(|(h, _)| h.clone()).collect();
+            for p in &r.parents {
+                let Some(g) = gateways.iter().find(|g| g.meta.name == p.name && g.meta.namespace == p.namespace) else {
+                    diags.push(about(
+                        &r.meta,
+                        p.pos,
+                        Severity::Error,
+                        "spec.parentRefs",
+                        format!("Gateway {}/{} does not exist", p.namespace, p.name),
+                    ));
+                    continue;
+                };
+                let mut why_not = Vec::new();
+                let mut attached = false;
+                for l in &g.listeners {
+                    if p.section.as_ref().is_some_and(|s| *s != l.name) || p.port.is_some_and(|port| port != l.port) {
+                        continue;
+                    }
+                    if l.protocol != "TLS" || !l.passthrough {
+                        why_not.push(format!("listener {:?} is not a TLS listener in Passthrough mode", l.name));
+                    } else if !l.admits_tls_routes {
+                        why_not.push(format!("listener {:?} does not admit TLSRoutes (allowedRoutes.kinds)", l.name));
+                    } else if !l.all_namespaces && g.meta.namespace != r.meta.namespace {
+                        why_not.push(format!(
+                            "listener {:?} admits routes of namespace {} only (allowedRoutes.namespaces.from: Same)",
+                            l.name, g.meta.namespace
+                        ));
+                    } else {
+                        let hosts = crate::gateway::listener_hosts(l.hostname.as_deref(), &hostnames).unwrap_or_default();
+                        if hosts.is_empty() {
+                            why_not.push(format!(
+                                "no hostname of the route falls under listener {:?}'s {:?}",
+                                l.name,
+                                l.hostname.as_deref().unwrap_or_default()
+                            ));
+                        }
+                        for host in hosts {
+                            attached = true;
+                            let s = crate::gateway::Served { cluster: g.cluster.clone(), host, port: l.port };
+                            if !served.contains(&s) {
+                                served.push(s);
+                            }
+                        }
+                    }
+                }
+                if !attached {
+                    let why =
+                        if why_not.is_empty() { "no listener of it matches sectionName and port".to_string() } else { why_not.join("; ") };
+                    diags.push(about(
+                        &r.meta,
+                        p.pos,
+                        Severity::Warning,
+                        "spec.parentRefs",
+                        format!("NOT SERVED through Gateway {}/{}: {why}", p.namespace, p.name),
+                    ));
+                }
+            }
+            for b in &r.backends {
+                let exists = if b.kind == "Backend" {
+                    self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace)
+                } else {
+                    self.services.iter().any(|(_, s)| s.meta.namespace == b.namespace && s.meta.name == b.name)
+                };
+                if !exists {
+                    diags.push(about(
+                        &r.meta,
+                        b.pos,
+                        Severity::Error,
+                        "spec.rules.backendRefs",
+                        format!("{} {}/{} does not exist", b.kind, b.namespace, b.name),
+                    ));
+                }
+                if b.kind == "Service" && b.port.is_none() {
+                    diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs.port", "a Service backendRef needs a port"));
+                }
+            }
+            r.served = served;
+        }
+    }
+
     /// Checks each cluster's `spec.gateway.ports` against its Gateways: several listener ports
     /// with served routes must each be mapped (never merged onto one socket, where each would
     /// serve the other's routes), and a mapped port no HTTP listener uses is flagged.
@@ -334,7 +432,7 @@ impl ManifestSet {
                     .iter()
                     .filter(|g| g.cluster == name)
                     .flat_map(|g| &g.listeners)
-                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS"));
+                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS" || l.passthrough));
                 if !used {
                     diags.push(about(
                         &c.meta,
@@ -342,7 +440,7 @@ impl ManifestSet {
                         Severity::Warning,
                         "spec.gateway.ports",
                         format!(
-                            "no HTTP or HTTPS listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
+                            "no HTTP, HTTPS or TLS Passthrough listener of cluster {name}'s Gateways is on port {}: {} is bound and serves nothing",
                             p.port, p.address
                         ),
                     ));
@@ -443,10 +541,10 @@ impl ManifestSet {
         self.tls_listeners = out;
         for g in &self.gateways {
             let Ok(sockets) = self.listeners(&g.cluster) else { continue };
-            for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.protocol == "HTTPS") {
+            for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.protocol == "HTTPS" || l.passthrough) {
                 let Some(&socket) = sockets.ports.get(&l.port) else { continue };
                 // Two ports are never mapped to one address (`Cluster` refuses it), so an HTTPS
-                // port shares a socket only with the gateway's names.
+                // or Passthrough port shares a socket only with the gateway's names.
                 let why = (socket == GATEWAY_SOCKET).then(|| format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port));
                 if let Some(why) = why {
                     diags.push(about(&g.meta, l.pos, Severity::Error, &format!("spec.listeners[{li}].port"), why));
@@ -475,7 +573,14 @@ impl ManifestSet {
             let socket = out.extra.iter().position(|a| *a == p.address).map_or(0, |i| i + 1);
             out.ports.insert(p.port, socket);
         }
-        let served: BTreeSet<u16> = self.routes.iter().flat_map(|r| &r.served).filter(|s| s.cluster == cluster).map(|s| s.port).collect();
+        let served: BTreeSet<u16> = self
+            .routes
+            .iter()
+            .flat_map(|r| &r.served)
+            .chain(self.tls_routes.iter().flat_map(|r| &r.served))
+            .filter(|s| s.cluster == cluster)
+            .map(|s| s.port)
+            .collect();
         let unmapped: Vec<u16> = served.iter().copied().filter(|p| !out.ports.contains_key(p)).collect();
         match (served.len(), unmapped.as_slice()) {
             (_, []) => {}
@@ -798,6 +903,7 @@ impl ManifestSet {
             for t in &p.targets {
                 let exists = match t.kind.as_str() {
                     "HTTPRoute" => self.routes.iter().any(|r| r.meta.name == t.name && r.meta.namespace == p.meta.namespace),
+                    "TLSRoute" => self.tls_routes.iter().any(|r| r.meta.name == t.name && r.meta.namespace == p.meta.namespace),
                     "Gateway" => self.gateways.iter().any(|g| g.meta.name == t.name && g.meta.namespace == p.meta.namespace),
                     _ => true,
                 };

@@ -2,7 +2,7 @@
 
 use crate::decode::Obj;
 use crate::diag::Pos;
-use crate::gateway::{read_backend_ref, read_parent_refs, BackendRef, ParentRef};
+use crate::gateway::{read_backend_ref, read_parent_refs, BackendRef, ParentRef, Served};
 use crate::meta::Meta;
 
 /// A TLSRoute: connections whose ClientHello names one of `hostnames` go to `backends`, with
@@ -16,6 +16,40 @@ pub struct TlsRoute {
     pub hostnames: Vec<(String, Pos)>,
     /// The backends of its one rule.
     pub backends: Vec<BackendRef>,
+    /// Where veer serves it: the SNI names (exact or `*.` wildcards) the `TLS` Passthrough
+    /// listeners it attaches to take, each with the cluster whose Gateway accepts it and the
+    /// listener's port. Set by `ManifestSet::build`; empty until then.
+    pub served: Vec<Served>,
+}
+
+impl TlsRoute {
+    /// The SNI names the node of `cluster` serves this route on, each once.
+    pub fn hosts_in<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let served = &self.served;
+        served
+            .iter()
+            .enumerate()
+            .filter(move |(i, s)| s.cluster == cluster && !served[..*i].iter().any(|e| e.cluster == cluster && e.host == s.host))
+            .map(|(_, s)| s.host.as_str())
+    }
+
+    /// The route as a one-rule HTTPRoute matching everything: what resolution turns into a
+    /// destination, as it does an HTTPRoute rule (same backends, priorities and policies).
+    pub fn as_route_rule(&self) -> crate::gateway::HttpRoute {
+        crate::gateway::HttpRoute {
+            meta: self.meta.clone(),
+            parents: self.parents.clone(),
+            hostnames: self.hostnames.iter().map(|(h, _)| h.clone()).collect(),
+            rules: vec![crate::gateway::RouteRule {
+                matches: vec![crate::httpmatch::RouteMatch::any()],
+                backends: self.backends.clone(),
+                retry: None,
+                timeout: None,
+                pos: self.meta.pos,
+            }],
+            served: Vec::new(),
+        }
+    }
 }
 
 pub(crate) fn read_tls_route(spec: &Obj<'_>, meta: Meta) -> Option<TlsRoute> {
@@ -43,7 +77,7 @@ pub(crate) fn read_tls_route(spec: &Obj<'_>, meta: Meta) -> Option<TlsRoute> {
     if rules.is_empty() || backends.is_empty() {
         spec.ctx().error(spec.pos(), &spec.field_path("rules"), "a TLSRoute needs one rule with at least one backendRef");
     }
-    Some(TlsRoute { meta, parents, hostnames, backends })
+    Some(TlsRoute { meta, parents, hostnames, backends, served: Vec::new() })
 }
 
 /// Whether SNI `name` (lower case) is one a route or listener host name `pattern` takes:

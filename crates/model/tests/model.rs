@@ -703,7 +703,7 @@ spec:
   gatewayClassName: veer
   listeners:
   - {name: web, protocol: HTTP, port: 80, hostname: '*.example.com'}
-  - {name: tls, protocol: TLS, port: 443}
+  - {name: tls, protocol: TLS, port: 443, tls: {mode: Passthrough}}
   - {name: grpc, protocol: HTTP, port: 8080, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}
   - {name: open, protocol: HTTP, port: 8081, hostname: open.example.net, allowedRoutes: {namespaces: {from: All}}}
 ---

@@ -31,6 +31,10 @@ mod listeners;
 mod tls;
 #[path = "node/upstream_tls.rs"]
 mod upstream_tls;
+// TLS passthrough by SNI (TLSRoute on a TLS Passthrough listener): failover with zero failed
+// connections, refusals counted.
+#[path = "node/passthrough.rs"]
+mod passthrough;
 
 #[path = "node/grpc_health.rs"]
 mod grpc_health;

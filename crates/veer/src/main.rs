@@ -445,6 +445,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 + set.backend_policies.len()
                 + set.gateways.len()
                 + set.routes.len()
+                + set.tls_routes.len()
                 + set.cluster_identities.len()
                 + set.dns_configurations.len()
                 + set.dns_policies.len()

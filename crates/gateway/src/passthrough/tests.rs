@@ -81,7 +81,10 @@ async fn a_hello_that_never_ends_is_refused_past_the_cap() {
 async fn splice_sends_the_hello_first_and_carries_both_ways_until_both_close() {
     let (mut client, mut client_side) = pair().await;
     let (mut upstream_side, mut upstream) = pair().await;
-    let proxy = tokio::spawn(async move { splice(&mut client_side, &mut upstream_side, b"HELLO", Duration::from_secs(5)).await });
+    let proxy = tokio::spawn(async move {
+        let mut carried = (0, 0);
+        splice(&mut client_side, &mut upstream_side, b"HELLO", Duration::from_secs(5), &mut carried).await.map(|()| carried)
+    });
     let mut got = [0u8; 5];
     upstream.read_exact(&mut got).await.expect("first bytes");
     assert_eq!(&got, b"HELLO");

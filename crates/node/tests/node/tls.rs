@@ -106,7 +106,7 @@ spec:
 }
 
 /// Runs a real client program to its end (each bounds its own time): status, stdout, stderr.
-async fn run(program: &str, args: Vec<String>) -> (bool, String, String) {
+pub(super) async fn run(program: &str, args: Vec<String>) -> (bool, String, String) {
     let program = program.to_string();
     tokio::task::spawn_blocking(move || {
         let out = Command::new(&program)

@@ -16,13 +16,13 @@ use veer_testkit::{wait_until, wait_until_async, World};
 const HOST: &str = "server.infra.svc.cluster.local";
 
 /// A CA that signs certificates for the test, kept in memory.
-struct TestCa {
+pub(super) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(super) fn new(name: &str) -> TestCa {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -32,22 +32,32 @@ impl TestCa {
     }
 
     /// A certificate for `name` and its key, as PEM.
-    fn leaf(&self, name: &str) -> (String, String) {
+    pub(super) fn leaf(&self, name: &str) -> (String, String) {
+        self.leaf_for(&[name])
+    }
+
+    /// A certificate for `names` and its key, as PEM.
+    pub(super) fn leaf_for(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec![name.to_string()]).expect("params").signed_by(&key, &self.issuer).expect("signed");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names).expect("params").signed_by(&key, &self.issuer).expect("signed");
         (cert.pem(), key.serialize_pem())
+    }
+
+    pub(super) fn pem(&self) -> &str {
+        &self.pem
     }
 }
 
 /// `openssl s_server -www` on `ip` (it answers `GET /` with a page that names itself), stopped
 /// when dropped.
-struct SServer {
+pub(super) struct SServer {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl SServer {
-    fn start(dir: &Path, ip: std::net::IpAddr, cert: &str, key: &str, extra: &[&str]) -> SServer {
+    pub(super) fn start(dir: &Path, ip: std::net::IpAddr, cert: &str, key: &str, extra: &[&str]) -> SServer {
         let addr = std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).expect("a free port");
         let tag = addr.port();
         std::fs::write(dir.join(format!("s-{tag}.crt")), cert).expect("cert");
