@@ -424,12 +424,42 @@ impl Snapshot {
         // host, in Gateway API's precedence order.
         let mut rule_dest: FastMap<(*const HttpRoute, usize), usize> = FastMap::default();
         let mut sni = SniRoutes::default();
-        for l in set.gateways.iter().filter(|g| g.cluster == cluster).flat_map(|g| &g.listeners).filter(|l| l.passthrough) {
+        let passthrough_ports = set
+            .gateways
+            .iter()
+            .filter(|g| g.cluster == cluster)
+            .flat_map(|g| &g.listeners)
+            .filter(|l| l.passthrough)
+            .map(|l| l.port)
+            .chain(set.istio_passthrough(cluster).map(|s| s.port));
+        for port in passthrough_ports {
             // The set refuses a passthrough port on the gateway's socket, which stays plain HTTP.
-            if let Some(&socket) = listeners.ports.get(&l.port).filter(|&&s| s != GATEWAY) {
+            if let Some(&socket) = listeners.ports.get(&port).filter(|&&s| s != GATEWAY) {
                 sni.sockets |= socket_bit(socket);
             }
         }
+        // Istio PASSTHROUGH servers: an SNI name goes to the destination of that host at the
+        // server's port (a Service's `name.namespace.svc.cluster.local`, a VirtualDestination's
+        // or FailoverService's host), as AUTO_PASSTHROUGH does on the east-west listener.
+        let istio: Vec<(u16, u64, &[String])> = set
+            .istio_passthrough(cluster)
+            .filter_map(|s| {
+                let bit = listeners.ports.get(&s.port).map_or(0, |&socket| socket_bit(socket) & sni.sockets);
+                (bit != 0).then_some((s.port, bit, s.hosts.as_slice()))
+            })
+            .collect();
+        let istio_sni = |sni: &mut SniRoutes, key: &resolve::DestinationKey<'_>, dest: usize| {
+            for (port, bit, patterns) in &istio {
+                if key.port != Some(*port) {
+                    continue;
+                }
+                for h in key.hosts() {
+                    if patterns.iter().any(|p| veer_model::istio::host_matches(p, h)) {
+                        sni.exact.entry(h.to_ascii_lowercase()).or_default().push((*bit, dest));
+                    }
+                }
+            }
+        };
         let mut by_host: std::collections::BTreeMap<&str, Vec<&HttpRoute>> = std::collections::BTreeMap::new();
         for key in others {
             let Ok(d) = resolve::resolve_key(view, key, cluster) else { continue };
@@ -456,7 +486,8 @@ impl Snapshot {
                     }
                 }
                 _ => {
-                    add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
+                    let dest = add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
+                    istio_sni(&mut sni, key, dest);
                 }
             }
         }
@@ -472,7 +503,8 @@ impl Snapshot {
         }
         for key in services {
             if let Ok(d) = resolve::resolve_key(view, key, cluster) {
-                add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
+                let dest = add(&mut snap, &mut routes, &key.request_hosts(), key.port, key.name.clone(), d);
+                istio_sni(&mut sni, key, dest);
             }
         }
         snap.routes = Arc::new(routes);

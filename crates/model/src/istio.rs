@@ -59,6 +59,15 @@ pub struct IstioServer {
     pub protocol: String,
     pub tls_mode: Option<String>,
     pub hosts: Vec<String>,
+    pub pos: crate::diag::Pos,
+}
+
+impl IstioServer {
+    /// `tls.mode: PASSTHROUGH`: veer routes its connections by SNI to the destination of the
+    /// same host name at the server's port, unread.
+    pub fn passthrough(&self) -> bool {
+        self.tls_mode.as_deref() == Some("PASSTHROUGH")
+    }
 }
 
 pub(crate) fn read_destination_rule(spec: &Obj<'_>, meta: Meta) -> Option<DestinationRule> {
@@ -324,9 +333,10 @@ pub(crate) fn read_istio_gateway(spec: &Obj<'_>, meta: Meta) -> Option<IstioGate
         s.skip("name");
         s.tolerate("bind", "veer binds where the Cluster says");
         s.tolerate("defaultEndpoint", "not used");
+        let pos = s.pos();
         s.finish();
         if let Some(port) = port {
-            servers.push(IstioServer { port, protocol, tls_mode, hosts });
+            servers.push(IstioServer { port, protocol, tls_mode, hosts, pos });
         }
     }
     Some(IstioGateway { meta, selector, servers })

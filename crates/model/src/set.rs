@@ -214,6 +214,7 @@ impl ManifestSet {
         set.attach_tls_routes(diags);
         set.check_listeners(diags);
         set.check_tls(now, diags);
+        set.check_passthrough(diags);
         set.check_router(diags);
         set
     }
@@ -432,7 +433,8 @@ impl ManifestSet {
                     .iter()
                     .filter(|g| g.cluster == name)
                     .flat_map(|g| &g.listeners)
-                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS" || l.passthrough));
+                    .any(|l| l.port == p.port && (l.protocol == "HTTP" || l.protocol == "HTTPS" || l.passthrough))
+                    || self.istio_passthrough(name).any(|s| s.port == p.port);
                 if !used {
                     diags.push(about(
                         &c.meta,
@@ -548,6 +550,61 @@ impl ManifestSet {
                 let why = (socket == GATEWAY_SOCKET).then(|| format!("port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", l.port));
                 if let Some(why) = why {
                     diags.push(about(&g.meta, l.pos, Severity::Error, &format!("spec.listeners[{li}].port"), why));
+                }
+            }
+        }
+    }
+
+    /// Whether Gateway listener port `port` of `cluster` passes TLS through by SNI: a `TLS`
+    /// Passthrough listener's port, or an Istio Gateway server's with `tls.mode: PASSTHROUGH`.
+    pub fn passthrough_port(&self, cluster: &str, port: u16) -> bool {
+        self.gateways.iter().filter(|g| g.cluster == cluster).flat_map(|g| &g.listeners).any(|l| l.passthrough && l.port == port)
+            || self.istio_passthrough(cluster).any(|s| s.port == port)
+    }
+
+    /// The Istio Gateway servers of `cluster` with `tls.mode: PASSTHROUGH`.
+    pub fn istio_passthrough<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a crate::istio::IstioServer> + 'a {
+        self.istio_gateways.iter().filter(move |(c, _)| c == cluster).flat_map(|(_, g)| &g.servers).filter(|s| s.passthrough())
+    }
+
+    /// Checks the ports that pass TLS through: an Istio PASSTHROUGH server's port needs an
+    /// address of its own (as a Gateway API one does, see `check_tls`) and hosts some
+    /// destination has at that port; no HTTP or HTTPS listener may share a passthrough port,
+    /// whose socket reads a ClientHello before anything else.
+    fn check_passthrough(&self, diags: &mut Diagnostics) {
+        for (cluster, g) in &self.istio_gateways {
+            let Ok(sockets) = self.listeners(cluster) else { continue };
+            let keys = crate::resolve::destinations(self, cluster);
+            for (si, s) in g.servers.iter().enumerate().filter(|(_, s)| s.passthrough()) {
+                let field = format!("spec.servers[{si}].port.number");
+                match sockets.ports.get(&s.port) {
+                    None => diags.push(about(&g.meta, s.pos, Severity::Warning, &field, format!(
+                        "NOT SERVED: port {} has no address in cluster {cluster}'s spec.gateway.ports; map it to an address of its own to pass these hosts through by SNI", s.port))),
+                    Some(&GATEWAY_SOCKET) => diags.push(about(&g.meta, s.pos, Severity::Error, &field, format!(
+                        "port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", s.port))),
+                    Some(_) => {}
+                }
+                let routed = keys.iter().any(|k| {
+                    k.port == Some(s.port)
+                        && matches!(
+                            k.kind,
+                            crate::resolve::DestinationKind::Service
+                                | crate::resolve::DestinationKind::VirtualDestination
+                                | crate::resolve::DestinationKind::FailoverService
+                        )
+                        && k.hosts().any(|h| s.hosts.iter().any(|p| host_matches(p, h)))
+                });
+                if !routed {
+                    diags.push(about(&g.meta, s.pos, Severity::Warning, &format!("spec.servers[{si}].hosts"), format!(
+                        "no destination has these hosts at port {}: a PASSTHROUGH server routes an SNI name to the Service (or VirtualDestination, FailoverService) host of that name at the server's port", s.port)));
+                }
+            }
+        }
+        for g in &self.gateways {
+            for (li, l) in g.listeners.iter().enumerate().filter(|(_, l)| l.protocol == "HTTP" || l.protocol == "HTTPS") {
+                if self.passthrough_port(&g.cluster, l.port) {
+                    diags.push(about(&g.meta, l.pos, Severity::Error, &format!("spec.listeners[{li}].port"), format!(
+                        "port {} passes TLS through by SNI (a TLS Passthrough listener or an Istio PASSTHROUGH server is on it); an {} listener needs a port of its own", l.port, l.protocol)));
                 }
             }
         }

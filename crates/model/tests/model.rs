@@ -22,6 +22,8 @@ use veer_model::yaml::MAX_DEPTH;
 
 #[path = "model/tls.rs"]
 mod tls;
+#[path = "model/tlsroute.rs"]
+mod tlsroute;
 
 // === helpers ===
 

@@ -106,13 +106,13 @@ fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-/// One TLS connection through veer to [`HOST`], verified end to end against the backends' CA
+/// One TLS connection through veer naming `sni`, verified end to end against the backends' CA
 /// (veer holds no key), and `GET /` over it: which backend answered, by the name only its
 /// certificate carries.
-async fn fetch(config: &Arc<rustls::ClientConfig>, at: SocketAddr) -> Result<&'static str, String> {
+async fn fetch(config: &Arc<rustls::ClientConfig>, at: SocketAddr, sni: &str) -> Result<&'static str, String> {
     let go = async {
         let tcp = tokio::net::TcpStream::connect(at).await.map_err(|e| format!("connect: {e}"))?;
-        let name = ServerName::try_from(HOST).map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
         let mut tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
         let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
         tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.map_err(|e| format!("write: {e}"))?;
@@ -159,7 +159,7 @@ async fn a_passthrough_route_fails_over_from_a_stopped_backend_with_zero_failed_
             // Stopped: connects to it are refused from now on.
             drop(primary.take());
         }
-        match fetch(&config, pass).await {
+        match fetch(&config, pass, HOST).await {
             Ok(which) => reached.push(which),
             Err(e) => failed.push(format!("connection {i}: {e}")),
         }
@@ -220,5 +220,93 @@ async fn a_passthrough_socket_closes_unrouted_names_missing_names_and_plain_http
     assert!(!ok && out.is_empty(), "{out}\n{err}");
     assert_eq!(refused(&node, "not_tls"), 1);
     drop(backend);
+    node.stop().await;
+}
+
+/// Cluster `edge` (locality r/z) serving port 443 on `pass`, an Istio Gateway with a
+/// PASSTHROUGH server on 443 for Service `shop.default`, whose endpoints are `near` (r/z) and
+/// `far` (r/z2), and a DestinationRule whose outlier detection turns on locality failover.
+fn istio_world(pass: SocketAddr, near: SocketAddr, far: SocketAddr) -> String {
+    let entry = |name: &str, at: SocketAddr, zone: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: {}\n  locality: r/{zone}\n  ports: {{tls: {}}}\n  labels: {{app: shop}}\n---\n",
+            at.ip(),
+            at.port()
+        )
+    };
+    format!(
+        "\
+apiVersion: veer.io/v1alpha1
+kind: Cluster
+metadata: {{name: edge}}
+spec:
+  locality: {{region: r, zone: z}}
+  gateway:
+    ports:
+      \"443\": {pass}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: shop, namespace: default}}
+spec:
+  selector: {{app: shop}}
+  ports: [{{name: tls, port: 443, targetPort: tls}}]
+---
+{}{}\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: shop, namespace: default}}
+spec:
+  host: {ISTIO_HOST}
+  trafficPolicy:
+    outlierDetection: {{consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    tls: {{mode: PASSTHROUGH}}
+    hosts: [default/{ISTIO_HOST}]
+---
+",
+        entry("near", near, "z"),
+        entry("far", far, "z2"),
+    )
+}
+
+const ISTIO_HOST: &str = "shop.default.svc.cluster.local";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_passthrough_server_fails_over_by_locality_with_zero_failed_connections() {
+    let w = World::new();
+    let ca = TestCa::new("backends' CA");
+    let (n_cert, n_key) = ca.leaf_for(&[ISTIO_HOST, "primary.test"]);
+    let (f_cert, f_key) = ca.leaf_for(&[ISTIO_HOST, "spare.test"]);
+    let near = SServer::start(w.dir(), w.ip(1, 1), &n_cert, &n_key, &[]);
+    let far = SServer::start(w.dir(), w.ip(1, 2), &f_cert, &f_key, &[]);
+    let pass = std::net::TcpListener::bind((w.ip(9, 1), 0)).and_then(|l| l.local_addr()).expect("a free port");
+    w.write("world.yaml", &istio_world(pass, near.addr, far.addr));
+    let node = w.node("edge").await;
+    let config = client_config(ca.pem());
+    let mut reached = Vec::new();
+    let mut failed = Vec::new();
+    let mut near = Some(near);
+    for i in 0..20 {
+        if i == 5 {
+            drop(near.take());
+        }
+        match fetch(&config, pass, ISTIO_HOST).await {
+            Ok(which) => reached.push(which),
+            Err(e) => failed.push(format!("connection {i}: {e}")),
+        }
+    }
+    assert!(failed.is_empty(), "every connection reached a backend: {failed:?}");
+    assert!(reached[..5].iter().all(|b| *b == "primary"), "the same zone's endpoint serves while it runs: {reached:?}");
+    assert!(reached[5..].iter().all(|b| *b == "spare"), "then the other zone's: {reached:?}");
+    wait_until_async("the stopped endpoint is ejected", WAIT, || async { count(&node, EventKind::Ejection) >= 1 }).await;
+    drop(far);
     node.stop().await;
 }
