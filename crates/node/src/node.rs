@@ -528,6 +528,21 @@ fn serving_lines(set: &ManifestSet, cluster: &str, plan: &veer_model::set::Liste
             }
         }
     }
+    for g in set.gateways.iter().filter(|g| g.cluster == cluster) {
+        for l in g.listeners.iter().filter(|l| l.passthrough) {
+            if let Some(addr) = plan.ports.get(&l.port).and_then(|&s| bound.get(s)) {
+                lines.push(format!(
+                    "serving Gateway {}/{} port {} (TLS passthrough by SNI) on {addr}",
+                    g.meta.namespace, g.meta.name, l.port
+                ));
+            }
+        }
+    }
+    for s in set.istio_passthrough(cluster) {
+        if let Some(addr) = plan.ports.get(&s.port).and_then(|&i| bound.get(i)) {
+            lines.push(format!("serving Istio PASSTHROUGH port {} (TLS passthrough by SNI) on {addr}", s.port));
+        }
+    }
     lines
 }
 

@@ -720,7 +720,7 @@ kind: Gateway
 metadata: {name: gw}
 spec:
   gatewayClassName: veer
-  listeners: [{name: http, protocol: HTTP, port: 80}, {name: tls, protocol: TLS, port: 443}]
+  listeners: [{name: http, protocol: HTTP, port: 80}, {name: tls, protocol: TLS, port: 443, tls: {mode: Passthrough}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
