@@ -583,6 +583,9 @@ fn served_on(set: &ManifestSet, cluster: &str, route: &HttpRoute, host: &str) ->
 fn resolve_tls_route(view: View<'_>, route: &crate::tlsroute::TlsRoute, host: &str, cluster: &str) -> Result<Destination, ResolveError> {
     let port = route.served.iter().find(|s| s.cluster == cluster).map(|s| s.port);
     let mut d = resolve_route_rule(view, &route.as_route_rule(), 0, host, port)?;
+    if d.tls.take().is_some() {
+        d.notes.push("a BackendTLSPolicy on these backends does not apply: the client's own TLS is passed through to them".into());
+    }
     d.notes.push("TLS passthrough: routed by the ClientHello's server name; the endpoints terminate TLS".into());
     Ok(d)
 }
