@@ -574,7 +574,6 @@ impl ManifestSet {
     fn check_passthrough(&self, diags: &mut Diagnostics) {
         for (cluster, g) in &self.istio_gateways {
             let Ok(sockets) = self.listeners(cluster) else { continue };
-            let keys = crate::resolve::destinations(self, cluster);
             for (si, s) in g.servers.iter().enumerate().filter(|(_, s)| s.passthrough()) {
                 let field = format!("spec.servers[{si}].port.number");
                 match sockets.ports.get(&s.port) {
@@ -584,16 +583,17 @@ impl ManifestSet {
                         "port {} is served on the node's gateway address, which stays plain HTTP for the mesh's names; map it to an address of its own in the Cluster's spec.gateway.ports", s.port))),
                     Some(_) => {}
                 }
-                let routed = keys.iter().any(|k| {
-                    k.port == Some(s.port)
-                        && matches!(
-                            k.kind,
-                            crate::resolve::DestinationKind::Service
-                                | crate::resolve::DestinationKind::VirtualDestination
-                                | crate::resolve::DestinationKind::FailoverService
-                        )
-                        && k.hosts().any(|h| s.hosts.iter().any(|p| host_matches(p, h)))
-                });
+                let named = |h: &str| s.hosts.iter().any(|p| host_matches(p, h));
+                // The hosts `resolve::destinations` gives a node, at this port.
+                let routed = self
+                    .virtual_destinations
+                    .iter()
+                    .any(|v| v.ports.iter().any(|p| p.number == s.port) && v.hosts.iter().any(|h| named(h)))
+                    || self.failover_services.iter().any(|f| f.port == s.port && named(&f.hostname))
+                    || self.services.iter().any(|(_, svc)| {
+                        svc.ports.iter().any(|p| p.port == s.port)
+                            && named(&format!("{}.{}.svc.cluster.local", svc.meta.name, svc.meta.namespace))
+                    });
                 if !routed {
                     diags.push(about(&g.meta, s.pos, Severity::Warning, &format!("spec.servers[{si}].hosts"), format!(
                         "no destination has these hosts at port {}: a PASSTHROUGH server routes an SNI name to the Service (or VirtualDestination, FailoverService) host of that name at the server's port", s.port)));
