@@ -30,6 +30,8 @@ async fn a_recovered_priority_takes_its_load_back_over_the_slow_start_window() {
     let w = World::new();
     let active = w.backends("active", 1, 1).await;
     let passive = w.backends("passive", 2, 1).await;
+    // Three failed checks of 150 ms each take the backend out: one slow answer on a loaded
+    // machine must not take it out again mid-ramp, which would make its load fall.
     let mut m = cluster("local", "r", "z", "");
     m.push_str(&service("local", "default", "active", &[], &active));
     m.push_str(&service("local", "default", "passive", &[], &passive));
@@ -38,7 +40,7 @@ async fn a_recovered_priority_takes_its_load_back_over_the_slow_start_window() {
          apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata:\n  name: active\nspec:\n  endpoints:\n  - fqdn:\n      hostname: active.default.svc.cluster.local\n      port: 80\n---\n\
          apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  gatewayClassName: veer\n  listeners:\n  - name: http\n    protocol: HTTP\n    port: 80\n---\n\
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: ha\n  namespace: default\nspec:\n  hostnames:\n  - www.example.com\n  parentRefs:\n  - name: gw\n  rules:\n  - backendRefs:\n    - group: gateway.envoyproxy.io\n      kind: Backend\n      name: active\n      port: 80\n    - group: gateway.envoyproxy.io\n      kind: Backend\n      name: passive\n      port: 80\n---\n\
-         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata:\n  name: ha\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    name: ha\n  healthCheck:\n    active:\n      type: HTTP\n      interval: 100ms\n      timeout: 80ms\n      unhealthyThreshold: 1\n      healthyThreshold: 1\n      http:\n        path: /health\n  loadBalancer:\n    type: RoundRobin\n    slowStart:\n      window: 3s\n",
+         apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata:\n  name: ha\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    name: ha\n  healthCheck:\n    active:\n      type: HTTP\n      interval: 200ms\n      timeout: 150ms\n      unhealthyThreshold: 3\n      healthyThreshold: 1\n      http:\n        path: /health\n  loadBalancer:\n    type: RoundRobin\n    slowStart:\n      window: 3s\n",
     );
     w.write("world.yaml", &m);
     let node = w.node("local").await;
