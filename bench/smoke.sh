@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark harness, so it cannot rot silently: runs `bench/run.sh --quick`
 # (installs what it needs, builds veer, a few seconds per case) and checks that the table it
-# prints has a veer row with a nonzero req/s, a failover row and abuse rows for veer (quiet and
-# the three attacks, each with the normal client's errors and p99); then runs a small
+# prints has a veer row with a nonzero req/s, a failover row, abuse rows for veer (quiet and
+# the three attacks, each with the normal client's errors and p99) and tls rows (new connections
+# with none resumed, HTTPS keep-alive, HTTP/2 over TLS); then runs a small
 # bench/reload-scale.sh and checks it measured both phases. Exit 0 = harness OK.
 # bench/results/latest.md is left as it was (the quick table stays in results/<stamp>-quick/).
 # It checks that the harness works, not how fast veer is.
@@ -51,7 +52,18 @@ for phase in ("quiet", "idle h2c", "slowloris", "malformed"):
     cell = next((c for k, c in ab.items() if phase in k), None)
     if cell is None or not re.match(r"\d+; [\d.]+ / [\d.,]+", cell):
         sys.exit(f"smoke: no abuse result ({phase}) for veer: {ab}")
-print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]}; abuse quiet {ab.get('quiet')})")
+# The tls case: veer served new TLS connections (none resumed), HTTPS keep-alive and HTTP/2 over TLS.
+tls = {(r[0].split(",")[0], r[1]): r[v] for r in rows if r[0].startswith(("TLS new", "HTTPS keep-alive", "HTTP/2 over TLS"))}
+for key in (("TLS new connections (full handshake + 1 request each", "connections/s"), ("HTTPS keep-alive (HTTP/1.1)", "req/s"),
+            ("HTTP/2 over TLS", "req/s")):
+    cell = tls.get(key)
+    if cell is None or not re.match(r"[\d,.]+", cell) or float(re.match(r"([\d,.]+)", cell).group(1).replace(",", "")) <= 0:
+        sys.exit(f"smoke: no tls result {key} for veer: {cell!r}")
+resumed = tls.get(("TLS new connections (full handshake + 1 request each", "negotiated; sessions resumed"), "")
+if not resumed.endswith("; 0 resumed"):
+    sys.exit(f"smoke: the handshake client resumed sessions or said nothing: {resumed!r}")
+print(f"smoke: ok (veer {rps[0][v]} req/s; failover errors {fo[0][v]}; abuse quiet {ab.get('quiet')}; "
+      f"tls {tls[('TLS new connections (full handshake + 1 request each', 'connections/s')]} conn/s)")
 PY
 # The reload-at-scale script, small: both phases measured and the reloads applied.
 if ! SERVICES=200 REPS=1 DURATION=3 "$HERE/reload-scale.sh" >"$LOG" 2>&1; then

@@ -45,6 +45,11 @@ def parse_h2load(text):
     r["non2xx"] = int(m.group(2)) + int(m.group(3)) + int(m.group(4))
     m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text)
     r["min_ms"], r["max_ms"], r["mean_ms"] = to_ms(m.group(1)), to_ms(m.group(2)), to_ms(m.group(3))
+    # Over TLS, what the server chose.
+    for key, label in (("tls_version", "TLS Protocol"), ("cipher", "Cipher"), ("group", "Server Temp Key"), ("alpn", "Application protocol")):
+        m = re.search(rf"^{label}: (.+)$", text, re.M)
+        if m:
+            r[key] = m.group(1).strip()
     return r
 
 
@@ -153,6 +158,69 @@ def count_verdict(veer, peers):
     return f"worse (best peer {fmt_num(best, 0)}, {TITLES[best_name]})"
 
 
+def tls_rows(t, recs):
+    """The tls case: new connections (a full handshake each), HTTPS keep-alive, HTTP/2 over TLS."""
+    def wk(w):
+        return f"{w} worker{'s' if w > 1 else ''}"
+
+    def rps_cells(tags, err):
+        rps = t.per_proxy(tags, lambda rs: med([r["rps"] for r in rs]))
+        cells = {}
+        for p, rs in t.per_proxy(tags, lambda rs: rs).items():
+            errs = sum(err(r) for r in rs)
+            cells[p] = fmt_range([r["rps"] for r in rs]) + (f" [{errs:,} errors]" if errs else "")
+        return rps, cells
+
+    def cpu_row(case, tags, metric):
+        cpu = t.per_proxy(tags, lambda rs: med([r.get("cpu_us_per_req") for r in rs]))
+        if any(v is not None for v in cpu.values()):
+            t.add(case, metric, {p: fmt_num(v, 1) for p, v in cpu.items()},
+                  ratio_verdict(cpu.get("veer"), {p: cpu.get(p) for p in PEERS}, False))
+
+    def top(rs, key):
+        counts = {}
+        for r in rs:
+            for k, v in (r.get(key) or {}).items():
+                counts[k] = counts.get(k, 0) + v
+        return "/".join(k for k, _ in sorted(counts.items(), key=lambda kv: -kv[1])) or "–"
+
+    for workers in sorted({r["workers"] for r in recs if r.get("case") == "tls_hs"}):
+        tags = {"case": "tls_hs", "workers": workers}
+        any_rec = t.sel(**tags)[0]
+        case = f"TLS new connections (full handshake + 1 request each, {any_rec.get('clients')} clients), {wk(workers)}"
+        rps, cells = rps_cells(tags, lambda r: r["errors"])
+        t.add(case, "connections/s", cells, ratio_verdict(rps.get("veer"), {p: rps.get(p) for p in PEERS}, True))
+        p50 = t.per_proxy(tags, lambda rs: med([r["p50_ms"] for r in rs]))
+        p99 = t.per_proxy(tags, lambda rs: med([r["p99_ms"] for r in rs]))
+        t.add(case, "p50 / p99 connect to whole answer, ms", {p: f"{fmt_num(p50[p])} / {fmt_num(p99[p])}" for p in p50},
+              "p99 " + ratio_verdict(p99.get("veer"), {p: p99.get(p) for p in PEERS}, False))
+        cpu_row(case, tags, "proxy CPU µs per connection (handshake + request)")
+        t.add(case, "negotiated; sessions resumed", t.per_proxy(
+            tags, lambda rs: f"{top(rs, 'versions')} {top(rs, 'ciphers')} {top(rs, 'alpn')}; {sum(r['reused'] for r in rs):,} resumed"), "–")
+    for conns, workers in sorted({(r["conns"], r["workers"]) for r in recs if r.get("case") == "tls_h1"}, key=lambda x: (x[1], x[0])):
+        tags = {"case": "tls_h1", "conns": conns, "workers": workers}
+        case = f"HTTPS keep-alive (HTTP/1.1), {conns:,} conns, {wk(workers)}"
+        rps, cells = rps_cells(tags, lambda r: r["non2xx"] + r["sock_errors"])
+        t.add(case, "req/s", cells, ratio_verdict(rps.get("veer"), {p: rps.get(p) for p in PEERS}, True))
+        p50 = t.per_proxy(tags, lambda rs: med([r["p50_ms"] for r in rs]))
+        p99 = t.per_proxy(tags, lambda rs: med([r["p99_ms"] for r in rs]))
+        t.add(case, "p50 / p99 latency, ms", {p: f"{fmt_num(p50[p])} / {fmt_num(p99[p])}" for p in p50},
+              "p99 " + ratio_verdict(p99.get("veer"), {p: p99.get(p) for p in PEERS}, False))
+        cpu_row(case, tags, "proxy CPU µs per request")
+    for workers, clients, streams in sorted({(r["workers"], r["h2_clients"], r["h2_streams"]) for r in recs if r.get("case") == "tls_h2"}):
+        tags = {"case": "tls_h2", "workers": workers}
+        case = f"HTTP/2 over TLS, {clients} conns × {streams} streams, {wk(workers)}"
+        rps, cells = rps_cells(tags, lambda r: r["non2xx"] + r["failed"])
+        t.add(case, "req/s", cells, ratio_verdict(rps.get("veer"), {p: rps.get(p) for p in PEERS}, True))
+        mean = t.per_proxy(tags, lambda rs: med([r["mean_ms"] for r in rs]))
+        mx = t.per_proxy(tags, lambda rs: med([r["max_ms"] for r in rs]))
+        t.add(case, "mean / max latency, ms", {p: f"{fmt_num(mean[p])} / {fmt_num(mx[p])}" for p in mean},
+              "mean " + ratio_verdict(mean.get("veer"), {p: mean.get(p) for p in PEERS}, False))
+        cpu_row(case, tags, "proxy CPU µs per request")
+        t.add(case, "negotiated (h2load)", t.per_proxy(
+            tags, lambda rs: f"{rs[0].get('tls_version', '?')} {rs[0].get('cipher', '?')} {rs[0].get('group', '?')} {rs[0].get('alpn', '?')}"), "–")
+
+
 def build_rows(recs):
     t = Table(recs)
     # Throughput, HTTP/1.1 (wrk) and HTTP/2 (h2load).
@@ -203,6 +271,7 @@ def build_rows(recs):
         mx = t.per_proxy(tags, lambda rs: med([r["max_ms"] for r in rs]))
         t.add(case, "mean / max latency, ms", {p: f"{fmt_num(mean[p])} / {fmt_num(mx[p])}" for p in mean},
               "mean " + ratio_verdict(mean.get("veer"), {p: mean.get(p) for p in PEERS}, False))
+    tls_rows(t, recs)
     # Failover.
     names = {"stop": "primary stopped (refused)", "503": "primary answers 503", "blackhole": "primary blackholed"}
     for r in recs:
