@@ -382,26 +382,34 @@ impl ManifestSet {
                     ));
                 }
             }
-            for b in &r.backends {
-                let exists = if b.kind == "Backend" {
-                    self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace)
-                } else {
-                    self.services.iter().any(|(_, s)| s.meta.namespace == b.namespace && s.meta.name == b.name)
-                };
-                if !exists {
-                    diags.push(about(
-                        &r.meta,
-                        b.pos,
-                        Severity::Error,
-                        "spec.rules.backendRefs",
-                        format!("{} {}/{} does not exist", b.kind, b.namespace, b.name),
-                    ));
-                }
-                if b.kind == "Service" && b.port.is_none() {
-                    diags.push(about(&r.meta, b.pos, Severity::Error, "spec.rules.backendRefs.port", "a Service backendRef needs a port"));
-                }
-            }
             r.served = served;
+        }
+        for r in &self.tls_routes {
+            for b in &r.backends {
+                self.check_backend_ref(&r.meta, b, diags);
+            }
+        }
+    }
+
+    /// A route's backendRef (HTTPRoute or TLSRoute) names a Backend or Service that exists, and
+    /// a Service's port.
+    fn check_backend_ref(&self, route: &Meta, b: &crate::gateway::BackendRef, diags: &mut Diagnostics) {
+        let exists = if b.kind == "Backend" {
+            self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace)
+        } else {
+            self.service_anywhere(&b.namespace, &b.name)
+        };
+        if !exists {
+            diags.push(about(
+                route,
+                b.pos,
+                Severity::Error,
+                "spec.rules.backendRefs",
+                format!("{} {}/{} does not exist", b.kind, b.namespace, b.name),
+            ));
+        }
+        if b.kind == "Service" && b.port.is_none() {
+            diags.push(about(route, b.pos, Severity::Error, "spec.rules.backendRefs.port", "a Service backendRef needs a port"));
         }
     }
 
@@ -989,29 +997,7 @@ impl ManifestSet {
             }
             for rule in &r.rules {
                 for b in &rule.backends {
-                    let exists = if b.kind == "Backend" {
-                        self.backends.iter().any(|x| x.meta.name == b.name && x.meta.namespace == b.namespace)
-                    } else {
-                        self.service_anywhere(&b.namespace, &b.name)
-                    };
-                    if !exists {
-                        diags.push(about(
-                            &r.meta,
-                            b.pos,
-                            Severity::Error,
-                            "spec.rules.backendRefs",
-                            format!("{} {}/{} does not exist", b.kind, b.namespace, b.name),
-                        ));
-                    }
-                    if b.kind == "Service" && b.port.is_none() {
-                        diags.push(about(
-                            &r.meta,
-                            b.pos,
-                            Severity::Error,
-                            "spec.rules.backendRefs.port",
-                            "a Service backendRef needs a port",
-                        ));
-                    }
+                    self.check_backend_ref(&r.meta, b, diags);
                 }
                 let has_fallback = rule
                     .backends
