@@ -7,7 +7,7 @@ use crate::decode::{Ctx, Obj};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
 use crate::meta::Meta;
 use crate::yaml::{self, Node};
-use crate::{externaldns, gateway, gloo, istio, router, smh, tls, tlsroute, topology};
+use crate::{externaldns, gateway, gloo, istio, router, smh, tls, tlsroute, topology, upstream_tls};
 
 /// A resource veer acts on, read and checked on its own (references are checked by [`crate::set`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,8 @@ pub enum Resource {
     RouterGateway(router::RouterGateway),
     DnsEndpoint(externaldns::DnsEndpoint),
     TlsRoute(tlsroute::TlsRoute),
+    ConfigMap(upstream_tls::ConfigMap),
+    BackendTlsPolicy(upstream_tls::BackendTlsPolicy),
     Secret(tls::Secret),
 }
 
@@ -51,11 +53,14 @@ const GROUPS: &[Group] = &[
     Group {
         name: "",
         versions: &["v1"],
-        // A Secret has no spec: `read_document` reads it whole, and this reader is never called.
-        kinds: &[("Service", |s, m| topology::read_service(s, m).map(Resource::Service)), ("Secret", |_, _| None)],
+        // Secrets and ConfigMaps have no spec: `read_document` reads them whole, and these readers are never called.
+        kinds: &[
+            ("Service", |s, m| topology::read_service(s, m).map(Resource::Service)),
+            ("Secret", |_, _| None),
+            ("ConfigMap", |_, _| None),
+        ],
         known_ignored: &[
             "Namespace",
-            "ConfigMap",
             "ServiceAccount",
             "Pod",
             "Endpoints",
@@ -138,8 +143,9 @@ const GROUPS: &[Group] = &[
             ("Gateway", |s, m| gateway::read_gateway(s, m).map(Resource::Gateway)),
             ("HTTPRoute", |s, m| gateway::read_http_route(s, m).map(Resource::HttpRoute)),
             ("TLSRoute", |s, m| tlsroute::read_tls_route(s, m).map(Resource::TlsRoute)),
+            ("BackendTLSPolicy", |s, m| upstream_tls::read_backend_tls_policy(s, m).map(Resource::BackendTlsPolicy)),
         ],
-        known_ignored: &["GatewayClass", "GRPCRoute", "ReferenceGrant", "TCPRoute", "UDPRoute", "BackendTLSPolicy"],
+        known_ignored: &["GatewayClass", "GRPCRoute", "ReferenceGrant", "TCPRoute", "UDPRoute"],
     },
     Group {
         name: "cluster.router.io",
@@ -335,9 +341,11 @@ fn read_document(file: &Arc<str>, root: &Node, out: &mut Vec<Resource>, diags: &
     doc.skip("kind");
     doc.skip("status");
     let meta = Meta::read(&doc, canonical, &api_version);
-    let secret = g.name.is_empty() && *canonical == "Secret";
-    let resource = match (meta, if secret { None } else { doc.obj("spec") }) {
-        (Some(meta), _) if secret => tls::read_secret(&doc, meta).map(Resource::Secret),
+    // Secrets and ConfigMaps have no spec: their readers take the whole document.
+    let specless = g.name.is_empty() && matches!(*canonical, "Secret" | "ConfigMap");
+    let resource = match (meta, if specless { None } else { doc.obj("spec") }) {
+        (Some(meta), _) if *canonical == "Secret" && specless => tls::read_secret(&doc, meta).map(Resource::Secret),
+        (Some(meta), _) if specless => upstream_tls::read_config_map(&doc, meta).map(Resource::ConfigMap),
         (Some(meta), Some(spec)) => {
             let r = reader(&spec, meta);
             spec.finish();
@@ -387,6 +395,8 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::RouterGateway(x) => &x.meta,
         Resource::DnsEndpoint(x) => &x.meta,
         Resource::TlsRoute(x) => &x.meta,
+        Resource::ConfigMap(x) => &x.meta,
+        Resource::BackendTlsPolicy(x) => &x.meta,
         Resource::Secret(x) => &x.meta,
     }
 }

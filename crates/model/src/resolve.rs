@@ -699,6 +699,16 @@ pub fn resolve_route_rule(
         resilience.retry = Some(r.clone());
         notes.push("the HTTPRoute rule's retry overrides the BackendTrafficPolicy retry".into());
     }
+    // The rule's Service backends agree on TLS (the set refuses a rule where they do not).
+    let tls = rule.backends.iter().filter(|b| b.kind == "Service").find_map(|b| {
+        let port_name = set
+            .services_named(&b.namespace, &b.name)
+            .find_map(|(_, s)| s.ports.iter().find(|p| Some(p.port) == b.port).map(|p| p.name.clone()));
+        set.backend_tls_for(&b.namespace, &b.name, port_name.as_deref()).cloned()
+    });
+    if let Some(t) = &tls {
+        notes.push(t.describe());
+    }
     resilience.request_timeout = rule.timeout;
     Ok(Destination {
         host: host.to_string(),
@@ -708,7 +718,7 @@ pub fn resolve_route_rule(
         weighting: GroupWeighting::On,
         resilience,
         http2: false,
-        tls: None,
+        tls,
         sources,
         notes,
     })
@@ -748,6 +758,7 @@ fn resolve_kube_service(
     let mut sources = Vec::new();
     let mut notes = Vec::new();
     let mut chosen_port = None;
+    let mut port_name = None;
     for (cluster, svc) in set.services_named(ns, name) {
         let Some(sp) = (match port {
             Some(p) => svc.ports.iter().find(|x| x.port == p),
@@ -756,6 +767,7 @@ fn resolve_kube_service(
             continue;
         };
         chosen_port.get_or_insert(sp.port);
+        port_name.get_or_insert_with(|| sp.name.clone());
         let cluster_network = set.cluster(cluster).map(|c| c.network.clone()).unwrap_or_default();
         if cluster_network != client_network && !exposed(set, cluster, host) {
             notes.push(format!(
@@ -827,7 +839,8 @@ fn resolve_kube_service(
             }
         }
     };
-    let tls = dr.and_then(|d| d.tls.clone());
+    // A DestinationRule's TLS first (Istio's own), else a BackendTLSPolicy on the Service.
+    let tls = dr.and_then(|d| d.tls.clone()).or_else(|| set.backend_tls_for(ns, name, port_name.as_deref()).cloned());
     if let Some(t) = &tls {
         notes.push(t.describe());
     }

@@ -55,6 +55,11 @@ pub struct ManifestSet {
     pub dns_endpoints: Vec<(String, DnsEndpoint)>,
     /// Core Secrets, with their clusters: the certificates of HTTPS listeners.
     pub secrets: Vec<(String, Secret)>,
+    /// Core ConfigMaps with their clusters, of which veer keeps `ca.crt`: BackendTLSPolicies' CAs.
+    pub config_maps: Vec<(String, crate::upstream_tls::ConfigMap)>,
+    pub backend_tls_policies: Vec<crate::upstream_tls::BackendTlsPolicy>,
+    /// TLS to Services' endpoints, as the BackendTLSPolicies set it, checked (set by `build`).
+    pub backend_tls: Vec<BackendTls>,
     /// Every HTTPS listener with its certificates, checked (set by `build`).
     pub tls_listeners: Vec<TlsListener>,
     /// `.pem` sources read with the manifests (name with `.` and `..` folded, text).
@@ -78,6 +83,15 @@ pub struct TlsListener {
     pub hostname: Option<String>,
     /// In certificateRefs order: the first is the listener's default.
     pub certs: Vec<veer_pki::ServingCert>,
+}
+
+/// TLS to the endpoints of a Service (every port, or the one named `section`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendTls {
+    pub namespace: String,
+    pub service: String,
+    pub section: Option<String>,
+    pub tls: std::sync::Arc<crate::upstream_tls::UpstreamTls>,
 }
 
 /// The client sockets of one node: its gateway (socket 0) and the other addresses of
@@ -204,6 +218,8 @@ impl ManifestSet {
                 Resource::RouterGateway(x) => set.router_gateways.push((owner, x)),
                 Resource::DnsEndpoint(x) => set.dns_endpoints.push((owner, x)),
                 Resource::Secret(x) => set.secrets.push((owner, x)),
+                Resource::ConfigMap(x) => set.config_maps.push((owner, x)),
+                Resource::BackendTlsPolicy(x) => set.backend_tls_policies.push(x),
             }
         }
         set.check_gloo(diags);
@@ -215,6 +231,7 @@ impl ManifestSet {
         set.check_listeners(diags);
         set.check_tls(now, diags);
         set.check_passthrough(diags);
+        set.check_backend_tls(diags);
         set.check_router(diags);
         set
     }
@@ -616,6 +633,127 @@ impl ManifestSet {
                 }
             }
         }
+    }
+
+    /// Turns each BackendTLSPolicy into the client configuration of the Services it targets:
+    /// its ConfigMaps' `ca.crt` (same namespace), its hostname. A Service port two policies
+    /// target, and a route rule whose Service backends disagree on TLS, are errors: veer would
+    /// otherwise have to pick one, and a guess here is plain text sent where TLS was meant.
+    fn check_backend_tls(&mut self, diags: &mut Diagnostics) {
+        let mut out: Vec<BackendTls> = Vec::new();
+        for p in &self.backend_tls_policies {
+            let mut pem = String::new();
+            let mut from = Vec::new();
+            let mut ok = true;
+            for (name, pos) in &p.ca_refs {
+                let found = self.config_maps.iter().find(|(_, c)| c.meta.namespace == p.meta.namespace && c.meta.name == *name);
+                match found.map(|(_, c)| &c.ca_crt) {
+                    None => {
+                        diags.push(about(
+                            &p.meta,
+                            *pos,
+                            Severity::Error,
+                            "spec.validation.caCertificateRefs",
+                            format!("no ConfigMap {}/{name} in the manifests", p.meta.namespace),
+                        ));
+                        ok = false;
+                    }
+                    Some(None) => {
+                        diags.push(about(
+                            &p.meta,
+                            *pos,
+                            Severity::Error,
+                            "spec.validation.caCertificateRefs",
+                            format!("ConfigMap {}/{name} has no ca.crt", p.meta.namespace),
+                        ));
+                        ok = false;
+                    }
+                    Some(Some((text, _))) => {
+                        pem.push_str(text);
+                        pem.push('\n');
+                        from.push(format!("ConfigMap {}/{name}", p.meta.namespace));
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let ca = (!p.system_roots).then(|| (pem.as_bytes(), from.join(", ")));
+            let tls = match crate::upstream_tls::backend_tls(p, ca) {
+                Ok(t) => std::sync::Arc::new(t),
+                Err(e) => {
+                    diags.push(about(&p.meta, p.hostname.1, Severity::Error, "spec.validation", e.to_string()));
+                    continue;
+                }
+            };
+            for (service, section, pos) in &p.targets {
+                if !self.service_anywhere(&p.meta.namespace, service) {
+                    diags.push(about(
+                        &p.meta,
+                        *pos,
+                        Severity::Error,
+                        "spec.targetRefs",
+                        format!("no Service {}/{service} in the manifests", p.meta.namespace),
+                    ));
+                    continue;
+                }
+                let overlaps = out.iter().find(|b| {
+                    b.namespace == p.meta.namespace
+                        && b.service == *service
+                        && (b.section.is_none() || section.is_none() || b.section == *section)
+                });
+                if let Some(other) = overlaps {
+                    diags.push(about(
+                        &p.meta,
+                        *pos,
+                        Severity::Error,
+                        "spec.targetRefs",
+                        format!("Service {}/{service} is already targeted by {}", p.meta.namespace, other.tls.origin),
+                    ));
+                    continue;
+                }
+                out.push(BackendTls {
+                    namespace: p.meta.namespace.clone(),
+                    service: service.clone(),
+                    section: section.clone(),
+                    tls: tls.clone(),
+                });
+            }
+        }
+        self.backend_tls = out;
+        for route in &self.routes {
+            for (i, rule) in route.rules.iter().enumerate() {
+                let mut seen = rule.backends.iter().filter(|b| b.kind == "Service").map(|b| {
+                    let port_name = self
+                        .services_named(&b.namespace, &b.name)
+                        .find_map(|(_, s)| s.ports.iter().find(|p| Some(p.port) == b.port).map(|p| p.name.clone()));
+                    self.backend_tls_for(&b.namespace, &b.name, port_name.as_deref()).map(std::sync::Arc::as_ptr)
+                });
+                let Some(first) = seen.next() else { continue };
+                if seen.any(|t| t != first) {
+                    diags.push(about(
+                        &route.meta,
+                        rule.pos,
+                        Severity::Error,
+                        &format!("spec.rules[{i}].backendRefs"),
+                        "the Services of one rule must agree on TLS (BackendTLSPolicy): veer speaks one protocol to a rule's endpoints",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The TLS a BackendTLSPolicy sets for `namespace/service`, at the port named `port_name`.
+    pub fn backend_tls_for(
+        &self,
+        namespace: &str,
+        service: &str,
+        port_name: Option<&str>,
+    ) -> Option<&std::sync::Arc<crate::upstream_tls::UpstreamTls>> {
+        self.backend_tls
+            .iter()
+            .find(|b| b.namespace == namespace && b.service == service && (b.section.is_none() || b.section.as_deref() == port_name))
+            .map(|b| &b.tls)
     }
 
     /// The sockets the node of `cluster` serves and which Gateway listener ports each serves:

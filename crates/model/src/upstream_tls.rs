@@ -1,4 +1,4 @@
-//! TLS from veer to a destination's endpoints (Istio DestinationRule `trafficPolicy.tls`), read into a ready client configuration.
+//! TLS from veer to a destination's endpoints (Istio DestinationRule `trafficPolicy.tls`, Gateway API BackendTLSPolicy), read into a ready client configuration.
 //!
 //! Certificates and keys are read and checked when the manifests load, so a missing file, a
 //! file that holds no certificate, or a key that does not fit its certificate is an error at the
@@ -6,6 +6,8 @@
 //! configuration built here.
 
 use std::path::{Path, PathBuf};
+
+use crate::meta::Meta;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -34,8 +36,8 @@ pub struct UpstreamTls {
 /// What an upstream certificate is verified against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
-    /// The certificates of a CA file.
-    Roots { file: PathBuf, certificates: usize },
+    /// The certificates of a CA file or ConfigMap (`from` names it).
+    Roots { from: String, certificates: usize },
     /// The operating system's trust store (no `caCertificates`).
     System,
 }
@@ -67,7 +69,7 @@ impl UpstreamTls {
     /// In `explain`: `TLS to <name>, verified against <what>[, with a client certificate]`.
     pub fn describe(&self) -> String {
         let trust = match &self.trust {
-            Trust::Roots { file, certificates } => format!("the {certificates} CA certificate(s) of {}", file.display()),
+            Trust::Roots { from, certificates } => format!("the {certificates} CA certificate(s) of {from}"),
             Trust::System => "the system's trust store".into(),
         };
         let name = match &self.server_name {
@@ -128,7 +130,7 @@ pub(crate) fn read_client_tls(t: &Obj<'_>, host: &str, origin: &str) -> Option<U
                 return None;
             }
             material.push(bytes);
-            (store, Trust::Roots { file, certificates: added })
+            (store, Trust::Roots { from: file.display().to_string(), certificates: added })
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
@@ -249,4 +251,154 @@ fn read_fields(t: &Obj<'_>) -> Option<ClientTlsFields> {
 
 fn certificates(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+}
+
+/// Why a BackendTLSPolicy gives no client configuration.
+#[derive(Debug)]
+pub enum BackendTlsError {
+    /// The ConfigMaps named (this text) hold no usable CA certificate under `ca.crt`.
+    NoUsableCa(String),
+    EmptySystemStore,
+    BadHostname(String),
+}
+
+impl std::fmt::Display for BackendTlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendTlsError::NoUsableCa(from) => write!(f, "{from} holds no usable PEM CA certificate under ca.crt"),
+            BackendTlsError::EmptySystemStore => f.write_str("wellKnownCACertificates: System, but this machine's trust store is empty"),
+            BackendTlsError::BadHostname(h) => write!(f, "hostname {h:?} is not a DNS name"),
+        }
+    }
+}
+
+impl std::error::Error for BackendTlsError {}
+
+/// A Gateway API BackendTLSPolicy: TLS to the Services it targets, verified against the CA
+/// certificates of ConfigMaps (or the system's store) under `hostname`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendTlsPolicy {
+    pub meta: Meta,
+    /// Services of the policy's namespace: (name, `sectionName`: one port by name, or all).
+    pub targets: Vec<(String, Option<String>, Pos)>,
+    /// `validation.caCertificateRefs`: ConfigMaps of the policy's namespace, by name.
+    pub ca_refs: Vec<(String, Pos)>,
+    /// `validation.wellKnownCACertificates: System`.
+    pub system_roots: bool,
+    /// `validation.hostname`: sent as SNI and verified.
+    pub hostname: (String, Pos),
+}
+
+/// A core `v1 ConfigMap`, of which veer keeps only `ca.crt` (where a BackendTLSPolicy's CA
+/// certificates are).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigMap {
+    pub meta: Meta,
+    pub ca_crt: Option<(String, Pos)>,
+}
+
+pub(crate) fn read_config_map(doc: &Obj<'_>, meta: Meta) -> Option<ConfigMap> {
+    doc.skip("immutable");
+    doc.skip("binaryData");
+    // Other keys are the ConfigMap's own business (a folder read for veer may hold any), so
+    // `data` is not finished: its other keys are not reported.
+    let ca_crt = doc.obj("data").and_then(|d| d.string("ca.crt"));
+    Some(ConfigMap { meta, ca_crt })
+}
+
+pub(crate) fn read_backend_tls_policy(spec: &Obj<'_>, meta: Meta) -> Option<BackendTlsPolicy> {
+    let mut targets = Vec::new();
+    for t in spec.objs("targetRefs") {
+        let group = t.string("group").map(|(g, _)| g).unwrap_or_default();
+        let kind = t.string("kind").map(|(k, _)| k).unwrap_or_else(|| "Service".into());
+        if !matches!(group.as_str(), "" | "core") || kind != "Service" {
+            t.ctx().error(
+                t.pos(),
+                t.path(),
+                format!("a BackendTLSPolicy target of kind {group}/{kind} is not supported; target a core Service"),
+            );
+        }
+        let name = t.required_string("name");
+        let section = t.string("sectionName").map(|(s, _)| s);
+        if let Some((name, _)) = name {
+            targets.push((name, section, t.pos()));
+        }
+        t.finish();
+    }
+    if targets.is_empty() {
+        spec.ctx().error(spec.pos(), &spec.field_path("targetRefs"), "a BackendTLSPolicy needs at least one targetRef (a Service)");
+    }
+    let Some(v) = spec.obj("validation") else {
+        spec.ctx().error(
+            spec.pos(),
+            &spec.field_path("validation"),
+            "required field is missing (hostname, and caCertificateRefs or wellKnownCACertificates)",
+        );
+        return None;
+    };
+    let mut ca_refs = Vec::new();
+    for r in v.objs("caCertificateRefs") {
+        let group = r.string("group").map(|(g, _)| g).unwrap_or_default();
+        let kind = r.string("kind").map(|(k, _)| k).unwrap_or_default();
+        if !matches!(group.as_str(), "" | "core") || kind != "ConfigMap" {
+            r.ctx().error(
+                r.pos(),
+                r.path(),
+                format!("a CA certificate reference of kind {group}/{kind} is not supported; refer to a ConfigMap with ca.crt"),
+            );
+        }
+        if let Some(n) = r.required_string("name") {
+            ca_refs.push(n);
+        }
+        r.finish();
+    }
+    let system_roots = v.one_of("wellKnownCACertificates", &["System"]).is_some();
+    if system_roots != ca_refs.is_empty() {
+        v.ctx().error(v.pos(), v.path(), "set exactly one of caCertificateRefs and wellKnownCACertificates");
+    }
+    let hostname = v.required_string("hostname");
+    v.tolerate("subjectAltNames", "veer verifies the hostname; subjectAltNames are not checked");
+    v.finish();
+    spec.tolerate("options", "no TLS options are applied");
+    Some(BackendTlsPolicy { meta, targets, ca_refs, system_roots, hostname: hostname? })
+}
+
+/// The client configuration a BackendTLSPolicy makes, its CA certificates taken from `ca_pem`
+/// (the ConfigMaps' `ca.crt`, named by `from`) or the system's store; an error says why not.
+pub(crate) fn backend_tls(policy: &BackendTlsPolicy, ca_pem: Option<(&[u8], String)>) -> Result<UpstreamTls, BackendTlsError> {
+    let material = ca_pem.as_ref().map(|(pem, _)| vec![pem.to_vec()]).unwrap_or_default();
+    let (store, trust) = match ca_pem {
+        Some((pem, from)) => {
+            let certs = certificates(pem);
+            let mut store = rustls::RootCertStore::empty();
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(BackendTlsError::NoUsableCa(from));
+            }
+            (store, Trust::Roots { from, certificates: added })
+        }
+        None => {
+            let mut store = rustls::RootCertStore::empty();
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if store.is_empty() {
+                return Err(BackendTlsError::EmptySystemStore);
+            }
+            (store, Trust::System)
+        }
+    };
+    let server_name =
+        ServerName::try_from(policy.hostname.0.clone()).map_err(|_| BackendTlsError::BadHostname(policy.hostname.0.clone()))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(UpstreamTls {
+        server_name,
+        trust,
+        client_certificate: false,
+        config: Arc::new(config),
+        origin: format!("BackendTLSPolicy {}/{}", policy.meta.namespace, policy.meta.name),
+        material,
+    })
 }

@@ -1353,3 +1353,43 @@ fn slow_start_and_grpc_checks_are_read_into_resilience() {
     assert_eq!(report.slow_start.map(|s| s.window_ms), Some(20_000));
     assert!(veer_model::explain::render_table(&veer_model::explain::explain(&d, &Default::default())).contains("over 20000 ms"));
 }
+
+#[test]
+fn backend_tls_policies_resolve_their_configmaps_and_targets_with_errors_where_written() {
+    let dir = tls_files();
+    let ca = std::fs::read_to_string(dir.join("ca.pem")).expect("ca");
+    let ca_indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: server, namespace: infra}\nspec: {selector: {app: server}, ports: [{name: https, port: 443}]}\n---\n";
+    let policy = |targets: &str, refs: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\nmetadata: {{name: p, namespace: infra}}\nspec:\n  targetRefs: [{targets}]\n  validation:\n    caCertificateRefs: [{refs}]\n    hostname: backend.test\n---\n")
+    };
+    let configmap = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: infra}}\ndata:\n  other-key: anything\n  ca.crt: |\n{ca_indented}---\n");
+    let good = format!("{service}{configmap}{}", policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}"));
+    let accepted = from_sources(&[("p.yaml".into(), good)]).unwrap_or_else(|r| panic!("{r}"));
+    let tls = accepted.set().backend_tls_for("infra", "server", Some("https")).expect("the Service speaks TLS");
+    assert!(tls.describe().contains("ConfigMap infra/ca"), "{}", tls.describe());
+    let cases = [
+        (format!("{service}{}", policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}")), "no ConfigMap infra/ca"),
+        (
+            format!(
+                "{service}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: infra}}\ndata: {{x: y}}\n---\n{}",
+                policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}")
+            ),
+            "has no ca.crt",
+        ),
+        (format!("{configmap}{}", policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}")), "no Service infra/server"),
+        (format!("{service}{configmap}{}", policy("{kind: Service, name: server}", "{kind: Secret, name: ca}")), "refer to a ConfigMap"),
+        (
+            format!(
+                "{service}{configmap}{}{}",
+                policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}"),
+                policy("{kind: Service, name: server, sectionName: https}", "{kind: ConfigMap, name: ca}").replace("name: p,", "name: q,")
+            ),
+            "already targeted by BackendTLSPolicy infra/p",
+        ),
+    ];
+    for (text, says) in cases {
+        let found = errors(&load_one("p.yaml", &text));
+        assert!(found.iter().any(|e| e.contains(says) && e.contains("p.yaml:")), "expected {says:?}, got {found:?}");
+    }
+}

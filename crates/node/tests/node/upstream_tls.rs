@@ -166,3 +166,65 @@ async fn mutual_tls_presents_the_client_certificate_a_backend_requires() {
     assert!(status >= 500, "no client certificate, no answer: {status} {body}");
     node.stop().await;
 }
+
+/// What a fresh node answers for `shop.test`, routed by an HTTPRoute to Service `server` whose
+/// endpoint is an s_server with a certificate for `backend.test` from one CA, when a
+/// BackendTLSPolicy verifies it against the ConfigMap holding `trusted`'s certificate.
+async fn answer_with_policy(trust_the_signer: bool) -> (u16, String) {
+    let w = World::new();
+    let (ca, other) = (TestCa::new("backend ca"), TestCa::new("someone else"));
+    let (cert, key) = ca.leaf("backend.test");
+    let server = SServer::start(w.dir(), w.ip(1, 1), &cert, &key, &[]);
+    world_with_tls(&w, server.addr, "      mode: DISABLE\n");
+    w.remove("dr.yaml");
+    let trusted = if trust_the_signer { &ca.pem } else { &other.pem };
+    let indented: String = trusted.lines().map(|l| format!("    {l}\n")).collect();
+    w.write(
+        "gateway.yaml",
+        &format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: backend-ca, namespace: infra}}
+data:
+  ca.crt: |
+{indented}---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {{name: server-tls, namespace: infra}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: server, sectionName: https}}]
+  validation:
+    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]
+    hostname: backend.test
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: public, namespace: infra}}
+spec:
+  gatewayClassName: veer
+  listeners: [{{name: http, protocol: HTTP, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: infra}}
+spec:
+  parentRefs: [{{name: public}}]
+  hostnames: [shop.test]
+  rules: [{{backendRefs: [{{name: server, port: 443}}]}}]
+"
+        ),
+    );
+    let node = w.node("central").await;
+    let answer = get_path(node.listen, "shop.test", "/").await;
+    node.stop().await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_tls_policy_verifies_the_route_backends_certificate_against_its_configmap() {
+    let (status, body) = answer_with_policy(true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("s_server"), "the TLS backend answered: {body}");
+    let (status, body) = answer_with_policy(false).await;
+    assert!(status >= 500 && !body.contains("s_server"), "a CA that did not sign the backend's certificate refuses it: {status} {body}");
+}
