@@ -1378,6 +1378,13 @@ fn backend_tls_policies_resolve_their_configmaps_and_targets_with_errors_where_w
             "has no ca.crt",
         ),
         (format!("{configmap}{}", policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}")), "no Service infra/server"),
+        (
+            format!(
+                "{service}apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca, namespace: infra}}\ndata:\n  ca.crt: not a certificate\n---\n{}",
+                policy("{kind: Service, name: server}", "{kind: ConfigMap, name: ca}")
+            ),
+            "holds no usable PEM CA certificate",
+        ),
         (format!("{service}{configmap}{}", policy("{kind: Service, name: server}", "{kind: Secret, name: ca}")), "refer to a ConfigMap"),
         (
             format!(
