@@ -114,6 +114,11 @@ impl Lab {
             lab.ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             lab.clusters.push(Cluster { name: name.to_string(), ns, addr, hub_if });
         }
+        // A veth's carrier comes up asynchronously: a test's first connection sent before it has
+        // would be dropped and resent a second later.
+        for cluster in &lab.clusters {
+            lab.wait_until_up(cluster)?;
+        }
         Ok(lab)
     }
 
@@ -200,17 +205,26 @@ impl Lab {
     pub fn restore(&self, name: &str) -> io::Result<()> {
         let cluster = self.cluster(name);
         self.ip(&["-n", &self.hub, "link", "set", &cluster.hub_if, "up"])?;
-        // The cluster end's carrier comes back through the kernel's link-watch work; until that
-        // has run its queue discards packets, so wait for it to report the link up.
-        let deadline = crate::clock::std_now() + Duration::from_secs(2);
-        while !self.link_up(&cluster.ns, "eth0")? || !self.link_up(&self.hub, &cluster.hub_if)? {
-            if crate::clock::std_now() > deadline {
-                return Err(io::Error::other(format!("the link of {name} did not come back up within 2 s")));
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
+        self.wait_until_up(cluster)?;
         for other in &self.clusters {
             self.ip(&["-n", &other.ns, "neigh", "flush", "dev", "eth0"])?;
+        }
+        Ok(())
+    }
+
+    /// Returns once both ends of the cluster's veth and the bridge report the link up. The carrier
+    /// comes up through the kernel's link-watch work; until that has run, the queue discards packets.
+    fn wait_until_up(&self, cluster: &Cluster) -> io::Result<()> {
+        let deadline = crate::clock::std_now() + Duration::from_secs(5);
+        while !self.link_up(&cluster.ns, "eth0")?
+            || !self.link_up(&self.hub, &cluster.hub_if)?
+            || !self.link_up(&self.hub, "br0")?
+        {
+            if crate::clock::std_now() > deadline {
+                let name = &cluster.name;
+                return Err(io::Error::other(format!("the link of {name} did not come up within 5 s")));
+            }
+            thread::sleep(Duration::from_millis(2));
         }
         Ok(())
     }
