@@ -16,12 +16,13 @@ use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAI
 use veer_core::slowstart::SlowStart;
 use veer_core::topology::EndpointKey;
 use veer_core::topology::Labels;
-use veer_model::inventory::Inventory;
+use veer_model::inventory::{EndpointRecord, EndpointSource, Inventory};
 use veer_model::resolve::View;
 use veer_model::set::ManifestSet;
 
 use crate::clock::{self, Rng};
 use crate::events::{EventKind, Events, NewEvent};
+use crate::external::External;
 use crate::grpc_probe;
 use crate::manifests::{Baseline, Reload, Watcher};
 use crate::mesh::catalog::{self, Catalog};
@@ -53,6 +54,8 @@ pub struct ControlConfig {
     pub listener_addrs: Vec<std::net::SocketAddr>,
     /// Set when the node is meshed with peer nodes.
     pub mesh: Option<MeshSetup>,
+    /// Manifests and this cluster's endpoints from an API server, beside the files.
+    pub external: Option<External>,
 }
 
 /// What a meshed node's control loop needs: how to age peers, how to reach them, and where to
@@ -232,6 +235,13 @@ impl Control {
         } else {
             self.inventory = Inventory::from_manifests(&self.set);
         }
+        // An API server's EndpointSlices join this cluster's WorkloadEntries.
+        if let Some(slices) = self.cfg.external.as_ref().and_then(|e| e.endpoints.borrow().clone()) {
+            let own = &self.cfg.cluster;
+            let mut records: Vec<EndpointRecord> = self.inventory.get(own).map(|l| l.records().to_vec()).unwrap_or_default();
+            records.extend(slices.iter().cloned());
+            self.inventory.replace(own, EndpointSource::Kubernetes, records);
+        }
     }
 
     /// The manifest set in force now and every one a reload accepts later.
@@ -266,6 +276,11 @@ impl Control {
         )
         .with_health(self.metrics.manifest_watcher())
         .with_state_dir(self.cfg.state_dir.clone());
+        let watcher = match &self.cfg.external {
+            Some(e) => watcher.with_outside(e.documents.clone()),
+            None => watcher,
+        };
+        let mut slices = self.cfg.external.as_ref().map(|e| e.endpoints.clone());
         if let Err(e) = watcher.spawn(found, stop) {
             tracing::error!(target: "veer::reload", "cannot start the manifest watcher, so manifest changes are not applied: {e}");
         }
@@ -304,6 +319,17 @@ impl Control {
                     self.publish_status();
                 }
                 Some(r) = reloads.recv() => self.reload(r),
+                changed = async { match &mut slices { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                    if changed.is_err() {
+                        // The source is gone (the node is stopping): its last endpoints stay.
+                        slices = None;
+                        continue;
+                    }
+                    // The EndpointSlices changed: this cluster's endpoints, resolved again.
+                    self.take_file_endpoints();
+                    self.dirty = None;
+                    self.rebuild();
+                }
                 _ = refill.tick() => {
                     for d in &self.shared.snapshot.load().destinations { d.budget.refill(); }
                 }

@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`manifests`]: the manifest watcher, which reads and checks changed files off the loop.
+//! - [`external`]: manifests and endpoints from an outside source (an API server), as feeds.
 //! - [`control`]: the control loop; it turns outcomes, probe results and reloads into
 //!   snapshots.
 //! - `grpc_probe`: the gRPC health check (`grpc.health.v1`), beside the control loop's HTTP one.
@@ -17,6 +18,7 @@
 pub mod clock;
 pub mod control;
 pub mod events;
+pub mod external;
 mod grpc_probe;
 pub mod holds;
 pub mod manifests;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
+use crate::external::Documents;
 
 use tokio::sync::mpsc;
 use veer_core::topology::Labels;
@@ -171,6 +172,11 @@ pub struct Watcher {
     /// The files the set waits for, as last logged, so a wait is logged once.
     logged_wait: Vec<PathBuf>,
     warned_writer: bool,
+    /// Manifests from outside the files (an API server), checked with them as one set.
+    outside: Option<tokio::sync::watch::Receiver<Option<Documents>>>,
+    /// The outside documents last taken, and whether they changed since the last check.
+    outside_now: Documents,
+    outside_pending: bool,
 }
 
 impl Watcher {
@@ -196,7 +202,35 @@ impl Watcher {
             clock: clock::now(),
             logged_wait: Vec::new(),
             warned_writer: false,
+            outside: None,
+            outside_now: Documents::default(),
+            outside_pending: false,
         }
+    }
+
+    /// Checks the files together with `documents` (an API server's manifests), and again
+    /// whenever either changes. The node checked the two at start: until they change, no read.
+    pub fn with_outside(mut self, mut documents: tokio::sync::watch::Receiver<Option<Documents>>) -> Watcher {
+        self.outside_now = documents.borrow_and_update().clone().unwrap_or_default();
+        self.outside = Some(documents);
+        self
+    }
+
+    /// Takes in a change of the outside documents, if any.
+    fn take_outside(&mut self) {
+        if let Some(rx) = &mut self.outside {
+            if rx.has_changed().unwrap_or(false) {
+                if let Some(docs) = rx.borrow_and_update().clone() {
+                    self.outside_now = docs;
+                    self.outside_pending = true;
+                }
+            }
+        }
+    }
+
+    /// The files' sources and the outside ones, as the set is checked from.
+    fn all_sources(&self) -> Vec<(String, String)> {
+        crate::external::combined(&self.sources, &self.outside_now)
     }
 
     /// Reports the watcher's pulse to `health` (shared with `/ready` and the metrics).
@@ -283,7 +317,7 @@ impl Watcher {
     /// Keeps the set just accepted in the state directory, off the control loop's thread.
     fn save_state(&self) {
         if let Some(dir) = &self.state_dir {
-            if let Err(e) = crate::state::save(dir, &self.sources) {
+            if let Err(e) = crate::state::save(dir, &self.all_sources()) {
                 tracing::warn!(target: "veer::reload", "the accepted manifests could not be saved for a restart: {e}");
             }
         }
@@ -313,6 +347,7 @@ impl Watcher {
     /// One look at the files at `now` (time since the watcher was made).
     pub fn look_at(&mut self, now: Duration) -> Option<Reload> {
         self.pump(now);
+        self.take_outside();
         // Metadata first: most looks find nothing changed and read nothing. Every so often the
         // files are read anyway, for a change that kept a file's size, time and inode.
         let stamps = veer_model::files::fingerprint(&self.files).ok();
@@ -326,7 +361,7 @@ impl Watcher {
                 return None;
             }
         }
-        if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY {
+        if stamps.is_some() && stamps == self.stamps && self.looks_since_read < READ_ANYWAY_EVERY && !self.outside_pending {
             return None;
         }
         // What inotify cannot have said (its queue overflowed, or the file system is one it does
@@ -359,11 +394,12 @@ impl Watcher {
                 return Some(Reload::Rejected(e));
             }
         };
-        if sources == self.sources {
+        if sources == self.sources && !self.outside_pending {
             return None;
         }
         self.sources = sources;
-        match check(&self.sources, &self.cluster, &self.labels) {
+        self.outside_pending = false;
+        match check(&self.all_sources(), &self.cluster, &self.labels) {
             Ok(set) => Some(Reload::Accepted(Box::new(set))),
             Err(errors) => {
                 for e in &errors {

@@ -18,6 +18,9 @@ pub enum EndpointSource {
     Manifests,
     /// What the cluster's own node announced, in its catalog of this generation.
     Peer { generation: u64 },
+    /// The cluster's API server: its EndpointSlices, beside the WorkloadEntries of the manifests
+    /// (files and custom resources).
+    Kubernetes,
 }
 
 /// What an endpoint is in its source's terms: the word `veer explain` names it by.
@@ -25,6 +28,9 @@ pub enum EndpointSource {
 pub enum EndpointKind {
     /// An Istio WorkloadEntry, read from a file or announced by a peer that read it from its own.
     WorkloadEntry,
+    /// An endpoint of a Kubernetes EndpointSlice (`name` is its Pod's, or the slice's when it
+    /// names no Pod); it serves the one Service its slice belongs to.
+    EndpointSlice,
 }
 
 /// One endpoint: an instance, its ports and labels, whatever source listed it.
@@ -43,6 +49,9 @@ pub struct EndpointRecord {
     /// `None`: its cluster's.
     pub network: Option<String>,
     pub weight: u32,
+    /// The Service this endpoint was listed for (an EndpointSlice's `kubernetes.io/service-name`):
+    /// it serves that Service alone, whatever its labels; `None`: Service selectors pick it.
+    pub service: Option<String>,
 }
 
 /// One cluster's endpoints and their source. Shared between inventories: replacing another
@@ -79,6 +88,7 @@ impl EndpointRecord {
             locality: e.locality.clone(),
             network: e.network.clone(),
             weight: e.weight,
+            service: None,
         }
     }
 
@@ -88,6 +98,7 @@ impl EndpointRecord {
     pub fn origin(&self, of: &str) -> String {
         match self.kind {
             EndpointKind::WorkloadEntry => format!("{of}; WorkloadEntry {}/{}", self.namespace, self.name),
+            EndpointKind::EndpointSlice => format!("{of}; EndpointSlice endpoint {}/{}", self.namespace, self.name),
         }
     }
 
@@ -95,6 +106,11 @@ impl EndpointRecord {
     /// among its named ports; with no target port, its port named as the Service port is, else
     /// the Service port itself. `None`: the named target port is not one of its ports.
     pub fn port_for(&self, service_port: &ServicePort) -> Option<u16> {
+        // A slice's ports are the Service's, by the Service port's name, already resolved to
+        // the target port (an unnamed port when the Service has one port).
+        if self.kind == EndpointKind::EndpointSlice {
+            return self.ports.get(&service_port.name).copied();
+        }
         match &service_port.target_port {
             Some(PortRef::Number(n)) => Some(*n),
             Some(PortRef::Name(name)) => self.ports.get(name).copied(),
@@ -126,6 +142,10 @@ impl ClusterEndpoints {
         self.index.get_or_init(|| {
             let mut index: HashMap<u64, Vec<u32>> = HashMap::new();
             for (i, r) in self.records.iter().enumerate() {
+                if let Some(service) = &r.service {
+                    index.entry(key_of(&r.namespace, SERVICE_KEY, service)).or_default().push(i as u32);
+                    continue;
+                }
                 for (k, v) in &r.labels {
                     let list = index.entry(key_of(&r.namespace, k, v)).or_default();
                     // Two of one record's labels whose keys collide share a list: list it once.
@@ -138,18 +158,30 @@ impl ClusterEndpoints {
         })
     }
 
-    /// The records `service`'s selector matches: same namespace, labels ⊇ selector.
+    /// The records `service`'s selector matches (same namespace, labels ⊇ selector), then the
+    /// ones listed for it by name (EndpointSlices: Kubernetes did the selecting).
     fn selected<'a>(&'a self, service: &'a Service) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
         // A record that matches carries the selector's first label, so that label's list holds
         // every match; an empty or missing selector matches nothing.
+        let ns = &service.meta.namespace;
         let selector = service.selector.as_ref();
         let first = selector.and_then(|sel| sel.iter().next());
-        let positions = first.and_then(|(k, v)| self.index().get(&key_of(&service.meta.namespace, k, v))).map_or(&[][..], |p| p.as_slice());
-        positions.iter().map(|&i| &self.records[i as usize]).filter(move |r| {
-            r.namespace == service.meta.namespace && selector.is_some_and(|sel| sel.iter().all(|(k, v)| r.labels.get(k) == Some(v)))
-        })
+        let positions = first.and_then(|(k, v)| self.index().get(&key_of(ns, k, v))).map_or(&[][..], |p| p.as_slice());
+        let by_selector = positions
+            .iter()
+            .map(|&i| &self.records[i as usize])
+            .filter(move |r| r.namespace == *ns && selector.is_some_and(|sel| sel.iter().all(|(k, v)| r.labels.get(k) == Some(v))));
+        let listed = self.index().get(&key_of(ns, SERVICE_KEY, &service.meta.name)).map_or(&[][..], |p| p.as_slice());
+        let by_name = listed
+            .iter()
+            .map(|&i| &self.records[i as usize])
+            .filter(move |r| r.namespace == *ns && r.service.as_deref() == Some(service.meta.name.as_str()));
+        by_selector.chain(by_name)
     }
 }
+
+/// The index key under which a record listed for a Service is found (no label key holds a NUL).
+const SERVICE_KEY: &str = "\0service";
 
 fn key_of(namespace: &str, key: &str, value: &str) -> u64 {
     // `new` gives every instance the same keys, so equal parts always meet.
@@ -286,6 +318,34 @@ mod tests {
             agrees(&set, &inventory)?;
         }
     }
+
+    #[test]
+    fn an_endpoint_slice_record_serves_its_service_alone_on_the_port_named_as_the_service_port() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: n}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 9999}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: n}\nspec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n";
+        let set = crate::from_sources(&[("m.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set();
+        let record = |service: &str, ip: &str| EndpointRecord {
+            kind: EndpointKind::EndpointSlice,
+            namespace: "n".into(),
+            name: format!("{service}-pod"),
+            address: ip.parse().unwrap(),
+            ports: BTreeMap::from([("http".to_string(), 8080)]),
+            labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            locality: None,
+            network: None,
+            weight: 1,
+            service: Some(service.into()),
+        };
+        let mut inventory = Inventory::default();
+        inventory.replace(IMPLICIT, EndpointSource::Kubernetes, vec![record("web", "10.0.0.1"), record("other", "10.0.0.2")]);
+        let (_, web) = set.services().iter().find(|(_, s)| s.meta.name == "web").unwrap();
+        let picked: Vec<&EndpointRecord> = inventory.selected(IMPLICIT, web).collect();
+        assert_eq!(picked.len(), 1, "the other Service's slice is not web's, though its labels match web's selector");
+        assert_eq!(picked[0].address.to_string(), "10.0.0.1");
+        // The slice's port is already the target port, found by the Service port's name.
+        assert_eq!(picked[0].port_for(&web.ports[0]), Some(8080));
+    }
+
+    const IMPLICIT: &str = crate::set::IMPLICIT_CLUSTER;
 
     #[test]
     fn replacing_one_cluster_shares_the_others() {

@@ -182,6 +182,12 @@ pub fn supported_api_versions() -> Vec<String> {
         .collect()
 }
 
+/// Every kind veer acts on, as (API group, the versions veer reads newest first, kind); the
+/// core group is `""`. What a source that lists objects by kind (an API server) asks for.
+pub fn read_kinds() -> impl Iterator<Item = (&'static str, &'static [&'static str], &'static str)> {
+    GROUPS.iter().flat_map(|g| g.kinds.iter().map(move |(k, _)| (g.name, g.versions, *k)))
+}
+
 /// Every kind veer acts on, as `apiVersion kind` lines.
 pub fn supported_kinds() -> Vec<String> {
     GROUPS

@@ -302,7 +302,12 @@ fn service_endpoints(view: View<'_>, cluster: &str, service: &Service, service_p
         .selected(cluster, service)
         .filter_map(|e| {
             let port = e.port_for(service_port)?;
-            let locality = e.locality.clone().or_else(|| cluster_def.map(|c| c.locality.clone())).unwrap_or_default();
+            // An endpoint may know its zone (an EndpointSlice's) but not its region: the cluster's.
+            let locality = match (&e.locality, cluster_def) {
+                (Some(l), Some(c)) if l.region.is_empty() => Locality { region: c.locality.region.clone(), ..l.clone() },
+                (Some(l), _) => l.clone(),
+                (None, c) => c.map(|c| c.locality.clone()).unwrap_or_default(),
+            };
             let network = e.network.clone().or_else(|| cluster_def.map(|c| c.network.clone())).unwrap_or_default();
             Some(Endpoint {
                 cluster: cluster_name.clone(),

@@ -1189,12 +1189,15 @@ pub fn cluster_local_service(host: &str) -> Option<(&str, &str)> {
     (!name.is_empty() && !ns.is_empty() && !ns.contains('.')).then_some((name, ns))
 }
 
+/// Whether objects of `kind` belong to one cluster (and say which by the label
+/// `topology.istio.io/cluster` when several are defined).
+pub fn is_per_cluster(kind: &str) -> bool {
+    matches!(kind, "Service" | "WorkloadEntry" | "Gateway" | "ClusterIdentity" | "DNSConfiguration" | "DNSPolicy" | "ServiceRoute")
+}
+
 /// The cluster an object belongs to (only meaningful for per-cluster kinds).
 fn owner_cluster(meta: &Meta, clusters: &[String], diags: &mut Diagnostics) -> String {
-    let per_cluster = matches!(
-        meta.kind,
-        "Service" | "WorkloadEntry" | "Gateway" | "ClusterIdentity" | "DNSConfiguration" | "DNSPolicy" | "ServiceRoute"
-    );
+    let per_cluster = is_per_cluster(meta.kind);
     match meta.cluster_label() {
         Some(c) => {
             if !clusters.is_empty() && !clusters.iter().any(|k| k == c) {

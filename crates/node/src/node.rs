@@ -16,6 +16,7 @@ use veer_model::set::ManifestSet;
 
 use veer_control::control::{Control, ControlConfig, MeshSetup};
 use veer_control::events::{EventKind, Events, NewEvent};
+use veer_control::external::External;
 use veer_control::manifests::{self, Baseline};
 use veer_control::mesh::catalog::Catalog;
 use veer_control::mesh::eastwest::{self, EastWest};
@@ -110,6 +111,9 @@ pub struct NodeConfig {
     pub state_dir: Option<PathBuf>,
     /// One line per request (`--access-log`); `None`: no access log, at no cost to requests.
     pub access_log: Option<veer_gateway::access_log::AccessLogConfig>,
+    /// Manifests and this cluster's endpoints from a Kubernetes API server (`--kubeconfig`),
+    /// beside the files. The node starts once the server's objects were all listed once.
+    pub external: Option<External>,
 }
 
 /// How a node joins the mesh.
@@ -138,6 +142,7 @@ impl NodeConfig {
             worker_cpus: None,
             state_dir: None,
             access_log: None,
+            external: None,
         }
     }
 }
@@ -170,8 +175,16 @@ impl Node {
     /// Loads and checks the manifests, then starts serving. Manifest errors are returned with
     /// their locations, one per line; with a state directory holding a set that passes, the
     /// node serves that instead (see `start_from`).
-    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+    pub async fn start(mut cfg: NodeConfig) -> Result<Node, NodeError> {
         wait_for_writers(&cfg.files).await;
+        if let Some(external) = &mut cfg.external {
+            // Serving before everything was listed would serve a half-read state: routes missing,
+            // endpoints absent, traffic failed over for nothing.
+            tracing::info!(target: "veer::node", "waiting until the API server's objects have all been listed once");
+            if !external.first_sync().await {
+                return Err(NodeError::Manifests("the API server source ended before it listed every kind once".into()));
+            }
+        }
         let (set, baseline, from_state) = start_from(&cfg)?;
         let cluster = set.cluster(&cfg.cluster).cloned();
         let listen = cfg.listen.or_else(|| cluster.as_ref().and_then(|c| c.gateway)).ok_or_else(|| {
@@ -262,6 +275,7 @@ impl Node {
                 client: identity.client_config(),
                 catalog: catalog_tx.clone(),
             }),
+            external: cfg.external.clone(),
         };
         let control_metrics = Arc::new(ControlMetrics::new(&metrics));
         let control_status = Arc::new(ControlStatus::default());
@@ -476,8 +490,9 @@ async fn wait_for_writers(files: &[PathBuf]) {
 fn start_from(cfg: &NodeConfig) -> Result<(ManifestSet, Baseline, Option<String>), NodeError> {
     // Taken before reading: a file changed after is seen as changed by the watcher.
     let stamps = veer_model::files::fingerprint(&cfg.files).ok();
+    let outside = cfg.external.as_ref().map(External::documents_now).unwrap_or_default();
     let from_files = veer_model::files::read_paths(&cfg.files).map_err(|e| e.to_string()).and_then(|sources| {
-        manifests::check(&sources, &cfg.cluster, &cfg.labels)
+        manifests::check(&veer_control::external::combined(&sources, &outside), &cfg.cluster, &cfg.labels)
             .map(|set| (set, sources))
             .map_err(|errors| format!("the manifests have errors:\n{}", errors.join("\n")))
     });

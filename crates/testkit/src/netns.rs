@@ -216,10 +216,7 @@ impl Lab {
     /// comes up through the kernel's link-watch work; until that has run, the queue discards packets.
     fn wait_until_up(&self, cluster: &Cluster) -> io::Result<()> {
         let deadline = crate::clock::std_now() + Duration::from_secs(5);
-        while !self.link_up(&cluster.ns, "eth0")?
-            || !self.link_up(&self.hub, &cluster.hub_if)?
-            || !self.link_up(&self.hub, "br0")?
-        {
+        while !self.link_up(&cluster.ns, "eth0")? || !self.link_up(&self.hub, &cluster.hub_if)? || !self.link_up(&self.hub, "br0")? {
             if crate::clock::std_now() > deadline {
                 let name = &cluster.name;
                 return Err(io::Error::other(format!("the link of {name} did not come up within 5 s")));

@@ -17,6 +17,7 @@ use out::{out, outln};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod dns_cmd;
+mod kube_cmd;
 mod pki_cmd;
 mod status_cmd;
 use veer_core::topology::Labels;
@@ -67,8 +68,10 @@ enum Command {
     },
     /// Run this cluster's veer node: the gateway that routes, fails over and fails back.
     Run {
-        #[arg(short = 'f', long = "file", required = true, num_args = 1..)]
+        #[arg(short = 'f', long = "file", required_unless_present_any = ["kubeconfig", "in_cluster"], num_args = 1..)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        kube: Box<KubeArgs>,
         /// The cluster this node serves (a `Cluster` of the manifests).
         #[arg(long)]
         cluster: String,
@@ -101,23 +104,8 @@ enum Command {
         /// Serve DNS (UDP and TCP) here: destination hosts and this cluster's regional zones.
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
-        /// Join the mesh: this cluster's certificate directory as `veer pki` writes it
-        /// (root-cert.pem, node-cert.pem, node-key.pem). Peers are the other Clusters with a
-        /// spec.eastWest.address; their endpoints are reached only through it, over mTLS.
-        #[arg(long)]
-        certs: Option<PathBuf>,
-        /// East-west listen address (default: the Cluster's spec.eastWest.address).
-        #[arg(long = "east-west", requires = "certs")]
-        east_west: Option<std::net::SocketAddr>,
-        /// A peer silent this long is flagged stale (still routed).
-        #[arg(long, value_parser = parse_duration, default_value = "3s", requires = "certs")]
-        peer_stale_after: std::time::Duration,
-        /// A peer silent this long, or whose gateway is unreachable, has all its endpoints unhealthy.
-        #[arg(long, value_parser = parse_duration, default_value = "6s", requires = "certs")]
-        peer_unhealthy_after: std::time::Duration,
-        /// A peer silent this long has its endpoints dropped.
-        #[arg(long, value_parser = parse_duration, default_value = "10m", requires = "certs")]
-        peer_forget_after: std::time::Duration,
+        #[command(flatten)]
+        mesh: Box<MeshArgs>,
         /// Keep the last accepted manifest set in this directory (saved at start and after each
         /// accepted reload). When the files do not pass at start, serve that set instead of
         /// refusing to start, with an error log and a `started_from_state` event, until the
@@ -165,6 +153,9 @@ enum Command {
     },
     /// List the apiVersions and kinds veer reads.
     Kinds,
+    /// Print CustomResourceDefinitions for every custom kind veer reads, as one JSON `List`
+    /// (`veer crds | kubectl apply -f -`), for clusters where the owning project is not installed.
+    Crds,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -174,6 +165,41 @@ enum Output {
 }
 
 /// `veer run`'s access log flags.
+/// How `veer run` joins the mesh, if it does.
+#[derive(clap::Args, Debug)]
+struct MeshArgs {
+    /// Join the mesh: this cluster's certificate directory as `veer pki` writes it
+    /// (root-cert.pem, node-cert.pem, node-key.pem). Peers are the other Clusters with a
+    /// spec.eastWest.address; their endpoints are reached only through it, over mTLS.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// East-west listen address (default: the Cluster's spec.eastWest.address).
+    #[arg(long = "east-west", requires = "certs")]
+    east_west: Option<std::net::SocketAddr>,
+    /// A peer silent this long is flagged stale (still routed).
+    #[arg(long, value_parser = parse_duration, default_value = "3s", requires = "certs")]
+    peer_stale_after: std::time::Duration,
+    /// A peer silent this long, or whose gateway is unreachable, has all its endpoints unhealthy.
+    #[arg(long, value_parser = parse_duration, default_value = "6s", requires = "certs")]
+    peer_unhealthy_after: std::time::Duration,
+    /// A peer silent this long has its endpoints dropped.
+    #[arg(long, value_parser = parse_duration, default_value = "10m", requires = "certs")]
+    peer_forget_after: std::time::Duration,
+}
+
+/// Where `veer run` finds a Kubernetes API server, if it reads one.
+#[derive(clap::Args, Debug)]
+struct KubeArgs {
+    /// Read the manifests (every kind veer reads, Services, TLS Secrets) and this cluster's
+    /// endpoints (EndpointSlices, with their Pods' labels and Nodes' localities) from the
+    /// Kubernetes API server this kubeconfig names, beside any files.
+    #[arg(long, conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// As --kubeconfig, with the Pod's own service account (veer running in the cluster).
+    #[arg(long)]
+    in_cluster: bool,
+}
+
 #[derive(clap::Args)]
 struct AccessLogArgs {
     /// Write one line per request here (`-`: standard output), appending to a file. Lines
@@ -321,6 +347,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Run {
             files,
+            kube,
             cluster,
             labels,
             listen,
@@ -330,11 +357,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             no_pin_workers,
             max_connections,
             dns,
-            certs,
-            east_west,
-            peer_stale_after,
-            peer_unhealthy_after,
-            peer_forget_after,
+            mesh,
             state_dir,
             access_log,
         } => {
@@ -351,6 +374,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.state_dir = state_dir;
+            let KubeArgs { kubeconfig, in_cluster } = *kube;
+            let MeshArgs { certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } = *mesh;
+            if kubeconfig.is_some() || in_cluster {
+                cfg.external = Some(kube_cmd::start(kubeconfig, &cluster)?);
+            }
             let AccessLogArgs { access_log, access_log_format, access_log_sample } = *access_log;
             cfg.access_log = access_log.map(|path| {
                 use veer_gateway::access_log as log;
@@ -394,6 +422,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Dns { command } => dns_cmd::run(command),
         Command::Pki { command } => pki_cmd::run(command),
         Command::Status { admin, output } => runtime_with(Some(1))?.block_on(status_cmd::run(admin, matches!(output, Output::Json))),
+        Command::Crds => {
+            let list = serde_json::to_string_pretty(&veer_kube::crds::all()).map_err(|e| e.to_string())?;
+            outln!("{list}")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kinds => {
             for k in veer_model::load::supported_kinds() {
                 outln!("{k}")?;

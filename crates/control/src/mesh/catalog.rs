@@ -26,7 +26,7 @@ pub struct Catalog {
     pub unhealthy: BTreeSet<EndpointKey>,
 }
 
-/// A WorkloadEntry as it crosses the wire.
+/// A WorkloadEntry, or an EndpointSlice's endpoint (it names its Service), as it crosses the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogEntry {
     pub namespace: String,
@@ -42,6 +42,9 @@ pub struct CatalogEntry {
     pub network: Option<String>,
     #[serde(default = "one")]
     pub weight: u32,
+    /// The Service whose EndpointSlice lists this endpoint; absent for a WorkloadEntry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,14 +130,15 @@ impl CatalogEntry {
             }),
             network: r.network.clone(),
             weight: r.weight,
+            service: r.service.clone(),
         }
     }
 
-    /// The endpoint as the receiving node routes to it. Announced entries are WorkloadEntries
-    /// of the announcing node's own.
+    /// The endpoint as the receiving node routes to it: a WorkloadEntry of the announcing
+    /// node's own, or an endpoint of one of its EndpointSlices.
     fn to_record(&self) -> EndpointRecord {
         EndpointRecord {
-            kind: EndpointKind::WorkloadEntry,
+            kind: self.kind(),
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             address: self.address,
@@ -147,6 +151,15 @@ impl CatalogEntry {
             }),
             network: self.network.clone(),
             weight: self.weight,
+            service: self.service.clone(),
+        }
+    }
+
+    fn kind(&self) -> EndpointKind {
+        if self.service.is_some() {
+            EndpointKind::EndpointSlice
+        } else {
+            EndpointKind::WorkloadEntry
         }
     }
 
@@ -157,7 +170,8 @@ impl CatalogEntry {
             (Some(w), Some(l)) => w.region == l.region && w.zone == l.zone && w.subzone == l.subzone,
             _ => false,
         };
-        r.kind == EndpointKind::WorkloadEntry
+        r.kind == self.kind()
+            && self.service == r.service
             && self.namespace == r.namespace
             && self.name == r.name
             && self.address == r.address

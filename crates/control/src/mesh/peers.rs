@@ -462,6 +462,7 @@ mod tests {
             locality: None,
             network: None,
             weight: 1,
+            service: None,
         };
         WatchLine::Catalog(Catalog {
             cluster: cluster.into(),

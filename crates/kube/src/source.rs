@@ -1,0 +1,352 @@
+//! The API server source: discovery of the kinds veer reads, one watch per kind (kube-runtime's
+//! watcher: resumed from its resourceVersion after a cut, relisted on `410 Gone`, each relist
+//! swapped into its store whole), and the two feeds built from the stores once every kind was
+//! listed once, then again after each burst of changes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
+use kube::discovery::Discovery;
+use kube::runtime::reflector::{self, store::Writer, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use veer_control::external::{Documents, External};
+use veer_model::inventory::EndpointRecord;
+
+use crate::render::{self, Listed};
+use crate::slices::{self, Lookup, SliceObject};
+
+/// Changes closer together than this make one rebuild of the feeds: a `kubectl apply` of many
+/// objects, or a relist, is one new set rather than one per object.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Why the source could not start.
+#[derive(Debug)]
+pub enum KubeError {
+    /// The kubeconfig (or the in-cluster configuration) could not be read.
+    Config(String),
+    /// Discovery failed: the server is unreachable or refuses veer.
+    Discovery(kube::Error),
+}
+
+impl fmt::Display for KubeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KubeError::Config(why) => write!(f, "cannot configure the Kubernetes client: {why}"),
+            KubeError::Discovery(e) => write!(f, "cannot ask the API server which resources it serves: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for KubeError {}
+
+/// A client from the kubeconfig at `path`, or, without one, the in-cluster configuration (the
+/// Pod's service account), else `KUBECONFIG` / `~/.kube/config`.
+pub async fn client(path: Option<&Path>) -> Result<Client, KubeError> {
+    let config = match path {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| KubeError::Config(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))
+}
+
+/// What changed since the feeds were last built, and the wake-up for whoever builds them.
+#[derive(Default)]
+struct Changes {
+    documents: AtomicBool,
+    endpoints: AtomicBool,
+    wake: Notify,
+}
+
+impl Changes {
+    fn mark(&self, feed: Feed) {
+        match feed {
+            Feed::Documents => self.documents.store(true, Ordering::Release),
+            Feed::Endpoints => self.endpoints.store(true, Ordering::Release),
+        }
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Feed {
+    Documents,
+    Endpoints,
+}
+
+/// One kind's watch: what it lists and whether its first list is complete.
+struct Watched {
+    what: String,
+    synced: Arc<AtomicBool>,
+}
+
+/// A running source: its feeds, and the tasks that keep them, stopped when it is dropped.
+pub struct KubeSource {
+    feeds: External,
+    /// The kinds watched, as `apiVersion Kind`, for the log and tests.
+    watched: Vec<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl KubeSource {
+    /// The feeds the control side takes (clone them freely).
+    pub fn feeds(&self) -> External {
+        self.feeds.clone()
+    }
+
+    /// `apiVersion Kind` of every watched kind.
+    pub fn watched(&self) -> &[String] {
+        &self.watched
+    }
+
+    /// Asks the server which of veer's kinds it serves (in the newest version veer reads), and
+    /// starts watching them, with Services, TLS Secrets, EndpointSlices, and Pods' and Nodes'
+    /// metadata. Objects are the `cluster`'s (see [`render::document`]).
+    pub async fn start(client: Client, cluster: &str) -> Result<KubeSource, KubeError> {
+        let mut groups: Vec<&str> = veer_model::load::read_kinds().map(|(g, _, _)| g).collect();
+        groups.push("discovery.k8s.io");
+        groups.sort_unstable();
+        groups.dedup();
+        let discovery = Discovery::new(client.clone()).filter(&groups).run().await.map_err(KubeError::Discovery)?;
+        let served = |group: &str, versions: &[&str], kind: &str| -> Option<ApiResource> {
+            let g = discovery.get(group)?;
+            versions.iter().find_map(|v| g.versioned_resources(v).into_iter().map(|(ar, _)| ar).find(|ar| ar.kind == kind))
+        };
+
+        let changes = Arc::new(Changes::default());
+        let mut tasks = Vec::new();
+        let mut watched = Vec::new();
+        let mut kinds: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
+        let mut not_served = Vec::new();
+        for (group, versions, kind) in veer_model::load::read_kinds() {
+            // ConfigMaps are many and mostly not veer's; BackendTLSPolicy's CA bundles are
+            // read from files for now (see the README's Kubernetes section).
+            if group.is_empty() && kind == "ConfigMap" {
+                continue;
+            }
+            let Some(ar) = served(group, versions, kind) else {
+                not_served.push(format!("{group}/{kind}"));
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let mut config = watcher::Config::default();
+            if group.is_empty() && kind == "Secret" {
+                // Only certificates: the other Secrets are none of veer's business.
+                config = config.fields("type=kubernetes.io/tls");
+            }
+            let writer = Writer::new(ar.clone());
+            let store = writer.as_reader();
+            let w = Watched { what: format!("{} {}", ar.api_version, ar.kind), synced: Arc::new(AtomicBool::new(false)) };
+            tasks.push(follow(writer, watcher(api, config), w.what.clone(), w.synced.clone(), changes.clone(), Feed::Documents));
+            watched.push(w);
+            kinds.push((ar, store));
+        }
+        if !not_served.is_empty() {
+            tracing::info!(target: "veer::kube", "the API server does not serve these kinds veer reads, so none are watched: {}", not_served.join(", "));
+        }
+
+        let slices_ar = served("discovery.k8s.io", &["v1", "v1beta1"], "EndpointSlice")
+            .ok_or_else(|| KubeError::Config("the API server serves no EndpointSlices (discovery.k8s.io v1 or v1beta1)".into()))?;
+        let slices_writer = Writer::new(slices_ar.clone());
+        let slice_store = slices_writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &slices_ar);
+        let w = Watched { what: format!("{} EndpointSlice", slices_ar.api_version), synced: Arc::new(AtomicBool::new(false)) };
+        tasks.push(follow(
+            slices_writer,
+            watcher(api, watcher::Config::default()),
+            w.what.clone(),
+            w.synced.clone(),
+            changes.clone(),
+            Feed::Endpoints,
+        ));
+        watched.push(w);
+
+        let pods_writer: Writer<PartialObjectMeta<Pod>> = Writer::default();
+        let pods = pods_writer.as_reader();
+        let w = Watched { what: "v1 Pod (metadata)".into(), synced: Arc::new(AtomicBool::new(false)) };
+        let stream = watcher(Api::<PartialObjectMeta<Pod>>::all(client.clone()), watcher::Config::default());
+        tasks.push(follow(pods_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints));
+        watched.push(w);
+
+        let nodes_writer: Writer<PartialObjectMeta<Node>> = Writer::default();
+        let nodes = nodes_writer.as_reader();
+        let w = Watched { what: "v1 Node (metadata)".into(), synced: Arc::new(AtomicBool::new(false)) };
+        let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client), watcher::Config::default());
+        tasks.push(follow(nodes_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints));
+        watched.push(w);
+
+        let (documents_tx, documents) = watch::channel(None);
+        let (endpoints_tx, endpoints) = watch::channel(None);
+        let names: Vec<String> = watched.iter().map(|w| w.what.clone()).collect();
+        let build = Build { cluster: cluster.to_string(), kinds, slice_store, pods, nodes, documents_tx, endpoints_tx };
+        tasks.push(tokio::spawn(build.run(watched, changes)));
+        tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
+        Ok(KubeSource { feeds: External { documents, endpoints }, watched: names, tasks })
+    }
+}
+
+fn names_line(names: &[String]) -> String {
+    names.join(", ")
+}
+
+/// Keeps one kind's store current and says when it changed. Errors are retried with back-off
+/// (kube-runtime's default); each is logged with the kind, so a missing permission is named.
+fn follow<K>(
+    writer: Writer<K>,
+    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    what: String,
+    synced: Arc<AtomicBool>,
+    changes: Arc<Changes>,
+    feed: Feed,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(reflector::reflector(writer, stream).default_backoff());
+        let mut failing = false;
+        while let Some(event) = events.next().await {
+            match event {
+                // A (re)list is complete: its objects replace the store's whole.
+                Ok(watcher::Event::InitDone) => {
+                    synced.store(true, Ordering::Release);
+                    changes.mark(feed);
+                }
+                // A relist under way: its objects count once it is done.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => changes.mark(feed),
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(target: "veer::kube", "watching {what}: {e}; trying again with back-off, serving what was listed last");
+                    }
+                    failing = true;
+                    continue;
+                }
+            }
+            if failing {
+                tracing::info!(target: "veer::kube", "watching {what} again");
+                failing = false;
+            }
+        }
+    })
+}
+
+/// What builds the feeds from the stores.
+struct Build {
+    cluster: String,
+    kinds: Vec<(ApiResource, Store<DynamicObject>)>,
+    slice_store: Store<DynamicObject>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    nodes: Store<PartialObjectMeta<Node>>,
+    documents_tx: watch::Sender<Option<Documents>>,
+    endpoints_tx: watch::Sender<Option<Arc<Vec<EndpointRecord>>>>,
+}
+
+impl Build {
+    async fn run(self, watched: Vec<Watched>, changes: Arc<Changes>) {
+        let mut said_waiting = false;
+        loop {
+            changes.wake.notified().await;
+            tokio::time::sleep(SETTLE).await;
+            let waiting: Vec<&str> = watched.iter().filter(|w| !w.synced.load(Ordering::Acquire)).map(|w| w.what.as_str()).collect();
+            if !waiting.is_empty() {
+                if !said_waiting {
+                    tracing::info!(target: "veer::kube", "listed once so far: all but {}", waiting.join(", "));
+                    said_waiting = true;
+                }
+                continue;
+            }
+            // Both feeds are sent at the first sync, whatever changed.
+            let first = self.documents_tx.borrow().is_none();
+            if changes.documents.swap(false, Ordering::AcqRel) || first {
+                let documents = Arc::new(self.documents());
+                self.documents_tx.send_if_modified(|now| {
+                    let changed = now.as_deref() != Some(&*documents);
+                    if changed {
+                        *now = Some(documents);
+                    }
+                    changed
+                });
+            }
+            if changes.endpoints.swap(false, Ordering::AcqRel) || first {
+                let records = Arc::new(self.endpoints());
+                self.endpoints_tx.send_if_modified(|now| {
+                    let changed = now.as_deref() != Some(&*records);
+                    if changed {
+                        *now = Some(records);
+                    }
+                    changed
+                });
+            }
+        }
+    }
+
+    /// Every object of the manifest kinds, as documents, in name order (a stable order: an
+    /// unchanged server gives the same list, and the same diagnostics).
+    fn documents(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (ar, store) in &self.kinds {
+            let listed = Listed { api_version: &ar.api_version, kind: &ar.kind };
+            for object in store.state() {
+                match serde_json::to_value(&*object) {
+                    Ok(value) => out.push(render::document(&listed, &value, &self.cluster)),
+                    Err(e) => tracing::warn!(target: "veer::kube", "{} {:?}: cannot be rendered: {e}", ar.kind, object.metadata.name),
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn endpoints(&self) -> Vec<EndpointRecord> {
+        let slices = self.slice_store.state();
+        let empty = BTreeMap::new();
+        let objects = slices.iter().map(|s| SliceObject {
+            namespace: s.metadata.namespace.as_deref().unwrap_or("default"),
+            name: s.metadata.name.as_deref().unwrap_or(""),
+            labels: s.metadata.labels.as_ref().unwrap_or(&empty),
+            body: &s.data,
+        });
+        let (records, problems) = slices::records(objects, self);
+        for p in problems {
+            tracing::warn!(target: "veer::kube", "{p}");
+        }
+        records
+    }
+}
+
+impl Lookup for Build {
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        let pod = self.pods.get(&ObjectRef::new(name).within(namespace))?;
+        Some(pod.metadata.labels.clone().unwrap_or_default())
+    }
+
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let node = self.nodes.get(&ObjectRef::new(name))?;
+        Some(node.metadata.labels.clone().unwrap_or_default())
+    }
+}
