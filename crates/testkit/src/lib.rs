@@ -1,7 +1,8 @@
-//! Real test parts for veer: backend servers that name themselves and fail on command, an open-loop load generator, a network-namespace lab, and the plumbing every test shares (a world on loopback, waiting on a condition, temporary directories).
+//! Real test parts for veer: backend servers that name themselves and fail on command, an open-loop load generator, a network-namespace lab, a real Kubernetes API server, and the plumbing every test shares (a world on loopback, waiting on a condition, temporary directories).
 
 pub mod backend;
 pub mod clock;
+pub mod kube;
 pub mod load;
 #[cfg(target_os = "linux")]
 pub mod netns;
@@ -10,6 +11,7 @@ pub mod wait;
 pub mod world;
 
 pub use backend::{Backend, Backends, Mode};
+pub use kube::{KubeApi, KubeUser};
 pub use load::{run, run_live, LoadReport, LoadSpec, Sample};
 pub use tempdir::TempDir;
 pub use wait::{lazy, wait_until, wait_until_async};

@@ -5,6 +5,10 @@
 #[path = "lab/netns.rs"]
 mod netns;
 
+/// The real Kubernetes API server (etcd and kube-apiserver, built by `scripts/kube-apiserver`).
+#[path = "lab/kube.rs"]
+mod kube;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
