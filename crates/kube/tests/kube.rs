@@ -1,0 +1,72 @@
+//! veer-kube against a real API server (etcd and `kube-apiserver` 1.20, which
+//! `scripts/kube-apiserver` builds and `veer_testkit::kube` starts): seeds' resources applied
+//! with `kubectl`, EndpointSlices written as the seeds' Deployments would have them, and a veer
+//! node routing real traffic by what the server holds.
+
+#[path = "kube/seed004.rs"]
+mod seed004;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use veer_testkit::kube::KubeApi;
+
+/// How long a test waits for what should follow a write to the server.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The repository's root (for the seeds' example files).
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `kubectl` as the admin, which must succeed; what it printed.
+fn kubectl(api: &KubeApi, args: &[&str]) -> String {
+    veer_testkit::kube::output(&mut api.kubectl(args)).unwrap_or_else(|e| panic!("kubectl {}: {e}", args.join(" ")))
+}
+
+/// A server with `veer crds` applied and established.
+fn api_with_crds() -> KubeApi {
+    let api = KubeApi::start().unwrap_or_else(|e| panic!("the API server did not start: {e}"));
+    let crds = api.dir().join("crds.json");
+    std::fs::write(&crds, serde_json::to_string_pretty(&veer_kube::crds::all()).expect("JSON")).expect("write the CRDs");
+    kubectl(&api, &["apply", "-f", crds.to_str().expect("a UTF-8 path")]);
+    kubectl(&api, &["wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"]);
+    api
+}
+
+/// The EndpointSlice version the server serves (v1 from Kubernetes 1.21, v1beta1 before).
+fn slice_version(api: &KubeApi) -> &'static str {
+    let versions = kubectl(api, &["api-versions"]);
+    if versions.lines().any(|l| l.trim() == "discovery.k8s.io/v1") {
+        "discovery.k8s.io/v1"
+    } else {
+        "discovery.k8s.io/v1beta1"
+    }
+}
+
+/// An EndpointSlice of `service` as the controller writes it for ready Pods at `addrs` (each
+/// serving the Service port named `port_name` on its own port); none: scaled to zero.
+fn slice(version: &str, namespace: &str, service: &str, port_name: &str, addrs: &[SocketAddr]) -> String {
+    let port = addrs.first().map_or(0, SocketAddr::port);
+    let endpoints: Vec<serde_json::Value> =
+        addrs.iter().map(|a| serde_json::json!({"addresses": [a.ip().to_string()], "conditions": {"ready": true}})).collect();
+    let mut object = serde_json::json!({
+        "apiVersion": version,
+        "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-x1"), "namespace": namespace, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    });
+    if port != 0 {
+        object["ports"] = serde_json::json!([{"name": port_name, "port": port, "protocol": "TCP"}]);
+    }
+    object.to_string()
+}
+
+/// Applies `json` (one object) through a file, as a user would.
+fn apply(api: &KubeApi, name: &str, json: &str) {
+    let path = api.dir().join(name);
+    std::fs::write(&path, json).expect("write the object");
+    kubectl(api, &["apply", "-f", path.to_str().expect("a UTF-8 path")]);
+}
