@@ -32,6 +32,9 @@ fn api_with_crds() -> KubeApi {
     std::fs::write(&crds, serde_json::to_string_pretty(&veer_kube::crds::all()).expect("JSON")).expect("write the CRDs");
     kubectl(&api, &["apply", "-f", crds.to_str().expect("a UTF-8 path")]);
     kubectl(&api, &["wait", "--for", "condition=established", "--timeout=60s", "crd", "--all"]);
+    // What the service account controller (not running here) makes in every namespace: Pods
+    // are refused without it.
+    kubectl(&api, &["create", "serviceaccount", "default", "--namespace", "default"]);
     api
 }
 
@@ -45,12 +48,20 @@ fn slice_version(api: &KubeApi) -> &'static str {
     }
 }
 
-/// An EndpointSlice of `service` as the controller writes it for ready Pods at `addrs` (each
-/// serving the Service port named `port_name` on its own port); none: scaled to zero.
-fn slice(version: &str, namespace: &str, service: &str, port_name: &str, addrs: &[SocketAddr]) -> String {
-    let port = addrs.first().map_or(0, SocketAddr::port);
-    let endpoints: Vec<serde_json::Value> =
-        addrs.iter().map(|a| serde_json::json!({"addresses": [a.ip().to_string()], "conditions": {"ready": true}})).collect();
+/// An EndpointSlice of `service` as the controller writes it for ready Pods (name, address;
+/// each serving the Service port named `port_name` on its own port); none: scaled to zero.
+fn slice(version: &str, namespace: &str, service: &str, port_name: &str, pods: &[(&str, SocketAddr)]) -> String {
+    let port = pods.first().map_or(0, |(_, a)| a.port());
+    let endpoints: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|(pod, a)| {
+            serde_json::json!({
+                "addresses": [a.ip().to_string()],
+                "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
+            })
+        })
+        .collect();
     let mut object = serde_json::json!({
         "apiVersion": version,
         "kind": "EndpointSlice",
@@ -62,6 +73,19 @@ fn slice(version: &str, namespace: &str, service: &str, port_name: &str, addrs: 
         object["ports"] = serde_json::json!([{"name": port_name, "port": port, "protocol": "TCP"}]);
     }
     object.to_string()
+}
+
+/// A Pod as a Deployment's ReplicaSet creates it: its template's labels. No kubelet runs it
+/// (the backend stands in for its container), and no token controller runs to mount a token.
+fn pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> String {
+    let labels: serde_json::Map<String, serde_json::Value> = labels.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"automountServiceAccountToken": false, "containers": [{"name": "app", "image": "veer.invalid/app"}]},
+    })
+    .to_string()
 }
 
 /// Applies `json` (one object) through a file, as a user would.

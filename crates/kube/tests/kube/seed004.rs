@@ -7,14 +7,79 @@ use std::time::Duration;
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
-use super::{api_with_crds, apply, kubectl, repo, slice, slice_version, WAIT};
+use super::{api_with_crds, apply, kubectl, pod, repo, slice, slice_version, WAIT};
+
+const HOST: &str = "www.example.com";
+
+/// The node's live table for the seed's route, as `/routes` shows it.
+async fn route_report(admin: SocketAddr) -> serde_json::Value {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let resp = client.get(format!("http://{admin}/routes").parse().expect("uri")).await.expect("GET /routes");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let routes: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    routes.as_array().and_then(|r| r.iter().find(|d| d["host"] == HOST)).cloned().unwrap_or_else(|| panic!("no table for {HOST}: {routes}"))
+}
+
+/// `veer explain --host www.example.com --from local --path /test` on the seed's files.
+fn files_report(pods: &[(&str, SocketAddr)]) -> serde_json::Value {
+    let seed = std::fs::read_to_string(repo().join("examples/004-envoy-gateway-fallback/seed.yaml")).expect("the seed");
+    let mut topology =
+        String::from("apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata: {name: local}\nspec: {locality: {region: local}}\n");
+    for (name, addr) in pods {
+        let app = name.split('-').next().expect("the app");
+        topology += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec: {{address: {}, ports: {{http: {}}}, labels: {{app: {app}, version: v1}}}}\n",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    let set = veer_model::from_sources(&[("seed.yaml".into(), seed), ("topology.yaml".into(), topology)])
+        .unwrap_or_else(|r| panic!("{r}"))
+        .into_set();
+    let inventory = veer_model::inventory::Inventory::from_manifests(&set);
+    let view = veer_model::resolve::View::new(&set, &inventory);
+    let dest = veer_model::resolve::resolve(view, HOST, None, "local", "/test").expect("the route resolves");
+    let client = veer_model::resolve::client(&set, "local", &Default::default()).expect("the client");
+    serde_json::to_value(veer_model::explain::explain(&dest, &client)).expect("JSON")
+}
+
+/// What a table decides: per priority its load and each endpoint's address, weight, share,
+/// labels and why it is there. Not where the endpoint was read from (the end of `why`), which
+/// differs by design, nor the port: the seed's Service targets port 3000, which its files'
+/// endpoints serve on, where a slice carries the port each test backend really listens on.
+fn table(report: &serde_json::Value) -> serde_json::Value {
+    let priorities: Vec<serde_json::Value> = report["priorities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let endpoints: Vec<serde_json::Value> = p["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let ip = e["address"].as_str().and_then(|a| a.rsplit_once(':')).map(|(ip, _)| ip.to_string());
+                    let why = e["why"].as_str().and_then(|w| w.rsplit_once("; ")).map(|(why, _)| why.to_string());
+                    serde_json::json!([ip, e["weight"], e["share_percent"], e["labels"], why, e["healthy"]])
+                })
+                .collect();
+            serde_json::json!({"load": p["load_percent"], "endpoints": endpoints})
+        })
+        .collect();
+    serde_json::json!({"priorities": priorities, "panic": report["panic"]})
+}
 
 #[test]
 fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_back_with_no_failed_request() {
     let api = api_with_crds();
     let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
     kubectl(&api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
-    apply(&api, "cluster.json", r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#);
+    apply(
+        &api,
+        "cluster.json",
+        r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#,
+    );
     let version = slice_version(&api);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -22,9 +87,11 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         let w = World::new();
         let active = w.backends("active", 1, 1).await;
         let passive = w.backends("passive", 2, 1).await;
-        let (active_addr, passive_addr) = (active[0].addr(), passive[0].addr());
-        apply(&api, "active.json", &slice(version, "default", "active", "http", &[active_addr]));
-        apply(&api, "passive.json", &slice(version, "default", "passive", "http", &[passive_addr]));
+        let (active_pod, passive_pod) = (("active-8cf8787d5-klpgv", active[0].addr()), ("passive-f894bd7cf-8gkqr", passive[0].addr()));
+        apply(&api, "active-pod.json", &pod("default", active_pod.0, &[("app", "active"), ("version", "v1")]));
+        apply(&api, "passive-pod.json", &pod("default", passive_pod.0, &[("app", "passive"), ("version", "v1")]));
+        apply(&api, "active.json", &slice(version, "default", "active", "http", &[active_pod]));
+        apply(&api, "passive.json", &slice(version, "default", "passive", "http", &[passive_pod]));
 
         let client = veer_kube::client(Some(&api.kubeconfig(veer_testkit::kube::KubeUser::Admin))).await.expect("client");
         let source = veer_kube::KubeSource::start(client, "local").await.expect("the source starts");
@@ -33,6 +100,13 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.external = Some(source.feeds());
         let node = Node::start(cfg).await.expect("the node starts from what the server holds");
+
+        // The node's table is the one `veer explain` gives for the same seed as files, with the
+        // Pods as WorkloadEntries (the seed's topology.yaml, at the backends' addresses).
+        let served = route_report(node.admin).await;
+        let files = files_report(&[active_pod, passive_pod]);
+        assert_eq!(table(&served), table(&files), "served: {served:#}\nfiles: {files:#}");
+        assert_eq!(table(&served)["priorities"].as_array().map(Vec::len), Some(2), "{served:#}");
 
         // Requests at a steady rate while the Deployment is scaled to zero and back.
         let spec = LoadSpec {
@@ -57,7 +131,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         let active_then = active[0].served();
 
         // Scaled back to one: the slice lists the Pod again.
-        apply(&api, "active.json", &slice(version, "default", "active", "http", &[active_addr]));
+        apply(&api, "active.json", &slice(version, "default", "active", "http", &[active_pod]));
         wait_until_async("the active backend has the traffic back", WAIT, || async { active[0].served() >= active_then + 50 }).await;
 
         let report = traffic.await.expect("the load ran");
