@@ -3,12 +3,21 @@
 //!
 //! - [`source`]: discovery, one watch per kind, and the feeds built from their stores.
 //! - [`crds`]: `veer crds`, definitions of the custom kinds veer reads.
+//! - [`lease`]: which replica writes status (a Lease, decided purely).
+//! - [`leader`]: the election's I/O.
+//! - [`writer`]: writes each object's status while this replica leads.
+//! - [`status`]: the status each object gets, in its own project's terms.
 //! - [`render`]: an API object as a manifest document (named `kubernetes:Kind/ns/name`).
 //! - [`slices`]: EndpointSlices, Pods and Nodes as the inventory's endpoint records.
 
+mod clock;
 pub mod crds;
+pub mod leader;
+pub mod lease;
 pub mod render;
 pub mod slices;
 pub mod source;
+pub mod status;
+pub mod writer;
 
-pub use source::{client, KubeError, KubeSource};
+pub use source::{client, KubeError, KubeSource, StatusConfig};

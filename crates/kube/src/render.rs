@@ -27,11 +27,15 @@ pub fn document(listed: &Listed<'_>, object: &Value, cluster: &str) -> (String, 
     };
     fields.insert("apiVersion".into(), Value::from(listed.api_version));
     fields.insert("kind".into(), Value::from(listed.kind));
+    // What veer writes itself, and what changes with every write: a status write must not make
+    // the set look changed (the model reads neither).
+    fields.remove("status");
     let metadata = fields.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     let (mut namespace, mut name) = (None, String::from("<unnamed>"));
     if let Some(meta) = metadata.as_object_mut() {
         // Bookkeeping of the server's field managers: large, and nothing veer reads.
         meta.remove("managedFields");
+        meta.remove("resourceVersion");
         namespace = meta.get("namespace").and_then(Value::as_str).map(str::to_string);
         if let Some(n) = meta.get("name").and_then(Value::as_str) {
             name = n.to_string();
@@ -43,13 +47,19 @@ pub fn document(listed: &Listed<'_>, object: &Value, cluster: &str) -> (String, 
             }
         }
     }
-    let source = match namespace {
-        Some(ns) => format!("kubernetes:{}/{ns}/{name}", listed.kind),
-        None => format!("kubernetes:{}/{name}", listed.kind),
-    };
+    let source = source_name(listed.kind, namespace.as_deref(), &name);
     // Serialising a `Value` cannot fail (its keys are strings).
     let text = serde_json::to_string_pretty(&object).unwrap_or_default();
     (source, text)
+}
+
+/// The document name of an object: `kubernetes:<Kind>/<namespace>/<name>`, or
+/// `kubernetes:<Kind>/<name>` when it has no namespace.
+pub fn source_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("kubernetes:{kind}/{ns}/{name}"),
+        None => format!("kubernetes:{kind}/{name}"),
+    }
 }
 
 #[cfg(test)]
@@ -64,7 +74,8 @@ mod tests {
     fn a_listed_object_gets_its_kind_a_name_and_its_cluster() {
         let object = json!({
             "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7", "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {}}
         });
         let (source, text) = document(&SERVICE, &object, "west");
         assert_eq!(source, "kubernetes:Service/shop/web");
@@ -73,6 +84,8 @@ mod tests {
         assert_eq!(read["kind"], "Service");
         assert_eq!(read["metadata"]["labels"][CLUSTER_LABEL], "west");
         assert!(read["metadata"].get("managedFields").is_none());
+        // A status write, which changes only these, leaves the document as it was.
+        assert!(read.get("status").is_none() && read["metadata"].get("resourceVersion").is_none());
         // The model reads it as the files' Service would be read.
         let set = veer_model::from_sources(&[(source, text)]).unwrap_or_else(|r| panic!("{r}")).into_set();
         assert!(set.service("west", "shop", "web").is_some());

@@ -95,9 +95,19 @@ struct Watched {
     synced: Arc<AtomicBool>,
 }
 
+/// How a source writes status: the election it takes part in and what it checks objects with.
+#[derive(Clone, Debug)]
+pub struct StatusConfig {
+    pub election: crate::leader::Election,
+    pub checks: crate::writer::Checks,
+}
+
 /// A running source: its feeds, and the tasks that keep them, stopped when it is dropped.
 pub struct KubeSource {
     feeds: External,
+    /// Whether this replica leads (writes status); always false without status writing.
+    leading: watch::Receiver<bool>,
+    status_writes: Arc<std::sync::atomic::AtomicU64>,
     /// The kinds watched, as `apiVersion Kind`, for the log and tests.
     watched: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -117,6 +127,16 @@ impl KubeSource {
         self.feeds.clone()
     }
 
+    /// Whether this replica writes status now (it holds the Lease).
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
+    /// How many statuses this replica has written.
+    pub fn status_writes(&self) -> u64 {
+        self.status_writes.load(Ordering::Relaxed)
+    }
+
     /// `apiVersion Kind` of every watched kind.
     pub fn watched(&self) -> &[String] {
         &self.watched
@@ -126,6 +146,12 @@ impl KubeSource {
     /// starts watching them, with Services, TLS Secrets, EndpointSlices, and Pods' and Nodes'
     /// metadata. Objects are the `cluster`'s (see [`render::document`]).
     pub async fn start(client: Client, cluster: &str) -> Result<KubeSource, KubeError> {
+        KubeSource::start_with(client, cluster, None).await
+    }
+
+    /// [`KubeSource::start`], and with `status`, the election and, while this replica leads,
+    /// the status of every object it reads.
+    pub async fn start_with(client: Client, cluster: &str, status: Option<StatusConfig>) -> Result<KubeSource, KubeError> {
         let mut groups: Vec<&str> = veer_model::load::read_kinds().map(|(g, _, _)| g).collect();
         groups.push("discovery.k8s.io");
         groups.sort_unstable();
@@ -194,17 +220,29 @@ impl KubeSource {
         let nodes_writer: Writer<PartialObjectMeta<Node>> = Writer::default();
         let nodes = nodes_writer.as_reader();
         let w = Watched { what: "v1 Node (metadata)".into(), synced: Arc::new(AtomicBool::new(false)) };
-        let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client), watcher::Config::default());
+        let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), watcher::Config::default());
         tasks.push(follow(nodes_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints));
         watched.push(w);
 
         let (documents_tx, documents) = watch::channel(None);
         let (endpoints_tx, endpoints) = watch::channel(None);
         let names: Vec<String> = watched.iter().map(|w| w.what.clone()).collect();
+        let (leading_tx, leading) = watch::channel(false);
+        let status_writes = Arc::default();
+        if let Some(status) = status {
+            let writer = crate::writer::Writer {
+                client: client.clone(),
+                checks: status.checks,
+                kinds: kinds.clone(),
+                written: Arc::clone(&status_writes),
+            };
+            tasks.push(tokio::spawn(writer.run(documents.clone(), leading.clone())));
+            tasks.push(tokio::spawn(crate::leader::run(client.clone(), status.election, leading_tx)));
+        }
         let build = Build { cluster: cluster.to_string(), kinds, slice_store, pods, nodes, documents_tx, endpoints_tx };
         tasks.push(tokio::spawn(build.run(watched, changes)));
         tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
-        Ok(KubeSource { feeds: External { documents, endpoints }, watched: names, tasks })
+        Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, watched: names, tasks })
     }
 }
 

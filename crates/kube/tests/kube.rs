@@ -5,6 +5,8 @@
 
 #[path = "kube/seed004.rs"]
 mod seed004;
+#[path = "kube/status.rs"]
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

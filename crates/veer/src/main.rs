@@ -198,6 +198,10 @@ struct KubeArgs {
     /// As --kubeconfig, with the Pod's own service account (veer running in the cluster).
     #[arg(long)]
     in_cluster: bool,
+    /// Where the Lease that elects the replica writing status lives (default: the namespace
+    /// veer runs in, from POD_NAMESPACE, else `default`).
+    #[arg(long)]
+    lease_namespace: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -374,10 +378,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.state_dir = state_dir;
-            let KubeArgs { kubeconfig, in_cluster } = *kube;
+            let KubeArgs { kubeconfig, in_cluster, lease_namespace } = *kube;
             let MeshArgs { certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } = *mesh;
             if kubeconfig.is_some() || in_cluster {
-                cfg.external = Some(kube_cmd::start(kubeconfig, &cluster)?);
+                let namespace = lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
+                cfg.external = Some(kube_cmd::start(kubeconfig, &cluster, namespace, cfg.files.clone(), cfg.labels.clone())?);
             }
             let AccessLogArgs { access_log, access_log_format, access_log_sample } = *access_log;
             cfg.access_log = access_log.map(|path| {
