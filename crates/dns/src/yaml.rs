@@ -50,19 +50,24 @@ pub fn endpoints(eps: &[Endpoint]) -> String {
         if i > 0 {
             out.push_str("---\n");
         }
-        let object = Object {
-            api_version: "externaldns.k8s.io/v1alpha1",
-            kind: "DNSEndpoint",
-            metadata: Metadata { name: &e.name, namespace: &e.namespace, labels: &e.labels, annotations: &e.annotations },
-            spec: Spec {
-                endpoints: [Record { dns_name: &e.dns_name, record_type: e.record_type.as_str(), record_ttl: e.ttl, targets: [&e.target] }],
-            },
-        };
-        // Serializing these structs (strings, maps of strings, a number) cannot fail.
-        out.push_str(&serde_json::to_string_pretty(&object).unwrap_or_default());
+        out.push_str(&serde_json::to_string_pretty(&object(e)).unwrap_or_default());
         out.push('\n');
     }
     out
+}
+
+/// The DNSEndpoint object of `e`, as the API server takes it.
+pub fn object(e: &Endpoint) -> serde_json::Value {
+    let object = Object {
+        api_version: "externaldns.k8s.io/v1alpha1",
+        kind: "DNSEndpoint",
+        metadata: Metadata { name: &e.name, namespace: &e.namespace, labels: &e.labels, annotations: &e.annotations },
+        spec: Spec {
+            endpoints: [Record { dns_name: &e.dns_name, record_type: e.record_type.as_str(), record_ttl: e.ttl, targets: [&e.target] }],
+        },
+    };
+    // Serializing these structs (strings, maps of strings, a number) cannot fail.
+    serde_json::to_value(&object).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ use tokio::sync::watch;
 use veer_control::external::Documents;
 use veer_core::topology::Labels;
 
+use std::collections::BTreeMap;
+
 use crate::clock;
+use crate::dnsendpoints::{self, Change, Existing};
 use crate::render;
 use crate::status::{self, Object};
 
@@ -68,7 +71,26 @@ impl Writer {
         // As the node refuses a set that cannot serve its cluster, whatever the set's own checks say.
         let refused = veer_model::resolve::client(&loaded.set, &self.checks.cluster, &self.checks.labels).err().map(|e| e.to_string());
         let diagnostics = loaded.diagnostics.into_sorted();
+        let accepted = refused.is_none() && !diagnostics.iter().any(|d| d.severity == veer_model::diag::Severity::Error);
         let verdicts = status::verdicts(&diagnostics, refused.as_deref(), docs.iter().map(|(name, _)| name.as_str()));
+        // The operator's own status fields, and its DNSEndpoints: only from a set in force.
+        let mut extras = BTreeMap::new();
+        if accepted {
+            let plan = veer_dns::plan::cluster(&loaded.set, &self.checks.cluster, &veer_dns::plan::PlanOptions::default());
+            for p in &plan.policies {
+                extras.insert(
+                    render::source_name("DNSPolicy", Some(&p.namespace), &p.name),
+                    serde_json::json!({"phase": format!("{:?}", p.phase), "active": p.active, "activeControllers": p.active_controllers}),
+                );
+            }
+            for r in &plan.routes {
+                extras.insert(
+                    render::source_name("ServiceRoute", Some(&r.namespace), &r.name),
+                    serde_json::json!({"phase": format!("{:?}", r.phase), "dnsEndpoint": r.endpoints.first(), "dnsEndpoints": r.endpoints}),
+                );
+            }
+            self.sync_dns_endpoints(&plan.endpoints).await;
+        }
         let now = clock::rfc3339_now();
         let mut written = 0;
         for (ar, store) in &self.kinds {
@@ -84,7 +106,12 @@ impl Writer {
                     body: &object.data,
                     current,
                 };
-                let Some(desired) = status::desired(&target, verdict, &now) else { continue };
+                let Some(mut desired) = status::desired(&target, verdict, &now) else { continue };
+                if let (Some(fields), Some(serde_json::Value::Object(extra))) =
+                    (desired.as_object_mut(), extras.get(&render::source_name(&ar.kind, namespace, name)))
+                {
+                    fields.extend(extra.clone());
+                }
                 if current == Some(&desired) {
                     continue;
                 }
@@ -111,5 +138,52 @@ impl Writer {
             }
         }
         written
+    }
+
+    /// Makes the managed DNSEndpoints on the server what `plan` says (see [`dnsendpoints`]).
+    async fn sync_dns_endpoints(&self, plan: &[veer_dns::plan::Endpoint]) {
+        let store = |kind: &str| self.kinds.iter().find(|(ar, _)| ar.kind == kind);
+        let Some((endpoints_ar, endpoints)) = store("DNSEndpoint") else {
+            if !plan.is_empty() {
+                tracing::warn!(target: "veer::kube", "{} DNSEndpoint(s) to write, but the API server serves no DNSEndpoint kind (install ExternalDNS's CRD, or `veer crds`)", plan.len());
+            }
+            return;
+        };
+        let existing: Vec<Existing> = endpoints
+            .state()
+            .iter()
+            .filter(|o| dnsendpoints::managed(o.metadata.labels.as_ref()))
+            .filter_map(|o| {
+                let value = serde_json::to_value(&**o).ok()?;
+                Some(Existing {
+                    namespace: o.metadata.namespace.clone()?,
+                    name: o.metadata.name.clone()?,
+                    content: dnsendpoints::content(&value),
+                })
+            })
+            .collect();
+        let routes = store("ServiceRoute").map(|(_, s)| s.state()).unwrap_or_default();
+        let uid = |ns: &str, name: &str| {
+            routes
+                .iter()
+                .find(|r| r.metadata.namespace.as_deref() == Some(ns) && r.metadata.name.as_deref() == Some(name))
+                .and_then(|r| r.metadata.uid.clone())
+        };
+        for change in dnsendpoints::diff(plan, &existing, uid) {
+            let result = match &change {
+                Change::Apply { namespace, name, object } => {
+                    let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, endpoints_ar);
+                    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await.map(drop)
+                }
+                Change::Delete { namespace, name } => {
+                    let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, endpoints_ar);
+                    api.delete(name, &Default::default()).await.map(drop)
+                }
+            };
+            match result {
+                Ok(()) => tracing::info!(target: "veer::kube", "DNSEndpoint {change}"),
+                Err(e) => tracing::warn!(target: "veer::kube", "DNSEndpoint {change}: {e}"),
+            }
+        }
     }
 }
