@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use veer_control::events::EventKind;
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
@@ -72,7 +73,7 @@ fn table(report: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_back_with_no_failed_request() {
-    let api = api_with_crds();
+    let mut api = api_with_crds();
     let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
     kubectl(&api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
     apply(
@@ -120,7 +121,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
             timeout: Duration::from_secs(5),
             http2: false,
         };
-        let traffic = tokio::spawn(veer_testkit::run(spec));
+        let traffic = tokio::spawn(veer_testkit::run(spec.clone()));
         wait_until_async("the active backend serves the route", WAIT, || async { active[0].served() >= 50 }).await;
         assert_eq!(passive[0].served(), 0, "with the active backend ready, the fallback has nothing");
 
@@ -148,6 +149,27 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         assert_eq!(runs.first().copied(), Some("active-1"), "{runs:?}");
         assert_eq!(runs.last().copied(), Some("active-1"), "{runs:?}");
         assert!(runs.contains(&"passive-1"), "{runs:?}");
+
+        // The API server restarts (every watch cut) under traffic: the node serves on by what it
+        // last read, the watches resume without a rebuild of the set, and the next change lands.
+        let reloads = |node: &Node| node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count();
+        let reloads_before = reloads(&node);
+        let traffic = tokio::spawn(veer_testkit::run(LoadSpec { duration: Duration::from_secs(20), ..spec }));
+        let served = active[0].served();
+        wait_until_async("the active backend serves the second run", WAIT, || async { active[0].served() >= served + 20 }).await;
+        tokio::task::block_in_place(|| api.restart()).expect("the API server restarts");
+        apply(&api, "active.json", &slice(version, "default", "active", "http", &[]));
+        let before = passive[0].served();
+        wait_until_async("the fallback takes the traffic after the restart", WAIT, || async { passive[0].served() >= before + 20 }).await;
+        assert_eq!(reloads(&node), reloads_before, "a resumed watch of unchanged objects is no new set");
+        let report = traffic.await.expect("the load ran");
+        let failed = report.samples.iter().filter(|s| s.status != Some(200)).count();
+        assert_eq!(
+            failed,
+            0,
+            "requests failed across the API server's restart: {:?}",
+            report.samples.iter().find(|s| s.status != Some(200))
+        );
         node.stop().await;
     });
 }
