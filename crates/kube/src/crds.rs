@@ -152,4 +152,20 @@ mod tests {
             assert_eq!(crd["metadata"]["annotations"].get("api-approved.kubernetes.io").is_some(), reserved);
         }
     }
+
+    #[test]
+    fn the_deploy_role_lets_veer_read_every_kind_and_write_its_status() {
+        let role = include_str!("../../../deploy/rbac.yaml");
+        for (group, _, kind) in veer_model::load::read_kinds() {
+            if group.is_empty() {
+                continue;
+            }
+            let plural = plural(kind);
+            let rule = role.lines().skip_while(|l| !l.contains(&format!("apiGroups: [{group}]"))).nth(1).unwrap_or_default();
+            let resources: Vec<&str> = rule.split(['[', ']']).nth(1).unwrap_or_default().split(", ").collect();
+            assert!(resources.contains(&plural.as_str()), "deploy/rbac.yaml lists no {plural} for {group}");
+            let status = format!("{plural}/status");
+            assert!(resources.contains(&status.as_str()) || kind == "DNSEndpoint", "deploy/rbac.yaml lets veer write no {status}");
+        }
+    }
 }

@@ -65,6 +65,19 @@ pub async fn client(path: Option<&Path>) -> Result<Client, KubeError> {
     Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))
 }
 
+/// What the source cannot do now, by what it concerns (a watched kind, a status write): the
+/// API server's answer, which names a missing permission. Kept for `problems()` as it is logged.
+pub type Problems = Arc<std::sync::Mutex<BTreeMap<String, String>>>;
+
+/// Notes `why` under `what` (or clears it with `None`).
+pub(crate) fn note(problems: &Problems, what: &str, why: Option<String>) {
+    let mut map = problems.lock().unwrap_or_else(|e| e.into_inner());
+    match why {
+        Some(why) => map.insert(what.to_string(), why),
+        None => map.remove(what),
+    };
+}
+
 /// What changed since the feeds were last built, and the wake-up for whoever builds them.
 #[derive(Default)]
 struct Changes {
@@ -108,6 +121,7 @@ pub struct KubeSource {
     /// Whether this replica leads (writes status); always false without status writing.
     leading: watch::Receiver<bool>,
     status_writes: Arc<std::sync::atomic::AtomicU64>,
+    problems: Problems,
     /// The kinds watched, as `apiVersion Kind`, for the log and tests.
     watched: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -130,6 +144,12 @@ impl KubeSource {
     /// Whether this replica writes status now (it holds the Lease).
     pub fn leading(&self) -> watch::Receiver<bool> {
         self.leading.clone()
+    }
+
+    /// What fails now (a watch the server refuses, a status it does not let veer write), each
+    /// with the server's answer.
+    pub fn problems(&self) -> BTreeMap<String, String> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many statuses this replica has written.
@@ -163,6 +183,7 @@ impl KubeSource {
         };
 
         let changes = Arc::new(Changes::default());
+        let problems = Problems::default();
         let mut tasks = Vec::new();
         let mut watched = Vec::new();
         let mut kinds: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
@@ -186,7 +207,15 @@ impl KubeSource {
             let writer = Writer::new(ar.clone());
             let store = writer.as_reader();
             let w = Watched { what: format!("{} {}", ar.api_version, ar.kind), synced: Arc::new(AtomicBool::new(false)) };
-            tasks.push(follow(writer, watcher(api, config), w.what.clone(), w.synced.clone(), changes.clone(), Feed::Documents));
+            tasks.push(follow(
+                writer,
+                watcher(api, config),
+                w.what.clone(),
+                w.synced.clone(),
+                changes.clone(),
+                Feed::Documents,
+                problems.clone(),
+            ));
             watched.push(w);
             kinds.push((ar, store));
         }
@@ -207,6 +236,7 @@ impl KubeSource {
             w.synced.clone(),
             changes.clone(),
             Feed::Endpoints,
+            problems.clone(),
         ));
         watched.push(w);
 
@@ -214,14 +244,14 @@ impl KubeSource {
         let pods = pods_writer.as_reader();
         let w = Watched { what: "v1 Pod (metadata)".into(), synced: Arc::new(AtomicBool::new(false)) };
         let stream = watcher(Api::<PartialObjectMeta<Pod>>::all(client.clone()), watcher::Config::default());
-        tasks.push(follow(pods_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints));
+        tasks.push(follow(pods_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints, problems.clone()));
         watched.push(w);
 
         let nodes_writer: Writer<PartialObjectMeta<Node>> = Writer::default();
         let nodes = nodes_writer.as_reader();
         let w = Watched { what: "v1 Node (metadata)".into(), synced: Arc::new(AtomicBool::new(false)) };
         let stream = watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), watcher::Config::default());
-        tasks.push(follow(nodes_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints));
+        tasks.push(follow(nodes_writer, stream, w.what.clone(), w.synced.clone(), changes.clone(), Feed::Endpoints, problems.clone()));
         watched.push(w);
 
         let (documents_tx, documents) = watch::channel(None);
@@ -235,6 +265,7 @@ impl KubeSource {
                 checks: status.checks,
                 kinds: kinds.clone(),
                 written: Arc::clone(&status_writes),
+                problems: problems.clone(),
             };
             tasks.push(tokio::spawn(writer.run(documents.clone(), leading.clone())));
             tasks.push(tokio::spawn(crate::leader::run(client.clone(), status.election, leading_tx)));
@@ -242,7 +273,7 @@ impl KubeSource {
         let build = Build { cluster: cluster.to_string(), kinds, slice_store, pods, nodes, documents_tx, endpoints_tx };
         tasks.push(tokio::spawn(build.run(watched, changes)));
         tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
-        Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, watched: names, tasks })
+        Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, problems, watched: names, tasks })
     }
 }
 
@@ -259,6 +290,7 @@ fn follow<K>(
     synced: Arc<AtomicBool>,
     changes: Arc<Changes>,
     feed: Feed,
+    problems: Problems,
 ) -> JoinHandle<()>
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -281,12 +313,14 @@ where
                     if !failing {
                         tracing::warn!(target: "veer::kube", "watching {what}: {e}; trying again with back-off, serving what was listed last");
                     }
+                    note(&problems, &format!("watching {what}"), Some(e.to_string()));
                     failing = true;
                     continue;
                 }
             }
             if failing {
                 tracing::info!(target: "veer::kube", "watching {what} again");
+                note(&problems, &format!("watching {what}"), None);
                 failing = false;
             }
         }

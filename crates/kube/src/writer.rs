@@ -37,6 +37,7 @@ pub(crate) struct Writer {
     pub kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     /// Statuses written, for the replica's report (and tests: a follower writes none).
     pub written: Arc<AtomicU64>,
+    pub problems: crate::source::Problems,
 }
 
 impl Writer {
@@ -121,18 +122,21 @@ impl Writer {
                 };
                 let patch = serde_json::json!({"status": desired});
                 let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                let what = format!("writing the status of {}", render::source_name(&ar.kind, namespace, name));
                 match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
                     Ok(_) => {
                         written += 1;
                         self.written.fetch_add(1, Ordering::Relaxed);
+                        crate::source::note(&self.problems, &what, None);
                     }
-                    Err(kube::Error::Api(e)) if e.code == 403 => tracing::warn!(
-                        target: "veer::kube",
-                        "cannot write the status of {} {}: forbidden: veer needs the permission to patch {}/status in API group {:?}",
-                        ar.kind, render::source_name(&ar.kind, namespace, name), ar.plural, ar.group
-                    ),
+                    Err(kube::Error::Api(e)) if e.code == 403 => {
+                        let why = format!("forbidden: veer needs the permission to patch {}/status in API group {:?}", ar.plural, ar.group);
+                        tracing::warn!(target: "veer::kube", "{what}: {why}");
+                        crate::source::note(&self.problems, &what, Some(why));
+                    }
                     Err(e) => {
-                        tracing::warn!(target: "veer::kube", "cannot write the status of {}: {e}", render::source_name(&ar.kind, namespace, name))
+                        tracing::warn!(target: "veer::kube", "{what}: {e}");
+                        crate::source::note(&self.problems, &what, Some(e.to_string()));
                     }
                 }
             }

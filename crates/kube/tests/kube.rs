@@ -3,6 +3,8 @@
 //! with `kubectl`, EndpointSlices written as the seeds' Deployments would have them, and a veer
 //! node routing real traffic by what the server holds.
 
+#[path = "kube/rbac.rs"]
+mod rbac;
 #[path = "kube/seed002.rs"]
 mod seed002;
 #[path = "kube/seed004.rs"]
