@@ -4,6 +4,7 @@
 //! - [`source`]: discovery, one watch per kind, and the feeds built from their stores.
 //! - [`crds`]: `veer crds`, definitions of the custom kinds veer reads.
 //! - [`dnsendpoints`]: the DNSEndpoints seed 002's operator would write, as changes to make.
+//! - [`events`]: failover and failback as `v1 Event`s on the resources that define them.
 //! - [`lease`]: which replica writes status (a Lease, decided purely).
 //! - [`leader`]: the election's I/O.
 //! - [`writer`]: writes each object's status while this replica leads.
@@ -14,6 +15,7 @@
 mod clock;
 pub mod crds;
 pub mod dnsendpoints;
+pub mod events;
 pub mod leader;
 pub mod lease;
 pub mod render;

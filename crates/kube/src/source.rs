@@ -122,6 +122,8 @@ pub struct KubeSource {
     leading: watch::Receiver<bool>,
     status_writes: Arc<std::sync::atomic::AtomicU64>,
     problems: Problems,
+    /// The stores of the manifest kinds, for lookups by kind and name.
+    kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     /// The kinds watched, as `apiVersion Kind`, for the log and tests.
     watched: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -150,6 +152,23 @@ impl KubeSource {
     /// with the server's answer.
     pub fn problems(&self) -> BTreeMap<String, String> {
         self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A lookup of an object's uid by kind, namespace and name, among the objects read.
+    pub fn uid_lookup(&self) -> impl Fn(&str, &str, &str) -> Option<String> + Send + Sync + 'static {
+        let kinds = self.kinds.clone();
+        move |kind: &str, namespace: &str, name: &str| {
+            let (ar, store) = kinds.iter().find(|(ar, _)| ar.kind == kind)?;
+            let key = |ns: Option<&str>| {
+                let key = ObjectRef::new_with(name, ar.clone());
+                match ns {
+                    Some(ns) => key.within(ns),
+                    None => key,
+                }
+            };
+            let found = store.get(&key(Some(namespace))).or_else(|| store.get(&key(None)))?;
+            found.metadata.uid.clone()
+        }
     }
 
     /// How many statuses this replica has written.
@@ -270,10 +289,10 @@ impl KubeSource {
             tasks.push(tokio::spawn(writer.run(documents.clone(), leading.clone())));
             tasks.push(tokio::spawn(crate::leader::run(client.clone(), status.election, leading_tx)));
         }
-        let build = Build { cluster: cluster.to_string(), kinds, slice_store, pods, nodes, documents_tx, endpoints_tx };
+        let build = Build { cluster: cluster.to_string(), kinds: kinds.clone(), slice_store, pods, nodes, documents_tx, endpoints_tx };
         tasks.push(tokio::spawn(build.run(watched, changes)));
         tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
-        Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, problems, watched: names, tasks })
+        Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, problems, kinds, watched: names, tasks })
     }
 }
 

@@ -439,6 +439,13 @@ impl Node {
         self.shared.snapshot.load_full()
     }
 
+    /// A reader of the snapshot in force that outlives this borrow (for a task that reports on
+    /// the node, such as the Kubernetes Events publisher).
+    pub fn snapshot_reader(&self) -> impl Fn() -> Arc<Snapshot> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.snapshot.load_full()
+    }
+
     /// Stops accepting, drains in-flight requests, and stops every task.
     pub async fn stop(self) {
         self.events.record(NewEvent::node(EventKind::Stopping, "shutting down"));

@@ -2,12 +2,16 @@
 //! take a request worker's time, handing the node its feeds.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use veer_control::events::Events;
 use veer_control::external::External;
 use veer_core::topology::Labels;
+use veer_gateway::snapshot::Snapshot;
 use veer_kube::leader::Election;
 use veer_kube::writer::Checks;
 use veer_kube::StatusConfig;
+use veer_node::node::Node;
 
 /// Connects (the kubeconfig at `path`, or the in-cluster configuration), discovers what the
 /// server serves and starts the watches; the feeds fill once every kind was listed once. The
@@ -19,12 +23,14 @@ pub fn start(
     lease_namespace: String,
     files: Vec<PathBuf>,
     labels: Labels,
-) -> Result<External, String> {
+) -> Result<(External, NodeLink), String> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (link_tx, link_rx) = tokio::sync::oneshot::channel::<Attached>();
     let status = StatusConfig {
         election: Election { namespace: lease_namespace, name: format!("veer-{cluster}"), identity: identity() },
         checks: Checks { files, cluster: cluster.to_string(), labels },
     };
+    let instance = status.election.identity.clone();
     let cluster = cluster.to_string();
     std::thread::Builder::new()
         .name("veer-kube".into())
@@ -39,11 +45,16 @@ pub fn start(
             runtime.block_on(async move {
                 let source = async {
                     let client = veer_kube::client(path.as_deref()).await?;
-                    veer_kube::KubeSource::start_with(client, &cluster, Some(status)).await
+                    let source = veer_kube::KubeSource::start_with(client.clone(), &cluster, Some(status)).await?;
+                    Ok::<_, veer_kube::KubeError>((client, source))
                 };
                 match source.await {
-                    Ok(source) => {
+                    Ok((client, source)) => {
                         if tx.send(Ok(source.feeds())).is_ok() {
+                            // Once the node runs, its priority changes become Events.
+                            if let Ok(Attached { events, snapshot }) = link_rx.await {
+                                tokio::spawn(veer_kube::events::publish(client, events, snapshot, source.uid_lookup(), instance));
+                            }
                             // The source lives as long as the process: its watches end with it.
                             std::future::pending::<()>().await;
                         }
@@ -55,7 +66,23 @@ pub fn start(
             });
         })
         .map_err(|e| format!("cannot start the Kubernetes source's thread: {e}"))?;
-    rx.recv().map_err(|_| "the Kubernetes source's thread ended".to_string())?
+    let feeds = rx.recv().map_err(|_| "the Kubernetes source's thread ended".to_string())??;
+    Ok((feeds, NodeLink(link_tx)))
+}
+
+/// What the source's thread takes from the running node.
+struct Attached {
+    events: Arc<Events>,
+    snapshot: Box<dyn Fn() -> Arc<Snapshot> + Send + Sync>,
+}
+
+/// Hands the running node to the source's thread, which then posts its failovers as Events.
+pub struct NodeLink(tokio::sync::oneshot::Sender<Attached>);
+
+impl NodeLink {
+    pub fn attach(self, node: &Node) {
+        let _ = self.0.send(Attached { events: node.events.clone(), snapshot: Box::new(node.snapshot_reader()) });
+    }
 }
 
 /// This replica's name in the election: the Pod's name when Kubernetes runs it (`POD_NAME`, from

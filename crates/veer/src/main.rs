@@ -312,8 +312,11 @@ fn init_logs(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-async fn run_node(cfg: veer_node::node::NodeConfig) -> Result<ExitCode, String> {
+async fn run_node(cfg: veer_node::node::NodeConfig, kube: Option<kube_cmd::NodeLink>) -> Result<ExitCode, String> {
     let node = veer_node::node::Node::start(cfg).await.map_err(|e| e.to_string())?;
+    if let Some(link) = kube {
+        link.attach(&node);
+    }
     tracing::info!(gateway = %node.listen, admin = %node.admin, "veer node running; Ctrl-C to stop");
     wait_for_stop().await;
     node.stop().await;
@@ -379,10 +382,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.dns = dns;
             cfg.state_dir = state_dir;
             let KubeArgs { kubeconfig, in_cluster, lease_namespace } = *kube;
+            let mut kube_link = None;
             let MeshArgs { certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } = *mesh;
             if kubeconfig.is_some() || in_cluster {
                 let namespace = lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
-                cfg.external = Some(kube_cmd::start(kubeconfig, &cluster, namespace, cfg.files.clone(), cfg.labels.clone())?);
+                let (feeds, link) = kube_cmd::start(kubeconfig, &cluster, namespace, cfg.files.clone(), cfg.labels.clone())?;
+                cfg.external = Some(feeds);
+                kube_link = Some(link);
             }
             let AccessLogArgs { access_log, access_log_format, access_log_sample } = *access_log;
             cfg.access_log = access_log.map(|path| {
@@ -416,7 +422,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the runtime: {e}"))?
-                .block_on(run_node(cfg))
+                .block_on(run_node(cfg, kube_link))
         }
         Command::Demo { seed: Some(seed), rate, plain, .. } => {
             runtime()?.block_on(walk::run(seed, walk::WalkOptions { plain, rate: rate.min(1000) }))

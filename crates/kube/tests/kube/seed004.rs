@@ -101,6 +101,14 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         cfg.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.external = Some(source.feeds());
         let node = Node::start(cfg).await.expect("the node starts from what the server holds");
+        let events_client = veer_kube::client(Some(&api.kubeconfig(veer_testkit::kube::KubeUser::Admin))).await.expect("client");
+        let publisher = tokio::spawn(veer_kube::events::publish(
+            events_client,
+            node.events.clone(),
+            node.snapshot_reader(),
+            source.uid_lookup(),
+            "veer-test".into(),
+        ));
 
         // The node's table is the one `veer explain` gives for the same seed as files, with the
         // Pods as WorkloadEntries (the seed's topology.yaml, at the backends' addresses).
@@ -149,6 +157,21 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         assert_eq!(runs.first().copied(), Some("active-1"), "{runs:?}");
         assert_eq!(runs.last().copied(), Some("active-1"), "{runs:?}");
         assert!(runs.contains(&"passive-1"), "{runs:?}");
+        // Each move of a destination is an Event on the resource that defines it, which
+        // `kubectl describe` shows: here the active Service, emptied and restored.
+        let reasons = || -> Vec<String> {
+            let selector = "involvedObject.kind=Service,involvedObject.name=active";
+            let list = kubectl(&api, &["get", "events", "-n", "default", "--field-selector", selector, "-o", "json"]);
+            let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+            list["items"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str().map(str::to_string)).collect()
+        };
+        wait_until_async("the failover and the failback are Events", WAIT, || async {
+            let r = reasons();
+            r.iter().any(|x| x == "NoHealthyUpstream") && r.iter().any(|x| x == "Recovered")
+        })
+        .await;
+        let describe = kubectl(&api, &["describe", "service", "active"]);
+        assert!(describe.contains("NoHealthyUpstream") && describe.contains("moved from priority 0 to none"), "{describe}");
 
         // The API server restarts (every watch cut) under traffic: the node serves on by what it
         // last read, the watches resume without a rebuild of the set, and the next change lands.
@@ -170,6 +193,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
             "requests failed across the API server's restart: {:?}",
             report.samples.iter().find(|s| s.status != Some(200))
         );
+        publisher.abort();
         node.stop().await;
     });
 }
