@@ -11,6 +11,10 @@ use veer_testkit::{wait_until, TempDir};
 #[path = "mesh/e2e.rs"]
 mod mesh;
 
+/// `veer run --kubeconfig` against a real API server.
+#[path = "kube/run.rs"]
+mod kube;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
