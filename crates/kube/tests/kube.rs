@@ -100,3 +100,16 @@ fn apply(api: &KubeApi, name: &str, json: &str) {
     std::fs::write(&path, json).expect("write the object");
     kubectl(api, &["apply", "-f", path.to_str().expect("a UTF-8 path")]);
 }
+
+/// Seed 004's YAML as it stands, and the veer Cluster `local` it runs in.
+fn apply_seed004(api: &KubeApi) {
+    let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
+    kubectl(api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
+    let cluster = r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#;
+    apply(api, "cluster.json", cluster);
+}
+
+/// The runtime a test's node and sources run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}

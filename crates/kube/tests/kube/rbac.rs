@@ -8,7 +8,7 @@ use veer_kube::{KubeSource, StatusConfig};
 use veer_testkit::kube::KubeUser;
 use veer_testkit::wait_until_async;
 
-use super::{api_with_crds, apply, kubectl, repo, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, repo, runtime, WAIT};
 
 #[test]
 fn the_deploy_role_is_enough_and_a_missing_permission_is_named() {
@@ -21,15 +21,9 @@ fn the_deploy_role_is_enough_and_a_missing_permission_is_named() {
         &api,
         &["create", "rolebinding", "veer-user", "--role", "veer-leader-election", "--user", "veer", "--namespace", "veer-system"],
     );
-    let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
-    kubectl(&api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
-    apply(
-        &api,
-        "cluster.json",
-        r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#,
-    );
+    apply_seed004(&api);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let client = veer_kube::client(Some(&api.kubeconfig(KubeUser::Veer))).await.expect("client");
         let status = StatusConfig {

@@ -11,7 +11,7 @@ use veer_kube::{KubeSource, StatusConfig};
 use veer_testkit::kube::{KubeApi, KubeUser};
 use veer_testkit::wait_until_async;
 
-use super::{api_with_crds, kubectl, repo, WAIT};
+use super::{api_with_crds, kubectl, repo, runtime, WAIT};
 
 const CLUSTER: &str = "aks-neu-01";
 
@@ -64,7 +64,7 @@ fn the_operators_dnsendpoints_follow_adoption_and_the_route() {
         kubectl(&api, &["create", "namespace", ns]);
     }
     apply_documents(&api, "neu.yaml", &documents);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let client = veer_kube::client(Some(&api.kubeconfig(KubeUser::Admin))).await.expect("client");
         let status = StatusConfig {

@@ -8,7 +8,7 @@ use veer_control::events::EventKind;
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
-use super::{api_with_crds, apply, kubectl, pod, repo, slice, slice_version, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, pod, repo, runtime, slice, slice_version, WAIT};
 
 const HOST: &str = "www.example.com";
 
@@ -74,16 +74,10 @@ fn table(report: &serde_json::Value) -> serde_json::Value {
 #[test]
 fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_back_with_no_failed_request() {
     let mut api = api_with_crds();
-    let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
-    kubectl(&api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
-    apply(
-        &api,
-        "cluster.json",
-        r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#,
-    );
+    apply_seed004(&api);
     let version = slice_version(&api);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         let w = World::new();
         let active = w.backends("active", 1, 1).await;

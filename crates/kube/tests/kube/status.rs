@@ -10,7 +10,7 @@ use veer_kube::{KubeSource, StatusConfig};
 use veer_testkit::kube::{KubeApi, KubeUser};
 use veer_testkit::wait_until_async;
 
-use super::{api_with_crds, apply, kubectl, repo, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, runtime, WAIT};
 
 /// Lease expiry (15 s) plus a renewal round and a write.
 const TAKE_OVER: Duration = Duration::from_secs(45);
@@ -42,14 +42,8 @@ fn route_condition(api: &KubeApi, route: &str, kind: &str) -> Option<(String, St
 #[test]
 fn the_lease_holder_alone_writes_each_objects_status_and_the_other_replica_takes_over_when_it_goes() {
     let api = api_with_crds();
-    let seed = repo().join("examples/004-envoy-gateway-fallback/seed.yaml");
-    kubectl(&api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
-    apply(
-        &api,
-        "cluster.json",
-        r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#,
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    apply_seed004(&api);
+    let runtime = runtime();
     runtime.block_on(async {
         let a = replica(&api, "replica-a").await;
         let b = replica(&api, "replica-b").await;
