@@ -9,6 +9,7 @@
 //! - [`leader`]: the election's I/O.
 //! - [`writer`]: writes each object's status while this replica leads.
 //! - [`status`]: the status each object gets, in its own project's terms.
+//! - [`problems`]: what the source cannot do now, with the server's answer.
 //! - [`render`]: an API object as a manifest document (named `kubernetes:Kind/ns/name`).
 //! - [`slices`]: EndpointSlices, Pods and Nodes as the inventory's endpoint records.
 
@@ -18,10 +19,12 @@ pub mod dnsendpoints;
 pub mod events;
 pub mod leader;
 pub mod lease;
+pub mod problems;
 pub mod render;
 pub mod slices;
 pub mod source;
 pub mod status;
 pub mod writer;
 
+pub use problems::Problems;
 pub use source::{client, KubeError, KubeSource, StatusConfig};

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use veer_control::external::{Documents, External};
 use veer_model::inventory::EndpointRecord;
 
+use crate::problems::{note, Problems};
 use crate::render::{self, Listed};
 use crate::slices::{self, Lookup, SliceObject};
 
@@ -63,19 +64,6 @@ pub async fn client(path: Option<&Path>) -> Result<Client, KubeError> {
         None => kube::Config::infer().await.map_err(|e| KubeError::Config(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| KubeError::Config(e.to_string()))
-}
-
-/// What the source cannot do now, by what it concerns (a watched kind, a status write): the
-/// API server's answer, which names a missing permission. Kept for `problems()` as it is logged.
-pub type Problems = Arc<std::sync::Mutex<BTreeMap<String, String>>>;
-
-/// Notes `why` under `what` (or clears it with `None`).
-pub(crate) fn note(problems: &Problems, what: &str, why: Option<String>) {
-    let mut map = problems.lock().unwrap_or_else(|e| e.into_inner());
-    match why {
-        Some(why) => map.insert(what.to_string(), why),
-        None => map.remove(what),
-    };
 }
 
 /// What changed since the feeds were last built, and the wake-up for whoever builds them.

@@ -37,7 +37,7 @@ pub(crate) struct Writer {
     pub kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     /// Statuses written, for the replica's report (and tests: a follower writes none).
     pub written: Arc<AtomicU64>,
-    pub problems: crate::source::Problems,
+    pub problems: crate::problems::Problems,
 }
 
 impl Writer {
@@ -127,16 +127,16 @@ impl Writer {
                     Ok(_) => {
                         written += 1;
                         self.written.fetch_add(1, Ordering::Relaxed);
-                        crate::source::note(&self.problems, &what, None);
+                        crate::problems::note(&self.problems, &what, None);
                     }
                     Err(kube::Error::Api(e)) if e.code == 403 => {
                         let why = format!("forbidden: veer needs the permission to patch {}/status in API group {:?}", ar.plural, ar.group);
                         tracing::warn!(target: "veer::kube", "{what}: {why}");
-                        crate::source::note(&self.problems, &what, Some(why));
+                        crate::problems::note(&self.problems, &what, Some(why));
                     }
                     Err(e) => {
                         tracing::warn!(target: "veer::kube", "{what}: {e}");
-                        crate::source::note(&self.problems, &what, Some(e.to_string()));
+                        crate::problems::note(&self.problems, &what, Some(e.to_string()));
                     }
                 }
             }
