@@ -56,6 +56,9 @@ impl KubeUser {
 /// A running etcd and `kube-apiserver` (Kubernetes 1.20, RBAC on, no controllers) of one test,
 /// each on its own loopback ports with its own data, certificates and logs in a [`TempDir`]
 /// (kept when the test fails). Both processes are killed by PID when it is dropped.
+///
+/// No controller runs: a test writes what one would (EndpointSlices, Pod status; a namespace's
+/// `default` ServiceAccount through [`KubeApi::create_namespace`], done for `default`).
 pub struct KubeApi {
     dir: TempDir,
     apiserver_bin: PathBuf,
@@ -111,11 +114,23 @@ impl KubeApi {
             }
             break;
         }
-        api.ca_pem = fs::read_to_string(api.cert_dir().join("apiserver.crt"))?;
+        let crt = api.cert_dir().join("apiserver.crt");
+        api.ca_pem = fs::read_to_string(&crt).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crt.display())))?;
         for user in [KubeUser::Admin, KubeUser::Veer] {
             fs::write(api.kubeconfig(user), api.kubeconfig_yaml(user))?;
         }
+        api.create_namespace("default")?;
         Ok(api)
+    }
+
+    /// Creates namespace `name` (if missing) with its `default` ServiceAccount, which the
+    /// controller manager would add and without which no Pod is admitted there. Pods still need
+    /// `automountServiceAccountToken: false`: no controller makes the account's token.
+    pub fn create_namespace(&self, name: &str) -> io::Result<()> {
+        self.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n---\n\
+             apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {name}}}\n"
+        ))
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -176,7 +191,7 @@ impl KubeApi {
 
     /// `kubectl apply -f -` of `yaml`, as `admin`; kubectl's output is in the error.
     pub fn apply_yaml(&self, yaml: &str) -> io::Result<()> {
-        run_with_stdin(&mut self.kubectl(["apply", "-f", "-"]), yaml.as_bytes()).map(drop)
+        output_with_stdin(&mut self.kubectl(["apply", "-f", "-"]), yaml.as_bytes()).map(drop)
     }
 
     /// Stops the API server (SIGKILL: clients see their connections and watches cut) and starts
@@ -216,9 +231,6 @@ impl KubeApi {
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={}", self.port))
-            // 1.20 also serves plain HTTP on 127.0.0.1:8080 unless told not to: two servers
-            // would collide there, and nothing in a test should bypass authentication.
-            .arg("--insecure-port=0")
             .arg(format!("--cert-dir={}", self.cert_dir().display()))
             .arg(format!("--token-auth-file={}", file("tokens.csv").display()))
             .arg("--authorization-mode=RBAC")
@@ -355,10 +367,11 @@ impl fmt::Debug for KubeApi {
 /// Runs `cmd` and returns its stdout; when it cannot start or exits non-zero, the error says the
 /// command, its status, stderr and stdout.
 pub fn output(cmd: &mut Command) -> io::Result<String> {
-    run_with_stdin(cmd, &[])
+    output_with_stdin(cmd, &[])
 }
 
-fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> io::Result<String> {
+/// [`output`] of `cmd` given `input` on its stdin (`kubectl ... -f -`).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> io::Result<String> {
     let line = format!("{cmd:?}");
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {

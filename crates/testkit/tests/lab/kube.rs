@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veer_testkit::kube::{output, KubeApi, KubeUser};
+use veer_testkit::kube::{output, output_with_stdin, KubeApi, KubeUser};
 use veer_testkit::wait_until;
 
 const CRD: &str = "\
@@ -65,6 +65,19 @@ endpoints:
   conditions: {ready: true}
   topology: {topology.kubernetes.io/zone: west-a}
 ports: [{name: http, port: 8080, protocol: TCP}]
+";
+
+/// As a Deployment's template would make it, less the token no controller would make; the
+/// namespace is added below.
+const POD: &str = "\
+apiVersion: v1
+kind: Pod
+spec:
+  automountServiceAccountToken: false
+  containers: [{name: web, image: registry.invalid/web:1}]
+metadata:
+  name: web-0
+  labels: {app: web}
 ";
 
 const VEER_MAY_READ_SERVICES: &str = "\
@@ -132,8 +145,14 @@ fn custom_resources_with_status_services_and_slices_are_served_and_outlive_a_res
     assert_eq!(get(&api, "widget/w", "{.spec.size}"), "3");
     assert_eq!(get(&api, "widget/w", "{.status}"), "", "status is a subresource: the main resource ignores it");
 
-    output(&mut api.kubectl(["patch", "widget/w", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Ready"}}"#]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    // A PUT to the status subresource: `kubectl patch --subresource` came after 1.20, Debian's
+    // kubectl.
+    let version = get(&api, "widget/w", "{.metadata.resourceVersion}");
+    let widget = format!(
+        r#"{{"apiVersion":"testkit.veer.io/v1","kind":"Widget","metadata":{{"name":"w","namespace":"default","resourceVersion":"{version}"}},"spec":{{"size":3}},"status":{{"phase":"Ready"}}}}"#
+    );
+    let status = "/apis/testkit.veer.io/v1/namespaces/default/widgets/w/status";
+    output_with_stdin(&mut api.kubectl(["replace", "--raw", status, "-f", "-"]), widget.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(get(&api, "widget/w", "{.status.phase}"), "Ready");
     output(&mut api.kubectl(["patch", "widget/w", "--type=merge", "-p", r#"{"status":{"phase":"Main"}}"#]))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -144,6 +163,14 @@ fn custom_resources_with_status_services_and_slices_are_served_and_outlive_a_res
     let slice = "endpointslices.v1beta1.discovery.k8s.io/web-1";
     assert_eq!(get(&api, slice, "{.endpoints[0].addresses[0]}"), "10.1.0.7");
     assert_eq!(get(&api, slice, "{.endpoints[0].topology.topology\\.kubernetes\\.io/zone}"), "west-a");
+
+    // Pods are admitted (no controller makes a namespace's ServiceAccount or its token).
+    api.create_namespace("west").unwrap_or_else(|e| panic!("{e}"));
+    for namespace in ["default", "west"] {
+        api.apply_yaml(&format!("{POD}  namespace: {namespace}\n")).unwrap_or_else(|e| panic!("{e}"));
+        let labels = output(&mut api.kubectl(["get", "pod/web-0", "-n", namespace, "-o", "jsonpath={.metadata.labels.app}"]));
+        assert_eq!(labels.unwrap_or_else(|e| panic!("{e}")), "web");
+    }
 
     let watch = Watch::start(api.kubectl(["get", "services", "--watch", "-o", "name"]));
     wait_until("the watch lists service/web", Duration::from_secs(60), || watch.saw("service/web"));
