@@ -57,8 +57,8 @@ impl KubeUser {
 /// each on its own loopback ports with its own data, certificates and logs in a [`TempDir`]
 /// (kept when the test fails). Both processes are killed by PID when it is dropped.
 ///
-/// No controller runs: a test writes what one would (EndpointSlices, Pod status; a namespace's
-/// `default` ServiceAccount through [`KubeApi::create_namespace`], done for `default`).
+/// No controller runs: a test writes what one would (EndpointSlices, Pod status, and before a
+/// Pod a namespace's `default` ServiceAccount: [`KubeApi::create_namespace`]).
 pub struct KubeApi {
     dir: TempDir,
     apiserver_bin: PathBuf,
@@ -78,6 +78,7 @@ impl KubeApi {
     /// or etcd is missing, and with the log's last lines when a process exits or the server is
     /// not ready in time.
     pub fn start() -> io::Result<KubeApi> {
+        let start = clock::std_now();
         let apiserver_bin = locate_apiserver(
             std::env::var_os(APISERVER_ENV).map(PathBuf::from),
             std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
@@ -114,12 +115,12 @@ impl KubeApi {
             }
             break;
         }
+        api.ready_in = clock::std_since(start);
         let crt = api.cert_dir().join("apiserver.crt");
         api.ca_pem = fs::read_to_string(&crt).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crt.display())))?;
         for user in [KubeUser::Admin, KubeUser::Veer] {
             fs::write(api.kubeconfig(user), api.kubeconfig_yaml(user))?;
         }
-        api.create_namespace("default")?;
         Ok(api)
     }
 
@@ -204,7 +205,8 @@ impl KubeApi {
         self.start_apiserver()
     }
 
-    /// How long the last start (or restart) of the API server took to answer ready.
+    /// How long the last [`KubeApi::start`] (etcd and the API server) or [`KubeApi::restart`]
+    /// (the API server) took until the server answered ready.
     pub fn ready_in(&self) -> Duration {
         self.ready_in
     }
@@ -321,11 +323,13 @@ impl KubeApi {
             head.extend_from_slice(&buf[..n]);
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&head) {
-                Ok(_) if response.code.is_some() => return Ok(response.code.unwrap_or_default()),
-                Ok(_) if head.len() < 64 * 1024 => continue,
-                Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidData, "a response head over 64 KiB")),
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            response.parse(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // The status line is all this asks; it is parsed before the headers are complete.
+            if let Some(code) = response.code {
+                return Ok(code);
+            }
+            if head.len() > 16 * 1024 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "no status line in 16 KiB"));
             }
         }
     }

@@ -165,8 +165,8 @@ fn custom_resources_with_status_services_and_slices_are_served_and_outlive_a_res
     assert_eq!(get(&api, slice, "{.endpoints[0].topology.topology\\.kubernetes\\.io/zone}"), "west-a");
 
     // Pods are admitted (no controller makes a namespace's ServiceAccount or its token).
-    api.create_namespace("west").unwrap_or_else(|e| panic!("{e}"));
     for namespace in ["default", "west"] {
+        api.create_namespace(namespace).unwrap_or_else(|e| panic!("{e}"));
         api.apply_yaml(&format!("{POD}  namespace: {namespace}\n")).unwrap_or_else(|e| panic!("{e}"));
         let labels = output(&mut api.kubectl(["get", "pod/web-0", "-n", namespace, "-o", "jsonpath={.metadata.labels.app}"]));
         assert_eq!(labels.unwrap_or_else(|e| panic!("{e}")), "web");
