@@ -539,7 +539,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
                 return;
             };
             drop(tls);
-            serve_connection(stream, h2, Some(served), socket, ctx, stop, held, drain, deadline).await;
+            serve_connection(stream, h2, served, socket, ctx, stop, held, drain, deadline).await;
         })
         .await;
     }
@@ -624,7 +624,8 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server side of a TLS handshake, bounded in time; then whether ALPN chose HTTP/2, and
-/// which certificate was presented. `None` (counted) if it failed, timed out or was drained.
+/// which certificate was presented when the socket has several (see
+/// [`crate::tls::SocketTls::served`]). `None` (counted) if it failed, timed out or was drained.
 async fn handshake(
     stream: TcpStream,
     tls: &crate::tls::SocketTls,
@@ -632,7 +633,7 @@ async fn handshake(
     stop: &mut watch::Receiver<bool>,
     drain: &mut watch::Receiver<()>,
     metrics: &crate::metrics::Metrics,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, crate::tls::Served)> {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool, Option<crate::tls::Served>)> {
     let opened = clock::now();
     let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
     let mut accept = std::pin::pin!(tokio::time::timeout_at(deadline.min(opened + HANDSHAKE_TIMEOUT), accept));
@@ -693,7 +694,8 @@ async fn serve_connection<S: ClientStream>(
         service_fn(move |req: hyper::Request<Incoming>| {
             let (ctx, state) = (ctx.clone(), state.clone());
             // A TLS connection serves the names its certificate stands for; another listener's
-            // name needs a handshake of its own.
+            // name needs a handshake of its own. (`None` on plain sockets and on TLS sockets
+            // with one certificate, where no request can be misdirected.)
             let misdirected = served.as_ref().is_some_and(|s| request_host(&req).is_some_and(|h| s.misdirected(h)));
             let permit = AdmissionLimit::try_admit(&ctx.in_flight);
             // Held by the future until the response exists, then by its body: a request

@@ -113,9 +113,12 @@ impl SocketTls {
         self.from.len() == listeners.len() && self.from.iter().zip(listeners).all(|(a, b)| a == *b)
     }
 
-    /// What a finished handshake presented, from the SNI it was asked for.
-    pub fn served(&self, sni: Option<&str>) -> Served {
-        Served { certs: self.certs.clone(), chosen: self.certs.choose(sni).unwrap_or(self.certs.no_sni) }
+    /// What a finished handshake presented, from the SNI it was asked for. `None` when the
+    /// socket has one certificate: every name it serves is then on the one this connection
+    /// presented, so none of its requests can be misdirected and none needs the check.
+    pub fn served(&self, sni: Option<&str>) -> Option<Served> {
+        (self.certs.keys.len() > 1)
+            .then(|| Served { certs: self.certs.clone(), chosen: self.certs.choose(sni).unwrap_or(self.certs.no_sni) })
     }
 }
 
@@ -236,7 +239,7 @@ mod tests {
         let a = listener(Some("a.example.com"), vec![cert(&["a.example.com"])]);
         let b = listener(Some("b.example.com"), vec![cert(&["b.example.com", "c.example.com"])]);
         let tls = SocketTls::build(&[&a, &b]).unwrap();
-        let on_b = tls.served(Some("b.example.com"));
+        let on_b = tls.served(Some("b.example.com")).unwrap();
         assert!(on_b.misdirected("a.example.com"));
         assert!(on_b.misdirected("a.example.com:8443"));
         assert!(!on_b.misdirected("b.example.com:8443"));
@@ -245,5 +248,20 @@ mod tests {
         // Nothing here names it: routing answers (404).
         assert!(!on_b.misdirected("elsewhere.org"));
         assert!(!on_b.misdirected("127.0.0.1:8443"));
+    }
+
+    #[test]
+    fn a_socket_with_one_certificate_has_no_request_to_check() {
+        let shared = cert(&["a.example.com", "b.example.com"]);
+        let a = listener(Some("a.example.com"), vec![shared.clone()]);
+        let b = listener(Some("b.example.com"), vec![shared]);
+        // Two listeners, one certificate: whichever name a request carries, it is the one
+        // this connection presented.
+        let tls = SocketTls::build(&[&a, &b]).unwrap();
+        assert!(tls.served(Some("a.example.com")).is_none());
+        assert!(tls.served(None).is_none());
+        let c = listener(Some("c.example.com"), vec![cert(&["c.example.com"])]);
+        let tls = SocketTls::build(&[&a, &c]).unwrap();
+        assert!(tls.served(Some("a.example.com")).is_some_and(|s| s.misdirected("c.example.com")));
     }
 }
