@@ -4,32 +4,39 @@
 # load as h2c (prior knowledge) on the plain listener, to the throughput case's two nginx
 # backends. As bench/callgrind.sh: one worker, instructions counted by callgrind between a
 # warm-up and the end of the measured requests, so the figure does not drift with the machine's
-# load. The measured h2load opens its connections anew, so their 8 handshakes are counted, as in
-# run.sh's measured run (a few hundred instructions per request at the default count).
+# load. The measured h2load opens its connections anew, so their handshakes are counted, as in
+# run.sh's measured run: about 500 instructions per request for h2's 8 (1.2 M each), about
+# 3,800 for HTTPS's 64 at the default count.
 # System calls are counted on a second veer, not under valgrind, by `perf stat` on the
 # syscall tracepoints over the same measured load after the same warm-up.
 #
 #   bench/callgrind-h2tls.sh                 h2 over TLS, the perf build of this tree
 #   PROTO=h2c bench/callgrind-h2tls.sh       h2c: the same load without TLS
+#   PROTO=h1 bench/callgrind-h2tls.sh        HTTP/1.1 as bench/callgrind.sh (64 keep-alive conns), for its syscalls
+#   PROTO=https bench/callgrind-h2tls.sh     the same HTTP/1.1 load over TLS (ALPN http/1.1)
 #   VEER=path/to/veer ...                    another binary (say, one built before a change)
-#   REQUESTS=20000 WARM_REQUESTS=2000 CONNS=8 STREAMS=32   (the defaults)
+#   REQUESTS=20000 WARM_REQUESTS=2000 CONNS=8 STREAMS=32   (the defaults; h1: CONNS=64 STREAMS=1)
 #   SYSCALLS=0                               instructions only
 #
 # Prints `<n> Ir/request ...`, then `<n> syscalls/request ...` with the main calls per request
 # (client and backend sides together; std's socket read and write are recvfrom and sendto).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-: "${PROTO:=tls}" "${REQUESTS:=20000}" "${WARM_REQUESTS:=2000}" "${CONNS:=8}" "${STREAMS:=32}" "${SKIP_BUILD:=0}" "${SYSCALLS:=1}"
+: "${PROTO:=tls}" "${REQUESTS:=20000}" "${WARM_REQUESTS:=2000}" "${SKIP_BUILD:=0}" "${SYSCALLS:=1}"
 : "${BENCH_PORT_BASE:=29100}"
 P=$BENCH_PORT_BASE
 B1_PORT=$((P + 81)) B2_PORT=$((P + 82)) B1_H2_PORT=$((P + 83)) PROXY_PORT=$((P + 10)) TLS_PORT=$((P + 12)) ADMIN_PORT=$((P + 90))
 TPUT_HOST=bench.default.svc.cluster.local
 export PATH="$PATH:/usr/sbin:/sbin"
+H2LOAD_ARGS=()
 case "$PROTO" in
 tls) URL="https://127.0.0.1:$TLS_PORT/" ;;
 h2c) URL="http://127.0.0.1:$PROXY_PORT/" ;;
-*) echo "PROTO must be tls or h2c, not $PROTO" >&2; exit 2 ;;
+h1) URL="http://127.0.0.1:$PROXY_PORT/" H2LOAD_ARGS=(--h1) CONNS=${CONNS:-64} STREAMS=${STREAMS:-1} ;;
+https) URL="https://127.0.0.1:$TLS_PORT/" H2LOAD_ARGS=(--h1) CONNS=${CONNS:-64} STREAMS=${STREAMS:-1} ;;
+*) echo "PROTO must be tls, h2c, h1 or https, not $PROTO" >&2; exit 2 ;;
 esac
+: "${CONNS:=8}" "${STREAMS:=32}"
 
 missing=()
 for b in valgrind callgrind_control nginx h2load curl openssl; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
@@ -71,13 +78,15 @@ wait_ready() {
 load() { # REQUESTS [CMD-PREFIX...]
     local n=$1
     shift
-    "$@" h2load -n "$n" -c "$CONNS" -m "$STREAMS" -t 1 -H ":authority: $TPUT_HOST" "$URL" >"$RUN/h2load.$n.txt" 2>&1
+    "$@" h2load "${H2LOAD_ARGS[@]}" -n "$n" -c "$CONNS" -m "$STREAMS" -t 1 -H ":authority: $TPUT_HOST" "$URL" >"$RUN/h2load.$n.txt" 2>&1
 }
 # Every measured request must have been proxied to a backend and answered 2xx, over the protocol meant.
 check_load() {
     grep -qE "^status codes: $REQUESTS 2xx" "$RUN/h2load.$REQUESTS.txt" || { cat "$RUN/h2load.$REQUESTS.txt" >&2; exit 1; }
-    if [ "$PROTO" = tls ]; then
-        grep -q "^Application protocol: h2" "$RUN/h2load.$REQUESTS.txt" && grep -q "^TLS Protocol: TLSv1.3" "$RUN/h2load.$REQUESTS.txt" ||
+    local alpn=h2
+    [ "$PROTO" = https ] && alpn=http/1.1
+    if [ "$PROTO" = tls ] || [ "$PROTO" = https ]; then
+        grep -q "^Application protocol: $alpn" "$RUN/h2load.$REQUESTS.txt" && grep -q "^TLS Protocol: TLSv1.3" "$RUN/h2load.$REQUESTS.txt" ||
             { cat "$RUN/h2load.$REQUESTS.txt" >&2; exit 1; }
     fi
 }
@@ -102,7 +111,7 @@ stop_pid "$VG_PID"
 read -r total worker < <(for f in "$RUN"/callgrind.out.*.1-*; do awk '/^(summary|totals):/ {print $2; exit}' "$f"; done |
     awk '{t += $1; if ($1 > m) m = $1} END {print t, m}')
 if [ -n "${KEEP_CALLGRIND:-}" ]; then mkdir -p "$KEEP_CALLGRIND" && cp "$RUN"/callgrind.out.*.1-* "$KEEP_CALLGRIND"/; fi
-echo "$((worker / REQUESTS)) Ir/request on the worker, $((total / REQUESTS)) in all threads (h2 $PROTO, $REQUESTS requests, $CONNS conns x $STREAMS streams, $(basename "$VEER"))"
+echo "$((worker / REQUESTS)) Ir/request on the worker, $((total / REQUESTS)) in all threads ($PROTO, $REQUESTS requests, $CONNS conns x $STREAMS streams, $(basename "$VEER"))"
 
 [ "$SYSCALLS" = 1 ] || exit 0
 if ! command -v perf >/dev/null 2>&1 || ! perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
