@@ -174,6 +174,12 @@ fn custom_resources_with_status_services_and_slices_are_served_and_outlive_a_res
 
     let watch = Watch::start(api.kubectl(["get", "services", "--watch", "-o", "name"]));
     wait_until("the watch lists service/web", Duration::from_secs(60), || watch.saw("service/web"));
+    // What kubectl printed so far came from its list; a Service made now reaches it only through
+    // the watch, so once it shows, the watch stream is open on this server (a restart before
+    // that would let kubectl open its watch on the restarted server, and nothing would cut it).
+    api.apply_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: web-2, namespace: default}\nspec:\n  ports: [{port: 80}]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the watch stream shows service/web-2", Duration::from_secs(60), || watch.saw("service/web-2"));
     api.restart().unwrap_or_else(|e| panic!("{e}"));
     eprintln!("kube-apiserver restarted, ready in {:?}", api.ready_in());
     let mut watch = watch;
