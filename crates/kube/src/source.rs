@@ -179,6 +179,18 @@ impl KubeSource {
     /// [`KubeSource::start`], and with `status`, the election and, while this replica leads,
     /// the status of every object it reads.
     pub async fn start_with(client: Client, cluster: &str, status: Option<StatusConfig>) -> Result<KubeSource, KubeError> {
+        KubeSource::start_owning(client, cluster, &[], status).await
+    }
+
+    /// [`KubeSource::start_with`], serving only the Gateway API Gateways of `classes` (all when
+    /// empty), as when veer shares a cluster with another Gateway implementation. A route naming
+    /// a Gateway of another class is not served through it, as Gateway API has it.
+    pub async fn start_owning(
+        client: Client,
+        cluster: &str,
+        classes: &[String],
+        status: Option<StatusConfig>,
+    ) -> Result<KubeSource, KubeError> {
         let mut groups: Vec<&str> = veer_model::load::read_kinds().map(|(g, _, _)| g).collect();
         groups.push("discovery.k8s.io");
         groups.sort_unstable();
@@ -195,7 +207,10 @@ impl KubeSource {
         let mut watched = Vec::new();
         let mut kinds: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
         let mut not_served = Vec::new();
-        for (group, versions, kind) in veer_model::load::read_kinds() {
+        // GatewayClasses too: veer writes the status of those naming its controller (the model
+        // lists them as known kinds it does not act on).
+        let gateway_class = [("gateway.networking.k8s.io", &["v1", "v1beta1", "v1alpha2"][..], "GatewayClass")];
+        for (group, versions, kind) in veer_model::load::read_kinds().chain(gateway_class) {
             // ConfigMaps are many and mostly not veer's; BackendTLSPolicy's CA bundles are
             // read from files for now (see the README's Kubernetes section).
             if group.is_empty() && kind == "ConfigMap" {
@@ -277,7 +292,16 @@ impl KubeSource {
             tasks.push(tokio::spawn(writer.run(documents.clone(), leading.clone())));
             tasks.push(tokio::spawn(crate::leader::run(client.clone(), status.election, leading_tx)));
         }
-        let build = Build { cluster: cluster.to_string(), kinds: kinds.clone(), slice_store, pods, nodes, documents_tx, endpoints_tx };
+        let build = Build {
+            cluster: cluster.to_string(),
+            classes: classes.to_vec(),
+            kinds: kinds.clone(),
+            slice_store,
+            pods,
+            nodes,
+            documents_tx,
+            endpoints_tx,
+        };
         tasks.push(tokio::spawn(build.run(watched, changes)));
         tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
         Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, problems, kinds, watched: names, tasks })
@@ -337,6 +361,8 @@ where
 /// What builds the feeds from the stores.
 struct Build {
     cluster: String,
+    /// The Gateway classes served; empty: every class.
+    classes: Vec<String>,
     kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     slice_store: Store<DynamicObject>,
     pods: Store<PartialObjectMeta<Pod>>,
@@ -390,7 +416,11 @@ impl Build {
         let mut out: Vec<(String, String)> = Vec::new();
         for (ar, store) in &self.kinds {
             let listed = Listed { api_version: &ar.api_version, kind: &ar.kind };
+            let gateways = ar.group == "gateway.networking.k8s.io" && ar.kind == "Gateway";
             for object in store.state() {
+                if gateways && !self.serves_class(object.data["spec"]["gatewayClassName"].as_str()) {
+                    continue;
+                }
                 match serde_json::to_value(&*object) {
                     Ok(value) => out.push(render::document(&listed, &value, &self.cluster)),
                     Err(e) => tracing::warn!(target: "veer::kube", "{} {:?}: cannot be rendered: {e}", ar.kind, object.metadata.name),
@@ -399,6 +429,11 @@ impl Build {
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Whether a Gateway of `class` is veer's to serve.
+    fn serves_class(&self, class: Option<&str>) -> bool {
+        self.classes.is_empty() || class.is_some_and(|c| self.classes.iter().any(|k| k == c))
     }
 
     fn endpoints(&self) -> Vec<EndpointRecord> {

@@ -90,6 +90,14 @@ pub fn desired(object: &Object<'_>, verdict: &Verdict, now: &str) -> Option<Valu
             }
             status
         }
+        ("gateway.networking.k8s.io", "GatewayClass") => {
+            // Only a class naming veer's controller is veer's to accept.
+            if object.body.get("spec").and_then(|s| s.get("controllerName")).and_then(Value::as_str) != Some(CONTROLLER) {
+                return None;
+            }
+            let old = old_conditions(object.current, None);
+            json!({"conditions": [condition(&old, "Accepted", ("True", "Accepted"), "veer serves the Gateways of this class", generation, now)]})
+        }
         ("gateway.networking.k8s.io", "Gateway") => {
             let (accepted, programmed) = match verdict {
                 Verdict::Accepted { .. } => (("True", "Accepted"), ("True", "Programmed")),

@@ -21,6 +21,7 @@ pub fn start(
     path: Option<PathBuf>,
     cluster: &str,
     lease_namespace: String,
+    gateway_classes: Vec<String>,
     files: Vec<PathBuf>,
     labels: Labels,
 ) -> Result<(External, NodeLink), String> {
@@ -45,7 +46,7 @@ pub fn start(
             runtime.block_on(async move {
                 let source = async {
                     let client = veer_kube::client(path.as_deref()).await?;
-                    let source = veer_kube::KubeSource::start_with(client.clone(), &cluster, Some(status)).await?;
+                    let source = veer_kube::KubeSource::start_owning(client.clone(), &cluster, &gateway_classes, Some(status)).await?;
                     Ok::<_, veer_kube::KubeError>((client, source))
                 };
                 match source.await {

@@ -202,6 +202,10 @@ struct KubeArgs {
     /// veer runs in, from POD_NAMESPACE, else `default`).
     #[arg(long)]
     lease_namespace: Option<String>,
+    /// Serve only the Gateway API Gateways of this class (repeatable; default: every class,
+    /// whatever its controller), as when another Gateway implementation shares the cluster.
+    #[arg(long = "gateway-class")]
+    gateway_classes: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -381,12 +385,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.state_dir = state_dir;
-            let KubeArgs { kubeconfig, in_cluster, lease_namespace } = *kube;
+            let KubeArgs { kubeconfig, in_cluster, lease_namespace, gateway_classes } = *kube;
             let mut kube_link = None;
             let MeshArgs { certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } = *mesh;
             if kubeconfig.is_some() || in_cluster {
                 let namespace = lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
-                let (feeds, link) = kube_cmd::start(kubeconfig, &cluster, namespace, cfg.files.clone(), cfg.labels.clone())?;
+                let (feeds, link) =
+                    kube_cmd::start(kubeconfig, &cluster, namespace, gateway_classes, cfg.files.clone(), cfg.labels.clone())?;
                 cfg.external = Some(feeds);
                 kube_link = Some(link);
             }

@@ -92,6 +92,29 @@ fn the_lease_holder_alone_writes_each_objects_status_and_the_other_replica_takes
         let lease = kubectl(&api, &["get", "lease", "veer-local", "-o", "jsonpath={.spec.holderIdentity}"]);
         assert!(lease.starts_with("replica-"), "{lease}");
 
+        // GatewayClasses: the one naming veer's controller is Accepted; another
+        // implementation's is left alone.
+        let class = |name: &str, controller: &str| {
+            format!(r#"{{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {{"name": "{name}"}}, "spec": {{"controllerName": "{controller}"}}}}"#)
+        };
+        apply(&api, "veer-class.json", &class("veer", veer_kube::status::CONTROLLER));
+        apply(&api, "other-class.json", &class("tigera-gateway-class", "tigera.io/gateway-controller"));
+        wait_until_async("veer's GatewayClass is Accepted", WAIT, || async {
+            status(&api, "gatewayclass.gateway.networking.k8s.io/veer")["conditions"][0]["status"] == "True"
+        })
+        .await;
+        assert_eq!(status(&api, "gatewayclass.gateway.networking.k8s.io/tigera-gateway-class"), serde_json::Value::Null);
+
+        // A replica told to serve only the class `veer` leaves the seed's Gateway (of
+        // tigera-gateway-class) out of its set; one serving every class has it.
+        let client = veer_kube::client(Some(&api.kubeconfig(KubeUser::Admin))).await.expect("client");
+        let owning = KubeSource::start_owning(client, "local", &["veer".to_string()], None).await.expect("the source starts");
+        let mut feeds = owning.feeds();
+        assert!(feeds.first_sync().await);
+        let has_gateway = |docs: &[(String, String)]| docs.iter().any(|(name, _)| name == "kubernetes:Gateway/default/ha-failover-gateway");
+        assert!(!has_gateway(&feeds.documents_now()));
+        assert!(has_gateway(&leader.feeds().documents_now()));
+
         // The leader goes: once its Lease lapses, the other replica leads, and it writes the
         // statuses the next change calls for.
         drop(leader);
