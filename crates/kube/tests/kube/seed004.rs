@@ -171,7 +171,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         // last read, the watches resume without a rebuild of the set, and the next change lands.
         let reloads = |node: &Node| node.events.all().iter().filter(|e| e.kind == EventKind::ConfigReloaded).count();
         let reloads_before = reloads(&node);
-        let traffic = tokio::spawn(veer_testkit::run(LoadSpec { duration: Duration::from_secs(20), ..spec }));
+        let traffic = tokio::spawn(veer_testkit::run(LoadSpec { duration: Duration::from_secs(20), ..spec.clone() }));
         let served = active[0].served();
         wait_until_async("the active backend serves the second run", WAIT, || async { active[0].served() >= served + 20 }).await;
         tokio::task::block_in_place(|| api.restart()).expect("the API server restarts");
@@ -187,6 +187,21 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
             "requests failed across the API server's restart: {:?}",
             report.samples.iter().find(|s| s.status != Some(200))
         );
+        // A broken object on the server is refused with where and why; the last good set
+        // keeps serving (here: the fallback, as the emptied slice left it).
+        apply(
+            &api,
+            "broken.json",
+            r#"{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "broken", "namespace": "default"},
+                "spec": {"parentRefs": [{"name": "ha-failover-gateway"}], "rules": [{"backendRefs": [{"name": "no-such-service", "port": 80}]}]}}"#,
+        );
+        let refused = || {
+            node.events.all().iter().any(|e| e.kind == EventKind::ConfigRejected && e.reason.contains("kubernetes:HTTPRoute/default/broken:"))
+        };
+        wait_until_async("the broken route is refused, located", WAIT, || async { refused() }).await;
+        let report = veer_testkit::run(LoadSpec { duration: Duration::from_secs(1), ..spec }).await;
+        assert!(!report.samples.is_empty() && report.samples.iter().all(|s| s.status == Some(200)), "{:?}", report.by_backend());
+        assert!(report.by_backend().keys().all(|b| b == "passive-1"), "{:?}", report.by_backend());
         publisher.abort();
         node.stop().await;
     });
