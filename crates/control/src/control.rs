@@ -16,7 +16,7 @@ use veer_core::readmission::{readmission, Readmission, SweepSchedule, PROBE_AGAI
 use veer_core::slowstart::SlowStart;
 use veer_core::topology::EndpointKey;
 use veer_core::topology::Labels;
-use veer_model::inventory::{EndpointRecord, EndpointSource, Inventory};
+use veer_model::inventory::{EndpointSource, Inventory};
 use veer_model::resolve::View;
 use veer_model::set::ManifestSet;
 
@@ -235,12 +235,14 @@ impl Control {
         } else {
             self.inventory = Inventory::from_manifests(&self.set);
         }
-        // An API server's EndpointSlices join this cluster's WorkloadEntries.
+        self.take_slice_endpoints();
+    }
+
+    /// Makes this cluster's list its WorkloadEntries and the API server's EndpointSlice
+    /// endpoints, when an API server is read; the other clusters' lists stay as they are.
+    fn take_slice_endpoints(&mut self) {
         if let Some(slices) = self.cfg.external.as_ref().and_then(|e| e.endpoints.borrow().clone()) {
-            let own = &self.cfg.cluster;
-            let mut records: Vec<EndpointRecord> = self.inventory.get(own).map(|l| l.records().to_vec()).unwrap_or_default();
-            records.extend(slices.iter().cloned());
-            self.inventory.replace(own, EndpointSource::Kubernetes, records);
+            self.inventory.replace_from_manifests_and(&self.set, &self.cfg.cluster, EndpointSource::Kubernetes, &slices);
         }
     }
 
@@ -326,7 +328,7 @@ impl Control {
                         continue;
                     }
                     // The EndpointSlices changed: this cluster's endpoints, resolved again.
-                    self.take_file_endpoints();
+                    self.take_slice_endpoints();
                     self.dirty = None;
                     self.rebuild();
                 }

@@ -210,8 +210,14 @@ impl Inventory {
     /// Replaces `cluster`'s list with its WorkloadEntries in `set`: a meshed node's own
     /// cluster, the only one whose endpoints it takes from its files.
     pub fn replace_from_manifests(&mut self, set: &ManifestSet, cluster: &str) {
-        let records = set.entries().iter().filter(|(c, _)| c == cluster).map(|(_, e)| EndpointRecord::from_workload_entry(e)).collect();
-        self.replace(cluster, EndpointSource::Manifests, records);
+        self.replace_from_manifests_and(set, cluster, EndpointSource::Manifests, &[]);
+    }
+
+    /// Replaces `cluster`'s list with its WorkloadEntries in `set` followed by `more` (an API
+    /// server's EndpointSlice endpoints), as coming from `source`.
+    pub fn replace_from_manifests_and(&mut self, set: &ManifestSet, cluster: &str, source: EndpointSource, more: &[EndpointRecord]) {
+        let entries = set.entries().iter().filter(|(c, _)| c == cluster).map(|(_, e)| EndpointRecord::from_workload_entry(e));
+        self.replace(cluster, source, entries.chain(more.iter().cloned()).collect());
     }
 
     /// Makes `records` the whole of `cluster`'s endpoints (a peer's new catalog, say).
