@@ -97,7 +97,8 @@ impl Writer {
         for (ar, store) in &self.kinds {
             for object in store.state() {
                 let (namespace, Some(name)) = (object.metadata.namespace.as_deref(), object.metadata.name.as_deref()) else { continue };
-                let Some(verdict) = verdicts.get(&render::source_name(&ar.kind, namespace, name)) else { continue };
+                let source = render::source_name(&ar.kind, namespace, name);
+                let Some(verdict) = verdicts.get(&source) else { continue };
                 let current = object.data.get("status");
                 let target = Object {
                     group: &ar.group,
@@ -108,9 +109,7 @@ impl Writer {
                     current,
                 };
                 let Some(mut desired) = status::desired(&target, verdict, &now) else { continue };
-                if let (Some(fields), Some(serde_json::Value::Object(extra))) =
-                    (desired.as_object_mut(), extras.get(&render::source_name(&ar.kind, namespace, name)))
-                {
+                if let (Some(fields), Some(serde_json::Value::Object(extra))) = (desired.as_object_mut(), extras.get(&source)) {
                     fields.extend(extra.clone());
                 }
                 if current == Some(&desired) {
@@ -122,7 +121,7 @@ impl Writer {
                 };
                 let patch = serde_json::json!({"status": desired});
                 let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-                let what = format!("writing the status of {}", render::source_name(&ar.kind, namespace, name));
+                let what = format!("writing the status of {source}");
                 match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
                     Ok(_) => {
                         written += 1;

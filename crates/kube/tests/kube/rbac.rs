@@ -8,7 +8,7 @@ use veer_kube::{KubeSource, StatusConfig};
 use veer_testkit::kube::KubeUser;
 use veer_testkit::wait_until_async;
 
-use super::{api_with_crds, apply, apply_seed004, kubectl, repo, runtime, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, repo, runtime, BROKEN_ROUTE, WAIT};
 
 #[test]
 fn the_deploy_role_is_enough_and_a_missing_permission_is_named() {
@@ -35,7 +35,10 @@ fn the_deploy_role_is_enough_and_a_missing_permission_is_named() {
         assert!(feeds.first_sync().await, "every kind listed with the role's permissions");
         wait_until_async("the replica leads", WAIT, || async { *source.leading().borrow() }).await;
         let accepted = || {
-            let text = kubectl(&api, &["get", "gateway.gateway.networking.k8s.io", "ha-failover-gateway", "-o", "jsonpath={.status.conditions[0].status}"]);
+            let text = kubectl(
+                &api,
+                &["get", "gateway.gateway.networking.k8s.io", "ha-failover-gateway", "-o", "jsonpath={.status.conditions[0].status}"],
+            );
             text.trim() == "True"
         };
         wait_until_async("the Gateway's status is written", WAIT, || async { accepted() }).await;
@@ -44,12 +47,7 @@ fn the_deploy_role_is_enough_and_a_missing_permission_is_named() {
         // Without the right to write HTTPRoutes' status, the next status to write names it.
         let role = kubectl(&api, &["get", "clusterrole", "veer", "-o", "json"]).replace("\"httproutes/status\",", "");
         apply(&api, "role.json", &role);
-        apply(
-            &api,
-            "broken.json",
-            r#"{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "broken", "namespace": "default"},
-                "spec": {"parentRefs": [{"name": "ha-failover-gateway"}], "rules": [{"backendRefs": [{"name": "no-such-service", "port": 80}]}]}}"#,
-        );
+        apply(&api, "broken.json", BROKEN_ROUTE);
         let named = || {
             source.problems().get("writing the status of kubernetes:HTTPRoute/default/broken").is_some_and(|why| {
                 why == "forbidden: veer needs the permission to patch httproutes/status in API group \"gateway.networking.k8s.io\""

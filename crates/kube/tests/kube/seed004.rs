@@ -8,7 +8,7 @@ use veer_control::events::EventKind;
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
-use super::{api_with_crds, apply, apply_seed004, kubectl, pod, repo, runtime, slice, slice_version, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, pod, repo, runtime, slice, slice_version, BROKEN_ROUTE, WAIT};
 
 const HOST: &str = "www.example.com";
 
@@ -189,14 +189,12 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         );
         // A broken object on the server is refused with where and why; the last good set
         // keeps serving (here: the fallback, as the emptied slice left it).
-        apply(
-            &api,
-            "broken.json",
-            r#"{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "broken", "namespace": "default"},
-                "spec": {"parentRefs": [{"name": "ha-failover-gateway"}], "rules": [{"backendRefs": [{"name": "no-such-service", "port": 80}]}]}}"#,
-        );
+        apply(&api, "broken.json", BROKEN_ROUTE);
         let refused = || {
-            node.events.all().iter().any(|e| e.kind == EventKind::ConfigRejected && e.reason.contains("kubernetes:HTTPRoute/default/broken:"))
+            node.events
+                .all()
+                .iter()
+                .any(|e| e.kind == EventKind::ConfigRejected && e.reason.contains("kubernetes:HTTPRoute/default/broken:"))
         };
         wait_until_async("the broken route is refused, located", WAIT, || async { refused() }).await;
         let report = veer_testkit::run(LoadSpec { duration: Duration::from_secs(1), ..spec }).await;

@@ -10,7 +10,7 @@ use veer_kube::{KubeSource, StatusConfig};
 use veer_testkit::kube::{KubeApi, KubeUser};
 use veer_testkit::wait_until_async;
 
-use super::{api_with_crds, apply, apply_seed004, kubectl, runtime, WAIT};
+use super::{api_with_crds, apply, apply_seed004, kubectl, runtime, BROKEN_ROUTE, WAIT};
 
 /// Lease expiry (15 s) plus a renewal round and a write.
 const TAKE_OVER: Duration = Duration::from_secs(45);
@@ -68,12 +68,7 @@ fn the_lease_holder_alone_writes_each_objects_status_and_the_other_replica_takes
 
         // A route to a Service that does not exist: refused with veer's located message, and
         // the rest of the set waits (the last good set serves meanwhile).
-        apply(
-            &api,
-            "broken.json",
-            r#"{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "broken", "namespace": "default"},
-                "spec": {"parentRefs": [{"name": "ha-failover-gateway"}], "rules": [{"backendRefs": [{"name": "no-such-service", "port": 80}]}]}}"#,
-        );
+        apply(&api, "broken.json", BROKEN_ROUTE);
         wait_until_async("the broken route is refused", WAIT, || async {
             route_condition(&api, "broken", "Accepted").is_some_and(|(s, _, _)| s == "False")
         })
