@@ -238,11 +238,14 @@ impl Control {
         self.take_slice_endpoints();
     }
 
-    /// Makes this cluster's list its WorkloadEntries and the API server's EndpointSlice
-    /// endpoints, when an API server is read; the other clusters' lists stay as they are.
+    /// Makes each read cluster's list its WorkloadEntries and its API server's EndpointSlice
+    /// endpoints. On a meshed node only its own cluster's: as with WorkloadEntries, each peer
+    /// announces its own cluster's endpoints, with their health.
     fn take_slice_endpoints(&mut self) {
-        if let Some(slices) = self.cfg.external.as_ref().and_then(|e| e.endpoints.borrow().clone()) {
-            self.inventory.replace_from_manifests_and(&self.set, &self.cfg.cluster, EndpointSource::Kubernetes, &slices);
+        let Some(slices) = self.cfg.external.as_ref().and_then(|e| e.endpoints.borrow().clone()) else { return };
+        let own = self.cfg.cluster.as_str();
+        for (cluster, records) in slices.iter().filter(|(c, _)| self.peers.is_none() || c.as_str() == own) {
+            self.inventory.replace_from_manifests_and(&self.set, cluster, EndpointSource::Kubernetes, records);
         }
     }
 

@@ -1,7 +1,9 @@
-//! Manifests and endpoints that come from outside the files (a Kubernetes API server), as the
-//! control side takes them in: two watch channels, each `None` until its source has listed
-//! everything once, so a node never serves a half-read state.
+//! Manifests and endpoints that come from outside the files (Kubernetes API servers: the node's
+//! own cluster's and any remote clusters' it reads), as the control side takes them in: two watch
+//! channels, each `None` until its sources have listed everything once, so a node never serves a
+//! half-read state.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -10,13 +12,16 @@ use veer_model::inventory::EndpointRecord;
 /// Documents as the model reads them: (where they came from, their text).
 pub type Documents = Arc<Vec<(String, String)>>;
 
+/// EndpointSlice endpoints by the cluster whose API server lists them.
+pub type SliceEndpoints = Arc<BTreeMap<String, Arc<Vec<EndpointRecord>>>>;
+
 /// The feeds of an outside source. Cloned receivers see the same values.
 #[derive(Clone, Debug)]
 pub struct External {
     /// Manifests, read and checked with the files' as one set: same checks as `veer validate`.
     pub documents: watch::Receiver<Option<Documents>>,
-    /// This cluster's endpoints (EndpointSlices), beside its WorkloadEntries.
-    pub endpoints: watch::Receiver<Option<Arc<Vec<EndpointRecord>>>>,
+    /// Each read cluster's endpoints (EndpointSlices), beside its WorkloadEntries.
+    pub endpoints: watch::Receiver<Option<SliceEndpoints>>,
 }
 
 impl External {

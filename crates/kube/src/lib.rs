@@ -2,6 +2,7 @@
 //! feeds the control side checks exactly as it checks files.
 //!
 //! - [`source`]: discovery, one watch per kind, and the feeds built from their stores.
+//! - [`remote`]: remote clusters' API servers read beside the own one, their feeds merged.
 //! - [`crds`]: `veer crds`, definitions of the custom kinds veer reads.
 //! - [`dnsendpoints`]: the DNSEndpoints seed 002's operator would write, as changes to make.
 //! - [`events`]: failover and failback as `v1 Event`s on the resources that define them.
@@ -20,6 +21,7 @@ pub mod events;
 pub mod leader;
 pub mod lease;
 pub mod problems;
+pub mod remote;
 pub mod render;
 pub mod slices;
 pub mod source;
@@ -27,4 +29,5 @@ pub mod status;
 pub mod writer;
 
 pub use problems::Problems;
+pub use remote::Remote;
 pub use source::{client, KubeError, KubeSource, StatusConfig};

@@ -62,6 +62,15 @@ pub fn source_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The document name of a remote cluster's object: `kubernetes@<cluster>:<Kind>/…` for the
+/// `kubernetes:<Kind>/…` of [`source_name`], so a message says which server holds it.
+pub fn remote_name(name: &str, cluster: &str) -> String {
+    match name.strip_prefix("kubernetes:") {
+        Some(rest) => format!("kubernetes@{cluster}:{rest}"),
+        None => name.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -19,10 +19,11 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use veer_control::external::{Documents, External};
+use veer_control::external::{Documents, External, SliceEndpoints};
 use veer_model::inventory::EndpointRecord;
 
 use crate::problems::{note, Problems};
+use crate::remote::Remote;
 use crate::render::{self, Listed};
 use crate::slices::{self, Lookup, SliceObject};
 
@@ -191,6 +192,48 @@ impl KubeSource {
         classes: &[String],
         status: Option<StatusConfig>,
     ) -> Result<KubeSource, KubeError> {
+        KubeSource::start_with_remotes(client, cluster, classes, status, Vec::new()).await
+    }
+
+    /// [`KubeSource::start_owning`], and the `remotes`' API servers read beside this cluster's
+    /// (see [`crate::remote`]): their objects join the documents (an object several servers hold
+    /// counts once), their EndpointSlices are their clusters' endpoints, and status is checked on
+    /// the whole. The feeds wait up to [`crate::remote::REMOTE_WAIT`] for each remote's first list.
+    pub async fn start_with_remotes(
+        client: Client,
+        cluster: &str,
+        classes: &[String],
+        status: Option<StatusConfig>,
+        remotes: Vec<Remote>,
+    ) -> Result<KubeSource, KubeError> {
+        let mut source = KubeSource::start_server(client.clone(), cluster, classes, Origin::Own).await?;
+        if !remotes.is_empty() {
+            let own = source.feeds.clone();
+            source.feeds =
+                crate::remote::combine(cluster, own, remotes, crate::remote::REMOTE_WAIT, source.problems.clone(), &mut source.tasks);
+        }
+        if let Some(status) = status {
+            let (leading_tx, leading) = watch::channel(false);
+            let writer = crate::writer::Writer {
+                client: client.clone(),
+                checks: status.checks,
+                kinds: source.kinds.clone(),
+                written: Arc::clone(&source.status_writes),
+                problems: source.problems.clone(),
+            };
+            source.tasks.push(tokio::spawn(writer.run(source.feeds.documents.clone(), leading.clone())));
+            source.tasks.push(tokio::spawn(crate::leader::run(client, status.election, leading_tx)));
+            source.leading = leading;
+        }
+        Ok(source)
+    }
+
+    /// A remote cluster's server, read only (see [`crate::remote`]).
+    pub(crate) async fn start_remote(client: Client, cluster: &str) -> Result<KubeSource, KubeError> {
+        KubeSource::start_server(client, cluster, &[], Origin::Remote).await
+    }
+
+    async fn start_server(client: Client, cluster: &str, classes: &[String], origin: Origin) -> Result<KubeSource, KubeError> {
         let mut groups: Vec<&str> = veer_model::load::read_kinds().map(|(g, _, _)| g).collect();
         groups.push("discovery.k8s.io");
         groups.sort_unstable();
@@ -279,21 +322,11 @@ impl KubeSource {
         let (documents_tx, documents) = watch::channel(None);
         let (endpoints_tx, endpoints) = watch::channel(None);
         let names: Vec<String> = watched.iter().map(|w| w.what.clone()).collect();
-        let (leading_tx, leading) = watch::channel(false);
+        let (_, leading) = watch::channel(false);
         let status_writes = Arc::default();
-        if let Some(status) = status {
-            let writer = crate::writer::Writer {
-                client: client.clone(),
-                checks: status.checks,
-                kinds: kinds.clone(),
-                written: Arc::clone(&status_writes),
-                problems: problems.clone(),
-            };
-            tasks.push(tokio::spawn(writer.run(documents.clone(), leading.clone())));
-            tasks.push(tokio::spawn(crate::leader::run(client.clone(), status.election, leading_tx)));
-        }
         let build = Build {
             cluster: cluster.to_string(),
+            origin,
             classes: classes.to_vec(),
             kinds: kinds.clone(),
             slice_store,
@@ -303,7 +336,10 @@ impl KubeSource {
             endpoints_tx,
         };
         tasks.push(tokio::spawn(build.run(watched, changes)));
-        tracing::info!(target: "veer::kube", "watching {}", names_line(&names));
+        match origin {
+            Origin::Own => tracing::info!(target: "veer::kube", "watching {}", names_line(&names)),
+            Origin::Remote => tracing::info!(target: "veer::kube", "watching in remote cluster {cluster}: {}", names_line(&names)),
+        }
         Ok(KubeSource { feeds: External { documents, endpoints }, leading, status_writes, problems, kinds, watched: names, tasks })
     }
 }
@@ -358,9 +394,19 @@ where
     })
 }
 
+/// Whose API server a source reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The node's own cluster's: objects named `kubernetes:…`, status written.
+    Own,
+    /// A remote cluster's: objects named `kubernetes@<cluster>:…`, read only.
+    Remote,
+}
+
 /// What builds the feeds from the stores.
 struct Build {
     cluster: String,
+    origin: Origin,
     /// The Gateway classes served; empty: every class.
     classes: Vec<String>,
     kinds: Vec<(ApiResource, Store<DynamicObject>)>,
@@ -368,7 +414,7 @@ struct Build {
     pods: Store<PartialObjectMeta<Pod>>,
     nodes: Store<PartialObjectMeta<Node>>,
     documents_tx: watch::Sender<Option<Documents>>,
-    endpoints_tx: watch::Sender<Option<Arc<Vec<EndpointRecord>>>>,
+    endpoints_tx: watch::Sender<Option<SliceEndpoints>>,
 }
 
 impl Build {
@@ -398,7 +444,7 @@ impl Build {
                 });
             }
             if changes.endpoints.swap(false, Ordering::AcqRel) || first {
-                let records = Arc::new(self.endpoints());
+                let records = Arc::new(BTreeMap::from([(self.cluster.clone(), Arc::new(self.endpoints()))]));
                 self.endpoints_tx.send_if_modified(|now| {
                     let changed = now.as_deref() != Some(&*records);
                     if changed {
@@ -422,7 +468,14 @@ impl Build {
                     continue;
                 }
                 match serde_json::to_value(&*object) {
-                    Ok(value) => out.push(render::document(&listed, &value, &self.cluster)),
+                    Ok(value) => {
+                        let (name, text) = render::document(&listed, &value, &self.cluster);
+                        let name = match self.origin {
+                            Origin::Own => name,
+                            Origin::Remote => render::remote_name(&name, &self.cluster),
+                        };
+                        out.push((name, text));
+                    }
                     Err(e) => tracing::warn!(target: "veer::kube", "{} {:?}: cannot be rendered: {e}", ar.kind, object.metadata.name),
                 }
             }

@@ -5,6 +5,8 @@
 
 #[path = "kube/rbac.rs"]
 mod rbac;
+#[path = "kube/seed001.rs"]
+mod seed001;
 #[path = "kube/seed002.rs"]
 mod seed002;
 #[path = "kube/seed004.rs"]
@@ -107,6 +109,113 @@ fn apply_seed004(api: &KubeApi) {
     kubectl(api, &["apply", "-f", seed.to_str().expect("a UTF-8 path")]);
     let cluster = r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "local"}, "spec": {"locality": {"region": "local"}}}"#;
     apply(api, "cluster.json", cluster);
+}
+
+/// The node's live table for `host` (`name:port` picks the port too), as `/routes` shows it.
+async fn route_report(admin: SocketAddr, host: &str) -> serde_json::Value {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let resp = client.get(format!("http://{admin}/routes").parse().expect("uri")).await.expect("GET /routes");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let routes: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    routes
+        .as_array()
+        .and_then(|r| {
+            r.iter().find(|d| match host.rsplit_once(':') {
+                Some((name, port)) => d["host"] == name && d["port"].to_string() == port,
+                None => d["host"] == host,
+            })
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no table for {host}: {routes}"))
+}
+
+/// What a table decides: per priority its load and each endpoint's address, weight, share,
+/// labels and why it is there. Not where the endpoint was read from (the end of `why`), which
+/// differs by design, nor the port: seed 004's Service targets port 3000, which its files'
+/// endpoints serve on, where a slice carries the port each test backend really listens on.
+fn table(report: &serde_json::Value) -> serde_json::Value {
+    let priorities: Vec<serde_json::Value> = report["priorities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let endpoints: Vec<serde_json::Value> = p["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let ip = e["address"].as_str().and_then(|a| a.rsplit_once(':')).map(|(ip, _)| ip.to_string());
+                    let why = e["why"].as_str().and_then(|w| w.rsplit_once("; ")).map(|(why, _)| why.to_string());
+                    serde_json::json!([ip, e["weight"], e["share_percent"], e["labels"], why, e["healthy"]])
+                })
+                .collect();
+            serde_json::json!({"load": p["load_percent"], "endpoints": endpoints})
+        })
+        .collect();
+    serde_json::json!({"priorities": priorities, "panic": report["panic"]})
+}
+
+/// One API server per cluster, started side by side, each with `veer crds` applied.
+fn api_servers<const N: usize>() -> [KubeApi; N] {
+    let started: Vec<KubeApi> = std::thread::scope(|s| {
+        let starting: Vec<_> = (0..N).map(|_| s.spawn(api_with_crds)).collect();
+        starting.into_iter().map(|t| t.join().expect("an API server started")).collect()
+    });
+    started.try_into().unwrap_or_else(|_| unreachable!("N servers were started"))
+}
+
+/// A client of `api` as its admin.
+async fn admin_client(api: &KubeApi) -> kube::Client {
+    veer_kube::client(Some(&api.kubeconfig(veer_testkit::kube::KubeUser::Admin))).await.expect("client")
+}
+
+/// `kubectl apply -f` of files of the repository, as the seed applies them.
+fn apply_files(api: &KubeApi, files: &[&str]) {
+    for file in files {
+        let path = repo().join(file);
+        kubectl(api, &["apply", "-f", path.to_str().expect("a UTF-8 path")]);
+    }
+}
+
+/// A Pod of a Deployment: its name, where its container listens, its template's labels.
+struct PodAt<'a> {
+    name: &'a str,
+    addr: SocketAddr,
+    labels: &'a [(&'a str, &'a str)],
+}
+
+/// A Deployment's Pods in `namespace` and the EndpointSlice the controller writes for `service`
+/// (the Service port named `port_name`); an empty `pods` is the Deployment scaled to 0.
+fn deploy(api: &KubeApi, namespace: &str, service: &str, port_name: &str, pods: &[PodAt<'_>]) {
+    for p in pods {
+        apply(api, &format!("{}-pod.json", p.name), &pod(namespace, p.name, p.labels));
+    }
+    let ready: Vec<(&str, SocketAddr)> = pods.iter().map(|p| (p.name, p.addr)).collect();
+    apply(api, &format!("{service}-slice.json"), &slice(slice_version(api), namespace, service, port_name, &ready));
+}
+
+/// `veer explain`'s table for `host` (`name` or `name:port`; path `/`) from a client in `cluster` with `labels`, on the
+/// manifest files and folders `paths` (of the repository).
+fn files_table(paths: &[&str], host: &str, cluster: &str, labels: &[(&str, &str)]) -> serde_json::Value {
+    let paths: Vec<PathBuf> = paths.iter().map(|p| repo().join(p)).collect();
+    let sources = veer_model::files::read_paths(&paths).unwrap_or_else(|e| panic!("{e}"));
+    let set = veer_model::from_sources(&sources).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let inventory = veer_model::inventory::Inventory::from_manifests(&set);
+    let view = veer_model::resolve::View::new(&set, &inventory);
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port.parse().expect("a port"))),
+        None => (host, None),
+    };
+    let dest = veer_model::resolve::resolve(view, name, port, cluster, "/").expect("the host resolves");
+    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let client = veer_model::resolve::client(&set, cluster, &labels).expect("the client");
+    table(&serde_json::to_value(veer_model::explain::explain(&dest, &client)).expect("JSON"))
+}
+
+/// Requests that did not get a 200, described.
+fn failures(report: &veer_testkit::LoadReport) -> Vec<String> {
+    report.samples.iter().filter(|s| s.status != Some(200)).map(|s| format!("{:?} {:?} {:?}", s.sent_at, s.status, s.error)).collect()
 }
 
 /// The runtime a test's node and sources run on.

@@ -13,26 +13,43 @@ use veer_kube::writer::Checks;
 use veer_kube::StatusConfig;
 use veer_node::node::Node;
 
-/// Connects (the kubeconfig at `path`, or the in-cluster configuration), discovers what the
-/// server serves and starts the watches; the feeds fill once every kind was listed once. The
-/// node takes part in the election of the replica that writes status (a Lease named
-/// `veer-<cluster>` in `lease_namespace`), checking objects with its `files` and `labels`.
-pub fn start(
-    path: Option<PathBuf>,
-    cluster: &str,
-    lease_namespace: String,
-    gateway_classes: Vec<String>,
-    files: Vec<PathBuf>,
-    labels: Labels,
-) -> Result<(External, NodeLink), String> {
+/// What `veer run` reads from Kubernetes.
+pub struct KubeRun {
+    /// The own cluster's kubeconfig, or `None` for the in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    pub cluster: String,
+    /// Where the election's Lease (`veer-<cluster>`) lives.
+    pub lease_namespace: String,
+    pub gateway_classes: Vec<String>,
+    /// Remote clusters' kubeconfigs, by cluster name.
+    pub remotes: Vec<(String, PathBuf)>,
+    /// What status is checked with, beside the objects: the node's files and labels.
+    pub files: Vec<PathBuf>,
+    pub labels: Labels,
+}
+
+/// Connects (the kubeconfig, or the in-cluster configuration, and each remote's), discovers
+/// what the servers serve and starts the watches; the feeds fill once every kind was listed
+/// once. The node takes part in the election of the replica that writes status.
+pub fn start(run: KubeRun) -> Result<(External, NodeLink), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (link_tx, link_rx) = tokio::sync::oneshot::channel::<Attached>();
+    let KubeRun { kubeconfig: path, cluster, lease_namespace, gateway_classes, remotes, files, labels } = run;
+    for (i, (remote, _)) in remotes.iter().enumerate() {
+        if *remote == cluster {
+            return Err(format!(
+                "--remote-kubeconfig {remote}=…: {remote} is this node's own cluster (--cluster); its API server is --kubeconfig's"
+            ));
+        }
+        if remotes[..i].iter().any(|(r, _)| r == remote) {
+            return Err(format!("--remote-kubeconfig names cluster {remote} twice"));
+        }
+    }
     let status = StatusConfig {
         election: Election { namespace: lease_namespace, name: format!("veer-{cluster}"), identity: identity() },
-        checks: Checks { files, cluster: cluster.to_string(), labels },
+        checks: Checks { files, cluster: cluster.clone(), labels },
     };
     let instance = status.election.identity.clone();
-    let cluster = cluster.to_string();
     std::thread::Builder::new()
         .name("veer-kube".into())
         .spawn(move || {
@@ -46,7 +63,14 @@ pub fn start(
             runtime.block_on(async move {
                 let source = async {
                     let client = veer_kube::client(path.as_deref()).await?;
-                    let source = veer_kube::KubeSource::start_owning(client.clone(), &cluster, &gateway_classes, Some(status)).await?;
+                    let mut remote_clients = Vec::new();
+                    for (cluster, path) in &remotes {
+                        let client = veer_kube::client(Some(path)).await?;
+                        remote_clients.push(veer_kube::Remote { cluster: cluster.clone(), client });
+                    }
+                    let source =
+                        veer_kube::KubeSource::start_with_remotes(client.clone(), &cluster, &gateway_classes, Some(status), remote_clients)
+                            .await?;
                     Ok::<_, veer_kube::KubeError>((client, source))
                 };
                 match source.await {

@@ -206,6 +206,18 @@ struct KubeArgs {
     /// whatever its controller), as when another Gateway implementation shares the cluster.
     #[arg(long = "gateway-class")]
     gateway_classes: Vec<String>,
+    /// Also read a remote cluster's API server, as CLUSTER=KUBECONFIG (repeatable; as Istio's
+    /// remote secrets): its objects join the manifests, and its EndpointSlices are that cluster's
+    /// endpoints (on a meshed node its peer announces them instead). Read only.
+    #[arg(long = "remote-kubeconfig", value_name = "CLUSTER=KUBECONFIG", value_parser = parse_remote, requires = "kubeconfig")]
+    remote_kubeconfigs: Vec<(String, PathBuf)>,
+}
+
+fn parse_remote(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((cluster, path)) if !cluster.is_empty() && !path.is_empty() => Ok((cluster.to_string(), PathBuf::from(path))),
+        _ => Err(format!("{arg:?} is not CLUSTER=KUBECONFIG")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -385,13 +397,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.state_dir = state_dir;
-            let KubeArgs { kubeconfig, in_cluster, lease_namespace, gateway_classes } = *kube;
+            let KubeArgs { kubeconfig, in_cluster, lease_namespace, gateway_classes, remote_kubeconfigs } = *kube;
             let mut kube_link = None;
             let MeshArgs { certs, east_west, peer_stale_after, peer_unhealthy_after, peer_forget_after } = *mesh;
             if kubeconfig.is_some() || in_cluster {
                 let namespace = lease_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into());
-                let (feeds, link) =
-                    kube_cmd::start(kubeconfig, &cluster, namespace, gateway_classes, cfg.files.clone(), cfg.labels.clone())?;
+                let (feeds, link) = kube_cmd::start(kube_cmd::KubeRun {
+                    kubeconfig,
+                    cluster: cluster.clone(),
+                    lease_namespace: namespace,
+                    gateway_classes,
+                    remotes: remote_kubeconfigs,
+                    files: cfg.files.clone(),
+                    labels: cfg.labels.clone(),
+                })?;
                 cfg.external = Some(feeds);
                 kube_link = Some(link);
             }

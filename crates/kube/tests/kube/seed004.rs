@@ -8,19 +8,11 @@ use veer_control::events::EventKind;
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
-use super::{api_with_crds, apply, apply_seed004, kubectl, pod, repo, runtime, slice, slice_version, BROKEN_ROUTE, WAIT};
+use super::{
+    api_with_crds, apply, apply_seed004, kubectl, pod, repo, route_report, runtime, slice, slice_version, table, BROKEN_ROUTE, WAIT,
+};
 
 const HOST: &str = "www.example.com";
-
-/// The node's live table for the seed's route, as `/routes` shows it.
-async fn route_report(admin: SocketAddr) -> serde_json::Value {
-    use http_body_util::{BodyExt, Empty};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let resp = client.get(format!("http://{admin}/routes").parse().expect("uri")).await.expect("GET /routes");
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    let routes: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-    routes.as_array().and_then(|r| r.iter().find(|d| d["host"] == HOST)).cloned().unwrap_or_else(|| panic!("no table for {HOST}: {routes}"))
-}
 
 /// `veer explain --host www.example.com --from local --path /test` on the seed's files.
 fn files_report(pods: &[(&str, SocketAddr)]) -> serde_json::Value {
@@ -43,32 +35,6 @@ fn files_report(pods: &[(&str, SocketAddr)]) -> serde_json::Value {
     let dest = veer_model::resolve::resolve(view, HOST, None, "local", "/test").expect("the route resolves");
     let client = veer_model::resolve::client(&set, "local", &Default::default()).expect("the client");
     serde_json::to_value(veer_model::explain::explain(&dest, &client)).expect("JSON")
-}
-
-/// What a table decides: per priority its load and each endpoint's address, weight, share,
-/// labels and why it is there. Not where the endpoint was read from (the end of `why`), which
-/// differs by design, nor the port: the seed's Service targets port 3000, which its files'
-/// endpoints serve on, where a slice carries the port each test backend really listens on.
-fn table(report: &serde_json::Value) -> serde_json::Value {
-    let priorities: Vec<serde_json::Value> = report["priorities"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let endpoints: Vec<serde_json::Value> = p["endpoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    let ip = e["address"].as_str().and_then(|a| a.rsplit_once(':')).map(|(ip, _)| ip.to_string());
-                    let why = e["why"].as_str().and_then(|w| w.rsplit_once("; ")).map(|(why, _)| why.to_string());
-                    serde_json::json!([ip, e["weight"], e["share_percent"], e["labels"], why, e["healthy"]])
-                })
-                .collect();
-            serde_json::json!({"load": p["load_percent"], "endpoints": endpoints})
-        })
-        .collect();
-    serde_json::json!({"priorities": priorities, "panic": report["panic"]})
 }
 
 #[test]
@@ -106,7 +72,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
 
         // The node's table is the one `veer explain` gives for the same seed as files, with the
         // Pods as WorkloadEntries (the seed's topology.yaml, at the backends' addresses).
-        let served = route_report(node.admin).await;
+        let served = route_report(node.admin, HOST).await;
         let files = files_report(&[active_pod, passive_pod]);
         assert_eq!(table(&served), table(&files), "served: {served:#}\nfiles: {files:#}");
         assert_eq!(table(&served)["priorities"].as_array().map(Vec::len), Some(2), "{served:#}");
