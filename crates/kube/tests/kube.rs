@@ -9,6 +9,8 @@ mod rbac;
 mod seed001;
 #[path = "kube/seed002.rs"]
 mod seed002;
+#[path = "kube/seed003.rs"]
+mod seed003;
 #[path = "kube/seed004.rs"]
 mod seed004;
 #[path = "kube/status.rs"]
