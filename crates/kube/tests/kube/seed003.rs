@@ -78,7 +78,8 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
         let mut sources = Vec::new();
         for ((cluster, ip), (own, other, other_name)) in NODES.iter().rev().zip([(&api2, &api1, "cluster1"), (&api1, &api2, "cluster2")]) {
             let remotes = vec![Remote { cluster: other_name.into(), client: admin_client(other).await }];
-            let source = KubeSource::start_with_remotes(admin_client(own).await, cluster, &[], None, remotes).await.expect("the source starts");
+            let source =
+                KubeSource::start_with_remotes(admin_client(own).await, cluster, &[], None, remotes).await.expect("the source starts");
             let mut cfg = NodeConfig::new(Vec::new(), cluster);
             cfg.listen = Some(at(*ip, 0));
             cfg.admin = Some(at(*ip, 0));
