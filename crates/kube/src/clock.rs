@@ -1,4 +1,5 @@
-//! The crate's one clock: wall time, as Leases and status conditions carry it.
+//! The crate's one clock: wall time, as Leases and status conditions carry it, and the runtime's
+//! clock for deadlines.
 
 use std::time::Duration;
 
@@ -13,4 +14,10 @@ pub fn unix_now() -> Duration {
 /// Now, in RFC 3339 to the second, as conditions' `lastTransitionTime` is written.
 pub fn rfc3339_now() -> String {
     Timestamp::from_second(Timestamp::now().as_second()).map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// The runtime's now, for deadlines the source waits on.
+#[allow(clippy::disallowed_methods)]
+pub fn tokio_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use veer_control::external::{Documents, External, SliceEndpoints};
 
 use crate::problems::{note, Problems};
-use crate::source::KubeSource;
+use crate::source::{KubeError, KubeSource, Origin, StatusConfig};
 
 /// How long a node's first sync waits for a remote server before it starts without that
 /// cluster's objects (they join when the server answers), as istiod waits for remote clusters.
@@ -27,6 +27,45 @@ pub const REMOTE_WAIT: Duration = Duration::from_secs(30);
 pub struct Remote {
     pub cluster: String,
     pub client: Client,
+}
+
+impl KubeSource {
+    /// [`KubeSource::start_owning`], and the `remotes`' API servers read beside this cluster's
+    /// (see this module): their objects join the documents (an object several servers hold
+    /// counts once), their EndpointSlices are their clusters' endpoints, and status is checked on
+    /// the whole. The feeds wait up to [`REMOTE_WAIT`] for each remote's first list.
+    pub async fn start_with_remotes(
+        client: Client,
+        cluster: &str,
+        classes: &[String],
+        status: Option<StatusConfig>,
+        remotes: Vec<Remote>,
+    ) -> Result<KubeSource, KubeError> {
+        let mut source = KubeSource::start_server(client.clone(), cluster, classes, Origin::Own).await?;
+        if !remotes.is_empty() {
+            let own = source.feeds.clone();
+            source.feeds = combine(cluster, own, remotes, REMOTE_WAIT, source.problems.clone(), &mut source.tasks);
+        }
+        if let Some(status) = status {
+            let (leading_tx, leading) = watch::channel(false);
+            let writer = crate::writer::Writer {
+                client: client.clone(),
+                checks: status.checks,
+                kinds: source.kinds.clone(),
+                written: Arc::clone(&source.status_writes),
+                problems: source.problems.clone(),
+            };
+            source.tasks.push(tokio::spawn(writer.run(source.feeds.documents.clone(), leading.clone())));
+            source.tasks.push(tokio::spawn(crate::leader::run(client, status.election, leading_tx)));
+            source.leading = leading;
+        }
+        Ok(source)
+    }
+
+    /// A remote cluster's server, read only.
+    async fn start_remote(client: Client, cluster: &str) -> Result<KubeSource, KubeError> {
+        KubeSource::start_server(client, cluster, &[], Origin::Remote).await
+    }
 }
 
 /// One server's feeds as the merge sees them: `None` until it has listed everything once.
@@ -60,7 +99,7 @@ pub(crate) fn combine(
     }
     let (documents_tx, documents) = watch::channel(None);
     let (endpoints_tx, endpoints) = watch::channel(None);
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = crate::clock::tokio_now() + wait;
     tasks.push(tokio::spawn(merge(servers, wake, deadline, documents_tx, endpoints_tx, problems)));
     External { documents, endpoints }
 }

@@ -23,7 +23,6 @@ use veer_control::external::{Documents, External, SliceEndpoints};
 use veer_model::inventory::EndpointRecord;
 
 use crate::problems::{note, Problems};
-use crate::remote::Remote;
 use crate::render::{self, Listed};
 use crate::slices::{self, Lookup, SliceObject};
 
@@ -106,16 +105,16 @@ pub struct StatusConfig {
 
 /// A running source: its feeds, and the tasks that keep them, stopped when it is dropped.
 pub struct KubeSource {
-    feeds: External,
+    pub(crate) feeds: External,
     /// Whether this replica leads (writes status); always false without status writing.
-    leading: watch::Receiver<bool>,
-    status_writes: Arc<std::sync::atomic::AtomicU64>,
-    problems: Problems,
+    pub(crate) leading: watch::Receiver<bool>,
+    pub(crate) status_writes: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) problems: Problems,
     /// The stores of the manifest kinds, for lookups by kind and name.
-    kinds: Vec<(ApiResource, Store<DynamicObject>)>,
+    pub(crate) kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     /// The kinds watched, as `apiVersion Kind`, for the log and tests.
     watched: Vec<String>,
-    tasks: Vec<JoinHandle<()>>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for KubeSource {
@@ -195,45 +194,8 @@ impl KubeSource {
         KubeSource::start_with_remotes(client, cluster, classes, status, Vec::new()).await
     }
 
-    /// [`KubeSource::start_owning`], and the `remotes`' API servers read beside this cluster's
-    /// (see [`crate::remote`]): their objects join the documents (an object several servers hold
-    /// counts once), their EndpointSlices are their clusters' endpoints, and status is checked on
-    /// the whole. The feeds wait up to [`crate::remote::REMOTE_WAIT`] for each remote's first list.
-    pub async fn start_with_remotes(
-        client: Client,
-        cluster: &str,
-        classes: &[String],
-        status: Option<StatusConfig>,
-        remotes: Vec<Remote>,
-    ) -> Result<KubeSource, KubeError> {
-        let mut source = KubeSource::start_server(client.clone(), cluster, classes, Origin::Own).await?;
-        if !remotes.is_empty() {
-            let own = source.feeds.clone();
-            source.feeds =
-                crate::remote::combine(cluster, own, remotes, crate::remote::REMOTE_WAIT, source.problems.clone(), &mut source.tasks);
-        }
-        if let Some(status) = status {
-            let (leading_tx, leading) = watch::channel(false);
-            let writer = crate::writer::Writer {
-                client: client.clone(),
-                checks: status.checks,
-                kinds: source.kinds.clone(),
-                written: Arc::clone(&source.status_writes),
-                problems: source.problems.clone(),
-            };
-            source.tasks.push(tokio::spawn(writer.run(source.feeds.documents.clone(), leading.clone())));
-            source.tasks.push(tokio::spawn(crate::leader::run(client, status.election, leading_tx)));
-            source.leading = leading;
-        }
-        Ok(source)
-    }
-
-    /// A remote cluster's server, read only (see [`crate::remote`]).
-    pub(crate) async fn start_remote(client: Client, cluster: &str) -> Result<KubeSource, KubeError> {
-        KubeSource::start_server(client, cluster, &[], Origin::Remote).await
-    }
-
-    async fn start_server(client: Client, cluster: &str, classes: &[String], origin: Origin) -> Result<KubeSource, KubeError> {
+    /// One API server's source (the own cluster's or a remote's), without status writing.
+    pub(crate) async fn start_server(client: Client, cluster: &str, classes: &[String], origin: Origin) -> Result<KubeSource, KubeError> {
         let mut groups: Vec<&str> = veer_model::load::read_kinds().map(|(g, _, _)| g).collect();
         groups.push("discovery.k8s.io");
         groups.sort_unstable();
@@ -396,7 +358,7 @@ where
 
 /// Whose API server a source reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
+pub(crate) enum Origin {
     /// The node's own cluster's: objects named `kubernetes:…`, status written.
     Own,
     /// A remote cluster's: objects named `kubernetes@<cluster>:…`, read only.

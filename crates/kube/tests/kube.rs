@@ -126,7 +126,7 @@ async fn route_report(admin: SocketAddr, host: &str) -> serde_json::Value {
         .as_array()
         .and_then(|r| {
             r.iter().find(|d| match host.rsplit_once(':') {
-                Some((name, port)) => d["host"] == name && d["port"].to_string() == port,
+                Some((name, port)) => d["host"] == name && port.parse().ok() == d["port"].as_u64(),
                 None => d["host"] == host,
             })
         })

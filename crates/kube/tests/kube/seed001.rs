@@ -51,6 +51,10 @@ fn a_failover_service_over_two_api_servers_is_accepted_routes_as_its_files_do_an
         apply(api, "clusters.json", CLUSTERS);
         apply(api, "reviews.json", SERVICE);
     }
+    // The remote is read with deploy/remote-reader.yaml's role only (the test's `veer` user
+    // stands in for its ServiceAccount).
+    apply_files(&remote, &["deploy/00-namespace.yaml", "deploy/remote-reader.yaml"]);
+    kubectl(&remote, &["create", "clusterrolebinding", "veer-user", "--clusterrole", "veer-remote-reader", "--user", "veer"]);
     mgmt.create_namespace("service-mesh-hub").expect("namespace");
     apply(&mgmt, "virtual-mesh.json", VIRTUAL_MESH);
     let (v1_labels, v2_labels, v3_labels) =
@@ -67,7 +71,8 @@ fn a_failover_service_over_two_api_servers_is_accepted_routes_as_its_files_do_an
             election: Election { namespace: "default".into(), name: "veer-mgmt-cluster".into(), identity: "veer-0".into() },
             checks: Checks { files: Vec::new(), cluster: "mgmt-cluster".into(), labels: Default::default() },
         };
-        let remotes = vec![Remote { cluster: "remote-cluster".into(), client: admin_client(&remote).await }];
+        let reader = veer_kube::client(Some(&remote.kubeconfig(veer_testkit::kube::KubeUser::Veer))).await.expect("client");
+        let remotes = vec![Remote { cluster: "remote-cluster".into(), client: reader }];
         let source = KubeSource::start_with_remotes(admin_client(&mgmt).await, "mgmt-cluster", &[], Some(status), remotes)
             .await
             .expect("the source starts");

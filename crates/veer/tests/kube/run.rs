@@ -102,3 +102,23 @@ fn veer_run_with_a_kubeconfig_routes_by_the_api_server_and_reports_there() {
     let lease = kubectl(&api, &["get", "lease", "veer-local", "-n", "default", "-o", "jsonpath={.spec.holderIdentity}"]);
     assert!(!lease.trim().is_empty(), "the node holds the Lease");
 }
+
+#[test]
+fn a_remote_kubeconfig_must_name_another_cluster_once_as_cluster_equals_path() {
+    let run = |remote: &[&str]| {
+        let mut args = vec!["run", "--kubeconfig", "own.kubeconfig", "--cluster", "cluster1", "--listen", "127.0.0.1:0"];
+        for r in remote {
+            args.extend(["--remote-kubeconfig", r]);
+        }
+        veer(&args)
+    };
+    let (code, _, err) = run(&["cluster2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"cluster2\" is not CLUSTER=KUBECONFIG"), "{err}");
+    let (code, _, err) = run(&["cluster1=a.kubeconfig"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("cluster1 is this node's own cluster"), "{err}");
+    let (code, _, err) = run(&["cluster2=a.kubeconfig", "cluster2=b.kubeconfig"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("names cluster cluster2 twice"), "{err}");
+}
