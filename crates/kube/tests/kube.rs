@@ -189,12 +189,18 @@ struct PodAt<'a> {
     labels: &'a [(&'a str, &'a str)],
 }
 
-/// A Deployment's Pods in `namespace` and the EndpointSlice the controller writes for `service`
-/// (the Service port named `port_name`); an empty `pods` is the Deployment scaled to 0.
+/// A Deployment's Pods in `namespace` (one `kubectl apply`) and the EndpointSlice the controller
+/// writes for `service` once they are ready (see [`scale`]).
 fn deploy(api: &KubeApi, namespace: &str, service: &str, port_name: &str, pods: &[PodAt<'_>]) {
-    for p in pods {
-        apply(api, &format!("{}-pod.json", p.name), &pod(namespace, p.name, p.labels));
-    }
+    let items: Vec<serde_json::Value> =
+        pods.iter().map(|p| serde_json::from_str(&pod(namespace, p.name, p.labels)).expect("a Pod is JSON")).collect();
+    apply(api, &format!("{service}-pods.json"), &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string());
+    scale(api, namespace, service, port_name, pods);
+}
+
+/// The EndpointSlice the controller writes for `service` (the Service port named `port_name`)
+/// listing the ready `pods`: `kubectl scale` as veer sees it; none is the Deployment at 0.
+fn scale(api: &KubeApi, namespace: &str, service: &str, port_name: &str, pods: &[PodAt<'_>]) {
     let ready: Vec<(&str, SocketAddr)> = pods.iter().map(|p| (p.name, p.addr)).collect();
     apply(api, &format!("{service}-slice.json"), &slice(slice_version(api), namespace, service, port_name, &ready));
 }

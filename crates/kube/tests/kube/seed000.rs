@@ -13,7 +13,9 @@ use veer_node::node::{Node, NodeConfig};
 use veer_testkit::kube::KubeApi;
 use veer_testkit::{wait_until_async, Backends, LoadSpec};
 
-use super::{admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, table, PodAt, WAIT};
+use super::{
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, scale, table, PodAt, WAIT,
+};
 
 const BASE: &str = "examples/000-gloo-priority-labels";
 const STEPS: &str = "examples/steps/000-gloo-priority-labels";
@@ -47,8 +49,8 @@ const CLUSTERS: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
   {"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "test-pp-rs", "namespace": "default"},
    "spec": {"network": "pp-net", "locality": {"region": "pp", "zone": "rs", "subzone": "avg"}, "gateway": {"address": "127.0.0.1:15002"}}}]}"#;
 
-/// The server Deployment of `side` at `replicas` replicas, its Pods labelled `labels` (the
-/// Service carries them too, as the seed's manifests have it).
+/// The server Deployment of `side`: its Service and `replicas` Pods labelled `labels` (the
+/// Service carries them too, as the seed's manifests have it), all ready.
 fn servers(api: &KubeApi, side: &Side, replicas: u8, labels: &[(&str, &str)]) {
     let mut service_labels: serde_json::Map<String, serde_json::Value> = labels.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
     service_labels.insert("app".into(), "vuderani-vd-server".into());
@@ -58,9 +60,18 @@ fn servers(api: &KubeApi, side: &Side, replicas: u8, labels: &[(&str, &str)]) {
         "spec": {"selector": {"app": "vuderani-vd-server"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
     });
     apply(api, "server-service.json", &service.to_string());
+    with_pods(side, replicas, labels, |pods| deploy(api, "infra", "vuderani-vd-server", "http", pods));
+}
+
+/// `kubectl scale deployment vuderani-vd-server --replicas=N` of `side`, as its slice says.
+fn scale_servers(api: &KubeApi, side: &Side, replicas: u8, labels: &[(&str, &str)]) {
+    with_pods(side, replicas, labels, |pods| scale(api, "infra", "vuderani-vd-server", "http", pods));
+}
+
+fn with_pods(side: &Side, replicas: u8, labels: &[(&str, &str)], f: impl FnOnce(&[PodAt<'_>])) {
     let names: Vec<(String, SocketAddr)> = (1..=replicas).map(|i| side.server(i)).collect();
     let pods: Vec<PodAt<'_>> = names.iter().map(|(name, addr)| PodAt { name, addr: *addr, labels }).collect();
-    deploy(api, "infra", "vuderani-vd-server", "http", &pods);
+    f(&pods);
 }
 
 /// Waits until `node` serves `side`'s client the table `veer explain` gives on `folder`.
@@ -137,13 +148,13 @@ fn priority_labels_over_two_api_servers_route_as_their_files_do_and_central_scal
         assert_eq!(test_served(), 0, "with central's servers ready, test's has nothing");
 
         // Step 6: kubectl scale deployment vuderani-vd-server --replicas=0 in central.
-        servers(&central_api, &CENTRAL, 0, &[APP, SERVES_CENTRAL]);
+        scale_servers(&central_api, &CENTRAL, 0, &[APP, SERVES_CENTRAL]);
         let before = test_served();
         wait_until_async("test's server takes central's traffic", WAIT, || async { test_served() >= before + 50 }).await;
         table_of(central, &CENTRAL, &format!("{STEPS}/3-central-scaled-0"), "central scaled to 0").await;
         // Step 7: back to 9 replicas.
         let central_then = central_served();
-        servers(&central_api, &CENTRAL, 9, &[APP, SERVES_CENTRAL]);
+        scale_servers(&central_api, &CENTRAL, 9, &[APP, SERVES_CENTRAL]);
         wait_until_async("central's servers have the traffic back", WAIT, || async { central_served() >= central_then + 50 }).await;
 
         let report = traffic.await.expect("the load ran");

@@ -13,7 +13,7 @@ use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, Backends, LoadSpec};
 
 use super::{
-    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, kubectl, route_report, runtime, table, PodAt, WAIT,
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, kubectl, route_report, runtime, scale, table, PodAt, WAIT,
 };
 
 /// What productpage calls (the seed's traffic shift sends it to the FailoverService).
@@ -109,7 +109,7 @@ fn a_failover_service_over_two_api_servers_is_accepted_routes_as_its_files_do_an
             path: "/".into(),
             method: http::Method::GET,
             rate_per_sec: 100,
-            duration: Duration::from_secs(12),
+            duration: Duration::from_secs(20),
             connections: 8,
             timeout: Duration::from_secs(5),
             http2: false,
@@ -119,11 +119,11 @@ fn a_failover_service_over_two_api_servers_is_accepted_routes_as_its_files_do_an
         assert_eq!(backends[2].served(), 0, "with mgmt's reviews ready, the remote's v3 has nothing");
 
         // kubectl scale --replicas=0 of reviews-v1 and reviews-v2 on mgmt: its slice empties.
-        deploy(&mgmt, "bookinfo", "reviews", "http", &[]);
+        scale(&mgmt, "bookinfo", "reviews", "http", &[]);
         let before = backends[2].served();
         wait_until_async("the remote cluster's v3 takes the traffic", WAIT, || async { backends[2].served() >= before + 50 }).await;
         let mgmt_then = backends[0].served() + backends[1].served();
-        deploy(&mgmt, "bookinfo", "reviews", "http", &mgmt_pods);
+        scale(&mgmt, "bookinfo", "reviews", "http", &mgmt_pods);
         wait_until_async("mgmt's reviews have the traffic back", WAIT, || async {
             backends[0].served() + backends[1].served() >= mgmt_then + 50
         })

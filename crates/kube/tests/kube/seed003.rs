@@ -12,7 +12,9 @@ use veer_kube::{KubeSource, Remote};
 use veer_node::node::{MeshConfig, Node, NodeConfig};
 use veer_testkit::{wait_until_async, Backends, LoadSpec, TempDir};
 
-use super::{admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, table, PodAt, WAIT};
+use super::{
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, scale, table, PodAt, WAIT,
+};
 
 /// What the seed's `curl helloworld.sample:5000/hello` reaches.
 const SERVICE: &str = "helloworld.sample.svc.cluster.local:5000";
@@ -106,7 +108,7 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
             path: "/hello".into(),
             method: http::Method::GET,
             rate_per_sec: 100,
-            duration: Duration::from_secs(12),
+            duration: Duration::from_secs(20),
             connections: 8,
             timeout: Duration::from_secs(5),
             http2: false,
@@ -116,12 +118,12 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
         assert_eq!(backends[1].served(), 0, "with v1 ready, v2 has nothing");
 
         // kubectl scale deployment helloworld-v1 --replicas=0 in cluster1: its slice empties.
-        deploy(&api1, "sample", "helloworld", "http", &[]);
+        scale(&api1, "sample", "helloworld", "http", &[]);
         let before = backends[1].served();
         wait_until_async("v2, across the networks, takes the traffic", WAIT, || async { backends[1].served() >= before + 50 }).await;
         table_of_step(cluster1, &format!("{STEPS}/4-v1-scaled-to-0"), "v1 scaled to 0").await;
         let v1_then = backends[0].served();
-        deploy(&api1, "sample", "helloworld", "http", &v1_pods);
+        scale(&api1, "sample", "helloworld", "http", &v1_pods);
         wait_until_async("v1 has the traffic back", WAIT, || async { backends[0].served() >= v1_then + 50 }).await;
 
         let report = traffic.await.expect("the load ran");
