@@ -129,7 +129,8 @@ pub struct Control {
     health: HashMap<(DestinationName, EndpointKey), HealthState>,
     /// Endpoints in slow start, by (destination, endpoint).
     warming: HashMap<(DestinationName, EndpointKey), Warmup>,
-    active: HashMap<DestinationName, i64>,
+    /// Each destination's active priority, and the level serving at it.
+    active: HashMap<DestinationName, (i64, Option<ActiveLevel>)>,
     /// Destinations whose health changed since the last snapshot; `None`: rebuild everything
     /// (start, reload).
     dirty: Option<HashSet<DestinationName>>,
@@ -165,6 +166,32 @@ fn priority_change_reason(before: i64, active: i64, serving: usize) -> String {
     } else {
         format!("priority {active} is healthy again")
     }
+}
+
+/// The level of a destination's rule that serves at its active priority.
+#[derive(Clone, Debug)]
+struct ActiveLevel {
+    /// The rule's priority, before empty levels are dropped.
+    rank: u32,
+    /// Why its endpoints sit there, as `veer explain` says it.
+    why: String,
+    endpoints: Vec<veer_core::topology::EndpointKey>,
+}
+
+/// Why traffic moved when the active priority kept its number `priority` but another level of
+/// the rule now serves at it (priorities are numbered without gaps, as Istio hands them to
+/// Envoy: when a whole level goes, the next takes its number), or `None` if it did not move:
+/// some endpoint serves on (a scale-down, a new rule for the same endpoints), or the new
+/// endpoints sit at the same level (a rolling update).
+fn level_change_reason(priority: u32, from: &ActiveLevel, to: &ActiveLevel) -> Option<String> {
+    if from.rank == to.rank || from.endpoints.iter().any(|e| to.endpoints.contains(e)) {
+        return None;
+    }
+    Some(if to.rank > from.rank {
+        format!("priority {priority}'s endpoints ({}) are gone; priority {priority} is now {}", from.why, to.why)
+    } else {
+        format!("priority {priority} is {} again, which the rule prefers to {}", to.why, from.why)
+    })
 }
 
 fn fallback_outlier() -> OutlierConfig {
@@ -841,7 +868,14 @@ impl Control {
     fn observe(&mut self, d: &veer_gateway::snapshot::DestState) {
         let key = d.key.clone();
         let active = d.active_priority();
-        let before = self.active.insert(key.clone(), active);
+        let at_active: Vec<&veer_core::table::Placement> =
+            d.table.placements.iter().filter(|p| i64::try_from(p.priority).is_ok_and(|p| p == active)).collect();
+        let level = at_active.first().map(|first| ActiveLevel {
+            rank: first.raw_priority,
+            why: veer_model::explain::describe(&first.why, None),
+            endpoints: at_active.iter().filter_map(|p| d.upstreams.get(p.endpoint).map(|u| u.key.clone())).collect(),
+        });
+        let before = self.active.insert(key.clone(), (active, level.clone()));
         self.metrics.set_active_priority(&key, active);
         for (u, e) in d.upstreams.iter().zip(&d.endpoints) {
             self.metrics.set_endpoint_health(
@@ -852,7 +886,12 @@ impl Control {
                 e.health != veer_core::topology::Health::Unhealthy,
             );
         }
-        if let Some(before) = before {
+        if let Some((before, before_level)) = before {
+            if let (true, Some(from), Some(to), Ok(priority)) = (before == active, &before_level, &level, u32::try_from(active)) {
+                if let Some(reason) = level_change_reason(priority, from, to) {
+                    self.events.record(NewEvent::level_change(&key, priority, from.rank, to.rank, reason));
+                }
+            }
             if before != active {
                 let serving = d
                     .upstreams
@@ -991,7 +1030,33 @@ async fn probe_with(
 
 #[cfg(test)]
 mod tests {
-    use super::priority_change_reason;
+    use super::{level_change_reason, priority_change_reason, ActiveLevel};
+    use veer_core::topology::EndpointKey;
+
+    fn level(rank: u32, why: &str, endpoints: &[&str]) -> ActiveLevel {
+        let endpoints = endpoints.iter().map(|e| EndpointKey::from(e.parse::<std::net::SocketAddr>().expect("ip:port"))).collect();
+        ActiveLevel { rank, why: why.into(), endpoints }
+    }
+
+    #[test]
+    fn a_whole_level_replaced_at_the_same_priority_number_is_a_move_and_a_scale_or_a_rolling_update_is_not() {
+        let v1 = level(0, "same region/zone/subzone", &["127.0.2.1:5000"]);
+        let v2 = level(3, "other region", &["127.0.2.2:5000"]);
+        assert_eq!(
+            level_change_reason(0, &v1, &v2).as_deref(),
+            Some("priority 0's endpoints (same region/zone/subzone) are gone; priority 0 is now other region")
+        );
+        assert_eq!(
+            level_change_reason(0, &v2, &v1).as_deref(),
+            Some("priority 0 is same region/zone/subzone again, which the rule prefers to other region")
+        );
+        // Scaled down but one endpoint serves on; a new rule ranking the same endpoints; new pods
+        // at the same level (a rolling update): none moves traffic to another level.
+        let scaled = level(0, "same region/zone/subzone", &["127.0.2.1:5000", "127.0.2.3:5000"]);
+        assert_eq!(level_change_reason(0, &scaled, &v1), None);
+        assert_eq!(level_change_reason(0, &level(1, "label rank 0", &["127.0.2.1:5000"]), &v1), None);
+        assert_eq!(level_change_reason(0, &v1, &level(0, "same region/zone/subzone", &["127.0.2.9:5000"])), None);
+    }
 
     #[test]
     fn a_destination_gaining_its_first_endpoints_says_so_and_no_reason_names_priority_minus_one() {

@@ -24,6 +24,15 @@ pub struct Event {
     pub cluster: Option<String>,
     pub from_priority: Option<u32>,
     pub to_priority: Option<u32>,
+    /// For a move within one priority number: the rule's priorities (before empty levels are
+    /// dropped, as `veer explain`'s why column ranks them) of the level that served before and of
+    /// the one serving now. Priorities are numbered without gaps, as Istio hands them to Envoy, so
+    /// when every endpoint of the serving level goes (a Deployment scaled to 0), the next level
+    /// takes its number; the traffic has moved all the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_rank: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_rank: Option<u32>,
     pub reason: String,
     /// How many occurrences this event stands for: 1, or more for a refusal that others of the
     /// same kind and reason within the following second were folded into (they are not listed,
@@ -43,13 +52,23 @@ pub struct NewEvent<'a> {
     cluster: Option<&'a str>,
     from_priority: Option<u32>,
     to_priority: Option<u32>,
+    ranks: Option<(u32, u32)>,
     reason: String,
 }
 
 impl<'a> NewEvent<'a> {
     /// About the node as a whole: a reload, a start, a shutdown.
     pub fn node(kind: EventKind, reason: impl Into<String>) -> Self {
-        NewEvent { kind, destination: None, endpoint: None, cluster: None, from_priority: None, to_priority: None, reason: reason.into() }
+        NewEvent {
+            kind,
+            destination: None,
+            endpoint: None,
+            cluster: None,
+            from_priority: None,
+            to_priority: None,
+            ranks: None,
+            reason: reason.into(),
+        }
     }
 
     /// About one cluster: a peer's state, a DNS zone's writer, the node's own cluster.
@@ -65,6 +84,12 @@ impl<'a> NewEvent<'a> {
     /// A destination's active priority moved (`None`: no priority had or has load).
     pub fn priority_change(destination: &'a str, from: Option<u32>, to: Option<u32>, reason: impl Into<String>) -> Self {
         NewEvent { destination: Some(destination), from_priority: from, to_priority: to, ..Self::node(EventKind::PriorityChange, reason) }
+    }
+
+    /// A destination's traffic moved to another level of its rule while its active priority kept
+    /// its number `priority` (see [`Event::from_rank`]): from rule priority `from` to `to`.
+    pub fn level_change(destination: &'a str, priority: u32, from: u32, to: u32, reason: impl Into<String>) -> Self {
+        NewEvent { ranks: Some((from, to)), ..Self::priority_change(destination, Some(priority), Some(priority), reason) }
     }
 
     /// Names the cluster the event's endpoint is in.
@@ -211,7 +236,7 @@ impl Events {
     /// Records an event (assigning seq and time) and logs it as one structured tracing line
     /// (info level; warn for Ejection/ReEjection/ConfigRejected/HealthCheckFailed) with every field as a tracing field.
     pub fn record(&self, new: NewEvent<'_>) -> Event {
-        let NewEvent { kind, destination, endpoint, cluster, from_priority, to_priority, reason } = new;
+        let NewEvent { kind, destination, endpoint, cluster, from_priority, to_priority, ranks, reason } = new;
         let mut event = Event {
             seq: 0,
             time_unix_ms: unix_ms(),
@@ -221,6 +246,8 @@ impl Events {
             cluster: cluster.map(str::to_owned),
             from_priority,
             to_priority,
+            from_rank: ranks.map(|r| r.0),
+            to_rank: ranks.map(|r| r.1),
             reason,
             count: 1,
         };
@@ -282,6 +309,8 @@ impl Events {
                 cluster: None,
                 from_priority: None,
                 to_priority: None,
+                from_rank: None,
+                to_rank: None,
                 reason: reason.into(),
                 count: 1,
             };

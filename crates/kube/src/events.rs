@@ -40,15 +40,22 @@ pub fn kube_event(
         return None;
     }
     let source = sources.iter().find(|s| s.file.starts_with("kubernetes:"))?;
-    let (reason, kind) = reason(event.from_priority, event.to_priority);
+    // A move within one priority number goes by the rule's priorities instead.
+    let (reason, kind) = match (event.from_rank, event.to_rank) {
+        (Some(from), Some(to)) => reason(Some(from), Some(to)),
+        _ => reason(event.from_priority, event.to_priority),
+    };
     let show = |p: Option<u32>| p.map_or("none".to_string(), |p| p.to_string());
     let destination = event.destination.as_deref().unwrap_or("?");
-    let message = format!(
-        "traffic for {destination} moved from priority {} to {}: {}",
-        show(event.from_priority),
-        show(event.to_priority),
-        event.reason
-    );
+    let message = match (event.from_rank, event.to_rank) {
+        (Some(from), Some(to)) => format!("traffic for {destination} moved from the rule's priority {from} to {to}: {}", event.reason),
+        _ => format!(
+            "traffic for {destination} moved from priority {} to {}: {}",
+            show(event.from_priority),
+            show(event.to_priority),
+            event.reason
+        ),
+    };
     let mut involved = json!({"kind": source.kind, "name": source.name, "namespace": source.namespace});
     if let Some(uid) = uid(&source.kind, &source.namespace, &source.name) {
         involved["uid"] = uid.into();
@@ -118,6 +125,8 @@ mod tests {
             cluster: None,
             from_priority: from,
             to_priority: to,
+            from_rank: None,
+            to_rank: None,
             reason: "priority 0 has no healthy endpoint".into(),
             count: 1,
         }
@@ -140,6 +149,19 @@ mod tests {
         assert_eq!(reason(Some(1), Some(0)), ("FailedBack", "Normal"));
         assert_eq!(reason(Some(0), None), ("NoHealthyUpstream", "Warning"));
         assert_eq!(reason(None, Some(0)), ("Recovered", "Normal"));
+    }
+
+    #[test]
+    fn a_move_within_one_priority_number_goes_by_the_rules_priorities() {
+        let uid = |_: &str, _: &str, _: &str| None;
+        let mut moved = event(Some(0), Some(0));
+        (moved.from_rank, moved.to_rank) = (Some(0), Some(3));
+        let e = kube_event(&moved, &[source("kubernetes:HTTPRoute/default/ha")], uid, "veer-1", "t").expect("an Event");
+        assert_eq!((e["reason"].as_str(), e["type"].as_str()), (Some("FailedOver"), Some("Warning")), "{e}");
+        assert!(e["message"].as_str().is_some_and(|m| m.contains("moved from the rule's priority 0 to 3")), "{e}");
+        (moved.from_rank, moved.to_rank) = (Some(3), Some(0));
+        let e = kube_event(&moved, &[source("kubernetes:HTTPRoute/default/ha")], uid, "veer-1", "t").expect("an Event");
+        assert_eq!(e["reason"], "FailedBack", "{e}");
     }
 
     #[test]

@@ -91,6 +91,14 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
             sources.push(source);
         }
         let cluster1 = &nodes[1];
+        // cluster1's failovers, as Events on its own server's objects.
+        let publisher = tokio::spawn(veer_kube::events::publish(
+            admin_client(&api1).await,
+            cluster1.events.clone(),
+            cluster1.snapshot_reader(),
+            sources[1].uid_lookup(),
+            "veer-test".into(),
+        ));
 
         // Before the exposure only v1 is in cluster1's table: v2 is on another network.
         table_of_step(cluster1, BASE, "before the Gateway").await;
@@ -132,6 +140,22 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
         let mut runs: Vec<&str> = report.samples.iter().filter_map(|s| s.backend.as_deref()).collect();
         runs.dedup();
         assert_eq!(runs, [V1.0, V2.0, V1.0], "v1, then v2 in cluster2, then v1 again");
+        // v1's Service in cluster1 says where the traffic went and back, though the table's
+        // priority 0 only changed hands (v2's level took its number, as Istio numbers them).
+        let events = || -> Vec<(String, String)> {
+            let selector = "involvedObject.kind=Service,involvedObject.name=helloworld";
+            let list = super::kubectl(&api1, &["get", "events", "-n", "sample", "--field-selector", selector, "-o", "json"]);
+            let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+            let text = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+            list["items"].as_array().into_iter().flatten().map(|e| (text(e, "reason"), text(e, "message"))).collect()
+        };
+        wait_until_async("the failover and the failback are Events on cluster1's helloworld Service", WAIT, || async {
+            let e = events();
+            e.iter().any(|(r, m)| r == "FailedOver" && m.contains("priority 0 is now other region"))
+                && e.iter().any(|(r, m)| r == "FailedBack" && m.contains("priority 0 is same region/zone/subzone again"))
+        })
+        .await;
+        publisher.abort();
         for node in nodes {
             node.stop().await;
         }
