@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod dnszone;
 pub mod ejection;
 pub mod explain;
 pub mod externaldns;

@@ -37,6 +37,7 @@ pub enum Resource {
     ConfigMap(upstream_tls::ConfigMap),
     BackendTlsPolicy(upstream_tls::BackendTlsPolicy),
     Secret(tls::Secret),
+    DnsZone(crate::dnszone::DnsZone),
 }
 
 type Reader = fn(&Obj<'_>, Meta) -> Option<Resource>;
@@ -76,7 +77,10 @@ const GROUPS: &[Group] = &[
     Group {
         name: "veer.io",
         versions: &["v1alpha1"],
-        kinds: &[("Cluster", |s, m| topology::read_cluster(s, m).map(Resource::Cluster))],
+        kinds: &[
+            ("Cluster", |s, m| topology::read_cluster(s, m).map(Resource::Cluster)),
+            ("DNSZone", |s, m| crate::dnszone::read_dns_zone(s, m).map(Resource::DnsZone)),
+        ],
         known_ignored: &[],
     },
     Group {
@@ -404,6 +408,7 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::ConfigMap(x) => &x.meta,
         Resource::BackendTlsPolicy(x) => &x.meta,
         Resource::Secret(x) => &x.meta,
+        Resource::DnsZone(x) => &x.meta,
     }
 }
 

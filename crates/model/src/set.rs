@@ -58,6 +58,8 @@ pub struct ManifestSet {
     /// Core ConfigMaps with their clusters, of which veer keeps `ca.crt`: BackendTLSPolicies' CAs.
     pub config_maps: Vec<(String, crate::upstream_tls::ConfigMap)>,
     pub backend_tls_policies: Vec<crate::upstream_tls::BackendTlsPolicy>,
+    /// Where regional zones live on DNS servers, each with its TSIG key (set by `build`).
+    pub dns_zones: Vec<crate::dnszone::ZoneTarget>,
     /// TLS to Services' endpoints, as the BackendTLSPolicies set it, checked (set by `build`).
     pub backend_tls: Vec<BackendTls>,
     /// Every HTTPS listener with its certificates, checked (set by `build`).
@@ -189,6 +191,7 @@ impl ManifestSet {
             }
         }
         let cluster_names: Vec<String> = set.clusters.iter().map(|c| c.meta.name.clone()).collect();
+        let mut zones = Vec::new();
         for r in resources {
             let owner = owner_cluster(meta_of(&r), &cluster_names, diags);
             match r {
@@ -220,6 +223,7 @@ impl ManifestSet {
                 Resource::Secret(x) => set.secrets.push((owner, x)),
                 Resource::ConfigMap(x) => set.config_maps.push((owner, x)),
                 Resource::BackendTlsPolicy(x) => set.backend_tls_policies.push(x),
+                Resource::DnsZone(x) => zones.push(x),
             }
         }
         set.check_gloo(diags);
@@ -233,6 +237,7 @@ impl ManifestSet {
         set.check_passthrough(diags);
         set.check_backend_tls(diags);
         set.check_router(diags);
+        set.dns_zones = crate::dnszone::targets(zones, &set.secrets, diags);
         set
     }
 

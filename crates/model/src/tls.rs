@@ -13,8 +13,12 @@ use crate::meta::Meta;
 /// The Secret type a listener's certificate must have.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// A core Secret as `kubectl get secret -o yaml` prints it. Only a `kubernetes.io/tls` Secret
-/// keeps its data: the others are read so that a listener naming one gets a precise error.
+/// The type of a Secret of arbitrary entries, the API server's default.
+pub const OPAQUE_SECRET_TYPE: &str = "Opaque";
+
+/// A core Secret as `kubectl get secret -o yaml` prints it. A `kubernetes.io/tls` Secret keeps
+/// its pair; an `Opaque` one its entries (a DNSZone's TSIG key); others keep no data, and are
+/// read so that a listener naming one gets a precise error.
 #[derive(Clone, PartialEq)]
 pub struct Secret {
     pub meta: Meta,
@@ -25,6 +29,8 @@ pub struct Secret {
     pub cert: Option<Field>,
     /// `tls.key`, likewise.
     pub key: Option<Field>,
+    /// An `Opaque` Secret's entries (`data` and `stringData`), by key.
+    pub entries: Vec<(String, Field)>,
 }
 
 /// One data entry of a Secret, decoded only when a listener uses it: a Secret nothing refers
@@ -62,12 +68,21 @@ impl Field {
 pub(crate) fn read_secret(doc: &Obj<'_>, meta: Meta) -> Option<Secret> {
     let (kind, kind_pos) = doc.string("type").unwrap_or_else(|| ("Opaque".into(), doc.pos()));
     doc.skip("immutable");
-    let (mut cert, mut key) = (None, None);
+    let (mut cert, mut key, mut entries) = (None, None, Vec::new());
+    if kind == OPAQUE_SECRET_TYPE {
+        for (section, base64) in [("data", true), ("stringData", false)] {
+            for (k, _, text, pos) in doc.located_string_map(section) {
+                let path = format!("{section}[{k:?}]");
+                entries.push((k, Field { text, base64, pos, path }));
+            }
+        }
+        return Some(Secret { meta, kind, kind_pos, cert, key, entries });
+    }
     if kind != TLS_SECRET_TYPE {
         // Other Secrets are none of veer's business: their data is not even kept.
         doc.skip("data");
         doc.skip("stringData");
-        return Some(Secret { meta, kind, kind_pos, cert, key });
+        return Some(Secret { meta, kind, kind_pos, cert, key, entries });
     }
     for (section, base64) in [("data", true), ("stringData", false)] {
         let Some(d) = doc.obj(section) else { continue };
@@ -86,5 +101,5 @@ pub(crate) fn read_secret(doc: &Obj<'_>, meta: Meta) -> Option<Secret> {
         doc.ctx().error(doc.pos(), "data", "a kubernetes.io/tls Secret holds tls.crt and tls.key");
         return None;
     }
-    Some(Secret { meta, kind, kind_pos, cert, key })
+    Some(Secret { meta, kind, kind_pos, cert, key, entries })
 }
