@@ -8,6 +8,7 @@
 //!   names and values, pure.
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
 //! - [`server`]: UDP and TCP listeners (hickory-server), rate limiting, the reconcile loop.
+//! - [`update`]: a regional zone written into a real DNS server (RFC 2136 + TSIG), fenced by epoch.
 //! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
 //! - [`clock`]: the crate's one clock.
 
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod ownership;
 pub mod plan;
 pub mod server;
+pub mod update;
 pub mod yaml;
 pub mod zone;
 

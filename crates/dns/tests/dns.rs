@@ -18,6 +18,9 @@ use veer_dns::{DnsConfig, DnsError, DnsServer, RrlConfig};
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, World};
 
+#[path = "dns/rfc2136.rs"]
+mod rfc2136;
+
 /// Starts veer nodes in a test [`World`] (the node is veer-node's; the world knows none).
 trait NodeWorld {
     /// A node of `cluster` with its gateway on 127.{net}.{group}.1 and DNS on 127.{net}.{group}.53.
