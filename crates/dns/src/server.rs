@@ -454,6 +454,8 @@ struct Reconciler {
     store: ZoneStore<Vec<Endpoint>>,
     serial: u32,
     notify: Option<Notify>,
+    /// Where the zones this node writes go when a DNSZone places them on a DNS server.
+    writes: Option<crate::update::Writes>,
 }
 
 // === impl Reconciler ===
@@ -471,7 +473,7 @@ impl Reconciler {
                 Err(e) => tracing::warn!(target: "veer::dns", "cannot read DNS state file {}: {e}", path.display()),
             }
         }
-        Reconciler { cfg, registry, store: ZoneStore::default(), serial: 0, notify }
+        Reconciler { cfg, registry, store: ZoneStore::default(), serial: 0, notify, writes: None }
     }
 
     /// One reconcile: plans of every cluster, claims, writers and epochs, then this node's
@@ -493,6 +495,9 @@ impl Reconciler {
             if let Err(refusal) = result {
                 tracing::error!(target: "veer::dns", zone = %zone, "{refusal}");
             }
+        }
+        if let Some(w) = &self.writes {
+            w.set(crate::update::jobs(set, self.store.iter(), &self.cfg.cluster, &self.cfg.txt_prefix));
         }
         for t in &transitions {
             let me = Some(self.cfg.cluster.as_str());
@@ -638,11 +643,13 @@ impl DnsServer {
         let (udp, tcp) = bind(cfg.listen).await?;
         let addr = udp.local_addr().map_err(DnsError::LocalAddr)?;
         let mut reconciler = Reconciler::new(cfg.clone(), notify);
+        let (writes, writes_task) = crate::update::Writes::spawn();
+        reconciler.writes = Some(writes);
         let first = manifests.borrow_and_update().clone();
         let handler = Arc::new(Handler::new(reconciler.run(&first), cfg.max_udp_payload));
         let registry = Arc::new(ArcSwap::from_pointee(reconciler.registry.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = vec![writes_task];
 
         let (h, reg, mut stop) = (handler.clone(), registry.clone(), shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {

@@ -28,10 +28,12 @@ use hickory_proto::op::{DnsRequest, Message, MessageType, OpCode, Query, Respons
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType, TSigner};
+use tokio::sync::watch;
 use veer_model::dnszone::{self, ZoneTarget};
+use veer_model::set::ManifestSet;
 
-use crate::ownership::{parse_txt_value, txt_name, txt_value};
-use crate::plan::{Endpoint, RecordKind};
+use crate::ownership::{parse_txt_value, txt_name, txt_value, Publication};
+use crate::plan::{Endpoint, RecordKind, ZoneId};
 
 /// The first label of the zone's epoch record.
 pub const EPOCH_LABEL: &str = "_veer-epoch";
@@ -492,6 +494,125 @@ impl ZoneServer {
                 Err(UpdateError::Fenced { rcode, zone, ours: desired.epoch })
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// One zone this node writes, and where.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub zone: ZoneId,
+    pub server: ZoneServer,
+    pub desired: Desired,
+}
+
+/// The zones of `publications` written by `cluster` that a DNSZone of the set places on a
+/// server: what the writer task pushes. A DNSZone veer cannot build a writer of is logged.
+pub fn jobs<'a>(
+    set: &ManifestSet,
+    publications: impl Iterator<Item = (&'a ZoneId, &'a Publication<Vec<Endpoint>>)>,
+    cluster: &str,
+    txt_prefix: &str,
+) -> Vec<Job> {
+    let mut out = Vec::new();
+    for (zone, p) in publications.filter(|(_, p)| p.writer == cluster) {
+        for target in set.dns_zones.iter().filter(|t| t.zone.region == zone.region) {
+            match ZoneServer::new(target, txt_prefix) {
+                Ok(server) if server.holds(&zone.domain) => out.push(Job {
+                    zone: zone.clone(),
+                    server,
+                    desired: Desired { writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() },
+                }),
+                Ok(_) => {}
+                Err(e) => tracing::error!(target: "veer::dns", zone = %zone, "DNSZone {}: {e}", target.zone.meta),
+            }
+        }
+    }
+    out
+}
+
+/// Hands the zones to write to a task of their own, so a slow or unreachable DNS server never
+/// holds up the reconcile loop or the answers this node serves.
+#[derive(Debug)]
+pub struct Writes {
+    tx: watch::Sender<Vec<Job>>,
+}
+
+/// Longest wait before a failed push is tried again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Writes {
+    /// Starts the writer task; it ends when the returned `Writes` is dropped.
+    pub fn spawn() -> (Writes, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(Vec::new());
+        (Writes { tx }, tokio::spawn(write_zones(rx)))
+    }
+
+    /// The zones to write now: the newest list replaces any not yet pushed.
+    pub fn set(&self, jobs: Vec<Job>) {
+        self.tx.send_replace(jobs);
+    }
+}
+
+/// Pushes each job whose content differs from what was last written; retries failures with a
+/// growing back-off, and starts over at once when the list changes (even mid-push).
+async fn write_zones(mut rx: watch::Receiver<Vec<Job>>) {
+    let mut written: BTreeMap<(ZoneId, SocketAddr), Desired> = BTreeMap::new();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let jobs = rx.borrow_and_update().clone();
+        let (mut failed, mut changed) = (false, false);
+        for job in &jobs {
+            let key = (job.zone.clone(), job.server.server);
+            if written.get(&key) == Some(&job.desired) {
+                continue;
+            }
+            let result = tokio::select! {
+                r = job.server.push(&job.desired) => r,
+                c = rx.changed() => {
+                    if c.is_err() {
+                        return;
+                    }
+                    changed = true;
+                    break;
+                }
+            };
+            let (zone, server, epoch) = (&job.zone, job.server.server, job.desired.epoch);
+            match result {
+                Ok(p) => {
+                    for s in &p.skipped {
+                        tracing::warn!(target: "veer::dns", zone = %zone, %server, "not written: {s}");
+                    }
+                    if p.sent {
+                        tracing::info!(target: "veer::dns", zone = %zone, %server, epoch, "zone written to its DNS server");
+                    }
+                    written.insert(key, job.desired.clone());
+                }
+                // Retrying cannot help: a newer writer holds the zone. A new epoch is a new job.
+                Err(e @ UpdateError::Fenced { .. }) => {
+                    tracing::error!(target: "veer::dns", zone = %zone, %server, epoch, "{e}");
+                    written.insert(key, job.desired.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(target: "veer::dns", zone = %zone, %server, epoch, "cannot write the zone (retrying in {backoff:?}): {e}");
+                    failed = true;
+                }
+            }
+        }
+        if changed {
+            continue;
+        }
+        if failed {
+            tokio::select! {
+                c = rx.changed() => if c.is_err() { return },
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            backoff = Duration::from_secs(1);
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ use veer_dns::plan::{Endpoint, RecordKind, Source, ZoneId};
 use veer_dns::update::{plan_change, read_fence, Desired, Fence, UpdateError, ZoneContents, ZoneServer};
 use veer_testkit::{wait_until_async, TempDir, World};
 
+use super::NodeWorld;
+
 /// The test key's secret, base64 as tsig-keygen prints it.
 const SECRET: &str = "dmVlci10ZXN0LXRzaWcta2V5LW9mLTMyLWJ5dGVzISE=";
 const OTHER_SECRET: &str = "YW5vdGhlci1rZXktdGhhdC1pcy1ub3QtdGhlLXJpZ2h0";
@@ -152,10 +154,9 @@ zone:
         Some(primary)
     }
 
-    /// A writer of this server's zone with `secret`, configured as a node reads it: a DNSZone and
-    /// its Secret in the manifests.
-    fn writer(&self, secret: &str) -> ZoneServer {
-        let manifests = format!(
+    /// The DNSZone of this server's zone and its Secret holding `secret`, as a node reads them.
+    fn manifests(&self, secret: &str) -> String {
+        format!(
             "apiVersion: veer.io/v1alpha1
 kind: DNSZone
 metadata:
@@ -179,8 +180,12 @@ stringData:
   rfc2136_tsig_secret: {secret}
 ",
             addr = self.addr
-        );
-        let set = veer_model::from_sources(&[("zone.yaml".into(), manifests)]).expect("the DNSZone is accepted").into_set();
+        )
+    }
+
+    /// A writer of this server's zone with `secret`, configured from [`Primary::manifests`].
+    fn writer(&self, secret: &str) -> ZoneServer {
+        let set = veer_model::from_sources(&[("zone.yaml".into(), self.manifests(secret))]).expect("the DNSZone is accepted").into_set();
         ZoneServer::new(&set.dns_zones[0], "_external-dns-owner.").expect("writer")
     }
 }
@@ -401,4 +406,39 @@ async fn bind9_failed_reads_and_empty_plans_delete_nothing() {
 #[tokio::test]
 async fn knot_failed_reads_and_empty_plans_delete_nothing() {
     failed_reads_delete_nothing(Kind::Knot).await;
+}
+
+/// Real veer nodes reading one manifest set with a DNSZone for the weu zone: weu's node writes
+/// the zone into BIND; weu fails, neu adopts it, and neu's node rewrites the zone at epoch 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_write_their_zone_into_bind_and_an_adoption_moves_it_with_a_new_epoch() {
+    let w = World::new();
+    let Some(primary) = Primary::start(&w, Kind::Bind, 9, "").await else { return };
+    super::write_active_world(&w, &[]);
+    w.write("zone.yaml", &primary.manifests(SECRET));
+    let zs = primary.writer(SECRET);
+    let weu = w.node("aks-weu-01", 1).await;
+    let neu = w.node("aks-neu-01", 2).await;
+    let holds = |contents: &ZoneContents, writer: &str, epoch: u64, gateway: &str, ip: std::net::IpAddr| {
+        let a: Vec<String> = at(contents, gateway, RecordType::A).iter().map(|r| r.data.to_string()).collect();
+        fence(&zs, contents) == Some(Fence { epoch, writer: writer.into() })
+            && target_of(contents, ROUTE).as_deref() == Some(&format!("{gateway}."))
+            && a == vec![ip.to_string()]
+    };
+    let weu_ip = weu.listen.ip();
+    wait_until_async("weu's node writes its zone into BIND", Duration::from_secs(10), || async {
+        zs.read().await.is_ok_and(|c| holds(&c, "aks-weu-01", 1, "aks01-weu-internal.example.com", weu_ip))
+    })
+    .await;
+
+    weu.stop().await;
+    w.write("neu.yaml", &super::regional_cluster(&w, "aks-neu-01", "neu", 2, &["weu"], &super::active_policy("neu")));
+    let neu_ip = neu.listen.ip();
+    let took = wait_until_async("neu's node takes the weu zone over in BIND", Duration::from_secs(10), || async {
+        zs.read().await.is_ok_and(|c| holds(&c, "aks-neu-01", 2, "aks01-neu-internal.example.com", neu_ip))
+    })
+    .await;
+    eprintln!("takeover written to BIND {took:?} after the manifest edit");
+    let zone = zs.read().await.expect("read");
+    assert!(at(&zone, "aks01-weu-internal.example.com", RecordType::A).is_empty(), "{:#?}", lines(&zone));
 }
