@@ -238,11 +238,18 @@ fn record_of(e: &Endpoint) -> Result<Record, UpdateError> {
 type Key = (LowerName, RecordType);
 
 /// The one UPDATE that makes the zone hold `desired` (none when it already does), from what the
-/// read-back found. Pure.
+/// read-back found. Pure. Another writer's epoch record at `desired.epoch` or above fences us;
+/// our own at a higher epoch is kept (a restart without the state file).
 pub fn plan_change(zs: &ZoneServer, contents: &ZoneContents, desired: &Desired) -> Result<Option<Change>, UpdateError> {
     let fence = read_fence(&zs.origin, &zs.owner, contents)?;
+    let mut epoch = desired.epoch;
     if let Some((f, _)) = &fence {
-        if f.epoch > desired.epoch || (f.epoch == desired.epoch && f.writer != desired.writer) {
+        if f.writer == desired.writer {
+            // Our own record: a node restarted without its state file numbers the zone from
+            // its baseline again; the zone's epoch never goes back, and nobody else's records
+            // are at stake.
+            epoch = epoch.max(f.epoch);
+        } else if f.epoch >= desired.epoch {
             return Err(UpdateError::Fenced { rcode: None, zone: Some(f.clone()), ours: desired.epoch });
         }
     }
@@ -274,7 +281,7 @@ pub fn plan_change(zs: &ZoneServer, contents: &ZoneContents, desired: &Desired) 
             continue;
         }
         let txt = registry_of(&r.name, r.record_type())?;
-        let value = txt_value(&zs.owner, &format!("crd/{}/{}", e.namespace, e.name), &desired.writer, desired.epoch);
+        let value = txt_value(&zs.owner, &format!("crd/{}/{}", e.namespace, e.name), &desired.writer, epoch);
         let txt_record = Record::from_rdata(Name::from(&txt), e.ttl, RData::TXT(TXT::new(vec![value])));
         let entry = want.entry((LowerName::new(&r.name), r.record_type())).or_insert_with(|| (Vec::new(), txt, txt_record));
         if !entry.0.contains(&r) {
@@ -336,7 +343,7 @@ pub fn plan_change(zs: &ZoneServer, contents: &ZoneContents, desired: &Desired) 
             adds.push(txt_record.clone());
         }
     }
-    let new_fence = Fence { epoch: desired.epoch, writer: desired.writer.clone() };
+    let new_fence = Fence { epoch, writer: desired.writer.clone() };
     let fence_record = Record::from_rdata(
         fence_name(&zs.origin),
         ttl_of(desired),

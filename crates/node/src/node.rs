@@ -294,9 +294,10 @@ impl Node {
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(NewEvent::cluster(EventKind::DnsOwnership, &me, format!("dns: {t}")));
                 });
-                let server = veer_dns::DnsServer::start(veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway), set_rx, Some(notify))
-                    .await
-                    .map_err(|e| NodeError::Dns(e.to_string()))?;
+                let mut dns_cfg = veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway);
+                // Epochs that go back at a restart would be fenced by the DNS server's epoch record.
+                dns_cfg.state_file = cfg.state_dir.as_ref().map(|d| d.join("dns-epochs.json"));
+                let server = veer_dns::DnsServer::start(dns_cfg, set_rx, Some(notify)).await.map_err(|e| NodeError::Dns(e.to_string()))?;
                 let source = crate::dns_metrics::DnsSource::default();
                 source.set(server.counters());
                 metrics.register(|registry| registry.register_collector(Box::new(source)));

@@ -161,3 +161,13 @@ fn an_epoch_record_veer_did_not_write_stops_the_write() {
     let zone = ZoneContents { records: vec![txt("_veer-epoch.example.com.", "something else")] };
     assert!(matches!(plan_change(&zs, &zone, &desired("aks-weu-01", 1, "gw.example.com")), Err(UpdateError::ForeignFence(_))));
 }
+
+#[test]
+fn a_writer_restarted_below_its_own_epoch_keeps_the_zone_epoch() {
+    let zs = server();
+    let first = plan_change(&zs, &ZoneContents::default(), &desired("aks-weu-01", 3, "gw-weu.example.com")).expect("plan").expect("change");
+    let zone = apply(&ZoneContents::default(), &first);
+    let change = plan_change(&zs, &zone, &desired("aks-weu-01", 1, "gw-new.example.com")).expect("our own record").expect("change");
+    let after = apply(&zone, &change);
+    assert_eq!(read_fence(&zs.origin, &zs.owner, &after).expect("ours").map(|(f, _)| f.epoch), Some(3), "the zone's epoch never goes back");
+}
