@@ -11,8 +11,7 @@ use base64::Engine;
 
 use crate::decode::Obj;
 use crate::diag::{Diagnostics, Pos, Severity};
-use crate::load::about;
-use crate::meta::Meta;
+use crate::meta::{about, Meta};
 use crate::tls::{Secret, OPAQUE_SECRET_TYPE};
 
 /// The Secret key ExternalDNS's charts keep the TSIG secret under (`rfc2136_tsig_secret`).

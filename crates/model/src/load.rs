@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::decode::{Ctx, Obj};
-use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Pos, Severity};
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, Severity};
+pub use crate::meta::about;
 use crate::meta::Meta;
 use crate::yaml::{self, Node};
 use crate::{externaldns, gateway, gloo, istio, router, smh, tls, tlsroute, topology, upstream_tls};
@@ -409,17 +410,5 @@ pub fn meta_of(r: &Resource) -> &Meta {
         Resource::BackendTlsPolicy(x) => &x.meta,
         Resource::Secret(x) => &x.meta,
         Resource::DnsZone(x) => &x.meta,
-    }
-}
-
-/// Diagnostic about a resource as a whole or one of its fields.
-pub fn about(meta: &Meta, pos: Pos, severity: Severity, field: &str, message: impl Into<String>) -> Diagnostic {
-    Diagnostic {
-        severity,
-        file: meta.file.clone(),
-        pos,
-        resource: Some(meta.to_string()),
-        field: field.to_string(),
-        message: message.into(),
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::decode::Obj;
-use crate::diag::Pos;
+use crate::diag::{Diagnostic, Pos, Severity};
 
 /// Label naming the cluster a namespaced object belongs to.
 pub const CLUSTER_LABEL: &str = "topology.istio.io/cluster";
@@ -112,5 +112,17 @@ fn is_utc_timestamp(t: &str) -> bool {
 impl fmt::Display for Meta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Diagnostic about a resource as a whole or one of its fields.
+pub fn about(meta: &Meta, pos: Pos, severity: Severity, field: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        severity,
+        file: meta.file.clone(),
+        pos,
+        resource: Some(meta.to_string()),
+        field: field.to_string(),
+        message: message.into(),
     }
 }
