@@ -43,6 +43,29 @@ fn parse_and_check_manifests(b: Bencher) {
     b.bench(|| veer_model::from_sources(&p.sources));
 }
 
+/// What a node reading an API server checks after every change of its objects: 5,000 Services
+/// and a DestinationRule for each, as `veer_kube` renders them (one JSON document per object,
+/// with the server's metadata). Rules × Services once cost 27 s here (debug build).
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn parse_and_check_api_objects(b: Bencher) {
+    let cluster = r#"{"apiVersion": "veer.io/v1alpha1", "kind": "Cluster", "metadata": {"name": "c1", "namespace": "default"}, "spec": {"locality": {"region": "r1"}}}"#;
+    let mut sources = vec![("kubernetes:Cluster/default/c1".to_string(), cluster.to_string())];
+    for i in 0..5000 {
+        let ns = format!("ns-{}", i % 50);
+        let service = format!(
+            r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "svc-{i}", "namespace": "{ns}", "uid": "0-{i}", "labels": {{"app": "svc-{i}", "topology.istio.io/cluster": "c1"}}}},
+  "spec": {{"ports": [{{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}}], "selector": {{"app": "svc-{i}"}}, "clusterIP": "None"}}}}"#
+        );
+        let rule = format!(
+            r#"{{"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {{"name": "dr-{i}", "namespace": "{ns}", "uid": "1-{i}", "generation": 1}},
+  "spec": {{"host": "svc-{i}.{ns}.svc.cluster.local", "trafficPolicy": {{"loadBalancer": {{"localityLbSetting": {{"enabled": true}}}}, "outlierDetection": {{"consecutive5xxErrors": 1}}}}}}}}"#
+        );
+        sources.push((format!("kubernetes:Service/{ns}/svc-{i}"), service));
+        sources.push((format!("kubernetes:DestinationRule/{ns}/dr-{i}"), rule));
+    }
+    b.bench(|| veer_model::from_sources(&sources));
+}
+
 #[divan::bench(sample_count = 20, sample_size = 1)]
 fn tables_every_client(b: Bencher) {
     let p = issue();

@@ -784,11 +784,7 @@ fn resolve_kube_service(
         sources.push(source(&svc.meta, format!("Service in cluster {cluster}")));
     }
     let port = port.or(chosen_port).ok_or_else(|| ResolveError(format!("Service {ns}/{name} has no such port")))?;
-    let dr = set
-        .destination_rules
-        .iter()
-        .find(|d| d.host.eq_ignore_ascii_case(host))
-        .or_else(|| set.destination_rules.iter().find(|d| host_matches(&d.host, host)));
+    let dr = set.destination_rule_for(host);
     let mut resilience = Resilience { load: LoadSettings { overprovisioning_factor: 140, panic_threshold: 50 }, ..Resilience::default() };
     // SMH turns a TrafficPolicy's outlierDetection into a DestinationRule for each service it
     // selects, as seen from the client's cluster (else from any cluster the service is in).

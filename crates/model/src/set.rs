@@ -152,6 +152,10 @@ impl Clone for LookupCell {
 struct Lookup {
     /// By (namespace, name), any cluster.
     services: HashMap<u64, Vec<u32>>,
+    /// DestinationRules by their exact host, lowercased.
+    rules_by_host: HashMap<String, Vec<u32>>,
+    /// DestinationRules whose host is a pattern (`*.…`, `namespace/host`), in manifest order.
+    pattern_rules: Vec<u32>,
 }
 
 fn key_of(parts: &[&str]) -> u64 {
@@ -162,10 +166,17 @@ fn key_of(parts: &[&str]) -> u64 {
 }
 
 impl Lookup {
-    fn build(services: &[(String, Service)]) -> Lookup {
+    fn build(services: &[(String, Service)], rules: &[DestinationRule]) -> Lookup {
         let mut lookup = Lookup::default();
         for (i, (_, s)) in services.iter().enumerate() {
             lookup.services.entry(key_of(&[&s.meta.namespace, &s.meta.name])).or_default().push(i as u32);
+        }
+        for (i, r) in rules.iter().enumerate() {
+            if r.host.starts_with('*') || r.host.contains('/') {
+                lookup.pattern_rules.push(i as u32);
+            } else {
+                lookup.rules_by_host.entry(r.host.to_ascii_lowercase()).or_default().push(i as u32);
+            }
         }
         lookup
     }
@@ -831,7 +842,18 @@ impl ManifestSet {
     }
 
     fn lookup(&self) -> &Lookup {
-        self.lookup.0.get_or_init(|| Lookup::build(&self.services))
+        self.lookup.0.get_or_init(|| Lookup::build(&self.services, &self.destination_rules))
+    }
+
+    /// The DestinationRule for `host`: the first (in manifest order) naming exactly it, in any
+    /// case, else the first whose host pattern matches it. A lookup, not a scan of every rule:
+    /// each destination asks, and an API server may hold thousands of rules.
+    pub fn destination_rule_for(&self, host: &str) -> Option<&DestinationRule> {
+        let lookup = self.lookup();
+        let exact = lookup.rules_by_host.get(&host.to_ascii_lowercase()).and_then(|r| r.first());
+        let index =
+            exact.or_else(|| lookup.pattern_rules.iter().find(|&&i| host_matches(&self.destination_rules[i as usize].host, host)))?;
+        self.destination_rules.get(*index as usize)
     }
 
     /// Every cluster's Service `name.namespace`, in manifest order.
@@ -1045,12 +1067,21 @@ impl ManifestSet {
 
     fn check_istio(&self, diags: &mut Diagnostics) {
         let regions: BTreeSet<&str> = self.clusters.iter().map(|c| c.locality.region.as_str()).collect();
+        // Each Service's host made once: a rule per Service over thousands of Services (an API
+        // server's worth) must not cost rules × Services formatted names.
+        let service_hosts: BTreeSet<String> = self
+            .services
+            .iter()
+            .map(|(_, s)| format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace).to_ascii_lowercase())
+            .collect();
         for dr in &self.destination_rules {
-            let known = self
-                .services
-                .iter()
-                .any(|(_, s)| host_matches(&dr.host, &format!("{}.{}.svc.cluster.local", s.meta.name, s.meta.namespace)))
-                || self.virtual_destinations.iter().any(|v| v.hosts.iter().any(|h| host_matches(&dr.host, h)));
+            let pattern = dr.host.rsplit_once('/').map_or(dr.host.as_str(), |(_, h)| h);
+            let names_a_service = if pattern.starts_with('*') {
+                service_hosts.iter().any(|h| host_matches(&dr.host, h))
+            } else {
+                service_hosts.contains(&pattern.to_ascii_lowercase())
+            };
+            let known = names_a_service || self.virtual_destinations.iter().any(|v| v.hosts.iter().any(|h| host_matches(&dr.host, h)));
             if !known {
                 diags.push(about(
                     &dr.meta,

@@ -1400,3 +1400,27 @@ fn backend_tls_policies_resolve_their_configmaps_and_targets_with_errors_where_w
         assert!(found.iter().any(|e| e.contains(says) && e.contains("p.yaml:")), "expected {says:?}, got {found:?}");
     }
 }
+
+#[test]
+fn a_destination_rule_is_found_by_its_exact_host_first_in_any_case_then_by_pattern_in_manifest_order() {
+    let rule = |name: &str, host: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: default}}\nspec: {{host: \"{host}\"}}\n---\n")
+    };
+    let text = [
+        rule("wild", "*.shop.svc.cluster.local"),
+        rule("exact-upper", "WEB.shop.svc.cluster.local"),
+        rule("exact-second", "web.shop.svc.cluster.local"),
+        rule("scoped", "istio-system/api.shop.svc.cluster.local"),
+    ]
+    .concat();
+    let set = veer_model::from_sources_even_if_invalid(&[("rules.yaml".into(), text)]).set;
+    let found = |host: &str| set.destination_rule_for(host).map(|r| r.meta.name.clone());
+    assert_eq!(
+        found("web.shop.svc.cluster.local").as_deref(),
+        Some("exact-upper"),
+        "an exact host, in any case, before an earlier pattern"
+    );
+    assert_eq!(found("db.shop.svc.cluster.local").as_deref(), Some("wild"), "else the first pattern that matches");
+    assert_eq!(found("api.shop.svc.cluster.local").as_deref(), Some("wild"), "patterns in manifest order");
+    assert_eq!(found("api.other.svc.cluster.local"), None);
+}
