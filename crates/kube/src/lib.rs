@@ -2,6 +2,7 @@
 //! feeds the control side checks exactly as it checks files.
 //!
 //! - [`source`]: discovery, one watch per kind, and the feeds built from their stores.
+//! - [`refs`]: the Secrets and ConfigMaps veer reads because a resource names them.
 //! - [`remote`]: remote clusters' API servers read beside the own one, their feeds merged.
 //! - [`crds`]: `veer crds`, definitions of the custom kinds veer reads.
 //! - [`dnsendpoints`]: the DNSEndpoints seed 002's operator would write, as changes to make.
@@ -21,6 +22,7 @@ pub mod events;
 pub mod leader;
 pub mod lease;
 pub mod problems;
+pub mod refs;
 pub mod remote;
 pub mod render;
 pub mod slices;

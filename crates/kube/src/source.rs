@@ -3,7 +3,7 @@
 //! swapped into its store whole), and the two feeds built from the stores once every kind was
 //! listed once, then again after each burst of changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +23,7 @@ use veer_control::external::{Documents, External, SliceEndpoints};
 use veer_model::inventory::EndpointRecord;
 
 use crate::problems::{note, Problems};
+use crate::refs::{self, Referenced};
 use crate::render::{self, Listed};
 use crate::slices::{self, Lookup, SliceObject};
 
@@ -216,8 +217,8 @@ impl KubeSource {
         // lists them as known kinds it does not act on).
         let gateway_class = [("gateway.networking.k8s.io", &["v1", "v1beta1", "v1alpha2"][..], "GatewayClass")];
         for (group, versions, kind) in veer_model::load::read_kinds().chain(gateway_class) {
-            // ConfigMaps are many and mostly not veer's; BackendTLSPolicy's CA bundles are
-            // read from files for now (see the README's Kubernetes section).
+            // ConfigMaps are many and mostly not veer's: those a BackendTLSPolicy names are
+            // watched by name (`refs`), as are the Opaque Secrets DNSZones name.
             if group.is_empty() && kind == "ConfigMap" {
                 continue;
             }
@@ -287,6 +288,9 @@ impl KubeSource {
         let (_, leading) = watch::channel(false);
         let status_writes = Arc::default();
         let build = Build {
+            client: client.clone(),
+            problems: problems.clone(),
+            referenced: BTreeMap::new(),
             cluster: cluster.to_string(),
             origin,
             classes: classes.to_vec(),
@@ -365,8 +369,25 @@ pub(crate) enum Origin {
     Remote,
 }
 
+/// A watch of one object a resource names (see [`crate::refs`]), stopped when dropped.
+struct ReferencedWatch {
+    store: Store<DynamicObject>,
+    synced: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ReferencedWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// What builds the feeds from the stores.
 struct Build {
+    client: Client,
+    problems: Problems,
+    /// The objects resources name, each watched by name while it is named.
+    referenced: BTreeMap<Referenced, ReferencedWatch>,
     cluster: String,
     origin: Origin,
     /// The Gateway classes served; empty: every class.
@@ -380,7 +401,7 @@ struct Build {
 }
 
 impl Build {
-    async fn run(self, watched: Vec<Watched>, changes: Arc<Changes>) {
+    async fn run(mut self, watched: Vec<Watched>, changes: Arc<Changes>) {
         let mut said_waiting = false;
         loop {
             changes.wake.notified().await;
@@ -396,7 +417,17 @@ impl Build {
             // Both feeds are sent at the first sync, whatever changed.
             let first = self.documents_tx.borrow().is_none();
             if changes.documents.swap(false, Ordering::AcqRel) || first {
-                let documents = Arc::new(self.documents());
+                let mut documents = self.documents();
+                // What the resources name is watched by name; nothing is sent before each such
+                // watch has listed once, so a named Secret is never reported missing for that.
+                let named = refs::referenced(documents.iter().map(|(_, text)| text.as_str()));
+                self.watch_referenced(named, &changes);
+                if self.referenced.values().any(|w| !w.synced.load(Ordering::Acquire)) {
+                    continue;
+                }
+                documents.extend(self.referenced_documents());
+                documents.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let documents = Arc::new(documents);
                 self.documents_tx.send_if_modified(|now| {
                     let changed = now.as_deref() != Some(&*documents);
                     if changed {
@@ -430,20 +461,61 @@ impl Build {
                     continue;
                 }
                 match serde_json::to_value(&*object) {
-                    Ok(value) => {
-                        let (name, text) = render::document(&listed, &value, &self.cluster);
-                        let name = match self.origin {
-                            Origin::Own => name,
-                            Origin::Remote => render::remote_name(&name, &self.cluster),
-                        };
-                        out.push((name, text));
-                    }
+                    Ok(value) => out.push(self.named(render::document(&listed, &value, &self.cluster))),
                     Err(e) => tracing::warn!(target: "veer::kube", "{} {:?}: cannot be rendered: {e}", ar.kind, object.metadata.name),
                 }
             }
         }
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Watches each of `named` not watched yet, and stops watching what is no longer named.
+    fn watch_referenced(&mut self, named: BTreeSet<Referenced>, changes: &Arc<Changes>) {
+        self.referenced.retain(|r, _| named.contains(r));
+        for r in named {
+            if self.referenced.contains_key(&r) {
+                continue;
+            }
+            let ar = match r.kind {
+                "Secret" => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+                _ => ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &r.namespace, &ar);
+            let config = watcher::Config::default().fields(&format!("metadata.name={}", r.name));
+            let writer = Writer::new(ar);
+            let store = writer.as_reader();
+            let synced = Arc::new(AtomicBool::new(false));
+            let what = format!("v1 {} {}/{}", r.kind, r.namespace, r.name);
+            let task = follow(writer, watcher(api, config), what, synced.clone(), changes.clone(), Feed::Documents, self.problems.clone());
+            self.referenced.insert(r, ReferencedWatch { store, synced, task });
+        }
+    }
+
+    /// The named objects that exist, as documents (a TLS Secret is among the Secrets listed
+    /// already).
+    fn referenced_documents(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (r, watch) in &self.referenced {
+            let listed = Listed { api_version: "v1", kind: r.kind };
+            for object in watch.store.state() {
+                if r.kind == "Secret" && object.data["type"].as_str() == Some("kubernetes.io/tls") {
+                    continue;
+                }
+                if let Ok(value) = serde_json::to_value(&*object) {
+                    out.push(self.named(render::document(&listed, &value, &self.cluster)));
+                }
+            }
+        }
+        out
+    }
+
+    /// A document named for the server it comes from.
+    fn named(&self, (name, text): (String, String)) -> (String, String) {
+        match self.origin {
+            Origin::Own => (name, text),
+            Origin::Remote => (render::remote_name(&name, &self.cluster), text),
+        }
     }
 
     /// Whether a Gateway of `class` is veer's to serve.

@@ -5,6 +5,8 @@
 
 #[path = "kube/rbac.rs"]
 mod rbac;
+#[path = "kube/refs.rs"]
+mod refs;
 #[path = "kube/seed000.rs"]
 mod seed000;
 #[path = "kube/seed001.rs"]
