@@ -6,6 +6,8 @@
 //! - [`plan`]: what each cluster's operator writes (DNSEndpoints), pure.
 //! - [`ownership`]: who writes each regional zone, epochs, fencing, ExternalDNS TXT registry
 //!   names and values, pure.
+//! - [`takeover`]: automatic takeover on etcd leases: who should hold a zone's writer lease,
+//!   the hand-back's hold-down, and until when a holder may write, pure.
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
 //! - [`server`]: UDP and TCP listeners (hickory-server), rate limiting, the reconcile loop.
 //! - [`update`]: a regional zone written into a real DNS server (RFC 2136 + TSIG), fenced by epoch.
@@ -18,6 +20,7 @@ pub mod clock;
 pub mod ownership;
 pub mod plan;
 pub mod server;
+pub mod takeover;
 pub mod update;
 pub mod yaml;
 pub mod zone;
