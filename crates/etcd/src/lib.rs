@@ -91,12 +91,22 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+/// Who answered a status call, and whom it follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub member: u64,
+    pub leader: u64,
+}
+
 /// One change a prefix watch reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
     Put(Entry),
     /// The key was deleted (or its lease expired) at `revision`.
-    Delete { key: Vec<u8>, revision: i64 },
+    Delete {
+        key: Vec<u8>,
+        revision: i64,
+    },
 }
 
 /// A client on a set of members; cheap to clone (one gRPC channel, balanced over the members).
@@ -203,10 +213,10 @@ impl Etcd {
         Ok(Watch { stream, timeout: None })
     }
 
-    /// The member ID of the cluster's leader, as the member answering sees it.
-    pub async fn leader(&mut self) -> Result<u64, EtcdError> {
+    /// The answering member's ID and the leader's, as that member sees it.
+    pub async fn status(&mut self) -> Result<Status, EtcdError> {
         let r = bounded("status", self.timeout, self.client.status()).await?;
-        Ok(r.leader())
+        Ok(Status { member: r.header().map_or(0, |h| h.member_id()), leader: r.leader() })
     }
 }
 

@@ -1,7 +1,8 @@
-//! Real test parts for veer: backend servers that name themselves and fail on command, an open-loop load generator, a network-namespace lab, a real Kubernetes API server, and the plumbing every test shares (a world on loopback, waiting on a condition, temporary directories).
+//! Real test parts for veer: backend servers that name themselves and fail on command, an open-loop load generator, a network-namespace lab, a real etcd cluster, a real Kubernetes API server, and the plumbing every test shares (a world on loopback, waiting on a condition, temporary directories).
 
 pub mod backend;
 pub mod clock;
+pub mod etcd;
 pub mod kube;
 pub mod load;
 #[cfg(target_os = "linux")]
