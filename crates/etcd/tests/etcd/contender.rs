@@ -1,12 +1,14 @@
 //! A zone's lease contender for the tests: a task that reads the writer key, decides with
 //! `veer_dns::takeover::decide`, and grants, takes, renews or revokes as the rule says, recording
-//! every tenure. The node's own loop will be this one with real health and DNS writes.
+//! every tenure. The home also keeps a readiness key beside the writer key while it can serve,
+//! bound to a lease of its own, which standbys read to time the hold-down before handing back.
+//! The node's own loop will be this one with real health and DNS writes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use veer_dns::takeover::{decide, Intent, LeaseView, Params, Roles, Tenure, View};
+use veer_dns::takeover::{decide, Intent, LeaseView, Params, ReadySince, Roles, Tenure, View};
 use veer_etcd::{Etcd, KeepAlive, LeaseId, Take};
 
 /// How often a contender looks again.
@@ -20,6 +22,8 @@ pub struct Record {
     /// Its current right to write.
     pub tenure: Option<Tenure>,
     pub last_intent: Option<Intent>,
+    /// Whether its last look found the home's readiness key.
+    pub home_ready: bool,
 }
 
 pub struct Contender {
@@ -30,8 +34,12 @@ pub struct Contender {
 
 impl Contender {
     pub fn start(name: &'static str, roles: Roles, params: Params, etcd: Etcd, key: &'static [u8]) -> Contender {
+        Self::start_with_health(name, roles, params, etcd, key, true)
+    }
+
+    pub fn start_with_health(name: &'static str, roles: Roles, params: Params, etcd: Etcd, key: &'static [u8], healthy: bool) -> Contender {
         let record = Arc::new(Mutex::new(Record::default()));
-        let healthy = Arc::new(AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(healthy));
         let task = tokio::spawn(run(name, roles, params, etcd, key, record.clone(), healthy.clone()));
         Contender { record, healthy, task }
     }
@@ -72,13 +80,25 @@ async fn run(
     healthy: Arc<AtomicBool>,
 ) {
     let mut held: Option<(LeaseId, KeepAlive)> = None;
+    let mut ready_lease: Option<(LeaseId, KeepAlive)> = None;
     let mut free_since: Option<Instant> = None;
+    let mut home_ready = ReadySince::default();
+    let ready_key = [key, b"/home-ready"].concat();
     loop {
         tokio::time::sleep(STEP).await;
         let now = veer_testkit::clock::std_now();
-        // A failed read decides nothing: the tenure lapses by itself if renewals fail too.
-        let Ok(read) = etcd.get(key).await else { continue };
-        let lease = match read.entry {
+        let is_healthy = healthy.load(Ordering::Relaxed);
+        if roles.home == name {
+            ready_lease = announce(&mut etcd, &params, &ready_key, name, is_healthy, ready_lease).await;
+        }
+        // One read of both keys, at one revision. A failed read decides nothing: the tenure
+        // lapses by itself if renewals fail too.
+        let Ok((_, entries)) = etcd.get_prefix(key).await else { continue };
+        let writer = entries.iter().find(|e| e.key == key).cloned();
+        let ready = entries.iter().any(|e| e.key == ready_key);
+        home_ready.observe(ready, now);
+        record.lock().unwrap().home_ready = ready;
+        let lease = match writer {
             Some(e) => {
                 free_since = None;
                 LeaseView::Held {
@@ -88,7 +108,7 @@ async fn run(
             }
             None => LeaseView::Free { since: *free_since.get_or_insert(now) },
         };
-        let view = View { me: name, healthy: healthy.load(Ordering::Relaxed), lease, home_ready_since: None };
+        let view = View { me: name, healthy: is_healthy, lease, home_ready_since: home_ready.get() };
         let intent = decide(&roles, &params, &view, now).intent;
         record.lock().unwrap().last_intent = Some(intent);
         match intent {
@@ -125,5 +145,35 @@ async fn run(
             }
             Intent::Wait => {}
         }
+    }
+}
+
+/// The home's readiness key: present, under a lease of its own, while it can serve; revoked the
+/// moment it cannot. Returns the readiness lease now held.
+async fn announce(
+    etcd: &mut Etcd,
+    params: &Params,
+    ready_key: &[u8],
+    name: &str,
+    healthy: bool,
+    held: Option<(LeaseId, KeepAlive)>,
+) -> Option<(LeaseId, KeepAlive)> {
+    match (healthy, held) {
+        (true, Some((lease, mut keep))) => keep.renew().await.ok().map(|_| (lease, keep)),
+        (true, None) => {
+            let lease = etcd.grant(params.ttl).await.ok()?;
+            match etcd.take_if_absent(ready_key, name.as_bytes(), lease.id).await {
+                Ok(Take::Taken { .. }) => Some((lease.id, etcd.keep_alive(lease.id).await.ok()?)),
+                _ => {
+                    let _ = etcd.revoke(lease.id).await;
+                    None
+                }
+            }
+        }
+        (false, Some((lease, _))) => {
+            let _ = etcd.revoke(lease).await;
+            None
+        }
+        (false, None) => None,
     }
 }

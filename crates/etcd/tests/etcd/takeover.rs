@@ -1,6 +1,7 @@
 //! Regional takeover on a real three-member etcd: the home holds its zone while a standby waits;
 //! the home stopped, the standby takes the zone once the lease runs out, under a larger epoch;
-//! and the same with the etcd leader killed while the lease runs out.
+//! the same with the etcd leader killed while the lease runs out; and a recovering home that
+//! flaps gets its zone back once, only after the hold-down.
 
 use std::time::Duration;
 
@@ -95,4 +96,37 @@ async fn an_unhealthy_home_releases_its_zone_to_the_standby() {
     wait_until_async("west takes the zone", WAIT, || async { west.may_write() }).await;
     assert!(!east.may_write(), "east still writes after releasing");
     assert!(west.epochs()[0] > east_epoch);
+}
+
+/// The home recovers while the standby holds its zone: through flaps shorter than the hold-down
+/// the standby keeps the zone; once the home stays ready for the hold-down, the standby hands it
+/// back, once, under a larger epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_home_gets_its_zone_back_once_and_only_after_the_hold_down() {
+    let etcd = cluster();
+    let params = Params { hold_down: Duration::from_secs(6), ..params() };
+    let east = Contender::start_with_health("east", roles(), params, connect(&etcd.endpoints()).await, KEY, false);
+    let west = Contender::start("west", roles(), params, connect(&etcd.endpoints()).await, KEY);
+    wait_until_async("west holds east's zone while east cannot serve", WAIT, || async { west.may_write() }).await;
+    let west_epoch = west.epochs()[0];
+
+    // Three flaps, each ended as soon as west has seen the home ready: far shorter than the hold-down.
+    let set = |up: bool| east.healthy.store(up, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..3 {
+        set(true);
+        wait_until_async("west sees the home ready", WAIT, || async { west.record.lock().unwrap().home_ready }).await;
+        set(false);
+        wait_until_async("west sees the home unready", WAIT, || async { !west.record.lock().unwrap().home_ready }).await;
+        assert!(west.may_write() && east.epochs().is_empty(), "the zone moved back during a flap");
+    }
+    set(true);
+    let ready = clock::std_now();
+    wait_until_async("east takes its zone back", WAIT, || async { east.may_write() }).await;
+    let back = clock::std_since(ready);
+    eprintln!("hand-back {back:?} after the home stayed ready (hold-down {:?})", params.hold_down);
+    assert!(!west.may_write(), "west still writes after handing back");
+    let east_epochs = east.epochs();
+    assert_eq!(east_epochs.len(), 1, "east took its zone more than once: {east_epochs:?}");
+    assert!(east_epochs[0] > west_epoch);
+    assert_eq!(west.epochs(), vec![west_epoch], "west took the zone again");
 }
