@@ -9,7 +9,8 @@
 //! - [`takeover`]: automatic takeover on etcd leases: who should hold a zone's writer lease,
 //!   the hand-back's hold-down, and until when a holder may write, pure.
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
-//! - [`server`]: UDP and TCP listeners (hickory-server), rate limiting, the reconcile loop.
+//! - [`rrl`]: response rate limiting of identical answers per client netblock, pure.
+//! - [`server`]: UDP and TCP listeners (hickory-server), the reconcile loop.
 //! - [`update`]: a regional zone written into a real DNS server (RFC 2136 + TSIG), fenced by epoch.
 //! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
 //! - [`clock`]: the crate's one clock.
@@ -19,10 +20,11 @@
 pub mod clock;
 pub mod ownership;
 pub mod plan;
+pub mod rrl;
 pub mod server;
 pub mod takeover;
 pub mod update;
 pub mod yaml;
 pub mod zone;
 
-pub use server::{DnsConfig, DnsCounters, DnsError, DnsServer, DnsStats, Notify, RrlConfig, RCODES};
+pub use server::{DnsConfig, DnsCounters, DnsError, DnsServer, DnsSettings, DnsStats, Notify, RrlConfig, RCODES};

@@ -1,9 +1,10 @@
 //! The authoritative DNS server of a node (hickory-server): UDP and TCP on one address, answers
 //! from the current [`Zones`], reconciled from the manifest set on every change; malformed
-//! packets are dropped, UDP answers fit 512 bytes or the EDNS size (TC set otherwise), and a
-//! per-source response rate limit keeps the server from being an amplifier.
+//! packets are dropped, UDP answers fit 512 bytes or the EDNS size (TC set otherwise), and
+//! response rate limiting of identical answers ([`crate::rrl`]) keeps the server from being an
+//! amplifier without starving a resolver.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::rr::{DNSClass, LowerName, Record};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -27,6 +28,7 @@ use veer_model::set::ManifestSet;
 
 use crate::ownership::{self, Publication, Registry, Transition, ZoneStore};
 use crate::plan::{self, Endpoint, PlanOptions};
+pub use crate::rrl::{AnswerClass, Rrl, RrlConfig, RrlVerdict};
 use crate::zone::{destination_hosts, socket_ips, Outcome, RegionalZone, ZoneInput, Zones};
 
 /// How a node's DNS server runs.
@@ -51,7 +53,19 @@ pub struct DnsConfig {
     pub state_file: Option<PathBuf>,
 }
 
+/// What a node's operator tunes (`veer run --dns-*` flags), beside what the node derives.
+#[derive(Clone, Debug, Default)]
+pub struct DnsSettings {
+    pub rrl: RrlConfig,
+}
+
 impl DnsConfig {
+    /// `settings` applied to this config.
+    pub fn with(mut self, settings: &DnsSettings) -> Self {
+        self.rrl = settings.rrl.clone();
+        self
+    }
+
     pub fn new(listen: SocketAddr, cluster: &str, gateway: IpAddr) -> Self {
         DnsConfig {
             listen,
@@ -63,108 +77,6 @@ impl DnsConfig {
             rrl: RrlConfig::default(),
             tcp_timeout: Duration::from_secs(10),
             state_file: None,
-        }
-    }
-}
-
-/// Response rate limiting per source network, as BIND's RRL: a token bucket per /24 (IPv4) or
-/// /56 (IPv6); past the limit answers are dropped, except every `slip`-th one, which goes out
-/// empty with TC set so a real client retries over TCP (where no spoofing is possible).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RrlConfig {
-    /// Sustained answers per second per source network (0 disables the limit).
-    pub responses_per_second: u32,
-    /// Answers a source may send in a burst above the sustained rate.
-    pub burst: u32,
-    /// Every n-th limited answer is sent truncated (0: drop all).
-    pub slip: u32,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-}
-
-impl Default for RrlConfig {
-    fn default() -> Self {
-        RrlConfig { responses_per_second: 50, burst: 100, slip: 2, ipv4_prefix: 24, ipv6_prefix: 56 }
-    }
-}
-
-/// What to do with one answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RrlVerdict {
-    Send,
-    /// Send an empty truncated answer instead.
-    Slip,
-    Drop,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    limited: u32,
-}
-
-/// Per-source token buckets; time is passed in.
-#[derive(Debug)]
-pub struct Rrl {
-    cfg: RrlConfig,
-    buckets: HashMap<IpAddr, Bucket>,
-}
-
-/// Buckets kept at most; idle ones are swept when the table is full.
-const RRL_TABLE: usize = 65_536;
-
-// === impl Rrl ===
-
-impl Rrl {
-    pub fn new(cfg: RrlConfig) -> Self {
-        Rrl { cfg, buckets: HashMap::new() }
-    }
-
-    fn network(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let keep = u32::from(self.cfg.ipv4_prefix.min(32));
-                let mask = if keep == 0 { 0 } else { u32::MAX << (32 - keep) };
-                IpAddr::V4((bits & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let keep = u32::from(self.cfg.ipv6_prefix.min(128));
-                let mask = if keep == 0 { 0 } else { u128::MAX << (128 - keep) };
-                IpAddr::V6((bits & mask).into())
-            }
-        }
-    }
-
-    /// Accounts one answer to `ip` at `now`.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> RrlVerdict {
-        if self.cfg.responses_per_second == 0 {
-            return RrlVerdict::Send;
-        }
-        let key = self.network(ip);
-        let rate = f64::from(self.cfg.responses_per_second);
-        let cap = f64::from(self.cfg.burst.max(1));
-        if self.buckets.len() >= RRL_TABLE && !self.buckets.contains_key(&key) {
-            // A full bucket is as good as none; forget those, and the oldest half if need be.
-            self.buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < cap);
-            if self.buckets.len() >= RRL_TABLE {
-                self.buckets.clear();
-            }
-        }
-        let b = self.buckets.entry(key).or_insert(Bucket { tokens: cap, last: now, limited: 0 });
-        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate).min(cap);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return RrlVerdict::Send;
-        }
-        b.limited = b.limited.wrapping_add(1);
-        if self.cfg.slip > 0 && b.limited.is_multiple_of(self.cfg.slip) {
-            RrlVerdict::Slip
-        } else {
-            RrlVerdict::Drop
         }
     }
 }
@@ -193,8 +105,9 @@ pub struct DnsCounters {
     udp_queries: AtomicU64,
     tcp_queries: AtomicU64,
     malformed_dropped: AtomicU64,
-    rrl_dropped: AtomicU64,
-    rrl_slipped: AtomicU64,
+    /// Rate-limited UDP answers by [`AnswerClass`]: dropped, slipped.
+    rrl_dropped: [AtomicU64; AnswerClass::ALL.len()],
+    rrl_slipped: [AtomicU64; AnswerClass::ALL.len()],
     truncated: AtomicU64,
     refused: AtomicU64,
     nxdomain: AtomicU64,
@@ -209,8 +122,9 @@ impl DnsCounters {
             udp_queries: l(&self.udp_queries),
             tcp_queries: l(&self.tcp_queries),
             malformed_dropped: l(&self.malformed_dropped),
-            rrl_dropped: l(&self.rrl_dropped),
-            rrl_slipped: l(&self.rrl_slipped),
+            rrl_dropped: self.rrl_dropped.iter().map(l).sum(),
+            rrl_slipped: self.rrl_slipped.iter().map(l).sum(),
+            rrl_by_class: std::array::from_fn(|i| (l(&self.rrl_dropped[i]), l(&self.rrl_slipped[i]))),
             truncated: l(&self.truncated),
             refused: l(&self.refused),
             nxdomain: l(&self.nxdomain),
@@ -232,6 +146,8 @@ pub struct DnsStats {
     pub rrl_dropped: u64,
     /// UDP answers the rate limit sent empty with TC set ("slip").
     pub rrl_slipped: u64,
+    /// (dropped, slipped) by answer class, in the order of [`AnswerClass::ALL`].
+    pub rrl_by_class: [(u64, u64); AnswerClass::ALL.len()],
     /// UDP answers cut to fit and sent with TC set.
     pub truncated: u64,
     /// Questions outside veer's zones or class IN (also in `responses` as "refused").
@@ -245,6 +161,11 @@ impl DnsStats {
     /// (response code name, answers) for every code of [`RCODES`].
     pub fn responses_by_rcode(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         RCODES.iter().copied().zip(self.responses.iter().copied())
+    }
+
+    /// (answer class name, dropped, slipped) for every class of [`AnswerClass::ALL`].
+    pub fn rate_limited_by_class(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        AnswerClass::ALL.iter().zip(self.rrl_by_class.iter()).map(|(c, (d, s))| (c.as_str(), *d, *s))
     }
 }
 
@@ -283,8 +204,13 @@ impl Handler {
     /// The answer to a decoded request (counted by its response code).
     pub fn reply(&self, request: &Request) -> Reply {
         let reply = self.answer(request);
-        self.counters.responses[rcode_index(reply.metadata.response_code)].fetch_add(1, Ordering::Relaxed);
+        self.count(&reply);
         reply
+    }
+
+    /// Counts an answer that is sent, by its response code.
+    fn count(&self, reply: &Reply) {
+        self.counters.responses[rcode_index(reply.metadata.response_code)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn answer(&self, request: &Request) -> Reply {
@@ -401,19 +327,45 @@ pub fn answer_datagram(handler: &Handler, rrl: Option<&mut Rrl>, packet: &[u8], 
         return None;
     }
     handler.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
-    match rrl.map_or(RrlVerdict::Send, |r| r.check(src.ip(), now)) {
-        RrlVerdict::Send => {
-            let reply = handler.reply(&request);
+    let reply = handler.answer(&request);
+    let verdict = match rrl {
+        Some(rrl) => {
+            let (class, zone) = classify(&reply);
+            let qtype = request.queries.queries().first().map_or(hickory_proto::rr::RecordType::NULL, |q| q.query_type());
+            let qname = request.queries.queries().first().map(|q| q.name());
+            let name = match class {
+                AnswerClass::Answer | AnswerClass::NoData => qname,
+                _ => zone.as_ref(),
+            };
+            let verdict = rrl.check(src.ip(), class, name, qtype, now);
+            (verdict, class)
+        }
+        None => (RrlVerdict::Send, AnswerClass::Answer),
+    };
+    match verdict {
+        (RrlVerdict::Send, _) => {
+            handler.count(&reply);
             handler.encode_udp(&request, &reply)
         }
-        RrlVerdict::Slip => {
-            handler.counters.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+        (RrlVerdict::Slip, class) => {
+            handler.counters.rrl_slipped[class.index()].fetch_add(1, Ordering::Relaxed);
             handler.encode_slip(&request)
         }
-        RrlVerdict::Drop => {
-            handler.counters.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+        (RrlVerdict::Drop, class) => {
+            handler.counters.rrl_dropped[class.index()].fetch_add(1, Ordering::Relaxed);
             None
         }
+    }
+}
+
+/// The rate limiter's view of an answer: its class, and for NXDOMAIN the zone (the owner of the
+/// SOA in the authority section), so random names under one zone share an account.
+pub fn classify(reply: &Reply) -> (AnswerClass, Option<LowerName>) {
+    match reply.metadata.response_code {
+        ResponseCode::NoError if reply.answers.is_empty() => (AnswerClass::NoData, None),
+        ResponseCode::NoError => (AnswerClass::Answer, None),
+        ResponseCode::NXDomain => (AnswerClass::NxDomain, reply.authority.first().map(|r| LowerName::new(&r.name))),
+        _ => (AnswerClass::Error, None),
     }
 }
 
@@ -666,7 +618,7 @@ impl DnsServer {
             }
         }));
 
-        let (h, mut stop, rrl_cfg) = (handler.clone(), shutdown_rx.clone(), cfg.rrl);
+        let (h, mut stop, rrl_cfg) = (handler.clone(), shutdown_rx.clone(), cfg.rrl.clone());
         tasks.push(tokio::spawn(async move {
             let mut rrl = Rrl::new(rrl_cfg);
             // Larger than any query a client may send over UDP; a longer datagram is cut by the

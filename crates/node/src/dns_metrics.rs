@@ -58,6 +58,19 @@ impl Collector for DnsSource {
             "action",
             [("dropped", s.rrl_dropped), ("slipped", s.rrl_slipped)],
         )?;
+        {
+            let mut family = e.encode_descriptor(
+                "dns_rate_limited_by_class",
+                "UDP answers held back by the response rate limit, by answer class (answer, nodata, nxdomain, referral, error)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (class, dropped, slipped) in s.rate_limited_by_class() {
+                for (action, n) in [("dropped", dropped), ("slipped", slipped)] {
+                    ConstCounter::new(n).encode(family.encode_family(&[("action", action), ("class", class)])?)?;
+                }
+            }
+        }
         counter(e, "dns_truncated", "UDP answers cut to fit the client's size and sent with TC set", s.truncated)?;
         counter(
             e,

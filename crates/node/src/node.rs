@@ -94,6 +94,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// DNS listener (UDP and TCP): destination hosts and this cluster's regional zones.
     pub dns: Option<SocketAddr>,
+    /// The DNS server's rate limit, zone transfers and NOTIFY (`--dns-*` flags).
+    pub dns_settings: veer_dns::DnsSettings,
     /// Mesh with the peer clusters' nodes (east-west mTLS); `None`: a standalone node that
     /// reaches every endpoint directly.
     pub mesh: Option<MeshConfig>,
@@ -137,6 +139,7 @@ impl NodeConfig {
             reload_every: Duration::from_millis(100),
             limits: Limits::default(),
             dns: None,
+            dns_settings: veer_dns::DnsSettings::default(),
             mesh: None,
             workers: 1,
             worker_cpus: None,
@@ -294,7 +297,7 @@ impl Node {
                 let notify: veer_dns::Notify = Arc::new(move |t| {
                     ev.record(NewEvent::cluster(EventKind::DnsOwnership, &me, format!("dns: {t}")));
                 });
-                let mut dns_cfg = veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway);
+                let mut dns_cfg = veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway).with(&cfg.dns_settings);
                 // Epochs that go back at a restart would be fenced by the DNS server's epoch record.
                 dns_cfg.state_file = cfg.state_dir.as_ref().map(|d| d.join("dns-epochs.json"));
                 let server = veer_dns::DnsServer::start(dns_cfg, set_rx, Some(notify)).await.map_err(|e| NodeError::Dns(e.to_string()))?;

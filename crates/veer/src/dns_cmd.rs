@@ -14,6 +14,59 @@ use veer_model::set::ManifestSet;
 
 use crate::load;
 
+/// `veer run`'s DNS server flags: response rate limiting (as BIND's RRL), zone transfers, NOTIFY.
+#[derive(clap::Args, Debug)]
+pub struct DnsArgs {
+    /// Turn response rate limiting off (every UDP answer is sent).
+    #[arg(long = "dns-rrl-off")]
+    rrl_off: bool,
+    /// Identical answers (same name, type and answer class) per second to one client netblock
+    /// before they are limited. Varied questions each have their own count.
+    #[arg(long = "dns-rrl-rate", default_value_t = 10)]
+    rrl_rate: u32,
+    /// NXDOMAIN answers per second per zone and client netblock (default: --dns-rrl-rate).
+    #[arg(long = "dns-rrl-nxdomain-rate")]
+    rrl_nxdomain_rate: Option<u32>,
+    /// Error answers (REFUSED, FORMERR…) per second per client netblock (default: --dns-rrl-rate).
+    #[arg(long = "dns-rrl-errors-rate")]
+    rrl_errors_rate: Option<u32>,
+    /// Seconds a flood is remembered: a limited answer stays limited up to this long after it stops.
+    #[arg(long = "dns-rrl-window", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rrl_window: u64,
+    /// Every N-th limited answer is sent empty with TC set, so a real client retries over TCP
+    /// (0: drop every limited answer).
+    #[arg(long = "dns-rrl-slip", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    rrl_slip: u32,
+    /// Client networks never limited, as CIDR (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long = "dns-rrl-exempt")]
+    rrl_exempt: Vec<ipnet::IpNet>,
+    /// Prefix length of an IPv4 client netblock.
+    #[arg(long = "dns-rrl-ipv4-prefix", default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32))]
+    rrl_ipv4_prefix: u8,
+    /// Prefix length of an IPv6 client netblock.
+    #[arg(long = "dns-rrl-ipv6-prefix", default_value_t = 56, value_parser = clap::value_parser!(u8).range(16..=128))]
+    rrl_ipv6_prefix: u8,
+}
+
+// === impl DnsArgs ===
+
+impl DnsArgs {
+    pub fn settings(&self) -> Result<veer_dns::DnsSettings, String> {
+        let rrl = veer_dns::RrlConfig {
+            enabled: !self.rrl_off,
+            responses_per_second: self.rrl_rate,
+            nxdomains_per_second: self.rrl_nxdomain_rate.unwrap_or(self.rrl_rate),
+            errors_per_second: self.rrl_errors_rate.unwrap_or(self.rrl_rate),
+            window: std::time::Duration::from_secs(self.rrl_window),
+            slip: self.rrl_slip,
+            ipv4_prefix: self.rrl_ipv4_prefix,
+            ipv6_prefix: self.rrl_ipv6_prefix,
+            exempt: self.rrl_exempt.clone(),
+        };
+        Ok(veer_dns::DnsSettings { rrl })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum DnsCommand {
     /// Print the externaldns.k8s.io DNSEndpoint objects a cluster writes, for ExternalDNS.

@@ -105,6 +105,8 @@ enum Command {
         #[arg(long)]
         dns: Option<std::net::SocketAddr>,
         #[command(flatten)]
+        dns_args: Box<dns_cmd::DnsArgs>,
+        #[command(flatten)]
         mesh: Box<MeshArgs>,
         /// Keep the last accepted manifest set in this directory (saved at start and after each
         /// accepted reload). When the files do not pass at start, serve that set instead of
@@ -380,6 +382,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             no_pin_workers,
             max_connections,
             dns,
+            dns_args,
             mesh,
             state_dir,
             access_log,
@@ -396,6 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.listen = listen;
             cfg.admin = admin;
             cfg.dns = dns;
+            cfg.dns_settings = dns_args.settings()?;
             cfg.state_dir = state_dir;
             let KubeArgs { kubeconfig, in_cluster, lease_namespace, gateway_classes, remote_kubeconfigs } = *kube;
             let mut kube_link = None;
