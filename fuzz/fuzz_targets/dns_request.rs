@@ -45,6 +45,7 @@ fn handler() -> &'static Handler {
             }],
             txt_prefix: "_external-dns-owner.".into(),
             serial: 1,
+            nameserver: Some(IpAddr::from([127, 0, 0, 53])),
         };
         Handler::new(Zones::build(&input), 1232)
     })

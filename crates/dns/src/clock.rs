@@ -11,3 +11,11 @@ use std::time::Instant;
 pub fn now() -> Instant {
     Instant::now()
 }
+
+/// Seconds since the Unix epoch, cut to 32 bits: the base of SOA serials, so they keep growing
+/// across restarts (as Knot's `serial-policy: unixtime`).
+pub fn unix_seconds() -> u32 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // Serial arithmetic (RFC 1982) wraps at 2^32 anyway.
+    (secs & u64::from(u32::MAX)) as u32
+}

@@ -51,6 +51,9 @@ pub struct DnsConfig {
     pub tcp_timeout: Duration,
     /// Where zone epochs are kept across restarts (none: they restart from the baseline).
     pub state_file: Option<PathBuf>,
+    /// The address served as `ns.<zone>` in every zone (the NS RRset's glue); `None`: the
+    /// server's own address once bound, or the gateway's when it listens on a wildcard.
+    pub nameserver: Option<IpAddr>,
 }
 
 /// What a node's operator tunes (`veer run --dns-*` flags), beside what the node derives.
@@ -77,6 +80,7 @@ impl DnsConfig {
             rrl: RrlConfig::default(),
             tcp_timeout: Duration::from_secs(10),
             state_file: None,
+            nameserver: None,
         }
     }
 }
@@ -175,6 +179,7 @@ pub struct Reply {
     pub metadata: Metadata,
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
+    pub additional: Vec<Record>,
     pub edns: Option<Edns>,
 }
 
@@ -224,7 +229,7 @@ impl Handler {
             e.set_version(0);
             e
         });
-        let mut reply = Reply { metadata, answers: Vec::new(), authority: Vec::new(), edns };
+        let mut reply = Reply { metadata, answers: Vec::new(), authority: Vec::new(), additional: Vec::new(), edns };
         let fail = |mut reply: Reply, code: ResponseCode| {
             reply.metadata.response_code = code;
             reply
@@ -248,7 +253,7 @@ impl Handler {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 fail(reply, ResponseCode::Refused)
             }
-            Outcome::Authoritative { rcode, answers, authority } => {
+            Outcome::Authoritative { rcode, answers, authority, additional } => {
                 if rcode == ResponseCode::NXDomain {
                     self.counters.nxdomain.fetch_add(1, Ordering::Relaxed);
                 }
@@ -256,6 +261,7 @@ impl Handler {
                 reply.metadata.response_code = rcode;
                 reply.answers = answers;
                 reply.authority = authority;
+                reply.additional = additional;
                 reply
             }
         }
@@ -273,7 +279,7 @@ impl Handler {
             reply.answers.iter(),
             reply.authority.iter(),
             std::iter::empty(),
-            std::iter::empty(),
+            reply.additional.iter(),
         );
         let mut buf = Vec::with_capacity(512);
         let mut enc = BinEncoder::new(&mut buf);
@@ -382,7 +388,7 @@ impl RequestHandler for TcpSide {
             reply.answers.iter(),
             reply.authority.iter(),
             std::iter::empty(),
-            std::iter::empty(),
+            reply.additional.iter(),
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,
@@ -405,6 +411,8 @@ struct Reconciler {
     registry: Registry,
     store: ZoneStore<Vec<Endpoint>>,
     serial: u32,
+    /// What the serial stands for: the records served at that serial.
+    content: Vec<Record>,
     notify: Option<Notify>,
     /// Where the zones this node writes go when a DNSZone places them on a DNS server.
     writes: Option<crate::update::Writes>,
@@ -425,7 +433,7 @@ impl Reconciler {
                 Err(e) => tracing::warn!(target: "veer::dns", "cannot read DNS state file {}: {e}", path.display()),
             }
         }
-        Reconciler { cfg, registry, store: ZoneStore::default(), serial: 0, notify, writes: None }
+        Reconciler { cfg, registry, store: ZoneStore::default(), serial: 0, content: Vec::new(), notify, writes: None }
     }
 
     /// One reconcile: plans of every cluster, claims, writers and epochs, then this node's
@@ -472,7 +480,6 @@ impl Reconciler {
         if !transitions.is_empty() {
             self.persist();
         }
-        self.serial = self.serial.wrapping_add(1);
         let regional = self
             .store
             .iter()
@@ -496,8 +503,15 @@ impl Reconciler {
             regional,
             txt_prefix: self.cfg.txt_prefix.clone(),
             serial: self.serial,
+            nameserver: self.cfg.nameserver,
         };
-        let zones = Zones::build(&input);
+        let mut zones = Zones::build(&input);
+        let content = zones.content();
+        if content != self.content || self.serial == 0 {
+            self.serial = next_serial(self.serial, crate::clock::unix_seconds());
+            self.content = content;
+        }
+        zones.set_serial(self.serial);
         for s in &zones.skipped {
             tracing::warn!(target: "veer::dns", "not served: {s}");
         }
@@ -518,6 +532,16 @@ impl Reconciler {
             tracing::error!(target: "veer::dns", "cannot write DNS state file {}: {e}", path.display());
         }
     }
+}
+
+/// The serial after `prev` when the zones change: the Unix time when that is ahead of `prev`
+/// in serial arithmetic (RFC 1982), else `prev + 1`, so it grows with every change and across
+/// restarts (unless the zones changed more than once a second on average before one).
+pub fn next_serial(prev: u32, unix_now: u32) -> u32 {
+    let ahead = (unix_now.wrapping_sub(prev) as i32) > 0;
+    let next = if ahead { unix_now } else { prev.wrapping_add(1) };
+    // 0 means "no serial yet" here.
+    next.max(1)
 }
 
 /// A running DNS server.
@@ -594,6 +618,10 @@ impl DnsServer {
     ) -> Result<DnsServer, DnsError> {
         let (udp, tcp) = bind(cfg.listen).await?;
         let addr = udp.local_addr().map_err(DnsError::LocalAddr)?;
+        let mut cfg = cfg;
+        if cfg.nameserver.is_none() {
+            cfg.nameserver = Some(if addr.ip().is_unspecified() { cfg.gateway } else { addr.ip() });
+        }
         let mut reconciler = Reconciler::new(cfg.clone(), notify);
         let (writes, writes_task) = crate::update::Writes::spawn();
         reconciler.writes = Some(writes);

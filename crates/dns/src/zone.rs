@@ -1,13 +1,15 @@
 //! The answers one node serves, built once per reconcile and read lock-free by the request
 //! path: destination hosts pointing at the local gateway, the regional zones this node writes
 //! with their ExternalDNS ownership TXT records, and the lookup rules (REFUSED outside any zone,
-//! NXDOMAIN or NODATA inside one, CNAME chains followed). Pure.
+//! NXDOMAIN or NODATA inside one with the zone's SOA, CNAME chains followed). Every zone has an
+//! SOA and an NS RRset at its apex (`ns.<zone>`, with its address as an in-zone A/AAAA record:
+//! the glue), and can be listed whole for a zone transfer. Pure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use veer_model::resolve::{destinations, DestinationKind};
 use veer_model::set::ManifestSet;
@@ -40,6 +42,9 @@ pub struct ZoneInput {
     pub txt_prefix: String,
     /// SOA serial: changes whenever the answers do.
     pub serial: u32,
+    /// The address of this server, served as `ns.<zone>` (the NS RRset's glue); `None`: the NS
+    /// RRset is served without an address (a resolver must find it elsewhere).
+    pub nameserver: Option<IpAddr>,
 }
 
 /// The destination hosts the node of `cluster` serves ([`veer_model::resolve::destinations`]
@@ -92,6 +97,8 @@ pub fn socket_ips(set: &ManifestSet, cluster: &str) -> BTreeMap<String, IpAddr> 
 struct Zone {
     origin: LowerName,
     soa: Record,
+    /// The apex NS RRset.
+    ns: Vec<Record>,
 }
 
 /// The outcome of one lookup.
@@ -99,8 +106,9 @@ struct Zone {
 pub enum Outcome {
     /// The name is in no zone this node serves: not ours to answer (never recursive).
     Refused,
-    /// An authoritative answer: NOERROR with records or NODATA, or NXDOMAIN.
-    Authoritative { rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record> },
+    /// An authoritative answer: NOERROR with records or NODATA, or NXDOMAIN; `additional`
+    /// carries the addresses of the name servers of an NS answer.
+    Authoritative { rcode: ResponseCode, answers: Vec<Record>, authority: Vec<Record>, additional: Vec<Record> },
 }
 
 /// The served answers.
@@ -228,9 +236,16 @@ impl Zones {
             let soa = Record::from_rdata(
                 o.clone(),
                 input.ttl,
-                RData::SOA(SOA::new(mname, rname, input.serial, ttl, ttl, ttl.saturating_mul(10), input.ttl)),
+                RData::SOA(SOA::new(mname.clone(), rname, input.serial, ttl, ttl, ttl.saturating_mul(10), input.ttl)),
             );
-            z.zones.push(Zone { origin: LowerName::new(&o), soa });
+            let ns = vec![Record::from_rdata(o.clone(), input.ttl, RData::NS(NS(mname.clone())))];
+            // The glue, unless the zone's own data already names `ns.<zone>`.
+            if let Some(ip) = input.nameserver {
+                if !z.names.contains_key(&LowerName::new(&mname)) {
+                    z.add(address_record(mname, input.ttl, ip));
+                }
+            }
+            z.zones.push(Zone { origin: LowerName::new(&o), soa, ns });
         }
         // Longest origin first, so the most specific zone answers.
         z.zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
@@ -261,12 +276,24 @@ impl Zones {
     /// Answers `qtype` for `qname`.
     pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Outcome {
         let Some(zone) = self.zone_of(qname) else { return Outcome::Refused };
-        let soa = || vec![zone.soa.clone()];
         let mut answers = Vec::new();
         let mut current = qname.clone();
+        // The zone the chain ends in: its SOA goes with a negative answer (RFC 2308 §2.1).
+        let mut last_zone = zone;
+        // Whether the last name of the chain had the asked type (or left veer's zones).
+        let mut resolved = false;
         // Follow CNAMEs inside our data, as an authoritative server adds the chain it knows.
         for _ in 0..8 {
             let records = self.records_at(&current);
+            if current == last_zone.origin && matches!(qtype, RecordType::SOA | RecordType::NS | RecordType::ANY) {
+                if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                    answers.push(last_zone.soa.clone());
+                }
+                if matches!(qtype, RecordType::NS | RecordType::ANY) {
+                    answers.extend(last_zone.ns.iter().cloned());
+                }
+                resolved = true;
+            }
             if records.is_empty() {
                 break;
             }
@@ -276,25 +303,117 @@ impl Zones {
                     answers.push(c.clone());
                     let RData::CNAME(CNAME(target)) = &c.data else { break };
                     current = LowerName::new(target);
-                    if !self.serves(&current) {
-                        break;
+                    match self.zone_of(&current) {
+                        Some(z) => last_zone = z,
+                        None => {
+                            // Out of veer's zones: the resolver follows the rest itself.
+                            resolved = true;
+                            break;
+                        }
                     }
                 }
                 _ => {
+                    let before = answers.len();
                     answers.extend(records.into_iter().filter(|r| qtype == RecordType::ANY || r.record_type() == qtype));
+                    resolved |= answers.len() > before;
                     break;
                 }
             }
         }
-        if current == *qname && zone.origin == *qname && qtype == RecordType::SOA {
-            return Outcome::Authoritative { rcode: ResponseCode::NoError, answers: soa(), authority: Vec::new() };
+        if resolved {
+            let additional = self.glue(&answers);
+            return Outcome::Authoritative { rcode: ResponseCode::NoError, answers, authority: Vec::new(), additional };
         }
-        if !answers.is_empty() {
-            return Outcome::Authoritative { rcode: ResponseCode::NoError, answers, authority: Vec::new() };
-        }
-        let exists = !self.records_at(qname).is_empty() || zone.origin == *qname || self.is_empty_non_terminal(qname);
+        // NODATA or NXDOMAIN for the last name of the chain (RFC 6604: the rcode is the last
+        // name's), with that zone's SOA.
+        let exists = !self.records_at(&current).is_empty() || last_zone.origin == current || self.is_empty_non_terminal(&current);
         let rcode = if exists { ResponseCode::NoError } else { ResponseCode::NXDomain };
-        Outcome::Authoritative { rcode, answers, authority: soa() }
+        Outcome::Authoritative { rcode, answers, authority: vec![last_zone.soa.clone()], additional: Vec::new() }
+    }
+
+    /// The addresses of the name servers an answer names, when veer serves them.
+    fn glue(&self, answers: &[Record]) -> Vec<Record> {
+        answers
+            .iter()
+            .filter_map(|r| if let RData::NS(NS(ns)) = &r.data { self.names.get(&LowerName::new(ns)) } else { None })
+            .flatten()
+            .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+            .cloned()
+            .collect()
+    }
+
+    /// The serial every zone's SOA carries now.
+    pub fn serial(&self) -> Option<u32> {
+        self.zones.first().and_then(|z| if let RData::SOA(soa) = &z.soa.data { Some(soa.serial) } else { None })
+    }
+
+    /// Sets the SOA serial of every zone.
+    pub fn set_serial(&mut self, serial: u32) {
+        for z in &mut self.zones {
+            if let RData::SOA(soa) = &mut z.soa.data {
+                soa.serial = serial;
+            }
+        }
+    }
+
+    /// Every record but the SOAs, in a stable order: what a change of the serial stands for.
+    pub fn content(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = self.names.values().flatten().cloned().collect();
+        out.extend(self.wildcards.iter().filter_map(|w| self.wildcard_record(w)));
+        out.extend(self.zones.iter().flat_map(|z| z.ns.iter().cloned()));
+        out.sort_by(|a, b| (&a.name, a.record_type(), a.data.to_string()).cmp(&(&b.name, b.record_type(), b.data.to_string())));
+        out
+    }
+
+    fn wildcard_record(&self, suffix: &LowerName) -> Option<Record> {
+        let gw = self.gateway?;
+        let owner = Name::from_ascii("*").ok()?.append_domain(&Name::from(suffix)).ok()?;
+        Some(address_record(owner, self.ttl, gw))
+    }
+
+    /// The origins of the zones served.
+    pub fn origins(&self) -> impl Iterator<Item = &LowerName> {
+        self.zones.iter().map(|z| &z.origin)
+    }
+
+    /// The whole zone `origin` for a transfer (RFC 5936): the SOA first and last, and between
+    /// them every record whose closest zone is this one, plus the NS RRsets of zones veer serves
+    /// below it (delegations) with their glue. `None`: not a zone veer serves.
+    pub fn transfer(&self, origin: &LowerName) -> Option<Vec<Record>> {
+        let zone = self.zones.iter().find(|z| z.origin == *origin)?;
+        let mut body: Vec<Record> = zone.ns.clone();
+        let children: Vec<&Zone> = self.zones.iter().filter(|z| z.origin != *origin && origin.zone_of(&z.origin)).collect();
+        for z in &children {
+            body.extend(z.ns.iter().cloned());
+        }
+        let glue: Vec<LowerName> = children
+            .iter()
+            .flat_map(|z| z.ns.iter())
+            .filter_map(|r| if let RData::NS(NS(n)) = &r.data { Some(LowerName::new(n)) } else { None })
+            .collect();
+        for (owner, records) in &self.names {
+            let closest = self.zone_of(owner).map(|z| &z.origin);
+            if closest == Some(origin) || glue.contains(owner) {
+                body.extend(
+                    records
+                        .iter()
+                        .filter(|r| closest == Some(origin) || matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+                        .cloned(),
+                );
+            }
+        }
+        for w in &self.wildcards {
+            if self.zone_of(w).map(|z| &z.origin) == Some(origin) {
+                body.extend(self.wildcard_record(w));
+            }
+        }
+        body.sort_by(|a, b| (&a.name, a.record_type(), a.data.to_string()).cmp(&(&b.name, b.record_type(), b.data.to_string())));
+        body.dedup();
+        let mut out = Vec::with_capacity(body.len() + 2);
+        out.push(zone.soa.clone());
+        out.extend(body);
+        out.push(zone.soa.clone());
+        Some(out)
     }
 
     /// Records at `name`, including those a wildcard host synthesises.

@@ -239,6 +239,18 @@ async fn active_mode_each_regional_node_serves_its_own_zone_with_its_own_gateway
         assert_eq!(l.get("resource").map(String::as_str), Some(format!("crd/myapp/web-external-dns-{region}").as_str()));
         assert_eq!(l.get("veer-writer").map(String::as_str), Some(*cluster));
         assert_eq!(l.get("veer-epoch").map(String::as_str), Some("1"));
+        // As a zone's primary answers: NS at the apex with its glue (this server's address),
+        // and the SOA with a NODATA answer, also at the end of a CNAME.
+        let (m, _) = udp(server, "example.com.", RecordType::NS, None).await;
+        let ns: Vec<String> =
+            m.answers.iter().filter_map(|r| if let RData::NS(n) = &r.data { Some(n.0.to_string()) } else { None }).collect();
+        assert_eq!(ns, ["ns.example.com."], "{cluster}: {m:?}");
+        let glue: Vec<IpAddr> =
+            m.additionals.iter().filter_map(|r| if let RData::A(a) = &r.data { Some(IpAddr::V4(a.0)) } else { None }).collect();
+        assert_eq!(glue, [server.ip()], "{cluster}: {m:?}");
+        let (m, _) = udp(server, SERVICE_NAME, RecordType::AAAA, None).await;
+        assert_eq!((m.metadata.response_code, cname(&m).is_some()), (ResponseCode::NoError, true), "{cluster}: {m:?}");
+        assert_eq!(m.authorities.iter().map(|r| r.record_type()).collect::<Vec<_>>(), [RecordType::SOA], "{cluster}: {m:?}");
         // The gateway's A record sits at its own ownership name too.
         let (m, _) = udp(server, &format!("_external-dns-owner.a-aks01-{region}-internal.example.com."), RecordType::TXT, None).await;
         assert_eq!(owners(&m).len(), 1, "{m:?}");

@@ -85,6 +85,8 @@ fn the_table_stays_bounded_under_a_flood_of_random_names() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     /// A resolver asking varied questions (each distinct name and type at most `rate` times in
     /// any second) is never limited under the defaults, however fast it asks.
     #[test]

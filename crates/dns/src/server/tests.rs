@@ -47,3 +47,25 @@ fn a_route_name_served_by_the_gateway_is_still_answered_only_by_its_zone_writer(
         assert_eq!(answer(cluster, gw, &bound), Outcome::Refused, "{cluster}");
     }
 }
+
+#[test]
+fn the_serial_follows_unix_time_and_always_grows() {
+    assert_eq!(next_serial(0, 1_700_000_000), 1_700_000_000);
+    assert_eq!(next_serial(1_700_000_000, 1_700_000_000), 1_700_000_001, "two changes in one second");
+    assert_eq!(next_serial(1_700_000_005, 1_700_000_001), 1_700_000_006, "ahead of the clock: +1");
+    // Serial arithmetic wraps (RFC 1982).
+    assert_eq!(next_serial(u32::MAX, 3), 3);
+    assert_eq!(next_serial(u32::MAX, u32::MAX - 10), 1);
+}
+
+#[test]
+fn the_serial_moves_when_the_answers_change_and_only_then() {
+    let set = seed002_step("002-dns-regional-takeover");
+    let cfg = DnsConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), "aks-neu-01", IpAddr::from([127, 0, 3, 12]));
+    let mut r = Reconciler::new(cfg, None);
+    let first = r.run(&set).serial().expect("zones served");
+    assert_eq!(r.run(&set).serial(), Some(first), "the same set: the same serial");
+    let adopted = seed002_step("steps/002-dns-regional-takeover/2-neu-adopts-weu");
+    let after = r.run(&adopted).serial().expect("serial");
+    assert!((after.wrapping_sub(first) as i32) > 0, "{first} -> {after}");
+}

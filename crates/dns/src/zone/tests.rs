@@ -42,12 +42,13 @@ fn zones() -> Zones {
         }],
         txt_prefix: "_external-dns-owner.".into(),
         serial: 1,
+        nameserver: Some(IpAddr::from([127, 0, 0, 53])),
     })
 }
 
 fn answer(o: Outcome) -> (ResponseCode, Vec<Record>, Vec<Record>) {
     match o {
-        Outcome::Authoritative { rcode, answers, authority } => (rcode, answers, authority),
+        Outcome::Authoritative { rcode, answers, authority, .. } => (rcode, answers, authority),
         Outcome::Refused => (ResponseCode::Refused, Vec::new(), Vec::new()),
     }
 }
@@ -138,6 +139,7 @@ fn names_and_records_that_cannot_be_served_are_skipped_with_why() {
         }],
         txt_prefix: String::new(),
         serial: 1,
+        nameserver: Some(IpAddr::from([127, 0, 0, 53])),
     });
     assert_eq!(z.skipped.len(), 2, "{:?}", z.skipped);
     assert!(matches!(&z.skipped[0], Unservable::NotADnsName { name, .. } if name == "bad..example"), "{:?}", z.skipped);
@@ -229,6 +231,7 @@ spec: {parentRefs: [{name: internal, sectionName: any}], hostnames: [w.example.c
         regional: Vec::new(),
         txt_prefix: String::new(),
         serial: 1,
+        nameserver: Some(IpAddr::from([127, 0, 0, 53])),
     });
     let ip = |host: &str| {
         answer(z.lookup(&lower(host), RecordType::A)).1.first().and_then(|r| match &r.data {
@@ -240,4 +243,99 @@ spec: {parentRefs: [{name: internal, sectionName: any}], hostnames: [w.example.c
     assert_eq!(ip("a.example.com."), Some(gateway));
     assert_eq!(ip("both.example.com."), Some(gateway));
     assert_eq!(ip("w.example.com."), Some(gateway));
+}
+
+#[test]
+fn every_zone_has_an_ns_rrset_at_its_apex_with_its_glue() {
+    let z = zones();
+    for origin in ["example.com.", "reviews.bookinfo.global.", "wild.example."] {
+        let Outcome::Authoritative { rcode, answers, additional, .. } = z.lookup(&lower(origin), RecordType::NS) else {
+            panic!("{origin} served")
+        };
+        assert_eq!(rcode, ResponseCode::NoError);
+        let RData::NS(NS(ns)) = &answers[0].data else { panic!("NS expected: {answers:?}") };
+        assert_eq!(ns.to_ascii(), format!("ns.{origin}"));
+        assert_eq!(additional.len(), 1, "the glue: {additional:?}");
+        assert_eq!(additional[0].data, RData::A(A([127, 0, 0, 53].into())));
+        // The glue is an ordinary in-zone record too.
+        let (rc, a, _) = answer(z.lookup(&lower(&format!("ns.{origin}")), RecordType::A));
+        assert_eq!((rc, a.len()), (ResponseCode::NoError, 1), "{origin}");
+    }
+}
+
+#[test]
+fn a_cname_without_the_asked_type_at_its_end_comes_with_the_soa() {
+    let z = zones();
+    // web -> gw, which has an A and no AAAA: the CNAME, NODATA for the rest, and the SOA.
+    let (rc, a, auth) = answer(z.lookup(&lower("web.example.com."), RecordType::AAAA));
+    assert_eq!(rc, ResponseCode::NoError);
+    assert_eq!(a.iter().map(Record::record_type).collect::<Vec<_>>(), [RecordType::CNAME]);
+    assert_eq!(auth.iter().map(Record::record_type).collect::<Vec<_>>(), [RecordType::SOA], "{auth:?}");
+    // A CNAME to a name that does not exist in the zone: NXDOMAIN (RFC 6604) with the SOA.
+    let z = Zones::build(&ZoneInput {
+        hosts: Vec::new(),
+        gateway: IpAddr::from([127, 0, 0, 9]),
+        elsewhere: BTreeMap::new(),
+        ttl: 30,
+        regional: vec![RegionalZone {
+            zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+            writer: "w".into(),
+            epoch: 1,
+            endpoints: vec![endpoint("web.example.com", RecordKind::CNAME, "gone.example.com")],
+        }],
+        txt_prefix: "_o.".into(),
+        serial: 1,
+        nameserver: None,
+    });
+    let (rc, a, auth) = answer(z.lookup(&lower("web.example.com."), RecordType::A));
+    assert_eq!((rc, a.len(), auth[0].record_type()), (ResponseCode::NXDomain, 1, RecordType::SOA));
+    // A CNAME leaving veer's zones is answered as is: the resolver follows it.
+    let z = Zones::build(&ZoneInput {
+        regional: vec![RegionalZone {
+            zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+            writer: "w".into(),
+            epoch: 1,
+            endpoints: vec![endpoint("web.example.com", RecordKind::CNAME, "elsewhere.example.org")],
+        }],
+        ..ZoneInput {
+            hosts: Vec::new(),
+            gateway: IpAddr::from([127, 0, 0, 9]),
+            elsewhere: BTreeMap::new(),
+            ttl: 30,
+            regional: Vec::new(),
+            txt_prefix: "_o.".into(),
+            serial: 1,
+            nameserver: None,
+        }
+    });
+    let (rc, a, auth) = answer(z.lookup(&lower("web.example.com."), RecordType::AAAA));
+    assert_eq!((rc, a.len(), auth.len()), (ResponseCode::NoError, 1, 0));
+}
+
+#[test]
+fn a_zone_transfer_lists_the_whole_zone_between_two_soas() {
+    let mut z = zones();
+    z.set_serial(77);
+    assert_eq!(z.serial(), Some(77));
+    let xfr = z.transfer(&lower("example.com.")).expect("served");
+    assert_eq!(xfr.first().map(Record::record_type), Some(RecordType::SOA));
+    assert_eq!(xfr.last().map(Record::record_type), Some(RecordType::SOA));
+    let RData::SOA(soa) = &xfr[0].data else { panic!() };
+    assert_eq!(soa.serial, 77);
+    let owners: Vec<String> = xfr[1..xfr.len() - 1].iter().map(|r| format!("{} {}", r.name, r.record_type())).collect();
+    for want in [
+        "example.com. NS",
+        "ns.example.com. A",
+        "web.example.com. CNAME",
+        "gw.example.com. A",
+        "_external-dns-owner.cname-web.example.com. TXT",
+    ] {
+        assert!(owners.iter().any(|o| o == want), "{want} in {owners:?}");
+    }
+    // Nothing of another zone.
+    assert!(!owners.iter().any(|o| o.contains("bookinfo")), "{owners:?}");
+    // A wildcard host is transferred as a wildcard record.
+    let wild = z.transfer(&lower("wild.example.")).expect("served");
+    assert!(wild.iter().any(|r| r.name.to_ascii() == "*.wild.example." && r.record_type() == RecordType::A), "{wild:?}");
+    assert!(z.transfer(&lower("example.org.")).is_none());
 }
