@@ -19,3 +19,13 @@ pub fn unix_seconds() -> u32 {
     // Serial arithmetic (RFC 1982) wraps at 2^32 anyway.
     (secs & u64::from(u32::MAX)) as u32
 }
+
+/// Seconds since the Unix epoch: TSIG signatures carry it.
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A random message ID (NOTIFY): a secondary matches answers by it.
+pub fn random_id() -> u16 {
+    fastrand::u16(..)
+}

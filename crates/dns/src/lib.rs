@@ -11,6 +11,7 @@
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
 //! - [`rrl`]: response rate limiting of identical answers per client netblock, pure.
 //! - [`server`]: UDP and TCP listeners (hickory-server), the reconcile loop.
+//! - [`transfer`]: AXFR/IXFR to secondaries with TSIG, NOTIFY.
 //! - [`update`]: a regional zone written into a real DNS server (RFC 2136 + TSIG), fenced by epoch.
 //! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
 //! - [`clock`]: the crate's one clock.
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod rrl;
 pub mod server;
 pub mod takeover;
+pub mod transfer;
 pub mod update;
 pub mod yaml;
 pub mod zone;

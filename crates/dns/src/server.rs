@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Record};
+use hickory_proto::rr::{DNSClass, LowerName, Name, Record};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -29,7 +29,9 @@ use veer_model::set::ManifestSet;
 use crate::ownership::{self, Publication, Registry, Transition, ZoneStore};
 use crate::plan::{self, Endpoint, PlanOptions};
 pub use crate::rrl::{AnswerClass, Rrl, RrlConfig, RrlVerdict};
+use crate::transfer::{self, TransferConfig};
 use crate::zone::{destination_hosts, socket_ips, Outcome, RegionalZone, ZoneInput, Zones};
+use hickory_proto::rr::TSigner;
 
 /// How a node's DNS server runs.
 #[derive(Clone, Debug)]
@@ -54,18 +56,22 @@ pub struct DnsConfig {
     /// The address served as `ns.<zone>` in every zone (the NS RRset's glue); `None`: the
     /// server's own address once bound, or the gateway's when it listens on a wildcard.
     pub nameserver: Option<IpAddr>,
+    /// Zone transfers (TSIG key) and NOTIFY to secondaries.
+    pub transfer: TransferConfig,
 }
 
 /// What a node's operator tunes (`veer run --dns-*` flags), beside what the node derives.
 #[derive(Clone, Debug, Default)]
 pub struct DnsSettings {
     pub rrl: RrlConfig,
+    pub transfer: TransferConfig,
 }
 
 impl DnsConfig {
     /// `settings` applied to this config.
     pub fn with(mut self, settings: &DnsSettings) -> Self {
         self.rrl = settings.rrl.clone();
+        self.transfer = settings.transfer.clone();
         self
     }
 
@@ -81,6 +87,7 @@ impl DnsConfig {
             tcp_timeout: Duration::from_secs(10),
             state_file: None,
             nameserver: None,
+            transfer: TransferConfig::default(),
         }
     }
 }
@@ -116,6 +123,10 @@ pub struct DnsCounters {
     refused: AtomicU64,
     nxdomain: AtomicU64,
     responses: [AtomicU64; RCODES.len()],
+    transfers: AtomicU64,
+    transfers_refused: AtomicU64,
+    notifies_acked: AtomicU64,
+    notifies_failed: AtomicU64,
 }
 
 impl DnsCounters {
@@ -133,6 +144,10 @@ impl DnsCounters {
             refused: l(&self.refused),
             nxdomain: l(&self.nxdomain),
             responses: std::array::from_fn(|i| l(&self.responses[i])),
+            transfers: l(&self.transfers),
+            transfers_refused: l(&self.transfers_refused),
+            notifies_acked: l(&self.notifies_acked),
+            notifies_failed: l(&self.notifies_failed),
         }
     }
 }
@@ -159,6 +174,14 @@ pub struct DnsStats {
     pub nxdomain: u64,
     /// Answers by response code, in the order of [`RCODES`].
     pub responses: [u64; RCODES.len()],
+    /// Zone transfers served (AXFR, IXFR), each signed.
+    pub transfers: u64,
+    /// Transfer requests refused: over UDP, unsigned, or with a bad key, signature or time.
+    pub transfers_refused: u64,
+    /// NOTIFY messages a secondary acknowledged.
+    pub notifies_acked: u64,
+    /// NOTIFY messages that got no answer after every retry, or an error.
+    pub notifies_failed: u64,
 }
 
 impl DnsStats {
@@ -184,22 +207,39 @@ pub struct Reply {
 }
 
 /// The request path: answers from the current zones.
-#[derive(Debug)]
 pub struct Handler {
     zones: ArcSwap<Zones>,
     max_udp_payload: u16,
     counters: Arc<DnsCounters>,
+    /// The key transfers must be signed with; none: transfers are refused.
+    tsig: Option<TSigner>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("zones", &self.zones)
+            .field("max_udp_payload", &self.max_udp_payload)
+            .field("transfer_key", &self.tsig.as_ref().map(|k| k.signer_name().to_string()))
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl Handler ===
 
 impl Handler {
     pub fn new(zones: Zones, max_udp_payload: u16) -> Self {
-        Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Arc::default() }
+        Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Arc::default(), tsig: None }
     }
 
     pub fn zones(&self) -> Arc<Zones> {
         self.zones.load_full()
+    }
+
+    /// Transfers need requests signed with `key`.
+    pub fn with_transfer_key(mut self, key: Option<TSigner>) -> Self {
+        self.tsig = key;
+        self
     }
 
     pub fn set_zones(&self, zones: Zones) {
@@ -215,7 +255,11 @@ impl Handler {
 
     /// Counts an answer that is sent, by its response code.
     fn count(&self, reply: &Reply) {
-        self.counters.responses[rcode_index(reply.metadata.response_code)].fetch_add(1, Ordering::Relaxed);
+        self.count_code(reply.metadata.response_code);
+    }
+
+    fn count_code(&self, code: ResponseCode) {
+        self.counters.responses[rcode_index(code)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn answer(&self, request: &Request) -> Reply {
@@ -244,6 +288,11 @@ impl Handler {
         let [query] = queries else {
             return fail(reply, ResponseCode::FormErr);
         };
+        if transfer::is_transfer(query.query_type()) {
+            // Transfers go over TCP only (the TCP side answers them before this).
+            self.counters.transfers_refused.fetch_add(1, Ordering::Relaxed);
+            return fail(reply, ResponseCode::Refused);
+        }
         if query.query_class() != DNSClass::IN {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return fail(reply, ResponseCode::Refused);
@@ -382,6 +431,11 @@ struct TcpSide(Arc<Handler>);
 impl RequestHandler for TcpSide {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
         self.0.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        if request.metadata.op_code == OpCode::Query
+            && request.queries.queries().first().is_some_and(|q| transfer::is_transfer(q.query_type()))
+        {
+            return self.transfer(request, response_handle).await;
+        }
         let reply = self.0.reply(request);
         let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
             reply.metadata,
@@ -399,6 +453,98 @@ impl RequestHandler for TcpSide {
                 ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
             }
         }
+    }
+}
+
+// === impl TcpSide ===
+
+impl TcpSide {
+    /// A whole zone in one signed message (up to 64 KiB: about a thousand records); a zone
+    /// past that fails to encode and is answered SERVFAIL, logged.
+    async fn transfer<R: ResponseHandler>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+        let zones = self.0.zones();
+        let tr = transfer::answer(&zones, self.0.tsig.as_ref(), request, crate::clock::unix_time());
+        let served = tr.metadata.response_code == ResponseCode::NoError;
+        let counter = if served { &self.0.counters.transfers } else { &self.0.counters.transfers_refused };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !served {
+            tracing::info!(target: "veer::dns", src = %request.src(), "zone transfer refused: {}", tr.metadata.response_code);
+        }
+        self.0.count_code(tr.metadata.response_code);
+        let build = || {
+            MessageResponseBuilder::new(&request.queries, None).build(
+                tr.metadata,
+                tr.answers.iter(),
+                std::iter::empty(),
+                std::iter::empty(),
+                std::iter::empty(),
+            )
+        };
+        let mut response = build();
+        if let Some(ctx) = tr.signer {
+            let mut tbs = Vec::with_capacity(4096);
+            let mut enc = BinEncoder::new(&mut tbs);
+            let signed =
+                build().destructive_emit(&mut enc).map_err(|e| e.to_string()).and_then(|_| ctx.sign(&tbs).map_err(|e| e.to_string()));
+            match signed {
+                Ok(sig) => response.set_signature(sig),
+                Err(e) => tracing::error!(target: "veer::dns", "cannot sign a zone transfer: {e}"),
+            }
+        }
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(target: "veer::dns", "cannot send a zone transfer: {e}");
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            }
+        }
+    }
+}
+
+/// Tells the secondaries of every change (NOTIFY), each zone to each secondary, with retries.
+struct Notifier {
+    from: IpAddr,
+    secondaries: Vec<SocketAddr>,
+    key: Option<TSigner>,
+}
+
+/// Tries per NOTIFY (1 + 2 + 4 + 8 + 16 s of waiting at most).
+const NOTIFY_TRIES: u32 = 5;
+
+// === impl Notifier ===
+
+impl Notifier {
+    /// Starts one round of NOTIFY for `zones`, counted in `counters`; the caller drops (aborts)
+    /// the round when a newer one starts.
+    fn send(&self, zones: &Zones, counters: Arc<DnsCounters>) -> tokio::task::JoinSet<()> {
+        let mut set = tokio::task::JoinSet::new();
+        for origin in zones.origins() {
+            let zone = Name::from(origin);
+            let soa = zones.soa(origin).cloned();
+            for &secondary in &self.secondaries {
+                let id = crate::clock::random_id();
+                let bytes = match transfer::signed_notify(id, &zone, soa.as_ref(), self.key.as_ref(), crate::clock::unix_time()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(target: "veer::dns", zone = %zone, "cannot build a NOTIFY: {e}");
+                        continue;
+                    }
+                };
+                let (from, zone, counters) = (self.from, zone.clone(), counters.clone());
+                set.spawn(async move {
+                    let result = transfer::notify(from, secondary, &bytes, id, NOTIFY_TRIES).await;
+                    let n = if result.is_ok() { &counters.notifies_acked } else { &counters.notifies_failed };
+                    n.fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(()) => tracing::info!(target: "veer::dns", zone = %zone, %secondary, "NOTIFY acknowledged"),
+                        Err(e) => tracing::warn!(target: "veer::dns", zone = %zone, %secondary, "NOTIFY: {e}"),
+                    }
+                });
+            }
+        }
+        set
     }
 }
 
@@ -626,7 +772,16 @@ impl DnsServer {
         let (writes, writes_task) = crate::update::Writes::spawn();
         reconciler.writes = Some(writes);
         let first = manifests.borrow_and_update().clone();
-        let handler = Arc::new(Handler::new(reconciler.run(&first), cfg.max_udp_payload));
+        let key = cfg.transfer.key.as_ref().and_then(|k| k.signer());
+        let first_zones = reconciler.run(&first);
+        let notifier = Notifier {
+            from: cfg.nameserver.filter(|ip| !ip.is_unspecified()).unwrap_or(addr.ip()),
+            secondaries: cfg.transfer.notify.clone(),
+            key: key.clone(),
+        };
+        let handler = Arc::new(Handler::new(first_zones, cfg.max_udp_payload).with_transfer_key(key));
+        // A restarted primary tells its secondaries too: they compare serials.
+        let mut round = notifier.send(&handler.zones(), handler.counters());
         let registry = Arc::new(ArcSwap::from_pointee(reconciler.registry.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![writes_task];
@@ -638,12 +793,18 @@ impl DnsServer {
                     changed = manifests.changed() => {
                         if changed.is_err() { break; }
                         let set = manifests.borrow_and_update().clone();
-                        h.set_zones(reconciler.run(&set));
+                        let zones = reconciler.run(&set);
+                        if zones.serial() != h.zones().serial() {
+                            // A newer NOTIFY supersedes the retries of the last one.
+                            round = notifier.send(&zones, h.counters());
+                        }
+                        h.set_zones(zones);
                         reg.store(Arc::new(reconciler.registry.clone()));
                     }
                     _ = stop.changed() => break,
                 }
             }
+            round.abort_all();
         }));
 
         let (h, mut stop, rrl_cfg) = (handler.clone(), shutdown_rx.clone(), cfg.rrl.clone());

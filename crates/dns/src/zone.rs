@@ -371,6 +371,11 @@ impl Zones {
         Some(address_record(owner, self.ttl, gw))
     }
 
+    /// The SOA of zone `origin`.
+    pub fn soa(&self, origin: &LowerName) -> Option<&Record> {
+        self.zones.iter().find(|z| z.origin == *origin).map(|z| &z.soa)
+    }
+
     /// The origins of the zones served.
     pub fn origins(&self) -> impl Iterator<Item = &LowerName> {
         self.zones.iter().map(|z| &z.origin)

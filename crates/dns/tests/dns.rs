@@ -20,20 +20,29 @@ use veer_testkit::{wait_until_async, World};
 
 #[path = "dns/rfc2136.rs"]
 mod rfc2136;
+#[path = "dns/transfer.rs"]
+mod transfer;
 
 /// Starts veer nodes in a test [`World`] (the node is veer-node's; the world knows none).
 trait NodeWorld {
     /// A node of `cluster` with its gateway on 127.{net}.{group}.1 and DNS on 127.{net}.{group}.53.
     async fn node(&self, cluster: &str, group: u8) -> Node;
+    /// The same, its DNS server tuned with `settings`.
+    async fn node_with(&self, cluster: &str, group: u8, settings: veer_dns::DnsSettings) -> Node;
 }
 
 impl NodeWorld for World {
     async fn node(&self, cluster: &str, group: u8) -> Node {
+        self.node_with(cluster, group, veer_dns::DnsSettings::default()).await
+    }
+
+    async fn node_with(&self, cluster: &str, group: u8, settings: veer_dns::DnsSettings) -> Node {
         let mut cfg = NodeConfig::new(vec![self.dir().to_path_buf()], cluster);
         cfg.listen = Some(SocketAddr::new(self.ip(group, 1), 0));
         cfg.admin = Some(SocketAddr::new(self.ip(group, 1), 0));
         cfg.dns = Some(SocketAddr::new(self.ip(group, 53), 0));
         cfg.reload_every = Duration::from_millis(100);
+        cfg.dns_settings = settings;
         Node::start(cfg).await.expect("node starts")
     }
 }

@@ -71,6 +71,20 @@ impl Collector for DnsSource {
                 }
             }
         }
+        counters(
+            e,
+            "dns_transfers",
+            "Zone transfer requests (AXFR, IXFR): served (TSIG-signed) or refused (UDP, unsigned, bad key, signature or time)",
+            "result",
+            [("served", s.transfers), ("refused", s.transfers_refused)],
+        )?;
+        counters(
+            e,
+            "dns_notifies",
+            "NOTIFY messages to secondaries: acknowledged, or failed after every retry",
+            "result",
+            [("acked", s.notifies_acked), ("failed", s.notifies_failed)],
+        )?;
         counter(e, "dns_truncated", "UDP answers cut to fit the client's size and sent with TC set", s.truncated)?;
         counter(
             e,

@@ -46,6 +46,14 @@ pub struct DnsArgs {
     /// Prefix length of an IPv6 client netblock.
     #[arg(long = "dns-rrl-ipv6-prefix", default_value_t = 56, value_parser = clap::value_parser!(u8).range(16..=128))]
     rrl_ipv6_prefix: u8,
+    /// Allow zone transfers (AXFR, IXFR; TCP only) signed with this TSIG key, and sign NOTIFY
+    /// with it. The file holds one line `algorithm:name:base64-secret` (as `dig -y`), e.g.
+    /// `hmac-sha256:veer-xfr:…`. Without it transfers are refused.
+    #[arg(long = "dns-tsig-key-file")]
+    tsig_key_file: Option<PathBuf>,
+    /// A secondary to send NOTIFY to when the zones change, IP:PORT (repeatable).
+    #[arg(long = "dns-notify")]
+    notify: Vec<std::net::SocketAddr>,
 }
 
 // === impl DnsArgs ===
@@ -63,7 +71,12 @@ impl DnsArgs {
             ipv6_prefix: self.rrl_ipv6_prefix,
             exempt: self.rrl_exempt.clone(),
         };
-        Ok(veer_dns::DnsSettings { rrl })
+        let key = match &self.tsig_key_file {
+            Some(path) => Some(veer_dns::transfer::TsigKey::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let transfer = veer_dns::transfer::TransferConfig { key, notify: self.notify.clone() };
+        Ok(veer_dns::DnsSettings { rrl, transfer })
     }
 }
 
