@@ -21,9 +21,17 @@ pub struct PlanOptions {
     /// TTL of every record, in seconds. The operator sets none on route CNAMEs (so the
     /// provider's default applies) and 300 on gateway A records; veer sets this one on both.
     pub ttl: u32,
-    /// Gateway addresses that replace a Cluster's `spec.gateway.address` (a running node
-    /// knows the address it really listens on).
+    /// Gateway addresses of Clusters whose `spec.gateway.address` names no specific IP (a
+    /// running node knows the address it listens on). They never override the spec: what a
+    /// node serves and what `veer dns endpoints` hands to ExternalDNS must be one address.
     pub gateways: BTreeMap<String, IpAddr>,
+}
+
+/// The address clients are told for `cluster`'s gateway: its `spec.gateway.address` (veer's
+/// stand-in for the LoadBalancer IP), unless that is a wildcard IP. `--listen` only moves the
+/// socket; a node falls back to its listen address only when this is `None`.
+pub fn advertised_gateway(set: &ManifestSet, cluster: &str) -> Option<IpAddr> {
+    set.cluster(cluster).and_then(|c| c.gateway).map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 impl Default for PlanOptions {
@@ -193,7 +201,7 @@ pub fn cluster(set: &ManifestSet, cluster: &str, opts: &PlanOptions) -> ClusterP
         &mut notes,
     );
     // veer's stand-in for the LoadBalancer Service IP of the ingress gateway.
-    let gateway_ip = opts.gateways.get(cluster).copied().or_else(|| set.cluster(cluster).and_then(|c| c.gateway).map(|a| a.ip()));
+    let gateway_ip = advertised_gateway(set, cluster).or_else(|| opts.gateways.get(cluster).copied());
 
     let mut namespaces: BTreeSet<&str> = BTreeSet::new();
     for (c, p) in &set.dns_policies {
@@ -418,7 +426,7 @@ fn gateway_endpoints(
     };
     let Some(ip) = ip else {
         notes.push(format!(
-            "no gateway A records: Cluster {cluster:?} has no spec.gateway.address (veer's stand-in for the LoadBalancer IP)"
+            "no gateway A records: Cluster {cluster:?} has no spec.gateway.address with a specific IP (veer's stand-in for the LoadBalancer IP)"
         ));
         return Vec::new();
     };

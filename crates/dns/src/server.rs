@@ -40,7 +40,8 @@ pub struct DnsConfig {
     pub listen: SocketAddr,
     /// The veer `Cluster` this node serves.
     pub cluster: String,
-    /// The local gateway address destination hosts and this cluster's gateway records resolve to.
+    /// The local gateway address destination hosts and this cluster's gateway records resolve
+    /// to when the Cluster's `spec.gateway.address` names no specific IP (which wins otherwise).
     pub gateway: IpAddr,
     /// TTL of every record (the operator sets none on CNAMEs).
     pub ttl: u32,
@@ -585,7 +586,10 @@ impl Reconciler {
     /// One reconcile: plans of every cluster, claims, writers and epochs, then this node's
     /// publications and the answers it serves.
     fn run(&mut self, set: &ManifestSet) -> Zones {
-        let opts = PlanOptions { ttl: self.cfg.ttl, gateways: BTreeMap::from([(self.cfg.cluster.clone(), self.cfg.gateway)]) };
+        // The one gateway address: the Cluster's, as `veer dns endpoints` gives it; the node's
+        // own only when the Cluster names none.
+        let gateway = plan::advertised_gateway(set, &self.cfg.cluster).unwrap_or(self.cfg.gateway);
+        let opts = PlanOptions { ttl: self.cfg.ttl, gateways: BTreeMap::from([(self.cfg.cluster.clone(), gateway)]) };
         let plans = plan::all(set, &opts);
         let claims = ownership::claims(&plans);
         let transitions = self.registry.reconcile(&claims);
@@ -643,7 +647,7 @@ impl Reconciler {
             .collect();
         let input = ZoneInput {
             hosts,
-            gateway: self.cfg.gateway,
+            gateway,
             elsewhere: socket_ips(set, &self.cfg.cluster),
             ttl: self.cfg.ttl,
             regional,

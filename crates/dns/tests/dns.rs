@@ -378,6 +378,45 @@ async fn takeover_by_adoption_and_hand_back_without_two_writers() {
     assert_eq!(cname(&m).as_deref(), Some("aks01-frc-internal.example.com."), "frc was never touched");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_serves_the_gateway_address_veer_dns_endpoints_hands_to_externaldns_whatever_listen_says() {
+    let w = World::new();
+    write_active_world(&w, &[]);
+    // A destination host too, answered with the gateway address.
+    w.write("vd.yaml", "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n  services:\n  - labels:\n      app: server\n    namespace: infra\n");
+    // `--listen` on another address of the machine than the Cluster's spec.gateway.address
+    // (127.x.1.1, the load balancer's stand-in).
+    let mut cfg = NodeConfig::new(vec![w.dir().to_path_buf()], "aks-weu-01");
+    cfg.listen = Some(SocketAddr::new(w.ip(1, 7), 0));
+    cfg.admin = Some(SocketAddr::new(w.ip(1, 7), 0));
+    cfg.dns = Some(SocketAddr::new(w.ip(1, 53), 0));
+    let node = Node::start(cfg).await.expect("node starts");
+    let server = dns_addr(&node);
+
+    // What `veer dns endpoints` (and the Kubernetes writer) hand to ExternalDNS.
+    let sources: Vec<(String, String)> = ["weu.yaml", "neu.yaml", "frc.yaml", "vd.yaml"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read_to_string(w.dir().join(f)).expect("read")))
+        .collect();
+    let set = veer_model::from_sources(&sources).unwrap_or_else(|r| panic!("{r}")).into_set();
+    let plan = veer_dns::plan::cluster(&set, "aks-weu-01", &veer_dns::plan::PlanOptions::default());
+    let handed: Vec<IpAddr> = plan
+        .endpoints
+        .iter()
+        .filter(|e| e.record_type == veer_dns::plan::RecordKind::A && e.dns_name == "aks01-weu-internal.example.com")
+        .map(|e| e.target.parse().expect("an IP"))
+        .collect();
+    assert_eq!(handed.first(), Some(&w.ip(1, 1)), "{:?}", plan.endpoints);
+
+    let (m, _) = udp(server, "aks01-weu-internal.example.com.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), vec![handed[0]], "the gateway record veer serves is the one ExternalDNS gets");
+    let (m, _) = udp(server, SERVICE_NAME, RecordType::A, None).await;
+    assert_eq!(a_records(&m), vec![handed[0]]);
+    let (m, _) = udp(server, "go.infra.global.", RecordType::A, None).await;
+    assert_eq!(a_records(&m), vec![handed[0]], "destination hosts too");
+    assert_eq!(node.listen.ip(), w.ip(1, 7), "the socket moved, the address clients are told did not");
+}
+
 fn small_set() -> Arc<veer_model::set::ManifestSet> {
     let text = "apiVersion: networking.gloo.solo.io/v2\nkind: VirtualDestination\nmetadata:\n  name: vd\n  namespace: infra\nspec:\n  hosts:\n  - go.infra.global\n  ports:\n  - number: 80\n    protocol: HTTP\n  services:\n  - labels:\n      app: server\n    namespace: infra\n";
     Arc::new(veer_model::from_sources(&[("vd.yaml".to_string(), text.to_string())]).unwrap_or_else(|r| panic!("{r}")).into_set())

@@ -73,9 +73,25 @@ fn a_route_without_policy_waits_and_writes_nothing() {
 }
 
 #[test]
-fn gateway_override_replaces_the_cluster_address() {
+fn the_cluster_address_wins_and_a_node_address_fills_in_only_for_a_wildcard_or_none() {
+    // A running node's address never overrides the Cluster's: `veer dns endpoints`, which
+    // knows no node, must hand ExternalDNS the address the node serves.
     let mut opts = PlanOptions::default();
-    opts.gateways.insert("c1".into(), "127.9.9.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+    opts.gateways.insert("c1".into(), IpAddr::from([127, 9, 9, 9]));
+    let targets = |p: &ClusterPlan| -> Vec<String> {
+        p.endpoints.iter().filter(|e| matches!(e.source, Source::Gateway { .. })).map(|e| e.target.clone()).collect()
+    };
     let p = cluster(&with_policy("  mode: Active\n"), "c1", &opts);
-    assert!(p.endpoints.iter().filter(|e| matches!(e.source, Source::Gateway { .. })).all(|e| e.target == "127.9.9.9"));
+    assert!(!targets(&p).is_empty() && targets(&p).iter().all(|t| t == "10.1.0.1"), "{:?}", targets(&p));
+    // spec.gateway.address on a wildcard IP says nothing about where clients reach it.
+    let wildcard = set(&format!(
+        "{}apiVersion: routing.router.io/v1alpha1\nkind: DNSPolicy\nmetadata:\n  name: default\n  namespace: myapp\nspec:\n  mode: Active\n",
+        BASE.replace("10.1.0.1:80", "0.0.0.0:80")
+    ));
+    assert_eq!(advertised_gateway(&wildcard, "c1"), None);
+    let p = cluster(&wildcard, "c1", &PlanOptions::default());
+    assert!(targets(&p).is_empty(), "{:?}", targets(&p));
+    assert!(p.notes.iter().any(|n| n.contains("no spec.gateway.address with a specific IP")), "{:?}", p.notes);
+    let p = cluster(&wildcard, "c1", &opts);
+    assert!(!targets(&p).is_empty() && targets(&p).iter().all(|t| t == "127.9.9.9"), "{:?}", targets(&p));
 }
