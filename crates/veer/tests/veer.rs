@@ -886,6 +886,24 @@ fn route_rows(rows: &[(String, String, String, String)]) -> Vec<(String, String)
     rows.iter().filter(|r| r.2 == "CNAME").map(|r| (r.0.clone(), r.3.clone())).collect()
 }
 
+#[test]
+fn veer_run_refuses_a_bad_dns_key_file_or_network_naming_it() {
+    let dir = TempDir::new("dns-flags");
+    let key = dir.join("xfr.key");
+    std::fs::write(&key, "hmac-md5:k:c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n").expect("write");
+    let key = key.to_str().unwrap_or_default().to_string();
+    let base = ["run", "-f", E002, "--cluster", "aks-weu-01", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"];
+    let (code, _, err) = veer(&[&base[..], &["--dns-tsig-key-file", &key]].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("{key}:1: algorithm \"hmac-md5\" is not one of")), "{err}");
+    let (code, _, err) = veer(&[&base[..], &["--dns-tsig-key-file", "/nonexistent/xfr.key"]].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read TSIG key file /nonexistent/xfr.key"), "{err}");
+    let (code, _, err) = veer(&[&base[..], &["--dns-rrl-exempt", "10.0.0.0/33"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--dns-rrl-exempt"), "{err}");
+}
+
 /// One cluster as its own operator sees it, without any DNSPolicy.
 const NEU_WITHOUT_POLICY: &str = "apiVersion: veer.io/v1alpha1\nkind: Cluster\nmetadata:\n  name: aks-neu-01\nspec:\n  locality:\n    region: neu\n---\n\
 apiVersion: cluster.router.io/v1alpha1\nkind: DNSConfiguration\nmetadata:\n  name: dns-config\nspec:\n  externalDNSControllers:\n  - name: external-dns-neu\n    region: neu\n---\n\
