@@ -225,6 +225,36 @@ fn files_table(paths: &[&str], host: &str, cluster: &str, labels: &[(&str, &str)
     table(&serde_json::to_value(veer_model::explain::explain(&dest, &client)).expect("JSON"))
 }
 
+/// Waits until the node whose admin endpoint is `admin` serves for `host` the table `files`
+/// (from [`files_table`]); `expected` names the step in the failure, with both tables.
+async fn wait_for_table(admin: SocketAddr, host: &str, files: &serde_json::Value, expected: &str) {
+    let served = std::cell::RefCell::new(serde_json::Value::Null);
+    let what = veer_testkit::lazy(|| format!("{expected}: the node serves\n{:#}\nwhere the files give\n{files:#}", served.borrow()));
+    veer_testkit::wait_until_async(what, WAIT, || async {
+        let now = table(&route_report(admin, host).await);
+        let same = now == *files;
+        *served.borrow_mut() = now;
+        same
+    })
+    .await;
+}
+
+/// The steady client a failover test watches: 100 requests a second for 20 s to `target`, for
+/// `host` and `path`, over 8 keep-alive connections.
+fn steady_load(target: SocketAddr, host: &str, path: &str) -> veer_testkit::LoadSpec {
+    veer_testkit::LoadSpec {
+        target,
+        host: host.into(),
+        path: path.into(),
+        method: http::Method::GET,
+        rate_per_sec: 100,
+        duration: Duration::from_secs(20),
+        connections: 8,
+        timeout: Duration::from_secs(5),
+        http2: false,
+    }
+}
+
 /// Requests that did not get a 200, described.
 fn failures(report: &veer_testkit::LoadReport) -> Vec<String> {
     report.samples.iter().filter(|s| s.status != Some(200)).map(|s| format!("{:?} {:?} {:?}", s.sent_at, s.status, s.error)).collect()

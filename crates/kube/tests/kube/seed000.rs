@@ -6,15 +6,14 @@
 //! scaled to 0: central's clients go to test with no failed request, and come back.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use veer_kube::{KubeSource, Remote};
 use veer_node::node::{Node, NodeConfig};
 use veer_testkit::kube::KubeApi;
-use veer_testkit::{wait_until_async, Backends, LoadSpec};
+use veer_testkit::{wait_until_async, Backends};
 
 use super::{
-    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, scale, table, PodAt, WAIT,
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, runtime, scale, steady_load, wait_for_table, PodAt, WAIT,
 };
 
 const BASE: &str = "examples/000-gloo-priority-labels";
@@ -76,18 +75,9 @@ fn with_pods(side: &Side, replicas: u8, labels: &[(&str, &str)], f: impl FnOnce(
 
 /// Waits until `node` serves `side`'s client the table `veer explain` gives on `folder`.
 async fn table_of(node: &Node, side: &Side, folder: &str, expected: &str) {
-    let files = files_table(&[folder], &format!("{}:80", side.host), side.cluster, &[side.label]);
-    let served = std::cell::RefCell::new(serde_json::Value::Null);
-    let what = veer_testkit::lazy(|| {
-        format!("{expected}: {}'s node serves\n{:#}\nwhere the files give\n{files:#}", side.cluster, served.borrow())
-    });
-    wait_until_async(what, WAIT, || async {
-        let now = table(&route_report(node.admin, &format!("{}:80", side.host)).await);
-        let same = now == files;
-        *served.borrow_mut() = now;
-        same
-    })
-    .await;
+    let host = format!("{}:80", side.host);
+    let files = files_table(&[folder], &host, side.cluster, &[side.label]);
+    wait_for_table(node.admin, &host, &files, &format!("{expected} ({})", side.cluster)).await;
 }
 
 #[test]
@@ -130,17 +120,7 @@ fn priority_labels_over_two_api_servers_route_as_their_files_do_and_central_scal
         servers(&test_api, &TEST, 1, &[APP, SERVES_TEST, SERVES_CENTRAL]);
         table_of(central, &CENTRAL, &format!("{STEPS}/2-remote-labelled"), "central, test's server labelled").await;
 
-        let spec = LoadSpec {
-            target: central.listen,
-            host: CENTRAL.host.into(),
-            path: "/".into(),
-            method: http::Method::GET,
-            rate_per_sec: 100,
-            duration: Duration::from_secs(12),
-            connections: 8,
-            timeout: Duration::from_secs(5),
-            http2: false,
-        };
+        let spec = steady_load(central.listen, CENTRAL.host, "/");
         let traffic = tokio::spawn(veer_testkit::run(spec));
         let central_served = || backends.iter().take(9).map(|b| b.served()).sum::<u64>();
         let test_served = || backends[9].served();

@@ -4,16 +4,16 @@
 //! the remote's; mgmt's Deployments scaled to 0 move productpage's traffic to v3 and back.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use veer_kube::leader::Election;
 use veer_kube::writer::Checks;
 use veer_kube::{KubeSource, Remote, StatusConfig};
 use veer_node::node::{Node, NodeConfig};
-use veer_testkit::{wait_until_async, Backends, LoadSpec};
+use veer_testkit::{wait_until_async, Backends};
 
 use super::{
-    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, kubectl, route_report, runtime, scale, table, PodAt, WAIT,
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, kubectl, route_report, runtime, scale, steady_load,
+    table, PodAt, WAIT,
 };
 
 /// What productpage calls (the seed's traffic shift sends it to the FailoverService).
@@ -103,17 +103,7 @@ fn a_failover_service_over_two_api_servers_is_accepted_routes_as_its_files_do_an
             .await;
         }
 
-        let spec = LoadSpec {
-            target: node.listen,
-            host: REVIEWS.into(),
-            path: "/".into(),
-            method: http::Method::GET,
-            rate_per_sec: 100,
-            duration: Duration::from_secs(20),
-            connections: 8,
-            timeout: Duration::from_secs(5),
-            http2: false,
-        };
+        let spec = steady_load(node.listen, REVIEWS, "/");
         let traffic = tokio::spawn(veer_testkit::run(spec));
         wait_until_async("mgmt's reviews serve productpage", WAIT, || async { backends[0].served() + backends[1].served() >= 50 }).await;
         assert_eq!(backends[2].served(), 0, "with mgmt's reviews ready, the remote's v3 has nothing");

@@ -6,14 +6,13 @@
 //! listener, and back.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use veer_kube::{KubeSource, Remote};
 use veer_node::node::{MeshConfig, Node, NodeConfig};
-use veer_testkit::{wait_until_async, Backends, LoadSpec, TempDir};
+use veer_testkit::{wait_until_async, Backends, TempDir};
 
 use super::{
-    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, route_report, runtime, scale, table, PodAt, WAIT,
+    admin_client, api_servers, apply, apply_files, deploy, failures, files_table, runtime, scale, steady_load, wait_for_table, PodAt, WAIT,
 };
 
 /// What the seed's `curl helloworld.sample:5000/hello` reaches.
@@ -45,16 +44,7 @@ fn at(ip: [u8; 4], port: u16) -> SocketAddr {
 
 /// Waits until cluster1's node serves the table `veer explain` gives on the step's files.
 async fn table_of_step(node: &Node, step: &str, expected: &str) {
-    let files = files_table(&[step], SERVICE, "cluster1", &[]);
-    let served = std::cell::RefCell::new(serde_json::Value::Null);
-    let what = veer_testkit::lazy(|| format!("{expected}: cluster1's node serves\n{:#}\nwhere the files give\n{files:#}", served.borrow()));
-    wait_until_async(what, WAIT, || async {
-        let now = table(&route_report(node.admin, SERVICE).await);
-        let same = now == files;
-        *served.borrow_mut() = now;
-        same
-    })
-    .await;
+    wait_for_table(node.admin, SERVICE, &files_table(&[step], SERVICE, "cluster1", &[]), expected).await;
 }
 
 #[test]
@@ -110,17 +100,7 @@ fn two_clusters_each_with_its_api_server_fail_over_across_networks_as_their_file
         apply_files(&api1, &[&format!("{STEPS}/3-destination-rule/seed-destination-rule.yaml")]);
         table_of_step(cluster1, &format!("{STEPS}/3-destination-rule"), "with the DestinationRule").await;
 
-        let spec = LoadSpec {
-            target: cluster1.listen,
-            host: "helloworld.sample:5000".into(),
-            path: "/hello".into(),
-            method: http::Method::GET,
-            rate_per_sec: 100,
-            duration: Duration::from_secs(20),
-            connections: 8,
-            timeout: Duration::from_secs(5),
-            http2: false,
-        };
+        let spec = steady_load(cluster1.listen, "helloworld.sample:5000", "/hello");
         let traffic = tokio::spawn(veer_testkit::run(spec));
         wait_until_async("v1 serves cluster1's client", WAIT, || async { backends[0].served() >= 50 }).await;
         assert_eq!(backends[1].served(), 0, "with v1 ready, v2 has nothing");

@@ -9,7 +9,8 @@ use veer_node::node::{Node, NodeConfig};
 use veer_testkit::{wait_until_async, LoadSpec, World};
 
 use super::{
-    api_with_crds, apply, apply_seed004, kubectl, pod, repo, route_report, runtime, slice, slice_version, table, BROKEN_ROUTE, WAIT,
+    api_with_crds, apply, apply_seed004, kubectl, pod, repo, route_report, runtime, slice, slice_version, steady_load, table, BROKEN_ROUTE,
+    WAIT,
 };
 
 const HOST: &str = "www.example.com";
@@ -78,17 +79,7 @@ fn the_seeds_resources_route_live_traffic_and_an_emptied_slice_fails_over_and_ba
         assert_eq!(table(&served)["priorities"].as_array().map(Vec::len), Some(2), "{served:#}");
 
         // Requests at a steady rate while the Deployment is scaled to zero and back.
-        let spec = LoadSpec {
-            target: node.listen,
-            host: "www.example.com".into(),
-            path: "/test".into(),
-            method: http::Method::GET,
-            rate_per_sec: 100,
-            duration: Duration::from_secs(12),
-            connections: 8,
-            timeout: Duration::from_secs(5),
-            http2: false,
-        };
+        let spec = LoadSpec { duration: Duration::from_secs(12), ..steady_load(node.listen, HOST, "/test") };
         let traffic = tokio::spawn(veer_testkit::run(spec.clone()));
         wait_until_async("the active backend serves the route", WAIT, || async { active[0].served() >= 50 }).await;
         assert_eq!(passive[0].served(), 0, "with the active backend ready, the fallback has nothing");
