@@ -470,5 +470,23 @@ fn gateway_endpoints(
     out
 }
 
+/// An endpoint of the `weu` zone's `web` route, for the lookup and update tests.
+#[cfg(test)]
+pub(crate) fn test_endpoint(dns_name: &str, kind: RecordKind, target: &str) -> Endpoint {
+    Endpoint {
+        name: "web-external-dns-weu".into(),
+        namespace: "myapp".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        controller: "external-dns-weu".into(),
+        zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
+        dns_name: dns_name.into(),
+        record_type: kind,
+        target: target.into(),
+        ttl: 60,
+    }
+}
+
 #[cfg(test)]
 mod tests;

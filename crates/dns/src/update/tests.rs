@@ -1,5 +1,4 @@
 use super::*;
-use crate::plan::{Source, ZoneId};
 
 fn server() -> ZoneServer {
     let manifests = "apiVersion: veer.io/v1alpha1
@@ -26,21 +25,7 @@ stringData:
     ZoneServer::new(&set.dns_zones[0], "_external-dns-owner.").expect("writer")
 }
 
-fn endpoint(name: &str, kind: RecordKind, target: &str) -> Endpoint {
-    Endpoint {
-        name: "web-external-dns-weu".into(),
-        namespace: "myapp".into(),
-        labels: Default::default(),
-        annotations: Default::default(),
-        controller: "external-dns-weu".into(),
-        zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
-        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
-        dns_name: name.into(),
-        record_type: kind,
-        target: target.into(),
-        ttl: 60,
-    }
-}
+use crate::plan::test_endpoint as endpoint;
 
 fn desired(writer: &str, epoch: u64, target: &str) -> Desired {
     Desired { writer: writer.into(), epoch, endpoints: vec![endpoint("web.example.com", RecordKind::CNAME, target)] }

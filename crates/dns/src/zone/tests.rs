@@ -3,27 +3,12 @@
 use std::str::FromStr;
 
 use super::*;
-use crate::plan::Source;
 
 fn lower(s: &str) -> LowerName {
     LowerName::new(&Name::from_str(s).unwrap_or_else(|_| Name::root()))
 }
 
-fn endpoint(dns_name: &str, kind: RecordKind, target: &str) -> Endpoint {
-    Endpoint {
-        name: "web-external-dns-weu".into(),
-        namespace: "myapp".into(),
-        labels: Default::default(),
-        annotations: Default::default(),
-        controller: "external-dns-weu".into(),
-        zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
-        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
-        dns_name: dns_name.into(),
-        record_type: kind,
-        target: target.into(),
-        ttl: 60,
-    }
-}
+use crate::plan::test_endpoint as endpoint;
 
 fn zones() -> Zones {
     Zones::build(&ZoneInput {
