@@ -321,6 +321,11 @@ impl<T: PartialEq> ZoneStore<T> {
         self.zones.get(zone)
     }
 
+    /// The highest epoch the zone was published or withdrawn at (0: never).
+    pub fn floor(&self, zone: &ZoneId) -> u64 {
+        self.floor.get(zone).copied().unwrap_or(0)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&ZoneId, &Publication<T>)> {
         self.zones.iter()
     }

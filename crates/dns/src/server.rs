@@ -59,6 +59,9 @@ pub struct DnsConfig {
     pub nameserver: Option<IpAddr>,
     /// Zone transfers (TSIG key) and NOTIFY to secondaries.
     pub transfer: TransferConfig,
+    /// The node's etcd lease loop, when it runs one (`--etcd`): the writers of zones whose
+    /// DNSZone has a `takeover`. Without it such zones are written by no one on this node.
+    pub leases: Option<crate::takeover::LeaseFeed>,
 }
 
 /// What a node's operator tunes (`veer run --dns-*` flags), beside what the node derives.
@@ -89,6 +92,7 @@ impl DnsConfig {
             state_file: None,
             nameserver: None,
             transfer: TransferConfig::default(),
+            leases: None,
         }
     }
 }
@@ -591,10 +595,48 @@ impl Reconciler {
         let gateway = plan::advertised_gateway(set, &self.cfg.cluster).unwrap_or(self.cfg.gateway);
         let opts = PlanOptions { ttl: self.cfg.ttl, gateways: BTreeMap::from([(self.cfg.cluster.clone(), gateway)]) };
         let plans = plan::all(set, &opts);
-        let claims = ownership::claims(&plans);
+        // Zones whose DNSZone has a takeover are written under an etcd lease, not elected here.
+        let lease_zones = crate::takeover::lease_zones(set);
+        let leased = |z: &plan::ZoneId| lease_zones.iter().find(|lz| lz.key.covers(&z.region, &z.domain)).map(|lz| lz.key.clone());
+        let mut claims = ownership::claims(&plans);
+        let leased_zones: Vec<(plan::ZoneId, crate::takeover::ZoneKey)> =
+            claims.keys().filter_map(|z| Some((z.clone(), leased(z)?))).collect();
+        claims.retain(|z, _| leased(z).is_none());
         let transitions = self.registry.reconcile(&claims);
-        let mine: Vec<Endpoint> = plans.iter().find(|p| p.cluster == self.cfg.cluster).map(|p| p.endpoints.clone()).unwrap_or_default();
-        let zones: Vec<_> = self.registry.zones.iter().map(|(z, s)| (z.clone(), s.clone())).collect();
+        let leases = self.cfg.leases.as_ref().map(|f| f.leases.borrow().clone());
+        let now = crate::clock::now();
+        let own = plans.iter().find(|p| p.cluster == self.cfg.cluster);
+        // A standby holding another region's lease writes that zone as an adoption would.
+        let taken: Vec<&str> = leased_zones
+            .iter()
+            .filter(|(z, key)| {
+                leases.as_ref().and_then(|l| l.get(key)).and_then(|s| s.writable(now)).is_some()
+                    && own.is_some_and(|p| p.region.as_deref() != Some(z.region.as_str()) && !p.adopts_regions.contains(&z.region))
+            })
+            .map(|(z, _)| z.region.as_str())
+            .collect();
+        let mine: Vec<Endpoint> = if taken.is_empty() {
+            own.map(|p| p.endpoints.clone()).unwrap_or_default()
+        } else {
+            plan::cluster(&adopting(set, &self.cfg.cluster, &taken), &self.cfg.cluster, &opts).endpoints
+        };
+        for (zone, key) in &leased_zones {
+            let status = leases.as_ref().and_then(|l| l.get(key));
+            let result = match status.and_then(|s| s.writable(now)) {
+                Some(epoch) => {
+                    let records: Vec<Endpoint> = mine.iter().filter(|e| e.zone == *zone).cloned().collect();
+                    self.store.publish(zone, Publication { writer: self.cfg.cluster.clone(), epoch, records })
+                }
+                None => {
+                    let epoch = status.map_or(0, |s| s.epoch).max(self.store.floor(zone));
+                    self.store.withdraw(zone, epoch)
+                }
+            };
+            if let Err(refusal) = result {
+                tracing::error!(target: "veer::dns", zone = %zone, "{refusal}");
+            }
+        }
+        let zones: Vec<_> = self.registry.zones.iter().filter(|(z, _)| leased(z).is_none()).map(|(z, s)| (z.clone(), s.clone())).collect();
         for (zone, state) in zones {
             let result = if state.writer.as_deref() == Some(self.cfg.cluster.as_str()) {
                 let records: Vec<Endpoint> = mine.iter().filter(|e| e.zone == zone).cloned().collect();
@@ -607,7 +649,8 @@ impl Reconciler {
             }
         }
         if let Some(w) = &self.writes {
-            w.set(crate::update::jobs(set, self.store.iter(), &self.cfg.cluster, &self.cfg.txt_prefix));
+            let live = self.cfg.leases.as_ref().map(|f| &f.live);
+            w.set(crate::update::jobs(set, self.store.iter(), &self.cfg.cluster, &self.cfg.txt_prefix, live));
         }
         for t in &transitions {
             let me = Some(self.cfg.cluster.as_str());
@@ -684,6 +727,20 @@ impl Reconciler {
     }
 }
 
+/// `set` with `cluster`'s ClusterIdentity adopting `regions` too: what a standby holding those
+/// regions' leases writes.
+fn adopting(set: &ManifestSet, cluster: &str, regions: &[&str]) -> ManifestSet {
+    let mut set = set.clone();
+    for (_, ci) in set.cluster_identities.iter_mut().filter(|(owner, _)| owner == cluster) {
+        for r in regions {
+            if !ci.adopts_regions.iter().any(|(a, _)| a == r) {
+                ci.adopts_regions.push(((*r).to_string(), ci.meta.pos));
+            }
+        }
+    }
+    set
+}
+
 /// The serial after `prev` when the zones change: the Unix time when that is ahead of `prev`
 /// in serial arithmetic (RFC 1982), else `prev + 1`, so it grows with every change and across
 /// restarts (unless the zones changed more than once a second on average before one).
@@ -692,6 +749,14 @@ pub fn next_serial(prev: u32, unix_now: u32) -> u32 {
     let next = if ahead { unix_now } else { prev.wrapping_add(1) };
     // 0 means "no serial yet" here.
     next.max(1)
+}
+
+/// The next change of the lease loop's view; never, without one.
+async fn lease_change(leases: &mut Option<watch::Receiver<Arc<crate::takeover::Leases>>>) -> Result<(), watch::error::RecvError> {
+    match leases {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A running DNS server.
@@ -791,22 +856,27 @@ impl DnsServer {
         let mut tasks = vec![writes_task];
 
         let (h, reg, mut stop) = (handler.clone(), registry.clone(), shutdown_rx.clone());
+        let mut leases = cfg.leases.as_ref().map(|f| f.leases.clone());
         tasks.push(tokio::spawn(async move {
+            let mut set = first;
             loop {
                 tokio::select! {
                     changed = manifests.changed() => {
                         if changed.is_err() { break; }
-                        let set = manifests.borrow_and_update().clone();
-                        let zones = reconciler.run(&set);
-                        if zones.serial() != h.zones().serial() {
-                            // A newer NOTIFY supersedes the retries of the last one.
-                            round = notifier.send(&zones, h.counters());
-                        }
-                        h.set_zones(zones);
-                        reg.store(Arc::new(reconciler.registry.clone()));
+                        set = manifests.borrow_and_update().clone();
+                    }
+                    changed = lease_change(&mut leases) => {
+                        if changed.is_err() { break; }
                     }
                     _ = stop.changed() => break,
                 }
+                let zones = reconciler.run(&set);
+                if zones.serial() != h.zones().serial() {
+                    // A newer NOTIFY supersedes the retries of the last one.
+                    round = notifier.send(&zones, h.counters());
+                }
+                h.set_zones(zones);
+                reg.store(Arc::new(reconciler.registry.clone()));
             }
             round.abort_all();
         }));

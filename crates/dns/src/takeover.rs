@@ -10,7 +10,11 @@
 //! expired in the majority's view, even with clocks running apart by up to the margin over one
 //! TTL; and no other node can create the writer key before that expiry.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use veer_model::set::ManifestSet;
 
 /// The clusters that may write one regional zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +61,8 @@ pub struct View<'a> {
 }
 
 /// What this node should do about the zone's lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Intent {
     /// Try to create the writer key (it may lose the transaction to another node).
     Contend,
@@ -199,6 +204,161 @@ impl Fence {
     pub fn highest(&self) -> u64 {
         self.highest
     }
+}
+
+/// A regional zone whose writer holds an etcd lease (a DNSZone with `spec.takeover`), and who
+/// may hold it, as every node reads them from the same manifests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseZone {
+    pub key: ZoneKey,
+    pub roles: Roles,
+    pub params: Params,
+}
+
+/// A leased zone's name: the DNSZone's region and origin.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ZoneKey {
+    pub region: String,
+    pub origin: String,
+}
+
+impl std::fmt::Display for ZoneKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.origin, self.region)
+    }
+}
+
+impl ZoneKey {
+    /// The etcd key of the zone's writer, under `prefix` (which ends with `/`).
+    pub fn writer_key(&self, prefix: &str) -> String {
+        format!("{prefix}zones/{}/{}/writer", self.region, self.origin)
+    }
+
+    /// The key the home keeps while it can serve, which standbys time the hold-down by.
+    pub fn ready_key(&self, prefix: &str) -> String {
+        format!("{prefix}zones/{}/{}/home-ready", self.region, self.origin)
+    }
+
+    /// Whether a regional zone's `domain` of `region` lies in this zone (at or below its origin).
+    pub fn covers(&self, region: &str, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        region == self.region && (d == self.origin || d.strip_suffix(&self.origin).is_some_and(|rest| rest.ends_with('.')))
+    }
+}
+
+/// Added to a standby's wait per rank, so the first listed standby takes a free lease first.
+const STAGGER: Duration = Duration::from_secs(1);
+
+/// The leased zones of a manifest set. The home is the cluster of the zone's region (the lowest
+/// named when several are; the others stand by first); the adopter is a cluster whose
+/// `adoptsRegions` lists the region, the manual override.
+pub fn lease_zones(set: &ManifestSet) -> Vec<LeaseZone> {
+    let mut out = Vec::new();
+    for target in &set.dns_zones {
+        let z = &target.zone;
+        let Some(t) = &z.takeover else { continue };
+        // Clusters by the name their identity is labelled with (seed 002's identities all say
+        // `cluster: aks01`).
+        let mut in_region: Vec<&str> =
+            set.cluster_identities.iter().filter(|(_, ci)| ci.region == z.region).map(|(owner, _)| owner.as_str()).collect();
+        in_region.sort_unstable();
+        in_region.dedup();
+        let home = in_region.first().map_or_else(String::new, |h| (*h).to_string());
+        let mut standbys: Vec<String> = in_region.iter().skip(1).map(|c| (*c).to_string()).collect();
+        standbys.extend(t.standbys.iter().filter(|s| !in_region.contains(&s.as_str())).cloned());
+        let mut adopters: Vec<&str> = set
+            .cluster_identities
+            .iter()
+            .filter(|(_, ci)| ci.adopts_regions.iter().any(|(r, _)| *r == z.region))
+            .map(|(owner, _)| owner.as_str())
+            .collect();
+        adopters.sort_unstable();
+        out.push(LeaseZone {
+            key: ZoneKey { region: z.region.clone(), origin: z.zone.clone() },
+            roles: Roles { home, standbys, adopter: adopters.first().map(|a| (*a).to_string()) },
+            params: Params {
+                ttl: t.lease_ttl,
+                // A tenth of the TTL covers clock rates apart by far more than real clocks drift.
+                drift_margin: (t.lease_ttl / 10).max(Duration::from_millis(200)),
+                hold_down: t.hold_down,
+                stagger: STAGGER,
+            },
+        });
+    }
+    out
+}
+
+/// One leased zone as this node's lease loop last saw it: for the DNS reconcile loop (whether
+/// this node may write, at which epoch) and for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaseStatus {
+    /// The cluster whose writer key stands, if any.
+    pub holder: Option<String>,
+    /// The writer key's `create_revision`: the zone's epoch under this holder (0 when free).
+    pub epoch: u64,
+    pub intent: Intent,
+    pub reason: &'static str,
+    /// Whether the home's readiness key stands.
+    pub home_ready: bool,
+    /// The last etcd failure, while etcd cannot be read (decisions wait; a tenure lapses).
+    pub error: Option<String>,
+    /// This node's right to write, when it holds the lease.
+    #[serde(skip)]
+    pub tenure: Option<Tenure>,
+}
+
+impl LeaseStatus {
+    /// The epoch this node may write under now, if any.
+    pub fn writable(&self, now: Instant) -> Option<u64> {
+        self.tenure.filter(|t| t.may_write(now)).map(|t| t.epoch)
+    }
+}
+
+/// Every leased zone's status; absent: the lease loop has not looked yet.
+pub type Leases = BTreeMap<ZoneKey, LeaseStatus>;
+
+/// The lease loop's newest view, renewals included, stored at every look: what a zone writer
+/// checks the instant before it sends an UPDATE (the watch the reconcile loop follows changes
+/// only when a holder, an epoch or a right to write does, not at every renewal).
+#[derive(Clone, Debug, Default)]
+pub struct LiveLeases(std::sync::Arc<arc_swap::ArcSwap<Leases>>);
+
+impl LiveLeases {
+    pub fn store(&self, leases: Leases) {
+        self.0.store(std::sync::Arc::new(leases));
+    }
+
+    pub fn load(&self) -> std::sync::Arc<Leases> {
+        self.0.load_full()
+    }
+
+    /// Whether this node may still write `zone` under `epoch` at `now`.
+    pub fn may_write(&self, zone: &ZoneKey, epoch: u64, now: Instant) -> bool {
+        self.0.load().get(zone).and_then(|s| s.writable(now)) == Some(epoch)
+    }
+}
+
+/// What the DNS server follows of a node's lease loop.
+#[derive(Clone, Debug)]
+pub struct LeaseFeed {
+    pub leases: tokio::sync::watch::Receiver<std::sync::Arc<Leases>>,
+    pub live: LiveLeases,
+}
+
+/// Whether two looks differ in what the reconcile loop and operators see (a renewal that only
+/// moves a deadline further does not count).
+pub fn differs(a: &Leases, b: &Leases) -> bool {
+    a.len() != b.len()
+        || a.iter().zip(b).any(|((ka, x), (kb, y))| {
+            ka != kb
+                || x.holder != y.holder
+                || x.epoch != y.epoch
+                || x.intent != y.intent
+                || x.reason != y.reason
+                || x.home_ready != y.home_ready
+                || x.error != y.error
+                || x.tenure.map(|t| t.epoch) != y.tenure.map(|t| t.epoch)
+        })
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use veer_model::set::ManifestSet;
 
 use crate::ownership::{parse_txt_value, txt_name, txt_value, Publication};
 use crate::plan::{Endpoint, RecordKind, ZoneId};
+use crate::takeover::{LiveLeases, ZoneKey};
 
 /// The first label of the zone's epoch record.
 pub const EPOCH_LABEL: &str = "_veer-epoch";
@@ -132,6 +133,8 @@ pub enum UpdateError {
     Exchange(NetError),
     /// A name of the plan is not a DNS name.
     Name(String),
+    /// The etcd lease this write was to go out under lapsed before it was sent.
+    Lapsed { epoch: u64 },
 }
 
 impl std::fmt::Display for UpdateError {
@@ -155,6 +158,7 @@ impl std::fmt::Display for UpdateError {
             UpdateError::BadTransfer(why) => write!(f, "zone transfer: {why}"),
             UpdateError::Exchange(e) => write!(f, "{e}"),
             UpdateError::Name(why) => write!(f, "{why}"),
+            UpdateError::Lapsed { epoch } => write!(f, "not sent: the etcd lease of epoch {epoch} lapsed before the update could go out"),
         }
     }
 }
@@ -487,10 +491,19 @@ impl ZoneServer {
     /// Reads the zone, then writes `desired` with one fenced UPDATE if anything differs. A
     /// refused prerequisite reads the zone again to report the epoch that fenced us.
     pub async fn push(&self, desired: &Desired) -> Result<Pushed, UpdateError> {
+        self.push_while(desired, || true).await
+    }
+
+    /// [`ZoneServer::push`], sending the UPDATE only if `may_send` still says yes once the
+    /// zone is read: a writer whose lease lapsed meanwhile sends nothing.
+    pub async fn push_while(&self, desired: &Desired, may_send: impl Fn() -> bool) -> Result<Pushed, UpdateError> {
         let contents = self.read().await?;
         let Some(change) = plan_change(self, &contents, desired)? else {
             return Ok(Pushed { sent: false, skipped: Vec::new() });
         };
+        if !may_send() {
+            return Err(UpdateError::Lapsed { epoch: desired.epoch });
+        }
         match self.send(&change, desired.epoch).await {
             Ok(()) => Ok(Pushed { sent: true, skipped: change.skipped }),
             Err(UpdateError::Fenced { rcode, .. }) => {
@@ -511,6 +524,16 @@ pub struct Job {
     pub zone: ZoneId,
     pub server: ZoneServer,
     pub desired: Desired,
+    /// For a zone written under an etcd lease: the lease to check the instant before sending.
+    pub lease: Option<(LiveLeases, ZoneKey)>,
+}
+
+impl Job {
+    /// Whether the UPDATE may go out now: always for an elected zone; for a leased one, only
+    /// while this node's tenure at the job's epoch lasts.
+    fn may_send(&self) -> bool {
+        self.lease.as_ref().is_none_or(|(live, key)| live.may_write(key, self.desired.epoch, crate::clock::now()))
+    }
 }
 
 /// The zones of `publications` written by `cluster` that a DNSZone of the set places on a
@@ -520,15 +543,25 @@ pub fn jobs<'a>(
     publications: impl Iterator<Item = (&'a ZoneId, &'a Publication<Vec<Endpoint>>)>,
     cluster: &str,
     txt_prefix: &str,
+    live: Option<&LiveLeases>,
 ) -> Vec<Job> {
     let mut out = Vec::new();
     for (zone, p) in publications.filter(|(_, p)| p.writer == cluster) {
         for target in set.dns_zones.iter().filter(|t| t.zone.region == zone.region) {
+            let lease = match (&target.zone.takeover, live) {
+                (None, _) => None,
+                (Some(_), Some(live)) => {
+                    Some((live.clone(), ZoneKey { region: target.zone.region.clone(), origin: target.zone.zone.clone() }))
+                }
+                // A leased zone is written only under a lease: never by a node without etcd.
+                (Some(_), None) => continue,
+            };
             match ZoneServer::new(target, txt_prefix) {
                 Ok(server) if server.holds(&zone.domain) => out.push(Job {
                     zone: zone.clone(),
                     server,
                     desired: Desired { writer: p.writer.clone(), epoch: p.epoch, endpoints: p.records.clone() },
+                    lease,
                 }),
                 Ok(_) => {}
                 Err(e) => tracing::error!(target: "veer::dns", zone = %zone, "DNSZone {}: {e}", target.zone.meta),
@@ -575,7 +608,7 @@ async fn write_zones(mut rx: watch::Receiver<Vec<Job>>) {
                 continue;
             }
             let result = tokio::select! {
-                r = job.server.push(&job.desired) => r,
+                r = job.server.push_while(&job.desired, || job.may_send()) => r,
                 c = rx.changed() => {
                     if c.is_err() {
                         return;

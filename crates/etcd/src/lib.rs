@@ -1,15 +1,18 @@
-//! The etcd v3 calls veer's regional zone leases need, and nothing more: lease grant, keep-alive
-//! and revoke; a key taken only while absent (`create_revision == 0`), bound to a lease; reads
-//! that carry revisions; and a watch of a key prefix.
+//! The etcd v3 calls veer's regional zone leases need, and the node's lease loop on them
+//! ([`zones`]): lease grant, keep-alive and revoke; a key taken only while absent
+//! (`create_revision == 0`), bound to a lease; reads that carry revisions; and a prefix watch.
 //!
 //! A thin layer over `etcd-client` (tonic): it names each failure by the call it ended, turns a
 //! keep-alive answered with TTL 0 into [`EtcdError::LeaseExpired`] instead of a silent success,
-//! and bounds every call in time. It reads no clock: a caller that must know when its lease can
+//! and bounds every call in time. The calls read no clock: a caller that must know when its lease can
 //! have expired notes the moment it *sent* a renewal and adds the TTL this returns (the server
 //! counts from the moment it received it, which is later), as `veer_dns::takeover` does.
 
 use std::fmt;
 use std::time::Duration;
+
+mod clock;
+pub mod zones;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
 

@@ -6,6 +6,7 @@
 //! must know where it lives and hold its key, so that knowledge belongs in the same set.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use base64::Engine;
 
@@ -65,7 +66,33 @@ pub struct DnsZone {
     pub secret_name: String,
     pub secret_key: String,
     pub secret_pos: Pos,
+    /// Automatic takeover on etcd leases; `None`: the writer is elected from the manifests.
+    pub takeover: Option<Takeover>,
 }
+
+/// `spec.takeover`: the zone's writer holds a lease on etcd; standbys take the zone when the
+/// home region cannot serve, and hand it back after the hold-down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// Clusters that may take the zone, in order of preference: veer cluster names, the
+    /// `topology.istio.io/cluster` of their ClusterIdentity (seed 002's identities all say
+    /// `cluster: aks01`; the region tells them apart, the owning cluster names them).
+    pub standbys: Vec<String>,
+    pub standbys_pos: Pos,
+    /// The lease's TTL: a dead or cut-off writer's zone moves after at most this long.
+    pub lease_ttl: Duration,
+    /// How long the home must have stood ready before a standby hands its zone back.
+    pub hold_down: Duration,
+}
+
+/// Takeover defaults: a lease of 10 s (Kubernetes' leader-election lease is 15 s; DNS answers
+/// are cached for their TTL on top anyway) and a hold-down of 5 minutes.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(300);
+/// etcd grants no lease under its election timeout; 2 s is etcd's smallest useful TTL.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+const MAX_HOLD_DOWN: Duration = Duration::from_secs(86_400);
 
 /// A DNSZone with its key found and decoded (by `ManifestSet::build`).
 #[derive(Clone, PartialEq, Eq)]
@@ -153,6 +180,10 @@ pub(crate) fn read_dns_zone(spec: &Obj<'_>, meta: Meta) -> Option<DnsZone> {
     let secret_pos = secret.pos();
     secret.finish();
     tsig.finish();
+    let takeover = match spec.obj("takeover") {
+        None => Some(None),
+        Some(t) => read_takeover(&t).map(Some),
+    };
     Some(DnsZone {
         meta,
         region: region?.0,
@@ -164,7 +195,39 @@ pub(crate) fn read_dns_zone(spec: &Obj<'_>, meta: Meta) -> Option<DnsZone> {
         secret_name: secret_name?.0,
         secret_key,
         secret_pos,
+        takeover: takeover?,
     })
+}
+
+fn read_takeover(t: &Obj<'_>) -> Option<Takeover> {
+    let standbys_pos = t.pos_of("standbys");
+    let mut standbys: Vec<String> = Vec::new();
+    let mut ok = true;
+    for (name, pos) in t.strings("standbys") {
+        if name.is_empty() || standbys.contains(&name) {
+            t.ctx().error(pos, "spec.takeover.standbys", format!("{name:?} is empty or listed twice"));
+            ok = false;
+        } else {
+            standbys.push(name);
+        }
+    }
+    if standbys.is_empty() && ok {
+        t.ctx().error(t.pos(), "spec.takeover.standbys", "names no cluster: a takeover needs a standby to take the zone");
+        ok = false;
+    }
+    let bounded = |key: &'static str, default: Duration, min: Duration, max: Duration| -> Option<Duration> {
+        let Some(d) = t.duration(key) else { return (!t.has(key)).then_some(default) };
+        if d < min || d > max || (key == "leaseTTL" && d.subsec_nanos() != 0) {
+            let whole = if key == "leaseTTL" { " in whole seconds (etcd's lease unit)" } else { "" };
+            t.ctx().error(t.pos_of(key), &t.field_path(key), format!("{d:?} is outside {min:?} to {max:?}{whole}"));
+            return None;
+        }
+        Some(d)
+    };
+    let lease_ttl = bounded("leaseTTL", DEFAULT_LEASE_TTL, MIN_LEASE_TTL, MAX_LEASE_TTL);
+    let hold_down = bounded("holdDown", DEFAULT_HOLD_DOWN, Duration::ZERO, MAX_HOLD_DOWN);
+    t.finish();
+    ok.then_some(Takeover { standbys, standbys_pos, lease_ttl: lease_ttl?, hold_down: hold_down? })
 }
 
 /// Each DNSZone with its key taken from its Secret; a zone whose key cannot be had is an error
@@ -232,6 +295,40 @@ pub(crate) fn targets(zones: Vec<DnsZone>, secrets: &[(String, Secret)], diags: 
         }
     }
     out
+}
+
+/// Standbys named by a takeover: one in the zone's own region is an error (the home takes its
+/// zone without being named); one no ClusterIdentity names is a warning, since its identity may
+/// join the set later, but until it does no node can take the zone as that standby.
+pub(crate) fn check_takeovers(zones: &[ZoneTarget], identities: &[(String, crate::router::ClusterIdentity)], diags: &mut Diagnostics) {
+    for z in zones.iter().map(|t| &t.zone) {
+        let Some(t) = &z.takeover else { continue };
+        for s in &t.standbys {
+            match identities.iter().find(|(owner, _)| owner == s) {
+                Some((_, ci)) if ci.region == z.region => diags.push(about(
+                    &z.meta,
+                    t.standbys_pos,
+                    Severity::Error,
+                    "spec.takeover.standbys",
+                    format!(
+                        "{s} is in region {} itself (ClusterIdentity at {}): the home writes its zone without being named",
+                        z.region,
+                        ci.meta.location()
+                    ),
+                )),
+                Some(_) => {}
+                None => diags.push(about(
+                    &z.meta,
+                    t.standbys_pos,
+                    Severity::Warning,
+                    "spec.takeover.standbys",
+                    format!(
+                        "no ClusterIdentity of cluster {s} (labelled topology.istio.io/cluster: {s}): it cannot take the zone until one is"
+                    ),
+                )),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,7 @@ impl ManifestSet {
         set.check_backend_tls(diags);
         set.check_router(diags);
         set.dns_zones = crate::dnszone::targets(zones, &set.secrets, diags);
+        crate::dnszone::check_takeovers(&set.dns_zones, &set.cluster_identities, diags);
         set
     }
 

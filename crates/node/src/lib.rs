@@ -12,3 +12,4 @@ pub mod clock;
 pub mod cpus;
 pub mod dns_metrics;
 pub mod node;
+pub mod takeover;

@@ -116,6 +116,9 @@ pub struct NodeConfig {
     /// Manifests and this cluster's endpoints from a Kubernetes API server (`--kubeconfig`),
     /// beside the files. The node starts once the server's objects were all listed once.
     pub external: Option<External>,
+    /// Regional zones whose DNSZone has a `takeover` are written under a lease on this etcd
+    /// (`--etcd`); needs `dns`. `None`: such zones are written by no node.
+    pub etcd: Option<crate::takeover::EtcdSettings>,
 }
 
 /// How a node joins the mesh.
@@ -146,6 +149,7 @@ impl NodeConfig {
             state_dir: None,
             access_log: None,
             external: None,
+            etcd: None,
         }
     }
 }
@@ -172,6 +176,7 @@ pub struct Node {
     /// Extra worker threads (each serves its own listener socket until shutdown).
     threads: Vec<std::thread::JoinHandle<()>>,
     dns_server: Option<veer_dns::DnsServer>,
+    takeover: Option<crate::takeover::Takeover>,
 }
 
 impl Node {
@@ -284,6 +289,20 @@ impl Node {
         let control_status = Arc::new(ControlStatus::default());
         let mut control =
             Control::new(control_cfg, shared.clone(), events.clone(), control_metrics.clone(), control_status.clone(), set, baseline);
+        if cfg.etcd.is_some() && cfg.dns.is_none() {
+            return Err(NodeError::Config("--etcd needs --dns: the DNS reconcile loop writes the zones a lease gives".into()));
+        }
+        let takeover = cfg.etcd.as_ref().map(|etcd| {
+            crate::takeover::Takeover::start(
+                etcd,
+                &cfg.cluster,
+                control.watch_manifests(),
+                shared.clone(),
+                control_status.clone(),
+                listen,
+                events.clone(),
+            )
+        });
         let dns_server = match cfg.dns {
             Some(dns_addr) => {
                 // The DNS records follow every manifest set the control loop accepts.
@@ -300,6 +319,7 @@ impl Node {
                 let mut dns_cfg = veer_dns::DnsConfig::new(dns_addr, &cfg.cluster, gateway).with(&cfg.dns_settings);
                 // Epochs that go back at a restart would be fenced by the DNS server's epoch record.
                 dns_cfg.state_file = cfg.state_dir.as_ref().map(|d| d.join("dns-epochs.json"));
+                dns_cfg.leases = takeover.as_ref().map(|t| t.feed.clone());
                 let server = veer_dns::DnsServer::start(dns_cfg, set_rx, Some(notify)).await.map_err(|e| NodeError::Dns(e.to_string()))?;
                 let source = crate::dns_metrics::DnsSource::default();
                 source.set(server.counters());
@@ -395,7 +415,13 @@ impl Node {
             metrics: metrics.clone(),
             events: events.clone(),
             routes: Box::new(move || serde_json::to_value(routes_shared.snapshot.load().reports()).unwrap_or(serde_json::Value::Null)),
-            status: Box::new(status(cfg.cluster.clone(), shared.clone(), control_status.clone(), bound.clone())),
+            status: Box::new(status(
+                cfg.cluster.clone(),
+                shared.clone(),
+                control_status.clone(),
+                bound.clone(),
+                takeover.as_ref().map(|t| t.feed.leases.clone()),
+            )),
             ready: AtomicBool::new(true),
             ready_check: Some(Box::new({
                 let watcher = control_metrics.manifest_watcher();
@@ -435,6 +461,7 @@ impl Node {
             tasks,
             threads,
             dns_server,
+            takeover,
         })
     }
 
@@ -453,6 +480,9 @@ impl Node {
     /// Stops accepting, drains in-flight requests, and stops every task.
     pub async fn stop(self) {
         self.events.record(NewEvent::node(EventKind::Stopping, "shutting down"));
+        if let Some(t) = self.takeover {
+            t.stop().await;
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -579,6 +609,7 @@ fn status(
     shared: Arc<Shared>,
     control: Arc<ControlStatus>,
     bound: Vec<SocketAddr>,
+    leases: Option<watch::Receiver<Arc<veer_dns::takeover::Leases>>>,
 ) -> impl Fn() -> serde_json::Value + Send + Sync {
     move || {
         let now_ms = veer_control::events::unix_ms();
@@ -643,7 +674,20 @@ fn status(
                 serde_json::json!({ "address": a.to_string(), "gateway": i == veer_gateway::snapshot::GATEWAY, "gateway_listener_ports": ports, "tls": snap.listener_tls(i).is_some() })
             })
             .collect();
-        serde_json::json!({ "cluster": cluster, "generation": snap.generation, "listeners": listeners, "peers": peers, "destinations": destinations })
+        // Each leased zone: who holds its lease at which epoch, what this node means to do and why.
+        let dns_leases: Option<Vec<serde_json::Value>> = leases.as_ref().map(|rx| {
+            rx.borrow()
+                .iter()
+                .map(|(zone, s)| {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["zone"] = zone.origin.clone().into();
+                    v["region"] = zone.region.clone().into();
+                    v["writing"] = s.tenure.is_some().into();
+                    v
+                })
+                .collect()
+        });
+        serde_json::json!({ "cluster": cluster, "generation": snap.generation, "listeners": listeners, "peers": peers, "destinations": destinations, "dns_leases": dns_leases })
     }
 }
 

@@ -54,6 +54,16 @@ pub struct DnsArgs {
     /// A secondary to send NOTIFY to when the zones change, IP:PORT (repeatable).
     #[arg(long = "dns-notify")]
     notify: Vec<std::net::SocketAddr>,
+    /// etcd client URLs, http://HOST:PORT (repeatable or comma-separated): zones whose DNSZone
+    /// has `spec.takeover` are written only under a lease held there. Needs --dns.
+    #[arg(long = "etcd", value_delimiter = ',', requires = "dns")]
+    etcd: Vec<String>,
+    /// Prefix of veer's keys in etcd.
+    #[arg(long = "etcd-prefix", default_value = "/veer/", requires = "etcd")]
+    etcd_prefix: String,
+    /// Longest wait for one etcd call (keep it well under the shortest lease TTL).
+    #[arg(long = "etcd-timeout", default_value = "1s", value_parser = crate::parse_duration, requires = "etcd")]
+    etcd_timeout: std::time::Duration,
 }
 
 // === impl DnsArgs ===
@@ -77,6 +87,26 @@ impl DnsArgs {
         };
         let transfer = veer_dns::transfer::TransferConfig { key, notify: self.notify.clone() };
         Ok(veer_dns::DnsSettings { rrl, transfer })
+    }
+
+    /// Where zone leases live, if `--etcd` is given.
+    pub fn etcd(&self) -> Result<Option<veer_node::takeover::EtcdSettings>, String> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        for url in &self.etcd {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                format!("--etcd {url:?}: expected http://HOST:PORT (veer speaks to etcd without TLS for now; keep etcd's client port on a private network)")
+            })?;
+            if rest.is_empty() || rest.contains('/') {
+                return Err(format!("--etcd {url:?}: expected http://HOST:PORT"));
+            }
+        }
+        let mut prefix = self.etcd_prefix.clone();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Some(veer_node::takeover::EtcdSettings { endpoints: self.etcd.clone(), prefix, timeout: self.etcd_timeout }))
     }
 }
 

@@ -400,6 +400,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             cfg.admin = admin;
             cfg.dns = dns;
             cfg.dns_settings = dns_args.settings()?;
+            cfg.etcd = dns_args.etcd()?;
             cfg.state_dir = state_dir;
             let KubeArgs { kubeconfig, in_cluster, lease_namespace, gateway_classes, remote_kubeconfigs } = *kube;
             let mut kube_link = None;

@@ -281,3 +281,48 @@ proptest! {
         prop_assert!(now - start >= p.hold_down);
     }
 }
+
+fn identity(cluster: &str, region: &str, adopts: &str) -> String {
+    format!(
+        "apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\n  labels: {{topology.istio.io/cluster: {cluster}}}\nspec:\n  region: {region}\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n  adoptsRegions: [{adopts}]\n"
+    )
+}
+
+fn leased_set(standbys: &str, identities: &[String]) -> veer_model::set::ManifestSet {
+    let zone = format!(
+        "apiVersion: veer.io/v1alpha1\nkind: DNSZone\nmetadata: {{name: weu, namespace: dns}}\nspec:\n  region: weu\n  zone: example.com\n  server: 127.0.0.1:53\n  tsig: {{keyName: k, secretRef: {{name: tsig}}}}\n  takeover: {{standbys: [{standbys}], leaseTTL: 4s, holdDown: 1m}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tsig, namespace: dns}}\nstringData: {{rfc2136_tsig_secret: dmVlci10ZXN0LXRzaWcta2V5LW9mLTMyLWJ5dGVzISE=}}\n"
+    );
+    let mut sources = vec![("zone.yaml".to_string(), zone)];
+    sources.extend(identities.iter().enumerate().map(|(i, t)| (format!("ci{i}.yaml"), t.clone())));
+    veer_model::from_sources(&sources).expect("accepted").into_set()
+}
+
+#[test]
+fn a_leased_zone_takes_its_home_from_the_region_its_standbys_and_adopter_from_the_identities() {
+    let set = leased_set("aks-neu-01, aks-frc-01", &[identity("aks-weu-01", "weu", ""), identity("aks-neu-01", "neu", "")]);
+    let zones = lease_zones(&set);
+    assert_eq!(zones.len(), 1);
+    let z = &zones[0];
+    assert_eq!(z.key, ZoneKey { region: "weu".into(), origin: "example.com".into() });
+    assert_eq!(z.roles, Roles { home: "aks-weu-01".into(), standbys: vec!["aks-neu-01".into(), "aks-frc-01".into()], adopter: None });
+    assert_eq!((z.params.ttl, z.params.hold_down), (Duration::from_secs(4), Duration::from_secs(60)));
+    assert!(z.params.drift_margin > Duration::ZERO && z.params.drift_margin < z.params.ttl);
+    // The manual override names its adopter; a second cluster of the region stands by first.
+    let set = leased_set(
+        "aks-neu-01",
+        &[identity("aks-weu-01", "weu", ""), identity("aks-weu-02", "weu", ""), identity("aks-neu-01", "neu", "weu")],
+    );
+    let roles = &lease_zones(&set)[0].roles;
+    assert_eq!(roles.home, "aks-weu-01");
+    assert_eq!(roles.standbys, ["aks-weu-02", "aks-neu-01"]);
+    assert_eq!(roles.adopter.as_deref(), Some("aks-neu-01"));
+}
+
+#[test]
+fn a_zone_key_covers_its_origin_and_names_below_it_in_its_region_only() {
+    let k = ZoneKey { region: "weu".into(), origin: "example.com".into() };
+    assert!(k.covers("weu", "example.com") && k.covers("weu", "Web.Example.com.") && k.covers("weu", "a.b.example.com"));
+    assert!(!k.covers("neu", "example.com"), "another region's zone of the same name");
+    assert!(!k.covers("weu", "notexample.com") && !k.covers("weu", "example.org"));
+    assert_eq!(k.writer_key("/veer/"), "/veer/zones/weu/example.com/writer");
+}

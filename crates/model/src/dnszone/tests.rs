@@ -89,3 +89,46 @@ fn an_ip_without_port_means_port_53() {
     assert_eq!(zones[0].zone.server, "127.0.0.9:53".parse().expect("addr"));
     assert_eq!(zones[0].zone.owner, "my-owner");
 }
+
+fn identity(cluster: &str, region: &str) -> String {
+    format!(
+        "apiVersion: cluster.router.io/v1alpha1\nkind: ClusterIdentity\nmetadata:\n  name: cluster-identity\n  labels: {{topology.istio.io/cluster: {cluster}}}\nspec:\n  region: {region}\n  cluster: aks01\n  domain: example.com\n  environmentLetter: p\n"
+    )
+}
+
+#[test]
+fn a_takeover_names_standbys_and_takes_lease_and_hold_down_or_their_defaults() {
+    let secret = secret_yaml(&format!("stringData:\n  rfc2136_tsig_secret: {SECRET}\n"));
+    let zones =
+        load(&[zone_yaml("  takeover:\n    standbys: [aks-neu-01]\n"), secret.clone(), identity("aks-neu-01", "neu")]).expect("accepted");
+    let t = zones[0].zone.takeover.as_ref().expect("a takeover");
+    assert_eq!(t.standbys, ["aks-neu-01"]);
+    assert_eq!((t.lease_ttl, t.hold_down), (DEFAULT_LEASE_TTL, DEFAULT_HOLD_DOWN));
+    let zones = load(&[
+        zone_yaml("  takeover:\n    standbys: [aks-neu-01, aks-frc-01]\n    leaseTTL: 3s\n    holdDown: 1m30s\n"),
+        secret.clone(),
+        identity("aks-neu-01", "neu"),
+    ])
+    .expect("accepted");
+    let t = zones[0].zone.takeover.as_ref().expect("a takeover");
+    assert_eq!(t.standbys, ["aks-neu-01", "aks-frc-01"]);
+    assert_eq!((t.lease_ttl, t.hold_down), (Duration::from_secs(3), Duration::from_secs(90)));
+    assert!(load(&[zone_yaml(""), secret]).expect("accepted")[0].zone.takeover.is_none());
+}
+
+#[test]
+fn a_bad_takeover_is_an_error_at_its_field() {
+    let secret = secret_yaml(&format!("stringData:\n  rfc2136_tsig_secret: {SECRET}\n"));
+    for (spec, want) in [
+        ("  takeover:\n    standbys: []\n", "spec.takeover.standbys: names no cluster"),
+        ("  takeover:\n    standbys: [a, a]\n", "\"a\" is empty or listed twice"),
+        ("  takeover:\n    standbys: [a]\n    leaseTTL: 1s\n", "spec.takeover.leaseTTL: 1s is outside 2s to 3600s"),
+        ("  takeover:\n    standbys: [a]\n    leaseTTL: 2500ms\n", "in whole seconds"),
+        ("  takeover:\n    standbys: [a]\n    holdDown: soon\n", "spec.takeover.holdDown"),
+        ("  takeover:\n    standbys: [a]\n    ttl: 3s\n", "spec.takeover.ttl"),
+        ("  takeover:\n    standbys: [aks-weu-02]\n", "aks-weu-02 is in region weu itself"),
+    ] {
+        let errs = load(&[zone_yaml(spec), secret.clone(), identity("aks-weu-02", "weu")]).expect_err(spec);
+        assert!(errs.iter().any(|e| e.contains(want) && e.contains("f0.yaml:")), "{spec}: {errs:?}");
+    }
+}
