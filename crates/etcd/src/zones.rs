@@ -217,6 +217,7 @@ async fn look(etcd: &mut Etcd, cfg: &LeaseLoopConfig, zone: &LeaseZone, state: &
     }
     let view = View { me, healthy, lease, home_ready_since: state.home_ready.get() };
     let decision = decide(&zone.roles, &zone.params, &view, now);
+    tracing::trace!(target: "veer::takeover", zone = %zone.key, intent = ?decision.intent, reason = decision.reason, holder = ?holder, epoch, healthy, held = state.held.is_some(), "look");
     let mut holder = holder;
     let mut epoch = epoch;
     match decision.intent {

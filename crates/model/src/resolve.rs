@@ -626,9 +626,12 @@ pub fn resolve_route_rule(
             sources
                 .push(source(&backend.meta, if backend.fallback { "fallback: true, so priority 1" } else { "active backend, priority 0" }));
             // An endpoint named directly by the Backend (an IP, or a name outside the cluster):
-            // no topology of its own, so it sits in this node's cluster.
+            // no topology of its own, so it sits in the cluster that holds the Backend (its
+            // cluster label, else the route's), or the first Cluster when neither says.
+            let label = crate::meta::CLUSTER_LABEL;
+            let home = backend.meta.labels.get(label).or_else(|| route.meta.labels.get(label)).map(String::as_str);
             let direct = |address: Address, origin: String| Endpoint {
-                cluster: ClusterName::new(set.clusters.first().map_or(IMPLICIT_CLUSTER, |c| c.meta.name.as_str())),
+                cluster: ClusterName::new(home.unwrap_or_else(|| set.clusters.first().map_or(IMPLICIT_CLUSTER, |c| c.meta.name.as_str()))),
                 address,
                 labels: Labels::new(),
                 locality: Locality::default(),

@@ -26,6 +26,9 @@ struct Member {
     name: String,
     client_url: String,
     peer_url: String,
+    /// How to run `etcd` for this member: in a lab's namespace (`ip netns exec <ns> etcd`), or
+    /// `None` for the test's own namespace.
+    launcher: Option<(std::ffi::OsString, Vec<std::ffi::OsString>)>,
 }
 
 /// A running etcd cluster of one test: members `m0`, `m1`, ... on their own loopback ports, data
@@ -51,6 +54,7 @@ impl EtcdCluster {
                     name: format!("m{i}"),
                     client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
                     peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+                    launcher: None,
                 })
                 .collect();
             let mut cluster = EtcdCluster { dir, members, children: (0..n).map(|_| None).collect(), runs: vec![0; n] };
@@ -65,6 +69,36 @@ impl EtcdCluster {
             }
         }
         unreachable!("the last try returns")
+    }
+
+    /// Starts one member in each of `sites`' namespaces of `lab` (named after the site, on its
+    /// lab address, ports 2379 and 2380), so that cutting a site off cuts its member off too.
+    pub fn start_in(lab: &crate::netns::Lab, sites: &[&str]) -> io::Result<EtcdCluster> {
+        let members: Vec<Member> = sites
+            .iter()
+            .map(|site| {
+                let ip = lab.addr(site);
+                let cmd = lab.command(site, "etcd");
+                Member {
+                    name: (*site).to_string(),
+                    client_url: format!("http://{ip}:2379"),
+                    peer_url: format!("http://{ip}:2380"),
+                    launcher: Some((cmd.get_program().to_os_string(), cmd.get_args().map(|a| a.to_os_string()).collect())),
+                }
+            })
+            .collect();
+        let n = members.len();
+        let mut cluster = EtcdCluster {
+            dir: TempDir::new("etcd").keep_on_failure(),
+            members,
+            children: (0..n).map(|_| None).collect(),
+            runs: vec![0; n],
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        (0..n).try_for_each(|i| cluster.wait_ready(i))?;
+        Ok(cluster)
     }
 
     /// Every member's client URL, for a client balanced over the cluster.
@@ -110,7 +144,15 @@ impl EtcdCluster {
         let initial: Vec<String> = self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
         self.runs[i] += 1;
         let log = File::create(self.log_path(i))?;
-        let child = Command::new("etcd")
+        let mut command = match &m.launcher {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .arg(format!("--name={}", m.name))
             .arg(format!("--data-dir={}", self.dir.join(&m.name).display()))
             .arg(format!("--listen-client-urls={}", m.client_url))

@@ -1,5 +1,6 @@
 //! Real test parts for veer: backend servers that name themselves and fail on command, an open-loop load generator, a network-namespace lab, a real etcd cluster, a real Kubernetes API server, and the plumbing every test shares (a world on loopback, waiting on a condition, temporary directories).
 
+pub mod authdns;
 pub mod backend;
 pub mod clock;
 pub mod etcd;

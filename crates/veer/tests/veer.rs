@@ -11,6 +11,10 @@ use veer_testkit::{wait_until, TempDir};
 #[path = "mesh/e2e.rs"]
 mod mesh;
 
+/// Automatic regional DNS takeover on etcd leases, written to BIND and Knot (`veer run --etcd` × 3).
+#[path = "takeover/e2e.rs"]
+mod takeover;
+
 /// `veer run --kubeconfig` against a real API server.
 #[path = "kube/run.rs"]
 mod kube;

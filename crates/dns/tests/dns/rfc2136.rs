@@ -4,8 +4,6 @@
 //! Every outcome is read back from the server by a TSIG-signed AXFR.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -13,7 +11,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use veer_dns::ownership::parse_txt_value;
 use veer_dns::plan::{Endpoint, RecordKind, Source, ZoneId};
 use veer_dns::update::{plan_change, read_fence, Desired, Fence, UpdateError, ZoneContents, ZoneServer};
-use veer_testkit::{wait_until_async, TempDir, World};
+use veer_testkit::{wait_until_async, World};
 
 use super::NodeWorld;
 
@@ -23,24 +21,12 @@ const OTHER_SECRET: &str = "YW5vdGhlci1rZXktdGhhdC1pcy1ub3QtdGhlLXJpZ2h0";
 const ZONE: &str = "example.com";
 const PORT: u16 = 5353;
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Bind,
-    Knot,
-}
+use veer_testkit::authdns::{AuthKind as Kind, AuthServer, ZoneSpec};
 
 /// A primary server for `example.com` on its own loopback address, stopped (by its PID) on drop.
 struct Primary {
     addr: SocketAddr,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Drop for Primary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _server: AuthServer,
 }
 
 /// A port free for TCP and UDP on 127.0.0.1 a moment ago.
@@ -54,14 +40,6 @@ fn free_port() -> u16 {
     }
 }
 
-fn binary(kind: Kind) -> Option<PathBuf> {
-    let name = match kind {
-        Kind::Bind => "named",
-        Kind::Knot => "knotd",
-    };
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin"].iter().map(|d| PathBuf::from(d).join(name)).find(|p| p.exists())
-}
-
 const ZONE_HEAD: &str = "$ORIGIN example.com.
 $TTL 60
 @ IN SOA ns.example.com. hostmaster.example.com. 1 60 60 600 60
@@ -73,78 +51,19 @@ impl Primary {
     /// Starts the server with `records` (zone file lines) after the SOA and NS; `None` when the
     /// binary is absent outside CI (CI installs it: `.ci/run`), which the test says loudly.
     async fn start(world: &World, kind: Kind, group: u8, records: &str) -> Option<Primary> {
-        let Some(bin) = binary(kind) else {
-            assert!(std::env::var_os("CI").is_none(), "{kind:?} is not installed; .ci/run installs bind9 and knot");
-            eprintln!("SKIPPED: {kind:?} is not installed (apt-get install bind9 knot); this test did not run");
-            return None;
-        };
         // named listens only on addresses an interface carries, and loopback carries 127.0.0.1
         // alone: BIND gets a free port there, Knot the world's own address.
         let addr = match kind {
             Kind::Bind => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), free_port()),
             Kind::Knot => SocketAddr::new(world.ip(group, 53), PORT),
         };
-        let dir = TempDir::new(&format!("{kind:?}-{group}").to_lowercase());
-        let d = dir.display();
-        std::fs::write(dir.join("example.com.zone"), format!("{ZONE_HEAD}{records}")).expect("zone file");
-        let mut cmd = match kind {
-            Kind::Bind => {
-                let conf = format!(
-                    "options {{ directory \"{d}\"; listen-on port {port} {{ {ip}; }}; listen-on-v6 {{ none; }};
-  pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; managed-keys-directory \"{d}\";
-  recursion no; notify no; dnssec-validation no; }};
-controls {{ }};
-key \"veer-key\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};
-zone \"{ZONE}\" {{ type primary; file \"{d}/example.com.zone\"; allow-update {{ key \"veer-key\"; }}; allow-transfer {{ key \"veer-key\"; }}; }};
-",
-                    ip = addr.ip(),
-                    port = addr.port()
-                );
-                std::fs::write(dir.join("named.conf"), conf).expect("named.conf");
-                let mut c = Command::new(bin);
-                c.args(["-g", "-n", "1", "-c"]).arg(dir.join("named.conf"));
-                c
-            }
-            Kind::Knot => {
-                let conf = format!(
-                    "server:
-  rundir: \"{d}\"
-  listen: {ip}@{PORT}
-  udp-workers: 1
-  tcp-workers: 1
-  background-workers: 1
-log:
-  - target: stderr
-    any: info
-database:
-  storage: \"{d}\"
-key:
-  - id: veer-key
-    algorithm: hmac-sha256
-    secret: {SECRET}
-acl:
-  - id: veer
-    key: veer-key
-    action: [update, transfer]
-zone:
-  - domain: {ZONE}
-    storage: \"{d}\"
-    file: example.com.zone
-    zonefile-sync: -1
-    acl: veer
-",
-                    ip = addr.ip()
-                );
-                std::fs::write(dir.join("knot.conf"), conf).expect("knot.conf");
-                let mut c = Command::new(bin);
-                c.arg("-c").arg(dir.join("knot.conf"));
-                c
-            }
+        let spec =
+            ZoneSpec { zone: ZONE.into(), text: format!("{ZONE_HEAD}{records}"), key_name: "veer-key".into(), secret: SECRET.into() };
+        let Some(server) = AuthServer::start(kind, addr, &spec, None).unwrap_or_else(|e| panic!("start {kind:?}: {e}")) else {
+            eprintln!("SKIPPED: {kind:?} is not installed (apt-get install bind9 knot); this test did not run");
+            return None;
         };
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {kind:?}: {e}"));
-        let primary = Primary { addr, child, _dir: dir };
+        let primary = Primary { addr, _server: server };
         let zs = primary.writer(SECRET);
         wait_until_async(format!("{kind:?} serves {ZONE} by AXFR on {addr}"), Duration::from_secs(20), || {
             let zs = zs.clone();

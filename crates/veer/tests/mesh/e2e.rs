@@ -241,7 +241,7 @@ fn rows(report: &Value) -> Vec<(String, u64, String)> {
 }
 
 /// A GET from inside a namespace: (status, body).
-fn get(rt: &NsRuntime, addr: SocketAddr, path: &'static str) -> Option<(u16, String)> {
+pub(crate) fn get(rt: &NsRuntime, addr: SocketAddr, path: &'static str) -> Option<(u16, String)> {
     rt.block_on(async move {
         let fut = async {
             let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
