@@ -124,7 +124,9 @@ pub fn decide(roles: &Roles, params: &Params, view: &View<'_>, now: Instant) -> 
     }
     match free_since {
         Some(_) if view.home_ready_since.is_some() => d(Intent::Wait, "lease free and the home is ready: the home takes it"),
-        Some(since) if now.saturating_duration_since(since) >= params.stagger * rank_u32(rank) => {
+        // `since` may lie ahead: a node that has not yet seen the lease held gives the home
+        // time to claim it (see `veer_etcd::zones`).
+        Some(since) if now >= since + params.stagger * rank_u32(rank) => {
             d(Intent::Contend, "lease free and the home is not ready: standby takes over")
         }
         Some(_) => d(Intent::Wait, "lease free: an earlier standby goes first"),

@@ -55,6 +55,11 @@ struct ZoneState {
     /// The home's readiness lease.
     ready: Option<(LeaseId, KeepAlive)>,
     free_since: Option<Instant>,
+    /// Whether this node has seen the writer key held since it started: until it has, a free
+    /// lease may only mean the home is starting too, and a standby gives it one TTL first.
+    seen_held: bool,
+    /// The holder and epoch the last successful read found.
+    last_read: Option<(Option<String>, u64)>,
     home_ready: ReadySince,
     tenure: Option<Tenure>,
 }
@@ -186,7 +191,13 @@ async fn look(etcd: &mut Etcd, cfg: &LeaseLoopConfig, zone: &LeaseZone, state: &
     // A tenure past its deadline no longer allows writing; it is kept (not cleared) so a late
     // renewal the server still granted can extend it again.
     let dir = format!("{}zones/{}/{}/", cfg.prefix, zone.key.region, zone.key.origin);
-    let (writer, ready) = match etcd.get_prefix(dir.as_bytes()).await {
+    // One retry: a client balanced over the members may have sent the first try to one that
+    // is down.
+    let read = match etcd.get_prefix(dir.as_bytes()).await {
+        Err(_) => etcd.get_prefix(dir.as_bytes()).await,
+        ok => ok,
+    };
+    let (writer, ready) = match read {
         Ok((_, entries)) => {
             (entries.iter().find(|e| e.key == writer_key.as_bytes()).cloned(), entries.iter().any(|e| e.key == ready_key.as_bytes()))
         }
@@ -194,6 +205,8 @@ async fn look(etcd: &mut Etcd, cfg: &LeaseLoopConfig, zone: &LeaseZone, state: &
             // A failed read decides nothing; a holder that cannot renew either stops at its deadline.
             let mut status = unreachable_status(state, e.to_string());
             status.reason = "etcd read failed: no decision until it answers";
+            // What was last read stands until a read says otherwise.
+            (status.holder, status.epoch) = state.last_read.clone().unwrap_or_default();
             if let Some((_, Some(keep))) = state.held.as_mut() {
                 renew(keep, &mut state.tenure, zone).await;
             }
@@ -204,12 +217,17 @@ async fn look(etcd: &mut Etcd, cfg: &LeaseLoopConfig, zone: &LeaseZone, state: &
     let (lease, holder, epoch) = match &writer {
         Some(e) => {
             state.free_since = None;
+            state.seen_held = true;
             let holder = String::from_utf8_lossy(&e.value).into_owned();
             let epoch = u64::try_from(e.create_revision).unwrap_or(0);
             (LeaseView::Held { holder: holder.clone(), epoch }, Some(holder), epoch)
         }
-        None => (LeaseView::Free { since: *state.free_since.get_or_insert(now) }, None, 0),
+        None => {
+            let since = if state.seen_held { now } else { now + zone.params.ttl };
+            (LeaseView::Free { since: *state.free_since.get_or_insert(since) }, None, 0)
+        }
     };
+    state.last_read = Some((holder.clone(), epoch));
     // The key names this node but this process holds no lease on it: a previous run's, which
     // runs out by itself; it is not this node's to write under.
     if holder.as_deref() == Some(me) && state.held.is_none() {

@@ -139,6 +139,13 @@ pub enum DnsCommand {
         output: PlanOutput,
         #[arg(long, default_value_t = 60)]
         ttl: u32,
+        /// etcd client URLs (repeatable or comma-separated): also show who holds each leased
+        /// zone's lease now, at which epoch, and whether its home says it is ready.
+        #[arg(long = "etcd", value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// Prefix of veer's keys in etcd.
+        #[arg(long = "etcd-prefix", default_value = "/veer/")]
+        etcd_prefix: String,
     },
 }
 
@@ -225,7 +232,7 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             crate::out!("{out}")?;
             Ok(ExitCode::SUCCESS)
         }
-        DnsCommand::Plan { files, cluster, down, output, ttl } => {
+        DnsCommand::Plan { files, cluster, down, output, ttl, etcd, etcd_prefix } => {
             let set = load(&files)?;
             if let Some(c) = &cluster {
                 known_cluster(&set, c)?;
@@ -233,7 +240,10 @@ pub fn run(cmd: DnsCommand) -> Result<ExitCode, String> {
             for d in &down {
                 known_cluster(&set, d)?;
             }
-            let report = plan_report(&set, cluster.as_deref(), &down, &PlanOptions { ttl, ..PlanOptions::default() });
+            let mut report = plan_report(&set, cluster.as_deref(), &down, &PlanOptions { ttl, ..PlanOptions::default() });
+            if !etcd.is_empty() {
+                read_leases(&mut report, &etcd, &etcd_prefix)?;
+            }
             match output {
                 PlanOutput::Table => crate::out!("{}", render(&report))?,
                 PlanOutput::Json => crate::outln!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?)?,
@@ -262,6 +272,42 @@ pub struct ZoneReport {
     pub conflicts: Vec<String>,
     pub writer_down: bool,
     pub records: Vec<RecordRow>,
+    /// Set when the zone's DNSZone has a takeover: its writer is whoever holds the etcd lease.
+    pub lease: Option<LeaseReport>,
+}
+
+/// A leased zone's roles, and (with `--etcd`) its lease as etcd holds it now.
+#[derive(Serialize)]
+pub struct LeaseReport {
+    pub key: veer_dns::takeover::ZoneKey,
+    pub home: String,
+    pub standbys: Vec<String>,
+    pub adopter: Option<String>,
+    pub lease_ttl_seconds: u64,
+    pub hold_down_seconds: u64,
+    /// From etcd: the holder and the writer key's `create_revision` (the zone's epoch).
+    pub holder: Option<String>,
+    pub epoch: Option<u64>,
+    pub home_ready: Option<bool>,
+    pub read: bool,
+}
+
+/// Reads each leased zone's writer and readiness keys from etcd.
+fn read_leases(report: &mut PlanReport, endpoints: &[String], prefix: &str) -> Result<(), String> {
+    let prefix = if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let mut etcd = veer_etcd::Etcd::connect(endpoints, std::time::Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+        for lease in report.zones.iter_mut().filter_map(|z| z.lease.as_mut()) {
+            let writer = etcd.get(lease.key.writer_key(&prefix).as_bytes()).await.map_err(|e| e.to_string())?;
+            let ready = etcd.get(lease.key.ready_key(&prefix).as_bytes()).await.map_err(|e| e.to_string())?;
+            lease.holder = writer.entry.as_ref().map(|e| String::from_utf8_lossy(&e.value).into_owned());
+            lease.epoch = writer.entry.as_ref().map(|e| u64::try_from(e.create_revision).unwrap_or(0));
+            lease.home_ready = Some(ready.entry.is_some());
+            lease.read = true;
+        }
+        Ok(())
+    })
 }
 
 #[derive(Serialize)]
@@ -307,6 +353,7 @@ fn rows(plans: &[ClusterPlan], zone: &ZoneId, registry: &Registry) -> Vec<Record
 
 fn plan_report(set: &ManifestSet, only: Option<&str>, down: &[String], opts: &PlanOptions) -> PlanReport {
     let (plans, claims, registry) = elect(set, opts);
+    let leased = veer_dns::takeover::lease_zones(set);
     let mut zones = Vec::new();
     let mut takeovers = Vec::new();
     // Every zone something is written into: those with a claim, and those that get only
@@ -335,6 +382,18 @@ fn plan_report(set: &ManifestSet, only: Option<&str>, down: &[String], opts: &Pl
             conflicts: st.conflicts.clone(),
             writer_down,
             records,
+            lease: leased.iter().find(|l| l.key.covers(&zone.region, &zone.domain)).map(|l| LeaseReport {
+                key: l.key.clone(),
+                home: l.roles.home.clone(),
+                standbys: l.roles.standbys.clone(),
+                adopter: l.roles.adopter.clone(),
+                lease_ttl_seconds: l.params.ttl.as_secs(),
+                hold_down_seconds: l.params.hold_down.as_secs(),
+                holder: None,
+                epoch: None,
+                home_ready: None,
+                read: false,
+            }),
         });
         if writer_down {
             takeovers.extend(adoption_candidates(set, zone, down, opts));
@@ -405,6 +464,30 @@ fn render(r: &PlanReport) -> String {
                 z.epoch,
                 if z.writer_down { "  ** WRITER DOWN **" } else { "" }
             );
+        }
+        if let Some(l) = &z.lease {
+            let adopter = l.adopter.as_deref().map_or(String::new(), |a| format!("; adoptsRegions names {a}, which overrides"));
+            let _ = writeln!(
+                out,
+                "  takeover: the zone's writer is whoever holds its etcd lease, not the election above: home {}, standbys [{}]{adopter}; lease {}s, hold-down {}s",
+                if l.home.is_empty() { "none" } else { &l.home },
+                l.standbys.join(", "),
+                l.lease_ttl_seconds,
+                l.hold_down_seconds
+            );
+            if l.read {
+                let _ = writeln!(
+                    out,
+                    "  lease now: {}; home ready: {}",
+                    match (&l.holder, l.epoch) {
+                        (Some(h), Some(e)) => format!("held by {h} at epoch {e}"),
+                        _ => "free (nobody writes the zone until a node takes it)".to_string(),
+                    },
+                    if l.home_ready == Some(true) { "yes" } else { "no" }
+                );
+            } else {
+                let _ = writeln!(out, "  (pass --etcd to see who holds the lease now)");
+            }
         }
         let claims: Vec<String> = z.claims.iter().map(|c| format!("{} ({})", c.cluster, c.kind.as_str())).collect();
         let _ = writeln!(out, "  claims: {}", if claims.is_empty() { "none".into() } else { claims.join(", ") });
