@@ -118,6 +118,29 @@ pub fn render(v: &serde_json::Value) -> String {
             let _ = writeln!(out, "    why none: {why}");
         }
     }
+    // Regional zones written under an etcd lease (`veer run --etcd`).
+    if let Some(leases) = v["dns_leases"].as_array() {
+        let _ = writeln!(
+            out,
+            "
+{:<32} {:<16} {:>8} {:<8}  WHY",
+            "LEASED ZONE", "HOLDER", "EPOCH", "WRITING"
+        );
+        for l in leases {
+            let zone = format!("{} ({})", l["zone"].as_str().unwrap_or("?"), l["region"].as_str().unwrap_or("?"));
+            let error = l["error"].as_str().map(|e| format!(" [{e}]")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<32} {:<16} {:>8} {:<8}  {}: {}{error}",
+                zone,
+                l["holder"].as_str().unwrap_or("nobody"),
+                l["epoch"],
+                if l["writing"].as_bool() == Some(true) { "yes" } else { "no" },
+                l["intent"].as_str().unwrap_or("?"),
+                l["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
     out
 }
 

@@ -11,8 +11,6 @@ use veer_testkit::{clock, wait_until_async};
 use super::contender::Contender;
 use super::{cluster, connect, WAIT};
 
-const KEY: &[u8] = b"/veer/zones/east.example.com/writer";
-
 fn roles() -> Roles {
     Roles { home: "east".into(), standbys: vec!["west".into()], adopter: None }
 }
@@ -31,13 +29,13 @@ fn params() -> Params {
 /// a larger epoch, and only after the home's own deadline to write has passed.
 async fn takeover(kill_leader: bool) {
     let mut etcd = cluster();
-    let east = Contender::start("east", roles(), params(), connect(&etcd.endpoints()).await, KEY);
+    let mut east = Contender::start("east", roles(), params(), etcd.endpoints());
     wait_until_async("east holds its zone", WAIT, || async { east.may_write() }).await;
-    let west = Contender::start("west", roles(), params(), connect(&etcd.endpoints()).await, KEY);
-    wait_until_async("west decides", WAIT, || async { west.record.lock().unwrap().last_intent.is_some() }).await;
+    let west = Contender::start("west", roles(), params(), etcd.endpoints());
+    wait_until_async("west decides", WAIT, || async { west.intent().is_some() }).await;
     // A few of west's looks: it waits every time and never writes.
     for _ in 0..5 {
-        wait_until_async("west looks again", WAIT, || async { west.record.lock().unwrap().last_intent.take().is_some() }).await;
+        west.next_look().await;
         assert!(!west.may_write() && west.epochs().is_empty(), "west took a zone east holds");
         assert!(east.may_write(), "east lost its zone while serving");
     }
@@ -65,9 +63,9 @@ async fn takeover(kill_leader: bool) {
     let west_epochs = west.epochs();
     eprintln!("takeover (leader killed: {kill_leader}): {took:?} after the home stopped; epochs {east_epoch} -> {west_epochs:?}");
     assert!(west_epochs[0] > east_epoch, "epoch {west_epochs:?} after {east_epoch}");
-    let west_began = west.record.lock().unwrap().tenures[0].1;
+    let west_began = west.began()[0];
     assert!(west_began >= east_until, "west began writing before east's deadline to write passed");
-    assert_ne!(west.record.lock().unwrap().last_intent, Some(Intent::Release));
+    assert_ne!(west.intent(), Some(Intent::Release));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,14 +83,14 @@ async fn a_takeover_completes_with_the_etcd_leader_killed_while_the_lease_runs_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_home_releases_its_zone_to_the_standby() {
     let etcd = cluster();
-    let east = Contender::start("east", roles(), params(), connect(&etcd.endpoints()).await, KEY);
+    let east = Contender::start("east", roles(), params(), etcd.endpoints());
     wait_until_async("east holds its zone", WAIT, || async { east.may_write() }).await;
-    let west = Contender::start("west", roles(), params(), connect(&etcd.endpoints()).await, KEY);
-    wait_until_async("west decides", WAIT, || async { west.record.lock().unwrap().last_intent.is_some() }).await;
+    let west = Contender::start("west", roles(), params(), etcd.endpoints());
+    wait_until_async("west decides", WAIT, || async { west.intent().is_some() }).await;
     assert!(west.epochs().is_empty(), "west took a zone east holds");
     let east_epoch = east.epochs()[0];
 
-    east.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+    east.set_healthy(false);
     wait_until_async("west takes the zone", WAIT, || async { west.may_write() }).await;
     assert!(!east.may_write(), "east still writes after releasing");
     assert!(west.epochs()[0] > east_epoch);
@@ -105,18 +103,18 @@ async fn an_unhealthy_home_releases_its_zone_to_the_standby() {
 async fn a_flapping_home_gets_its_zone_back_once_and_only_after_the_hold_down() {
     let etcd = cluster();
     let params = Params { hold_down: Duration::from_secs(6), ..params() };
-    let east = Contender::start_with_health("east", roles(), params, connect(&etcd.endpoints()).await, KEY, false);
-    let west = Contender::start("west", roles(), params, connect(&etcd.endpoints()).await, KEY);
+    let east = Contender::start_with_health("east", roles(), params, etcd.endpoints(), false);
+    let west = Contender::start("west", roles(), params, etcd.endpoints());
     wait_until_async("west holds east's zone while east cannot serve", WAIT, || async { west.may_write() }).await;
     let west_epoch = west.epochs()[0];
 
     // Three flaps, each ended as soon as west has seen the home ready: far shorter than the hold-down.
-    let set = |up: bool| east.healthy.store(up, std::sync::atomic::Ordering::Relaxed);
+    let set = |up: bool| east.set_healthy(up);
     for _ in 0..3 {
         set(true);
-        wait_until_async("west sees the home ready", WAIT, || async { west.record.lock().unwrap().home_ready }).await;
+        wait_until_async("west sees the home ready", WAIT, || async { west.home_ready() }).await;
         set(false);
-        wait_until_async("west sees the home unready", WAIT, || async { !west.record.lock().unwrap().home_ready }).await;
+        wait_until_async("west sees the home unready", WAIT, || async { !west.home_ready() }).await;
         assert!(west.may_write() && east.epochs().is_empty(), "the zone moved back during a flap");
     }
     set(true);

@@ -470,3 +470,46 @@ fn bind_a_takeover_completes_with_the_etcd_leader_killed_and_the_dns_server_rest
     assert!(has(&contents, ROUTE) && has(&contents, "aks01-neu-internal.example.com"), "the standby's records are all there");
     t.check_samples();
 }
+
+/// The README's three-region walkthrough as a newcomer runs it (`examples/002-automatic-takeover/
+/// three-regions.sh`), in a network namespace of its own so its fixed loopback ports meet no
+/// other test: up, the zone resolves to weu's gateway; weu killed, it resolves to neu's; `plan`
+/// names the holder; down stops everything.
+#[test]
+fn the_three_regions_walkthrough_moves_weus_zone_to_its_standby() {
+    if AuthKind::Bind.binary().is_none() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: BIND is not installed; this test did not run");
+        return;
+    }
+    let lab = Lab::new(&["walk"]).expect("network namespaces (run as root)");
+    let dir = TempDir::new("three-regions").keep_on_failure();
+    let script = crate::root().join("examples/002-automatic-takeover/three-regions.sh");
+    let run = |args: &[&str]| -> String {
+        let out = lab
+            .command("walk", &script)
+            .args(args)
+            .env("VEER", env!("CARGO_BIN_EXE_veer"))
+            .env("VEER_TAKEOVER_DIR", dir.join("state"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run three-regions.sh");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "three-regions.sh {args:?}: {}\n{text}{}", out.status, String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    /// `down` whatever happens, so no process outlives the test (nor keeps its namespace).
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["down"]);
+        }
+    }
+    run(&["up"]);
+    let _down = Down(&run);
+    let dig = run(&["dig"]);
+    assert!(dig.contains("aks01-weu-internal.example.com. 127.0.3.11"), "{dig}");
+    run(&["kill", "aks-weu-01"]);
+    wait_until("weu's zone resolves to neu's gateway", WAIT, || run(&["dig"]).contains("aks01-neu-internal.example.com. 127.0.3.12"));
+    let plan = run(&["plan"]);
+    assert!(plan.contains("lease now: held by aks-neu-01 at epoch"), "{plan}");
+}
