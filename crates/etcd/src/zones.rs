@@ -1,6 +1,9 @@
 //! A node's lease loop: for every leased regional zone, read its keys in etcd, decide with
 //! `veer_dns::takeover::decide`, and grant, take, renew or revoke as the rule says.
 //!
+//! Every look costs one read per zone, plus a renewal per lease held; looks come a tenth of the
+//! shortest TTL apart (100 ms to 1 s).
+//!
 //! Each zone has two keys under `<prefix>zones/<region>/<origin>/`: `writer`, created only while
 //! absent and bound to the holder's lease (its `create_revision` is the zone's epoch), and
 //! `home-ready`, which the home keeps under a lease of its own while it can serve, so that
@@ -19,8 +22,14 @@ use veer_dns::takeover::{decide, Intent, LeaseStatus, LeaseView, LeaseZone, Leas
 
 use crate::{clock, Etcd, EtcdError, KeepAlive, LeaseId, Take};
 
-/// How often the loop looks at every zone.
-const STEP: Duration = Duration::from_millis(100);
+/// How often the loop looks at every zone: a tenth of the shortest lease TTL, within these bounds
+/// (a renewal per look keeps a tenure far from its deadline; a free lease is seen within a look).
+const MIN_STEP: Duration = Duration::from_millis(100);
+const MAX_STEP: Duration = Duration::from_secs(1);
+
+fn step(zones: &[LeaseZone]) -> Duration {
+    zones.iter().map(|z| z.params.ttl / 10).min().unwrap_or(MAX_STEP).clamp(MIN_STEP, MAX_STEP)
+}
 
 /// What the lease loop needs to know of its node.
 #[derive(Clone, Debug)]
@@ -108,12 +117,14 @@ async fn run(
     let mut etcd: Option<Etcd> = None;
     let mut states: BTreeMap<ZoneKey, ZoneState> = BTreeMap::new();
     let mut connect_error: Option<String> = None;
+    let mut every = MIN_STEP;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tokio::time::sleep(STEP) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let zones = zones_rx.borrow_and_update().clone();
+        every = step(&zones);
         if etcd.is_none() {
             match Etcd::connect(&cfg.endpoints, cfg.timeout).await {
                 Ok(c) => {
