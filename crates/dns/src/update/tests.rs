@@ -156,3 +156,37 @@ fn a_writer_restarted_below_its_own_epoch_keeps_the_zone_epoch() {
     let after = apply(&zone, &change);
     assert_eq!(read_fence(&zs.origin, &zs.owner, &after).expect("ours").map(|(f, _)| f.epoch), Some(3), "the zone's epoch never goes back");
 }
+
+#[test]
+fn a_leased_job_may_send_only_while_this_nodes_tenure_at_its_epoch_lasts() {
+    use crate::takeover::{Intent, LeaseStatus, Leases, LiveLeases, Tenure, ZoneKey};
+    let key = ZoneKey { region: "weu".into(), origin: "example.com".into() };
+    let live = LiveLeases::default();
+    let job = Job {
+        zone: ZoneId { domain: "example.com".into(), region: "weu".into() },
+        server: server(),
+        desired: desired("aks-weu-01", 7, "127.0.3.11"),
+        lease: Some((live.clone(), key.clone())),
+    };
+    let now = crate::clock::now();
+    let status = |tenure: Option<Tenure>| LeaseStatus {
+        holder: Some("aks-weu-01".into()),
+        epoch: 7,
+        intent: Intent::Keep,
+        reason: "home region, serving",
+        home_ready: true,
+        error: None,
+        tenure,
+    };
+    assert!(!job.may_send(), "no look yet: nothing may go out");
+    live.store(Leases::from([(key.clone(), status(Some(Tenure { epoch: 7, until: now + std::time::Duration::from_secs(5) })))]));
+    assert!(job.may_send());
+    live.store(Leases::from([(key.clone(), status(Some(Tenure { epoch: 7, until: now })))]));
+    assert!(!job.may_send(), "a lapsed tenure sends nothing");
+    live.store(Leases::from([(key.clone(), status(Some(Tenure { epoch: 9, until: now + std::time::Duration::from_secs(5) })))]));
+    assert!(!job.may_send(), "a tenure at another epoch is not the job's");
+    live.store(Leases::from([(key, status(None))]));
+    assert!(!job.may_send());
+    let elected = Job { lease: None, ..job };
+    assert!(elected.may_send(), "an elected zone's writes are not leased");
+}
