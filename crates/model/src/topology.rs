@@ -108,7 +108,7 @@ pub(crate) fn read_cluster(spec: &Obj<'_>, meta: Meta) -> Option<Cluster> {
         g.finish();
         a
     });
-    spec.skip("dns");
+    spec.tolerate("dns", "has no effect: a node serves DNS with `veer run --dns`, and a regional zone lives where a DNSZone says");
     Some(Cluster { meta, network, locality, labels, gateway, gateway_ports, east_west, admin })
 }
 
