@@ -15,6 +15,7 @@
 #   SERVERS="veer" MODES="udp"                some of them
 #   QUERIES=20000 WARM=2000 ROUTES=200 TCP_CLIENTS=8   (the defaults)
 #   SYSCALLS=0                                instructions only
+#   KEEP_CALLGRIND=dir                        keeps the callgrind files (dir/<server>-<mode>/, one per thread)
 #
 # Prints one line per server and transport: Ir/query on the serving thread and in all threads,
 # then syscalls/query with the main calls per query.
@@ -76,7 +77,7 @@ for s in $SERVERS; do
     pid=$LAST_PID
     WRAP=()
     wait_dns 2400
-    callgrind_control -i on "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
     dump=0
     for mode in $MODES; do
         load "$mode" "$WARM"
@@ -89,6 +90,7 @@ for s in $SERVERS; do
         read -r total busiest < <(for f in "$RUN/cg-$s.$pid.$dump"-*; do awk '/^(summary|totals):/ {print $2; exit}' "$f"; done |
             awk '{t += $1; if ($1 > m) m = $1} END {print t, m}')
         echo "$s $mode ir $((busiest / n)) $((total / n)) $n" >>"$RUN/results.txt"
+        if [ -n "${KEEP_CALLGRIND:-}" ]; then mkdir -p "$KEEP_CALLGRIND/$s-$mode" && cp "$RUN/cg-$s.$pid.$dump"-* "$KEEP_CALLGRIND/$s-$mode"/; fi
     done
     stop_pid "$pid"
     wait_port_free "$DNS_PORT"

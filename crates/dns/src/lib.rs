@@ -9,8 +9,10 @@
 //! - [`takeover`]: automatic takeover on etcd leases: who should hold a zone's writer lease,
 //!   the hand-back's hold-down, and until when a holder may write, pure.
 //! - [`zone`]: the answers one node serves and the lookup rules, pure.
+//! - [`fast`]: answers encoded once per zone change for the usual questions, copied per query.
 //! - [`rrl`]: response rate limiting of identical answers per client netblock, pure.
 //! - [`server`]: UDP and TCP listeners (hickory-server), the reconcile loop.
+//! - `udp`: the UDP side, queries received and answered in batches.
 //! - [`transfer`]: AXFR/IXFR to secondaries with TSIG, NOTIFY.
 //! - [`update`]: a regional zone written into a real DNS server (RFC 2136 + TSIG), fenced by epoch.
 //! - [`yaml`]: DNSEndpoint objects as YAML for ExternalDNS.
@@ -19,12 +21,14 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod fast;
 pub mod ownership;
 pub mod plan;
 pub mod rrl;
 pub mod server;
 pub mod takeover;
 pub mod transfer;
+mod udp;
 pub mod update;
 pub mod yaml;
 pub mod zone;

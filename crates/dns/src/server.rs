@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use veer_model::set::ManifestSet;
 
+use crate::fast::Compiled;
 use crate::ownership::{self, Publication, Registry, Transition, ZoneStore};
 use crate::plan::{self, Endpoint, PlanOptions};
 pub use crate::rrl::{AnswerClass, Rrl, RrlConfig, RrlVerdict};
@@ -234,6 +235,11 @@ impl std::fmt::Debug for Handler {
 
 impl Handler {
     pub fn new(zones: Zones, max_udp_payload: u16) -> Self {
+        Handler::uncompiled(compile(zones, max_udp_payload), max_udp_payload)
+    }
+
+    /// A handler that answers every query the ordinary way (unless `zones` were compiled).
+    fn uncompiled(zones: Zones, max_udp_payload: u16) -> Self {
         Handler { zones: ArcSwap::from_pointee(zones), max_udp_payload: max_udp_payload.max(512), counters: Arc::default(), tsig: None }
     }
 
@@ -247,7 +253,9 @@ impl Handler {
         self
     }
 
+    /// Serves `zones` from now on (their answers encoded ahead here unless they already are).
     pub fn set_zones(&self, zones: Zones) {
+        let zones = if zones.compiled().is_empty() { compile(zones, self.max_udp_payload) } else { zones };
         self.zones.store(Arc::new(zones));
     }
 
@@ -374,17 +382,68 @@ impl Handler {
     }
 }
 
+/// `zones` with the answers to the usual questions encoded ahead ([`crate::fast`]) by the
+/// ordinary path, so that both give the same bytes.
+fn compile(zones: Zones, max_udp_payload: u16) -> Zones {
+    let scratch = Handler::uncompiled(zones, max_udp_payload);
+    let src = SocketAddr::from(([127, 0, 0, 1], 53));
+    let now = crate::clock::now();
+    let compiled = {
+        let zones = scratch.zones.load();
+        Compiled::build(zones.owners(), |query| answer_datagram(&scratch, None, query, src, now))
+    };
+    let mut zones = Arc::unwrap_or_clone(scratch.zones.into_inner());
+    zones.set_compiled(compiled);
+    zones
+}
+
 /// Decodes and answers one UDP datagram: `None` when nothing is to be sent (malformed, a
 /// response rather than a query, or rate limited). Used by the server and the fuzz target.
 pub fn answer_datagram(handler: &Handler, rrl: Option<&mut Rrl>, packet: &[u8], src: SocketAddr, now: Instant) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    answer_datagram_into(handler, rrl, packet, src, now, &mut out).then_some(out)
+}
+
+/// [`answer_datagram`] into `out` (appended): whether there is an answer to send.
+pub fn answer_datagram_into(
+    handler: &Handler,
+    rrl: Option<&mut Rrl>,
+    packet: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> bool {
+    let zones = handler.zones.load();
+    if let Some(hit) = zones.compiled().get(packet) {
+        handler.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
+        let a = hit.answer;
+        let verdict = rrl.map_or(RrlVerdict::Send, |rrl| rrl.check(src.ip(), a.class, Some(&a.qname), a.qtype, now));
+        match verdict {
+            RrlVerdict::Send => {
+                handler.count_code(a.rcode);
+                hit.write(packet, out);
+                return true;
+            }
+            RrlVerdict::Slip => {
+                handler.counters.rrl_slipped[a.class.index()].fetch_add(1, Ordering::Relaxed);
+                let slip = Request::from_bytes(packet.to_vec(), src, Protocol::Udp).ok().and_then(|r| handler.encode_slip(&r));
+                return slip.map(|s| out.extend_from_slice(&s)).is_some();
+            }
+            RrlVerdict::Drop => {
+                handler.counters.rrl_dropped[a.class.index()].fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+    drop(zones);
     let Ok(request) = Request::from_bytes(packet.to_vec(), src, Protocol::Udp) else {
         handler.counters.malformed_dropped.fetch_add(1, Ordering::Relaxed);
-        return None;
+        return false;
     };
     // Answering a response would make us a reflector; a query must ask exactly one question.
     if request.metadata.message_type == MessageType::Response || request.queries.len() != 1 {
         handler.counters.malformed_dropped.fetch_add(1, Ordering::Relaxed);
-        return None;
+        return false;
     }
     handler.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
     let reply = handler.answer(&request);
@@ -402,7 +461,7 @@ pub fn answer_datagram(handler: &Handler, rrl: Option<&mut Rrl>, packet: &[u8], 
         }
         None => (RrlVerdict::Send, AnswerClass::Answer),
     };
-    match verdict {
+    let bytes = match verdict {
         (RrlVerdict::Send, _) => {
             handler.count(&reply);
             handler.encode_udp(&request, &reply)
@@ -415,7 +474,8 @@ pub fn answer_datagram(handler: &Handler, rrl: Option<&mut Rrl>, packet: &[u8], 
             handler.counters.rrl_dropped[class.index()].fetch_add(1, Ordering::Relaxed);
             None
         }
-    }
+    };
+    bytes.map(|b| out.extend_from_slice(&b)).is_some()
 }
 
 /// The rate limiter's view of an answer: its class, and for NXDOMAIN the zone (the owner of the
@@ -870,7 +930,8 @@ impl DnsServer {
                     }
                     _ = stop.changed() => break,
                 }
-                let zones = reconciler.run(&set);
+                // Encoded before the NOTIFY: a secondary asks for the SOA at once.
+                let zones = compile(reconciler.run(&set), h.max_udp_payload);
                 if zones.serial() != h.zones().serial() {
                     // A newer NOTIFY supersedes the retries of the last one.
                     round = notifier.send(&zones, h.counters());
@@ -881,32 +942,7 @@ impl DnsServer {
             round.abort_all();
         }));
 
-        let (h, mut stop, rrl_cfg) = (handler.clone(), shutdown_rx.clone(), cfg.rrl.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rrl = Rrl::new(rrl_cfg);
-            // Larger than any query a client may send over UDP; a longer datagram is cut by the
-            // kernel, fails to decode and is dropped.
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let received = tokio::select! {
-                    r = udp.recv_from(&mut buf) => r,
-                    _ = stop.changed() => break,
-                };
-                let (len, src) = match received {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // ICMP errors from earlier sends surface here on some systems; keep serving.
-                        tracing::debug!(target: "veer::dns", "udp receive: {e}");
-                        continue;
-                    }
-                };
-                if let Some(bytes) = answer_datagram(&h, Some(&mut rrl), &buf[..len], src, crate::clock::now()) {
-                    if let Err(e) = udp.send_to(&bytes, src).await {
-                        tracing::debug!(target: "veer::dns", "udp send to {src}: {e}");
-                    }
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(crate::udp::serve(udp, handler.clone(), Rrl::new(cfg.rrl.clone()), shutdown_rx.clone())));
 
         let (h, mut stop, timeout) = (handler.clone(), shutdown_rx, cfg.tcp_timeout);
         tasks.push(tokio::spawn(async move {

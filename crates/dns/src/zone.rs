@@ -5,8 +5,9 @@
 //! SOA and an NS RRset at its apex (`ns.<zone>`, with its address as an in-zone A/AAAA record:
 //! the glue), and can be listed whole for a zone transfer. Pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
@@ -14,6 +15,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use veer_model::resolve::{destinations, DestinationKind};
 use veer_model::set::ManifestSet;
 
+use crate::fast::Compiled;
 use crate::ownership::{txt_name, txt_value};
 use crate::plan::{Endpoint, RecordKind, ZoneId};
 
@@ -116,6 +118,8 @@ pub enum Outcome {
 pub struct Zones {
     zones: Vec<Zone>,
     names: HashMap<LowerName, Vec<Record>>,
+    /// Every proper ancestor of a name of `names`: the empty non-terminals among them exist.
+    ancestors: HashSet<LowerName>,
     /// `*.suffix` hosts: any name below the suffix answers with the gateway.
     wildcards: Vec<LowerName>,
     gateway: Option<IpAddr>,
@@ -124,6 +128,8 @@ pub struct Zones {
     pub regional: Vec<(ZoneId, String, u64)>,
     /// Names that could not be served (invalid), with why.
     pub skipped: Vec<Unservable>,
+    /// The answers encoded ahead for the usual questions (none until the server sets them).
+    compiled: Arc<Compiled>,
 }
 
 /// A host or record a zone cannot serve.
@@ -247,6 +253,12 @@ impl Zones {
             }
             z.zones.push(Zone { origin: LowerName::new(&o), soa, ns });
         }
+        for n in z.names.keys() {
+            let mut up = n.base_name();
+            while !up.is_root() && z.ancestors.insert(up.clone()) {
+                up = up.base_name();
+            }
+        }
         // Longest origin first, so the most specific zone answers.
         z.zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
         z
@@ -262,6 +274,25 @@ impl Zones {
     /// Every record served, for introspection and tests.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.names.values().flatten()
+    }
+
+    /// Every name with records and every zone's apex, with whether it is an apex: the names
+    /// whose answers can be encoded ahead.
+    pub fn owners(&self) -> impl Iterator<Item = (&LowerName, bool)> {
+        let apex = |n: &LowerName| self.zones.iter().any(|z| z.origin == *n);
+        self.names
+            .keys()
+            .map(move |n| (n, apex(n)))
+            .chain(self.zones.iter().filter(|z| !self.names.contains_key(&z.origin)).map(|z| (&z.origin, true)))
+    }
+
+    /// The answers encoded ahead.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    pub fn set_compiled(&mut self, compiled: Compiled) {
+        self.compiled = Arc::new(compiled);
     }
 
     /// Whether `qname` falls in a zone this node serves.
@@ -349,6 +380,8 @@ impl Zones {
 
     /// Sets the SOA serial of every zone.
     pub fn set_serial(&mut self, serial: u32) {
+        // Encoded with the old serial.
+        self.compiled = Arc::default();
         for z in &mut self.zones {
             if let RData::SOA(soa) = &mut z.soa.data {
                 soa.serial = serial;
@@ -434,7 +467,7 @@ impl Zones {
 
     /// A name with no records but with names below it exists (RFC 8020): NODATA, not NXDOMAIN.
     fn is_empty_non_terminal(&self, qname: &LowerName) -> bool {
-        self.names.keys().any(|n| n != qname && qname.zone_of(n))
+        self.ancestors.contains(qname)
     }
 }
 

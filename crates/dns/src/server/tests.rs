@@ -69,3 +69,152 @@ fn the_serial_moves_when_the_answers_change_and_only_then() {
     let after = r.run(&adopted).serial().expect("serial");
     assert!((after.wrapping_sub(first) as i32) > 0, "{first} -> {after}");
 }
+
+/// A regional zone as seed 002 writes it (a route's CNAME to the gateway's A record, ownership
+/// TXTs), a destination host, a wildcard and the glue.
+fn sample_zones() -> Zones {
+    use crate::plan::{Endpoint, RecordKind, Source, ZoneId};
+    use crate::zone::{RegionalZone, ZoneInput};
+    let zone = ZoneId { domain: "example.com".into(), region: "weu".into() };
+    let ep = |name: &str, kind, target: &str| Endpoint {
+        name: "web-external-dns-weu".into(),
+        namespace: "myapp".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        controller: "external-dns-weu".into(),
+        zone: zone.clone(),
+        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
+        dns_name: name.into(),
+        record_type: kind,
+        target: target.into(),
+        ttl: 60,
+    };
+    let mut zones = Zones::build(&ZoneInput {
+        hosts: vec!["reviews.bookinfo.global".into(), "*.wild.example".into()],
+        gateway: IpAddr::from([127, 0, 0, 1]),
+        elsewhere: Default::default(),
+        ttl: 60,
+        regional: vec![RegionalZone {
+            zone: zone.clone(),
+            writer: "aks-weu-01".into(),
+            epoch: 2,
+            endpoints: vec![
+                ep("web-ns-p-prod-myapp.example.com", RecordKind::CNAME, "aks01-weu-internal.example.com"),
+                ep("aks01-weu-internal.example.com", RecordKind::A, "127.0.0.1"),
+                ep("out-ns-p-prod-myapp.example.com", RecordKind::CNAME, "lb.elsewhere.net"),
+            ],
+        }],
+        txt_prefix: "_external-dns-owner.".into(),
+        serial: 1,
+        nameserver: Some(IpAddr::from([127, 0, 0, 53])),
+    });
+    zones.set_serial(1_700_000_000);
+    zones
+}
+
+/// A query as a client writes it: `name` in its own case, flag bytes, and an OPT record with
+/// `edns` (payload size, DO flag) when given; `tail` bytes after it.
+fn query(id: u16, name: &str, qtype: u16, flags: [u8; 2], edns: Option<(u16, bool)>, tail: &[u8]) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&flags);
+    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    if let Some((size, dnssec_ok)) = edns {
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    q.extend_from_slice(tail);
+    q
+}
+
+#[test]
+fn answers_encoded_ahead_are_the_bytes_the_ordinary_path_sends() {
+    let fast = Handler::new(sample_zones(), 1232);
+    let slow = Handler::uncompiled(sample_zones(), 1232);
+    assert!(slow.zones().compiled().is_empty());
+    assert!(fast.zones().compiled().len() >= 30, "{}", fast.zones().compiled().len());
+    let src = SocketAddr::from(([127, 0, 0, 1], 5353));
+    let names = [
+        "web-ns-p-prod-myapp.example.com",
+        "Web-NS-p-prod-myapp.example.com",
+        "out-ns-p-prod-myapp.example.com",
+        "aks01-weu-internal.example.com",
+        "_external-dns-owner.cname-web-ns-p-prod-myapp.example.com",
+        "example.com",
+        "ns.example.com",
+        "missing.example.com",
+        "ns-p-prod-myapp.example.com",
+        "a.wild.example",
+        "reviews.bookinfo.global",
+        "other.org",
+    ];
+    // A, NS, CNAME, SOA, MX, TXT, AAAA, HTTPS, ANY, AXFR.
+    let types = [1u16, 2, 5, 6, 15, 16, 28, 65, 255, 252];
+    let flags = [[0, 0], [1, 0], [1, 0x10], [0x05, 0x20], [0x80, 0], [0x28, 0]];
+    let edns = [None, Some((512, false)), Some((4096, true)), Some((100, false))];
+    let tails: [&[u8]; 2] = [&[], &[0]];
+    let (mut hits, mut cases) = (0, 0);
+    for (i, name) in names.iter().enumerate() {
+        for &qtype in &types {
+            for &f in &flags {
+                for &e in &edns {
+                    for tail in tails {
+                        let q = query(i as u16 * 1000 + qtype, name, qtype, f, e, tail);
+                        hits += usize::from(fast.zones().compiled().get(&q).is_some());
+                        cases += 1;
+                        let (a, b) = (
+                            answer_datagram(&fast, None, &q, src, crate::clock::now()),
+                            answer_datagram(&slow, None, &q, src, crate::clock::now()),
+                        );
+                        assert_eq!(a, b, "{name} type {qtype} flags {f:?} edns {e:?} tail {tail:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits >= 100, "{hits} of {cases} answered from bytes");
+    assert_eq!(fast.stats(), slow.stats(), "the same counters either way");
+}
+
+#[test]
+fn answers_encoded_ahead_are_rate_limited_as_the_others() {
+    let fast = Handler::new(sample_zones(), 1232);
+    let slow = Handler::uncompiled(sample_zones(), 1232);
+    let cfg = RrlConfig { responses_per_second: 2, slip: 2, ..RrlConfig::default() };
+    let (mut rrl_fast, mut rrl_slow) = (Rrl::new(cfg.clone()), Rrl::new(cfg));
+    let src = SocketAddr::from(([192, 0, 2, 1], 5353));
+    let now = crate::clock::now();
+    let q = query(7, "web-ns-p-prod-myapp.example.com", 1, [1, 0], None, &[]);
+    assert!(fast.zones().compiled().get(&q).is_some());
+    for _ in 0..12 {
+        let a = answer_datagram(&fast, Some(&mut rrl_fast), &q, src, now);
+        let b = answer_datagram(&slow, Some(&mut rrl_slow), &q, src, now);
+        assert_eq!(a, b);
+    }
+    let stats = fast.stats();
+    assert!(stats.rrl_dropped > 0 && stats.rrl_slipped > 0, "{stats:?}");
+    assert_eq!(stats, slow.stats());
+}
+
+#[test]
+fn a_zone_change_is_answered_with_its_new_bytes() {
+    let h = Handler::new(sample_zones(), 1232);
+    let src = SocketAddr::from(([127, 0, 0, 1], 5353));
+    let q = query(9, "example.com", 6, [0, 0], None, &[]);
+    let before = answer_datagram(&h, None, &q, src, crate::clock::now()).expect("answer");
+    let mut zones = sample_zones();
+    zones.set_serial(1_700_000_001);
+    h.set_zones(zones);
+    let after = answer_datagram(&h, None, &q, src, crate::clock::now()).expect("answer");
+    assert!(h.zones().compiled().get(&q).is_some());
+    assert_ne!(before, after, "the new serial is served");
+    let slow = Handler::uncompiled(h.zones().as_ref().clone(), 1232);
+    assert_eq!(Some(after), answer_datagram(&slow, None, &q, src, crate::clock::now()));
+}
