@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, Name, Record};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::runtime::Time;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::Request;
 use hickory_server::zone_handler::MessageResponseBuilder;
-use hickory_server::Server;
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -489,19 +487,78 @@ pub fn classify(reply: &Reply) -> (AnswerClass, Option<LowerName>) {
     }
 }
 
-/// hickory's server owns the TCP side; this hands it the same handler.
-struct TcpSide(Arc<Handler>);
+/// A message encoded as hickory's server encodes a TCP answer, appended to `out`: up to 64 KiB,
+/// or SERVFAIL with the query's ID when it does not fit.
+fn emit_tcp<'a>(
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    id: u16,
+    out: &mut Vec<u8>,
+) -> bool {
+    // Compression pointers count from the message's start: encoded on its own.
+    let mut buf = Vec::with_capacity(512);
+    let mut enc = BinEncoder::new(&mut buf);
+    enc.set_max_size(u16::MAX);
+    if let Err(e) = response.destructive_emit(&mut enc) {
+        tracing::warn!(target: "veer::dns", "cannot encode a TCP answer: {e}");
+        buf.clear();
+        let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+        metadata.response_code = ResponseCode::ServFail;
+        if (Header { metadata, counts: HeaderCounts::default() }).emit(&mut BinEncoder::new(&mut buf)).is_err() {
+            return false;
+        }
+    }
+    out.extend_from_slice(&buf);
+    true
+}
 
-#[async_trait::async_trait]
-impl RequestHandler for TcpSide {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
-        self.0.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
+// === impl Handler (TCP) ===
+
+impl Handler {
+    /// Answers one message received over TCP, appended to `out`: whether there is an answer.
+    /// As hickory's server did: FORMERR when only the header decodes, nothing for a response
+    /// or less than a header; transfers signed.
+    pub(crate) fn answer_tcp(&self, message: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let zones = self.zones.load();
+        if let Some(hit) = zones.compiled().get(message) {
+            self.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
+            self.count_code(hit.answer.rcode);
+            hit.write(message, out);
+            return true;
+        }
+        drop(zones);
+        let request = match Request::from_bytes(message.to_vec(), src, Protocol::Tcp) {
+            Ok(r) => r,
+            Err(_) => {
+                let Ok(header) = Header::read(&mut BinDecoder::new(message)) else { return false };
+                // The header alone, no question (hickory's server's `error_msg` with none).
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                let mut buf = Vec::with_capacity(12);
+                if (Header { metadata, counts: HeaderCounts::default() }).emit(&mut BinEncoder::new(&mut buf)).is_err() {
+                    return false;
+                }
+                out.extend_from_slice(&buf);
+                return true;
+            }
+        };
+        // Answering a response would make us a reflector.
+        if request.metadata.message_type == MessageType::Response {
+            return false;
+        }
+        self.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
         if request.metadata.op_code == OpCode::Query
             && request.queries.queries().first().is_some_and(|q| transfer::is_transfer(q.query_type()))
         {
-            return self.transfer(request, response_handle).await;
+            return self.transfer(&request, out);
         }
-        let reply = self.0.reply(request);
+        let reply = self.reply(&request);
         let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
             reply.metadata,
             reply.answers.iter(),
@@ -509,33 +566,21 @@ impl RequestHandler for TcpSide {
             std::iter::empty(),
             reply.additional.iter(),
         );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(target: "veer::dns", "cannot send a TCP answer: {e}");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
-            }
-        }
+        emit_tcp(response, request.metadata.id, out)
     }
-}
 
-// === impl TcpSide ===
-
-impl TcpSide {
     /// A whole zone in one signed message (up to 64 KiB: about a thousand records); a zone
     /// past that fails to encode and is answered SERVFAIL, logged.
-    async fn transfer<R: ResponseHandler>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
-        let zones = self.0.zones();
-        let tr = transfer::answer(&zones, self.0.tsig.as_ref(), request, crate::clock::unix_time());
+    fn transfer(&self, request: &Request, out: &mut Vec<u8>) -> bool {
+        let zones = self.zones();
+        let tr = transfer::answer(&zones, self.tsig.as_ref(), request, crate::clock::unix_time());
         let served = tr.metadata.response_code == ResponseCode::NoError;
-        let counter = if served { &self.0.counters.transfers } else { &self.0.counters.transfers_refused };
+        let counter = if served { &self.counters.transfers } else { &self.counters.transfers_refused };
         counter.fetch_add(1, Ordering::Relaxed);
         if !served {
             tracing::info!(target: "veer::dns", src = %request.src(), "zone transfer refused: {}", tr.metadata.response_code);
         }
-        self.0.count_code(tr.metadata.response_code);
+        self.count_code(tr.metadata.response_code);
         let build = || {
             MessageResponseBuilder::new(&request.queries, None).build(
                 tr.metadata,
@@ -556,15 +601,7 @@ impl TcpSide {
                 Err(e) => tracing::error!(target: "veer::dns", "cannot sign a zone transfer: {e}"),
             }
         }
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::warn!(target: "veer::dns", "cannot send a zone transfer: {e}");
-                let mut metadata = Metadata::response_from_request(&request.metadata);
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
-            }
-        }
+        emit_tcp(response, request.metadata.id, out)
     }
 }
 
@@ -944,15 +981,7 @@ impl DnsServer {
 
         tasks.push(tokio::spawn(crate::udp::serve(udp, handler.clone(), Rrl::new(cfg.rrl.clone()), shutdown_rx.clone())));
 
-        let (h, mut stop, timeout) = (handler.clone(), shutdown_rx, cfg.tcp_timeout);
-        tasks.push(tokio::spawn(async move {
-            let mut server = Server::new(TcpSide(h));
-            server.register_listener(tcp, timeout, 64);
-            let _ = stop.changed().await;
-            if let Err(e) = server.shutdown_gracefully().await {
-                tracing::debug!(target: "veer::dns", "tcp server stopped: {e}");
-            }
-        }));
+        tasks.push(tokio::spawn(crate::tcp::serve(tcp, handler.clone(), cfg.tcp_timeout, shutdown_rx)));
         tracing::info!(target: "veer::dns", "DNS on {addr} (udp, tcp) for cluster {}", cfg.cluster);
         Ok(DnsServer { addr, handler, registry, shutdown, tasks })
     }

@@ -218,3 +218,51 @@ fn a_zone_change_is_answered_with_its_new_bytes() {
     let slow = Handler::uncompiled(h.zones().as_ref().clone(), 1232);
     assert_eq!(Some(after), answer_datagram(&slow, None, &q, src, crate::clock::now()));
 }
+
+#[tokio::test]
+async fn tcp_answers_pipelined_queries_in_order_as_udp_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handler = Arc::new(Handler::new(sample_zones(), 1232));
+    let slow = Handler::uncompiled(sample_zones(), 1232);
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), Duration::from_secs(10), stop_rx));
+    let src = SocketAddr::from(([127, 0, 0, 1], 5353));
+    // Answered from bytes, by the ordinary path (NXDOMAIN, a name in upper case, EDNS), and a
+    // message whose header alone decodes (FORMERR, with no question).
+    let queries = [
+        query(1, "web-ns-p-prod-myapp.example.com", 1, [1, 0], None, &[]),
+        query(2, "missing.example.com", 1, [1, 0], None, &[]),
+        query(3, "EXAMPLE.com", 6, [0, 0], Some((1232, false)), &[]),
+        query(4, "example.com", 2, [0, 0], None, &[]),
+        vec![0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7],
+    ];
+    let mut framed = Vec::new();
+    for q in &queries {
+        framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        framed.extend_from_slice(q);
+    }
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Three and a half queries in one write, the rest in another.
+    let cut = framed.len() - queries[4].len() - 5;
+    conn.write_all(&framed[..cut]).await.expect("write");
+    conn.flush().await.expect("flush");
+    tokio::task::yield_now().await;
+    conn.write_all(&framed[cut..]).await.expect("write");
+    for q in &queries[..4] {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).await.expect("length");
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut answer).await.expect("answer");
+        let udp = answer_datagram(&slow, None, q, src, crate::clock::now()).expect("udp answer");
+        assert_eq!(answer, udp, "query {}", q[1]);
+    }
+    let mut formerr = [0u8; 14];
+    conn.read_exact(&mut formerr).await.expect("formerr");
+    assert_eq!(formerr, [0, 12, 0, 5, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0], "FORMERR echoing the ID, no question");
+    assert_eq!(handler.stats().tcp_queries, 4);
+    assert!(handler.zones().compiled().get(&queries[0]).is_some(), "the first was answered from bytes");
+    let _ = stop.send(true);
+    server.await.expect("server stops");
+}
