@@ -23,6 +23,7 @@
 
 pub mod clock;
 pub mod fast;
+mod handler;
 pub mod ownership;
 pub mod plan;
 pub mod rrl;

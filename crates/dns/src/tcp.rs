@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::server::Handler;
+use crate::handler::Handler;
 
 /// Answers written at once at most (a client that pipelines many queries and reads nothing
 /// holds at most this much of ours, plus one answer).

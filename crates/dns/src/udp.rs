@@ -12,8 +12,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::handler::{answer_datagram_into, Handler};
 use crate::rrl::Rrl;
-use crate::server::{answer_datagram_into, Handler};
 
 /// Queries taken from the socket at once.
 const BATCH: usize = 32;

@@ -1,6 +1,7 @@
 //! Unit tests of the request path: garbage dropped, what each node answers.
 
 use super::*;
+use crate::zone::Outcome;
 
 #[test]
 fn garbage_gets_no_answer_and_no_panic() {
