@@ -539,7 +539,11 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
                 return;
             };
             drop(tls);
-            serve_connection(stream, h2, served, socket, ctx, stop, held, drain, deadline).await;
+            if h2 {
+                serve_connection(h2tls::H2Tls::new(stream), h2, served, socket, ctx, stop, held, drain, deadline).await;
+            } else {
+                serve_connection(stream, h2, served, socket, ctx, stop, held, drain, deadline).await;
+            }
         })
         .await;
     }
@@ -1239,5 +1243,6 @@ impl<T: ClientStream> AsyncWrite for ParkableIo<T> {
     }
 }
 
+mod h2tls;
 #[cfg(test)]
 mod tests;
