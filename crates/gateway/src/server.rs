@@ -539,11 +539,7 @@ async fn connection(stream: TcpStream, socket: usize, ctx: Arc<Listener>, mut st
                 return;
             };
             drop(tls);
-            if h2 {
-                serve_connection(h2tls::H2Tls::new(stream), h2, served, socket, ctx, stop, held, drain, deadline).await;
-            } else {
-                serve_connection(stream, h2, served, socket, ctx, stop, held, drain, deadline).await;
-            }
+            serve_connection(stream, h2, served, socket, ctx, stop, held, drain, deadline).await;
         })
         .await;
     }
@@ -1243,6 +1239,5 @@ impl<T: ClientStream> AsyncWrite for ParkableIo<T> {
     }
 }
 
-mod h2tls;
 #[cfg(test)]
 mod tests;
