@@ -488,5 +488,19 @@ pub(crate) fn test_endpoint(dns_name: &str, kind: RecordKind, target: &str) -> E
     }
 }
 
+/// `set` with `cluster`'s ClusterIdentity adopting `regions` too: what a standby holding those
+/// regions' leases writes, and what `veer dns plan --down` shows an adoption would write.
+pub fn adopting(set: &ManifestSet, cluster: &str, regions: &[&str]) -> ManifestSet {
+    let mut set = set.clone();
+    for (_, ci) in set.cluster_identities.iter_mut().filter(|(owner, _)| owner == cluster) {
+        for r in regions {
+            if !ci.adopts_regions.iter().any(|(a, _)| a == r) {
+                ci.adopts_regions.push(((*r).to_string(), ci.meta.pos));
+            }
+        }
+    }
+    set
+}
+
 #[cfg(test)]
 mod tests;

@@ -202,7 +202,7 @@ impl Reconciler {
         let mine: Vec<Endpoint> = if taken.is_empty() {
             own.map(|p| p.endpoints.clone()).unwrap_or_default()
         } else {
-            plan::cluster(&adopting(set, &self.cfg.cluster, &taken), &self.cfg.cluster, &opts).endpoints
+            plan::cluster(&plan::adopting(set, &self.cfg.cluster, &taken), &self.cfg.cluster, &opts).endpoints
         };
         for (zone, key) in &leased_zones {
             let status = leases.as_ref().and_then(|l| l.get(key));
@@ -309,20 +309,6 @@ impl Reconciler {
             tracing::error!(target: "veer::dns", "cannot write DNS state file {}: {e}", path.display());
         }
     }
-}
-
-/// `set` with `cluster`'s ClusterIdentity adopting `regions` too: what a standby holding those
-/// regions' leases writes.
-fn adopting(set: &ManifestSet, cluster: &str, regions: &[&str]) -> ManifestSet {
-    let mut set = set.clone();
-    for (_, ci) in set.cluster_identities.iter_mut().filter(|(owner, _)| owner == cluster) {
-        for r in regions {
-            if !ci.adopts_regions.iter().any(|(a, _)| a == r) {
-                ci.adopts_regions.push(((*r).to_string(), ci.meta.pos));
-            }
-        }
-    }
-    set
 }
 
 /// The serial after `prev` when the zones change: the Unix time when that is ahead of `prev`

@@ -416,12 +416,7 @@ fn adoption_candidates(set: &ManifestSet, zone: &ZoneId, down: &[String], opts: 
         if !has_controller {
             continue;
         }
-        let mut what_if = set.clone();
-        for (c, identity) in what_if.cluster_identities.iter_mut() {
-            if c == cluster && !identity.adopts_regions.iter().any(|(r, _)| *r == zone.region) {
-                identity.adopts_regions.push((zone.region.clone(), veer_model::diag::Pos::default()));
-            }
-        }
+        let what_if = plan::adopting(set, cluster, &[zone.region.as_str()]);
         // Apply the adoption on top of today's registry, so the epoch is the next one.
         let (_, _, mut registry) = elect(set, opts);
         let after = plan::all(&what_if, opts);
