@@ -74,22 +74,9 @@ fn the_serial_moves_when_the_answers_change_and_only_then() {
 /// A regional zone as seed 002 writes it (a route's CNAME to the gateway's A record, ownership
 /// TXTs), a destination host, a wildcard and the glue.
 fn sample_zones() -> Zones {
-    use crate::plan::{Endpoint, RecordKind, Source, ZoneId};
+    use crate::plan::{test_endpoint as ep, RecordKind, ZoneId};
     use crate::zone::{RegionalZone, ZoneInput};
     let zone = ZoneId { domain: "example.com".into(), region: "weu".into() };
-    let ep = |name: &str, kind, target: &str| Endpoint {
-        name: "web-external-dns-weu".into(),
-        namespace: "myapp".into(),
-        labels: Default::default(),
-        annotations: Default::default(),
-        controller: "external-dns-weu".into(),
-        zone: zone.clone(),
-        source: Source::Route { namespace: "myapp".into(), name: "web".into() },
-        dns_name: name.into(),
-        record_type: kind,
-        target: target.into(),
-        ttl: 60,
-    };
     let mut zones = Zones::build(&ZoneInput {
         hosts: vec!["reviews.bookinfo.global".into(), "*.wild.example".into()],
         gateway: IpAddr::from([127, 0, 0, 1]),
