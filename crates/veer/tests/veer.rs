@@ -906,6 +906,15 @@ fn veer_run_refuses_a_bad_dns_key_file_or_network_naming_it() {
     let (code, _, err) = veer(&[&base[..], &["--dns-rrl-exempt", "10.0.0.0/33"]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--dns-rrl-exempt"), "{err}");
+    // etcd endpoints: only http://HOST:PORT, and only with --dns (which writes the zones).
+    for bad in ["https://10.0.0.1:2379", "10.0.0.1:2379", "http://10.0.0.1:2379/v3"] {
+        let (code, _, err) = veer(&[&base[..], &["--etcd", bad]].concat());
+        assert_ne!(code, 0, "{bad}");
+        assert!(err.contains(&format!("--etcd \"{bad}\"")) && err.contains("http://HOST:PORT"), "{bad}: {err}");
+    }
+    let (code, _, err) = veer(&["run", "-f", E002, "--cluster", "aks-weu-01", "--etcd", "http://127.0.0.1:2379"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--dns"), "{err}");
 }
 
 /// One cluster as its own operator sees it, without any DNSPolicy.
