@@ -292,7 +292,7 @@ async fn forward(
         let last_try = tried.attempts() + 1 >= max_attempts || buffered.is_none();
         tried.record(ep, upstream.priority);
         let mut gateway_failed = false;
-        // veer's own pool drops hop-by-hop fields as it parses; hyper's clients do not.
+        // veer's own pool drops hop-by-hop and x-veer-* fields as it parses; hyper's clients do not.
         let mut hop_by_hop_removed = false;
         let try_start = if tried.attempts() == 1 { deadline - dest.timeouts.request } else { clock::now() };
         let try_deadline = (try_start + dest.timeouts.per_try).min(deadline);
@@ -706,12 +706,13 @@ fn report(shared: &Shared, dest: &DestState, ep: usize, end: TryEnd) {
 
 fn respond(resp: Response<ResponseBody>, upstream: &crate::snapshot::Upstream, attempts: usize, strip: bool) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
+    // Only this node says which cluster answered, and nothing of the mesh's own protocol
+    // reaches a client, whatever an upstream put there. veer's own pool drops both kinds of
+    // field as it parses (`strip` false); hyper's clients keep them.
     if strip {
         strip_hop_by_hop(&mut parts.headers);
+        crate::request::remove_internal(&mut parts.headers);
     }
-    // Only this node says which cluster answered, and nothing of the mesh's own protocol
-    // reaches a client, whatever an upstream put there.
-    crate::request::remove_internal(&mut parts.headers);
     parts.headers.insert(X_VEER_CLUSTER, upstream.cluster_header.clone());
     parts.headers.insert(X_VEER_ATTEMPTS, attempts_header(attempts));
     Response::from_parts(parts, body)
