@@ -56,6 +56,7 @@ pub struct DnsCounters {
     transfers_refused: AtomicU64,
     pub(crate) notifies_acked: AtomicU64,
     pub(crate) notifies_failed: AtomicU64,
+    pub(crate) tcp_refused: AtomicU64,
 }
 
 impl DnsCounters {
@@ -77,6 +78,7 @@ impl DnsCounters {
             transfers_refused: l(&self.transfers_refused),
             notifies_acked: l(&self.notifies_acked),
             notifies_failed: l(&self.notifies_failed),
+            tcp_refused: l(&self.tcp_refused),
         }
     }
 }
@@ -111,6 +113,8 @@ pub struct DnsStats {
     pub notifies_acked: u64,
     /// NOTIFY messages that got no answer after every retry, or an error.
     pub notifies_failed: u64,
+    /// TCP connections closed as soon as accepted: over the cap in all, or from one address.
+    pub tcp_refused: u64,
 }
 
 impl DnsStats {

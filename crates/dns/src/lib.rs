@@ -37,3 +37,4 @@ pub mod yaml;
 pub mod zone;
 
 pub use server::{DnsConfig, DnsCounters, DnsError, DnsServer, DnsSettings, DnsStats, Notify, RrlConfig, RCODES};
+pub use tcp::TcpLimits;

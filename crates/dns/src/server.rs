@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, Record};
@@ -42,8 +41,8 @@ pub struct DnsConfig {
     /// Largest UDP answer veer sends even when a client offers more (DNS Flag Day 2020: 1232).
     pub max_udp_payload: u16,
     pub rrl: RrlConfig,
-    /// Idle TCP connections are closed after this long.
-    pub tcp_timeout: Duration,
+    /// Caps on TCP connections, in all and per client address, and their idle timeout.
+    pub tcp: crate::tcp::TcpLimits,
     /// Where zone epochs are kept across restarts (none: they restart from the baseline).
     pub state_file: Option<PathBuf>,
     /// The address served as `ns.<zone>` in every zone (the NS RRset's glue); `None`: the
@@ -61,6 +60,7 @@ pub struct DnsConfig {
 pub struct DnsSettings {
     pub rrl: RrlConfig,
     pub transfer: TransferConfig,
+    pub tcp: crate::tcp::TcpLimits,
 }
 
 impl DnsConfig {
@@ -68,6 +68,7 @@ impl DnsConfig {
     pub fn with(mut self, settings: &DnsSettings) -> Self {
         self.rrl = settings.rrl.clone();
         self.transfer = settings.transfer.clone();
+        self.tcp = settings.tcp;
         self
     }
 
@@ -80,7 +81,7 @@ impl DnsConfig {
             txt_prefix: "_external-dns-owner.".into(),
             max_udp_payload: 1232,
             rrl: RrlConfig::default(),
-            tcp_timeout: Duration::from_secs(10),
+            tcp: crate::tcp::TcpLimits::default(),
             state_file: None,
             nameserver: None,
             transfer: TransferConfig::default(),
@@ -454,7 +455,7 @@ impl DnsServer {
 
         tasks.push(tokio::spawn(crate::udp::serve(udp, handler.clone(), Rrl::new(cfg.rrl.clone()), shutdown_rx.clone())));
 
-        tasks.push(tokio::spawn(crate::tcp::serve(tcp, handler.clone(), cfg.tcp_timeout, shutdown_rx)));
+        tasks.push(tokio::spawn(crate::tcp::serve(tcp, handler.clone(), cfg.tcp, shutdown_rx)));
         tracing::info!(target: "veer::dns", "DNS on {addr} (udp, tcp) for cluster {}", cfg.cluster);
         Ok(DnsServer { addr, handler, registry, shutdown, tasks })
     }

@@ -180,15 +180,17 @@ async fn run(
     }
 }
 
-/// What a zone's status says while etcd cannot be reached: the tenure lapses by itself.
+/// What a zone's status says while etcd cannot be reached: the tenure lapses by itself, and
+/// the holder last read stands (with the error beside it) until a read says otherwise.
 fn unreachable_status(state: &mut ZoneState, error: String) -> LeaseStatus {
     let now = clock::now();
     if state.tenure.is_some_and(|t| !t.may_write(now)) {
         state.tenure = None;
     }
+    let (holder, epoch) = state.last_read.clone().unwrap_or_default();
     LeaseStatus {
-        holder: None,
-        epoch: state.tenure.map_or(0, |t| t.epoch),
+        holder,
+        epoch,
         intent: Intent::Wait,
         reason: "etcd unreachable: no decision until it answers",
         home_ready: false,
@@ -222,8 +224,6 @@ async fn look(etcd: &mut Etcd, cfg: &LeaseLoopConfig, zone: &LeaseZone, state: &
             // A failed read decides nothing; a holder that cannot renew either stops at its deadline.
             let mut status = unreachable_status(state, e.to_string());
             status.reason = "etcd read failed: no decision until it answers";
-            // What was last read stands until a read says otherwise.
-            (status.holder, status.epoch) = state.last_read.clone().unwrap_or_default();
             if let Some((_, Some(keep))) = state.held.as_mut() {
                 renew(keep, &mut state.tenure, zone).await;
             }

@@ -88,6 +88,12 @@ impl Collector for DnsSource {
         counter(e, "dns_truncated", "UDP answers cut to fit the client's size and sent with TC set", s.truncated)?;
         counter(
             e,
+            "dns_tcp_refused",
+            "TCP connections closed as soon as accepted: over the cap on open connections, in all or from one address",
+            s.tcp_refused,
+        )?;
+        counter(
+            e,
             "dns_malformed_dropped",
             "UDP datagrams dropped unanswered: undecodable, a response, or not exactly one question",
             s.malformed_dropped,

@@ -46,6 +46,18 @@ pub struct DnsArgs {
     /// Prefix length of an IPv6 client netblock.
     #[arg(long = "dns-rrl-ipv6-prefix", default_value_t = 56, value_parser = clap::value_parser!(u8).range(16..=128))]
     rrl_ipv6_prefix: u8,
+    /// TCP connections open at once at most (BIND's tcp-clients); one more is closed as soon as
+    /// it is accepted.
+    #[arg(long = "dns-tcp-clients", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    tcp_clients: u32,
+    /// TCP connections open at once from one client address at most, so that one client cannot
+    /// lock the others out.
+    #[arg(long = "dns-tcp-clients-per-address", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    tcp_clients_per_address: u32,
+    /// A TCP connection closes when this passes without a whole query from it (a client that
+    /// trickles a byte at a time does not keep it open), or while an answer waits to be read.
+    #[arg(long = "dns-tcp-idle", default_value = "10s", value_parser = crate::parse_duration)]
+    tcp_idle: std::time::Duration,
     /// Allow zone transfers (AXFR, IXFR; TCP only) signed with this TSIG key, and sign NOTIFY
     /// with it. The file holds one line `algorithm:name:base64-secret` (as `dig -y`), e.g.
     /// `hmac-sha256:veer-xfr:…`. Without it transfers are refused.
@@ -86,7 +98,15 @@ impl DnsArgs {
             None => None,
         };
         let transfer = veer_dns::transfer::TransferConfig { key, notify: self.notify.clone() };
-        Ok(veer_dns::DnsSettings { rrl, transfer })
+        if self.tcp_idle.is_zero() {
+            return Err("--dns-tcp-idle must be longer than 0".into());
+        }
+        let tcp = veer_dns::TcpLimits {
+            max_connections: self.tcp_clients as usize,
+            max_per_address: self.tcp_clients_per_address as usize,
+            idle: self.tcp_idle,
+        };
+        Ok(veer_dns::DnsSettings { rrl, transfer, tcp })
     }
 
     /// Where zone leases live, if `--etcd` is given.

@@ -28,6 +28,18 @@ fn veer(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs `veer run` with flags it must refuse at once. Under `timeout`, so a `veer run` that
+/// starts serving instead fails the test (exit 124) rather than hanging it.
+fn veer_run_refused(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_veer")])
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("run veer under timeout");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs `veer explain -o json` over `files` and returns the report.
 fn explain(files: &[&str], host: &str, from: &str, extra: &[&str]) -> Value {
     let mut args = vec!["explain"];
@@ -897,22 +909,28 @@ fn veer_run_refuses_a_bad_dns_key_file_or_network_naming_it() {
     std::fs::write(&key, "hmac-md5:k:c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n").expect("write");
     let key = key.to_str().unwrap_or_default().to_string();
     let base = ["run", "-f", E002, "--cluster", "aks-weu-01", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"];
-    let (code, _, err) = veer(&[&base[..], &["--dns-tsig-key-file", &key]].concat());
+    let (code, _, err) = veer_run_refused(&[&base[..], &["--dns-tsig-key-file", &key]].concat());
     assert_ne!(code, 0);
     assert!(err.contains(&format!("{key}:1: algorithm \"hmac-md5\" is not one of")), "{err}");
-    let (code, _, err) = veer(&[&base[..], &["--dns-tsig-key-file", "/nonexistent/xfr.key"]].concat());
+    let (code, _, err) = veer_run_refused(&[&base[..], &["--dns-tsig-key-file", "/nonexistent/xfr.key"]].concat());
     assert_ne!(code, 0);
     assert!(err.contains("cannot read TSIG key file /nonexistent/xfr.key"), "{err}");
-    let (code, _, err) = veer(&[&base[..], &["--dns-rrl-exempt", "10.0.0.0/33"]].concat());
+    let (code, _, err) = veer_run_refused(&[&base[..], &["--dns-rrl-exempt", "10.0.0.0/33"]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--dns-rrl-exempt"), "{err}");
+    let (code, _, err) = veer_run_refused(&[&base[..], &["--dns-tcp-idle", "0s"]].concat());
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("--dns-tcp-idle must be longer than 0"), "{err}");
+    let (code, _, err) = veer_run_refused(&[&base[..], &["--dns-tcp-clients", "0"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--dns-tcp-clients"), "{err}");
     // etcd endpoints: only http://HOST:PORT, and only with --dns (which writes the zones).
     for bad in ["https://10.0.0.1:2379", "10.0.0.1:2379", "http://10.0.0.1:2379/v3"] {
-        let (code, _, err) = veer(&[&base[..], &["--etcd", bad]].concat());
+        let (code, _, err) = veer_run_refused(&[&base[..], &["--etcd", bad]].concat());
         assert_ne!(code, 0, "{bad}");
         assert!(err.contains(&format!("--etcd \"{bad}\"")) && err.contains("http://HOST:PORT"), "{bad}: {err}");
     }
-    let (code, _, err) = veer(&["run", "-f", E002, "--cluster", "aks-weu-01", "--etcd", "http://127.0.0.1:2379"]);
+    let (code, _, err) = veer_run_refused(&["run", "-f", E002, "--cluster", "aks-weu-01", "--etcd", "http://127.0.0.1:2379"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--dns"), "{err}");
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::zone::Outcome;
+use std::time::Duration;
 
 #[test]
 fn garbage_gets_no_answer_and_no_panic() {
@@ -215,7 +216,7 @@ async fn tcp_answers_pipelined_queries_in_order_as_udp_does() {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), Duration::from_secs(10), stop_rx));
+    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), crate::TcpLimits::default(), stop_rx));
     let src = SocketAddr::from(([127, 0, 0, 1], 5353));
     // Answered from bytes, by the ordinary path (NXDOMAIN, a name in upper case, EDNS), and a
     // message whose header alone decodes (FORMERR, with no question).
@@ -251,6 +252,120 @@ async fn tcp_answers_pipelined_queries_in_order_as_udp_does() {
     assert_eq!(formerr, [0, 12, 0, 5, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0], "FORMERR echoing the ID, no question");
     assert_eq!(handler.stats().tcp_queries, 4);
     assert!(handler.zones().compiled().get(&queries[0]).is_some(), "the first was answered from bytes");
+    let _ = stop.send(true);
+    server.await.expect("server stops");
+}
+
+/// A TCP connection from `from` to `to`, and whether the server answers a query on it.
+async fn tcp_query(from: [u8; 4], to: SocketAddr) -> (tokio::net::TcpStream, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind the client's address");
+    let mut conn = socket.connect(to).await.expect("connect");
+    let q = query(7, "example.com", 6, [0, 0], None, &[]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    // A connection the server closed at once may refuse the write or read nothing.
+    let answered = async {
+        conn.write_all(&framed).await.ok()?;
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).await.ok()?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut answer).await.ok()?;
+        Some(answer[..2] == [0, 7])
+    }
+    .await
+        == Some(true);
+    (conn, answered)
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_tcp_connection() {
+    let handler = Arc::new(Handler::new(sample_zones(), 1232));
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = watch::channel(false);
+    let limits = crate::TcpLimits { max_connections: 5, max_per_address: 3, idle: Duration::from_secs(30) };
+    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), limits, stop_rx));
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let (conn, answered) = tcp_query([127, 0, 0, 2], addr).await;
+        assert!(answered, "connection {i} from the abusive address is served");
+        held.push(conn);
+    }
+    let (_, answered) = tcp_query([127, 0, 0, 2], addr).await;
+    assert!(!answered, "a fourth from the same address is refused");
+    assert_eq!(handler.stats().tcp_refused, 1);
+    // Another client is still served while the first holds its three.
+    let (other, answered) = tcp_query([127, 0, 0, 3], addr).await;
+    assert!(answered, "another address is served");
+    held.push(other);
+    let (fifth, answered) = tcp_query([127, 0, 0, 4], addr).await;
+    assert!(answered);
+    held.push(fifth);
+    let (_, answered) = tcp_query([127, 0, 0, 5], addr).await;
+    assert!(!answered, "over the cap in all");
+    assert_eq!(handler.stats().tcp_refused, 2);
+    // Closing one frees its place (the server learns of it when the connection's task ends).
+    drop(held.remove(0));
+    let mut served = false;
+    for _ in 0..200 {
+        let (conn, answered) = tcp_query([127, 0, 0, 2], addr).await;
+        if answered {
+            held.push(conn);
+            served = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(served, "a place freed by a closed connection is taken again");
+    let _ = stop.send(true);
+    server.await.expect("server stops");
+}
+
+#[tokio::test]
+async fn a_client_trickling_bytes_does_not_keep_its_connection_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handler = Arc::new(Handler::new(sample_zones(), 1232));
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = watch::channel(false);
+    let idle = Duration::from_millis(600);
+    let limits = crate::TcpLimits { idle, ..crate::TcpLimits::default() };
+    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), limits, stop_rx));
+    let q = query(9, "example.com", 6, [0, 0], None, &[]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // A byte every fifth of the timeout: each read comes well within it, but the whole query
+    // would take longer than it.
+    let started = tokio::time::Instant::from_std(crate::clock::now());
+    let mut sent = 0;
+    for byte in &framed {
+        if conn.write_all(std::slice::from_ref(byte)).await.is_err() {
+            break;
+        }
+        sent += 1;
+        let mut probe = [0u8; 1];
+        // Waits a fifth of the timeout for the server to close (read gives 0 or an error).
+        // Closed (or, once the query is whole, answered).
+        if tokio::time::timeout(idle / 5, conn.read(&mut probe)).await.is_ok() {
+            break;
+        }
+    }
+    let took = tokio::time::Instant::from_std(crate::clock::now()) - started;
+    assert!(sent < framed.len(), "the server closed the connection before the query was whole ({sent} of {} bytes sent)", framed.len());
+    assert!(took >= idle * 9 / 10, "closed at the timeout, not before: {took:?}");
+    assert_eq!(handler.stats().tcp_queries, 0);
+    // A client that sends whole queries keeps its connection past the timeout.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for _ in 0..4 {
+        conn.write_all(&framed).await.expect("write");
+        let mut answer = vec![0u8; 2 + framed.len() * 4];
+        let n = conn.read(&mut answer).await.expect("answer");
+        assert!(n > 2, "answered");
+        tokio::time::sleep(idle / 2).await;
+    }
     let _ = stop.send(true);
     server.await.expect("server stops");
 }
