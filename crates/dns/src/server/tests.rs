@@ -208,15 +208,22 @@ fn a_zone_change_is_answered_with_its_new_bytes() {
     assert_eq!(Some(after), answer_datagram(&slow, None, &q, src, crate::clock::now()));
 }
 
-#[tokio::test]
-async fn tcp_answers_pipelined_queries_in_order_as_udp_does() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The TCP side serving the sample zones under `limits` on a port of its own: the handler,
+/// the address, and how to stop it.
+async fn tcp_server(limits: crate::TcpLimits) -> (Arc<Handler>, SocketAddr, watch::Sender<bool>, JoinHandle<()>) {
     let handler = Arc::new(Handler::new(sample_zones(), 1232));
-    let slow = Handler::uncompiled(sample_zones(), 1232);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), crate::TcpLimits::default(), stop_rx));
+    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), limits, stop_rx));
+    (handler, addr, stop, server)
+}
+
+#[tokio::test]
+async fn tcp_answers_pipelined_queries_in_order_as_udp_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (handler, addr, stop, server) = tcp_server(crate::TcpLimits::default()).await;
+    let slow = Handler::uncompiled(sample_zones(), 1232);
     let src = SocketAddr::from(([127, 0, 0, 1], 5353));
     // Answered from bytes, by the ordinary path (NXDOMAIN, a name in upper case, EDNS), and a
     // message whose header alone decodes (FORMERR, with no question).
@@ -281,12 +288,8 @@ async fn tcp_query(from: [u8; 4], to: SocketAddr) -> (tokio::net::TcpStream, boo
 
 #[tokio::test]
 async fn one_address_cannot_hold_every_tcp_connection() {
-    let handler = Arc::new(Handler::new(sample_zones(), 1232));
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stop_rx) = watch::channel(false);
     let limits = crate::TcpLimits { max_connections: 5, max_per_address: 3, idle: Duration::from_secs(30) };
-    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), limits, stop_rx));
+    let (handler, addr, stop, server) = tcp_server(limits).await;
     let mut held = Vec::new();
     for i in 0..3 {
         let (conn, answered) = tcp_query([127, 0, 0, 2], addr).await;
@@ -326,13 +329,8 @@ async fn one_address_cannot_hold_every_tcp_connection() {
 #[tokio::test]
 async fn a_client_trickling_bytes_does_not_keep_its_connection_open() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let handler = Arc::new(Handler::new(sample_zones(), 1232));
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stop_rx) = watch::channel(false);
     let idle = Duration::from_millis(600);
-    let limits = crate::TcpLimits { idle, ..crate::TcpLimits::default() };
-    let server = tokio::spawn(crate::tcp::serve(listener, handler.clone(), limits, stop_rx));
+    let (handler, addr, stop, server) = tcp_server(crate::TcpLimits { idle, ..crate::TcpLimits::default() }).await;
     let q = query(9, "example.com", 6, [0, 0], None, &[]);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
