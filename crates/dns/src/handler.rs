@@ -12,7 +12,7 @@ use hickory_proto::rr::{DNSClass, LowerName, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use serde::Serialize;
 
 use crate::fast::Compiled;
@@ -139,6 +139,23 @@ pub struct Reply {
     pub edns: Option<Edns>,
 }
 
+/// A [`Reply`] as hickory's encoder takes it.
+type Response<'a> = MessageResponse<'a, 'a, Records<'a>, Records<'a>, std::iter::Empty<&'a Record>, Records<'a>>;
+type Records<'a> = std::slice::Iter<'a, Record>;
+
+impl Reply {
+    /// This reply to the questions `queries`, ready to encode (UDP and TCP alike).
+    fn response<'a>(&'a self, queries: &'a Queries) -> Response<'a> {
+        MessageResponseBuilder::new(queries, self.edns.as_ref()).build(
+            self.metadata,
+            self.answers.iter(),
+            self.authority.iter(),
+            std::iter::empty(),
+            self.additional.iter(),
+        )
+    }
+}
+
 /// The request path: answers from the current zones.
 pub struct Handler {
     zones: ArcSwap<Zones>,
@@ -263,13 +280,7 @@ impl Handler {
             Some(e) => e.max_payload().clamp(512, self.max_udp_payload),
             None => 512,
         };
-        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
-            reply.metadata,
-            reply.answers.iter(),
-            reply.authority.iter(),
-            std::iter::empty(),
-            reply.additional.iter(),
-        );
+        let response = reply.response(&request.queries);
         let mut buf = Vec::with_capacity(512);
         let mut enc = BinEncoder::new(&mut buf);
         enc.set_max_size(limit);
@@ -488,13 +499,7 @@ impl Handler {
             return self.transfer(&request, out);
         }
         let reply = self.reply(&request);
-        let response = MessageResponseBuilder::new(&request.queries, reply.edns.as_ref()).build(
-            reply.metadata,
-            reply.answers.iter(),
-            reply.authority.iter(),
-            std::iter::empty(),
-            reply.additional.iter(),
-        );
+        let response = reply.response(&request.queries);
         emit_tcp(response, request.metadata.id, out)
     }
 
