@@ -117,6 +117,10 @@ pub enum Outcome {
 #[derive(Clone, Debug, Default)]
 pub struct Zones {
     zones: Vec<Zone>,
+    /// Where each zone's origin is in `zones`: a name's zone is found by its ancestors, not by
+    /// a scan of every zone (each destination host is a zone of its own, and encoding the
+    /// answers ahead looks up every name).
+    by_origin: HashMap<LowerName, usize>,
     names: HashMap<LowerName, Vec<Record>>,
     /// Every proper ancestor of a name of `names`: the empty non-terminals among them exist.
     ancestors: HashSet<LowerName>,
@@ -261,6 +265,9 @@ impl Zones {
         }
         // Longest origin first, so the most specific zone answers.
         z.zones.sort_by_key(|zone| std::cmp::Reverse(zone.origin.num_labels()));
+        for (i, zone) in z.zones.iter().enumerate() {
+            z.by_origin.entry(zone.origin.clone()).or_insert(i);
+        }
         z
     }
 
@@ -279,10 +286,9 @@ impl Zones {
     /// Every name with records and every zone's apex, with whether it is an apex: the names
     /// whose answers can be encoded ahead.
     pub fn owners(&self) -> impl Iterator<Item = (&LowerName, bool)> {
-        let apex = |n: &LowerName| self.zones.iter().any(|z| z.origin == *n);
         self.names
             .keys()
-            .map(move |n| (n, apex(n)))
+            .map(|n| (n, self.by_origin.contains_key(n)))
             .chain(self.zones.iter().filter(|z| !self.names.contains_key(&z.origin)).map(|z| (&z.origin, true)))
     }
 
@@ -300,8 +306,23 @@ impl Zones {
         self.zone_of(qname).is_some()
     }
 
+    /// The closest zone: the longest origin at or above `qname`.
     fn zone_of(&self, qname: &LowerName) -> Option<&Zone> {
-        self.zones.iter().find(|z| z.origin.zone_of(qname))
+        let mut name = qname.clone();
+        loop {
+            if let Some(&i) = self.by_origin.get(&name) {
+                return Some(&self.zones[i]);
+            }
+            if name.is_root() {
+                return None;
+            }
+            name = name.base_name();
+        }
+    }
+
+    /// The zone whose origin is `origin`.
+    fn zone(&self, origin: &LowerName) -> Option<&Zone> {
+        self.by_origin.get(origin).map(|&i| &self.zones[i])
     }
 
     /// Answers `qtype` for `qname`.
@@ -406,7 +427,7 @@ impl Zones {
 
     /// The SOA of zone `origin`.
     pub fn soa(&self, origin: &LowerName) -> Option<&Record> {
-        self.zones.iter().find(|z| z.origin == *origin).map(|z| &z.soa)
+        self.zone(origin).map(|z| &z.soa)
     }
 
     /// The origins of the zones served.
@@ -418,7 +439,7 @@ impl Zones {
     /// them every record whose closest zone is this one, plus the NS RRsets of zones veer serves
     /// below it (delegations) with their glue. `None`: not a zone veer serves.
     pub fn transfer(&self, origin: &LowerName) -> Option<Vec<Record>> {
-        let zone = self.zones.iter().find(|z| z.origin == *origin)?;
+        let zone = self.zone(origin)?;
         let mut body: Vec<Record> = zone.ns.clone();
         let children: Vec<&Zone> = self.zones.iter().filter(|z| z.origin != *origin && origin.zone_of(&z.origin)).collect();
         for z in &children {
