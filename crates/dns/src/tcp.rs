@@ -52,14 +52,10 @@ struct Open {
 impl Open {
     /// Counts a connection from `ip` in, unless either cap is reached.
     fn admit(&mut self, ip: IpAddr, limits: &TcpLimits) -> bool {
-        let from_ip = self.by_address.entry(ip).or_default();
-        if self.total >= limits.max_connections || *from_ip >= limits.max_per_address {
-            if *from_ip == 0 {
-                self.by_address.remove(&ip);
-            }
+        if self.total >= limits.max_connections || self.by_address.get(&ip).is_some_and(|&n| n >= limits.max_per_address) {
             return false;
         }
-        *from_ip += 1;
+        *self.by_address.entry(ip).or_default() += 1;
         self.total += 1;
         true
     }
