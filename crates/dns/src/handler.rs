@@ -430,7 +430,7 @@ pub fn classify(reply: &Reply) -> (AnswerClass, Option<LowerName>) {
 /// A message encoded as hickory's server encodes a TCP answer, appended to `out`: up to 64 KiB,
 /// or SERVFAIL with the query's ID when it does not fit.
 fn emit_tcp<'a>(
-    response: hickory_server::zone_handler::MessageResponse<
+    response: MessageResponse<
         '_,
         'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
@@ -447,12 +447,19 @@ fn emit_tcp<'a>(
     enc.set_max_size(u16::MAX);
     if let Err(e) = response.destructive_emit(&mut enc) {
         tracing::warn!(target: "veer::dns", "cannot encode a TCP answer: {e}");
-        buf.clear();
         let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
         metadata.response_code = ResponseCode::ServFail;
-        if (Header { metadata, counts: HeaderCounts::default() }).emit(&mut BinEncoder::new(&mut buf)).is_err() {
-            return false;
-        }
+        return emit_header_only(metadata, out);
+    }
+    out.extend_from_slice(&buf);
+    true
+}
+
+/// A message of a header alone (no question, no records), appended to `out`.
+fn emit_header_only(metadata: Metadata, out: &mut Vec<u8>) -> bool {
+    let mut buf = Vec::with_capacity(12);
+    if (Header { metadata, counts: HeaderCounts::default() }).emit(&mut BinEncoder::new(&mut buf)).is_err() {
+        return false;
     }
     out.extend_from_slice(&buf);
     true
@@ -480,12 +487,7 @@ impl Handler {
                 // The header alone, no question (hickory's server's `error_msg` with none).
                 let mut metadata = Metadata::response_from_request(&header.metadata);
                 metadata.response_code = ResponseCode::FormErr;
-                let mut buf = Vec::with_capacity(12);
-                if (Header { metadata, counts: HeaderCounts::default() }).emit(&mut BinEncoder::new(&mut buf)).is_err() {
-                    return false;
-                }
-                out.extend_from_slice(&buf);
-                return true;
+                return emit_header_only(metadata, out);
             }
         };
         // Answering a response would make us a reflector.
