@@ -24,19 +24,22 @@ fn root() -> PathBuf {
 }
 
 fn veer(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_veer")).current_dir(root()).args(args).output().expect("run veer");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_veer"));
+    cmd.args(args);
+    outcome(cmd)
 }
 
 /// Runs `veer run` with flags it must refuse at once. Under `timeout`, so a `veer run` that
 /// starts serving instead fails the test (exit 124) rather than hanging it.
 fn veer_run_refused(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("timeout")
-        .args(["60", env!("CARGO_BIN_EXE_veer")])
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run veer under timeout");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", env!("CARGO_BIN_EXE_veer")]).args(args);
+    outcome(cmd)
+}
+
+/// Runs `cmd` from the repository's root: exit code, stdout and stderr.
+fn outcome(mut cmd: Command) -> (i32, String, String) {
+    let out = cmd.current_dir(root()).output().expect("run veer");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
